@@ -1,0 +1,3 @@
+from vjfer.cli import main
+
+main()

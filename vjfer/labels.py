@@ -1,0 +1,72 @@
+"""Emotion vocabulary, each dataset's class order, and cross-dataset matching.
+
+One vocabulary orders every dataset's classes, so the same emotion has the same name everywhere and
+RAVDESS class indices equal its emotion code minus one. CREMA-D's six classes follow the same order
+(the reference code built its order from Python set iteration, which is not reproducible).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+DatasetName = Literal["ravdess", "crema-d"]
+DATASETS: tuple[str, ...] = ("ravdess", "crema-d")
+
+VOCABULARY: tuple[str, ...] = (
+    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
+)  # fmt: skip
+
+CLASSES: dict[str, tuple[str, ...]] = {
+    "ravdess": VOCABULARY,  # index = RAVDESS emotion code EE - 1
+    "crema-d": tuple(e for e in VOCABULARY if e not in ("calm", "surprised")),
+}
+
+# CREMA-D's three-letter emotion codes, by vocabulary name.
+CREMA_D_CODES: dict[str, str] = {
+    "NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry", "FEA": "fearful", "DIS": "disgust",
+}  # fmt: skip
+
+
+def check_dataset(dataset: str) -> str:
+    """Return the canonical dataset name; accept `crema_d`/`cremad` spellings; raise on others."""
+    name = dataset.lower().replace("_", "-")
+    if name == "cremad":
+        name = "crema-d"
+    if name not in CLASSES:
+        from vjfer.errors import ConfigError
+
+        raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    return name
+
+
+def class_names(dataset: str) -> tuple[str, ...]:
+    """The dataset's class names in class-index order."""
+    return CLASSES[check_dataset(dataset)]
+
+
+def num_classes(dataset: str) -> int:
+    return len(class_names(dataset))
+
+
+def class_index(dataset: str, name: str) -> int:
+    """Class index of emotion `name` in `dataset`; raises for a name the dataset does not have."""
+    names = class_names(dataset)
+    if name not in names:
+        from vjfer.errors import ConfigError
+
+        raise ConfigError(f"{dataset} has no class {name!r}; its classes: {', '.join(names)}")
+    return names.index(name)
+
+
+def class_name(dataset: str, index: int) -> str:
+    return class_names(dataset)[index]
+
+
+def cross_dataset_map(source: str, target: str) -> dict[int, int]:
+    """Source class index -> target class index, for the classes the two datasets share by name.
+
+    Classes of `source` absent from `target` (RAVDESS calm and surprised, for target CREMA-D) are
+    absent from the map; the cross-dataset evaluation decides whether to drop or merge them.
+    """
+    src, dst = class_names(source), class_names(target)
+    return {i: dst.index(name) for i, name in enumerate(src) if name in dst}
