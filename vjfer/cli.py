@@ -1,14 +1,23 @@
-"""The `vjfer` command group. Thin: parse options, build a config, call one library function."""
+"""The `vjfer` command group. Thin: parse options, build a config, call one library function.
+
+Heavy modules (torch, av, h5py) are imported inside the commands, so `vjfer --help` is instant.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 import click
 
 from vjfer import __version__
-from vjfer.errors import VjferError
+from vjfer.errors import ConfigError, VjferError
+
+ROOT_ENV = {"ravdess": "VJFER_RAVDESS", "crema-d": "VJFER_CREMA_D"}
+DATASET = click.Choice(["ravdess", "crema-d"], case_sensitive=False)
 
 
 class _Group(click.Group):
@@ -22,15 +31,331 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+def _dataset_root(dataset: str, root: Path | None) -> Path:
+    """--root, else the dataset's environment variable; a clear error naming both when neither."""
+    if root is not None:
+        return root
+    env = ROOT_ENV[dataset.lower()]
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    raise click.UsageError(f"give the {dataset} folder with --root DIR or set {env}")
+
+
+def _echo_lines(text: str) -> None:
+    click.echo(text.rstrip("\n"))
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="vjfer")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def cli(verbose: bool) -> None:
-    """vjfer: frozen V-JEPA encoders + attentive probes for facial expression recognition."""
+    """vjfer: frozen V-JEPA encoders + attentive probes for facial expression recognition.
+
+    Stage 1 `extract` encodes every clip once into a feature cache; stage 2 `probe` trains and
+    evaluates probes from that cache alone. `vjfer demo` runs everything on generated data.
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------------------------- datasets
+
+
+@cli.command()
+@click.option("--dataset", type=DATASET, required=True, help="Which dataset's naming to parse.")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D).")
+@click.option("--modality", "modalities", type=click.IntRange(1, 2), multiple=True,
+              help="RAVDESS modality to keep: 1 audio-video, 2 video-only (repeatable; default both).")  # fmt: skip
+@click.option("--song", is_flag=True, help="RAVDESS: keep song (VV 02) instead of speech.")
+def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bool) -> None:
+    """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
+    from vjfer.datasets import format_summary, scan_dataset, summarize
+
+    options = {}
+    if dataset == "ravdess":
+        options = {"modalities": modalities or None, "vocal_channels": (2,) if song else None}
+    elif modalities or song:
+        raise click.UsageError("--modality and --song apply to RAVDESS only")
+    found = scan_dataset(dataset, _dataset_root(dataset, root), **options)
+    _echo_lines(format_summary(summarize(found)))
+
+
+# ------------------------------------------------------------------------------------- encoders
+
+
+@cli.command()
+def encoders() -> None:
+    """List the registered encoders: size, resolution, tokens and where the weights come from."""
+    from vjfer.encoders import list_encoders
+
+    for r in list_encoders():
+        if r["params"]:
+            size = (f"{r['params'] / 1e6:7.1f}M params, D={r['embed_dim']}, {r['resolution']} px, "
+                    f"{r['tokens']} tokens")  # fmt: skip
+        else:
+            size = "sizes from its config.json"
+        click.echo(f"{r['name']:<14} {size}\n{'':<14} weights: {r['weights']}")
+
+
+# ------------------------------------------------------------------------------ stage 1: extract
+
+
+def _extract_options(f):
+    from vjfer.extract import ExtractConfig
+    from vjfer.video import CLIP_PLANS, VIEWS
+
+    d = ExtractConfig.__dataclass_fields__
+    options = [
+        click.option("--dataset", type=DATASET, required=True, help="ravdess or crema-d."),
+        click.option("--root", type=click.Path(path_type=Path), help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D)."),
+        click.option("--encoder", default=d["encoder"].default, show_default=True, help="Encoder name (`vjfer encoders`)."),
+        click.option("--checkpoint", type=click.Path(path_type=Path), envvar="VJFER_CHECKPOINT",
+                     help="jepa .pth.tar file or HF directory (or VJFER_CHECKPOINT)."),
+        click.option("--weights", type=click.Choice(["target_encoder", "encoder"]), default=d["weights"].default,
+                     show_default=True, help="jepa checkpoints: EMA target_encoder or online encoder."),
+        click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=d["cache_root"].default,
+                     show_default=True, help="Root folder of caches."),
+        click.option("--hop", type=int, default=d["hop"].default, show_default=True, help="Frames between window starts."),
+        click.option("--plan", type=click.Choice(CLIP_PLANS), default=d["plan"].default, show_default=True, help="Clip plan."),
+        click.option("--views", type=click.Choice(VIEWS), default=d["views"].default, show_default=True, help="Spatial views."),
+        click.option("--batch-size", type=int, default=d["batch_size"].default, show_default=True, help="Clips per encoder call."),
+        click.option("--workers", type=int, default=d["workers"].default, show_default=True, help="Decoding processes."),
+        click.option("--device", default=d["device"].default, show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--limit", type=int, default=None, help="Only the first N videos (sorted by id)."),
+        click.option("--shard-size", type=int, default=d["shard_size"].default, show_default=True, help="Videos per shard."),
+        click.option("--force", is_flag=True, help="Rebuild this cache from scratch."),
+        click.option("--allow-low-disk", is_flag=True, help="Start even when the size estimate exceeds free disk."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@cli.command()
+@_extract_options
+@click.option("--yes", "-y", is_flag=True, help="Do not pause after printing the plan (non-interactive).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+def extract(yes: bool, no_progress: bool, root: Path | None, dataset: str, **options) -> None:
+    """Stage 1: decode every video once and encode every clip once into HDF5 shards.
+
+    Resumable: a rerun with the same settings skips finished shards. Under
+    `torchrun --nproc-per-node N -m vjfer extract ...` each rank writes its own shards.
+    """
+    from vjfer.extract import ExtractConfig, extract, format_plan, format_summary, plan_extraction
+
+    config = ExtractConfig(dataset=dataset, root=_dataset_root(dataset, root), **options)
+    plan = plan_extraction(config)
+    if plan.rank == 0:
+        _echo_lines(format_plan(plan))
+    summary = extract(config, progress=not no_progress, plan=plan)
+    if plan.rank == 0:
+        _echo_lines(format_summary(summary))
+    if summary.failed:
+        click.echo(f"{summary.failed} video(s) failed: see {summary.cache_dir / 'failures.jsonl'}", err=True)
+        sys.exit(2)
+
+
+@cli.group(cls=_Group)
+def cache() -> None:
+    """Inspect or verify a feature cache."""
+
+
+@cache.command("info")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+def cache_info_cmd(path: Path) -> None:
+    """Settings, videos, clips, size and failures of the cache(s) at or under PATH."""
+    from vjfer.cache import cache_info, find_caches, format_cache_info
+
+    for directory in find_caches(path):
+        _echo_lines(format_cache_info(cache_info(directory)))
+
+
+@cache.command("verify")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--root", type=click.Path(path_type=Path),
+              help="Dataset folder: also check that every video is cached or listed as failed.")  # fmt: skip
+def cache_verify_cmd(path: Path, root: Path | None) -> None:
+    """Open every shard, check shapes and counts against the manifest, and look for NaN/Inf."""
+    from vjfer.cache import find_caches, open_cache, verify_cache
+    from vjfer.datasets import index_dataset
+
+    bad = 0
+    for directory in find_caches(path):
+        records = None
+        if root is not None:
+            records = index_dataset(open_cache(directory).dataset, root)
+        report = verify_cache(directory, records)
+        _echo_lines(str(report))
+        bad += not report.ok
+    sys.exit(1 if bad else 0)
+
+
+# -------------------------------------------------------------------------------- stage 2: probe
+
+
+def _train_options(f):
+    from vjfer.probe.train import CHOICES, TrainConfig
+
+    d = TrainConfig.__dataclass_fields__
+    options = [
+        click.option("--probe", type=click.Choice(CHOICES["probe"]), default=d["probe"].default, show_default=True, help="Probe kind."),
+        click.option("--epochs", type=int, default=d["epochs"].default, show_default=True, help="Training epochs."),
+        click.option("--batch-size", type=int, default=d["batch_size"].default, show_default=True, help="Videos per step."),
+        click.option("--lr", type=float, default=d["lr"].default, show_default=True, help="Peak learning rate (cosine to 0)."),
+        click.option("--clip-choice", type=click.Choice(CHOICES["clip_choice"]), default=d["clip_choice"].default, show_default=True,
+                     help="Which 8 cached clips make a training sample."),
+        click.option("--pool", type=click.Choice(CHOICES["pool"]), default=d["pool"].default, show_default=True,
+                     help="joint: attend across the 8 clips' tokens; clip: score each clip alone."),
+        click.option("--seed", type=int, default=d["seed"].default, show_default=True, help="Random seed."),
+        click.option("--device", default=d["device"].default, show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--in-memory", type=click.Choice(CHOICES["in_memory"]), default=d["in_memory"].default, show_default=True,
+                     help="Hold the tokens in memory (auto: when they fit)."),
+        click.option("--num-workers", type=int, default=d["num_workers"].default, show_default=True, help="Cache-reading workers."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = None) -> Path:
+    """The single cache at or under `cache_root` (of `dataset`), or an error listing the choices."""
+    from vjfer.cache import find_caches, open_cache
+
+    found = find_caches(cache_root)
+    if dataset is not None:
+        found = [p for p in found if open_cache(p).dataset == dataset]
+    if fingerprint is not None:
+        found = [p for p in found if open_cache(p).fingerprint.startswith(fingerprint)]
+    if len(found) == 1:
+        return found[0]
+    what = f"{dataset or 'any dataset'} cache" + (f" with fingerprint {fingerprint}" if fingerprint else "")
+    if not found:
+        raise ConfigError(f"no {what} under {cache_root}: run `vjfer extract` first, or give --cache")
+    listing = "\n  ".join(str(p) for p in found)
+    raise ConfigError(f"{len(found)} {what}s under {cache_root}; choose one with --cache (and --dataset):\n  {listing}")
+
+
+@cli.command()
+@click.option("--dataset", type=DATASET, help="Dataset of the cache (needed when several caches exist).")
+@click.option("--fold", default="all", show_default=True, help="all, or a fold 1..5.")
+@click.option("--cache", "cache_path", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
+              show_default=True, help="A cache directory, or a folder holding one.")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Runs folder; this run goes to OUT/<dataset>-<cache>-<probe>.")  # fmt: skip
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@_train_options
+def probe(dataset: str | None, fold: str, cache_path: Path, out: Path, no_progress: bool, **options) -> None:
+    """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
+    from vjfer.cache import open_cache
+    from vjfer.probe.evaluate import format_summary
+    from vjfer.probe.train import TrainConfig, run_probe
+
+    path = _one_cache(cache_path, dataset)
+    cache = open_cache(path)
+    config = TrainConfig(**options)
+    run_dir = out / f"{cache.dataset}-{path.name}-{config.probe}"
+    folds = "all" if fold == "all" else int(fold)
+    run_probe(path, folds, config, run_dir, dataset=dataset, progress=not no_progress)
+    _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
+    click.echo(f"run written to {run_dir}")
+
+
+# ------------------------------------------------------------------------- cross-dataset, report
+
+
+@cli.command()
+@click.option("--train", "source", type=DATASET, required=True, help="Dataset the probes were trained on.")
+@click.option("--test", "target", type=DATASET, required=True, help="Dataset to predict.")
+@click.option("--calm", type=click.Choice(["drop", "merge", "both"]), default="both", show_default=True,
+              help="Classes one dataset lacks: drop those videos, or count calm as neutral.")  # fmt: skip
+@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Runs folder.")
+@click.option("--run", "run_dir", type=click.Path(exists=True, path_type=Path), help="The probe run (default: the one under --runs).")
+@click.option("--cache", "cache_root", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
+              show_default=True, help="Cache of the test dataset, or a folder holding it.")  # fmt: skip
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def cross(source: str, target: str, calm: str, runs: Path, run_dir: Path | None, cache_root: Path, device: str) -> None:
+    """Cross-dataset test: each fold's probe predicts every video of the other dataset."""
+    from vjfer.cross import cross_evaluate, cross_table, find_probe_run, find_target_cache
+    from vjfer.report import render_markdown
+
+    if source == target:
+        raise click.UsageError("--train and --test must be different datasets")
+    run_dir = run_dir or find_probe_run(runs, source)
+    target_cache = find_target_cache(cache_root, target, run_dir)
+    for handling in ("drop", "merge") if calm == "both" else (calm,):
+        result = cross_evaluate(run_dir, target_cache, handling, out_root=runs, device=device)
+        _echo_lines(render_markdown(cross_table(result)))
+        click.echo(f"written to {result.out_dir}\n")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True, help="Report folder.")
+@click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
+              help="Caches for the PCA figure (skipped, with a note, when absent).")  # fmt: skip
+@click.option("--device", default="cpu", show_default=True, help="Device for the PCA figure's probe pass.")
+def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str) -> None:
+    """Tables II-IV (Markdown, CSV), confusion matrices and the PCA figure (PNG) from runs."""
+    from vjfer.report import build_report
+
+    written = build_report(list(run_dirs) or [Path("runs")], out, caches=_caches_by_dataset(cache_root),
+                           device=device)  # fmt: skip
+    for path in written:
+        click.echo(str(path))
+
+
+def _caches_by_dataset(cache_root: Path) -> dict[str, Path]:
+    from vjfer.cache import find_caches, open_cache
+
+    if not cache_root.exists():
+        return {}
+    return {open_cache(p).dataset: p for p in find_caches(cache_root)}
+
+
+@cli.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--run", "run_dir", type=click.Path(exists=True, path_type=Path), required=True, help="A `vjfer probe` run.")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), envvar="VJFER_CHECKPOINT",
+              help="The encoder checkpoint the run's cache was made with (or VJFER_CHECKPOINT).")  # fmt: skip
+@click.option("--fold", type=int, help="Use one fold's probe (default: all folds averaged).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--clips", is_flag=True, help="Also print the per-clip timeline.")
+def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fold: int | None,
+            device: str, as_json: bool, clips: bool) -> None:  # fmt: skip
+    """Emotion of each VIDEO (any format FFmpeg reads) with a trained probe run."""
+    from vjfer.predict import format_prediction, predict_videos
+    from vjfer.probe.train import resolve_device
+
+    result = predict_videos(videos, run_dir, checkpoint=checkpoint, fold=fold,
+                            device=str(resolve_device(device)))  # fmt: skip
+    if as_json:
+        out = {"videos": result.videos.to_dict(orient="records"), "failures": result.failures}
+        if clips:
+            out["clips"] = result.clips.to_dict(orient="records")
+        click.echo(json.dumps(out, indent=1))
+    else:
+        _echo_lines(format_prediction(result))
+        if clips and not result.clips.empty:
+            click.echo("")
+            _echo_lines(result.clips.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for failure in result.failures:
+        click.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
+    sys.exit(1 if result.failures else 0)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo"), show_default=True,
+              help="Folder for the generated data, caches, runs and report.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated data and probes.")
+def demo(out: Path, seed: int) -> None:
+    """Everything end to end on a generated mini dataset with the tiny encoder (CPU, minutes)."""
+    from vjfer.demo import format_demo, run_demo
+
+    _echo_lines(format_demo(run_demo(out, seed=seed)))
 
 
 def main() -> None:

@@ -1,0 +1,212 @@
+"""vjfer.cache: shard format, manifest, fingerprint, reader, info and verify (random arrays only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from vjfer.cache import (
+    FAILURES,
+    MANIFEST,
+    ShardWriter,
+    VideoEntry,
+    assign_shards,
+    build_cache,
+    cache_info,
+    fingerprint,
+    format_cache_info,
+    manifest_from_shards,
+    open_cache,
+    shard_header,
+    shard_name,
+    verify_cache,
+)
+from vjfer.errors import CacheError
+
+GRID = (2, 2, 2)  # N = 8 tokens
+SETTINGS = {"encoder": "tiny", "views": "center", "mean": [0.485, 0.456, 0.406], "hop": 8}
+
+
+def make_entry(i: int, clips: int, views: int = 1, dim: int = 4, seed: int = 0) -> VideoEntry:
+    rng = np.random.default_rng(seed * 1000 + i)
+    tokens = rng.standard_normal((clips, views, 8, dim)).astype(np.float16)
+    frames = np.arange(clips * 16, dtype=np.int64).reshape(clips, 16) + i
+    return VideoEntry(f"vid-{i:03d}", label=i % 8, actor=1 + i // 3, fold=1 + i % 5,
+                      n_frames=60 + i, fps=29.97, frames=frames, tokens=tokens)  # fmt: skip
+
+
+ENTRIES = [make_entry(i, clips=1 + i % 3) for i in range(7)]
+FAILED = [{"video_id": "vid-003b", "path": "/data/vid-003b.mp4", "reason": "no video stream"}]
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return build_cache(tmp_path / "c", SETTINGS, reversed(ENTRIES), dataset="ravdess", grid=GRID,
+                       shard_size=3, failures=FAILED)  # fmt: skip
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_assign_shards_sorted_and_chunked():
+    assert assign_shards(["c", "a", "e", "b", "d"], 2) == [["a", "b"], ["c", "d"], ["e"]]
+    with pytest.raises(CacheError, match="'a' appears twice"):
+        assign_shards(["a", "b", "a"], 2)
+    with pytest.raises(CacheError, match="shard_size"):
+        assign_shards(["a"], 0)
+
+
+def test_fingerprint_is_canonical():
+    a = fingerprint({"x": 1, "y": [1, 2], "z": {"b": 1, "a": 2}})
+    assert a == fingerprint({"z": {"a": 2, "b": 1}, "y": (1, 2), "x": 1})
+    assert a != fingerprint({"x": 1, "y": [1, 2], "z": {"b": 1, "a": 3}})
+    assert len(a) == 64
+
+
+def test_round_trip(cache_dir: Path):
+    cache = open_cache(cache_dir)
+    assert list(cache.videos.columns) == [
+        "video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips", "shard",
+    ]  # fmt: skip
+    assert list(cache.videos["video_id"]) == [e.video_id for e in ENTRIES]
+    assert (cache.grid, cache.num_tokens, cache.embed_dim, cache.num_views) == (GRID, 8, 4, 1)
+    assert cache.class_names[0] == "neutral" and len(cache.class_names) == 8
+    assert cache.failures == FAILED
+    assert cache.num_clips == sum(len(e.frames) for e in ENTRIES)
+    assert cache.fingerprint == fingerprint(SETTINGS) and cache.settings == SETTINGS
+    for e in ENTRIES:
+        assert cache.tokens(e.video_id).dtype == np.float16
+        np.testing.assert_array_equal(cache.tokens(e.video_id), e.tokens)
+        np.testing.assert_array_equal(cache.clip_frames(e.video_id), e.frames)
+    row = cache.videos.set_index("video_id").loc["vid-004"]
+    assert (row.label, row.actor, row.fold, row.n_frames, row.n_clips) == (4, 2, 5, 64, 2)
+    # shard 1 holds vid-003, vid-003b (failed) and vid-004: vid-004 is its second cached video
+    assert (row.shard, row.first_clip) == ("shard-00001.h5", 1)
+    clips = list(cache.iter_clips())
+    assert len(clips) == cache.num_clips and clips[1][:2] == ("vid-001", 0)
+    np.testing.assert_array_equal(clips[1][2], ENTRIES[1].tokens[0])
+    with pytest.raises(CacheError, match="'nope' is not in cache"):
+        cache.tokens("nope")
+    assert (cache_dir / FAILURES).read_text().count("\n") == 1
+    cache.close()
+
+
+def _read_in_child(cache, queue):
+    queue.put(cache.tokens("vid-005").tolist())
+
+
+def test_pickles_without_handles_and_survives_fork(cache_dir: Path):
+    cache = open_cache(cache_dir)
+    cache.tokens("vid-001")  # opens a handle
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone._handles == {}
+    np.testing.assert_array_equal(clone.tokens("vid-002"), ENTRIES[2].tokens)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(cache, queue))
+    child.start()
+    got = np.array(queue.get(timeout=30), dtype=np.float16)
+    child.join(30)
+    np.testing.assert_array_equal(got, ENTRIES[5].tokens)
+
+
+def test_check_names_the_differing_field(cache_dir: Path):
+    cache = open_cache(cache_dir)
+    cache.check(views="center", encoder="tiny", mean=(0.485, 0.456, 0.406), grid=GRID)
+    with pytest.raises(CacheError, match=r"was made with views='center', asked for '3crop'"):
+        cache.check(encoder="tiny", views="3crop", hop=4)
+    with pytest.raises(CacheError, match=r"hop=8, asked for 4"):
+        cache.check(hop=4, views="3crop")
+    with pytest.raises(CacheError, match="has no setting 'colour'"):
+        cache.check(colour="red")
+    with pytest.raises(CacheError, match="fingerprint="):
+        cache.check(fingerprint="0" * 64)
+
+
+def test_deterministic_bytes(tmp_path: Path, cache_dir: Path):
+    other = build_cache(tmp_path / "again", SETTINGS, ENTRIES, dataset="ravdess", grid=GRID,
+                        shard_size=3, failures=FAILED)  # fmt: skip
+    for i in range(3):
+        assert sha(other / shard_name(i)) == sha(cache_dir / shard_name(i))
+    assert (other / MANIFEST).read_text() == (cache_dir / MANIFEST).read_text()
+
+
+def test_open_refuses_missing_incomplete_and_foreign(tmp_path: Path, cache_dir: Path):
+    with pytest.raises(CacheError, match="manifest.json is missing"):
+        open_cache(tmp_path / "nothing")
+    manifest = json.loads((cache_dir / MANIFEST).read_text())
+    manifest["format_version"] = 99
+    (cache_dir / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match=r"manifest.json: format 'vjfer-cache' v99"):
+        open_cache(cache_dir)
+    (cache_dir / shard_name(1)).unlink()
+    (cache_dir / MANIFEST).unlink()
+    manifest = manifest_from_shards(cache_dir)
+    assert not manifest["complete"] and not manifest["shards"][1]["complete"]
+    (cache_dir / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match=r"incomplete .*manifest.json.*shard-00001.h5"):
+        open_cache(cache_dir)
+
+
+def test_info_rebuilds_missing_manifest(cache_dir: Path):
+    before = (cache_dir / MANIFEST).read_text()
+    (cache_dir / MANIFEST).unlink()
+    info = cache_info(cache_dir)
+    assert info["rebuilt"] and info["complete"]
+    assert (cache_dir / MANIFEST).read_text() == before
+    assert (info["videos"], info["failed"], info["clips"], info["shards"]) == (7, 1, 13, 3)
+    text = format_cache_info(info)
+    assert "7 cached, 1 failed" in text and 'views: "center"' in text and "vid-003b" in text
+    assert not cache_info(cache_dir)["rebuilt"]
+
+
+def test_writer_abort_and_validation(tmp_path: Path):
+    header = shard_header(dataset="ravdess", fp="f" * 64, settings=SETTINGS, grid=GRID,
+                          embed_dim=4, num_views=1, index=0, num_shards=1, shard_size=2,
+                          video_ids=["vid-000", "vid-001"])  # fmt: skip
+    writer = ShardWriter(tmp_path / shard_name(0), header, num_views=1, num_tokens=8, embed_dim=4)
+    writer.append(ENTRIES[1])
+    with pytest.raises(CacheError, match="sorted video-id order"):
+        writer.append(ENTRIES[0])
+    bad = make_entry(2, clips=2)
+    bad.tokens = bad.tokens.astype(np.float32)
+    with pytest.raises(CacheError, match=r"vid-002: tokens must be float16 \[C>=1, 1, 8, 4\]"):
+        writer.append(bad)
+    bad = make_entry(2, clips=2)
+    bad.frames = bad.frames[:1]
+    with pytest.raises(CacheError, match=r"frames must be \[2, 16\]"):
+        writer.append(bad)
+    assert writer.tmp.exists() and not writer.path.exists()
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify(tmp_path: Path, cache_dir: Path):
+    records = [SimpleNamespace(video_id=e.video_id) for e in ENTRIES] + [
+        SimpleNamespace(video_id="vid-003b")
+    ]
+    report = verify_cache(cache_dir, records)
+    assert report.ok, str(report)
+    assert (report.shards, report.videos, report.clips, report.failed) == (3, 7, 13, 1)
+    report = verify_cache(cache_dir, [*records, SimpleNamespace(video_id="vid-999")])
+    assert not report.ok and "first 'vid-999'" in str(report)
+
+    bad = make_entry(5, clips=3)
+    bad.tokens[2, 0, 3, 1] = np.nan
+    broken = build_cache(tmp_path / "nan", SETTINGS, [*ENTRIES[:5], bad, ENTRIES[6]],
+                         dataset="ravdess", grid=GRID, shard_size=3)  # fmt: skip
+    report = verify_cache(broken)
+    assert report.problems == ["shard-00001.h5: NaN/Inf in tokens of clip 5 (vid-005)"]
+    (broken / shard_name(2)).write_bytes(b"not hdf5")
+    report = verify_cache(broken)
+    assert any("cannot read shard" in p and "shard-00002.h5" in p for p in report.problems)
+    (broken / shard_name(0)).unlink()
+    assert "shard-00000.h5: missing" in str(verify_cache(broken))

@@ -1,0 +1,357 @@
+"""vjfer.extract: end to end on tiny generated videos with the tiny encoder (CPU).
+
+Covers bad inputs among good ones, a video shorter than a clip, resume after SIGKILL mid-shard
+(byte-identical), two ranks against one process, a read-only cache directory, a disk that fills.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from vjfer import cache
+from vjfer.cache import MANIFEST, open_cache, verify_cache
+from vjfer.datasets import index_dataset
+from vjfer.encoders import load_encoder
+from vjfer.errors import CacheError, ConfigError
+from vjfer.extract import (
+    TYPICAL_FRAMES,
+    ExtractConfig,
+    extract,
+    format_plan,
+    format_summary,
+    plan_extraction,
+)
+from vjfer.synthetic import make_crema_d, make_ravdess
+from vjfer.video import CLIP_SPAN, decode_video, gather_clips, normalize_clips, plan_clips
+
+REPO = Path(__file__).resolve().parents[1]
+BAD = {  # RAVDESS stem -> words of the failure reason; among the synthetic good videos
+    "02-01-02-01-01-01-01": "truncated",  # the first third of a good file
+    "02-01-04-01-01-01-02": "not a readable video",  # text
+    "01-01-06-01-01-01-02": "no video stream",  # AAC only
+}
+EMPTY = "02-01-07-01-01-01-01"  # 0 bytes: excluded by the dataset index, never reaches extraction
+
+
+def write_audio_only(path: Path) -> None:
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=16000)
+        for i in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")  # fmt: skip
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+def actor_dir(root: Path, stem: str) -> Path:
+    return root / f"Actor_{int(stem[-2:]):02d}"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """8 synthetic videos (2 actors x 2 emotions x modalities 01, 02; 2 shorter than a clip),
+    three bad files with valid names, and one empty file: 11 indexed videos."""
+    root = tmp_path_factory.mktemp("ravdess")
+    good = make_ravdess(
+        root, emotions=(1, 8), vocal_channels=(1,), modalities=(1, 2), short_every=3
+    )
+    assert len(good) == 8
+    bad = list(BAD)
+    (actor_dir(root, bad[0]) / f"{bad[0]}.mp4").write_bytes(good[0].read_bytes()[:3000])
+    (actor_dir(root, bad[1]) / f"{bad[1]}.mp4").write_bytes(b"this is not a video\n" * 50)
+    write_audio_only(actor_dir(root, bad[2]) / f"{bad[2]}.mp4")
+    (actor_dir(root, EMPTY) / f"{EMPTY}.mp4").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder("tiny")
+
+
+def config_for(root: Path, cache_root: Path, **options) -> ExtractConfig:
+    defaults = dict(encoder="tiny", shard_size=3, batch_size=4, workers=0)
+    return ExtractConfig(
+        dataset="ravdess", root=root, cache_root=cache_root, **{**defaults, **options}
+    )
+
+
+def run(config: ExtractConfig, encoder, **options):
+    return extract(config, progress=False, plan=plan_extraction(config, encoder=encoder, **options))
+
+
+@pytest.fixture(scope="module")
+def clean(root, encoder, tmp_path_factory):
+    """One uninterrupted single-process run: the reference the other runs must equal."""
+    return run(config_for(root, tmp_path_factory.mktemp("clean")), encoder)
+
+
+def digests(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.glob("shard-*")}
+
+
+def manifest_without_paths(directory: Path) -> dict:
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["config"].pop("cache_root")
+    return manifest
+
+
+def test_clean_run(root, encoder, clean):
+    summary = clean
+    assert (summary.videos_done, summary.failed, summary.shards_written) == (8, 3, 4)
+    assert summary.complete and summary.clips > 8 and summary.bytes > 0
+    reasons = {f["video_id"]: f["reason"] for f in summary.failures}
+    assert sorted(reasons) == sorted(BAD)
+    for stem, words in BAD.items():
+        assert words in reasons[stem], reasons[stem]
+    assert "3 failed" in format_summary(summary)
+    c = open_cache(summary.cache_dir)
+    records = index_dataset("ravdess", root)
+    assert len(records) == 11 and EMPTY not in {r.video_id for r in records}
+    good = [r for r in records if r.video_id not in BAD]
+    assert c.dataset == "ravdess" and list(c.videos["video_id"]) == [r.video_id for r in good]
+    assert sorted(f["video_id"] for f in c.failures) == sorted(BAD)
+    assert (summary.cache_dir / cache.FAILURES).read_text().count("\n") == 3
+    assert summary.cache_dir.parent.name == "ravdess"
+    assert summary.cache_dir.name == f"tiny-64-{c.fingerprint[:8]}"
+    c.check(views="center", plan="windows", hop=8, encoder="tiny", resolution=64)
+    with pytest.raises(CacheError, match="made with views='center', asked for '3crop'"):
+        c.check(views="3crop")
+    for r, row in zip(good, c.videos.itertuples(), strict=True):
+        assert row.label == r.label and row.actor == r.actor and row.fold == r.fold
+        assert row.fps == pytest.approx(30000 / 1001)
+        np.testing.assert_array_equal(
+            c.clip_frames(r.video_id), plan_clips(row.n_frames, "windows", 8)
+        )
+        assert c.tokens(r.video_id).shape == (row.n_clips, 1, 128, 64)
+    short = c.videos[c.videos.n_frames < CLIP_SPAN]
+    assert len(short) >= 1 and (short.n_clips == 1).all()
+    frames = c.clip_frames(short.video_id.iloc[0])[0]
+    assert frames[-1] == frames[-2] == short.n_frames.iloc[0] - 1  # padded with the last frame
+    assert verify_cache(summary.cache_dir, records).ok
+    # the cached tokens are what the encoder gives for the same clips
+    video = decode_video(good[1].path, 64, "center")
+    clips = gather_clips(video.frames, plan_clips(video.n_frames))[:, 0]  # [C, 16, R, R, 3]
+    want = encoder.encode(normalize_clips(torch.from_numpy(clips))).numpy()
+    got = c.tokens(good[1].video_id)[:, 0].astype(np.float32)
+    np.testing.assert_allclose(got, want, atol=2e-2, rtol=1e-2)
+
+
+def test_crema_d_flv(encoder, tmp_path):
+    root = tmp_path / "crema"
+    videos = make_crema_d(root, actors=(1001,), sentences=("TIE",))
+    (root / "VideoFlash" / "1064_TIE_SAD_XX.flv").write_bytes(b"")  # empty in the real release too
+    config = ExtractConfig(dataset="crema-d", root=root, cache_root=tmp_path / "cache",
+                           encoder="tiny", workers=0, batch_size=4, shard_size=4)  # fmt: skip
+    summary = run(config, encoder)
+    assert (summary.videos_done, summary.failed, summary.shards_written) == (6, 0, 2)
+    c = open_cache(summary.cache_dir)
+    assert summary.cache_dir.parent.name == "crema-d" and len(c.class_names) == 6
+    assert list(c.videos.video_id) == sorted(p.stem for p in videos)
+    assert set(c.videos.actor) == {1001} and c.videos.fps.iloc[0] == pytest.approx(30)
+
+
+def test_plan_estimate_and_settings(root, encoder, clean, tmp_path):
+    config = config_for(root, clean.cache_dir.parents[1])
+    plan = plan_extraction(config, encoder=encoder)
+    assert plan.directory == clean.cache_dir and plan.done == [0, 1, 2, 3]
+    assert plan.pending_videos == 0 and plan.videos == 11
+    actual = open_cache(clean.cache_dir).num_clips
+    # every video is sampled; mp4 metadata gives exact counts; the 3 bad files count as typical
+    assert plan.estimated_clips == actual + 3 * len(plan_clips(TYPICAL_FRAMES["ravdess"]))
+    text = format_plan(plan)
+    assert "11 in 4 shards" in text and "(4 already complete)" in text and "GB free" in text
+    for change in ({"hop": 4}, {"views": "3crop"}, {"plan": "reference-train"}):
+        assert (
+            plan_extraction(replace(config, **change), encoder=encoder).directory != plan.directory
+        )
+    assert (
+        plan_extraction(replace(config, batch_size=2), encoder=encoder).directory == plan.directory
+    )
+    limited = plan_extraction(replace(config, limit=5), encoder=encoder)
+    assert limited.directory != plan.directory and limited.videos == 5 and len(limited.shards) == 2
+    with pytest.raises(ConfigError, match="views must be one of"):
+        replace(config, views="5crop")
+
+
+def test_rerun_skips_complete_shards(root, encoder, clean):
+    before = {p.name: p.stat().st_mtime_ns for p in clean.cache_dir.iterdir()}
+    summary = run(config_for(root, clean.cache_dir.parents[1]), encoder)
+    assert (summary.shards_skipped, summary.videos_done, summary.videos_cached) == (4, 0, 8)
+    assert summary.failed == 3 and summary.complete
+    assert {p.name: p.stat().st_mtime_ns for p in clean.cache_dir.iterdir()} == before
+
+
+def test_force_with_workers_gives_the_same_bytes(root, encoder, clean, tmp_path):
+    copy = shutil.copytree(clean.cache_dir, tmp_path / "ravdess" / clean.cache_dir.name)
+    for stale in ("shard-00004.h5", "shard-00009.h5.partial"):  # from a dataset with more videos
+        (copy / stale).write_bytes(b"stale")
+    summary = run(config_for(root, tmp_path, force=True, workers=2), encoder)
+    assert summary.shards_written == 4 and summary.videos_done == 8
+    assert digests(summary.cache_dir) == digests(clean.cache_dir)
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+from vjfer import cache, extract
+original, seen = cache.ShardWriter.append, []
+def append(self, entry):  # die (SIGKILL) after the first video written to shard 1
+    original(self, entry)
+    seen.append(self.path.name)
+    if seen.count("shard-00001.h5") == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+cache.ShardWriter.append = append
+config = extract.ExtractConfig(dataset="ravdess", root=Path(sys.argv[1]), encoder="tiny",
+    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0)
+extract.extract(config, progress=False)
+"""
+
+
+def test_resume_after_sigkill_is_byte_identical(root, encoder, clean, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(root), str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    directory = tmp_path / "ravdess" / clean.cache_dir.name
+    names = sorted(p.name for p in directory.iterdir())
+    assert names == ["shard-00000.h5", "shard-00001.h5.partial"]
+    with pytest.raises(CacheError, match="manifest.json is missing"):
+        open_cache(directory)
+    summary = run(config_for(root, tmp_path), encoder)
+    assert (summary.shards_skipped, summary.shards_written) == (1, 3)
+    assert digests(directory) == digests(clean.cache_dir)
+    assert manifest_without_paths(directory) == manifest_without_paths(clean.cache_dir)
+
+
+RANK = """
+import sys
+from pathlib import Path
+from vjfer.extract import ExtractConfig, extract
+config = ExtractConfig(dataset="ravdess", root=Path(sys.argv[1]), encoder="tiny",
+    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0)
+summary = extract(config, progress=False, stall_timeout=60)
+print("RANK-SUMMARY", summary.shards_written, summary.complete)
+"""
+
+
+def test_two_ranks_equal_one_process(root, clean, tmp_path):
+    """Two processes with torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), as
+    `torchrun --nproc-per-node 2 -m vjfer extract ...` starts them."""
+    script = tmp_path / "rank.py"
+    script.write_text(textwrap.dedent(RANK))
+    cache_root = tmp_path / "cache"
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(root), str(cache_root)], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "RANK": str(r), "LOCAL_RANK": str(r),
+                              "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
+        for r in (0, 1)
+    ]  # fmt: skip
+    outputs = [p.communicate(timeout=180) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert [out.split("RANK-SUMMARY")[1] for out, _ in outputs] == [" 2 True\n", " 2 False\n"]
+    directory = cache_root / "ravdess" / clean.cache_dir.name
+    assert digests(directory) == digests(clean.cache_dir)
+    assert manifest_without_paths(directory) == manifest_without_paths(clean.cache_dir)
+
+
+def test_rank_zero_gives_up_then_info_rebuilds_the_manifest(root, encoder, clean, tmp_path):
+    config = config_for(root, tmp_path)
+    plan = plan_extraction(config, encoder=encoder, rank=0, world_size=2)
+    assert plan.mine == [0, 2]
+    with pytest.raises(
+        CacheError, match=r"no progress on 2 shard\(s\) of other ranks .*shard-00001.h5"
+    ):
+        extract(config, progress=False, plan=plan, stall_timeout=0.5)
+    directory = plan.directory
+    assert not (directory / MANIFEST).exists()
+    rank1 = extract(
+        config, progress=False, plan=plan_extraction(config, encoder=encoder, rank=1, world_size=2)
+    )
+    assert rank1.shards_written == 2 and not rank1.complete
+    info = cache.cache_info(directory)
+    assert info["rebuilt"] and info["complete"] and info["videos"] == 8
+    assert digests(directory) == digests(clean.cache_dir)
+    assert open_cache(directory).num_clips == open_cache(clean.cache_dir).num_clips
+
+
+def test_disk_full_leaves_nothing_that_looks_complete(root, encoder, clean, tmp_path, monkeypatch):
+    original, calls = cache.ShardWriter.append, []
+
+    def append(self, entry):
+        calls.append(self.path.name)
+        if self.path.name == "shard-00002.h5":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(self, entry)
+
+    monkeypatch.setattr(cache.ShardWriter, "append", append)
+    with pytest.raises(CacheError, match="No space left on device"):
+        run(config_for(root, tmp_path), encoder)
+    directory = tmp_path / "ravdess" / clean.cache_dir.name
+    assert sorted(p.name for p in directory.iterdir()) == ["shard-00000.h5", "shard-00001.h5"]
+    monkeypatch.setattr(cache.ShardWriter, "append", original)
+    summary = run(config_for(root, tmp_path), encoder)
+    assert summary.shards_skipped == 2 and digests(directory) == digests(clean.cache_dir)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 200 KB tmpfs (needs root and mount permission; skipped elsewhere)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True
+    ).returncode:  # fmt: skip
+        pytest.skip("mounting a tmpfs needs root and mount permission")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_real_full_disk(root, encoder, clean, tmpfs):
+    with pytest.raises(CacheError, match="need about .* GB .*--allow-low-disk"):
+        plan_extraction(config_for(root, tmpfs, shard_size=1), encoder=encoder)
+    with pytest.raises(CacheError, match="No space left on device|writing a shard failed"):
+        run(config_for(root, tmpfs, allow_low_disk=True), encoder)
+    directory = tmpfs / "ravdess" / clean.cache_dir.name
+    left = sorted(p.name for p in directory.iterdir())
+    assert MANIFEST not in left and not [n for n in left if n.endswith(".partial")]
+    for name in left:
+        assert cache.read_shard_header(directory / name)  # what is there is complete
+        assert digests(directory)[name] == digests(clean.cache_dir)[name]
+
+
+def test_read_only_cache_directory(root, encoder, tmp_path):
+    target = tmp_path / "ro"
+    target.mkdir()
+    if os.geteuid() == 0:  # root ignores permissions: use a read-only mount
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(target)],
+                          capture_output=True).returncode:  # fmt: skip
+            pytest.skip("root ignores directory permissions and cannot mount here")
+    else:
+        target.chmod(0o555)
+    try:
+        with pytest.raises(
+            CacheError, match=r"cache directory .*ro/ravdess/tiny-64-\w+ is not writable"
+        ):
+            plan_extraction(config_for(root, target), encoder=encoder)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(target)], check=True)
+        else:
+            target.chmod(0o755)

@@ -1,0 +1,81 @@
+"""vjfer.labels: one vocabulary, each dataset's class order, name <-> index, cross-dataset maps."""
+
+from __future__ import annotations
+
+import pytest
+
+from vjfer import labels
+from vjfer.errors import ConfigError
+
+RAVDESS_ORDER = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+CREMA_D_ORDER = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
+
+
+def test_class_orders_are_fixed():
+    assert labels.DATASETS == ("ravdess", "crema-d")
+    assert labels.VOCABULARY == RAVDESS_ORDER
+    assert labels.class_names("ravdess") == RAVDESS_ORDER
+    assert labels.class_names("crema-d") == CREMA_D_ORDER
+    assert labels.num_classes("ravdess") == 8
+    assert labels.num_classes("crema-d") == 6
+
+
+@pytest.mark.parametrize("code", range(1, 9))
+def test_ravdess_class_index_is_emotion_code_minus_one(code):
+    name = RAVDESS_ORDER[code - 1]
+    assert labels.class_index("ravdess", name) == code - 1
+    assert labels.class_name("ravdess", code - 1) == name
+
+
+@pytest.mark.parametrize("dataset", labels.DATASETS)
+def test_name_index_round_trip(dataset):
+    for i, name in enumerate(labels.class_names(dataset)):
+        assert labels.class_index(dataset, name) == i
+        assert labels.class_name(dataset, i) == name
+
+
+def test_every_dataset_orders_classes_by_the_vocabulary():
+    for dataset in labels.DATASETS:
+        positions = [labels.VOCABULARY.index(n) for n in labels.class_names(dataset)]
+        assert positions == sorted(positions)
+
+
+def test_crema_d_codes_cover_each_class_once():
+    assert sorted(labels.CREMA_D_CODES.values()) == sorted(CREMA_D_ORDER)
+    assert set(labels.CREMA_D_CODES) == {"NEU", "HAP", "SAD", "ANG", "FEA", "DIS"}
+    assert labels.CREMA_D_CODES["FEA"] == "fearful"
+    assert labels.CREMA_D_CODES["DIS"] == "disgust"
+
+
+@pytest.mark.parametrize(
+    "spelling, canonical",
+    [("ravdess", "ravdess"), ("RAVDESS", "ravdess"), ("crema-d", "crema-d"),
+     ("crema_d", "crema-d"), ("CREMA-D", "crema-d"), ("cremad", "crema-d")],
+)  # fmt: skip
+def test_check_dataset_accepts_spellings(spelling, canonical):
+    assert labels.check_dataset(spelling) == canonical
+    assert labels.class_names(spelling) == labels.CLASSES[canonical]
+
+
+def test_unknown_dataset_is_named():
+    with pytest.raises(ConfigError, match="unknown dataset 'affectnet'; known: ravdess, crema-d"):
+        labels.check_dataset("affectnet")
+
+
+def test_unknown_class_lists_the_classes():
+    with pytest.raises(ConfigError, match="crema-d has no class 'calm'; its classes: neutral"):
+        labels.class_index("crema-d", "calm")
+
+
+def test_cross_dataset_maps_match_by_name():
+    assert labels.cross_dataset_map("ravdess", "crema-d") == {0: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5}
+    assert labels.cross_dataset_map("crema-d", "ravdess") == {0: 0, 1: 2, 2: 3, 3: 4, 4: 5, 5: 6}
+    for dataset in labels.DATASETS:
+        n = labels.num_classes(dataset)
+        assert labels.cross_dataset_map(dataset, dataset) == {i: i for i in range(n)}
+
+
+def test_cross_dataset_map_drops_calm_and_surprised():
+    mapped = labels.cross_dataset_map("ravdess", "crema-d")
+    assert labels.class_index("ravdess", "calm") not in mapped
+    assert labels.class_index("ravdess", "surprised") not in mapped

@@ -1,0 +1,80 @@
+"""Metrics against hand-computed confusion matrices; fold aggregation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vjfer import metrics
+
+# rows = truth: class 0 -> [3, 1, 0], class 1 -> [0, 2, 0], class 2 -> [1, 0, 1]
+Y_TRUE = [0, 0, 0, 0, 1, 1, 2, 2]
+Y_PRED = [0, 0, 0, 1, 1, 1, 0, 2]
+
+
+def test_confusion_rows_are_truth():
+    expected = np.array([[3, 1, 0], [0, 2, 0], [1, 0, 1]])
+    np.testing.assert_array_equal(metrics.confusion(Y_TRUE, Y_PRED, 3), expected)
+
+
+def test_confusion_keeps_absent_classes_in_order():
+    cm = metrics.confusion(Y_TRUE, Y_PRED, 5)
+    assert cm.shape == (5, 5)
+    assert cm[3:].sum() == 0 and cm[:, 3:].sum() == 0
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        metrics.confusion(Y_TRUE, Y_PRED, 2)
+
+
+def test_recall_based_metrics():
+    # recalls 3/4, 2/2, 1/2
+    np.testing.assert_allclose(metrics.per_class_recall(Y_TRUE, Y_PRED, 3), [0.75, 1.0, 0.5])
+    assert metrics.uar(Y_TRUE, Y_PRED) == pytest.approx((0.75 + 1.0 + 0.5) / 3)
+    assert metrics.war(Y_TRUE, Y_PRED) == pytest.approx(6 / 8)
+
+
+def test_macro_precision_is_not_uar():
+    # precisions per predicted column: 3/4, 2/3, 1/1 -- what the reference script calls "UAR"
+    expected = (3 / 4 + 2 / 3 + 1) / 3
+    assert metrics.macro_precision(Y_TRUE, Y_PRED) == pytest.approx(expected)
+    assert metrics.macro_precision(Y_TRUE, Y_PRED) != pytest.approx(metrics.uar(Y_TRUE, Y_PRED))
+    # F1 per class: 0.75, 0.8, 2/3
+    assert metrics.macro_f1(Y_TRUE, Y_PRED) == pytest.approx((0.75 + 0.8 + 2 / 3) / 3)
+
+
+def test_never_predicted_class_has_precision_zero():
+    assert metrics.macro_precision([0, 1, 1], [0, 0, 0]) == pytest.approx((1 / 3 + 0) / 2)
+    assert metrics.uar([0, 1, 1], [0, 0, 0]) == pytest.approx(0.5)
+
+
+def test_absent_true_class_recall_is_nan_and_left_out_of_uar():
+    recall = metrics.per_class_recall(Y_TRUE, Y_PRED, 4)
+    assert math.isnan(recall[3])
+    assert metrics.uar(Y_TRUE, Y_PRED) == pytest.approx(0.75)
+    out = metrics.classification_metrics(Y_TRUE, Y_PRED, 4)
+    assert out["per_class_recall"][3] is None and out["n"] == 8
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="one length"):
+        metrics.uar([0, 1], [0])
+    with pytest.raises(ValueError, match="no samples"):
+        metrics.war([], [])
+
+
+def test_fold_summary_mean_and_sample_std():
+    folds = [
+        {"fold": 1, "pbv": {"uar": 0.5, "war": 0.6}, "note": "x", "per_class_recall": [1.0]},
+        {"fold": 2, "pbv": {"uar": 0.7, "war": 0.8}, "note": "y", "per_class_recall": [0.0]},
+        {"fold": 3, "pbv": {"uar": 0.9, "war": 0.7}, "note": "z", "per_class_recall": [0.5]},
+    ]
+    out = metrics.fold_summary(folds)
+    assert out["pbv"]["uar"]["mean"] == pytest.approx(0.7)
+    assert out["pbv"]["uar"]["std"] == pytest.approx(0.2)  # ddof=1: sqrt((0.04 + 0 + 0.04) / 2)
+    assert out["pbv"]["war"]["values"] == [0.6, 0.8, 0.7]
+    assert "note" not in out and "per_class_recall" not in out
+    single = metrics.fold_summary(folds[:1])
+    assert single["pbv"]["uar"] == {"mean": 0.5, "std": None, "n": 1, "values": [0.5]}
+    with pytest.raises(ValueError, match="no folds"):
+        metrics.fold_summary([])

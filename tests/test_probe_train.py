@@ -1,0 +1,221 @@
+"""Probe training: schedules, clip choice, checks, determinism, and an end-to-end run on a cache."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vjfer.cache import VideoEntry, build_cache, open_cache
+from vjfer.datasets import load_folds
+from vjfer.errors import CacheError, ConfigError, SplitError
+from vjfer.probe.model import AttentiveProbe, load_probe
+from vjfer.probe.train import (
+    TrainConfig,
+    check_folds,
+    cosine,
+    epoch_plan,
+    lr_at,
+    param_groups,
+    reference_clips,
+    run_probe,
+    split_fold,
+    train_probe,
+    wd_at,
+)
+from vjfer.video import plan_clips
+
+D, GRID, CLASSES = 32, (2, 2, 2), 8  # N = 8 tokens per clip
+
+
+def make_entries(videos_per_class=1, actors=range(1, 25), views=1, seed=0, folds=None):
+    """Videos whose tokens carry the class as a mean shift (plus an actor shift and noise)."""
+    rng = np.random.default_rng(seed)
+    folds = folds or load_folds("ravdess")
+    prototypes = rng.normal(size=(CLASSES, D)) * 1.5
+    entries = []
+    for actor in actors:
+        actor_shift = rng.normal(size=D) * 0.5
+        for label in range(CLASSES):
+            for rep in range(videos_per_class):
+                n_frames = int(rng.integers(70, 130))
+                frames = plan_clips(n_frames, "windows", hop=8)
+                C = len(frames)
+                tokens = (
+                    rng.normal(size=(C, views, math.prod(GRID), D))
+                    + prototypes[label]
+                    + actor_shift
+                )
+                entries.append(VideoEntry(
+                    video_id=f"{actor:02d}-{label}-{rep}", label=label, actor=actor, fold=folds[actor],
+                    n_frames=n_frames, fps=30.0, frames=frames, tokens=tokens.astype(np.float16),
+                ))  # fmt: skip
+    return entries
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny shapes run fastest on one thread (and CI machines are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cache")
+    settings = {"encoder": "synthetic", "resolution": 64, "plan": "windows", "hop": 8}
+    return build_cache(
+        directory, settings, make_entries(), dataset="ravdess", grid=GRID, shard_size=50
+    )
+
+
+SMALL = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=0, device="cpu")
+
+
+def test_schedules_first_middle_last_step():
+    total = 100
+    assert lr_at(0, total) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi / total)))
+    assert lr_at(49, total) == pytest.approx(0.5e-3)  # progress 50/100
+    assert lr_at(99, total) == pytest.approx(0.0, abs=1e-15)
+    assert wd_at(0, total) == pytest.approx(0.01, rel=1e-3)
+    assert wd_at(49, total) == pytest.approx((0.01 + 1e-6) / 2)
+    assert wd_at(99, total) == pytest.approx(1e-6)
+    lrs = [lr_at(s, total) for s in range(total)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    with pytest.raises(ValueError, match="outside"):
+        cosine(total, total, 1.0, 0.0)
+
+
+def test_config_checks_choices():
+    with pytest.raises(ConfigError, match="pool must be one of"):
+        TrainConfig(pool="mean")
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        TrainConfig(epochs=0)
+    assert TrainConfig(betas=[0.9, 0.95]).betas == (0.9, 0.95)
+
+
+def test_reference_clips_pick_nearest_cached_start():
+    n_frames = 200
+    targets = plan_clips(n_frames, "reference-train")[:, 0]
+    starts = np.arange(0, 140, 8)  # cached windows every 8 frames
+    picked = reference_clips(starts, n_frames)
+    assert picked.shape == (8,)
+    for t, i in zip(targets, picked, strict=True):
+        assert np.abs(starts - t).min() == abs(starts[i] - t)
+    assert reference_clips(np.array([0]), 50).tolist() == [0] * 8  # a one-clip video
+
+
+def test_epoch_plan_is_seeded_and_in_range():
+    n_clips = np.array([3, 5, 1, 7])
+    cfg = TrainConfig(clip_choice="random", train_view="random")
+    a, b = epoch_plan(n_clips, None, 3, cfg, 1, 0), epoch_plan(n_clips, None, 3, cfg, 1, 0)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    order, clips, views = a
+    assert sorted(order) == [0, 1, 2, 3] and clips.shape == views.shape == (4, 8)
+    assert (clips < n_clips[:, None]).all() and (clips >= 0).all() and views.max() < 3
+    assert not np.array_equal(epoch_plan(n_clips, None, 3, cfg, 1, 1)[1], clips)
+    middle = TrainConfig(train_view="middle")
+    assert (epoch_plan(n_clips, np.zeros((4, 8), int), 3, middle, 1, 0)[2] == 1).all()
+
+
+def test_weight_decay_only_on_weights():
+    probe = AttentiveProbe(D, CLASSES, 4)
+    decay, rest = param_groups(probe)
+    names = {id(p): n for n, p in probe.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "pooler.query_tokens" in decayed and "linear.weight" in decayed
+    assert not any(n.endswith("bias") or "norm" in n for n in decayed)
+    assert rest["weight_decay"] == 0.0 and len(decay["params"]) + len(rest["params"]) == 17
+
+
+def test_leaked_actor_raises(tmp_path):
+    folds = dict(load_folds("ravdess"))
+    entries = make_entries(actors=[1, 2, 3])
+    entries[0].fold = 5 if entries[0].fold != 5 else 4  # actor 1 now has videos in two folds
+    cache = open_cache(build_cache(tmp_path / "c", {"x": 1}, entries, dataset="ravdess", grid=GRID))
+    with pytest.raises(SplitError, match=r"actors \[1\] appear in more than one fold"):
+        check_folds(cache)
+    with pytest.raises(SplitError, match=r"test actors \[1\] also appear in training"):
+        split_fold(cache.videos, folds[1])
+
+
+def test_folds_that_disagree_with_splits_raise(tmp_path):
+    wrong = {a: 1 + a % 5 for a in range(1, 25)}
+    entries = make_entries(actors=[1, 2], folds=wrong)
+    cache = open_cache(build_cache(tmp_path / "c", {"x": 1}, entries, dataset="ravdess", grid=GRID))
+    with pytest.raises(SplitError, match="splits/ for ravdess put it in fold"):
+        check_folds(cache)
+
+
+def test_cpu_training_is_deterministic_and_in_memory_equals_streamed(cache_dir):
+    cache = open_cache(cache_dir)
+    train = cache.videos[cache.videos["fold"] != 1].iloc[:40]
+    cfg = TrainConfig(epochs=2, num_heads=4, num_workers=0, device="cpu", clip_choice="random")
+    states = []
+    for in_memory, workers in (("yes", 0), ("yes", 1), ("no", 1)):
+        cfg_i = TrainConfig(**{**cfg.__dict__, "in_memory": in_memory, "num_workers": workers})
+        probe, history = train_probe(cache, train, cfg_i, fold=1, progress=False)
+        states.append(probe.state_dict())
+        assert len(history) == 2 and history[-1]["loss"] > 0
+    for other in states[1:]:
+        for name, tensor in states[0].items():
+            assert torch.equal(tensor, other[name]), name
+
+
+def test_end_to_end_run_is_above_chance(cache_dir, tmp_path):
+    cfg = TrainConfig(epochs=6, num_heads=4, num_workers=0, device="cpu")
+    out = run_probe(cache_dir, [1, 3], cfg, tmp_path / "run", dataset="ravdess", progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["folds"] == [1, 3] and summary["dataset"] == "ravdess"
+    assert summary["mean"]["pbv"]["uar"]["mean"] > 0.6  # chance is 0.125
+    assert "| PBV |" in (out / "summary.md").read_text()
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 6
+    fold = out / "fold-1"
+    expected = {"probe.pt", "config.json", "clip_predictions.csv", "video_predictions.csv",
+                "metrics.json", "confusion.csv", "confusion_mv.csv", "confusion_clip.csv"}  # fmt: skip
+    assert expected <= {p.name for p in fold.iterdir()}
+    videos = pd.read_csv(fold / "video_predictions.csv")
+    assert {
+        "video_id",
+        "actor",
+        "label",
+        "label_name",
+        "prob_calm",
+        "votes_calm",
+        "pbv",
+        "mv",
+    } <= set(videos)
+    assert set(videos["actor"]) == {a for a, f in load_folds("ravdess").items() if f == 1}
+    metrics = json.loads((fold / "metrics.json").read_text())
+    assert metrics["n_test_videos"] == len(videos) and len(metrics["history"]) == 6
+    assert len(pd.read_csv(fold / "confusion.csv", index_col=0)) == CLASSES
+
+    probe, meta = load_probe(fold / "probe.pt")
+    assert meta["class_names"][1] == "calm" and meta["config"]["epochs"] == 6
+    assert meta["cache"]["fingerprint"] == open_cache(cache_dir).fingerprint
+    assert TrainConfig(**meta["config"]) == cfg
+
+
+def test_clip_pool_and_linear_probe_train(cache_dir):
+    cache = open_cache(cache_dir)
+    train = cache.videos.iloc[:16]
+    for cfg in (TrainConfig(**{**SMALL.__dict__, "pool": "clip"}),
+                TrainConfig(**{**SMALL.__dict__, "probe": "linear"})):  # fmt: skip
+        probe, history = train_probe(cache, train, cfg, progress=False)
+        assert np.isfinite(history[-1]["loss"])
+
+
+def test_run_refuses_a_cache_that_does_not_fit(cache_dir, tmp_path):
+    with pytest.raises(CacheError, match="holds ravdess, asked for crema-d"):
+        run_probe(cache_dir, "all", SMALL, tmp_path, dataset="crema-d")
+    with pytest.raises(CacheError, match="fingerprint"):
+        run_probe(cache_dir, "all", SMALL, tmp_path, fingerprint="0000000")
+    with pytest.raises(ConfigError, match=r"fold\(s\) \[7\] not in cache"):
+        run_probe(cache_dir, [7], SMALL, tmp_path)

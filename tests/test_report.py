@@ -1,0 +1,244 @@
+"""Report: table rendering parses back, figures are PNG images, tables from run summaries, peers."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vjfer import report
+from vjfer.cache import VideoEntry, build_cache, open_cache
+from vjfer.errors import ConfigError
+from vjfer.labels import DATASETS, class_names
+from vjfer.probe.model import LinearProbe
+from vjfer.report import (
+    CrossRun,
+    ProbeRun,
+    Table,
+    build_report,
+    confusion_figure,
+    get_renderer,
+    load_peers,
+    pca_figure,
+    render_csv,
+    render_markdown,
+    row_normalise,
+    table_ii,
+    table_iii,
+    table_iv,
+    write_table,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def parse_markdown(text: str) -> pd.DataFrame:
+    """A pipe table (the lines starting with '|', minus the ---|--- rule) read back by pandas."""
+    rows = [line for line in text.splitlines() if line.startswith("|") and "---" not in line]
+    body = "\n".join(line.strip().strip("|") for line in rows)
+    frame = pd.read_csv(io.StringIO(body), sep=r"(?<!\\)\|", engine="python")  # not at "\|"
+    frame.columns = [c.strip() for c in frame.columns]
+    return frame.apply(lambda col: col.str.strip() if pd.api.types.is_string_dtype(col) else col)
+
+
+def assert_png(path, min_height: int = 200) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] >= min_height and image.shape[1] >= min_height
+
+
+TABLE = Table(
+    "demo",
+    "A demo table",
+    pd.DataFrame(
+        {
+            "Method": ["ours | PBV", "paper"],
+            "UAR": [71.234, 76.4],
+            "UAR std": [2.5, float("nan")],
+            "Videos": [60, 61],
+        }
+    ),  # fmt: skip
+    ["a note"],
+)
+
+
+def test_markdown_parses_back_with_std_folded():
+    text = render_markdown(TABLE)
+    assert text.startswith("## A demo table\n") and "- a note" in text
+    frame = parse_markdown(text)
+    assert list(frame.columns) == ["Method", "UAR", "Videos"]  # "UAR std" folded into "UAR"
+    assert frame["UAR"].tolist() == ["71.23 ± 2.50", "76.40"]
+    assert frame["Method"].tolist() == ["ours \\| PBV", "paper"]  # a pipe in a cell is escaped
+    assert frame["Videos"].tolist() == [60, 61]
+
+
+def test_csv_parses_back_exactly():
+    frame = pd.read_csv(io.StringIO(render_csv(TABLE)))
+    pd.testing.assert_frame_equal(frame, TABLE.frame)
+
+
+def test_renderers_by_name(tmp_path):
+    assert get_renderer("md") is render_markdown and get_renderer("csv") is render_csv
+    with pytest.raises(ConfigError, match="unknown table format 'tex'"):
+        get_renderer("tex")
+    paths = write_table(TABLE, tmp_path / "tables")
+    assert [p.name for p in paths] == ["demo.md", "demo.csv"]
+
+
+def test_row_normalise_keeps_empty_rows_zero():
+    norm = row_normalise(np.array([[2, 2], [0, 0]]))
+    assert norm.tolist() == [[0.5, 0.5], [0.0, 0.0]]
+
+
+def test_confusion_figure_is_a_png(tmp_path):
+    rng = np.random.default_rng(0)
+    names = class_names("ravdess")
+    matrix = rng.integers(0, 10, (8, 8)) + np.diag(np.full(8, 30))
+    assert_png(confusion_figure(matrix, names, "RAVDESS, PBV", tmp_path / "cm.png"))
+    # a cross matrix before class handling: rows CREMA-D labels, columns RAVDESS predictions
+    raw = rng.integers(0, 10, (6, 8))
+    path = confusion_figure(raw, class_names("crema-d"), "raw", tmp_path / "raw.png",
+                            predicted_names=names)  # fmt: skip
+    assert_png(path)
+    with pytest.raises(ValueError, match="6 true and 6 predicted class names for a 6x8"):
+        confusion_figure(raw, class_names("crema-d"), "raw", tmp_path / "bad.png")
+
+
+def test_pca_figure_is_a_png(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 6, 40)
+    path = pca_figure(rng.normal(size=(40, 16)), rng.normal(size=(40, 8)), y,
+                      class_names("crema-d"), "CREMA-D fold 1", tmp_path / "pca.png")  # fmt: skip
+    assert_png(path)
+
+
+def test_figures_leave_no_global_state(tmp_path):
+    """Figures are made with the object API: none registers with pyplot's figure manager."""
+    from matplotlib._pylab_helpers import Gcf
+
+    before = Gcf.get_num_fig_managers()
+    confusion_figure(np.eye(6) * 4, class_names("crema-d"), "t", tmp_path / "cm.png")
+    assert Gcf.get_num_fig_managers() == before
+    source = inspect.getsource(report)
+    assert (
+        "import matplotlib.pyplot" not in source and "from matplotlib import pyplot" not in source
+    )
+
+
+def test_packaged_peers_are_sourced():
+    peers = load_peers()
+    assert set(peers["dataset"]) <= set(DATASETS)
+    assert peers["source"].str.len().min() > 10  # every number names where it came from
+    assert ((peers[["uar", "war"]] > 0) & (peers[["uar", "war"]] <= 100)).all().all()
+
+
+def test_peers_missing_column(tmp_path):
+    (tmp_path / "p.csv").write_text("method,dataset,uar\nx,ravdess,1\n")
+    with pytest.raises(ConfigError, match="missing column"):
+        load_peers(tmp_path / "p.csv")
+
+
+def _agg(mean: float, std: float) -> dict:
+    return {"mean": mean, "std": std, "n": 5, "values": [mean] * 5}
+
+
+def probe_run(dataset: str, tmp_path, uar=0.5, war=0.6, precision=0.55) -> ProbeRun:
+    """A ProbeRun shaped like `vjfer.probe.train.train_folds` output (summary + fold metrics)."""
+    scores = {
+        "uar": _agg(uar, 0.01),
+        "war": _agg(war, 0.02),
+        "macro_precision": _agg(precision, 0.03),
+    }
+    n = len(class_names(dataset))
+    confusion = (np.eye(n, dtype=int) * 3 + 1).tolist()
+    folds = {
+        k: {"pbv": {"confusion": confusion}, "mv": {"confusion": confusion}} for k in range(1, 6)
+    }
+    summary = {"dataset": dataset, "probe": "attentive", "folds": [1, 2, 3, 4, 5],
+               "per_fold": [], "mean": {"pbv": scores, "mv": scores}}  # fmt: skip
+    return ProbeRun(tmp_path / f"{dataset}-run", dataset, "attentive", summary, folds)
+
+
+def test_table_ii_beside_paper(tmp_path):
+    table = table_ii([probe_run("ravdess", tmp_path), probe_run("crema-d", tmp_path)])
+    frame = table.frame
+    assert len(frame) == 4 and list(frame["Voting"]) == ["PBV", "MV", "PBV", "MV"]
+    row = frame.iloc[0]
+    assert (row["Dataset"], row["UAR"], row["UAR std"]) == ("RAVDESS", 50.0, 1.0)
+    assert row["Macro precision"] == pytest.approx(55.0)
+    assert (row[report.PAPER_UAR], row["Paper WAR"]) == (76.40, 72.93)
+    assert frame.iloc[3][report.PAPER_UAR] == 79.13  # CREMA-D MV
+    parsed = parse_markdown(render_markdown(table))
+    assert parsed["UAR"].iloc[0] == "50.00 ± 1.00"
+
+
+def test_table_iii_peers_beside_ours(tmp_path):
+    peers = pd.DataFrame([["Peer A", "ravdess", 70.0, 71.0, "video", "doi:x"]],
+                         columns=list(report.PEERS_COLUMNS))  # fmt: skip
+    frame = table_iii([probe_run("ravdess", tmp_path)], peers).frame
+    assert frame["Method"].tolist()[0] == "Peer A" and frame.iloc[0]["RAVDESS WAR"] == 71.0
+    ours = frame[frame["Source"] == "this run"]
+    assert len(ours) == 2 and ours.iloc[0]["RAVDESS UAR"] == 50.0
+    assert np.isnan(ours.iloc[0]["CREMA-D UAR"])  # no CREMA-D run given
+
+
+def test_table_iv_counts_and_paper(tmp_path):
+    fold = {"n_kept": 50, "n_dropped": 10, "n_total": 60}
+    summary = {"kind": "cross", "source": "ravdess", "target": "crema-d", "calm": "merge",
+               "n_videos": 60, "class_names": list(class_names("crema-d")),
+               "folds": [{"fold": k, "pbv": fold, "mv": fold} for k in range(1, 6)],
+               "mean": {"pbv": {"uar": _agg(0.4, 0.1)}, "mv": {"uar": _agg(0.3, 0.1)}}}  # fmt: skip
+    frame = table_iv([CrossRun(tmp_path, summary)]).frame
+    assert frame["Voting"].tolist() == ["PBV", "MV"]
+    row = frame.iloc[0]
+    assert (row["Train"], row["Test"], row["UAR"]) == ("RAVDESS", "CREMA-D", 40.0)
+    assert row["Dropped per probe"] == "10 10 10 10 10" and row["Videos"] == 60
+    assert (row[report.PAPER_UAR], row["Paper WAR"]) == (58.72, 54.90)
+    assert np.isnan(row["WAR"])  # absent from the summary: shown as a dash, not invented
+
+
+def test_report_lists_what_is_missing(tmp_path):
+    written = build_report([tmp_path / "runs-none", tmp_path], tmp_path / "out")
+    assert {p.name for p in written} == {"table3.md", "table3.csv", "report.md"}
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "does not exist" in text
+    assert "Table II: no probe runs" in text and "Table IV: no cross-dataset runs" in text
+
+
+def test_report_from_summaries_without_caches(tmp_path):
+    """Runs whose cache is gone still give tables and confusions; the PCA is listed as missing."""
+    run = tmp_path / "runs" / "ravdess-attentive"
+    fake = probe_run("ravdess", tmp_path)
+    for k, metrics in fake.folds.items():
+        (run / f"fold-{k}").mkdir(parents=True)
+        (run / f"fold-{k}" / "metrics.json").write_text(json.dumps(metrics))
+    (run / "summary.json").write_text(json.dumps(fake.summary))
+    written = build_report([tmp_path / "runs"], tmp_path / "out")
+    pngs = sorted(p.name for p in written if p.suffix == ".png")
+    assert pngs == ["confusion-ravdess-attentive-mv.png", "confusion-ravdess-attentive-pbv.png"]
+    for name in pngs:
+        assert_png(tmp_path / "out" / name)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "PCA figure for" in text and "no CREMA-D probe run" in text
+    assert len(pd.read_csv(tmp_path / "out" / "table2.csv")) == 2
+
+
+def test_video_embeddings_of_a_linear_probe_are_mean_pooled(tmp_path):
+    rng = np.random.default_rng(0)
+    entries = [VideoEntry(f"v{i}", i % 6, 1001, 5, 40, 30.0, np.zeros((1 + i % 3, 16), int),
+                          rng.normal(size=(1 + i % 3, 2, 8, 4)).astype(np.float16))
+               for i in range(6)]  # fmt: skip
+    cache = open_cache(build_cache(tmp_path / "c", {"encoder": "x"}, entries, dataset="crema-d",
+                                   grid=(2, 2, 2)))  # fmt: skip
+    mean_pooled, pooled, y = report.video_embeddings(LinearProbe(4, 6), cache, ["v2", "v0"])
+    assert mean_pooled.shape == pooled.shape == (2, 4) and y.tolist() == [2, 0]
+    expect = cache.tokens("v2").astype(np.float32).mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(mean_pooled[0], expect, rtol=1e-5)
+    np.testing.assert_allclose(pooled, mean_pooled, rtol=1e-5, atol=1e-6)
+    assert torch.get_num_threads() >= 1

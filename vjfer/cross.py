@@ -1,0 +1,419 @@
+"""Cross-dataset evaluation: each fold's probe, trained on one dataset, predicts the other dataset.
+
+Classes are matched by name (`labels.cross_dataset_map`). RAVDESS has two classes CREMA-D lacks,
+calm and surprised; DESIGN.md (Metrics) handles them on the side where they occur:
+
+- RAVDESS -> CREMA-D (prediction side): `drop` drops videos *predicted* calm or surprised;
+  `merge` counts calm predictions as neutral and drops videos predicted surprised.
+- CREMA-D -> RAVDESS (label side): `drop` drops videos *labelled* calm or surprised;
+  `merge` counts calm labels as neutral and drops videos labelled surprised.
+
+The reference does the same on confusion matrices (lennarteingunia/vjepa-for-fer, scripts/
+`ravdess_to_crema_calm_class_handling.py` and `crema_to_ravdess_calm_class_handling.py`). Metrics
+then run over the classes both datasets share, in the target's order (`ClassHandling.names`), for
+PBV and MV separately: prediction-side drops depend on the voting rule. Every video is counted:
+kept + dropped = total, per probe and voting rule; the reasons for dropping are counted too.
+
+The pure part (`class_handling`, `apply_handling`, `handle_confusion`, `score_handled`) takes label
+and prediction arrays or confusion matrices; `cross_evaluate` does the I/O around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+import vjfer
+from vjfer import metrics
+from vjfer.cache import Cache, canonical_json, open_cache
+from vjfer.errors import CacheError, CheckpointError, ConfigError
+from vjfer.labels import check_dataset, class_names, cross_dataset_map
+from vjfer.probe.evaluate import EVAL_BATCH_CLIPS, VideoTokens, clip_probabilities, vote_videos
+from vjfer.probe.model import load_probe
+from vjfer.probe.train import resolve_device
+from vjfer.report import DATASET_TITLES, Table, metric_cells, render_markdown
+
+log = logging.getLogger(__name__)
+
+CalmHandling = Literal["drop", "merge"]
+CALM_HANDLINGS = ("drop", "merge")
+MERGED_INTO = {"calm": "neutral"}  # `merge`: these classes count as their neighbour
+VOTINGS = ("pbv", "mv")
+# Cache settings (vjfer.extract.cache_settings) that fix what a token means: a probe only reads
+# tokens of another dataset's cache if these agree. Clip plan, hop, views and dataset may differ.
+ENCODER_SETTINGS = (
+    "encoder", "encoder_fingerprint", "resolution", "frames", "frame_step", "mean", "std", "dtype",
+)  # fmt: skip
+FOLD_DIR = re.compile(r"^fold-(\d+)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure: class handling on arrays and confusion matrices.
+
+
+@dataclass(frozen=True)
+class ClassHandling:
+    """How the classes of `source` (the probe) and `target` (the videos) meet.
+
+    `label_map[t]` is the evaluation class of target class t, `pred_map[s]` that of source class s;
+    -1 means the video is dropped. Evaluation classes are the shared ones, in the target's order.
+    """
+
+    source: str
+    target: str
+    calm: str
+    names: tuple[str, ...]  # evaluation classes
+    label_map: np.ndarray  # int [C_target]
+    pred_map: np.ndarray  # int [C_source]
+
+
+def _side_map(own: tuple[str, ...], shared: tuple[str, ...], calm: str) -> np.ndarray:
+    """Evaluation index of each of `own` classes: shared by name, merged (calm), or -1 (dropped)."""
+    out = []
+    for name in own:
+        if calm == "merge" and name in MERGED_INTO:
+            name = MERGED_INTO[name]
+        out.append(shared.index(name) if name in shared else -1)
+    return np.asarray(out, dtype=np.int64)
+
+
+def class_handling(source: str, target: str, calm: str) -> ClassHandling:
+    """The class handling of probes trained on `source` and tested on `target` (names checked)."""
+    source, target = check_dataset(source), check_dataset(target)
+    if source == target:
+        raise ConfigError(f"cross-dataset evaluation needs two datasets; got {source} twice")
+    if calm not in CALM_HANDLINGS:
+        raise ConfigError(f"unknown calm handling {calm!r}; known: {', '.join(CALM_HANDLINGS)}")
+    src, dst = class_names(source), class_names(target)
+    shared_idx = sorted(cross_dataset_map(target, source))  # target classes the source has
+    names = tuple(dst[i] for i in shared_idx)
+    return ClassHandling(
+        source, target, calm, names, _side_map(dst, names, calm), _side_map(src, names, calm)
+    )
+
+
+@dataclass(frozen=True)
+class Handled:
+    """Labels and predictions after class handling, plus what was dropped and why."""
+
+    truth: np.ndarray  # int [kept], evaluation classes
+    pred: np.ndarray  # int [kept], evaluation classes
+    kept: np.ndarray  # bool [total], per input video
+    dropped: dict[str, int]  # reason ("labelled calm", "predicted surprised", ...) -> videos
+
+    @property
+    def n_total(self) -> int:
+        return len(self.kept)
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.kept.sum())
+
+    @property
+    def n_dropped(self) -> int:
+        return self.n_total - self.n_kept
+
+
+def apply_handling(truth: np.ndarray, pred: np.ndarray, handling: ClassHandling) -> Handled:
+    """Map target labels and source predictions [n] to evaluation classes; drop what has none.
+
+    A video dropped on both sides is counted once, under its label.
+    """
+    truth, pred = np.asarray(truth, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    if truth.shape != pred.shape or truth.ndim != 1:
+        raise ValueError(
+            f"truth and pred must be 1-D of one length; got {truth.shape}, {pred.shape}"
+        )
+    t, p = handling.label_map[truth], handling.pred_map[pred]
+    kept = (t >= 0) & (p >= 0)
+    src, dst = class_names(handling.source), class_names(handling.target)
+    reasons = Counter(f"labelled {dst[i]}" for i in truth[t < 0])
+    reasons.update(f"predicted {src[i]}" for i in pred[(t >= 0) & (p < 0)])
+    return Handled(t[kept], p[kept], kept, dict(sorted(reasons.items())))
+
+
+def handle_confusion(matrix: np.ndarray, handling: ClassHandling) -> tuple[np.ndarray, int]:
+    """A cross confusion matrix [C_target, C_source] (rows = target labels, columns = source
+    predictions) -> (evaluation confusion [E, E], videos dropped)."""
+    m = np.asarray(matrix, dtype=np.int64)
+    expect = (len(handling.label_map), len(handling.pred_map))
+    if m.shape != expect:
+        raise ValueError(f"confusion must be [C_target, C_source] = {expect}; got {m.shape}")
+    E = len(handling.names)
+    out = np.zeros((E, E), dtype=np.int64)
+    for i, ei in enumerate(handling.label_map):
+        for j, ej in enumerate(handling.pred_map):
+            if ei >= 0 and ej >= 0:
+                out[ei, ej] += m[i, j]
+    return out, int(m.sum() - out.sum())
+
+
+def score_handled(handled: Handled, handling: ClassHandling) -> dict:
+    """`vjfer.metrics` over the evaluation classes, plus the confusion and counts; JSON-able."""
+    E = len(handling.names)
+    if handled.n_kept == 0:
+        scores = dict.fromkeys(metrics.SCALAR_METRICS)  # nothing left to score
+        scores |= {"per_class_recall": [None] * E, "n": 0, "confusion": np.zeros((E, E)).tolist()}
+    else:
+        scores = metrics.classification_metrics(handled.truth, handled.pred, E)
+        scores["confusion"] = metrics.confusion(handled.truth, handled.pred, E).tolist()
+    scores |= {"n_total": handled.n_total, "n_kept": handled.n_kept}
+    scores |= {"n_dropped": handled.n_dropped, "dropped": handled.dropped}
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O: probes of a run predict every video of the other dataset's cache.
+
+
+def _differing_field(have: object, want: object, name: str) -> str | None:
+    """The first (dotted) field name where two settings values differ, or None."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        for key in sorted(set(have) | set(want)):
+            if key not in have or key not in want:
+                return f"{name}.{key}"
+            if sub := _differing_field(have[key], want[key], f"{name}.{key}"):
+                return sub
+        return None
+    return None if canonical_json(have) == canonical_json(want) else name
+
+
+def check_same_encoder(probe_settings: dict, cache: Cache, probe_path: Path) -> None:
+    """Raise CacheError naming the first encoder setting in which the probe's training cache and
+    `cache` differ (`ENCODER_SETTINGS`)."""
+    for key in ENCODER_SETTINGS:
+        if key not in probe_settings and key not in cache.settings:
+            continue
+        have, want = probe_settings.get(key), cache.settings.get(key)
+        if (field_name := _differing_field(have, want, key)) is not None:
+            raise CacheError(
+                f"{probe_path} was trained on tokens with {key}={canonical_json(have)}, but cache "
+                f"{cache.path} has {key}={canonical_json(want)} (field {field_name!r} differs): "
+                "cross-dataset evaluation needs both caches made by the same encoder"
+            )
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+
+
+def find_probes(run_dir: str | Path) -> dict[int, Path]:
+    """fold -> `fold-K/probe.pt` of a probe run directory, by fold; raises if there is none."""
+    run_dir = Path(run_dir)
+    found = {}
+    for sub in sorted(run_dir.iterdir()) if run_dir.is_dir() else ():
+        if (m := FOLD_DIR.match(sub.name)) and (sub / "probe.pt").is_file():
+            found[int(m.group(1))] = sub / "probe.pt"
+    if not found:
+        raise CheckpointError(f"no fold-K/probe.pt under {run_dir} (is it a `vjfer probe` run?)")
+    return dict(sorted(found.items()))
+
+
+def find_probe_run(runs_root: str | Path, dataset: str) -> Path:
+    """The one probe run of `dataset` at or under `runs_root` (a summary.json of `vjfer probe`
+    with fold-K/probe.pt beside it); ConfigError listing the candidates if not exactly one."""
+    dataset, root = check_dataset(dataset), Path(runs_root)
+    found = []
+    for summary in sorted(root.rglob("summary.json")) if root.is_dir() else ():
+        info = json.loads(summary.read_text(encoding="utf-8"))
+        if info.get("kind") != "cross" and info.get("dataset") == dataset:
+            if any((summary.parent / f"fold-{k}" / "probe.pt").is_file() for k in info["folds"]):
+                found.append(summary.parent)
+    if len(found) != 1:
+        listed = ", ".join(map(str, found)) or "none"
+        raise ConfigError(
+            f"need exactly one {dataset} probe run under {root}; found {listed} (name the run dir)"
+        )
+    return found[0]
+
+
+def find_target_cache(cache_root: str | Path, dataset: str, run_dir: str | Path) -> Path:
+    """The one complete cache of `dataset` under `cache_root` made with the encoder settings of
+    the probes in `run_dir`; CacheError listing what was found if not exactly one."""
+    dataset, root = check_dataset(dataset), Path(cache_root)
+    probe_path = next(iter(find_probes(run_dir).values()))
+    settings = json.loads((probe_path.parent / "config.json").read_text())["cache"]["settings"]
+    fits, others = [], []
+    for manifest in sorted(root.rglob("manifest.json")) if root.is_dir() else ():
+        try:
+            cache = open_cache(manifest)
+            if cache.dataset == dataset:
+                check_same_encoder(settings, cache, probe_path)
+                fits.append(cache.path)
+        except CacheError as err:
+            others.append(f"{manifest.parent} ({err})")
+    if len(fits) != 1:
+        unusable = f"; not usable: {'; '.join(others)}" if others else ""
+        raise CacheError(
+            f"need exactly one {dataset} cache made like {run_dir}'s under {root}; found "
+            f"{', '.join(map(str, fits)) or 'none'}{unusable}"
+        )
+    return fits[0]
+
+
+def cross_dir_name(source: str, target: str, calm: str) -> str:
+    return f"cross-{check_dataset(source)}-to-{check_dataset(target)}-{calm}"
+
+
+@dataclass
+class CrossResult:
+    """One cross-dataset run: per probe scores (PBV and MV, with counts) and their mean ± std."""
+
+    source: str
+    target: str
+    calm: str
+    run_dir: Path
+    target_cache: Path
+    out_dir: Path
+    class_names: tuple[str, ...]  # evaluation classes (shared), in the target's order
+    n_videos: int  # target videos each probe predicted
+    folds: list[dict]  # per probe: {"fold", "pbv": scores, "mv": scores} (`score_handled`)
+    summary: dict  # {voting: {metric: {mean, std, n, values}}} (`metrics.fold_summary`)
+
+    def to_json(self) -> dict:
+        """What summary.json holds (`kind` = "cross"; `vjfer.report` reads it)."""
+        return {
+            "kind": "cross", "source": self.source, "target": self.target, "calm": self.calm,
+            "run_dir": str(self.run_dir), "target_cache": str(self.target_cache),
+            "class_names": list(self.class_names), "n_videos": self.n_videos,
+            "folds": self.folds, "mean": self.summary, "vjfer_version": vjfer.__version__,
+        }  # fmt: skip
+
+
+def cross_table(result: CrossResult) -> Table:
+    """Per probe and mean: UAR, WAR, macro precision (%) and video counts, per voting rule."""
+    rows = []
+    for voting in VOTINGS:
+        for fold in result.folds:
+            s = fold[voting]
+            one = {m: {"mean": s[m], "std": None} for m in ("uar", "war", "macro_precision")}
+            rows.append({"Voting": voting.upper(), "Probe": f"fold {fold['fold']}",
+                         **metric_cells(one), "Kept": s["n_kept"], "Dropped": s["n_dropped"],
+                         "Total": s["n_total"]})  # fmt: skip
+        mean = result.summary.get(voting, {})
+        counts = {c: mean[k]["mean"] for c, k in (("Kept", "n_kept"), ("Dropped", "n_dropped"))}
+        rows.append({"Voting": voting.upper(), "Probe": "mean", **metric_cells(mean), **counts,
+                     "Total": result.n_videos})  # fmt: skip
+    src, dst = DATASET_TITLES[result.source], DATASET_TITLES[result.target]
+    title = f"{src} probes tested on {dst} (calm/surprised: {result.calm}), video level"
+    notes = [
+        f"Classes scored: {', '.join(result.class_names)} (matched by name).",
+        "Percent; mean ± sample std over the probes. Kept + Dropped = Total per probe.",
+        "Macro precision is what the paper's tables call UAR.",
+    ]
+    # dtype=object keeps per-probe counts integers beside the fractional mean counts
+    return Table("summary", title, pd.DataFrame(rows, dtype=object), notes)
+
+
+def _video_frame(
+    probs: dict[str, np.ndarray], cache: Cache, src_names: Sequence[str]
+) -> pd.DataFrame:
+    """`vote_videos` over each video's clip probabilities [C, K_source], labelled in the target's
+    classes (vote_videos names labels with the classes it votes over, the source's)."""
+    clips = []
+    for vid, p in probs.items():
+        frame = pd.DataFrame(p, columns=[f"prob_{c}" for c in src_names])
+        frame.insert(0, "video_id", vid)
+        clips.append(frame)
+    clips = pd.concat(clips, ignore_index=True)
+    clips.insert(1, "actor", 0)  # filled in below, from the target cache
+    clips.insert(2, "label", 0)
+    videos = vote_videos(clips, src_names)
+    info = cache.videos.set_index("video_id").loc[videos["video_id"]]
+    videos["actor"] = info["actor"].to_numpy()
+    videos["label"] = info["label"].to_numpy()
+    videos["label_name"] = [cache.class_names[i] for i in videos["label"]]
+    return videos
+
+
+def cross_evaluate(
+    run_dir: str | Path,
+    target_cache: str | Path | Cache,
+    calm: CalmHandling = "drop",
+    *,
+    out_root: str | Path | None = None,
+    device: str = "auto",
+    batch_clips: int = EVAL_BATCH_CLIPS,
+    num_workers: int = 0,
+) -> CrossResult:
+    """Each fold's probe of `run_dir` predicts every video of `target_cache` (the other dataset).
+
+    Tokens are read once per video and scored by all probes. Writes
+    `<out_root>/cross-<source>-to-<target>-<calm>/` (out_root defaults to run_dir's parent):
+    fold-K/video_predictions.csv, fold-K/metrics.json, summary.json, summary.md.
+    """
+    run_dir = Path(run_dir)
+    cache = target_cache if isinstance(target_cache, Cache) else open_cache(target_cache)
+    dev = resolve_device(device)
+    probes, metas = {}, {}
+    for k, path in find_probes(run_dir).items():
+        probes[k], metas[k] = load_probe(path, dev)
+        check_same_encoder(metas[k]["cache"]["settings"], cache, path)
+        if metas[k]["embed_dim"] != cache.embed_dim:
+            raise CacheError(
+                f"{path} takes D={metas[k]['embed_dim']}, {cache.path} has D={cache.embed_dim}"
+            )
+    sources = {m["dataset"] for m in metas.values()}
+    if len(sources) != 1:
+        raise CheckpointError(
+            f"probes of {run_dir} were trained on several datasets: {sorted(sources)}"
+        )
+    source = sources.pop()
+    handling = class_handling(source, cache.dataset, calm)
+    src_names = class_names(source)
+    video_ids = list(cache.videos["video_id"])
+    log.info(
+        "%d %s probes x %d %s videos (%s)", len(probes), source, len(video_ids), cache.dataset, calm
+    )
+
+    probs: dict[int, dict[str, np.ndarray]] = {k: {} for k in probes}
+    dataset = VideoTokens(cache, video_ids)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers)
+    for vid, tokens in loader:  # each video's tokens read once, scored by every probe
+        for k, probe in probes.items():
+            probs[k][vid] = clip_probabilities(probe, tokens, dev, batch_clips)  # [C, K_source]
+
+    out_dir = Path(out_root if out_root is not None else run_dir.parent)
+    out_dir = out_dir / cross_dir_name(source, cache.dataset, calm)
+    folds = []
+    for k in probes:
+        videos = _video_frame(probs[k], cache, src_names)
+        fold = {"fold": k}
+        label_as = handling.label_map[videos["label"].to_numpy()]
+        videos["label_as"] = [handling.names[i] if i >= 0 else "" for i in label_as]
+        for voting in VOTINGS:
+            handled = apply_handling(videos["label"], videos[voting], handling)
+            fold[voting] = score_handled(handled, handling)
+            pred_as = handling.pred_map[videos[voting].to_numpy()]
+            videos[f"{voting}_as"] = [handling.names[i] if i >= 0 else "" for i in pred_as]
+            videos[f"{voting}_kept"] = handled.kept
+        folds.append(fold)
+        (out_dir / f"fold-{k}").mkdir(parents=True, exist_ok=True)
+        videos.to_csv(
+            out_dir / f"fold-{k}" / "video_predictions.csv", index=False, float_format="%.6g"
+        )
+        _write_json(out_dir / f"fold-{k}" / "metrics.json", fold)
+
+    # metrics.fold_summary averages the numbers every probe has (a probe with nothing kept has
+    # None for its metrics: they are left out of the mean).
+    numeric = [
+        {v: {m: x for m, x in f[v].items() if isinstance(x, (int, float))} for v in VOTINGS}
+        for f in folds
+    ]
+    result = CrossResult(
+        source, cache.dataset, calm, run_dir, cache.path, out_dir, handling.names,
+        len(video_ids), folds, metrics.fold_summary(numeric),
+    )  # fmt: skip
+    _write_json(out_dir / "summary.json", result.to_json())
+    (out_dir / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
+    return result

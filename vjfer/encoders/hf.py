@@ -1,0 +1,93 @@
+"""V-JEPA 2 through `transformers.VJEPA2Model`, from a local Hugging Face directory (optional extra).
+
+Only the encoder runs (`skip_predictor=True`); its `last_hidden_state` is the token output. The
+model places its 3-D RoPE positions by token index assuming a `crop_size // patch_size` square
+grid, so any other spatial size is silently mis-positioned: the input must be exactly
+crop_size × crop_size. Frame positions are the temporal token index, so any frame count that is a
+multiple of `tubelet_size` is valid (`frames_per_clip` does not affect inference).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vjfer.encoders.checkpoint import sha256_file
+from vjfer.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'vjfer[hf]'"
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def import_transformers():
+    """The transformers module, or a ConfigError that says how to install it."""
+    try:
+        import transformers
+    except ImportError as err:
+        raise ConfigError(f"V-JEPA 2 needs the transformers package: {INSTALL_HINT}") from err
+    return transformers
+
+
+def sha256_hf_directory(directory: Path) -> str:
+    """SHA-256 over config.json and the weight files of a Hugging Face model directory."""
+    files = sorted(
+        p for p in directory.iterdir() if p.name == "config.json" or p.suffix in WEIGHT_SUFFIXES
+    )
+    listing = "".join(f"{p.name}\0{sha256_file(p)}\n" for p in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+class VJEPA2Backbone(nn.Module):
+    """vjfer layout [B, 3, T, H, W] -> `VJEPA2Model(..., skip_predictor=True).last_hidden_state`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        config = model.config
+        self.crop_size, self.tubelet = config.crop_size, config.tubelet_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, T, H, W = x.shape
+        if H != self.crop_size or W != self.crop_size or T % self.tubelet:
+            raise ValueError(
+                f"V-JEPA 2 input [B, C, T, H, W] = {list(x.shape)}: H and W must equal crop_size "
+                f"{self.crop_size}, T must divide by tubelet_size {self.tubelet}"
+            )
+        videos = x.transpose(1, 2)  # pixel_values_videos is [B, T, C, H, W]
+        return self.model(pixel_values_videos=videos, skip_predictor=True).last_hidden_state
+
+
+def load_vjepa2(directory: str | Path) -> tuple[VJEPA2Backbone, str]:
+    """Load `VJEPA2Model` from a local directory (no network); returns (backbone, sha256)."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{directory}: is not a Hugging Face model directory (no config.json); V-JEPA 2 "
+            "needs a local directory such as a download of facebook/vjepa2-vitl-fpc64-256"
+        )
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type != "vjepa2":
+        raise CheckpointError(
+            f"{directory}: holds another architecture: model_type {model_type!r}, expected 'vjepa2'"
+        )
+    transformers = import_transformers()
+    try:
+        model, info = transformers.VJEPA2Model.from_pretrained(
+            directory, local_files_only=True, dtype=torch.float32, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{directory}: cannot load V-JEPA 2: {err}") from err
+    if missing := [k for k in info["missing_keys"] if k.startswith("encoder.")]:
+        raise CheckpointError(
+            f"{directory}: holds another architecture: {len(missing)} encoder weights missing, "
+            f"first {sorted(missing)[:5]}"
+        )
+    return VJEPA2Backbone(model), sha256_hf_directory(directory)

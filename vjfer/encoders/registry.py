@@ -1,0 +1,242 @@
+"""The encoder registry and the frozen `Encoder` every stage uses.
+
+`ENCODERS` maps each name to an `EncoderSpec`: architecture, input resolution, normalisation and
+where its weights come from (preprocessing travels with the weights, as timm's PretrainedCfg).
+`load_encoder` builds one, frozen: eval mode, no gradients, `inference_mode`, bf16 autocast on
+CUDA and float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vjfer.encoders.checkpoint import WEIGHT_CHOICES, Weights, load_vjepa_checkpoint
+from vjfer.encoders.hf import load_vjepa2
+from vjfer.encoders.vjepa import PRESETS, ViTConfig, build_vit, count_params, random_vit
+from vjfer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# ImageNet statistics: jepa's eval transforms and transformers' VJEPA2VideoProcessor both use them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FRAMES = 16  # frames per clip fed to every encoder (DESIGN: 16 frames, tubelet 2 -> 8 steps)
+CHECKPOINT_HINT = "give it with --checkpoint or VJFER_CHECKPOINT"
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a factory returns: the module and the facts the Encoder and fingerprint need."""
+
+    module: nn.Module  # float [B, 3, T, R, R] -> [B, N, D]
+    resolution: int
+    embed_dim: int
+    grid: tuple[int, int, int]
+    provenance: dict  # JSON-able: checkpoint_sha256, weights, seed, ...
+
+
+Factory = Callable[["EncoderSpec", "Path | None", Weights, bool, int], Built]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One registered encoder. `vit` is None where the architecture comes with the weights."""
+
+    name: str
+    factory: Factory
+    weights_source: str
+    vit: ViTConfig | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+class Encoder:
+    """A frozen video encoder: `encode(clips [B, 3, 16, R, R]) -> tokens [B, N, D]` (t, h, w order)."""
+
+    def __init__(self, spec: EncoderSpec, built: Built, device: torch.device):
+        self.name = spec.name
+        self.mean, self.std = spec.mean, spec.std
+        self.resolution, self.embed_dim, self.grid = built.resolution, built.embed_dim, built.grid
+        self.frames = FRAMES
+        self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
+        self.device = device
+        self.module = built.module.eval().requires_grad_(False).to(device)
+        self.compute_dtype = "bfloat16-autocast" if device.type == "cuda" else "float32"
+        self.fingerprint = {
+            "name": self.name,
+            **built.provenance,
+            "resolution": self.resolution,
+            "frames": self.frames,
+            "embed_dim": self.embed_dim,
+            "grid": list(self.grid),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "compute_dtype": self.compute_dtype,
+        }
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.name!r}, D={self.embed_dim}, grid={self.grid}, device={self.device})"
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def encode(self, clips: Tensor) -> Tensor:
+        """Normalised float clips [B, 3, 16, R, R] (any device) -> float32 tokens [B, N, D]."""
+        if clips.ndim != 5 or not clips.is_floating_point():
+            raise ConfigError(
+                f"{self.name}: expected normalised float clips [B, 3, T, H, W], got "
+                f"{clips.dtype} {list(clips.shape)}"
+            )
+        B, C, T, H, W = clips.shape
+        if (C, T, H, W) != (3, self.frames, self.resolution, self.resolution):
+            raise ConfigError(
+                f"{self.name}: clips [B, C, T, H, W] must be [B, 3, {self.frames}, "
+                f"{self.resolution}, {self.resolution}], got {list(clips.shape)}"
+            )
+        x = clips.to(self.device, torch.float32, non_blocking=True)
+        with torch.inference_mode(), self._autocast():
+            tokens = self.module(x)
+        assert tokens.shape == (B, self.num_tokens, self.embed_dim), tokens.shape
+        return tokens.float()
+
+
+def _vit_built(spec: EncoderSpec, module: nn.Module, provenance: dict) -> Built:
+    vit = spec.vit
+    return Built(module, vit.img_size, vit.embed_dim, vit.grid, provenance)
+
+
+def _make_vjepa(
+    spec: EncoderSpec, checkpoint: Path | None, weights: Weights, random_weights: bool, seed: int
+) -> Built:
+    if random_weights:
+        random = {"checkpoint_sha256": None, "weights": "random-init", "seed": seed}
+        return _vit_built(spec, random_vit(spec.vit, seed), random)
+    if checkpoint is None:
+        raise ConfigError(
+            f"{spec.name} needs a checkpoint ({spec.weights_source}): {CHECKPOINT_HINT}"
+        )
+    model, report = load_vjepa_checkpoint(checkpoint, spec.vit, weights)
+    pos_embed = "recomputed" if any("recomputed" in n for n in report.notes) else "checkpoint"
+    provenance = {"checkpoint_sha256": report.sha256, "weights": weights, "pos_embed": pos_embed}
+    return _vit_built(spec, model, provenance)
+
+
+def _make_tiny(
+    spec: EncoderSpec, checkpoint: Path | None, weights: Weights, random_weights: bool, seed: int
+) -> Built:
+    if checkpoint is not None:
+        raise ConfigError(
+            f"tiny is randomly initialised from a seed and takes no checkpoint, got {checkpoint}"
+        )
+    provenance = {"checkpoint_sha256": None, "weights": "random-init", "seed": seed}
+    return _vit_built(spec, random_vit(spec.vit, seed), provenance)
+
+
+def _make_vjepa2(
+    spec: EncoderSpec, checkpoint: Path | None, weights: Weights, random_weights: bool, seed: int
+) -> Built:
+    if random_weights:
+        raise ConfigError("random weights exist for V-JEPA 1 encoders and tiny, not vjepa2")
+    if checkpoint is None:
+        raise ConfigError(f"vjepa2 needs a local Hugging Face directory: {CHECKPOINT_HINT}")
+    backbone, sha256 = load_vjepa2(checkpoint)
+    config = backbone.model.config
+    side = config.crop_size // config.patch_size
+    grid = (FRAMES // config.tubelet_size, side, side)
+    provenance = {"checkpoint_sha256": sha256, "weights": "hf-directory"}
+    return Built(backbone, config.crop_size, config.hidden_size, grid, provenance)
+
+
+_JEPA = "facebookresearch/jepa {} (dl.fbaipublicfiles.com/jepa/); --checkpoint / VJFER_CHECKPOINT"
+ENCODERS: dict[str, EncoderSpec] = {
+    "vjepa-l16": EncoderSpec(
+        "vjepa-l16", _make_vjepa, _JEPA.format("vitl16.pth.tar"), PRESETS["vjepa-l16"]
+    ),
+    "vjepa-h16": EncoderSpec(
+        "vjepa-h16", _make_vjepa, _JEPA.format("vith16.pth.tar"), PRESETS["vjepa-h16"]
+    ),
+    "vjepa-h16-384": EncoderSpec(
+        "vjepa-h16-384", _make_vjepa, _JEPA.format("vith16-384.pth.tar"), PRESETS["vjepa-h16-384"]
+    ),
+    "vjepa2": EncoderSpec(
+        "vjepa2",
+        _make_vjepa2,
+        "local Hugging Face directory (e.g. facebook/vjepa2-vitl-fpc64-256), needs "
+        "pip install 'vjfer[hf]'; sizes come from its config.json",
+    ),
+    "tiny": EncoderSpec(
+        "tiny",
+        _make_tiny,
+        "none: seeded random init (tests, demo)",
+        ViTConfig(embed_dim=64, depth=2, num_heads=4, img_size=64),
+    ),
+}
+
+
+def get_spec(name: str) -> EncoderSpec:
+    """The spec of a registered encoder, or a ConfigError listing the known names."""
+    if name not in ENCODERS:
+        raise ConfigError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
+    return ENCODERS[name]
+
+
+def list_encoders() -> list[dict]:
+    """One row per encoder: name, params, embed_dim, resolution, tokens, weights (None: from weights)."""
+    rows = []
+    for spec in ENCODERS.values():
+        vit = spec.vit
+        rows.append(
+            {
+                "name": spec.name,
+                "params": count_params(build_vit(vit, "meta")) if vit else None,
+                "embed_dim": vit.embed_dim if vit else None,
+                "resolution": vit.img_size if vit else None,
+                "tokens": vit.num_tokens if vit else None,
+                "weights": spec.weights_source,
+            }
+        )
+    return rows
+
+
+def load_encoder(
+    name: str,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    weights: Weights = "target_encoder",
+    *,
+    random_weights: bool = False,
+    seed: int = 0,
+) -> Encoder:
+    """A frozen encoder ready for `encode`.
+
+    Args:
+        name: a key of ENCODERS.
+        checkpoint: jepa `.pth.tar` file (V-JEPA 1), Hugging Face directory (vjepa2); none for tiny.
+        device: where the model runs; clips are moved there by `encode`.
+        weights: "target_encoder" (EMA, the default) or "encoder" of a jepa checkpoint.
+        random_weights: build a V-JEPA 1 architecture with random, NOT pretrained, weights
+            (benchmarks, tests); no checkpoint allowed.
+        seed: the random weights' seed (tiny and random_weights).
+    """
+    spec = get_spec(name)
+    if weights not in WEIGHT_CHOICES:
+        raise ConfigError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
+    if random_weights and checkpoint is not None:
+        raise ConfigError(f"random_weights builds {name} without a checkpoint, got {checkpoint}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} requested but torch.cuda.is_available() is False")
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    built = spec.factory(spec, checkpoint, weights, random_weights, seed)
+    encoder = Encoder(spec, built, device)
+    log.info("loaded %r: %s", encoder, encoder.fingerprint)
+    return encoder

@@ -1,0 +1,698 @@
+"""Stage 1: decode every video once, encode every clip once, write resumable HDF5 shards.
+
+Worker processes (a torch DataLoader, one video per task) decode a video and prepare its views at
+the encoder's resolution; they send only the frames its clips use. The main process gathers clips
+on the encoder's device, batches them across video boundaries (never across shard boundaries, so a
+shard's tokens depend on its videos alone: a resumed run, or a rank of a multi-GPU run, writes the
+same bytes), normalises, encodes, casts to fp16 and hands finished videos to a writer thread, so
+the GPU does not wait on HDF5. Videos that cannot be decoded are recorded (`failures.jsonl`) and
+skipped; nothing is substituted. Under torchrun, rank r writes the shards with index % world == r
+and rank 0 writes the manifest once every shard exists (DESIGN.md, "Cache format").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vjfer import __version__, cache
+from vjfer.cache import ShardWriter, VideoEntry
+from vjfer.datasets import index_dataset
+from vjfer.encoders import load_encoder
+from vjfer.errors import CacheError, ConfigError, VideoError
+from vjfer.labels import check_dataset
+from vjfer.video import (
+    CLIP_PLANS,
+    FRAME_STEP,
+    FRAMES_PER_CLIP,
+    VIEWS,
+    decode_video,
+    normalize_clips,
+    num_views,
+    plan_clips,
+)
+
+log = logging.getLogger(__name__)
+
+TYPICAL_FRAMES = {"ravdess": 111, "crema-d": 78}  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
+PROBE_SAMPLE = 32  # videos probed (container metadata, no decoding) to estimate the clip count
+DISK_MARGIN = 1.05  # HDF5 metadata and the manifest, on top of the token bytes
+WRITE_QUEUE = 8  # finished videos waiting for the writer thread
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Every option of `vjfer extract`, with its default (the CLI reads these defaults)."""
+
+    dataset: str
+    root: Path
+    encoder: str = "vjepa-h16-384"  # the paper's backbone
+    checkpoint: Path | None = None
+    weights: str = "target_encoder"  # jepa checkpoints: EMA "target_encoder" or online "encoder"
+    cache_root: Path = Path("cache")
+    hop: int = 8  # frames between window starts (plan "windows")
+    plan: str = "windows"
+    views: str = "center"
+    batch_size: int = 8  # clips per encoder call; each brings its V views
+    workers: int = 4  # decoding processes; 0 decodes in the main process
+    device: str = "auto"  # auto: cuda:LOCAL_RANK when CUDA is available, else cpu
+    limit: int | None = None  # only the first N videos (sorted by id)
+    force: bool = False  # delete this rank's shards and the manifest, and start again
+    shard_size: int = 64  # videos per shard
+    allow_low_disk: bool = False  # start even when the size estimate exceeds the free space
+
+    def __post_init__(self):
+        if self.plan not in CLIP_PLANS:
+            raise ConfigError(f"plan must be one of {CLIP_PLANS}, got {self.plan!r}")
+        if self.views not in VIEWS:
+            raise ConfigError(f"views must be one of {VIEWS}, got {self.views!r}")
+        for name in ("hop", "batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0 or (self.limit is not None and self.limit < 1):
+            raise ConfigError(f"need workers >= 0 and limit >= 1, got {self.workers}, {self.limit}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class ExtractPlan:
+    """What a run will do: printed before it starts (`format_plan`), then handed to `extract`."""
+
+    config: ExtractConfig
+    directory: Path
+    settings: dict
+    fingerprint: str
+    rank: int
+    world_size: int
+    device: str
+    shards: list[list[str]]  # video ids of every shard of the cache
+    mine: list[int]  # shard indices this rank writes
+    done: list[int]  # ... of which already complete (skipped)
+    videos: int  # videos in the cache (after --limit)
+    pending_videos: int  # videos this rank will decode
+    estimated_clips: int  # whole cache; an estimate
+    estimated_bytes: int  # whole cache
+    pending_bytes: int  # this rank's pending shards
+    free_bytes: int
+    estimate_note: str
+    records: list = field(repr=False, default_factory=list)
+    encoder: object = field(repr=False, default=None)
+
+
+@dataclass
+class ExtractSummary:
+    """What a run did (this rank)."""
+
+    cache_dir: Path
+    videos_done: int  # videos encoded by this run
+    videos_cached: int  # videos found in complete shards and skipped
+    failed: int  # videos of this rank's shards that could not be used (this run and earlier)
+    clips: int  # clips encoded by this run
+    bytes: int  # bytes of the shards this run wrote
+    seconds: float
+    clips_per_s: float
+    shards_written: int
+    shards_skipped: int
+    complete: bool  # the manifest lists every shard as complete (written by rank 0)
+    rank: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers.
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def resolve_device(device: str, local_rank: int) -> str:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return f"cuda:{local_rank}" if device == "cuda" else device
+
+
+def cache_settings(config: ExtractConfig, encoder) -> dict:
+    """The fingerprint inputs: everything that changes the tokens or their meaning."""
+    return {
+        "dataset": check_dataset(config.dataset),
+        "encoder": config.encoder,
+        "encoder_fingerprint": encoder.fingerprint,  # checkpoint sha256, weights, compute dtype
+        "resolution": encoder.resolution,
+        "frames": FRAMES_PER_CLIP,
+        "frame_step": FRAME_STEP,
+        "plan": config.plan,
+        "hop": config.hop if config.plan == "windows" else None,  # other plans ignore it
+        "views": config.views,
+        "mean": list(encoder.mean),
+        "std": list(encoder.std),
+        "dtype": cache.TOKEN_DTYPE.name,
+        "vjfer_version": __version__,  # a new version may decode or prepare frames differently
+        # layout: a cache of the first N videos, or cut into other shards, is another cache
+        "shard_size": config.shard_size,
+        "limit": config.limit,
+    }
+
+
+def config_record(config: ExtractConfig) -> dict:
+    """`asdict(config)` with paths as strings: written into the manifest."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+
+
+def probe_frame_count(path: Path) -> int | None:
+    """Frame count from container metadata without decoding; None where it has none (FLV)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            if stream.frames:
+                return int(stream.frames)
+            if rate and stream.duration and stream.time_base:
+                return int(stream.duration * stream.time_base * rate)
+            if rate and container.duration:
+                return int(container.duration / av.time_base * rate)
+    except (av.FFmpegError, OSError, IndexError):
+        return None
+    return None
+
+
+def estimate_clips(records: list, dataset: str, plan: str, hop: int) -> tuple[int, str]:
+    """Clips of the whole dataset, from a sample of videos probed without decoding."""
+    if not records:
+        return 0, "no videos"
+    step = max(1, len(records) // PROBE_SAMPLE)
+    sample = records[::step][:PROBE_SAMPLE]
+    counts = [probe_frame_count(r.path) for r in sample]
+    probed = sum(c is not None for c in counts)
+    typical = TYPICAL_FRAMES[dataset]
+    clips = [len(plan_clips(max(c or typical, 1), plan, hop)) for c in counts]
+    estimate = round(np.mean(clips) * len(records))
+    note = (f"estimate from {len(sample)} of {len(records)} videos: {probed} by container metadata, "
+            f"{len(sample) - probed} at a typical {dataset} length of {typical} frames")  # fmt: skip
+    return estimate, note
+
+
+def _shard_is_done(directory: Path, index: int, ids: list[str], fp: str, num_shards: int) -> bool:
+    """A complete shard file of this cache holding exactly the planned videos."""
+    path = directory / cache.shard_name(index)
+    if not path.exists():
+        return False
+    try:
+        h = cache.read_shard_header(path)
+    except CacheError as err:
+        log.warning("%s is unreadable, redoing it: %s", path, err)
+        return False
+    if (h["fingerprint"], h["video_ids"], h["num_shards"]) != (fp, ids, num_shards):
+        log.warning("%s holds other videos or settings (an earlier --limit?); redoing it", path)
+        return False
+    return True
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise CacheError(f"cache directory {directory} is not writable: {err}") from err
+
+
+def _shard_failures(directory: Path, indices: list[int]) -> list[dict]:
+    headers = [cache.read_shard_header(directory / cache.shard_name(i)) for i in indices]
+    return [f for h in headers for f in h["failures"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning.
+
+
+def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
+                    world_size: int | None = None, local_rank: int | None = None,
+                    encoder=None) -> ExtractPlan:  # fmt: skip
+    """Index the dataset, load the encoder, name the cache directory and estimate the work.
+
+    Raises CacheError when the directory is not writable, or when the estimated size of the shards
+    still to write exceeds the free disk space (unless `config.allow_low_disk`).
+    """
+    env_rank, env_world, env_local = distributed_env()
+    rank = env_rank if rank is None else rank
+    world_size = env_world if world_size is None else world_size
+    local_rank = (env_local if local_rank is None else local_rank) if world_size > 1 else 0
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is outside world size {world_size}")
+    dataset = check_dataset(config.dataset)
+    device = resolve_device(config.device, local_rank)
+    if encoder is None:
+        encoder = load_encoder(config.encoder, config.checkpoint, device, config.weights)
+    elif encoder.name != config.encoder:
+        raise ConfigError(f"config names encoder {config.encoder!r}, got a loaded {encoder.name!r}")
+    records = index_dataset(dataset, config.root)[: config.limit]
+    settings = cache_settings(config, encoder)
+    fp = cache.fingerprint(settings)
+    name = cache.cache_dir_name(config.encoder, encoder.resolution, fp)
+    directory = Path(config.cache_root) / dataset / name
+    _check_writable(directory)
+    try:
+        existing = cache.read_manifest(directory)["fingerprint"]
+    except CacheError:
+        existing = fp
+    if existing != fp:
+        raise CacheError(f"{directory} holds a cache with fingerprint {existing}, not {fp}; "
+                         f"move it away (8-hex-digit prefixes collided)")  # fmt: skip
+    shards = cache.assign_shards([r.video_id for r in records], config.shard_size)
+    mine = [i for i in range(len(shards)) if i % world_size == rank]
+    done = [i for i in mine if _shard_is_done(directory, i, shards[i], fp, len(shards))]
+    done = [] if config.force else done  # --force redoes this rank's shards
+    clips, note = estimate_clips(records, dataset, config.plan, config.hop)
+    clip_bytes = num_views(config.views) * encoder.num_tokens * encoder.embed_dim * 2  # fp16
+    pending_videos = sum(len(shards[i]) for i in mine if i not in done)
+    pending_bytes = round(clips * clip_bytes * DISK_MARGIN * pending_videos / max(len(records), 1))
+    plan = ExtractPlan(
+        config=config, directory=directory, settings=settings, fingerprint=fp, rank=rank,
+        world_size=world_size, device=device, shards=shards, mine=mine, done=done,
+        videos=len(records), pending_videos=pending_videos, estimated_clips=clips,
+        estimated_bytes=round(clips * clip_bytes * DISK_MARGIN), pending_bytes=pending_bytes,
+        free_bytes=shutil.disk_usage(directory).free, estimate_note=note, records=records,
+        encoder=encoder,
+    )  # fmt: skip
+    if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
+        raise CacheError(
+            f"the shards still to write need about {plan.pending_bytes / 1e9:.1f} GB "
+            f"({note}), {directory} has {plan.free_bytes / 1e9:.1f} GB free; free space, "
+            f"choose another --cache, or allow it (--allow-low-disk)"
+        )
+    return plan
+
+
+def format_plan(plan: ExtractPlan) -> str:
+    """What `vjfer extract` prints before it starts."""
+    rank = f" (rank {plan.rank} of {plan.world_size})" if plan.world_size > 1 else ""
+    return "\n".join([
+        f"cache      {plan.directory}{rank}",
+        f"videos     {plan.videos} in {len(plan.shards)} shards; this run: {plan.pending_videos} "
+        f"videos, {len(plan.mine) - len(plan.done)} shards ({len(plan.done)} already complete)",
+        f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
+        f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, ~{plan.pending_bytes / 1e9:.2f} GB "
+        f"to write; {plan.free_bytes / 1e9:.1f} GB free",
+        f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
+        f"{plan.config.workers} decoding workers",
+    ])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding workers.
+
+
+class _DecodeTasks(Dataset):
+    """Item i decodes video i (one per task): the frames its clips use, and its clip plan."""
+
+    def __init__(self, paths: list[str], resolution: int, views: str, plan: str, hop: int,
+                 threads: int):  # fmt: skip
+        self.paths, self.resolution, self.views = paths, resolution, views
+        self.plan, self.hop, self.threads = plan, hop, threads
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        try:
+            video = decode_video(self.paths[i], self.resolution, self.views, self.threads)
+        except VideoError as err:
+            return {"index": i, "error": err.reason}
+        clip_frames = plan_clips(video.n_frames, self.plan, self.hop)  # [C, 16]
+        used = np.unique(clip_frames)  # with a hop, clips share frames: send each once
+        return {
+            "index": i,
+            "frames": np.ascontiguousarray(video.frames[:, used]),  # uint8 [V, U, R, R, 3]
+            "local": np.searchsorted(used, clip_frames),  # [C, 16] indices into U
+            "clip_frames": clip_frames,
+            "n_frames": video.n_frames,
+            "fps": video.fps,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching and encoding (main process).
+
+
+class _Pending:
+    """A decoded video whose clips are (partly) still to encode."""
+
+    def __init__(self, record, item: dict, device: torch.device, shape: tuple[int, int, int]):
+        self.record = record
+        self.frames = item["frames"].to(device, non_blocking=True)  # uint8 [V, U, R, R, 3]
+        self.local = item["local"].to(device)  # [C, 16]
+        self.clip_frames = item["clip_frames"].numpy()
+        self.n_frames, self.fps = int(item["n_frames"]), float(item["fps"])
+        self.C = len(self.clip_frames)
+        self.tokens = np.empty((self.C, *shape), dtype=np.float16)  # [C, V, N, D]
+        self.sent = self.filled = 0
+
+    def entry(self) -> VideoEntry:
+        r = self.record
+        return VideoEntry(r.video_id, r.label, r.actor, r.fold, self.n_frames, self.fps,
+                          self.clip_frames, self.tokens)  # fmt: skip
+
+
+class _Batcher:
+    """Queues decoded videos and encodes their clips in batches of `batch_size` clips.
+
+    On CUDA the tokens of batch k are copied to pinned memory asynchronously and collected after
+    batch k+1 is queued, so the GPU is not idle while the host sorts results into videos.
+    """
+
+    def __init__(self, encoder, batch_size: int, views: int):
+        self.encoder, self.B = encoder, batch_size
+        self.device = torch.device(encoder.device)
+        self.shape = (views, encoder.num_tokens, encoder.embed_dim)  # (V, N, D)
+        self.queue: deque[_Pending] = deque()
+        self.queued = 0  # clips not yet sent to the encoder
+        self.inflight: deque = deque()
+        self.cuda = self.device.type == "cuda"
+        # two pinned host buffers, alternating: batch k+1 is copied while batch k is collected
+        self.slots = [
+            (torch.empty((batch_size, *self.shape), dtype=torch.float16, pin_memory=True),
+             torch.empty((), dtype=torch.bool, pin_memory=True))
+            for _ in range(2)
+        ] if self.cuda else []  # fmt: skip
+        self.count = 0
+
+    def add(self, record, item: dict) -> None:
+        pending = _Pending(record, item, self.device, self.shape)
+        self.queue.append(pending)
+        self.queued += pending.C
+
+    def _launch(self) -> None:
+        parts, need = [], self.B
+        for p in self.queue:
+            take = min(need, p.C - p.sent)
+            if take:
+                parts.append((p, p.sent, p.sent + take))
+                p.sent += take
+                need -= take
+            if not need:
+                break
+        self.queued -= self.B - need
+        # frames [V, U, R, R, 3] at local [c, 16] -> [V, c, 16, R, R, 3] -> [c, V, 16, R, R, 3]
+        clips = torch.cat([p.frames[:, p.local[a:b]].transpose(0, 1) for p, a, b in parts])
+        b, V = clips.shape[:2]
+        x = normalize_clips(clips.flatten(0, 1), self.encoder.mean, self.encoder.std)
+        tokens = self.encoder.encode(x).to(torch.float16).view(b, *self.shape)  # [b, V, N, D]
+        finite = torch.isfinite(tokens).all()
+        if self.cuda:
+            host, flag = self.slots[self.count % 2]
+            host = host[:b]
+            host.copy_(tokens, non_blocking=True)
+            finite = flag.copy_(finite, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host, event = tokens, None
+        self.count += 1
+        self.inflight.append((host, finite, event, parts))
+
+    def _collect(self) -> None:
+        host, finite, event, parts = self.inflight.popleft()
+        if event is not None:
+            event.synchronize()
+        if not bool(finite):
+            ids = sorted({p.record.video_id for p, _, _ in parts})
+            raise CacheError(f"the encoder returned NaN/Inf (or fp16 overflow) for {ids}")
+        out, o = host.numpy(), 0
+        for p, a, b in parts:
+            p.tokens[a:b] = out[o : o + b - a]
+            o += b - a
+            p.filled += b - a
+
+    def run(self, final: bool = False) -> list[VideoEntry]:
+        """Encode full batches (and, when `final`, the rest); return the videos now complete."""
+        while self.queued >= self.B or (final and self.queued):
+            self._launch()
+            if len(self.inflight) > (1 if self.cuda else 0):
+                self._collect()
+        while final and self.inflight:
+            self._collect()
+        done = []
+        while self.queue and self.queue[0].filled == self.queue[0].C:
+            done.append(self.queue.popleft().entry())
+        return done
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (a thread).
+
+
+class _WriterThread:
+    """Writes shards from a bounded queue; an error is kept and raised in the main thread."""
+
+    def __init__(self):
+        self.q: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
+        self.error: BaseException | None = None
+        self.error_shard: Path | None = None
+        self.written: list[Path] = []
+        self.thread = threading.Thread(target=self._loop, name="vjfer-shard-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, *op) -> None:
+        if self.error is not None:
+            self._raise()
+        self.q.put(op)
+
+    def _loop(self) -> None:
+        writer = None
+        while True:
+            op, *args = self.q.get()
+            if op == "stop":
+                if writer is not None:  # stopped mid-shard (an error upstream): drop the partial
+                    writer.abort()
+                return
+            if self.error is not None:
+                continue  # drain: the producer learns of the error on its next put
+            try:
+                if op == "begin":
+                    writer = ShardWriter(*args)
+                elif op == "entry":
+                    writer.append(*args)
+                elif op == "failure":
+                    writer.add_failure(*args)
+                elif op == "end":
+                    self.written.append(writer.close())
+                    writer = None
+            except BaseException as err:  # noqa: BLE001 (re-raised in the main thread)
+                self.error, self.error_shard = err, writer.path if writer else args[0]
+                if writer is not None:
+                    writer.abort()
+                    writer = None
+
+    def _raise(self) -> None:
+        err = self.error
+        if isinstance(err, OSError):
+            cause = os.strerror(err.errno) if err.errno else str(err).splitlines()[0]
+            raise CacheError(
+                f"writing {self.error_shard} failed ({cause}); its partial file was deleted and "
+                f"complete shards are kept: free space or fix the directory, then rerun to resume"
+            ) from err
+        raise err
+
+    def close(self) -> None:
+        self.q.put(("stop",))
+        self.thread.join()
+        if self.error is not None:
+            self._raise()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+def _header(plan: ExtractPlan, index: int) -> dict:
+    enc = plan.encoder
+    return cache.shard_header(
+        dataset=plan.settings["dataset"], fp=plan.fingerprint, settings=plan.settings,
+        grid=enc.grid, embed_dim=enc.embed_dim, num_views=num_views(plan.config.views),
+        index=index, num_shards=len(plan.shards), shard_size=plan.config.shard_size,
+        video_ids=plan.shards[index],
+    )  # fmt: skip
+
+
+def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, list[dict]]:
+    """Decode, encode and write this rank's pending shards: (videos, clips, bytes, failures)."""
+    cfg, enc = plan.config, plan.encoder
+    pending = [i for i in plan.mine if i not in plan.done]
+    by_id = {r.video_id: r for r in plan.records}
+    todo = [(i, by_id[v]) for i in pending for v in plan.shards[i]]
+    if not todo:
+        return 0, 0, 0, []
+    threads = 0 if cfg.workers == 0 else max(1, (os.cpu_count() or 1) // cfg.workers)
+    tasks = _DecodeTasks([str(r.path) for _, r in todo], enc.resolution, cfg.views, cfg.plan,
+                         cfg.hop, threads)  # fmt: skip
+    cuda = torch.device(plan.device).type == "cuda"
+    if cuda:  # pinned memory, events and streams follow the current device
+        torch.cuda.set_device(torch.device(plan.device))
+    loader = DataLoader(tasks, batch_size=None, shuffle=False, num_workers=cfg.workers,
+                        pin_memory=cuda, prefetch_factor=2 if cfg.workers else None)  # fmt: skip
+    V = num_views(cfg.views)
+    batcher = _Batcher(enc, cfg.batch_size, V)
+    items = iter(loader)  # starts the workers (fork) before the writer thread exists
+    writer = _WriterThread()
+    videos = clips = 0
+    failures: list[dict] = []
+    current = None
+    bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.05)
+    start = time.perf_counter()
+
+    def write(entries: list[VideoEntry]) -> None:
+        nonlocal videos, clips
+        for entry in entries:
+            writer.put("entry", entry)
+            videos, clips = videos + 1, clips + len(entry.frames)
+        bar.set_postfix_str(
+            f"{clips / (time.perf_counter() - start):.1f} clips/s, {len(failures)} failed"
+        )
+
+    try:
+        for item in items:
+            shard, record = todo[item["index"]]
+            if shard != current:
+                if current is not None:
+                    write(batcher.run(final=True))
+                    writer.put("end")
+                writer.put("begin", plan.directory / cache.shard_name(shard), _header(plan, shard),
+                           V, enc.num_tokens, enc.embed_dim)  # fmt: skip
+                current = shard
+            if "error" in item:
+                fail = {
+                    "video_id": record.video_id,
+                    "path": str(record.path),
+                    "reason": item["error"],
+                }
+                log.warning("skipping %s: %s", record.path, item["error"])
+                failures.append(fail)
+                writer.put("failure", fail)
+            else:
+                batcher.add(record, item)
+                write(batcher.run())
+            bar.update(1)
+        write(batcher.run(final=True))
+        writer.put("end")
+    finally:
+        bar.close()
+        writer.close()
+    return videos, clips, sum(p.stat().st_size for p in writer.written), failures
+
+
+def _wait_for_shards(plan: ExtractPlan, stall_timeout: float) -> None:
+    """Rank 0: wait until every shard of the cache is complete; give up after `stall_timeout`
+    seconds in which no shard appeared and no partial shard grew."""
+    waiting = [i for i in range(len(plan.shards)) if i not in plan.mine]
+    state, changed = None, time.monotonic()
+    while True:
+        waiting = [i for i in waiting if not _shard_is_done(
+            plan.directory, i, plan.shards[i], plan.fingerprint, len(plan.shards))]  # fmt: skip
+        if not waiting:
+            return
+        partials = sorted(plan.directory.glob("shard-*.h5" + cache.PARTIAL_SUFFIX))
+        now_state = (len(waiting), [(p.name, p.stat().st_size) for p in partials if p.exists()])
+        if now_state != state:
+            state, changed = now_state, time.monotonic()
+        if time.monotonic() - changed > stall_timeout:
+            names = ", ".join(cache.shard_name(i) for i in waiting[:5])
+            raise CacheError(
+                f"no progress on {len(waiting)} shard(s) of other ranks for {stall_timeout:.0f} s "
+                f"(first: {names}); rerun to finish, then `vjfer cache info {plan.directory}`"
+            )
+        time.sleep(min(0.5, stall_timeout / 5))
+
+
+def extract(config: ExtractConfig, progress: bool = True, *, plan: ExtractPlan | None = None,
+            rank: int | None = None, world_size: int | None = None,
+            stall_timeout: float = 600.0) -> ExtractSummary:  # fmt: skip
+    """Extract (or resume) the cache `config` describes; see the module docstring.
+
+    Args:
+        config: the options.
+        progress: show a progress bar (rank 0 only).
+        plan: from `plan_extraction` (made here when None).
+        rank, world_size: override torchrun's RANK / WORLD_SIZE (tests).
+        stall_timeout: rank 0 gives up waiting for other ranks' shards after this many seconds
+            without progress.
+    """
+    if plan is None:
+        plan = plan_extraction(config, rank=rank, world_size=world_size)
+    elif plan.config != config:
+        raise ConfigError("extract() was given a plan made for another config")
+    directory = plan.directory
+    start = time.perf_counter()
+    if len(plan.done) < len(plan.mine):
+        (directory / cache.MANIFEST).unlink(missing_ok=True)  # no manifest claims a shard in work
+    if config.force:
+        for i in plan.mine:
+            (directory / cache.shard_name(i)).unlink(missing_ok=True)
+    if plan.rank == 0:  # shards past the last one are left from a dataset that had more videos
+        for path in directory.glob("shard-*.h5*"):
+            index = re.match(r"shard-(\d+)\.h5", path.name)
+            if index and int(index[1]) >= len(plan.shards):
+                log.warning("removing %s: the dataset now fills %d shards", path, len(plan.shards))
+                path.unlink()
+    videos, clips, nbytes, new_failures = _encode_shards(plan, progress and plan.rank == 0)
+    seconds = time.perf_counter() - start
+    complete = False
+    if plan.rank == 0:
+        _wait_for_shards(plan, stall_timeout)
+        manifest = cache.manifest_from_shards(directory, {"config": config_record(config)})
+        try:
+            unchanged = cache.read_manifest(directory) == manifest
+        except CacheError:
+            unchanged = False
+        if not unchanged:
+            cache.write_manifest(directory, manifest)
+        complete = manifest["complete"]
+    failures = _shard_failures(directory, plan.done) + new_failures
+    summary = ExtractSummary(
+        cache_dir=directory, videos_done=videos,
+        videos_cached=sum(len(plan.shards[i]) for i in plan.done) - len(failures) + len(new_failures),
+        failed=len(failures), clips=clips, bytes=nbytes, seconds=seconds,
+        clips_per_s=clips / seconds if seconds > 0 else 0.0,
+        shards_written=len(plan.mine) - len(plan.done), shards_skipped=len(plan.done),
+        complete=complete, failures=failures, rank=plan.rank,
+    )  # fmt: skip
+    log.info("rank %d: %d videos (%d clips) encoded into %s in %.1f s, %d failed", plan.rank,
+             videos, clips, directory, seconds, len(failures))  # fmt: skip
+    return summary
+
+
+def format_summary(s: ExtractSummary) -> str:
+    """The lines `vjfer extract` prints at the end."""
+    lines = [
+        f"cache   {s.cache_dir}"
+        + (
+            ""
+            if s.complete
+            else f"  (rank {s.rank}: rank 0 writes the manifest)"
+            if s.rank
+            else "  (INCOMPLETE)"
+        ),
+        f"videos  {s.videos_done} encoded, {s.videos_cached} already cached, {s.failed} failed",
+        f"clips   {s.clips} in {s.seconds:.1f} s ({s.clips_per_s:.1f} clips/s), "
+        f"{s.bytes / 1e9:.3f} GB written in {s.shards_written} shards ({s.shards_skipped} skipped)",
+    ]
+    lines += [f"failed  {f['video_id']}: {f['reason']}" for f in s.failures]
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Classification metrics for expression recognition, and their aggregation over folds.
+
+UAR (unweighted average recall: the mean of per-class recalls, sklearn's balanced accuracy) and WAR
+(weighted average recall: accuracy) are the field's standard figures. The reference's metrics script
+divides true positives by true plus false positives, so the "UAR" in the paper's tables is macro
+precision; it is reported here under its own name, `macro_precision`, so runs can be compared with
+the paper. Labels and predictions are class indices; confusion matrices have rows = truth.
+
+Which classes a macro average runs over (the classes present; a cross-dataset run can lack some):
+- `uar`, `per_class_recall`: classes that occur in `y_true` (recall of an absent class is undefined).
+- `macro_precision`, `macro_f1`: classes that occur in `y_true` or `y_pred` (sklearn's default); a
+  class never predicted has precision 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+)
+
+ArrayLike = Sequence[int] | np.ndarray
+
+# Scalar metrics every evaluation reports, in the order tables show them.
+SCALAR_METRICS = ("uar", "war", "macro_precision", "macro_f1")
+
+
+def _check(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    t, p = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if t.shape != p.shape or t.ndim != 1:
+        raise ValueError(
+            f"y_true and y_pred must be 1-D of one length; got {t.shape} and {p.shape}"
+        )
+    if t.size == 0:
+        raise ValueError("no samples to score")
+    return t, p
+
+
+def uar(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Unweighted average recall: mean recall over the classes in `y_true`."""
+    t, p = _check(y_true, y_pred)
+    return float(balanced_accuracy_score(t, p))
+
+
+def war(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Weighted average recall, i.e. accuracy."""
+    t, p = _check(y_true, y_pred)
+    return float(accuracy_score(t, p))
+
+
+def macro_precision(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Mean precision TP / (TP + FP) over classes seen in truth or predictions (the paper's "UAR")."""
+    t, p = _check(y_true, y_pred)
+    return float(precision_score(t, p, average="macro", zero_division=0))
+
+
+def macro_f1(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Mean F1 over classes seen in truth or predictions."""
+    t, p = _check(y_true, y_pred)
+    return float(f1_score(t, p, average="macro", zero_division=0))
+
+
+def confusion(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> np.ndarray:
+    """Counts int64 [C, C], rows = truth, columns = prediction, every class 0..C-1 in order."""
+    t, p = _check(y_true, y_pred)
+    if max(t.max(), p.max()) >= num_classes or min(t.min(), p.min()) < 0:
+        raise ValueError(f"class indices must lie in [0, {num_classes}); got {t.min()}..{t.max()}")
+    return confusion_matrix(t, p, labels=np.arange(num_classes)).astype(np.int64)
+
+
+def per_class_recall(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> np.ndarray:
+    """Recall per class, float [C]; NaN for a class absent from `y_true`."""
+    cm = confusion(y_true, y_pred, num_classes)
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / support, np.nan)
+
+
+def classification_metrics(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> dict:
+    """The scalar metrics plus per-class recall (None where undefined) and sample count; JSON-able."""
+    recall = per_class_recall(y_true, y_pred, num_classes)
+    return {
+        "uar": uar(y_true, y_pred),
+        "war": war(y_true, y_pred),
+        "macro_precision": macro_precision(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred),
+        "per_class_recall": [None if math.isnan(r) else float(r) for r in recall],
+        "n": len(y_true),
+    }
+
+
+def fold_summary(per_fold: list[dict]) -> dict:
+    """Mean and standard deviation over folds of every numeric scalar the folds share.
+
+    The std is the sample standard deviation (ddof=1; numpy's default ddof=0 would understate the
+    spread of five folds); it is None for a single fold. Nested dicts (e.g. {"pbv": {...}}) are
+    summarised recursively; lists and strings are skipped.
+
+    Returns:
+        the same nesting, each scalar replaced by {"mean", "std", "n", "values"}.
+    """
+    if not per_fold:
+        raise ValueError("no folds to summarise")
+    out: dict = {}
+    for key, first in per_fold[0].items():
+        if not all(key in fold for fold in per_fold):
+            continue
+        if isinstance(first, dict):
+            out[key] = fold_summary([fold[key] for fold in per_fold])
+        elif isinstance(first, (int, float)) and not isinstance(first, bool):
+            values = [float(fold[key]) for fold in per_fold]
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            out[key] = {
+                "mean": float(np.mean(values)),
+                "std": std,
+                "n": len(values),
+                "values": values,
+            }
+    return out

@@ -1,0 +1,184 @@
+"""Emotion of any video file with a trained probe run: decode, plan clips, encode, probe, vote.
+
+A probe run is self-describing (each `fold-K/probe.pt` stores the settings of the cache it was trained
+on), so prediction rebuilds exactly that pipeline: the same encoder (and checkpoint, verified by its
+sha256), resolution, views, clip plan and hop, and the float16 rounding the cache applied to tokens.
+The probabilities of several fold probes are averaged per clip; the video's emotion is the
+probability-based vote (PBV) over its clips, with the majority vote (MV) beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vjfer.cache import TOKEN_DTYPE
+from vjfer.cross import find_probes
+from vjfer.encoders import load_encoder
+from vjfer.errors import CheckpointError, ConfigError, VideoError
+from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
+from vjfer.probe.model import load_probe
+from vjfer.video import decode_video, gather_clips, normalize_clips, plan_clips
+
+log = logging.getLogger(__name__)
+
+# Encoder fingerprint fields that must match the run's: they fix what a token means. The compute
+# dtype (bf16 on CUDA, fp32 on CPU) may differ; that difference is logged, not refused.
+IDENTITY_FIELDS = (
+    "name",
+    "checkpoint_sha256",
+    "weights",
+    "seed",
+    "resolution",
+    "grid",
+    "embed_dim",
+)
+TORCH_TOKEN_DTYPE = getattr(torch, TOKEN_DTYPE.name)  # float16, as cached
+
+
+@dataclass
+class RunProbes:
+    """The probes of one run (one per fold, or the one asked for) and the settings they share."""
+
+    probes: dict[int, torch.nn.Module]
+    class_names: tuple[str, ...]
+    settings: dict  # the training cache's settings (vjfer.extract.cache_settings)
+    run_dir: Path
+
+
+@dataclass
+class Prediction:
+    videos: pd.DataFrame  # one row per video that decoded
+    clips: pd.DataFrame  # one row per clip of those videos
+    failures: list[dict]  # {"path", "reason"} per video that could not be read
+
+
+def load_run(run_dir: str | Path, fold: int | None = None, device: str = "cpu") -> RunProbes:
+    """Load every fold's probe of a `vjfer probe` run (or fold `fold` only); they must agree."""
+    run_dir = Path(run_dir)
+    paths = find_probes(run_dir)
+    if fold is not None:
+        if fold not in paths:
+            raise ConfigError(f"run {run_dir} has no fold {fold}; it has folds {sorted(paths)}")
+        paths = {fold: paths[fold]}
+    probes, metas = {}, {}
+    for k, path in paths.items():
+        probes[k], metas[k] = load_probe(path, device)
+    first = metas[min(metas)]
+    for k, meta in metas.items():
+        for key in ("class_names", "embed_dim"):
+            if meta[key] != first[key]:
+                raise CheckpointError(f"{paths[k]}: {key} differs from fold {min(metas)}'s")
+        if meta["cache"]["fingerprint"] != first["cache"]["fingerprint"]:
+            raise CheckpointError(f"{paths[k]} was trained on another cache than fold {min(metas)}")
+    return RunProbes(probes, tuple(first["class_names"]), first["cache"]["settings"], run_dir)
+
+
+def check_encoder(encoder_fp: dict, run_fp: dict, run_dir: Path) -> None:
+    """Refuse an encoder whose identity differs from the one the run's cache was made with."""
+    for key in IDENTITY_FIELDS:
+        if encoder_fp.get(key) != run_fp.get(key):
+            raise CheckpointError(
+                f"run {run_dir} was trained on tokens of an encoder with {key}={run_fp.get(key)!r}, "
+                f"but the loaded encoder has {key}={encoder_fp.get(key)!r}"
+                + (" — pass the same checkpoint file" if key == "checkpoint_sha256" else "")
+            )
+    if encoder_fp.get("compute_dtype") != run_fp.get("compute_dtype"):
+        log.warning(
+            "run %s was extracted with %s compute, predicting with %s: probabilities may differ slightly",
+            run_dir, run_fp.get("compute_dtype"), encoder_fp.get("compute_dtype"),
+        )  # fmt: skip
+
+
+def run_encoder(settings: dict, checkpoint: str | Path | None, device: str):
+    """Load the encoder a run's cache was made with; `checkpoint` for pretrained encoders."""
+    name, fp = settings["encoder"], settings["encoder_fingerprint"]
+    if name == "tiny":
+        return load_encoder(name, device=device, seed=fp["seed"])
+    if fp["weights"] == "random-init":  # a run on random real-size weights (benchmarks)
+        return load_encoder(name, device=device, random_weights=True, seed=fp["seed"])
+    if checkpoint is None:
+        raise ConfigError(
+            f"the run was made with {name} weights of sha256 {fp['checkpoint_sha256'][:12]}…: "
+            "give that checkpoint with --checkpoint or VJFER_CHECKPOINT"
+        )
+    if fp["weights"] == "hf-directory":
+        return load_encoder(name, checkpoint, device)
+    return load_encoder(name, checkpoint, device, weights=fp["weights"])
+
+
+def encode_video_tokens(
+    encoder, path: Path, settings: dict, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One video -> (tokens float16 [C, V, N, D], clip frame indices [C, 16], fps), as the cache
+    would hold them."""
+    video = decode_video(path, encoder.resolution, settings["views"])
+    clip_frames = plan_clips(video.n_frames, settings["plan"], settings.get("hop") or 8)
+    clips = gather_clips(video.frames, clip_frames)  # [C, V, 16, R, R, 3]
+    C, V = clips.shape[:2]
+    flat = torch.from_numpy(clips.reshape(C * V, *clips.shape[2:]))
+    out = []
+    for start in range(0, C * V, batch_size):
+        batch = normalize_clips(flat[start : start + batch_size].to(encoder.device),
+                                encoder.mean, encoder.std)  # fmt: skip
+        # Round as the cache stores tokens, so the probe sees what it was trained on.
+        out.append(encoder.encode(batch).to(TORCH_TOKEN_DTYPE).cpu())
+    tokens = torch.cat(out).view(C, V, encoder.num_tokens, encoder.embed_dim)
+    return tokens.numpy(), clip_frames, video.fps
+
+
+def predict_videos(
+    paths: Sequence[str | Path], run_dir: str | Path, *, checkpoint: str | Path | None = None,
+    fold: int | None = None, device: str = "cpu", batch_size: int = 8,
+) -> Prediction:  # fmt: skip
+    """Predict the emotion of each video with the run's probe(s) (fold probes averaged)."""
+    run = load_run(run_dir, fold, device)
+    settings = run.settings
+    enc_fp = settings["encoder_fingerprint"]
+    encoder = run_encoder(settings, checkpoint, device)
+    check_encoder(encoder.fingerprint, enc_fp, run.run_dir)
+    names = run.class_names
+    video_rows, clip_rows, failures = [], [], []
+    for path in map(Path, paths):
+        try:
+            tokens, clip_frames, fps = encode_video_tokens(encoder, path, settings, batch_size)
+        except VideoError as err:
+            log.error("%s", err)
+            failures.append({"path": str(path), "reason": err.reason})
+            continue
+        probs = np.mean(
+            [clip_probabilities(p, tokens, device) for p in run.probes.values()], axis=0
+        )
+        pbv, mv = vote_pbv(probs), vote_mv(probs)
+        row = {"path": str(path), "video_id": path.stem, "emotion": names[pbv], "mv": names[mv],
+               "n_clips": len(probs)}  # fmt: skip
+        row.update({f"prob_{c}": float(p) for c, p in zip(names, probs.mean(axis=0), strict=True)})
+        video_rows.append(row)
+        clips = pd.DataFrame(probs, columns=[f"prob_{c}" for c in names])
+        clips.insert(0, "video_id", path.stem)
+        clips.insert(1, "clip", np.arange(len(probs)))
+        clips.insert(2, "start_frame", clip_frames[:, 0])
+        clips.insert(3, "end_frame", clip_frames[:, -1])
+        clips.insert(4, "start_s", clip_frames[:, 0] / fps)
+        clips["emotion"] = [names[i] for i in probs.argmax(axis=1)]
+        clip_rows.append(clips)
+    videos = pd.DataFrame(video_rows)
+    clips = pd.concat(clip_rows, ignore_index=True) if clip_rows else pd.DataFrame()
+    return Prediction(videos, clips, failures)
+
+
+def format_prediction(prediction: Prediction, class_names: Sequence[str] | None = None) -> str:
+    """A plain-text table: one line per video with its emotion and per-class probabilities."""
+    if prediction.videos.empty:
+        return "no video could be read"
+    frame = prediction.videos
+    prob_cols = [c for c in frame.columns if c.startswith("prob_")]
+    table = frame[["video_id", "emotion", "mv", "n_clips", *prob_cols]].copy()
+    table.columns = ["video", "emotion (PBV)", "MV", "clips", *[c[5:] for c in prob_cols]]
+    return table.to_string(index=False, float_format=lambda v: f"{v:.3f}")

@@ -1,0 +1,216 @@
+"""Evaluate a probe on cached videos: every clip scored alone, then whole-video voting.
+
+Each cached clip of a test video is scored on its own ([1, N, D] per clip and view) and turned into
+class probabilities by a softmax. A cache with several spatial views per clip (`3crop`) gives each
+clip the mean of its views' probabilities, so a clip is one vote whatever the view count. A video's
+label is then decided two ways (the paper's Table II):
+
+- PBV, probability-based voting: argmax of the clip probabilities summed over the video's clips;
+- MV, majority voting: argmax of the clips' votes (each clip's argmax), ties to the lowest index.
+
+Clip-level metrics (every clip labelled with its video's class) are reported too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from vjfer import metrics
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH_CLIPS = 64  # clips (times views) per probe call
+
+
+def vote_pbv(probs: np.ndarray) -> int:
+    """Probability-based vote: argmax of `probs` [clips, classes] summed over clips (ties: lowest)."""
+    probs = np.asarray(probs)
+    if probs.ndim != 2 or probs.shape[0] == 0:
+        raise ValueError(f"probs must be [clips >= 1, classes]; got shape {probs.shape}")
+    return int(np.argmax(probs.sum(axis=0)))
+
+
+def clip_votes(probs: np.ndarray) -> np.ndarray:
+    """Votes per class, int64 [classes]: each clip votes for its argmax (ties: lowest index)."""
+    probs = np.asarray(probs)
+    if probs.ndim != 2 or probs.shape[0] == 0:
+        raise ValueError(f"probs must be [clips >= 1, classes]; got shape {probs.shape}")
+    return np.bincount(np.argmax(probs, axis=1), minlength=probs.shape[1]).astype(np.int64)
+
+
+def vote_mv(probs: np.ndarray) -> int:
+    """Majority vote over clips of `probs` [clips, classes]; a tie goes to the lowest class index."""
+    return int(np.argmax(clip_votes(probs)))
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA, nothing (fp32) elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def clip_probabilities(
+    probe: nn.Module, tokens: np.ndarray | torch.Tensor, device: torch.device | str = "cpu",
+    batch_clips: int = EVAL_BATCH_CLIPS,
+) -> np.ndarray:  # fmt: skip
+    """Class probabilities of each clip, its views averaged: tokens [C, V, N, D] -> float32 [C, K]."""
+    device = torch.device(device)
+    tokens = torch.as_tensor(tokens)
+    C, V, N, D = tokens.shape
+    flat = tokens.reshape(C * V, N, D)  # each clip and view scored alone
+    out = []
+    for start in range(0, C * V, batch_clips):
+        x = flat[start : start + batch_clips].to(device, torch.float32, non_blocking=True)
+        with _autocast(device):
+            logits = probe(x)
+        out.append(logits.float().softmax(dim=-1).cpu())
+    return torch.cat(out).view(C, V, -1).mean(dim=1).numpy()
+
+
+class VideoTokens(torch.utils.data.Dataset):
+    """(video_id, tokens [C, V, N, D] fp16) per video of a cache; pickles without open files."""
+
+    def __init__(self, cache, video_ids: Sequence[str]):
+        self.cache, self.video_ids = cache, list(video_ids)
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def __getitem__(self, i: int) -> tuple[str, torch.Tensor]:
+        vid = self.video_ids[i]
+        return vid, torch.from_numpy(np.ascontiguousarray(self.cache.tokens(vid)))
+
+
+def predict_clips(
+    probe: nn.Module, cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
+    batch_clips: int = EVAL_BATCH_CLIPS, num_workers: int = 0,
+) -> pd.DataFrame:  # fmt: skip
+    """One row per cached clip of each video: video_id, actor, label, clip, start_frame,
+    prob_<class>... (views averaged) and pred (the clip's argmax). Never opens a video."""
+    device = torch.device(device)
+    names = cache.class_names
+    info = cache.videos.set_index("video_id")
+    missing = [v for v in video_ids if v not in info.index]
+    if missing:
+        raise KeyError(f"{len(missing)} videos are not in the cache, first: {missing[0]!r}")
+    loader = torch.utils.data.DataLoader(
+        VideoTokens(cache, video_ids), batch_size=None, num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
+    was_training = probe.training
+    probe.eval()
+    rows = []
+    for vid, tokens in loader:
+        probs = clip_probabilities(probe, tokens, device, batch_clips)  # [C, K]
+        starts = cache.clip_frames(vid)[:, 0]
+        row = info.loc[vid]
+        frame = pd.DataFrame(probs, columns=[f"prob_{c}" for c in names])
+        frame.insert(0, "video_id", vid)
+        frame.insert(1, "actor", int(row["actor"]))
+        frame.insert(2, "label", int(row["label"]))
+        frame.insert(3, "clip", np.arange(len(probs)))
+        frame.insert(4, "start_frame", starts.astype(np.int64))
+        frame["pred"] = probs.argmax(axis=1)
+        rows.append(frame)
+    probe.train(was_training)
+    return pd.concat(rows, ignore_index=True)
+
+
+def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
+    """Per-video table from `predict_clips` rows: video_id, actor, label, label_name, n_clips,
+    prob_<class> (summed over clips), votes_<class>, pbv, mv, pbv_name, mv_name."""
+    prob_cols = [f"prob_{c}" for c in class_names]
+    rows = []
+    for vid, group in clips.groupby("video_id", sort=True):
+        probs = group[prob_cols].to_numpy()
+        votes = clip_votes(probs)
+        pbv, mv = vote_pbv(probs), vote_mv(probs)
+        label = int(group["label"].iloc[0])
+        row = {"video_id": vid, "actor": int(group["actor"].iloc[0]), "label": label}
+        row |= {"label_name": class_names[label], "n_clips": len(group)}
+        row |= dict(zip(prob_cols, probs.sum(axis=0).tolist(), strict=True))
+        row |= {f"votes_{c}": int(n) for c, n in zip(class_names, votes, strict=True)}
+        row |= {"pbv": pbv, "mv": mv, "pbv_name": class_names[pbv], "mv_name": class_names[mv]}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def predict_videos(
+    probe: nn.Module, cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
+    batch_clips: int = EVAL_BATCH_CLIPS, num_workers: int = 0,
+) -> pd.DataFrame:  # fmt: skip
+    """Whole-video predictions (PBV and MV) of `video_ids`; columns as `vote_videos`."""
+    clips = predict_clips(
+        probe, cache, video_ids, device=device, batch_clips=batch_clips, num_workers=num_workers
+    )
+    return vote_videos(clips, cache.class_names)
+
+
+def score_predictions(videos: pd.DataFrame, clips: pd.DataFrame, num_classes: int) -> dict:
+    """Metrics (`vjfer.metrics.classification_metrics`) and confusion matrices (lists, rows =
+    truth) for PBV, MV and single clips: {"pbv": {..., "confusion"}, "mv": ..., "clip": ...}."""
+    out = {}
+    for name, truth, pred in (
+        ("pbv", videos["label"], videos["pbv"]),
+        ("mv", videos["label"], videos["mv"]),
+        ("clip", clips["label"], clips["pred"]),
+    ):
+        scores = metrics.classification_metrics(truth, pred, num_classes)
+        scores["confusion"] = metrics.confusion(truth, pred, num_classes).tolist()
+        out[name] = scores
+    return out
+
+
+VOTINGS = ("pbv", "mv", "clip")  # whole-video PBV and MV, then single clips
+_VOTING_NAMES = {"pbv": "PBV", "mv": "MV", "clip": "clip"}
+_METRIC_NAMES = {"uar": "UAR", "war": "WAR", "macro_precision": "macro precision",
+                 "macro_f1": "macro F1"}  # fmt: skip
+
+
+def summarise_folds(fold_metrics: list[dict]) -> dict:
+    """Per-fold scalar metrics and their mean ± std (`metrics.fold_summary`) from each fold's
+    `metrics.json` content: {"folds", "per_fold": [...], "mean": {voting: {metric: {mean, std}}}}."""
+    per_fold = [
+        {"fold": m["fold"], "n_test_videos": m["n_test_videos"],
+         **{v: {s: m[v][s] for s in metrics.SCALAR_METRICS} for v in VOTINGS}}
+        for m in fold_metrics
+    ]  # fmt: skip
+    mean = metrics.fold_summary([{v: f[v] for v in VOTINGS} for f in per_fold])
+    return {"folds": [f["fold"] for f in per_fold], "per_fold": per_fold, "mean": mean}
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def format_summary(summary: dict) -> str:
+    """Markdown in the paper's Table II layout (UAR, WAR, macro precision per voting, mean ± std
+    over folds, in %), then one row per fold."""
+    head = f"# {summary.get('dataset', '')} · {summary.get('probe', '')} probe"
+    lines = [head.rstrip(" ·"), "",
+             f"Folds {', '.join(map(str, summary['folds']))}; mean ± sample std (ddof 1) over folds, in %. "
+             "Macro precision is what the paper's tables call UAR.", "",
+             "| voting | " + " | ".join(_METRIC_NAMES.values()) + " |",
+             "|---" * (len(_METRIC_NAMES) + 1) + "|"]  # fmt: skip
+    for v in VOTINGS:
+        cells = []
+        for s in _METRIC_NAMES:
+            agg = summary["mean"][v][s]
+            cells.append(
+                _pct(agg["mean"]) + ("" if agg["std"] is None else f" ± {_pct(agg['std'])}")
+            )
+        lines.append(f"| {_VOTING_NAMES[v]} | " + " | ".join(cells) + " |")
+    cols = [(v, s) for v in ("pbv", "mv") for s in ("uar", "war", "macro_precision")]
+    lines += ["", "| fold | videos | " + " | ".join(f"{_VOTING_NAMES[v]} {_METRIC_NAMES[s]}"
+                                                   for v, s in cols) + " |",
+              "|---" * (len(cols) + 2) + "|"]  # fmt: skip
+    for f in summary["per_fold"]:
+        cells = [_pct(f[v][s]) for v, s in cols]
+        lines.append(f"| {f['fold']} | {f['n_test_videos']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,276 @@
+"""Probes that map a clip's (or a video's) tokens [B, N, D] to class logits [B, C].
+
+`AttentiveProbe` is the reference's attentive classifier (facebookresearch/jepa,
+`src/models/attentive_pooler.py` `AttentiveClassifier` with `src/models/utils/modules.py`
+`CrossAttentionBlock`): one learnable query, one cross-attention block, an MLP block and a linear
+head, with the reference's parameter names and initialisation, so reference state dicts load as they
+are. Its default forward pools in a factorised form (derived below) that computes the same function
+with about D/heads fewer FLOPs per token; `forward_reference` keeps the straightforward K/V form.
+
+`LinearProbe` (mean-pooled tokens -> LayerNorm -> linear) is the ablation baseline the paper skipped.
+
+Factorised attention pooling, with one query q (a D-vector) and tokens x (N x D):
+
+    LN(x_n) = xhat_n * g + b                  xhat_n = (x_n - mean) / std, g/b = norm1 gain/bias
+    q'_h = (W_q q + b_q)_h                    the query of head h, a d-vector (d = D / H)
+    k_hn = W_k,h LN(x_n) + b_k,h              W_k,h: the d x D rows of the key projection for head h
+    s_hn = q'_h . k_hn / sqrt(d)
+         = LN(x_n) . u_h / sqrt(d) + c_h      u_h = W_k,h^T q'_h (a D-vector), c_h = q'_h . b_k,h
+         = xhat_n . (g * u_h) / sqrt(d) + c'_h    c'_h = c_h + b . u_h / sqrt(d)
+
+Softmax over the tokens n is invariant to the per-head constant c'_h, so the attention weights are
+a_hn = softmax_n(xhat_n . w_h) with w_h = g * u_h / sqrt(d): one D-vector per head instead of a key
+per token. The value path is linear, and the weights of each head sum to one:
+
+    o_h = sum_n a_hn (W_v,h LN(x_n) + b_v,h) = W_v,h (sum_n a_hn LN(x_n)) + b_v,h
+        = W_v,h ((sum_n a_hn xhat_n) * g + b) + b_v,h
+
+so each head pools the normalised tokens first (an H x D matrix per sample) and projects after.
+Per token this costs ~2·D·H multiply-adds (scores and pooling) instead of 2·D·2D for K and V; at
+D = 1280, H = 16 that is 160x fewer, and the probe becomes bound by reading the tokens. The key
+bias b_k and the part of the LayerNorm bias seen by the scores get zero gradient in both forms.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vjfer.errors import CheckpointError, ConfigError
+
+INIT_STD = 0.02  # the reference's trunc_normal std for the query and the pooler's linears
+MLP_RATIO = 4  # D -> 4D -> D
+LN_EPS = 1e-5  # nn.LayerNorm's default, as in the reference
+REFERENCE_PREFIX = (
+    "module."  # DistributedDataParallel's prefix in the reference's saved state dicts
+)
+
+
+def strip_reference_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Drop a leading `module.` from each key (only at the start of a key). Pure."""
+    return {k.removeprefix(REFERENCE_PREFIX): v for k, v in state_dict.items()}
+
+
+def _masked_softmax(scores: Tensor, mask: Tensor | None, dim: int) -> Tensor:
+    """Softmax of `scores` along `dim`; tokens where `mask` [B, N] is False get weight 0."""
+    if mask is not None:
+        shape = [mask.shape[0]] + [1] * (scores.dim() - 1)
+        shape[dim] = mask.shape[1]
+        scores = scores.masked_fill(~mask.view(shape), float("-inf"))
+    return scores.softmax(dim=dim)
+
+
+class MLP(nn.Module):
+    """fc1 -> exact GELU -> fc2 (the reference's MLP without dropout)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class CrossAttention(nn.Module):
+    """Query/key-value/output projections of the reference's CrossAttention (qkv_bias=True)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)  # rows [0, D) are keys, [D, 2D) values, as the reference
+        self.proj = nn.Linear(dim, dim)
+
+
+class CrossAttentionBlock(nn.Module):
+    """q + xattn(q, norm1(x)), then q + mlp(norm2(q)); the pooling itself lives in the probe."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.xattn = CrossAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = MLP(dim, MLP_RATIO * dim)
+
+
+class AttentivePooler(nn.Module):
+    """Holds the query and the block under the reference's names (`pooler.*`)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.query_tokens = nn.Parameter(torch.zeros(1, 1, dim))
+        self.cross_attention_block = CrossAttentionBlock(dim, num_heads)
+
+
+class AttentiveProbe(nn.Module):
+    """The reference's attentive classifier: tokens [B, N, D] -> logits [B, C].
+
+    Args:
+        embed_dim: token width D.
+        num_classes: C.
+        num_heads: attention heads (16 in the reference).
+        factorised: `forward` uses the factorised pooling (default) or the straightforward K/V form.
+    """
+
+    def __init__(
+        self, embed_dim: int, num_classes: int, num_heads: int = 16, factorised: bool = True
+    ):
+        super().__init__()
+        self.embed_dim, self.num_classes, self.num_heads = embed_dim, num_classes, num_heads
+        self.factorised = factorised
+        self.pooler = AttentivePooler(embed_dim, num_heads)
+        self.linear = nn.Linear(embed_dim, num_classes)  # PyTorch's default init, as the reference
+        self._init_reference()
+
+    @torch.no_grad()
+    def _init_reference(self) -> None:
+        """trunc_normal(std 0.02) query and pooler linears, zero biases, unit LayerNorms, and the
+        reference's `_rescale_blocks`: xattn.proj and mlp.fc2 weights divided by sqrt(2 * 1)."""
+        nn.init.trunc_normal_(self.pooler.query_tokens, std=INIT_STD)
+        for m in self.pooler.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=INIT_STD)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        block = self.pooler.cross_attention_block
+        block.xattn.proj.weight.div_(math.sqrt(2.0))
+        block.mlp.fc2.weight.div_(math.sqrt(2.0))
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False
+    ):
+        """Load a vjfer or reference state dict; a leading `module.` on its keys is dropped."""
+        return super().load_state_dict(
+            strip_reference_prefix(state_dict), strict=strict, assign=assign
+        )
+
+    def _query(self) -> Tensor:
+        """The projected query q' [H, d] (shared by every sample)."""
+        xattn = self.pooler.cross_attention_block.xattn
+        return xattn.q(self.pooler.query_tokens[0, 0]).view(self.num_heads, -1)
+
+    def _attend_factorised(self, tokens: Tensor, mask: Tensor | None) -> Tensor:
+        """Attention output before `proj`, factorised (module docstring): [B, N, D] -> [B, D]."""
+        block = self.pooler.cross_attention_block
+        xattn, norm = block.xattn, block.norm1
+        B, N, D = tokens.shape
+        H = self.num_heads
+        w_k, w_v = xattn.kv.weight[:D].view(H, D // H, D), xattn.kv.weight[D:].view(H, D // H, D)
+        u = torch.einsum("hdk,hd->hk", w_k, self._query())  # u_h = W_k,h^T q'_h: [H, D]
+        w = u * norm.weight * xattn.scale  # [H, D]
+        xhat = F.layer_norm(tokens, (D,), None, None, norm.eps)  # [B, N, D]
+        attn = _masked_softmax(xhat @ w.to(xhat.dtype).t(), mask, dim=1)  # [B, N, H]
+        pooled = attn.transpose(1, 2) @ xhat  # sum_n a_hn xhat_n: [B, H, D]
+        pooled = pooled * norm.weight + norm.bias  # sum_n a_hn LN(x_n)
+        out = torch.einsum("bhk,hdk->bhd", pooled, w_v.to(pooled.dtype))  # [B, H, d]
+        return out.reshape(B, D) + xattn.kv.bias[D:]
+
+    def _attend_reference(self, tokens: Tensor, mask: Tensor | None) -> Tensor:
+        """Attention output before `proj`, the reference's way (keys and values for every token)."""
+        block = self.pooler.cross_attention_block
+        xattn = block.xattn
+        B, N, D = tokens.shape
+        H = self.num_heads
+        q = self._query()  # [H, d]
+        kv = xattn.kv(block.norm1(tokens)).view(B, N, 2, H, D // H)
+        k, v = kv[:, :, 0], kv[:, :, 1]  # [B, N, H, d]
+        scores = torch.einsum("hd,bnhd->bhn", q.to(k.dtype), k) * xattn.scale  # [B, H, N]
+        attn = _masked_softmax(scores, mask, dim=2)
+        return torch.einsum("bhn,bnhd->bhd", attn, v).reshape(B, D)
+
+    def _pool(self, tokens: Tensor, mask: Tensor | None, factorised: bool) -> Tensor:
+        block = self.pooler.cross_attention_block
+        attend = self._attend_factorised if factorised else self._attend_reference
+        q = self.pooler.query_tokens[0] + block.xattn.proj(attend(tokens, mask))  # [B, D]
+        return q + block.mlp(block.norm2(q))
+
+    def pooled(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The pooled D-vector per sample (the pooler's output): [B, N, D] -> [B, D].
+
+        Args:
+            tokens: [B, N, D].
+            mask: optional bool [B, N], True for real tokens (padding gets attention weight 0).
+        """
+        return self._pool(tokens, mask, self.factorised)
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Logits [B, C] from tokens [B, N, D] (and an optional bool mask [B, N])."""
+        return self.linear(self.pooled(tokens, mask))
+
+    def forward_reference(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Logits by the straightforward K/V form (the reference implementation tests compare to)."""
+        return self.linear(self._pool(tokens, mask, factorised=False))
+
+
+class LinearProbe(nn.Module):
+    """Mean-pooled tokens -> LayerNorm -> linear: tokens [B, N, D] -> logits [B, C]."""
+
+    def __init__(self, embed_dim: int, num_classes: int):
+        super().__init__()
+        self.embed_dim, self.num_classes = embed_dim, num_classes
+        self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
+        self.linear = nn.Linear(embed_dim, num_classes)
+
+    def pooled(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean over the (unmasked) tokens: [B, N, D] -> [B, D]."""
+        if mask is None:
+            return tokens.mean(dim=1)
+        weights = mask.to(tokens.dtype).unsqueeze(-1)  # [B, N, 1]
+        return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.linear(self.norm(self.pooled(tokens, mask)))
+
+
+PROBES = ("attentive", "linear")
+
+
+def build_probe(kind: str, embed_dim: int, num_classes: int, num_heads: int = 16) -> nn.Module:
+    """`AttentiveProbe` or `LinearProbe` by name; raises ConfigError naming the known kinds."""
+    if kind == "attentive":
+        return AttentiveProbe(embed_dim, num_classes, num_heads)
+    if kind == "linear":
+        return LinearProbe(embed_dim, num_classes)
+    raise ConfigError(f"unknown probe {kind!r}; known: {', '.join(PROBES)}")
+
+
+CHECKPOINT_FORMAT = "vjfer-probe"
+CHECKPOINT_VERSION = 1
+
+
+def probe_checkpoint(probe: nn.Module, meta: dict) -> dict:
+    """What `probe.pt` holds: the state dict (CPU) plus `meta` (probe kind, embed_dim, num_classes,
+    num_heads, class names, training config, cache fingerprint, ...), loadable with weights_only."""
+    state = {k: v.detach().cpu() for k, v in probe.state_dict().items()}
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **meta, "state_dict": state}
+
+
+def load_probe(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a probe from a `probe.pt` written by training; returns (probe in eval mode, meta)."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"cannot read probe checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    probe = build_probe(meta["probe"], meta["embed_dim"], meta["num_classes"], meta["num_heads"])
+    try:
+        probe.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: state dict does not fit the probe: {err}") from err
+    return probe.to(device).eval(), meta

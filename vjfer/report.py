@@ -1,0 +1,607 @@
+"""Tables (Markdown, CSV) and figures (PNG) of vjfer's results, in the paper's layouts.
+
+Eing et al. (2026, arXiv:2601.09524) report Table II (within-dataset UAR / WAR per voting rule),
+Table III (beside published peers), Table IV (cross-dataset) and Figure 5 (2-D PCA of test-fold
+video embeddings: mean-pooled encoder tokens vs the attentive probe's pooled output). This module
+computes each table as a `Table` (a DataFrame plus caption and notes) from run directories, and
+renders it by format name (`RENDERERS`), so computing a table is separate from writing it.
+
+The paper's "UAR" is macro precision (its metrics script divides TP by TP + FP; DESIGN.md,
+Metrics), so the paper's numbers sit beside ours in columns that say so.
+
+Figures use matplotlib's object API on an Agg canvas: no pyplot, so no global figure state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+
+from vjfer import labels
+from vjfer.cache import open_cache
+from vjfer.errors import CacheError, ConfigError, VjferError
+from vjfer.labels import DATASETS
+from vjfer.probe.model import load_probe
+
+log = logging.getLogger(__name__)
+
+PAPER = "Eing et al. 2026 (arXiv:2601.09524)"
+# DESIGN.md "Paper targets": (the paper's "UAR" = macro precision, WAR) in percent.
+PAPER_TABLE_II: dict[tuple[str, str], tuple[float, float]] = {
+    ("ravdess", "pbv"): (76.40, 72.93), ("ravdess", "mv"): (76.38, 73.80),
+    ("crema-d", "pbv"): (79.39, 78.86), ("crema-d", "mv"): (79.13, 78.47),
+}  # fmt: skip
+# Keyed by (train, test, calm handling).
+PAPER_TABLE_IV: dict[tuple[str, str, str], tuple[float, float]] = {
+    ("crema-d", "ravdess", "drop"): (77.82, 75.59), ("crema-d", "ravdess", "merge"): (73.92, 70.92),
+    ("ravdess", "crema-d", "drop"): (61.69, 59.82), ("ravdess", "crema-d", "merge"): (58.72, 54.90),
+}  # fmt: skip
+PEERS_COLUMNS = ("method", "dataset", "uar", "war", "modality", "source")
+VOTING = {"pbv": "PBV", "mv": "MV"}
+DATASET_TITLES = {"ravdess": "RAVDESS", "crema-d": "CREMA-D"}
+STD = " std"  # suffix of a column holding the std of the column before it
+PAPER_UAR = 'Paper "UAR" (= macro precision)'
+FIG_DPI = 200
+
+
+@dataclass
+class Table:
+    """A computed table: `frame` holds the values (percent for metrics); the rest is caption."""
+
+    name: str  # file stem, e.g. "table2"
+    title: str
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering: one function per format, looked up by name.
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (float, np.floating)):
+        return "—" if math.isnan(value) else f"{value:.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def _display_columns(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """(column, its std column or None), folding each `X std` into the `X` before it."""
+    cols, out = list(frame.columns), []
+    for c in cols:
+        if c.endswith(STD) and c.removesuffix(STD) in cols:
+            continue
+        out.append((c, c + STD if c + STD in cols else None))
+    return out
+
+
+def render_markdown(table: Table) -> str:
+    """A GitHub pipe table under a heading, `X` and `X std` shown as one `mean ± std` cell."""
+    shown = _display_columns(table.frame)
+    lines = [f"## {table.title}", ""]
+    lines.append("| " + " | ".join(c for c, _ in shown) + " |")
+    lines.append("|" + "|".join("---" for _ in shown) + "|")
+    for _, row in table.frame.iterrows():
+        cells = []
+        for col, std in shown:
+            text = _cell(row[col])
+            if std is not None and text != "—" and _cell(row[std]) != "—":
+                text += f" ± {_cell(row[std])}"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    if table.notes:
+        lines.append("")
+        lines.extend(f"- {note}" for note in table.notes)
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: Table) -> str:
+    """The values as CSV, every column kept (std columns apart), full precision."""
+    return table.frame.to_csv(index=False)
+
+
+RENDERERS: dict[str, Callable[[Table], str]] = {"md": render_markdown, "csv": render_csv}
+
+
+def get_renderer(fmt: str) -> Callable[[Table], str]:
+    if fmt not in RENDERERS:
+        raise ConfigError(f"unknown table format {fmt!r}; known: {', '.join(RENDERERS)}")
+    return RENDERERS[fmt]
+
+
+def write_table(table: Table, out_dir: Path, formats: Sequence[str] = ("md", "csv")) -> list[Path]:
+    """Write `out_dir/<table.name>.<fmt>` for each format; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = out_dir / f"{table.name}.{fmt}"
+        path.write_text(get_renderer(fmt)(table))
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures.
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)  # attach an Agg canvas: no pyplot, nothing global to close
+    fig.savefig(path, dpi=FIG_DPI)  # constrained layout already fits the labels
+    return path
+
+
+def row_normalise(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (rows = truth); an empty row stays 0."""
+    m = np.asarray(matrix, dtype=np.float64)
+    sums = m.sum(axis=1, keepdims=True)
+    return np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
+
+
+def confusion_figure(
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    path: Path,
+    *,
+    predicted_names: Sequence[str] | None = None,
+) -> Path:
+    """PNG of a confusion matrix of counts [C_true, C_pred] (rows = truth), row-normalised.
+
+    Each cell shows the fraction of its true class (colour scale 0..1); each row label shows the
+    class's video count; an empty row shows dashes. `predicted_names` names the columns when they
+    differ from the rows (a cross-dataset matrix before calm handling).
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    rows, cols = m.shape
+    row_names = list(class_names)
+    col_names = list(predicted_names) if predicted_names is not None else row_names
+    if len(row_names) != rows or len(col_names) != cols:
+        raise ValueError(
+            f"{len(row_names)} true and {len(col_names)} predicted class names "
+            f"for a {rows}x{cols} matrix"
+        )
+    norm, support = row_normalise(m), m.sum(axis=1)
+    size = 1.0 + 0.62 * max(rows, cols)
+    fig = Figure(figsize=(size + 1.4, size), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(rows):
+        for j in range(cols):
+            text = f"{norm[i, j]:.2f}" if support[i] > 0 else "—"
+            color = "white" if norm[i, j] > 0.55 else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color=color)
+    ax.set_xticks(range(cols), col_names, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(rows), [f"{n} ({int(s)})" for n, s in zip(row_names, support, strict=True)])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (videos)")
+    ax.set_title(title, fontsize=11)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("fraction of the true class")
+    return _save(fig, path)
+
+
+def pca_figure(
+    mean_pooled: np.ndarray,
+    probe_pooled: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    path: Path,
+    *,
+    probe_name: str = "attentive probe",
+) -> Path:
+    """The paper's Figure 5: 2-D PCA of video embeddings [n, D], two panels, coloured by class.
+
+    Args:
+        mean_pooled: mean-pooled encoder tokens per video [n, D].
+        probe_pooled: the probe's pooled output per video [n, D'].
+        labels: class index per video [n].
+    """
+    labels = np.asarray(labels)
+    palette = [f"C{i}" for i in range(10)]
+    fig = Figure(figsize=(11.0, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (
+        ("mean-pooled encoder tokens", mean_pooled),
+        (f"{probe_name}, pooled output", probe_pooled),
+    )
+    for ax, (name, x) in zip(axes, panels, strict=True):
+        x = np.asarray(x, dtype=np.float64)
+        pca = PCA(n_components=2, random_state=0)
+        xy = pca.fit_transform(x)
+        for k, cname in enumerate(class_names):
+            sel = labels == k
+            if sel.any():
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=16, alpha=0.8, color=palette[k % 10],
+                           label=cname, edgecolors="none")  # fmt: skip
+        ratio = pca.explained_variance_ratio_ * 100
+        ax.set_xlabel(f"PC 1 ({ratio[0]:.1f}% of variance)")
+        ax.set_ylabel(f"PC 2 ({ratio[1]:.1f}% of variance)")
+        ax.set_title(f"{name} (D = {x.shape[1]})", fontsize=11)
+        ax.grid(alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", title="class", markerscale=1.6)
+    fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: probe runs (`vjfer.probe.train.train_folds`) and cross runs (`vjfer.cross`).
+
+
+@dataclass
+class ProbeRun:
+    path: Path
+    dataset: str
+    probe: str
+    summary: dict  # summary.json
+    folds: dict[int, dict]  # fold -> fold-K/metrics.json
+
+
+@dataclass
+class CrossRun:
+    path: Path
+    summary: dict  # summary.json, `CrossResult.to_json`
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRun], list[str]]:
+    """Probe and cross runs at or under `paths` (every summary.json found), plus problems seen."""
+    probe_runs, cross_runs, problems, seen = [], [], [], set()
+    for root in map(Path, paths):
+        if not root.exists():
+            problems.append(f"{root} does not exist")
+            continue
+        found = [root / "summary.json"] if (root / "summary.json").is_file() else []
+        for summary_path in found or sorted(root.rglob("summary.json")):
+            run_dir = summary_path.parent.resolve()
+            if run_dir in seen:
+                continue
+            seen.add(run_dir)
+            try:
+                summary = _read_json(summary_path)
+                if summary.get("kind") == "cross":
+                    cross_runs.append(CrossRun(summary_path.parent, summary))
+                elif "per_fold" in summary and "dataset" in summary:
+                    run_dir = summary_path.parent
+                    folds = {
+                        f: _read_json(run_dir / f"fold-{f}" / "metrics.json")
+                        for f in summary["folds"]
+                    }
+                    probe = summary.get("probe", "?")
+                    probe_runs.append(ProbeRun(run_dir, summary["dataset"], probe, summary, folds))
+                else:
+                    problems.append(f"{summary_path} is neither a probe nor a cross run; skipped")
+            except (OSError, ValueError, KeyError) as err:
+                problems.append(f"{summary_path} could not be read ({err}); skipped")
+    return probe_runs, cross_runs, problems
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's tables, computed (values in percent).
+
+
+def _pct(value: float | None) -> float:
+    return float("nan") if value is None else 100.0 * value
+
+
+def metric_cells(mean: dict) -> dict:
+    """{"UAR", "UAR std", "WAR", ...} from a summary's {metric: {mean, std}} (fractions)."""
+    row = {}
+    for col, key in (("UAR", "uar"), ("WAR", "war"), ("Macro precision", "macro_precision")):
+        agg = mean.get(key) or {}
+        row[col], row[col + STD] = _pct(agg.get("mean")), _pct(agg.get("std"))
+    return row
+
+
+def table_ii(runs: Sequence[ProbeRun]) -> Table:
+    """Table II: within-dataset video-level results per voting rule, mean ± std over folds."""
+    rows = []
+    for run in runs:
+        for voting, vname in VOTING.items():
+            paper = PAPER_TABLE_II.get((run.dataset, voting), (None, None))
+            rows.append({
+                "Dataset": DATASET_TITLES.get(run.dataset, run.dataset), "Run": run.path.name,
+                "Probe": run.probe, "Voting": vname, "Folds": len(run.summary["folds"]),
+                **metric_cells(run.summary["mean"][voting]),
+                PAPER_UAR: paper[0], "Paper WAR": paper[1],
+            })  # fmt: skip
+    notes = [
+        "Mean ± sample std over folds, in %. UAR = mean per-class recall; WAR = accuracy.",
+        f"Paper columns: {PAPER}, Table II. The paper's UAR is macro precision (its metrics "
+        "script divides TP by TP + FP), so compare it with our Macro precision column.",
+    ]
+    return Table(
+        "table2", "Table II: within-dataset results (video level)", pd.DataFrame(rows), notes
+    )
+
+
+def load_peers(path: str | Path | None = None) -> pd.DataFrame:
+    """Published peer results (vjfer/data/peers.csv unless `path`): PEERS_COLUMNS, percent."""
+    source = resources.files("vjfer") / "data" / "peers.csv" if path is None else Path(path)
+    with source.open("r", encoding="utf-8") as f:
+        peers = pd.read_csv(f)
+    if missing := [c for c in PEERS_COLUMNS if c not in peers.columns]:
+        raise ConfigError(f"{source}: missing column(s) {missing}; need {list(PEERS_COLUMNS)}")
+    return peers
+
+
+def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
+    """Table III: our mean results beside published ones, RAVDESS and CREMA-D side by side."""
+    rows: dict[tuple, dict] = {}
+    for _, p in peers.iterrows():
+        new = {"Method": p["method"], "Modality": p["modality"], "Source": p["source"]}
+        row = rows.setdefault(("peer", p["method"], p["modality"]), new)
+        title = DATASET_TITLES.get(p["dataset"], p["dataset"])
+        row[f"{title} UAR"], row[f"{title} WAR"] = p["uar"], p["war"]
+    for run in runs:
+        title = DATASET_TITLES.get(run.dataset, run.dataset)
+        for voting, vname in VOTING.items():
+            key = ("vjfer", run.probe, voting)
+            if key in rows and f"{title} UAR" in rows[key]:  # a second run of this kind: own row
+                key = (*key, run.path.name)
+            method = f"vjfer, {run.probe} probe, {vname}" + (f" ({key[3]})" if len(key) > 3 else "")
+            row = rows.setdefault(
+                key, {"Method": method, "Modality": "video", "Source": "this run"}
+            )
+            mean = run.summary["mean"][voting]
+            row[f"{title} UAR"] = _pct(mean["uar"]["mean"])
+            row[f"{title} WAR"] = _pct(mean["war"]["mean"])
+            row[f"{title} macro precision"] = _pct(mean["macro_precision"]["mean"])
+    cols = ["Method", "Modality"]
+    for d in DATASETS:
+        cols += [f"{DATASET_TITLES[d]} {m}" for m in ("UAR", "WAR", "macro precision")]
+    frame = pd.DataFrame(list(rows.values()), columns=[*cols, "Source"])
+    notes = [
+        "Percent; vjfer rows are means over folds. Peer rows are published figures "
+        "(vjfer/data/peers.csv, each with its source).",
+        "The paper's own V-JEPA rows report macro precision under the name UAR; compare them "
+        "with the macro precision columns.",
+    ]
+    return Table("table3", "Table III: comparison with published results", frame, notes)
+
+
+def table_iv(runs: Sequence[CrossRun]) -> Table:
+    """Table IV: cross-dataset results per direction, calm handling and voting, with counts."""
+    rows = []
+    for run in runs:
+        s = run.summary
+        paper = PAPER_TABLE_IV.get((s["source"], s["target"], s["calm"]), (None, None))
+        for voting, vname in VOTING.items():
+            per = [f[voting] for f in s["folds"]]
+            rows.append({
+                "Train": DATASET_TITLES[s["source"]], "Test": DATASET_TITLES[s["target"]],
+                "Calm": s["calm"], "Voting": vname, "Probes": len(per),
+                **metric_cells(s["mean"][voting]), "Videos": s["n_videos"],
+                "Dropped per probe": " ".join(str(f["n_dropped"]) for f in per),
+                "Kept per probe": " ".join(str(f["n_kept"]) for f in per),
+                PAPER_UAR: paper[0], "Paper WAR": paper[1],
+            })  # fmt: skip
+    notes = [
+        "Mean ± sample std over the training dataset's fold probes, in %, over the classes both "
+        "datasets share. drop: videos labelled (CREMA-D → RAVDESS) or predicted (RAVDESS → "
+        "CREMA-D) calm or surprised are dropped; merge: calm counts as neutral, surprised videos "
+        "are dropped.",
+        "Kept + dropped = videos, per probe and voting rule.",
+        f"Paper columns: {PAPER}, Table IV (its UAR is macro precision).",
+    ]
+    return Table(
+        "table4", "Table IV: cross-dataset results (video level)", pd.DataFrame(rows), notes
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures from runs.
+
+
+def summed_confusion(folds: Sequence[dict], voting: str) -> np.ndarray:
+    """Sum of the folds' (or probes') confusion matrices of one voting rule: counts [C, C]."""
+    return np.sum([np.asarray(f[voting]["confusion"], dtype=np.int64) for f in folds], axis=0)
+
+
+@torch.no_grad()
+def video_embeddings(
+    probe: torch.nn.Module, cache, video_ids: Sequence[str], *, device: str = "cpu",
+    batch_clips: int = 64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Per video: mean-pooled encoder tokens [n, D], the probe's pooled output [n, D] and the
+    label [n]. Each clip and view is pooled alone (as evaluation scores clips), then averaged over
+    the video; the reference pooled a video's clips jointly, which needs all its tokens at once."""
+    labels_of = cache.videos.set_index("video_id")["label"]
+    mean_pooled, probe_pooled = [], []
+    for vid in video_ids:
+        tokens = torch.from_numpy(np.ascontiguousarray(cache.tokens(vid)))  # [C, V, N, D] fp16
+        C, V, N, D = tokens.shape
+        flat = tokens.reshape(C * V, N, D)
+        mean_pooled.append(flat.float().mean(dim=(0, 1)))
+        pooled = [probe.pooled(flat[i : i + batch_clips].to(device, torch.float32)).float().cpu()
+                  for i in range(0, C * V, batch_clips)]  # fmt: skip
+        probe_pooled.append(torch.cat(pooled).mean(dim=0))
+    labels = labels_of.loc[list(video_ids)].to_numpy()
+    return torch.stack(mean_pooled).numpy(), torch.stack(probe_pooled).numpy(), labels
+
+
+def _training_cache(meta: dict, candidates: Sequence[str | Path]):
+    """The cache a probe was trained from: the first of `candidates`, then the path it recorded,
+    whose fingerprint is the one the probe recorded."""
+    want = meta["cache"]["fingerprint"]
+    tried = []
+    for path in [*candidates, meta["cache"]["path"]]:
+        try:
+            cache = open_cache(path)
+        except CacheError as err:
+            tried.append(f"{path}: {err}")
+            continue
+        if cache.fingerprint == want:
+            return cache
+        tried.append(f"{path}: fingerprint {cache.fingerprint[:8]}")
+    raise CacheError(f"no cache with fingerprint {want[:8]} (tried {'; '.join(tried)})")
+
+
+def pca_for_run(
+    run: ProbeRun, path: Path, *, fold: int | None = None, caches: Sequence[str | Path] = (),
+    device: str = "cpu",
+) -> Path:  # fmt: skip
+    """Figure 5 for one probe run: the test videos of `fold` (default: the first) embedded by the
+    fold's probe, read from the cache it was trained from (found among `caches`, else the path
+    the probe recorded)."""
+    fold = min(run.folds) if fold is None else fold
+    probe, meta = load_probe(run.path / f"fold-{fold}" / "probe.pt", device)
+    cache = _training_cache(meta, caches)
+    test = cache.videos.loc[cache.videos["fold"] == fold, "video_id"].tolist()
+    if len(test) < 3:
+        raise CacheError(f"{cache.path}: {len(test)} test videos in fold {fold}; PCA needs >= 3")
+    mean_pooled, probe_pooled, y = video_embeddings(probe, cache, test, device=device)
+    title = (f"{DATASET_TITLES.get(run.dataset, run.dataset)}: test videos of fold {fold} "
+             f"({len(test)}), 2-D PCA")  # fmt: skip
+    return pca_figure(mean_pooled, probe_pooled, y, cache.class_names, title, path,
+                      probe_name=f"{meta['probe']} probe")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+
+def _labels_for(paths: Sequence[Path]) -> dict[Path, str]:
+    """A short unique file-name label per run directory (its name, or parent-name)."""
+    out, used = {}, set()
+    for p in paths:
+        label = p.name if p.name not in used else f"{p.parent.name}-{p.name}"
+        while label in used:
+            label += "_"
+        used.add(label)
+        out[p] = label
+    return out
+
+
+def _tables(
+    probe_runs: list[ProbeRun], cross_runs: list[CrossRun], peers: pd.DataFrame, where: str
+) -> tuple[list[Table], list[str]]:
+    """Tables II-IV from what was found, and a line for each input that was not."""
+    tables, missing = [], []
+    if probe_runs:
+        tables.append(table_ii(probe_runs))
+    else:
+        missing.append(f"Table II: no probe runs (summary.json of `vjfer probe`) under {where}")
+    for d in DATASETS:
+        if not any(r.dataset == d for r in probe_runs):
+            missing.append(f"no {DATASET_TITLES[d]} probe run: no Table II rows or Table III cells")
+    tables.append(table_iii(probe_runs, peers))
+    if cross_runs:
+        tables.append(table_iv(cross_runs))
+    else:
+        missing.append(f"Table IV: no cross-dataset runs (`vjfer cross`) under {where}")
+    have = {(r.summary["source"], r.summary["target"], r.summary["calm"]) for r in cross_runs}
+    for src, dst, calm in PAPER_TABLE_IV:
+        if cross_runs and (src, dst, calm) not in have:
+            missing.append(
+                f"Table IV: no {DATASET_TITLES[src]} → {DATASET_TITLES[dst]} ({calm}) run"
+            )
+    return tables, missing
+
+
+def _confusion_figures(
+    probe_runs: list[ProbeRun], cross_runs: list[CrossRun], names: dict[Path, str], out_dir: Path
+) -> list[tuple[str, Path]]:
+    """(caption, PNG) per run and voting rule: the folds' (or probes') confusions summed."""
+    figures = []
+    for run in probe_runs:
+        title = DATASET_TITLES.get(run.dataset, run.dataset)
+        for voting, vname in VOTING.items():
+            caption = f"{title}, {run.probe} probe, {vname}: {len(run.folds)} folds pooled"
+            matrix = summed_confusion(list(run.folds.values()), voting)
+            path = out_dir / f"confusion-{names[run.path]}-{voting}.png"
+            figures.append(
+                (caption, confusion_figure(matrix, labels.class_names(run.dataset), caption, path))
+            )
+    for run in cross_runs:
+        s = run.summary
+        handling = "merge: calm as neutral" if s["calm"] == "merge" else "drop"
+        for voting, vname in VOTING.items():
+            caption = (
+                f"{DATASET_TITLES[s['source']]} → {DATASET_TITLES[s['target']]} ({handling}), "
+                f"{vname}: {len(s['folds'])} probes pooled"
+            )
+            matrix = summed_confusion(s["folds"], voting)
+            path = out_dir / f"confusion-{names[run.path]}-{voting}.png"
+            figures.append((caption, confusion_figure(matrix, s["class_names"], caption, path)))
+    return figures
+
+
+def build_report(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    caches: Mapping[str, str | Path] | Sequence[str | Path] = (),
+    pca_fold: int | None = None,
+    device: str = "cpu",
+    peers: str | Path | None = None,
+) -> list[Path]:
+    """Gather the probe and cross runs at or under `run_dirs` and write into `out_dir`: Tables
+    II-IV (md, csv), confusion matrices (PNG, folds summed, row-normalised), the PCA figure per
+    probe run, and report.md linking them and listing what is missing. Returns the files written.
+
+    Args:
+        caches: cache paths (or dataset -> path) to look for each run's training cache in, for
+            the PCA figure; the path each probe recorded is tried last.
+        pca_fold: the fold whose test videos the PCA figure shows (default: the run's first).
+        peers: a peers CSV instead of the packaged vjfer/data/peers.csv.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probe_runs, cross_runs, missing = find_runs(run_dirs)
+    where = ", ".join(str(p) for p in run_dirs)
+    tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)
+    missing += not_found
+    written = [path for table in tables for path in write_table(table, out_dir)]
+
+    names = _labels_for([r.path for r in probe_runs] + [r.path for r in cross_runs])
+    figures = _confusion_figures(probe_runs, cross_runs, names, out_dir)
+    candidates = list(caches.values()) if isinstance(caches, Mapping) else list(caches)
+    for run in probe_runs:
+        try:
+            path = pca_for_run(run, out_dir / f"pca-{names[run.path]}.png", fold=pca_fold,
+                               caches=candidates, device=device)  # fmt: skip
+        except (VjferError, OSError, KeyError) as err:
+            missing.append(f"PCA figure for {run.path}: {err}")
+            continue
+        figures.append(
+            (f"{run.path.name}: PCA of test-fold embeddings (the paper's Figure 5)", path)
+        )
+    written += [path for _, path in figures]
+
+    lines = ["# vjfer report", ""]
+    lines += [
+        f"Runs read from {where}: {len(probe_runs)} probe, {len(cross_runs)} cross-dataset.",
+        "",
+    ]
+    for table in tables:
+        lines += [render_markdown(table), f"Files: {table.name}.md, {table.name}.csv", ""]
+    lines += ["## Figures", ""]
+    lines += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in figures]
+    lines += ["## Missing", ""]
+    lines += [f"- {m}" for m in missing] or ["Nothing: every input was found."]
+    for m in missing:
+        log.warning("report: %s", m)
+    index = out_dir / "report.md"
+    index.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [*written, index]
