@@ -20,6 +20,7 @@ from vjfer.cache import (
     assign_shards,
     build_cache,
     cache_info,
+    find_caches,
     fingerprint,
     format_cache_info,
     manifest_from_shards,
@@ -210,3 +211,15 @@ def test_verify(tmp_path: Path, cache_dir: Path):
     assert any("cannot read shard" in p and "shard-00002.h5" in p for p in report.problems)
     (broken / shard_name(0)).unlink()
     assert "shard-00000.h5: missing" in str(verify_cache(broken))
+
+
+def test_find_caches(tmp_path: Path, cache_dir: Path):
+    other = build_cache(tmp_path / "deep" / "ravdess" / "x", SETTINGS, ENTRIES[:2],
+                        dataset="ravdess", grid=GRID)  # fmt: skip
+    (tmp_path / "README.md").write_text("not a cache")
+    assert find_caches(tmp_path) == [cache_dir, other]
+    assert find_caches(cache_dir / MANIFEST) == [cache_dir]
+    (other / MANIFEST).unlink()  # shards only: still a cache (info rebuilds its manifest)
+    assert find_caches(tmp_path) == [cache_dir, other]
+    assert find_caches(tmp_path, complete=True) == [cache_dir]
+    assert find_caches(tmp_path / "deep" / "nothing-here") == []

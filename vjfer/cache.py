@@ -468,6 +468,27 @@ class Cache:
         self.close()
 
 
+def find_caches(path: str | Path, complete: bool = False) -> list[Path]:
+    """Cache directories at or under `path` (holding manifest.json or shards), sorted.
+
+    With `complete`, only those whose manifest lists every shard as complete. [] when none.
+    """
+    path = Path(path)
+    path = path.parent if path.name == MANIFEST else path
+    markers = [*path.rglob(MANIFEST), *path.rglob("shard-*.h5"), *path.rglob("shard-*.h5.partial")]
+    found = sorted({m.parent for m in markers})
+    if complete:
+        found = [d for d in found if (d / MANIFEST).exists() and _is_complete(d)]
+    return found
+
+
+def _is_complete(directory: Path) -> bool:
+    try:
+        return bool(read_manifest(directory)["complete"])
+    except CacheError:
+        return False
+
+
 def open_cache(path: str | Path) -> Cache:
     """Open a complete cache directory (or its manifest.json); CacheError if incomplete or foreign."""
     path = Path(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from vjfer import __version__
-from vjfer.errors import ConfigError, VjferError
+from vjfer.errors import CacheError, ConfigError, VjferError
 
 ROOT_ENV = {"ravdess": "VJFER_RAVDESS", "crema-d": "VJFER_CREMA_D"}
 DATASET = click.Choice(["ravdess", "crema-d"], case_sensitive=False)
@@ -45,6 +45,16 @@ def _echo_lines(text: str) -> None:
     click.echo(text.rstrip("\n"))
 
 
+def _caches_at(path: Path) -> list[Path]:
+    """Cache directories at or under `path`; an error when there is none."""
+    from vjfer.cache import find_caches
+
+    found = find_caches(path)
+    if not found:
+        raise CacheError(f"no vjfer cache (manifest.json or shard-*.h5) at or under {path}")
+    return found
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="vjfer")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
@@ -66,7 +76,11 @@ def cli(verbose: bool) -> None:
 
 @cli.command()
 @click.option("--dataset", type=DATASET, required=True, help="Which dataset's naming to parse.")
-@click.option("--root", type=click.Path(path_type=Path), help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D).")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D).",
+)
 @click.option("--modality", "modalities", type=click.IntRange(1, 2), multiple=True,
               help="RAVDESS modality to keep: 1 audio-video, 2 video-only (repeatable; default both).")  # fmt: skip
 @click.option("--song", is_flag=True, help="RAVDESS: keep song (VV 02) instead of speech.")
@@ -122,7 +136,7 @@ def _extract_options(f):
         click.option("--plan", type=click.Choice(CLIP_PLANS), default=d["plan"].default, show_default=True, help="Clip plan."),
         click.option("--views", type=click.Choice(VIEWS), default=d["views"].default, show_default=True, help="Spatial views."),
         click.option("--batch-size", type=int, default=d["batch_size"].default, show_default=True, help="Clips per encoder call."),
-        click.option("--workers", type=int, default=d["workers"].default, show_default=True, help="Decoding processes."),
+        click.option("--workers", type=int, default=d["workers"].default, show_default=True, help="Decoding processes (per rank under torchrun)."),
         click.option("--device", default=d["device"].default, show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--limit", type=int, default=None, help="Only the first N videos (sorted by id)."),
         click.option("--shard-size", type=int, default=d["shard_size"].default, show_default=True, help="Videos per shard."),
@@ -136,9 +150,8 @@ def _extract_options(f):
 
 @cli.command()
 @_extract_options
-@click.option("--yes", "-y", is_flag=True, help="Do not pause after printing the plan (non-interactive).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
-def extract(yes: bool, no_progress: bool, root: Path | None, dataset: str, **options) -> None:
+def extract(no_progress: bool, root: Path | None, dataset: str, **options) -> None:
     """Stage 1: decode every video once and encode every clip once into HDF5 shards.
 
     Resumable: a rerun with the same settings skips finished shards. Under
@@ -154,7 +167,10 @@ def extract(yes: bool, no_progress: bool, root: Path | None, dataset: str, **opt
     if plan.rank == 0:
         _echo_lines(format_summary(summary))
     if summary.failed:
-        click.echo(f"{summary.failed} video(s) failed: see {summary.cache_dir / 'failures.jsonl'}", err=True)
+        click.echo(
+            f"{summary.failed} video(s) failed: see {summary.cache_dir / 'failures.jsonl'}",
+            err=True,
+        )
         sys.exit(2)
 
 
@@ -167,9 +183,9 @@ def cache() -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 def cache_info_cmd(path: Path) -> None:
     """Settings, videos, clips, size and failures of the cache(s) at or under PATH."""
-    from vjfer.cache import cache_info, find_caches, format_cache_info
+    from vjfer.cache import cache_info, format_cache_info
 
-    for directory in find_caches(path):
+    for directory in _caches_at(path):
         _echo_lines(format_cache_info(cache_info(directory)))
 
 
@@ -179,11 +195,11 @@ def cache_info_cmd(path: Path) -> None:
               help="Dataset folder: also check that every video is cached or listed as failed.")  # fmt: skip
 def cache_verify_cmd(path: Path, root: Path | None) -> None:
     """Open every shard, check shapes and counts against the manifest, and look for NaN/Inf."""
-    from vjfer.cache import find_caches, open_cache, verify_cache
+    from vjfer.cache import open_cache, verify_cache
     from vjfer.datasets import index_dataset
 
     bad = 0
-    for directory in find_caches(path):
+    for directory in _caches_at(path):
         records = None
         if root is not None:
             records = index_dataset(open_cache(directory).dataset, root)
@@ -224,22 +240,30 @@ def _one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = 
     """The single cache at or under `cache_root` (of `dataset`), or an error listing the choices."""
     from vjfer.cache import find_caches, open_cache
 
-    found = find_caches(cache_root)
+    found = find_caches(cache_root, complete=True)
     if dataset is not None:
         found = [p for p in found if open_cache(p).dataset == dataset]
     if fingerprint is not None:
         found = [p for p in found if open_cache(p).fingerprint.startswith(fingerprint)]
     if len(found) == 1:
         return found[0]
-    what = f"{dataset or 'any dataset'} cache" + (f" with fingerprint {fingerprint}" if fingerprint else "")
+    what = f"{dataset or 'any dataset'} cache" + (
+        f" with fingerprint {fingerprint}" if fingerprint else ""
+    )
     if not found:
-        raise ConfigError(f"no {what} under {cache_root}: run `vjfer extract` first, or give --cache")
+        raise ConfigError(
+            f"no {what} under {cache_root}: run `vjfer extract` first, or give --cache"
+        )
     listing = "\n  ".join(str(p) for p in found)
-    raise ConfigError(f"{len(found)} {what}s under {cache_root}; choose one with --cache (and --dataset):\n  {listing}")
+    raise ConfigError(
+        f"{len(found)} {what}s under {cache_root}; choose one with --cache (and --dataset):\n  {listing}"
+    )
 
 
 @cli.command()
-@click.option("--dataset", type=DATASET, help="Dataset of the cache (needed when several caches exist).")
+@click.option(
+    "--dataset", type=DATASET, help="Dataset of the cache (needed when several caches exist)."
+)
 @click.option("--fold", default="all", show_default=True, help="all, or a fold 1..5.")
 @click.option("--cache", "cache_path", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
               show_default=True, help="A cache directory, or a folder holding one.")  # fmt: skip
@@ -247,10 +271,11 @@ def _one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = 
               help="Runs folder; this run goes to OUT/<dataset>-<cache>-<probe>.")  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @_train_options
-def probe(dataset: str | None, fold: str, cache_path: Path, out: Path, no_progress: bool, **options) -> None:
+def probe(
+    dataset: str | None, fold: str, cache_path: Path, out: Path, no_progress: bool, **options
+) -> None:
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
-    from vjfer.probe.evaluate import format_summary
     from vjfer.probe.train import TrainConfig, run_probe
 
     path = _one_cache(cache_path, dataset)
@@ -267,16 +292,37 @@ def probe(dataset: str | None, fold: str, cache_path: Path, out: Path, no_progre
 
 
 @cli.command()
-@click.option("--train", "source", type=DATASET, required=True, help="Dataset the probes were trained on.")
+@click.option(
+    "--train", "source", type=DATASET, required=True, help="Dataset the probes were trained on."
+)
 @click.option("--test", "target", type=DATASET, required=True, help="Dataset to predict.")
 @click.option("--calm", type=click.Choice(["drop", "merge", "both"]), default="both", show_default=True,
               help="Classes one dataset lacks: drop those videos, or count calm as neutral.")  # fmt: skip
-@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Runs folder.")
-@click.option("--run", "run_dir", type=click.Path(exists=True, path_type=Path), help="The probe run (default: the one under --runs).")
+@click.option(
+    "--runs",
+    type=click.Path(path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Runs folder.",
+)
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, path_type=Path),
+    help="The probe run (default: the one under --runs).",
+)
 @click.option("--cache", "cache_root", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
               show_default=True, help="Cache of the test dataset, or a folder holding it.")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def cross(source: str, target: str, calm: str, runs: Path, run_dir: Path | None, cache_root: Path, device: str) -> None:
+def cross(
+    source: str,
+    target: str,
+    calm: str,
+    runs: Path,
+    run_dir: Path | None,
+    cache_root: Path,
+    device: str,
+) -> None:
     """Cross-dataset test: each fold's probe predicts every video of the other dataset."""
     from vjfer.cross import cross_evaluate, cross_table, find_probe_run, find_target_cache
     from vjfer.report import render_markdown
@@ -293,31 +339,38 @@ def cross(source: str, target: str, calm: str, runs: Path, run_dir: Path | None,
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True, help="Report folder.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("report"),
+    show_default=True,
+    help="Report folder.",
+)
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
               help="Caches for the PCA figure (skipped, with a note, when absent).")  # fmt: skip
-@click.option("--device", default="cpu", show_default=True, help="Device for the PCA figure's probe pass.")
+@click.option(
+    "--device", default="cpu", show_default=True, help="Device for the PCA figure's probe pass."
+)
 def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str) -> None:
     """Tables II-IV (Markdown, CSV), confusion matrices and the PCA figure (PNG) from runs."""
+    from vjfer.cache import find_caches
     from vjfer.report import build_report
 
-    written = build_report(list(run_dirs) or [Path("runs")], out, caches=_caches_by_dataset(cache_root),
-                           device=device)  # fmt: skip
+    caches = find_caches(cache_root, complete=True) if cache_root.exists() else []
+    written = build_report(list(run_dirs) or [Path("runs")], out, caches=caches, device=device)
     for path in written:
         click.echo(str(path))
 
 
-def _caches_by_dataset(cache_root: Path) -> dict[str, Path]:
-    from vjfer.cache import find_caches, open_cache
-
-    if not cache_root.exists():
-        return {}
-    return {open_cache(p).dataset: p for p in find_caches(cache_root)}
-
-
 @cli.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--run", "run_dir", type=click.Path(exists=True, path_type=Path), required=True, help="A `vjfer probe` run.")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A `vjfer probe` run.",
+)
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), envvar="VJFER_CHECKPOINT",
               help="The encoder checkpoint the run's cache was made with (or VJFER_CHECKPOINT).")  # fmt: skip
 @click.option("--fold", type=int, help="Use one fold's probe (default: all folds averaged).")
@@ -350,7 +403,9 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo"), show_default=True,
               help="Folder for the generated data, caches, runs and report.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated data and probes.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the generated data and probes."
+)
 def demo(out: Path, seed: int) -> None:
     """Everything end to end on a generated mini dataset with the tiny encoder (CPU, minutes)."""
     from vjfer.demo import format_demo, run_demo

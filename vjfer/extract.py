@@ -565,7 +565,8 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
             writer.put("entry", entry)
             videos, clips = videos + 1, clips + len(entry.frames)
         bar.set_postfix_str(
-            f"{clips / (time.perf_counter() - start):.1f} clips/s, {len(failures)} failed"
+            f"{clips / (time.perf_counter() - start):.1f} clips/s, {len(failures)} failed",
+            refresh=False,  # tqdm redraws at its own pace
         )
 
     try:
@@ -681,15 +682,11 @@ def extract(config: ExtractConfig, progress: bool = True, *, plan: ExtractPlan |
 
 def format_summary(s: ExtractSummary) -> str:
     """The lines `vjfer extract` prints at the end."""
+    state = "" if s.complete else "  (INCOMPLETE)"
+    if s.rank:
+        state = f"  (rank {s.rank}; rank 0 writes the manifest)"
     lines = [
-        f"cache   {s.cache_dir}"
-        + (
-            ""
-            if s.complete
-            else f"  (rank {s.rank}: rank 0 writes the manifest)"
-            if s.rank
-            else "  (INCOMPLETE)"
-        ),
+        f"cache   {s.cache_dir}{state}",
         f"videos  {s.videos_done} encoded, {s.videos_cached} already cached, {s.failed} failed",
         f"clips   {s.clips} in {s.seconds:.1f} s ({s.clips_per_s:.1f} clips/s), "
         f"{s.bytes / 1e9:.3f} GB written in {s.shards_written} shards ({s.shards_skipped} skipped)",

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vjfer.encoders.vjepa import MLP  # fc1 -> exact GELU -> fc2, as the reference's MLP
 from vjfer.errors import CheckpointError, ConfigError
 
 INIT_STD = 0.02  # the reference's trunc_normal std for the query and the pooler's linears
@@ -64,19 +65,6 @@ def _masked_softmax(scores: Tensor, mask: Tensor | None, dim: int) -> Tensor:
         shape[dim] = mask.shape[1]
         scores = scores.masked_fill(~mask.view(shape), float("-inf"))
     return scores.softmax(dim=dim)
-
-
-class MLP(nn.Module):
-    """fc1 -> exact GELU -> fc2 (the reference's MLP without dropout)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class CrossAttention(nn.Module):

@@ -1,0 +1,219 @@
+"""End to end through the command line: index -> extract -> cache -> probe -> cross -> report -> predict.
+
+Generated RAVDESS- and CREMA-D-named videos (real codecs), the seeded tiny encoder, 2 epochs. Checks
+the files each stage writes and that their numbers agree with each other.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from vjfer.cli import cli
+from vjfer.synthetic import make_crema_d, make_ravdess
+
+RAVDESS_ACTORS = (2, 3, 10, 8, 1)  # one test actor in each of the five folds
+CREMA_D_ACTORS = (1002, 1004, 1005, 1007, 1001)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, ok: bool = True) -> str:
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> dict:
+    """Generate both datasets, extract, probe all folds, cross both ways; return the paths."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    roots = {"ravdess": tmp / "RAVDESS", "crema-d": tmp / "CREMA-D"}
+    make_ravdess(roots["ravdess"], actors=RAVDESS_ACTORS, emotions=(1, 2, 3, 5, 8), seed=1)
+    make_crema_d(roots["crema-d"], actors=CREMA_D_ACTORS, sentences=("TIE",), seed=1)
+    cache, runs = tmp / "cache", tmp / "runs"
+    outputs = {}
+    for dataset, root in roots.items():
+        outputs[f"extract-{dataset}"] = run(
+            "extract", "--dataset", dataset, "--root", root, "--encoder", "tiny", "--cache", cache,
+            "--workers", "0", "--device", "cpu", "--no-progress",
+        )  # fmt: skip
+        outputs[f"probe-{dataset}"] = run(
+            "probe", "--dataset", dataset, "--cache", cache, "--out", runs, "--epochs", "2",
+            "--device", "cpu", "--num-workers", "0", "--no-progress",
+        )  # fmt: skip
+    outputs["cross-r2c"] = run("cross", "--train", "ravdess", "--test", "crema-d", "--runs", runs,
+                               "--cache", cache, "--device", "cpu")  # fmt: skip
+    outputs["cross-c2r"] = run("cross", "--train", "crema-d", "--test", "ravdess", "--runs", runs,
+                               "--cache", cache, "--calm", "merge", "--device", "cpu")  # fmt: skip
+    return {"tmp": tmp, "roots": roots, "cache": cache, "runs": runs, "out": outputs}
+
+
+def test_index_prints_counts(pipeline):
+    out = run("index", "--dataset", "ravdess", "--root", pipeline["roots"]["ravdess"])
+    # 5 actors x 5 emotions x 1 statement x 1 repetition x 2 video modalities (speech only)
+    assert "50" in out and "neutral" in out and "audio-only" in out
+
+
+def test_index_without_root_names_the_variable(monkeypatch):
+    monkeypatch.delenv("VJFER_CREMA_D", raising=False)
+    result = CliRunner().invoke(cli, ["index", "--dataset", "crema-d"])
+    assert result.exit_code != 0 and "VJFER_CREMA_D" in result.output
+
+
+def test_extract_writes_verifiable_caches(pipeline):
+    assert "failed" in pipeline["out"]["extract-ravdess"]
+    caches = sorted(pipeline["cache"].glob("*/*/manifest.json"))
+    assert [p.parent.parent.name for p in caches] == ["crema-d", "ravdess"]
+    for manifest in caches:
+        assert "OK" in run("cache", "verify", manifest.parent)
+        info = run("cache", "info", manifest.parent)
+        assert "tiny" in info
+    root = pipeline["roots"]["ravdess"]
+    assert "OK" in run("cache", "verify", caches[1].parent, "--root", root)
+
+
+def test_probe_writes_every_fold(pipeline):
+    (run_dir,) = [p for p in pipeline["runs"].iterdir() if p.name.startswith("ravdess-")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["folds"] == [1, 2, 3, 4, 5]
+    test_videos = 0
+    for k in range(1, 6):
+        fold = run_dir / f"fold-{k}"
+        videos = pd.read_csv(fold / "video_predictions.csv")
+        metrics = json.loads((fold / "metrics.json").read_text())
+        assert len(videos) == metrics["n_test_videos"] == 10  # one actor: 5 emotions x 2 modalities
+        assert (videos["pbv"] == videos.filter(like="prob_").to_numpy().argmax(1)).all()
+        war = (videos["pbv"] == videos["label"]).mean()
+        assert metrics["pbv"]["war"] == pytest.approx(war)
+        test_videos += len(videos)
+    assert test_videos == 50  # every video is tested exactly once over the folds
+
+
+def test_cross_counts_add_up(pipeline):
+    cross_dirs = sorted(p.name for p in pipeline["runs"].glob("cross-*"))
+    assert cross_dirs == ["cross-crema-d-to-ravdess-merge", "cross-ravdess-to-crema-d-drop",
+                          "cross-ravdess-to-crema-d-merge"]  # fmt: skip
+    summary = json.loads(
+        (pipeline["runs"] / "cross-crema-d-to-ravdess-merge" / "summary.json").read_text()
+    )
+    for fold in summary["folds"]:
+        for voting in ("pbv", "mv"):
+            scores = fold[voting]
+            assert scores["n_kept"] + scores["n_dropped"] == scores["n_total"] == 50
+            # merge on the label side: surprised videos (10) are dropped, calm ones count as neutral
+            assert scores["n_dropped"] == 10
+
+
+def test_report_tables_and_figures(pipeline):
+    out = pipeline["tmp"] / "report"
+    written = run("report", pipeline["runs"], "--out", out, "--cache", pipeline["cache"])
+    assert str(out / "report.md") in written
+    table2 = pd.read_csv(out / "table2.csv")
+    assert set(table2["Dataset"]) >= {"RAVDESS", "CREMA-D"}
+    assert len(pd.read_csv(out / "table4.csv")) >= 3
+    pngs = sorted(out.glob("*.png"))
+    assert any(p.name.startswith("pca-") for p in pngs)
+    assert any(p.name.startswith("confusion-") for p in pngs)
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(png).ndim == 3
+
+
+def test_predict_any_container(pipeline, tmp_path):
+    (run_dir,) = [p for p in pipeline["runs"].iterdir() if p.name.startswith("ravdess-")]
+    video = sorted(pipeline["roots"]["ravdess"].rglob("*.mp4"))[0]
+    flv = sorted(pipeline["roots"]["crema-d"].rglob("*.flv"))[0]
+    out = json.loads(
+        run("predict", video, flv, "--run", run_dir, "--json", "--clips", "--device", "cpu")
+    )
+    assert [v["video_id"] for v in out["videos"]] == [video.stem, flv.stem]
+    for row in out["videos"]:
+        probs = [row[k] for k in row if k.startswith("prob_")]
+        assert len(probs) == 8 and sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert row["emotion"] == max((row[k], k[5:]) for k in row if k.startswith("prob_"))[1]
+    assert {c["video_id"] for c in out["clips"]} == {video.stem, flv.stem}
+
+
+def test_predict_matches_the_cached_tokens(pipeline):
+    """Prediction rebuilds the cache's pipeline: one fold's probe gives the probabilities that the
+    fold's evaluation wrote for the same video."""
+    (run_dir,) = [p for p in pipeline["runs"].iterdir() if p.name.startswith("ravdess-")]
+    fold = run_dir / "fold-1"
+    expected = pd.read_csv(fold / "video_predictions.csv").iloc[0]
+    (video,) = pipeline["roots"]["ravdess"].rglob(f"{expected['video_id']}.mp4")
+    out = json.loads(
+        run("predict", video, "--run", run_dir, "--fold", "1", "--json", "--device", "cpu")
+    )
+    row = out["videos"][0]
+    n = expected["n_clips"]
+    for name in ("neutral", "happy", "surprised"):
+        assert row[f"prob_{name}"] == pytest.approx(expected[f"prob_{name}"] / n, abs=1e-4)
+
+
+def test_predict_reports_a_broken_file(pipeline, tmp_path):
+    (run_dir,) = [p for p in pipeline["runs"].iterdir() if p.name.startswith("ravdess-")]
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    result = CliRunner().invoke(
+        cli, ["predict", str(broken), "--run", str(run_dir), "--device", "cpu"]
+    )
+    assert result.exit_code == 1 and "broken.mp4" in result.output
+
+
+def test_probe_refuses_an_ambiguous_cache_folder(pipeline):
+    result = CliRunner().invoke(
+        cli, ["probe", "--cache", str(pipeline["cache"]), "--device", "cpu"]
+    )
+    assert result.exit_code == 1
+    assert "2 any dataset caches" in result.output and "--cache" in result.output
+
+
+def test_encoders_lists_the_registry():
+    out = run("encoders")
+    for name in ("vjepa-l16", "vjepa-h16", "vjepa-h16-384", "vjepa2", "tiny"):
+        assert name in out
+    assert "631.6M" in out or "632" in out
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+def test_make_reproduce_runs_and_resumes(tmp_path):
+    """`make reproduce` on generated data with the tiny encoder: every step, then a rerun that
+    finds nothing left to do, then a rerun after the report is deleted that redoes only the report."""
+    roots = {"RAVDESS": tmp_path / "RAVDESS", "CREMA_D": tmp_path / "CREMA-D"}
+    make_ravdess(roots["RAVDESS"], actors=RAVDESS_ACTORS, emotions=(1, 3), seed=2)
+    make_crema_d(
+        roots["CREMA_D"], actors=CREMA_D_ACTORS, emotions=("NEU", "HAP"), sentences=("TIE",), seed=2
+    )
+    out = tmp_path / "repro"
+    vjfer = Path(sys.executable).parent / "vjfer"
+    args = ["make", "-C", str(REPO), "reproduce", f"OUT={out}", f"VJFER={vjfer}", "ENCODER=tiny",
+            "CHECKPOINT=", "EXTRACT_FLAGS=--workers 0 --device cpu",
+            "PROBE_FLAGS=--epochs 1 --device cpu --num-workers 0",
+            *(f"{k}={v}" for k, v in roots.items())]  # fmt: skip
+    first = subprocess.run(args, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (out / "report" / "report.md").is_file()
+    assert len(list((out / "runs").glob("cross-*"))) == 4
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 0 and "vjfer extract" not in again.stdout
+    (out / "report" / "report.md").unlink()
+    third = subprocess.run(args, capture_output=True, text=True)
+    assert "vjfer report" in third.stdout and "vjfer probe" not in third.stdout
+    assert (out / "report" / "report.md").is_file()
+
+
+def test_make_reproduce_names_missing_inputs(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("GNU make is not installed")
+    result = subprocess.run(["make", "-C", str(REPO), "reproduce", f"OUT={tmp_path}", "RAVDESS=",
+                             "VJFER_RAVDESS="], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode != 0 and "RAVDESS=DIR" in result.stderr
