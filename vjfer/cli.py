@@ -1,6 +1,7 @@
 """The `vjfer` command group. Thin: parse options, build a config, call one library function.
 
-Heavy modules (torch, av, h5py) are imported inside the commands, so `vjfer --help` is instant.
+Commands import their modules when they run; the option lists of `extract` and `probe` read their
+defaults from `ExtractConfig` and `TrainConfig`, so each default lives in one place.
 """
 
 from __future__ import annotations

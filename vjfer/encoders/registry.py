@@ -22,12 +22,12 @@ from vjfer.encoders.hf import load_vjepa2
 from vjfer.encoders.vjepa import PRESETS, ViTConfig, build_vit, count_params, random_vit
 from vjfer.errors import ConfigError
 
+# ImageNet statistics: jepa's eval transforms and transformers' VJEPA2VideoProcessor both use them.
+from vjfer.video import FRAMES_PER_CLIP as FRAMES  # 16 frames, tubelet 2 -> 8 token steps
+from vjfer.video import IMAGENET_MEAN, IMAGENET_STD
+
 log = logging.getLogger(__name__)
 
-# ImageNet statistics: jepa's eval transforms and transformers' VJEPA2VideoProcessor both use them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-FRAMES = 16  # frames per clip fed to every encoder (DESIGN: 16 frames, tubelet 2 -> 8 steps)
 CHECKPOINT_HINT = "give it with --checkpoint or VJFER_CHECKPOINT"
 
 
