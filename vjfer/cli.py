@@ -269,22 +269,30 @@ def _one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = 
 @click.option("--cache", "cache_path", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
               show_default=True, help="A cache directory, or a folder holding one.")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
-              help="Runs folder; this run goes to OUT/<dataset>-<cache>-<probe>.")  # fmt: skip
+              help="Runs folder; this run goes to OUT/<dataset>-<cache>-<probe>[-foldK][-seedS].")  # fmt: skip
+@click.option("--fingerprint", help="Refuse any cache whose fingerprint does not start with this.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @_train_options
 def probe(
-    dataset: str | None, fold: str, cache_path: Path, out: Path, no_progress: bool, **options
-) -> None:
+    dataset: str | None, fold: str, cache_path: Path, out: Path, fingerprint: str | None,
+    no_progress: bool, **options,
+) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
     from vjfer.probe.train import TrainConfig, run_probe
 
-    path = _one_cache(cache_path, dataset)
+    path = _one_cache(cache_path, dataset, fingerprint)
     cache = open_cache(path)
     config = TrainConfig(**options)
-    run_dir = out / f"{cache.dataset}-{path.name}-{config.probe}"
     folds = "all" if fold == "all" else int(fold)
-    run_probe(path, folds, config, run_dir, dataset=dataset, progress=not no_progress)
+    # One directory per run setting, so a single-fold or other-seed run never overwrites another.
+    name = f"{cache.dataset}-{path.name}-{config.probe}"
+    name += ("" if folds == "all" else f"-fold{folds}") + (
+        f"-seed{config.seed}" if config.seed else ""
+    )
+    run_dir = out / name
+    run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
+              progress=not no_progress)  # fmt: skip
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"run written to {run_dir}")
 
