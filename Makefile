@@ -17,23 +17,31 @@ EXTRAS ?= dev,hf
 BIN := $(VENV)/bin
 VJFER := $(BIN)/vjfer
 
-.PHONY: install test lint demo reproduce clean-venv
+.PHONY: install install-dev test lint demo reproduce clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(if $(strip $(TORCH)),,--system-site-packages) $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Two stamps: the demo needs only the package (.core); the tests also need pytest, ruff and
+# transformers (.dev). Each is redone when pyproject.toml changes.
+$(VENV)/.core: pyproject.toml | $(BIN)/python
 	$(if $(strip $(TORCH)),$(BIN)/python -m pip install --quiet $(TORCH))
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.core
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.core
 
-test: install
+install-dev: $(VENV)/.dev
+
+test: install-dev
 	$(BIN)/python -m pytest -q
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check vjfer tests benchmarks
 	$(BIN)/ruff format --check vjfer tests benchmarks
 
@@ -62,7 +70,7 @@ DATASET_ROOT_crema-d = $(CREMA_D)
 
 .SECONDARY:  # keep every step's .done file: they are how a rerun knows where it stopped
 
-$(BIN)/vjfer: $(VENV)/.installed ;
+$(BIN)/vjfer: $(VENV)/.core ;
 
 reproduce: $(R)/report/report.md
 	@echo "tables and figures: $(R)/report/"
