@@ -24,7 +24,8 @@ from vjfer.cross import (
 from vjfer.datasets import load_folds
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import VOCABULARY, class_names
-from vjfer.probe.train import TrainConfig, train_folds
+from vjfer.probe.run import train_folds
+from vjfer.probe.train import TrainConfig
 from vjfer.report import build_report
 
 # Class indices. RAVDESS: neutral calm happy sad angry fearful disgust surprised.

@@ -14,6 +14,7 @@ from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.datasets import load_folds
 from vjfer.errors import CacheError, ConfigError, SplitError
 from vjfer.probe.model import AttentiveProbe, load_probe
+from vjfer.probe.run import run_probe
 from vjfer.probe.train import (
     TrainConfig,
     check_folds,
@@ -22,7 +23,6 @@ from vjfer.probe.train import (
     lr_at,
     param_groups,
     reference_clips,
-    run_probe,
     split_fold,
     train_probe,
     wd_at,

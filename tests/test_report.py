@@ -149,7 +149,7 @@ def _agg(mean: float, std: float) -> dict:
 
 
 def probe_run(dataset: str, tmp_path, uar=0.5, war=0.6, precision=0.55) -> ProbeRun:
-    """A ProbeRun shaped like `vjfer.probe.train.train_folds` output (summary + fold metrics)."""
+    """A ProbeRun shaped like `vjfer.probe.run.train_folds` output (summary + fold metrics)."""
     scores = {
         "uar": _agg(uar, 0.01),
         "war": _agg(war, 0.02),

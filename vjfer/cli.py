@@ -279,7 +279,8 @@ def probe(
 ) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
-    from vjfer.probe.train import TrainConfig, run_probe
+    from vjfer.probe.run import run_probe
+    from vjfer.probe.train import TrainConfig
 
     path = _one_cache(cache_path, dataset, fingerprint)
     cache = open_cache(path)

@@ -19,7 +19,8 @@ from vjfer.cross import cross_evaluate
 from vjfer.extract import ExtractConfig, extract
 from vjfer.labels import DATASETS
 from vjfer.predict import format_prediction, predict_videos
-from vjfer.probe.train import TrainConfig, run_probe
+from vjfer.probe.run import run_probe
+from vjfer.probe.train import TrainConfig
 from vjfer.report import build_report
 from vjfer.synthetic import demo_datasets
 

@@ -242,7 +242,7 @@ def pca_figure(
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs: probe runs (`vjfer.probe.train.train_folds`) and cross runs (`vjfer.cross`).
+# Inputs: probe runs (`vjfer.probe.run.train_folds`) and cross runs (`vjfer.cross`).
 
 
 @dataclass
