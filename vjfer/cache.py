@@ -212,6 +212,15 @@ def shard_header(*, dataset: str, fp: str, settings: dict, grid: Sequence[int], 
     }  # fmt: skip
 
 
+def _check_format(meta: dict, path: Path) -> None:
+    """A shard header or manifest of another format or version is refused, naming the file."""
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise CacheError(
+            f"{path}: format {meta.get('format')!r} v{meta.get('format_version')!r}, "
+            f"this vjfer reads {FORMAT!r} v{FORMAT_VERSION}"
+        )
+
+
 def read_shard_header(path: Path) -> dict:
     """A complete shard's attributes (JSON decoded) plus its per-video table; CacheError if unreadable."""
     try:
@@ -225,11 +234,7 @@ def read_shard_header(path: Path) -> dict:
             header["clips_in_table"] = int(len(f["clip_video"]))
     except (OSError, KeyError) as err:
         raise CacheError(f"cannot read shard {path}: {err}") from err
-    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
-        raise CacheError(
-            f"{path} is not a {FORMAT} v{FORMAT_VERSION} shard "
-            f"(format {header.get('format')!r} v{header.get('format_version')!r})"
-        )
+    _check_format(header, path)
     table["video_id"] = [v.decode() if isinstance(v, bytes) else str(v) for v in table["video_id"]]
     header["videos"] = table
     return header
@@ -318,11 +323,7 @@ def read_manifest(directory: Path) -> dict:
         raise CacheError(f"no cache at {path.parent}: {MANIFEST} is missing") from err
     except (OSError, ValueError) as err:
         raise CacheError(f"cannot read {path}: {err}") from err
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise CacheError(
-            f"{path}: format {manifest.get('format')!r} v{manifest.get('format_version')!r}, "
-            f"this vjfer reads {FORMAT!r} v{FORMAT_VERSION}"
-        )
+    _check_format(manifest, path)
     return manifest
 
 
