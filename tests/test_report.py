@@ -1,8 +1,7 @@
-"""Report: table rendering parses back, figures are PNG images, tables from run summaries, peers."""
+"""Report: table rendering parses back, tables from run summaries, peers, report files."""
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 
@@ -22,13 +21,10 @@ from vjfer.report import (
     ProbeRun,
     Table,
     build_report,
-    confusion_figure,
     get_renderer,
     load_peers,
-    pca_figure,
     render_csv,
     render_markdown,
-    row_normalise,
     table_ii,
     table_iii,
     table_iv,
@@ -89,46 +85,6 @@ def test_renderers_by_name(tmp_path):
         get_renderer("tex")
     paths = write_table(TABLE, tmp_path / "tables")
     assert [p.name for p in paths] == ["demo.md", "demo.csv"]
-
-
-def test_row_normalise_keeps_empty_rows_zero():
-    norm = row_normalise(np.array([[2, 2], [0, 0]]))
-    assert norm.tolist() == [[0.5, 0.5], [0.0, 0.0]]
-
-
-def test_confusion_figure_is_a_png(tmp_path):
-    rng = np.random.default_rng(0)
-    names = class_names("ravdess")
-    matrix = rng.integers(0, 10, (8, 8)) + np.diag(np.full(8, 30))
-    assert_png(confusion_figure(matrix, names, "RAVDESS, PBV", tmp_path / "cm.png"))
-    # a cross matrix before class handling: rows CREMA-D labels, columns RAVDESS predictions
-    raw = rng.integers(0, 10, (6, 8))
-    path = confusion_figure(raw, class_names("crema-d"), "raw", tmp_path / "raw.png",
-                            predicted_names=names)  # fmt: skip
-    assert_png(path)
-    with pytest.raises(ValueError, match="6 true and 6 predicted class names for a 6x8"):
-        confusion_figure(raw, class_names("crema-d"), "raw", tmp_path / "bad.png")
-
-
-def test_pca_figure_is_a_png(tmp_path):
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 6, 40)
-    path = pca_figure(rng.normal(size=(40, 16)), rng.normal(size=(40, 8)), y,
-                      class_names("crema-d"), "CREMA-D fold 1", tmp_path / "pca.png")  # fmt: skip
-    assert_png(path)
-
-
-def test_figures_leave_no_global_state(tmp_path):
-    """Figures are made with the object API: none registers with pyplot's figure manager."""
-    from matplotlib._pylab_helpers import Gcf
-
-    before = Gcf.get_num_fig_managers()
-    confusion_figure(np.eye(6) * 4, class_names("crema-d"), "t", tmp_path / "cm.png")
-    assert Gcf.get_num_fig_managers() == before
-    source = inspect.getsource(report)
-    assert (
-        "import matplotlib.pyplot" not in source and "from matplotlib import pyplot" not in source
-    )
 
 
 def test_packaged_peers_are_sourced():

@@ -1,0 +1,120 @@
+"""Figures (PNG) of vjfer's results: confusion matrices and the paper's Figure 5 PCA.
+
+Drawn with matplotlib's object API on an Agg canvas, never pyplot, so no global figure state is left
+behind and the functions are safe in any process. `vjfer.report` decides what to draw and where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+
+FIG_DPI = 200  # sharp at paper column width
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)  # attach an Agg canvas: no pyplot, nothing global to close
+    fig.savefig(path, dpi=FIG_DPI)  # constrained layout already fits the labels
+    return path
+
+
+def row_normalise(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (rows = truth); an empty row stays 0."""
+    m = np.asarray(matrix, dtype=np.float64)
+    sums = m.sum(axis=1, keepdims=True)
+    return np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
+
+
+def confusion_figure(
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    path: Path,
+    *,
+    predicted_names: Sequence[str] | None = None,
+) -> Path:
+    """PNG of a confusion matrix of counts [C_true, C_pred] (rows = truth), row-normalised.
+
+    Each cell shows the fraction of its true class (colour scale 0..1); each row label shows the
+    class's video count; an empty row shows dashes. `predicted_names` names the columns when they
+    differ from the rows (a cross-dataset matrix before calm handling).
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    rows, cols = m.shape
+    row_names = list(class_names)
+    col_names = list(predicted_names) if predicted_names is not None else row_names
+    if len(row_names) != rows or len(col_names) != cols:
+        raise ValueError(
+            f"{len(row_names)} true and {len(col_names)} predicted class names "
+            f"for a {rows}x{cols} matrix"
+        )
+    norm, support = row_normalise(m), m.sum(axis=1)
+    size = 1.0 + 0.62 * max(rows, cols)
+    fig = Figure(figsize=(size + 1.4, size), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(rows):
+        for j in range(cols):
+            text = f"{norm[i, j]:.2f}" if support[i] > 0 else "—"
+            color = "white" if norm[i, j] > 0.55 else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color=color)
+    ax.set_xticks(range(cols), col_names, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(rows), [f"{n} ({int(s)})" for n, s in zip(row_names, support, strict=True)])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (videos)")
+    ax.set_title(title, fontsize=11)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("fraction of the true class")
+    return _save(fig, path)
+
+
+def pca_figure(
+    mean_pooled: np.ndarray,
+    probe_pooled: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    path: Path,
+    *,
+    probe_name: str = "attentive probe",
+) -> Path:
+    """The paper's Figure 5: 2-D PCA of video embeddings [n, D], two panels, coloured by class.
+
+    Args:
+        mean_pooled: mean-pooled encoder tokens per video [n, D].
+        probe_pooled: the probe's pooled output per video [n, D'].
+        labels: class index per video [n].
+    """
+    labels = np.asarray(labels)
+    palette = [f"C{i}" for i in range(10)]
+    fig = Figure(figsize=(11.0, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (
+        ("mean-pooled encoder tokens", mean_pooled),
+        (f"{probe_name}, pooled output", probe_pooled),
+    )
+    for ax, (name, x) in zip(axes, panels, strict=True):
+        x = np.asarray(x, dtype=np.float64)
+        pca = PCA(n_components=2, random_state=0)
+        xy = pca.fit_transform(x)
+        for k, cname in enumerate(class_names):
+            sel = labels == k
+            if sel.any():
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=16, alpha=0.8, color=palette[k % 10],
+                           label=cname, edgecolors="none")  # fmt: skip
+        ratio = pca.explained_variance_ratio_ * 100
+        ax.set_xlabel(f"PC 1 ({ratio[0]:.1f}% of variance)")
+        ax.set_ylabel(f"PC 2 ({ratio[1]:.1f}% of variance)")
+        ax.set_title(f"{name} (D = {x.shape[1]})", fontsize=11)
+        ax.grid(alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", title="class", markerscale=1.6)
+    fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
