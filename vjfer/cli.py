@@ -17,7 +17,6 @@ import click
 from vjfer import __version__
 from vjfer.errors import CacheError, ConfigError, VjferError
 
-ROOT_ENV = {"ravdess": "VJFER_RAVDESS", "crema-d": "VJFER_CREMA_D"}
 DATASET = click.Choice(["ravdess", "crema-d"], case_sensitive=False)
 
 
@@ -36,7 +35,9 @@ def _dataset_root(dataset: str, root: Path | None) -> Path:
     """--root, else the dataset's environment variable; a clear error naming both when neither."""
     if root is not None:
         return root
-    env = ROOT_ENV[dataset.lower()]
+    from vjfer.datasets import ENV_VARS
+
+    env = ENV_VARS[dataset.lower()]
     if os.environ.get(env):
         return Path(os.environ[env])
     raise click.UsageError(f"give the {dataset} folder with --root DIR or set {env}")

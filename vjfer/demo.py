@@ -10,6 +10,7 @@ The encoder is random, so what the probes learn comes from the generated faces' 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from vjfer.cross import cross_evaluate
 from vjfer.extract import ExtractConfig, extract
 from vjfer.labels import DATASETS
-from vjfer.predict import format_prediction, predict_videos
+from vjfer.predict import Prediction, format_prediction, predict_videos
 from vjfer.probe.run import run_probe
 from vjfer.probe.train import TrainConfig
 from vjfer.report import build_report
@@ -51,7 +52,7 @@ class DemoResult:
     summaries: dict[str, dict]  # dataset -> probe summary (summary.json)
     cross: list = field(default_factory=list)  # CrossResult per direction and handling
     report: list[Path] = field(default_factory=list)
-    prediction: object = None  # vjfer.predict.Prediction of one generated video
+    prediction: Prediction | None = None  # of one generated video
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -103,8 +104,6 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -
 
 
 def _read_summary(run_dir: Path) -> dict:
-    import json
-
     return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from vjfer.errors import ConfigError
+
 DatasetName = Literal["ravdess", "crema-d"]
 DATASETS: tuple[str, ...] = ("ravdess", "crema-d")
 
@@ -33,8 +35,6 @@ def check_dataset(dataset: str) -> str:
     if name == "cremad":
         name = "crema-d"
     if name not in CLASSES:
-        from vjfer.errors import ConfigError
-
         raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     return name
 
@@ -52,8 +52,6 @@ def class_index(dataset: str, name: str) -> int:
     """Class index of emotion `name` in `dataset`; raises for a name the dataset does not have."""
     names = class_names(dataset)
     if name not in names:
-        from vjfer.errors import ConfigError
-
         raise ConfigError(f"{dataset} has no class {name!r}; its classes: {', '.join(names)}")
     return names.index(name)
 

@@ -1,0 +1,23 @@
+"""The embedded default: `run_demo` goes through every stage and its summary names what it made."""
+
+from __future__ import annotations
+
+from vjfer.demo import DemoConfig, format_demo, run_demo
+
+
+def test_demo_runs_every_stage(tmp_path):
+    result = run_demo(
+        tmp_path, config=DemoConfig(epochs=1)
+    )  # one epoch: the plumbing, not accuracy
+    assert set(result.summaries) == {"ravdess", "crema-d"}
+    for summary in result.summaries.values():
+        assert summary["folds"] == [1, 2, 3, 4, 5]
+    assert len(result.cross) == 4
+    for cross in result.cross:
+        for fold in cross.folds:
+            assert fold["pbv"]["n_kept"] + fold["pbv"]["n_dropped"] == fold["pbv"]["n_total"]
+    assert (tmp_path / "report" / "report.md").is_file()
+    assert len(result.prediction.videos) == 1 and not result.prediction.failures
+    text = format_demo(result)
+    assert "chance  12.5%" in text and "chance  16.7%" in text
+    assert str(tmp_path / "report" / "report.md") in text
