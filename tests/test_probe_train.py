@@ -63,7 +63,9 @@ def test_config_checks_choices():
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
         TrainConfig(epochs=0)
     assert TrainConfig(betas=[0.9, 0.95]).betas == (0.9, 0.95)
-    with pytest.raises(ConfigError, match="clip_choice='reference' takes 8 clips; clips_per_video is 4"):
+    with pytest.raises(
+        ConfigError, match="clip_choice='reference' takes 8 clips; clips_per_video is 4"
+    ):
         TrainConfig(clips_per_video=4)
     assert TrainConfig(clips_per_video=4, clip_choice="random").clips_per_video == 4
     with pytest.raises(ConfigError, match="in_memory must be one of"):
