@@ -374,6 +374,24 @@ def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str)
 
 
 @cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
+              help="Folder for compare.md and compare.csv.")  # fmt: skip
+def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
+    """Probe runs side by side, with paired per-fold differences to the first RUN.
+
+    Each RUN is a `vjfer probe` directory; all must be of one dataset and the same folds.
+    """
+    from vjfer.compare import compare_runs
+    from vjfer.report import render_markdown, write_table
+
+    table = compare_runs(run_dirs)
+    _echo_lines(render_markdown(table))
+    for path in write_table(table, out):
+        click.echo(str(path))
+
+
+@cli.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--run",
