@@ -144,6 +144,13 @@ def _extract_options(f):
         click.option("--shard-size", type=int, default=d["shard_size"].default, show_default=True, help="Videos per shard."),
         click.option("--force", is_flag=True, help="Rebuild this cache from scratch."),
         click.option("--allow-low-disk", is_flag=True, help="Start even when the size estimate exceeds free disk."),
+        click.option("--face-crop", default=d["face_crop"].default, show_default=True, metavar="none|haar|boxes:FILE",
+                     help="Crop each video to one square face box: none (whole frames, the paper), haar "
+                          "(OpenCV's Haar cascade; pip install 'vjfer[face]') or boxes:FILE (CSV video_id,x,y,w,h)."),
+        click.option("--face-fallback", type=click.Choice(["fail", "full"]), default=d["face_fallback"].default,
+                     show_default=True, help="A video without a face: fail (listed) or full (whole frame, flagged)."),
+        click.option("--face-margin", type=float, default=d["face_margin"].default, show_default=True,
+                     help="Added on every side of the face box, as a fraction of its longer side."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
