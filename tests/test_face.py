@@ -241,6 +241,11 @@ def test_extract_boxes_file_and_none_is_byte_identical(tmp_path):
         assert shard.read_bytes() == (b / shard.name).read_bytes()
         with h5py.File(shard) as f:
             assert "face_box" not in f and "face_crop" not in json.loads(f.attrs["settings"])
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (a, b)]
+    assert "face_crop" not in manifests[0]["config"]  # as written before face crops existed
+    for m in manifests:
+        m["config"].pop("cache_root")
+    assert manifests[0] == manifests[1]
     ids = sorted(open_cache(a).videos["video_id"])
     boxes = tmp_path / "boxes.csv"
     pd.DataFrame({"video_id": ids[1:], "x": 40, "y": 10, "w": 50, "h": 60}).to_csv(

@@ -186,8 +186,16 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
 
 
 def config_record(config: ExtractConfig) -> dict:
-    """`asdict(config)` with paths as strings: written into the manifest."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    """`asdict(config)` with paths as strings: written into the manifest.
+
+    Without a face crop the face options are left out, so a whole-frame cache's manifest stays
+    byte-identical to one written before face crops existed.
+    """
+    record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    if config.face_crop == "none":
+        for key in ("face_crop", "face_fallback", "face_margin"):
+            del record[key]
+    return record
 
 
 def probe_frame_count(path: Path) -> int | None:
