@@ -20,7 +20,9 @@ from vjfer.face import (
     Box,
     FaceCropConfig,
     FaceCropper,
+    config_from_settings,
     detect_faces,
+    face_settings,
     median_box,
     parse_face_crop,
     read_boxes,
@@ -127,6 +129,21 @@ def test_parse_face_crop(tmp_path):
         parse_face_crop("mtcnn")
     with pytest.raises(ConfigError, match="face fallback must be one of"):
         parse_face_crop("haar", "skip")
+
+
+def test_settings_round_trip_and_none_adds_nothing(tmp_path):
+    assert face_settings(FaceCropConfig()) is None  # whole frames: the fingerprint is unchanged
+    haar = FaceCropConfig("haar", fallback="full", margin=0.3, sample_every=4)
+    settings = face_settings(haar)
+    assert settings["cascade"] == "haarcascade_frontalface_default.xml"
+    assert settings["opencv"] == cv2.__version__
+    assert config_from_settings(settings) == haar  # predict crops new videos alike
+    (tmp_path / "b.csv").write_text("video_id,x,y,w,h\na,1,2,3,4\n")
+    boxes = face_settings(parse_face_crop(f"boxes:{tmp_path / 'b.csv'}"))
+    assert boxes["boxes_file"] == "b.csv" and len(boxes["boxes_sha256"]) == 64
+    assert "min_neighbors" not in boxes  # detector settings only where a detector runs
+    with pytest.raises(ConfigError, match="cropped with --face-crop boxes:b.csv, .* need haar"):
+        config_from_settings(boxes)
 
 
 # --- the Haar cascade on a real face ------------------------------------------------------------

@@ -5,6 +5,9 @@ model places its 3-D RoPE positions by token index assuming a `crop_size // patc
 grid, so any other spatial size is silently mis-positioned: the input must be exactly
 crop_size × crop_size. Frame positions are the temporal token index, so any frame count that is a
 multiple of `tubelet_size` is valid (`frames_per_clip` does not affect inference).
+
+The transformers helpers here (import with an install hint, quiet loading, the directory's sha256)
+serve `videomae.py` too.
 """
 
 from __future__ import annotations
