@@ -144,6 +144,13 @@ def _extract_options(f):
         click.option("--shard-size", type=int, default=d["shard_size"].default, show_default=True, help="Videos per shard."),
         click.option("--force", is_flag=True, help="Rebuild this cache from scratch."),
         click.option("--allow-low-disk", is_flag=True, help="Start even when the size estimate exceeds free disk."),
+        click.option("--face-crop", default=d["face_crop"].default, show_default=True, metavar="none|haar|boxes:FILE",
+                     help="Crop each video to one square face box: none (whole frames, the paper), haar "
+                          "(OpenCV's Haar cascade; pip install 'vjfer[face]') or boxes:FILE (CSV video_id,x,y,w,h)."),
+        click.option("--face-fallback", type=click.Choice(["fail", "full"]), default=d["face_fallback"].default,
+                     show_default=True, help="A video without a face: fail (listed) or full (whole frame, flagged)."),
+        click.option("--face-margin", type=float, default=d["face_margin"].default, show_default=True,
+                     help="Added on every side of the face box, as a fraction of its longer side."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -396,6 +403,24 @@ def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str)
     caches = find_caches(cache_root, complete=True) if cache_root.exists() else []
     written = build_report(list(run_dirs) or [Path("runs")], out, caches=caches, device=device)
     for path in written:
+        click.echo(str(path))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
+              help="Folder for compare.md and compare.csv.")  # fmt: skip
+def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
+    """Probe runs side by side, with paired per-fold differences to the first RUN.
+
+    Each RUN is a `vjfer probe` directory; all must be of one dataset and the same folds.
+    """
+    from vjfer.compare import compare_runs
+    from vjfer.report import render_markdown, write_table
+
+    table = compare_runs(run_dirs)
+    _echo_lines(render_markdown(table))
+    for path in write_table(table, out):
         click.echo(str(path))
 
 
