@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from vjfer.extract import (
     format_summary,
     plan_extraction,
 )
-from vjfer.synthetic import make_crema_d, make_ravdess
+from vjfer.synthetic import make_crema_d, make_ravdess, one_frame_video
 from vjfer.video import CLIP_SPAN, decode_video, gather_clips, normalize_clips, plan_clips
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +127,13 @@ def test_clean_run(root, encoder, clean):
     good = [r for r in records if r.video_id not in BAD]
     assert c.dataset == "ravdess" and list(c.videos["video_id"]) == [r.video_id for r in good]
     assert sorted(f["video_id"] for f in c.failures) == sorted(BAD)
-    assert (summary.cache_dir / cache.FAILURES).read_text().count("\n") == 3
+    lines = [json.loads(line) for line in (summary.cache_dir / cache.FAILURES).open()]
+    assert sorted((d["stage"], d["video_id"]) for d in lines) == sorted(
+        [("index", EMPTY)] + [("decode", stem) for stem in BAD]
+    )
+    assert (
+        next(d["reason"] for d in lines if d["stage"] == "index") == "empty file (0 bytes): 0 bytes"
+    )
     assert summary.cache_dir.parent.name == "ravdess"
     assert summary.cache_dir.name == f"tiny-64-{c.fingerprint[:8]}"
     c.check(views="center", plan="windows", hop=8, encoder="tiny", resolution=64)
@@ -190,11 +197,16 @@ def test_plan_estimate_and_settings(root, encoder, clean, tmp_path):
 
 
 def test_rerun_skips_complete_shards(root, encoder, clean):
-    before = {p.name: p.stat().st_mtime_ns for p in clean.cache_dir.iterdir()}
+    def times() -> dict[str, int]:  # the lock file is rewritten by every run that holds it
+        return {
+            p.name: p.stat().st_mtime_ns for p in clean.cache_dir.iterdir() if p.suffix != ".lock"
+        }
+
+    before = times()
     summary = run(config_for(root, clean.cache_dir.parents[1]), encoder)
     assert (summary.shards_skipped, summary.videos_done, summary.videos_cached) == (4, 0, 8)
     assert summary.failed == 3 and summary.complete
-    assert {p.name: p.stat().st_mtime_ns for p in clean.cache_dir.iterdir()} == before
+    assert times() == before
 
 
 def test_force_with_workers_gives_the_same_bytes(root, encoder, clean, tmp_path):
@@ -229,8 +241,16 @@ def test_resume_after_sigkill_is_byte_identical(root, encoder, clean, tmp_path):
     assert proc.returncode == -9, proc.stderr
     directory = tmp_path / "ravdess" / clean.cache_dir.name
     names = sorted(p.name for p in directory.iterdir())
-    assert names == ["shard-00000.h5", "shard-00001.h5.partial"]
-    with pytest.raises(CacheError, match="manifest.json is missing"):
+    assert names == [
+        ".extract-rank0.lock",
+        "extract.json",
+        "shard-00000.h5",
+        "shard-00001.h5.partial",
+    ]
+    resume = (rf"cache .*{directory.name} is incomplete \(1 of 4 shards complete, no finished "
+              rf"manifest\).*resume it with `vjfer extract --dataset ravdess --root {root} "
+              rf"--encoder tiny --cache {tmp_path} .*--shard-size 3")  # fmt: skip
+    with pytest.raises(CacheError, match=resume):
         open_cache(directory)
     summary = run(config_for(root, tmp_path), encoder)
     assert (summary.shards_skipped, summary.shards_written) == (1, 3)
@@ -304,7 +324,7 @@ def test_disk_full_leaves_nothing_that_looks_complete(root, encoder, clean, tmp_
     with pytest.raises(CacheError, match="No space left on device"):
         run(config_for(root, tmp_path), encoder)
     directory = tmp_path / "ravdess" / clean.cache_dir.name
-    assert sorted(p.name for p in directory.iterdir()) == ["shard-00000.h5", "shard-00001.h5"]
+    assert sorted(p.name for p in directory.glob("*.h5*")) == ["shard-00000.h5", "shard-00001.h5"]
     monkeypatch.setattr(cache.ShardWriter, "append", original)
     summary = run(config_for(root, tmp_path), encoder)
     assert summary.shards_skipped == 2 and digests(directory) == digests(clean.cache_dir)
@@ -331,7 +351,7 @@ def test_real_full_disk(root, encoder, clean, tmpfs):
     directory = tmpfs / "ravdess" / clean.cache_dir.name
     left = sorted(p.name for p in directory.iterdir())
     assert MANIFEST not in left and not [n for n in left if n.endswith(".partial")]
-    for name in left:
+    for name in [n for n in left if n.startswith("shard-")]:
         assert cache.read_shard_header(directory / name)  # what is there is complete
         assert digests(directory)[name] == digests(clean.cache_dir)[name]
 
@@ -355,3 +375,99 @@ def test_read_only_cache_directory(root, encoder, tmp_path):
             subprocess.run(["umount", str(target)], check=True)
         else:
             target.chmod(0o755)
+
+
+# ---- source identity (issue 14, item 1) ------------------------------------------------------
+
+
+def copy_root(root: Path, target: Path) -> Path:
+    """A copy of the dataset with new mtimes (shutil.copy), as a second download would have."""
+    return Path(shutil.copytree(root, target, copy_function=shutil.copy))
+
+
+def test_other_files_under_the_same_names_are_re_encoded(root, encoder, clean, tmp_path):
+    cache_dir = Path(
+        shutil.copytree(clean.cache_dir, tmp_path / "c" / "ravdess" / clean.cache_dir.name)
+    )
+    other = copy_root(root, tmp_path / "B")
+    c = open_cache(clean.cache_dir)
+    first, second = c.videos.video_id[0], c.videos.video_id[4]  # in shards 0 and 1
+    replaced = actor_dir(other, first) / f"{first}.mp4"
+    replaced.write_bytes((actor_dir(root, second) / f"{second}.mp4").read_bytes())
+    with pytest.raises(CacheError, match=rf"(?s)1 cached video\(s\) in shard-00000.h5 .*came from other "
+                                         rf"files.*\n  {replaced}: sha256 .*encoded from Actor_0\d/"
+                                         rf"{first}.mp4.*--no-reencode"):  # fmt: skip
+        plan_extraction(config_for(other, tmp_path / "c", no_reencode=True), encoder=encoder)
+    summary = run(config_for(other, tmp_path / "c"), encoder)
+    assert (summary.shards_written, summary.shards_skipped) == (1, 3)
+    assert digests(cache_dir)["shard-00001.h5"] == digests(clean.cache_dir)["shard-00001.h5"]
+    new = open_cache(cache_dir)
+    np.testing.assert_array_equal(new.tokens(first), c.tokens(second))  # the new file's tokens
+    row = {v["video_id"]: v for v in json.loads((cache_dir / MANIFEST).read_text())["videos"]}
+    assert row[first]["source"]["sha256"] == hashlib.sha256(replaced.read_bytes()).hexdigest()
+    assert row[first]["source"]["path"] == f"{replaced.parent.name}/{replaced.name}"
+    assert json.loads((cache_dir / MANIFEST).read_text())["config"]["root"] == str(other)
+
+
+def test_the_same_files_elsewhere_reuse_every_shard_and_keep_the_manifest(
+    root, encoder, clean, tmp_path
+):
+    cache_dir = Path(
+        shutil.copytree(clean.cache_dir, tmp_path / "c" / "ravdess" / clean.cache_dir.name)
+    )
+    before = (cache_dir / MANIFEST).read_text()
+    summary = run(
+        config_for(copy_root(root, tmp_path / "B"), tmp_path / "c", no_reencode=True), encoder
+    )
+    assert (summary.shards_written, summary.videos_done, summary.videos_cached) == (0, 0, 8)
+    assert (cache_dir / MANIFEST).read_text() == before  # the root changes only with its shards
+    assert json.loads(before)["config"]["root"] == str(root)
+
+
+# ---- partial decodes (item 2) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def partial_root(tmp_path_factory, truncated_mp4) -> Path:
+    """Two good videos, a truncated one (14 of 76 frames decode) and a one-frame video."""
+    root = tmp_path_factory.mktemp("partial")
+    make_ravdess(root, actors=(1,), emotions=(1,), vocal_channels=(1,), modalities=(1, 2),
+                 short_every=0)  # fmt: skip
+    truncated_mp4(root / "Actor_01" / "01-01-03-01-01-01-01.mp4")
+    (root / "Actor_01" / "01-01-04-01-01-01-01.mp4").write_bytes(one_frame_video("mp4"))
+    return root
+
+
+def test_a_video_that_lost_too_many_frames_is_a_failure(partial_root, encoder, tmp_path):
+    summary = run(config_for(partial_root, tmp_path, workers=1), encoder)
+    assert [f["video_id"] for f in summary.failures] == ["01-01-03-01-01-01-01"]
+    assert summary.failures[0]["reason"].startswith(
+        "lost 62 of 76 frames (82 %), more than --max-lost-frames 0.1"
+    )
+    info = cache.cache_info(summary.cache_dir)
+    assert (info["videos"], info["failed"], info["one_frame"], info["shorter_than_clip"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
+
+
+def test_a_partial_decode_below_the_threshold_is_kept_and_listed(partial_root, encoder, tmp_path):
+    summary = run(config_for(partial_root, tmp_path, max_lost_frames=0.9), encoder)
+    c = open_cache(summary.cache_dir)
+    row = c.videos.set_index("video_id").loc["01-01-03-01-01-01-01"]
+    assert (row.n_frames, row.lost_frames, row.container_frames) == (14, 62, 76)
+    text = cache.format_cache_info(cache.cache_info(summary.cache_dir))
+    short = re.search(r"short\s+(\d+) of 1 frame, (\d+) shorter than a clip", text)
+    assert short and (int(short[1]), int(short[2])) == (1, 2)
+    assert re.search(r"partial\s+1 kept with lost frames", text)
+    assert "01-01-03-01-01-01-01: 14 frames decoded, 62 lost (container lists 76)" in text
+    with pytest.raises(ConfigError, match=r"max_lost_frames is a fraction in 0..1, got 1.5"):
+        config_for(partial_root, tmp_path, max_lost_frames=1.5)
+
+
+def test_decoding_does_not_depend_on_the_workers(partial_root, encoder, tmp_path):
+    one = run(config_for(partial_root, tmp_path / "a", workers=0, max_lost_frames=0.9), encoder)
+    two = run(config_for(partial_root, tmp_path / "b", workers=2, max_lost_frames=0.9), encoder)
+    assert digests(one.cache_dir) == digests(two.cache_dir)

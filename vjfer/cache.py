@@ -7,6 +7,12 @@ is written as `shard-NNNNN.h5.partial`, fsynced and renamed: a file named `shard
 Shards are self-describing (settings, fingerprint, assignment and failures in their attributes), so
 the manifest can be rebuilt from them. Writes are deterministic (no timestamps, fixed order), so an
 interrupted-then-resumed shard has the same bytes as one written in a single go.
+
+What a shard proves about itself (format v2): per video, the identity of the source file (path
+relative to the dataset root, size, mtime, sha256 of the bytes decoded) and the decode record
+(`lost_frames`, `container_frames`); per clip, `clip_checksum`, the xxh3-64 of exactly the bytes of
+that clip's HDF5 chunk. `open_cache` checks every shard's header against the manifest (cheap);
+`verify_cache` and `Cache.tokens` check the checksums.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import xxhash
 
 from vjfer.errors import CacheError
 from vjfer.labels import class_names as dataset_class_names
@@ -30,14 +37,18 @@ from vjfer.labels import class_names as dataset_class_names
 log = logging.getLogger(__name__)
 
 FORMAT = "vjfer-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2: source identity, decode record and per-clip checksums
 MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
 PARTIAL_SUFFIX = ".partial"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.h5$")
 TOKEN_DTYPE = np.dtype("float16")  # storage dtype of tokens (a fingerprint input)
 FRAMES_PER_CLIP = 16  # == video.FRAMES_PER_CLIP; cache.py imports nothing heavier than h5py
+CLIP_SPAN = 61  # == video.CLIP_SPAN: frames from a clip's first to its last index
 VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips")
+DECODE_COLUMNS = ("lost_frames", "container_frames")  # int64; container_frames -1: not listed
+SOURCE_COLUMNS = ("source_path", "source_size", "source_mtime_ns", "source_sha256")
+CHECKSUM = "xxh3_64"  # per clip, of the chunk's bytes; ~20x faster than zlib.crc32 (RESULTS.md)
 
 
 @dataclass
@@ -52,6 +63,26 @@ class VideoEntry:
     fps: float
     frames: np.ndarray  # int [C, 16] frame indices of each clip
     tokens: np.ndarray  # float16 [C, V, N, D]
+    lost_frames: int = 0  # frames that failed to decode (kept below --max-lost-frames)
+    container_frames: int = -1  # frames the container's index lists; -1 when it lists none
+    source: object | None = None  # a video.SourceIdentity (path, size, mtime_ns, sha256)
+
+
+@dataclass
+class Coverage:
+    """How much of a dataset a cache covers: results on `videos` of `total` videos."""
+
+    videos: int  # cached, usable
+    failed: int  # could not be decoded (failures.jsonl, stage decode)
+    excluded: int  # excluded when indexing (failures.jsonl, stage index)
+
+    @property
+    def total(self) -> int:
+        return self.videos + self.failed + self.excluded
+
+    def __str__(self) -> str:
+        return (f"results on {self.videos} of {self.total} videos, "
+                f"{self.failed + self.excluded} failed / excluded")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,6 +97,13 @@ def canonical_json(obj: object) -> str:
 def fingerprint(settings: dict) -> str:
     """sha256 (hex) of the canonical JSON of the fingerprint inputs."""
     return hashlib.sha256(canonical_json(settings).encode()).hexdigest()
+
+
+def clip_checksum(buf: np.ndarray | bytes | memoryview) -> int:
+    """xxh3-64 of a clip's bytes: a C-contiguous float16 [V, N, D] array or its raw chunk bytes."""
+    if isinstance(buf, np.ndarray):
+        buf = memoryview(np.ascontiguousarray(buf)).cast("B")
+    return xxhash.xxh3_64_intdigest(buf)
 
 
 def cache_dir_name(encoder: str, resolution: int, fp: str) -> str:
@@ -98,12 +136,18 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file, fsync and rename: never a half-written file."""
     tmp = path.with_name(path.name + PARTIAL_SUFFIX)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:  # disk full, quota, permissions: the error names the file, no .partial
+        tmp.unlink(missing_ok=True)
+        cause = os.strerror(err.errno) if err.errno else str(err)
+        raise CacheError(f"writing {path} failed ({cause}); free space or fix the directory, "
+                         f"then rerun (the shards written so far are kept)") from err  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,6 +169,7 @@ class ShardWriter:
         self.shape = (num_views, num_tokens, embed_dim)  # (V, N, D)
         self.rows: list[VideoEntry] = []
         self.failures: list[dict] = []
+        self.checksums: list[int] = []
         self.clips = 0
         self.tmp.unlink(missing_ok=True)
         self._file = h5py.File(self.tmp, "w", libver="earliest")
@@ -152,16 +197,25 @@ class ShardWriter:
         dsid = self._tokens.id
         for i in range(C):  # one clip per chunk: write chunks directly, bypassing the chunk cache
             dsid.write_direct_chunk((self.clips + i, 0, 0, 0), tokens[i])
+            self.checksums.append(clip_checksum(tokens[i]))  # the chunk's bytes, exactly
         # the tokens are on disk now: keep no reference to them (a shard can hold gigabytes)
         row = VideoEntry(entry.video_id, int(entry.label), int(entry.actor), int(entry.fold),
                          int(entry.n_frames), float(entry.fps), np.array(entry.frames),
-                         np.empty(0, TOKEN_DTYPE))  # fmt: skip
+                         np.empty(0, TOKEN_DTYPE), int(entry.lost_frames),
+                         int(entry.container_frames), entry.source)  # fmt: skip
         self.rows.append(row)
         self.clips += C
 
     def add_failure(self, failure: dict) -> None:
-        """Record a video of this shard that could not be used ({video_id, path, reason})."""
-        self.failures.append({k: failure[k] for k in ("video_id", "path", "reason")})
+        """Record a video of this shard that could not be used ({video_id, path, reason}, and
+        `source`: the identity of the file that failed, as a dict, when it could be read)."""
+        source = failure.get("source")  # optional: a missing file has none
+        self.failures.append({**{k: failure[k] for k in ("video_id", "path", "reason")},
+                              "stage": "decode", "source": source})  # fmt: skip
+
+    def note(self, key: str, value: int | str) -> None:
+        """Set a shard attribute known only once its tokens are written (e.g. the batch size)."""
+        self.header[key] = value
 
     def _write(self, name: str, data: np.ndarray, dtype=None) -> None:
         self._file.create_dataset(name, data=data, dtype=dtype, track_times=False)
@@ -181,6 +235,17 @@ class ShardWriter:
         self._write("clip_video", np.repeat(np.arange(len(rows), dtype=np.int32), n_clips))
         frames = [r.frames for r in rows] or [np.zeros((0, FRAMES_PER_CLIP))]
         self._write("clip_frames", np.concatenate(frames).astype(np.int32))
+        self._write("clip_checksum", np.array(self.checksums, dtype=np.uint64))
+        for name in DECODE_COLUMNS:
+            self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
+        sources = [_source_row(r.source) for r in rows]
+        for name in SOURCE_COLUMNS:
+            values = [src[name] for src in sources]
+            if name in ("source_path", "source_sha256"):
+                self._write(name, np.array(values, dtype=object), h5py.string_dtype("utf-8"))
+            else:
+                self._write(name, np.array(values, dtype=np.int64))
+        f.attrs["checksum"] = CHECKSUM
         for key, value in self.header.items():
             f.attrs[key] = value if isinstance(value, (int, str)) else canonical_json(value)
         f.attrs["failures"] = canonical_json(sorted(self.failures, key=lambda d: d["video_id"]))
@@ -200,6 +265,14 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def _source_row(source) -> dict:
+    """A SourceIdentity (or None: built in memory) as the shard's source_* columns."""
+    if source is None:
+        return {"source_path": "", "source_size": -1, "source_mtime_ns": -1, "source_sha256": ""}
+    return {"source_path": str(source.path), "source_size": int(source.size),
+            "source_mtime_ns": int(source.mtime_ns), "source_sha256": str(source.sha256)}  # fmt: skip
+
+
 def shard_header(*, dataset: str, fp: str, settings: dict, grid: Sequence[int], embed_dim: int,
                  num_views: int, index: int, num_shards: int, shard_size: int,
                  video_ids: Sequence[str]) -> dict:  # fmt: skip
@@ -214,7 +287,14 @@ def shard_header(*, dataset: str, fp: str, settings: dict, grid: Sequence[int], 
 
 def _check_format(meta: dict, path: Path) -> None:
     """A shard header or manifest of another format or version is refused, naming the file."""
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if meta.get("format") == FORMAT and isinstance(version, int) and version < FORMAT_VERSION:
+        raise CacheError(
+            f"{path}: a cache of format v{version}, made by an older vjfer; this vjfer reads "
+            f"v{FORMAT_VERSION} (source identity, per-clip checksums): re-extract it with "
+            f"`vjfer extract ... --force`, or delete {path.parent}"
+        )
+    if meta.get("format") != FORMAT or version != FORMAT_VERSION:
         raise CacheError(
             f"{path}: format {meta.get('format')!r} v{meta.get('format_version')!r}, "
             f"this vjfer reads {FORMAT!r} v{FORMAT_VERSION}"
@@ -229,13 +309,15 @@ def read_shard_header(path: Path) -> dict:
             header = {
                 k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in attrs.items()
             }
-            table = {k: f[k][()] for k in VIDEO_COLUMNS}
+            _check_format(header, path)
+            table = {k: f[k][()] for k in (*VIDEO_COLUMNS, *DECODE_COLUMNS, *SOURCE_COLUMNS)}
             header["tokens_shape"] = list(f["tokens"].shape)
             header["clips_in_table"] = int(len(f["clip_video"]))
+            header["checksums"] = int(len(f["clip_checksum"]))
     except (OSError, KeyError) as err:
         raise CacheError(f"cannot read shard {path}: {err}") from err
-    _check_format(header, path)
-    table["video_id"] = [v.decode() if isinstance(v, bytes) else str(v) for v in table["video_id"]]
+    for key in ("video_id", "source_path", "source_sha256"):
+        table[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in table[key]]
     header["videos"] = table
     return header
 
@@ -280,7 +362,8 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
         shards.append({"name": shard_name(index), "video_ids": h["video_ids"],
                        "clips": h["tokens_shape"][0], "complete": True})  # fmt: skip
         for i, vid in enumerate(t["video_id"]):
-            row = {k: _plain(t[k][i]) for k in VIDEO_COLUMNS[1:]}
+            row = {k: _plain(t[k][i]) for k in (*VIDEO_COLUMNS[1:], *DECODE_COLUMNS)}
+            row["source"] = {k.removeprefix("source_"): _plain(t[k][i]) for k in SOURCE_COLUMNS}
             videos.append({"video_id": vid, "status": "ok", "shard": shard_name(index), **row})
         videos += [
             {**fail, "status": "failed", "shard": shard_name(index)} for fail in h["failures"]
@@ -295,20 +378,28 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
         "class_names": list(dataset_class_names(first["dataset"])),
         "shard_size": first["shard_size"],
         "complete": all(s["complete"] for s in shards),
-        "shards": shards, "videos": videos,
+        "shards": shards, "videos": videos, "excluded": [],
     }  # fmt: skip
     if extra:
         manifest.update(extra)
     return manifest
 
 
+def failure_lines(manifest: dict) -> list[dict]:
+    """Every video the cache does not hold, with the reason: files excluded when indexing
+    (`stage: index`) and videos that could not be decoded (`stage: decode`)."""
+    index = [{"video_id": Path(e["path"]).stem, "path": e["path"],
+              "reason": f"{e['reason']}: {e['detail']}" if e["detail"] else e["reason"],
+              "stage": "index"} for e in manifest["excluded"]]  # fmt: skip
+    decode = [{k: v[k] for k in ("video_id", "path", "reason")} | {"stage": "decode"}
+              for v in manifest["videos"] if v["status"] == "failed"]  # fmt: skip
+    return index + decode
+
+
 def write_manifest(directory: Path, manifest: dict) -> None:
     """Write manifest.json and failures.jsonl atomically."""
     directory = Path(directory)
-    failed = [v for v in manifest["videos"] if v["status"] == "failed"]
-    lines = "".join(
-        json.dumps({k: v[k] for k in ("video_id", "path", "reason")}) + "\n" for v in failed
-    )
+    lines = "".join(json.dumps(line) + "\n" for line in failure_lines(manifest))
     atomic_write_text(directory / FAILURES, lines)
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
@@ -381,12 +472,13 @@ class Cache:
         self.num_tokens: int = layout["num_tokens"]
         self.class_names: tuple[str, ...] = tuple(manifest["class_names"])
         ok = [v for v in manifest["videos"] if v["status"] == "ok"]
-        self.videos = pd.DataFrame(ok, columns=[*VIDEO_COLUMNS, "shard"])
+        self.videos = pd.DataFrame(ok, columns=[*VIDEO_COLUMNS, "shard", *DECODE_COLUMNS])
         self.videos = self.videos.sort_values("video_id", ignore_index=True)
         self.failures: list[dict] = [
             {k: v[k] for k in ("video_id", "path", "reason")}
             for v in manifest["videos"] if v["status"] == "failed"
         ]  # fmt: skip
+        self.excluded: list[dict] = list(manifest["excluded"])  # files the index left out
         self._where = {v["video_id"]: (v["shard"], v["first_clip"], v["n_clips"]) for v in ok}
         self._handles: dict[str, h5py.File] = {}
         self._pid = os.getpid()
@@ -422,10 +514,58 @@ class Cache:
         except KeyError:
             raise CacheError(f"video {video_id!r} is not in cache {self.path}") from None
 
-    def tokens(self, video_id: str) -> np.ndarray:
-        """float16 [C, V, N, D]: every cached clip of the video."""
+    def tokens(self, video_id: str, verify: bool = True) -> np.ndarray:
+        """float16 [C, V, N, D]: every cached clip of the video.
+
+        With `verify` (default), each clip's bytes are checked against its stored checksum
+        (xxh3-64, a few % of the read time, see benchmarks/RESULTS.md); a mismatch is a CacheError
+        naming the shard, video and clip.
+        """
         shard, first, n = self._locate(video_id)
-        return self._shard(shard)["tokens"][first : first + n]
+        f = self._shard(shard)
+        tokens = f["tokens"][first : first + n]
+        if verify:
+            stored = f["clip_checksum"][first : first + n]
+            for c in range(n):
+                if clip_checksum(tokens[c]) != int(stored[c]):
+                    raise CacheError(
+                        f"{self.path / shard}: clip {first + c} ({video_id}, clip {c}) does not "
+                        f"match its checksum: the shard is corrupt; run `vjfer cache verify "
+                        f"{self.path}` and re-extract that shard (delete it, rerun vjfer extract)"
+                    )
+        return tokens
+
+    def clip_checksums(self, video_id: str) -> np.ndarray:
+        """uint64 [C]: the stored xxh3-64 of each clip's bytes; compare `clip_checksum(tokens[c])`."""
+        shard, first, n = self._locate(video_id)
+        return self._shard(shard)["clip_checksum"][first : first + n]
+
+    def coverage(self) -> Coverage:
+        """Cached videos vs all the dataset's files: what "results on N of M videos" reports."""
+        return Coverage(len(self.videos), len(self.failures), len(self.excluded))
+
+    def check_structure(self) -> None:
+        """Every shard's header agrees with the manifest: index, videos, fingerprint, clip count.
+
+        Cheap (attributes and small tables only); catches a shard replaced by another's copy.
+        """
+        for index, entry in enumerate(self.manifest["shards"]):
+            path = self.path / entry["name"]
+            h = read_shard_header(path)
+            want = sum(int(v["n_clips"]) for v in self.manifest["videos"]
+                       if v["status"] == "ok" and v["shard"] == entry["name"])  # fmt: skip
+            got = {"index": h["index"], "video_ids": h["video_ids"], "fingerprint": h["fingerprint"],
+                   "clips": h["tokens_shape"][0], "checksums": h["checksums"]}  # fmt: skip
+            expected = {"index": index, "video_ids": entry["video_ids"],
+                        "fingerprint": self.fingerprint, "clips": want, "checksums": want}  # fmt: skip
+            for key, value in got.items():
+                if value != expected[key]:
+                    shown = lambda x: x[:3] if isinstance(x, list) else x  # noqa: E731
+                    raise CacheError(
+                        f"{path}: {key} {shown(value)!r}, the manifest expects "
+                        f"{shown(expected[key])!r}: this shard is not the one the manifest lists "
+                        f"(replaced or copied?); re-extract it (delete it, rerun vjfer extract)"
+                    )
 
     def clip_frames(self, video_id: str) -> np.ndarray:
         """int [C, 16]: the frame indices of each cached clip of the video."""
@@ -490,18 +630,58 @@ def _is_complete(directory: Path) -> bool:
         return False
 
 
-def open_cache(path: str | Path) -> Cache:
-    """Open a complete cache directory (or its manifest.json); CacheError if incomplete or foreign."""
+EXTRACT_RECORD = "extract.json"  # the extraction's options and environment (vjfer.extract)
+
+
+def resume_command(directory: Path) -> str:
+    """The `vjfer extract` command that resumes the cache in `directory` (from extract.json)."""
+    try:
+        config = json.loads((Path(directory) / EXTRACT_RECORD).read_text(encoding="utf-8"))[
+            "config"
+        ]
+    except (OSError, ValueError, KeyError):
+        return "the `vjfer extract` command that made it (same options)"
+    words = ["vjfer", "extract", "--dataset", config["dataset"], "--root", config["root"],
+             "--encoder", config["encoder"], "--cache", config["cache_root"]]  # fmt: skip
+    if config["checkpoint"]:
+        words += ["--checkpoint", config["checkpoint"]]
+    for key in ("weights", "plan", "views", "hop", "shard_size", "limit", "max_lost_frames"):
+        if config.get(key) is not None:
+            words += [f"--{key.replace('_', '-')}", str(config[key])]
+    return "`" + " ".join(words) + "`"
+
+
+def incomplete_message(directory: Path) -> str:
+    """ "cache X is incomplete (k of n shards): resume it with `vjfer extract ...`"."""
+    directory = Path(directory)
+    done = sorted(p.name for p in directory.glob("shard-*.h5") if SHARD_PATTERN.match(p.name))
+    try:
+        total = read_shard_header(directory / done[0])["num_shards"] if done else "?"
+    except CacheError:
+        total = "?"
+    return (f"cache {directory} is incomplete ({len(done)} of {total} shards complete, no "
+            f"finished manifest): an extraction was interrupted or is running; resume it with "
+            f"{resume_command(directory)}")  # fmt: skip
+
+
+def open_cache(path: str | Path, check: bool = True) -> Cache:
+    """Open a complete cache directory (or its manifest.json); CacheError if incomplete, foreign,
+    or (with `check`) a shard disagrees with the manifest (`Cache.check_structure`)."""
     path = Path(path)
     directory = path.parent if path.name == MANIFEST else path
+    if not (directory / MANIFEST).exists() and any(directory.glob("shard-*.h5*")):
+        raise CacheError(incomplete_message(directory))
     manifest = read_manifest(directory)
     if not manifest["complete"]:
         missing = [s["name"] for s in manifest["shards"] if not s["complete"]]
         raise CacheError(
             f"cache {directory} is incomplete ({directory / MANIFEST}): {len(missing)} shard(s) "
-            f"missing, first {missing[0]}; rerun the extraction to finish it"
+            f"missing, first {missing[0]}; resume it with {resume_command(directory)}"
         )
-    return Cache(directory, manifest)
+    cache = Cache(directory, manifest)
+    if check:
+        cache.check_structure()
+    return cache
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,7 +707,8 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
             raise
         manifest, stale = None, True
     if stale and rebuild:
-        extra = {"config": manifest["config"]} if manifest and "config" in manifest else None
+        kept = ("config", "excluded")  # what the shards do not carry
+        extra = {k: manifest[k] for k in kept if k in manifest} if manifest else None
         manifest = manifest_from_shards(directory, extra)
         write_manifest(directory, manifest)
         rebuilt = True
@@ -543,6 +724,11 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
         "videos": len(ok), "failed": len(failed), "clips": sum(v["n_clips"] for v in ok),
         "bytes": sum(p.stat().st_size for p in files if p.exists()),
         "failures": [{k: v[k] for k in ("video_id", "path", "reason")} for v in failed],
+        "excluded": manifest["excluded"],
+        "partial": [{k: v[k] for k in ("video_id", "n_frames", "lost_frames", "container_frames")}
+                    for v in ok if v["lost_frames"] > 0],
+        "one_frame": sum(v["n_frames"] == 1 for v in ok),
+        "shorter_than_clip": sum(v["n_frames"] < CLIP_SPAN for v in ok),
     }  # fmt: skip
 
 
@@ -556,16 +742,27 @@ def format_cache_info(info: dict) -> str:
         f"dataset     {info['dataset']}",
         f"fingerprint {info['fingerprint']}",
         f"state       {state}: {info['shards_complete']}/{info['shards']} shards",
-        f"videos      {info['videos']} cached, {info['failed']} failed",
+        f"videos      {info['videos']} cached, {info['failed']} failed, "
+        f"{len(info['excluded'])} excluded when indexing",
+        f"short       {info['one_frame']} of 1 frame, {info['shorter_than_clip']} shorter than a "
+        f"clip ({CLIP_SPAN} frames; kept, padded as the reference pads)",
+        f"partial     {len(info['partial'])} kept with lost frames (below --max-lost-frames)",
         f"clips       {info['clips']}  tokens per clip [V={lay['num_views']}, N={lay['num_tokens']}"
         f", D={lay['embed_dim']}] {lay['dtype']}, grid {tuple(lay['grid'])}",
         f"size        {info['bytes'] / 1e9:.3f} GB",
         "settings:",
         *(f"  {k}: {canonical_json(v)}" for k, v in sorted(info["settings"].items())),
     ]
+    if info["partial"]:
+        lines.append("partial decodes kept:")
+        lines += [f"  {p['video_id']}: {p['n_frames']} frames decoded, {p['lost_frames']} lost "
+                  f"(container lists {p['container_frames']})" for p in info["partial"]]  # fmt: skip
     if info["failures"]:
         lines.append("failures:")
         lines += [f"  {f['video_id']}: {f['reason']}" for f in info["failures"]]
+    if info["excluded"]:
+        lines.append("excluded when indexing:")
+        lines += [f"  {e['path']}: {e['reason']}" for e in info["excluded"]]
     return "\n".join(lines)
 
 
@@ -609,6 +806,8 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
         problems.append(
             f"{path.name}: fingerprint {h['fingerprint'][:8]}, manifest {expect['fingerprint'][:8]}"
         )
+    if h["index"] != int(SHARD_PATTERN.match(path.name)[1]):
+        problems.append(f"{path.name}: its header says shard {h['index']} (a copy of another?)")
     if h["tokens_shape"] != want or h["clips_in_table"] != want[0]:
         problems.append(f"{path.name}: tokens {h['tokens_shape']}, manifest implies {want}")
     table = h["videos"]
@@ -623,23 +822,41 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
                 problems.append(
                     f"{path.name}: {v['video_id']} {col}={int(table[col][i])}, manifest {v[col]}"
                 )
+    if h["checksums"] != h["tokens_shape"][0]:
+        problems.append(f"{path.name}: {h['checksums']} checksums for {h['tokens_shape'][0]} clips")
+        return
+
+    def video_of(clip: int) -> str:
+        return next(v["video_id"] for v in videos
+                    if v["first_clip"] <= clip < v["first_clip"] + v["n_clips"])  # fmt: skip
+
     with h5py.File(path, "r") as f:
-        tokens = f["tokens"]
-        for start in range(0, tokens.shape[0], 16):  # 16 clips: <= 190 MB at ViT-H 384
-            block = tokens[start : start + 16]
-            if not np.isfinite(block).all():
-                bad = start + int(
-                    np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(1))[0, 0]
-                )
-                vid = next(v["video_id"] for v in videos
-                           if v["first_clip"] <= bad < v["first_clip"] + v["n_clips"])  # fmt: skip
-                problems.append(f"{path.name}: NaN/Inf in tokens of clip {bad} ({vid})")
-                break
+        tokens, stored = f["tokens"], f["clip_checksum"][()]
+        dsid, clip_shape = tokens.id, tokens.shape[1:]
+        nonfinite = None
+        for c in range(tokens.shape[0]):  # the raw chunk: exactly the bytes the checksum covers
+            _, raw = dsid.read_direct_chunk((c, 0, 0, 0))
+            if clip_checksum(raw) != int(stored[c]):
+                problems.append(f"{path.name}: clip {c} ({video_of(c)}) does not match its "
+                                f"checksum: corrupt; re-extract this shard")  # fmt: skip
+                continue
+            clip = np.frombuffer(raw, TOKEN_DTYPE)
+            if (
+                nonfinite is None
+                and len(clip) == np.prod(clip_shape)
+                and not np.isfinite(clip).all()
+            ):
+                nonfinite = c
+        if nonfinite is not None:
+            problems.append(
+                f"{path.name}: NaN/Inf in tokens of clip {nonfinite} ({video_of(nonfinite)})"
+            )
 
 
 def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyReport:
-    """Open every shard, check shapes and counts against the manifest, scan tokens for NaN/Inf, and
-    (given the dataset's `records`, anything with `.video_id`) check every video is cached or failed."""
+    """Open every shard, check headers, shapes and counts against the manifest, every clip's
+    checksum, scan tokens for NaN/Inf, and (given the dataset's `records`, anything with
+    `.video_id`) check every video is cached or failed."""
     directory = Path(path)
     directory = directory.parent if directory.name == MANIFEST else directory
     manifest = read_manifest(directory)

@@ -43,6 +43,17 @@ def _dataset_root(dataset: str, root: Path | None) -> Path:
     raise click.UsageError(f"give the {dataset} folder with --root DIR or set {env}")
 
 
+def _reject_checkpoint_for_tiny(encoder: str, checkpoint: Path | None) -> None:
+    """--checkpoint on the command line with the tiny encoder (which has none) is an error; one
+    from VJFER_CHECKPOINT is ignored, as the variable serves the real encoders."""
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("checkpoint") == click.core.ParameterSource.COMMANDLINE
+    if encoder == "tiny" and checkpoint is not None and given:
+        raise click.UsageError(
+            "--checkpoint does not apply to --encoder tiny (seeded random weights); drop it"
+        )
+
+
 def _echo_lines(text: str) -> None:
     click.echo(text.rstrip("\n"))
 
@@ -138,12 +149,17 @@ def _extract_options(f):
         click.option("--plan", type=click.Choice(CLIP_PLANS), default=d["plan"].default, show_default=True, help="Clip plan."),
         click.option("--views", type=click.Choice(VIEWS), default=d["views"].default, show_default=True, help="Spatial views."),
         click.option("--batch-size", type=int, default=d["batch_size"].default, show_default=True, help="Clips per encoder call."),
-        click.option("--workers", type=int, default=d["workers"].default, show_default=True, help="Decoding processes (per rank under torchrun)."),
+        click.option("--workers", type=int, default=d["workers"].default, help="Decoding processes (per rank under torchrun); default: one per core but one, at most 8, never more than the cores."),
         click.option("--device", default=d["device"].default, show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--limit", type=int, default=None, help="Only the first N videos (sorted by id)."),
         click.option("--shard-size", type=int, default=d["shard_size"].default, show_default=True, help="Videos per shard."),
         click.option("--force", is_flag=True, help="Rebuild this cache from scratch."),
         click.option("--allow-low-disk", is_flag=True, help="Start even when the size estimate exceeds free disk."),
+        click.option("--max-lost-frames", type=click.FloatRange(0, 1), default=d["max_lost_frames"].default, show_default=True,
+                     help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`)."),
+        click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
+        click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
+                     show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -161,6 +177,9 @@ def extract(no_progress: bool, root: Path | None, dataset: str, **options) -> No
     """
     from vjfer.extract import ExtractConfig, extract, format_plan, format_summary, plan_extraction
 
+    _reject_checkpoint_for_tiny(options["encoder"], options["checkpoint"])
+    if options["encoder"] == "tiny":
+        options["checkpoint"] = None  # from VJFER_CHECKPOINT: meant for the real encoders
     config = ExtractConfig(dataset=dataset, root=_dataset_root(dataset, root), **options)
     plan = plan_extraction(config)
     if plan.rank == 0:
