@@ -313,3 +313,17 @@ def test_manifest_write_on_a_full_disk_names_the_file(cache_dir: Path, monkeypat
     ):
         write_manifest(cache_dir, manifest)
     assert not [p for p in cache_dir.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_reader_without_per_read_checks_can_check_a_sample(tmp_path: Path):
+    entries = [make_entry(i, clips=2, dim=512) for i in range(4)]
+    directory = build_cache(tmp_path / "c", SETTINGS, entries, dataset="ravdess", grid=GRID,
+                            shard_size=2)  # fmt: skip
+    shard = directory / shard_name(0)
+    data = bytearray(shard.read_bytes())
+    data[_token_offset(shard, 3) + 100] ^= 1  # vid-001, clip 1
+    shard.write_bytes(bytes(data))
+    cache = open_cache(directory, verify=False)
+    assert cache.tokens("vid-001").shape == (2, 1, 8, 512)  # not checked
+    with pytest.raises(CacheError, match=r"clip 3 \(vid-001, clip 1\) does not match its checksum"):
+        cache.verify_sample(clips=100)

@@ -459,9 +459,10 @@ class Cache:
     The object pickles without its handles, so each DataLoader worker opens its own.
     """
 
-    def __init__(self, path: Path, manifest: dict):
+    def __init__(self, path: Path, manifest: dict, verify: bool = True):
         self.path = Path(path)
         self.manifest = manifest
+        self.verify = verify  # the default of `tokens(verify=...)`
         self.settings: dict = manifest["settings"]
         self.fingerprint: str = manifest["fingerprint"]
         self.dataset: str = manifest["dataset"]
@@ -514,31 +515,47 @@ class Cache:
         except KeyError:
             raise CacheError(f"video {video_id!r} is not in cache {self.path}") from None
 
-    def tokens(self, video_id: str, verify: bool = True) -> np.ndarray:
+    def tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
         """float16 [C, V, N, D]: every cached clip of the video.
 
-        With `verify` (default), each clip's bytes are checked against its stored checksum
-        (xxh3-64, a few % of the read time, see benchmarks/RESULTS.md); a mismatch is a CacheError
-        naming the shard, video and clip.
+        Each clip is one uncompressed chunk, read straight into the result (no HDF5 selection).
+        With `verify` (default: the cache's `verify`, on unless opened with verify=False), each
+        clip's bytes are checked against its stored checksum (xxh3-64, while they are still in the
+        CPU cache; 12-21 % of the read time on a 2-core VM, see benchmarks/RESULTS.md); a mismatch
+        is a CacheError naming the shard, video and clip.
         """
+        verify = self.verify if verify is None else verify
         shard, first, n = self._locate(video_id)
         f = self._shard(shard)
-        tokens = f["tokens"][first : first + n]
-        if verify:
-            stored = f["clip_checksum"][first : first + n]
-            for c in range(n):
-                if clip_checksum(tokens[c]) != int(stored[c]):
-                    raise CacheError(
-                        f"{self.path / shard}: clip {first + c} ({video_id}, clip {c}) does not "
-                        f"match its checksum: the shard is corrupt; run `vjfer cache verify "
-                        f"{self.path}` and re-extract that shard (delete it, rerun vjfer extract)"
-                    )
-        return tokens
+        dataset = f["tokens"]
+        out = np.empty((n, *dataset.shape[1:]), dtype=TOKEN_DTYPE)
+        stored = f["clip_checksum"][first : first + n] if verify else None
+        dsid = dataset.id
+        for c in range(n):
+            dsid.read_direct_chunk((first + c, 0, 0, 0), out=out[c].reshape(-1).view(np.uint8))
+            if verify and clip_checksum(out[c]) != int(stored[c]):
+                raise CacheError(
+                    f"{self.path / shard}: clip {first + c} ({video_id}, clip {c}) does not "
+                    f"match its checksum: the shard is corrupt; run `vjfer cache verify "
+                    f"{self.path}` and re-extract that shard (delete it, rerun vjfer extract)"
+                )
+        return out
 
     def clip_checksums(self, video_id: str) -> np.ndarray:
         """uint64 [C]: the stored xxh3-64 of each clip's bytes; compare `clip_checksum(tokens[c])`."""
         shard, first, n = self._locate(video_id)
         return self._shard(shard)["clip_checksum"][first : first + n]
+
+    def verify_sample(self, clips: int = 64, seed: int = 0) -> int:
+        """Check the checksums of `clips` clips drawn at random (all when fewer): the cheap check
+        for a reader that opened the cache with verify=False. Returns the number checked."""
+        where = [(v, c) for v, n in zip(self.videos["video_id"], self.videos["n_clips"], strict=True)
+                 for c in range(n)]  # fmt: skip
+        rng = np.random.default_rng(seed)
+        picked = rng.choice(len(where), size=min(clips, len(where)), replace=False)
+        for video_id in sorted({where[i][0] for i in picked}):
+            self.tokens(video_id, verify=True)  # whole videos: a clip read alone costs the same
+        return len(picked)
 
     def coverage(self) -> Coverage:
         """Cached videos vs all the dataset's files: what "results on N of M videos" reports."""
@@ -664,9 +681,10 @@ def incomplete_message(directory: Path) -> str:
             f"{resume_command(directory)}")  # fmt: skip
 
 
-def open_cache(path: str | Path, check: bool = True) -> Cache:
+def open_cache(path: str | Path, check: bool = True, verify: bool = True) -> Cache:
     """Open a complete cache directory (or its manifest.json); CacheError if incomplete, foreign,
-    or (with `check`) a shard disagrees with the manifest (`Cache.check_structure`)."""
+    or (with `check`) a shard disagrees with the manifest (`Cache.check_structure`). `verify` is
+    the default of `Cache.tokens(verify=...)`: every clip read is checked against its checksum."""
     path = Path(path)
     directory = path.parent if path.name == MANIFEST else path
     if not (directory / MANIFEST).exists() and any(directory.glob("shard-*.h5*")):
@@ -678,7 +696,7 @@ def open_cache(path: str | Path, check: bool = True) -> Cache:
             f"cache {directory} is incomplete ({directory / MANIFEST}): {len(missing)} shard(s) "
             f"missing, first {missing[0]}; resume it with {resume_command(directory)}"
         )
-    cache = Cache(directory, manifest)
+    cache = Cache(directory, manifest, verify=verify)
     if check:
         cache.check_structure()
     return cache

@@ -97,9 +97,15 @@ def cli(verbose: bool) -> None:
 @click.option("--modality", "modalities", type=click.IntRange(1, 2), multiple=True,
               help="RAVDESS modality to keep: 1 audio-video, 2 video-only (repeatable; default both).")  # fmt: skip
 @click.option("--song", is_flag=True, help="RAVDESS: keep song (VV 02) instead of speech.")
-def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bool) -> None:
+@click.option(
+    "--all", "show_all", is_flag=True, help="List every excluded file (default: a few per reason)."
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every excluded file with its reason to this CSV file.")  # fmt: skip
+def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bool,
+          show_all: bool, csv_path: Path | None) -> None:  # fmt: skip
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
-    from vjfer.datasets import format_summary, scan_dataset, summarize
+    from vjfer.datasets import format_summary, scan_dataset, summarize, write_excluded_csv
 
     options = {}
     if dataset == "ravdess":
@@ -107,7 +113,12 @@ def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bo
     elif modalities or song:
         raise click.UsageError("--modality and --song apply to RAVDESS only")
     found = scan_dataset(dataset, _dataset_root(dataset, root), **options)
-    _echo_lines(format_summary(summarize(found)))
+    summary = summarize(found)
+    _echo_lines(format_summary(summary, show_all=show_all))
+    if csv_path is not None:
+        click.echo(
+            f"{len(found.excluded)} excluded files written to {write_excluded_csv(summary, csv_path)}"
+        )
 
 
 # ------------------------------------------------------------------------------------- encoders
