@@ -10,27 +10,35 @@ import errno
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import av
+import h5py
 import numpy as np
 import pytest
 import torch
 
+import vjfer
 from vjfer import cache
+from vjfer import video as video_module
 from vjfer.cache import MANIFEST, open_cache, verify_cache
 from vjfer.datasets import index_dataset
 from vjfer.encoders import load_encoder
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract import (
     TYPICAL_FRAMES,
+    CacheLock,
     ExtractConfig,
+    decode_workers,
     extract,
     format_plan,
     format_summary,
@@ -471,3 +479,85 @@ def test_decoding_does_not_depend_on_the_workers(partial_root, encoder, tmp_path
     one = run(config_for(partial_root, tmp_path / "a", workers=0, max_lost_frames=0.9), encoder)
     two = run(config_for(partial_root, tmp_path / "b", workers=2, max_lost_frames=0.9), encoder)
     assert digests(one.cache_dir) == digests(two.cache_dir)
+
+
+# ---- locks, hangs, out-of-memory, threads, environment (items 5-7) -----------------------------
+
+
+def test_a_second_extraction_refuses_at_once_naming_the_first(root, encoder, tmp_path):
+    config = config_for(root, tmp_path)
+    directory = plan_extraction(config, encoder=encoder).directory
+    holder = CacheLock(directory).acquire()  # another open file description: as another process
+    try:
+        who = rf"pid {os.getpid()} on host {re.escape(socket.gethostname())}"
+        with pytest.raises(
+            CacheError, match=rf"{directory} is being written by another vjfer extract \({who}\)"
+        ):
+            plan_extraction(config, encoder=encoder)
+    finally:
+        holder.release()
+    assert run(config, encoder).shards_written == 4
+
+
+class _SmallGPU:
+    """The tiny encoder behind a fake device that runs out of memory above 2 clips per call."""
+
+    def __init__(self, encoder):
+        self._encoder, self.calls = encoder, []
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def encode(self, x):
+        self.calls.append(len(x))
+        if len(x) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return self._encoder.encode(x)
+
+
+def test_out_of_memory_halves_the_batch_and_records_it(root, encoder, clean, tmp_path, caplog):
+    small = _SmallGPU(encoder)
+    summary = run(config_for(root, tmp_path, batch_size=8), small)
+    assert summary.videos_done == 8 and max(small.calls[-5:]) == 2
+    assert "encoding 4 clips per call" in caplog.text and "encoding 2 clips per call" in caplog.text
+    for shard in sorted(summary.cache_dir.glob("shard-*.h5")):
+        with h5py.File(shard, "r") as f:
+            assert f.attrs["encode_batch_size"] == 2
+    ours, theirs = open_cache(summary.cache_dir), open_cache(clean.cache_dir)
+    for video_id in theirs.videos.video_id:  # batch 2 vs batch 4: equal to fp16 rounding
+        np.testing.assert_allclose(ours.tokens(video_id).astype(np.float32),
+                                   theirs.tokens(video_id).astype(np.float32), atol=2e-3, rtol=2e-3)  # fmt: skip
+
+
+def test_a_hanging_decode_becomes_a_failure(root, encoder, tmp_path, monkeypatch):
+    slow_stem = sorted(
+        p.stem for p in root.rglob("0*.mp4") if p.stem not in BAD and p.stem != EMPTY
+    )[0]
+    original = video_module._clean_frames
+
+    def stalling(path, *args, **kwargs):
+        for frame in original(path, *args, **kwargs):
+            if path.stem == slow_stem:
+                time.sleep(0.3)  # a stream that stalls FFmpeg
+            yield frame
+
+    monkeypatch.setattr(video_module, "_clean_frames", stalling)
+    summary = run(config_for(root, tmp_path, decode_timeout=0.5), encoder)
+    reasons = {f["video_id"]: f["reason"] for f in summary.failures}
+    assert reasons[slow_stem] == "decoding timed out after 0.5 s (--decode-timeout)"
+    assert summary.videos_done == 7
+
+
+def test_workers_never_exceed_the_cores_and_runs_record_their_environment(
+    root, encoder, clean, tmp_path, recwarn
+):
+    assert decode_workers(None, 2) == 1 and decode_workers(None, 64) == 8
+    assert decode_workers(4, 2) == 2 and decode_workers(0, 2) == 0
+    summary = run(config_for(root, tmp_path, workers=16), encoder)
+    assert digests(summary.cache_dir) == digests(clean.cache_dir)
+    assert not [w for w in recwarn if "worker" in str(w.message)]  # no DataLoader warning
+    record = json.loads((summary.cache_dir / "extract.json").read_text())
+    env = record["environment"]
+    assert env["torch"] == torch.__version__ and env["python"] == platform.python_version()
+    assert env["vjfer"] == vjfer.__version__ and env["cpus"] >= 1 and "platform" in env
+    assert record["config"]["workers"] == 16

@@ -669,16 +669,17 @@ def resume_command(directory: Path) -> str:
 
 
 def incomplete_message(directory: Path) -> str:
-    """ "cache X is incomplete (k of n shards): resume it with `vjfer extract ...`"."""
+    """Names an incomplete cache and the `vjfer extract` command that resumes it."""
     directory = Path(directory)
     done = sorted(p.name for p in directory.glob("shard-*.h5") if SHARD_PATTERN.match(p.name))
     try:
-        total = read_shard_header(directory / done[0])["num_shards"] if done else "?"
-    except CacheError:
-        total = "?"
-    return (f"cache {directory} is incomplete ({len(done)} of {total} shards complete, no "
-            f"finished manifest): an extraction was interrupted or is running; resume it with "
-            f"{resume_command(directory)}")  # fmt: skip
+        count = f"{len(done)} of {read_shard_header(directory / done[0])['num_shards']}"
+    except (IndexError, CacheError):
+        count = f"{len(done)}"
+    return (
+        f"cache {directory} is incomplete ({count} shards complete, no finished manifest): an "
+        f"extraction was interrupted or is running; resume it with {resume_command(directory)}"
+    )
 
 
 def open_cache(path: str | Path, check: bool = True, verify: bool = True) -> Cache:

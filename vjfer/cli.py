@@ -283,6 +283,11 @@ def _one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = 
         f" with fingerprint {fingerprint}" if fingerprint else ""
     )
     if not found:
+        from vjfer.cache import incomplete_message
+
+        partial = [p for p in find_caches(cache_root) if p not in find_caches(cache_root, True)]
+        if partial and (dataset is None or partial[0].parent.name == dataset):
+            raise CacheError(incomplete_message(partial[0]))
         raise ConfigError(
             f"no {what} under {cache_root}: run `vjfer extract` first, or give --cache"
         )
@@ -415,17 +420,29 @@ def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str)
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), envvar="VJFER_CHECKPOINT",
               help="The encoder checkpoint the run's cache was made with (or VJFER_CHECKPOINT).")  # fmt: skip
 @click.option("--fold", type=int, help="Use one fold's probe (default: all folds averaged).")
+@click.option("--folds", help="Comma-separated folds whose probes to average, e.g. 1,2,4,5 (needed "
+              "when a fold's probe.pt is missing).")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--clips", is_flag=True, help="Also print the per-clip timeline.")
 def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fold: int | None,
-            device: str, as_json: bool, clips: bool) -> None:  # fmt: skip
+            folds: str | None, device: str, as_json: bool, clips: bool) -> None:  # fmt: skip
     """Emotion of each VIDEO (any format FFmpeg reads) with a trained probe run."""
     from vjfer.predict import format_prediction, predict_videos
     from vjfer.probe.train import resolve_device
 
-    result = predict_videos(videos, run_dir, checkpoint=checkpoint, fold=fold,
-                            device=str(resolve_device(device)))  # fmt: skip
+    if fold is not None and folds:
+        raise click.UsageError("give --fold or --folds, not both")
+    try:
+        fold_list = [int(k) for k in folds.split(",")] if folds else None
+    except ValueError:
+        raise click.UsageError(
+            f"--folds takes comma-separated fold numbers, got {folds!r}"
+        ) from None
+    source = click.get_current_context().get_parameter_source("checkpoint")
+    result = predict_videos(videos, run_dir, checkpoint=checkpoint, fold=fold, folds=fold_list,
+                            device=str(resolve_device(device)),
+                            checkpoint_given=source == click.core.ParameterSource.COMMANDLINE)  # fmt: skip
     if as_json:
         out = {"videos": result.videos.to_dict(orient="records"), "failures": result.failures}
         if clips:
