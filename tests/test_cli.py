@@ -7,6 +7,7 @@ the files each stage writes and that their numbers agree with each other.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -111,12 +112,28 @@ def test_cross_counts_add_up(pipeline):
             assert scores["n_kept"] + scores["n_dropped"] == scores["n_total"] == 50
             # merge on the label side: surprised videos (10) are dropped, calm ones count as neutral
             assert scores["n_dropped"] == 10
+    assert (
+        "ravdess: results on 50 of 50 videos, 0 failed / excluded" in pipeline["out"]["cross-c2r"]
+    )
+    coverage = json.loads(
+        (pipeline["runs"] / "cross-crema-d-to-ravdess-merge" / "coverage.json").read_text()
+    )
+    assert (coverage["videos"], coverage["total"], coverage["failed"], coverage["excluded"]) == (
+        50,
+        50,
+        0,
+        0,
+    )
 
 
 def test_report_tables_and_figures(pipeline):
     out = pipeline["tmp"] / "report"
     written = run("report", pipeline["runs"], "--out", out, "--cache", pipeline["cache"])
     assert str(out / "report.md") in written
+    report = (out / "report.md").read_text()
+    assert re.search(
+        r"- ravdess cache tiny-64-\w+: results on 50 of 50 videos, 0 failed / excluded", report
+    )
     table2 = pd.read_csv(out / "table2.csv")
     assert set(table2["Dataset"]) >= {"RAVDESS", "CREMA-D"}
     assert len(pd.read_csv(out / "table4.csv")) >= 3

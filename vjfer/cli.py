@@ -6,6 +6,7 @@ defaults from `ExtractConfig` and `TrainConfig`, so each default lives in one pl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -377,9 +378,17 @@ def cross(
         raise click.UsageError("--train and --test must be different datasets")
     run_dir = run_dir or find_probe_run(runs, source)
     target_cache = find_target_cache(cache_root, target, run_dir)
+    from vjfer.cache import open_cache
+
+    coverage = open_cache(target_cache).coverage()
     for handling in ("drop", "merge") if calm == "both" else (calm,):
         result = cross_evaluate(run_dir, target_cache, handling, out_root=runs, device=device)
         _echo_lines(render_markdown(cross_table(result)))
+        (result.out_dir / "coverage.json").write_text(
+            json.dumps({**dataclasses.asdict(coverage), "total": coverage.total,
+                        "text": str(coverage)}, indent=1)
+        )  # fmt: skip
+        click.echo(f"{target}: {coverage}")
         click.echo(f"written to {result.out_dir}\n")
 
 
