@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
 import multiprocessing
 import os
 import pickle
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,7 +85,7 @@ def test_round_trip(cache_dir: Path):
     cache = open_cache(cache_dir)
     assert list(cache.videos.columns) == [
         "video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips", "shard",
-        "lost_frames", "container_frames",
+        "lost_frames", "container_frames", "alias_of",
     ]  # fmt: skip
     assert list(cache.videos["video_id"]) == [e.video_id for e in ENTRIES]
     assert (cache.grid, cache.num_tokens, cache.embed_dim, cache.num_views) == (GRID, 8, 4, 1)
@@ -327,3 +329,23 @@ def test_a_reader_without_per_read_checks_can_check_a_sample(tmp_path: Path):
     assert cache.tokens("vid-001").shape == (2, 1, 8, 512)  # not checked
     with pytest.raises(CacheError, match=r"clip 3 \(vid-001, clip 1\) does not match its checksum"):
         cache.verify_sample(clips=100)
+
+
+def test_a_video_sharing_another_stream_reads_its_tokens_stored_once(tmp_path: Path):
+    entries = [make_entry(i, clips=1 + i % 3) for i in range(4)]
+    twin = dataclasses.replace(make_entry(2, clips=1), video_id="vid-002-twin", label=5,
+                               alias_of="vid-002")  # fmt: skip
+    directory = build_cache(tmp_path / "c", SETTINGS, [*entries, twin], dataset="ravdess",
+                            grid=GRID, shard_size=2)  # fmt: skip
+    cache = open_cache(directory)
+    row = cache.videos.set_index("video_id").loc["vid-002-twin"]
+    assert (row.label, row.alias_of, row.shard) == (5, "vid-002", "shard-00001.h5")
+    np.testing.assert_array_equal(cache.tokens("vid-002-twin"), entries[2].tokens)
+    assert cache.num_clips == sum(len(e.frames) for e in entries)  # stored once
+    with h5py.File(directory / shard_name(1), "r") as f:
+        assert f["tokens"].shape[0] == 3 + 1  # vid-002 (3 clips) and vid-003 (1): no twin copy
+        assert json.loads(f.attrs["aliases"]) == {"vid-002-twin": "vid-002"}
+    assert verify_cache(directory).ok, str(verify_cache(directory))
+    info = cache_info(directory)
+    assert (info["videos"], info["shared"], info["clips"]) == (5, 1, cache.num_clips)
+    assert re.search(r"shared\s+1 videos share the identical video stream", format_cache_info(info))

@@ -62,6 +62,15 @@ def test_index_prints_counts(pipeline):
     out = run("index", "--dataset", "ravdess", "--root", pipeline["roots"]["ravdess"])
     # 5 actors x 5 emotions x 1 statement x 1 repetition x 2 video modalities (speech only)
     assert "50" in out and "neutral" in out and "audio-only" in out
+    out = run(
+        "index", "--dataset", "ravdess", "--root", pipeline["roots"]["ravdess"], "--duplicates"
+    )
+    found = re.search(
+        r"duplicates: (\d+) videos have the identical video stream of another \((\d+) groups\)", out
+    )
+    assert found and (int(found[1]), int(found[2])) == (25, 25)  # every 02 file has its 01 twin
+    info = run("cache", "info", pipeline["cache"] / "ravdess")
+    assert re.search(r"shared\s+25 videos share the identical video stream of another", info)
 
 
 def test_index_without_root_names_the_variable(monkeypatch):

@@ -94,7 +94,9 @@ def encoder():
 
 
 def config_for(root: Path, cache_root: Path, **options) -> ExtractConfig:
-    defaults = dict(encoder="tiny", shard_size=3, batch_size=4, workers=0)
+    # dedup off: the pairs of identical streams (01/02) stay separate videos, as before issue 14;
+    # test_identical_streams_are_encoded_once covers the default
+    defaults = dict(encoder="tiny", shard_size=3, batch_size=4, workers=0, dedup=False)
     return ExtractConfig(
         dataset="ravdess", root=root, cache_root=cache_root, **{**defaults, **options}
     )
@@ -238,7 +240,7 @@ def append(self, entry):  # die (SIGKILL) after the first video written to shard
         os.kill(os.getpid(), signal.SIGKILL)
 cache.ShardWriter.append = append
 config = extract.ExtractConfig(dataset="ravdess", root=Path(sys.argv[1]), encoder="tiny",
-    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0)
+    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0, dedup=False)
 extract.extract(config, progress=False)
 """
 
@@ -271,7 +273,7 @@ import sys
 from pathlib import Path
 from vjfer.extract import ExtractConfig, extract
 config = ExtractConfig(dataset="ravdess", root=Path(sys.argv[1]), encoder="tiny",
-    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0)
+    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0, dedup=False)
 summary = extract(config, progress=False, stall_timeout=60)
 print("RANK-SUMMARY", summary.shards_written, summary.complete)
 """
@@ -561,3 +563,31 @@ def test_workers_never_exceed_the_cores_and_runs_record_their_environment(
     assert env["torch"] == torch.__version__ and env["python"] == platform.python_version()
     assert env["vjfer"] == vjfer.__version__ and env["cpus"] >= 1 and "platform" in env
     assert record["config"]["workers"] == 16
+
+
+# ---- identical video streams (item 8) ---------------------------------------------------------
+
+
+def test_identical_streams_are_encoded_once(root, encoder, clean, tmp_path):
+    """The synthetic RAVDESS, like the real one, has each trial as video-only (02) and the same
+    video packets plus audio (01): each pair is decoded and encoded once, stored once."""
+    summary = run(config_for(root, tmp_path, dedup=True), encoder)
+    assert (summary.videos_done, summary.videos_shared, summary.failed) == (8, 4, 3)
+    assert "(4 of them share an identical video stream: stored once)" in format_summary(summary)
+    c, full = open_cache(summary.cache_dir), open_cache(clean.cache_dir)
+    assert list(c.videos.video_id) == list(full.videos.video_id)  # every id, labels per file
+    assert list(c.videos.label) == list(full.videos.label) and list(c.videos.fold) == list(
+        full.videos.fold
+    )
+    shared = c.videos[c.videos.alias_of != ""]
+    assert sorted(shared.video_id) == sorted(v for v in c.videos.video_id if v.startswith("02-"))
+    for row in shared.itertuples():
+        assert row.alias_of == "01" + row.video_id[2:]  # its audio-video twin
+        np.testing.assert_array_equal(c.tokens(row.video_id), c.tokens(row.alias_of))
+        np.testing.assert_allclose(c.tokens(row.video_id).astype(np.float32),
+                                   full.tokens(row.video_id).astype(np.float32), atol=2e-2)  # fmt: skip
+    assert c.num_clips * 2 == full.num_clips  # half the tokens
+    info = cache.cache_info(summary.cache_dir)
+    assert info["shared"] == 4 and verify_cache(summary.cache_dir).ok
+    again = run(config_for(root, tmp_path, dedup=True), encoder)  # digests from streams.json
+    assert (again.shards_written, again.videos_cached) == (0, 8)

@@ -66,6 +66,7 @@ class VideoEntry:
     lost_frames: int = 0  # frames that failed to decode (kept below --max-lost-frames)
     container_frames: int = -1  # frames the container's index lists; -1 when it lists none
     source: object | None = None  # a video.SourceIdentity (path, size, mtime_ns, sha256)
+    alias_of: str = ""  # the video whose tokens this one shares (an identical video stream)
 
 
 @dataclass
@@ -170,6 +171,7 @@ class ShardWriter:
         self.rows: list[VideoEntry] = []
         self.failures: list[dict] = []
         self.checksums: list[int] = []
+        self.aliases: list[VideoEntry] = []  # videos sharing another's tokens (no tokens stored)
         self.clips = 0
         self.tmp.unlink(missing_ok=True)
         self._file = h5py.File(self.tmp, "w", libver="earliest")
@@ -213,6 +215,13 @@ class ShardWriter:
         self.failures.append({**{k: failure[k] for k in ("video_id", "path", "reason")},
                               "stage": "decode", "source": source})  # fmt: skip
 
+    def add_alias(self, entry: VideoEntry) -> None:
+        """A video whose video stream is identical to `entry.alias_of`'s (appended to this shard):
+        stored as a row that points at that video's clips. `entry.tokens` is ignored."""
+        if not entry.alias_of:
+            raise CacheError(f"{entry.video_id}: an alias needs alias_of")
+        self.aliases.append(entry)
+
     def note(self, key: str, value: int | str) -> None:
         """Set a shard attribute known only once its tokens are written (e.g. the batch size)."""
         self.header[key] = value
@@ -222,9 +231,19 @@ class ShardWriter:
 
     def close(self) -> Path:
         """Write the per-video tables and attributes, then fsync and rename: the shard is complete."""
-        f, rows = self._file, self.rows
-        n_clips = np.array([len(r.frames) for r in rows], dtype=np.int64)
-        first = np.concatenate([[0], np.cumsum(n_clips)[:-1]]).astype(np.int64) if rows else n_clips
+        f = self._file
+        n_stored = np.array([len(r.frames) for r in self.rows], dtype=np.int64)
+        starts = np.cumsum(n_stored) - n_stored  # first clip of each stored video
+        span = {
+            r.video_id: (int(a), int(n))
+            for r, a, n in zip(self.rows, starts, n_stored, strict=True)
+        }
+        if stray := [a.video_id for a in self.aliases if a.alias_of not in span]:
+            raise CacheError(f"{stray[0]}: alias of a video not in this shard")
+        rows = sorted([*self.rows, *self.aliases], key=lambda r: r.video_id)  # aliases interleaved
+        row_of = {r.video_id: i for i, r in enumerate(rows)}
+        first = np.array([span[r.alias_of or r.video_id][0] for r in rows], dtype=np.int64)
+        n_clips = np.array([span[r.alias_of or r.video_id][1] for r in rows], dtype=np.int64)
         self._write("video_id", np.array([r.video_id for r in rows], dtype=object),
                     h5py.string_dtype("utf-8"))  # fmt: skip
         for name in ("label", "actor", "fold", "n_frames"):
@@ -232,9 +251,12 @@ class ShardWriter:
         self._write("fps", np.array([r.fps for r in rows], dtype=np.float64))
         self._write("first_clip", first)
         self._write("n_clips", n_clips)
-        self._write("clip_video", np.repeat(np.arange(len(rows), dtype=np.int32), n_clips))
-        frames = [r.frames for r in rows] or [np.zeros((0, FRAMES_PER_CLIP))]
+        owner = [row_of[r.video_id] for r in self.rows]  # clip -> the row of the video stored
+        self._write("clip_video", np.repeat(np.array(owner, dtype=np.int32), n_stored))
+        frames = [r.frames for r in self.rows] or [np.zeros((0, FRAMES_PER_CLIP))]
         self._write("clip_frames", np.concatenate(frames).astype(np.int32))
+        self._write("alias_of", np.array([r.alias_of for r in rows], dtype=object),
+                    h5py.string_dtype("utf-8"))  # fmt: skip
         self._write("clip_checksum", np.array(self.checksums, dtype=np.uint64))
         for name in DECODE_COLUMNS:
             self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
@@ -275,13 +297,14 @@ def _source_row(source) -> dict:
 
 def shard_header(*, dataset: str, fp: str, settings: dict, grid: Sequence[int], embed_dim: int,
                  num_views: int, index: int, num_shards: int, shard_size: int,
-                 video_ids: Sequence[str]) -> dict:  # fmt: skip
+                 video_ids: Sequence[str], aliases: dict[str, str] | None = None) -> dict:  # fmt: skip
     """The attributes every shard carries; enough to rebuild the manifest from the shards."""
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "dataset": dataset, "fingerprint": fp,
         "settings": settings, "grid": list(grid), "embed_dim": embed_dim, "num_views": num_views,
         "index": index, "num_shards": num_shards, "shard_size": shard_size,
         "video_ids": list(video_ids),
+        "aliases": dict(sorted((aliases or {}).items())),  # alias id -> id whose tokens it shares
     }  # fmt: skip
 
 
@@ -310,19 +333,20 @@ def read_shard_header(path: Path) -> dict:
                 k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in attrs.items()
             }
             _check_format(header, path)
-            table = {k: f[k][()] for k in (*VIDEO_COLUMNS, *DECODE_COLUMNS, *SOURCE_COLUMNS)}
+            names = (*VIDEO_COLUMNS, *DECODE_COLUMNS, *SOURCE_COLUMNS, "alias_of")
+            table = {k: f[k][()] for k in names}
             header["tokens_shape"] = list(f["tokens"].shape)
             header["clips_in_table"] = int(len(f["clip_video"]))
             header["checksums"] = int(len(f["clip_checksum"]))
     except (OSError, KeyError) as err:
         raise CacheError(f"cannot read shard {path}: {err}") from err
-    for key in ("video_id", "source_path", "source_sha256"):
+    for key in ("video_id", "source_path", "source_sha256", "alias_of"):
         table[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in table[key]]
     header["videos"] = table
     return header
 
 
-_JSON_ATTRS = ("settings", "grid", "video_ids", "failures")
+_JSON_ATTRS = ("settings", "grid", "video_ids", "failures", "aliases")
 
 
 def _plain(value):
@@ -362,7 +386,7 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
         shards.append({"name": shard_name(index), "video_ids": h["video_ids"],
                        "clips": h["tokens_shape"][0], "complete": True})  # fmt: skip
         for i, vid in enumerate(t["video_id"]):
-            row = {k: _plain(t[k][i]) for k in (*VIDEO_COLUMNS[1:], *DECODE_COLUMNS)}
+            row = {k: _plain(t[k][i]) for k in (*VIDEO_COLUMNS[1:], *DECODE_COLUMNS, "alias_of")}
             row["source"] = {k.removeprefix("source_"): _plain(t[k][i]) for k in SOURCE_COLUMNS}
             videos.append({"video_id": vid, "status": "ok", "shard": shard_name(index), **row})
         videos += [
@@ -421,10 +445,18 @@ def read_manifest(directory: Path) -> dict:
 def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], *, dataset: str,
                 grid: tuple[int, int, int], shard_size: int = 64,
                 failures: Sequence[dict] = ()) -> Path:  # fmt: skip
-    """Write a complete cache (shards, manifest.json, failures.jsonl) from in-memory entries."""
+    """Write a complete cache (shards, manifest.json, failures.jsonl) from in-memory entries.
+
+    Entries with `alias_of` share that entry's tokens: they go into its shard, as rows only.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    by_id = {e.video_id: e for e in entries}
+    entries = list(entries)
+    aliases: dict[str, list[VideoEntry]] = {}
+    for e in entries:
+        if e.alias_of:
+            aliases.setdefault(e.alias_of, []).append(e)
+    by_id = {e.video_id: e for e in entries if not e.alias_of}
     failed = {f["video_id"]: f for f in failures}
     if not by_id:
         raise CacheError("build_cache needs at least one entry")
@@ -436,11 +468,15 @@ def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], 
     for index, ids in enumerate(groups):
         header = shard_header(dataset=dataset, fp=fp, settings=settings, grid=grid, embed_dim=D,
                               num_views=V, index=index, num_shards=len(groups),
-                              shard_size=shard_size, video_ids=ids)  # fmt: skip
+                              shard_size=shard_size, video_ids=ids,
+                              aliases={a.video_id: v for v in ids
+                                       for a in aliases.get(v, [])})  # fmt: skip
         writer = ShardWriter(directory / shard_name(index), header, V, N, D)
         try:
             for vid in ids:
                 writer.append(by_id[vid]) if vid in by_id else writer.add_failure(failed[vid])
+                for alias in aliases.get(vid, []) if vid in by_id else []:
+                    writer.add_alias(alias)
             writer.close()
         except BaseException:
             writer.abort()
@@ -473,7 +509,8 @@ class Cache:
         self.num_tokens: int = layout["num_tokens"]
         self.class_names: tuple[str, ...] = tuple(manifest["class_names"])
         ok = [v for v in manifest["videos"] if v["status"] == "ok"]
-        self.videos = pd.DataFrame(ok, columns=[*VIDEO_COLUMNS, "shard", *DECODE_COLUMNS])
+        columns = [*VIDEO_COLUMNS, "shard", *DECODE_COLUMNS, "alias_of"]
+        self.videos = pd.DataFrame(ok, columns=columns)
         self.videos = self.videos.sort_values("video_id", ignore_index=True)
         self.failures: list[dict] = [
             {k: v[k] for k in ("video_id", "path", "reason")}
@@ -492,7 +529,8 @@ class Cache:
 
     @property
     def num_clips(self) -> int:
-        return int(self.videos["n_clips"].sum())
+        """Clips stored (a video sharing another's stream adds none)."""
+        return int(self.videos.loc[self.videos["alias_of"] == "", "n_clips"].sum())
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -570,7 +608,8 @@ class Cache:
             path = self.path / entry["name"]
             h = read_shard_header(path)
             want = sum(int(v["n_clips"]) for v in self.manifest["videos"]
-                       if v["status"] == "ok" and v["shard"] == entry["name"])  # fmt: skip
+                       if v["status"] == "ok" and v["shard"] == entry["name"]
+                       and not v["alias_of"])  # fmt: skip
             got = {"index": h["index"], "video_ids": h["video_ids"], "fingerprint": h["fingerprint"],
                    "clips": h["tokens_shape"][0], "checksums": h["checksums"]}  # fmt: skip
             expected = {"index": index, "video_ids": entry["video_ids"],
@@ -740,7 +779,9 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
         "layout": manifest["layout"], "complete": manifest["complete"], "rebuilt": rebuilt,
         "shards": len(manifest["shards"]),
         "shards_complete": sum(s["complete"] for s in manifest["shards"]),
-        "videos": len(ok), "failed": len(failed), "clips": sum(v["n_clips"] for v in ok),
+        "videos": len(ok), "failed": len(failed),
+        "clips": sum(v["n_clips"] for v in ok if not v["alias_of"]),
+        "shared": sum(bool(v["alias_of"]) for v in ok),
         "bytes": sum(p.stat().st_size for p in files if p.exists()),
         "failures": [{k: v[k] for k in ("video_id", "path", "reason")} for v in failed],
         "excluded": manifest["excluded"],
@@ -763,6 +804,8 @@ def format_cache_info(info: dict) -> str:
         f"state       {state}: {info['shards_complete']}/{info['shards']} shards",
         f"videos      {info['videos']} cached, {info['failed']} failed, "
         f"{len(info['excluded'])} excluded when indexing",
+        f"shared      {info['shared']} videos share the identical video stream of another "
+        f"(stored once)",
         f"short       {info['one_frame']} of 1 frame, {info['shorter_than_clip']} shorter than a "
         f"clip ({CLIP_SPAN} frames; kept, padded as the reference pads)",
         f"partial     {len(info['partial'])} kept with lost frames (below --max-lost-frames)",
@@ -816,7 +859,7 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
         return
     lay = expect["layout"]
     want = [
-        sum(v["n_clips"] for v in videos),
+        sum(v["n_clips"] for v in videos if not v["alias_of"]),
         lay["num_views"],
         lay["num_tokens"],
         lay["embed_dim"],
@@ -896,7 +939,7 @@ def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyRep
         _verify_shard(file, manifest, videos, report)
         report.shards += 1
         report.videos += len(videos)
-        report.clips += sum(v["n_clips"] for v in videos)
+        report.clips += sum(v["n_clips"] for v in videos if not v["alias_of"])
     if records is not None:
         listed = {v["video_id"] for v in manifest["videos"]}
         missing = sorted({r.video_id for r in records} - listed)

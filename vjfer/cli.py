@@ -103,8 +103,11 @@ def cli(verbose: bool) -> None:
 )
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every excluded file with its reason to this CSV file.")  # fmt: skip
+@click.option("--duplicates", is_flag=True,
+              help="Read every video and count those whose video stream is identical to another's "
+              "(extract encodes them once).")  # fmt: skip
 def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bool,
-          show_all: bool, csv_path: Path | None) -> None:  # fmt: skip
+          show_all: bool, csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
     from vjfer.datasets import format_summary, scan_dataset, summarize, write_excluded_csv
 
@@ -119,6 +122,14 @@ def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bo
     if csv_path is not None:
         click.echo(
             f"{len(found.excluded)} excluded files written to {write_excluded_csv(summary, csv_path)}"
+        )
+    if duplicates:
+        from vjfer.extract import duplicate_streams, stream_digests
+
+        alias_of = duplicate_streams(stream_digests(found.records, found.root)[0])
+        click.echo(
+            f"duplicates: {len(alias_of)} videos have the identical video stream of another "
+            f"({len(set(alias_of.values()))} groups); `vjfer extract` encodes and stores each once"
         )
 
 

@@ -56,7 +56,9 @@ from vjfer.video import (
     normalize_clips,
     num_views,
     plan_clips,
+    read_source,
     source_identity,
+    stream_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class ExtractConfig:
     max_lost_frames: float = 0.1  # a video that lost a larger fraction of its frames is a failure
     no_reencode: bool = False  # refuse, rather than re-encode, shards whose source files changed
     decode_timeout: float | None = 600.0  # seconds per video before it becomes a failure
+    dedup: bool = True  # videos with identical video streams: encoded and stored once
 
     def __post_init__(self):
         if self.plan not in CLIP_PLANS:
@@ -128,6 +131,7 @@ class ExtractPlan:
     mine: list[int]  # shard indices this rank writes
     done: list[int]  # ... of which already complete (skipped)
     changed: dict[int, list[str]]  # ... of which complete but from other source files: re-encoded
+    alias_of: dict[str, str]  # video id -> id of the video with the identical stream it shares
     workers: int  # decoding processes (config.workers, or chosen from the cores)
     videos: int  # videos in the cache (after --limit)
     pending_videos: int  # videos this rank will decode
@@ -138,6 +142,7 @@ class ExtractPlan:
     estimate_note: str
     records: list = field(repr=False, default_factory=list)
     excluded: list[dict] = field(default_factory=list)  # files the index left out, with reasons
+    sources: dict = field(repr=False, default_factory=dict)  # video id -> SourceIdentity (dedup)
     encoder: object = field(repr=False, default=None)
 
 
@@ -158,6 +163,7 @@ class ExtractSummary:
     complete: bool  # the manifest lists every shard as complete (written by rank 0)
     rank: int = 0
     failures: list[dict] = field(default_factory=list)
+    videos_shared: int = 0  # of videos_done: sharing another's identical stream (stored once)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +202,7 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "shard_size": config.shard_size,
         "limit": config.limit,
         "max_lost_frames": config.max_lost_frames,  # which partial decodes the cache holds
+        "dedup_streams": config.dedup,  # identical video streams stored once (changes the layout)
     }
 
 
@@ -253,8 +260,52 @@ def estimate_clips(records: list, dataset: str, plan: str, hop: int) -> tuple[in
     return estimate, note
 
 
+STREAMS_MEMO = "streams.json"  # video-stream digests by source path, size and mtime
+
+
+def duplicate_streams(digests: dict[str, str]) -> dict[str, str]:
+    """video id -> the smallest id with the same video-stream digest (only for the others)."""
+    groups: dict[str, list[str]] = {}
+    for video_id, digest in sorted(digests.items()):
+        if digest:
+            groups.setdefault(digest, []).append(video_id)
+    return {alias: ids[0] for ids in groups.values() for alias in ids[1:]}
+
+
+def stream_digests(records: list, root: Path, memo_path: Path | None = None
+                   ) -> tuple[dict[str, str], dict[str, SourceIdentity]]:  # fmt: skip
+    """Video-stream digest and source identity of every record (each file read once; a memo file
+    keyed by path, size and mtime spares the reading on reruns). Unreadable files get ""."""
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8")) if memo_path else {}
+    except (OSError, ValueError):
+        memo = {}
+    digests, sources, fresh = {}, {}, {}
+    for r in records:
+        name = relative_source(r.path, root)
+        try:
+            st = r.path.stat()
+            known = memo.get(name)
+            if known and (known["size"], known["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+                identity, digest = (
+                    SourceIdentity(name, st.st_size, st.st_mtime_ns, known["sha256"]),
+                    known["stream"],
+                )
+            else:
+                data, identity = read_source(r.path)
+                identity, digest = dataclasses.replace(identity, path=name), stream_digest(data)
+        except (VideoError, OSError):
+            continue
+        digests[r.video_id], sources[r.video_id] = digest, identity
+        fresh[name] = {"size": identity.size, "mtime_ns": identity.mtime_ns,
+                       "sha256": identity.sha256, "stream": digest}  # fmt: skip
+    if memo_path is not None and fresh != memo:
+        cache.atomic_write_text(memo_path, json.dumps(fresh, indent=0, sort_keys=True))
+    return digests, sources
+
+
 def _shard_header_if_done(directory: Path, index: int, ids: list[str], fp: str,
-                          num_shards: int) -> dict | None:  # fmt: skip
+                          num_shards: int, aliases: dict | None = None) -> dict | None:  # fmt: skip
     """The header of a complete shard file of this cache holding exactly the planned videos."""
     path = directory / cache.shard_name(index)
     if not path.exists():
@@ -264,7 +315,9 @@ def _shard_header_if_done(directory: Path, index: int, ids: list[str], fp: str,
     except CacheError as err:
         log.warning("%s is unreadable, redoing it: %s", path, err)
         return None
-    if (h["fingerprint"], h["video_ids"], h["num_shards"]) != (fp, ids, num_shards):
+    if (h["fingerprint"], h["video_ids"], h["num_shards"]) != (fp, ids, num_shards) or (
+        aliases is not None and h["aliases"] != aliases
+    ):
         log.warning("%s holds other videos or settings (an earlier --limit?); redoing it", path)
         return None
     return h
@@ -371,6 +424,12 @@ def check_lock(directory: Path, rank: int = 0) -> None:
     CacheLock(directory, rank).acquire().release()
 
 
+def _shard_aliases(alias_of: dict[str, str], ids: list[str]) -> dict[str, str]:
+    """alias -> stored id, for the stored ids of one shard (sorted)."""
+    mine = set(ids)
+    return {a: c for a, c in sorted(alias_of.items()) if c in mine}
+
+
 def _check_writable(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -378,6 +437,12 @@ def _check_writable(directory: Path) -> None:
             pass
     except OSError as err:
         raise CacheError(f"cache directory {directory} is not writable: {err}") from err
+
+
+def _cached_rows(directory: Path, indices: list[int]) -> int:
+    """Videos (stored and sharing) held by the complete shards `indices`."""
+    headers = [cache.read_shard_header(directory / cache.shard_name(i)) for i in indices]
+    return sum(len(h["videos"]["video_id"]) for h in headers)
 
 
 def _shard_failures(directory: Path, indices: list[int]) -> list[dict]:
@@ -426,12 +491,18 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         raise CacheError(f"{directory} holds a cache with fingerprint {existing}, not {fp}; "
                          f"move it away (8-hex-digit prefixes collided)")  # fmt: skip
     check_lock(directory, rank)  # refuse at once, before any work, if another run holds it
-    shards = cache.assign_shards([r.video_id for r in records], config.shard_size)
+    digests, sources = {}, {}
+    if config.dedup:
+        digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO)
+    alias_of = duplicate_streams(digests)
+    shards = cache.assign_shards([r.video_id for r in records if r.video_id not in alias_of],
+                                 config.shard_size)  # fmt: skip
     mine = [i for i in range(len(shards)) if i % world_size == rank]
     by_id = {r.video_id: r for r in records}
     done, changed = [], {}
     for i in [] if config.force else mine:  # --force redoes this rank's shards
-        header = _shard_header_if_done(directory, i, shards[i], fp, len(shards))
+        header = _shard_header_if_done(directory, i, shards[i], fp, len(shards),
+                                       _shard_aliases(alias_of, shards[i]))  # fmt: skip
         if header is None:
             continue
         if changes := changed_sources(header, by_id, config.root):
@@ -452,12 +523,13 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
                     names, len(files), "; ".join(files))  # fmt: skip
     clips, note = estimate_clips(records, dataset, config.plan, config.hop)
     clip_bytes = num_views(config.views) * encoder.num_tokens * encoder.embed_dim * 2  # fp16
-    pending_videos = sum(len(shards[i]) for i in mine if i not in done)
+    pending_videos = sum(len(shards[i]) for i in mine if i not in done)  # decoded, not shared
     pending_bytes = round(clips * clip_bytes * DISK_MARGIN * pending_videos / max(len(records), 1))
     plan = ExtractPlan(
         config=config, directory=directory, settings=settings, fingerprint=fp, rank=rank,
         world_size=world_size, device=device, shards=shards, mine=mine, done=done,
         changed=changed, workers=decode_workers(config.workers, available_cpus()),
+        alias_of=alias_of, sources=sources,
         videos=len(records), pending_videos=pending_videos, estimated_clips=clips,
         estimated_bytes=round(clips * clip_bytes * DISK_MARGIN), pending_bytes=pending_bytes,
         free_bytes=shutil.disk_usage(directory).free, estimate_note=note, records=records,
@@ -718,6 +790,8 @@ class _WriterThread:
                     writer.append(*args)
                 elif op == "failure":
                     writer.add_failure(*args)
+                elif op == "alias":
+                    writer.add_alias(*args)
                 elif op == "note":
                     writer.note(*args)
                 elif op == "end":
@@ -756,18 +830,19 @@ def _header(plan: ExtractPlan, index: int) -> dict:
         dataset=plan.settings["dataset"], fp=plan.fingerprint, settings=plan.settings,
         grid=enc.grid, embed_dim=enc.embed_dim, num_views=num_views(plan.config.views),
         index=index, num_shards=len(plan.shards), shard_size=plan.config.shard_size,
-        video_ids=plan.shards[index],
+        video_ids=plan.shards[index], aliases=_shard_aliases(plan.alias_of, plan.shards[index]),
     )  # fmt: skip
 
 
-def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, list[dict]]:
-    """Decode, encode and write this rank's pending shards: (videos, clips, bytes, failures)."""
+def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, list[dict], int]:
+    """Decode, encode and write this rank's pending shards: (videos, clips, bytes, failures,
+    videos sharing another's stream)."""
     cfg, enc = plan.config, plan.encoder
     pending = [i for i in plan.mine if i not in plan.done]
     by_id = {r.video_id: r for r in plan.records}
     todo = [(i, by_id[v]) for i in pending for v in plan.shards[i]]
     if not todo:
-        return 0, 0, 0, []
+        return 0, 0, 0, [], 0
     # a second (preparing) thread per decoding process only where the cores allow it
     threads = 2 if available_cpus() >= 2 * max(plan.workers, 1) else 1
     tasks = _DecodeTasks([str(r.path) for _, r in todo], enc.resolution, cfg.views, cfg.plan,
@@ -787,11 +862,23 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
     bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.05)
     start = time.perf_counter()
 
+    shared = 0
+    followers: dict[str, list[str]] = {}
+    for alias, stored in plan.alias_of.items():
+        followers.setdefault(stored, []).append(alias)
+
     def write(entries: list[VideoEntry]) -> None:
-        nonlocal videos, clips
+        nonlocal videos, clips, shared
         for entry in entries:
             writer.put("entry", entry)
             videos, clips = videos + 1, clips + len(entry.frames)
+            for alias in followers.get(entry.video_id, []):  # identical stream: a row, no tokens
+                r = by_id[alias]
+                writer.put("alias", dataclasses.replace(
+                    entry, video_id=alias, label=r.label, actor=r.actor, fold=r.fold,
+                    tokens=np.empty(0, np.float16), source=plan.sources[alias],
+                    alias_of=entry.video_id))  # fmt: skip
+                videos, shared = videos + 1, shared + 1
         bar.set_postfix_str(
             f"{clips / (time.perf_counter() - start):.1f} clips/s, {len(failures)} failed",
             refresh=False,  # tqdm redraws at its own pace
@@ -821,6 +908,12 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
                 log.warning("skipping %s: %s", record.path, item["error"])
                 failures.append(fail)
                 writer.put("failure", fail)
+                for alias in followers.get(record.video_id, []):
+                    twin = {"video_id": alias, "path": str(by_id[alias].path),
+                            "reason": f"same video stream as {record.video_id}: {item['error']}",
+                            "source": dataclasses.asdict(plan.sources[alias])}  # fmt: skip
+                    failures.append(twin)
+                    writer.put("failure", twin)
             else:
                 batcher.add(record, item, SourceIdentity(**source))
                 write(batcher.run())
@@ -831,7 +924,7 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
     finally:
         bar.close()
         writer.close()
-    return videos, clips, sum(p.stat().st_size for p in writer.written), failures
+    return videos, clips, sum(p.stat().st_size for p in writer.written), failures, shared
 
 
 def _wait_for_shards(plan: ExtractPlan, stall_timeout: float) -> None:
@@ -904,7 +997,7 @@ def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
             if index and int(index[1]) >= len(plan.shards):
                 log.warning("removing %s: the dataset now fills %d shards", path, len(plan.shards))
                 path.unlink()
-    videos, clips, nbytes, new_failures = _encode_shards(plan, progress and plan.rank == 0)
+    videos, clips, nbytes, new_failures, shared = _encode_shards(plan, progress and plan.rank == 0)
     seconds = time.perf_counter() - start
     complete = False
     if plan.rank == 0:
@@ -923,7 +1016,7 @@ def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
     failures = _shard_failures(directory, plan.done) + new_failures
     summary = ExtractSummary(
         cache_dir=directory, videos_done=videos,
-        videos_cached=sum(len(plan.shards[i]) for i in plan.done) - len(failures) + len(new_failures),
+        videos_cached=_cached_rows(directory, plan.done), videos_shared=shared,
         failed=len(failures), clips=clips, bytes=nbytes, seconds=seconds,
         clips_per_s=clips / seconds if seconds > 0 else 0.0,
         shards_written=len(plan.mine) - len(plan.done), shards_skipped=len(plan.done),
@@ -941,7 +1034,8 @@ def format_summary(s: ExtractSummary) -> str:
         state = f"  (rank {s.rank}; rank 0 writes the manifest)"
     lines = [
         f"cache   {s.cache_dir}{state}",
-        f"videos  {s.videos_done} encoded, {s.videos_cached} already cached, {s.failed} failed",
+        f"videos  {s.videos_done} encoded ({s.videos_shared} of them share an identical video "
+        f"stream: stored once), {s.videos_cached} already cached, {s.failed} failed",
         f"clips   {s.clips} in {s.seconds:.1f} s ({s.clips_per_s:.1f} clips/s), "
         f"{s.bytes / 1e9:.3f} GB written in {s.shards_written} shards ({s.shards_skipped} skipped)",
     ]

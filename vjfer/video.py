@@ -475,6 +475,24 @@ def read_source(path: str | Path) -> tuple[bytes, SourceIdentity]:
     )
 
 
+def stream_digest(data: bytes) -> str:
+    """sha256 of the demuxed packets of a file's first real video stream ("" when there is none
+    or the container cannot be read): equal digests mean identical video streams, whatever the
+    other streams and the container (RAVDESS's audio-video and video-only files of a trial)."""
+    digest = hashlib.sha256()
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            streams = [s for s in container.streams.video if not s.disposition & _ATTACHED_PIC]
+            if not streams:
+                return ""
+            for packet in container.demux(streams[0]):
+                if packet.size:  # not the demuxer's empty flush packet
+                    digest.update(bytes(packet))
+    except (av.FFmpegError, OSError):
+        return ""
+    return digest.hexdigest()
+
+
 def _open(path: Path, data: bytes) -> InputContainer:
     try:
         return av.open(io.BytesIO(data), mode="r")
