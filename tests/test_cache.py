@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import json
 import multiprocessing
+import os
 import pickle
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import h5py
 import numpy as np
 import pytest
+import xxhash
 
 from vjfer.cache import (
     FAILURES,
+    FORMAT_VERSION,
     MANIFEST,
     ShardWriter,
     VideoEntry,
     assign_shards,
     build_cache,
     cache_info,
+    clip_checksum,
     find_caches,
     fingerprint,
     format_cache_info,
@@ -28,6 +36,7 @@ from vjfer.cache import (
     shard_header,
     shard_name,
     verify_cache,
+    write_manifest,
 )
 from vjfer.errors import CacheError
 
@@ -76,17 +85,21 @@ def test_round_trip(cache_dir: Path):
     cache = open_cache(cache_dir)
     assert list(cache.videos.columns) == [
         "video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips", "shard",
+        "lost_frames", "container_frames", "alias_of",
     ]  # fmt: skip
     assert list(cache.videos["video_id"]) == [e.video_id for e in ENTRIES]
     assert (cache.grid, cache.num_tokens, cache.embed_dim, cache.num_views) == (GRID, 8, 4, 1)
     assert cache.class_names[0] == "neutral" and len(cache.class_names) == 8
-    assert cache.failures == FAILED
+    assert cache.failures == FAILED and cache.excluded == []
+    assert str(cache.coverage()) == "results on 7 of 8 videos, 1 failed / excluded"
     assert cache.num_clips == sum(len(e.frames) for e in ENTRIES)
     assert cache.fingerprint == fingerprint(SETTINGS) and cache.settings == SETTINGS
     for e in ENTRIES:
         assert cache.tokens(e.video_id).dtype == np.float16
         np.testing.assert_array_equal(cache.tokens(e.video_id), e.tokens)
         np.testing.assert_array_equal(cache.clip_frames(e.video_id), e.frames)
+        sums = cache.clip_checksums(e.video_id)
+        assert sums.dtype == np.uint64 and list(sums) == [clip_checksum(t) for t in e.tokens]
     row = cache.videos.set_index("video_id").loc["vid-004"]
     assert (row.label, row.actor, row.fold, row.n_frames, row.n_clips) == (4, 2, 5, 64, 2)
     # shard 1 holds vid-003, vid-003b (failed) and vid-004: vid-004 is its second cached video
@@ -223,3 +236,116 @@ def test_find_caches(tmp_path: Path, cache_dir: Path):
     assert find_caches(tmp_path) == [cache_dir, other]
     assert find_caches(tmp_path, complete=True) == [cache_dir]
     assert find_caches(tmp_path / "deep" / "nothing-here") == []
+
+
+def _token_offset(path: Path, clip: int) -> int:
+    """Byte offset of a clip's chunk in a shard file."""
+    with h5py.File(path, "r") as f:
+        return f["tokens"].id.get_chunk_info_by_coord((clip, 0, 0, 0)).byte_offset
+
+
+@pytest.mark.parametrize("damage", ["one bit", "64 bytes", "zero 4 KiB"])
+def test_flipped_token_bytes_are_caught_by_verify_and_reads(tmp_path: Path, damage: str):
+    entries = [make_entry(i, clips=2, dim=512) for i in range(4)]  # 8 KiB per clip
+    directory = build_cache(tmp_path / "c", SETTINGS, entries, dataset="ravdess", grid=GRID,
+                            shard_size=2)  # fmt: skip
+    shard = directory / shard_name(1)
+    offset = _token_offset(shard, 1) + 2048  # the middle of vid-002's second clip
+    data = bytearray(shard.read_bytes())
+    if damage == "one bit":
+        data[offset] ^= 0x10
+    elif damage == "64 bytes":
+        data[offset : offset + 64] = bytes(b ^ 0xFF for b in data[offset : offset + 64])
+    else:
+        data[offset - 2048 : offset + 2048] = bytes(4096)
+    shard.write_bytes(bytes(data))
+    report = verify_cache(directory)
+    assert report.problems == [
+        "shard-00001.h5: clip 1 (vid-002) does not match its checksum: corrupt; re-extract this shard"
+    ]
+    cache = open_cache(directory)  # the structure is intact: opening is fine
+    np.testing.assert_array_equal(cache.tokens("vid-003"), entries[3].tokens)
+    with pytest.raises(
+        CacheError, match=r"shard-00001.h5: clip 1 \(vid-002, clip 1\) does not match"
+    ):
+        cache.tokens("vid-002")
+    assert cache.tokens("vid-002", verify=False).shape == (2, 1, 8, 512)
+
+
+def test_a_shard_replaced_by_a_copy_of_another_is_refused_at_open(cache_dir: Path):
+    (cache_dir / shard_name(1)).write_bytes((cache_dir / shard_name(0)).read_bytes())
+    with pytest.raises(CacheError, match=r"shard-00001.h5: index 0, the manifest expects 1: this "
+                                         r"shard is not the one the manifest lists"):  # fmt: skip
+        open_cache(cache_dir)
+    problems = verify_cache(cache_dir).problems
+    assert "shard-00001.h5: its header says shard 0 (a copy of another?)" in problems
+
+
+def test_an_older_format_asks_for_a_re_extraction(cache_dir: Path):
+    with h5py.File(cache_dir / shard_name(0), "r+") as f:
+        f.attrs["format_version"] = FORMAT_VERSION - 1
+    manifest = json.loads((cache_dir / MANIFEST).read_text())
+    manifest["format_version"] = FORMAT_VERSION - 1
+    (cache_dir / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match=rf"manifest.json: a cache of format v{FORMAT_VERSION - 1}, "
+                                         r"made by an older vjfer.*re-extract it"):  # fmt: skip
+        open_cache(cache_dir)
+    with pytest.raises(CacheError, match=r"shard-00000.h5: a cache of format v1.*--force"):
+        manifest_from_shards(cache_dir)
+
+
+def test_clip_checksum_is_xxh3_of_the_chunk_bytes(cache_dir: Path):
+    tokens = ENTRIES[2].tokens
+    assert clip_checksum(tokens[0]) == clip_checksum(tokens[0].tobytes())
+    assert clip_checksum(tokens[0]) == xxhash.xxh3_64_intdigest(tokens[0].tobytes())
+    with h5py.File(cache_dir / shard_name(0), "r") as f:
+        _, raw = f["tokens"].id.read_direct_chunk((1, 0, 0, 0))  # vid-001's first clip
+        assert f.attrs["checksum"] == "xxh3_64" and f["clip_checksum"].dtype == np.uint64
+        assert clip_checksum(raw) == int(f["clip_checksum"][1])
+
+
+def test_manifest_write_on_a_full_disk_names_the_file(cache_dir: Path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    manifest = json.loads((cache_dir / MANIFEST).read_text())
+    with pytest.raises(
+        CacheError, match=r"writing .*failures.jsonl failed \(No space left on device\)"
+    ):
+        write_manifest(cache_dir, manifest)
+    assert not [p for p in cache_dir.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_reader_without_per_read_checks_can_check_a_sample(tmp_path: Path):
+    entries = [make_entry(i, clips=2, dim=512) for i in range(4)]
+    directory = build_cache(tmp_path / "c", SETTINGS, entries, dataset="ravdess", grid=GRID,
+                            shard_size=2)  # fmt: skip
+    shard = directory / shard_name(0)
+    data = bytearray(shard.read_bytes())
+    data[_token_offset(shard, 3) + 100] ^= 1  # vid-001, clip 1
+    shard.write_bytes(bytes(data))
+    cache = open_cache(directory, verify=False)
+    assert cache.tokens("vid-001").shape == (2, 1, 8, 512)  # not checked
+    with pytest.raises(CacheError, match=r"clip 3 \(vid-001, clip 1\) does not match its checksum"):
+        cache.verify_sample(clips=100)
+
+
+def test_a_video_sharing_another_stream_reads_its_tokens_stored_once(tmp_path: Path):
+    entries = [make_entry(i, clips=1 + i % 3) for i in range(4)]
+    twin = dataclasses.replace(make_entry(2, clips=1), video_id="vid-002-twin", label=5,
+                               alias_of="vid-002")  # fmt: skip
+    directory = build_cache(tmp_path / "c", SETTINGS, [*entries, twin], dataset="ravdess",
+                            grid=GRID, shard_size=2)  # fmt: skip
+    cache = open_cache(directory)
+    row = cache.videos.set_index("video_id").loc["vid-002-twin"]
+    assert (row.label, row.alias_of, row.shard) == (5, "vid-002", "shard-00001.h5")
+    np.testing.assert_array_equal(cache.tokens("vid-002-twin"), entries[2].tokens)
+    assert cache.num_clips == sum(len(e.frames) for e in entries)  # stored once
+    with h5py.File(directory / shard_name(1), "r") as f:
+        assert f["tokens"].shape[0] == 3 + 1  # vid-002 (3 clips) and vid-003 (1): no twin copy
+        assert json.loads(f.attrs["aliases"]) == {"vid-002-twin": "vid-002"}
+    assert verify_cache(directory).ok, str(verify_cache(directory))
+    info = cache_info(directory)
+    assert (info["videos"], info["shared"], info["clips"]) == (5, 1, cache.num_clips)
+    assert re.search(r"shared\s+1 videos share the identical video stream", format_cache_info(info))

@@ -7,6 +7,7 @@ the files each stage writes and that their numbers agree with each other.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,15 @@ def test_index_prints_counts(pipeline):
     out = run("index", "--dataset", "ravdess", "--root", pipeline["roots"]["ravdess"])
     # 5 actors x 5 emotions x 1 statement x 1 repetition x 2 video modalities (speech only)
     assert "50" in out and "neutral" in out and "audio-only" in out
+    out = run(
+        "index", "--dataset", "ravdess", "--root", pipeline["roots"]["ravdess"], "--duplicates"
+    )
+    found = re.search(
+        r"duplicates: (\d+) videos have the identical video stream of another \((\d+) groups\)", out
+    )
+    assert found and (int(found[1]), int(found[2])) == (25, 25)  # every 02 file has its 01 twin
+    info = run("cache", "info", pipeline["cache"] / "ravdess")
+    assert re.search(r"shared\s+25 videos share the identical video stream of another", info)
 
 
 def test_index_without_root_names_the_variable(monkeypatch):
@@ -111,12 +121,28 @@ def test_cross_counts_add_up(pipeline):
             assert scores["n_kept"] + scores["n_dropped"] == scores["n_total"] == 50
             # merge on the label side: surprised videos (10) are dropped, calm ones count as neutral
             assert scores["n_dropped"] == 10
+    assert (
+        "ravdess: results on 50 of 50 videos, 0 failed / excluded" in pipeline["out"]["cross-c2r"]
+    )
+    coverage = json.loads(
+        (pipeline["runs"] / "cross-crema-d-to-ravdess-merge" / "coverage.json").read_text()
+    )
+    assert (coverage["videos"], coverage["total"], coverage["failed"], coverage["excluded"]) == (
+        50,
+        50,
+        0,
+        0,
+    )
 
 
 def test_report_tables_and_figures(pipeline):
     out = pipeline["tmp"] / "report"
     written = run("report", pipeline["runs"], "--out", out, "--cache", pipeline["cache"])
     assert str(out / "report.md") in written
+    report = (out / "report.md").read_text()
+    assert re.search(
+        r"- ravdess cache tiny-64-\w+: results on 50 of 50 videos, 0 failed / excluded", report
+    )
     table2 = pd.read_csv(out / "table2.csv")
     assert set(table2["Dataset"]) >= {"RAVDESS", "CREMA-D"}
     assert len(pd.read_csv(out / "table4.csv")) >= 3
@@ -217,3 +243,82 @@ def test_make_reproduce_names_missing_inputs(tmp_path):
     result = subprocess.run(["make", "-C", str(REPO), "reproduce", f"OUT={tmp_path}", "RAVDESS=",
                              "VJFER_RAVDESS="], capture_output=True, text=True)  # fmt: skip
     assert result.returncode != 0 and "RAVDESS=DIR" in result.stderr
+
+
+# ---- issue 14: messages ------------------------------------------------------------------------
+
+
+def _ravdess_run(pipeline) -> Path:
+    (run_dir,) = [p for p in pipeline["runs"].iterdir() if p.name.startswith("ravdess-")]
+    return run_dir
+
+
+def test_predict_names_an_lfs_pointer(pipeline, tmp_path):
+    pointer = tmp_path / "01-01-03-01-01-01-01.mp4"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
+    result = CliRunner().invoke(
+        cli, ["predict", str(pointer), "--run", str(_ravdess_run(pipeline)), "--device", "cpu"]
+    )
+    assert result.exit_code == 1
+    assert (
+        f"failed: {pointer}: a git-LFS pointer, not a video: fetch the videos with `git lfs pull`"
+        in result.output
+    )
+
+
+def test_predict_refuses_a_run_with_a_missing_fold_unless_told(pipeline, tmp_path):
+    run_dir = Path(shutil.copytree(_ravdess_run(pipeline), tmp_path / "run"))
+    (run_dir / "fold-3" / "probe.pt").unlink()
+    video = sorted(pipeline["roots"]["ravdess"].rglob("*.mp4"))[0]
+    args = ["predict", str(video), "--run", str(run_dir), "--device", "cpu", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert (
+        "fold-3/probe.pt is missing: pass --folds 1,2,4,5 to predict with the probes"
+        in result.output
+    )
+    out = json.loads(run(*args, "--folds", "1,2,4,5"))
+    assert [v["video_id"] for v in out["videos"]] == [video.stem]
+    result = CliRunner().invoke(cli, [*args, "--folds", "1,3"])
+    assert result.exit_code == 1 and "has no fold 3; it has folds [1, 2, 4, 5]" in result.output
+
+
+def test_options_that_do_not_apply_are_rejected(pipeline, tmp_path):
+    ckpt = tmp_path / "vith16-384.pth.tar"
+    ckpt.write_bytes(b"not used")
+    video = sorted(pipeline["roots"]["ravdess"].rglob("*.mp4"))[0]
+    result = CliRunner().invoke(cli, ["predict", str(video), "--run", str(_ravdess_run(pipeline)),
+                                      "--checkpoint", str(ckpt), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "--checkpoint does not apply: the run's cache was made with tiny" in result.output
+    result = CliRunner().invoke(cli, ["extract", "--dataset", "ravdess", "--root",
+                                      str(pipeline["roots"]["ravdess"]), "--encoder", "tiny",
+                                      "--checkpoint", str(ckpt), "--cache", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 2
+    assert "--checkpoint does not apply to --encoder tiny" in result.output
+    assert not (tmp_path / "ravdess").exists()
+    env = {"VJFER_CHECKPOINT": str(ckpt)}  # the variable serves real encoders: ignored for tiny
+    result = CliRunner().invoke(cli, ["predict", str(video), "--run", str(_ravdess_run(pipeline)),
+                                      "--device", "cpu"], env=env)  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_probe_names_an_interrupted_cache_and_how_to_resume_it(pipeline, tmp_path):
+    (source,) = [p for p in (pipeline["cache"] / "ravdess").iterdir()]
+    cache_dir = Path(shutil.copytree(source, tmp_path / "cache" / "ravdess" / source.name))
+    (cache_dir / "manifest.json").unlink()  # as an extraction killed mid-run leaves it
+    (cache_dir / "shard-00000.h5").rename(cache_dir / "shard-00000.h5.partial")
+    result = CliRunner().invoke(
+        cli, ["probe", "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    )
+    assert result.exit_code == 1
+    assert (
+        f"cache {cache_dir} is incomplete (0 shards complete, no finished manifest)"
+        in result.output
+    )
+    root = pipeline["roots"]["ravdess"]
+    assert (
+        f"resume it with `vjfer extract --dataset ravdess --root {root} --encoder tiny"
+        in result.output
+    )
+    assert "run `vjfer extract` first" not in result.output

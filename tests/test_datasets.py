@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import vjfer
 from vjfer import datasets
+from vjfer.cli import cli
 from vjfer.datasets import (
     DatasetIndex,
     VideoRecord,
@@ -431,3 +435,42 @@ def test_index_dataset_is_scan_records(tmp_path):
     frame = records_frame(records)
     assert list(frame.columns) == [f.name for f in dataclasses.fields(VideoRecord)]
     assert frame.loc[0, "video_id"] == "01-01-01-01-01-01-01" and frame.loc[0, "fold"] == 5
+
+
+def test_broken_links_and_every_excluded_file_are_named(tmp_path):
+    touch(tmp_path / "Actor_01" / "01-01-03-01-01-01-01.mp4")
+    link = tmp_path / "Actor_01" / "01-01-04-01-01-01-01.mp4"  # an un-fetched git-annex file
+    link.symlink_to("../.git/annex/objects/Xk/MD5E-s123--abc.mp4/MD5E-s123--abc.mp4")
+    odd = [touch(tmp_path / "Actor_01" / f"take-{i}.mp4") for i in range(5)]
+    index = scan_dataset("ravdess", tmp_path)
+    reasons = {e.path.name: (e.reason, e.detail) for e in index.excluded}
+    assert reasons[link.name] == (datasets.BROKEN_LINK, f"-> {os.readlink(link)}")
+    summary = summarize(index)
+    text = format_summary(summary)
+    assert "    1  link target missing: fetch it with `git annex get` / `datalad get`" in text
+    shown = [p for p in odd if str(p) in text]
+    assert len(shown) == datasets.SUMMARY_EXAMPLES and "... 2 more" in text
+    assert "2 excluded files not shown: `--all` lists every one" in text
+    everything = format_summary(summary, show_all=True)
+    assert all(str(p) in everything for p in [*odd, link]) and "more" not in everything
+    result = CliRunner().invoke(
+        cli,
+        [
+            "index",
+            "--dataset",
+            "ravdess",
+            "--root",
+            str(tmp_path),
+            "--csv",
+            str(tmp_path / "x.csv"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "x.csv").open()))
+    assert sorted(Path(r["path"]).name for r in rows) == sorted([link.name, *(p.name for p in odd)])
+    assert {r["reason"] for r in rows} == {datasets.BROKEN_LINK, datasets.UNPARSABLE}
+    assert "6 excluded files written to" in result.output
+    result = CliRunner().invoke(
+        cli, ["index", "--dataset", "ravdess", "--root", str(tmp_path), "--all"]
+    )
+    assert all(str(p) in result.output for p in odd)

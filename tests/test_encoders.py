@@ -231,8 +231,12 @@ def _corrupt(kind: str, tmp_path, ckpt_path):
         torch.save(jepa_checkpoint(random_vit(shallow, 0), random_vit(shallow, 0)), path)
     elif kind == "plain-state-dict":
         torch.save(random_vit(SMALL, 0).state_dict(), path)
-    elif kind == "no-prefix":
-        torch.save({"target_encoder": random_vit(SMALL, 0).state_dict()}, path)
+    elif kind == "mixed-prefix":  # some keys wrapped, some not: no one prefix to strip
+        state = random_vit(SMALL, 0).state_dict()
+        mixed = {
+            (f"module.backbone.{k}" if i % 2 else k): v for i, (k, v) in enumerate(state.items())
+        }
+        torch.save({"target_encoder": mixed}, path)
     elif kind == "tensor":
         torch.save(torch.zeros(3), path)
     elif kind == "unsafe":
@@ -262,8 +266,9 @@ def _corrupt(kind: str, tmp_path, ckpt_path):
             r"another architecture: not a facebookresearch/jepa checkpoint, no 'target_encoder' entry",
         ),
         (
-            "no-prefix",
-            r"another architecture: 29 keys of 'target_encoder' lack the 'module\.backbone\.' prefix",
+            "mixed-prefix",
+            r"another architecture: the keys of 'target_encoder' mix wrapper prefixes .*not under "
+            r"'module\.backbone\.': pos_embed, patch_embed\.proj\.bias",
         ),
         (
             "unsafe",
@@ -276,6 +281,33 @@ def test_bad_checkpoints_say_what_is_wrong(kind, message, tmp_path, ckpt_path):
     with pytest.raises(CheckpointError, match=message) as info:
         load_vjepa_checkpoint(path, SMALL)
     assert str(path) in str(info.value)
+    assert "weights_only=False" not in str(info.value)  # never advise unsafe loading
+
+
+@pytest.mark.parametrize("prefix", ["module.backbone.", "backbone.", "module.", ""])
+def test_wrapper_prefixes_jepa_strips_are_accepted(prefix, tmp_path):
+    """DDP(MultiMaskWrapper) saves `module.backbone.`, a non-DDP run `backbone.`, a DDP bare ViT
+    `module.`, a bare ViT nothing: all load the same weights, strictly."""
+    source = random_vit(SMALL, 0)
+    path = tmp_path / "ckpt.pth.tar"
+    state = {f"{prefix}{k}": v for k, v in source.state_dict().items()}
+    torch.save({"target_encoder": state}, path)
+    model, _ = load_vjepa_checkpoint(path, SMALL)
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    state.pop(f"{prefix}norm.bias")
+    state[f"{prefix}norm.gain"] = torch.zeros(32)
+    torch.save({"target_encoder": state}, path)
+    with pytest.raises(CheckpointError, match=r"1 missing: norm\.bias; 1 unexpected: norm\.gain"):
+        load_vjepa_checkpoint(path, SMALL)
+
+
+def test_a_garbage_checkpoint_never_suggests_unsafe_loading(tmp_path):
+    path = tmp_path / "garbage.pth.tar"
+    path.write_bytes(b"\x80\x02" + bytes(range(256)) * 8)  # a pickle header, then noise
+    with pytest.raises(CheckpointError, match="garbage.pth.tar") as info:
+        read_checkpoint(path)
+    assert "weights_only" not in str(info.value).replace("weights_only=True", "")
 
 
 def test_weights_only_is_in_force(tmp_path):

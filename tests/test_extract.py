@@ -10,32 +10,41 @@ import errno
 import hashlib
 import json
 import os
+import platform
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import av
+import h5py
 import numpy as np
 import pytest
 import torch
 
+import vjfer
 from vjfer import cache
+from vjfer import video as video_module
 from vjfer.cache import MANIFEST, open_cache, verify_cache
 from vjfer.datasets import index_dataset
 from vjfer.encoders import load_encoder
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract import (
     TYPICAL_FRAMES,
+    CacheLock,
     ExtractConfig,
+    decode_workers,
     extract,
     format_plan,
     format_summary,
     plan_extraction,
 )
-from vjfer.synthetic import make_crema_d, make_ravdess
+from vjfer.synthetic import make_crema_d, make_ravdess, one_frame_video
 from vjfer.video import CLIP_SPAN, decode_video, gather_clips, normalize_clips, plan_clips
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +94,9 @@ def encoder():
 
 
 def config_for(root: Path, cache_root: Path, **options) -> ExtractConfig:
-    defaults = dict(encoder="tiny", shard_size=3, batch_size=4, workers=0)
+    # dedup off: the pairs of identical streams (01/02) stay separate videos, as before issue 14;
+    # test_identical_streams_are_encoded_once covers the default
+    defaults = dict(encoder="tiny", shard_size=3, batch_size=4, workers=0, dedup=False)
     return ExtractConfig(
         dataset="ravdess", root=root, cache_root=cache_root, **{**defaults, **options}
     )
@@ -126,7 +137,13 @@ def test_clean_run(root, encoder, clean):
     good = [r for r in records if r.video_id not in BAD]
     assert c.dataset == "ravdess" and list(c.videos["video_id"]) == [r.video_id for r in good]
     assert sorted(f["video_id"] for f in c.failures) == sorted(BAD)
-    assert (summary.cache_dir / cache.FAILURES).read_text().count("\n") == 3
+    lines = [json.loads(line) for line in (summary.cache_dir / cache.FAILURES).open()]
+    assert sorted((d["stage"], d["video_id"]) for d in lines) == sorted(
+        [("index", EMPTY)] + [("decode", stem) for stem in BAD]
+    )
+    assert (
+        next(d["reason"] for d in lines if d["stage"] == "index") == "empty file (0 bytes): 0 bytes"
+    )
     assert summary.cache_dir.parent.name == "ravdess"
     assert summary.cache_dir.name == f"tiny-64-{c.fingerprint[:8]}"
     c.check(views="center", plan="windows", hop=8, encoder="tiny", resolution=64)
@@ -190,11 +207,16 @@ def test_plan_estimate_and_settings(root, encoder, clean, tmp_path):
 
 
 def test_rerun_skips_complete_shards(root, encoder, clean):
-    before = {p.name: p.stat().st_mtime_ns for p in clean.cache_dir.iterdir()}
+    def times() -> dict[str, int]:  # the lock file is rewritten by every run that holds it
+        return {
+            p.name: p.stat().st_mtime_ns for p in clean.cache_dir.iterdir() if p.suffix != ".lock"
+        }
+
+    before = times()
     summary = run(config_for(root, clean.cache_dir.parents[1]), encoder)
     assert (summary.shards_skipped, summary.videos_done, summary.videos_cached) == (4, 0, 8)
     assert summary.failed == 3 and summary.complete
-    assert {p.name: p.stat().st_mtime_ns for p in clean.cache_dir.iterdir()} == before
+    assert times() == before
 
 
 def test_force_with_workers_gives_the_same_bytes(root, encoder, clean, tmp_path):
@@ -218,7 +240,7 @@ def append(self, entry):  # die (SIGKILL) after the first video written to shard
         os.kill(os.getpid(), signal.SIGKILL)
 cache.ShardWriter.append = append
 config = extract.ExtractConfig(dataset="ravdess", root=Path(sys.argv[1]), encoder="tiny",
-    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0)
+    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0, dedup=False)
 extract.extract(config, progress=False)
 """
 
@@ -229,8 +251,16 @@ def test_resume_after_sigkill_is_byte_identical(root, encoder, clean, tmp_path):
     assert proc.returncode == -9, proc.stderr
     directory = tmp_path / "ravdess" / clean.cache_dir.name
     names = sorted(p.name for p in directory.iterdir())
-    assert names == ["shard-00000.h5", "shard-00001.h5.partial"]
-    with pytest.raises(CacheError, match="manifest.json is missing"):
+    assert names == [
+        ".extract-rank0.lock",
+        "extract.json",
+        "shard-00000.h5",
+        "shard-00001.h5.partial",
+    ]
+    resume = (rf"cache .*{directory.name} is incomplete \(1 of 4 shards complete, no finished "
+              rf"manifest\).*resume it with `vjfer extract --dataset ravdess --root {root} "
+              rf"--encoder tiny --cache {tmp_path} .*--shard-size 3")  # fmt: skip
+    with pytest.raises(CacheError, match=resume):
         open_cache(directory)
     summary = run(config_for(root, tmp_path), encoder)
     assert (summary.shards_skipped, summary.shards_written) == (1, 3)
@@ -243,7 +273,7 @@ import sys
 from pathlib import Path
 from vjfer.extract import ExtractConfig, extract
 config = ExtractConfig(dataset="ravdess", root=Path(sys.argv[1]), encoder="tiny",
-    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0)
+    cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0, dedup=False)
 summary = extract(config, progress=False, stall_timeout=60)
 print("RANK-SUMMARY", summary.shards_written, summary.complete)
 """
@@ -304,7 +334,7 @@ def test_disk_full_leaves_nothing_that_looks_complete(root, encoder, clean, tmp_
     with pytest.raises(CacheError, match="No space left on device"):
         run(config_for(root, tmp_path), encoder)
     directory = tmp_path / "ravdess" / clean.cache_dir.name
-    assert sorted(p.name for p in directory.iterdir()) == ["shard-00000.h5", "shard-00001.h5"]
+    assert sorted(p.name for p in directory.glob("*.h5*")) == ["shard-00000.h5", "shard-00001.h5"]
     monkeypatch.setattr(cache.ShardWriter, "append", original)
     summary = run(config_for(root, tmp_path), encoder)
     assert summary.shards_skipped == 2 and digests(directory) == digests(clean.cache_dir)
@@ -331,7 +361,7 @@ def test_real_full_disk(root, encoder, clean, tmpfs):
     directory = tmpfs / "ravdess" / clean.cache_dir.name
     left = sorted(p.name for p in directory.iterdir())
     assert MANIFEST not in left and not [n for n in left if n.endswith(".partial")]
-    for name in left:
+    for name in [n for n in left if n.startswith("shard-")]:
         assert cache.read_shard_header(directory / name)  # what is there is complete
         assert digests(directory)[name] == digests(clean.cache_dir)[name]
 
@@ -355,3 +385,209 @@ def test_read_only_cache_directory(root, encoder, tmp_path):
             subprocess.run(["umount", str(target)], check=True)
         else:
             target.chmod(0o755)
+
+
+# ---- source identity (issue 14, item 1) ------------------------------------------------------
+
+
+def copy_root(root: Path, target: Path) -> Path:
+    """A copy of the dataset with new mtimes (shutil.copy), as a second download would have."""
+    return Path(shutil.copytree(root, target, copy_function=shutil.copy))
+
+
+def test_other_files_under_the_same_names_are_re_encoded(root, encoder, clean, tmp_path):
+    cache_dir = Path(
+        shutil.copytree(clean.cache_dir, tmp_path / "c" / "ravdess" / clean.cache_dir.name)
+    )
+    other = copy_root(root, tmp_path / "B")
+    c = open_cache(clean.cache_dir)
+    first, second = c.videos.video_id[0], c.videos.video_id[4]  # in shards 0 and 1
+    replaced = actor_dir(other, first) / f"{first}.mp4"
+    replaced.write_bytes((actor_dir(root, second) / f"{second}.mp4").read_bytes())
+    with pytest.raises(CacheError, match=rf"(?s)1 cached video\(s\) in shard-00000.h5 .*came from other "
+                                         rf"files.*\n  {replaced}: sha256 .*encoded from Actor_0\d/"
+                                         rf"{first}.mp4.*--no-reencode"):  # fmt: skip
+        plan_extraction(config_for(other, tmp_path / "c", no_reencode=True), encoder=encoder)
+    summary = run(config_for(other, tmp_path / "c"), encoder)
+    assert (summary.shards_written, summary.shards_skipped) == (1, 3)
+    assert digests(cache_dir)["shard-00001.h5"] == digests(clean.cache_dir)["shard-00001.h5"]
+    new = open_cache(cache_dir)
+    np.testing.assert_array_equal(new.tokens(first), c.tokens(second))  # the new file's tokens
+    row = {v["video_id"]: v for v in json.loads((cache_dir / MANIFEST).read_text())["videos"]}
+    assert row[first]["source"]["sha256"] == hashlib.sha256(replaced.read_bytes()).hexdigest()
+    assert row[first]["source"]["path"] == f"{replaced.parent.name}/{replaced.name}"
+    assert json.loads((cache_dir / MANIFEST).read_text())["config"]["root"] == str(other)
+
+
+def test_the_same_files_elsewhere_reuse_every_shard_and_keep_the_manifest(
+    root, encoder, clean, tmp_path
+):
+    cache_dir = Path(
+        shutil.copytree(clean.cache_dir, tmp_path / "c" / "ravdess" / clean.cache_dir.name)
+    )
+    before = (cache_dir / MANIFEST).read_text()
+    summary = run(
+        config_for(copy_root(root, tmp_path / "B"), tmp_path / "c", no_reencode=True), encoder
+    )
+    assert (summary.shards_written, summary.videos_done, summary.videos_cached) == (0, 0, 8)
+    assert (cache_dir / MANIFEST).read_text() == before  # the root changes only with its shards
+    assert json.loads(before)["config"]["root"] == str(root)
+
+
+# ---- partial decodes (item 2) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def partial_root(tmp_path_factory, truncated_mp4) -> Path:
+    """Two good videos, a truncated one (14 of 76 frames decode) and a one-frame video."""
+    root = tmp_path_factory.mktemp("partial")
+    make_ravdess(root, actors=(1,), emotions=(1,), vocal_channels=(1,), modalities=(1, 2),
+                 short_every=0)  # fmt: skip
+    truncated_mp4(root / "Actor_01" / "01-01-03-01-01-01-01.mp4")
+    (root / "Actor_01" / "01-01-04-01-01-01-01.mp4").write_bytes(one_frame_video("mp4"))
+    return root
+
+
+def test_a_video_that_lost_too_many_frames_is_a_failure(partial_root, encoder, tmp_path):
+    summary = run(config_for(partial_root, tmp_path, workers=1), encoder)
+    assert [f["video_id"] for f in summary.failures] == ["01-01-03-01-01-01-01"]
+    assert summary.failures[0]["reason"].startswith(
+        "lost 62 of 76 frames (82 %), more than --max-lost-frames 0.1"
+    )
+    info = cache.cache_info(summary.cache_dir)
+    assert (info["videos"], info["failed"], info["one_frame"], info["shorter_than_clip"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
+
+
+def test_a_partial_decode_below_the_threshold_is_kept_and_listed(partial_root, encoder, tmp_path):
+    summary = run(config_for(partial_root, tmp_path, max_lost_frames=0.9), encoder)
+    c = open_cache(summary.cache_dir)
+    row = c.videos.set_index("video_id").loc["01-01-03-01-01-01-01"]
+    assert (row.n_frames, row.lost_frames, row.container_frames) == (14, 62, 76)
+    text = cache.format_cache_info(cache.cache_info(summary.cache_dir))
+    short = re.search(r"short\s+(\d+) of 1 frame, (\d+) shorter than a clip", text)
+    assert short and (int(short[1]), int(short[2])) == (1, 2)
+    assert re.search(r"partial\s+1 kept with lost frames", text)
+    assert "01-01-03-01-01-01-01: 14 frames decoded, 62 lost (container lists 76)" in text
+    with pytest.raises(ConfigError, match=r"max_lost_frames is a fraction in 0..1, got 1.5"):
+        config_for(partial_root, tmp_path, max_lost_frames=1.5)
+
+
+def test_decoding_does_not_depend_on_the_workers(partial_root, encoder, tmp_path):
+    one = run(config_for(partial_root, tmp_path / "a", workers=0, max_lost_frames=0.9), encoder)
+    two = run(config_for(partial_root, tmp_path / "b", workers=2, max_lost_frames=0.9), encoder)
+    assert digests(one.cache_dir) == digests(two.cache_dir)
+
+
+# ---- locks, hangs, out-of-memory, threads, environment (items 5-7) -----------------------------
+
+
+def test_a_second_extraction_refuses_at_once_naming_the_first(root, encoder, tmp_path):
+    config = config_for(root, tmp_path)
+    directory = plan_extraction(config, encoder=encoder).directory
+    holder = CacheLock(directory).acquire()  # another open file description: as another process
+    try:
+        who = rf"pid {os.getpid()} on host {re.escape(socket.gethostname())}"
+        with pytest.raises(
+            CacheError, match=rf"{directory} is being written by another vjfer extract \({who}\)"
+        ):
+            plan_extraction(config, encoder=encoder)
+    finally:
+        holder.release()
+    assert run(config, encoder).shards_written == 4
+
+
+class _SmallGPU:
+    """The tiny encoder behind a fake device that runs out of memory above 2 clips per call."""
+
+    def __init__(self, encoder):
+        self._encoder, self.calls = encoder, []
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def encode(self, x):
+        self.calls.append(len(x))
+        if len(x) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return self._encoder.encode(x)
+
+
+def test_out_of_memory_halves_the_batch_and_records_it(root, encoder, clean, tmp_path, caplog):
+    small = _SmallGPU(encoder)
+    summary = run(config_for(root, tmp_path, batch_size=8), small)
+    assert summary.videos_done == 8 and max(small.calls[-5:]) == 2
+    assert "encoding 4 clips per call" in caplog.text and "encoding 2 clips per call" in caplog.text
+    for shard in sorted(summary.cache_dir.glob("shard-*.h5")):
+        with h5py.File(shard, "r") as f:
+            assert f.attrs["encode_batch_size"] == 2
+    ours, theirs = open_cache(summary.cache_dir), open_cache(clean.cache_dir)
+    for video_id in theirs.videos.video_id:  # batch 2 vs batch 4: equal to fp16 rounding
+        np.testing.assert_allclose(ours.tokens(video_id).astype(np.float32),
+                                   theirs.tokens(video_id).astype(np.float32), atol=2e-3, rtol=2e-3)  # fmt: skip
+
+
+def test_a_hanging_decode_becomes_a_failure(root, encoder, tmp_path, monkeypatch):
+    slow_stem = sorted(
+        p.stem for p in root.rglob("0*.mp4") if p.stem not in BAD and p.stem != EMPTY
+    )[0]
+    original = video_module._clean_frames
+
+    def stalling(path, *args, **kwargs):
+        for frame in original(path, *args, **kwargs):
+            if path.stem == slow_stem:
+                time.sleep(0.3)  # a stream that stalls FFmpeg
+            yield frame
+
+    monkeypatch.setattr(video_module, "_clean_frames", stalling)
+    summary = run(config_for(root, tmp_path, decode_timeout=0.5), encoder)
+    reasons = {f["video_id"]: f["reason"] for f in summary.failures}
+    assert reasons[slow_stem] == "decoding timed out after 0.5 s (--decode-timeout)"
+    assert summary.videos_done == 7
+
+
+def test_workers_never_exceed_the_cores_and_runs_record_their_environment(
+    root, encoder, clean, tmp_path, recwarn
+):
+    assert decode_workers(None, 2) == 1 and decode_workers(None, 64) == 8
+    assert decode_workers(4, 2) == 2 and decode_workers(0, 2) == 0
+    summary = run(config_for(root, tmp_path, workers=16), encoder)
+    assert digests(summary.cache_dir) == digests(clean.cache_dir)
+    assert not [w for w in recwarn if "worker" in str(w.message)]  # no DataLoader warning
+    record = json.loads((summary.cache_dir / "extract.json").read_text())
+    env = record["environment"]
+    assert env["torch"] == torch.__version__ and env["python"] == platform.python_version()
+    assert env["vjfer"] == vjfer.__version__ and env["cpus"] >= 1 and "platform" in env
+    assert record["config"]["workers"] == 16
+
+
+# ---- identical video streams (item 8) ---------------------------------------------------------
+
+
+def test_identical_streams_are_encoded_once(root, encoder, clean, tmp_path):
+    """The synthetic RAVDESS, like the real one, has each trial as video-only (02) and the same
+    video packets plus audio (01): each pair is decoded and encoded once, stored once."""
+    summary = run(config_for(root, tmp_path, dedup=True), encoder)
+    assert (summary.videos_done, summary.videos_shared, summary.failed) == (8, 4, 3)
+    assert "(4 of them share an identical video stream: stored once)" in format_summary(summary)
+    c, full = open_cache(summary.cache_dir), open_cache(clean.cache_dir)
+    assert list(c.videos.video_id) == list(full.videos.video_id)  # every id, labels per file
+    assert list(c.videos.label) == list(full.videos.label) and list(c.videos.fold) == list(
+        full.videos.fold
+    )
+    shared = c.videos[c.videos.alias_of != ""]
+    assert sorted(shared.video_id) == sorted(v for v in c.videos.video_id if v.startswith("02-"))
+    for row in shared.itertuples():
+        assert row.alias_of == "01" + row.video_id[2:]  # its audio-video twin
+        np.testing.assert_array_equal(c.tokens(row.video_id), c.tokens(row.alias_of))
+        np.testing.assert_allclose(c.tokens(row.video_id).astype(np.float32),
+                                   full.tokens(row.video_id).astype(np.float32), atol=2e-2)  # fmt: skip
+    assert c.num_clips * 2 == full.num_clips  # half the tokens
+    info = cache.cache_info(summary.cache_dir)
+    assert info["shared"] == 4 and verify_cache(summary.cache_dir).ok
+    again = run(config_for(root, tmp_path, dedup=True), encoder)  # digests from streams.json
+    assert (again.shards_written, again.videos_cached) == (0, 8)

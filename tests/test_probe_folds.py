@@ -147,3 +147,16 @@ def test_a_grid_run_writes_selection_and_keeps_the_layout(cache, tmp_path):
         assert (out / f"fold-{k}" / "selected" / "probe.pt").exists()
     md = (out / "summary.md").read_text()
     assert "| PBV (selected head) |" in md and "| PBV |" in md
+
+
+def test_a_run_records_coverage_and_environment(cache, tmp_path):
+    out = run_probe(cache.path, [1], CFG, tmp_path / "run", progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["coverage"] == {"videos": len(cache), "failed": 0, "excluded": 0}
+    assert config["environment"]["torch"] == torch.__version__
+    summary = json.loads((out / "summary.json").read_text())
+    assert (
+        summary["coverage"]
+        == f"results on {len(cache)} of {len(cache)} videos, 0 failed / excluded"
+    )
+    assert summary["coverage"] in (out / "summary.md").read_text()

@@ -76,3 +76,28 @@ def test_chunk_index_refuses_compressed_tokens(cache, tmp_path):
         CacheError, match=r"shard-00000.h5: chunk 0: \d+ bytes, filter mask \d+; expected 512"
     ):
         ChunkIndex(open_cache(copy))
+
+
+def test_reader_refuses_a_flipped_bit_naming_the_clip(tmp_path):
+    """A bit flipped inside a token chunk (finite values, so no NaN check sees it) stops the read."""
+    directory = build_cache(tmp_path / "c", {"e": "x"}, make_entries(actors=[1]), dataset="ravdess",
+                            grid=GRID)  # fmt: skip
+    cache = open_cache(directory)
+    vid = cache.videos["video_id"][2]
+    index = ChunkIndex(cache)
+    shard, first = cache.videos["shard"][2], int(cache.videos["first_clip"][2])
+    offset = int(index.offsets[shard][first + 1]) + 100  # inside the video's second clip
+    with open(directory / shard, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 0x01]))
+    reader = ClipReader(open_cache(directory), threads=2)
+    with pytest.raises(
+        CacheError, match=rf"clip {first + 1} \({vid}, clip 1\) does not match its checksum"
+    ):
+        for _ in reader.stream([(vid, np.array([0, 1]))]):
+            pass
+    unchecked = ClipReader(open_cache(directory), threads=0, verify=False)
+    tokens = next(iter(unchecked.stream([(vid, np.array([1]))])))
+    assert not np.array_equal(tokens.numpy(), make_entries(actors=[1])[2].tokens[[1]])

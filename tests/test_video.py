@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -534,3 +536,36 @@ def test_normalize_clips_on_gpu():
     x = normalize_clips(clips.cuda())
     assert x.device.type == "cuda"
     torch.testing.assert_close(x.cpu(), normalize_clips(clips))
+
+
+def test_a_truncated_file_decodes_the_same_frames_at_any_thread_count(tmp_path, truncated_mp4):
+    """Frame threads lost the frames in flight at the cut (12 of 76 with 2+ threads, 14 with 1)."""
+    path = tmp_path / "cut.mp4"
+    truncated_mp4(path)
+    videos = [decode_video(path, 32, threads=t) for t in (0, 1, 2, 4)]
+    assert {(v.n_frames, v.lost_frames, v.container_frames) for v in videos} == {(14, 62, 76)}
+    for v in videos[1:]:
+        np.testing.assert_array_equal(v.frames, videos[0].frames)
+    assert videos[0].source.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert videos[0].source.size == path.stat().st_size
+
+
+def test_decoding_past_the_timeout_is_an_error(videos, monkeypatch):
+    path = videos[sorted(videos)[0]][0]
+    clock = iter(range(0, 10_000, 5))  # every look at the clock: 5 s later
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    with pytest.raises(VideoError, match=r"decoding timed out after 12 s \(--decode-timeout\)"):
+        decode_video(path, 32, timeout=12)
+
+
+def test_lfs_pointers_and_broken_links_are_named(tmp_path):
+    pointer = tmp_path / "a.mp4"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12345\n")
+    with pytest.raises(VideoError, match=r"a.mp4: a git-LFS pointer, not a video: .*git lfs pull"):
+        decode_video(pointer, 32)
+    link = tmp_path / "b.mp4"
+    link.symlink_to(tmp_path / "annex" / "missing-object")
+    with pytest.raises(
+        VideoError, match=r"b.mp4: link target missing: fetch it with `git annex get`"
+    ):
+        decode_video(link, 32)

@@ -7,6 +7,12 @@ is written as `shard-NNNNN.h5.partial`, fsynced and renamed: a file named `shard
 Shards are self-describing (settings, fingerprint, assignment and failures in their attributes), so
 the manifest can be rebuilt from them. Writes are deterministic (no timestamps, fixed order), so an
 interrupted-then-resumed shard has the same bytes as one written in a single go.
+
+What a shard proves about itself (format v2): per video, the identity of the source file (path
+relative to the dataset root, size, mtime, sha256 of the bytes decoded) and the decode record
+(`lost_frames`, `container_frames`); per clip, `clip_checksum`, the xxh3-64 of exactly the bytes of
+that clip's HDF5 chunk. `open_cache` checks every shard's header against the manifest (cheap);
+`verify_cache` and `Cache.tokens` check the checksums.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import xxhash
 
 from vjfer.errors import CacheError
 from vjfer.labels import class_names as dataset_class_names
@@ -30,17 +37,21 @@ from vjfer.labels import class_names as dataset_class_names
 log = logging.getLogger(__name__)
 
 FORMAT = "vjfer-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2: source identity, decode record and per-clip checksums
 MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
 PARTIAL_SUFFIX = ".partial"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.h5$")
 TOKEN_DTYPE = np.dtype("float16")  # storage dtype of tokens (a fingerprint input)
 FRAMES_PER_CLIP = 16  # == video.FRAMES_PER_CLIP; cache.py imports nothing heavier than h5py
+CLIP_SPAN = 61  # == video.CLIP_SPAN: frames from a clip's first to its last index
 VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips")
 # Per-video columns of caches made with a face crop (`vjfer.face`) only; other shards lack them.
 FACE_COLUMNS = ("face_status", "face_box")  # "cropped" | "fallback"; (x, y, w, h), -1s: none
 FACE_FAILURE_PREFIX = "no face"  # how a face-crop failure's reason starts (failures.jsonl)
+DECODE_COLUMNS = ("lost_frames", "container_frames")  # int64; container_frames -1: not listed
+SOURCE_COLUMNS = ("source_path", "source_size", "source_mtime_ns", "source_sha256")
+CHECKSUM = "xxh3_64"  # per clip, of the chunk's bytes; ~20x faster than zlib.crc32 (RESULTS.md)
 
 
 @dataclass
@@ -57,6 +68,27 @@ class VideoEntry:
     tokens: np.ndarray  # float16 [C, V, N, D]
     face_status: str | None = None  # with a face crop: "cropped" or "fallback" (whole frame)
     face_box: tuple[int, int, int, int] | None = None  # the crop (x, y, w, h); None: whole frame
+    lost_frames: int = 0  # frames that failed to decode (kept below --max-lost-frames)
+    container_frames: int = -1  # frames the container's index lists; -1 when it lists none
+    source: object | None = None  # a video.SourceIdentity (path, size, mtime_ns, sha256)
+    alias_of: str = ""  # the video whose tokens this one shares (an identical video stream)
+
+
+@dataclass
+class Coverage:
+    """How much of a dataset a cache covers: results on `videos` of `total` videos."""
+
+    videos: int  # cached, usable
+    failed: int  # could not be decoded (failures.jsonl, stage decode)
+    excluded: int  # excluded when indexing (failures.jsonl, stage index)
+
+    @property
+    def total(self) -> int:
+        return self.videos + self.failed + self.excluded
+
+    def __str__(self) -> str:
+        return (f"results on {self.videos} of {self.total} videos, "
+                f"{self.failed + self.excluded} failed / excluded")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,6 +103,22 @@ def canonical_json(obj: object) -> str:
 def fingerprint(settings: dict) -> str:
     """sha256 (hex) of the canonical JSON of the fingerprint inputs."""
     return hashlib.sha256(canonical_json(settings).encode()).hexdigest()
+
+
+def clip_checksum(buf: np.ndarray | bytes | memoryview) -> int:
+    """xxh3-64 of a clip's bytes: a C-contiguous float16 [V, N, D] array or its raw chunk bytes."""
+    if isinstance(buf, np.ndarray):
+        buf = memoryview(np.ascontiguousarray(buf)).cast("B")
+    return xxhash.xxh3_64_intdigest(buf)
+
+
+def corrupt_clip(directory: Path, shard: str, row: int, video_id: str, clip: int) -> CacheError:
+    """The error for a clip whose bytes do not match its stored checksum, with the fix."""
+    return CacheError(
+        f"{Path(directory) / shard}: clip {row} ({video_id}, clip {clip}) does not match its "
+        f"checksum: the shard is corrupt; run `vjfer cache verify {directory}` and re-extract that "
+        "shard (delete it, rerun vjfer extract)"
+    )
 
 
 def cache_dir_name(encoder: str, resolution: int, fp: str) -> str:
@@ -103,12 +151,18 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file, fsync and rename: never a half-written file."""
     tmp = path.with_name(path.name + PARTIAL_SUFFIX)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:  # disk full, quota, permissions: the error names the file, no .partial
+        tmp.unlink(missing_ok=True)
+        cause = os.strerror(err.errno) if err.errno else str(err)
+        raise CacheError(f"writing {path} failed ({cause}); free space or fix the directory, "
+                         f"then rerun (the shards written so far are kept)") from err  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,6 +184,8 @@ class ShardWriter:
         self.shape = (num_views, num_tokens, embed_dim)  # (V, N, D)
         self.rows: list[VideoEntry] = []
         self.failures: list[dict] = []
+        self.checksums: list[int] = []
+        self.aliases: list[VideoEntry] = []  # videos sharing another's tokens (no tokens stored)
         self.clips = 0
         self.tmp.unlink(missing_ok=True)
         self._file = h5py.File(self.tmp, "w", libver="earliest")
@@ -157,25 +213,53 @@ class ShardWriter:
         dsid = self._tokens.id
         for i in range(C):  # one clip per chunk: write chunks directly, bypassing the chunk cache
             dsid.write_direct_chunk((self.clips + i, 0, 0, 0), tokens[i])
+            self.checksums.append(clip_checksum(tokens[i]))  # the chunk's bytes, exactly
         # the tokens are on disk now: keep no reference to them (a shard can hold gigabytes)
         row = VideoEntry(entry.video_id, int(entry.label), int(entry.actor), int(entry.fold),
                          int(entry.n_frames), float(entry.fps), np.array(entry.frames),
-                         np.empty(0, TOKEN_DTYPE), entry.face_status, entry.face_box)  # fmt: skip
+                         np.empty(0, TOKEN_DTYPE), face_status=entry.face_status,
+                         face_box=entry.face_box, lost_frames=int(entry.lost_frames),
+                         container_frames=int(entry.container_frames), source=entry.source,
+                         alias_of=entry.alias_of)  # fmt: skip
         self.rows.append(row)
         self.clips += C
 
     def add_failure(self, failure: dict) -> None:
-        """Record a video of this shard that could not be used ({video_id, path, reason})."""
-        self.failures.append({k: failure[k] for k in ("video_id", "path", "reason")})
+        """Record a video of this shard that could not be used ({video_id, path, reason}, and
+        `source`: the identity of the file that failed, as a dict, when it could be read)."""
+        source = failure.get("source")  # optional: a missing file has none
+        self.failures.append({**{k: failure[k] for k in ("video_id", "path", "reason")},
+                              "stage": "decode", "source": source})  # fmt: skip
+
+    def add_alias(self, entry: VideoEntry) -> None:
+        """A video whose video stream is identical to `entry.alias_of`'s (appended to this shard):
+        stored as a row that points at that video's clips. `entry.tokens` is ignored."""
+        if not entry.alias_of:
+            raise CacheError(f"{entry.video_id}: an alias needs alias_of")
+        self.aliases.append(entry)
+
+    def note(self, key: str, value: int | str) -> None:
+        """Set a shard attribute known only once its tokens are written (e.g. the batch size)."""
+        self.header[key] = value
 
     def _write(self, name: str, data: np.ndarray, dtype=None) -> None:
         self._file.create_dataset(name, data=data, dtype=dtype, track_times=False)
 
     def close(self) -> Path:
         """Write the per-video tables and attributes, then fsync and rename: the shard is complete."""
-        f, rows = self._file, self.rows
-        n_clips = np.array([len(r.frames) for r in rows], dtype=np.int64)
-        first = np.concatenate([[0], np.cumsum(n_clips)[:-1]]).astype(np.int64) if rows else n_clips
+        f = self._file
+        n_stored = np.array([len(r.frames) for r in self.rows], dtype=np.int64)
+        starts = np.cumsum(n_stored) - n_stored  # first clip of each stored video
+        span = {
+            r.video_id: (int(a), int(n))
+            for r, a, n in zip(self.rows, starts, n_stored, strict=True)
+        }
+        if stray := [a.video_id for a in self.aliases if a.alias_of not in span]:
+            raise CacheError(f"{stray[0]}: alias of a video not in this shard")
+        rows = sorted([*self.rows, *self.aliases], key=lambda r: r.video_id)  # aliases interleaved
+        row_of = {r.video_id: i for i, r in enumerate(rows)}
+        first = np.array([span[r.alias_of or r.video_id][0] for r in rows], dtype=np.int64)
+        n_clips = np.array([span[r.alias_of or r.video_id][1] for r in rows], dtype=np.int64)
         self._write("video_id", np.array([r.video_id for r in rows], dtype=object),
                     h5py.string_dtype("utf-8"))  # fmt: skip
         for name in ("label", "actor", "fold", "n_frames"):
@@ -183,14 +267,28 @@ class ShardWriter:
         self._write("fps", np.array([r.fps for r in rows], dtype=np.float64))
         self._write("first_clip", first)
         self._write("n_clips", n_clips)
-        self._write("clip_video", np.repeat(np.arange(len(rows), dtype=np.int32), n_clips))
-        frames = [r.frames for r in rows] or [np.zeros((0, FRAMES_PER_CLIP))]
+        owner = [row_of[r.video_id] for r in self.rows]  # clip -> the row of the video stored
+        self._write("clip_video", np.repeat(np.array(owner, dtype=np.int32), n_stored))
+        frames = [r.frames for r in self.rows] or [np.zeros((0, FRAMES_PER_CLIP))]
         self._write("clip_frames", np.concatenate(frames).astype(np.int32))
         if any(r.face_status is not None for r in rows):  # only face-crop caches have these
             self._write("face_status", np.array([r.face_status for r in rows], dtype=object),
                         h5py.string_dtype("utf-8"))  # fmt: skip
             boxes = [r.face_box if r.face_box is not None else (-1, -1, -1, -1) for r in rows]
             self._write("face_box", np.array(boxes, dtype=np.int32))
+        self._write("alias_of", np.array([r.alias_of for r in rows], dtype=object),
+                    h5py.string_dtype("utf-8"))  # fmt: skip
+        self._write("clip_checksum", np.array(self.checksums, dtype=np.uint64))
+        for name in DECODE_COLUMNS:
+            self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
+        sources = [_source_row(r.source) for r in rows]
+        for name in SOURCE_COLUMNS:
+            values = [src[name] for src in sources]
+            if name in ("source_path", "source_sha256"):
+                self._write(name, np.array(values, dtype=object), h5py.string_dtype("utf-8"))
+            else:
+                self._write(name, np.array(values, dtype=np.int64))
+        f.attrs["checksum"] = CHECKSUM
         for key, value in self.header.items():
             f.attrs[key] = value if isinstance(value, (int, str)) else canonical_json(value)
         f.attrs["failures"] = canonical_json(sorted(self.failures, key=lambda d: d["video_id"]))
@@ -210,21 +308,37 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def _source_row(source) -> dict:
+    """A SourceIdentity (or None: built in memory) as the shard's source_* columns."""
+    if source is None:
+        return {"source_path": "", "source_size": -1, "source_mtime_ns": -1, "source_sha256": ""}
+    return {"source_path": str(source.path), "source_size": int(source.size),
+            "source_mtime_ns": int(source.mtime_ns), "source_sha256": str(source.sha256)}  # fmt: skip
+
+
 def shard_header(*, dataset: str, fp: str, settings: dict, grid: Sequence[int], embed_dim: int,
                  num_views: int, index: int, num_shards: int, shard_size: int,
-                 video_ids: Sequence[str]) -> dict:  # fmt: skip
+                 video_ids: Sequence[str], aliases: dict[str, str] | None = None) -> dict:  # fmt: skip
     """The attributes every shard carries; enough to rebuild the manifest from the shards."""
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "dataset": dataset, "fingerprint": fp,
         "settings": settings, "grid": list(grid), "embed_dim": embed_dim, "num_views": num_views,
         "index": index, "num_shards": num_shards, "shard_size": shard_size,
         "video_ids": list(video_ids),
+        "aliases": dict(sorted((aliases or {}).items())),  # alias id -> id whose tokens it shares
     }  # fmt: skip
 
 
 def _check_format(meta: dict, path: Path) -> None:
     """A shard header or manifest of another format or version is refused, naming the file."""
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if meta.get("format") == FORMAT and isinstance(version, int) and version < FORMAT_VERSION:
+        raise CacheError(
+            f"{path}: a cache of format v{version}, made by an older vjfer; this vjfer reads "
+            f"v{FORMAT_VERSION} (source identity, per-clip checksums): re-extract it with "
+            f"`vjfer extract ... --force`, or delete {path.parent}"
+        )
+    if meta.get("format") != FORMAT or version != FORMAT_VERSION:
         raise CacheError(
             f"{path}: format {meta.get('format')!r} v{meta.get('format_version')!r}, "
             f"this vjfer reads {FORMAT!r} v{FORMAT_VERSION}"
@@ -239,22 +353,23 @@ def read_shard_header(path: Path) -> dict:
             header = {
                 k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in attrs.items()
             }
-            table = {k: f[k][()] for k in (*VIDEO_COLUMNS, *FACE_COLUMNS) if k in f}
+            _check_format(header, path)
+            names = (*VIDEO_COLUMNS, *DECODE_COLUMNS, *SOURCE_COLUMNS, "alias_of")
+            table = {k: f[k][()] for k in names}
+            table.update({k: f[k][()] for k in FACE_COLUMNS if k in f})
             header["tokens_shape"] = list(f["tokens"].shape)
             header["clips_in_table"] = int(len(f["clip_video"]))
+            header["checksums"] = int(len(f["clip_checksum"]))
     except (OSError, KeyError) as err:
         raise CacheError(f"cannot read shard {path}: {err}") from err
-    _check_format(header, path)
-    for key in ("video_id", "face_status"):
+    for key in ("video_id", "source_path", "source_sha256", "alias_of", "face_status"):
         if key in table:
             table[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in table[key]]
-    if "video_id" not in table:
-        raise CacheError(f"cannot read shard {path}: no video_id table")
     header["videos"] = table
     return header
 
 
-_JSON_ATTRS = ("settings", "grid", "video_ids", "failures")
+_JSON_ATTRS = ("settings", "grid", "video_ids", "failures", "aliases")
 
 
 def _plain(value):
@@ -294,7 +409,8 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
         shards.append({"name": shard_name(index), "video_ids": h["video_ids"],
                        "clips": h["tokens_shape"][0], "complete": True})  # fmt: skip
         for i, vid in enumerate(t["video_id"]):
-            row = {k: _plain(t[k][i]) for k in VIDEO_COLUMNS[1:]}
+            row = {k: _plain(t[k][i]) for k in (*VIDEO_COLUMNS[1:], *DECODE_COLUMNS, "alias_of")}
+            row["source"] = {k.removeprefix("source_"): _plain(t[k][i]) for k in SOURCE_COLUMNS}
             if "face_status" in t:
                 row["face_status"] = t["face_status"][i]
                 box = [int(v) for v in t["face_box"][i]]
@@ -313,20 +429,28 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
         "class_names": list(dataset_class_names(first["dataset"])),
         "shard_size": first["shard_size"],
         "complete": all(s["complete"] for s in shards),
-        "shards": shards, "videos": videos,
+        "shards": shards, "videos": videos, "excluded": [],
     }  # fmt: skip
     if extra:
         manifest.update(extra)
     return manifest
 
 
+def failure_lines(manifest: dict) -> list[dict]:
+    """Every video the cache does not hold, with the reason: files excluded when indexing
+    (`stage: index`) and videos that could not be decoded (`stage: decode`)."""
+    index = [{"video_id": Path(e["path"]).stem, "path": e["path"],
+              "reason": f"{e['reason']}: {e['detail']}" if e["detail"] else e["reason"],
+              "stage": "index"} for e in manifest["excluded"]]  # fmt: skip
+    decode = [{k: v[k] for k in ("video_id", "path", "reason")} | {"stage": "decode"}
+              for v in manifest["videos"] if v["status"] == "failed"]  # fmt: skip
+    return index + decode
+
+
 def write_manifest(directory: Path, manifest: dict) -> None:
     """Write manifest.json and failures.jsonl atomically."""
     directory = Path(directory)
-    failed = [v for v in manifest["videos"] if v["status"] == "failed"]
-    lines = "".join(
-        json.dumps({k: v[k] for k in ("video_id", "path", "reason")}) + "\n" for v in failed
-    )
+    lines = "".join(json.dumps(line) + "\n" for line in failure_lines(manifest))
     atomic_write_text(directory / FAILURES, lines)
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
@@ -348,10 +472,18 @@ def read_manifest(directory: Path) -> dict:
 def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], *, dataset: str,
                 grid: tuple[int, int, int], shard_size: int = 64,
                 failures: Sequence[dict] = ()) -> Path:  # fmt: skip
-    """Write a complete cache (shards, manifest.json, failures.jsonl) from in-memory entries."""
+    """Write a complete cache (shards, manifest.json, failures.jsonl) from in-memory entries.
+
+    Entries with `alias_of` share that entry's tokens: they go into its shard, as rows only.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    by_id = {e.video_id: e for e in entries}
+    entries = list(entries)
+    aliases: dict[str, list[VideoEntry]] = {}
+    for e in entries:
+        if e.alias_of:
+            aliases.setdefault(e.alias_of, []).append(e)
+    by_id = {e.video_id: e for e in entries if not e.alias_of}
     failed = {f["video_id"]: f for f in failures}
     if not by_id:
         raise CacheError("build_cache needs at least one entry")
@@ -363,11 +495,15 @@ def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], 
     for index, ids in enumerate(groups):
         header = shard_header(dataset=dataset, fp=fp, settings=settings, grid=grid, embed_dim=D,
                               num_views=V, index=index, num_shards=len(groups),
-                              shard_size=shard_size, video_ids=ids)  # fmt: skip
+                              shard_size=shard_size, video_ids=ids,
+                              aliases={a.video_id: v for v in ids
+                                       for a in aliases.get(v, [])})  # fmt: skip
         writer = ShardWriter(directory / shard_name(index), header, V, N, D)
         try:
             for vid in ids:
                 writer.append(by_id[vid]) if vid in by_id else writer.add_failure(failed[vid])
+                for alias in aliases.get(vid, []) if vid in by_id else []:
+                    writer.add_alias(alias)
             writer.close()
         except BaseException:
             writer.abort()
@@ -386,9 +522,10 @@ class Cache:
     The object pickles without its handles, so each DataLoader worker opens its own.
     """
 
-    def __init__(self, path: Path, manifest: dict):
+    def __init__(self, path: Path, manifest: dict, verify: bool = True):
         self.path = Path(path)
         self.manifest = manifest
+        self.verify = verify  # the default of `tokens(verify=...)`
         self.settings: dict = manifest["settings"]
         self.fingerprint: str = manifest["fingerprint"]
         self.dataset: str = manifest["dataset"]
@@ -400,12 +537,14 @@ class Cache:
         self.class_names: tuple[str, ...] = tuple(manifest["class_names"])
         ok = [v for v in manifest["videos"] if v["status"] == "ok"]
         face = [c for c in FACE_COLUMNS if ok and c in ok[0]]
-        self.videos = pd.DataFrame(ok, columns=[*VIDEO_COLUMNS, "shard", *face])
+        columns = [*VIDEO_COLUMNS, "shard", *DECODE_COLUMNS, "alias_of", *face]
+        self.videos = pd.DataFrame(ok, columns=columns)
         self.videos = self.videos.sort_values("video_id", ignore_index=True)
         self.failures: list[dict] = [
             {k: v[k] for k in ("video_id", "path", "reason")}
             for v in manifest["videos"] if v["status"] == "failed"
         ]  # fmt: skip
+        self.excluded: list[dict] = list(manifest["excluded"])  # files the index left out
         self._where = {v["video_id"]: (v["shard"], v["first_clip"], v["n_clips"]) for v in ok}
         self._handles: dict[str, h5py.File] = {}
         self._pid = os.getpid()
@@ -418,7 +557,8 @@ class Cache:
 
     @property
     def num_clips(self) -> int:
-        return int(self.videos["n_clips"].sum())
+        """Clips stored (a video sharing another's stream adds none)."""
+        return int(self.videos.loc[self.videos["alias_of"] == "", "n_clips"].sum())
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -441,10 +581,71 @@ class Cache:
         except KeyError:
             raise CacheError(f"video {video_id!r} is not in cache {self.path}") from None
 
-    def tokens(self, video_id: str) -> np.ndarray:
-        """float16 [C, V, N, D]: every cached clip of the video."""
+    def tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
+        """float16 [C, V, N, D]: every cached clip of the video.
+
+        Each clip is one uncompressed chunk, read straight into the result (no HDF5 selection).
+        With `verify` (default: the cache's `verify`, on unless opened with verify=False), each
+        clip's bytes are checked against its stored checksum (xxh3-64, while they are still in the
+        CPU cache; 12-21 % of the read time on a 2-core VM, see benchmarks/RESULTS.md); a mismatch
+        is a CacheError naming the shard, video and clip.
+        """
+        verify = self.verify if verify is None else verify
         shard, first, n = self._locate(video_id)
-        return self._shard(shard)["tokens"][first : first + n]
+        f = self._shard(shard)
+        dataset = f["tokens"]
+        out = np.empty((n, *dataset.shape[1:]), dtype=TOKEN_DTYPE)
+        stored = f["clip_checksum"][first : first + n] if verify else None
+        dsid = dataset.id
+        for c in range(n):
+            dsid.read_direct_chunk((first + c, 0, 0, 0), out=out[c].reshape(-1).view(np.uint8))
+            if verify and clip_checksum(out[c]) != int(stored[c]):
+                raise corrupt_clip(self.path, shard, first + c, video_id, c)
+        return out
+
+    def clip_checksums(self, video_id: str) -> np.ndarray:
+        """uint64 [C]: the stored xxh3-64 of each clip's bytes; compare `clip_checksum(tokens[c])`."""
+        shard, first, n = self._locate(video_id)
+        return self._shard(shard)["clip_checksum"][first : first + n]
+
+    def verify_sample(self, clips: int = 64, seed: int = 0) -> int:
+        """Check the checksums of `clips` clips drawn at random (all when fewer): the cheap check
+        for a reader that opened the cache with verify=False. Returns the number checked."""
+        where = [(v, c) for v, n in zip(self.videos["video_id"], self.videos["n_clips"], strict=True)
+                 for c in range(n)]  # fmt: skip
+        rng = np.random.default_rng(seed)
+        picked = rng.choice(len(where), size=min(clips, len(where)), replace=False)
+        for video_id in sorted({where[i][0] for i in picked}):
+            self.tokens(video_id, verify=True)  # whole videos: a clip read alone costs the same
+        return len(picked)
+
+    def coverage(self) -> Coverage:
+        """Cached videos vs all the dataset's files: what "results on N of M videos" reports."""
+        return Coverage(len(self.videos), len(self.failures), len(self.excluded))
+
+    def check_structure(self) -> None:
+        """Every shard's header agrees with the manifest: index, videos, fingerprint, clip count.
+
+        Cheap (attributes and small tables only); catches a shard replaced by another's copy.
+        """
+        for index, entry in enumerate(self.manifest["shards"]):
+            path = self.path / entry["name"]
+            h = read_shard_header(path)
+            want = sum(int(v["n_clips"]) for v in self.manifest["videos"]
+                       if v["status"] == "ok" and v["shard"] == entry["name"]
+                       and not v["alias_of"])  # fmt: skip
+            got = {"index": h["index"], "video_ids": h["video_ids"], "fingerprint": h["fingerprint"],
+                   "clips": h["tokens_shape"][0], "checksums": h["checksums"]}  # fmt: skip
+            expected = {"index": index, "video_ids": entry["video_ids"],
+                        "fingerprint": self.fingerprint, "clips": want, "checksums": want}  # fmt: skip
+            for key, value in got.items():
+                if value != expected[key]:
+                    shown = lambda x: x[:3] if isinstance(x, list) else x  # noqa: E731
+                    raise CacheError(
+                        f"{path}: {key} {shown(value)!r}, the manifest expects "
+                        f"{shown(expected[key])!r}: this shard is not the one the manifest lists "
+                        f"(replaced or copied?); re-extract it (delete it, rerun vjfer extract)"
+                    )
 
     def clip_frames(self, video_id: str) -> np.ndarray:
         """int [C, 16]: the frame indices of each cached clip of the video."""
@@ -509,18 +710,60 @@ def _is_complete(directory: Path) -> bool:
         return False
 
 
-def open_cache(path: str | Path) -> Cache:
-    """Open a complete cache directory (or its manifest.json); CacheError if incomplete or foreign."""
+EXTRACT_RECORD = "extract.json"  # the extraction's options and environment (vjfer.extract)
+
+
+def resume_command(directory: Path) -> str:
+    """The `vjfer extract` command that resumes the cache in `directory` (from extract.json)."""
+    try:
+        config = json.loads((Path(directory) / EXTRACT_RECORD).read_text(encoding="utf-8"))[
+            "config"
+        ]
+    except (OSError, ValueError, KeyError):
+        return "the `vjfer extract` command that made it (same options)"
+    words = ["vjfer", "extract", "--dataset", config["dataset"], "--root", config["root"],
+             "--encoder", config["encoder"], "--cache", config["cache_root"]]  # fmt: skip
+    if config["checkpoint"]:
+        words += ["--checkpoint", config["checkpoint"]]
+    for key in ("weights", "plan", "views", "hop", "shard_size", "limit", "max_lost_frames"):
+        if config.get(key) is not None:
+            words += [f"--{key.replace('_', '-')}", str(config[key])]
+    return "`" + " ".join(words) + "`"
+
+
+def incomplete_message(directory: Path) -> str:
+    """Names an incomplete cache and the `vjfer extract` command that resumes it."""
+    directory = Path(directory)
+    done = sorted(p.name for p in directory.glob("shard-*.h5") if SHARD_PATTERN.match(p.name))
+    try:
+        count = f"{len(done)} of {read_shard_header(directory / done[0])['num_shards']}"
+    except (IndexError, CacheError):
+        count = f"{len(done)}"
+    return (
+        f"cache {directory} is incomplete ({count} shards complete, no finished manifest): an "
+        f"extraction was interrupted or is running; resume it with {resume_command(directory)}"
+    )
+
+
+def open_cache(path: str | Path, check: bool = True, verify: bool = True) -> Cache:
+    """Open a complete cache directory (or its manifest.json); CacheError if incomplete, foreign,
+    or (with `check`) a shard disagrees with the manifest (`Cache.check_structure`). `verify` is
+    the default of `Cache.tokens(verify=...)`: every clip read is checked against its checksum."""
     path = Path(path)
     directory = path.parent if path.name == MANIFEST else path
+    if not (directory / MANIFEST).exists() and any(directory.glob("shard-*.h5*")):
+        raise CacheError(incomplete_message(directory))
     manifest = read_manifest(directory)
     if not manifest["complete"]:
         missing = [s["name"] for s in manifest["shards"] if not s["complete"]]
         raise CacheError(
             f"cache {directory} is incomplete ({directory / MANIFEST}): {len(missing)} shard(s) "
-            f"missing, first {missing[0]}; rerun the extraction to finish it"
+            f"missing, first {missing[0]}; resume it with {resume_command(directory)}"
         )
-    return Cache(directory, manifest)
+    cache = Cache(directory, manifest, verify=verify)
+    if check:
+        cache.check_structure()
+    return cache
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +789,8 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
             raise
         manifest, stale = None, True
     if stale and rebuild:
-        extra = {"config": manifest["config"]} if manifest and "config" in manifest else None
+        kept = ("config", "excluded")  # what the shards do not carry
+        extra = {k: manifest[k] for k in kept if k in manifest} if manifest else None
         manifest = manifest_from_shards(directory, extra)
         write_manifest(directory, manifest)
         rebuilt = True
@@ -559,10 +803,17 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
         "layout": manifest["layout"], "complete": manifest["complete"], "rebuilt": rebuilt,
         "shards": len(manifest["shards"]),
         "shards_complete": sum(s["complete"] for s in manifest["shards"]),
-        "videos": len(ok), "failed": len(failed), "clips": sum(v["n_clips"] for v in ok),
+        "videos": len(ok), "failed": len(failed),
+        "clips": sum(v["n_clips"] for v in ok if not v["alias_of"]),
+        "shared": sum(bool(v["alias_of"]) for v in ok),
         "bytes": sum(p.stat().st_size for p in files if p.exists()),
         "failures": [{k: v[k] for k in ("video_id", "path", "reason")} for v in failed],
         "face": _face_counts(manifest["settings"], ok, failed),
+        "excluded": manifest["excluded"],
+        "partial": [{k: v[k] for k in ("video_id", "n_frames", "lost_frames", "container_frames")}
+                    for v in ok if v["lost_frames"] > 0],
+        "one_frame": sum(v["n_frames"] == 1 for v in ok),
+        "shorter_than_clip": sum(v["n_frames"] < CLIP_SPAN for v in ok),
     }  # fmt: skip
 
 
@@ -588,7 +839,13 @@ def format_cache_info(info: dict) -> str:
         f"dataset     {info['dataset']}",
         f"fingerprint {info['fingerprint']}",
         f"state       {state}: {info['shards_complete']}/{info['shards']} shards",
-        f"videos      {info['videos']} cached, {info['failed']} failed",
+        f"videos      {info['videos']} cached, {info['failed']} failed, "
+        f"{len(info['excluded'])} excluded when indexing",
+        f"shared      {info['shared']} videos share the identical video stream of another "
+        f"(stored once)",
+        f"short       {info['one_frame']} of 1 frame, {info['shorter_than_clip']} shorter than a "
+        f"clip ({CLIP_SPAN} frames; kept, padded as the reference pads)",
+        f"partial     {len(info['partial'])} kept with lost frames (below --max-lost-frames)",
         f"clips       {info['clips']}  tokens per clip [V={lay['num_views']}, N={lay['num_tokens']}"
         f", D={lay['embed_dim']}] {lay['dtype']}, grid {tuple(lay['grid'])}",
         f"size        {info['bytes'] / 1e9:.3f} GB",
@@ -603,9 +860,16 @@ def format_cache_info(info: dict) -> str:
         "settings:",
         *(f"  {k}: {canonical_json(v)}" for k, v in sorted(info["settings"].items())),
     ]
+    if info["partial"]:
+        lines.append("partial decodes kept:")
+        lines += [f"  {p['video_id']}: {p['n_frames']} frames decoded, {p['lost_frames']} lost "
+                  f"(container lists {p['container_frames']})" for p in info["partial"]]  # fmt: skip
     if info["failures"]:
         lines.append("failures:")
         lines += [f"  {f['video_id']}: {f['reason']}" for f in info["failures"]]
+    if info["excluded"]:
+        lines.append("excluded when indexing:")
+        lines += [f"  {e['path']}: {e['reason']}" for e in info["excluded"]]
     return "\n".join(lines)
 
 
@@ -640,7 +904,7 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
         return
     lay = expect["layout"]
     want = [
-        sum(v["n_clips"] for v in videos),
+        sum(v["n_clips"] for v in videos if not v["alias_of"]),
         lay["num_views"],
         lay["num_tokens"],
         lay["embed_dim"],
@@ -649,6 +913,8 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
         problems.append(
             f"{path.name}: fingerprint {h['fingerprint'][:8]}, manifest {expect['fingerprint'][:8]}"
         )
+    if h["index"] != int(SHARD_PATTERN.match(path.name)[1]):
+        problems.append(f"{path.name}: its header says shard {h['index']} (a copy of another?)")
     if h["tokens_shape"] != want or h["clips_in_table"] != want[0]:
         problems.append(f"{path.name}: tokens {h['tokens_shape']}, manifest implies {want}")
     table = h["videos"]
@@ -663,23 +929,41 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
                 problems.append(
                     f"{path.name}: {v['video_id']} {col}={int(table[col][i])}, manifest {v[col]}"
                 )
+    if h["checksums"] != h["tokens_shape"][0]:
+        problems.append(f"{path.name}: {h['checksums']} checksums for {h['tokens_shape'][0]} clips")
+        return
+
+    def video_of(clip: int) -> str:
+        return next(v["video_id"] for v in videos
+                    if v["first_clip"] <= clip < v["first_clip"] + v["n_clips"])  # fmt: skip
+
     with h5py.File(path, "r") as f:
-        tokens = f["tokens"]
-        for start in range(0, tokens.shape[0], 16):  # 16 clips: <= 190 MB at ViT-H 384
-            block = tokens[start : start + 16]
-            if not np.isfinite(block).all():
-                bad = start + int(
-                    np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(1))[0, 0]
-                )
-                vid = next(v["video_id"] for v in videos
-                           if v["first_clip"] <= bad < v["first_clip"] + v["n_clips"])  # fmt: skip
-                problems.append(f"{path.name}: NaN/Inf in tokens of clip {bad} ({vid})")
-                break
+        tokens, stored = f["tokens"], f["clip_checksum"][()]
+        dsid, clip_shape = tokens.id, tokens.shape[1:]
+        nonfinite = None
+        for c in range(tokens.shape[0]):  # the raw chunk: exactly the bytes the checksum covers
+            _, raw = dsid.read_direct_chunk((c, 0, 0, 0))
+            if clip_checksum(raw) != int(stored[c]):
+                problems.append(f"{path.name}: clip {c} ({video_of(c)}) does not match its "
+                                f"checksum: corrupt; re-extract this shard")  # fmt: skip
+                continue
+            clip = np.frombuffer(raw, TOKEN_DTYPE)
+            if (
+                nonfinite is None
+                and len(clip) == np.prod(clip_shape)
+                and not np.isfinite(clip).all()
+            ):
+                nonfinite = c
+        if nonfinite is not None:
+            problems.append(
+                f"{path.name}: NaN/Inf in tokens of clip {nonfinite} ({video_of(nonfinite)})"
+            )
 
 
 def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyReport:
-    """Open every shard, check shapes and counts against the manifest, scan tokens for NaN/Inf, and
-    (given the dataset's `records`, anything with `.video_id`) check every video is cached or failed."""
+    """Open every shard, check headers, shapes and counts against the manifest, every clip's
+    checksum, scan tokens for NaN/Inf, and (given the dataset's `records`, anything with
+    `.video_id`) check every video is cached or failed."""
     directory = Path(path)
     directory = directory.parent if directory.name == MANIFEST else directory
     manifest = read_manifest(directory)
@@ -700,7 +984,7 @@ def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyRep
         _verify_shard(file, manifest, videos, report)
         report.shards += 1
         report.videos += len(videos)
-        report.clips += sum(v["n_clips"] for v in videos)
+        report.clips += sum(v["n_clips"] for v in videos if not v["alias_of"])
     if records is not None:
         listed = {v["video_id"] for v in manifest["videos"]}
         missing = sorted({r.video_id for r in records} - listed)

@@ -6,6 +6,7 @@ defaults from `ExtractConfig` and `TrainConfig`, so each default lives in one pl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,6 +42,17 @@ def _dataset_root(dataset: str, root: Path | None) -> Path:
     if os.environ.get(env):
         return Path(os.environ[env])
     raise click.UsageError(f"give the {dataset} folder with --root DIR or set {env}")
+
+
+def _reject_checkpoint_for_tiny(encoder: str, checkpoint: Path | None) -> None:
+    """--checkpoint on the command line with the tiny encoder (which has none) is an error; one
+    from VJFER_CHECKPOINT is ignored, as the variable serves the real encoders."""
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("checkpoint") == click.core.ParameterSource.COMMANDLINE
+    if encoder == "tiny" and checkpoint is not None and given:
+        raise click.UsageError(
+            "--checkpoint does not apply to --encoder tiny (seeded random weights); drop it"
+        )
 
 
 def _echo_lines(text: str) -> None:
@@ -86,9 +98,18 @@ def cli(verbose: bool) -> None:
 @click.option("--modality", "modalities", type=click.IntRange(1, 2), multiple=True,
               help="RAVDESS modality to keep: 1 audio-video, 2 video-only (repeatable; default both).")  # fmt: skip
 @click.option("--song", is_flag=True, help="RAVDESS: keep song (VV 02) instead of speech.")
-def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bool) -> None:
+@click.option(
+    "--all", "show_all", is_flag=True, help="List every excluded file (default: a few per reason)."
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every excluded file with its reason to this CSV file.")  # fmt: skip
+@click.option("--duplicates", is_flag=True,
+              help="Read every video and count those whose video stream is identical to another's "
+              "(extract encodes them once).")  # fmt: skip
+def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bool,
+          show_all: bool, csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
-    from vjfer.datasets import format_summary, scan_dataset, summarize
+    from vjfer.datasets import format_summary, scan_dataset, summarize, write_excluded_csv
 
     options = {}
     if dataset == "ravdess":
@@ -96,7 +117,20 @@ def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bo
     elif modalities or song:
         raise click.UsageError("--modality and --song apply to RAVDESS only")
     found = scan_dataset(dataset, _dataset_root(dataset, root), **options)
-    _echo_lines(format_summary(summarize(found)))
+    summary = summarize(found)
+    _echo_lines(format_summary(summary, show_all=show_all))
+    if csv_path is not None:
+        click.echo(
+            f"{len(found.excluded)} excluded files written to {write_excluded_csv(summary, csv_path)}"
+        )
+    if duplicates:
+        from vjfer.extract import duplicate_streams, stream_digests
+
+        alias_of = duplicate_streams(stream_digests(found.records, found.root)[0])
+        click.echo(
+            f"duplicates: {len(alias_of)} videos have the identical video stream of another "
+            f"({len(set(alias_of.values()))} groups); `vjfer extract` encodes and stores each once"
+        )
 
 
 # ------------------------------------------------------------------------------------- encoders
@@ -138,7 +172,7 @@ def _extract_options(f):
         click.option("--plan", type=click.Choice(CLIP_PLANS), default=d["plan"].default, show_default=True, help="Clip plan."),
         click.option("--views", type=click.Choice(VIEWS), default=d["views"].default, show_default=True, help="Spatial views."),
         click.option("--batch-size", type=int, default=d["batch_size"].default, show_default=True, help="Clips per encoder call."),
-        click.option("--workers", type=int, default=d["workers"].default, show_default=True, help="Decoding processes (per rank under torchrun)."),
+        click.option("--workers", type=int, default=d["workers"].default, help="Decoding processes (per rank under torchrun); default: one per core but one, at most 8, never more than the cores."),
         click.option("--device", default=d["device"].default, show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--limit", type=int, default=None, help="Only the first N videos (sorted by id)."),
         click.option("--shard-size", type=int, default=d["shard_size"].default, show_default=True, help="Videos per shard."),
@@ -151,6 +185,11 @@ def _extract_options(f):
                      show_default=True, help="A video without a face: fail (listed) or full (whole frame, flagged)."),
         click.option("--face-margin", type=float, default=d["face_margin"].default, show_default=True,
                      help="Added on every side of the face box, as a fraction of its longer side."),
+        click.option("--max-lost-frames", type=click.FloatRange(0, 1), default=d["max_lost_frames"].default, show_default=True,
+                     help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`)."),
+        click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
+        click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
+                     show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -168,6 +207,9 @@ def extract(no_progress: bool, root: Path | None, dataset: str, **options) -> No
     """
     from vjfer.extract import ExtractConfig, extract, format_plan, format_summary, plan_extraction
 
+    _reject_checkpoint_for_tiny(options["encoder"], options["checkpoint"])
+    if options["encoder"] == "tiny":
+        options["checkpoint"] = None  # from VJFER_CHECKPOINT: meant for the real encoders
     config = ExtractConfig(dataset=dataset, root=_dataset_root(dataset, root), **options)
     plan = plan_extraction(config)
     if plan.rank == 0:
@@ -282,6 +324,11 @@ def _one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = 
         f" with fingerprint {fingerprint}" if fingerprint else ""
     )
     if not found:
+        from vjfer.cache import incomplete_message
+
+        partial = [p for p in find_caches(cache_root) if p not in find_caches(cache_root, True)]
+        if partial and (dataset is None or partial[0].parent.name == dataset):
+            raise CacheError(incomplete_message(partial[0]))
         raise ConfigError(
             f"no {what} under {cache_root}: run `vjfer extract` first, or give --cache"
         )
@@ -375,9 +422,17 @@ def cross(
         raise click.UsageError("--train and --test must be different datasets")
     run_dir = run_dir or find_probe_run(runs, source)
     target_cache = find_target_cache(cache_root, target, run_dir)
+    from vjfer.cache import open_cache
+
+    coverage = open_cache(target_cache).coverage()
     for handling in ("drop", "merge") if calm == "both" else (calm,):
         result = cross_evaluate(run_dir, target_cache, handling, out_root=runs, device=device)
         _echo_lines(render_markdown(cross_table(result)))
+        (result.out_dir / "coverage.json").write_text(
+            json.dumps({**dataclasses.asdict(coverage), "total": coverage.total,
+                        "text": str(coverage)}, indent=1)
+        )  # fmt: skip
+        click.echo(f"{target}: {coverage}")
         click.echo(f"written to {result.out_dir}\n")
 
 
@@ -436,17 +491,29 @@ def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), envvar="VJFER_CHECKPOINT",
               help="The encoder checkpoint the run's cache was made with (or VJFER_CHECKPOINT).")  # fmt: skip
 @click.option("--fold", type=int, help="Use one fold's probe (default: all folds averaged).")
+@click.option("--folds", help="Comma-separated folds whose probes to average, e.g. 1,2,4,5 (needed "
+              "when a fold's probe.pt is missing).")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--clips", is_flag=True, help="Also print the per-clip timeline.")
 def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fold: int | None,
-            device: str, as_json: bool, clips: bool) -> None:  # fmt: skip
+            folds: str | None, device: str, as_json: bool, clips: bool) -> None:  # fmt: skip
     """Emotion of each VIDEO (any format FFmpeg reads) with a trained probe run."""
     from vjfer.predict import format_prediction, predict_videos
     from vjfer.probe.train import resolve_device
 
-    result = predict_videos(videos, run_dir, checkpoint=checkpoint, fold=fold,
-                            device=str(resolve_device(device)))  # fmt: skip
+    if fold is not None and folds:
+        raise click.UsageError("give --fold or --folds, not both")
+    try:
+        fold_list = [int(k) for k in folds.split(",")] if folds else None
+    except ValueError:
+        raise click.UsageError(
+            f"--folds takes comma-separated fold numbers, got {folds!r}"
+        ) from None
+    source = click.get_current_context().get_parameter_source("checkpoint")
+    result = predict_videos(videos, run_dir, checkpoint=checkpoint, fold=fold, folds=fold_list,
+                            device=str(resolve_device(device)),
+                            checkpoint_given=source == click.core.ParameterSource.COMMANDLINE)  # fmt: skip
     if as_json:
         out = {"videos": result.videos.to_dict(orient="records"), "failures": result.failures}
         if clips:

@@ -17,14 +17,16 @@ Error / exclusion policy: nothing found under a root silently vanishes.
   printed by `vjfer index`): a name that does not parse (or has a field out of range), an unknown
   emotion code, audio-only files (RAVDESS modality 03, and `.wav` files), a modality or vocal
   channel not selected (song by default), an actor absent from the splits, a file inside an
-  `Actor_XX` folder that names another actor, an empty file, a git-LFS pointer instead of a video.
-  Exclusions other than audio-only and not-selected are also logged as warnings.
+  `Actor_XX` folder that names another actor, an empty file, a git-LFS pointer instead of a video, a
+  symbolic link whose target is missing (an un-fetched git-annex / DataLad file). Exclusions other
+  than audio-only and not-selected are also logged as warnings.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -73,6 +75,9 @@ UNKNOWN_ACTOR = "actor not in splits"
 FOLDER_MISMATCH = "actor folder mismatch"
 EMPTY = "empty file (0 bytes)"
 LFS_POINTER = "git-LFS pointer, not a video"
+BROKEN_LINK = "link target missing"
+EXPECTED = (AUDIO_ONLY, NOT_SELECTED)  # exclusions by design: counted, listed only on request
+SUMMARY_EXAMPLES = 3  # excluded files shown per reason on screen (all with --all / --csv)
 HINTS: dict[str, str] = {
     UNPARSABLE: "rename to the dataset's naming scheme or move the file out of the root",
     UNKNOWN_EMOTION: "emotion codes: RAVDESS 01..08, CREMA-D " + " ".join(CREMA_D_CODES),
@@ -82,6 +87,7 @@ HINTS: dict[str, str] = {
     FOLDER_MISMATCH: "move the file into the Actor_XX folder its AA field names",
     EMPTY: "re-download the file (CREMA-D's 1064_TIE_SAD_XX is empty in the original release)",
     LFS_POINTER: "fetch the videos themselves with `git lfs pull` in the dataset clone",
+    BROKEN_LINK: "fetch it with `git annex get` / `datalad get` (an un-fetched annexed file)",
 }
 
 
@@ -281,7 +287,9 @@ def _crema_d_record(path: Path, folds: dict[int, int]) -> VideoRecord:
 
 
 def _check_content(path: Path) -> None:
-    """Exclude empty files and git-LFS pointers (a clone without `git lfs pull`)."""
+    """Exclude broken links, empty files and git-LFS pointers (a clone without `git lfs pull`)."""
+    if path.is_symlink() and not path.exists():
+        raise _Skip(BROKEN_LINK, f"-> {os.readlink(path)}")
     size = path.stat().st_size
     if size == 0:
         raise _Skip(EMPTY, "0 bytes")
@@ -299,7 +307,10 @@ def _find_files(dataset: str, root: Path) -> list[Path]:
         raise DatasetError(f"{dataset} root {root} is not a folder; pass --root DIR or set {env}")
     base = root / "VideoFlash" if (root / "VideoFlash").is_dir() else root
     suffixes = VIDEO_SUFFIXES[dataset] + AUDIO_SUFFIXES[dataset]
-    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+    files = sorted(
+        p for p in base.rglob("*")
+        if p.suffix.lower() in suffixes and (p.is_file() or (p.is_symlink() and not p.exists()))
+    )  # fmt: skip
     if not any(p.suffix.lower() in VIDEO_SUFFIXES[dataset] for p in files):
         found = f" (only {len(files)} audio files)" if files else ""
         raise DatasetError(
@@ -421,12 +432,17 @@ def summarize(index: DatasetIndex) -> dict:
     for e in index.excluded:  # one row per reason, with the first file as example
         rows.setdefault(e.reason, [e.reason, 0, str(e.path), e.detail, HINTS[e.reason]])[1] += 1
     problems = pd.DataFrame(rows.values(), columns=["reason", "files", "example", "detail", "hint"])
+    excluded = pd.DataFrame(
+        [(str(e.path), e.reason, e.detail, HINTS[e.reason]) for e in index.excluded],
+        columns=["path", "reason", "detail", "hint"],
+    )
     return {
         "dataset": index.dataset,
         "root": str(index.root),
         "videos": len(index.records),
         "actors": len(by_actor),
         "excluded": len(index.excluded),
+        "excluded_files": excluded,
         "per_class": per_class,
         "per_actor": per_actor,
         "per_fold": per_fold,
@@ -436,8 +452,19 @@ def summarize(index: DatasetIndex) -> dict:
     }
 
 
-def format_summary(summary: dict) -> str:
-    """Render `summarize`'s result as plain text (what `vjfer index` prints)."""
+def write_excluded_csv(summary: dict, path: str | Path) -> Path:
+    """Every excluded file (path, reason, detail, hint) as CSV: what `vjfer index --csv` writes."""
+    path = Path(path)
+    summary["excluded_files"].to_csv(path, index=False)
+    return path
+
+
+def format_summary(summary: dict, show_all: bool = False) -> str:
+    """Render `summarize`'s result as plain text (what `vjfer index` prints).
+
+    Excluded files are listed by reason: the first SUMMARY_EXAMPLES of each (only counts for the
+    expected audio-only / not-selected ones), or every one with `show_all`.
+    """
     s = summary
     lines = [f"{s['dataset']} under {s['root']}"]
     lines += [f"{s['videos']} videos, {s['actors']} actors, {s['excluded']} files excluded", ""]
@@ -455,7 +482,18 @@ def format_summary(summary: dict) -> str:
         )
     if len(s["problems"]):
         lines += ["", "excluded:"]
+    files = s["excluded_files"]
+    hidden = 0
     for _, p in s["problems"].iterrows():
-        lines.append(f"  {p['files']:>5}  {p['reason']}  (e.g. {p['example']}: {p['detail']})")
-        lines.append(f"         {p['hint']}")
+        lines.append(f"  {p['files']:>5}  {p['reason']}: {p['hint']}")
+        mine = files[files["reason"] == p["reason"]]
+        shown = mine if show_all else mine.head(0 if p["reason"] in EXPECTED else SUMMARY_EXAMPLES)
+        lines += [f"         {f.path}" + (f"  ({f.detail})" if f.detail else "")
+                  for f in shown.itertuples()]  # fmt: skip
+        if len(shown) < len(mine):
+            lines.append(f"         ... {len(mine) - len(shown)} more")
+            hidden += len(mine) - len(shown)
+    if hidden:
+        lines += ["", f"{hidden} excluded files not shown: `--all` lists every one, `--csv FILE` "
+                  "writes them with their reasons"]  # fmt: skip
     return "\n".join(lines)

@@ -9,6 +9,7 @@ probability-based vote (PBV) over its clips, with the majority vote (MV) beside 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,14 +61,40 @@ class Prediction:
     failures: list[dict]  # {"path", "reason"} per video that could not be read
 
 
-def load_run(run_dir: str | Path, fold: int | None = None, device: str = "cpu") -> RunProbes:
-    """Load every fold's probe of a `vjfer probe` run (or fold `fold` only); they must agree."""
+def _run_folds(run_dir: Path) -> list[int] | None:
+    """The folds a run trained (its summary.json), or None when it has no summary."""
+    try:
+        return [int(k) for k in json.loads((run_dir / "summary.json").read_text("utf-8"))["folds"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_run(run_dir: str | Path, fold: int | None = None, device: str = "cpu",
+             folds: Sequence[int] | None = None) -> RunProbes:  # fmt: skip
+    """Load every fold's probe of a `vjfer probe` run (or fold `fold`, or `folds`); they must agree.
+
+    A run whose summary lists a fold without its `fold-K/probe.pt` is refused unless `folds` (or
+    `fold`) says which probes to use: averaging four folds in silence would be another model.
+    """
     run_dir = Path(run_dir)
     paths = find_probes(run_dir)
-    if fold is not None:
-        if fold not in paths:
-            raise ConfigError(f"run {run_dir} has no fold {fold}; it has folds {sorted(paths)}")
-        paths = {fold: paths[fold]}
+    wanted = [fold] if fold is not None else (list(folds) if folds else None)
+    if wanted is None:
+        expected = _run_folds(run_dir) or sorted(paths)
+        if missing := [k for k in expected if k not in paths]:
+            have = ",".join(map(str, sorted(paths)))
+            raise ConfigError(
+                f"run {run_dir} trained folds {expected} but "
+                + ", ".join(f"fold-{k}/probe.pt" for k in missing)
+                + f" is missing: pass --folds {have} to predict with the probes there, or rerun "
+                f"`vjfer probe --fold {missing[0]}`"
+            )
+    else:
+        if absent := [k for k in wanted if k not in paths]:
+            raise ConfigError(
+                f"run {run_dir} has no fold {absent[0]}; it has folds {sorted(paths)}"
+            )
+        paths = {k: paths[k] for k in wanted}
     probes, metas = {}, {}
     for k, path in paths.items():
         probes[k], metas[k] = load_probe(path, device)
@@ -97,9 +124,21 @@ def check_encoder(encoder_fp: dict, run_fp: dict, run_dir: Path) -> None:
         )  # fmt: skip
 
 
-def run_encoder(settings: dict, checkpoint: str | Path | None, device: str):
-    """Load the encoder a run's cache was made with; `checkpoint` for pretrained encoders."""
+def run_encoder(settings: dict, checkpoint: str | Path | None, device: str,
+                checkpoint_given: bool = True):  # fmt: skip
+    """Load the encoder a run's cache was made with; `checkpoint` for pretrained encoders only.
+
+    A checkpoint for a run made with random weights is an error when `checkpoint_given` (the
+    user named it), and ignored otherwise (VJFER_CHECKPOINT, meant for the real encoders).
+    """
     name, fp = settings["encoder"], settings["encoder_fingerprint"]
+    if not checkpoint_given and (name == "tiny" or fp["weights"] == "random-init"):
+        checkpoint = None
+    if checkpoint is not None and (name == "tiny" or fp["weights"] == "random-init"):
+        raise ConfigError(
+            f"--checkpoint does not apply: the run's cache was made with {name} "
+            f"({fp['weights'] if name != 'tiny' else 'seeded random weights'}); drop it"
+        )
     if name == "tiny":
         return load_encoder(name, device=device, seed=fp["seed"])
     if fp["weights"] == "random-init":  # a run on random real-size weights (benchmarks)
@@ -141,12 +180,13 @@ def encode_video_tokens(
 def predict_videos(
     paths: Sequence[str | Path], run_dir: str | Path, *, checkpoint: str | Path | None = None,
     fold: int | None = None, device: str = "cpu", batch_size: int = 8,
+    folds: Sequence[int] | None = None, checkpoint_given: bool = True,
 ) -> Prediction:  # fmt: skip
     """Predict the emotion of each video with the run's probe(s) (fold probes averaged)."""
-    run = load_run(run_dir, fold, device)
+    run = load_run(run_dir, fold, device, folds)
     settings = run.settings
     enc_fp = settings["encoder_fingerprint"]
-    encoder = run_encoder(settings, checkpoint, device)
+    encoder = run_encoder(settings, checkpoint, device, checkpoint_given)
     check_encoder(encoder.fingerprint, enc_fp, run.run_dir)
     names = run.class_names
     video_rows, clip_rows, failures = [], [], []

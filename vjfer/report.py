@@ -491,6 +491,13 @@ def build_report(
         f"Runs read from {where}: {len(probe_runs)} probe, {len(cross_runs)} cross-dataset.",
         "",
     ]
+    for path in candidates:  # what the numbers cover (Cache.coverage): cached of all files found
+        try:
+            cache = open_cache(path)
+            lines.append(f"- {cache.dataset} cache {cache.path.name}: {cache.coverage()}")
+        except CacheError as err:
+            lines.append(f"- cache {path}: not readable ({err})")
+    lines += [""] if candidates else []
     for table in tables:
         lines += [render_markdown(table), f"Files: {table.name}.md, {table.name}.csv", ""]
     lines += ["## Figures", ""]

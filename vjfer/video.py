@@ -10,7 +10,11 @@ astype(int64) frame indices). Frames are counted by decoding, never from contain
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import os
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,6 +56,32 @@ RESIZE_INTERPOLATION = "BILINEAR"
 _ATTACHED_PIC = av.stream.Disposition.attached_pic  # cover art: a "video" stream of one image
 _MAX_PENDING = 8  # frames queued for preparation on the second thread
 DEFAULT_FPS = 30.0  # used only when neither the stream rates nor the frame timestamps give one
+_LFS_HEADER = b"version https://git-lfs"  # a git-LFS pointer file in place of the video
+LFS_HINT = (
+    "a git-LFS pointer, not a video: fetch the videos with `git lfs pull` in the dataset clone"
+)
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """Which file bytes a cached video came from: its path (relative to the dataset root in the
+    cache), size, modification time and the sha256 of exactly the bytes that were decoded."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+def source_identity(path: str | Path, name: str | None = None) -> SourceIdentity:
+    """Stat and hash a file (1 MiB reads); `name` is the path to record (default: `path`)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return SourceIdentity(name or str(path), st.st_size, st.st_mtime_ns, digest.hexdigest())
 
 
 @dataclass
@@ -61,7 +91,8 @@ class DecodedVideo:
     `frames` is uint8 [V, T, R, R, 3] (RGB); with V > 1 it can be a strided view of a larger
     buffer (when the container did not list the frame count). `width`/`height` are the source
     size as displayed (after any rotation). `n_frames` = T, counted by decoding; `lost_frames`
-    counts frames that failed to decode (0 for a clean file).
+    counts frames that failed to decode (0 for a clean file); `container_frames` is the count the
+    container's index lists (-1 where it lists none, as FLV). `source` identifies the bytes decoded.
     """
 
     path: Path
@@ -71,6 +102,8 @@ class DecodedVideo:
     height: int
     n_frames: int
     lost_frames: int
+    container_frames: int = -1
+    source: SourceIdentity | None = None
 
 
 @dataclass(frozen=True)
@@ -385,11 +418,21 @@ class _DecodeStats:
 
 
 def _clean_frames(
-    path: Path, container: InputContainer, stream: VideoStream, stats: _DecodeStats
+    path: Path,
+    container: InputContainer,
+    stream: VideoStream,
+    stats: _DecodeStats,
+    timeout: float | None = None,
 ) -> Iterator[av.VideoFrame]:
-    """Every frame of `stream` that decodes cleanly; failures are counted in `stats`, not raised."""
+    """Every frame of `stream` that decodes cleanly; failures are counted in `stats`, not raised.
+
+    With `timeout` (seconds), a VideoError once decoding has run that long (checked per packet).
+    """  # fmt: skip
     packets = container.demux(stream)
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
+        if deadline is not None and time.monotonic() > deadline:
+            raise VideoError(path, f"decoding timed out after {timeout:g} s (--decode-timeout)")
         try:
             packet = next(packets)
         except StopIteration:
@@ -436,30 +479,70 @@ def _prepare_all(
             job.result()
 
 
-def _open(path: Path) -> InputContainer:
+def read_source(path: str | Path) -> tuple[bytes, SourceIdentity]:
+    """A video file's bytes and their identity (size, mtime, sha256), read once; VideoError for a
+    missing, empty or non-regular file and for a git-LFS pointer."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise VideoError(path, "link target missing: fetch it with `git annex get` / `datalad get`")
     if not path.exists():
         raise VideoError(path, "no such file")
     if not path.is_file():
         raise VideoError(path, "not a regular file")
-    if path.stat().st_size == 0:
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        data = f.read()
+    if not data:
         raise VideoError(path, "empty file (0 bytes)")
+    if len(data) < 1024 and data.startswith(_LFS_HEADER):
+        raise VideoError(path, LFS_HINT)
+    return data, SourceIdentity(
+        str(path), len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest()
+    )
+
+
+def stream_digest(data: bytes) -> str:
+    """sha256 of the demuxed packets of a file's first real video stream ("" when there is none
+    or the container cannot be read): equal digests mean identical video streams, whatever the
+    other streams and the container (RAVDESS's audio-video and video-only files of a trial)."""
+    digest = hashlib.sha256()
     try:
-        return av.open(str(path), mode="r")
+        with av.open(io.BytesIO(data), mode="r") as container:
+            streams = [s for s in container.streams.video if not s.disposition & _ATTACHED_PIC]
+            if not streams:
+                return ""
+            for packet in container.demux(streams[0]):
+                if packet.size:  # not the demuxer's empty flush packet
+                    digest.update(bytes(packet))
+    except (av.FFmpegError, OSError):
+        return ""
+    return digest.hexdigest()
+
+
+def _open(path: Path, data: bytes) -> InputContainer:
+    try:
+        return av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, OSError) as err:
-        reason = f"not a readable video (truncated, corrupt or not media): {err}"
+        why = getattr(err, "strerror", None) or str(err)  # not the '<none>' file name of a buffer
+        reason = f"not a readable video (truncated, corrupt or not media): {why}"
         raise VideoError(path, reason) from err
 
 
 @contextmanager
-def _video_stream(path: Path, threads: int) -> Iterator[tuple[InputContainer, VideoStream]]:
-    """The open container and its first real video stream (not a cover picture), threaded."""
-    with _open(path) as container:
+def _video_stream(path: Path, data: bytes) -> Iterator[tuple[InputContainer, VideoStream]]:
+    """The open container and its first real video stream (not a cover picture).
+
+    The decoder runs on one thread: with frame threads, how many frames of a damaged stream
+    decode depends on the thread count (a truncated mp4 gave 12 frames with 2 or more threads, 14
+    with one), and cached bytes must not depend on the machine. Parallelism comes from decoding
+    several videos at once (extraction's workers) and from preparing frames on a second thread.
+    """
+    with _open(path, data) as container:
         streams = [s for s in container.streams.video if not s.disposition & _ATTACHED_PIC]
         if not streams:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise VideoError(path, f"no video stream (streams: {', '.join(kinds)})")
-        streams[0].thread_type = "AUTO"  # frame and slice threads, as the codec supports
-        streams[0].codec_context.thread_count = threads  # 0: FFmpeg chooses
+        streams[0].codec_context.thread_count = 1
         yield container, streams[0]
 
 
@@ -502,10 +585,12 @@ def _lost_frames(path: Path, stats: _DecodeStats, indexed: int, n_frames: int) -
 def count_frames(path: str | Path, threads: int = 0) -> int:
     """Frames of a video that decode cleanly, counted by decoding, without converting them.
 
-    Raises VideoError as `decode_video` does, and logs lost frames the same way.
+    Raises VideoError as `decode_video` does, and logs lost frames the same way. `threads` is
+    accepted for compatibility; decoding is single-threaded (see `_video_stream`).
     """
     path, stats = Path(path), _DecodeStats()
-    with _video_stream(path, threads) as (container, stream):
+    data, _ = read_source(path)
+    with _video_stream(path, data) as (container, stream):
         count = sum(1 for _ in _clean_frames(path, container, stream, stats))
         _lost_frames(path, stats, stream.frames, count)
     return count
@@ -513,37 +598,44 @@ def count_frames(path: str | Path, threads: int = 0) -> int:
 
 def decode_video(
     path: str | Path, resolution: int, views: Views = "center", threads: int = 0,
-    crop: CropBox | None = None,
+    crop: CropBox | None = None, timeout: float | None = None,
 ) -> DecodedVideo:  # fmt: skip
     """Decode a whole video once and prepare its views (see `view_geometry`).
+
+    The file is read once into memory: the bytes decoded are the bytes hashed (`source`).
 
     Args:
         path: any file FFmpeg reads (mp4, flv, mov, mkv, webm, ...).
         resolution: crop size R.
         views: "center" or "3crop".
-        threads: decoder threads (0: FFmpeg chooses). Unless 1, frames are also prepared on a
-            second thread while the next ones decode (faster; 10-15% more CPU per frame).
+        threads: unless 1, frames are prepared on a second thread while the next ones decode
+            (faster; 10-15% more CPU per frame). The decoder itself is single-threaded, so the
+            frames do not depend on this.
         crop: (x, y, w, h) in displayed pixels: each frame is cut to it before the views are
             made (`vjfer.face`); None (the default, the paper's input) uses whole frames.
+        timeout: seconds after which decoding stops with a VideoError (None: no limit).
 
     Returns:
         DecodedVideo with frames uint8 [V, T, R, R, 3].
 
     Raises:
-        VideoError: missing, empty, unreadable or non-video file, or no decodable frame. A partly
-            decodable stream is not an error: its decodable frames are returned, and `lost_frames`
-            (also logged) is the larger of (packets that failed to decode + frames the decoder
-            flagged corrupt, which are dropped) and (frames the container's index lists - frames
-            decoded). Truncation of a stream without an index (FLV) cannot be counted.
+        VideoError: missing, empty, unreadable or non-video file, a git-LFS pointer, no decodable
+            frame, or the timeout. A partly decodable stream is not an error: its decodable frames
+            are returned, and `lost_frames` (also logged) is the larger of (packets that failed to
+            decode + frames the decoder flagged corrupt, which are dropped) and (frames the
+            container's index lists - frames decoded). Truncation of a stream without an index
+            (FLV) cannot be counted.
     """
     path, n_views, stats = Path(path), num_views(views), _DecodeStats()
     if resolution < 1 or threads < 0:
         raise ValueError(f"need resolution >= 1 and threads >= 0, got {resolution}, {threads}")
+    data, source = read_source(path)
     prepare = _Preparer(resolution, views, crop)
-    with _video_stream(path, threads) as (container, stream):
+    with _video_stream(path, data) as (container, stream):
         buffer = _FrameBuffer(n_views, resolution, _capacity_guess(container, stream))
+        frames = _clean_frames(path, container, stream, stats, timeout)
         try:
-            _prepare_all(_clean_frames(path, container, stream, stats), prepare, buffer, threads)
+            _prepare_all(frames, prepare, buffer, threads)
         except av.FFmpegError as err:  # swscale refusing a frame: not a partial decode
             raise VideoError(path, f"cannot convert frames to RGB: {err}") from err
         except ValueError as err:
@@ -552,8 +644,9 @@ def decode_video(
             raise VideoError(path, str(err)) from err  # the crop box is outside the frame
         lost = _lost_frames(path, stats, stream.frames, buffer.count)
         fps = _frame_rate(path, stream, buffer.count, stats)
+        indexed = int(stream.frames) if stream.frames > 0 else -1
     width, height = prepare.display_size
     return DecodedVideo(
         path=path, frames=buffer.frames(), fps=fps, width=width, height=height,
-        n_frames=buffer.count, lost_frames=lost,
+        n_frames=buffer.count, lost_frames=lost, container_frames=indexed, source=source,
     )  # fmt: skip

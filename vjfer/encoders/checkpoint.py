@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 Weights = Literal["target_encoder", "encoder"]
 WEIGHT_CHOICES: tuple[str, ...] = ("target_encoder", "encoder")  # EMA (jepa's eval default), online
 JEPA_PREFIX = "module.backbone."
+# Wrapper prefixes jepa's own loaders strip: DistributedDataParallel (`module.`) around
+# MultiMaskWrapper (`backbone.`); a non-DDP save has one, a bare ViT neither. Longest first.
+WRAPPER_PREFIXES: tuple[str, ...] = ("module.backbone.", "backbone.", "module.", "")
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 PICKLE_MAGIC = b"\x80"  # a pickle stream (torch.save's legacy format) starts with PROTO
 POS_EMBED_TOLERANCE = 1e-4  # a checkpoint's pos_embed should equal the sin-cos code (float32)
@@ -110,12 +113,23 @@ def remap_jepa_state_dict(ckpt: dict, weights: Weights = "target_encoder") -> di
     state = ckpt[weights]
     if not isinstance(state, dict):
         raise CheckpointError(f"another architecture: {weights!r} is a {type(state).__name__}")
-    if stray := [k for k in state if not k.startswith(JEPA_PREFIX)]:
-        raise CheckpointError(
-            f"another architecture: {len(stray)} keys of {weights!r} lack the {JEPA_PREFIX!r} "
-            f"prefix of jepa's DDP(MultiMaskWrapper) encoder: {name_keys(stray)}"
-        )
-    return {k.removeprefix(JEPA_PREFIX): v for k, v in state.items()}
+    return strip_wrapper_prefix(state, weights)
+
+
+def strip_wrapper_prefix(state: dict, what: str = "state dict") -> dict:
+    """Remove the one wrapper prefix every key shares (`module.backbone.`, `backbone.`, `module.`
+    or none); keys that mix prefixes are an error naming them. Only the start of a key changes,
+    never text inside it (unlike `k.replace("module.", "")`)."""
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+            stripped = {k.removeprefix(prefix): v for k, v in state.items()}
+            if not any(k.startswith(("module.", "backbone.")) for k in stripped):
+                return stripped
+    stray = [k for k in state if not str(k).startswith(JEPA_PREFIX)]
+    raise CheckpointError(
+        f"another architecture: the keys of {what!r} mix wrapper prefixes (expected all or none "
+        f"of {JEPA_PREFIX!r}, 'backbone.', 'module.'); not under {JEPA_PREFIX!r}: {name_keys(stray)}"
+    )
 
 
 def fit_pos_embed(
@@ -178,14 +192,30 @@ def load_strict(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
     model.load_state_dict(state_dict, strict=True, assign=on_meta)
 
 
+_UNSAFE_ADVICE = re.compile(r"weights_only\s*=\s*False|unsafe|arbitrary code|trust the source",
+                            re.IGNORECASE)  # fmt: skip
+
+
+def _torch_reason(err: Exception) -> str:
+    """torch.load's message without its advice to load unsafely: the first line that gives none."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    safe = [ln for ln in lines if not _UNSAFE_ADVICE.search(ln)]
+    return (safe[0] if safe else type(err).__name__)[:200]
+
+
 def _load_error(path: Path, err: Exception) -> CheckpointError:
-    """Turn a torch.load failure into a CheckpointError saying which kind of failure it is."""
-    text = str(err)
-    if unsafe := re.search(r"Unsupported global: GLOBAL (\S+)", text):
+    """Turn a torch.load failure into a CheckpointError saying which kind of failure it is.
+
+    torch's own text is passed on only in part: it advises `weights_only=False`, which would run
+    whatever the file pickles; vjfer never suggests that.
+    """
+    full = str(err)
+    text = _torch_reason(err)
+    if unsafe := re.search(r"Unsupported global: GLOBAL (\S+)", full):
         return CheckpointError(
             f"{path}: refused by torch.load(weights_only=True): it pickles {unsafe[1]}, which "
-            "could run arbitrary code; vjfer has no unsafe pickle fallback (load it yourself "
-            "only if you trust it, and re-save the tensors)"
+            "could run arbitrary code; vjfer has no unsafe pickle fallback: use a checkpoint "
+            "that holds tensors only (the facebookresearch/jepa release files do)"
         )
     with open(path, "rb") as f:
         head = f.read(len(ZIP_MAGIC))
@@ -200,7 +230,7 @@ def _load_error(path: Path, err: Exception) -> CheckpointError:
         if not any(n.endswith("data.pkl") for n in names):
             return CheckpointError(f"{path}: is not a PyTorch checkpoint (a zip without data.pkl)")
         return CheckpointError(f"{path}: truncated or damaged checkpoint ({text[:200]})")
-    ends_early = isinstance(err, EOFError) or re.search(r"truncated|EOF|corrupted", text)
+    ends_early = isinstance(err, EOFError) or re.search(r"truncated|EOF|corrupted", full)
     if head.startswith(PICKLE_MAGIC) and ends_early:
         return CheckpointError(
             f"{path}: truncated or damaged checkpoint (pickle stream ends early)"

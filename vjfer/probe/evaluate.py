@@ -216,6 +216,8 @@ def format_summary(summary: dict) -> str:
              "|---" * (len(_METRIC_NAMES) + 1) + "|"]  # fmt: skip
     for v in VOTINGS:
         lines.append(f"| {_VOTING_NAMES[v]} | {_mean_cells(summary['mean'][v])} |")
+    if "coverage" in summary:
+        lines += ["", f"The cache holds {summary['coverage']}."]
     if "head" in summary:
         lines += [
             "",

@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 import torch
 
+from vjfer.cache import clip_checksum, corrupt_clip
 from vjfer.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,14 @@ class ChunkIndex:
     """Byte offset of every cached clip's chunk, per shard file; checks the chunks are plain fp16.
 
     A chunk written with a filter (compression) or of another size cannot be read raw; that is an
-    error naming the shard, not a silent fallback.
+    error naming the shard, not a silent fallback. Each shard's stored clip checksums come along.
     """
 
     def __init__(self, cache):
         self.path = cache.path
         self.clip_bytes = clip_bytes(cache)
         self.offsets: dict[str, np.ndarray] = {}  # shard name -> int64 [clips in shard]
+        self.checksums: dict[str, np.ndarray] = {}  # shard name -> uint64 [clips in shard]
         for shard in sorted(cache.videos["shard"].unique()):
             self.offsets[shard] = self._read_offsets(cache.path / shard, cache)
 
@@ -91,6 +93,7 @@ class ChunkIndex:
                     offsets[info.chunk_offset[0]] = info.byte_offset
 
                 tokens.id.chunk_iter(visit)
+                self.checksums[path.name] = f["clip_checksum"][()]
         except OSError as err:
             raise CacheError(f"cannot open shard {path}: {err}") from err
         if bad:
@@ -117,13 +120,17 @@ class ClipReader:
         threads: reads in flight at once (0: read in the calling thread).
         prefetch: videos read ahead of the consumer (the memory bound).
         pin: make the buffers pinned memory (for CUDA).
+        verify: check every clip's bytes against its stored checksum (xxh3-64) as it is read;
+            default: the cache's `verify` (on unless it was opened with verify=False).
 
     With threads, a delivered tensor lives in a pooled buffer and is valid only until the next one
     is requested: copy what you keep (to the device, or by indexing).
     """
 
-    def __init__(self, cache, threads: int = 4, prefetch: int = 8, pin: bool = False):
+    def __init__(self, cache, threads: int = 4, prefetch: int = 8, pin: bool = False,
+                 verify: bool | None = None):  # fmt: skip
         self.cache, self.threads, self.pin = cache, threads, pin
+        self.verify = cache.verify if verify is None else verify
         self.prefetch = max(1, prefetch)
         self.index = ChunkIndex(cache)
         self.shape = (cache.num_views, cache.num_tokens, cache.embed_dim)  # (V, N, D)
@@ -148,7 +155,10 @@ class ClipReader:
         fd, offsets, size = self._fd(shard), self.index.offsets[shard], self.index.clip_bytes
         flat = memoryview(out.numpy()).cast("B")
         for i, c in enumerate(clips):
-            _pread_into(fd, flat[i * size : (i + 1) * size], int(offsets[first + c]))
+            chunk = flat[i * size : (i + 1) * size]
+            _pread_into(fd, chunk, int(offsets[first + c]))
+            if self.verify and clip_checksum(chunk) != int(self.index.checksums[shard][first + c]):
+                raise corrupt_clip(self.cache.path, shard, first + c, video_id, int(c))
 
     def _buffer(self, clips: int) -> torch.Tensor:
         return torch.empty((clips, *self.shape), dtype=torch.float16)

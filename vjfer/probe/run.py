@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 import vjfer
+from vjfer.env import environment
 from vjfer.cache import open_cache
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
@@ -122,8 +123,11 @@ def train_folds(cache, folds: Sequence[int], config: TrainConfig, out_dir: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     check_folds(cache)
     grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
+    coverage = cache.coverage()
+    log.info("%s: %s", cache.path, coverage)
     run = {"train": config_dict(config), "folds": list(folds), "cache": cache_description(cache),
-           "grid": [asdict(p) for p in grid], "vjfer_version": vjfer.__version__}  # fmt: skip
+           "grid": [asdict(p) for p in grid], "coverage": asdict(coverage),
+           "environment": environment(), "vjfer_version": vjfer.__version__}  # fmt: skip
     _write_json(out_dir / "config.json", run)
     result = train_grid(cache, folds, config, grid, progress=progress)
     reported = grid[0]
@@ -133,7 +137,7 @@ def train_folds(cache, folds: Sequence[int], config: TrainConfig, out_dir: str |
         log.info("fold %d: PBV UAR %.4f WAR %.4f", k, fold.metrics["pbv"]["uar"],
                  fold.metrics["pbv"]["war"])  # fmt: skip
     summary = {"dataset": cache.dataset, "probe": config.probe, "cache_fingerprint": cache.fingerprint,
-               "head": reported.name, "plan": result.plan,
+               "head": reported.name, "plan": result.plan, "coverage": str(coverage),
                **summarise_folds([result.reported(k).metrics for k in folds])}  # fmt: skip
     if len(grid) > 1:
         _write_grid(result, out_dir, cache, config)

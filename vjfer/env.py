@@ -1,0 +1,64 @@
+"""The software and hardware a run used: written into every extraction and probe run directory.
+
+`environment()` is a plain dict (JSON-able) so a result can be traced to the versions behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+
+import torch
+
+from vjfer import __version__
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, else os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version from nvidia-smi, or None (no GPU, no tool)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+
+
+def environment() -> dict:
+    """vjfer, Python, platform, torch, CUDA, cuDNN, GPUs and driver, PyAV/FFmpeg, h5py, numpy."""
+    import av
+    import h5py
+    import numpy
+
+    cuda = torch.cuda.is_available()
+    return {
+        "vjfer": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpus": available_cpus(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if cuda
+        else [],
+        "driver": _nvidia_driver() if cuda else None,
+        "av": av.__version__,
+        "ffmpeg": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "numpy": numpy.__version__,
+    }
