@@ -108,6 +108,8 @@ def assert_tables_equal_csvs(page: Path) -> list[str]:
                     exact = attrs["data-value"]
                     assert float(exact) == float(value), where
                     shown = f"{float(exact):.2f}" if "." in exact or "e" in exact else exact
+                    if col.startswith("Δ"):  # differences carry their sign: +1.20, -3.40
+                        shown = f"{float(exact):+.2f}"
                     assert text.split(" ±")[0] == shown, where
                     if f"{col} std" in frame.columns and not pd.isna(row[f"{col} std"]):
                         assert float(attrs["data-std"]) == row[f"{col} std"], where

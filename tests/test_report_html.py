@@ -30,7 +30,7 @@ TABLE = Table(
             "UAR": [71.23456789, 76.4],
             "UAR std": [2.5, float("nan")],
             "Videos": [60, 61],
-            "Δ": [-1.005, float("nan")],
+            "Δ": [2.5, float("nan")],
         }
     ),  # fmt: skip
     ["a note"],
@@ -47,6 +47,7 @@ def test_html_table_parses_back_to_the_csv(tmp_path):
     assert text == "71.23 ± 2.50" and attrs["data-value"] == "71.23456789"
     assert rows[0][0][0] == "ours & co" and rows[1][1][0] == "76.40"  # escaped, then unescaped
     assert rows[1][3] == ("—", {"class": "na"})  # NaN: a dash, no number invented
+    assert rows[0][3][0] == "+2.50"  # a difference shows its sign
     assert "&lt;demo&gt;" in render_html(TABLE)
 
 

@@ -141,6 +141,7 @@ def timeline_axes(
         figsize=(5.0 * cols + 1.6, 3.0 * rows + (0.4 if title else 0)), layout="constrained"
     )
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    t_max = max(float(np.max(p.seconds)) for p in panels)
     for ax, panel in zip(axes, panels, strict=False):
         t, probs = np.asarray(panel.seconds, float), np.asarray(panel.probs, float)
         if probs.shape != (len(t), len(names)):
@@ -160,8 +161,8 @@ def timeline_axes(
             ax.annotate(f" {mark}: {names[k]}", (t[-1], probs[-1, k]), xytext=(6, 0),
                         textcoords="offset points", va="center", fontsize=8, color=colours[k],
                         fontweight="bold", annotation_clip=False)  # fmt: skip
-        # From the video's start, with room on the right for the decision labels.
-        ax.set_xlim(0.0, 1.35 * t.max() + 0.1)
+        # One time scale for every panel, from the video's start, with room for the labels.
+        ax.set_xlim(0.0, 1.35 * t_max + 0.1)
         ax.set_ylim(0.0, 1.12)
         ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
         ax.set_xlabel("time in the video (s, clip centre)")

@@ -113,10 +113,11 @@ def render_csv(table: Table) -> str:
     return table.frame.to_csv(index=False)
 
 
+DELTA = "Δ"  # a column of differences (ours − paper): its numbers are shown with their sign
 SHORT_TEXT = 16  # text cells up to this many characters do not wrap on the page
 
 
-def _html_cell(value, std=None) -> str:
+def _html_cell(value, std=None, signed: bool = False) -> str:
     """A <td>: numbers to 2 decimals as in Markdown, with the CSV's exact value in `data-value`
     (and `data-std`) so the page and the CSV can be compared number by number."""
     if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
@@ -127,7 +128,7 @@ def _html_cell(value, std=None) -> str:
         return f"<td{cls}>{html.escape(str(value))}</td>"
     if isinstance(value, (int, np.integer)):
         return f'<td class="num" data-value="{int(value)}">{int(value)}</td>'
-    attrs, text = f' data-value="{float(value)!r}"', f"{value:.2f}"
+    attrs, text = f' data-value="{float(value)!r}"', f"{value:+.2f}" if signed else f"{value:.2f}"
     if std is not None and not math.isnan(std):
         attrs, text = (
             attrs + f' data-std="{float(std)!r}"',
@@ -152,7 +153,8 @@ def render_html(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in shown)
     body = []
     for row in table.frame.astype(object).to_dict("records"):  # object: ints stay ints
-        cells = "".join(_html_cell(row[c], None if s is None else row[s]) for c, s in shown)
+        cells = "".join(_html_cell(row[c], None if s is None else row[s], c.startswith(DELTA))
+                        for c, s in shown)  # fmt: skip
         body.append(f"<tr>{cells}</tr>")
     lines = [f'<h3 id="{table.name}">{html.escape(table.title)}</h3>',
              f'<div class="wide"><table data-table="{table.name}"><thead><tr>{head}</tr></thead>',
