@@ -18,6 +18,7 @@ from page_tools import assert_tables_equal_csvs, read_html_tables
 from test_report import probe_run
 
 from vjfer import report
+from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.report import Table, build_report, get_renderer, render_csv, render_html
 from vjfer.report_html import PageFigure, Section, page_html, png_data_uri
 
@@ -121,7 +122,8 @@ def test_report_page_from_runs_without_caches(tmp_path):
     for data in images:
         image = matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format="png")
         assert image.shape[0] > 200
-    assert "PCA figure for" in text and "Videos the caches could not use: 0" in text
+    assert "PCA figure for" in text
+    assert "Videos the caches could not use: 0 (read from 0 of 1 runs&#x27; caches" in text
 
     table2 = pd.read_csv(tmp_path / "out" / "table2.csv")
     row = table2.iloc[0]  # RAVDESS PBV: 55 % macro precision beside the paper's 76.40 "UAR"
@@ -145,3 +147,33 @@ def test_report_page_from_runs_without_caches(tmp_path):
     assert settings.columns.tolist() == ["Setting", "ravdess-attentive"]
     assert "Checkpoint sha256" in settings["Setting"].tolist()
     assert (settings["ravdess-attentive"] == "not recorded").all()  # the run has no config.json
+
+
+def test_report_page_lists_the_cache_failures(tmp_path):
+    """A run whose training cache lists failed videos: the page counts and lists each one with
+    its reason (no link), as failures.csv does; what could not be drawn is listed as missing."""
+    rng = np.random.default_rng(0)
+    entries = [VideoEntry(f"01-01-0{1 + i % 8}-01-01-01-02", i % 8, 2, 1, 70, 30.0,
+                          np.zeros((1, 16), int), rng.normal(size=(1, 1, 8, 4)).astype(np.float16))
+               for i in range(3)]  # fmt: skip
+    failures = [{"video_id": "01-01-05-01-01-01-03", "path": "Actor_03/x.mp4",
+                 "reason": "decode error: <moov atom not found>"}]  # fmt: skip
+    cache = open_cache(build_cache(tmp_path / "cache", {"encoder": "x"}, entries,
+                                   dataset="ravdess", grid=(2, 2, 2), failures=failures))  # fmt: skip
+    run = _write_probe_run(tmp_path / "runs", "ravdess", tmp_path)
+    config = {"train": {"probe": "attentive", "seed": 3}, "folds": [1, 2, 3, 4, 5],
+              "cache": {"path": str(cache.path), "fingerprint": cache.fingerprint}}  # fmt: skip
+    (run / "config.json").write_text(json.dumps(config))
+    build_report([tmp_path / "runs"], tmp_path / "out", caches=[cache.path])
+    page = tmp_path / "out" / "report.html"
+    assert "failures" in assert_tables_equal_csvs(page)
+    (row,) = read_html_tables(page.read_text(encoding="utf-8"))["failures"]["rows"]
+    assert [text for text, _ in row] == ["RAVDESS", "cache", "01-01-05-01-01-01-03",
+                                         "decode error: <moov atom not found>"]  # fmt: skip
+    text = page.read_text(encoding="utf-8")
+    assert (
+        "Videos the caches could not use: 1</h3>" in text and "<a " not in text.split("</nav>")[1]
+    )
+    assert "timelines for" in text  # the fake run wrote no predictions to draw
+    settings = pd.read_csv(tmp_path / "out" / "settings.csv").set_index("Setting")
+    assert settings.loc["Seeds", "ravdess-attentive"] == "probe 3, encoder —"

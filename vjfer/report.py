@@ -516,11 +516,13 @@ def detail_tables(probe_runs: list[ProbeRun], run_caches: Sequence) -> list[Tabl
     if not probe_runs:
         return []
     failed = run_details.failures_frame(run_caches, DATASET_TITLES)
+    unread = "" if len(run_caches) == len(probe_runs) else (
+        f" (read from {len(run_caches)} of {len(probe_runs)} runs' caches; see Missing inputs)")  # fmt: skip
     return [
         Table("settings", "Run settings", run_details.settings_frame(probe_runs),
               ["One column per probe run, from its config.json (the cache's settings and the "
                "probe's training config)."]),
-        Table("failures", f"Videos the caches could not use: {len(failed)}", failed,
+        Table("failures", f"Videos the caches could not use: {len(failed)}" + unread, failed,
               ["From each training cache's manifest (failures.jsonl): nothing was substituted "
                "for these videos; they are in no fold."]),
         Table("folds", "Per-fold results (video level)",

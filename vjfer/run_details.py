@@ -34,7 +34,8 @@ def read_run_config(run_dir: str | Path) -> dict | None:
     the run has none (a run written before it was recorded)."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        log.warning("%s: no config.json; its settings are shown as %r", run_dir, NOT_RECORDED)
+        # Not a warning: the report lists the run under "Missing inputs" already.
+        log.debug("%s: no config.json; its settings are shown as %r", run_dir, NOT_RECORDED)
         return None
     return json.loads(path.read_text(encoding="utf-8"))
 
