@@ -12,7 +12,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,hf
+EXTRAS ?= dev,hf,face
 
 BIN := $(VENV)/bin
 VJFER := $(BIN)/vjfer
@@ -23,8 +23,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(if $(strip $(TORCH)),,--system-site-packages) $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Two stamps: the demo needs only the package (.core); the tests also need pytest, ruff and
-# transformers (.dev). Each is redone when pyproject.toml changes.
+# Two stamps: the demo needs only the package (.core); the tests also need pytest, ruff,
+# transformers, OpenCV and scikit-image (.dev). Each is redone when pyproject.toml changes.
 $(VENV)/.core: pyproject.toml | $(BIN)/python
 	$(if $(strip $(TORCH)),$(BIN)/python -m pip install --quiet $(TORCH))
 	$(BIN)/python -m pip install --quiet -e .

@@ -278,7 +278,7 @@ def test_probe_refuses_an_ambiguous_cache_folder(pipeline):
 
 def test_encoders_lists_the_registry():
     out = run("encoders")
-    for name in ("vjepa-l16", "vjepa-h16", "vjepa-h16-384", "vjepa2", "tiny"):
+    for name in ("vjepa-l16", "vjepa-h16", "vjepa-h16-384", "vjepa2", "videomae", "tiny"):
         assert name in out
     assert "631.6M" in out or "632" in out
 

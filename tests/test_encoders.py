@@ -441,7 +441,7 @@ def test_random_weights_are_labelled_and_take_no_checkpoint(small_spec, ckpt_pat
 def test_registry_errors():
     with pytest.raises(
         ConfigError,
-        match="unknown encoder 'vit-x'; known: vjepa-l16, vjepa-h16, vjepa-h16-384, vjepa2, tiny",
+        match="unknown encoder 'vit-x'; known: vjepa-l16, vjepa-h16, vjepa-h16-384, vjepa2, videomae, tiny",
     ):
         load_encoder("vit-x")
     with pytest.raises(
@@ -466,6 +466,9 @@ def test_list_encoders_rows():
     }
     assert "vith16-384.pth.tar" in rows["vjepa-h16-384"]["weights"]
     assert rows["tiny"]["tokens"] == 128 and rows["vjepa2"]["params"] is None
+    assert (
+        rows["videomae"]["params"] is None and "preprocessor_config" in rows["videomae"]["weights"]
+    )
 
 
 @pytest.mark.cuda

@@ -9,52 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import CLASSES, GRID, D, make_entries  # noqa: E402
 
-from vjfer.cache import VideoEntry, build_cache, open_cache
+from vjfer.cache import build_cache, open_cache
 from vjfer.datasets import load_folds
 from vjfer.errors import CacheError, ConfigError, SplitError
+from vjfer.probe.folds import check_folds, split_fold
 from vjfer.probe.model import AttentiveProbe, load_probe
 from vjfer.probe.run import run_probe
-from vjfer.probe.train import (
-    TrainConfig,
-    check_folds,
-    cosine,
-    epoch_plan,
-    lr_at,
-    param_groups,
-    reference_clips,
-    split_fold,
-    train_probe,
-    wd_at,
-)
+from vjfer.probe.samples import draw_samples, epoch_order, reference_clips
+from vjfer.probe.train import TrainConfig, cosine, lr_at, param_groups, train_probe, wd_at
 from vjfer.video import plan_clips
-
-D, GRID, CLASSES = 32, (2, 2, 2), 8  # N = 8 tokens per clip
-
-
-def make_entries(videos_per_class=1, actors=range(1, 25), views=1, seed=0, folds=None):
-    """Videos whose tokens carry the class as a mean shift (plus an actor shift and noise)."""
-    rng = np.random.default_rng(seed)
-    folds = folds or load_folds("ravdess")
-    prototypes = rng.normal(size=(CLASSES, D)) * 1.5
-    entries = []
-    for actor in actors:
-        actor_shift = rng.normal(size=D) * 0.5
-        for label in range(CLASSES):
-            for rep in range(videos_per_class):
-                n_frames = int(rng.integers(70, 130))
-                frames = plan_clips(n_frames, "windows", hop=8)
-                C = len(frames)
-                tokens = (
-                    rng.normal(size=(C, views, math.prod(GRID), D))
-                    + prototypes[label]
-                    + actor_shift
-                )
-                entries.append(VideoEntry(
-                    video_id=f"{actor:02d}-{label}-{rep}", label=label, actor=actor, fold=folds[actor],
-                    n_frames=n_frames, fps=30.0, frames=frames, tokens=tokens.astype(np.float16),
-                ))  # fmt: skip
-    return entries
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,6 +63,13 @@ def test_config_checks_choices():
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
         TrainConfig(epochs=0)
     assert TrainConfig(betas=[0.9, 0.95]).betas == (0.9, 0.95)
+    with pytest.raises(
+        ConfigError, match="clip_choice='reference' takes 8 clips; clips_per_video is 4"
+    ):
+        TrainConfig(clips_per_video=4)
+    assert TrainConfig(clips_per_video=4, clip_choice="random").clips_per_video == 4
+    with pytest.raises(ConfigError, match="in_memory must be one of"):
+        TrainConfig(in_memory="disk")
 
 
 def test_reference_clips_pick_nearest_cached_start():
@@ -111,18 +83,26 @@ def test_reference_clips_pick_nearest_cached_start():
     assert reference_clips(np.array([0]), 50).tolist() == [0] * 8  # a one-clip video
 
 
-def test_epoch_plan_is_seeded_and_in_range():
+def test_epoch_order_and_draws_are_seeded_and_in_range():
     n_clips = np.array([3, 5, 1, 7])
-    cfg = TrainConfig(clip_choice="random", train_view="random")
-    a, b = epoch_plan(n_clips, None, 3, cfg, 1, 0), epoch_plan(n_clips, None, 3, cfg, 1, 0)
+    order = epoch_order(4, 0, 0)
+    assert sorted(order) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(order, epoch_order(4, 0, 0))
+    assert any(not np.array_equal(epoch_order(50, 0, e), epoch_order(50, 0, 0)) for e in (1, 2))
+    a, b = (
+        draw_samples(n_clips, None, 3, 8, True, 0, 0),
+        draw_samples(n_clips, None, 3, 8, True, 0, 0),
+    )
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
-    order, clips, views = a
-    assert sorted(order) == [0, 1, 2, 3] and clips.shape == views.shape == (4, 8)
+    clips, views = a
+    assert clips.shape == views.shape == (4, 8)
     assert (clips < n_clips[:, None]).all() and (clips >= 0).all() and views.max() < 3
-    assert not np.array_equal(epoch_plan(n_clips, None, 3, cfg, 1, 1)[1], clips)
-    middle = TrainConfig(train_view="middle")
-    assert (epoch_plan(n_clips, np.zeros((4, 8), int), 3, middle, 1, 0)[2] == 1).all()
+    assert not np.array_equal(draw_samples(n_clips, None, 3, 8, True, 0, 1)[0], clips)  # epoch
+    assert not np.array_equal(draw_samples(n_clips, None, 3, 8, True, 1, 0)[0], clips)  # seed
+    fixed = np.tile(np.arange(8), (4, 1))
+    middle = draw_samples(n_clips, fixed, 3, 8, False, 0, 0)
+    assert (middle[1] == 1).all() and (middle[0] == fixed).all()
 
 
 def test_weight_decay_only_on_weights():
@@ -159,7 +139,7 @@ def test_cpu_training_is_deterministic_and_in_memory_equals_streamed(cache_dir):
     train = cache.videos[cache.videos["fold"] != 1].iloc[:40]
     cfg = TrainConfig(epochs=2, num_heads=4, num_workers=0, device="cpu", clip_choice="random")
     states = []
-    for in_memory, workers in (("yes", 0), ("yes", 1), ("no", 1)):
+    for in_memory, workers in (("yes", 0), ("yes", 2), ("no", 0), ("no", 2)):
         cfg_i = TrainConfig(**{**cfg.__dict__, "in_memory": in_memory, "num_workers": workers})
         probe, history = train_probe(cache, train, cfg_i, fold=1, progress=False)
         states.append(probe.state_dict())

@@ -91,7 +91,31 @@ def test_packaged_peers_are_sourced():
     peers = load_peers()
     assert set(peers["dataset"]) <= set(DATASETS)
     assert peers["source"].str.len().min() > 10  # every number names where it came from
-    assert ((peers[["uar", "war"]] > 0) & (peers[["uar", "war"]] <= 100)).all().all()
+    values = peers[["uar", "war"]]
+    assert ((values > 0) & (values <= 100) | values.isna()).all().all()  # empty cells stay empty
+
+
+def test_packaged_peers_are_table_iii_as_printed(tmp_path):
+    """The paper's Table III: 8 methods; "–" cells empty; the one-number cells in the UAR column
+    with a note; rendered as dashes in Markdown and empty in CSV."""
+    peers = load_peers()
+    assert len(peers.drop_duplicates(["method", "modality"])) == 8
+    frame = table_iii([], peers).frame.set_index(["Method", "Modality"])
+    hicmae = frame.loc[("HiCMAE-B", "video")]
+    assert (hicmae["RAVDESS UAR"], hicmae["CREMA-D WAR"]) == (71.35, 77.21)
+    one = frame.loc[("MultiMAE-DER", "video")]
+    assert (one["RAVDESS UAR"], one["CREMA-D UAR"]) == (74.13, 77.83)
+    assert np.isnan(one["RAVDESS WAR"]) and np.isnan(one["CREMA-D WAR"])
+    human = frame.loc[("Human perception", "video + audio")]
+    assert human["RAVDESS WAR"] == 77.94 and np.isnan(human["CREMA-D UAR"])
+    table = table_iii([], peers)
+    parsed = parse_markdown(render_markdown(table)).set_index("Method")
+    assert parsed.loc["Human perception", "CREMA-D UAR"] == "—"
+    assert parsed.loc["Ours (V-JEPA ViT-H, attentive probe)", "CREMA-D WAR"] == "78.86"
+    assert any("MultiMAE-DER (video), RAVDESS, CREMA-D: one number, unlabelled" in n
+               for n in table.notes)  # fmt: skip
+    csv = pd.read_csv(io.StringIO(render_csv(table)))
+    assert csv.loc[csv["Method"] == "Human perception", "CREMA-D WAR"].isna().all()
 
 
 def test_peers_missing_column(tmp_path):

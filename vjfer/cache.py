@@ -38,6 +38,9 @@ SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.h5$")
 TOKEN_DTYPE = np.dtype("float16")  # storage dtype of tokens (a fingerprint input)
 FRAMES_PER_CLIP = 16  # == video.FRAMES_PER_CLIP; cache.py imports nothing heavier than h5py
 VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips")
+# Per-video columns of caches made with a face crop (`vjfer.face`) only; other shards lack them.
+FACE_COLUMNS = ("face_status", "face_box")  # "cropped" | "fallback"; (x, y, w, h), -1s: none
+FACE_FAILURE_PREFIX = "no face"  # how a face-crop failure's reason starts (failures.jsonl)
 
 
 @dataclass
@@ -52,6 +55,8 @@ class VideoEntry:
     fps: float
     frames: np.ndarray  # int [C, 16] frame indices of each clip
     tokens: np.ndarray  # float16 [C, V, N, D]
+    face_status: str | None = None  # with a face crop: "cropped" or "fallback" (whole frame)
+    face_box: tuple[int, int, int, int] | None = None  # the crop (x, y, w, h); None: whole frame
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +160,7 @@ class ShardWriter:
         # the tokens are on disk now: keep no reference to them (a shard can hold gigabytes)
         row = VideoEntry(entry.video_id, int(entry.label), int(entry.actor), int(entry.fold),
                          int(entry.n_frames), float(entry.fps), np.array(entry.frames),
-                         np.empty(0, TOKEN_DTYPE))  # fmt: skip
+                         np.empty(0, TOKEN_DTYPE), entry.face_status, entry.face_box)  # fmt: skip
         self.rows.append(row)
         self.clips += C
 
@@ -181,6 +186,11 @@ class ShardWriter:
         self._write("clip_video", np.repeat(np.arange(len(rows), dtype=np.int32), n_clips))
         frames = [r.frames for r in rows] or [np.zeros((0, FRAMES_PER_CLIP))]
         self._write("clip_frames", np.concatenate(frames).astype(np.int32))
+        if any(r.face_status is not None for r in rows):  # only face-crop caches have these
+            self._write("face_status", np.array([r.face_status for r in rows], dtype=object),
+                        h5py.string_dtype("utf-8"))  # fmt: skip
+            boxes = [r.face_box if r.face_box is not None else (-1, -1, -1, -1) for r in rows]
+            self._write("face_box", np.array(boxes, dtype=np.int32))
         for key, value in self.header.items():
             f.attrs[key] = value if isinstance(value, (int, str)) else canonical_json(value)
         f.attrs["failures"] = canonical_json(sorted(self.failures, key=lambda d: d["video_id"]))
@@ -229,13 +239,17 @@ def read_shard_header(path: Path) -> dict:
             header = {
                 k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in attrs.items()
             }
-            table = {k: f[k][()] for k in VIDEO_COLUMNS}
+            table = {k: f[k][()] for k in (*VIDEO_COLUMNS, *FACE_COLUMNS) if k in f}
             header["tokens_shape"] = list(f["tokens"].shape)
             header["clips_in_table"] = int(len(f["clip_video"]))
     except (OSError, KeyError) as err:
         raise CacheError(f"cannot read shard {path}: {err}") from err
     _check_format(header, path)
-    table["video_id"] = [v.decode() if isinstance(v, bytes) else str(v) for v in table["video_id"]]
+    for key in ("video_id", "face_status"):
+        if key in table:
+            table[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in table[key]]
+    if "video_id" not in table:
+        raise CacheError(f"cannot read shard {path}: no video_id table")
     header["videos"] = table
     return header
 
@@ -281,6 +295,10 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
                        "clips": h["tokens_shape"][0], "complete": True})  # fmt: skip
         for i, vid in enumerate(t["video_id"]):
             row = {k: _plain(t[k][i]) for k in VIDEO_COLUMNS[1:]}
+            if "face_status" in t:
+                row["face_status"] = t["face_status"][i]
+                box = [int(v) for v in t["face_box"][i]]
+                row["face_box"] = box if box[2] > 0 else None
             videos.append({"video_id": vid, "status": "ok", "shard": shard_name(index), **row})
         videos += [
             {**fail, "status": "failed", "shard": shard_name(index)} for fail in h["failures"]
@@ -381,7 +399,8 @@ class Cache:
         self.num_tokens: int = layout["num_tokens"]
         self.class_names: tuple[str, ...] = tuple(manifest["class_names"])
         ok = [v for v in manifest["videos"] if v["status"] == "ok"]
-        self.videos = pd.DataFrame(ok, columns=[*VIDEO_COLUMNS, "shard"])
+        face = [c for c in FACE_COLUMNS if ok and c in ok[0]]
+        self.videos = pd.DataFrame(ok, columns=[*VIDEO_COLUMNS, "shard", *face])
         self.videos = self.videos.sort_values("video_id", ignore_index=True)
         self.failures: list[dict] = [
             {k: v[k] for k in ("video_id", "path", "reason")}
@@ -543,7 +562,20 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
         "videos": len(ok), "failed": len(failed), "clips": sum(v["n_clips"] for v in ok),
         "bytes": sum(p.stat().st_size for p in files if p.exists()),
         "failures": [{k: v[k] for k in ("video_id", "path", "reason")} for v in failed],
+        "face": _face_counts(manifest["settings"], ok, failed),
     }  # fmt: skip
+
+
+def _face_counts(settings: dict, ok: list[dict], failed: list[dict]) -> dict | None:
+    """Videos cropped, fallen back to the whole frame, and failed for want of a face."""
+    if "face_crop" not in settings:
+        return None
+    return {
+        "method": settings["face_crop"]["method"],
+        "cropped": sum(v["face_status"] == "cropped" for v in ok),
+        "fallback": sum(v["face_status"] == "fallback" for v in ok),
+        "failed": sum(v["reason"].startswith(FACE_FAILURE_PREFIX) for v in failed),
+    }
 
 
 def format_cache_info(info: dict) -> str:
@@ -560,6 +592,14 @@ def format_cache_info(info: dict) -> str:
         f"clips       {info['clips']}  tokens per clip [V={lay['num_views']}, N={lay['num_tokens']}"
         f", D={lay['embed_dim']}] {lay['dtype']}, grid {tuple(lay['grid'])}",
         f"size        {info['bytes'] / 1e9:.3f} GB",
+        *(
+            [
+                f"face crop   {face['method']}: {face['cropped']} cropped, {face['fallback']} fell "
+                f"back to the whole frame, {face['failed']} failed (no face)"
+            ]
+            if (face := info.get("face"))
+            else []
+        ),
         "settings:",
         *(f"  {k}: {canonical_json(v)}" for k, v in sorted(info["settings"].items())),
     ]

@@ -144,6 +144,13 @@ def _extract_options(f):
         click.option("--shard-size", type=int, default=d["shard_size"].default, show_default=True, help="Videos per shard."),
         click.option("--force", is_flag=True, help="Rebuild this cache from scratch."),
         click.option("--allow-low-disk", is_flag=True, help="Start even when the size estimate exceeds free disk."),
+        click.option("--face-crop", default=d["face_crop"].default, show_default=True, metavar="none|haar|boxes:FILE",
+                     help="Crop each video to one square face box: none (whole frames, the paper), haar "
+                          "(OpenCV's Haar cascade; pip install 'vjfer[face]') or boxes:FILE (CSV video_id,x,y,w,h)."),
+        click.option("--face-fallback", type=click.Choice(["fail", "full"]), default=d["face_fallback"].default,
+                     show_default=True, help="A video without a face: fail (listed) or full (whole frame, flagged)."),
+        click.option("--face-margin", type=float, default=d["face_margin"].default, show_default=True,
+                     help="Added on every side of the face box, as a fraction of its longer side."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -214,6 +221,21 @@ def cache_verify_cmd(path: Path, root: Path | None) -> None:
 # -------------------------------------------------------------------------------- stage 2: probe
 
 
+def _number_list(kind):
+    """A click callback: "1e-3,3e-3" -> (0.001, 0.003), each parsed with `kind`."""
+
+    def parse(ctx, param, value: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in str(value).split(",") if v.strip())
+        except ValueError as err:
+            raise click.BadParameter(f"{value!r}: {err}") from err
+        if not values:
+            raise click.BadParameter("give at least one value")
+        return values
+
+    return parse
+
+
 def _train_options(f):
     from vjfer.probe.train import CHOICES, TrainConfig
 
@@ -222,16 +244,23 @@ def _train_options(f):
         click.option("--probe", type=click.Choice(CHOICES["probe"]), default=d["probe"].default, show_default=True, help="Probe kind."),
         click.option("--epochs", type=int, default=d["epochs"].default, show_default=True, help="Training epochs."),
         click.option("--batch-size", type=int, default=d["batch_size"].default, show_default=True, help="Videos per step."),
-        click.option("--lr", type=float, default=d["lr"].default, show_default=True, help="Peak learning rate (cosine to 0)."),
+        click.option("--lr", "lrs", default=str(d["lr"].default), show_default=True, callback=_number_list(float),
+                     help="Peak learning rate (cosine to 0); a comma-separated list trains a grid in the same pass."),
+        click.option("--wd", "wds", default=str(d["weight_decay"].default), show_default=True, callback=_number_list(float),
+                     help="Weight decay (cosine to 1e-6); a comma-separated list trains a grid."),
         click.option("--clip-choice", type=click.Choice(CHOICES["clip_choice"]), default=d["clip_choice"].default, show_default=True,
                      help="Which 8 cached clips make a training sample."),
         click.option("--pool", type=click.Choice(CHOICES["pool"]), default=d["pool"].default, show_default=True,
                      help="joint: attend across the 8 clips' tokens; clip: score each clip alone."),
-        click.option("--seed", type=int, default=d["seed"].default, show_default=True, help="Random seed."),
+        click.option("--seed", "seeds", default=str(d["seed"].default), show_default=True, callback=_number_list(int),
+                     help="Probe seed (initialisation, clip/view draws); a comma-separated list trains one head each."),
+        click.option("--order-seed", type=int, default=d["order_seed"].default, show_default=True,
+                     help="Seed of the order each epoch visits videos in (shared by all heads of a pass)."),
         click.option("--device", default=d["device"].default, show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--in-memory", type=click.Choice(CHOICES["in_memory"]), default=d["in_memory"].default, show_default=True,
-                     help="Hold the tokens in memory (auto: when they fit)."),
-        click.option("--num-workers", type=int, default=d["num_workers"].default, show_default=True, help="Cache-reading workers."),
+                     help="Hold the training tokens in RAM (yes; auto: when they fit) or on the GPU (gpu)."),
+        click.option("--num-workers", type=int, default=d["num_workers"].default, show_default=True, help="Reader threads (reads in flight)."),
+        click.option("--prefetch", type=int, default=d["prefetch"].default, show_default=True, help="Videos read ahead (bounds the reader's memory)."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -280,21 +309,25 @@ def probe(
 ) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
+    from vjfer.probe.folds import make_grid
     from vjfer.probe.run import run_probe
     from vjfer.probe.train import TrainConfig
 
     path = _one_cache(cache_path, dataset, fingerprint)
     cache = open_cache(path)
-    config = TrainConfig(**options)
+    lrs, wds, seeds = options.pop("lrs"), options.pop("wds"), options.pop("seeds")
+    grid = make_grid(lrs, wds, seeds)
+    config = grid[0].apply(TrainConfig(**options))
     folds = "all" if fold == "all" else int(fold)
-    # One directory per run setting, so a single-fold or other-seed run never overwrites another.
+    # One directory per run setting, so a single-fold, other-seed or grid run never overwrites another.
     name = f"{cache.dataset}-{path.name}-{config.probe}"
-    name += ("" if folds == "all" else f"-fold{folds}") + (
-        f"-seed{config.seed}" if config.seed else ""
-    )
+    name += "" if folds == "all" else f"-fold{folds}"
+    if len(grid) > 1:
+        name += f"-grid{len(grid)}"
+    name += f"-seed{config.seed}" if config.seed else ""
     run_dir = out / name
     run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
-              progress=not no_progress)  # fmt: skip
+              progress=not no_progress, grid=grid)  # fmt: skip
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"run written to {run_dir}")
 
@@ -371,6 +404,24 @@ def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str)
     caches = find_caches(cache_root, complete=True) if cache_root.exists() else []
     written = build_report(list(run_dirs) or [Path("runs")], out, caches=caches, device=device)
     for path in written:
+        click.echo(str(path))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
+              help="Folder for compare.md and compare.csv.")  # fmt: skip
+def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
+    """Probe runs side by side, with paired per-fold differences to the first RUN.
+
+    Each RUN is a `vjfer probe` directory; all must be of one dataset and the same folds.
+    """
+    from vjfer.compare import compare_runs
+    from vjfer.report import render_markdown, write_table
+
+    table = compare_runs(run_dirs)
+    _echo_lines(render_markdown(table))
+    for path in write_table(table, out):
         click.echo(str(path))
 
 

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 import av
@@ -35,6 +35,7 @@ from vjfer.cache import ShardWriter, VideoEntry
 from vjfer.datasets import index_dataset
 from vjfer.encoders import load_encoder
 from vjfer.errors import CacheError, ConfigError, VideoError
+from vjfer.face import FaceCropConfig, FaceCropper, face_settings, parse_face_crop
 from vjfer.labels import check_dataset
 from vjfer.video import (
     CLIP_PLANS,
@@ -75,6 +76,9 @@ class ExtractConfig:
     force: bool = False  # delete this rank's shards and the manifest, and start again
     shard_size: int = 64  # videos per shard
     allow_low_disk: bool = False  # start even when the size estimate exceeds the free space
+    face_crop: str = "none"  # none (whole frames, the paper's input) | haar | boxes:FILE
+    face_fallback: str = "fail"  # a video without a face: fail (listed) | full (whole frame)
+    face_margin: float = FaceCropConfig.margin  # added on every side of the face box
 
     def __post_init__(self):
         if self.plan not in CLIP_PLANS:
@@ -88,6 +92,11 @@ class ExtractConfig:
             raise ConfigError(f"need workers >= 0 and limit >= 1, got {self.workers}, {self.limit}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        self.face()  # raises ConfigError on a bad --face-crop / --face-fallback / --face-margin
+
+    def face(self) -> FaceCropConfig:
+        """The face-crop settings (`vjfer.face`)."""
+        return parse_face_crop(self.face_crop, self.face_fallback, self.face_margin)
 
 
 @dataclass
@@ -152,7 +161,7 @@ def resolve_device(device: str, local_rank: int) -> str:
 
 def cache_settings(config: ExtractConfig, encoder) -> dict:
     """The fingerprint inputs: everything that changes the tokens or their meaning."""
-    return {
+    settings = {
         "dataset": check_dataset(config.dataset),
         "encoder": config.encoder,
         "encoder_fingerprint": encoder.fingerprint,  # checkpoint sha256, weights, compute dtype
@@ -170,11 +179,23 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "shard_size": config.shard_size,
         "limit": config.limit,
     }
+    # Only a face crop adds a key: whole-frame caches keep the fingerprint (and bytes) they had.
+    if (face := face_settings(config.face())) is not None:
+        settings["face_crop"] = face
+    return settings
 
 
 def config_record(config: ExtractConfig) -> dict:
-    """`asdict(config)` with paths as strings: written into the manifest."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    """`asdict(config)` with paths as strings: written into the manifest.
+
+    Without a face crop the face options are left out, so a whole-frame cache's manifest stays
+    byte-identical to one written before face crops existed.
+    """
+    record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    if config.face_crop == "none":
+        for key in ("face_crop", "face_fallback", "face_margin"):
+            del record[key]
+    return record
 
 
 def probe_frame_count(path: Path) -> int | None:
@@ -325,16 +346,22 @@ class _DecodeTasks(Dataset):
     """Item i decodes video i (one per task): the frames its clips use, and its clip plan."""
 
     def __init__(self, paths: list[str], resolution: int, views: str, plan: str, hop: int,
-                 threads: int):  # fmt: skip
+                 threads: int, ids: list[str] | None = None,
+                 face: FaceCropper | None = None):  # fmt: skip
         self.paths, self.resolution, self.views = paths, resolution, views
         self.plan, self.hop, self.threads = plan, hop, threads
+        self.ids, self.face = ids, face
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
+        face = None
         try:
-            video = decode_video(self.paths[i], self.resolution, self.views, self.threads)
+            if self.face is not None:  # the box first: haar decodes a sample of frames itself
+                face = self.face.locate(self.paths[i], self.ids[i])
+            crop = astuple(face.box) if face is not None and face.box is not None else None
+            video = decode_video(self.paths[i], self.resolution, self.views, self.threads, crop)
         except VideoError as err:
             return {"index": i, "error": err.reason}
         clip_frames = plan_clips(video.n_frames, self.plan, self.hop)  # [C, 16]
@@ -346,6 +373,7 @@ class _DecodeTasks(Dataset):
             "clip_frames": clip_frames,
             "n_frames": video.n_frames,
             "fps": video.fps,
+            **({"face_status": face.status, "face_box": crop or (-1, -1, -1, -1)} if face else {}),
         }
 
 
@@ -362,6 +390,9 @@ class _Pending:
         self.local = item["local"].to(device)  # [C, 16]
         self.clip_frames = item["clip_frames"].numpy()
         self.n_frames, self.fps = int(item["n_frames"]), float(item["fps"])
+        self.face_status = item.get("face_status")  # only with a face crop
+        box = [int(v) for v in item["face_box"]] if "face_box" in item else [-1]
+        self.face_box = tuple(box) if box[0] >= 0 else None
         self.C = len(self.clip_frames)
         self.tokens = np.empty((self.C, *shape), dtype=np.float16)  # [C, V, N, D]
         self.sent = self.filled = 0
@@ -369,7 +400,7 @@ class _Pending:
     def entry(self) -> VideoEntry:
         r = self.record
         return VideoEntry(r.video_id, r.label, r.actor, r.fold, self.n_frames, self.fps,
-                          self.clip_frames, self.tokens)  # fmt: skip
+                          self.clip_frames, self.tokens, self.face_status, self.face_box)  # fmt: skip
 
 
 class _Batcher:
@@ -542,8 +573,10 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
     if not todo:
         return 0, 0, 0, []
     threads = 0 if cfg.workers == 0 else max(1, (os.cpu_count() or 1) // cfg.workers)
+    face = cfg.face()
     tasks = _DecodeTasks([str(r.path) for _, r in todo], enc.resolution, cfg.views, cfg.plan,
-                         cfg.hop, threads)  # fmt: skip
+                         cfg.hop, threads, [r.video_id for _, r in todo],
+                         FaceCropper(face) if face.method != "none" else None)  # fmt: skip
     cuda = torch.device(plan.device).type == "cuda"
     if cuda:  # pinned memory, events and streams follow the current device
         torch.cuda.set_device(torch.device(plan.device))

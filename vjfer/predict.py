@@ -22,6 +22,7 @@ from vjfer.cache import TOKEN_DTYPE
 from vjfer.cross import find_probes
 from vjfer.encoders import load_encoder
 from vjfer.errors import CheckpointError, ConfigError, VideoError
+from vjfer.face import FaceCropper, config_from_settings
 from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
 from vjfer.probe.model import load_probe
 from vjfer.timeline import clip_centre_seconds
@@ -118,8 +119,12 @@ def encode_video_tokens(
     encoder, path: Path, settings: dict, batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """One video -> (tokens float16 [C, V, N, D], clip frame indices [C, 16], fps), as the cache
-    would hold them."""
-    video = decode_video(path, encoder.resolution, settings["views"])
+    would hold them (face-cropped as the cache was, if it was)."""
+    crop = None
+    if "face_crop" in settings:
+        face = FaceCropper(config_from_settings(settings["face_crop"])).locate(path, path.stem)
+        crop = None if face.box is None else (face.box.x, face.box.y, face.box.w, face.box.h)
+    video = decode_video(path, encoder.resolution, settings["views"], crop=crop)
     clip_frames = plan_clips(video.n_frames, settings["plan"], settings.get("hop") or 8)
     clips = gather_clips(video.frames, clip_frames)  # [C, V, 16, R, R, 3]
     C, V = clips.shape[:2]

@@ -49,7 +49,7 @@ PAPER_TABLE_IV: dict[tuple[str, str, str], tuple[float, float]] = {
     ("crema-d", "ravdess", "drop"): (77.82, 75.59), ("crema-d", "ravdess", "merge"): (73.92, 70.92),
     ("ravdess", "crema-d", "drop"): (61.69, 59.82), ("ravdess", "crema-d", "merge"): (58.72, 54.90),
 }  # fmt: skip
-PEERS_COLUMNS = ("method", "dataset", "uar", "war", "modality", "source")
+PEERS_COLUMNS = ("method", "dataset", "uar", "war", "modality", "source")  # + optional "note"
 VOTING = {"pbv": "PBV", "mv": "MV"}
 DATASET_TITLES = {"ravdess": "RAVDESS", "crema-d": "CREMA-D"}
 STD = " std"  # suffix of a column holding the std of the column before it
@@ -311,11 +311,16 @@ def load_peers(path: str | Path | None = None) -> pd.DataFrame:
 def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
     """Table III: our mean results beside published ones, RAVDESS and CREMA-D side by side."""
     rows: dict[tuple, dict] = {}
+    peer_notes: dict[tuple[str, str, str], list[str]] = {}  # (method, modality, note) -> datasets
     for _, p in peers.iterrows():
         new = {"Method": p["method"], "Modality": p["modality"], "Source": p["source"]}
         row = rows.setdefault(("peer", p["method"], p["modality"]), new)
         title = DATASET_TITLES.get(p["dataset"], p["dataset"])
+        # an empty cell (a number the paper does not print) stays NaN and renders as a dash
         row[f"{title} UAR"], row[f"{title} WAR"] = p["uar"], p["war"]
+        note = p.get("note")  # optional column: why a cell is empty or what a number means
+        if isinstance(note, str) and note.strip():
+            peer_notes.setdefault((p["method"], p["modality"], note.strip()), []).append(title)
     for run in runs:
         title = DATASET_TITLES.get(run.dataset, run.dataset)
         for voting, vname in VOTING.items():
@@ -339,7 +344,9 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
         "(vjfer/data/peers.csv, each with its source).",
         "The paper's own V-JEPA rows report macro precision under the name UAR; compare them "
         "with the macro precision columns.",
-    ]
+        *(f"{method} ({modality}), {', '.join(titles)}: {note}."
+          for (method, modality, note), titles in peer_notes.items()),
+    ]  # fmt: skip
     return Table("table3", "Table III: comparison with published results", frame, notes)
 
 

@@ -39,6 +39,7 @@ REFERENCE_TRAIN_CLIPS = 8  # the reference's num_segments for training
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+CropBox = tuple[int, int, int, int]  # (x, y, w, h) of the displayed frame, pixels
 ClipPlan = Literal["windows", "reference-train", "reference-eval"]
 Views = Literal["center", "3crop"]
 CLIP_PLANS: tuple[str, ...] = ("windows", "reference-train", "reference-eval")
@@ -307,8 +308,8 @@ class _Preparer:
     the display geometry, and is turned while small.
     """
 
-    def __init__(self, resolution: int, views: Views):
-        self.resolution, self.views = resolution, views
+    def __init__(self, resolution: int, views: Views, crop: CropBox | None = None):
+        self.resolution, self.views, self.crop = resolution, views, crop
         self.scaler = VideoReformatter()  # one SwsContext each for the whole video
         self.packer = VideoReformatter()
         self._geometry: dict[tuple[int, int, int], ViewGeometry] = {}
@@ -323,6 +324,28 @@ class _Preparer:
                 self.display_size = (w, h)
         return self._geometry[key]
 
+    def _prepare_crop(self, frame: av.VideoFrame, turns: int, out: np.ndarray) -> None:
+        """Face crop (`vjfer.face`): the box of the displayed frame, then the usual views of it.
+
+        Cropping needs the frame as pixels first (swscale scales whole frames), so the frame is
+        packed at full size, turned, cut to the box and scaled by swscale as the uncropped path.
+        """
+        rgb = self.packer.reformat(frame, format="rgb24", threads=1).to_ndarray()  # [H, W, 3]
+        rgb = np.rot90(rgb, turns) if turns else rgb  # as displayed
+        x, y, w, h = self.crop
+        if self.display_size is None:
+            self.display_size = (rgb.shape[1], rgb.shape[0])
+            if x < 0 or y < 0 or x + w > rgb.shape[1] or y + h > rgb.shape[0] or min(w, h) < 1:
+                raise ValueError(f"crop box {self.crop} is not inside the {rgb.shape[1]}x"
+                                 f"{rgb.shape[0]} frame")  # fmt: skip
+        face = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[y : y + h, x : x + w]), "rgb24")
+        geo = self._geometry.setdefault(
+            (w, h, -1), view_geometry(w, h, self.resolution, self.views)
+        )
+        scaled = self.scaler.reformat(face, geo.width, geo.height, format="rgb24",
+                                      interpolation=RESIZE_INTERPOLATION, threads=1)  # fmt: skip
+        crop_views(scaled.to_ndarray(), geo, out=out)
+
     def __call__(self, frame: av.VideoFrame, out: np.ndarray) -> None:
         """Prepare `frame` into `out` [V, R, R, 3]."""
         rotation = frame.rotation  # degrees counter-clockwise, from the display matrix
@@ -331,6 +354,9 @@ class _Preparer:
             log.warning(
                 "rotation %s is not a multiple of 90 degrees; using %d", rotation, 90 * turns
             )
+        if self.crop is not None:
+            self._prepare_crop(frame, turns, out)
+            return
         geo = self.geometry(frame.width, frame.height, turns)
         # The resize target in the frame's stored orientation.
         w, h = (geo.height, geo.width) if turns % 2 else (geo.width, geo.height)
@@ -486,8 +512,9 @@ def count_frames(path: str | Path, threads: int = 0) -> int:
 
 
 def decode_video(
-    path: str | Path, resolution: int, views: Views = "center", threads: int = 0
-) -> DecodedVideo:
+    path: str | Path, resolution: int, views: Views = "center", threads: int = 0,
+    crop: CropBox | None = None,
+) -> DecodedVideo:  # fmt: skip
     """Decode a whole video once and prepare its views (see `view_geometry`).
 
     Args:
@@ -496,6 +523,8 @@ def decode_video(
         views: "center" or "3crop".
         threads: decoder threads (0: FFmpeg chooses). Unless 1, frames are also prepared on a
             second thread while the next ones decode (faster; 10-15% more CPU per frame).
+        crop: (x, y, w, h) in displayed pixels: each frame is cut to it before the views are
+            made (`vjfer.face`); None (the default, the paper's input) uses whole frames.
 
     Returns:
         DecodedVideo with frames uint8 [V, T, R, R, 3].
@@ -510,13 +539,17 @@ def decode_video(
     path, n_views, stats = Path(path), num_views(views), _DecodeStats()
     if resolution < 1 or threads < 0:
         raise ValueError(f"need resolution >= 1 and threads >= 0, got {resolution}, {threads}")
-    prepare = _Preparer(resolution, views)
+    prepare = _Preparer(resolution, views, crop)
     with _video_stream(path, threads) as (container, stream):
         buffer = _FrameBuffer(n_views, resolution, _capacity_guess(container, stream))
         try:
             _prepare_all(_clean_frames(path, container, stream, stats), prepare, buffer, threads)
         except av.FFmpegError as err:  # swscale refusing a frame: not a partial decode
             raise VideoError(path, f"cannot convert frames to RGB: {err}") from err
+        except ValueError as err:
+            if crop is None:
+                raise
+            raise VideoError(path, str(err)) from err  # the crop box is outside the frame
         lost = _lost_frames(path, stats, stream.frames, buffer.count)
         fps = _frame_rate(path, stream, buffer.count, stats)
     width, height = prepare.display_size

@@ -5,13 +5,18 @@ model places its 3-D RoPE positions by token index assuming a `crop_size // patc
 grid, so any other spatial size is silently mis-positioned: the input must be exactly
 crop_size × crop_size. Frame positions are the temporal token index, so any frame count that is a
 multiple of `tubelet_size` is valid (`frames_per_clip` does not affect inference).
+
+The transformers helpers here (import with an install hint, quiet loading, the directory's sha256)
+serve `videomae.py` too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -31,8 +36,24 @@ def import_transformers():
     try:
         import transformers
     except ImportError as err:
-        raise ConfigError(f"V-JEPA 2 needs the transformers package: {INSTALL_HINT}") from err
+        raise ConfigError(
+            f"V-JEPA 2 and VideoMAE need the transformers package: {INSTALL_HINT}"
+        ) from err
     return transformers
+
+
+@contextlib.contextmanager
+def no_progress_bars(transformers) -> Iterator[None]:
+    """transformers' "Loading weights" bar off while loading (it writes to stderr beside vjfer's
+    own output, e.g. `vjfer predict --json`); the caller's setting is restored."""
+    hf_logging = transformers.utils.logging
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def sha256_hf_directory(directory: Path) -> str:
@@ -80,9 +101,10 @@ def load_vjepa2(directory: str | Path) -> tuple[VJEPA2Backbone, str]:
         )
     transformers = import_transformers()
     try:
-        model, info = transformers.VJEPA2Model.from_pretrained(
-            directory, local_files_only=True, dtype=torch.float32, output_loading_info=True
-        )
+        with no_progress_bars(transformers):
+            model, info = transformers.VJEPA2Model.from_pretrained(
+                directory, local_files_only=True, dtype=torch.float32, output_loading_info=True
+            )
     except (OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{directory}: cannot load V-JEPA 2: {err}") from err
     if missing := [k for k in info["missing_keys"] if k.startswith("encoder.")]:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from vjfer.encoders.checkpoint import WEIGHT_CHOICES, Weights, load_vjepa_checkpoint
 from vjfer.encoders.hf import load_vjepa2
+from vjfer.encoders.videomae import load_videomae
 from vjfer.encoders.vjepa import PRESETS, ViTConfig, build_vit, count_params, random_vit
 from vjfer.errors import ConfigError
 
@@ -40,6 +41,9 @@ class Built:
     embed_dim: int
     grid: tuple[int, int, int]
     provenance: dict  # JSON-able: checkpoint_sha256, weights, seed, ...
+    # normalisation that came with the weights (VideoMAE's preprocessor_config.json); None: spec's
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
 
 Factory = Callable[["EncoderSpec", "Path | None", Weights, bool, int], Built]
@@ -62,7 +66,8 @@ class Encoder:
 
     def __init__(self, spec: EncoderSpec, built: Built, device: torch.device):
         self.name = spec.name
-        self.mean, self.std = spec.mean, spec.std
+        self.mean = built.mean if built.mean is not None else spec.mean
+        self.std = built.std if built.std is not None else spec.std
         self.resolution, self.embed_dim, self.grid = built.resolution, built.embed_dim, built.grid
         self.frames = FRAMES
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
@@ -156,6 +161,23 @@ def _make_vjepa2(
     return Built(backbone, config.crop_size, config.hidden_size, grid, provenance)
 
 
+def _make_videomae(
+    spec: EncoderSpec, checkpoint: Path | None, weights: Weights, random_weights: bool, seed: int
+) -> Built:
+    if random_weights:
+        raise ConfigError("random weights exist for V-JEPA 1 encoders and tiny, not videomae")
+    if checkpoint is None:
+        raise ConfigError(f"videomae needs a local Hugging Face directory: {CHECKPOINT_HINT}")
+    backbone, sha256 = load_videomae(checkpoint)
+    mae = backbone.spec
+    # Architecture facts beside the weights' hash, so a cache says what made its tokens.
+    provenance = {"checkpoint_sha256": sha256, "weights": "hf-directory",
+                  "tubelet": mae.tubelet, "patch_size": mae.patch_size,
+                  "final_norm": mae.final_norm}  # fmt: skip
+    return Built(backbone, mae.image_size, mae.hidden_size, mae.grid, provenance,
+                 mean=mae.mean, std=mae.std)  # fmt: skip
+
+
 _JEPA = "facebookresearch/jepa {} (dl.fbaipublicfiles.com/jepa/); --checkpoint / VJFER_CHECKPOINT"
 ENCODERS: dict[str, EncoderSpec] = {
     "vjepa-l16": EncoderSpec(
@@ -172,6 +194,12 @@ ENCODERS: dict[str, EncoderSpec] = {
         _make_vjepa2,
         "local Hugging Face directory (e.g. facebook/vjepa2-vitl-fpc64-256), needs "
         "pip install 'vjfer[hf]'; sizes come from its config.json",
+    ),
+    "videomae": EncoderSpec(
+        "videomae",
+        _make_videomae,
+        "local Hugging Face VideoMAE directory (e.g. MCG-NJU/videomae-base), needs "
+        "pip install 'vjfer[hf]'; sizes from config.json, mean/std from preprocessor_config.json",
     ),
     "tiny": EncoderSpec(
         "tiny",
@@ -220,7 +248,8 @@ def load_encoder(
 
     Args:
         name: a key of ENCODERS.
-        checkpoint: jepa `.pth.tar` file (V-JEPA 1), Hugging Face directory (vjepa2); none for tiny.
+        checkpoint: jepa `.pth.tar` file (V-JEPA 1), Hugging Face directory (vjepa2, videomae);
+            none for tiny.
         device: where the model runs; clips are moved there by `encode`.
         weights: "target_encoder" (EMA, the default) or "encoder" of a jepa checkpoint.
         random_weights: build a V-JEPA 1 architecture with random, NOT pretrained, weights

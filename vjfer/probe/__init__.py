@@ -1,15 +1,18 @@
 """Stage 2: probes trained and evaluated from the feature cache alone (DESIGN.md, "Probes").
 
-`model` holds the attentive and linear probes, `train` the training loop, `run` a run of all folds
-written to disk, `evaluate` clip scoring and whole-video voting (PBV, MV).
+`model` holds the attentive and linear probes, `reader` reads cached clips at disk speed, `train`
+trains many heads from one pass over the cache, `folds` sets up every fold (and a grid of heads with
+inner-validation selection) in that pass, `run` writes a run to disk, `evaluate` scores clips and
+votes per video (PBV, MV).
 """
 
 from vjfer.probe.evaluate import format_summary, predict_videos, vote_mv, vote_pbv
+from vjfer.probe.folds import GridPoint, make_grid, train_fold, train_grid
 from vjfer.probe.model import AttentiveProbe, LinearProbe, load_probe
 from vjfer.probe.run import run_probe, train_folds
-from vjfer.probe.train import TrainConfig, train_fold
+from vjfer.probe.train import TrainConfig
 
 __all__ = [
-    "AttentiveProbe", "LinearProbe", "TrainConfig", "format_summary", "load_probe", "predict_videos",
-    "run_probe", "train_fold", "train_folds", "vote_mv", "vote_pbv",
+    "AttentiveProbe", "GridPoint", "LinearProbe", "TrainConfig", "format_summary", "load_probe", "predict_videos",
+    "make_grid", "run_probe", "train_fold", "train_folds", "train_grid", "vote_mv", "vote_pbv",
 ]  # fmt: skip

@@ -73,6 +73,20 @@ def clip_probabilities(
     return torch.cat(out).view(C, V, -1).mean(dim=1).numpy()
 
 
+def clip_table(video_id: str, actor: int, label: int, starts: np.ndarray, probs: np.ndarray,
+               class_names: Sequence[str]) -> pd.DataFrame:  # fmt: skip
+    """One video's rows of a clip-prediction table: video_id, actor, label, clip, start_frame,
+    prob_<class>... (`probs` float [C, K], views averaged) and pred (each clip's argmax)."""
+    frame = pd.DataFrame(probs, columns=[f"prob_{c}" for c in class_names])
+    frame.insert(0, "video_id", video_id)
+    frame.insert(1, "actor", actor)
+    frame.insert(2, "label", label)
+    frame.insert(3, "clip", np.arange(len(probs)))
+    frame.insert(4, "start_frame", np.asarray(starts).astype(np.int64))
+    frame["pred"] = probs.argmax(axis=1)
+    return frame
+
+
 class VideoTokens(torch.utils.data.Dataset):
     """(video_id, tokens [C, V, N, D] fp16) per video of a cache; pickles without open files."""
 
@@ -108,16 +122,9 @@ def predict_clips(
     rows = []
     for vid, tokens in loader:
         probs = clip_probabilities(probe, tokens, device, batch_clips)  # [C, K]
-        starts = cache.clip_frames(vid)[:, 0]
         row = info.loc[vid]
-        frame = pd.DataFrame(probs, columns=[f"prob_{c}" for c in names])
-        frame.insert(0, "video_id", vid)
-        frame.insert(1, "actor", int(row["actor"]))
-        frame.insert(2, "label", int(row["label"]))
-        frame.insert(3, "clip", np.arange(len(probs)))
-        frame.insert(4, "start_frame", starts.astype(np.int64))
-        frame["pred"] = probs.argmax(axis=1)
-        rows.append(frame)
+        starts = cache.clip_frames(vid)[:, 0]
+        rows.append(clip_table(vid, int(row["actor"]), int(row["label"]), starts, probs, names))
     probe.train(was_training)
     return pd.concat(rows, ignore_index=True)
 
@@ -189,6 +196,15 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
+def _mean_cells(by_metric: dict) -> str:
+    """Table cells "mean ± std" in % for each metric of `_METRIC_NAMES`."""
+    cells = []
+    for s in _METRIC_NAMES:
+        agg = by_metric[s]
+        cells.append(_pct(agg["mean"]) + ("" if agg["std"] is None else f" ± {_pct(agg['std'])}"))
+    return " | ".join(cells)
+
+
 def format_summary(summary: dict) -> str:
     """Markdown in the paper's Table II layout (UAR, WAR, macro precision per voting, mean ± std
     over folds, in %), then one row per fold."""
@@ -199,13 +215,23 @@ def format_summary(summary: dict) -> str:
              "| voting | " + " | ".join(_METRIC_NAMES.values()) + " |",
              "|---" * (len(_METRIC_NAMES) + 1) + "|"]  # fmt: skip
     for v in VOTINGS:
-        cells = []
-        for s in _METRIC_NAMES:
-            agg = summary["mean"][v][s]
-            cells.append(
-                _pct(agg["mean"]) + ("" if agg["std"] is None else f" ± {_pct(agg['std'])}")
+        lines.append(f"| {_VOTING_NAMES[v]} | {_mean_cells(summary['mean'][v])} |")
+    if "head" in summary:
+        lines += [
+            "",
+            f"Reported head: {summary['head']} (the reference default when a grid was trained).",
+        ]
+    if "selected" in summary:
+        chosen = summary["selected"]
+        picks = ", ".join(f"fold {k}: {h}" for k, h in chosen["selection"].items())
+        lines += ["", "Selected head (chosen per fold on an inner validation fold of the training "
+                  f"actors, never on the test fold): {picks}.", "",
+                  "| voting | " + " | ".join(_METRIC_NAMES.values()) + " |",
+                  "|---" * (len(_METRIC_NAMES) + 1) + "|"]  # fmt: skip
+        for v in ("pbv", "mv"):
+            lines.append(
+                f"| {_VOTING_NAMES[v]} (selected head) | {_mean_cells(chosen['mean'][v])} |"
             )
-        lines.append(f"| {_VOTING_NAMES[v]} | " + " | ".join(cells) + " |")
     cols = [(v, s) for v in ("pbv", "mv") for s in ("uar", "war", "macro_precision")]
     lines += ["", "| fold | videos | " + " | ".join(f"{_VOTING_NAMES[v]} {_METRIC_NAMES[s]}"
                                                    for v, s in cols) + " |",

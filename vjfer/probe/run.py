@@ -1,11 +1,20 @@
-"""A probe run on disk: train every fold of a cache and write what each fold produced.
+"""A probe run on disk: train every fold of a cache in one pass and write what each fold produced.
 
 `run_probe` opens a cache, checks it is the one asked for, and calls `train_folds`, which trains and
-evaluates each fold (`vjfer.probe.train.train_fold`) and writes the run directory:
+evaluates every fold (and every head of a grid) in one pass (`vjfer.probe.folds.train_grid`) and
+writes the run directory:
 
     config.json  summary.json  summary.md (Table II layout)
     fold-K/  probe.pt (self-describing)  config.json  clip_predictions.csv  video_predictions.csv
              metrics.json  confusion.csv (PBV)  confusion_mv.csv  confusion_clip.csv
+             (the reference-default head: lr 1e-3, weight decay 0.01)
+
+With a grid of more than one (lr, weight decay, seed) point, also:
+
+    selection.csv            per fold and point: inner-validation scores, and which point won
+    grid_test_results.csv    per fold and point: test-fold scores (NOT a valid way to choose)
+    fold-K/selected/         the inner-selected head, with the same files as fold-K/
+    fold-K/heads/<point>/    metrics.json and video_predictions.csv of every point
 """
 
 from __future__ import annotations
@@ -24,8 +33,9 @@ from vjfer.cache import open_cache
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
 from vjfer.probe.evaluate import format_summary, summarise_folds
+from vjfer.probe.folds import GridPoint, GridResult, check_folds, train_grid
 from vjfer.probe.model import probe_checkpoint
-from vjfer.probe.train import FoldResult, TrainConfig, check_folds, train_fold
+from vjfer.probe.train import FoldResult, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,25 +85,60 @@ def write_fold(result: FoldResult, directory: Path, cache, config: TrainConfig) 
         frame.to_csv(directory / f"confusion{suffix}.csv")
 
 
+GRID_WARNING = (
+    "# Test-fold scores of every grid point. Picking a row by these numbers selects on the test "
+    "fold and is not a valid result; the valid choice is in selection.csv (inner validation).\n"
+)
+
+
+def _write_grid(result: GridResult, out_dir: Path, cache, config: TrainConfig) -> None:
+    """selection.csv, grid_test_results.csv, fold-K/selected/ and fold-K/heads/<point>/."""
+    selection = pd.DataFrame(result.inner)
+    selection["selected"] = [
+        result.selected[k] == h for k, h in zip(selection["fold"], selection["head"], strict=True)
+    ]
+    selection.to_csv(out_dir / "selection.csv", index=False, float_format="%.6g")
+    rows = []
+    for (k, name), fold in sorted(result.results.items()):
+        rows.append({"fold": k, "head": name, **{f"{v}_{s}": fold.metrics[v][s] for v in ("pbv", "mv")
+                                                 for s in ("uar", "war", "macro_precision")}})  # fmt: skip
+        heads = out_dir / f"fold-{k}" / "heads" / name
+        heads.mkdir(parents=True, exist_ok=True)
+        fold.videos.to_csv(heads / "video_predictions.csv", index=False, float_format="%.6g")
+        _write_json(heads / "metrics.json", {**fold.metrics, "history": fold.history})
+    with open(out_dir / "grid_test_results.csv", "w", encoding="utf-8") as f:
+        f.write(GRID_WARNING)
+        pd.DataFrame(rows).to_csv(f, index=False, float_format="%.6g")
+    for k in result.folds:
+        point = next(p for p in result.grid if p.name == result.selected[k])
+        write_fold(result.chosen(k), out_dir / f"fold-{k}" / "selected", cache, point.apply(config))
+
+
 def train_folds(cache, folds: Sequence[int], config: TrainConfig, out_dir: str | Path,
-                progress: bool = True) -> dict:  # fmt: skip
-    """Train and evaluate each fold, writing `out_dir/fold-K/` per fold and `config.json`,
-    `summary.json`, `summary.md` in `out_dir`. Returns the summary."""
+                progress: bool = True, grid: Sequence[GridPoint] | None = None) -> dict:  # fmt: skip
+    """Train and evaluate every fold (and grid point) in one pass, writing `out_dir/fold-K/` per
+    fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_folds(cache)
+    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
     run = {"train": config_dict(config), "folds": list(folds), "cache": cache_description(cache),
-           "vjfer_version": vjfer.__version__}  # fmt: skip
+           "grid": [asdict(p) for p in grid], "vjfer_version": vjfer.__version__}  # fmt: skip
     _write_json(out_dir / "config.json", run)
-    fold_metrics = []
+    result = train_grid(cache, folds, config, grid, progress=progress)
+    reported = grid[0]
     for k in folds:
-        result = train_fold(cache, k, config, progress=progress)
-        write_fold(result, out_dir / f"fold-{k}", cache, config)
-        fold_metrics.append(result.metrics)
-        log.info("fold %d: PBV UAR %.4f WAR %.4f", k, result.metrics["pbv"]["uar"],
-                 result.metrics["pbv"]["war"])  # fmt: skip
+        fold = result.reported(k)
+        write_fold(fold, out_dir / f"fold-{k}", cache, reported.apply(config))
+        log.info("fold %d: PBV UAR %.4f WAR %.4f", k, fold.metrics["pbv"]["uar"],
+                 fold.metrics["pbv"]["war"])  # fmt: skip
     summary = {"dataset": cache.dataset, "probe": config.probe, "cache_fingerprint": cache.fingerprint,
-               **summarise_folds(fold_metrics)}  # fmt: skip
+               "head": reported.name, "plan": result.plan,
+               **summarise_folds([result.reported(k).metrics for k in folds])}  # fmt: skip
+    if len(grid) > 1:
+        _write_grid(result, out_dir, cache, config)
+        summary["selected"] = {"selection": {str(k): result.selected[k] for k in folds},
+                               **summarise_folds([result.chosen(k).metrics for k in folds])}  # fmt: skip
     _write_json(out_dir / "summary.json", summary)
     (out_dir / "summary.md").write_text(format_summary(summary), encoding="utf-8")
     return summary
@@ -112,7 +157,7 @@ def resolve_folds(cache, folds: str | int | Sequence[int]) -> list[int]:
 
 def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: TrainConfig,
               out_dir: str | Path, *, dataset: str | None = None, fingerprint: str | None = None,
-              progress: bool = True) -> Path:  # fmt: skip
+              progress: bool = True, grid: Sequence[GridPoint] | None = None) -> Path:  # fmt: skip
     """Open a cache, refuse it if its dataset or fingerprint (a prefix suffices) is not the one
     asked for, train and evaluate `folds` ("all", K or [K, ...]) into `out_dir`; returns out_dir."""
     cache = open_cache(cache_path)
@@ -124,5 +169,5 @@ def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: 
         raise CacheError(
             f"cache {cache.path} has fingerprint {cache.fingerprint[:12]}…, asked for {fingerprint}"
         )
-    train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress)
+    train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid)
     return Path(out_dir)

@@ -1,10 +1,25 @@
-"""Stage 2: train probes from the feature cache alone, fold by fold, and evaluate them.
+"""Stage 2: train probes from the feature cache alone, many at once from one read of the cache.
 
 Follows the reference's frozen-evaluation recipe (facebookresearch/jepa
 `evals/video_classification_frozen/eval.py`, as used by Eing et al.): AdamW with weight decay on
 weights only (2-D and up, which includes the query), lr 1e-3 cosine to 0 and weight decay 0.01
 cosine to 1e-6 per optimizer step without warm-up, gradient-norm clip 1.0, plain cross-entropy,
 and the final-epoch probe as the result (nothing is selected on the test fold).
+
+**One pass, many heads.** A `Head` is one probe in training: its own training videos, batches,
+optimizer, schedules and step count. `train_heads` runs the epochs: each epoch visits the needed
+videos in one seeded order, reads each video's tokens once (`vjfer.probe.reader`), and hands the
+sample to every head that trains on that video. Five folds, inner-validation heads and a grid of
+learning rates all share the read, which at ViT-H/384 sizes is what stage 2's time is made of.
+A head's result does not depend on which other heads share the pass:
+
+- the epoch order is one permutation of *all* cached videos, seeded by (`order_seed`, epoch), and a
+  head sees it restricted to its own videos (a uniformly random order of them);
+- clip and view choices are drawn for every cached video from a generator seeded by
+  (head seed, epoch), so they do not depend on which videos the pass needs;
+- the probe's initialisation comes from the head's seed alone.
+
+So fold k trained alone equals fold k trained beside the other four, bit for bit on the CPU.
 
 A training sample is one video's 8 clips: `reference` takes the cached clips nearest to the
 reference's 8 training clips (`vjfer.video.plan_clips(n, "reference-train")`), `random` draws 8
@@ -21,9 +36,9 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing as mp
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -31,14 +46,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm.auto import tqdm
 
-from vjfer.datasets import load_folds
 from vjfer.errors import ConfigError, SplitError
-from vjfer.probe.evaluate import predict_clips, score_predictions, vote_videos
+from vjfer.probe.evaluate import clip_probabilities, clip_table
 from vjfer.probe.model import PROBES, build_probe
-from vjfer.video import plan_clips
+from vjfer.probe.reader import ClipReader, HeldTokens, ReadStats, available_memory
+from vjfer.probe.samples import REFERENCE_CLIPS, draw_samples, epoch_order, fixed_clips
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +60,20 @@ ProbeKind = Literal["attentive", "linear"]
 ClipChoice = Literal["reference", "random"]
 Pool = Literal["joint", "clip"]
 TrainView = Literal["random", "middle"]
-InMemory = Literal["auto", "yes", "no"]
+InMemory = Literal["auto", "yes", "no", "gpu"]
 CHOICES: dict[str, tuple[str, ...]] = {
     "probe": PROBES,
     "clip_choice": ("reference", "random"),
     "pool": ("joint", "clip"),
     "train_view": ("random", "middle"),
-    "in_memory": ("auto", "yes", "no"),
+    "in_memory": ("auto", "yes", "no", "gpu"),
 }
 MEMORY_SHARE = (
     0.5  # in_memory="auto" holds the tokens when they need at most this share of free RAM
 )
-TOKEN_BYTES = 2  # the cache stores float16
-POSTFIX_EVERY = 10  # steps between progress-bar loss updates (each reads the loss from the device)
+POSTFIX_EVERY = 10  # videos between progress-bar updates (each reads the losses from the device)
+ADAMW_STATES = 4  # float32 copies per parameter while training: weight, gradient, two moments
+PER_HEAD = ("lr", "weight_decay", "seed")  # what may differ between heads of one pass
 
 
 @dataclass(frozen=True)
@@ -79,10 +94,12 @@ class TrainConfig:
     clip_choice: ClipChoice = "reference"
     pool: Pool = "joint"
     train_view: TrainView = "random"
-    seed: int = 0
+    seed: int = 0  # the probe's initialisation and its clip/view draws
+    order_seed: int = 0  # the order a pass visits videos in; shared by every head of the pass
     device: str = "auto"  # auto: cuda when available, else cpu
-    in_memory: InMemory = "auto"
-    num_workers: int = 4  # DataLoader workers that read the cache and assemble batches
+    in_memory: InMemory = "auto"  # auto: RAM when the training tokens fit; gpu: on the device
+    num_workers: int = 4  # reader threads (reads in flight)
+    prefetch: int = 8  # videos read ahead of training (bounds the reader's memory)
     eval_batch_clips: int = 64
 
     def __post_init__(self) -> None:
@@ -90,11 +107,15 @@ class TrainConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "clips_per_video", "num_heads", "eval_batch_clips"):
+        for name in ("epochs", "batch_size", "clips_per_video", "num_heads", "eval_batch_clips",
+                     "prefetch"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.clip_choice == "reference" and self.clips_per_video != REFERENCE_CLIPS:
+            raise ConfigError(f"clip_choice='reference' takes {REFERENCE_CLIPS} clips; "
+                              f"clips_per_video is {self.clips_per_video}")  # fmt: skip
 
 
 @dataclass
@@ -103,10 +124,10 @@ class FoldResult:
 
     fold: int
     probe: nn.Module
-    clips: pd.DataFrame  # evaluate.predict_clips rows
+    clips: pd.DataFrame  # evaluate.clip_table rows
     videos: pd.DataFrame  # evaluate.vote_videos rows
     metrics: dict  # evaluate.score_predictions, plus fold, counts and training figures
-    history: list[dict] = field(default_factory=list)  # per epoch: loss, seconds, clips_per_s
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, seconds, clips/s, reads
 
 
 # ---------------------------------------------------------------------------- schedules (pure)
@@ -132,198 +153,13 @@ def wd_at(step: int, total: int, config: TrainConfig = TrainConfig()) -> float:
     return cosine(step, total, config.weight_decay, config.final_weight_decay)
 
 
-# ---------------------------------------------------------------------------- samples (pure)
-
-
-def reference_clips(cached_starts: np.ndarray, n_frames: int) -> np.ndarray:
-    """For each of the reference's 8 training clips, the cached clip with the nearest start frame
-    (ties to the earlier clip): int64 [8] indices into the video's cached clips."""
-    targets = plan_clips(n_frames, "reference-train")[:, 0]  # [8] start frames
-    distance = np.abs(np.asarray(cached_starts)[None, :] - targets[:, None])  # [8, C]
-    return distance.argmin(axis=1).astype(np.int64)
-
-
-def epoch_plan(
-    n_clips: np.ndarray, fixed: np.ndarray | None, num_views: int, config: TrainConfig, fold: int,
-    epoch: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Order and clip/view choice of one epoch, from a generator seeded by (seed, fold, epoch).
-
-    Args:
-        n_clips: int [n] cached clips per training video.
-        fixed: int [n, K] clip indices of `clip_choice="reference"`, or None to draw them.
-    Returns:
-        order int [n] (a permutation of the videos), clips int [n, K], views int [n, K].
-    """
-    rng = np.random.default_rng([config.seed, fold, epoch])
-    n, K = len(n_clips), config.clips_per_video
-    order = rng.permutation(n)
-    if fixed is None:  # K draws with replacement from each video's own clips
-        clips = (rng.random((n, K)) * np.asarray(n_clips)[:, None]).astype(np.int64)
-    else:
-        clips = fixed
-    if config.train_view == "random":
-        views = rng.integers(0, num_views, size=(n, K))
-    else:
-        views = np.full((n, K), num_views // 2)
-    return order, clips, views
-
-
-# ---------------------------------------------------------------------------- checks
-
-
-def check_folds(cache) -> None:
-    """SplitError unless every cached actor has one fold, the one in splits/ for its dataset."""
-    videos = cache.videos
-    per_actor = videos.groupby("actor")["fold"].unique()
-    if mixed := [int(a) for a, f in per_actor.items() if len(f) > 1]:
-        raise SplitError(f"cache {cache.path}: actors {mixed} appear in more than one fold")
-    expected = load_folds(cache.dataset)
-    for actor, folds in per_actor.items():
-        if int(actor) not in expected:
-            raise SplitError(
-                f"cache {cache.path}: actor {actor} is not in splits/ for {cache.dataset}"
-            )
-        if expected[int(actor)] != int(folds[0]):
-            raise SplitError(
-                f"cache {cache.path}: actor {actor} is in fold {int(folds[0])}, "
-                f"splits/ for {cache.dataset} put it in fold {expected[int(actor)]}"
-            )
-
-
-def split_fold(videos: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, test) rows of fold k: test = the fold's videos; SplitError on leakage or emptiness."""
-    test, train = videos[videos["fold"] == k], videos[videos["fold"] != k]
-    if leaked := sorted(set(test["actor"]) & set(train["actor"])):
-        raise SplitError(f"fold {k}: test actors {leaked} also appear in training")
-    if test.empty or train.empty:
-        folds = sorted(videos["fold"].unique().tolist())
-        raise SplitError(
-            f"fold {k}: {len(train)} training and {len(test)} test videos (cache folds: {folds})"
-        )
-    return train.reset_index(drop=True), test.reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------- data
-
-
-def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
-    """An empty float16 tensor; in a DataLoader worker it lives in shared memory, so handing it to
-    the main process copies nothing (what torch's default_collate does)."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float16)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * TOKEN_BYTES)
-    return torch.empty(0, dtype=torch.float16).set_(storage).view(shape)
-
-
-def _as_batch(batch):
-    """collate_fn for `EpochTokens.__getitems__`, which already returns whole batches."""
-    return batch
-
-
-class EpochTokens(Dataset):
-    """One epoch's samples: (tokens float16 [K, N, D], label) per training video.
-
-    Reads `cache.tokens(video_id)` lazily (the cache opens its files per worker) unless `held`
-    gives each video's tokens [C', V, N, D] in memory. A DataLoader fetches whole batches through
-    `__getitems__` (collate_fn `_as_batch`): each clip is copied once, into the batch.
-    """
-
-    def __init__(
-        self, cache, video_ids, labels, clips, views, held: list[np.ndarray] | None = None
-    ):
-        self.cache, self.video_ids, self.labels = cache, list(video_ids), np.asarray(labels)
-        self.clips, self.views, self.held = clips, views, held
-
-    def __len__(self) -> int:
-        return len(self.video_ids)
-
-    def _tokens(self, i: int) -> np.ndarray:
-        return self.held[i] if self.held is not None else self.cache.tokens(self.video_ids[i])
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        sample = self._tokens(i)[self.clips[i], self.views[i]]  # [K, N, D]
-        return torch.from_numpy(np.ascontiguousarray(sample)), int(self.labels[i])
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens float16 [B, K, N, D] and labels int64 [B] of the videos `indices`."""
-        K = self.clips.shape[1]
-        out = _batch_buffer((len(indices), K, self.cache.num_tokens, self.cache.embed_dim))
-        view = out.numpy()
-        for b, i in enumerate(indices):
-            tokens = self._tokens(i)
-            for k in range(K):
-                view[b, k] = tokens[self.clips[i, k], self.views[i, k]]
-        return out, torch.as_tensor(self.labels[indices], dtype=torch.int64)
-
-
-def epoch_loader(dataset: EpochTokens, order: np.ndarray, batch_size: int, num_workers: int,
-                 device: torch.device) -> DataLoader:  # fmt: skip
-    """Batches (tokens float16 [B, K, N, D], labels [B]) of `dataset` in `order`."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(), num_workers=num_workers,
-                      collate_fn=_as_batch, pin_memory=device.type == "cuda")  # fmt: skip
-
-
-class _HeldTokens(Dataset):
-    """Loads what `in_memory` keeps per video: the chosen clips (reference) or all clips."""
-
-    def __init__(self, cache, video_ids, fixed: np.ndarray | None):
-        self.cache, self.video_ids, self.fixed = cache, list(video_ids), fixed
-
-    def __len__(self) -> int:
-        return len(self.video_ids)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        tokens = self.cache.tokens(self.video_ids[i])
-        return tokens if self.fixed is None else np.ascontiguousarray(tokens[self.fixed[i]])
-
-
-def _available_memory() -> int:
-    """Bytes of RAM available now (MemAvailable), or 0 when unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _hold_in_memory(setting: str, need: int) -> bool:
-    if setting != "auto":
-        return setting == "yes"
-    available = _available_memory()
-    hold = need <= MEMORY_SHARE * available
-    log.info("training tokens need %.2f GB, %.2f GB available: in memory %s",
-             need / 1e9, available / 1e9, hold)  # fmt: skip
-    return hold
-
-
-def _load_held(cache, video_ids, fixed, num_workers: int) -> list[np.ndarray]:
-    """Read the held tokens with `num_workers` processes; each array is copied out of the
-    workers' shared memory, so the held set lives in ordinary memory (not /dev/shm)."""
-    loader = DataLoader(_HeldTokens(cache, video_ids, fixed), batch_size=None,
-                        num_workers=num_workers)  # fmt: skip
-    return [t.numpy().copy() for t in loader]
-
-
-def _workers(requested: int, held: bool) -> int:
-    """DataLoader workers: held tokens reach forked workers for free (copy-on-write), but other
-    start methods would pickle them into every worker, so those read in the main process."""
-    method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]
-    if held and method != "fork":
-        return 0
-    return requested
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-# ---------------------------------------------------------------------------- training
+# ---------------------------------------------------------------------------- one head
 
 
 def param_groups(probe: nn.Module) -> list[dict]:
@@ -342,88 +178,262 @@ def _loss(probe: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, pool: st
     return F.cross_entropy(logits.float(), labels.repeat_interleave(K))
 
 
-def train_probe(cache, train: pd.DataFrame, config: TrainConfig, fold: int = 0,
-                progress: bool = True) -> tuple[nn.Module, list[dict]]:  # fmt: skip
-    """Train a probe on the `train` rows of `cache.videos`; returns it (on the CPU) and its history."""
+class Head:
+    """One probe in training: its videos (rows of `cache.videos`), batches, optimizer and schedules.
+
+    `feed` takes one sample at a time (tokens [K, N, D] on the device, float16) and steps the
+    optimizer whenever `batch_size` samples are waiting; `end_epoch` steps on the rest.
+    """
+
+    def __init__(self, name: str, config: TrainConfig, rows: np.ndarray, cache,
+                 device: torch.device):  # fmt: skip
+        self.name, self.config, self.device = name, config, device
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
+        if len(self.rows) == 0:
+            raise SplitError(f"head {name}: no training videos")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            probe = build_probe(config.probe, cache.embed_dim, len(cache.class_names),
+                                config.num_heads)  # fmt: skip
+        self.probe = probe.to(device).train()
+        self.optimizer = torch.optim.AdamW(param_groups(self.probe), lr=config.lr,
+                                           betas=config.betas, weight_decay=config.weight_decay)  # fmt: skip
+        self.total = config.epochs * math.ceil(len(self.rows) / config.batch_size)
+        self.step = 0
+        self.history: list[dict] = []
+        self._pending: list[tuple[torch.Tensor, int]] = []
+        self._loss_sum, self._batches = torch.zeros((), device=device), 0
+
+    def feed(self, sample: torch.Tensor, label: int) -> None:
+        self._pending.append((sample, label))
+        if len(self._pending) == self.config.batch_size:
+            self._step()
+
+    def _step(self) -> None:
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, self.total, config)
+            if group["decay"]:
+                group["weight_decay"] = wd_at(self.step, self.total, config)
+        tokens = torch.stack([s for s, _ in self._pending]).float()  # [B, K, N, D], on the device
+        labels = torch.tensor([y for _, y in self._pending], device=self.device)
+        self._pending = []
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss = _loss(self.probe, tokens, labels, config.pool)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.probe.parameters(), config.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._loss_sum += loss.detach()  # no per-step host sync on CUDA
+        self.step, self._batches = self.step + 1, self._batches + 1
+
+    def running_loss(self) -> float:
+        return self._loss_sum.item() / max(self._batches, 1)
+
+    def end_epoch(self, epoch: int, seconds: float, reads: ReadStats) -> None:
+        if self._pending:
+            self._step()
+        self.history.append({
+            "epoch": epoch + 1, "loss": self.running_loss(), "seconds": seconds,
+            "clips_per_s": len(self.rows) * self.config.clips_per_video / seconds,
+            "pass_bytes_read": reads.bytes, "pass_read_gb_s": reads.gb_per_s,
+        })  # fmt: skip
+        self._loss_sum, self._batches = torch.zeros((), device=self.device), 0
+
+
+# ---------------------------------------------------------------------------- the pass
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """What a pass will hold and read, printed before training starts."""
+
+    heads: int
+    videos: int  # videos the pass reads each epoch
+    epochs: int
+    clip_bytes: int
+    epoch_bytes: int  # bytes of tokens one epoch needs (each needed clip once)
+    probe_bytes: int  # parameters + gradients + AdamW moments of every head
+    reader_bytes: int  # tokens in flight in the reader
+    pending_bytes: int  # at most: samples waiting in heads' batches, and one float32 batch
+    held: str  # "disk", "ram" or the device
+    held_bytes: int
+
+    def describe(self) -> str:
+        gb = 1e9
+        return (f"{self.heads} head(s) trained in one pass over {self.videos} videos × "
+                f"{self.epochs} epochs: {self.epoch_bytes / gb:.2f} GB of tokens per epoch "
+                f"(tokens from {self.held}{'' if self.held == 'disk' else f', {self.held_bytes / gb:.2f} GB held'}); "
+                f"memory: probes {self.probe_bytes / gb:.2f} GB, reader {self.reader_bytes / gb:.2f} GB, "
+                f"waiting samples <= {self.pending_bytes / gb:.2f} GB")  # fmt: skip
+
+
+def _source_for(cache, config: TrainConfig, device: torch.device, wanted: dict[str, np.ndarray],
+                progress: bool) -> tuple[ClipReader, HeldTokens | None, str]:  # fmt: skip
+    """The reader, and the held tokens when `in_memory` (and the memory there) allows."""
+    reader = ClipReader(cache, threads=config.num_workers, prefetch=config.prefetch,
+                        pin=device.type == "cuda")  # fmt: skip
+    need = sum(len(c) for c in wanted.values()) * reader.index.clip_bytes
+    where = {"no": "disk", "yes": "ram", "gpu": str(device)}.get(config.in_memory)
+    if where is None:  # auto
+        available = available_memory()
+        where = "ram" if need <= MEMORY_SHARE * available else "disk"
+        log.info("training tokens need %.2f GB, %.2f GB of RAM available: %s",
+                 need / 1e9, available / 1e9, "held in RAM" if where == "ram" else "read from disk each epoch")  # fmt: skip
+    if where == "disk":
+        return reader, None, where
+    if where != "ram" and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if need > MEMORY_SHARE * free:
+            raise ConfigError(f"--in-memory gpu: the training tokens need {need / 1e9:.1f} GB, "
+                              f"{device} has {free / 1e9:.1f} GB free (at most half is used for "
+                              "tokens); use --in-memory auto or a compact cache")  # fmt: skip
+    bar = tqdm(total=need, desc="loading tokens", unit="B", unit_scale=True, disable=not progress)
+    held = HeldTokens(reader, wanted, device if where != "ram" else torch.device("cpu"), bar.update)
+    bar.close()
+    return reader, held, where
+
+
+def train_heads(
+    cache, heads: Sequence[Head], config: TrainConfig, progress: bool = True
+) -> PassPlan:
+    """Train every head for `config.epochs` epochs, reading each needed video once per epoch.
+
+    The heads must agree on everything but lr, weight decay and seed (see PER_HEAD).
+    """
+    for head in heads:
+        if replace(head.config, lr=config.lr, weight_decay=config.weight_decay,
+                   seed=config.seed) != config:  # fmt: skip
+            raise ConfigError(
+                f"head {head.name}: only {PER_HEAD} may differ between heads of a pass"
+            )
     device = resolve_device(config.device)
-    ids, labels = train["video_id"].tolist(), train["label"].to_numpy()
-    n_clips = train["n_clips"].to_numpy()
-    K, V = config.clips_per_video, cache.num_views
+    videos = cache.videos
+    member = np.zeros((len(heads), len(videos)), dtype=bool)  # member[h, i]: head h trains on i
+    for h, head in enumerate(heads):
+        member[h, head.rows] = True
+    needed = np.flatnonzero(member.any(axis=0))
+    n_clips, labels = videos["n_clips"].to_numpy(), videos["label"].to_numpy()
+    ids = videos["video_id"].tolist()
     fixed = None
     if config.clip_choice == "reference":
-        if K != len(plan_clips(1, "reference-train")):
-            raise ConfigError(f"clip_choice='reference' takes 8 clips; clips_per_video is {K}")
-        fixed = np.stack([reference_clips(cache.clip_frames(v)[:, 0], n)
-                          for v, n in zip(ids, train["n_frames"], strict=True)])  # fmt: skip
-    held_clips = len(ids) * K if fixed is not None else int(n_clips.sum())
-    need = held_clips * V * cache.num_tokens * cache.embed_dim * TOKEN_BYTES
-    held = None
-    if _hold_in_memory(config.in_memory, need):
-        held = _load_held(cache, ids, fixed, config.num_workers)
-        if fixed is not None:  # held[i] holds exactly the chosen clips, in order
-            fixed = np.tile(np.arange(K), (len(ids), 1))
+        fixed = fixed_clips(cache, needed)
+    seeds = sorted({head.config.seed for head in heads})
+    if fixed is not None:
+        wanted = {ids[i]: np.unique(fixed[i]) for i in needed}
+    else:
+        wanted = {ids[i]: np.arange(n_clips[i]) for i in needed}
+    reader, held, where = _source_for(cache, config, device, wanted, progress)
+    source = held or reader
+    size = reader.index.clip_bytes
+    K = config.clips_per_video
+    sample_bytes = K * cache.num_tokens * cache.embed_dim * 2  # float16 [K, N, D]
+    if fixed is not None:
+        per_video = [len(c) for c in wanted.values()]
+    else:  # at most K draws per seed, and never more than the video's clips
+        per_video = [min(len(c), K * len(seeds)) for c in wanted.values()]
+    plan = PassPlan(
+        heads=len(heads), videos=len(needed), epochs=config.epochs, clip_bytes=size,
+        epoch_bytes=sum(per_video) * size,
+        probe_bytes=sum(ADAMW_STATES * 4 * sum(p.numel() for p in h.probe.parameters())
+                        for h in heads),
+        reader_bytes=config.prefetch * max(per_video) * size,
+        pending_bytes=(len(heads) * (config.batch_size - 1) + 2 * config.batch_size) * sample_bytes,
+        held=where, held_bytes=held.nbytes if held is not None else 0,
+    )  # fmt: skip
+    log.info("%s", plan.describe())
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        probe = build_probe(config.probe, cache.embed_dim, len(cache.class_names), config.num_heads)
-    probe.to(device).train()
-    optimizer = torch.optim.AdamW(param_groups(probe), lr=config.lr, betas=config.betas,
-                                  weight_decay=config.weight_decay)  # fmt: skip
-    steps_per_epoch = math.ceil(len(ids) / config.batch_size)
-    total = config.epochs * steps_per_epoch
-    bar = tqdm(total=total, desc=f"fold {fold}", unit="step", disable=not progress)
-    history, step, clips_seen, start = [], 0, 0, time.perf_counter()
+    bar = tqdm(
+        total=config.epochs * len(needed), desc="training", unit="video", disable=not progress
+    )
     for epoch in range(config.epochs):
-        epoch_start, loss_sum, batches = time.perf_counter(), torch.zeros((), device=device), 0
-        order, clips, views = epoch_plan(n_clips, fixed, V, config, fold, epoch)
-        dataset = EpochTokens(cache, ids, labels, clips, views, held)
-        loader = epoch_loader(dataset, order, config.batch_size,
-                              _workers(config.num_workers, held is not None), device)  # fmt: skip
-        for tokens, targets in loader:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, config)
-                if group["decay"]:
-                    group["weight_decay"] = wd_at(step, total, config)
-            tokens = tokens.to(device, non_blocking=True).float()
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = _loss(probe, tokens, targets.to(device), config.pool)
-            loss.backward()
-            nn.utils.clip_grad_norm_(probe.parameters(), config.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()  # no per-step host sync on CUDA
-            step, batches, clips_seen = step + 1, batches + 1, clips_seen + tokens.shape[0] * K
+        start = time.perf_counter()
+        order = epoch_order(len(videos), config.order_seed, epoch)
+        order = order[member[:, order].any(axis=0)]
+        draws = {s: draw_samples(n_clips, fixed, cache.num_views, config.clips_per_video,
+                                 config.train_view == "random", s, epoch) for s in seeds}  # fmt: skip
+        takers = [np.flatnonzero(member[:, i]) for i in order]
+        requests = []
+        for i, who in zip(order, takers, strict=True):
+            chosen = np.concatenate([draws[heads[h].config.seed][0][i] for h in who])
+            requests.append((ids[i], np.unique(chosen)))
+        source.stats = ReadStats()
+        for n, (i, who, (_, union), tokens) in enumerate(
+            zip(order, takers, requests, source.stream(requests), strict=True)
+        ):
+            tokens = tokens.to(device, non_blocking=True)  # float16 [C', V, N, D]
+            for h in who:
+                clips, views = draws[heads[h].config.seed]
+                positions = torch.as_tensor(np.searchsorted(union, clips[i]), device=device)
+                heads[h].feed(
+                    tokens[positions, torch.as_tensor(views[i], device=device)], int(labels[i])
+                )
             bar.update()
-            if progress and (batches % POSTFIX_EVERY == 0 or batches == steps_per_epoch):
-                rate = clips_seen / (time.perf_counter() - start)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum.item() / batches:.3f}",
-                                clips_s=f"{rate:.1f}", refresh=False)  # fmt: skip
-        seconds = time.perf_counter() - epoch_start
-        history.append({"epoch": epoch + 1, "loss": loss_sum.item() / batches, "seconds": seconds,
-                        "clips_per_s": len(ids) * K / seconds})  # fmt: skip
+            if progress and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
+                loss = np.mean([heads[h].running_loss() for h in who])
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", GB=f"{source.stats.bytes / 1e9:.1f}",
+                                GB_s=f"{source.stats.gb_per_s:.2f}", refresh=False)  # fmt: skip
+        seconds = time.perf_counter() - start
+        for head in heads:
+            head.end_epoch(epoch, seconds, source.stats)
     bar.close()
-    return probe.cpu().eval(), history
+    reader.close()
+    return plan
 
 
-def train_fold(
-    cache, k: int, config: TrainConfig = TrainConfig(), progress: bool = True
-) -> FoldResult:
-    """Train on every fold but k, evaluate every cached clip of fold k's videos (PBV, MV, clips)."""
-    check_folds(cache)
-    train, test = split_fold(cache.videos, k)
-    probe, history = train_probe(cache, train, config, fold=k, progress=progress)
+def evaluate_heads(cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], config: TrainConfig,
+                   progress: bool = True) -> tuple[dict[str, pd.DataFrame], ReadStats]:  # fmt: skip
+    """Score every cached clip of each head's videos, reading each video once for all its heads.
+
+    Args:
+        assignments: name -> (probe, rows of `cache.videos` it evaluates).
+    Returns:
+        name -> `evaluate.clip_table` rows (views averaged), and what was read.
+    """
     device = resolve_device(config.device)
-    clips = predict_clips(probe.to(device), cache, test["video_id"].tolist(), device=device,
-                          batch_clips=config.eval_batch_clips, num_workers=config.num_workers)  # fmt: skip
-    probe.cpu()
-    videos = vote_videos(clips, cache.class_names)
-    scores = score_predictions(videos, clips, len(cache.class_names))
-    scores = {
-        "fold": k, "n_train_videos": len(train), "n_test_videos": len(test),
-        "n_test_clips": len(clips), "test_actors": sorted(int(a) for a in test["actor"].unique()),
-        **scores,
-        "train": {"epochs": config.epochs, "final_loss": history[-1]["loss"],
-                  "seconds": sum(h["seconds"] for h in history),
-                  "clips_per_s": float(np.mean([h["clips_per_s"] for h in history]))},
-    }  # fmt: skip
-    return FoldResult(k, probe, clips, videos, scores, history)
+    videos = cache.videos
+    rows = np.unique(np.concatenate([r for _, r in assignments.values()]))
+    requests = [(videos.at[i, "video_id"], np.arange(videos.at[i, "n_clips"])) for i in rows]
+    reader = ClipReader(cache, threads=config.num_workers, prefetch=config.prefetch,
+                        pin=device.type == "cuda")  # fmt: skip
+    evaluators = {i: [] for i in rows}
+    for name, (probe, who) in assignments.items():
+        probe.to(device).eval()
+        for i in who:
+            evaluators[i].append(name)
+    tables: dict[str, list[pd.DataFrame]] = {name: [] for name in assignments}
+    bar = tqdm(total=len(rows), desc="evaluating", unit="video", disable=not progress)
+    for i, (vid, _), tokens in zip(rows, requests, reader.stream(requests), strict=True):
+        tokens = tokens.to(device, non_blocking=True)
+        starts = cache.clip_frames(vid)[:, 0]
+        for name in evaluators[i]:
+            probs = clip_probabilities(
+                assignments[name][0], tokens, device, config.eval_batch_clips
+            )
+            tables[name].append(clip_table(vid, int(videos.at[i, "actor"]), int(videos.at[i, "label"]),
+                                           starts, probs, cache.class_names))  # fmt: skip
+        bar.update()
+    bar.close()
+    reader.close()
+    return {name: pd.concat(t, ignore_index=True) for name, t in tables.items()}, reader.stats
+
+
+def rows_of(cache, video_ids: Sequence[str]) -> np.ndarray:
+    """Row numbers in `cache.videos` of `video_ids`."""
+    where = pd.Index(cache.videos["video_id"])
+    rows = where.get_indexer(list(video_ids))
+    if (rows < 0).any():
+        missing = [v for v, r in zip(video_ids, rows, strict=True) if r < 0]
+        raise SplitError(
+            f"{len(missing)} videos are not in cache {cache.path}, first {missing[0]!r}"
+        )
+    return rows
+
+
+def train_probe(cache, train: pd.DataFrame, config: TrainConfig, fold: int = 0,
+                progress: bool = True) -> tuple[nn.Module, list[dict]]:  # fmt: skip
+    """Train one probe on the `train` rows of `cache.videos`; returns it (on the CPU) and its history."""
+    head = Head(f"fold {fold}", config, rows_of(cache, train["video_id"]), cache,
+                resolve_device(config.device))  # fmt: skip
+    train_heads(cache, [head], config, progress=progress)
+    return head.probe.cpu().eval(), head.history

@@ -1,0 +1,206 @@
+"""VideoMAE (Tong et al. 2022) through `transformers.VideoMAEModel`, from a local directory (hf extra).
+
+VideoMAE is the pixel-reconstruction baseline the paper argues against; MAE-DFER and HiCMAE build on
+it. Any local VideoMAE directory loads: pre-trained (`MCG-NJU/videomae-base`, `-large`, `-base-ssv2`)
+or fine-tuned (`videomae-base-finetuned-kinetics`, `videomae-huge-finetuned-kinetics`, ...); a
+fine-tuned directory's classifier and `fc_norm` weights are not part of `VideoMAEModel` and are
+ignored (logged).
+
+What vjfer caches is `VideoMAEModel(...).last_hidden_state`: every patch token, [B, N, D], N in
+(t, h, w) order. VideoMAE has no CLS token. The model never pools: `use_mean_pooling` only decides
+whether the encoder ends in a LayerNorm over every token (False, the pre-training checkpoints) or
+in none (True: the fine-tuned ones, whose `fc_norm` sits after the mean pool in
+`VideoMAEForVideoClassification`, outside this model). Which of the two applied is recorded as
+`final_norm` in the fingerprint.
+
+The position table is a fixed sin-cos code for exactly `num_frames` × `image_size`², with no
+interpolation, so the input must be exactly that size. vjfer's clip plans are 16 frames at step 4
+(DESIGN.md, "Clips"); every public VideoMAE checkpoint takes 16 frames, and a directory whose
+`num_frames` differs is refused (supporting it would change the clip plan, the cache's frame
+columns and every consumer of them). Normalisation (`image_mean`, `image_std`) comes from the
+directory's `preprocessor_config.json`; the spatial view is vjfer's (`--views`), not the
+processor's resize, so every encoder sees the same pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vjfer.encoders.hf import import_transformers, no_progress_bars, sha256_hf_directory
+from vjfer.encoders.vjepa import ViTConfig, forward_flops
+from vjfer.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+PREPROCESSOR = "preprocessor_config.json"
+CLIP_FRAMES = 16  # == video.FRAMES_PER_CLIP: what every clip plan produces
+
+
+@dataclass(frozen=True)
+class VideoMAESpec:
+    """The facts of a VideoMAE directory vjfer needs, read from its two JSON files."""
+
+    image_size: int
+    patch_size: int
+    num_frames: int
+    tubelet: int
+    hidden_size: int
+    depth: int
+    num_heads: int
+    intermediate_size: int
+    final_norm: bool  # not use_mean_pooling: a LayerNorm over every output token
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Tokens along (t, h, w)."""
+        side = self.image_size // self.patch_size
+        return (self.num_frames // self.tubelet, side, side)
+
+    def vit(self) -> ViTConfig:
+        """The same-shaped plain ViT (for FLOP counts: VideoMAE's blocks are pre-norm ViT blocks)."""
+        return ViTConfig(
+            embed_dim=self.hidden_size, depth=self.depth, num_heads=self.num_heads,
+            img_size=self.image_size, frames=self.num_frames, tubelet=self.tubelet,
+            patch_size=self.patch_size, mlp_ratio=self.intermediate_size / self.hidden_size,
+        )  # fmt: skip
+
+    @property
+    def flops(self) -> int:
+        """Matmul FLOPs of one clip's forward pass (2 per multiply-add)."""
+        return forward_flops(self.vit())
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: no {path.name}; {what}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+
+
+def _square(value, path: Path, key: str) -> int:
+    """An int, or a square [h, w] / {height, width}: -> the side; anything else is an error."""
+    if isinstance(value, dict):
+        value = [value.get("height"), value.get("width")]
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise CheckpointError(f"{path}: {key} {value} is not square; vjfer crops R×R")
+        value = value[0]
+    if not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{path}: {key} must be a positive int, got {value!r}")
+    return value
+
+
+def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
+    """config.json + preprocessor_config.json -> VideoMAESpec; CheckpointError naming file and key."""
+    directory = Path(directory)
+    config_path, pre_path = directory / CONFIG, directory / PREPROCESSOR
+    config = _read_json(
+        config_path,
+        "VideoMAE needs a local Hugging Face directory such as a download of MCG-NJU/videomae-base",
+    )
+    if config.get("model_type") != "videomae":
+        raise CheckpointError(
+            f"{directory}: holds another architecture: model_type {config.get('model_type')!r}, "
+            "expected 'videomae'"
+        )
+    pre = _read_json(
+        pre_path,
+        "it gives the normalisation (image_mean, image_std); copy it from the checkpoint's "
+        "Hugging Face repository",
+    )
+    # VideoMAEConfig's defaults, where a saved config.json omits a key that equals its default.
+    get = {"image_size": 224, "patch_size": 16, "num_frames": 16, "tubelet_size": 2,
+           "use_mean_pooling": True, **config}  # fmt: skip
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        if key not in config:
+            raise CheckpointError(f"{config_path}: no {key!r}")
+    num_frames = get["num_frames"]
+    if num_frames != CLIP_FRAMES:
+        raise CheckpointError(
+            f"{config_path}: num_frames is {num_frames}; vjfer's clip plans give {CLIP_FRAMES} "
+            f"frames per clip (every public VideoMAE checkpoint takes {CLIP_FRAMES}): use a "
+            f"{CLIP_FRAMES}-frame checkpoint"
+        )
+    if num_frames % get["tubelet_size"]:
+        raise CheckpointError(
+            f"{config_path}: num_frames {num_frames} does not divide by tubelet_size "
+            f"{get['tubelet_size']}"
+        )
+    image_size = _square(get["image_size"], config_path, "image_size")
+    patch_size = _square(get["patch_size"], config_path, "patch_size")
+    if image_size % patch_size:
+        raise CheckpointError(f"{config_path}: image_size {image_size} % patch_size {patch_size}")
+    if "crop_size" in pre and _square(pre["crop_size"], pre_path, "crop_size") != image_size:
+        raise CheckpointError(
+            f"{pre_path}: crop_size {pre['crop_size']} differs from image_size {image_size} of "
+            f"{config_path}; the position table fits image_size only"
+        )
+    stats = {}
+    for key in ("image_mean", "image_std"):
+        value = pre.get(key)
+        if not (isinstance(value, list) and len(value) == 3):
+            raise CheckpointError(f"{pre_path}: {key} must be a list of 3 numbers, got {value!r}")
+        stats[key] = tuple(float(v) for v in value)
+    return VideoMAESpec(
+        image_size=image_size, patch_size=patch_size, num_frames=num_frames,
+        tubelet=get["tubelet_size"], hidden_size=config["hidden_size"],
+        depth=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
+        intermediate_size=config["intermediate_size"], final_norm=not get["use_mean_pooling"],
+        mean=stats["image_mean"], std=stats["image_std"],
+    )  # fmt: skip
+
+
+class VideoMAEBackbone(nn.Module):
+    """vjfer layout [B, 3, T, H, W] -> `VideoMAEModel(pixel_values [B, T, 3, H, W]).last_hidden_state`."""
+
+    def __init__(self, model: nn.Module, spec: VideoMAESpec):
+        super().__init__()
+        self.model = model
+        self.spec = spec
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, T, H, W = x.shape
+        s = self.spec
+        if (T, H, W) != (s.num_frames, s.image_size, s.image_size):
+            raise ValueError(
+                f"VideoMAE input [B, C, T, H, W] = {list(x.shape)}: T, H, W must be "
+                f"{s.num_frames}, {s.image_size}, {s.image_size} (a fixed position table)"
+            )
+        videos = x.transpose(1, 2)  # pixel_values is [B, T, C, H, W]
+        # bool_masked_pos=None: every patch is visible; no pooling happens inside VideoMAEModel.
+        return self.model(pixel_values=videos).last_hidden_state  # [B, N, D]
+
+
+def load_videomae(directory: str | Path) -> tuple[VideoMAEBackbone, str]:
+    """Load `VideoMAEModel` from a local directory (no network); returns (backbone, sha256)."""
+    directory = Path(directory)
+    spec = read_videomae_spec(directory)
+    transformers = import_transformers()
+    try:
+        with no_progress_bars(transformers):
+            model, info = transformers.VideoMAEModel.from_pretrained(
+                directory, local_files_only=True, dtype=torch.float32, output_loading_info=True
+            )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{directory}: cannot load VideoMAE: {err}") from err
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise CheckpointError(
+            f"{directory}: holds another architecture: {len(missing)} VideoMAEModel weights "
+            f"missing, first {missing[:5]}"
+        )
+    if info["unexpected_keys"]:  # a fine-tuned directory's head (fc_norm, classifier): unused
+        log.info("%s: %d weights outside VideoMAEModel ignored: %s", directory,
+                 len(info["unexpected_keys"]), sorted(info["unexpected_keys"])[:4])  # fmt: skip
+    return VideoMAEBackbone(model, spec), sha256_hf_directory(directory)

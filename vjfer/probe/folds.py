@@ -1,0 +1,239 @@
+"""Cross-validation in one pass: every fold's probe, a grid of heads, and inner-validation selection.
+
+For each test fold k the pass trains one head per grid point (lr, weight decay, seed) on all of
+the other folds' videos. The reported result of a fold is the **reference-default head** (lr 1e-3,
+weight decay 0.01), as the paper does; with a grid of more than one point the pass also trains,
+per fold, one head per grid point on an **inner split**: the training folds minus one of them
+(the inner validation fold, the next fold after k). Those heads are scored on the inner
+validation fold only, the best grid point there is the fold's **selected head**, and the head of
+that point trained on the full training folds gives the selected result. The test fold never takes
+part in the choice.
+
+All heads of all folds read their tokens from one pass over the cache (`train.train_heads`), and
+every evaluated video is read once for all heads that score it (`train.evaluate_heads`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from vjfer.datasets import load_folds
+from vjfer.errors import ConfigError, SplitError
+from vjfer.probe.evaluate import score_predictions, vote_videos
+from vjfer.probe.train import (
+    FoldResult,
+    Head,
+    TrainConfig,
+    evaluate_heads,
+    resolve_device,
+    train_heads,
+)
+
+log = logging.getLogger(__name__)
+
+SELECT_BY = ("pbv", "uar")  # inner-validation criterion: whole-video PBV, balanced accuracy
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """The per-head settings of one head of a grid."""
+
+    lr: float
+    weight_decay: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}"
+
+    def apply(self, config: TrainConfig) -> TrainConfig:
+        return replace(config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed)
+
+
+def check_folds(cache) -> None:
+    """SplitError unless every cached actor has one fold, the one in splits/ for its dataset."""
+    videos = cache.videos
+    per_actor = videos.groupby("actor")["fold"].unique()
+    if mixed := [int(a) for a, f in per_actor.items() if len(f) > 1]:
+        raise SplitError(f"cache {cache.path}: actors {mixed} appear in more than one fold")
+    expected = load_folds(cache.dataset)
+    for actor, folds in per_actor.items():
+        if int(actor) not in expected:
+            raise SplitError(
+                f"cache {cache.path}: actor {actor} is not in splits/ for {cache.dataset}"
+            )
+        if expected[int(actor)] != int(folds[0]):
+            raise SplitError(
+                f"cache {cache.path}: actor {actor} is in fold {int(folds[0])}, "
+                f"splits/ for {cache.dataset} put it in fold {expected[int(actor)]}"
+            )
+
+
+def split_fold(videos: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) rows of fold k: test = the fold's videos; SplitError on leakage or emptiness."""
+    test, train = videos[videos["fold"] == k], videos[videos["fold"] != k]
+    if leaked := sorted(set(test["actor"]) & set(train["actor"])):
+        raise SplitError(f"fold {k}: test actors {leaked} also appear in training")
+    if test.empty or train.empty:
+        folds = sorted(videos["fold"].unique().tolist())
+        raise SplitError(
+            f"fold {k}: {len(train)} training and {len(test)} test videos (cache folds: {folds})"
+        )
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def make_grid(lrs: Sequence[float], wds: Sequence[float], seeds: Sequence[int]) -> list[GridPoint]:
+    """Every combination, duplicates removed, in the order given. With more than one point the
+    reference default (lr 1e-3, wd 0.01, first seed) is the first, added when not asked for, so a
+    grid's summary can always show it beside the selected head."""
+    points = list(dict.fromkeys(GridPoint(float(lr), float(wd), int(s))
+                                for s in seeds for lr in lrs for wd in wds))  # fmt: skip
+    if not points:
+        raise ConfigError("the grid is empty: give at least one lr, weight decay and seed")
+    if len(points) > 1:
+        default = GridPoint(TrainConfig.lr, TrainConfig.weight_decay, int(seeds[0]))
+        if default not in points:
+            log.info("adding the reference-default head %s to the grid", default.name)
+        points = [default] + [p for p in points if p != default]
+    return points
+
+
+def inner_fold(k: int, folds: Sequence[int]) -> int:
+    """The inner validation fold of test fold k: the next fold after k among `folds`, cyclically."""
+    rest = sorted(f for f in folds if f != k)
+    if len(rest) < 2:
+        raise SplitError(
+            f"fold {k}: a grid needs at least 3 folds in the cache, it has {sorted(folds)}"
+        )
+    return next((f for f in rest if f > k), rest[0])
+
+
+def split_rows(
+    fold_of: np.ndarray, k: int, inner: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, evaluation rows) of test fold k, given each video's fold: all other folds and
+    fold k; with `inner` (the inner validation fold), the folds other than k and inner, and inner.
+    The test fold k is in neither set of an inner split."""
+    fold_of = np.asarray(fold_of)
+    if inner is None:
+        return np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
+    return np.flatnonzero((fold_of != k) & (fold_of != inner)), np.flatnonzero(fold_of == inner)
+
+
+def fold_metrics(k: int, result_clips, class_names: Sequence[str], n_train: int,
+                 history: list[dict]) -> tuple:  # fmt: skip
+    """(videos table, metrics dict) of one head's clip predictions, in `metrics.json`'s layout."""
+    videos = vote_videos(result_clips, class_names)
+    scores = score_predictions(videos, result_clips, len(class_names))
+    metrics = {
+        "fold": k, "n_train_videos": n_train, "n_test_videos": len(videos),
+        "n_test_clips": len(result_clips),
+        "test_actors": sorted(int(a) for a in videos["actor"].unique()),
+        **scores,
+        "train": {"epochs": len(history), "final_loss": history[-1]["loss"],
+                  "seconds": sum(h["seconds"] for h in history),
+                  "clips_per_s": float(np.mean([h["clips_per_s"] for h in history]))},
+    }  # fmt: skip
+    return videos, metrics
+
+
+@dataclass
+class GridResult:
+    """Everything one pass produced, per fold and grid point."""
+
+    folds: list[int]
+    grid: list[GridPoint]
+    results: dict[tuple[int, str], FoldResult]  # (fold, point name) -> test-fold result
+    inner: list[dict] = field(default_factory=list)  # one row per (fold, point): inner scores
+    selected: dict[int, str] = field(default_factory=dict)  # fold -> selected point name
+    plan: str = ""
+
+    @property
+    def default(self) -> str:
+        return self.grid[0].name
+
+    def reported(self, k: int) -> FoldResult:
+        return self.results[(k, self.default)]
+
+    def chosen(self, k: int) -> FoldResult:
+        return self.results[(k, self.selected[k])]
+
+
+def train_grid(cache, folds: Sequence[int], config: TrainConfig,
+               grid: Sequence[GridPoint] | None = None, progress: bool = True) -> GridResult:  # fmt: skip
+    """Train and evaluate every fold × grid point (and the inner-split heads) in one pass."""
+    check_folds(cache)
+    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
+    device = resolve_device(config.device)
+    videos = cache.videos
+    fold_of = videos["fold"].to_numpy()
+    present = sorted(int(f) for f in np.unique(fold_of))
+    heads: list[Head] = []
+    evaluates: dict[str, np.ndarray] = {}  # head name -> rows it is scored on
+    inner_of: dict[int, int] = {}
+    for k in folds:
+        split_fold(videos, k)  # leakage and emptiness checks
+        train_rows, test_rows = split_rows(fold_of, k)
+        for point in grid:
+            name = f"fold{k}/{point.name}"
+            heads.append(Head(name, point.apply(config), train_rows, cache, device))
+            evaluates[name] = test_rows
+        if len(grid) == 1:
+            continue
+        j = inner_of[k] = inner_fold(k, present)
+        inner_rows, val_rows = split_rows(fold_of, k, j)
+        actors = videos["actor"].to_numpy()
+        seen = set(actors[inner_rows]) | set(actors[val_rows])
+        assert not seen & set(actors[test_rows]), f"fold {k}: inner validation saw a test actor"
+        for point in grid:
+            name = f"fold{k}/inner{j}/{point.name}"
+            heads.append(Head(name, point.apply(config), inner_rows, cache, device))
+            evaluates[name] = val_rows
+    plan = train_heads(cache, heads, config, progress=progress)
+    by_name = {head.name: head for head in heads}
+    tables, _ = evaluate_heads(cache, {n: (by_name[n].probe, rows) for n, rows in evaluates.items()},
+                               config, progress=progress)  # fmt: skip
+
+    out = GridResult(list(folds), grid, {}, plan=plan.describe())
+    for k in folds:
+        for point in grid:
+            head = by_name[f"fold{k}/{point.name}"]
+            clips = tables[head.name]
+            table, metrics = fold_metrics(k, clips, cache.class_names, len(head.rows), head.history)
+            metrics["head"] = {"name": point.name, "lr": point.lr,
+                               "weight_decay": point.weight_decay, "seed": point.seed}  # fmt: skip
+            out.results[(k, point.name)] = FoldResult(k, head.probe.cpu().eval(), clips, table,
+                                                      metrics, head.history)  # fmt: skip
+        if len(grid) == 1:
+            out.selected[k] = grid[0].name
+            continue
+        j, best, best_score = inner_of[k], None, -1.0
+        for point in grid:
+            head = by_name[f"fold{k}/inner{j}/{point.name}"]
+            _, metrics = fold_metrics(j, tables[head.name], cache.class_names, len(head.rows),
+                                      head.history)  # fmt: skip
+            score = metrics[SELECT_BY[0]][SELECT_BY[1]]
+            out.inner.append({
+                "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
+                "weight_decay": point.weight_decay, "seed": point.seed,
+                "n_inner_train_videos": len(head.rows), "n_inner_val_videos": metrics["n_test_videos"],
+                **{f"{v}_{s}": metrics[v][s] for v in ("pbv", "mv")
+                   for s in ("uar", "war", "macro_precision")},
+            })  # fmt: skip
+            if score > best_score:  # ties keep the earlier point (the default comes first)
+                best, best_score = point.name, score
+        out.selected[k] = best
+        log.info("fold %d: inner fold %d selects %s (inner PBV UAR %.4f)", k, j, best, best_score)
+    return out
+
+
+def train_fold(
+    cache, k: int, config: TrainConfig | None = None, progress: bool = True
+) -> FoldResult:
+    """Train on every fold but k, evaluate every cached clip of fold k's videos (PBV, MV, clips)."""
+    return train_grid(cache, [k], config or TrainConfig(), progress=progress).reported(k)

@@ -1,0 +1,256 @@
+"""Stage 2's token reader: cached clips from disk (or memory) into batch memory at disk speed.
+
+A cache stores every clip as one uncompressed HDF5 chunk of float16 tokens [V, N, D] (see
+`vjfer.cache`), so a clip's bytes sit contiguously in its shard file. `ChunkIndex` looks up each
+chunk's byte offset once; `ClipReader` then reads a clip with one `os.preadv` straight into
+preallocated memory: no HDF5 chunk cache, no intermediate copy, no decoding on the CPU, and the GIL
+is released while the kernel copies, so several threads keep several reads in flight.
+
+Tokens stay float16 until they reach the device; the trainer converts them there. The reader fills
+a fixed pool of `prefetch` buffers (bounded memory; pinned on CUDA so the copy to the GPU is
+asynchronous), reused from video to video: fresh 100 MB buffers would cost a page fault per 4 KiB on
+every read, which made warm reads ten times slower than a memcpy.
+
+`HeldTokens` holds chosen clips in RAM or on the GPU when they fit, and serves the same requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import torch
+
+from vjfer.errors import CacheError
+
+log = logging.getLogger(__name__)
+
+TOKEN_BYTES = 2  # the cache stores float16
+
+Request = tuple[str, np.ndarray]  # (video_id, sorted clip indices within the video)
+
+
+@dataclass
+class ReadStats:
+    """What a reader delivered: clips and bytes (from disk, or from memory when held)."""
+
+    clips: int = 0
+    bytes: int = 0
+    seconds: float = 0.0  # wall time between the first request and the last delivery
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes / 1e9 / self.seconds if self.seconds > 0 else 0.0
+
+
+def clip_bytes(cache) -> int:
+    """Bytes of one stored clip: V · N · D float16 values."""
+    return cache.num_views * cache.num_tokens * cache.embed_dim * TOKEN_BYTES
+
+
+class ChunkIndex:
+    """Byte offset of every cached clip's chunk, per shard file; checks the chunks are plain fp16.
+
+    A chunk written with a filter (compression) or of another size cannot be read raw; that is an
+    error naming the shard, not a silent fallback.
+    """
+
+    def __init__(self, cache):
+        self.path = cache.path
+        self.clip_bytes = clip_bytes(cache)
+        self.offsets: dict[str, np.ndarray] = {}  # shard name -> int64 [clips in shard]
+        for shard in sorted(cache.videos["shard"].unique()):
+            self.offsets[shard] = self._read_offsets(cache.path / shard, cache)
+
+    def _read_offsets(self, path, cache) -> np.ndarray:
+        want = (1, cache.num_views, cache.num_tokens, cache.embed_dim)
+        try:
+            with h5py.File(path, "r") as f:
+                tokens = f["tokens"]
+                if tokens.dtype != np.float16 or tokens.chunks != want:
+                    raise CacheError(
+                        f"{path}: tokens {tokens.dtype} in chunks {tokens.chunks}; the stage-2 "
+                        f"reader needs float16 chunks {want} (one clip each)"
+                    )
+                offsets = np.full(tokens.shape[0], -1, dtype=np.int64)
+                bad: list[str] = []
+
+                def visit(info) -> None:
+                    if info.filter_mask != 0 or info.size != self.clip_bytes:
+                        bad.append(f"chunk {info.chunk_offset[0]}: {info.size} bytes, "
+                                   f"filter mask {info.filter_mask}")  # fmt: skip
+                    offsets[info.chunk_offset[0]] = info.byte_offset
+
+                tokens.id.chunk_iter(visit)
+        except OSError as err:
+            raise CacheError(f"cannot open shard {path}: {err}") from err
+        if bad:
+            raise CacheError(f"{path}: {bad[0]}; expected {self.clip_bytes} unfiltered bytes")
+        if (offsets < 0).any():
+            raise CacheError(f"{path}: clip {int(np.argmax(offsets < 0))} has no stored chunk")
+        return offsets
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> None:
+    """Fill `view` from `fd` at `offset` (os.preadv may return short counts)."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            raise CacheError(f"unexpected end of file at byte {offset + done}")
+        done += n
+
+
+class ClipReader:
+    """Reads requested clips of cached videos into float16 tensors [clips, V, N, D].
+
+    Args:
+        threads: reads in flight at once (0: read in the calling thread).
+        prefetch: videos read ahead of the consumer (the memory bound).
+        pin: make the buffers pinned memory (for CUDA).
+
+    With threads, a delivered tensor lives in a pooled buffer and is valid only until the next one
+    is requested: copy what you keep (to the device, or by indexing).
+    """
+
+    def __init__(self, cache, threads: int = 4, prefetch: int = 8, pin: bool = False):
+        self.cache, self.threads, self.pin = cache, threads, pin
+        self.prefetch = max(1, prefetch)
+        self.index = ChunkIndex(cache)
+        self.shape = (cache.num_views, cache.num_tokens, cache.embed_dim)  # (V, N, D)
+        videos = cache.videos
+        self._where = dict(zip(videos["video_id"], zip(videos["shard"], videos["first_clip"],
+                                                       videos["n_clips"], strict=True), strict=True))  # fmt: skip
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.stats = ReadStats()
+
+    def _fd(self, shard: str) -> int:
+        with self._lock:
+            if shard not in self._fds:
+                self._fds[shard] = os.open(self.cache.path / shard, os.O_RDONLY)
+            return self._fds[shard]
+
+    def read_into(self, video_id: str, clips: np.ndarray, out: torch.Tensor) -> None:
+        """Read clips `clips` (indices within the video) of `video_id` into `out` [len(clips), V, N, D]."""
+        shard, first, n_clips = self._where[video_id]
+        if len(clips) and (clips.min() < 0 or clips.max() >= n_clips):
+            raise CacheError(f"{video_id}: clips {clips.tolist()} outside 0..{n_clips - 1}")
+        fd, offsets, size = self._fd(shard), self.index.offsets[shard], self.index.clip_bytes
+        flat = memoryview(out.numpy()).cast("B")
+        for i, c in enumerate(clips):
+            _pread_into(fd, flat[i * size : (i + 1) * size], int(offsets[first + c]))
+
+    def _buffer(self, clips: int) -> torch.Tensor:
+        return torch.empty((clips, *self.shape), dtype=torch.float16)
+
+    def stream(self, requests: Sequence[Request]) -> Iterator[torch.Tensor]:
+        """Tokens float16 [len(clips), V, N, D] of each request, in request order."""
+        start = time.perf_counter()
+        if self.threads == 0:
+            for vid, clips in requests:
+                out = self._buffer(len(clips))
+                self.read_into(vid, clips, out)
+                self._count(len(clips), start)
+                yield out
+            return
+        most = max((len(c) for _, c in requests), default=0)
+        slots: queue.Queue = queue.Queue()  # a fixed pool, each buffer big enough for any request
+        for _ in range(self.prefetch):
+            buffer = self._buffer(most)
+            slots.put((buffer.pin_memory() if self.pin else buffer, None))
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="vjfer-read") as pool:
+            pending: deque[tuple[Future, torch.Tensor, tuple | None]] = deque()
+            todo = iter(requests)
+
+            def submit() -> bool:
+                request = next(todo, None)
+                if request is None:
+                    return False
+                vid, clips = request
+                slot = slots.get()  # never blocks: a slot is returned before each submit
+                if slot[1] is not None:
+                    slot[1].synchronize()  # the copy to the device out of it has finished
+                out = slot[0][: len(clips)]
+                pending.append((pool.submit(self.read_into, vid, clips, out), out, slot))
+                return True
+
+            while len(pending) < self.prefetch and submit():
+                pass
+            while pending:
+                future, out, slot = pending.popleft()
+                future.result()
+                self._count(len(out), start)
+                yield out
+                event = None  # the consumer has queued its copy: reuse the slot after that
+                if self.pin and torch.cuda.is_available():
+                    event = torch.cuda.Event()
+                    event.record()
+                slots.put((slot[0], event))
+                submit()
+
+    def _count(self, clips: int, start: float) -> None:
+        self.stats.clips += clips
+        self.stats.bytes += clips * self.index.clip_bytes
+        self.stats.seconds = time.perf_counter() - start
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+
+class HeldTokens:
+    """Chosen clips of every needed video, held in RAM or on the GPU; serves `stream` like a reader.
+
+    `clips[video_id]` lists the held clip indices; a request must ask for a subset of them.
+    """
+
+    def __init__(self, reader: ClipReader, wanted: dict[str, np.ndarray], device: torch.device,
+                 progress=None):  # fmt: skip
+        self.clip_bytes = reader.index.clip_bytes
+        self.clips = {vid: np.asarray(c) for vid, c in wanted.items()}
+        self.tokens: dict[str, torch.Tensor] = {}
+        for vid, tokens in zip(self.clips, reader.stream(list(self.clips.items())), strict=True):
+            self.tokens[vid] = tokens.to(device, copy=True)  # the stream's buffer is reused
+            if progress is not None:
+                progress(len(tokens) * self.clip_bytes)
+        self.stats = ReadStats()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(c) for c in self.clips.values()) * self.clip_bytes
+
+    def holds(self, requests: Sequence[Request]) -> bool:
+        return all(np.isin(c, self.clips.get(v, [])).all() for v, c in requests)
+
+    def stream(self, requests: Sequence[Request]) -> Iterator[torch.Tensor]:
+        start = time.perf_counter()
+        for vid, clips in requests:
+            positions = np.searchsorted(self.clips[vid], clips)
+            out = self.tokens[vid][torch.as_tensor(positions)]
+            self.stats.clips += len(clips)
+            self.stats.bytes += len(clips) * self.clip_bytes
+            self.stats.seconds = time.perf_counter() - start
+            yield out
+
+
+def available_memory() -> int:
+    """Bytes of RAM available now (MemAvailable), or 0 when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,68 @@
+"""What a training epoch reads: the order it visits videos in and each video's clips and views.
+
+Small pure functions of seeds and counts, so that a probe's samples never depend on which other
+probes share a pass (see `vjfer.probe.train`):
+
+- `epoch_order` permutes *all* cached videos with a generator seeded by (order seed, epoch); a
+  probe sees that order restricted to its own videos, a uniformly random order of them;
+- `draw_samples` draws every cached video's clips and views from a generator seeded by
+  (probe seed, epoch), whichever videos a pass needs;
+- `reference_clips` maps the reference's 8 training clips to the nearest cached clips.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vjfer.video import plan_clips
+
+REFERENCE_CLIPS = len(plan_clips(1, "reference-train"))  # the reference trains on 8 clips a video
+
+
+def reference_clips(cached_starts: np.ndarray, n_frames: int) -> np.ndarray:
+    """For each of the reference's 8 training clips, the cached clip with the nearest start frame
+    (ties to the earlier clip): int64 [8] indices into the video's cached clips."""
+    targets = plan_clips(n_frames, "reference-train")[:, 0]  # [8] start frames
+    distance = np.abs(np.asarray(cached_starts)[None, :] - targets[:, None])  # [8, C]
+    return distance.argmin(axis=1).astype(np.int64)
+
+
+def epoch_order(num_videos: int, order_seed: int, epoch: int) -> np.ndarray:
+    """The order an epoch visits the cache's videos (indices into `cache.videos`): a permutation of
+    all of them, so its restriction to any probe's videos is a uniformly random order of those."""
+    return np.random.default_rng([order_seed, epoch]).permutation(num_videos)
+
+
+def draw_samples(n_clips: np.ndarray, fixed: np.ndarray | None, num_views: int, clips_per_video: int,
+                 random_view: bool, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Clip and view choice of one epoch for every cached video, seeded by (seed, epoch).
+
+    Args:
+        n_clips: int [n] cached clips of each video of the cache.
+        fixed: int [n, K] clip indices (the reference's clips), or None to draw K with replacement.
+        random_view: draw a view per clip; otherwise take the middle view V // 2 (the centre crop
+            of `3crop`, the only view of `center`).
+    Returns:
+        clips int [n, K], views int [n, K].
+    """
+    rng = np.random.default_rng([seed, epoch])
+    n, K = len(n_clips), clips_per_video
+    if fixed is None:
+        clips = (rng.random((n, K)) * np.asarray(n_clips)[:, None]).astype(np.int64)
+    else:
+        clips = np.asarray(fixed, dtype=np.int64)
+    if random_view:
+        views = rng.integers(0, num_views, size=(n, K))
+    else:
+        views = np.full((n, K), num_views // 2)
+    return clips, views
+
+
+def fixed_clips(cache, rows: np.ndarray) -> np.ndarray:
+    """int [n, 8]: `reference_clips` of the cache's videos at `rows` (0 for the other rows)."""
+    videos = cache.videos
+    fixed = np.zeros((len(videos), REFERENCE_CLIPS), dtype=np.int64)
+    for i in rows:
+        vid, n_frames = videos.at[i, "video_id"], int(videos.at[i, "n_frames"])
+        fixed[i] = reference_clips(cache.clip_frames(vid)[:, 0], n_frames)
+    return fixed
