@@ -165,6 +165,7 @@ def test_report_page_tables_equal_the_csvs(report_dir):
     assert [r[dropped][0] for r in tables["table4"]["rows"]] == table4["Dropped per probe"].tolist()
     settings = pd.read_csv(report_dir["out"] / "settings.csv").set_index("Setting")
     assert set(settings.loc["Encoder"]) == {"tiny"} and set(settings.loc["Probe"]) == {"attentive"}
+    assert set(settings.loc["Face crop"]) == {"none (whole frames)"}
     text = page.read_text(encoding="utf-8")
     assert "Which videos: " + CHOICE_RULE in text.replace("&#x27;", "'")
     assert text.count('src="data:image/png;base64,') == len(list(report_dir["out"].glob("*.png")))

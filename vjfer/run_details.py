@@ -40,6 +40,14 @@ def read_run_config(run_dir: str | Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _face_crop(settings: dict) -> str:
+    """The cache's face crop in words; a cache without the key holds whole frames (the paper)."""
+    face = settings.get("face_crop")
+    if face is None:
+        return "none (whole frames)"
+    return f"{face.get('method')}, margin {face.get('margin')}, fallback {face.get('fallback')}"
+
+
 def _settings_column(config: dict | None) -> dict[str, str]:
     """Setting -> text for one run, from its config.json."""
     if config is None:  # every row, each saying so
@@ -63,6 +71,7 @@ def _settings_column(config: dict | None) -> dict[str, str]:
         "Resolution": str(settings.get("resolution", NOT_RECORDED)),
         "Clip plan": str(plan),
         "Views": str(settings.get("views", NOT_RECORDED)),
+        "Face crop": _face_crop(settings),
         "Store format": f"{settings.get('dtype', '?')} tokens [clips, views, {grid} tokens, "
         f"D = {cache.get('embed_dim', '?')}] in HDF5 shards",
         "Cache fingerprint": str(cache.get("fingerprint", NOT_RECORDED))[:16],
