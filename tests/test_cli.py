@@ -17,9 +17,19 @@ import matplotlib.image
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from page_tools import (
+    LAPTOP,
+    assert_tables_equal_csvs,
+    chromium_or_skip,
+    dump_dom,
+    probe_page,
+    read_html_tables,
+    screenshot,
+)
 
 from vjfer.cli import cli
 from vjfer.synthetic import make_crema_d, make_ravdess
+from vjfer.timeline import CHOICE_RULE
 
 RAVDESS_ACTORS = (2, 3, 10, 8, 1)  # one test actor in each of the five folds
 CREMA_D_ACTORS = (1002, 1004, 1005, 1007, 1001)
@@ -135,14 +145,22 @@ def test_cross_counts_add_up(pipeline):
     )
 
 
-def test_report_tables_and_figures(pipeline):
+@pytest.fixture(scope="module")
+def report_dir(pipeline) -> dict:
+    """`vjfer report` of the pipeline's runs, once for the tests that read it."""
     out = pipeline["tmp"] / "report"
     written = run("report", pipeline["runs"], "--out", out, "--cache", pipeline["cache"])
+    return {"out": out, "printed": written}
+
+
+def test_report_tables_and_figures(report_dir):
+    out, written = report_dir["out"], report_dir["printed"]
     assert str(out / "report.md") in written
     report = (out / "report.md").read_text()
     assert re.search(
         r"- ravdess cache tiny-64-\w+: results on 50 of 50 videos, 0 failed / excluded", report
     )
+    assert written.splitlines()[-1] == str(out / "report.html")
     table2 = pd.read_csv(out / "table2.csv")
     assert set(table2["Dataset"]) >= {"RAVDESS", "CREMA-D"}
     assert len(pd.read_csv(out / "table4.csv")) >= 3
@@ -152,6 +170,60 @@ def test_report_tables_and_figures(pipeline):
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert matplotlib.image.imread(png).ndim == 3
+    assert sorted(p.name for p in pngs if p.name.startswith("timeline-")) == [
+        f"timeline-{r.name}.png" for r in sorted(pipeline_runs(out))
+    ]
+
+
+def pipeline_runs(report_out: Path) -> list[Path]:
+    """The probe runs (not cross runs) of the pipeline whose report is `report_out`."""
+    return [p for p in (report_out.parent / "runs").iterdir() if not p.name.startswith("cross-")]
+
+
+def test_report_page_tables_equal_the_csvs(report_dir):
+    page = report_dir["out"] / "report.html"
+    names = assert_tables_equal_csvs(page)
+    assert {"settings", "table2", "table3", "table4", "folds", "recall"} <= set(names)
+    tables = read_html_tables(page.read_text(encoding="utf-8"))
+    table4 = pd.read_csv(report_dir["out"] / "table4.csv")
+    assert len(tables["table4"]["rows"]) == len(table4) == 6  # r2c drop, merge; c2r merge; x2
+    dropped = tables["table4"]["head"].index("Dropped per probe")
+    assert [r[dropped][0] for r in tables["table4"]["rows"]] == table4["Dropped per probe"].tolist()
+    settings = pd.read_csv(report_dir["out"] / "settings.csv").set_index("Setting")
+    assert set(settings.loc["Encoder"]) == {"tiny"} and set(settings.loc["Probe"]) == {"attentive"}
+    assert set(settings.loc["Face crop"]) == {"none (whole frames)"}
+    text = page.read_text(encoding="utf-8")
+    assert "Which videos: " + CHOICE_RULE in text.replace("&#x27;", "'")
+    assert text.count('src="data:image/png;base64,') == len(list(report_dir["out"].glob("*.png")))
+
+
+def test_report_page_in_a_browser(report_dir, tmp_path):
+    """What a person sees in Chromium at laptop width: no console error, every image decoded at
+    a non-zero size, no horizontal scrolling (page or table), nothing fetched, the numbers of
+    Table II in the DOM; and a screenshot that decodes."""
+    chromium = chromium_or_skip()
+    page = report_dir["out"] / "report.html"
+    seen = probe_page(chromium, page, tmp_path)
+    assert seen["errors"] == []
+    assert seen["resources"] == []  # figures are inline: no file, no network
+    pngs = len(list(report_dir["out"].glob("*.png")))
+    assert len(seen["images"]) == pngs
+    for image in seen["images"]:
+        assert image["complete"] and image["naturalWidth"] > 200 and image["naturalHeight"] > 200
+        assert 0 < image["shownWidth"] <= LAPTOP[0]
+    assert seen["scrollWidth"] <= seen["clientWidth"] == LAPTOP[0]
+    for table in seen["tables"]:
+        assert table["width"] <= table["room"], table  # fits: no scrolling inside the table
+    dom_tables = read_html_tables(dump_dom(chromium, page, tmp_path))
+    table2 = pd.read_csv(report_dir["out"] / "table2.csv")
+    uar = dom_tables["table2"]["head"].index("UAR")
+    assert [float(r[uar][1]["data-value"]) for r in dom_tables["table2"]["rows"]] == table2[
+        "UAR"
+    ].tolist()
+    shot = screenshot(chromium, page, tmp_path / "report.png", (LAPTOP[0], 3000))
+    image = matplotlib.image.imread(shot)
+    assert image.shape[:2] == (3000, LAPTOP[0])
+    assert image[..., :3].std() > 0.05  # something was drawn, not a blank page
 
 
 def test_predict_any_container(pipeline, tmp_path):
@@ -167,6 +239,34 @@ def test_predict_any_container(pipeline, tmp_path):
         assert len(probs) == 8 and sum(probs) == pytest.approx(1.0, abs=1e-4)
         assert row["emotion"] == max((row[k], k[5:]) for k in row if k.startswith("prob_"))[1]
     assert {c["video_id"] for c in out["clips"]} == {video.stem, flv.stem}
+
+
+def test_predict_plots_a_timeline(pipeline, tmp_path):
+    (run_dir,) = [p for p in pipeline["runs"].iterdir() if p.name.startswith("ravdess-")]
+    videos = sorted(pipeline["roots"]["ravdess"].rglob("*.mp4"))[:2]
+    plot = tmp_path / "timeline.png"
+    args = [
+        "predict",
+        *videos,
+        "--run",
+        run_dir,
+        "--json",
+        "--clips",
+        "--device",
+        "cpu",
+        "--plot",
+        plot,
+    ]
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0 and f"timeline written to {plot}" in result.stderr
+    clips = json.loads(result.stdout)["clips"]  # stdout stays JSON; the plot's path is on stderr
+    for clip in clips:  # the centre lies halfway between the clip's first and last frame
+        assert clip["start_s"] < clip["centre_s"]
+    image = matplotlib.image.imread(plot)
+    assert image.ndim == 3 and image.shape[1] > 800  # two videos: two panels side by side
+    result = CliRunner().invoke(cli, ["predict", str(videos[0]), "--run", str(run_dir),
+                                      "--plot", str(tmp_path / "t.pdf")])  # fmt: skip
+    assert result.exit_code == 2 and "ending in .png" in result.output
 
 
 def test_predict_matches_the_cached_tokens(pipeline):

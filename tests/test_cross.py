@@ -318,7 +318,8 @@ def test_report_from_real_runs(runs, crosses, tmp_path):
     table2 = pd.read_csv(tmp_path / "report" / "table2.csv")
     assert sorted(table2["Dataset"].unique()) == ["CREMA-D", "RAVDESS"]
     pngs = [p for p in written if p.suffix == ".png"]
-    assert len(pngs) == 2 * 2 + 4 * 2 + 2  # probe runs, cross runs (PBV, MV each), PCA per run
+    # confusions of probe and cross runs (PBV, MV each), then a PCA and a timeline per probe run
+    assert len(pngs) == 2 * 2 + 4 * 2 + 2 + 2
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert matplotlib.image.imread(png).shape[0] > 300

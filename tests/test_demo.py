@@ -21,3 +21,7 @@ def test_demo_runs_every_stage(tmp_path):
     text = format_demo(result)
     assert "chance  12.5%" in text and "chance  16.7%" in text
     assert str(tmp_path / "report" / "report.md") in text
+    page = tmp_path / "report" / "report.html"
+    assert result.report[-1] == page and page.is_file()
+    (line,) = [x for x in text.splitlines() if x.startswith("page ")]
+    assert line.split()[1] == str(page)  # `make demo` prints where the page is

@@ -185,7 +185,7 @@ def test_table_iv_counts_and_paper(tmp_path):
 
 def test_report_lists_what_is_missing(tmp_path):
     written = build_report([tmp_path / "runs-none", tmp_path], tmp_path / "out")
-    assert {p.name for p in written} == {"table3.md", "table3.csv", "report.md"}
+    assert {p.name for p in written} == {"table3.md", "table3.csv", "report.md", "report.html"}
     text = (tmp_path / "out" / "report.md").read_text()
     assert "does not exist" in text
     assert "Table II: no probe runs" in text and "Table IV: no cross-dataset runs" in text

@@ -446,12 +446,13 @@ def cross(
     help="Report folder.",
 )
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
-              help="Caches for the PCA figure (skipped, with a note, when absent).")  # fmt: skip
+              help="Caches for the PCA figure, failures list and timelines (skipped, with a note, when absent).")  # fmt: skip
 @click.option(
     "--device", default="cpu", show_default=True, help="Device for the PCA figure's probe pass."
 )
 def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str) -> None:
-    """Tables II-IV (Markdown, CSV), confusion matrices and the PCA figure (PNG) from runs."""
+    """Tables II-IV and detail tables (Markdown, CSV), confusion matrices, PCA figure and emotion
+    timelines (PNG), all of it also as one self-contained report.html (printed last)."""
     from vjfer.cache import find_caches
     from vjfer.report import build_report
 
@@ -496,8 +497,11 @@ def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--clips", is_flag=True, help="Also print the per-clip timeline.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw each video's emotion timeline (one panel per video) into this PNG.")  # fmt: skip
 def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fold: int | None,
-            folds: str | None, device: str, as_json: bool, clips: bool) -> None:  # fmt: skip
+            folds: str | None, device: str, as_json: bool, clips: bool,
+            plot: Path | None) -> None:  # fmt: skip
     """Emotion of each VIDEO (any format FFmpeg reads) with a trained probe run."""
     from vjfer.predict import format_prediction, predict_videos
     from vjfer.probe.train import resolve_device
@@ -510,10 +514,18 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
         raise click.UsageError(
             f"--folds takes comma-separated fold numbers, got {folds!r}"
         ) from None
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise click.UsageError(f"--plot writes a PNG: give a file name ending in .png, not {plot}")
     source = click.get_current_context().get_parameter_source("checkpoint")
     result = predict_videos(videos, run_dir, checkpoint=checkpoint, fold=fold, folds=fold_list,
                             device=str(resolve_device(device)),
                             checkpoint_given=source == click.core.ParameterSource.COMMANDLINE)  # fmt: skip
+    if plot is not None and not result.videos.empty:
+        from vjfer.figures import timeline_figure
+        from vjfer.timeline import prediction_panels, prob_class_names
+
+        panels = prediction_panels(result.videos, result.clips)
+        timeline_figure(panels, prob_class_names(result.videos), plot)
     if as_json:
         out = {"videos": result.videos.to_dict(orient="records"), "failures": result.failures}
         if clips:
@@ -524,6 +536,8 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
         if clips and not result.clips.empty:
             click.echo("")
             _echo_lines(result.clips.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if plot is not None and not result.videos.empty:
+        click.echo(f"timeline written to {plot}", err=as_json)  # keep --json's stdout pure JSON
     for failure in result.failures:
         click.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
     sys.exit(1 if result.failures else 0)

@@ -135,6 +135,7 @@ def format_demo(result: DemoResult) -> str:
         f"caches   {', '.join(str(p) for p in result.caches.values())}",
         f"runs     {result.out / 'runs'}   (per fold: probe.pt, predictions, metrics, confusion)",
         f"report   {result.out / 'report' / 'report.md'}   (tables and figures)",
+        f"page     {result.out / 'report' / 'report.html'}   (the whole report, one self-contained file)",
         "time     " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
         + f"; total {sum(result.seconds.values()):.0f} s",
         "",

@@ -1,4 +1,4 @@
-"""Figures (PNG) of vjfer's results: confusion matrices and the paper's Figure 5 PCA.
+"""Figures (PNG) of vjfer's results: confusion matrices, the paper's Figure 5 PCA, emotion timelines.
 
 Drawn with matplotlib's object API on an Agg canvas, never pyplot, so no global figure state is left
 behind and the functions are safe in any process. `vjfer.report` decides what to draw and where.
@@ -12,16 +12,20 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from sklearn.decomposition import PCA
 
+from vjfer.timeline import TimelinePanel
+
 FIG_DPI = 200  # sharp at paper column width
+TIMELINE_DPI = 130  # several panels per figure: large enough without doubling the file
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path, dpi: int = FIG_DPI) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)  # attach an Agg canvas: no pyplot, nothing global to close
-    fig.savefig(path, dpi=FIG_DPI)  # constrained layout already fits the labels
+    fig.savefig(path, dpi=dpi)  # constrained layout already fits the labels
     return path
 
 
@@ -118,3 +122,71 @@ def pca_figure(
     fig.legend(handles, names, loc="outside right center", title="class", markerscale=1.6)
     fig.suptitle(title, fontsize=12)
     return _save(fig, path)
+
+
+def timeline_axes(
+    panels: Sequence[TimelinePanel], class_names: Sequence[str], title: str | None = None
+) -> Figure:
+    """The figure `timeline_figure` saves (tests read its labels): one panel per video, 2 columns
+    from 2 videos on, each class a line of probability against the clip centre in seconds. The PBV
+    class is drawn bold and both decisions are named at the line's end; the clips' own argmaxes
+    (the votes MV counts) are the coloured ticks along the top."""
+    if not panels:
+        raise ValueError("no timeline panels to draw")
+    names = list(class_names)
+    colours = [f"C{k % 10}" for k in range(len(names))]
+    cols = 1 if len(panels) == 1 else 2
+    rows = -(-len(panels) // cols)
+    fig = Figure(
+        figsize=(5.0 * cols + 1.6, 3.0 * rows + (0.4 if title else 0)), layout="constrained"
+    )
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    t_max = max(float(np.max(p.seconds)) for p in panels)
+    for ax, panel in zip(axes, panels, strict=False):
+        t, probs = np.asarray(panel.seconds, float), np.asarray(panel.probs, float)
+        if probs.shape != (len(t), len(names)):
+            raise ValueError(
+                f"{panel.title!r}: probs {probs.shape}, expected ({len(t)}, {len(names)})"
+            )
+        for k, name in enumerate(names):
+            bold = k == panel.pbv
+            ax.plot(t, probs[:, k], color=colours[k], lw=2.6 if bold else 1.1, marker="o",
+                    ms=3.5 if bold else 2.2, alpha=1.0 if bold else 0.75, label=name, zorder=3 if bold else 2)  # fmt: skip
+        ax.scatter(t, np.full(len(t), 1.07), c=[colours[k] for k in probs.argmax(axis=1)],
+                   marker="s", s=14, clip_on=False, zorder=4)  # fmt: skip
+        ax.text(0.0, 1.07, "clip votes ", transform=ax.get_yaxis_transform(), ha="right",
+                va="center", fontsize=7, color="0.35")  # fmt: skip
+        marks = ["PBV", "MV"] if panel.pbv != panel.mv else ["PBV = MV"]
+        for mark, k in zip(marks, [panel.pbv, panel.mv], strict=False):
+            ax.annotate(f" {mark}: {names[k]}", (t[-1], probs[-1, k]), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize=8, color=colours[k],
+                        fontweight="bold", annotation_clip=False)  # fmt: skip
+        # One time scale for every panel, from the video's start, with room for the labels.
+        ax.set_xlim(0.0, 1.35 * t_max + 0.1)
+        ax.set_ylim(0.0, 1.12)
+        ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
+        ax.set_xlabel("time in the video (s, clip centre)")
+        ax.set_ylabel("probability")
+        ax.set_title(panel.title, fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    # Legend from plain proxies: the panels' own lines are bold for their PBV class.
+    handles = [
+        Line2D([], [], color=colours[k], lw=1.6, marker="o", ms=3) for k in range(len(names))
+    ]
+    fig.legend(handles, names, loc="outside right center", title="class")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def timeline_figure(
+    panels: Sequence[TimelinePanel],
+    class_names: Sequence[str],
+    path: Path,
+    *,
+    title: str | None = None,
+) -> Path:
+    """PNG of emotion timelines (`timeline_axes`), one panel per video."""
+    return _save(timeline_axes(panels, class_names, title), path, dpi=TIMELINE_DPI)

@@ -26,6 +26,7 @@ from vjfer.errors import CheckpointError, ConfigError, VideoError
 from vjfer.face import FaceCropper, config_from_settings
 from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
 from vjfer.probe.model import load_probe
+from vjfer.timeline import clip_centre_seconds
 from vjfer.video import decode_video, gather_clips, normalize_clips, plan_clips
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,7 @@ def predict_videos(
         clips.insert(2, "start_frame", clip_frames[:, 0])
         clips.insert(3, "end_frame", clip_frames[:, -1])
         clips.insert(4, "start_s", clip_frames[:, 0] / fps)
+        clips.insert(5, "centre_s", clip_centre_seconds(clip_frames, fps))  # the timeline's x
         clips["emotion"] = [names[i] for i in probs.argmax(axis=1)]
         clip_rows.append(clips)
     videos = pd.DataFrame(video_rows)

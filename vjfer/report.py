@@ -14,11 +14,13 @@ The PNGs themselves are drawn by `vjfer.figures`.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
@@ -26,10 +28,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vjfer import labels
+import vjfer
+from vjfer import labels, report_html, run_details, timeline
 from vjfer.cache import open_cache
 from vjfer.errors import CacheError, ConfigError, VjferError
-from vjfer.figures import confusion_figure, pca_figure
+from vjfer.figures import confusion_figure, pca_figure, timeline_figure
 from vjfer.labels import DATASETS
 from vjfer.probe.model import load_probe
 
@@ -110,7 +113,62 @@ def render_csv(table: Table) -> str:
     return table.frame.to_csv(index=False)
 
 
-RENDERERS: dict[str, Callable[[Table], str]] = {"md": render_markdown, "csv": render_csv}
+DELTA = "Δ"  # a column of differences (ours − paper): its numbers are shown with their sign
+SHORT_TEXT = 16  # text cells up to this many characters do not wrap on the page
+
+
+def _html_cell(value, std=None, signed: bool = False) -> str:
+    """A <td>: numbers to 2 decimals as in Markdown, with the CSV's exact value in `data-value`
+    (and `data-std`) so the page and the CSV can be compared number by number."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return '<td class="na">—</td>'
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        short = len(str(value)) <= SHORT_TEXT  # "CREMA-D", "40 40 40 40 40": keep on one line
+        cls = ' class="nw"' if short else ""
+        return f"<td{cls}>{html.escape(str(value))}</td>"
+    if isinstance(value, (int, np.integer)):
+        return f'<td class="num" data-value="{int(value)}">{int(value)}</td>'
+    attrs, text = f' data-value="{float(value)!r}"', f"{value:+.2f}" if signed else f"{value:.2f}"
+    if std is not None and not math.isnan(std):
+        attrs, text = (
+            attrs + f' data-std="{float(std)!r}"',
+            text + f' <span class="sd">± {std:.2f}</span>',
+        )
+
+    return f'<td class="num"{attrs}>{text}</td>'
+
+
+def render_html(table: Table) -> str:
+    """An HTML fragment: the title, a real <table> (`X` and `X std` in one `mean ± std` cell, the
+    CSV's values in data attributes) and the notes. `vjfer.report_html` places it on the page."""
+    if table.frame.empty:  # say so rather than draw a header over nothing
+        lines = [
+            f'<h3 id="{table.name}">{html.escape(table.title)}</h3>',
+            '<p class="none">None.</p>',
+        ]
+        return (
+            "\n".join(lines + [f'<p class="note">{html.escape(n)}</p>' for n in table.notes]) + "\n"
+        )
+    shown = _display_columns(table.frame)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in shown)
+    body = []
+    for row in table.frame.astype(object).to_dict("records"):  # object: ints stay ints
+        cells = "".join(_html_cell(row[c], None if s is None else row[s], c.startswith(DELTA))
+                        for c, s in shown)  # fmt: skip
+        body.append(f"<tr>{cells}</tr>")
+    lines = [f'<h3 id="{table.name}">{html.escape(table.title)}</h3>',
+             f'<div class="wide"><table data-table="{table.name}"><thead><tr>{head}</tr></thead>',
+             "<tbody>", *body, "</tbody></table></div>"]  # fmt: skip
+    if table.notes:
+        lines.append('<ul class="notes">')
+        lines += [f"<li>{html.escape(note)}</li>" for note in table.notes]
+        lines.append("</ul>")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Table], str]] = {
+    "md": render_markdown, "csv": render_csv, "html": render_html,
+}  # fmt: skip
 
 
 def get_renderer(fmt: str) -> Callable[[Table], str]:
@@ -203,6 +261,20 @@ def metric_cells(mean: dict) -> dict:
     return row
 
 
+DELTA_NOTE = "Δ = ours − the paper's figure, in percentage points."
+
+
+def beside_paper(cells: dict, paper: tuple[float | None, float | None]) -> dict:
+    """`metric_cells` with the paper's WAR and "UAR" (= macro precision) each after the column
+    it compares with, followed by the difference (ours − paper; NaN without a paper figure)."""
+    paper_uar, paper_war = (float("nan") if p is None else p for p in paper)
+    out = {k: cells[k] for k in ("UAR", "UAR std", "WAR", "WAR std")}
+    out |= {"Paper WAR": paper_war, "Δ WAR": cells["WAR"] - paper_war}
+    out |= {k: cells[k] for k in ("Macro precision", "Macro precision std")}
+    out |= {PAPER_UAR: paper_uar, "Δ macro precision": cells["Macro precision"] - paper_uar}
+    return out
+
+
 def table_ii(runs: Sequence[ProbeRun]) -> Table:
     """Table II: within-dataset video-level results per voting rule, mean ± std over folds."""
     rows = []
@@ -212,13 +284,14 @@ def table_ii(runs: Sequence[ProbeRun]) -> Table:
             rows.append({
                 "Dataset": DATASET_TITLES.get(run.dataset, run.dataset), "Run": run.path.name,
                 "Probe": run.probe, "Voting": vname, "Folds": len(run.summary["folds"]),
-                **metric_cells(run.summary["mean"][voting]),
-                PAPER_UAR: paper[0], "Paper WAR": paper[1],
+                **beside_paper(metric_cells(run.summary["mean"][voting]), paper),
             })  # fmt: skip
     notes = [
         "Mean ± sample std over folds, in %. UAR = mean per-class recall; WAR = accuracy.",
         f"Paper columns: {PAPER}, Table II. The paper's UAR is macro precision (its metrics "
-        "script divides TP by TP + FP), so compare it with our Macro precision column.",
+        "script divides TP by TP + FP), so it sits beside our Macro precision column; the paper "
+        "prints no true UAR to set beside ours.",
+        DELTA_NOTE,
     ]
     return Table(
         "table2", "Table II: within-dataset results (video level)", pd.DataFrame(rows), notes
@@ -287,19 +360,19 @@ def table_iv(runs: Sequence[CrossRun]) -> Table:
             per = [f[voting] for f in s["folds"]]
             rows.append({
                 "Train": DATASET_TITLES[s["source"]], "Test": DATASET_TITLES[s["target"]],
-                "Calm": s["calm"], "Voting": vname, "Probes": len(per),
-                **metric_cells(s["mean"][voting]), "Videos": s["n_videos"],
+                "Calm": s["calm"], "Voting": vname, "Probes": len(per), "Videos": s["n_videos"],
                 "Dropped per probe": " ".join(str(f["n_dropped"]) for f in per),
-                "Kept per probe": " ".join(str(f["n_kept"]) for f in per),
-                PAPER_UAR: paper[0], "Paper WAR": paper[1],
+                **beside_paper(metric_cells(s["mean"][voting]), paper),
             })  # fmt: skip
     notes = [
         "Mean ± sample std over the training dataset's fold probes, in %, over the classes both "
         "datasets share. drop: videos labelled (CREMA-D → RAVDESS) or predicted (RAVDESS → "
         "CREMA-D) calm or surprised are dropped; merge: calm counts as neutral, surprised videos "
         "are dropped.",
-        "Kept + dropped = videos, per probe and voting rule.",
+        "Dropped per probe: one count per fold probe; the rest of the videos (Videos − dropped) "
+        "are scored.",
         f"Paper columns: {PAPER}, Table IV (its UAR is macro precision).",
+        DELTA_NOTE,
     ]
     return Table(
         "table4", "Table IV: cross-dataset results (video level)", pd.DataFrame(rows), notes
@@ -444,6 +517,102 @@ def _confusion_figures(
     return figures
 
 
+def detail_tables(probe_runs: list[ProbeRun], run_caches: Sequence) -> list[Table]:
+    """The report's detail tables (`vjfer.run_details`): settings, cache failures, per-fold
+    results and per-class recall of the probe runs; none without probe runs."""
+    if not probe_runs:
+        return []
+    failed = run_details.failures_frame(run_caches, DATASET_TITLES)
+    unread = "" if len(run_caches) == len(probe_runs) else (
+        f" (read from {len(run_caches)} of {len(probe_runs)} runs' caches; see Missing inputs)")  # fmt: skip
+    return [
+        Table("settings", "Run settings", run_details.settings_frame(probe_runs),
+              ["One column per probe run, from its config.json (the cache's settings and the "
+               "probe's training config)."]),
+        Table("failures", f"Videos the caches could not use: {len(failed)}" + unread, failed,
+              ["From each training cache's manifest (failures.jsonl): nothing was substituted "
+               "for these videos; they are in no fold."]),
+        Table("folds", "Per-fold results (video level)",
+              run_details.fold_frame(probe_runs, DATASET_TITLES),
+              ["In %, each fold's test actors only; Table II is their mean ± std."]),
+        Table("recall", "Per-class recall (video level)",
+              run_details.recall_frame(probe_runs, labels.class_names, DATASET_TITLES),
+              ["Recall of each class in %, mean ± sample std over the folds; Videos = its test "
+               "videos over all folds. UAR is the mean of this column."]),
+    ]  # fmt: skip
+
+
+def _run_caches(probe_runs: list[ProbeRun], candidates: Sequence) -> tuple[dict, list[str]]:
+    """run path -> its training cache (as `_training_cache` finds it), and a line per run whose
+    cache was not found."""
+    found, missing = {}, []
+    for run in probe_runs:
+        config = run_details.read_run_config(run.path)
+        if config is None or "cache" not in config:
+            missing.append(f"cache of {run.path}: its config.json does not record one")
+            continue
+        try:
+            found[run.path] = _training_cache({"cache": config["cache"]}, candidates)
+        except (VjferError, OSError, KeyError) as err:
+            missing.append(f"cache of {run.path} (failures list, timelines): {err}")
+    return found, missing
+
+
+def _timeline_figures(
+    probe_runs: list[ProbeRun], run_caches: dict, names: dict[Path, str], out_dir: Path
+) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(caption, PNG) per probe run whose cache was found: the videos `timeline.choose_videos`
+    picks; and a line per run that could not be drawn."""
+    figures, missing = [], []
+    for run in probe_runs:
+        if run.path not in run_caches:
+            continue
+        title = DATASET_TITLES.get(run.dataset, run.dataset)
+        try:
+            panels = timeline.run_panels(run.path, run_caches[run.path])
+            path = timeline_figure(panels, labels.class_names(run.dataset),
+                                   out_dir / f"timeline-{names[run.path]}.png",
+                                   title=f"{title}: emotion over time in {len(panels)} test videos")  # fmt: skip
+        except (VjferError, OSError, KeyError, ValueError) as err:
+            missing.append(f"timelines for {run.path}: {err}")
+            continue
+        figures.append((f"{title}, {run.path.name}: emotion timelines", path))
+    return figures, missing
+
+
+def _page_sections(
+    tables: list[Table], details: list[Table], figures: dict[str, list[tuple[str, Path]]],
+    missing: list[str],
+) -> list[report_html.Section]:  # fmt: skip
+    """report.html's sections, in reading order."""
+    Section, PageFigure = report_html.Section, report_html.PageFigure
+    by_name = {t.name: t for t in details}
+
+    def figs(kind: str) -> list:
+        return [PageFigure(caption, path) for caption, path in figures[kind]]
+
+    def rendered(*names: str) -> list[str]:
+        return [render_html(by_name[n]) for n in names if n in by_name]
+
+    return [
+        Section("run", "The runs", tables=rendered("settings", "failures")),
+        Section("results", "Results: Tables II, III and IV", tables=[render_html(t) for t in tables]),
+        Section("details", "Per fold and per class", tables=rendered("folds", "recall")),
+        Section("confusion", "Confusion matrices",
+                ["Rows are the true class, normalised to 1; each row label gives its video count. "
+                 "Folds (or cross-dataset probes) are pooled."], figures=figs("confusion")),
+        Section("pca", "PCA of test-video embeddings (the paper's Figure 5)", figures=figs("pca"),
+                wide_figures=True),
+        Section("timelines", "Emotion timelines", [
+            "Each line is one class's probability for each clip, at the clip's centre in the "
+            "video (seconds). The bold line is the class the video was given (PBV); the labels "
+            "at its end name the PBV and MV decisions; the squares along the top are each "
+            "clip's own decision, the votes MV counts.", "Which videos: " + timeline.CHOICE_RULE,
+        ], figures=figs("timeline"), wide_figures=True),
+        Section("missing", "Missing inputs", items=missing or ["Nothing: every input was found."]),
+    ]  # fmt: skip
+
+
 def build_report(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -454,12 +623,14 @@ def build_report(
     peers: str | Path | None = None,
 ) -> list[Path]:
     """Gather the probe and cross runs at or under `run_dirs` and write into `out_dir`: Tables
-    II-IV (md, csv), confusion matrices (PNG, folds summed, row-normalised), the PCA figure per
-    probe run, and report.md linking them and listing what is missing. Returns the files written.
+    II-IV and the detail tables (md, csv), confusion matrices (PNG, folds summed, row-normalised),
+    the PCA figure and emotion timelines per probe run, report.md linking them and listing what is
+    missing, and report.html, the same as one self-contained page (last in the list returned).
 
     Args:
         caches: cache paths (or dataset -> path) to look for each run's training cache in, for
-            the PCA figure; the path each probe recorded is tried last.
+            the PCA figure, the failures list and the timelines; the path each probe recorded is
+            tried last.
         pca_fold: the fold whose test videos the PCA figure shows (default: the run's first).
         peers: a peers CSV instead of the packaged vjfer/data/peers.csv.
     """
@@ -472,7 +643,7 @@ def build_report(
     written = [path for table in tables for path in write_table(table, out_dir)]
 
     names = _labels_for([r.path for r in probe_runs] + [r.path for r in cross_runs])
-    figures = _confusion_figures(probe_runs, cross_runs, names, out_dir)
+    figures = {"confusion": _confusion_figures(probe_runs, cross_runs, names, out_dir), "pca": []}
     candidates = list(caches.values()) if isinstance(caches, Mapping) else list(caches)
     for run in probe_runs:
         try:
@@ -481,14 +652,22 @@ def build_report(
         except (VjferError, OSError, KeyError) as err:
             missing.append(f"PCA figure for {run.path}: {err}")
             continue
-        figures.append(
+        figures["pca"].append(
             (f"{run.path.name}: PCA of test-fold embeddings (the paper's Figure 5)", path)
         )
-    written += [path for _, path in figures]
+    run_caches, not_found = _run_caches(probe_runs, candidates)
+    missing += not_found
+    figures["timeline"], not_drawn = _timeline_figures(probe_runs, run_caches, names, out_dir)
+    missing += not_drawn
+    details = detail_tables(probe_runs, list(run_caches.values()))
+    written += [path for table in details for path in write_table(table, out_dir)]
+    all_figures = [f for kind in ("confusion", "pca", "timeline") for f in figures[kind]]
+    written += [path for _, path in all_figures]
 
     lines = ["# vjfer report", ""]
     lines += [
         f"Runs read from {where}: {len(probe_runs)} probe, {len(cross_runs)} cross-dataset.",
+        "The same report as one self-contained page: report.html.",
         "",
     ]
     for path in candidates:  # what the numbers cover (Cache.coverage): cached of all files found
@@ -498,14 +677,22 @@ def build_report(
         except CacheError as err:
             lines.append(f"- cache {path}: not readable ({err})")
     lines += [""] if candidates else []
-    for table in tables:
+    for table in [*tables, *details]:
         lines += [render_markdown(table), f"Files: {table.name}.md, {table.name}.csv", ""]
     lines += ["## Figures", ""]
-    lines += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in figures]
+    lines += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in all_figures]
+    lines += [f"Timelines show: {timeline.CHOICE_RULE}", ""] if figures["timeline"] else []
     lines += ["## Missing", ""]
     lines += [f"- {m}" for m in missing] or ["Nothing: every input was found."]
     for m in missing:
         log.warning("report: %s", m)
     index = out_dir / "report.md"
     index.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return [*written, index]
+
+    lead = (f"Runs read from {where}: {len(probe_runs)} probe, {len(cross_runs)} "
+            f"cross-dataset. Every table is also a CSV file beside this page.")  # fmt: skip
+    footer = (f"Written by vjfer {vjfer.__version__} on "
+              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")  # fmt: skip
+    page = report_html.write_page(out_dir / "report.html", "vjfer report", lead,
+                                  _page_sections(tables, details, figures, missing), footer)  # fmt: skip
+    return [*written, index, page]

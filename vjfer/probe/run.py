@@ -29,8 +29,8 @@ import pandas as pd
 import torch
 
 import vjfer
-from vjfer.env import environment
 from vjfer.cache import open_cache
+from vjfer.env import environment
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
 from vjfer.probe.evaluate import format_summary, summarise_folds
