@@ -6,7 +6,8 @@
    one training epoch's requests (every video's reference clips, in the epoch's shuffled order)
    through `ClipReader.stream`, no probe. Both cold (shards evicted from the page cache with
    posix_fadvise DONTNEED before the run) and warm (read once just before). Raw is also measured
-   with `--threads` files in flight (`raw_parallel`): virtual disks often need parallel reads.
+   with `--threads` files in flight (`raw_parallel`): virtual disks often need parallel reads. The
+   reader is measured with its per-clip checksum check (the default) and without it.
 2. **One pass vs fold by fold.** One epoch training the five folds' heads together
    (`train_heads` with 5 heads) against five single-head epochs, one per fold, with the shards
    evicted before every epoch (at real scale the cache does not fit in RAM, so every epoch is
@@ -115,15 +116,16 @@ def raw_read_parallel(directory: Path, threads: int) -> tuple[int, float]:
     return total, time.perf_counter() - start
 
 
-def reader_epoch(cache, config: TrainConfig, rows: np.ndarray | None = None) -> tuple[int, float]:
+def reader_epoch(cache, config: TrainConfig, rows: np.ndarray | None = None,
+                 verify: bool = True) -> tuple[int, float]:  # fmt: skip
     """Bytes and seconds of one training epoch's requests (of the videos at `rows`, default all)
-    through the stage-2 reader, no probe."""
+    through the stage-2 reader, no probe; `verify`: check every clip's checksum (the default)."""
     rows = np.arange(len(cache)) if rows is None else rows
     fixed = fixed_clips(cache, rows)
     ids = cache.videos["video_id"].tolist()
     order = [i for i in epoch_order(len(cache), 0, 0) if i in set(rows.tolist())]
     requests = [(ids[i], np.unique(fixed[i])) for i in order]
-    reader = ClipReader(cache, threads=config.num_workers, prefetch=config.prefetch)
+    reader = ClipReader(cache, threads=config.num_workers, prefetch=config.prefetch, verify=verify)
     start = time.perf_counter()
     for _ in reader.stream(requests):
         pass
@@ -191,13 +193,18 @@ def main() -> int:
             row = {}
             for name, measure in (("raw", lambda: raw_read(path)),
                                   ("raw_parallel", lambda: raw_read_parallel(path, args.threads)),
-                                  ("reader", lambda: reader_epoch(cache, config))):  # fmt: skip
+                                  ("reader", lambda: reader_epoch(cache, config)),
+                                  ("reader_unchecked",
+                                   lambda: reader_epoch(cache, config, verify=False))):  # fmt: skip
                 evict(path) if state == "cold" else warm(path)
                 n, seconds = measure()
                 row[f"{name}_gb_s"] = n / 1e9 / seconds
             runs.append(row)
         out[state] = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
         out[state]["reader_vs_raw"] = out[state]["reader_gb_s"] / out[state]["raw_gb_s"]
+        out[state]["checksum_cost"] = (
+            1 - out[state]["reader_gb_s"] / out[state]["reader_unchecked_gb_s"]
+        )
         out[state]["reader_vs_raw_parallel"] = (
             out[state]["reader_gb_s"] / out[state]["raw_parallel_gb_s"]
         )
