@@ -16,8 +16,6 @@ from vjfer.cross import (
     apply_handling,
     class_handling,
     cross_evaluate,
-    find_probe_run,
-    find_target_cache,
     handle_confusion,
     score_handled,
 )
@@ -27,6 +25,7 @@ from vjfer.labels import VOCABULARY, class_names
 from vjfer.probe.run import train_folds
 from vjfer.probe.train import TrainConfig
 from vjfer.report import build_report
+from vjfer.runs import find_probe_run, find_target_cache
 
 # Class indices. RAVDESS: neutral calm happy sad angry fearful disgust surprised.
 # CREMA-D: neutral happy sad angry fearful disgust. Evaluation classes = CREMA-D's, in order.

@@ -16,20 +16,8 @@ from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.errors import ConfigError
 from vjfer.labels import DATASETS, class_names
 from vjfer.probe.model import LinearProbe
-from vjfer.report import (
-    CrossRun,
-    ProbeRun,
-    Table,
-    build_report,
-    get_renderer,
-    load_peers,
-    render_csv,
-    render_markdown,
-    table_ii,
-    table_iii,
-    table_iv,
-    write_table,
-)
+from vjfer.report import CrossRun, ProbeRun, build_report, load_peers, table_ii, table_iii, table_iv
+from vjfer.tables import Table, get_renderer, render_csv, render_markdown, write_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -19,8 +19,9 @@ from test_report import probe_run
 
 from vjfer import report
 from vjfer.cache import VideoEntry, build_cache, open_cache
-from vjfer.report import Table, build_report, get_renderer, render_csv, render_html
+from vjfer.report import build_report
 from vjfer.report_html import PageFigure, Section, page_html, png_data_uri
+from vjfer.tables import Table, get_renderer, render_csv, render_html
 
 TABLE = Table(
     "demo",

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from vjfer import __version__
-from vjfer.errors import CacheError, ConfigError, VjferError
+from vjfer.errors import CacheError, VjferError
 
 DATASET = click.Choice(["ravdess", "crema-d"], case_sensitive=False)
 
@@ -309,35 +309,6 @@ def _train_options(f):
     return f
 
 
-def _one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = None) -> Path:
-    """The single cache at or under `cache_root` (of `dataset`), or an error listing the choices."""
-    from vjfer.cache import find_caches, open_cache
-
-    found = find_caches(cache_root, complete=True)
-    if dataset is not None:
-        found = [p for p in found if open_cache(p).dataset == dataset]
-    if fingerprint is not None:
-        found = [p for p in found if open_cache(p).fingerprint.startswith(fingerprint)]
-    if len(found) == 1:
-        return found[0]
-    what = f"{dataset or 'any dataset'} cache" + (
-        f" with fingerprint {fingerprint}" if fingerprint else ""
-    )
-    if not found:
-        from vjfer.cache import incomplete_message
-
-        partial = [p for p in find_caches(cache_root) if p not in find_caches(cache_root, True)]
-        if partial and (dataset is None or partial[0].parent.name == dataset):
-            raise CacheError(incomplete_message(partial[0]))
-        raise ConfigError(
-            f"no {what} under {cache_root}: run `vjfer extract` first, or give --cache"
-        )
-    listing = "\n  ".join(str(p) for p in found)
-    raise ConfigError(
-        f"{len(found)} {what}s under {cache_root}; choose one with --cache (and --dataset):\n  {listing}"
-    )
-
-
 @cli.command()
 @click.option(
     "--dataset", type=DATASET, help="Dataset of the cache (needed when several caches exist)."
@@ -359,8 +330,9 @@ def probe(
     from vjfer.probe.folds import make_grid
     from vjfer.probe.run import run_probe
     from vjfer.probe.train import TrainConfig
+    from vjfer.runs import one_cache
 
-    path = _one_cache(cache_path, dataset, fingerprint)
+    path = one_cache(cache_path, dataset, fingerprint)
     cache = open_cache(path)
     lrs, wds, seeds = options.pop("lrs"), options.pop("wds"), options.pop("seeds")
     grid = make_grid(lrs, wds, seeds)
@@ -415,8 +387,9 @@ def cross(
     device: str,
 ) -> None:
     """Cross-dataset test: each fold's probe predicts every video of the other dataset."""
-    from vjfer.cross import cross_evaluate, cross_table, find_probe_run, find_target_cache
-    from vjfer.report import render_markdown
+    from vjfer.cross import cross_evaluate, cross_table
+    from vjfer.runs import find_probe_run, find_target_cache
+    from vjfer.tables import render_markdown
 
     if source == target:
         raise click.UsageError("--train and --test must be different datasets")
@@ -472,7 +445,7 @@ def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
     Each RUN is a `vjfer probe` directory; all must be of one dataset and the same folds.
     """
     from vjfer.compare import compare_runs
-    from vjfer.report import render_markdown, write_table
+    from vjfer.tables import render_markdown, write_table
 
     table = compare_runs(run_dirs)
     _echo_lines(render_markdown(table))
@@ -503,8 +476,8 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
             folds: str | None, device: str, as_json: bool, clips: bool,
             plot: Path | None) -> None:  # fmt: skip
     """Emotion of each VIDEO (any format FFmpeg reads) with a trained probe run."""
+    from vjfer.env import resolve_device
     from vjfer.predict import format_prediction, predict_videos
-    from vjfer.probe.train import resolve_device
 
     if fold is not None and folds:
         raise click.UsageError("give --fold or --folds, not both")

@@ -25,7 +25,7 @@ import pandas as pd
 from vjfer.errors import ConfigError
 from vjfer.probe.run import config_dict
 from vjfer.probe.train import TrainConfig
-from vjfer.report import DATASET_TITLES, STD, Table
+from vjfer.tables import DATASET_TITLES, STD, Table
 
 log = logging.getLogger(__name__)
 

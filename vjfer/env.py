@@ -62,3 +62,12 @@ def environment() -> dict:
         "hdf5": h5py.version.hdf5_version,
         "numpy": numpy.__version__,
     }
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """ "auto" -> cuda when available, else cpu; "cuda" with a torchrun `local_rank` -> that GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(name)

@@ -43,7 +43,7 @@ from vjfer import __version__, cache
 from vjfer.cache import ShardWriter, VideoEntry
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
 from vjfer.encoders import load_encoder
-from vjfer.env import available_cpus, environment
+from vjfer.env import available_cpus, environment, resolve_device
 from vjfer.errors import CacheError, ConfigError, VideoError
 from vjfer.face import FaceCropConfig, FaceCropper, face_settings, parse_face_crop
 from vjfer.labels import check_dataset
@@ -183,12 +183,6 @@ def distributed_env() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
     env = os.environ
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
-
-
-def resolve_device(device: str, local_rank: int) -> str:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return f"cuda:{local_rank}" if device == "cuda" else device
 
 
 def cache_settings(config: ExtractConfig, encoder) -> dict:
@@ -490,7 +484,7 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     if not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} is outside world size {world_size}")
     dataset = check_dataset(config.dataset)
-    device = resolve_device(config.device, local_rank)
+    device = str(resolve_device(config.device, local_rank))
     if encoder is None:
         encoder = load_encoder(config.encoder, config.checkpoint, device, config.weights)
     elif encoder.name != config.encoder:

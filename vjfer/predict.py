@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 
 from vjfer.cache import TOKEN_DTYPE
-from vjfer.cross import find_probes
 from vjfer.encoders import load_encoder
 from vjfer.errors import CheckpointError, ConfigError, VideoError
 from vjfer.face import FaceCropper, config_from_settings
 from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
 from vjfer.probe.model import load_probe
+from vjfer.runs import find_probes
 from vjfer.timeline import clip_centre_seconds
 from vjfer.video import decode_video, gather_clips, normalize_clips, plan_clips
 

@@ -14,19 +14,16 @@ The PNGs themselves are drawn by `vjfer.figures`.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 import vjfer
 from vjfer import labels, report_html, run_details, timeline
@@ -34,7 +31,18 @@ from vjfer.cache import open_cache
 from vjfer.errors import CacheError, ConfigError, VjferError
 from vjfer.figures import confusion_figure, pca_figure, timeline_figure
 from vjfer.labels import DATASETS
+from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import load_probe
+from vjfer.runs import training_cache
+from vjfer.tables import (
+    DATASET_TITLES,
+    Table,
+    metric_cells,
+    percent,
+    render_html,
+    render_markdown,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,142 +59,7 @@ PAPER_TABLE_IV: dict[tuple[str, str, str], tuple[float, float]] = {
 }  # fmt: skip
 PEERS_COLUMNS = ("method", "dataset", "uar", "war", "modality", "source")  # + optional "note"
 VOTING = {"pbv": "PBV", "mv": "MV"}
-DATASET_TITLES = {"ravdess": "RAVDESS", "crema-d": "CREMA-D"}
-STD = " std"  # suffix of a column holding the std of the column before it
 PAPER_UAR = 'Paper "UAR" (= macro precision)'
-
-
-@dataclass
-class Table:
-    """A computed table: `frame` holds the values (percent for metrics); the rest is caption."""
-
-    name: str  # file stem, e.g. "table2"
-    title: str
-    frame: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering: one function per format, looked up by name.
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, (float, np.floating)):
-        return "—" if math.isnan(value) else f"{value:.2f}"
-    return str(value).replace("|", "\\|")
-
-
-def _display_columns(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
-    """(column, its std column or None), folding each `X std` into the `X` before it."""
-    cols, out = list(frame.columns), []
-    for c in cols:
-        if c.endswith(STD) and c.removesuffix(STD) in cols:
-            continue
-        out.append((c, c + STD if c + STD in cols else None))
-    return out
-
-
-def render_markdown(table: Table) -> str:
-    """A GitHub pipe table under a heading, `X` and `X std` shown as one `mean ± std` cell."""
-    shown = _display_columns(table.frame)
-    lines = [f"## {table.title}", ""]
-    lines.append("| " + " | ".join(c for c, _ in shown) + " |")
-    lines.append("|" + "|".join("---" for _ in shown) + "|")
-    for _, row in table.frame.iterrows():
-        cells = []
-        for col, std in shown:
-            text = _cell(row[col])
-            if std is not None and text != "—" and _cell(row[std]) != "—":
-                text += f" ± {_cell(row[std])}"
-            cells.append(text)
-        lines.append("| " + " | ".join(cells) + " |")
-    if table.notes:
-        lines.append("")
-        lines.extend(f"- {note}" for note in table.notes)
-    return "\n".join(lines) + "\n"
-
-
-def render_csv(table: Table) -> str:
-    """The values as CSV, every column kept (std columns apart), full precision."""
-    return table.frame.to_csv(index=False)
-
-
-DELTA = "Δ"  # a column of differences (ours − paper): its numbers are shown with their sign
-SHORT_TEXT = 16  # text cells up to this many characters do not wrap on the page
-
-
-def _html_cell(value, std=None, signed: bool = False) -> str:
-    """A <td>: numbers to 2 decimals as in Markdown, with the CSV's exact value in `data-value`
-    (and `data-std`) so the page and the CSV can be compared number by number."""
-    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
-        return '<td class="na">—</td>'
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        short = len(str(value)) <= SHORT_TEXT  # "CREMA-D", "40 40 40 40 40": keep on one line
-        cls = ' class="nw"' if short else ""
-        return f"<td{cls}>{html.escape(str(value))}</td>"
-    if isinstance(value, (int, np.integer)):
-        return f'<td class="num" data-value="{int(value)}">{int(value)}</td>'
-    attrs, text = f' data-value="{float(value)!r}"', f"{value:+.2f}" if signed else f"{value:.2f}"
-    if std is not None and not math.isnan(std):
-        attrs, text = (
-            attrs + f' data-std="{float(std)!r}"',
-            text + f' <span class="sd">± {std:.2f}</span>',
-        )
-
-    return f'<td class="num"{attrs}>{text}</td>'
-
-
-def render_html(table: Table) -> str:
-    """An HTML fragment: the title, a real <table> (`X` and `X std` in one `mean ± std` cell, the
-    CSV's values in data attributes) and the notes. `vjfer.report_html` places it on the page."""
-    if table.frame.empty:  # say so rather than draw a header over nothing
-        lines = [
-            f'<h3 id="{table.name}">{html.escape(table.title)}</h3>',
-            '<p class="none">None.</p>',
-        ]
-        return (
-            "\n".join(lines + [f'<p class="note">{html.escape(n)}</p>' for n in table.notes]) + "\n"
-        )
-    shown = _display_columns(table.frame)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in shown)
-    body = []
-    for row in table.frame.astype(object).to_dict("records"):  # object: ints stay ints
-        cells = "".join(_html_cell(row[c], None if s is None else row[s], c.startswith(DELTA))
-                        for c, s in shown)  # fmt: skip
-        body.append(f"<tr>{cells}</tr>")
-    lines = [f'<h3 id="{table.name}">{html.escape(table.title)}</h3>',
-             f'<div class="wide"><table data-table="{table.name}"><thead><tr>{head}</tr></thead>',
-             "<tbody>", *body, "</tbody></table></div>"]  # fmt: skip
-    if table.notes:
-        lines.append('<ul class="notes">')
-        lines += [f"<li>{html.escape(note)}</li>" for note in table.notes]
-        lines.append("</ul>")
-    return "\n".join(lines) + "\n"
-
-
-RENDERERS: dict[str, Callable[[Table], str]] = {
-    "md": render_markdown, "csv": render_csv, "html": render_html,
-}  # fmt: skip
-
-
-def get_renderer(fmt: str) -> Callable[[Table], str]:
-    if fmt not in RENDERERS:
-        raise ConfigError(f"unknown table format {fmt!r}; known: {', '.join(RENDERERS)}")
-    return RENDERERS[fmt]
-
-
-def write_table(table: Table, out_dir: Path, formats: Sequence[str] = ("md", "csv")) -> list[Path]:
-    """Write `out_dir/<table.name>.<fmt>` for each format; returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = out_dir / f"{table.name}.{fmt}"
-        path.write_text(get_renderer(fmt)(table))
-        paths.append(path)
-    return paths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,19 +119,6 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
 
 # ---------------------------------------------------------------------------------------------
 # The paper's tables, computed (values in percent).
-
-
-def _pct(value: float | None) -> float:
-    return float("nan") if value is None else 100.0 * value
-
-
-def metric_cells(mean: dict) -> dict:
-    """{"UAR", "UAR std", "WAR", ...} from a summary's {metric: {mean, std}} (fractions)."""
-    row = {}
-    for col, key in (("UAR", "uar"), ("WAR", "war"), ("Macro precision", "macro_precision")):
-        agg = mean.get(key) or {}
-        row[col], row[col + STD] = _pct(agg.get("mean")), _pct(agg.get("std"))
-    return row
 
 
 DELTA_NOTE = "Δ = ours − the paper's figure, in percentage points."
@@ -332,9 +192,9 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
                 key, {"Method": method, "Modality": "video", "Source": "this run"}
             )
             mean = run.summary["mean"][voting]
-            row[f"{title} UAR"] = _pct(mean["uar"]["mean"])
-            row[f"{title} WAR"] = _pct(mean["war"]["mean"])
-            row[f"{title} macro precision"] = _pct(mean["macro_precision"]["mean"])
+            row[f"{title} UAR"] = percent(mean["uar"]["mean"])
+            row[f"{title} WAR"] = percent(mean["war"]["mean"])
+            row[f"{title} macro precision"] = percent(mean["macro_precision"]["mean"])
     cols = ["Method", "Modality"]
     for d in DATASETS:
         cols += [f"{DATASET_TITLES[d]} {m}" for m in ("UAR", "WAR", "macro precision")]
@@ -388,45 +248,6 @@ def summed_confusion(folds: Sequence[dict], voting: str) -> np.ndarray:
     return np.sum([np.asarray(f[voting]["confusion"], dtype=np.int64) for f in folds], axis=0)
 
 
-@torch.no_grad()
-def video_embeddings(
-    probe: torch.nn.Module, cache, video_ids: Sequence[str], *, device: str = "cpu",
-    batch_clips: int = 64,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Per video: mean-pooled encoder tokens [n, D], the probe's pooled output [n, D] and the
-    label [n]. Each clip and view is pooled alone (as evaluation scores clips), then averaged over
-    the video; the reference pooled a video's clips jointly, which needs all its tokens at once."""
-    labels_of = cache.videos.set_index("video_id")["label"]
-    mean_pooled, probe_pooled = [], []
-    for vid in video_ids:
-        tokens = torch.from_numpy(np.ascontiguousarray(cache.tokens(vid)))  # [C, V, N, D] fp16
-        C, V, N, D = tokens.shape
-        flat = tokens.reshape(C * V, N, D)
-        mean_pooled.append(flat.float().mean(dim=(0, 1)))
-        pooled = [probe.pooled(flat[i : i + batch_clips].to(device, torch.float32)).float().cpu()
-                  for i in range(0, C * V, batch_clips)]  # fmt: skip
-        probe_pooled.append(torch.cat(pooled).mean(dim=0))
-    labels = labels_of.loc[list(video_ids)].to_numpy()
-    return torch.stack(mean_pooled).numpy(), torch.stack(probe_pooled).numpy(), labels
-
-
-def _training_cache(meta: dict, candidates: Sequence[str | Path]):
-    """The cache a probe was trained from: the first of `candidates`, then the path it recorded,
-    whose fingerprint is the one the probe recorded."""
-    want = meta["cache"]["fingerprint"]
-    tried = []
-    for path in [*candidates, meta["cache"]["path"]]:
-        try:
-            cache = open_cache(path)
-        except CacheError as err:
-            tried.append(f"{path}: {err}")
-            continue
-        if cache.fingerprint == want:
-            return cache
-        tried.append(f"{path}: fingerprint {cache.fingerprint[:8]}")
-    raise CacheError(f"no cache with fingerprint {want[:8]} (tried {'; '.join(tried)})")
-
-
 def pca_for_run(
     run: ProbeRun, path: Path, *, fold: int | None = None, caches: Sequence[str | Path] = (),
     device: str = "cpu",
@@ -436,7 +257,7 @@ def pca_for_run(
     the probe recorded)."""
     fold = min(run.folds) if fold is None else fold
     probe, meta = load_probe(run.path / f"fold-{fold}" / "probe.pt", device)
-    cache = _training_cache(meta, caches)
+    cache = training_cache(meta, caches)
     test = cache.videos.loc[cache.videos["fold"] == fold, "video_id"].tolist()
     if len(test) < 3:
         raise CacheError(f"{cache.path}: {len(test)} test videos in fold {fold}; PCA needs >= 3")
@@ -543,7 +364,7 @@ def detail_tables(probe_runs: list[ProbeRun], run_caches: Sequence) -> list[Tabl
 
 
 def _run_caches(probe_runs: list[ProbeRun], candidates: Sequence) -> tuple[dict, list[str]]:
-    """run path -> its training cache (as `_training_cache` finds it), and a line per run whose
+    """run path -> its training cache (as `runs.training_cache` finds it), and a line per run whose
     cache was not found."""
     found, missing = {}, []
     for run in probe_runs:
@@ -552,7 +373,7 @@ def _run_caches(probe_runs: list[ProbeRun], candidates: Sequence) -> tuple[dict,
             missing.append(f"cache of {run.path}: its config.json does not record one")
             continue
         try:
-            found[run.path] = _training_cache({"cache": config["cache"]}, candidates)
+            found[run.path] = training_cache({"cache": config["cache"]}, candidates)
         except (VjferError, OSError, KeyError) as err:
             missing.append(f"cache of {run.path} (failures list, timelines): {err}")
     return found, missing

@@ -2,7 +2,7 @@
 
 Everything is inside the file: figures are embedded as base64 PNG data URIs, styles are inline, and
 there is no script, font or stylesheet to fetch, so the page reads the same offline. Tables are
-real `<table>` elements (they paste into a spreadsheet), rendered by `vjfer.report.render_html`
+real `<table>` elements (they paste into a spreadsheet), rendered by `vjfer.tables.render_html`
 from the same `Table`s as the CSV files, with each number's exact CSV value in a `data-value`
 attribute. `vjfer.report.build_report` decides the content; this module only lays it out.
 """
@@ -83,7 +83,7 @@ class Section:
     id: str
     title: str
     paragraphs: list[str] = field(default_factory=list)  # plain text, escaped here
-    tables: list[str] = field(default_factory=list)  # from `vjfer.report.render_html`
+    tables: list[str] = field(default_factory=list)  # from `vjfer.tables.render_html`
     figures: list[PageFigure] = field(default_factory=list)
     items: list[str] = field(default_factory=list)  # a plain bulleted list (no links)
     wide_figures: bool = False  # one figure per row (timelines, PCA) instead of a grid

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vjfer.layers import MLP  # the ViT block's MLP, shared with the probe
+
 LAYER_NORM_EPS = 1e-6  # jepa: partial(nn.LayerNorm, eps=1e-6)
 INIT_STD = 0.02  # jepa's init_std; used only for random (non-pretrained) weights
 IN_CHANS = 3
@@ -118,19 +120,6 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads, N, C/heads]
         x = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(C/heads), as jepa
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
-
-
-class MLP(nn.Module):
-    """fc1 -> exact GELU -> fc2."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):

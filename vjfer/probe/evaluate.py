@@ -159,6 +159,28 @@ def predict_videos(
     return vote_videos(clips, cache.class_names)
 
 
+@torch.no_grad()
+def video_embeddings(
+    probe: torch.nn.Module, cache, video_ids: Sequence[str], *, device: str = "cpu",
+    batch_clips: int = 64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Per video: mean-pooled encoder tokens [n, D], the probe's pooled output [n, D] and the
+    label [n]. Each clip and view is pooled alone (as evaluation scores clips), then averaged over
+    the video; the reference pooled a video's clips jointly, which needs all its tokens at once."""
+    labels_of = cache.videos.set_index("video_id")["label"]
+    mean_pooled, probe_pooled = [], []
+    for vid in video_ids:
+        tokens = torch.from_numpy(np.ascontiguousarray(cache.tokens(vid)))  # [C, V, N, D] fp16
+        C, V, N, D = tokens.shape
+        flat = tokens.reshape(C * V, N, D)
+        mean_pooled.append(flat.float().mean(dim=(0, 1)))
+        pooled = [probe.pooled(flat[i : i + batch_clips].to(device, torch.float32)).float().cpu()
+                  for i in range(0, C * V, batch_clips)]  # fmt: skip
+        probe_pooled.append(torch.cat(pooled).mean(dim=0))
+    labels = labels_of.loc[list(video_ids)].to_numpy()
+    return torch.stack(mean_pooled).numpy(), torch.stack(probe_pooled).numpy(), labels
+
+
 def score_predictions(videos: pd.DataFrame, clips: pd.DataFrame, num_classes: int) -> dict:
     """Metrics (`vjfer.metrics.classification_metrics`) and confusion matrices (lists, rows =
     truth) for PBV, MV and single clips: {"pbv": {..., "confusion"}, "mv": ..., "clip": ...}."""

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vjfer.datasets import load_folds
+from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.evaluate import score_predictions, vote_videos
 from vjfer.probe.train import (
@@ -30,7 +31,6 @@ from vjfer.probe.train import (
     Head,
     TrainConfig,
     evaluate_heads,
-    resolve_device,
     train_heads,
 )
 

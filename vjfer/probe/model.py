@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vjfer.encoders.vjepa import MLP  # fc1 -> exact GELU -> fc2, as the reference's MLP
 from vjfer.errors import CheckpointError, ConfigError
+from vjfer.layers import MLP  # fc1 -> exact GELU -> fc2, as the reference's MLP
 
 INIT_STD = 0.02  # the reference's trunc_normal std for the query and the pooler's linears
 MLP_RATIO = 4  # D -> 4D -> D

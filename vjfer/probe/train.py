@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.evaluate import clip_probabilities, clip_table
 from vjfer.probe.model import PROBES, build_probe
@@ -151,12 +152,6 @@ def lr_at(step: int, total: int, config: TrainConfig = TrainConfig()) -> float:
 
 def wd_at(step: int, total: int, config: TrainConfig = TrainConfig()) -> float:
     return cosine(step, total, config.weight_decay, config.final_weight_decay)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # ---------------------------------------------------------------------------- one head

@@ -1,0 +1,149 @@
+"""Finding what the stages wrote: the one cache that fits, a probe run and its fold probes.
+
+Every command that reads earlier outputs selects them here, with one rule each and an error that
+lists what was found: `one_cache` (the cache `vjfer probe` trains from), `training_cache` (the
+cache a probe was trained from, by fingerprint), `find_target_cache` (the other dataset's cache
+made by the same encoder, for `vjfer cross`), `find_probe_run` and `find_probes` (a run's
+`fold-K/probe.pt`). The runs themselves are written by `vjfer.probe.run`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from vjfer.cache import Cache, canonical_json, find_caches, incomplete_message, open_cache
+from vjfer.errors import CacheError, CheckpointError, ConfigError
+from vjfer.labels import check_dataset
+
+# Cache settings (vjfer.extract.cache_settings) that fix what a token means: a probe only reads
+# tokens of another dataset's cache if these agree. Clip plan, hop, views and dataset may differ.
+ENCODER_SETTINGS = (
+    "encoder", "encoder_fingerprint", "resolution", "frames", "frame_step", "mean", "std", "dtype",
+)  # fmt: skip
+FOLD_DIR = re.compile(r"^fold-(\d+)$")
+
+
+def _differing_field(have: object, want: object, name: str) -> str | None:
+    """The first (dotted) field name where two settings values differ, or None."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        for key in sorted(set(have) | set(want)):
+            if key not in have or key not in want:
+                return f"{name}.{key}"
+            if sub := _differing_field(have[key], want[key], f"{name}.{key}"):
+                return sub
+        return None
+    return None if canonical_json(have) == canonical_json(want) else name
+
+
+def check_same_encoder(probe_settings: dict, cache: Cache, probe_path: Path) -> None:
+    """Raise CacheError naming the first encoder setting in which the probe's training cache and
+    `cache` differ (`ENCODER_SETTINGS`)."""
+    for key in ENCODER_SETTINGS:
+        if key not in probe_settings and key not in cache.settings:
+            continue
+        have, want = probe_settings.get(key), cache.settings.get(key)
+        if (field_name := _differing_field(have, want, key)) is not None:
+            raise CacheError(
+                f"{probe_path} was trained on tokens with {key}={canonical_json(have)}, but cache "
+                f"{cache.path} has {key}={canonical_json(want)} (field {field_name!r} differs): "
+                "cross-dataset evaluation needs both caches made by the same encoder"
+            )
+
+
+def one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = None) -> Path:
+    """The single cache at or under `cache_root` (of `dataset`), or an error listing the choices."""
+    found = find_caches(cache_root, complete=True)
+    if dataset is not None:
+        found = [p for p in found if open_cache(p).dataset == dataset]
+    if fingerprint is not None:
+        found = [p for p in found if open_cache(p).fingerprint.startswith(fingerprint)]
+    if len(found) == 1:
+        return found[0]
+    what = f"{dataset or 'any dataset'} cache" + (
+        f" with fingerprint {fingerprint}" if fingerprint else ""
+    )
+    if not found:
+        partial = [p for p in find_caches(cache_root) if p not in find_caches(cache_root, True)]
+        if partial and (dataset is None or partial[0].parent.name == dataset):
+            raise CacheError(incomplete_message(partial[0]))
+        raise ConfigError(
+            f"no {what} under {cache_root}: run `vjfer extract` first, or give --cache"
+        )
+    listing = "\n  ".join(str(p) for p in found)
+    raise ConfigError(
+        f"{len(found)} {what}s under {cache_root}; choose one with --cache (and --dataset):\n  {listing}"
+    )
+
+
+def training_cache(meta: dict, candidates: Sequence[str | Path]):
+    """The cache a probe was trained from: the first of `candidates`, then the path it recorded,
+    whose fingerprint is the one the probe recorded."""
+    want = meta["cache"]["fingerprint"]
+    tried = []
+    for path in [*candidates, meta["cache"]["path"]]:
+        try:
+            cache = open_cache(path)
+        except CacheError as err:
+            tried.append(f"{path}: {err}")
+            continue
+        if cache.fingerprint == want:
+            return cache
+        tried.append(f"{path}: fingerprint {cache.fingerprint[:8]}")
+    raise CacheError(f"no cache with fingerprint {want[:8]} (tried {'; '.join(tried)})")
+
+
+def find_probes(run_dir: str | Path) -> dict[int, Path]:
+    """fold -> `fold-K/probe.pt` of a probe run directory, by fold; raises if there is none."""
+    run_dir = Path(run_dir)
+    found = {}
+    for sub in sorted(run_dir.iterdir()) if run_dir.is_dir() else ():
+        if (m := FOLD_DIR.match(sub.name)) and (sub / "probe.pt").is_file():
+            found[int(m.group(1))] = sub / "probe.pt"
+    if not found:
+        raise CheckpointError(f"no fold-K/probe.pt under {run_dir} (is it a `vjfer probe` run?)")
+    return dict(sorted(found.items()))
+
+
+def find_probe_run(runs_root: str | Path, dataset: str) -> Path:
+    """The one probe run of `dataset` at or under `runs_root` (a summary.json of `vjfer probe`
+    with fold-K/probe.pt beside it); ConfigError listing the candidates if not exactly one."""
+    dataset, root = check_dataset(dataset), Path(runs_root)
+    found = []
+    for summary in sorted(root.rglob("summary.json")) if root.is_dir() else ():
+        info = json.loads(summary.read_text(encoding="utf-8"))
+        if info.get("kind") != "cross" and info.get("dataset") == dataset:
+            if any((summary.parent / f"fold-{k}" / "probe.pt").is_file() for k in info["folds"]):
+                found.append(summary.parent)
+    if len(found) != 1:
+        listed = ", ".join(map(str, found)) or "none"
+        raise ConfigError(
+            f"need exactly one {dataset} probe run under {root}; found {listed} (name the run dir)"
+        )
+    return found[0]
+
+
+def find_target_cache(cache_root: str | Path, dataset: str, run_dir: str | Path) -> Path:
+    """The one complete cache of `dataset` under `cache_root` made with the encoder settings of
+    the probes in `run_dir`; CacheError listing what was found if not exactly one."""
+    dataset, root = check_dataset(dataset), Path(cache_root)
+    probe_path = next(iter(find_probes(run_dir).values()))
+    settings = json.loads((probe_path.parent / "config.json").read_text())["cache"]["settings"]
+    fits, others = [], []
+    for manifest in sorted(root.rglob("manifest.json")) if root.is_dir() else ():
+        try:
+            cache = open_cache(manifest)
+            if cache.dataset == dataset:
+                check_same_encoder(settings, cache, probe_path)
+                fits.append(cache.path)
+        except CacheError as err:
+            others.append(f"{manifest.parent} ({err})")
+    if len(fits) != 1:
+        unusable = f"; not usable: {'; '.join(others)}" if others else ""
+        raise CacheError(
+            f"need exactly one {dataset} cache made like {run_dir}'s under {root}; found "
+            f"{', '.join(map(str, fits)) or 'none'}{unusable}"
+        )
+    return fits[0]

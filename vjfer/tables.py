@@ -1,0 +1,174 @@
+"""Tables as values and their renderings: Markdown, CSV and HTML, one function per format.
+
+A `Table` holds a DataFrame of values (metrics in percent, a column `X std` beside the column `X`
+it belongs to) and its caption. Computing a table (`vjfer.report`, `vjfer.cross`, `vjfer.compare`,
+`vjfer.run_details`) is kept apart from rendering it here, so every module that produces a table
+can render it without importing the report.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vjfer.errors import ConfigError
+
+DATASET_TITLES = {"ravdess": "RAVDESS", "crema-d": "CREMA-D"}
+STD = " std"  # suffix of a column holding the std of the column before it
+
+
+@dataclass
+class Table:
+    """A computed table: `frame` holds the values (percent for metrics); the rest is caption."""
+
+    name: str  # file stem, e.g. "table2"
+    title: str
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering: one function per format, looked up by name.
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (float, np.floating)):
+        return "—" if math.isnan(value) else f"{value:.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def _display_columns(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """(column, its std column or None), folding each `X std` into the `X` before it."""
+    cols, out = list(frame.columns), []
+    for c in cols:
+        if c.endswith(STD) and c.removesuffix(STD) in cols:
+            continue
+        out.append((c, c + STD if c + STD in cols else None))
+    return out
+
+
+def render_markdown(table: Table) -> str:
+    """A GitHub pipe table under a heading, `X` and `X std` shown as one `mean ± std` cell."""
+    shown = _display_columns(table.frame)
+    lines = [f"## {table.title}", ""]
+    lines.append("| " + " | ".join(c for c, _ in shown) + " |")
+    lines.append("|" + "|".join("---" for _ in shown) + "|")
+    for _, row in table.frame.iterrows():
+        cells = []
+        for col, std in shown:
+            text = _cell(row[col])
+            if std is not None and text != "—" and _cell(row[std]) != "—":
+                text += f" ± {_cell(row[std])}"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    if table.notes:
+        lines.append("")
+        lines.extend(f"- {note}" for note in table.notes)
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: Table) -> str:
+    """The values as CSV, every column kept (std columns apart), full precision."""
+    return table.frame.to_csv(index=False)
+
+
+DELTA = "Δ"  # a column of differences (ours − paper): its numbers are shown with their sign
+SHORT_TEXT = 16  # text cells up to this many characters do not wrap on the page
+
+
+def _html_cell(value, std=None, signed: bool = False) -> str:
+    """A <td>: numbers to 2 decimals as in Markdown, with the CSV's exact value in `data-value`
+    (and `data-std`) so the page and the CSV can be compared number by number."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return '<td class="na">—</td>'
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        short = len(str(value)) <= SHORT_TEXT  # "CREMA-D", "40 40 40 40 40": keep on one line
+        cls = ' class="nw"' if short else ""
+        return f"<td{cls}>{html.escape(str(value))}</td>"
+    if isinstance(value, (int, np.integer)):
+        return f'<td class="num" data-value="{int(value)}">{int(value)}</td>'
+    attrs, text = f' data-value="{float(value)!r}"', f"{value:+.2f}" if signed else f"{value:.2f}"
+    if std is not None and not math.isnan(std):
+        attrs, text = (
+            attrs + f' data-std="{float(std)!r}"',
+            text + f' <span class="sd">± {std:.2f}</span>',
+        )
+
+    return f'<td class="num"{attrs}>{text}</td>'
+
+
+def render_html(table: Table) -> str:
+    """An HTML fragment: the title, a real <table> (`X` and `X std` in one `mean ± std` cell, the
+    CSV's values in data attributes) and the notes. `vjfer.report_html` places it on the page."""
+    if table.frame.empty:  # say so rather than draw a header over nothing
+        lines = [
+            f'<h3 id="{table.name}">{html.escape(table.title)}</h3>',
+            '<p class="none">None.</p>',
+        ]
+        return (
+            "\n".join(lines + [f'<p class="note">{html.escape(n)}</p>' for n in table.notes]) + "\n"
+        )
+    shown = _display_columns(table.frame)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in shown)
+    body = []
+    for row in table.frame.astype(object).to_dict("records"):  # object: ints stay ints
+        cells = "".join(_html_cell(row[c], None if s is None else row[s], c.startswith(DELTA))
+                        for c, s in shown)  # fmt: skip
+        body.append(f"<tr>{cells}</tr>")
+    lines = [f'<h3 id="{table.name}">{html.escape(table.title)}</h3>',
+             f'<div class="wide"><table data-table="{table.name}"><thead><tr>{head}</tr></thead>',
+             "<tbody>", *body, "</tbody></table></div>"]  # fmt: skip
+    if table.notes:
+        lines.append('<ul class="notes">')
+        lines += [f"<li>{html.escape(note)}</li>" for note in table.notes]
+        lines.append("</ul>")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Table], str]] = {
+    "md": render_markdown, "csv": render_csv, "html": render_html,
+}  # fmt: skip
+
+
+def get_renderer(fmt: str) -> Callable[[Table], str]:
+    if fmt not in RENDERERS:
+        raise ConfigError(f"unknown table format {fmt!r}; known: {', '.join(RENDERERS)}")
+    return RENDERERS[fmt]
+
+
+def write_table(table: Table, out_dir: Path, formats: Sequence[str] = ("md", "csv")) -> list[Path]:
+    """Write `out_dir/<table.name>.<fmt>` for each format; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = out_dir / f"{table.name}.{fmt}"
+        path.write_text(get_renderer(fmt)(table))
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells.
+
+
+def percent(value: float | None) -> float:
+    """A fraction as percent; None (no value) as NaN, which tables show as a dash."""
+    return float("nan") if value is None else 100.0 * value
+
+
+def metric_cells(mean: dict) -> dict:
+    """{"UAR", "UAR std", "WAR", ...} from a summary's {metric: {mean, std}} (fractions)."""
+    row = {}
+    for col, key in (("UAR", "uar"), ("WAR", "war"), ("Macro precision", "macro_precision")):
+        agg = mean.get(key) or {}
+        row[col], row[col + STD] = percent(agg.get("mean")), percent(agg.get("std"))
+    return row
