@@ -18,7 +18,7 @@ from vjfer.datasets import (
     DatasetIndex,
     VideoRecord,
     fold_split,
-    format_summary,
+    format_index_summary,
     index_dataset,
     load_folds,
     parse_crema_d_name,
@@ -257,7 +257,7 @@ def test_summary_of_the_full_set(ravdess_index):
     assert summary["per_fold"]["videos"].tolist() == [600, 600, 600, 600, 480]
     assert summary["per_fold"]["actors"].tolist() == [5, 5, 5, 5, 4]
     assert summary["problems"]["files"].tolist() == [2452, 2024]
-    text = format_summary(summary)
+    text = format_index_summary(summary)
     assert "2880 videos, 24 actors, 4476 files excluded" in text
     assert "neutral       192" in text and "surprised     384" in text
     assert "fold 5:   480 videos,  4/4 actors  1:120 4:120 9:120 22:120" in text
@@ -339,7 +339,7 @@ def test_bad_ravdess_files_are_listed_with_their_reason(tmp_path):
     assert details["01-01-05-01-01-01-02.mp4"] == "in Actor_01 but AA is 02"
     assert details["02-01-04-01-01-01-01.mp4"].endswith("pointer text")
     assert summarize(index)["problems"]["files"].sum() == len(bad)
-    assert "git lfs pull" in format_summary(summarize(index))
+    assert "git lfs pull" in format_index_summary(summarize(index))
 
 
 def test_bad_crema_d_files_are_listed_with_their_reason(tmp_path):
@@ -446,12 +446,12 @@ def test_broken_links_and_every_excluded_file_are_named(tmp_path):
     reasons = {e.path.name: (e.reason, e.detail) for e in index.excluded}
     assert reasons[link.name] == (datasets.BROKEN_LINK, f"-> {os.readlink(link)}")
     summary = summarize(index)
-    text = format_summary(summary)
+    text = format_index_summary(summary)
     assert "    1  link target missing: fetch it with `git annex get` / `datalad get`" in text
     shown = [p for p in odd if str(p) in text]
     assert len(shown) == datasets.SUMMARY_EXAMPLES and "... 2 more" in text
     assert "2 excluded files not shown: `--all` lists every one" in text
-    everything = format_summary(summary, show_all=True)
+    everything = format_index_summary(summary, show_all=True)
     assert all(str(p) in everything for p in [*odd, link]) and "more" not in everything
     result = CliRunner().invoke(
         cli,

@@ -40,8 +40,8 @@ from vjfer.extract import (
     ExtractConfig,
     decode_workers,
     extract,
+    format_extract_summary,
     format_plan,
-    format_summary,
     plan_extraction,
 )
 from vjfer.synthetic import make_crema_d, make_ravdess, one_frame_video
@@ -130,7 +130,7 @@ def test_clean_run(root, encoder, clean):
     assert sorted(reasons) == sorted(BAD)
     for stem, words in BAD.items():
         assert words in reasons[stem], reasons[stem]
-    assert "3 failed" in format_summary(summary)
+    assert "3 failed" in format_extract_summary(summary)
     c = open_cache(summary.cache_dir)
     records = index_dataset("ravdess", root)
     assert len(records) == 11 and EMPTY not in {r.video_id for r in records}
@@ -573,7 +573,9 @@ def test_identical_streams_are_encoded_once(root, encoder, clean, tmp_path):
     video packets plus audio (01): each pair is decoded and encoded once, stored once."""
     summary = run(config_for(root, tmp_path, dedup=True), encoder)
     assert (summary.videos_done, summary.videos_shared, summary.failed) == (8, 4, 3)
-    assert "(4 of them share an identical video stream: stored once)" in format_summary(summary)
+    assert "(4 of them share an identical video stream: stored once)" in format_extract_summary(
+        summary
+    )
     c, full = open_cache(summary.cache_dir), open_cache(clean.cache_dir)
     assert list(c.videos.video_id) == list(full.videos.video_id)  # every id, labels per file
     assert list(c.videos.label) == list(full.videos.label) and list(c.videos.fold) == list(

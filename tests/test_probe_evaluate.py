@@ -11,9 +11,9 @@ from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.probe.evaluate import (
     clip_probabilities,
     clip_votes,
-    format_summary,
+    format_run_summary,
+    predict_cached_videos,
     predict_clips,
-    predict_videos,
     score_predictions,
     summarise_folds,
     vote_mv,
@@ -93,7 +93,7 @@ def test_predictions_from_a_cache(tmp_path):
     assert clips["start_frame"].tolist()[:3] == [0, 8, 16]
     assert {f"prob_{c}" for c in cache.class_names} <= set(clips)
     np.testing.assert_allclose(clips.filter(like="prob_").sum(axis=1), 1.0, rtol=1e-5)
-    videos = predict_videos(probe, cache, ["v0", "v1", "v2"])
+    videos = predict_cached_videos(probe, cache, ["v0", "v1", "v2"])
     assert videos["video_id"].tolist() == ["v0", "v1", "v2"]
     assert videos["n_clips"].tolist() == [3, 1, 4]
     assert videos["pbv"].tolist() == [0, 4, 7] == videos["mv"].tolist()
@@ -114,10 +114,10 @@ def test_summary_table_layout():
 
     summary = summarise_folds([fold(1, 0.5), fold(2, 0.7)])
     assert summary["mean"]["pbv"]["uar"]["mean"] == pytest.approx(0.6)
-    text = format_summary({"dataset": "ravdess", "probe": "attentive", **summary})
+    text = format_run_summary({"dataset": "ravdess", "probe": "attentive", **summary})
     assert "| PBV | 60.00 ± 14.14 | 61.00 ± 14.14 | 62.00 ± 14.14 |" in text
     assert "| 2 | 10 | 70.00 | 71.00 | 72.00 | 70.00 | 71.00 | 72.00 |" in text
-    single = format_summary(
+    single = format_run_summary(
         {"dataset": "ravdess", "probe": "linear", **summarise_folds([fold(1, 0.5)])}
     )
     assert "| MV | 50.00 | 51.00 |" in single

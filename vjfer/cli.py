@@ -109,7 +109,7 @@ def cli(verbose: bool) -> None:
 def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bool,
           show_all: bool, csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
-    from vjfer.datasets import format_summary, scan_dataset, summarize, write_excluded_csv
+    from vjfer.datasets import format_index_summary, scan_dataset, summarize, write_excluded_csv
 
     options = {}
     if dataset == "ravdess":
@@ -118,7 +118,7 @@ def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bo
         raise click.UsageError("--modality and --song apply to RAVDESS only")
     found = scan_dataset(dataset, _dataset_root(dataset, root), **options)
     summary = summarize(found)
-    _echo_lines(format_summary(summary, show_all=show_all))
+    _echo_lines(format_index_summary(summary, show_all=show_all))
     if csv_path is not None:
         click.echo(
             f"{len(found.excluded)} excluded files written to {write_excluded_csv(summary, csv_path)}"
@@ -205,7 +205,13 @@ def extract(no_progress: bool, root: Path | None, dataset: str, **options) -> No
     Resumable: a rerun with the same settings skips finished shards. Under
     `torchrun --nproc-per-node N -m vjfer extract ...` each rank writes its own shards.
     """
-    from vjfer.extract import ExtractConfig, extract, format_plan, format_summary, plan_extraction
+    from vjfer.extract import (
+        ExtractConfig,
+        extract,
+        format_extract_summary,
+        format_plan,
+        plan_extraction,
+    )
 
     _reject_checkpoint_for_tiny(options["encoder"], options["checkpoint"])
     if options["encoder"] == "tiny":
@@ -216,7 +222,7 @@ def extract(no_progress: bool, root: Path | None, dataset: str, **options) -> No
         _echo_lines(format_plan(plan))
     summary = extract(config, progress=not no_progress, plan=plan)
     if plan.rank == 0:
-        _echo_lines(format_summary(summary))
+        _echo_lines(format_extract_summary(summary))
     if summary.failed:
         click.echo(
             f"{summary.failed} video(s) failed: see {summary.cache_dir / 'failures.jsonl'}",

@@ -38,7 +38,13 @@ from vjfer.cache import Cache, open_cache
 from vjfer.env import resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset, class_names, cross_dataset_map
-from vjfer.probe.evaluate import EVAL_BATCH_CLIPS, VideoTokens, clip_probabilities, vote_videos
+from vjfer.probe.evaluate import (
+    EVAL_BATCH_CLIPS,
+    VIDEO_VOTINGS,
+    VideoTokens,
+    clip_probabilities,
+    vote_videos,
+)
 from vjfer.probe.model import load_probe
 from vjfer.runs import check_same_encoder, find_probes
 from vjfer.tables import DATASET_TITLES, Table, metric_cells, render_markdown
@@ -48,7 +54,6 @@ log = logging.getLogger(__name__)
 CalmHandling = Literal["drop", "merge"]
 CALM_HANDLINGS = ("drop", "merge")
 MERGED_INTO = {"calm": "neutral"}  # `merge`: these classes count as their neighbour
-VOTINGS = ("pbv", "mv")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +211,7 @@ class CrossResult:
 def cross_table(result: CrossResult) -> Table:
     """Per probe and mean: UAR, WAR, macro precision (%) and video counts, per voting rule."""
     rows = []
-    for voting in VOTINGS:
+    for voting in VIDEO_VOTINGS:
         for fold in result.folds:
             s = fold[voting]
             one = {m: {"mean": s[m], "std": None} for m in ("uar", "war", "macro_precision")}
@@ -304,7 +309,7 @@ def cross_evaluate(
         fold = {"fold": k}
         label_as = handling.label_map[videos["label"].to_numpy()]
         videos["label_as"] = [handling.names[i] if i >= 0 else "" for i in label_as]
-        for voting in VOTINGS:
+        for voting in VIDEO_VOTINGS:
             handled = apply_handling(videos["label"], videos[voting], handling)
             fold[voting] = score_handled(handled, handling)
             pred_as = handling.pred_map[videos[voting].to_numpy()]
@@ -320,7 +325,7 @@ def cross_evaluate(
     # metrics.fold_summary averages the numbers every probe has (a probe with nothing kept has
     # None for its metrics: they are left out of the mean).
     numeric = [
-        {v: {m: x for m, x in f[v].items() if isinstance(x, (int, float))} for v in VOTINGS}
+        {v: {m: x for m, x in f[v].items() if isinstance(x, (int, float))} for v in VIDEO_VOTINGS}
         for f in folds
     ]
     result = CrossResult(

@@ -66,7 +66,7 @@ _CREMA_D_NAME = re.compile(r"(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})")
 _ACTOR_FOLDER = re.compile(r"Actor_(\d+)")
 _LFS_HEADER = b"version https://git-lfs"
 
-# Exclusion reasons (the categories `summarize` counts), each with the fix `format_summary` prints.
+# Exclusion reasons (the categories `summarize` counts), each with the fix `format_index_summary` prints.
 UNPARSABLE = "name does not parse"
 UNKNOWN_EMOTION = "unknown emotion code"
 AUDIO_ONLY = "audio-only, no video"
@@ -186,25 +186,32 @@ def load_folds(dataset: str) -> dict[int, int]:
     return read_folds(_splits_file(dataset), dataset)
 
 
-def fold_split(
-    records: Sequence[VideoRecord], k: int
-) -> tuple[list[VideoRecord], list[VideoRecord]]:
-    """(train, test) for fold k: test holds the records of fold k's actors, train all others."""
+def fold_rows(folds: Sequence[int], actors: Sequence[int], k: int) -> tuple[list[int], list[int]]:
+    """(train, test) positions for test fold k, given each video's fold and actor: test holds fold
+    k's videos, train all others. SplitError when an actor is on both sides or a side is empty."""
     if not 1 <= k <= NUM_FOLDS:
         raise SplitError(f"fold {k} does not exist; folds are 1..{NUM_FOLDS}")
-    if len(datasets := {r.dataset for r in records}) > 1:
-        raise SplitError(f"records mix datasets {sorted(datasets)}; split one dataset at a time")
-    train = [r for r in records if r.fold != k]
-    test = [r for r in records if r.fold == k]
-    if leaked := sorted({r.actor for r in test} & {r.actor for r in train}):
+    train = [i for i, f in enumerate(folds) if f != k]
+    test = [i for i, f in enumerate(folds) if f == k]
+    if leaked := sorted({int(actors[i]) for i in test} & {int(actors[i]) for i in train}):
         raise SplitError(
-            f"fold {k}: test actors {leaked} also appear in training (records disagree on fold)"
+            f"fold {k}: test actors {leaked} also appear in training (videos disagree on fold)"
         )
     if not test or not train:
         raise SplitError(
             f"fold {k}: {len(train)} training and {len(test)} test videos; both must be non-empty"
         )
     return train, test
+
+
+def fold_split(
+    records: Sequence[VideoRecord], k: int
+) -> tuple[list[VideoRecord], list[VideoRecord]]:
+    """(train, test) records for fold k (`fold_rows`); the records must be of one dataset."""
+    if len(datasets := {r.dataset for r in records}) > 1:
+        raise SplitError(f"records mix datasets {sorted(datasets)}; split one dataset at a time")
+    train, test = fold_rows([r.fold for r in records], [r.actor for r in records], k)
+    return [records[i] for i in train], [records[i] for i in test]
 
 
 # ---- file names --------------------------------------------------------------------------------
@@ -459,7 +466,7 @@ def write_excluded_csv(summary: dict, path: str | Path) -> Path:
     return path
 
 
-def format_summary(summary: dict, show_all: bool = False) -> str:
+def format_index_summary(summary: dict, show_all: bool = False) -> str:
     """Render `summarize`'s result as plain text (what `vjfer index` prints).
 
     Excluded files are listed by reason: the first SUMMARY_EXAMPLES of each (only counts for the

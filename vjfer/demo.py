@@ -24,6 +24,7 @@ from vjfer.probe.run import run_probe
 from vjfer.probe.train import TrainConfig
 from vjfer.report import build_report
 from vjfer.synthetic import demo_datasets
+from vjfer.tables import format_percent
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _read_summary(run_dir: Path) -> dict:
 
 
 def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:5.1f}%"
+    return "  n/a" if value is None else f"{format_percent(value, 1):>5}%"
 
 
 def format_demo(result: DemoResult) -> str:

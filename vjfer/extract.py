@@ -1056,7 +1056,7 @@ def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
     return summary
 
 
-def format_summary(s: ExtractSummary) -> str:
+def format_extract_summary(s: ExtractSummary) -> str:
     """The lines `vjfer extract` prints at the end."""
     state = "" if s.complete else "  (INCOMPLETE)"
     if s.rank:

@@ -7,7 +7,7 @@ RAVDESS class indices equal its emotion code minus one. CREMA-D's six classes fo
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from vjfer.errors import ConfigError
 
@@ -29,14 +29,14 @@ CREMA_D_CODES: dict[str, str] = {
 }  # fmt: skip
 
 
-def check_dataset(dataset: str) -> str:
+def check_dataset(dataset: str) -> DatasetName:
     """Return the canonical dataset name; accept `crema_d`/`cremad` spellings; raise on others."""
     name = dataset.lower().replace("_", "-")
     if name == "cremad":
         name = "crema-d"
     if name not in CLASSES:
         raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
-    return name
+    return cast(DatasetName, name)
 
 
 def class_names(dataset: str) -> tuple[str, ...]:

@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vjfer.tables import percent
+
 log = logging.getLogger(__name__)
 
 VOTING = {"pbv": "PBV", "mv": "MV"}
 METRICS = {"uar": "UAR", "war": "WAR", "macro_precision": "Macro precision"}
 NOT_RECORDED = "not recorded"
-
-
-def _pct(value: float | None) -> float:
-    return float("nan") if value is None else 100.0 * value
 
 
 def read_run_config(run_dir: str | Path) -> dict | None:
@@ -103,7 +101,7 @@ def fold_frame(runs: Sequence, dataset_titles: dict[str, str]) -> pd.DataFrame:
                    "Fold": fold["fold"], "Test videos": fold["n_test_videos"]}  # fmt: skip
             for voting, vname in VOTING.items():
                 for key, mname in METRICS.items():
-                    row[f"{vname} {mname}"] = _pct(fold[voting].get(key))
+                    row[f"{vname} {mname}"] = percent(fold[voting].get(key))
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -172,3 +172,8 @@ def metric_cells(mean: dict) -> dict:
         agg = mean.get(key) or {}
         row[col], row[col + STD] = percent(agg.get("mean")), percent(agg.get("std"))
     return row
+
+
+def format_percent(value: float | None, digits: int = 2, missing: str = "–") -> str:
+    """A fraction as percent text with `digits` decimals; None as `missing`."""
+    return missing if value is None else f"{100 * value:.{digits}f}"

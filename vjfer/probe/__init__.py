@@ -6,13 +6,13 @@ inner-validation selection) in that pass, `run` writes a run to disk, `evaluate`
 votes per video (PBV, MV).
 """
 
-from vjfer.probe.evaluate import format_summary, predict_videos, vote_mv, vote_pbv
+from vjfer.probe.evaluate import format_run_summary, predict_cached_videos, vote_mv, vote_pbv
 from vjfer.probe.folds import GridPoint, make_grid, train_fold, train_grid
 from vjfer.probe.model import AttentiveProbe, LinearProbe, load_probe
 from vjfer.probe.run import run_probe, train_folds
 from vjfer.probe.train import TrainConfig
 
 __all__ = [
-    "AttentiveProbe", "GridPoint", "LinearProbe", "TrainConfig", "format_summary", "load_probe", "predict_videos",
+    "AttentiveProbe", "GridPoint", "LinearProbe", "TrainConfig", "format_run_summary", "load_probe", "predict_cached_videos",
     "make_grid", "run_probe", "train_fold", "train_folds", "train_grid", "vote_mv", "vote_pbv",
 ]  # fmt: skip

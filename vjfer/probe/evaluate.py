@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vjfer import metrics
+from vjfer.tables import format_percent
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def predict_videos(
+def predict_cached_videos(
     probe: nn.Module, cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
     batch_clips: int = EVAL_BATCH_CLIPS, num_workers: int = 0,
 ) -> pd.DataFrame:  # fmt: skip
@@ -196,7 +197,8 @@ def score_predictions(videos: pd.DataFrame, clips: pd.DataFrame, num_classes: in
     return out
 
 
-VOTINGS = ("pbv", "mv", "clip")  # whole-video PBV and MV, then single clips
+VIDEO_VOTINGS = ("pbv", "mv")  # whole-video votes: probability-based and majority
+VOTINGS = (*VIDEO_VOTINGS, "clip")  # and single clips
 _VOTING_NAMES = {"pbv": "PBV", "mv": "MV", "clip": "clip"}
 _METRIC_NAMES = {"uar": "UAR", "war": "WAR", "macro_precision": "macro precision",
                  "macro_f1": "macro F1"}  # fmt: skip
@@ -214,20 +216,19 @@ def summarise_folds(fold_metrics: list[dict]) -> dict:
     return {"folds": [f["fold"] for f in per_fold], "per_fold": per_fold, "mean": mean}
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
-
-
 def _mean_cells(by_metric: dict) -> str:
     """Table cells "mean ± std" in % for each metric of `_METRIC_NAMES`."""
     cells = []
     for s in _METRIC_NAMES:
         agg = by_metric[s]
-        cells.append(_pct(agg["mean"]) + ("" if agg["std"] is None else f" ± {_pct(agg['std'])}"))
+        cells.append(
+            format_percent(agg["mean"])
+            + ("" if agg["std"] is None else f" ± {format_percent(agg['std'])}")
+        )
     return " | ".join(cells)
 
 
-def format_summary(summary: dict) -> str:
+def format_run_summary(summary: dict) -> str:
     """Markdown in the paper's Table II layout (UAR, WAR, macro precision per voting, mean ± std
     over folds, in %), then one row per fold."""
     head = f"# {summary.get('dataset', '')} · {summary.get('probe', '')} probe"
@@ -261,6 +262,6 @@ def format_summary(summary: dict) -> str:
                                                    for v, s in cols) + " |",
               "|---" * (len(cols) + 2) + "|"]  # fmt: skip
     for f in summary["per_fold"]:
-        cells = [_pct(f[v][s]) for v, s in cols]
+        cells = [format_percent(f[v][s]) for v, s in cols]
         lines.append(f"| {f['fold']} | {f['n_test_videos']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from vjfer.datasets import load_folds
+from vjfer.datasets import fold_rows, load_folds
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.evaluate import score_predictions, vote_videos
@@ -75,16 +75,9 @@ def check_folds(cache) -> None:
 
 
 def split_fold(videos: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, test) rows of fold k: test = the fold's videos; SplitError on leakage or emptiness."""
-    test, train = videos[videos["fold"] == k], videos[videos["fold"] != k]
-    if leaked := sorted(set(test["actor"]) & set(train["actor"])):
-        raise SplitError(f"fold {k}: test actors {leaked} also appear in training")
-    if test.empty or train.empty:
-        folds = sorted(videos["fold"].unique().tolist())
-        raise SplitError(
-            f"fold {k}: {len(train)} training and {len(test)} test videos (cache folds: {folds})"
-        )
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    """(train, test) rows of `cache.videos` for fold k, by `datasets.fold_rows`."""
+    train, test = fold_rows(videos["fold"].tolist(), videos["actor"].tolist(), k)
+    return videos.iloc[train].reset_index(drop=True), videos.iloc[test].reset_index(drop=True)
 
 
 def make_grid(lrs: Sequence[float], wds: Sequence[float], seeds: Sequence[int]) -> list[GridPoint]:

@@ -33,7 +33,7 @@ from vjfer.cache import open_cache
 from vjfer.env import environment
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
-from vjfer.probe.evaluate import format_summary, summarise_folds
+from vjfer.probe.evaluate import format_run_summary, summarise_folds
 from vjfer.probe.folds import GridPoint, GridResult, check_folds, train_grid
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.train import FoldResult, TrainConfig
@@ -144,7 +144,7 @@ def train_folds(cache, folds: Sequence[int], config: TrainConfig, out_dir: str |
         summary["selected"] = {"selection": {str(k): result.selected[k] for k in folds},
                                **summarise_folds([result.chosen(k).metrics for k in folds])}  # fmt: skip
     _write_json(out_dir / "summary.json", summary)
-    (out_dir / "summary.md").write_text(format_summary(summary), encoding="utf-8")
+    (out_dir / "summary.md").write_text(format_run_summary(summary), encoding="utf-8")
     return summary
 
 
