@@ -17,7 +17,7 @@ EXTRAS ?= dev,hf,face
 BIN := $(VENV)/bin
 VJFER := $(BIN)/vjfer
 
-.PHONY: install install-dev test lint demo reproduce clean-venv
+.PHONY: install install-dev test test-fast lint demo reproduce clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(if $(strip $(TORCH)),,--system-site-packages) $(VENV)
@@ -41,9 +41,14 @@ install-dev: $(VENV)/.dev
 test: install-dev
 	$(BIN)/python -m pytest -q
 
+# Everything but the end-to-end runs marked `slow` (make reproduce, the demo, two ranks, ...).
+test-fast: install-dev
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: install-dev
 	$(BIN)/ruff check vjfer tests benchmarks
 	$(BIN)/ruff format --check vjfer tests benchmarks
+	$(BIN)/mypy
 
 demo: install
 	$(VJFER) demo --out demo

@@ -77,3 +77,24 @@ def _write_truncated_faststart(path: Path, frames: int = 76, keep: float = 0.2) 
 def truncated_mp4() -> Callable[..., None]:
     """Writes a truncated faststart H.264 mp4: (path, frames=76, keep=0.2) -> None."""
     return _write_truncated_faststart
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path, min_height: int = 200) -> None:
+    """`path` is a PNG that decodes to an RGB(A) image at least `min_height` pixels each way."""
+    import matplotlib.image  # only the figure tests pay for matplotlib
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] >= min_height and image.shape[1] >= min_height
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`run_demo` once per session (one epoch: the plumbing, not accuracy): (folder, DemoResult)."""
+    from vjfer.demo import DemoConfig, run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(out, config=DemoConfig(epochs=1))

@@ -304,6 +304,7 @@ def test_finders_for_the_cli(runs, tmp_path):
         find_target_cache(tmp_path, "ravdess", paths["crema-d"][1])
 
 
+@pytest.mark.slow
 def test_report_from_real_runs(runs, crosses, tmp_path):
     (paths, root) = runs
     caches = [paths["ravdess"][0], paths["crema-d"][0]]

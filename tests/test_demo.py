@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from vjfer.demo import DemoConfig, format_demo, run_demo
+import pytest
+
+from vjfer.demo import format_demo
 
 
-def test_demo_runs_every_stage(tmp_path):
-    result = run_demo(
-        tmp_path, config=DemoConfig(epochs=1)
-    )  # one epoch: the plumbing, not accuracy
+@pytest.mark.slow
+def test_demo_runs_every_stage(demo_run):
+    tmp_path, result = demo_run
     assert set(result.summaries) == {"ravdess", "crema-d"}
     for summary in result.summaries.values():
         assert summary["folds"] == [1, 2, 3, 4, 5]

@@ -279,6 +279,7 @@ print("RANK-SUMMARY", summary.shards_written, summary.complete)
 """
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process(root, clean, tmp_path):
     """Two processes with torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), as
     `torchrun --nproc-per-node 2 -m vjfer extract ...` starts them."""

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import inspect
 
-import matplotlib.image
 import numpy as np
 import pytest
+from conftest import assert_png
 
 from vjfer import figures, report
 from vjfer.figures import confusion_figure, pca_figure, row_normalise
 from vjfer.labels import class_names
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_png(path, min_height: int = 200) -> None:
-    assert path.read_bytes()[:8] == PNG_MAGIC
-    image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[0] >= min_height and image.shape[1] >= min_height
 
 
 def test_row_normalise_keeps_empty_rows_zero():

@@ -5,21 +5,19 @@ from __future__ import annotations
 import io
 import json
 
-import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from conftest import assert_png
 
 from vjfer import report
 from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.errors import ConfigError
 from vjfer.labels import DATASETS, class_names
+from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import LinearProbe
 from vjfer.report import CrossRun, ProbeRun, build_report, load_peers, table_ii, table_iii, table_iv
 from vjfer.tables import Table, get_renderer, render_csv, render_markdown, write_table
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def parse_markdown(text: str) -> pd.DataFrame:
@@ -29,12 +27,6 @@ def parse_markdown(text: str) -> pd.DataFrame:
     frame = pd.read_csv(io.StringIO(body), sep=r"(?<!\\)\|", engine="python")  # not at "\|"
     frame.columns = [c.strip() for c in frame.columns]
     return frame.apply(lambda col: col.str.strip() if pd.api.types.is_string_dtype(col) else col)
-
-
-def assert_png(path, min_height: int = 200) -> None:
-    assert path.read_bytes()[:8] == PNG_MAGIC
-    image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[0] >= min_height and image.shape[1] >= min_height
 
 
 TABLE = Table(
@@ -204,9 +196,8 @@ def test_video_embeddings_of_a_linear_probe_are_mean_pooled(tmp_path):
                for i in range(6)]  # fmt: skip
     cache = open_cache(build_cache(tmp_path / "c", {"encoder": "x"}, entries, dataset="crema-d",
                                    grid=(2, 2, 2)))  # fmt: skip
-    mean_pooled, pooled, y = report.video_embeddings(LinearProbe(4, 6), cache, ["v2", "v0"])
+    mean_pooled, pooled, y = video_embeddings(LinearProbe(4, 6), cache, ["v2", "v0"])
     assert mean_pooled.shape == pooled.shape == (2, 4) and y.tolist() == [2, 0]
     expect = cache.tokens("v2").astype(np.float32).mean(axis=(0, 1, 2))
     np.testing.assert_allclose(mean_pooled[0], expect, rtol=1e-5)
     np.testing.assert_allclose(pooled, mean_pooled, rtol=1e-5, atol=1e-6)
-    assert torch.get_num_threads() >= 1
