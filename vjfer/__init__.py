@@ -4,4 +4,4 @@ Reproduces Eing et al. (2026) as a two-stage feature-cache pipeline: `vjfer extr
 clip once into HDF5 shards; `vjfer probe` trains and evaluates probes from those shards alone.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
