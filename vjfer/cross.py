@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -303,10 +303,10 @@ def cross_evaluate(
 
     out_dir = Path(out_root if out_root is not None else run_dir.parent)
     out_dir = out_dir / cross_dir_name(source, cache.dataset, calm)
-    folds = []
+    folds: list[dict[str, Any]] = []  # JSON records: {"fold": k, voting: scores, ...}
     for k in probes:
         videos = _video_frame(probs[k], cache, src_names)
-        fold = {"fold": k}
+        fold: dict[str, Any] = {"fold": k}
         label_as = handling.label_map[videos["label"].to_numpy()]
         videos["label_as"] = [handling.names[i] if i >= 0 else "" for i in label_as]
         for voting in VIDEO_VOTINGS:

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypedDict
 
 import pandas as pd
 
@@ -126,6 +127,15 @@ class DatasetIndex:
     root: Path
     records: list[VideoRecord]  # sorted by video_id
     excluded: list[Exclusion] = field(default_factory=list)  # sorted by path
+
+
+class CremaDName(TypedDict):
+    """The fields of a CREMA-D file name (`parse_crema_d_name`)."""
+
+    actor: int
+    sentence: str
+    emotion: str  # vocabulary name, e.g. "anger"
+    level: str
 
 
 class _Skip(DatasetError):
@@ -236,7 +246,7 @@ def parse_ravdess_name(stem: str) -> dict[str, int]:
     return parsed
 
 
-def parse_crema_d_name(stem: str) -> dict[str, int | str]:
+def parse_crema_d_name(stem: str) -> CremaDName:
     """`AAAA_SSS_EEE_LL` -> actor, sentence, emotion (vocabulary name), level."""
     if not (m := _CREMA_D_NAME.fullmatch(stem)):
         raise _Skip(UNPARSABLE, f"{stem!r} is not AAAA_SSS_EEE_LL (e.g. 1001_DFA_ANG_XX)")
@@ -277,9 +287,13 @@ def _ravdess_record(path: Path, folds: dict[int, int], modalities, vocal_channel
         raise _Skip(FOLDER_MISMATCH, f"in {path.parent.name} but AA is {f['actor']:02d}")
     if f["actor"] not in folds:
         raise _Skip(UNKNOWN_ACTOR, f"actor {f['actor']:02d}")
-    label = f.pop("emotion") - 1  # class index = EE - 1
+    label = f["emotion"] - 1  # class index = EE - 1
     name = class_names("ravdess")[label]
-    return VideoRecord(path, path.stem, "ravdess", label, name, fold=folds[f["actor"]], **f)
+    return VideoRecord(
+        path, path.stem, "ravdess", label, name, f["actor"], folds[f["actor"]], modality=mm,
+        vocal_channel=vv, intensity=f["intensity"], statement=f["statement"],
+        repetition=f["repetition"],
+    )  # fmt: skip
 
 
 def _crema_d_record(path: Path, folds: dict[int, int]) -> VideoRecord:

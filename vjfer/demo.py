@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from vjfer.cross import cross_evaluate
+from vjfer.cross import CrossResult, cross_evaluate
 from vjfer.extract import ExtractConfig, extract
 from vjfer.labels import DATASETS
 from vjfer.predict import Prediction, format_prediction, predict_videos
@@ -51,10 +51,10 @@ class DemoResult:
     caches: dict[str, Path]
     runs: dict[str, Path]
     summaries: dict[str, dict]  # dataset -> probe summary (summary.json)
-    cross: list = field(default_factory=list)  # CrossResult per direction and handling
-    report: list[Path] = field(default_factory=list)
-    prediction: Prediction | None = None  # of one generated video
-    seconds: dict[str, float] = field(default_factory=dict)
+    cross: list[CrossResult]  # per direction and handling
+    report: list[Path]
+    prediction: Prediction  # of one generated video
+    seconds: dict[str, float]
 
 
 def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -> DemoResult:

@@ -19,7 +19,7 @@ import csv
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import av
 import numpy as np
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 FaceMethod = Literal["none", "haar", "boxes"]
 Fallback = Literal["fail", "full"]
-FALLBACKS: tuple[str, ...] = ("fail", "full")
+FALLBACKS: tuple[Fallback, ...] = ("fail", "full")
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"  # shipped in opencv-python's cv2/data
 BOX_COLUMNS = ("video_id", "x", "y", "w", "h")
 INSTALL_HINT = "pip install 'vjfer[face]'"
@@ -84,15 +84,23 @@ class FaceResult:
     status: Literal["cropped", "fallback"]
 
 
+def _is_fallback(text: str) -> TypeGuard[Fallback]:
+    return text in FALLBACKS
+
+
 def parse_face_crop(text: str, fallback: str = "fail", margin: float = 0.2) -> FaceCropConfig:
     """'none' | 'haar' | 'boxes:FILE' (the --face-crop syntax) -> FaceCropConfig."""
+    if not _is_fallback(fallback):
+        raise ConfigError(f"face fallback must be one of {FALLBACKS}, got {fallback!r}")
     if text.startswith("boxes:"):
         path = Path(text.removeprefix("boxes:"))
         if not path.is_file():
             raise ConfigError(f"--face-crop {text}: no such file {path}")
         return FaceCropConfig("boxes", path, fallback, margin)
-    if text in ("none", "haar"):
-        return FaceCropConfig(text, None, fallback, margin)
+    if text == "none":
+        return FaceCropConfig("none", None, fallback, margin)
+    if text == "haar":
+        return FaceCropConfig("haar", None, fallback, margin)
     raise ConfigError(f"--face-crop must be none, haar or boxes:FILE (a CSV), got {text!r}")
 
 
@@ -202,7 +210,7 @@ def detect_faces(path: str | Path, config: FaceCropConfig) -> FaceTrack:
                 turns = round(frame.rotation / 90) % 4
                 scale = config.detect_height / (frame.width if turns % 2 else frame.height)
                 w, h = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
-                gray = frame.reformat(w, h, format="gray").to_ndarray()  # uint8 [h, w]
+                gray: np.ndarray = frame.reformat(w, h, format="gray").to_ndarray()  # uint8 [h, w]
                 gray = np.ascontiguousarray(np.rot90(gray, turns)) if turns else gray
                 size = (round(gray.shape[1] / scale), round(gray.shape[0] / scale))
                 side = max(1, round(config.min_face * min(gray.shape)))
@@ -242,7 +250,8 @@ class FaceCropper:
         if config.method == "none":
             raise ConfigError("FaceCropper is for haar or boxes; none crops nothing")
         self.config = config
-        self.boxes = read_boxes(config.boxes_file) if config.method == "boxes" else None
+        # FaceCropConfig checks that a boxes file goes with method "boxes", and only with it
+        self.boxes = read_boxes(config.boxes_file) if config.boxes_file is not None else None
         if config.method == "haar":
             _haar_classifier()  # fail at set-up, not in every worker, when OpenCV is missing
 
@@ -298,6 +307,7 @@ def face_settings(config: FaceCropConfig) -> dict | None:
         return None
     out = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
     if config.method == "boxes":
+        assert config.boxes_file is not None  # FaceCropConfig: method "boxes" goes with a file
         out["boxes_sha256"] = sha256_file(config.boxes_file)  # the boxes, not the file's name
         out["boxes_file"] = Path(config.boxes_file).name
         for key in ("sample_every", "detect_height", "scale_factor", "min_neighbors", "min_face",

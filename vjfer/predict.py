@@ -24,7 +24,7 @@ from vjfer.encoders import load_encoder
 from vjfer.errors import CheckpointError, ConfigError, VideoError
 from vjfer.face import FaceCropper, config_from_settings
 from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
-from vjfer.probe.model import load_probe
+from vjfer.probe.model import Probe, load_probe
 from vjfer.runs import find_probes
 from vjfer.timeline import clip_centre_seconds
 from vjfer.video import decode_video, gather_clips, normalize_clips, plan_clips
@@ -49,7 +49,7 @@ TORCH_TOKEN_DTYPE = getattr(torch, TOKEN_DTYPE.name)  # float16, as cached
 class RunProbes:
     """The probes of one run (one per fold, or the one asked for) and the settings they share."""
 
-    probes: dict[int, torch.nn.Module]
+    probes: dict[int, Probe]
     class_names: tuple[str, ...]
     settings: dict  # the training cache's settings (vjfer.extract.cache_settings)
     run_dir: Path

@@ -184,7 +184,7 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
     for run in runs:
         title = DATASET_TITLES.get(run.dataset, run.dataset)
         for voting, vname in VOTING.items():
-            key = ("vjfer", run.probe, voting)
+            key: tuple[str, ...] = ("vjfer", run.probe, voting)
             if key in rows and f"{title} UAR" in rows[key]:  # a second run of this kind: own row
                 key = (*key, run.path.name)
             method = f"vjfer, {run.probe} probe, {vname}" + (f" ({key[3]})" if len(key) > 3 else "")
@@ -324,8 +324,8 @@ def _confusion_figures(
             figures.append(
                 (caption, confusion_figure(matrix, labels.class_names(run.dataset), caption, path))
             )
-    for run in cross_runs:
-        s = run.summary
+    for cross in cross_runs:
+        s = cross.summary
         handling = "merge: calm as neutral" if s["calm"] == "merge" else "drop"
         for voting, vname in VOTING.items():
             caption = (
@@ -333,7 +333,7 @@ def _confusion_figures(
                 f"{vname}: {len(s['folds'])} probes pooled"
             )
             matrix = summed_confusion(s["folds"], voting)
-            path = out_dir / f"confusion-{names[run.path]}-{voting}.png"
+            path = out_dir / f"confusion-{names[cross.path]}-{voting}.png"
             figures.append((caption, confusion_figure(matrix, s["class_names"], caption, path)))
     return figures
 
@@ -491,12 +491,13 @@ def build_report(
         "The same report as one self-contained page: report.html.",
         "",
     ]
-    for path in candidates:  # what the numbers cover (Cache.coverage): cached of all files found
+    # what the numbers cover (Cache.coverage): cached of all files found
+    for cache_path in candidates:
         try:
-            cache = open_cache(path)
+            cache = open_cache(cache_path)
             lines.append(f"- {cache.dataset} cache {cache.path.name}: {cache.coverage()}")
         except CacheError as err:
-            lines.append(f"- cache {path}: not readable ({err})")
+            lines.append(f"- cache {cache_path}: not readable ({err})")
     lines += [""] if candidates else []
     for table in [*tables, *details]:
         lines += [render_markdown(table), f"Files: {table.name}.md, {table.name}.csv", ""]

@@ -39,6 +39,7 @@ FRAMES = 76  # frames per video: one 61-frame clip and a bit
 SHORT_FRAMES = 45  # shorter than one clip
 SHORT_EVERY = 5  # every 5th trial is short
 AUDIO_RATE = 8000  # Hz; low, to keep AAC encoding cheap
+_VIDEO_CODECS: dict[str, Literal["libx264", "flv"]] = {"mp4": "libx264", "flv": "flv"}
 _BITEXACT = {"fflags": "+bitexact"}  # no version strings in the file: same inputs, same bytes
 
 RAVDESS_SONG_EMOTIONS = tuple(range(1, 7))  # song: neutral, calm, happy, sad, angry, fearful
@@ -100,9 +101,10 @@ def actor_nuisance(seed: int, dataset: str, actor: int) -> Nuisance:
     rng = seeded_rng(seed, dataset, actor)
     tone = rng.uniform(0.25, 1.0)
     skin = (round(255 * tone), round(200 * tone + 20), round(160 * tone + 20))
+    red, green, blue = (int(c) for c in rng.integers(20, 236, 3))
     return Nuisance(
         skin=skin,
-        background=tuple(int(c) for c in rng.integers(20, 236, 3)),
+        background=(red, green, blue),
         centre=(0.5 + rng.uniform(-0.06, 0.06), 0.5 + rng.uniform(-0.05, 0.05)),
         scale=rng.uniform(0.36, 0.42),
         bob=rng.uniform(0.5, 2.0),
@@ -205,7 +207,7 @@ def write_video(
 ) -> None:
     """Encode uint8 [T, H, W, 3] RGB frames: mp4 = H.264 (libx264, yuv420p), flv = FLV1 (Sorenson)."""
     T, H, W, _ = frames.shape
-    codec = {"mp4": "libx264", "flv": "flv"}[fmt]
+    codec = _VIDEO_CODECS[fmt]
     # ultrafast, but with B-frames: decode order differs from display order, as in real files
     options = (
         {"preset": "ultrafast", "x264-params": "bframes=3", "crf": "23"} if fmt == "mp4" else {}
@@ -248,14 +250,14 @@ def _aac_track(n_samples: int) -> bytes:
 def _add_audio(source: Path, target: Path, n_samples: int) -> None:
     """`target` = `source`'s video packets plus an AAC track, both copied without re-encoding."""
     with (
-        av.open(source) as video_in,
-        av.open(io.BytesIO(_aac_track(n_samples))) as audio_in,
+        av.open(source, "r") as video_in,
+        av.open(io.BytesIO(_aac_track(n_samples)), "r") as audio_in,
         av.open(target, "w", format="mp4", options=_BITEXACT) as out,
     ):
-        sources = (video_in.streams.video[0], audio_in.streams.audio[0])
-        copies = [out.add_stream_from_template(s) for s in sources]  # all streams before muxing
-        for source, copy in zip(sources, copies, strict=True):
-            for packet in source.container.demux(source):
+        inputs = ((video_in, video_in.streams.video[0]), (audio_in, audio_in.streams.audio[0]))
+        copies = [out.add_stream_from_template(s) for _, s in inputs]  # all streams before muxing
+        for (container, stream), copy in zip(inputs, copies, strict=True):
+            for packet in container.demux(stream):
                 if packet.dts is not None:  # not the demuxer's empty flush packet
                     packet.stream = copy
                     out.mux(packet)

@@ -97,7 +97,8 @@ def prediction_panels(videos: pd.DataFrame, clips: pd.DataFrame) -> list[Timelin
 def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every fold's `video_predictions.csv` and `clip_predictions.csv` of a probe run, stacked,
     with a `fold` column; a FileNotFoundError names the first missing file."""
-    videos, clips = [], []
+    videos: list[pd.DataFrame] = []
+    clips: list[pd.DataFrame] = []
     for fold_dir in sorted(Path(run_dir).glob("fold-*")):
         if not fold_dir.is_dir():
             continue

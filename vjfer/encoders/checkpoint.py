@@ -141,7 +141,7 @@ def fit_pos_embed(
     eval keeps its freshly initialised one in this case). Returns the state and notes saying so;
     a same-grid `pos_embed` that is not the uniform-power sin-cos code is kept and noted.
     """
-    notes = []
+    notes: list[str] = []
     got = state.get("pos_embed")
     if not isinstance(got, Tensor):
         return state, notes  # load_strict names it as missing or not a tensor

@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -71,8 +72,12 @@ class VJEPA2Backbone(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        config = model.config
-        self.crop_size, self.tubelet = config.crop_size, config.tubelet_size
+        # transformers' VJEPA2Config; nn.Module's __getattr__ would type it as Tensor | Module
+        config: Any = model.config
+        self.crop_size: int = config.crop_size
+        self.patch_size: int = config.patch_size
+        self.tubelet: int = config.tubelet_size
+        self.hidden_size: int = config.hidden_size
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, T, H, W = x.shape

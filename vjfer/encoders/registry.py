@@ -114,8 +114,15 @@ class Encoder:
         return tokens.float()
 
 
+def _spec_vit(spec: EncoderSpec) -> ViTConfig:
+    """The ViTConfig of a spec whose factory builds a V-JEPA 1 architecture (or tiny)."""
+    if spec.vit is None:
+        raise ConfigError(f"{spec.name}: its factory builds a ViT, but the spec has no ViTConfig")
+    return spec.vit
+
+
 def _vit_built(spec: EncoderSpec, module: nn.Module, provenance: dict) -> Built:
-    vit = spec.vit
+    vit = _spec_vit(spec)
     return Built(module, vit.img_size, vit.embed_dim, vit.grid, provenance)
 
 
@@ -124,12 +131,12 @@ def _make_vjepa(
 ) -> Built:
     if random_weights:
         random = {"checkpoint_sha256": None, "weights": "random-init", "seed": seed}
-        return _vit_built(spec, random_vit(spec.vit, seed), random)
+        return _vit_built(spec, random_vit(_spec_vit(spec), seed), random)
     if checkpoint is None:
         raise ConfigError(
             f"{spec.name} needs a checkpoint ({spec.weights_source}): {CHECKPOINT_HINT}"
         )
-    model, report = load_vjepa_checkpoint(checkpoint, spec.vit, weights)
+    model, report = load_vjepa_checkpoint(checkpoint, _spec_vit(spec), weights)
     pos_embed = "recomputed" if any("recomputed" in n for n in report.notes) else "checkpoint"
     provenance = {"checkpoint_sha256": report.sha256, "weights": weights, "pos_embed": pos_embed}
     return _vit_built(spec, model, provenance)
@@ -143,7 +150,7 @@ def _make_tiny(
             f"tiny is randomly initialised from a seed and takes no checkpoint, got {checkpoint}"
         )
     provenance = {"checkpoint_sha256": None, "weights": "random-init", "seed": seed}
-    return _vit_built(spec, random_vit(spec.vit, seed), provenance)
+    return _vit_built(spec, random_vit(_spec_vit(spec), seed), provenance)
 
 
 def _make_vjepa2(
@@ -154,11 +161,10 @@ def _make_vjepa2(
     if checkpoint is None:
         raise ConfigError(f"vjepa2 needs a local Hugging Face directory: {CHECKPOINT_HINT}")
     backbone, sha256 = load_vjepa2(checkpoint)
-    config = backbone.model.config
-    side = config.crop_size // config.patch_size
-    grid = (FRAMES // config.tubelet_size, side, side)
+    side = backbone.crop_size // backbone.patch_size
+    grid = (FRAMES // backbone.tubelet, side, side)
     provenance = {"checkpoint_sha256": sha256, "weights": "hf-directory"}
-    return Built(backbone, config.crop_size, config.hidden_size, grid, provenance)
+    return Built(backbone, backbone.crop_size, backbone.hidden_size, grid, provenance)
 
 
 def _make_videomae(

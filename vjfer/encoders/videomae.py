@@ -146,12 +146,12 @@ def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
             f"{pre_path}: crop_size {pre['crop_size']} differs from image_size {image_size} of "
             f"{config_path}; the position table fits image_size only"
         )
-    stats = {}
+    stats: dict[str, tuple[float, float, float]] = {}
     for key in ("image_mean", "image_std"):
         value = pre.get(key)
         if not (isinstance(value, list) and len(value) == 3):
             raise CheckpointError(f"{pre_path}: {key} must be a list of 3 numbers, got {value!r}")
-        stats[key] = tuple(float(v) for v in value)
+        stats[key] = (float(value[0]), float(value[1]), float(value[2]))
     return VideoMAESpec(
         image_size=image_size, patch_size=patch_size, num_frames=num_frames,
         tubelet=get["tubelet_size"], hidden_size=config["hidden_size"],

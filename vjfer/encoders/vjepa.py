@@ -176,11 +176,13 @@ class VisionTransformer(nn.Module):
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Conv3d)):
                     nn.init.trunc_normal_(module.weight, std=INIT_STD, generator=generator)
-                    nn.init.zeros_(module.bias)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
                 elif isinstance(module, nn.LayerNorm):
                     nn.init.ones_(module.weight)
                     nn.init.zeros_(module.bias)
             for layer, block in enumerate(self.blocks, start=1):
+                assert isinstance(block, Block)  # ModuleList iterates as plain Modules
                 block.attn.proj.weight.div_(math.sqrt(2.0 * layer))
                 block.mlp.fc2.weight.div_(math.sqrt(2.0 * layer))
         self.reset_pos_embed()

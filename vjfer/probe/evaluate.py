@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vjfer import metrics
+from vjfer.probe.model import Probe
 from vjfer.tables import format_percent
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def predict_cached_videos(
 
 @torch.no_grad()
 def video_embeddings(
-    probe: torch.nn.Module, cache, video_ids: Sequence[str], *, device: str = "cpu",
+    probe: Probe, cache, video_ids: Sequence[str], *, device: str = "cpu",
     batch_clips: int = 64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Per video: mean-pooled encoder tokens [n, D], the probe's pooled output [n, D] and the

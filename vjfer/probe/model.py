@@ -223,10 +223,11 @@ class LinearProbe(nn.Module):
         return self.linear(self.norm(self.pooled(tokens, mask)))
 
 
+Probe = AttentiveProbe | LinearProbe  # what build_probe and load_probe return
 PROBES = ("attentive", "linear")
 
 
-def build_probe(kind: str, embed_dim: int, num_classes: int, num_heads: int = 16) -> nn.Module:
+def build_probe(kind: str, embed_dim: int, num_classes: int, num_heads: int = 16) -> Probe:
     """`AttentiveProbe` or `LinearProbe` by name; raises ConfigError naming the known kinds."""
     if kind == "attentive":
         return AttentiveProbe(embed_dim, num_classes, num_heads)
@@ -246,7 +247,7 @@ def probe_checkpoint(probe: nn.Module, meta: dict) -> dict:
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **meta, "state_dict": state}
 
 
-def load_probe(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_probe(path: str | Path, device: str | torch.device = "cpu") -> tuple[Probe, dict]:
     """Rebuild a probe from a `probe.pt` written by training; returns (probe in eval mode, meta)."""
     path = Path(path)
     try:
