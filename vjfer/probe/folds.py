@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from vjfer.cache import Cache
 from vjfer.datasets import fold_rows, load_folds
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
@@ -157,7 +158,7 @@ class GridResult:
         return self.results[(k, self.selected[k])]
 
 
-def train_grid(cache, folds: Sequence[int], config: TrainConfig,
+def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
                grid: Sequence[GridPoint] | None = None, progress: bool = True) -> GridResult:  # fmt: skip
     """Train and evaluate every fold × grid point (and the inner-split heads) in one pass."""
     check_folds(cache)
@@ -205,7 +206,7 @@ def train_grid(cache, folds: Sequence[int], config: TrainConfig,
         if len(grid) == 1:
             out.selected[k] = grid[0].name
             continue
-        j, best, best_score = inner_of[k], None, -1.0
+        j, best, best_score = inner_of[k], grid[0].name, -1.0
         for point in grid:
             head = by_name[f"fold{k}/inner{j}/{point.name}"]
             _, metrics = fold_metrics(j, tables[head.name], cache.class_names, len(head.rows),

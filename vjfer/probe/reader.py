@@ -25,12 +25,13 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
-from vjfer.cache import clip_checksum, corrupt_clip
+from vjfer.cache import Cache, clip_checksum, corrupt_clip
 from vjfer.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ReadStats:
         return self.bytes / 1e9 / self.seconds if self.seconds > 0 else 0.0
 
 
-def clip_bytes(cache) -> int:
+def clip_bytes(cache: Cache) -> int:
     """Bytes of one stored clip: V · N · D float16 values."""
     return cache.num_views * cache.num_tokens * cache.embed_dim * TOKEN_BYTES
 
@@ -65,7 +66,7 @@ class ChunkIndex:
     error naming the shard, not a silent fallback. Each shard's stored clip checksums come along.
     """
 
-    def __init__(self, cache):
+    def __init__(self, cache: Cache):
         self.path = cache.path
         self.clip_bytes = clip_bytes(cache)
         self.offsets: dict[str, np.ndarray] = {}  # shard name -> int64 [clips in shard]
@@ -73,7 +74,7 @@ class ChunkIndex:
         for shard in sorted(cache.videos["shard"].unique()):
             self.offsets[shard] = self._read_offsets(cache.path / shard, cache)
 
-    def _read_offsets(self, path, cache) -> np.ndarray:
+    def _read_offsets(self, path: Path, cache: Cache) -> np.ndarray:
         want = (1, cache.num_views, cache.num_tokens, cache.embed_dim)
         try:
             with h5py.File(path, "r") as f:
@@ -127,7 +128,7 @@ class ClipReader:
     is requested: copy what you keep (to the device, or by indexing).
     """
 
-    def __init__(self, cache, threads: int = 4, prefetch: int = 8, pin: bool = False,
+    def __init__(self, cache: Cache, threads: int = 4, prefetch: int = 8, pin: bool = False,
                  verify: bool | None = None):  # fmt: skip
         self.cache, self.threads, self.pin = cache, threads, pin
         self.verify = cache.verify if verify is None else verify
@@ -153,7 +154,7 @@ class ClipReader:
         if len(clips) and (clips.min() < 0 or clips.max() >= n_clips):
             raise CacheError(f"{video_id}: clips {clips.tolist()} outside 0..{n_clips - 1}")
         fd, offsets, size = self._fd(shard), self.index.offsets[shard], self.index.clip_bytes
-        flat = memoryview(out.numpy()).cast("B")
+        flat = out.numpy().reshape(-1).view(np.uint8).data  # a memoryview of the bytes
         for i, c in enumerate(clips):
             chunk = flat[i * size : (i + 1) * size]
             _pread_into(fd, chunk, int(offsets[first + c]))
@@ -179,7 +180,7 @@ class ClipReader:
             buffer = self._buffer(most)
             slots.put((buffer.pin_memory() if self.pin else buffer, None))
         with ThreadPoolExecutor(self.threads, thread_name_prefix="vjfer-read") as pool:
-            pending: deque[tuple[Future, torch.Tensor, tuple | None]] = deque()
+            pending: deque[tuple[Future, torch.Tensor, tuple[torch.Tensor, object]]] = deque()
             todo = iter(requests)
 
             def submit() -> bool:

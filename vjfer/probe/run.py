@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 import vjfer
-from vjfer.cache import open_cache
+from vjfer.cache import Cache, open_cache
 from vjfer.env import environment
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
@@ -48,7 +48,7 @@ def config_dict(config: TrainConfig) -> dict:
     return out
 
 
-def cache_description(cache) -> dict:
+def cache_description(cache: Cache) -> dict:
     """What a run records about the cache it read (enough to refuse a different one later)."""
     return {"path": str(cache.path), "dataset": cache.dataset, "fingerprint": cache.fingerprint,
             "settings": cache.settings, "grid": list(cache.grid), "embed_dim": cache.embed_dim,
@@ -65,7 +65,7 @@ def _confusion_frame(matrix: list[list[int]], names) -> pd.DataFrame:
     return frame
 
 
-def write_fold(result: FoldResult, directory: Path, cache, config: TrainConfig) -> None:
+def write_fold(result: FoldResult, directory: Path, cache: Cache, config: TrainConfig) -> None:
     """Write fold-K/: probe.pt, config.json, clip_predictions.csv, video_predictions.csv,
     metrics.json, confusion.csv (PBV), confusion_mv.csv, confusion_clip.csv."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ GRID_WARNING = (
 )
 
 
-def _write_grid(result: GridResult, out_dir: Path, cache, config: TrainConfig) -> None:
+def _write_grid(result: GridResult, out_dir: Path, cache: Cache, config: TrainConfig) -> None:
     """selection.csv, grid_test_results.csv, fold-K/selected/ and fold-K/heads/<point>/."""
     selection = pd.DataFrame(result.inner)
     selection["selected"] = [
@@ -115,7 +115,7 @@ def _write_grid(result: GridResult, out_dir: Path, cache, config: TrainConfig) -
         write_fold(result.chosen(k), out_dir / f"fold-{k}" / "selected", cache, point.apply(config))
 
 
-def train_folds(cache, folds: Sequence[int], config: TrainConfig, out_dir: str | Path,
+def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir: str | Path,
                 progress: bool = True, grid: Sequence[GridPoint] | None = None) -> dict:  # fmt: skip
     """Train and evaluate every fold (and grid point) in one pass, writing `out_dir/fold-K/` per
     fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary."""
@@ -148,7 +148,7 @@ def train_folds(cache, folds: Sequence[int], config: TrainConfig, out_dir: str |
     return summary
 
 
-def resolve_folds(cache, folds: str | int | Sequence[int]) -> list[int]:
+def resolve_folds(cache: Cache, folds: str | int | Sequence[int]) -> list[int]:
     """ "all" -> every fold the cache holds (sorted); an int or ints -> checked against them."""
     present = sorted(int(f) for f in cache.videos["fold"].unique())
     if folds == "all":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vjfer.cache import Cache
 from vjfer.video import plan_clips
 
 REFERENCE_CLIPS = len(plan_clips(1, "reference-train"))  # the reference trains on 8 clips a video
@@ -58,7 +59,7 @@ def draw_samples(n_clips: np.ndarray, fixed: np.ndarray | None, num_views: int, 
     return clips, views
 
 
-def fixed_clips(cache, rows: np.ndarray) -> np.ndarray:
+def fixed_clips(cache: Cache, rows: np.ndarray) -> np.ndarray:
     """int [n, 8]: `reference_clips` of the cache's videos at `rows` (0 for the other rows)."""
     videos = cache.videos
     fixed = np.zeros((len(videos), REFERENCE_CLIPS), dtype=np.int64)

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from vjfer.cache import Cache
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.evaluate import clip_probabilities, clip_table
@@ -180,7 +181,7 @@ class Head:
     optimizer whenever `batch_size` samples are waiting; `end_epoch` steps on the rest.
     """
 
-    def __init__(self, name: str, config: TrainConfig, rows: np.ndarray, cache,
+    def __init__(self, name: str, config: TrainConfig, rows: np.ndarray, cache: Cache,
                  device: torch.device):  # fmt: skip
         self.name, self.config, self.device = name, config, device
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
@@ -263,7 +264,7 @@ class PassPlan:
                 f"waiting samples <= {self.pending_bytes / gb:.2f} GB")  # fmt: skip
 
 
-def _source_for(cache, config: TrainConfig, device: torch.device, wanted: dict[str, np.ndarray],
+def _source_for(cache: Cache, config: TrainConfig, device: torch.device, wanted: dict[str, np.ndarray],
                 progress: bool) -> tuple[ClipReader, HeldTokens | None, str]:  # fmt: skip
     """The reader, and the held tokens when `in_memory` (and the memory there) allows."""
     reader = ClipReader(cache, threads=config.num_workers, prefetch=config.prefetch,
@@ -347,7 +348,7 @@ def train_heads(
         order = order[member[:, order].any(axis=0)]
         draws = {s: draw_samples(n_clips, fixed, cache.num_views, config.clips_per_video,
                                  config.train_view == "random", s, epoch) for s in seeds}  # fmt: skip
-        takers = [np.flatnonzero(member[:, i]) for i in order]
+        takers = [np.flatnonzero(member[:, i]).tolist() for i in order]  # head numbers per video
         requests = []
         for i, who in zip(order, takers, strict=True):
             chosen = np.concatenate([draws[heads[h].config.seed][0][i] for h in who])
@@ -376,7 +377,7 @@ def train_heads(
     return plan
 
 
-def evaluate_heads(cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], config: TrainConfig,
+def evaluate_heads(cache: Cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], config: TrainConfig,
                    progress: bool = True) -> tuple[dict[str, pd.DataFrame], ReadStats]:  # fmt: skip
     """Score every cached clip of each head's videos, reading each video once for all its heads.
 
@@ -391,17 +392,17 @@ def evaluate_heads(cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], 
     requests = [(videos.at[i, "video_id"], np.arange(videos.at[i, "n_clips"])) for i in rows]
     reader = ClipReader(cache, threads=config.num_workers, prefetch=config.prefetch,
                         pin=device.type == "cuda")  # fmt: skip
-    evaluators = {i: [] for i in rows}
+    evaluators: dict[int, list[str]] = {int(i): [] for i in rows}
     for name, (probe, who) in assignments.items():
         probe.to(device).eval()
         for i in who:
-            evaluators[i].append(name)
+            evaluators[int(i)].append(name)
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name in assignments}
     bar = tqdm(total=len(rows), desc="evaluating", unit="video", disable=not progress)
     for i, (vid, _), tokens in zip(rows, requests, reader.stream(requests), strict=True):
         tokens = tokens.to(device, non_blocking=True)
         starts = cache.clip_frames(vid)[:, 0]
-        for name in evaluators[i]:
+        for name in evaluators[int(i)]:
             probs = clip_probabilities(
                 assignments[name][0], tokens, device, config.eval_batch_clips
             )
@@ -413,7 +414,7 @@ def evaluate_heads(cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], 
     return {name: pd.concat(t, ignore_index=True) for name, t in tables.items()}, reader.stats
 
 
-def rows_of(cache, video_ids: Sequence[str]) -> np.ndarray:
+def rows_of(cache: Cache, video_ids: Sequence[str]) -> np.ndarray:
     """Row numbers in `cache.videos` of `video_ids`."""
     where = pd.Index(cache.videos["video_id"])
     rows = where.get_indexer(list(video_ids))
@@ -425,7 +426,7 @@ def rows_of(cache, video_ids: Sequence[str]) -> np.ndarray:
     return rows
 
 
-def train_probe(cache, train: pd.DataFrame, config: TrainConfig, fold: int = 0,
+def train_probe(cache: Cache, train: pd.DataFrame, config: TrainConfig, fold: int = 0,
                 progress: bool = True) -> tuple[nn.Module, list[dict]]:  # fmt: skip
     """Train one probe on the `train` rows of `cache.videos`; returns it (on the CPU) and its history."""
     head = Head(f"fold {fold}", config, rows_of(cache, train["video_id"]), cache,
