@@ -188,6 +188,8 @@ def _extract_options(f):
         click.option("--max-lost-frames", type=click.FloatRange(0, 1), default=d["max_lost_frames"].default, show_default=True,
                      help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`)."),
         click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
+        click.option("--store", default=d["store"].default, show_default=True, metavar="FORMAT",
+                     help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see `vjfer cache convert`."),
         click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
                      show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip
