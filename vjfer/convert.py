@@ -347,19 +347,6 @@ def probe_agreement(a: Cache, run: Path, pairs: list[tuple[torch.Tensor, torch.T
     return out
 
 
-def check_store_folds(cache: Cache, folds: list[int]) -> None:
-    """Refuse testing a fold whose videos shaped a pca cache's basis (see the module docstring)."""
-    if "store_pca" not in cache.settings:
-        return
-    test_fold = cache.settings["store_pca"]["test_fold"]
-    if bad := [k for k in folds if k != test_fold]:
-        raise ConfigError(
-            f"cache {cache.path} is stored as {cache.store} with a basis fitted on the videos "
-            f"outside fold {test_fold}: testing fold(s) {bad} would test on videos the basis saw; "
-            f"probe it with --fold {test_fold} (convert with --pca-fold K for fold K)"
-        )
-
-
 def describe(summary: ConvertSummary) -> str:
     """The lines `vjfer cache convert` prints."""
     c = summary.cost

@@ -218,3 +218,16 @@ class Codec:
     def header(self, embed_dim: int) -> dict:
         """The shard attribute `store`: format and the encoder's token shape it was made from."""
         return {"format": str(self.fmt), "grid": list(self.grid), "embed_dim": embed_dim}
+
+
+def check_store_folds(cache, folds: list[int]) -> None:
+    """Refuse testing a fold whose videos shaped a pca cache's basis (vjfer.convert: the design)."""
+    if "store_pca" not in cache.settings:
+        return
+    test_fold = cache.settings["store_pca"]["test_fold"]
+    if bad := [k for k in folds if k != test_fold]:
+        raise ConfigError(
+            f"cache {cache.path} is stored as {cache.store} with a basis fitted on the videos "
+            f"outside fold {test_fold}: testing fold(s) {bad} would test on videos the basis saw; "
+            f"probe it with --fold {test_fold} (convert with --pca-fold K for fold K)"
+        )
