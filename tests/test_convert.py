@@ -46,7 +46,9 @@ def source(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def int8(source, tmp_path_factory) -> Path:
-    return convert(ConvertConfig(source, "int8", out=tmp_path_factory.mktemp("c") / "int8")).directory
+    return convert(
+        ConvertConfig(source, "int8", out=tmp_path_factory.mktemp("c") / "int8")
+    ).directory
 
 
 def test_convert_leaves_the_source_byte_identical(source, tmp_path):
@@ -81,7 +83,10 @@ def test_converted_tokens_and_the_reader_deliver_stored_bytes(source, int8):
     reader = ClipReader(dst, threads=2)
     clips = np.array([0, 2])
     (raw,) = [r.clone() for r in reader.stream([(vid, clips)])]
-    assert raw.dtype == torch.uint8 and raw.shape == (2, 2 * 8 * (32 + 2))  # V N (D + 2 scale bytes)
+    assert raw.dtype == torch.uint8 and raw.shape == (
+        2,
+        2 * 8 * (32 + 2),
+    )  # V N (D + 2 scale bytes)
     np.testing.assert_array_equal(decode_raw(raw, dst.store, dst.shape).numpy(), y[clips])
     assert reader.stats.bytes == 2 * clip_bytes(dst) == 2 * 544
     held = HeldTokens(reader, {vid: np.arange(3)}, torch.device("cpu"))
@@ -97,7 +102,9 @@ def test_corrupt_scale_bytes_are_caught(source, tmp_path):
         scales[0, 0] += 1
         f["token_scales"][0] = scales
     report = verify_cache(out)
-    assert not report.ok and re.search(r"shard-00000.h5: clip 0 .* does not match", report.problems[0])
+    assert not report.ok and re.search(
+        r"shard-00000.h5: clip 0 .* does not match", report.problems[0]
+    )
 
 
 def test_pca_basis_never_sees_the_test_fold(source, tmp_path):
@@ -182,7 +189,9 @@ def pipeline(tmp_path_factory) -> dict:
     roots = {"ravdess": tmp / "R", "crema-d": tmp / "C"}
     make_ravdess(roots["ravdess"], actors=(2, 3, 10, 8, 1), emotions=(1, 3, 5), seed=1,
                  modalities=(2,))  # fmt: skip
-    make_crema_d(roots["crema-d"], actors=(1002, 1004, 1005, 1007, 1001), sentences=("TIE",), seed=1)
+    make_crema_d(
+        roots["crema-d"], actors=(1002, 1004, 1005, 1007, 1001), sentences=("TIE",), seed=1
+    )
     cache, runs = tmp / "cache", tmp / "runs"
     common = ["--encoder", "tiny", "--cache", cache, "--workers", "0", "--device", "cpu",
               "--no-progress"]  # fmt: skip
@@ -211,8 +220,12 @@ def test_convert_prints_its_cost(pipeline):
     cost = json.loads((pipeline["dst"] / COST_FILE).read_text())
     assert ratio == pytest.approx(cost["size_ratio"], abs=5e-4) and ratio < 0.5
     info = run("cache", "info", pipeline["dst"])
-    assert re.search(r"store\s+pool2\+int8: a clip takes 0\.129 of its fp16 bytes", info)  # 66 / 128 / 4
-    assert re.search(r"clips\s+\d+\s+tokens per clip \[V=1, N=32, D=64\] int8, grid \(8, 2, 2\)", info)
+    assert re.search(
+        r"store\s+pool2\+int8: a clip takes 0\.129 of its fp16 bytes", info
+    )  # 66 / 128 / 4
+    assert re.search(
+        r"clips\s+\d+\s+tokens per clip \[V=1, N=32, D=64\] int8, grid \(8, 2, 2\)", info
+    )
     assert f"converted from cache {open_cache(pipeline['src']).fingerprint}" in info
 
 
@@ -235,7 +248,9 @@ def test_converted_caches_probe_and_cross(pipeline):
     config = json.loads((run_dir / "fold-1" / "config.json").read_text())
     assert config["cache"]["settings"]["store_format"] == "pool2+int8"
     assert config["cache"]["grid"] == [8, 2, 2]
-    cross = json.loads((pipeline["runs"] / "cross-ravdess-to-crema-d-drop" / "summary.json").read_text())
+    cross = json.loads(
+        (pipeline["runs"] / "cross-ravdess-to-crema-d-drop" / "summary.json").read_text()
+    )
     assert Path(cross["target_cache"]) == pipeline["crema"]
     for fold in cross["folds"]:
         assert fold["pbv"]["n_total"] == 5 * 6  # 5 actors x 6 emotions x 1 sentence

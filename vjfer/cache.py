@@ -244,7 +244,8 @@ class ShardWriter:
         self._tokens.resize(self.clips + C, axis=0)
         dsid = self._tokens.id
         if self.codec is None:
-            for i in range(C):  # one clip per chunk: write chunks directly, bypassing the chunk cache
+            # one clip per chunk: write chunks directly, bypassing the chunk cache
+            for i in range(C):
                 dsid.write_direct_chunk((self.clips + i, 0, 0, 0), tokens[i])
                 self.checksums.append(clip_checksum(tokens[i]))  # the chunk's bytes, exactly
         else:
@@ -256,7 +257,9 @@ class ShardWriter:
                 if scales is not None:
                     self._scales.id.write_direct_chunk((self.clips + i, 0, 0),
                                                        np.ascontiguousarray(scales[i]))  # fmt: skip
-                self.checksums.append(stored_checksum(values[i], None if scales is None else scales[i]))
+                self.checksums.append(
+                    stored_checksum(values[i], None if scales is None else scales[i])
+                )
         # the tokens are on disk now: keep no reference to them (a shard can hold gigabytes)
         row = VideoEntry(entry.video_id, int(entry.label), int(entry.actor), int(entry.fold),
                          int(entry.n_frames), float(entry.fps), np.array(entry.frames),
@@ -956,8 +959,10 @@ def format_cache_info(info: dict) -> str:
         f"size        {info['bytes'] / 1e9:.3f} GB",
         f"store       {info['store']}: a clip takes {info['size_ratio']:.3f} of its fp16 bytes",
         *(
-            [f"lineage     converted from cache {lin['source_fingerprint']} "
-             f"({lin['source_store']})"]  # fmt: skip
+            [
+                f"lineage     converted from cache {lin['source_fingerprint']} "
+                f"({lin['source_store']})"
+            ]  # fmt: skip
             if (lin := info.get("lineage"))
             else []
         ),
@@ -1064,8 +1069,10 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
                 problems.append(f"{path.name}: clip {c} ({video_of(c)}) does not match its "
                                 f"checksum: corrupt; re-extract this shard")  # fmt: skip
                 continue
-            clip = np.frombuffer(raw, TOKEN_DTYPE) if not fmt.scaled else np.frombuffer(
-                raw[-clip_shape[0] * 2 :], np.float16
+            clip = (
+                np.frombuffer(raw, TOKEN_DTYPE)
+                if not fmt.scaled
+                else np.frombuffer(raw[-clip_shape[0] * 2 :], np.float16)
             )
             if (
                 nonfinite is None

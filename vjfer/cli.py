@@ -271,15 +271,32 @@ def _convert_default(name: str):
 
 @cache.command("convert")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--store", required=True, metavar="FORMAT",
-              help="int8, fp8, pool2, pca:K or a '+' chain (pool2+int8, pool2+pca:32+int8).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Target cache directory; default: beside SOURCE, named by its fingerprint.")
+@click.option(
+    "--store",
+    required=True,
+    metavar="FORMAT",
+    help="int8, fp8, pool2, pca:K or a '+' chain (pool2+int8, pool2+pca:32+int8).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Target cache directory; default: beside SOURCE, named by its fingerprint.",
+)
 @click.option("--pca-fold", type=int, help="pca: the test fold; the basis is fitted on the others.")
-@click.option("--pca-clips", type=int, default=_convert_default("pca_clips"), show_default=True,
-              help="pca: training clips the basis is fitted on.")
-@click.option("--cost-clips", type=int, default=_convert_default("cost_clips"), show_default=True,
-              help="Clips the token error (and probe agreement) is measured on.")
+@click.option(
+    "--pca-clips",
+    type=int,
+    default=_convert_default("pca_clips"),
+    show_default=True,
+    help="pca: training clips the basis is fitted on.",
+)
+@click.option(
+    "--cost-clips",
+    type=int,
+    default=_convert_default("cost_clips"),
+    show_default=True,
+    help="Clips the token error (and probe agreement) is measured on.",
+)
 @click.option("--run", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A probe run on SOURCE: also measure its probes' agreement.")  # fmt: skip
 def cache_convert_cmd(source: Path, **options) -> None:
@@ -293,8 +310,13 @@ def cache_convert_cmd(source: Path, **options) -> None:
 @cache.command("compare")
 @click.argument("a", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("b", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--clips", type=int, default=_convert_default("cost_clips"), show_default=True,
-              help="Clips compared.")
+@click.option(
+    "--clips",
+    type=int,
+    default=_convert_default("cost_clips"),
+    show_default=True,
+    help="Clips compared.",
+)
 @click.option("--run", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A probe run on A: also measure its probes' agreement on B.")  # fmt: skip
 def cache_compare_cmd(a: Path, b: Path, clips: int, run: Path | None) -> None:

@@ -362,4 +362,3 @@ def describe(summary: ConvertSummary) -> str:
         lines.append(f"fold {k}      probe argmax agreement {p['argmax_agreement']:.3f}, "
                      f"max |Δ softmax| {p['max_abs_delta_softmax']:.4f}")  # fmt: skip
     return "\n".join(lines)
-

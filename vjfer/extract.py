@@ -41,13 +41,13 @@ from tqdm import tqdm
 
 from vjfer import __version__, cache
 from vjfer.cache import ShardWriter, VideoEntry
-from vjfer.store import Codec, StoreFormat
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
 from vjfer.encoders import load_encoder
 from vjfer.env import available_cpus, environment
 from vjfer.errors import CacheError, ConfigError, VideoError
 from vjfer.face import FaceCropConfig, FaceCropper, face_settings, parse_face_crop
 from vjfer.labels import check_dataset
+from vjfer.store import Codec, StoreFormat
 from vjfer.video import (
     CLIP_PLANS,
     FRAME_STEP,

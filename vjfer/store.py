@@ -154,7 +154,11 @@ def dequantize(values: torch.Tensor, scales: torch.Tensor | None, number: str) -
     """Stored values [..., D] (and scales [...]) -> float16 [..., D]."""
     if number == "fp16":
         return values.view(torch.float16)
-    x = values.view(torch.int8).float() if number == "int8" else values.view(torch.float8_e4m3fn).float()
+    x = (
+        values.view(torch.int8).float()
+        if number == "int8"
+        else values.view(torch.float8_e4m3fn).float()
+    )
     return (x * scales.view(torch.float16).float().unsqueeze(-1)).to(torch.float16)
 
 

@@ -35,9 +35,9 @@ from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
 from vjfer.probe.evaluate import format_summary, summarise_folds
 from vjfer.probe.folds import GridPoint, GridResult, check_folds, train_grid
-from vjfer.store import check_store_folds
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.train import FoldResult, TrainConfig
+from vjfer.store import check_store_folds
 
 log = logging.getLogger(__name__)
 
