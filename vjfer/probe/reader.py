@@ -116,8 +116,8 @@ class ChunkIndex:
 
         dataset.id.chunk_iter(visit)
         if bad:
-            raise CacheError(f"{path}: {dataset.name.lstrip('/')} {bad[0]}; expected {size} "
-                             "unfiltered bytes")  # fmt: skip
+            what = "" if dataset.name == "/tokens" else f"{dataset.name.lstrip('/')} "
+            raise CacheError(f"{path}: {what}{bad[0]}; expected {size} unfiltered bytes")
         if (offsets < 0).any():
             raise CacheError(f"{path}: clip {int(np.argmax(offsets < 0))} has no stored chunk")
         return offsets
