@@ -144,6 +144,23 @@ def test_pca_cache_probes_only_its_test_fold(source, tmp_path):
     assert ckpt["embed_dim"] == 4
 
 
+def test_extraction_settings_per_format():
+    """fp16 adds nothing to the fingerprint inputs or the manifest's config (today's caches keep
+    their fingerprint and bytes); another format is a fingerprint input; pca waits for convert."""
+    from vjfer.encoders import load_encoder
+    from vjfer.extract import ExtractConfig, cache_settings, config_record
+
+    encoder = load_encoder("tiny")
+    config = ExtractConfig(dataset="ravdess", root=Path("data"), encoder="tiny")
+    assert "store_format" not in cache_settings(config, encoder)
+    assert "store" not in config_record(config)
+    packed = ExtractConfig(dataset="ravdess", root=Path("data"), encoder="tiny", store="int8+pool2")
+    assert cache_settings(packed, encoder)["store_format"] == "pool2+int8"
+    assert config_record(packed)["store"] == "int8+pool2"
+    with pytest.raises(ConfigError, match=r"extract with --store fp16.*vjfer cache convert"):
+        ExtractConfig(dataset="ravdess", root=Path("data"), encoder="tiny", store="pca:32")
+
+
 KILLER = """
 import os, signal, sys
 from pathlib import Path
@@ -261,6 +278,9 @@ def test_converted_run_reports_and_predicts(pipeline):
     out = pipeline["tmp"] / "report"
     run("report", pipeline["runs"], "--out", out, "--cache", pipeline["cache"])
     assert (out / "report.html").is_file() and (out / "table2.csv").is_file()
+    settings = pd.read_csv(out / "settings.csv", index_col=0)
+    store = settings.loc["Store format", run_dir.name]
+    assert store.startswith("pool2+int8 tokens [clips, views, 8×2×2 tokens, D = 64]")
     expected = pd.read_csv(run_dir / "fold-1" / "video_predictions.csv").iloc[0]
     (video,) = pipeline["roots"]["ravdess"].rglob(f"{expected['video_id']}.mp4")
     got = json.loads(run("predict", video, "--run", run_dir, "--fold", "1", "--json", "--device",

@@ -831,7 +831,8 @@ def resume_command(directory: Path) -> str:
              "--encoder", config["encoder"], "--cache", config["cache_root"]]  # fmt: skip
     if config["checkpoint"]:
         words += ["--checkpoint", config["checkpoint"]]
-    for key in ("weights", "plan", "views", "hop", "shard_size", "limit", "max_lost_frames"):
+    for key in ("weights", "plan", "views", "hop", "shard_size", "limit", "max_lost_frames",
+                "store"):  # fmt: skip
         if config.get(key) is not None:
             words += [f"--{key.replace('_', '-')}", str(config[key])]
     return "`" + " ".join(words) + "`"
