@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +138,8 @@ def to_source_space(tokens: torch.Tensor, fmt: StoreFormat, grid: tuple[int, int
 
 
 def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoEntry], list[dict]]:
-    """(stored videos with tokens, aliases, failures) of one source shard, as a writer takes them."""
+    """(stored videos, aliases, failures) of one source shard, as a writer takes them; the tokens
+    are left empty (a shard can hold gigabytes): `_write_shard` reads them one video at a time."""
     header = cachemod.read_shard_header(src.path / shard)
     table = header["videos"]
     stored, aliases = [], []
@@ -154,7 +155,7 @@ def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoE
             video_id=vid, label=int(table["label"][i]), actor=int(table["actor"][i]),
             fold=int(table["fold"][i]), n_frames=int(table["n_frames"][i]),
             fps=float(table["fps"][i]), frames=src.clip_frames(vid),
-            tokens=np.empty(0, np.float16) if alias_of else src.tokens(vid),
+            tokens=np.empty(0, np.float16),
             face_status=face[0] if face else None, face_box=face[1] if face else None,
             lost_frames=int(table["lost_frames"][i]),
             container_frames=int(table["container_frames"][i]),
@@ -196,11 +197,12 @@ def _write_shard(src: Cache, index: int, entry: dict, header: dict, codec: Codec
         for a in aliases:
             by_owner.setdefault(a.alias_of, []).append(a)
         failed = {f["video_id"]: f for f in failures}
+        by_id = {e.video_id: e for e in stored}
         for vid in entry["video_ids"]:  # the source's order: stored videos and failures, sorted
             if vid in failed:
                 writer.add_failure(failed[vid])
                 continue
-            writer.append(next(e for e in stored if e.video_id == vid))
+            writer.append(replace(by_id[vid], tokens=src.tokens(vid)))
             for alias in by_owner.get(vid, []):
                 writer.add_alias(alias)
         writer.close()
