@@ -791,7 +791,7 @@ def size_ratio(layout: dict) -> float:
     fmt = store_of(layout)
     V = layout["num_views"]
     values, scales = fmt.clip_nbytes(V, layout["num_tokens"], layout["embed_dim"])
-    source = layout.get("store", {"grid": layout["grid"], "embed_dim": layout["embed_dim"]})
+    source = layout["store"] if "store" in layout else layout  # the encoder's grid and D
     return (values + scales) / (V * int(np.prod(source["grid"])) * source["embed_dim"] * 2)
 
 
