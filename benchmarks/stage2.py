@@ -16,6 +16,11 @@
    comparison with the reader alone (`reads_only`) isolates what the pass saves in reading.
 3. **Epoch vs read** (`--epoch-vs-read`): one training epoch of `--probe` over every video against
    the reader alone on the same requests, cold and warm (on a GPU the target is about 1).
+4. **Store formats** (`--store int8,pool2+int8`): the fp16 cache converted to each format with
+   `vjfer.convert` (conversion time against a cold raw read of the source), then the reader's GB/s
+   and clips/s per format, cold and warm, and the time to decode what was read on `--device`
+   (`vjfer.store.decode_raw`, the step the trainer runs after the copy). clips/s is the figure that
+   matters: an int8 clip is about half an fp16 clip's bytes.
 
     .venv/bin/python benchmarks/stage2.py --dir /tmp/vjfer-bench --json stage2.json
 """
@@ -40,6 +45,7 @@ from vjfer.probe.folds import split_rows
 from vjfer.probe.reader import ClipReader
 from vjfer.probe.samples import epoch_order, fixed_clips
 from vjfer.probe.train import Head, TrainConfig, train_heads
+from vjfer.store import decode_raw
 from vjfer.video import plan_clips
 
 BLOCK = 16 << 20  # raw reads: 16 MB at a time
@@ -153,6 +159,63 @@ def pass_epoch(
     return heads[0].history[0]["pass_bytes_read"], time.perf_counter() - start
 
 
+def reader_rate(cache, config: TrainConfig, device: torch.device) -> dict:
+    """One epoch's requests through the reader: GB/s and clips/s, and seconds to copy what was read
+    to `device` and decode it there (timed apart, after the read, so the figures do not mix)."""
+    bytes_read, seconds = reader_epoch(cache, config)
+    clips = cache.num_clips
+    ids = cache.videos["video_id"].tolist()[:8]
+    raw = [torch.from_numpy(np.ascontiguousarray(cache.raw_tokens(v))) for v in ids]
+    raw = [r if cache.store.scaled else r.view(torch.float16).view(-1, *cache.shape) for r in raw]
+    start = time.perf_counter()
+    for r in raw:
+        decode_raw(r.to(device), cache.store, cache.shape).float()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    per_clip = (time.perf_counter() - start) / sum(len(r) for r in raw)
+    return {"gb_s": bytes_read / 1e9 / seconds, "clips_s": clips / seconds,
+            "decode_ms_per_clip": 1e3 * per_clip}  # fmt: skip
+
+
+def store_formats(cache, config: TrainConfig, args, formats: list[str]) -> dict:
+    """Convert the fp16 cache to each format (kept in --dir for reruns), then time each reader."""
+    from vjfer.convert import ConvertConfig, convert
+
+    device = torch.device(args.device)
+    caches = {"fp16": cache}
+    out: dict = {}
+    for fmt in formats:
+        target = Path(args.dir) / ("store-" + fmt.replace(":", "").replace("+", "-"))
+        evict(cache.path)
+        raw_bytes, raw_s = raw_read(cache.path)
+        evict(cache.path)
+        start = time.perf_counter()
+        done = convert(ConvertConfig(cache.path, fmt, out=target, cost_clips=16))
+        seconds = time.perf_counter() - start
+        caches[fmt] = open_cache(done.directory)
+        out[fmt] = {"convert": {"seconds": seconds, "source_gb_s": raw_bytes / 1e9 / seconds,
+                                "raw_read_cold_gb_s": raw_bytes / 1e9 / raw_s,
+                                "shards_written": done.shards_written,
+                                "relative_l2": done.cost["relative_l2"]}}  # fmt: skip
+    for fmt, c in caches.items():
+        size = sum(p.stat().st_size for p in c.path.glob("shard-*.h5"))
+        row = out.setdefault(fmt, {})
+        row["size_gb"] = size / 1e9
+        for state in ("cold", "warm"):
+            figures = []
+            for _ in range(args.repeat):
+                evict(c.path) if state == "cold" else warm(c.path)
+                figures.append(reader_rate(c, config, device))
+            row[state] = {k: float(np.median([f[k] for f in figures])) for k in figures[0]}
+        print("store", fmt, json.dumps(row), flush=True)
+    for fmt in out:
+        for state in ("cold", "warm"):
+            out[fmt][state]["clips_s_vs_fp16"] = (
+                out[fmt][state]["clips_s"] / out["fp16"][state]["clips_s"]
+            )
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, required=True, help="where the benchmark cache lives")
@@ -170,10 +233,14 @@ def main() -> int:
         help="also time one epoch of --probe on every video against its read",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each read figure (median)")
+    parser.add_argument("--store", default="", help="store formats to compare with fp16, e.g. int8")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    grid = (8, args.tokens // 64, 8) if args.tokens % 64 == 0 else (1, 1, args.tokens)
+    if args.tokens == 4608:  # ViT-H/16 at 384: (8, 24, 24)
+        grid = (8, 24, 24)
+    else:
+        grid = (8, args.tokens // 64, 8) if args.tokens % 64 == 0 else (1, 1, args.tokens)
     start = time.perf_counter()
     path = make_cache(args.dir, args.videos, args.tokens, args.dim, grid)
     cache = open_cache(path)
@@ -220,6 +287,8 @@ def main() -> int:
                                            "epoch_over_read": epoch_s / read_s,
                                            "read_gb_s": read_bytes / 1e9 / read_s}  # fmt: skip
         print("epoch_vs_read", json.dumps(out["epoch_vs_read"]), flush=True)
+    if args.store:
+        out["stores"] = store_formats(cache, config, args, [s for s in args.store.split(",") if s])
     if not args.skip_passes:
         folds = [1, 2, 3, 4, 5]
         one_bytes, one_s = pass_epoch(cache, config, folds)

@@ -29,10 +29,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import torch
 import xxhash
 
 from vjfer.errors import CacheError
 from vjfer.labels import class_names as dataset_class_names
+from vjfer.store import PCA_BASIS, PCA_MEAN, SCALES, Codec, StoreFormat, decode_raw
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,17 @@ def clip_checksum(buf: np.ndarray | bytes | memoryview) -> int:
     return xxhash.xxh3_64_intdigest(buf)
 
 
+def stored_checksum(values: np.ndarray, scales: np.ndarray | None) -> int:
+    """xxh3-64 of a stored clip: its token chunk's bytes, then (int8, fp8) its scale chunk's bytes;
+    the same as `clip_checksum` of the two chunks read into one buffer, as the stage-2 reader does."""
+    if scales is None:
+        return clip_checksum(values)
+    hasher = xxhash.xxh3_64()
+    hasher.update(memoryview(np.ascontiguousarray(values)).cast("B"))
+    hasher.update(memoryview(np.ascontiguousarray(scales)).cast("B"))
+    return hasher.intdigest()
+
+
 def corrupt_clip(directory: Path, shard: str, row: int, video_id: str, clip: int) -> CacheError:
     """The error for a clip whose bytes do not match its stored checksum, with the fix."""
     return CacheError(
@@ -177,8 +190,12 @@ class ShardWriter:
     sequence of HDF5 operations, and hence the file's bytes, depends only on the data.
     """
 
-    def __init__(self, path: Path, header: dict, num_views: int, num_tokens: int, embed_dim: int):
+    def __init__(self, path: Path, header: dict, num_views: int, num_tokens: int, embed_dim: int,
+                 codec: Codec | None = None):  # fmt: skip
+        """`num_tokens` and `embed_dim` are the encoder's; a `codec` (vjfer.store) stores them in
+        its format (its header goes into the shard's `store` attribute); None: float16 as given."""
         self.path = Path(path)
+        self.codec = None if codec is None or codec.fmt.plain else codec
         self.tmp = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         self.header = header
         self.shape = (num_views, num_tokens, embed_dim)  # (V, N, D)
@@ -189,10 +206,25 @@ class ShardWriter:
         self.clips = 0
         self.tmp.unlink(missing_ok=True)
         self._file = h5py.File(self.tmp, "w", libver="earliest")
+        stored, dtype = self.shape, TOKEN_DTYPE
+        if self.codec is not None:
+            fmt = self.codec.fmt
+            stored = (num_views, num_tokens // fmt.pool**2, fmt.dim(embed_dim))  # (V, N', D')
+            dtype = fmt.dtype
+            # the header describes what is stored; `store` keeps the encoder's shape beside it
+            self.header.update(grid=list(fmt.grid(self.codec.grid)), embed_dim=stored[2],
+                               store=self.codec.header(embed_dim))  # fmt: skip
+        self.stored = stored
         self._tokens = self._file.create_dataset(
-            "tokens", shape=(0, *self.shape), maxshape=(None, *self.shape), dtype=TOKEN_DTYPE,
-            chunks=(1, *self.shape), track_times=False,
+            "tokens", shape=(0, *stored), maxshape=(None, *stored), dtype=dtype,
+            chunks=(1, *stored), track_times=False,
         )  # fmt: skip
+        self._scales = None
+        if self.codec is not None and self.codec.fmt.scaled:  # one chunk per clip, like tokens
+            self._scales = self._file.create_dataset(
+                SCALES, shape=(0, *stored[:2]), maxshape=(None, *stored[:2]), dtype=np.float16,
+                chunks=(1, *stored[:2]), track_times=False,
+            )  # fmt: skip
 
     def append(self, entry: VideoEntry) -> None:
         """Append one video's tokens [C, V, N, D] (fp16) and its clip frame indices [C, 16]."""
@@ -211,9 +243,23 @@ class ShardWriter:
             raise CacheError(f"{entry.video_id}: entries must arrive in sorted video-id order")
         self._tokens.resize(self.clips + C, axis=0)
         dsid = self._tokens.id
-        for i in range(C):  # one clip per chunk: write chunks directly, bypassing the chunk cache
-            dsid.write_direct_chunk((self.clips + i, 0, 0, 0), tokens[i])
-            self.checksums.append(clip_checksum(tokens[i]))  # the chunk's bytes, exactly
+        if self.codec is None:
+            # one clip per chunk: write chunks directly, bypassing the chunk cache
+            for i in range(C):
+                dsid.write_direct_chunk((self.clips + i, 0, 0, 0), tokens[i])
+                self.checksums.append(clip_checksum(tokens[i]))  # the chunk's bytes, exactly
+        else:
+            values, scales = self.codec.encode(tokens)
+            if scales is not None:
+                self._scales.resize(self.clips + C, axis=0)
+            for i in range(C):
+                dsid.write_direct_chunk((self.clips + i, 0, 0, 0), np.ascontiguousarray(values[i]))
+                if scales is not None:
+                    self._scales.id.write_direct_chunk((self.clips + i, 0, 0),
+                                                       np.ascontiguousarray(scales[i]))  # fmt: skip
+                self.checksums.append(
+                    stored_checksum(values[i], None if scales is None else scales[i])
+                )
         # the tokens are on disk now: keep no reference to them (a shard can hold gigabytes)
         row = VideoEntry(entry.video_id, int(entry.label), int(entry.actor), int(entry.fold),
                          int(entry.n_frames), float(entry.fps), np.array(entry.frames),
@@ -288,6 +334,9 @@ class ShardWriter:
                 self._write(name, np.array(values, dtype=object), h5py.string_dtype("utf-8"))
             else:
                 self._write(name, np.array(values, dtype=np.int64))
+        if self.codec is not None and self.codec.fmt.pca:  # the basis travels with the tokens
+            self._write(PCA_BASIS, self.codec.basis.astype(np.float32))
+            self._write(PCA_MEAN, self.codec.mean.astype(np.float32))
         f.attrs["checksum"] = CHECKSUM
         for key, value in self.header.items():
             f.attrs[key] = value if isinstance(value, (int, str)) else canonical_json(value)
@@ -369,7 +418,7 @@ def read_shard_header(path: Path) -> dict:
     return header
 
 
-_JSON_ATTRS = ("settings", "grid", "video_ids", "failures", "aliases")
+_JSON_ATTRS = ("settings", "grid", "video_ids", "failures", "aliases", "store", "lineage")
 
 
 def _plain(value):
@@ -421,16 +470,22 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
         ]
     videos.sort(key=lambda v: v["video_id"])
     grid = first["grid"]
+    layout = {"grid": grid, "num_tokens": int(np.prod(grid)), "embed_dim": first["embed_dim"],
+              "num_views": first["num_views"], "dtype": TOKEN_DTYPE.name}  # fmt: skip
+    if "store" in first:  # a compact format (vjfer.store): fp16 caches keep their manifest bytes
+        layout.update(dtype=StoreFormat.parse(first["store"]["format"]).dtype.name,
+                      store=first["store"])  # fmt: skip
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "dataset": first["dataset"],
         "fingerprint": first["fingerprint"], "settings": first["settings"],
-        "layout": {"grid": grid, "num_tokens": int(np.prod(grid)), "embed_dim": first["embed_dim"],
-                   "num_views": first["num_views"], "dtype": TOKEN_DTYPE.name},
+        "layout": layout,
         "class_names": list(dataset_class_names(first["dataset"])),
         "shard_size": first["shard_size"],
         "complete": all(s["complete"] for s in shards),
         "shards": shards, "videos": videos, "excluded": [],
     }  # fmt: skip
+    if "lineage" in first:  # a converted cache: the cache it was made from
+        manifest["lineage"] = first["lineage"]
     if extra:
         manifest.update(extra)
     return manifest
@@ -471,8 +526,9 @@ def read_manifest(directory: Path) -> dict:
 
 def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], *, dataset: str,
                 grid: tuple[int, int, int], shard_size: int = 64,
-                failures: Sequence[dict] = ()) -> Path:  # fmt: skip
-    """Write a complete cache (shards, manifest.json, failures.jsonl) from in-memory entries.
+                failures: Sequence[dict] = (), codec: Codec | None = None) -> Path:  # fmt: skip
+    """Write a complete cache (shards, manifest.json, failures.jsonl) from in-memory entries
+    (float16 encoder tokens, stored in `codec`'s format when given).
 
     Entries with `alias_of` share that entry's tokens: they go into its shard, as rows only.
     """
@@ -498,7 +554,7 @@ def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], 
                               shard_size=shard_size, video_ids=ids,
                               aliases={a.video_id: v for v in ids
                                        for a in aliases.get(v, [])})  # fmt: skip
-        writer = ShardWriter(directory / shard_name(index), header, V, N, D)
+        writer = ShardWriter(directory / shard_name(index), header, V, N, D, codec)
         try:
             for vid in ids:
                 writer.append(by_id[vid]) if vid in by_id else writer.add_failure(failed[vid])
@@ -534,6 +590,8 @@ class Cache:
         self.embed_dim: int = layout["embed_dim"]
         self.num_views: int = layout["num_views"]
         self.num_tokens: int = layout["num_tokens"]
+        # how tokens are stored (vjfer.store); fp16 caches carry no `store` and read as before
+        self.store: StoreFormat = store_of(layout)
         self.class_names: tuple[str, ...] = tuple(manifest["class_names"])
         ok = [v for v in manifest["videos"] if v["status"] == "ok"]
         face = [c for c in FACE_COLUMNS if ok and c in ok[0]]
@@ -582,7 +640,8 @@ class Cache:
             raise CacheError(f"video {video_id!r} is not in cache {self.path}") from None
 
     def tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
-        """float16 [C, V, N, D]: every cached clip of the video.
+        """float16 [C, V, N, D]: every cached clip of the video (of a compact store format:
+        dequantized, on the stored grid and dims; `raw_tokens` gives the stored bytes).
 
         Each clip is one uncompressed chunk, read straight into the result (no HDF5 selection).
         With `verify` (default: the cache's `verify`, on unless opened with verify=False), each
@@ -591,6 +650,9 @@ class Cache:
         is a CacheError naming the shard, video and clip.
         """
         verify = self.verify if verify is None else verify
+        if not self.store.plain:
+            raw = torch.from_numpy(self.raw_tokens(video_id, verify))
+            return decode_raw(raw, self.store, self.shape).numpy()
         shard, first, n = self._locate(video_id)
         f = self._shard(shard)
         dataset = f["tokens"]
@@ -602,6 +664,36 @@ class Cache:
             if verify and clip_checksum(out[c]) != int(stored[c]):
                 raise corrupt_clip(self.path, shard, first + c, video_id, c)
         return out
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(V, N, D) of a clip as readers see it (stored grid and dims)."""
+        return (self.num_views, self.num_tokens, self.embed_dim)
+
+    def raw_tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
+        """The stored bytes of every clip of the video, as the stage-2 reader delivers them:
+        uint8 [C, token bytes + scale bytes] (`vjfer.store.decode_raw` makes tokens of them)."""
+        verify = self.verify if verify is None else verify
+        shard, first, n = self._locate(video_id)
+        f = self._shard(shard)
+        values_bytes, scale_bytes = self.store.clip_nbytes(*self.shape)
+        out = np.empty((n, values_bytes + scale_bytes), dtype=np.uint8)
+        stored = f["clip_checksum"][first : first + n] if verify else None
+        tokens, scales = f["tokens"].id, f[SCALES].id if scale_bytes else None
+        for c in range(n):
+            tokens.read_direct_chunk((first + c, 0, 0, 0), out=out[c, :values_bytes])
+            if scales is not None:
+                scales.read_direct_chunk((first + c, 0, 0), out=out[c, values_bytes:])
+            if verify and clip_checksum(out[c]) != int(stored[c]):
+                raise corrupt_clip(self.path, shard, first + c, video_id, c)
+        return out
+
+    def pca_basis(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(basis float32 [D, K], mean float32 [D]) of a pca cache (from its first shard), else None."""
+        if not self.store.pca:
+            return None
+        f = self._shard(self.manifest["shards"][0]["name"])
+        return f[PCA_BASIS][()], f[PCA_MEAN][()]
 
     def clip_checksums(self, video_id: str) -> np.ndarray:
         """uint64 [C]: the stored xxh3-64 of each clip's bytes; compare `clip_checksum(tokens[c])`."""
@@ -689,6 +781,20 @@ class Cache:
         self.close()
 
 
+def store_of(layout: dict) -> StoreFormat:
+    """The store format of a manifest's layout (caches from before formats existed: fp16)."""
+    return StoreFormat.parse(layout["store"]["format"] if "store" in layout else "fp16")
+
+
+def size_ratio(layout: dict) -> float:
+    """Bytes of a stored clip over the bytes of the same clip as fp16 encoder tokens."""
+    fmt = store_of(layout)
+    V = layout["num_views"]
+    values, scales = fmt.clip_nbytes(V, layout["num_tokens"], layout["embed_dim"])
+    source = layout["store"] if "store" in layout else layout  # the encoder's grid and D
+    return (values + scales) / (V * int(np.prod(source["grid"])) * source["embed_dim"] * 2)
+
+
 def find_caches(path: str | Path, complete: bool = False) -> list[Path]:
     """Cache directories at or under `path` (holding manifest.json or shards), sorted.
 
@@ -725,7 +831,8 @@ def resume_command(directory: Path) -> str:
              "--encoder", config["encoder"], "--cache", config["cache_root"]]  # fmt: skip
     if config["checkpoint"]:
         words += ["--checkpoint", config["checkpoint"]]
-    for key in ("weights", "plan", "views", "hop", "shard_size", "limit", "max_lost_frames"):
+    for key in ("weights", "plan", "views", "hop", "shard_size", "limit", "max_lost_frames",
+                "store"):  # fmt: skip
         if config.get(key) is not None:
             words += [f"--{key.replace('_', '-')}", str(config[key])]
     return "`" + " ".join(words) + "`"
@@ -812,6 +919,8 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
         "excluded": manifest["excluded"],
         "partial": [{k: v[k] for k in ("video_id", "n_frames", "lost_frames", "container_frames")}
                     for v in ok if v["lost_frames"] > 0],
+        "store": str(store_of(manifest["layout"])), "size_ratio": size_ratio(manifest["layout"]),
+        "lineage": manifest.get("lineage"),
         "one_frame": sum(v["n_frames"] == 1 for v in ok),
         "shorter_than_clip": sum(v["n_frames"] < CLIP_SPAN for v in ok),
     }  # fmt: skip
@@ -849,6 +958,15 @@ def format_cache_info(info: dict) -> str:
         f"clips       {info['clips']}  tokens per clip [V={lay['num_views']}, N={lay['num_tokens']}"
         f", D={lay['embed_dim']}] {lay['dtype']}, grid {tuple(lay['grid'])}",
         f"size        {info['bytes'] / 1e9:.3f} GB",
+        f"store       {info['store']}: a clip takes {info['size_ratio']:.3f} of its fp16 bytes",
+        *(
+            [
+                f"lineage     converted from cache {lin['source_fingerprint']} "
+                f"({lin['source_store']})"
+            ]  # fmt: skip
+            if (lin := info.get("lineage"))
+            else []
+        ),
         *(
             [
                 f"face crop   {face['method']}: {face['cropped']} cropped, {face['fallback']} fell "
@@ -937,17 +1055,26 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
         return next(v["video_id"] for v in videos
                     if v["first_clip"] <= clip < v["first_clip"] + v["n_clips"])  # fmt: skip
 
+    fmt = store_of(lay)
     with h5py.File(path, "r") as f:
         tokens, stored = f["tokens"], f["clip_checksum"][()]
         dsid, clip_shape = tokens.id, tokens.shape[1:]
         nonfinite = None
         for c in range(tokens.shape[0]):  # the raw chunk: exactly the bytes the checksum covers
             _, raw = dsid.read_direct_chunk((c, 0, 0, 0))
+            if fmt.scaled:  # the values cannot be NaN; their scales can
+                _, raw_scales = f[SCALES].id.read_direct_chunk((c, 0, 0))
+                raw = raw + raw_scales
+                clip_shape = (len(raw_scales) // 2,)
             if clip_checksum(raw) != int(stored[c]):
                 problems.append(f"{path.name}: clip {c} ({video_of(c)}) does not match its "
                                 f"checksum: corrupt; re-extract this shard")  # fmt: skip
                 continue
-            clip = np.frombuffer(raw, TOKEN_DTYPE)
+            clip = (
+                np.frombuffer(raw, TOKEN_DTYPE)
+                if not fmt.scaled
+                else np.frombuffer(raw[-clip_shape[0] * 2 :], np.float16)
+            )
             if (
                 nonfinite is None
                 and len(clip) == np.prod(clip_shape)

@@ -188,6 +188,8 @@ def _extract_options(f):
         click.option("--max-lost-frames", type=click.FloatRange(0, 1), default=d["max_lost_frames"].default, show_default=True,
                      help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`)."),
         click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
+        click.option("--store", default=d["store"].default, show_default=True, metavar="FORMAT",
+                     help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see `vjfer cache convert`."),
         click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
                      show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip
@@ -264,6 +266,72 @@ def cache_verify_cmd(path: Path, root: Path | None) -> None:
         _echo_lines(str(report))
         bad += not report.ok
     sys.exit(1 if bad else 0)
+
+
+def _convert_default(name: str):
+    """A `ConvertConfig` default, read when the options are declared (one place per default)."""
+    from vjfer.convert import ConvertConfig
+
+    return ConvertConfig.__dataclass_fields__[name].default
+
+
+@cache.command("convert")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--store",
+    required=True,
+    metavar="FORMAT",
+    help="int8, fp8, pool2, pca:K or a '+' chain (pool2+int8, pool2+pca:32+int8).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Target cache directory; default: beside SOURCE, named by its fingerprint.",
+)
+@click.option("--pca-fold", type=int, help="pca: the test fold; the basis is fitted on the others.")
+@click.option(
+    "--pca-clips",
+    type=int,
+    default=_convert_default("pca_clips"),
+    show_default=True,
+    help="pca: training clips the basis is fitted on.",
+)
+@click.option(
+    "--cost-clips",
+    type=int,
+    default=_convert_default("cost_clips"),
+    show_default=True,
+    help="Clips the token error (and probe agreement) is measured on.",
+)
+@click.option("--run", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A probe run on SOURCE: also measure its probes' agreement.")  # fmt: skip
+def cache_convert_cmd(source: Path, **options) -> None:
+    """Write the cache at SOURCE in a compact store format (resumable; SOURCE is only read),
+    and write what it cost to store_cost.json."""
+    from vjfer.convert import ConvertConfig, convert, describe
+
+    _echo_lines(describe(convert(ConvertConfig(source=source, **options))))
+
+
+@cache.command("compare")
+@click.argument("a", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--clips",
+    type=int,
+    default=_convert_default("cost_clips"),
+    show_default=True,
+    help="Clips compared.",
+)
+@click.option("--run", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A probe run on A: also measure its probes' agreement on B.")  # fmt: skip
+def cache_compare_cmd(a: Path, b: Path, clips: int, run: Path | None) -> None:
+    """What storing fp16 cache A as cache B costs: size ratio, token error, probe agreement (JSON)."""
+    from vjfer.cache import open_cache
+    from vjfer.convert import compare_caches
+
+    click.echo(json.dumps(compare_caches(open_cache(a), open_cache(b), clips=clips, run=run),
+                          indent=1))  # fmt: skip
 
 
 # -------------------------------------------------------------------------------- stage 2: probe

@@ -47,6 +47,7 @@ from vjfer.env import available_cpus, environment, resolve_device
 from vjfer.errors import CacheError, ConfigError, VideoError
 from vjfer.face import FaceCropConfig, FaceCropper, face_settings, parse_face_crop
 from vjfer.labels import check_dataset
+from vjfer.store import Codec, StoreFormat
 from vjfer.video import (
     CLIP_PLANS,
     FRAME_STEP,
@@ -99,6 +100,7 @@ class ExtractConfig:
     no_reencode: bool = False  # refuse, rather than re-encode, shards whose source files changed
     decode_timeout: float | None = 600.0  # seconds per video before it becomes a failure
     dedup: bool = True  # videos with identical video streams: encoded and stored once
+    store: str = "fp16"  # store format of the tokens (vjfer.store): fp16, int8, fp8, pool2, ...
 
     def __post_init__(self):
         if self.plan not in CLIP_PLANS:
@@ -119,6 +121,12 @@ class ExtractConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         self.face()  # raises ConfigError on a bad --face-crop / --face-fallback / --face-margin
+        if StoreFormat.parse(self.store).pca:
+            raise ConfigError(
+                f"--store {self.store}: a PCA basis is fitted on the training tokens, which do not "
+                "exist before extraction; extract with --store fp16 (or int8), then run "
+                "`vjfer cache convert CACHE --store pca:K`"
+            )
 
     def face(self) -> FaceCropConfig:
         """The face-crop settings (`vjfer.face`)."""
@@ -210,6 +218,8 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
     # Only a face crop adds a key: whole-frame caches keep the fingerprint (and bytes) they had.
     if (face := face_settings(config.face())) is not None:
         settings["face_crop"] = face
+    if not (store := StoreFormat.parse(config.store)).plain:  # likewise: fp16 adds nothing
+        settings["store_format"] = str(store)
     return settings
 
 
@@ -239,6 +249,8 @@ def config_record(config: ExtractConfig) -> dict:
     if config.face_crop == "none":
         for key in ("face_crop", "face_fallback", "face_margin"):
             del record[key]
+    if StoreFormat.parse(config.store).plain:  # as for face crops: fp16 manifests stay as they were
+        del record["store"]
     return record
 
 
@@ -537,7 +549,10 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         log.warning("re-encoding %s: %d source file(s) changed since they were encoded: %s",
                     names, len(files), "; ".join(files))  # fmt: skip
     clips, note = estimate_clips(records, dataset, config.plan, config.hop)
-    clip_bytes = num_views(config.views) * encoder.num_tokens * encoder.embed_dim * 2  # fp16
+    store = StoreFormat.parse(config.store)
+    store.grid(encoder.grid)  # refuses pool2 on an odd grid before any work
+    clip_bytes = sum(store.clip_nbytes(num_views(config.views), encoder.num_tokens // store.pool**2,
+                                       store.dim(encoder.embed_dim)))  # fmt: skip
     pending_videos = sum(len(shards[i]) for i in mine if i not in done)  # decoded, not shared
     pending_bytes = round(clips * clip_bytes * DISK_MARGIN * pending_videos / max(len(records), 1))
     plan = ExtractPlan(
@@ -882,6 +897,7 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
     loader = DataLoader(tasks, batch_size=None, shuffle=False, num_workers=plan.workers,
                         pin_memory=cuda, prefetch_factor=2 if plan.workers else None)  # fmt: skip
     V = num_views(cfg.views)
+    codec = Codec(StoreFormat.parse(cfg.store), tuple(enc.grid))  # stored by the writer thread
     batcher = _Batcher(enc, cfg.batch_size, V)
     items = iter(loader)  # starts the workers (fork) before the writer thread exists
     writer = _WriterThread()
@@ -922,7 +938,7 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
                     writer.put("note", "encode_batch_size", batcher.micro)
                     writer.put("end")
                 writer.put("begin", plan.directory / cache.shard_name(shard), _header(plan, shard),
-                           V, enc.num_tokens, enc.embed_dim)  # fmt: skip
+                           V, enc.num_tokens, enc.embed_dim, codec)  # fmt: skip
                 current = shard
             source = item["source"]
             if source is not None:  # recorded relative to the dataset root

@@ -26,6 +26,7 @@ from vjfer.face import FaceCropper, config_from_settings
 from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
 from vjfer.probe.model import Probe, load_probe
 from vjfer.runs import find_probes
+from vjfer.store import StoreFormat, transform
 from vjfer.timeline import clip_centre_seconds
 from vjfer.video import decode_video, gather_clips, normalize_clips, plan_clips
 
@@ -53,6 +54,7 @@ class RunProbes:
     class_names: tuple[str, ...]
     settings: dict  # the training cache's settings (vjfer.extract.cache_settings)
     run_dir: Path
+    pca_basis: tuple[torch.Tensor, torch.Tensor] | None = None  # (basis [D, K], mean [D]): pca
 
 
 @dataclass
@@ -106,7 +108,11 @@ def load_run(run_dir: str | Path, fold: int | None = None, device: str = "cpu",
                 raise CheckpointError(f"{paths[k]}: {key} differs from fold {min(metas)}'s")
         if meta["cache"]["fingerprint"] != first["cache"]["fingerprint"]:
             raise CheckpointError(f"{paths[k]} was trained on another cache than fold {min(metas)}")
-    return RunProbes(probes, tuple(first["class_names"]), first["cache"]["settings"], run_dir)
+    basis = None
+    if "store_pca_basis" in first:
+        basis = (first["store_pca_basis"]["basis"], first["store_pca_basis"]["mean"])
+    return RunProbes(probes, tuple(first["class_names"]), first["cache"]["settings"], run_dir,
+                     basis)  # fmt: skip
 
 
 def check_encoder(encoder_fp: dict, run_fp: dict, run_dir: Path) -> None:
@@ -178,6 +184,16 @@ def encode_video_tokens(
     return tokens.numpy(), clip_frames, video.fps
 
 
+def stored_like(tokens: np.ndarray, settings: dict, grid: tuple[int, int, int],
+                basis: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:  # fmt: skip
+    """float16 encoder tokens [C, V, N, D] -> as a reader of the run's cache sees them: pooled,
+    projected and quantized by its store format (vjfer.store), then dequantized."""
+    if "store_format" not in settings:  # fp16 caches: as encoded
+        return tokens
+    fmt = StoreFormat.parse(settings["store_format"])
+    return transform(torch.from_numpy(tokens), fmt, grid, basis).numpy()
+
+
 def predict_videos(
     paths: Sequence[str | Path], run_dir: str | Path, *, checkpoint: str | Path | None = None,
     fold: int | None = None, device: str = "cpu", batch_size: int = 8,
@@ -194,6 +210,7 @@ def predict_videos(
     for path in map(Path, paths):
         try:
             tokens, clip_frames, fps = encode_video_tokens(encoder, path, settings, batch_size)
+            tokens = stored_like(tokens, settings, encoder.grid, run.pca_basis)
         except VideoError as err:
             log.error("%s", err)
             failures.append({"path": str(path), "reason": err.reason})

@@ -70,7 +70,7 @@ def _settings_column(config: dict | None) -> dict[str, str]:
         "Clip plan": str(plan),
         "Views": str(settings.get("views", NOT_RECORDED)),
         "Face crop": _face_crop(settings),
-        "Store format": f"{settings.get('dtype', '?')} tokens [clips, views, {grid} tokens, "
+        "Store format": f"{_store(settings)} tokens [clips, views, {grid} tokens, "
         f"D = {cache.get('embed_dim', '?')}] in HDF5 shards",
         "Cache fingerprint": str(cache.get("fingerprint", NOT_RECORDED))[:16],
         "Probe": str(train.get("probe", NOT_RECORDED)),
@@ -81,6 +81,13 @@ def _settings_column(config: dict | None) -> dict[str, str]:
         "vjfer version": f"{config.get('vjfer_version', '?')} (cache made by "
         f"{settings.get('vjfer_version', '?')})",
     }
+
+
+def _store(settings: dict) -> str:
+    """The cache's store format (vjfer.store); caches without one hold their `dtype` (float16)."""
+    if "store_format" in settings:
+        return str(settings["store_format"])
+    return str(settings.get("dtype", "?"))
 
 
 def settings_frame(runs: Sequence) -> pd.DataFrame:

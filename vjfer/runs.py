@@ -22,6 +22,7 @@ from vjfer.labels import check_dataset
 # tokens of another dataset's cache if these agree. Clip plan, hop, views and dataset may differ.
 ENCODER_SETTINGS = (
     "encoder", "encoder_fingerprint", "resolution", "frames", "frame_step", "mean", "std", "dtype",
+    "store_format", "store_pca",  # a probe reads tokens stored as it was trained on (vjfer.store)
 )  # fmt: skip
 FOLD_DIR = re.compile(r"^fold-(\d+)$")
 

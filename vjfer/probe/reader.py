@@ -6,7 +6,11 @@ chunk's byte offset once; `ClipReader` then reads a clip with one `os.preadv` st
 preallocated memory: no HDF5 chunk cache, no intermediate copy, no decoding on the CPU, and the GIL
 is released while the kernel copies, so several threads keep several reads in flight.
 
-Tokens stay float16 until they reach the device; the trainer converts them there. The reader fills
+Tokens stay as stored until they reach the device; the trainer converts them there
+(`vjfer.store.decode_raw`). A compact cache (int8, fp8) keeps a float16 scale per token in a second
+one-chunk-per-clip dataset: the reader reads the token chunk and the scale chunk into one buffer
+(uint8 [clips, token bytes + scale bytes]), so the CPU moves stored bytes only, half of fp16's for
+int8, and the checksum covers exactly those bytes. The reader fills
 a fixed pool of `prefetch` buffers (bounded memory; pinned on CUDA so the copy to the GPU is
 asynchronous), reused from video to video: fresh 100 MB buffers would cost a page fault per 4 KiB on
 every read, which made warm reads ten times slower than a memcpy.
@@ -33,10 +37,9 @@ import torch
 
 from vjfer.cache import Cache, clip_checksum, corrupt_clip
 from vjfer.errors import CacheError
+from vjfer.store import SCALES
 
 log = logging.getLogger(__name__)
-
-TOKEN_BYTES = 2  # the cache stores float16
 
 Request = tuple[str, np.ndarray]  # (video_id, sorted clip indices within the video)
 
@@ -55,12 +58,14 @@ class ReadStats:
 
 
 def clip_bytes(cache: Cache) -> int:
-    """Bytes of one stored clip: V · N · D float16 values."""
-    return cache.num_views * cache.num_tokens * cache.embed_dim * TOKEN_BYTES
+    """Bytes of one stored clip: V · N · D values in the store format, plus V · N float16 scales
+    for int8 / fp8."""
+    return sum(cache.store.clip_nbytes(*cache.shape))
 
 
 class ChunkIndex:
-    """Byte offset of every cached clip's chunk, per shard file; checks the chunks are plain fp16.
+    """Byte offset of every cached clip's chunk (and scale chunk), per shard file; checks the
+    chunks are unfiltered and of the store format's dtype and size.
 
     A chunk written with a filter (compression) or of another size cannot be read raw; that is an
     error naming the shard, not a silent fallback. Each shard's stored clip checksums come along.
@@ -69,36 +74,51 @@ class ChunkIndex:
     def __init__(self, cache: Cache):
         self.path = cache.path
         self.clip_bytes = clip_bytes(cache)
+        self.value_bytes, self.scale_bytes = cache.store.clip_nbytes(*cache.shape)
         self.offsets: dict[str, np.ndarray] = {}  # shard name -> int64 [clips in shard]
+        self.scale_offsets: dict[str, np.ndarray] = {}  # int8 / fp8: the scale chunks
         self.checksums: dict[str, np.ndarray] = {}  # shard name -> uint64 [clips in shard]
         for shard in sorted(cache.videos["shard"].unique()):
             self.offsets[shard] = self._read_offsets(cache.path / shard, cache)
 
     def _read_offsets(self, path: Path, cache: Cache) -> np.ndarray:
         want = (1, cache.num_views, cache.num_tokens, cache.embed_dim)
+        dtype = cache.store.dtype
         try:
             with h5py.File(path, "r") as f:
                 tokens = f["tokens"]
-                if tokens.dtype != np.float16 or tokens.chunks != want:
+                if tokens.dtype != dtype or tokens.chunks != want:
                     raise CacheError(
                         f"{path}: tokens {tokens.dtype} in chunks {tokens.chunks}; the stage-2 "
-                        f"reader needs float16 chunks {want} (one clip each)"
+                        f"reader needs {dtype} chunks {want} (one clip each, store "
+                        f"{cache.store})"
                     )
-                offsets = np.full(tokens.shape[0], -1, dtype=np.int64)
-                bad: list[str] = []
-
-                def visit(info) -> None:
-                    if info.filter_mask != 0 or info.size != self.clip_bytes:
-                        bad.append(f"chunk {info.chunk_offset[0]}: {info.size} bytes, "
-                                   f"filter mask {info.filter_mask}")  # fmt: skip
-                    offsets[info.chunk_offset[0]] = info.byte_offset
-
-                tokens.id.chunk_iter(visit)
+                offsets = self._chunk_offsets(path, tokens, self.value_bytes)
+                if self.scale_bytes:
+                    self.scale_offsets[path.name] = self._chunk_offsets(
+                        path, f[SCALES], self.scale_bytes
+                    )
                 self.checksums[path.name] = f["clip_checksum"][()]
-        except OSError as err:
-            raise CacheError(f"cannot open shard {path}: {err}") from err
+        except (OSError, KeyError) as err:
+            raise CacheError(f"cannot read shard {path}: {err}") from err
+        return offsets
+
+    @staticmethod
+    def _chunk_offsets(path, dataset: h5py.Dataset, size: int) -> np.ndarray:
+        """Byte offset of each chunk of a one-clip-per-chunk dataset of `size`-byte chunks."""
+        offsets = np.full(dataset.shape[0], -1, dtype=np.int64)
+        bad: list[str] = []
+
+        def visit(info) -> None:
+            if info.filter_mask != 0 or info.size != size:
+                bad.append(f"chunk {info.chunk_offset[0]}: {info.size} bytes, "
+                           f"filter mask {info.filter_mask}")  # fmt: skip
+            offsets[info.chunk_offset[0]] = info.byte_offset
+
+        dataset.id.chunk_iter(visit)
         if bad:
-            raise CacheError(f"{path}: {bad[0]}; expected {self.clip_bytes} unfiltered bytes")
+            what = "" if dataset.name == "/tokens" else f"{dataset.name.lstrip('/')} "
+            raise CacheError(f"{path}: {what}{bad[0]}; expected {size} unfiltered bytes")
         if (offsets < 0).any():
             raise CacheError(f"{path}: clip {int(np.argmax(offsets < 0))} has no stored chunk")
         return offsets
@@ -115,7 +135,8 @@ def _pread_into(fd: int, view: memoryview, offset: int) -> None:
 
 
 class ClipReader:
-    """Reads requested clips of cached videos into float16 tensors [clips, V, N, D].
+    """Reads requested clips of cached videos into float16 tensors [clips, V, N, D] (fp16 caches)
+    or their stored bytes, uint8 [clips, clip bytes] (int8, fp8: `vjfer.store.decode_raw`).
 
     Args:
         threads: reads in flight at once (0: read in the calling thread).
@@ -135,6 +156,7 @@ class ClipReader:
         self.prefetch = max(1, prefetch)
         self.index = ChunkIndex(cache)
         self.shape = (cache.num_views, cache.num_tokens, cache.embed_dim)  # (V, N, D)
+        self.raw = cache.store.scaled  # deliver stored bytes rather than float16 tokens
         videos = cache.videos
         self._where = dict(zip(videos["video_id"], zip(videos["shard"], videos["first_clip"],
                                                        videos["n_clips"], strict=True), strict=True))  # fmt: skip
@@ -154,18 +176,24 @@ class ClipReader:
         if len(clips) and (clips.min() < 0 or clips.max() >= n_clips):
             raise CacheError(f"{video_id}: clips {clips.tolist()} outside 0..{n_clips - 1}")
         fd, offsets, size = self._fd(shard), self.index.offsets[shard], self.index.clip_bytes
+        values = self.index.value_bytes
+        scale_offsets = self.index.scale_offsets.get(shard)
         flat = out.numpy().reshape(-1).view(np.uint8).data  # a memoryview of the bytes
         for i, c in enumerate(clips):
             chunk = flat[i * size : (i + 1) * size]
-            _pread_into(fd, chunk, int(offsets[first + c]))
+            _pread_into(fd, chunk[:values], int(offsets[first + c]))
+            if scale_offsets is not None:  # the clip's scales, right behind its values
+                _pread_into(fd, chunk[values:], int(scale_offsets[first + c]))
             if self.verify and clip_checksum(chunk) != int(self.index.checksums[shard][first + c]):
                 raise corrupt_clip(self.cache.path, shard, first + c, video_id, int(c))
 
     def _buffer(self, clips: int) -> torch.Tensor:
+        if self.raw:
+            return torch.empty((clips, self.index.clip_bytes), dtype=torch.uint8)
         return torch.empty((clips, *self.shape), dtype=torch.float16)
 
     def stream(self, requests: Sequence[Request]) -> Iterator[torch.Tensor]:
-        """Tokens float16 [len(clips), V, N, D] of each request, in request order."""
+        """Tokens float16 [len(clips), V, N, D] (or stored bytes) of each request, in order."""
         start = time.perf_counter()
         if self.threads == 0:
             for vid, clips in requests:

@@ -37,6 +37,7 @@ from vjfer.probe.evaluate import format_run_summary, summarise_folds
 from vjfer.probe.folds import GridPoint, GridResult, check_folds, train_grid
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.train import FoldResult, TrainConfig
+from vjfer.store import check_store_folds
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,11 @@ def write_fold(result: FoldResult, directory: Path, cache: Cache, config: TrainC
         "fold": result.fold, "config": config_dict(config), "cache": cache_description(cache),
         "encoder": cache.settings.get("encoder"), "vjfer_version": vjfer.__version__,
     }  # fmt: skip
-    torch.save(probe_checkpoint(result.probe, meta), directory / "probe.pt")
+    ckpt_meta = dict(meta)
+    if (basis := cache.pca_basis()) is not None:  # predict projects new tokens on it
+        ckpt_meta["store_pca_basis"] = {"basis": torch.from_numpy(basis[0]),
+                                        "mean": torch.from_numpy(basis[1])}  # fmt: skip
+    torch.save(probe_checkpoint(result.probe, ckpt_meta), directory / "probe.pt")
     _write_json(directory / "config.json", {k: v for k, v in meta.items() if k != "class_names"})
     result.clips.to_csv(directory / "clip_predictions.csv", index=False, float_format="%.6g")
     result.videos.to_csv(directory / "video_predictions.csv", index=False, float_format="%.6g")
@@ -122,6 +127,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_folds(cache)
+    check_store_folds(cache, list(folds))
     grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
     coverage = cache.coverage()
     log.info("%s: %s", cache.path, coverage)

@@ -55,6 +55,7 @@ from vjfer.probe.evaluate import clip_probabilities, clip_table
 from vjfer.probe.model import PROBES, build_probe
 from vjfer.probe.reader import ClipReader, HeldTokens, ReadStats, available_memory
 from vjfer.probe.samples import REFERENCE_CLIPS, draw_samples, epoch_order, fixed_clips
+from vjfer.store import decode_raw
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +358,8 @@ def train_heads(
         for n, (i, who, (_, union), tokens) in enumerate(
             zip(order, takers, requests, source.stream(requests), strict=True)
         ):
-            tokens = tokens.to(device, non_blocking=True)  # float16 [C', V, N, D]
+            # stored bytes cross to the device; int8 / fp8 become float16 [C', V, N, D] there
+            tokens = decode_raw(tokens.to(device, non_blocking=True), cache.store, cache.shape)
             for h in who:
                 clips, views = draws[heads[h].config.seed]
                 positions = torch.as_tensor(np.searchsorted(union, clips[i]), device=device)
@@ -400,7 +402,7 @@ def evaluate_heads(cache: Cache, assignments: dict[str, tuple[nn.Module, np.ndar
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name in assignments}
     bar = tqdm(total=len(rows), desc="evaluating", unit="video", disable=not progress)
     for i, (vid, _), tokens in zip(rows, requests, reader.stream(requests), strict=True):
-        tokens = tokens.to(device, non_blocking=True)
+        tokens = decode_raw(tokens.to(device, non_blocking=True), cache.store, cache.shape)
         starts = cache.clip_frames(vid)[:, 0]
         for name in evaluators[int(i)]:
             probs = clip_probabilities(
