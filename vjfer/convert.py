@@ -127,6 +127,8 @@ def to_source_space(tokens: torch.Tensor, fmt: StoreFormat, grid: tuple[int, int
     projections times the basis plus the mean, pooled tokens repeated over their 2×2 block."""
     x = tokens.float()
     if fmt.pca:
+        if basis is None:
+            raise ValueError(f"a {fmt} cache needs its PCA basis to map tokens back")
         b, m = (torch.from_numpy(a) for a in basis)
         x = x @ b.T + m
     if fmt.pool == 2:
@@ -142,12 +144,14 @@ def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoE
     are left empty (a shard can hold gigabytes): `_write_shard` reads them one video at a time."""
     header = cachemod.read_shard_header(src.path / shard)
     table = header["videos"]
-    stored, aliases = [], []
+    stored: list[VideoEntry] = []
+    aliases: list[VideoEntry] = []
     for i, vid in enumerate(table["video_id"]):
         alias_of = table["alias_of"][i]
         face = None
         if "face_status" in table:
-            box = tuple(int(b) for b in table["face_box"][i])
+            x, y, w, h = (int(b) for b in table["face_box"][i])
+            box = (x, y, w, h)
             face = (table["face_status"][i], box if box[2] > 0 else None)
         source = {k.removeprefix("source_"): cachemod._plain(table[k][i])
                   for k in cachemod.SOURCE_COLUMNS}  # fmt: skip
@@ -245,7 +249,7 @@ def convert(config: ConvertConfig) -> ConvertSummary:
         raise ConfigError(f"--out {directory} is the source cache; name another directory")
     directory.mkdir(parents=True, exist_ok=True)
     lineage = {"source_fingerprint": src.fingerprint, "source_store": str(src.store)}
-    codec = Codec(fmt, tuple(src.grid), basis, mean)
+    codec = Codec(fmt, src.grid, basis, mean)
     written = skipped = 0
     shards = src.manifest["shards"]
     first = cachemod.read_shard_header(src.path / shards[0]["name"])

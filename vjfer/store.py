@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ class StoreFormat:
         if number == "fp8" and not hasattr(torch, "float8_e4m3fn"):
             raise ConfigError(f"--store {text!r}: this torch {torch.__version__} has no "
                               "float8_e4m3fn; use int8")  # fmt: skip
-        return cls(pool, pca, number or DEFAULT)
+        return cls(pool, pca, cast(Number, number or DEFAULT))
 
     def __str__(self) -> str:
         steps = ["pool2"] * (self.pool == 2) + [f"pca:{self.pca}"] * (self.pca > 0)
@@ -159,6 +159,8 @@ def dequantize(values: torch.Tensor, scales: torch.Tensor | None, number: str) -
         if number == "int8"
         else values.view(torch.float8_e4m3fn).float()
     )
+    if scales is None:
+        raise ValueError(f"{number} values need their per-token scales")
     return (x * scales.view(torch.float16).float().unsqueeze(-1)).to(torch.float16)
 
 
