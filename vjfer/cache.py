@@ -72,6 +72,7 @@ class VideoEntry:
     container_frames: int = -1  # frames the container's index lists; -1 when it lists none
     source: object | None = None  # a video.SourceIdentity (path, size, mtime_ns, sha256)
     alias_of: str = ""  # the video whose tokens this one shares (an identical video stream)
+    clip_role: np.ndarray | None = None  # uint8 [C] (video.ROLE_*); None: every clip is evaluated
 
 
 @dataclass
@@ -169,6 +170,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 # Writing one shard.
 
 
+def _roles(roles: np.ndarray | None, clips: int) -> np.ndarray | None:
+    """An entry's clip roles as uint8 [C], checked against its clip count."""
+    if roles is None:
+        return None
+    roles = np.asarray(roles, dtype=np.uint8)
+    if roles.shape != (clips,):
+        raise CacheError(f"clip_role must be [{clips}] (one per clip), got {list(roles.shape)}")
+    return roles
+
+
 class ShardWriter:
     """Writes one shard to `<name>.partial`; `close()` completes it (flush, fsync, rename).
 
@@ -220,7 +231,7 @@ class ShardWriter:
                          np.empty(0, TOKEN_DTYPE), face_status=entry.face_status,
                          face_box=entry.face_box, lost_frames=int(entry.lost_frames),
                          container_frames=int(entry.container_frames), source=entry.source,
-                         alias_of=entry.alias_of)  # fmt: skip
+                         alias_of=entry.alias_of, clip_role=_roles(entry.clip_role, C))  # fmt: skip
         self.rows.append(row)
         self.clips += C
 
@@ -271,6 +282,11 @@ class ShardWriter:
         self._write("clip_video", np.repeat(np.array(owner, dtype=np.int32), n_stored))
         frames = [r.frames for r in self.rows] or [np.zeros((0, FRAMES_PER_CLIP))]
         self._write("clip_frames", np.concatenate(frames).astype(np.int32))
+        roles = [r.clip_role for r in self.rows]
+        if any(r is not None and r.any() for r in roles):  # all-eval caches stay as they were
+            self._write("clip_role", np.concatenate(
+                [r if r is not None else np.zeros(len(f), np.uint8) for r, f in zip(roles, frames, strict=True)]
+            ))  # fmt: skip
         if any(r.face_status is not None for r in rows):  # only face-crop caches have these
             self._write("face_status", np.array([r.face_status for r in rows], dtype=object),
                         h5py.string_dtype("utf-8"))  # fmt: skip
@@ -651,6 +667,15 @@ class Cache:
         """int [C, 16]: the frame indices of each cached clip of the video."""
         shard, first, n = self._locate(video_id)
         return self._shard(shard)["clip_frames"][first : first + n]
+
+    def clip_roles(self, video_id: str) -> np.ndarray:
+        """uint8 [C]: each cached clip's role (`vjfer.video.ROLE_*`). A shard without `clip_role`
+        (every cache before the `reference` plan and `--augment`) holds evaluation windows only."""
+        shard, first, n = self._locate(video_id)
+        f = self._shard(shard)
+        if "clip_role" not in f:
+            return np.zeros(n, dtype=np.uint8)
+        return f["clip_role"][first : first + n]
 
     def iter_clips(self) -> Iterator[tuple[str, int, np.ndarray]]:
         """(video_id, clip index within the video, tokens [V, N, D]) for every clip, video by video."""

@@ -52,7 +52,9 @@ from vjfer.video import (
     FRAME_STEP,
     FRAMES_PER_CLIP,
     VIEWS,
+    WINDOWS_VERSION,
     SourceIdentity,
+    clip_roles,
     decode_video,
     normalize_clips,
     num_views,
@@ -70,6 +72,7 @@ DISK_MARGIN = 1.05  # HDF5 metadata and the manifest, on top of the token bytes
 WRITE_QUEUE = 8  # finished videos waiting for the writer thread
 MAX_AUTO_WORKERS = 8  # decoding processes chosen by default, at most (one core left to the main)
 EXPECTED_EXCLUSIONS = (AUDIO_ONLY, NOT_SELECTED)  # by design, not failures: not in failures.jsonl
+HOP_PLANS = ("windows", "reference")  # the plans whose evaluation windows are `hop` starts apart
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class ExtractConfig:
     checkpoint: Path | None = None
     weights: str = "target_encoder"  # jepa checkpoints: EMA "target_encoder" or online "encoder"
     cache_root: Path = Path("cache")
-    hop: int = 8  # frames between window starts (plan "windows")
+    hop: int = 8  # starts between evaluation windows (plans "windows" and "reference")
     plan: str = "windows"
     views: str = "center"
     batch_size: int = 8  # clips per encoder call; each brings its V views
@@ -201,7 +204,7 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "frames": FRAMES_PER_CLIP,
         "frame_step": FRAME_STEP,
         "plan": config.plan,
-        "hop": config.hop if config.plan == "windows" else None,  # other plans ignore it
+        "hop": config.hop if config.plan in HOP_PLANS else None,  # other plans ignore it
         "views": config.views,
         "mean": list(encoder.mean),
         "std": list(encoder.std),
@@ -213,6 +216,8 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "max_lost_frames": config.max_lost_frames,  # which partial decodes the cache holds
         "dedup_streams": config.dedup,  # identical video streams stored once (changes the layout)
     }
+    if config.plan in HOP_PLANS:  # a v1 `windows` cache held other frames: never reuse it
+        settings["windows_version"] = WINDOWS_VERSION
     # Only a face crop adds a key: whole-frame caches keep the fingerprint (and bytes) they had.
     if (face := face_settings(config.face())) is not None:
         settings["face_crop"] = face
@@ -630,12 +635,14 @@ class _DecodeTasks(Dataset):
                 f"truncated or damaged file; re-download it (or raise --max-lost-frames)",
             }  # fmt: skip
         clip_frames = plan_clips(video.n_frames, self.plan, self.hop)  # [C, 16]
+        roles = clip_roles(video.n_frames, self.plan, self.hop)  # [C]
         used = np.unique(clip_frames)  # with a hop, clips share frames: send each once
         return {
             "index": i,
             "frames": np.ascontiguousarray(video.frames[:, used]),  # uint8 [V, U, R, R, 3]
             "local": np.searchsorted(used, clip_frames),  # [C, 16] indices into U
             "clip_frames": clip_frames,
+            "clip_role": roles,
             "n_frames": video.n_frames,
             "fps": video.fps,
             **({"face_status": face.status, "face_box": crop or (-1, -1, -1, -1)} if face else {}),
@@ -662,6 +669,7 @@ class _Pending:
         self.frames = item["frames"].to(device, non_blocking=True)  # uint8 [V, U, R, R, 3]
         self.local = item["local"].to(device)  # [C, 16]
         self.clip_frames = item["clip_frames"].numpy()
+        self.clip_role = item["clip_role"].numpy()
         self.n_frames, self.fps = int(item["n_frames"]), float(item["fps"])
         self.face_status = item.get("face_status")  # only with a face crop
         box = [int(v) for v in item["face_box"]] if "face_box" in item else [-1]
@@ -675,7 +683,8 @@ class _Pending:
         return VideoEntry(r.video_id, r.label, r.actor, r.fold, self.n_frames, self.fps,
                           self.clip_frames, self.tokens, face_status=self.face_status,
                           face_box=self.face_box, lost_frames=self.lost_frames,
-                          container_frames=self.container_frames, source=self.source)  # fmt: skip
+                          container_frames=self.container_frames, source=self.source,
+                          clip_role=self.clip_role)  # fmt: skip
 
 
 class _Batcher:

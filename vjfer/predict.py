@@ -27,7 +27,7 @@ from vjfer.face import FaceCropper, config_from_settings
 from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
 from vjfer.probe.model import load_probe
 from vjfer.timeline import clip_centre_seconds
-from vjfer.video import decode_video, gather_clips, normalize_clips, plan_clips
+from vjfer.video import clip_roles, decode_video, gather_clips, normalize_clips, plan_clips
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,9 @@ def encode_video_tokens(
         face = FaceCropper(config_from_settings(settings["face_crop"])).locate(path, path.stem)
         crop = None if face.box is None else (face.box.x, face.box.y, face.box.w, face.box.h)
     video = decode_video(path, encoder.resolution, settings["views"], crop=crop)
-    clip_frames = plan_clips(video.n_frames, settings["plan"], settings.get("hop") or 8)
+    plan, hop = settings["plan"], settings.get("hop") or 8
+    # evaluation windows only (the `reference` plan also lists its 8 training clips)
+    clip_frames = plan_clips(video.n_frames, plan, hop)[clip_roles(video.n_frames, plan, hop) == 0]
     clips = gather_clips(video.frames, clip_frames)  # [C, V, 16, R, R, 3]
     C, V = clips.shape[:2]
     flat = torch.from_numpy(clips.reshape(C * V, *clips.shape[2:]))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vjfer import metrics
+from vjfer.video import ROLE_EVAL
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def predict_clips(
     probe: nn.Module, cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
     batch_clips: int = EVAL_BATCH_CLIPS, num_workers: int = 0,
 ) -> pd.DataFrame:  # fmt: skip
-    """One row per cached clip of each video: video_id, actor, label, clip, start_frame,
+    """One row per cached evaluation window of each video: video_id, actor, label, clip, start_frame,
     prob_<class>... (views averaged) and pred (the clip's argmax). Never opens a video."""
     device = torch.device(device)
     names = cache.class_names
@@ -121,9 +122,11 @@ def predict_clips(
     probe.eval()
     rows = []
     for vid, tokens in loader:
-        probs = clip_probabilities(probe, tokens, device, batch_clips)  # [C, K]
+        # evaluation windows only: not the `reference` plan's training clips or augmented copies
+        keep = np.flatnonzero(cache.clip_roles(vid) == ROLE_EVAL)
+        probs = clip_probabilities(probe, tokens[keep], device, batch_clips)  # [C', K]
         row = info.loc[vid]
-        starts = cache.clip_frames(vid)[:, 0]
+        starts = cache.clip_frames(vid)[keep, 0]
         rows.append(clip_table(vid, int(row["actor"]), int(row["label"]), starts, probs, names))
     probe.train(was_training)
     return pd.concat(rows, ignore_index=True)

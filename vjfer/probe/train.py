@@ -52,20 +52,31 @@ from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.evaluate import clip_probabilities, clip_table
 from vjfer.probe.model import PROBES, build_probe
 from vjfer.probe.reader import ClipReader, HeldTokens, ReadStats, available_memory
-from vjfer.probe.samples import REFERENCE_CLIPS, draw_samples, epoch_order, fixed_clips
+from vjfer.probe.samples import (
+    REFERENCE_CLIPS,
+    augmented_clips,
+    draw_copies,
+    draw_samples,
+    epoch_order,
+    fixed_clips,
+    plain_clips,
+)
+from vjfer.video import ROLE_EVAL
 
 log = logging.getLogger(__name__)
 
 ProbeKind = Literal["attentive", "linear"]
 ClipChoice = Literal["reference", "random"]
 Pool = Literal["joint", "clip"]
-TrainView = Literal["random", "middle"]
+TrainView = Literal["random", "middle", "augmented"]
+Autocast = Literal["bf16", "fp16", "fp32"]
 InMemory = Literal["auto", "yes", "no", "gpu"]
 CHOICES: dict[str, tuple[str, ...]] = {
     "probe": PROBES,
     "clip_choice": ("reference", "random"),
     "pool": ("joint", "clip"),
-    "train_view": ("random", "middle"),
+    "train_view": ("random", "middle", "augmented"),
+    "autocast": ("bf16", "fp16", "fp32"),
     "in_memory": ("auto", "yes", "no", "gpu"),
 }
 MEMORY_SHARE = (
@@ -101,6 +112,10 @@ class TrainConfig:
     num_workers: int = 4  # reader threads (reads in flight)
     prefetch: int = 8  # videos read ahead of training (bounds the reader's memory)
     eval_batch_clips: int = 64
+    # The probe's autocast dtype on CUDA (the CPU always runs float32). The reference runs
+    # torch.cuda.amp.autocast(dtype=torch.float16) with a GradScaler (its `use_bfloat16: true`
+    # enables that fp16 autocast despite the name); vjfer's default is bf16, which needs no scaler.
+    autocast: Autocast = "bf16"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list
@@ -113,6 +128,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.train_view == "augmented" and self.clip_choice != "reference":
+            raise ConfigError("train_view='augmented' trains on copies of the reference's 8 "
+                              f"clips: it needs clip_choice='reference', got {self.clip_choice!r}")  # fmt: skip
         if self.clip_choice == "reference" and self.clips_per_video != REFERENCE_CLIPS:
             raise ConfigError(f"clip_choice='reference' takes {REFERENCE_CLIPS} clips; "
                               f"clips_per_video is {self.clips_per_video}")  # fmt: skip
@@ -294,6 +312,40 @@ def _source_for(cache, config: TrainConfig, device: torch.device, wanted: dict[s
     return reader, held, where
 
 
+def _augmented_copies(cache, ids: list[str], needed: np.ndarray) -> dict[int, np.ndarray]:
+    """Row -> int [8, K]: the stored augmented copies of each needed video's training clips."""
+    copies = {i: augmented_clips(cache.clip_roles(ids[i])) for i in needed}
+    counts = {a.shape[1] for a in copies.values()}
+    if counts != {next(iter(counts))} or 0 in counts:
+        raise ConfigError(
+            f"--train-view augmented: cache {cache.path} holds {sorted(counts)} augmented copies "
+            "per video (need the same K >= 1 for every video); re-extract it with "
+            "`vjfer extract --augment K`, or train with --train-view random|middle"
+        )
+    return copies
+
+
+def _copies_k(copies: dict[int, np.ndarray]) -> int:
+    """K, the augmented copies per training clip (equal for every video)."""
+    return next(iter(copies.values())).shape[1]
+
+
+def _pick_copies(copies: dict[int, np.ndarray], choice: np.ndarray) -> np.ndarray:
+    """int [n, 8]: clip index of the chosen copy (choice [n, 8]) of each training clip."""
+    clips = np.zeros(choice.shape, dtype=np.int64)
+    for i, table in copies.items():
+        clips[i] = table[np.arange(REFERENCE_CLIPS), choice[i]]
+    return clips
+
+
+def _plain_index(drawn: np.ndarray, plain: dict[int, np.ndarray]) -> np.ndarray:
+    """int [n, K]: clip indices of draws made among each video's plain clips."""
+    clips = drawn.copy()
+    for i, table in plain.items():
+        clips[i] = table[drawn[i]]
+    return clips
+
+
 def train_heads(
     cache, heads: Sequence[Head], config: TrainConfig, progress: bool = True
 ) -> PassPlan:
@@ -315,20 +367,28 @@ def train_heads(
     needed = np.flatnonzero(member.any(axis=0))
     n_clips, labels = videos["n_clips"].to_numpy(), videos["label"].to_numpy()
     ids = videos["video_id"].tolist()
+    # Roles: `random` draws among the plain clips (never an augmented copy), `reference` takes the
+    # exact training clips where the cache has them, `augmented` one stored copy of each.
+    plain = {i: plain_clips(cache.clip_roles(ids[i])) for i in needed}
+    n_draw = n_clips.copy()  # rows not needed keep any count: the draws do not depend on it
+    n_draw[needed] = [len(plain[i]) for i in needed]
     fixed = None
     if config.clip_choice == "reference":
         fixed = fixed_clips(cache, needed)
+    copies = _augmented_copies(cache, ids, needed) if config.train_view == "augmented" else None
     seeds = sorted({head.config.seed for head in heads})
-    if fixed is not None:
+    if copies is not None:
+        wanted = {ids[i]: np.unique(copies[i]) for i in needed}
+    elif fixed is not None:
         wanted = {ids[i]: np.unique(fixed[i]) for i in needed}
     else:
-        wanted = {ids[i]: np.arange(n_clips[i]) for i in needed}
+        wanted = {ids[i]: plain[i] for i in needed}
     reader, held, where = _source_for(cache, config, device, wanted, progress)
     source = held or reader
     size = reader.index.clip_bytes
     K = config.clips_per_video
     sample_bytes = K * cache.num_tokens * cache.embed_dim * 2  # float16 [K, N, D]
-    if fixed is not None:
+    if fixed is not None and copies is None:
         per_video = [len(c) for c in wanted.values()]
     else:  # at most K draws per seed, and never more than the video's clips
         per_video = [min(len(c), K * len(seeds)) for c in wanted.values()]
@@ -350,8 +410,13 @@ def train_heads(
         start = time.perf_counter()
         order = epoch_order(len(videos), config.order_seed, epoch)
         order = order[member[:, order].any(axis=0)]
-        draws = {s: draw_samples(n_clips, fixed, cache.num_views, config.clips_per_video,
+        draws = {s: draw_samples(n_draw, fixed, cache.num_views, config.clips_per_video,
                                  config.train_view == "random", s, epoch) for s in seeds}  # fmt: skip
+        if copies is not None:  # one stored copy per training clip, drawn per (seed, epoch)
+            draws = {s: (_pick_copies(copies, draw_copies(len(videos), _copies_k(copies), s, epoch)),
+                         v) for s, (_, v) in draws.items()}  # fmt: skip
+        elif fixed is None:  # draws index the plain clips
+            draws = {s: (_plain_index(c, plain), v) for s, (c, v) in draws.items()}
         takers = [np.flatnonzero(member[:, i]) for i in order]
         requests = []
         for i, who in zip(order, takers, strict=True):
@@ -381,9 +446,15 @@ def train_heads(
     return plan
 
 
+def eval_clips(cache, video_id: str) -> np.ndarray:
+    """int64 [C']: the video's evaluation windows (every clip of a cache without roles)."""
+    return np.flatnonzero(cache.clip_roles(video_id) == ROLE_EVAL)
+
+
 def evaluate_heads(cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], config: TrainConfig,
                    progress: bool = True) -> tuple[dict[str, pd.DataFrame], ReadStats]:  # fmt: skip
-    """Score every cached clip of each head's videos, reading each video once for all its heads.
+    """Score every cached evaluation window of each head's videos, reading each video once for all
+    its heads.
 
     Args:
         assignments: name -> (probe, rows of `cache.videos` it evaluates).
@@ -393,7 +464,9 @@ def evaluate_heads(cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], 
     device = resolve_device(config.device)
     videos = cache.videos
     rows = np.unique(np.concatenate([r for _, r in assignments.values()]))
-    requests = [(videos.at[i, "video_id"], np.arange(videos.at[i, "n_clips"])) for i in rows]
+    # evaluation windows only: never the `reference` plan's training clips or augmented copies
+    requests = [(videos.at[i, "video_id"], eval_clips(cache, videos.at[i, "video_id"]))
+                for i in rows]  # fmt: skip
     reader = ClipReader(cache, threads=config.num_workers, prefetch=config.prefetch,
                         pin=device.type == "cuda")  # fmt: skip
     evaluators = {i: [] for i in rows}
@@ -403,9 +476,9 @@ def evaluate_heads(cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], 
             evaluators[i].append(name)
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name in assignments}
     bar = tqdm(total=len(rows), desc="evaluating", unit="video", disable=not progress)
-    for i, (vid, _), tokens in zip(rows, requests, reader.stream(requests), strict=True):
+    for i, (vid, clips), tokens in zip(rows, requests, reader.stream(requests), strict=True):
         tokens = tokens.to(device, non_blocking=True)
-        starts = cache.clip_frames(vid)[:, 0]
+        starts = cache.clip_frames(vid)[clips, 0]
         for name in evaluators[i]:
             probs = clip_probabilities(
                 assignments[name][0], tokens, device, config.eval_batch_clips
