@@ -188,6 +188,8 @@ def _extract_options(f):
         click.option("--max-lost-frames", type=click.FloatRange(0, 1), default=d["max_lost_frames"].default, show_default=True,
                      help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`)."),
         click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
+        click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=d["dtype"].default, show_default=True,
+                     help="Encoder compute dtype on CUDA (fp16: the reference's autocast; the CPU computes fp32). Part of the cache fingerprint."),
         click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
                      show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip
@@ -303,6 +305,10 @@ def _train_options(f):
                      help="Hold the training tokens in RAM (yes; auto: when they fit) or on the GPU (gpu)."),
         click.option("--num-workers", type=int, default=d["num_workers"].default, show_default=True, help="Reader threads (reads in flight)."),
         click.option("--prefetch", type=int, default=d["prefetch"].default, show_default=True, help="Videos read ahead (bounds the reader's memory)."),
+        click.option("--train-view", type=click.Choice(CHOICES["train_view"]), default=d["train_view"].default, show_default=True,
+                     help="random/middle: a cached view per clip; augmented: one stored augmented copy per clip and epoch (`vjfer extract --augment K`)."),
+        click.option("--autocast", type=click.Choice(CHOICES["autocast"]), default=d["autocast"].default, show_default=True,
+                     help="The probe's autocast dtype on CUDA (fp16 with a grad scaler: the reference's); the CPU trains in fp32."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)

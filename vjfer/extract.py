@@ -43,6 +43,7 @@ from vjfer import __version__, cache
 from vjfer.cache import ShardWriter, VideoEntry
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
 from vjfer.encoders import load_encoder
+from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.env import available_cpus, environment
 from vjfer.errors import CacheError, ConfigError, VideoError
 from vjfer.face import FaceCropConfig, FaceCropper, face_settings, parse_face_crop
@@ -102,10 +103,13 @@ class ExtractConfig:
     no_reencode: bool = False  # refuse, rather than re-encode, shards whose source files changed
     decode_timeout: float | None = 600.0  # seconds per video before it becomes a failure
     dedup: bool = True  # videos with identical video streams: encoded and stored once
+    dtype: str = "bf16"  # encoder compute dtype on CUDA: bf16 | fp16 (the reference's) | fp32
 
     def __post_init__(self):
         if self.plan not in CLIP_PLANS:
             raise ConfigError(f"plan must be one of {CLIP_PLANS}, got {self.plan!r}")
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"dtype must be one of {tuple(COMPUTE_DTYPES)}, got {self.dtype!r}")
         if self.views not in VIEWS:
             raise ConfigError(f"views must be one of {VIEWS}, got {self.views!r}")
         for name in ("hop", "batch_size", "shard_size"):
@@ -497,7 +501,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     dataset = check_dataset(config.dataset)
     device = resolve_device(config.device, local_rank)
     if encoder is None:
-        encoder = load_encoder(config.encoder, config.checkpoint, device, config.weights)
+        encoder = load_encoder(config.encoder, config.checkpoint, device, config.weights,
+                               dtype=config.dtype)  # fmt: skip
     elif encoder.name != config.encoder:
         raise ConfigError(f"config names encoder {config.encoder!r}, got a loaded {encoder.name!r}")
     found = scan_dataset(dataset, config.root)

@@ -22,6 +22,7 @@ import torch
 from vjfer.cache import TOKEN_DTYPE
 from vjfer.cross import find_probes
 from vjfer.encoders import load_encoder
+from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import CheckpointError, ConfigError, VideoError
 from vjfer.face import FaceCropper, config_from_settings
 from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
@@ -133,6 +134,8 @@ def run_encoder(settings: dict, checkpoint: str | Path | None, device: str,
     user named it), and ignored otherwise (VJFER_CHECKPOINT, meant for the real encoders).
     """
     name, fp = settings["encoder"], settings["encoder_fingerprint"]
+    # the compute dtype the cache was made with (a CPU-made cache: fp32)
+    dtype = {label: key for key, (_, label) in COMPUTE_DTYPES.items()}[fp["compute_dtype"]]
     if not checkpoint_given and (name == "tiny" or fp["weights"] == "random-init"):
         checkpoint = None
     if checkpoint is not None and (name == "tiny" or fp["weights"] == "random-init"):
@@ -141,17 +144,18 @@ def run_encoder(settings: dict, checkpoint: str | Path | None, device: str,
             f"({fp['weights'] if name != 'tiny' else 'seeded random weights'}); drop it"
         )
     if name == "tiny":
-        return load_encoder(name, device=device, seed=fp["seed"])
+        return load_encoder(name, device=device, seed=fp["seed"], dtype=dtype)
     if fp["weights"] == "random-init":  # a run on random real-size weights (benchmarks)
-        return load_encoder(name, device=device, random_weights=True, seed=fp["seed"])
+        return load_encoder(name, device=device, random_weights=True, seed=fp["seed"],
+                            dtype=dtype)  # fmt: skip
     if checkpoint is None:
         raise ConfigError(
             f"the run was made with {name} weights of sha256 {fp['checkpoint_sha256'][:12]}…: "
             "give that checkpoint with --checkpoint or VJFER_CHECKPOINT"
         )
     if fp["weights"] == "hf-directory":
-        return load_encoder(name, checkpoint, device)
-    return load_encoder(name, checkpoint, device, weights=fp["weights"])
+        return load_encoder(name, checkpoint, device, dtype=dtype)
+    return load_encoder(name, checkpoint, device, weights=fp["weights"], dtype=dtype)
 
 
 def encode_video_tokens(

@@ -50,17 +50,27 @@ def vote_mv(probs: np.ndarray) -> int:
     return int(np.argmax(clip_votes(probs)))
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing (fp32) elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+AUTOCAST_DTYPES = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": None,
+}  # TrainConfig.autocast
+
+
+def _autocast(device: torch.device, dtype: str = "bf16"):
+    """Autocast to `dtype` on CUDA (bf16 unless the run says otherwise), nothing (fp32) elsewhere."""
+    amp = AUTOCAST_DTYPES[dtype]
+    return torch.autocast("cuda", dtype=amp or torch.float32,
+                          enabled=device.type == "cuda" and amp is not None)  # fmt: skip
 
 
 @torch.no_grad()
 def clip_probabilities(
     probe: nn.Module, tokens: np.ndarray | torch.Tensor, device: torch.device | str = "cpu",
-    batch_clips: int = EVAL_BATCH_CLIPS,
+    batch_clips: int = EVAL_BATCH_CLIPS, autocast: str = "bf16",
 ) -> np.ndarray:  # fmt: skip
-    """Class probabilities of each clip, its views averaged: tokens [C, V, N, D] -> float32 [C, K]."""
+    """Class probabilities of each clip, its views averaged: tokens [C, V, N, D] -> float32 [C, K].
+    `autocast`: the dtype on CUDA (TrainConfig.autocast)."""
     device = torch.device(device)
     tokens = torch.as_tensor(tokens)
     C, V, N, D = tokens.shape
@@ -68,7 +78,7 @@ def clip_probabilities(
     out = []
     for start in range(0, C * V, batch_clips):
         x = flat[start : start + batch_clips].to(device, torch.float32, non_blocking=True)
-        with _autocast(device):
+        with _autocast(device, autocast):
             logits = probe(x)
         out.append(logits.float().softmax(dim=-1).cpu())
     return torch.cat(out).view(C, V, -1).mean(dim=1).numpy()

@@ -49,7 +49,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vjfer.errors import ConfigError, SplitError
-from vjfer.probe.evaluate import clip_probabilities, clip_table
+from vjfer.probe.evaluate import AUTOCAST_DTYPES, clip_probabilities, clip_table
 from vjfer.probe.model import PROBES, build_probe
 from vjfer.probe.reader import ClipReader, HeldTokens, ReadStats, available_memory
 from vjfer.probe.samples import (
@@ -221,6 +221,10 @@ class Head:
         self.history: list[dict] = []
         self._pending: list[tuple[torch.Tensor, int]] = []
         self._loss_sum, self._batches = torch.zeros((), device=device), 0
+        cuda = device.type == "cuda"
+        self._amp = AUTOCAST_DTYPES[config.autocast] if cuda else None  # the CPU trains in float32
+        # fp16 needs loss scaling (as the reference's GradScaler); bf16 and fp32 do not
+        self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp is torch.float16)
 
     def feed(self, sample: torch.Tensor, label: int) -> None:
         self._pending.append((sample, label))
@@ -236,11 +240,15 @@ class Head:
         tokens = torch.stack([s for s, _ in self._pending]).float()  # [B, K, N, D], on the device
         labels = torch.tensor([y for _, y in self._pending], device=self.device)
         self._pending = []
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(
+            "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None
+        ):
             loss = _loss(self.probe, tokens, labels, config.pool)
-        loss.backward()
+        self._scaler.scale(loss).backward()  # a no-op scale unless fp16
+        self._scaler.unscale_(self.optimizer)  # clip the true gradients, as the reference does
         nn.utils.clip_grad_norm_(self.probe.parameters(), config.clip_grad)
-        self.optimizer.step()
+        self._scaler.step(self.optimizer)
+        self._scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self._loss_sum += loss.detach()  # no per-step host sync on CUDA
         self.step, self._batches = self.step + 1, self._batches + 1
@@ -480,9 +488,8 @@ def evaluate_heads(cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], 
         tokens = tokens.to(device, non_blocking=True)
         starts = cache.clip_frames(vid)[clips, 0]
         for name in evaluators[i]:
-            probs = clip_probabilities(
-                assignments[name][0], tokens, device, config.eval_batch_clips
-            )
+            probs = clip_probabilities(assignments[name][0], tokens, device,
+                                       config.eval_batch_clips, config.autocast)  # fmt: skip
             tables[name].append(clip_table(vid, int(videos.at[i, "actor"]), int(videos.at[i, "label"]),
                                            starts, probs, cache.class_names))  # fmt: skip
         bar.update()
