@@ -144,7 +144,8 @@ def predict_clips(
 
 def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
     """Per-video table from `predict_clips` rows: video_id, actor, label, label_name, n_clips,
-    prob_<class> (summed over clips), votes_<class>, pbv, mv, pbv_name, mv_name."""
+    prob_<class> (summed over clips), votes_<class>, pbv, mv, pbv_name, mv_name, and mv_tie (the
+    most votes went to more than one class, so MV took the lowest index among them)."""
     prob_cols = [f"prob_{c}" for c in class_names]
     rows = []
     for vid, group in clips.groupby("video_id", sort=True):
@@ -157,6 +158,7 @@ def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame
         row |= dict(zip(prob_cols, probs.sum(axis=0).tolist(), strict=True))
         row |= {f"votes_{c}": int(n) for c, n in zip(class_names, votes, strict=True)}
         row |= {"pbv": pbv, "mv": mv, "pbv_name": class_names[pbv], "mv_name": class_names[mv]}
+        row["mv_tie"] = bool((votes == votes.max()).sum() > 1)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -184,6 +186,8 @@ def score_predictions(videos: pd.DataFrame, clips: pd.DataFrame, num_classes: in
         scores = metrics.classification_metrics(truth, pred, num_classes)
         scores["confusion"] = metrics.confusion(truth, pred, num_classes).tolist()
         out[name] = scores
+    if "mv_tie" in videos:  # few windows per video make ties common (4 at hop 8 on CREMA-D)
+        out["mv"]["tie_fraction"] = float(videos["mv_tie"].mean()) if len(videos) else 0.0
     return out
 
 
@@ -198,7 +202,8 @@ def summarise_folds(fold_metrics: list[dict]) -> dict:
     `metrics.json` content: {"folds", "per_fold": [...], "mean": {voting: {metric: {mean, std}}}}."""
     per_fold = [
         {"fold": m["fold"], "n_test_videos": m["n_test_videos"],
-         **{v: {s: m[v][s] for s in metrics.SCALAR_METRICS} for v in VOTINGS}}
+         **{v: {s: m[v][s] for s in metrics.SCALAR_METRICS} for v in VOTINGS},
+         "mv_tie_fraction": m["mv"]["tie_fraction"] if "tie_fraction" in m["mv"] else None}
         for m in fold_metrics
     ]  # fmt: skip
     mean = metrics.fold_summary([{v: f[v] for v in VOTINGS} for f in per_fold])
@@ -254,4 +259,9 @@ def format_summary(summary: dict) -> str:
     for f in summary["per_fold"]:
         cells = [_pct(f[v][s]) for v, s in cols]
         lines.append(f"| {f['fold']} | {f['n_test_videos']} | " + " | ".join(cells) + " |")
+    ties = [(f["fold"], f["mv_tie_fraction"]) for f in summary["per_fold"]
+            if f.get("mv_tie_fraction") is not None]  # fmt: skip
+    if ties:
+        lines += ["", "MV ties (test videos whose clip votes tie; MV then takes the lowest class "
+                  "index): " + ", ".join(f"fold {k}: {_pct(t)} %" for k, t in ties) + "."]  # fmt: skip
     return "\n".join(lines) + "\n"
