@@ -190,6 +190,12 @@ def _extract_options(f):
         click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
         click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=d["dtype"].default, show_default=True,
                      help="Encoder compute dtype on CUDA (fp16: the reference's autocast; the CPU computes fp32). Part of the cache fingerprint."),
+        click.option("--augment", type=click.IntRange(min=0), default=d["augment"].default, show_default=True,
+                     help="Also store K augmented copies of each video's 8 training clips, made with the reference's "
+                          "recipe (RandAugment, random-resized crop, cube erasing; vjfer/augment.py); train on them with "
+                          "`vjfer probe --train-view augmented`. Costs K × 8 clips a video."),
+        click.option("--augment-seed", type=int, default=d["augment_seed"].default, show_default=True,
+                     help="Seed of the augmented copies' draws (one generator per seed, video, copy and clip)."),
         click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
                      show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip

@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from vjfer import __version__, cache
+from vjfer import __version__, augment, cache
 from vjfer.cache import ShardWriter, VideoEntry
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
 from vjfer.encoders import load_encoder
@@ -52,10 +52,13 @@ from vjfer.video import (
     CLIP_PLANS,
     FRAME_STEP,
     FRAMES_PER_CLIP,
+    REFERENCE_TRAIN_CLIPS,
+    ROLE_AUGMENTED,
     VIEWS,
     WINDOWS_VERSION,
     SourceIdentity,
     clip_roles,
+    decode_native,
     decode_video,
     normalize_clips,
     num_views,
@@ -104,6 +107,8 @@ class ExtractConfig:
     decode_timeout: float | None = 600.0  # seconds per video before it becomes a failure
     dedup: bool = True  # videos with identical video streams: encoded and stored once
     dtype: str = "bf16"  # encoder compute dtype on CUDA: bf16 | fp16 (the reference's) | fp32
+    augment: int = 0  # augmented copies of each video's 8 training clips (`vjfer.augment`)
+    augment_seed: int = 0  # their draws: one generator per (seed, video, copy, clip)
 
     def __post_init__(self):
         if self.plan not in CLIP_PLANS:
@@ -112,6 +117,11 @@ class ExtractConfig:
             raise ConfigError(f"dtype must be one of {tuple(COMPUTE_DTYPES)}, got {self.dtype!r}")
         if self.views not in VIEWS:
             raise ConfigError(f"views must be one of {VIEWS}, got {self.views!r}")
+        if self.augment < 0:
+            raise ConfigError(f"augment must be >= 0 copies, got {self.augment}")
+        if self.augment and self.views != "center":
+            raise ConfigError(f"--augment makes one view per clip (the reference's training "
+                              f"crop): use --views center, got --views {self.views}")  # fmt: skip
         for name in ("hop", "batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -160,6 +170,8 @@ class ExtractPlan:
     excluded: list[dict] = field(default_factory=list)  # files the index left out, with reasons
     sources: dict = field(repr=False, default_factory=dict)  # video id -> SourceIdentity (dedup)
     encoder: object = field(repr=False, default=None)
+    augmented_clips: int = 0  # of estimated_clips: augmented copies (--augment K: K × 8 a video)
+    augmented_share: float = 0.0  # augmented clips / plain clips: the extra encoder time and disk
 
 
 @dataclass
@@ -220,6 +232,9 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "max_lost_frames": config.max_lost_frames,  # which partial decodes the cache holds
         "dedup_streams": config.dedup,  # identical video streams stored once (changes the layout)
     }
+    if config.augment:  # only then: caches without copies keep their fingerprint and bytes
+        settings["augment"] = {"copies": config.augment, "seed": config.augment_seed,
+                               "recipe": augment.RECIPE, "version": augment.VERSION}  # fmt: skip
     if config.plan in HOP_PLANS:  # a v1 `windows` cache held other frames: never reuse it
         settings["windows_version"] = WINDOWS_VERSION
     # Only a face crop adds a key: whole-frame caches keep the fingerprint (and bytes) they had.
@@ -553,6 +568,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         log.warning("re-encoding %s: %d source file(s) changed since they were encoded: %s",
                     names, len(files), "; ".join(files))  # fmt: skip
     clips, note = estimate_clips(records, dataset, config.plan, config.hop)
+    extra = config.augment * REFERENCE_TRAIN_CLIPS * len(records)  # augmented copies
+    plain_clips, clips = clips, clips + extra
     clip_bytes = num_views(config.views) * encoder.num_tokens * encoder.embed_dim * 2  # fp16
     pending_videos = sum(len(shards[i]) for i in mine if i not in done)  # decoded, not shared
     pending_bytes = round(clips * clip_bytes * DISK_MARGIN * pending_videos / max(len(records), 1))
@@ -564,7 +581,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         videos=len(records), pending_videos=pending_videos, estimated_clips=clips,
         estimated_bytes=round(clips * clip_bytes * DISK_MARGIN), pending_bytes=pending_bytes,
         free_bytes=shutil.disk_usage(directory).free, estimate_note=note, records=records,
-        excluded=excluded, encoder=encoder,
+        excluded=excluded, encoder=encoder, augmented_clips=extra,
+        augmented_share=extra / max(plain_clips, 1),
     )  # fmt: skip
     if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
         raise CacheError(
@@ -587,6 +605,12 @@ def format_plan(plan: ExtractPlan) -> str:
         f"to write; {plan.free_bytes / 1e9:.1f} GB free",
         f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
         f"{plan.workers} decoding workers",
+        *([f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "
+           f"{plan.config.augment * REFERENCE_TRAIN_CLIPS} extra clips a video, ~{plan.augmented_clips} "
+           f"in all (included above): ~{plan.estimated_bytes * plan.augmented_clips / max(plan.estimated_clips, 1) / 1e9:.2f} GB "
+           f"and ~{100 * plan.augmented_share:.0f} % more encoder (GPU) time than the plain clips, "
+           f"plus a second, native-size decode of each video for RandAugment"]
+          if plan.config.augment else []),
         *([f"changed    {len(plan.changed)} complete shard(s) re-encoded: their source files "
            f"changed ({sum(map(len, plan.changed.values()))} videos; see the log)"]
           if plan.changed else []),
@@ -608,8 +632,10 @@ class _DecodeTasks(Dataset):
 
     def __init__(self, paths: list[str], resolution: int, views: str, plan: str, hop: int,
                  threads: int, max_lost: float = 1.0, timeout: float | None = None,
-                 ids: list[str] | None = None, face: FaceCropper | None = None):  # fmt: skip
+                 ids: list[str] | None = None, face: FaceCropper | None = None,
+                 augment: tuple[int, int, tuple, tuple] = (0, 0, (), ())):  # fmt: skip
         self.paths, self.resolution, self.views = paths, resolution, views
+        self.augment = augment  # (copies, seed, mean, std)
         self.plan, self.hop, self.threads = plan, hop, threads
         self.max_lost, self.timeout = max_lost, timeout
         self.ids, self.face = ids, face
@@ -642,7 +668,16 @@ class _DecodeTasks(Dataset):
         clip_frames = plan_clips(video.n_frames, self.plan, self.hop)  # [C, 16]
         roles = clip_roles(video.n_frames, self.plan, self.hop)  # [C]
         used = np.unique(clip_frames)  # with a hop, clips share frames: send each once
+        extra = {}
+        if self.augment[0]:
+            try:
+                extra = self._augmented(i, video.n_frames, crop)
+            except VideoError as err:
+                return {"index": i, "error": err.reason, "source": dataclasses.asdict(video.source)}
+            clip_frames = np.concatenate([clip_frames, extra.pop("frames")])
+            roles = np.concatenate([roles, extra.pop("roles")])
         return {
+            **extra,
             "index": i,
             "frames": np.ascontiguousarray(video.frames[:, used]),  # uint8 [V, U, R, R, 3]
             "local": np.searchsorted(used, clip_frames),  # [C, 16] indices into U
@@ -655,6 +690,18 @@ class _DecodeTasks(Dataset):
             "container_frames": container,
             "source": dataclasses.asdict(video.source),
         }
+
+    def _augmented(self, i: int, n_frames: int, crop) -> dict:
+        """The augmented copies of video i's 8 training clips (`vjfer.augment`), normalised float
+        [K·8, 3, 16, R, R], with their frame indices and roles (ROLE_AUGMENTED + copy)."""
+        copies, seed, mean, std = self.augment
+        train = plan_clips(n_frames, "reference-train")  # [8, 16]: the reference's exact clips
+        used = np.unique(train)
+        native = decode_native(self.paths[i], used, crop, self.timeout)  # [U, H, W, 3]
+        clips = augment.augment_video_clips(native, np.searchsorted(used, train), self.ids[i],
+                                            copies, seed, self.resolution, mean, std)  # fmt: skip
+        roles = np.repeat(ROLE_AUGMENTED + np.arange(copies), len(train)).astype(np.uint8)
+        return {"augmented": clips, "frames": np.tile(train, (copies, 1)), "roles": roles}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -675,6 +722,10 @@ class _Pending:
         self.local = item["local"].to(device)  # [C, 16]
         self.clip_frames = item["clip_frames"].numpy()
         self.clip_role = item["clip_role"].numpy()
+        self.augmented = item.get("augmented")  # float [K·8, 3, 16, R, R], after the plain clips
+        self.n_plain = len(self.clip_frames) - (
+            len(self.augmented) if self.augmented is not None else 0
+        )
         self.n_frames, self.fps = int(item["n_frames"]), float(item["fps"])
         self.face_status = item.get("face_status")  # only with a face crop
         box = [int(v) for v in item["face_box"]] if "face_box" in item else [-1]
@@ -733,10 +784,17 @@ class _Batcher:
             if not need:
                 break
         self.queued -= self.B - need
-        # frames [V, U, R, R, 3] at local [c, 16] -> [V, c, 16, R, R, 3] -> [c, V, 16, R, R, 3]
-        clips = torch.cat([p.frames[:, p.local[a:b]].transpose(0, 1) for p, a, b in parts])
-        b, V = clips.shape[:2]
-        x = normalize_clips(clips.flatten(0, 1), self.encoder.mean, self.encoder.std)
+        xs = []  # normalised float [c·V, 3, 16, R, R] per part
+        for p, a, b in parts:
+            if a < p.n_plain:  # frames [V, U, R, R, 3] at local [c, 16] -> [c, V, 16, R, R, 3]
+                clips = p.frames[:, p.local[a : min(b, p.n_plain)]].transpose(0, 1)
+                xs.append(normalize_clips(clips.flatten(0, 1), self.encoder.mean, self.encoder.std))
+            if b > p.n_plain:  # augmented copies: already normalised, one view
+                xs.append(
+                    p.augmented[max(a, p.n_plain) - p.n_plain : b - p.n_plain].to(self.device)
+                )
+        x = torch.cat(xs)
+        b = sum(end - start for _, start, end in parts)
         tokens = self._encode(x).to(torch.float16).view(b, *self.shape)  # [b, V, N, D]
         finite = torch.isfinite(tokens).all()
         if self.cuda:
@@ -895,7 +953,8 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
     tasks = _DecodeTasks([str(r.path) for _, r in todo], enc.resolution, cfg.views, cfg.plan,
                          cfg.hop, threads, cfg.max_lost_frames, cfg.decode_timeout,
                          [r.video_id for _, r in todo],
-                         FaceCropper(face) if face.method != "none" else None)  # fmt: skip
+                         FaceCropper(face) if face.method != "none" else None,
+                         (cfg.augment, cfg.augment_seed, enc.mean, enc.std))  # fmt: skip
     cuda = torch.device(plan.device).type == "cuda"
     if cuda:  # pinned memory, events and streams follow the current device
         torch.cuda.set_device(torch.device(plan.device))

@@ -671,3 +671,38 @@ def decode_video(
         path=path, frames=buffer.frames(), fps=fps, width=width, height=height,
         n_frames=buffer.count, lost_frames=lost, container_frames=indexed, source=source,
     )  # fmt: skip
+
+
+def decode_native(
+    path: str | Path, indices: np.ndarray, crop: CropBox | None = None,
+    timeout: float | None = None,
+) -> np.ndarray:  # fmt: skip
+    """The frames at `indices` (sorted, unique) as displayed, at their native size (cut to `crop`
+    when given): uint8 [len(indices), H, W, 3].
+
+    Frame i is the i-th frame `decode_video` keeps (the same clean-frame rule), so these are the
+    frames behind clip indices; the reference augments and crops the full native frame
+    (`vjfer.augment`), which the prepared views no longer hold. A second decode, paid only by
+    `vjfer extract --augment`.
+    """
+    path = Path(path)
+    indices = np.asarray(indices, dtype=np.int64)
+    wanted = {int(i): k for k, i in enumerate(indices)}
+    out: list[np.ndarray | None] = [None] * len(indices)
+    data, _ = read_source(path)
+    packer = VideoReformatter()
+    with _video_stream(path, data) as (container, stream):
+        for i, frame in enumerate(_clean_frames(path, container, stream, _DecodeStats(), timeout)):
+            if i in wanted:
+                rgb = packer.reformat(frame, format="rgb24", threads=1).to_ndarray()  # [H, W, 3]
+                turns = round(frame.rotation / 90) % 4
+                rgb = np.rot90(rgb, turns) if turns else rgb  # as displayed
+                if crop is not None:
+                    x, y, w, h = crop
+                    rgb = rgb[y : y + h, x : x + w]
+                out[wanted[i]] = np.ascontiguousarray(rgb)
+            if i >= indices[-1]:
+                break
+    if any(frame is None for frame in out):
+        raise VideoError(path, f"frames up to {int(indices[-1])} requested, fewer decoded")
+    return np.stack(out)
