@@ -145,18 +145,20 @@ def draw_crop(rng: np.random.Generator, height: int, width: int) -> Box:
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def draw_erase(rng: np.random.Generator, size: int) -> Box | None:
-    """`RandomErasing._erase_cube` at probability 0.25: one box of the R x R clip, or None."""
+def draw_erase(rng: np.random.Generator, size: int, width: int | None = None) -> Box | None:
+    """`RandomErasing._erase_cube` at probability 0.25: one box of the size x size clip (size x
+    width when given), or None."""
+    height, width = size, size if width is None else width
     if rng.random() > ERASE_PROB:
         return None
     log_aspect = (math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1]))
     for _ in range(ERASE_TRIES):
-        target = rng.uniform(*ERASE_AREA) * size * size
+        target = rng.uniform(*ERASE_AREA) * height * width
         aspect = math.exp(rng.uniform(*log_aspect))
         h = int(round(math.sqrt(target * aspect)))
         w = int(round(math.sqrt(target / aspect)))
-        if w < size and h < size:
-            return int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1)), h, w
+        if w < width and h < height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
     return None
 
 

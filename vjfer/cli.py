@@ -313,6 +313,9 @@ def _train_options(f):
         click.option("--prefetch", type=int, default=d["prefetch"].default, show_default=True, help="Videos read ahead (bounds the reader's memory)."),
         click.option("--train-view", type=click.Choice(CHOICES["train_view"]), default=d["train_view"].default, show_default=True,
                      help="random/middle: a cached view per clip; augmented: one stored augmented copy per clip and epoch (`vjfer extract --augment K`)."),
+        click.option("--token-augment", is_flag=True, default=d["token_augment"].default,
+                     help="vjfer's own approximation of the reference's crop and erasing for caches without augmented "
+                          "copies: per clip, keep a random box of the token grid and drop a random box inside it (off by default)."),
         click.option("--autocast", type=click.Choice(CHOICES["autocast"]), default=d["autocast"].default, show_default=True,
                      help="The probe's autocast dtype on CUDA (fp16 with a grad scaler: the reference's); the CPU trains in fp32."),
     ]  # fmt: skip

@@ -61,6 +61,7 @@ from vjfer.probe.samples import (
     fixed_clips,
     plain_clips,
 )
+from vjfer.probe.token_augment import token_masks
 from vjfer.video import ROLE_EVAL
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,9 @@ class TrainConfig:
     # torch.cuda.amp.autocast(dtype=torch.float16) with a GradScaler (its `use_bfloat16: true`
     # enables that fp16 autocast despite the name); vjfer's default is bf16, which needs no scaler.
     autocast: Autocast = "bf16"
+    # vjfer's own approximation (probe/token_augment.py): per clip, drop the tokens outside a random
+    # box of the token grid and, at p 0.25, a random box inside it; off: the reference has no such
+    token_augment: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list
@@ -187,12 +191,16 @@ def param_groups(probe: nn.Module) -> list[dict]:
     return [{"params": decay, "decay": True}, {"params": rest, "decay": False, "weight_decay": 0.0}]
 
 
-def _loss(probe: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, pool: str) -> torch.Tensor:
+def _loss(probe: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, pool: str,
+          mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy of tokens [B, K, N, D] (mask: bool [B, K, N], True = kept, or None)."""
     B, K, N, D = tokens.shape
     if pool == "joint":
-        logits = probe(tokens.reshape(B, K * N, D))  # the K clips' tokens as one sequence
+        joint = None if mask is None else mask.reshape(B, K * N)
+        logits = probe(tokens.reshape(B, K * N, D), joint)  # the K clips' tokens as one sequence
         return F.cross_entropy(logits.float(), labels)
-    logits = probe(tokens.reshape(B * K, N, D))  # each clip alone; mean of per-clip losses
+    alone = None if mask is None else mask.reshape(B * K, N)
+    logits = probe(tokens.reshape(B * K, N, D), alone)  # each clip alone; mean of per-clip losses
     return F.cross_entropy(logits.float(), labels.repeat_interleave(K))
 
 
@@ -219,15 +227,16 @@ class Head:
         self.total = config.epochs * math.ceil(len(self.rows) / config.batch_size)
         self.step = 0
         self.history: list[dict] = []
-        self._pending: list[tuple[torch.Tensor, int]] = []
+        self._pending: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
         self._loss_sum, self._batches = torch.zeros((), device=device), 0
         cuda = device.type == "cuda"
         self._amp = AUTOCAST_DTYPES[config.autocast] if cuda else None  # the CPU trains in float32
         # fp16 needs loss scaling (as the reference's GradScaler); bf16 and fp32 do not
         self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp is torch.float16)
 
-    def feed(self, sample: torch.Tensor, label: int) -> None:
-        self._pending.append((sample, label))
+    def feed(self, sample: torch.Tensor, label: int, mask: torch.Tensor | None = None) -> None:
+        """One sample [K, N, D]; `mask` bool [K, N] (True = kept) with token augmentation."""
+        self._pending.append((sample, label, mask))
         if len(self._pending) == self.config.batch_size:
             self._step()
 
@@ -237,13 +246,17 @@ class Head:
             group["lr"] = lr_at(self.step, self.total, config)
             if group["decay"]:
                 group["weight_decay"] = wd_at(self.step, self.total, config)
-        tokens = torch.stack([s for s, _ in self._pending]).float()  # [B, K, N, D], on the device
-        labels = torch.tensor([y for _, y in self._pending], device=self.device)
+        tokens = torch.stack(
+            [s for s, _, _ in self._pending]
+        ).float()  # [B, K, N, D], on the device
+        labels = torch.tensor([y for _, y, _ in self._pending], device=self.device)
+        masks = [m for _, _, m in self._pending]
+        mask = None if masks[0] is None else torch.stack(masks)  # [B, K, N]
         self._pending = []
         with torch.autocast(
             "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None
         ):
-            loss = _loss(self.probe, tokens, labels, config.pool)
+            loss = _loss(self.probe, tokens, labels, config.pool, mask)
         self._scaler.scale(loss).backward()  # a no-op scale unless fp16
         self._scaler.unscale_(self.optimizer)  # clip the true gradients, as the reference does
         nn.utils.clip_grad_norm_(self.probe.parameters(), config.clip_grad)
@@ -435,12 +448,16 @@ def train_heads(
             zip(order, takers, requests, source.stream(requests), strict=True)
         ):
             tokens = tokens.to(device, non_blocking=True)  # float16 [C', V, N, D]
+            masks = {}  # per head seed: bool [K, N] token masks of this video, this epoch
+            if config.token_augment:
+                masks = {s: torch.as_tensor(token_masks(s, epoch, int(i), K, cache.grid), device=device)
+                         for s in {heads[h].config.seed for h in who}}  # fmt: skip
             for h in who:
-                clips, views = draws[heads[h].config.seed]
+                seed = heads[h].config.seed
+                clips, views = draws[seed]
                 positions = torch.as_tensor(np.searchsorted(union, clips[i]), device=device)
-                heads[h].feed(
-                    tokens[positions, torch.as_tensor(views[i], device=device)], int(labels[i])
-                )
+                heads[h].feed(tokens[positions, torch.as_tensor(views[i], device=device)],
+                              int(labels[i]), masks.get(seed))  # fmt: skip
             bar.update()
             if progress and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
                 loss = np.mean([heads[h].running_loss() for h in who])
