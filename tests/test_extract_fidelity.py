@@ -100,8 +100,18 @@ def test_reference_plan_with_augmented_copies(root, encoder, tmp_path):
         assert other.directory != plan.directory, change
 
 
-def test_augment_needs_the_center_view(root, tmp_path):
-    with pytest.raises(ConfigError, match="use --views center, got --views 3crop"):
-        _config(root, tmp_path, augment=1, views="3crop")
+def test_augmented_copies_fill_every_view_slot_of_a_3crop_cache(root, encoder, tmp_path):
+    # the reference's protocol: augmented single-view training, 3-view evaluation
+    _, summary = _run(_config(root, tmp_path, augment=1, views="3crop", limit=1), encoder)
+    cache = open_cache(summary.cache_dir)
+    vid = cache.videos["video_id"][0]
+    roles, tokens = cache.clip_roles(vid), cache.tokens(vid)  # [C, 3, N, D]
+    copies = tokens[roles == ROLE_AUGMENTED]
+    assert len(copies) == 8 and (copies == copies[:, :1]).all()
+    plain = tokens[roles == ROLE_EVAL]
+    assert not (plain == plain[:, :1]).all()  # the three crops of a plain clip differ
+
+
+def test_augment_checks_its_count(root, tmp_path):
     with pytest.raises(ConfigError, match="augment must be >= 0 copies, got -1"):
         _config(root, tmp_path, augment=-1)

@@ -119,9 +119,6 @@ class ExtractConfig:
             raise ConfigError(f"views must be one of {VIEWS}, got {self.views!r}")
         if self.augment < 0:
             raise ConfigError(f"augment must be >= 0 copies, got {self.augment}")
-        if self.augment and self.views != "center":
-            raise ConfigError(f"--augment makes one view per clip (the reference's training "
-                              f"crop): use --views center, got --views {self.views}")  # fmt: skip
         for name in ("hop", "batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -789,10 +786,10 @@ class _Batcher:
             if a < p.n_plain:  # frames [V, U, R, R, 3] at local [c, 16] -> [c, V, 16, R, R, 3]
                 clips = p.frames[:, p.local[a : min(b, p.n_plain)]].transpose(0, 1)
                 xs.append(normalize_clips(clips.flatten(0, 1), self.encoder.mean, self.encoder.std))
-            if b > p.n_plain:  # augmented copies: already normalised, one view
-                xs.append(
-                    p.augmented[max(a, p.n_plain) - p.n_plain : b - p.n_plain].to(self.device)
-                )
+            if b > p.n_plain:  # augmented copies: already normalised, one view per clip; with
+                # V views (3crop) the copy fills every view slot (the same tokens V times)
+                aug = p.augmented[max(a, p.n_plain) - p.n_plain : b - p.n_plain].to(self.device)
+                xs.append(aug.repeat_interleave(self.views, dim=0))
         x = torch.cat(xs)
         b = sum(end - start for _, start, end in parts)
         tokens = self._encode(x).to(torch.float16).view(b, *self.shape)  # [b, V, N, D]
