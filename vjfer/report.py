@@ -399,7 +399,8 @@ def video_embeddings(
     labels_of = cache.videos.set_index("video_id")["label"]
     mean_pooled, probe_pooled = [], []
     for vid in video_ids:
-        tokens = torch.from_numpy(np.ascontiguousarray(cache.tokens(vid)))  # [C, V, N, D] fp16
+        windows = np.flatnonzero(cache.clip_roles(vid) == 0)  # evaluation windows, as scored
+        tokens = torch.from_numpy(np.ascontiguousarray(cache.tokens(vid)[windows]))  # [C, V, N, D]
         C, V, N, D = tokens.shape
         flat = tokens.reshape(C * V, N, D)
         mean_pooled.append(flat.float().mean(dim=(0, 1)))
