@@ -44,7 +44,7 @@ PARTIAL_SUFFIX = ".partial"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.h5$")
 TOKEN_DTYPE = np.dtype("float16")  # storage dtype of tokens (a fingerprint input)
 FRAMES_PER_CLIP = 16  # == video.FRAMES_PER_CLIP; cache.py imports nothing heavier than h5py
-CLIP_SPAN = 61  # == video.CLIP_SPAN: frames from a clip's first to its last index
+CLIP_SPAN = 65  # the reference's windows need n - 64 >= 1 frames; shorter videos get one padded
 VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips")
 # Per-video columns of caches made with a face crop (`vjfer.face`) only; other shards lack them.
 FACE_COLUMNS = ("face_status", "face_box")  # "cropped" | "fallback"; (x, y, w, h), -1s: none
@@ -869,7 +869,7 @@ def format_cache_info(info: dict) -> str:
         f"shared      {info['shared']} videos share the identical video stream of another "
         f"(stored once)",
         f"short       {info['one_frame']} of 1 frame, {info['shorter_than_clip']} shorter than a "
-        f"clip ({CLIP_SPAN} frames; kept, padded as the reference pads)",
+        f"clip ({CLIP_SPAN} frames; one window each, padded as the reference pads)",
         f"partial     {len(info['partial'])} kept with lost frames (below --max-lost-frames)",
         f"clips       {info['clips']}  tokens per clip [V={lay['num_views']}, N={lay['num_tokens']}"
         f", D={lay['embed_dim']}] {lay['dtype']}, grid {tuple(lay['grid'])}",
