@@ -430,3 +430,28 @@ def test_probe_names_an_interrupted_cache_and_how_to_resume_it(pipeline, tmp_pat
         in result.output
     )
     assert "run `vjfer extract` first" not in result.output
+
+
+def test_reference_fidelity_options_reach_the_cache_and_the_run(pipeline, tmp_path):
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    out = run("extract", "--dataset", "ravdess", "--root", pipeline["roots"]["ravdess"],
+              "--encoder", "tiny", "--cache", cache, "--workers", "0", "--device", "cpu",
+              "--plan", "reference", "--augment", "1", "--dtype", "fp16", "--no-progress")  # fmt: skip
+    line = next(x for x in out.splitlines() if x.startswith("augmented"))
+    assert "1 × 8 = 8 extra clips a video" in line
+    (directory,) = [p.parent for p in cache.rglob("manifest.json")]
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["settings"]["augment"]["copies"] == 1
+    assert manifest["settings"]["plan"] == "reference" and manifest["config"]["dtype"] == "fp16"
+    run("probe", "--dataset", "ravdess", "--cache", cache, "--out", runs, "--epochs", "1",
+        "--device", "cpu", "--num-workers", "0", "--no-progress", "--train-view", "augmented",
+        "--token-augment", "--autocast", "fp16")  # fmt: skip
+    (run_dir,) = list(runs.iterdir())
+    config = json.loads((run_dir / "config.json").read_text())["train"]
+    assert (config["train_view"], config["token_augment"], config["autocast"]) == (
+        "augmented",
+        True,
+        "fp16",
+    )
+    metrics = json.loads((run_dir / "fold-1" / "metrics.json").read_text())
+    assert 0.0 <= metrics["mv"]["tie_fraction"] <= 1.0

@@ -297,3 +297,16 @@ def test_compare_command(pipeline):
     cost = json.loads(run("cache", "compare", pipeline["src"], pipeline["dst"], "--clips", "8"))
     assert cost["sample_clips"] == 8 and cost["converted"]["store"] == "pool2+int8"
     assert 0 < cost["relative_l2"] < 1 and -1 <= cost["cosine_p1"] <= cost["cosine_mean"] <= 1
+
+
+def test_convert_keeps_clip_roles(tmp_path):
+    """A `reference`-plan cache's training clips and augmented copies keep their roles in int8."""
+    entries = make_entries(actors=[1, 2])
+    for e in entries:
+        e.clip_role = (np.arange(len(e.frames)) % 2).astype(np.uint8)  # every other clip: training
+    src = build_cache(tmp_path / "src", {"e": "x"}, entries, dataset="ravdess", grid=GRID)
+    convert(ConvertConfig(source=src, store="int8", out=tmp_path / "int8"))
+    a, b = open_cache(src), open_cache(tmp_path / "int8")
+    for vid in a.videos["video_id"]:
+        np.testing.assert_array_equal(a.clip_roles(vid), b.clip_roles(vid))
+    assert b.clip_roles(a.videos["video_id"][0]).any()

@@ -121,3 +121,40 @@ def test_summary_table_layout():
         {"dataset": "ravdess", "probe": "linear", **summarise_folds([fold(1, 0.5)])}
     )
     assert "| MV | 50.00 | 51.00 |" in single
+
+
+def test_mv_ties_are_flagged_and_counted_per_fold():
+    import pandas as pd
+
+    from vjfer.probe.evaluate import vote_videos
+
+    names = ("a", "b", "c")
+    rows = []
+    # video t: clips vote b, c (a tie: MV takes b); video u: clips vote c, c, a (no tie)
+    for vid, label, preds in (("t", 2, [1, 2]), ("u", 2, [2, 2, 0])):
+        for k, p in enumerate(preds):
+            probs = np.full(3, 0.1)
+            probs[p] = 0.8
+            rows.append(
+                {
+                    "video_id": vid,
+                    "actor": 1,
+                    "label": label,
+                    "clip": k,
+                    "start_frame": k,
+                    **{f"prob_{c}": v for c, v in zip(names, probs, strict=True)},
+                    "pred": p,
+                }
+            )
+    clips = pd.DataFrame(rows)
+    videos = vote_videos(clips, names)
+    assert videos.set_index("video_id")["mv_tie"].to_dict() == {"t": True, "u": False}
+    assert videos.set_index("video_id")["mv"].to_dict() == {"t": 1, "u": 2}
+    scores = score_predictions(videos, clips, 3)
+    assert scores["mv"]["tie_fraction"] == 0.5
+    fold = {"fold": 2, "n_test_videos": 2, **scores}
+    summary = summarise_folds([fold, {**fold, "fold": 3}])
+    assert [f["mv_tie_fraction"] for f in summary["per_fold"]] == [0.5, 0.5]
+    text = format_run_summary(summary)
+    line = next(x for x in text.splitlines() if x.startswith("MV ties"))
+    assert line.endswith("fold 2: 50.00 %, fold 3: 50.00 %.")

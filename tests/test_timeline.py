@@ -22,10 +22,10 @@ NAMES = ["neutral", "happy", "sad"]
 
 
 def test_clip_centre_is_halfway_between_first_and_last_frame():
-    frames = plan_clips(100, "windows", hop=8)  # starts 0, 8, ..., 32, 39; 61 frames each
+    frames = plan_clips(100, "windows", hop=8)  # starts 0, 8, ..., 32, 35; frames s .. s + 63
     centres = clip_centre_seconds(frames, fps=25.0)
-    assert centres[0] == pytest.approx(30 / 25) and centres[1] == pytest.approx(38 / 25)
-    assert centres[-1] == pytest.approx((39 + 99) / 2 / 25)
+    assert centres[0] == pytest.approx(31.5 / 25) and centres[1] == pytest.approx(39.5 / 25)
+    assert centres[-1] == pytest.approx((35 + 98) / 2 / 25)
     with pytest.raises(ValueError, match="fps > 0"):
         clip_centre_seconds(frames, 0)
 
@@ -64,7 +64,10 @@ class FakeCache:
         self.n_clips = n_clips
 
     def clip_frames(self, video_id: str) -> np.ndarray:
-        return plan_clips(61 + 8 * (self.n_clips[video_id] - 1), "windows", hop=8)
+        return plan_clips(65 + 8 * (self.n_clips[video_id] - 1), "windows", hop=8)
+
+    def clip_roles(self, video_id: str) -> np.ndarray:
+        return np.zeros(self.n_clips[video_id], dtype=np.uint8)  # evaluation windows only
 
 
 def test_run_panels_read_a_run_and_place_clips_in_seconds(tmp_path):
@@ -81,7 +84,7 @@ def test_run_panels_read_a_run_and_place_clips_in_seconds(tmp_path):
         "most confident wrong",
     ]
     a = panels[0]
-    assert a.seconds.tolist() == pytest.approx([30 / 30, 38 / 30])  # clips sorted by index
+    assert a.seconds.tolist() == pytest.approx([31.5 / 30, 39.5 / 30])  # clips sorted by index
     assert a.probs[:, 0].tolist() == [0.9, 0.6] and (a.pbv, a.mv, a.label) == (0, 0, 0)
     assert "truth neutral · PBV neutral (correct)" in a.title
     assert "PBV sad (wrong)" in panels[1].title

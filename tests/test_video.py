@@ -16,10 +16,10 @@ import torch
 from vjfer.errors import ConfigError, VideoError
 from vjfer.video import (
     CLIP_PLANS,
-    CLIP_SPAN,
     IMAGENET_MEAN,
     IMAGENET_STD,
     _FrameBuffer,
+    clip_roles,
     count_frames,
     crop_views,
     decode_video,
@@ -42,14 +42,15 @@ def _rows(*rows):
 
 
 GOLDEN = {
+    # windows: every hop-th of the reference's evaluation windows, plus its last one
     ("windows", 1): _rows([0] * 16),
-    ("windows", 60): _rows(W4[:15] + [59]),
-    ("windows", 61): _rows(W4),
-    ("windows", 64): _rows(W4, [3 + x for x in W4]),
-    ("windows", 65): _rows(W4, [4 + x for x in W4]),
-    ("windows", 71): _rows(W4, [8 + x for x in W4], [10 + x for x in W4]),
-    ("windows", 100): _rows(*[[s + x for x in W4] for s in (0, 8, 16, 24, 32, 39)]),
-    ("windows", 520): _rows(*[[s + x for x in W4] for s in [*range(0, 457, 8), 459]]),
+    ("windows", 60): _rows([0, 4, 8, 12, 17, 21, 25, 30, 34, 38, 42, 47, 51, 55, 59, 59]),
+    ("windows", 61): _rows([0, 4, 8, 13, 17, 21, 26, 30, 34, 39, 43, 47, 52, 56, 60, 60]),
+    ("windows", 64): _rows(EVAL_BASE),
+    ("windows", 65): _rows(EVAL_BASE),
+    ("windows", 71): _rows(EVAL_BASE, [6 + x for x in EVAL_BASE]),
+    ("windows", 100): _rows(*[[s + x for x in EVAL_BASE] for s in (0, 8, 16, 24, 32, 35)]),
+    ("windows", 520): _rows(*[[s + x for x in EVAL_BASE] for s in [*range(0, 449, 8), 455]]),
     ("reference-train", 1): _rows(*[[0] * 16] * 8),
     ("reference-train", 60): _rows(
         *[[0, 4, 9, 13, 18, 22, 27, 31, 36, 40, 45, 49, 54, 58, 58, 58]] * 8
@@ -130,14 +131,52 @@ def test_reference_eval_matches_per_window_linspace():
         np.testing.assert_array_equal(plan_clips(n, "reference-eval"), np.stack(expected))
 
 
+def _reference_full_video(n, fpc=16, fstp=4):
+    """The reference's evaluation index (full_video_dataset.py), start by start: one window per
+    start in range(n - 64); a video of <= 64 frames gives one window padded with frame n - 1."""
+    clip_len = fpc * fstp
+    if n - clip_len < 1:
+        indices = np.linspace(0, n, num=n // fstp)
+        indices = np.concatenate((indices, np.ones(fpc - n // fstp) * n))
+        return [np.clip(indices, 0, n - 1).astype(np.int64)]
+    windows = []
+    for start in range(n - clip_len):
+        indices = np.linspace(start, start + clip_len, num=fpc)
+        windows.append(np.clip(indices, start, start + clip_len - 1).astype(np.int64))
+    return windows
+
+
+def test_every_plan_matches_the_reference_formulas_for_every_length_up_to_600():
+    for n in range(1, 601):
+        evaluation = np.stack(_reference_full_video(n))  # [n - 64 or 1, 16]
+        np.testing.assert_array_equal(plan_clips(n, "reference-eval"), evaluation, f"n={n}")
+        train = _reference_loop(n)
+        np.testing.assert_array_equal(plan_clips(n, "reference-train"), train, f"n={n}")
+        for hop in (1, 8, 16):
+            keep = [*range(0, len(evaluation), hop)]
+            keep += [] if keep[-1] == len(evaluation) - 1 else [len(evaluation) - 1]
+            windows = plan_clips(n, "windows", hop=hop)
+            np.testing.assert_array_equal(windows, evaluation[keep], f"n={n} hop={hop}")
+            both = plan_clips(n, "reference", hop=hop)
+            np.testing.assert_array_equal(both, np.concatenate([train, windows]), f"n={n}")
+            roles = clip_roles(n, "reference", hop=hop)
+            assert roles.dtype == np.uint8 and roles.tolist() == [1] * 8 + [0] * len(windows)
+            assert not clip_roles(n, "windows", hop=hop).any()
+
+
+def test_reference_train_repeats_its_last_frame():
+    # 64 frames and up: linspace(0, 63, 15) then 63, clipped to 62 -> ..., 58, 62, 62
+    assert plan_clips(200, "reference-train")[0, -3:].tolist() == [58, 62, 62]
+    assert plan_clips(200, "windows")[0, -3:].tolist() == [55, 59, 63]  # eval windows do not
+
+
 @pytest.mark.parametrize("hop", [1, 3, 8, 61, 100])
-def test_windows_cover_the_video(hop):
+def test_windows_cover_what_the_reference_evaluates(hop):
     for n in (1, 30, 60, 61, 62, 130, 1000):
         clips = plan_clips(n, "windows", hop=hop)
-        assert clips.min() == 0 and clips.max() == n - 1
+        # the reference's last window starts at n - 65: its last frame n - 1 is never evaluated
+        assert clips.min() == 0 and clips.max() == (n - 2 if n > 64 else n - 1)
         assert (np.diff(clips[:, 0]) > 0).all() and (np.diff(clips[:, 0])[:-1] == hop).all()
-        if n >= CLIP_SPAN:
-            assert (np.diff(clips, axis=1) == 4).all()
 
 
 # ---------------------------------------------------------------------------- views
@@ -361,7 +400,8 @@ def test_video_shorter_than_one_clip(tmp_path):
     path = write_video(tmp_path / "short.mp4", n=20, options=QUALITY)
     video = decode_video(path, 16)
     clips = plan_clips(video.n_frames)
-    np.testing.assert_array_equal(clips, [[min(4 * i, 19) for i in range(16)]])
+    # the reference pads: linspace(0, 20, 5) then frame 20, clipped to the last frame 19
+    np.testing.assert_array_equal(clips, [[0, 5, 10, 15] + [19] * 12])
     gathered = gather_clips(video.frames, clips)
     assert gathered.shape == (1, 1, 16, 16, 16, 3)
     np.testing.assert_array_equal(gathered[0, 0, -1], video.frames[0, 19])

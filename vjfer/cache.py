@@ -46,7 +46,7 @@ PARTIAL_SUFFIX = ".partial"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.h5$")
 TOKEN_DTYPE = np.dtype("float16")  # storage dtype of tokens (a fingerprint input)
 FRAMES_PER_CLIP = 16  # == video.FRAMES_PER_CLIP; cache.py imports nothing heavier than h5py
-CLIP_SPAN = 61  # == video.CLIP_SPAN: frames from a clip's first to its last index
+CLIP_SPAN = 65  # the reference's windows need n - 64 >= 1 frames; shorter videos get one padded
 VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips")
 # Per-video columns of caches made with a face crop (`vjfer.face`) only; other shards lack them.
 FACE_COLUMNS = ("face_status", "face_box")  # "cropped" | "fallback"; (x, y, w, h), -1s: none
@@ -74,6 +74,7 @@ class VideoEntry:
     container_frames: int = -1  # frames the container's index lists; -1 when it lists none
     source: object | None = None  # a video.SourceIdentity (path, size, mtime_ns, sha256)
     alias_of: str = ""  # the video whose tokens this one shares (an identical video stream)
+    clip_role: np.ndarray | None = None  # uint8 [C] (video.ROLE_*); None: every clip is evaluated
 
 
 @dataclass
@@ -182,6 +183,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 # Writing one shard.
 
 
+def _roles(roles: np.ndarray | None, clips: int) -> np.ndarray | None:
+    """An entry's clip roles as uint8 [C], checked against its clip count."""
+    if roles is None:
+        return None
+    roles = np.asarray(roles, dtype=np.uint8)
+    if roles.shape != (clips,):
+        raise CacheError(f"clip_role must be [{clips}] (one per clip), got {list(roles.shape)}")
+    return roles
+
+
 class ShardWriter:
     """Writes one shard to `<name>.partial`; `close()` completes it (flush, fsync, rename).
 
@@ -266,7 +277,7 @@ class ShardWriter:
                          np.empty(0, TOKEN_DTYPE), face_status=entry.face_status,
                          face_box=entry.face_box, lost_frames=int(entry.lost_frames),
                          container_frames=int(entry.container_frames), source=entry.source,
-                         alias_of=entry.alias_of)  # fmt: skip
+                         alias_of=entry.alias_of, clip_role=_roles(entry.clip_role, C))  # fmt: skip
         self.rows.append(row)
         self.clips += C
 
@@ -317,6 +328,11 @@ class ShardWriter:
         self._write("clip_video", np.repeat(np.array(owner, dtype=np.int32), n_stored))
         frames = [r.frames for r in self.rows] or [np.zeros((0, FRAMES_PER_CLIP))]
         self._write("clip_frames", np.concatenate(frames).astype(np.int32))
+        roles = [r.clip_role for r in self.rows]
+        if any(r is not None and r.any() for r in roles):  # all-eval caches stay as they were
+            self._write("clip_role", np.concatenate(
+                [r if r is not None else np.zeros(len(f), np.uint8) for r, f in zip(roles, frames, strict=True)]
+            ))  # fmt: skip
         if any(r.face_status is not None for r in rows):  # only face-crop caches have these
             self._write("face_status", np.array([r.face_status for r in rows], dtype=object),
                         h5py.string_dtype("utf-8"))  # fmt: skip
@@ -744,6 +760,15 @@ class Cache:
         shard, first, n = self._locate(video_id)
         return self._shard(shard)["clip_frames"][first : first + n]
 
+    def clip_roles(self, video_id: str) -> np.ndarray:
+        """uint8 [C]: each cached clip's role (`vjfer.video.ROLE_*`). A shard without `clip_role`
+        (every cache before the `reference` plan and `--augment`) holds evaluation windows only."""
+        shard, first, n = self._locate(video_id)
+        f = self._shard(shard)
+        if "clip_role" not in f:
+            return np.zeros(n, dtype=np.uint8)
+        return f["clip_role"][first : first + n]
+
     def iter_clips(self) -> Iterator[tuple[str, int, np.ndarray]]:
         """(video_id, clip index within the video, tokens [V, N, D]) for every clip, video by video."""
         for video_id in self.videos["video_id"]:
@@ -953,7 +978,7 @@ def format_cache_info(info: dict) -> str:
         f"shared      {info['shared']} videos share the identical video stream of another "
         f"(stored once)",
         f"short       {info['one_frame']} of 1 frame, {info['shorter_than_clip']} shorter than a "
-        f"clip ({CLIP_SPAN} frames; kept, padded as the reference pads)",
+        f"clip ({CLIP_SPAN} frames; one window each, padded as the reference pads)",
         f"partial     {len(info['partial'])} kept with lost frames (below --max-lost-frames)",
         f"clips       {info['clips']}  tokens per clip [V={lay['num_views']}, N={lay['num_tokens']}"
         f", D={lay['embed_dim']}] {lay['dtype']}, grid {tuple(lay['grid'])}",

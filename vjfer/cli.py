@@ -190,6 +190,14 @@ def _extract_options(f):
         click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
         click.option("--store", default=d["store"].default, show_default=True, metavar="FORMAT",
                      help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see `vjfer cache convert`."),
+        click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=d["dtype"].default, show_default=True,
+                     help="Encoder compute dtype on CUDA (fp16: the reference's autocast; the CPU computes fp32). Part of the cache fingerprint."),
+        click.option("--augment", type=click.IntRange(min=0), default=d["augment"].default, show_default=True,
+                     help="Also store K augmented copies of each video's 8 training clips, made with the reference's "
+                          "recipe (RandAugment, random-resized crop, cube erasing; vjfer/augment.py); train on them with "
+                          "`vjfer probe --train-view augmented`. Costs K × 8 clips a video."),
+        click.option("--augment-seed", type=int, default=d["augment_seed"].default, show_default=True,
+                     help="Seed of the augmented copies' draws (one generator per seed, video, copy and clip)."),
         click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
                      show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip
@@ -377,6 +385,13 @@ def _train_options(f):
                      help="Hold the training tokens in RAM (yes; auto: when they fit) or on the GPU (gpu)."),
         click.option("--num-workers", type=int, default=d["num_workers"].default, show_default=True, help="Reader threads (reads in flight)."),
         click.option("--prefetch", type=int, default=d["prefetch"].default, show_default=True, help="Videos read ahead (bounds the reader's memory)."),
+        click.option("--train-view", type=click.Choice(CHOICES["train_view"]), default=d["train_view"].default, show_default=True,
+                     help="random/middle: a cached view per clip; augmented: one stored augmented copy per clip and epoch (`vjfer extract --augment K`)."),
+        click.option("--token-augment", is_flag=True, default=d["token_augment"].default,
+                     help="vjfer's own approximation of the reference's crop and erasing for caches without augmented "
+                          "copies: per clip, keep a random box of the token grid and drop a random box inside it (off by default)."),
+        click.option("--autocast", type=click.Choice(CHOICES["autocast"]), default=d["autocast"].default, show_default=True,
+                     help="The probe's autocast dtype on CUDA (fp16 with a grad scaler: the reference's); the CPU trains in fp32."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)

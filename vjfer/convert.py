@@ -164,6 +164,7 @@ def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoE
             lost_frames=int(table["lost_frames"][i]),
             container_frames=int(table["container_frames"][i]),
             source=_Source(**source) if source["size"] >= 0 else None, alias_of=alias_of,
+            clip_role=None if alias_of else src.clip_roles(vid),  # training clips stay training clips
         )  # fmt: skip
         (aliases if alias_of else stored).append(entry)
     return stored, aliases, header["failures"]

@@ -39,10 +39,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from vjfer import __version__, cache
+from vjfer import __version__, augment, cache
 from vjfer.cache import ShardWriter, VideoEntry
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
 from vjfer.encoders import load_encoder
+from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.env import available_cpus, environment, resolve_device
 from vjfer.errors import CacheError, ConfigError, VideoError
 from vjfer.face import FaceCropConfig, FaceCropper, face_settings, parse_face_crop
@@ -52,8 +53,13 @@ from vjfer.video import (
     CLIP_PLANS,
     FRAME_STEP,
     FRAMES_PER_CLIP,
+    REFERENCE_TRAIN_CLIPS,
+    ROLE_AUGMENTED,
     VIEWS,
+    WINDOWS_VERSION,
     SourceIdentity,
+    clip_roles,
+    decode_native,
     decode_video,
     normalize_clips,
     num_views,
@@ -71,6 +77,7 @@ DISK_MARGIN = 1.05  # HDF5 metadata and the manifest, on top of the token bytes
 WRITE_QUEUE = 8  # finished videos waiting for the writer thread
 MAX_AUTO_WORKERS = 8  # decoding processes chosen by default, at most (one core left to the main)
 EXPECTED_EXCLUSIONS = (AUDIO_ONLY, NOT_SELECTED)  # by design, not failures: not in failures.jsonl
+HOP_PLANS = ("windows", "reference")  # the plans whose evaluation windows are `hop` starts apart
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class ExtractConfig:
     checkpoint: Path | None = None
     weights: str = "target_encoder"  # jepa checkpoints: EMA "target_encoder" or online "encoder"
     cache_root: Path = Path("cache")
-    hop: int = 8  # frames between window starts (plan "windows")
+    hop: int = 8  # starts between evaluation windows (plans "windows" and "reference")
     plan: str = "windows"
     views: str = "center"
     batch_size: int = 8  # clips per encoder call; each brings its V views
@@ -101,12 +108,19 @@ class ExtractConfig:
     decode_timeout: float | None = 600.0  # seconds per video before it becomes a failure
     dedup: bool = True  # videos with identical video streams: encoded and stored once
     store: str = "fp16"  # store format of the tokens (vjfer.store): fp16, int8, fp8, pool2, ...
+    dtype: str = "bf16"  # encoder compute dtype on CUDA: bf16 | fp16 (the reference's) | fp32
+    augment: int = 0  # augmented copies of each video's 8 training clips (`vjfer.augment`)
+    augment_seed: int = 0  # their draws: one generator per (seed, video, copy, clip)
 
     def __post_init__(self):
         if self.plan not in CLIP_PLANS:
             raise ConfigError(f"plan must be one of {CLIP_PLANS}, got {self.plan!r}")
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"dtype must be one of {tuple(COMPUTE_DTYPES)}, got {self.dtype!r}")
         if self.views not in VIEWS:
             raise ConfigError(f"views must be one of {VIEWS}, got {self.views!r}")
+        if self.augment < 0:
+            raise ConfigError(f"augment must be >= 0 copies, got {self.augment}")
         for name in ("hop", "batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -161,6 +175,8 @@ class ExtractPlan:
     excluded: list[dict] = field(default_factory=list)  # files the index left out, with reasons
     sources: dict = field(repr=False, default_factory=dict)  # video id -> SourceIdentity (dedup)
     encoder: object = field(repr=False, default=None)
+    augmented_clips: int = 0  # of estimated_clips: augmented copies (--augment K: K × 8 a video)
+    augmented_share: float = 0.0  # augmented clips / plain clips: the extra encoder time and disk
 
 
 @dataclass
@@ -203,7 +219,7 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "frames": FRAMES_PER_CLIP,
         "frame_step": FRAME_STEP,
         "plan": config.plan,
-        "hop": config.hop if config.plan == "windows" else None,  # other plans ignore it
+        "hop": config.hop if config.plan in HOP_PLANS else None,  # other plans ignore it
         "views": config.views,
         "mean": list(encoder.mean),
         "std": list(encoder.std),
@@ -215,6 +231,11 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "max_lost_frames": config.max_lost_frames,  # which partial decodes the cache holds
         "dedup_streams": config.dedup,  # identical video streams stored once (changes the layout)
     }
+    if config.augment:  # only then: caches without copies keep their fingerprint and bytes
+        settings["augment"] = {"copies": config.augment, "seed": config.augment_seed,
+                               "recipe": augment.RECIPE, "version": augment.VERSION}  # fmt: skip
+    if config.plan in HOP_PLANS:  # a v1 `windows` cache held other frames: never reuse it
+        settings["windows_version"] = WINDOWS_VERSION
     # Only a face crop adds a key: whole-frame caches keep the fingerprint (and bytes) they had.
     if (face := face_settings(config.face())) is not None:
         settings["face_crop"] = face
@@ -498,7 +519,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     dataset = check_dataset(config.dataset)
     device = str(resolve_device(config.device, local_rank))
     if encoder is None:
-        encoder = load_encoder(config.encoder, config.checkpoint, device, config.weights)
+        encoder = load_encoder(config.encoder, config.checkpoint, device, config.weights,
+                               dtype=config.dtype)  # fmt: skip
     elif encoder.name != config.encoder:
         raise ConfigError(f"config names encoder {config.encoder!r}, got a loaded {encoder.name!r}")
     found = scan_dataset(dataset, config.root)
@@ -549,6 +571,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         log.warning("re-encoding %s: %d source file(s) changed since they were encoded: %s",
                     names, len(files), "; ".join(files))  # fmt: skip
     clips, note = estimate_clips(records, dataset, config.plan, config.hop)
+    extra = config.augment * REFERENCE_TRAIN_CLIPS * len(records)  # augmented copies
+    plain_clips, clips = clips, clips + extra
     store = StoreFormat.parse(config.store)
     store.grid(encoder.grid)  # refuses pool2 on an odd grid before any work
     clip_bytes = sum(store.clip_nbytes(num_views(config.views), encoder.num_tokens // store.pool**2,
@@ -563,7 +587,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         videos=len(records), pending_videos=pending_videos, estimated_clips=clips,
         estimated_bytes=round(clips * clip_bytes * DISK_MARGIN), pending_bytes=pending_bytes,
         free_bytes=shutil.disk_usage(directory).free, estimate_note=note, records=records,
-        excluded=excluded, encoder=encoder,
+        excluded=excluded, encoder=encoder, augmented_clips=extra,
+        augmented_share=extra / max(plain_clips, 1),
     )  # fmt: skip
     if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
         raise CacheError(
@@ -586,6 +611,12 @@ def format_plan(plan: ExtractPlan) -> str:
         f"to write; {plan.free_bytes / 1e9:.1f} GB free",
         f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
         f"{plan.workers} decoding workers",
+        *([f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "
+           f"{plan.config.augment * REFERENCE_TRAIN_CLIPS} extra clips a video, ~{plan.augmented_clips} "
+           f"in all (included above): ~{plan.estimated_bytes * plan.augmented_clips / max(plan.estimated_clips, 1) / 1e9:.2f} GB "
+           f"and ~{100 * plan.augmented_share:.0f} % more encoder (GPU) time than the plain clips, "
+           f"plus a second, native-size decode of each video for RandAugment"]
+          if plan.config.augment else []),
         *([f"changed    {len(plan.changed)} complete shard(s) re-encoded: their source files "
            f"changed ({sum(map(len, plan.changed.values()))} videos; see the log)"]
           if plan.changed else []),
@@ -607,8 +638,10 @@ class _DecodeTasks(Dataset):
 
     def __init__(self, paths: list[str], resolution: int, views: str, plan: str, hop: int,
                  threads: int, max_lost: float = 1.0, timeout: float | None = None,
-                 ids: list[str] | None = None, face: FaceCropper | None = None):  # fmt: skip
+                 ids: list[str] | None = None, face: FaceCropper | None = None,
+                 augment: tuple[int, int, tuple, tuple] = (0, 0, (), ())):  # fmt: skip
         self.paths, self.resolution, self.views = paths, resolution, views
+        self.augment = augment  # (copies, seed, mean, std)
         self.plan, self.hop, self.threads = plan, hop, threads
         self.max_lost, self.timeout = max_lost, timeout
         self.ids, self.face = ids, face
@@ -639,12 +672,23 @@ class _DecodeTasks(Dataset):
                 f"truncated or damaged file; re-download it (or raise --max-lost-frames)",
             }  # fmt: skip
         clip_frames = plan_clips(video.n_frames, self.plan, self.hop)  # [C, 16]
+        roles = clip_roles(video.n_frames, self.plan, self.hop)  # [C]
         used = np.unique(clip_frames)  # with a hop, clips share frames: send each once
+        extra = {}
+        if self.augment[0]:
+            try:
+                extra = self._augmented(i, video.n_frames, crop)
+            except VideoError as err:
+                return {"index": i, "error": err.reason, "source": dataclasses.asdict(video.source)}
+            clip_frames = np.concatenate([clip_frames, extra.pop("frames")])
+            roles = np.concatenate([roles, extra.pop("roles")])
         return {
+            **extra,
             "index": i,
             "frames": np.ascontiguousarray(video.frames[:, used]),  # uint8 [V, U, R, R, 3]
             "local": np.searchsorted(used, clip_frames),  # [C, 16] indices into U
             "clip_frames": clip_frames,
+            "clip_role": roles,
             "n_frames": video.n_frames,
             "fps": video.fps,
             **({"face_status": face.status, "face_box": crop or (-1, -1, -1, -1)} if face else {}),
@@ -652,6 +696,18 @@ class _DecodeTasks(Dataset):
             "container_frames": container,
             "source": dataclasses.asdict(video.source),
         }
+
+    def _augmented(self, i: int, n_frames: int, crop) -> dict:
+        """The augmented copies of video i's 8 training clips (`vjfer.augment`), normalised float
+        [K·8, 3, 16, R, R], with their frame indices and roles (ROLE_AUGMENTED + copy)."""
+        copies, seed, mean, std = self.augment
+        train = plan_clips(n_frames, "reference-train")  # [8, 16]: the reference's exact clips
+        used = np.unique(train)
+        native = decode_native(self.paths[i], used, crop, self.timeout)  # [U, H, W, 3]
+        clips = augment.augment_video_clips(native, np.searchsorted(used, train), self.ids[i],
+                                            copies, seed, self.resolution, mean, std)  # fmt: skip
+        roles = np.repeat(ROLE_AUGMENTED + np.arange(copies), len(train)).astype(np.uint8)
+        return {"augmented": clips, "frames": np.tile(train, (copies, 1)), "roles": roles}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -671,6 +727,11 @@ class _Pending:
         self.frames = item["frames"].to(device, non_blocking=True)  # uint8 [V, U, R, R, 3]
         self.local = item["local"].to(device)  # [C, 16]
         self.clip_frames = item["clip_frames"].numpy()
+        self.clip_role = item["clip_role"].numpy()
+        self.augmented = item.get("augmented")  # float [K·8, 3, 16, R, R], after the plain clips
+        self.n_plain = len(self.clip_frames) - (
+            len(self.augmented) if self.augmented is not None else 0
+        )
         self.n_frames, self.fps = int(item["n_frames"]), float(item["fps"])
         self.face_status = item.get("face_status")  # only with a face crop
         box = [int(v) for v in item["face_box"]] if "face_box" in item else [-1]
@@ -684,7 +745,8 @@ class _Pending:
         return VideoEntry(r.video_id, r.label, r.actor, r.fold, self.n_frames, self.fps,
                           self.clip_frames, self.tokens, face_status=self.face_status,
                           face_box=self.face_box, lost_frames=self.lost_frames,
-                          container_frames=self.container_frames, source=self.source)  # fmt: skip
+                          container_frames=self.container_frames, source=self.source,
+                          clip_role=self.clip_role)  # fmt: skip
 
 
 class _Batcher:
@@ -728,10 +790,17 @@ class _Batcher:
             if not need:
                 break
         self.queued -= self.B - need
-        # frames [V, U, R, R, 3] at local [c, 16] -> [V, c, 16, R, R, 3] -> [c, V, 16, R, R, 3]
-        clips = torch.cat([p.frames[:, p.local[a:b]].transpose(0, 1) for p, a, b in parts])
-        b, V = clips.shape[:2]
-        x = normalize_clips(clips.flatten(0, 1), self.encoder.mean, self.encoder.std)
+        xs = []  # normalised float [c·V, 3, 16, R, R] per part
+        for p, a, b in parts:
+            if a < p.n_plain:  # frames [V, U, R, R, 3] at local [c, 16] -> [c, V, 16, R, R, 3]
+                clips = p.frames[:, p.local[a : min(b, p.n_plain)]].transpose(0, 1)
+                xs.append(normalize_clips(clips.flatten(0, 1), self.encoder.mean, self.encoder.std))
+            if b > p.n_plain:  # augmented copies: already normalised, one view per clip; with
+                # V views (3crop) the copy fills every view slot (the same tokens V times)
+                aug = p.augmented[max(a, p.n_plain) - p.n_plain : b - p.n_plain].to(self.device)
+                xs.append(aug.repeat_interleave(self.views, dim=0))
+        x = torch.cat(xs)
+        b = sum(end - start for _, start, end in parts)
         tokens = self._encode(x).to(torch.float16).view(b, *self.shape)  # [b, V, N, D]
         finite = torch.isfinite(tokens).all()
         if self.cuda:
@@ -890,7 +959,8 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
     tasks = _DecodeTasks([str(r.path) for _, r in todo], enc.resolution, cfg.views, cfg.plan,
                          cfg.hop, threads, cfg.max_lost_frames, cfg.decode_timeout,
                          [r.video_id for _, r in todo],
-                         FaceCropper(face) if face.method != "none" else None)  # fmt: skip
+                         FaceCropper(face) if face.method != "none" else None,
+                         (cfg.augment, cfg.augment_seed, enc.mean, enc.std))  # fmt: skip
     cuda = torch.device(plan.device).type == "cuda"
     if cuda:  # pinned memory, events and streams follow the current device
         torch.cuda.set_device(torch.device(plan.device))

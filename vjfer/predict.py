@@ -21,6 +21,7 @@ import torch
 
 from vjfer.cache import TOKEN_DTYPE
 from vjfer.encoders import load_encoder
+from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import CheckpointError, ConfigError, VideoError
 from vjfer.face import FaceCropper, config_from_settings
 from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
@@ -28,7 +29,7 @@ from vjfer.probe.model import Probe, load_probe
 from vjfer.runs import find_probes
 from vjfer.store import StoreFormat, transform
 from vjfer.timeline import clip_centre_seconds
-from vjfer.video import decode_video, gather_clips, normalize_clips, plan_clips
+from vjfer.video import clip_roles, decode_video, gather_clips, normalize_clips, plan_clips
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ def run_encoder(settings: dict, checkpoint: str | Path | None, device: str,
     user named it), and ignored otherwise (VJFER_CHECKPOINT, meant for the real encoders).
     """
     name, fp = settings["encoder"], settings["encoder_fingerprint"]
+    # the compute dtype the cache was made with (a CPU-made cache: fp32)
+    dtype = {label: key for key, (_, label) in COMPUTE_DTYPES.items()}[fp["compute_dtype"]]
     if not checkpoint_given and (name == "tiny" or fp["weights"] == "random-init"):
         checkpoint = None
     if checkpoint is not None and (name == "tiny" or fp["weights"] == "random-init"):
@@ -147,17 +150,18 @@ def run_encoder(settings: dict, checkpoint: str | Path | None, device: str,
             f"({fp['weights'] if name != 'tiny' else 'seeded random weights'}); drop it"
         )
     if name == "tiny":
-        return load_encoder(name, device=device, seed=fp["seed"])
+        return load_encoder(name, device=device, seed=fp["seed"], dtype=dtype)
     if fp["weights"] == "random-init":  # a run on random real-size weights (benchmarks)
-        return load_encoder(name, device=device, random_weights=True, seed=fp["seed"])
+        return load_encoder(name, device=device, random_weights=True, seed=fp["seed"],
+                            dtype=dtype)  # fmt: skip
     if checkpoint is None:
         raise ConfigError(
             f"the run was made with {name} weights of sha256 {fp['checkpoint_sha256'][:12]}…: "
             "give that checkpoint with --checkpoint or VJFER_CHECKPOINT"
         )
     if fp["weights"] == "hf-directory":
-        return load_encoder(name, checkpoint, device)
-    return load_encoder(name, checkpoint, device, weights=fp["weights"])
+        return load_encoder(name, checkpoint, device, dtype=dtype)
+    return load_encoder(name, checkpoint, device, weights=fp["weights"], dtype=dtype)
 
 
 def encode_video_tokens(
@@ -170,7 +174,9 @@ def encode_video_tokens(
         face = FaceCropper(config_from_settings(settings["face_crop"])).locate(path, path.stem)
         crop = None if face.box is None else (face.box.x, face.box.y, face.box.w, face.box.h)
     video = decode_video(path, encoder.resolution, settings["views"], crop=crop)
-    clip_frames = plan_clips(video.n_frames, settings["plan"], settings.get("hop") or 8)
+    plan, hop = settings["plan"], settings.get("hop") or 8
+    # evaluation windows only (the `reference` plan also lists its 8 training clips)
+    clip_frames = plan_clips(video.n_frames, plan, hop)[clip_roles(video.n_frames, plan, hop) == 0]
     clips = gather_clips(video.frames, clip_frames)  # [C, V, 16, R, R, 3]
     C, V = clips.shape[:2]
     flat = torch.from_numpy(clips.reshape(C * V, *clips.shape[2:]))

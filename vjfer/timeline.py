@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vjfer.video import ROLE_EVAL
+
 log = logging.getLogger(__name__)
 
 PROB = "prob_"  # prefix of the per-class probability columns in every prediction table
@@ -146,7 +148,9 @@ def run_panels(run_dir: str | Path, cache) -> list[TimelinePanel]:
     for video_id, caption in choose_videos(videos):
         video = videos[videos["video_id"].astype(str) == video_id].iloc[0]
         mine = clips[clips["video_id"].astype(str) == video_id].sort_values("clip")
-        frames = cache.clip_frames(video_id)[mine["clip"].to_numpy(int)]
+        # `clip` numbers the evaluation windows (a `reference` cache also holds training clips)
+        windows = cache.clip_frames(video_id)[cache.clip_roles(video_id) == ROLE_EVAL]
+        frames = windows[mine["clip"].to_numpy(int)]
         pbv, mv, label = int(video["pbv"]), int(video["mv"]), int(video["label"])
         verdict = "correct" if pbv == label else "wrong"
         title = (f"{caption}: {video_id} (fold {int(video['fold'])})\n"

@@ -44,9 +44,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 CropBox = tuple[int, int, int, int]  # (x, y, w, h) of the displayed frame, pixels
-ClipPlan = Literal["windows", "reference-train", "reference-eval"]
+ClipPlan = Literal["windows", "reference-train", "reference-eval", "reference"]
 Views = Literal["center", "3crop"]
-CLIP_PLANS: tuple[str, ...] = ("windows", "reference-train", "reference-eval")
+CLIP_PLANS: tuple[str, ...] = ("windows", "reference-train", "reference-eval", "reference")
+# What each cached clip is for (the cache's per-clip `clip_role`, uint8): an evaluation window,
+# one of the reference's 8 training clips, or augmented copy c of a training clip (ROLE_AUGMENTED + c).
+ROLE_EVAL, ROLE_TRAIN, ROLE_AUGMENTED = 0, 1, 2
+# v2: `windows` takes the reference's evaluation windows (linspace over 64 frames), v1 took frames
+# s, s+4, ..., s+60. Part of the cache settings of the plans it changed, so v1 caches are not reused.
+WINDOWS_VERSION = 2
 VIEWS: tuple[str, ...] = ("center", "3crop")
 _NUM_VIEWS = {"center": 1, "3crop": 3}
 
@@ -188,18 +194,6 @@ def crop_views(
 # ---------------------------------------------------------------------------- clip plans (pure)
 
 
-def _windows(n: int, hop: int) -> np.ndarray:
-    """Every hop-th window of 16 frames at step 4, plus one ending on the last frame."""
-    offsets = np.arange(FRAMES_PER_CLIP, dtype=np.int64) * FRAME_STEP  # 0, 4, ..., 60
-    if n < CLIP_SPAN:  # shorter than one clip: one clip, padded by repeating the last frame
-        return np.minimum(offsets, n - 1)[None, :]
-    last_start = n - CLIP_SPAN
-    starts = np.arange(0, last_start + 1, hop, dtype=np.int64)
-    if starts[-1] != last_start:
-        starts = np.append(starts, last_start)
-    return starts[:, None] + offsets  # [C, 16]
-
-
 def _reference_train(n: int) -> np.ndarray:
     """The reference's 8 training clips (`loadvideo_decord`, num_clips=8, clip overlap allowed)."""
     fpc, step, clip_len, clips = (
@@ -234,14 +228,26 @@ def _reference_eval(n: int) -> np.ndarray:
     return np.clip(indices, starts, starts + clip_len - 1).astype(np.int64)
 
 
+def _windows(n: int, hop: int) -> np.ndarray:
+    """The reference's evaluation windows (`_reference_eval`) at starts 0, hop, 2·hop, ... plus the
+    last one, so every cached window is one the reference evaluates; one padded clip when n <= 64."""
+    windows = _reference_eval(n)  # [n - 64, 16], or [1, 16] for a short video
+    keep = np.arange(0, len(windows), hop)
+    if keep[-1] != len(windows) - 1:
+        keep = np.append(keep, len(windows) - 1)
+    return windows[keep]
+
+
 def plan_clips(n_frames: int, plan: ClipPlan = "windows", hop: int = 8) -> np.ndarray:
     """Frame indices of each clip of a video with `n_frames` frames: int64 [C, 16].
 
     Args:
         n_frames: decoded frame count (>= 1).
-        plan: "windows" (hop-spaced windows plus one ending on the last frame), "reference-train"
-            (the reference's 8 spread clips) or "reference-eval" (every stride-1 window).
-        hop: frames between window starts for "windows".
+        plan: "windows" (every hop-th of the reference's evaluation windows, plus the last),
+            "reference-train" (the reference's 8 spread clips), "reference-eval" (every stride-1
+            window) or "reference" (the 8 training clips, then the "windows" windows; see
+            `clip_roles`).
+        hop: starts between windows for "windows" and "reference".
     """
     if plan not in CLIP_PLANS:
         raise ConfigError(f"unknown clip plan {plan!r}; expected one of {CLIP_PLANS}")
@@ -251,12 +257,27 @@ def plan_clips(n_frames: int, plan: ClipPlan = "windows", hop: int = 8) -> np.nd
         raise ValueError(f"a clip plan needs at least 1 frame, got n_frames={n_frames}")
     if plan == "windows":
         clips = _windows(n_frames, hop)
+    elif plan == "reference":
+        clips = np.concatenate([_reference_train(n_frames), _windows(n_frames, hop)])
     elif plan == "reference-train":
         clips = _reference_train(n_frames)
     else:
         clips = _reference_eval(n_frames)
     assert clips.shape[1] == FRAMES_PER_CLIP and 0 <= clips.min() and clips.max() < n_frames
     return clips
+
+
+def clip_roles(n_frames: int, plan: ClipPlan = "windows", hop: int = 8) -> np.ndarray:
+    """uint8 [C]: the role of each clip of `plan_clips(n_frames, plan, hop)`.
+
+    Only "reference" mixes roles (its 8 training clips first, ROLE_TRAIN, then the windows,
+    ROLE_EVAL); every clip of the other plans is evaluated, as before roles existed.
+    """
+    clips = plan_clips(n_frames, plan, hop)
+    roles = np.full(len(clips), ROLE_EVAL, dtype=np.uint8)
+    if plan == "reference":
+        roles[:REFERENCE_TRAIN_CLIPS] = ROLE_TRAIN
+    return roles
 
 
 # ---------------------------------------------------------------------------- clips and tensors
@@ -650,3 +671,38 @@ def decode_video(
         path=path, frames=buffer.frames(), fps=fps, width=width, height=height,
         n_frames=buffer.count, lost_frames=lost, container_frames=indexed, source=source,
     )  # fmt: skip
+
+
+def decode_native(
+    path: str | Path, indices: np.ndarray, crop: CropBox | None = None,
+    timeout: float | None = None,
+) -> np.ndarray:  # fmt: skip
+    """The frames at `indices` (sorted, unique) as displayed, at their native size (cut to `crop`
+    when given): uint8 [len(indices), H, W, 3].
+
+    Frame i is the i-th frame `decode_video` keeps (the same clean-frame rule), so these are the
+    frames behind clip indices; the reference augments and crops the full native frame
+    (`vjfer.augment`), which the prepared views no longer hold. A second decode, paid only by
+    `vjfer extract --augment`.
+    """
+    path = Path(path)
+    indices = np.asarray(indices, dtype=np.int64)
+    wanted = {int(i): k for k, i in enumerate(indices)}
+    out: list[np.ndarray | None] = [None] * len(indices)
+    data, _ = read_source(path)
+    packer = VideoReformatter()
+    with _video_stream(path, data) as (container, stream):
+        for i, frame in enumerate(_clean_frames(path, container, stream, _DecodeStats(), timeout)):
+            if i in wanted:
+                rgb = packer.reformat(frame, format="rgb24", threads=1).to_ndarray()  # [H, W, 3]
+                turns = round(frame.rotation / 90) % 4
+                rgb = np.rot90(rgb, turns) if turns else rgb  # as displayed
+                if crop is not None:
+                    x, y, w, h = crop
+                    rgb = rgb[y : y + h, x : x + w]
+                out[wanted[i]] = np.ascontiguousarray(rgb)
+            if i >= indices[-1]:
+                break
+    if any(frame is None for frame in out):
+        raise VideoError(path, f"frames up to {int(indices[-1])} requested, fewer decoded")
+    return np.stack(out)

@@ -61,10 +61,20 @@ class EncoderSpec:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
+# The encoder's compute dtype on CUDA: bf16 autocast (vjfer's default), fp16 autocast (the
+# reference's: its eval.py runs torch.cuda.amp.autocast(dtype=torch.float16)) or plain fp32. The CPU
+# always computes in fp32. The name recorded in the fingerprint: bf16 keeps the one it always had.
+COMPUTE_DTYPES: dict[str, tuple[torch.dtype | None, str]] = {
+    "bf16": (torch.bfloat16, "bfloat16-autocast"),
+    "fp16": (torch.float16, "float16-autocast"),
+    "fp32": (None, "float32"),
+}
+
+
 class Encoder:
     """A frozen video encoder: `encode(clips [B, 3, 16, R, R]) -> tokens [B, N, D]` (t, h, w order)."""
 
-    def __init__(self, spec: EncoderSpec, built: Built, device: torch.device):
+    def __init__(self, spec: EncoderSpec, built: Built, device: torch.device, dtype: str = "bf16"):
         self.name = spec.name
         self.mean = built.mean if built.mean is not None else spec.mean
         self.std = built.std if built.std is not None else spec.std
@@ -73,7 +83,9 @@ class Encoder:
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
         self.device = device
         self.module = built.module.eval().requires_grad_(False).to(device)
-        self.compute_dtype = "bfloat16-autocast" if device.type == "cuda" else "float32"
+        cuda = device.type == "cuda"
+        self._amp = COMPUTE_DTYPES[dtype][0] if cuda else None
+        self.compute_dtype = COMPUTE_DTYPES[dtype][1] if cuda else "float32"
         self.fingerprint = {
             "name": self.name,
             **built.provenance,
@@ -90,8 +102,8 @@ class Encoder:
         return f"Encoder({self.name!r}, D={self.embed_dim}, grid={self.grid}, device={self.device})"
 
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self._amp is not None:
+            return torch.autocast("cuda", dtype=self._amp)
         return contextlib.nullcontext()
 
     def encode(self, clips: Tensor) -> Tensor:
@@ -249,6 +261,7 @@ def load_encoder(
     *,
     random_weights: bool = False,
     seed: int = 0,
+    dtype: str = "bf16",
 ) -> Encoder:
     """A frozen encoder ready for `encode`.
 
@@ -261,17 +274,20 @@ def load_encoder(
         random_weights: build a V-JEPA 1 architecture with random, NOT pretrained, weights
             (benchmarks, tests); no checkpoint allowed.
         seed: the random weights' seed (tiny and random_weights).
+        dtype: compute dtype on CUDA, a key of COMPUTE_DTYPES ("fp16" is the reference's).
     """
     spec = get_spec(name)
     if weights not in WEIGHT_CHOICES:
         raise ConfigError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
     if random_weights and checkpoint is not None:
         raise ConfigError(f"random_weights builds {name} without a checkpoint, got {checkpoint}")
+    if dtype not in COMPUTE_DTYPES:
+        raise ConfigError(f"dtype must be one of {tuple(COMPUTE_DTYPES)}, got {dtype!r}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device} requested but torch.cuda.is_available() is False")
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     built = spec.factory(spec, checkpoint, weights, random_weights, seed)
-    encoder = Encoder(spec, built, device)
+    encoder = Encoder(spec, built, device, dtype)
     log.info("loaded %r: %s", encoder, encoder.fingerprint)
     return encoder

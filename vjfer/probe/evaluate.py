@@ -24,6 +24,7 @@ from torch import nn
 from vjfer import metrics
 from vjfer.probe.model import Probe
 from vjfer.tables import format_percent
+from vjfer.video import ROLE_EVAL
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,27 @@ def vote_mv(probs: np.ndarray) -> int:
     return int(np.argmax(clip_votes(probs)))
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing (fp32) elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+AUTOCAST_DTYPES = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": None,
+}  # TrainConfig.autocast
+
+
+def _autocast(device: torch.device, dtype: str = "bf16"):
+    """Autocast to `dtype` on CUDA (bf16 unless the run says otherwise), nothing (fp32) elsewhere."""
+    amp = AUTOCAST_DTYPES[dtype]
+    return torch.autocast("cuda", dtype=amp or torch.float32,
+                          enabled=device.type == "cuda" and amp is not None)  # fmt: skip
 
 
 @torch.no_grad()
 def clip_probabilities(
     probe: nn.Module, tokens: np.ndarray | torch.Tensor, device: torch.device | str = "cpu",
-    batch_clips: int = EVAL_BATCH_CLIPS,
+    batch_clips: int = EVAL_BATCH_CLIPS, autocast: str = "bf16",
 ) -> np.ndarray:  # fmt: skip
-    """Class probabilities of each clip, its views averaged: tokens [C, V, N, D] -> float32 [C, K]."""
+    """Class probabilities of each clip, its views averaged: tokens [C, V, N, D] -> float32 [C, K].
+    `autocast`: the dtype on CUDA (TrainConfig.autocast)."""
     device = torch.device(device)
     tokens = torch.as_tensor(tokens)
     C, V, N, D = tokens.shape
@@ -69,7 +80,7 @@ def clip_probabilities(
     out = []
     for start in range(0, C * V, batch_clips):
         x = flat[start : start + batch_clips].to(device, torch.float32, non_blocking=True)
-        with _autocast(device):
+        with _autocast(device, autocast):
             logits = probe(x)
         out.append(logits.float().softmax(dim=-1).cpu())
     return torch.cat(out).view(C, V, -1).mean(dim=1).numpy()
@@ -107,7 +118,7 @@ def predict_clips(
     probe: nn.Module, cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
     batch_clips: int = EVAL_BATCH_CLIPS, num_workers: int = 0,
 ) -> pd.DataFrame:  # fmt: skip
-    """One row per cached clip of each video: video_id, actor, label, clip, start_frame,
+    """One row per cached evaluation window of each video: video_id, actor, label, clip, start_frame,
     prob_<class>... (views averaged) and pred (the clip's argmax). Never opens a video."""
     device = torch.device(device)
     names = cache.class_names
@@ -123,9 +134,11 @@ def predict_clips(
     probe.eval()
     rows = []
     for vid, tokens in loader:
-        probs = clip_probabilities(probe, tokens, device, batch_clips)  # [C, K]
+        # evaluation windows only: not the `reference` plan's training clips or augmented copies
+        keep = np.flatnonzero(cache.clip_roles(vid) == ROLE_EVAL)
+        probs = clip_probabilities(probe, tokens[keep], device, batch_clips)  # [C', K]
         row = info.loc[vid]
-        starts = cache.clip_frames(vid)[:, 0]
+        starts = cache.clip_frames(vid)[keep, 0]
         rows.append(clip_table(vid, int(row["actor"]), int(row["label"]), starts, probs, names))
     probe.train(was_training)
     return pd.concat(rows, ignore_index=True)
@@ -133,7 +146,8 @@ def predict_clips(
 
 def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
     """Per-video table from `predict_clips` rows: video_id, actor, label, label_name, n_clips,
-    prob_<class> (summed over clips), votes_<class>, pbv, mv, pbv_name, mv_name."""
+    prob_<class> (summed over clips), votes_<class>, pbv, mv, pbv_name, mv_name, and mv_tie (the
+    most votes went to more than one class, so MV took the lowest index among them)."""
     prob_cols = [f"prob_{c}" for c in class_names]
     rows = []
     for vid, group in clips.groupby("video_id", sort=True):
@@ -146,6 +160,7 @@ def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame
         row |= dict(zip(prob_cols, probs.sum(axis=0).tolist(), strict=True))
         row |= {f"votes_{c}": int(n) for c, n in zip(class_names, votes, strict=True)}
         row |= {"pbv": pbv, "mv": mv, "pbv_name": class_names[pbv], "mv_name": class_names[mv]}
+        row["mv_tie"] = bool((votes == votes.max()).sum() > 1)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -172,7 +187,10 @@ def video_embeddings(
     labels_of = cache.videos.set_index("video_id")["label"]
     mean_pooled, probe_pooled = [], []
     for vid in video_ids:
-        tokens = torch.from_numpy(np.ascontiguousarray(cache.tokens(vid)))  # [C, V, N, D] fp16
+        windows = np.flatnonzero(
+            cache.clip_roles(vid) == ROLE_EVAL
+        )  # evaluation windows, as scored
+        tokens = torch.from_numpy(np.ascontiguousarray(cache.tokens(vid)[windows]))  # [C, V, N, D]
         C, V, N, D = tokens.shape
         flat = tokens.reshape(C * V, N, D)
         mean_pooled.append(flat.float().mean(dim=(0, 1)))
@@ -195,6 +213,8 @@ def score_predictions(videos: pd.DataFrame, clips: pd.DataFrame, num_classes: in
         scores = metrics.classification_metrics(truth, pred, num_classes)
         scores["confusion"] = metrics.confusion(truth, pred, num_classes).tolist()
         out[name] = scores
+    if "mv_tie" in videos:  # few windows per video make ties common (4 at hop 8 on CREMA-D)
+        out["mv"]["tie_fraction"] = float(videos["mv_tie"].mean()) if len(videos) else 0.0
     return out
 
 
@@ -210,7 +230,8 @@ def summarise_folds(fold_metrics: list[dict]) -> dict:
     `metrics.json` content: {"folds", "per_fold": [...], "mean": {voting: {metric: {mean, std}}}}."""
     per_fold = [
         {"fold": m["fold"], "n_test_videos": m["n_test_videos"],
-         **{v: {s: m[v][s] for s in metrics.SCALAR_METRICS} for v in VOTINGS}}
+         **{v: {s: m[v][s] for s in metrics.SCALAR_METRICS} for v in VOTINGS},
+         "mv_tie_fraction": m["mv"]["tie_fraction"] if "tie_fraction" in m["mv"] else None}
         for m in fold_metrics
     ]  # fmt: skip
     mean = metrics.fold_summary([{v: f[v] for v in VOTINGS} for f in per_fold])
@@ -265,4 +286,9 @@ def format_run_summary(summary: dict) -> str:
     for f in summary["per_fold"]:
         cells = [format_percent(f[v][s]) for v, s in cols]
         lines.append(f"| {f['fold']} | {f['n_test_videos']} | " + " | ".join(cells) + " |")
+    ties = [(f["fold"], f["mv_tie_fraction"]) for f in summary["per_fold"]
+            if f.get("mv_tie_fraction") is not None]  # fmt: skip
+    if ties:
+        lines += ["", "MV ties (test videos whose clip votes tie; MV then takes the lowest class "
+                  "index): " + ", ".join(f"fold {k}: {format_percent(t)} %" for k, t in ties) + "."]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -7,7 +7,10 @@ probes share a pass (see `vjfer.probe.train`):
   probe sees that order restricted to its own videos, a uniformly random order of them;
 - `draw_samples` draws every cached video's clips and views from a generator seeded by
   (probe seed, epoch), whichever videos a pass needs;
-- `reference_clips` maps the reference's 8 training clips to the nearest cached clips.
+- `reference_clips` maps the reference's 8 training clips to the nearest cached clips;
+- `plain_clips`, `train_role_clips` and `augmented_clips` read a video's per-clip roles (the
+  `reference` plan stores the reference's exact training clips, `--augment K` augmented copies);
+- `draw_copies` picks one augmented copy per training clip, seeded by (probe seed, epoch).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from vjfer.cache import Cache
-from vjfer.video import plan_clips
+from vjfer.video import ROLE_AUGMENTED, ROLE_TRAIN, plan_clips
 
 REFERENCE_CLIPS = len(plan_clips(1, "reference-train"))  # the reference trains on 8 clips a video
 
@@ -26,6 +29,38 @@ def reference_clips(cached_starts: np.ndarray, n_frames: int) -> np.ndarray:
     targets = plan_clips(n_frames, "reference-train")[:, 0]  # [8] start frames
     distance = np.abs(np.asarray(cached_starts)[None, :] - targets[:, None])  # [8, C]
     return distance.argmin(axis=1).astype(np.int64)
+
+
+def plain_clips(roles: np.ndarray) -> np.ndarray:
+    """int64 [C']: the clips made from the frames as they are (evaluation windows, training clips)."""
+    return np.flatnonzero(np.asarray(roles) < ROLE_AUGMENTED)
+
+
+def train_role_clips(roles: np.ndarray) -> np.ndarray | None:
+    """int64 [8]: the reference's exact training clips when the cache stores them, else None."""
+    train = np.flatnonzero(np.asarray(roles) == ROLE_TRAIN)
+    return train if len(train) else None
+
+
+def augmented_clips(roles: np.ndarray) -> np.ndarray:
+    """int64 [8, K]: clip index of augmented copy c of training clip k (copies are stored copy by
+    copy, each in the order of the 8 training clips); [8, 0] when the video has none."""
+    roles = np.asarray(roles)
+    copies = int(roles.max(initial=ROLE_AUGMENTED - 1)) - ROLE_AUGMENTED + 1
+    out = np.empty((REFERENCE_CLIPS, copies), dtype=np.int64)
+    for c in range(copies):
+        out[:, c] = np.flatnonzero(roles == ROLE_AUGMENTED + c)
+    return out
+
+
+def draw_copies(num_videos: int, copies: int, seed: int, epoch: int) -> np.ndarray:
+    """int [n, 8]: which augmented copy each training clip of every cached video uses this epoch.
+
+    Its own generator, seeded by (seed, epoch, 1), for all cached videos: the draw depends neither
+    on which videos a pass needs nor on the clip/view draws of `draw_samples`.
+    """
+    rng = np.random.default_rng([seed, epoch, 1])
+    return rng.integers(0, copies, size=(num_videos, REFERENCE_CLIPS))
 
 
 def epoch_order(num_videos: int, order_seed: int, epoch: int) -> np.ndarray:
@@ -60,10 +95,17 @@ def draw_samples(n_clips: np.ndarray, fixed: np.ndarray | None, num_views: int, 
 
 
 def fixed_clips(cache: Cache, rows: np.ndarray) -> np.ndarray:
-    """int [n, 8]: `reference_clips` of the cache's videos at `rows` (0 for the other rows)."""
+    """int [n, 8]: the reference's 8 training clips of the cache's videos at `rows` (0 for the
+    other rows): the exact ones where the cache stores them (plan `reference`), else
+    `reference_clips` among the plain clips."""
     videos = cache.videos
     fixed = np.zeros((len(videos), REFERENCE_CLIPS), dtype=np.int64)
     for i in rows:
         vid, n_frames = videos.at[i, "video_id"], int(videos.at[i, "n_frames"])
-        fixed[i] = reference_clips(cache.clip_frames(vid)[:, 0], n_frames)
+        roles = cache.clip_roles(vid)
+        if (train := train_role_clips(roles)) is not None:
+            fixed[i] = train
+            continue
+        plain = plain_clips(roles)
+        fixed[i] = plain[reference_clips(cache.clip_frames(vid)[plain, 0], n_frames)]
     return fixed

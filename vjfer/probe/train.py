@@ -51,24 +51,36 @@ from tqdm.auto import tqdm
 from vjfer.cache import Cache
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
-from vjfer.probe.evaluate import clip_probabilities, clip_table
+from vjfer.probe.evaluate import AUTOCAST_DTYPES, clip_probabilities, clip_table
 from vjfer.probe.model import PROBES, build_probe
 from vjfer.probe.reader import ClipReader, HeldTokens, ReadStats, available_memory
-from vjfer.probe.samples import REFERENCE_CLIPS, draw_samples, epoch_order, fixed_clips
+from vjfer.probe.samples import (
+    REFERENCE_CLIPS,
+    augmented_clips,
+    draw_copies,
+    draw_samples,
+    epoch_order,
+    fixed_clips,
+    plain_clips,
+)
+from vjfer.probe.token_augment import token_masks
 from vjfer.store import decode_raw
+from vjfer.video import ROLE_EVAL
 
 log = logging.getLogger(__name__)
 
 ProbeKind = Literal["attentive", "linear"]
 ClipChoice = Literal["reference", "random"]
 Pool = Literal["joint", "clip"]
-TrainView = Literal["random", "middle"]
+TrainView = Literal["random", "middle", "augmented"]
+Autocast = Literal["bf16", "fp16", "fp32"]
 InMemory = Literal["auto", "yes", "no", "gpu"]
 CHOICES: dict[str, tuple[str, ...]] = {
     "probe": PROBES,
     "clip_choice": ("reference", "random"),
     "pool": ("joint", "clip"),
-    "train_view": ("random", "middle"),
+    "train_view": ("random", "middle", "augmented"),
+    "autocast": ("bf16", "fp16", "fp32"),
     "in_memory": ("auto", "yes", "no", "gpu"),
 }
 MEMORY_SHARE = (
@@ -104,6 +116,13 @@ class TrainConfig:
     num_workers: int = 4  # reader threads (reads in flight)
     prefetch: int = 8  # videos read ahead of training (bounds the reader's memory)
     eval_batch_clips: int = 64
+    # The probe's autocast dtype on CUDA (the CPU always runs float32). The reference runs
+    # torch.cuda.amp.autocast(dtype=torch.float16) with a GradScaler (its `use_bfloat16: true`
+    # enables that fp16 autocast despite the name); vjfer's default is bf16, which needs no scaler.
+    autocast: Autocast = "bf16"
+    # vjfer's own approximation (probe/token_augment.py): per clip, drop the tokens outside a random
+    # box of the token grid and, at p 0.25, a random box inside it; off: the reference has no such
+    token_augment: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list
@@ -116,6 +135,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.train_view == "augmented" and self.clip_choice != "reference":
+            raise ConfigError("train_view='augmented' trains on copies of the reference's 8 "
+                              f"clips: it needs clip_choice='reference', got {self.clip_choice!r}")  # fmt: skip
         if self.clip_choice == "reference" and self.clips_per_video != REFERENCE_CLIPS:
             raise ConfigError(f"clip_choice='reference' takes {REFERENCE_CLIPS} clips; "
                               f"clips_per_video is {self.clips_per_video}")  # fmt: skip
@@ -166,12 +188,16 @@ def param_groups(probe: nn.Module) -> list[dict]:
     return [{"params": decay, "decay": True}, {"params": rest, "decay": False, "weight_decay": 0.0}]
 
 
-def _loss(probe: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, pool: str) -> torch.Tensor:
+def _loss(probe: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, pool: str,
+          mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy of tokens [B, K, N, D] (mask: bool [B, K, N], True = kept, or None)."""
     B, K, N, D = tokens.shape
     if pool == "joint":
-        logits = probe(tokens.reshape(B, K * N, D))  # the K clips' tokens as one sequence
+        joint = None if mask is None else mask.reshape(B, K * N)
+        logits = probe(tokens.reshape(B, K * N, D), joint)  # the K clips' tokens as one sequence
         return F.cross_entropy(logits.float(), labels)
-    logits = probe(tokens.reshape(B * K, N, D))  # each clip alone; mean of per-clip losses
+    alone = None if mask is None else mask.reshape(B * K, N)
+    logits = probe(tokens.reshape(B * K, N, D), alone)  # each clip alone; mean of per-clip losses
     return F.cross_entropy(logits.float(), labels.repeat_interleave(K))
 
 
@@ -198,11 +224,16 @@ class Head:
         self.total = config.epochs * math.ceil(len(self.rows) / config.batch_size)
         self.step = 0
         self.history: list[dict] = []
-        self._pending: list[tuple[torch.Tensor, int]] = []
+        self._pending: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
         self._loss_sum, self._batches = torch.zeros((), device=device), 0
+        cuda = device.type == "cuda"
+        self._amp = AUTOCAST_DTYPES[config.autocast] if cuda else None  # the CPU trains in float32
+        # fp16 needs loss scaling (as the reference's GradScaler); bf16 and fp32 do not
+        self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp is torch.float16)
 
-    def feed(self, sample: torch.Tensor, label: int) -> None:
-        self._pending.append((sample, label))
+    def feed(self, sample: torch.Tensor, label: int, mask: torch.Tensor | None = None) -> None:
+        """One sample [K, N, D]; `mask` bool [K, N] (True = kept) with token augmentation."""
+        self._pending.append((sample, label, mask))
         if len(self._pending) == self.config.batch_size:
             self._step()
 
@@ -212,14 +243,22 @@ class Head:
             group["lr"] = lr_at(self.step, self.total, config)
             if group["decay"]:
                 group["weight_decay"] = wd_at(self.step, self.total, config)
-        tokens = torch.stack([s for s, _ in self._pending]).float()  # [B, K, N, D], on the device
-        labels = torch.tensor([y for _, y in self._pending], device=self.device)
+        tokens = torch.stack(
+            [s for s, _, _ in self._pending]
+        ).float()  # [B, K, N, D], on the device
+        labels = torch.tensor([y for _, y, _ in self._pending], device=self.device)
+        masks = [m for _, _, m in self._pending]
+        mask = None if masks[0] is None else torch.stack(masks)  # [B, K, N]
         self._pending = []
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = _loss(self.probe, tokens, labels, config.pool)
-        loss.backward()
+        with torch.autocast(
+            "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None
+        ):
+            loss = _loss(self.probe, tokens, labels, config.pool, mask)
+        self._scaler.scale(loss).backward()  # a no-op scale unless fp16
+        self._scaler.unscale_(self.optimizer)  # clip the true gradients, as the reference does
         nn.utils.clip_grad_norm_(self.probe.parameters(), config.clip_grad)
-        self.optimizer.step()
+        self._scaler.step(self.optimizer)
+        self._scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self._loss_sum += loss.detach()  # no per-step host sync on CUDA
         self.step, self._batches = self.step + 1, self._batches + 1
@@ -291,6 +330,40 @@ def _source_for(cache: Cache, config: TrainConfig, device: torch.device, wanted:
     return reader, held, where
 
 
+def _augmented_copies(cache, ids: list[str], needed: np.ndarray) -> dict[int, np.ndarray]:
+    """Row -> int [8, K]: the stored augmented copies of each needed video's training clips."""
+    copies = {i: augmented_clips(cache.clip_roles(ids[i])) for i in needed}
+    counts = {a.shape[1] for a in copies.values()}
+    if counts != {next(iter(counts))} or 0 in counts:
+        raise ConfigError(
+            f"--train-view augmented: cache {cache.path} holds {sorted(counts)} augmented copies "
+            "per video (need the same K >= 1 for every video); re-extract it with "
+            "`vjfer extract --augment K`, or train with --train-view random|middle"
+        )
+    return copies
+
+
+def _copies_k(copies: dict[int, np.ndarray]) -> int:
+    """K, the augmented copies per training clip (equal for every video)."""
+    return next(iter(copies.values())).shape[1]
+
+
+def _pick_copies(copies: dict[int, np.ndarray], choice: np.ndarray) -> np.ndarray:
+    """int [n, 8]: clip index of the chosen copy (choice [n, 8]) of each training clip."""
+    clips = np.zeros(choice.shape, dtype=np.int64)
+    for i, table in copies.items():
+        clips[i] = table[np.arange(REFERENCE_CLIPS), choice[i]]
+    return clips
+
+
+def _plain_index(drawn: np.ndarray, plain: dict[int, np.ndarray]) -> np.ndarray:
+    """int [n, K]: clip indices of draws made among each video's plain clips."""
+    clips = drawn.copy()
+    for i, table in plain.items():
+        clips[i] = table[drawn[i]]
+    return clips
+
+
 def train_heads(
     cache, heads: Sequence[Head], config: TrainConfig, progress: bool = True
 ) -> PassPlan:
@@ -312,20 +385,28 @@ def train_heads(
     needed = np.flatnonzero(member.any(axis=0))
     n_clips, labels = videos["n_clips"].to_numpy(), videos["label"].to_numpy()
     ids = videos["video_id"].tolist()
+    # Roles: `random` draws among the plain clips (never an augmented copy), `reference` takes the
+    # exact training clips where the cache has them, `augmented` one stored copy of each.
+    plain = {i: plain_clips(cache.clip_roles(ids[i])) for i in needed}
+    n_draw = n_clips.copy()  # rows not needed keep any count: the draws do not depend on it
+    n_draw[needed] = [len(plain[i]) for i in needed]
     fixed = None
     if config.clip_choice == "reference":
         fixed = fixed_clips(cache, needed)
+    copies = _augmented_copies(cache, ids, needed) if config.train_view == "augmented" else None
     seeds = sorted({head.config.seed for head in heads})
-    if fixed is not None:
+    if copies is not None:
+        wanted = {ids[i]: np.unique(copies[i]) for i in needed}
+    elif fixed is not None:
         wanted = {ids[i]: np.unique(fixed[i]) for i in needed}
     else:
-        wanted = {ids[i]: np.arange(n_clips[i]) for i in needed}
+        wanted = {ids[i]: plain[i] for i in needed}
     reader, held, where = _source_for(cache, config, device, wanted, progress)
     source = held or reader
     size = reader.index.clip_bytes
     K = config.clips_per_video
     sample_bytes = K * cache.num_tokens * cache.embed_dim * 2  # float16 [K, N, D]
-    if fixed is not None:
+    if fixed is not None and copies is None:
         per_video = [len(c) for c in wanted.values()]
     else:  # at most K draws per seed, and never more than the video's clips
         per_video = [min(len(c), K * len(seeds)) for c in wanted.values()]
@@ -347,8 +428,13 @@ def train_heads(
         start = time.perf_counter()
         order = epoch_order(len(videos), config.order_seed, epoch)
         order = order[member[:, order].any(axis=0)]
-        draws = {s: draw_samples(n_clips, fixed, cache.num_views, config.clips_per_video,
+        draws = {s: draw_samples(n_draw, fixed, cache.num_views, config.clips_per_video,
                                  config.train_view == "random", s, epoch) for s in seeds}  # fmt: skip
+        if copies is not None:  # one stored copy per training clip, drawn per (seed, epoch)
+            draws = {s: (_pick_copies(copies, draw_copies(len(videos), _copies_k(copies), s, epoch)),
+                         v) for s, (_, v) in draws.items()}  # fmt: skip
+        elif fixed is None:  # draws index the plain clips
+            draws = {s: (_plain_index(c, plain), v) for s, (c, v) in draws.items()}
         takers = [np.flatnonzero(member[:, i]).tolist() for i in order]  # head numbers per video
         requests = []
         for i, who in zip(order, takers, strict=True):
@@ -360,12 +446,16 @@ def train_heads(
         ):
             # stored bytes cross to the device; int8 / fp8 become float16 [C', V, N, D] there
             tokens = decode_raw(tokens.to(device, non_blocking=True), cache.store, cache.shape)
+            masks = {}  # per head seed: bool [K, N] token masks of this video, this epoch
+            if config.token_augment:
+                masks = {s: torch.as_tensor(token_masks(s, epoch, int(i), K, cache.grid), device=device)
+                         for s in {heads[h].config.seed for h in who}}  # fmt: skip
             for h in who:
-                clips, views = draws[heads[h].config.seed]
+                seed = heads[h].config.seed
+                clips, views = draws[seed]
                 positions = torch.as_tensor(np.searchsorted(union, clips[i]), device=device)
-                heads[h].feed(
-                    tokens[positions, torch.as_tensor(views[i], device=device)], int(labels[i])
-                )
+                heads[h].feed(tokens[positions, torch.as_tensor(views[i], device=device)],
+                              int(labels[i]), masks.get(seed))  # fmt: skip
             bar.update()
             if progress and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
                 loss = np.mean([heads[h].running_loss() for h in who])
@@ -379,9 +469,15 @@ def train_heads(
     return plan
 
 
+def eval_clips(cache: Cache, video_id: str) -> np.ndarray:
+    """int64 [C']: the video's evaluation windows (every clip of a cache without roles)."""
+    return np.flatnonzero(cache.clip_roles(video_id) == ROLE_EVAL)
+
+
 def evaluate_heads(cache: Cache, assignments: dict[str, tuple[nn.Module, np.ndarray]], config: TrainConfig,
                    progress: bool = True) -> tuple[dict[str, pd.DataFrame], ReadStats]:  # fmt: skip
-    """Score every cached clip of each head's videos, reading each video once for all its heads.
+    """Score every cached evaluation window of each head's videos, reading each video once for all
+    its heads.
 
     Args:
         assignments: name -> (probe, rows of `cache.videos` it evaluates).
@@ -391,7 +487,9 @@ def evaluate_heads(cache: Cache, assignments: dict[str, tuple[nn.Module, np.ndar
     device = resolve_device(config.device)
     videos = cache.videos
     rows = np.unique(np.concatenate([r for _, r in assignments.values()]))
-    requests = [(videos.at[i, "video_id"], np.arange(videos.at[i, "n_clips"])) for i in rows]
+    # evaluation windows only: never the `reference` plan's training clips or augmented copies
+    requests = [(videos.at[i, "video_id"], eval_clips(cache, videos.at[i, "video_id"]))
+                for i in rows]  # fmt: skip
     reader = ClipReader(cache, threads=config.num_workers, prefetch=config.prefetch,
                         pin=device.type == "cuda")  # fmt: skip
     evaluators: dict[int, list[str]] = {int(i): [] for i in rows}
@@ -401,13 +499,12 @@ def evaluate_heads(cache: Cache, assignments: dict[str, tuple[nn.Module, np.ndar
             evaluators[int(i)].append(name)
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name in assignments}
     bar = tqdm(total=len(rows), desc="evaluating", unit="video", disable=not progress)
-    for i, (vid, _), tokens in zip(rows, requests, reader.stream(requests), strict=True):
+    for i, (vid, clips), tokens in zip(rows, requests, reader.stream(requests), strict=True):
         tokens = decode_raw(tokens.to(device, non_blocking=True), cache.store, cache.shape)
-        starts = cache.clip_frames(vid)[:, 0]
+        starts = cache.clip_frames(vid)[clips, 0]
         for name in evaluators[int(i)]:
-            probs = clip_probabilities(
-                assignments[name][0], tokens, device, config.eval_batch_clips
-            )
+            probs = clip_probabilities(assignments[name][0], tokens, device,
+                                       config.eval_batch_clips, config.autocast)  # fmt: skip
             tables[name].append(clip_table(vid, int(videos.at[i, "actor"]), int(videos.at[i, "label"]),
                                            starts, probs, cache.class_names))  # fmt: skip
         bar.update()

@@ -1,0 +1,50 @@
+"""Token-space augmentation (`vjfer probe --token-augment`): vjfer's own cheap approximation of the
+reference's spatial augmentation, for caches without augmented copies (`vjfer extract --augment`).
+
+The reference crops 8-100 % of each training clip's frame and erases a random cube of pixels
+(`vjfer.augment`); a cached clip's tokens are fixed, but each token already carries its position
+(the encoder's 3-D sin-cos embedding), so a crop can be approximated by dropping the tokens outside
+a box of the h x w token grid, and erasing by dropping a box of tokens in every time step:
+
+- crop: a box of the grid with area and aspect drawn as the reference's random-resized crop
+  (`augment.draw_crop` on the grid: area 0.08-1, aspect 3/4-4/3), kept in every time step;
+- dropout: with probability 0.25 a box drawn as the reference's random erasing
+  (`augment.draw_erase` on the grid: area 0.02-1/3, aspect 0.3-3.33), dropped in every time step.
+
+Unlike the reference, nothing is resized (the kept tokens keep their scale) and dropped tokens are
+absent rather than noise: it is an approximation, off by default. The result is a boolean mask
+[K, N] (True = kept) that the probe's attention and mean pooling honour (`probe.model`). Draws come
+from a generator seeded by (head seed, epoch, video row), so a head's masks do not depend on which
+other heads share the pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vjfer.augment import draw_crop, draw_erase
+
+_STREAM = 2  # separates these draws from the clip/view (none) and copy (1) draws of an epoch
+
+
+def token_mask(rng: np.random.Generator, grid: tuple[int, int, int]) -> np.ndarray:
+    """bool [t·h·w] (t, h, w order): the tokens a cropped and possibly erased clip keeps."""
+    t, h, w = grid
+    top, left, hh, ww = draw_crop(rng, h, w)
+    keep = np.zeros((h, w), dtype=bool)
+    keep[top : top + hh, left : left + ww] = True
+    box = draw_erase(rng, h, w)
+    if box is not None:
+        erased = keep.copy()
+        etop, eleft, eh, ew = box
+        erased[etop : etop + eh, eleft : eleft + ew] = False
+        if erased.any():  # never drop every token of a clip
+            keep = erased
+    return np.broadcast_to(keep, (t, h, w)).reshape(-1).copy()
+
+
+def token_masks(seed: int, epoch: int, row: int, clips: int,
+                grid: tuple[int, int, int]) -> np.ndarray:  # fmt: skip
+    """bool [clips, N]: one `token_mask` per clip of a training sample of video `row` this epoch."""
+    rng = np.random.default_rng([seed, epoch, _STREAM, row])
+    return np.stack([token_mask(rng, grid) for _ in range(clips)])
