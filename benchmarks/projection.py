@@ -21,9 +21,9 @@ import sys
 
 import numpy as np
 
+from vjfer.clips import plan_clips
 from vjfer.encoders.vjepa import PRESETS, forward_flops
 from vjfer.probe.samples import reference_clips
-from vjfer.video import plan_clips
 
 DATASETS = {"RAVDESS": (2880, 111), "CREMA-D": (7441, 78)}  # videos, typical frames
 FOLDS, EPOCHS, CLIPS_PER_SAMPLE = 5, 20, 8

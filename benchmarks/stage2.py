@@ -40,13 +40,13 @@ import numpy as np
 import torch
 
 from vjfer.cache import VideoEntry, build_cache, find_caches, open_cache
+from vjfer.clips import plan_clips
 from vjfer.datasets import load_folds
 from vjfer.probe.folds import split_rows
 from vjfer.probe.reader import ClipReader
 from vjfer.probe.samples import epoch_order, fixed_clips
 from vjfer.probe.train import Head, TrainConfig, train_heads
 from vjfer.store import decode_raw
-from vjfer.video import plan_clips
 
 BLOCK = 16 << 20  # raw reads: 16 MB at a time
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from vjfer.cache import VideoEntry
+from vjfer.clips import plan_clips
 from vjfer.datasets import load_folds
-from vjfer.video import plan_clips
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

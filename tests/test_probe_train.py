@@ -12,6 +12,7 @@ import torch
 from conftest import CLASSES, GRID, D, make_entries  # noqa: E402
 
 from vjfer.cache import build_cache, open_cache
+from vjfer.clips import plan_clips
 from vjfer.datasets import load_folds
 from vjfer.errors import CacheError, ConfigError, SplitError
 from vjfer.probe.folds import check_folds, split_fold
@@ -19,7 +20,6 @@ from vjfer.probe.model import AttentiveProbe, load_probe
 from vjfer.probe.run import run_probe
 from vjfer.probe.samples import draw_samples, epoch_order, reference_clips
 from vjfer.probe.train import TrainConfig, cosine, lr_at, param_groups, train_probe, wd_at
-from vjfer.video import plan_clips
 
 
 @pytest.fixture(autouse=True, scope="module")

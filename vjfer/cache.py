@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import xxhash
 
+from vjfer.clips import FRAMES_PER_CLIP, REFERENCE_CLIP_LEN
 from vjfer.errors import CacheError
 from vjfer.labels import class_names as dataset_class_names
 from vjfer.store import PCA_BASIS, PCA_MEAN, SCALES, Codec, StoreFormat, decode_raw
@@ -45,8 +46,8 @@ FAILURES = "failures.jsonl"
 PARTIAL_SUFFIX = ".partial"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.h5$")
 TOKEN_DTYPE = np.dtype("float16")  # storage dtype of tokens (a fingerprint input)
-FRAMES_PER_CLIP = 16  # == video.FRAMES_PER_CLIP; cache.py imports nothing heavier than h5py
-CLIP_SPAN = 65  # the reference's windows need n - 64 >= 1 frames; shorter videos get one padded
+# The reference's windows need n - 64 >= 1 frames; shorter videos get one padded window.
+SHORTEST_UNPADDED = REFERENCE_CLIP_LEN + 1  # 65 frames
 VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips")
 # Per-video columns of caches made with a face crop (`vjfer.face`) only; other shards lack them.
 FACE_COLUMNS = ("face_status", "face_box")  # "cropped" | "fallback"; (x, y, w, h), -1s: none
@@ -947,7 +948,7 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
         "store": str(store_of(manifest["layout"])), "size_ratio": size_ratio(manifest["layout"]),
         "lineage": manifest.get("lineage"),
         "one_frame": sum(v["n_frames"] == 1 for v in ok),
-        "shorter_than_clip": sum(v["n_frames"] < CLIP_SPAN for v in ok),
+        "shorter_than_clip": sum(v["n_frames"] < SHORTEST_UNPADDED for v in ok),
     }  # fmt: skip
 
 
@@ -978,7 +979,7 @@ def format_cache_info(info: dict) -> str:
         f"shared      {info['shared']} videos share the identical video stream of another "
         f"(stored once)",
         f"short       {info['one_frame']} of 1 frame, {info['shorter_than_clip']} shorter than a "
-        f"clip ({CLIP_SPAN} frames; one window each, padded as the reference pads)",
+        f"clip ({SHORTEST_UNPADDED} frames; one window each, padded as the reference pads)",
         f"partial     {len(info['partial'])} kept with lost frames (below --max-lost-frames)",
         f"clips       {info['clips']}  tokens per clip [V={lay['num_views']}, N={lay['num_tokens']}"
         f", D={lay['embed_dim']}] {lay['dtype']}, grid {tuple(lay['grid'])}",

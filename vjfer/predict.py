@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from vjfer.cache import TOKEN_DTYPE
+from vjfer.clips import clip_roles, gather_clips, plan_clips
 from vjfer.encoders import load_encoder
 from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import CheckpointError, ConfigError, VideoError
@@ -29,7 +30,7 @@ from vjfer.probe.model import Probe, load_probe
 from vjfer.runs import find_probes
 from vjfer.store import StoreFormat, transform
 from vjfer.timeline import clip_centre_seconds
-from vjfer.video import clip_roles, decode_video, gather_clips, normalize_clips, plan_clips
+from vjfer.video import decode_video, normalize_clips
 
 log = logging.getLogger(__name__)
 

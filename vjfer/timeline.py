@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vjfer.video import ROLE_EVAL
+from vjfer.clips import ROLE_EVAL
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+# ImageNet statistics: jepa's eval transforms and transformers' VJEPA2VideoProcessor both use them.
+from vjfer.clips import FRAMES_PER_CLIP as FRAMES  # 16 frames, tubelet 2 -> 8 token steps
 from vjfer.encoders.checkpoint import WEIGHT_CHOICES, Weights, load_vjepa_checkpoint
 from vjfer.encoders.hf import load_vjepa2
 from vjfer.encoders.videomae import load_videomae
 from vjfer.encoders.vjepa import PRESETS, ViTConfig, build_vit, count_params, random_vit
 from vjfer.errors import ConfigError
-
-# ImageNet statistics: jepa's eval transforms and transformers' VJEPA2VideoProcessor both use them.
-from vjfer.video import FRAMES_PER_CLIP as FRAMES  # 16 frames, tubelet 2 -> 8 token steps
 from vjfer.video import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from vjfer import metrics
+from vjfer.clips import ROLE_EVAL
 from vjfer.probe.model import Probe
 from vjfer.tables import format_percent
-from vjfer.video import ROLE_EVAL
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from vjfer.cache import Cache
-from vjfer.video import ROLE_AUGMENTED, ROLE_TRAIN, plan_clips
+from vjfer.clips import ROLE_AUGMENTED, ROLE_TRAIN, plan_clips
 
 REFERENCE_CLIPS = len(plan_clips(1, "reference-train"))  # the reference trains on 8 clips a video
 

@@ -49,6 +49,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vjfer.cache import Cache
+from vjfer.clips import ROLE_EVAL
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.evaluate import AUTOCAST_DTYPES, clip_probabilities, clip_table
@@ -65,7 +66,6 @@ from vjfer.probe.samples import (
 )
 from vjfer.probe.token_augment import token_masks
 from vjfer.store import decode_raw
-from vjfer.video import ROLE_EVAL
 
 log = logging.getLogger(__name__)
 
