@@ -594,3 +594,23 @@ def test_identical_streams_are_encoded_once(root, encoder, clean, tmp_path):
     assert info["shared"] == 4 and verify_cache(summary.cache_dir).ok
     again = run(config_for(root, tmp_path, dedup=True), encoder)  # digests from streams.json
     assert (again.shards_written, again.videos_cached) == (0, 8)
+
+
+PINNED_TOKENS = {  # TOKENS_VERSION -> sha256 of the tiny encoder's fp16 tokens of tests/data/pinned.mp4
+    1: "65bf1ca7a75bf35268598648b2474791e1ae363e1ed357bae640f4e26a9b00a3",
+}
+
+
+def test_tokens_version_is_pinned_to_the_tokens():
+    """A change to decoding, frame preparation, clip plans or the ViT changes these tokens; then
+    TOKENS_VERSION must be bumped (and the new digest added), or old caches would be reused."""
+    from vjfer.extract import TOKENS_VERSION
+
+    video = decode_video(Path(__file__).parent / "data" / "pinned.mp4", 64)
+    clips = gather_clips(video.frames, plan_clips(video.n_frames, "windows", 8))[:, 0]
+    tokens = load_encoder("tiny").encode(normalize_clips(torch.from_numpy(clips))).half().numpy()
+    digest = hashlib.sha256(tokens.tobytes()).hexdigest()
+    assert digest == PINNED_TOKENS[TOKENS_VERSION], (
+        f"the tokens of tests/data/pinned.mp4 changed (sha256 {digest}): bump "
+        "vjfer.extract.TOKENS_VERSION and add the new digest to PINNED_TOKENS"
+    )

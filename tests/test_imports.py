@@ -27,5 +27,7 @@ def test_import_does_not_load(module, forbidden):
         f"import sys, importlib; importlib.import_module({module!r}); "
         f"print(','.join(m for m in {list(forbidden)!r} if m in sys.modules))"
     )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert loaded.stdout.strip() == "", f"importing {module} loads {loaded.stdout.strip()}"

@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from vjfer import __version__, augment, cache
+from vjfer import augment, cache
 from vjfer.cache import ShardWriter, VideoEntry
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
 from vjfer.encoders import load_encoder
@@ -78,6 +78,12 @@ WRITE_QUEUE = 8  # finished videos waiting for the writer thread
 MAX_AUTO_WORKERS = 8  # decoding processes chosen by default, at most (one core left to the main)
 EXPECTED_EXCLUSIONS = (AUDIO_ONLY, NOT_SELECTED)  # by design, not failures: not in failures.jsonl
 HOP_PLANS = ("windows", "reference")  # the plans whose evaluation windows are `hop` starts apart
+
+# The version of the code that turns a video into tokens (decoding, frame preparation, clip plans,
+# the encoders' forward pass). It is a fingerprint input instead of the package version, so a new
+# vjfer release reuses caches unless their tokens would change. tests/test_extract.py pins the
+# tokens of a fixed video: when that test fails, the tokens changed, so bump this number.
+TOKENS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -224,7 +230,7 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "mean": list(encoder.mean),
         "std": list(encoder.std),
         "dtype": cache.TOKEN_DTYPE.name,
-        "vjfer_version": __version__,  # a new version may decode or prepare frames differently
+        "tokens_version": TOKENS_VERSION,  # the code that makes tokens, not the package version
         # layout: a cache of the first N videos, or cut into other shards, is another cache
         "shard_size": config.shard_size,
         "limit": config.limit,

@@ -78,8 +78,8 @@ def _settings_column(config: dict | None) -> dict[str, str]:
         "Training": training,
         "Seeds": f"probe {train.get('seed')}, encoder {encoder.get('seed', '—')}",
         "Folds": " ".join(str(f) for f in config.get("folds", [])),
-        "vjfer version": f"{config.get('vjfer_version', '?')} (cache made by "
-        f"{settings.get('vjfer_version', '?')})",
+        "vjfer version": f"{config.get('vjfer_version', '?')} (tokens v"
+        f"{settings.get('tokens_version', '?')})",
     }
 
 
