@@ -25,6 +25,7 @@ import pandas as pd
 from vjfer.errors import ConfigError
 from vjfer.probe.run import config_dict
 from vjfer.probe.train import TrainConfig
+from vjfer.results import FoldScores, fold_value, read_summary
 from vjfer.tables import DATASET_TITLES, STD, Table
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class ComparedRun:
     folds: tuple[int, ...]
     settings: dict  # the cache's fingerprint inputs (vjfer.extract.cache_settings)
     train: dict  # the TrainConfig, as config.json holds it
-    per_fold: dict[int, dict]  # fold -> {"n_test_videos", voting: {metric: value}}
+    per_fold: dict[int, FoldScores]  # fold -> {"n_test_videos", voting: {metric: value}}
 
 
 def _read_json(path: Path) -> dict:
@@ -64,9 +65,9 @@ def _read_json(path: Path) -> dict:
 def read_run(path: str | Path) -> ComparedRun:
     """A `vjfer probe` run directory -> ComparedRun; ConfigError naming the file when it is not."""
     path = Path(path)
-    summary = _read_json(path / "summary.json")
-    if summary.get("kind") == "cross":
+    if _read_json(path / "summary.json").get("kind") == "cross":
         raise ConfigError(f"{path} is a cross-dataset run; compare takes `vjfer probe` runs")
+    summary = read_summary(path)
     config = _read_json(path / "config.json")
     for key, where in (("per_fold", summary), ("dataset", summary), ("cache", config),
                        ("train", config)):  # fmt: skip
@@ -78,6 +79,14 @@ def read_run(path: str | Path) -> ComparedRun:
         folds=tuple(sorted(per_fold)), settings=config["cache"]["settings"],
         train=config["train"], per_fold=per_fold,
     )  # fmt: skip
+
+
+def _value(run: ComparedRun, fold: int, voting: str, metric: str) -> float:
+    """One fold's metric of a run; ConfigError naming the run when its summary lacks it."""
+    value = fold_value(run.per_fold[fold], voting, metric)
+    if value is None:
+        raise ConfigError(f"{run.path}: fold {fold} has no {voting} {metric} in summary.json")
+    return value
 
 
 def check_comparable(runs: Sequence[ComparedRun]) -> None:
@@ -148,12 +157,12 @@ def compare_table(runs: Sequence[ComparedRun], train_defaults: dict) -> Table:
                 "Head": head_label(run.train, train_defaults), "Voting": vname,
             }  # fmt: skip
             for key, name in METRICS.items():
-                values = [100 * run.per_fold[k][voting][key] for k in run.folds]
+                values = [100 * _value(run, k, voting, key) for k in run.folds]
                 row[name] = float(np.mean(values))
                 row[name + STD] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
             for key, name in METRICS.items():
-                values = [100 * run.per_fold[k][voting][key] for k in run.folds]
-                base = [100 * first.per_fold[k][voting][key] for k in first.folds]
+                values = [100 * _value(run, k, voting, key) for k in run.folds]
+                base = [100 * _value(first, k, voting, key) for k in first.folds]
                 diff = _paired(values, base) if run is not first else (np.nan, np.nan)
                 row[f"Δ {name}"], row[f"Δ {name}{STD}"] = diff
             rows.append(row)

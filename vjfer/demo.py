@@ -10,7 +10,6 @@ The encoder is random, so what the probes learn comes from the generated faces' 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from vjfer.predict import Prediction, format_prediction, predict_videos
 from vjfer.probe.run import run_probe
 from vjfer.probe.train import TrainConfig
 from vjfer.report import build_report
+from vjfer.results import RunSummary, mean_of, read_summary
 from vjfer.synthetic import demo_datasets
 from vjfer.tables import format_percent
 
@@ -50,7 +50,7 @@ class DemoResult:
     data: dict[str, Path]
     caches: dict[str, Path]
     runs: dict[str, Path]
-    summaries: dict[str, dict]  # dataset -> probe summary (summary.json)
+    summaries: dict[str, RunSummary]  # dataset -> probe summary (summary.json)
     cross: list[CrossResult]  # per direction and handling
     report: list[Path]
     prediction: Prediction  # of one generated video
@@ -88,7 +88,7 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -
     for dataset in DATASETS:
         runs[dataset] = run_probe(caches[dataset], "all", train_config,
                                   out / "runs" / f"{dataset}-{caches[dataset].name}-attentive")  # fmt: skip
-        summaries[dataset] = _read_summary(runs[dataset])
+        summaries[dataset] = read_summary(runs[dataset])
     lap("probe")
     cross = []
     for source, target in (("ravdess", "crema-d"), ("crema-d", "ravdess")):
@@ -104,10 +104,6 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -
     return DemoResult(out, data, caches, runs, summaries, cross, report, prediction, seconds)
 
 
-def _read_summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-
-
 def _pct(value) -> str:
     return "  n/a" if value is None else f"{format_percent(value, 1):>5}%"
 
@@ -118,11 +114,11 @@ def format_demo(result: DemoResult) -> str:
 
     lines = ["", "vjfer demo — generated data, tiny random encoder, CPU", ""]
     for dataset, summary in result.summaries.items():
-        pbv = summary["mean"]["pbv"]
+        uar, war = (mean_of(summary, "pbv", m)["mean"] for m in ("uar", "war"))
         chance = 1 / num_classes(dataset)
         lines.append(
-            f"{dataset:<8} 5-fold subject-independent, PBV: UAR {_pct(pbv['uar']['mean'])}  WAR "
-            f"{_pct(pbv['war']['mean'])}  (chance {_pct(chance)})"
+            f"{dataset:<8} 5-fold subject-independent, PBV: UAR {_pct(uar)}  WAR "
+            f"{_pct(war)}  (chance {_pct(chance)})"
         )
     for cross in result.cross:
         mean = cross.summary["pbv"]

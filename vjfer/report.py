@@ -33,6 +33,14 @@ from vjfer.figures import confusion_figure, pca_figure, timeline_figure
 from vjfer.labels import DATASETS
 from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import load_probe
+from vjfer.results import (
+    FoldMetrics,
+    RunSummary,
+    mean_of,
+    read_fold_metrics,
+    read_summary,
+    voting_means,
+)
 from vjfer.runs import training_cache
 from vjfer.tables import (
     DATASET_TITLES,
@@ -71,8 +79,8 @@ class ProbeRun:
     path: Path
     dataset: str
     probe: str
-    summary: dict  # summary.json
-    folds: dict[int, dict]  # fold -> fold-K/metrics.json
+    summary: RunSummary  # summary.json
+    folds: dict[int, FoldMetrics]  # fold -> fold-K/metrics.json
 
 
 @dataclass
@@ -104,15 +112,15 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                     cross_runs.append(CrossRun(summary_path.parent, summary))
                 elif "per_fold" in summary and "dataset" in summary:
                     run_dir = summary_path.parent
-                    folds = {
-                        f: _read_json(run_dir / f"fold-{f}" / "metrics.json")
-                        for f in summary["folds"]
-                    }
-                    probe = summary.get("probe", "?")
-                    probe_runs.append(ProbeRun(run_dir, summary["dataset"], probe, summary, folds))
+                    run_summary = read_summary(run_dir)
+                    folds = {f: read_fold_metrics(run_dir, f) for f in run_summary["folds"]}
+                    probe = run_summary.get("probe", "?")
+                    probe_runs.append(
+                        ProbeRun(run_dir, run_summary["dataset"], probe, run_summary, folds)
+                    )
                 else:
                     problems.append(f"{summary_path} is neither a probe nor a cross run; skipped")
-            except (OSError, ValueError, KeyError) as err:
+            except (OSError, ValueError, KeyError, ConfigError) as err:
                 problems.append(f"{summary_path} could not be read ({err}); skipped")
     return probe_runs, cross_runs, problems
 
@@ -144,7 +152,7 @@ def table_ii(runs: Sequence[ProbeRun]) -> Table:
             rows.append({
                 "Dataset": DATASET_TITLES.get(run.dataset, run.dataset), "Run": run.path.name,
                 "Probe": run.probe, "Voting": vname, "Folds": len(run.summary["folds"]),
-                **beside_paper(metric_cells(run.summary["mean"][voting]), paper),
+                **beside_paper(metric_cells(voting_means(run.summary, voting)), paper),
             })  # fmt: skip
     notes = [
         "Mean ± sample std over folds, in %. UAR = mean per-class recall; WAR = accuracy.",
@@ -191,10 +199,11 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
             row = rows.setdefault(
                 key, {"Method": method, "Modality": "video", "Source": "this run"}
             )
-            mean = run.summary["mean"][voting]
-            row[f"{title} UAR"] = percent(mean["uar"]["mean"])
-            row[f"{title} WAR"] = percent(mean["war"]["mean"])
-            row[f"{title} macro precision"] = percent(mean["macro_precision"]["mean"])
+            row[f"{title} UAR"] = percent(mean_of(run.summary, voting, "uar")["mean"])
+            row[f"{title} WAR"] = percent(mean_of(run.summary, voting, "war")["mean"])
+            row[f"{title} macro precision"] = percent(
+                mean_of(run.summary, voting, "macro_precision")["mean"]
+            )
     cols = ["Method", "Modality"]
     for d in DATASETS:
         cols += [f"{DATASET_TITLES[d]} {m}" for m in ("UAR", "WAR", "macro precision")]
@@ -243,7 +252,7 @@ def table_iv(runs: Sequence[CrossRun]) -> Table:
 # Figures from runs.
 
 
-def summed_confusion(folds: Sequence[dict], voting: str) -> np.ndarray:
+def summed_confusion(folds: Sequence[Mapping], voting: str) -> np.ndarray:
     """Sum of the folds' (or probes') confusion matrices of one voting rule: counts [C, C]."""
     return np.sum([np.asarray(f[voting]["confusion"], dtype=np.int64) for f in folds], axis=0)
 

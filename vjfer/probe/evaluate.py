@@ -14,7 +14,8 @@ Clip-level metrics (every clip labelled with its video's class) are reported too
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from torch import nn
 from vjfer import metrics
 from vjfer.clips import ROLE_EVAL
 from vjfer.probe.model import Probe
+from vjfer.results import FoldsSummary, RunSummary, fold_value
 from vjfer.tables import format_percent
 
 log = logging.getLogger(__name__)
@@ -225,17 +227,19 @@ _METRIC_NAMES = {"uar": "UAR", "war": "WAR", "macro_precision": "macro precision
                  "macro_f1": "macro F1"}  # fmt: skip
 
 
-def summarise_folds(fold_metrics: list[dict]) -> dict:
+def summarise_folds(fold_metrics: Sequence[Mapping[str, Any]]) -> FoldsSummary:
     """Per-fold scalar metrics and their mean ± std (`metrics.fold_summary`) from each fold's
-    `metrics.json` content: {"folds", "per_fold": [...], "mean": {voting: {metric: {mean, std}}}}."""
+    `metrics.json` content (`results.FoldMetrics`): the `results.RunSummary` fields folds,
+    per_fold and mean."""
     per_fold = [
         {"fold": m["fold"], "n_test_videos": m["n_test_videos"],
          **{v: {s: m[v][s] for s in metrics.SCALAR_METRICS} for v in VOTINGS},
-         "mv_tie_fraction": m["mv"]["tie_fraction"] if "tie_fraction" in m["mv"] else None}
+         "mv_tie_fraction": m["mv"].get("tie_fraction")}
         for m in fold_metrics
     ]  # fmt: skip
     mean = metrics.fold_summary([{v: f[v] for v in VOTINGS} for f in per_fold])
-    return {"folds": [f["fold"] for f in per_fold], "per_fold": per_fold, "mean": mean}
+    return cast(FoldsSummary, {"folds": [f["fold"] for f in per_fold], "per_fold": per_fold,
+                               "mean": mean})  # fmt: skip
 
 
 def _mean_cells(by_metric: dict) -> str:
@@ -250,7 +254,7 @@ def _mean_cells(by_metric: dict) -> str:
     return " | ".join(cells)
 
 
-def format_run_summary(summary: dict) -> str:
+def format_run_summary(summary: RunSummary) -> str:
     """Markdown in the paper's Table II layout (UAR, WAR, macro precision per voting, mean ± std
     over folds, in %), then one row per fold."""
     head = f"# {summary.get('dataset', '')} · {summary.get('probe', '')} probe"
@@ -284,7 +288,7 @@ def format_run_summary(summary: dict) -> str:
                                                    for v, s in cols) + " |",
               "|---" * (len(cols) + 2) + "|"]  # fmt: skip
     for f in summary["per_fold"]:
-        cells = [format_percent(f[v][s]) for v, s in cols]
+        cells = [format_percent(fold_value(f, v, s)) for v, s in cols]
         lines.append(f"| {f['fold']} | {f['n_test_videos']} | " + " | ".join(cells) + " |")
     ties = [(f["fold"], f["mv_tie_fraction"]) for f in summary["per_fold"]
             if f.get("mv_tie_fraction") is not None]  # fmt: skip

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -37,6 +38,7 @@ from vjfer.probe.evaluate import format_run_summary, summarise_folds
 from vjfer.probe.folds import GridPoint, GridResult, check_folds, train_grid
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.train import FoldResult, TrainConfig
+from vjfer.results import RunSummary, Selected
 from vjfer.store import check_store_folds
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ def cache_description(cache: Cache) -> dict:
             "num_views": cache.num_views}  # fmt: skip
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
 
 
@@ -121,7 +123,7 @@ def _write_grid(result: GridResult, out_dir: Path, cache: Cache, config: TrainCo
 
 
 def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir: str | Path,
-                progress: bool = True, grid: Sequence[GridPoint] | None = None) -> dict:  # fmt: skip
+                progress: bool = True, grid: Sequence[GridPoint] | None = None) -> RunSummary:  # fmt: skip
     """Train and evaluate every fold (and grid point) in one pass, writing `out_dir/fold-K/` per
     fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary."""
     out_dir = Path(out_dir)
@@ -142,13 +144,14 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
         write_fold(fold, out_dir / f"fold-{k}", cache, reported.apply(config))
         log.info("fold %d: PBV UAR %.4f WAR %.4f", k, fold.metrics["pbv"]["uar"],
                  fold.metrics["pbv"]["war"])  # fmt: skip
-    summary = {"dataset": cache.dataset, "probe": config.probe, "cache_fingerprint": cache.fingerprint,
-               "head": reported.name, "plan": result.plan, "coverage": str(coverage),
-               **summarise_folds([result.reported(k).metrics for k in folds])}  # fmt: skip
+    summary = RunSummary(dataset=cache.dataset, probe=config.probe,
+                         cache_fingerprint=cache.fingerprint, head=reported.name, plan=result.plan,
+                         coverage=str(coverage),
+                         **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
     if len(grid) > 1:
         _write_grid(result, out_dir, cache, config)
-        summary["selected"] = {"selection": {str(k): result.selected[k] for k in folds},
-                               **summarise_folds([result.chosen(k).metrics for k in folds])}  # fmt: skip
+        summary["selected"] = Selected(selection={str(k): result.selected[k] for k in folds},
+                                       **summarise_folds([result.chosen(k).metrics for k in folds]))  # fmt: skip
     _write_json(out_dir / "summary.json", summary)
     (out_dir / "summary.md").write_text(format_run_summary(summary), encoding="utf-8")
     return summary

@@ -1,0 +1,159 @@
+"""What a probe run's JSON files hold, defined once: `metrics.json` per fold, `summary.json` per run.
+
+`vjfer.probe.run` writes these files; `report`, `run_details`, `compare`, `demo` and `cross` read
+them. The TypedDicts below are the schema (mypy checks the writers and readers against it), and
+the small accessors are how a reader gets a number, so no module digs through nested dicts by
+hand. Fractions throughout (0.764, not 76.4); the tables turn them into percent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, TypedDict, cast
+
+from vjfer.errors import ConfigError
+
+Voting = Literal["pbv", "mv", "clip"]
+Metric = Literal["uar", "war", "macro_precision", "macro_f1"]
+
+
+class VotingScores(TypedDict, total=False):
+    """One voting rule's scores on a fold's test videos (`metrics.classification_metrics`)."""
+
+    uar: float
+    war: float
+    macro_precision: float  # what the paper's tables call "UAR"
+    macro_f1: float
+    per_class_recall: list[float | None]
+    n: int
+    confusion: list[list[int]]  # rows = truth
+    tie_fraction: float  # MV only: the share of test videos whose clip votes tie
+
+
+class TrainFigures(TypedDict):
+    epochs: int
+    final_loss: float
+    seconds: float
+    clips_per_s: float
+
+
+class HeadSettings(TypedDict):
+    name: str
+    lr: float
+    weight_decay: float
+    seed: int
+
+
+class FoldMetrics(TypedDict, total=False):
+    """`fold-K/metrics.json` (plus "history", the per-epoch training figures)."""
+
+    fold: int
+    n_train_videos: int
+    n_test_videos: int
+    n_test_clips: int
+    test_actors: list[int]
+    pbv: VotingScores
+    mv: VotingScores
+    clip: VotingScores
+    mv_tie_fraction: float
+    train: TrainFigures
+    head: HeadSettings
+    history: list[dict]
+
+
+class MeanStd(TypedDict):
+    """A metric over folds: mean and sample std (None for one fold), and the fold values."""
+
+    mean: float
+    std: float | None
+    n: int
+    values: list[float]
+
+
+class FoldScores(TypedDict, total=False):
+    """One fold's row of a summary: its scalar metrics per voting rule."""
+
+    fold: int
+    n_test_videos: int
+    mv_tie_fraction: float | None
+    pbv: dict[str, float]
+    mv: dict[str, float]
+    clip: dict[str, float]
+
+
+class FoldsSummary(TypedDict):
+    """Folds' scores and their mean ± std (`probe.evaluate.summarise_folds`)."""
+
+    folds: list[int]
+    per_fold: list[FoldScores]
+    mean: dict[str, dict[str, MeanStd]]  # voting -> metric -> MeanStd
+
+
+class Selected(FoldsSummary, total=False):
+    """The inner-selected heads of a grid run: which point per fold, and their scores."""
+
+    selection: dict[str, str]  # fold (as text, JSON keys) -> grid point name
+
+
+class RunSummary(FoldsSummary, total=False):
+    """`summary.json` of a `vjfer probe` run: per-fold scores and their mean ± std."""
+
+    dataset: str
+    probe: str
+    cache_fingerprint: str
+    head: str  # the reported head's grid point (the reference default)
+    plan: str  # what the pass held and read
+    coverage: str  # "results on N of M videos, K failed / excluded"
+    selected: Selected
+
+
+def mean_of(summary: RunSummary | Selected, voting: Voting | str, metric: Metric | str) -> MeanStd:
+    """The fold mean ± std of one metric and voting rule; ConfigError naming what is missing."""
+    try:
+        return summary["mean"][voting][metric]
+    except KeyError as err:
+        raise ConfigError(f"summary has no mean {voting}/{metric} ({err})") from None
+
+
+def voting_means(summary: RunSummary | Selected, voting: Voting | str) -> dict[str, MeanStd]:
+    """metric -> fold mean ± std of one voting rule (what a table row shows)."""
+    try:
+        return summary["mean"][voting]
+    except KeyError as err:
+        raise ConfigError(f"summary has no mean for {voting} ({err})") from None
+
+
+def fold_value(row: FoldScores, voting: str, metric: str) -> float | None:
+    """One fold's value of `metric` under `voting` from a summary's `per_fold` row, or None."""
+    return cast(dict, row).get(voting, {}).get(metric)
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON object from `path`; ConfigError naming the file when it is missing or not JSON."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path} is missing") from err
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: not readable as JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_summary(run_dir: str | Path) -> RunSummary:
+    """`summary.json` of a probe run directory, checked for the keys every reader needs."""
+    summary = read_json(Path(run_dir) / "summary.json")
+    missing = [k for k in ("dataset", "folds", "per_fold", "mean") if k not in summary]
+    if missing or summary.get("kind") == "cross":
+        raise ConfigError(
+            f"{run_dir}/summary.json is not a `vjfer probe` summary (missing {missing})"
+        )
+    return cast(RunSummary, summary)  # the keys every reader needs are checked above
+
+
+def read_fold_metrics(run_dir: str | Path, fold: int) -> FoldMetrics:
+    """`fold-K/metrics.json` of a probe run directory."""
+    return cast(FoldMetrics, read_json(Path(run_dir) / f"fold-{fold}" / "metrics.json"))
