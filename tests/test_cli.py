@@ -432,6 +432,7 @@ def test_probe_names_an_interrupted_cache_and_how_to_resume_it(pipeline, tmp_pat
     assert "run `vjfer extract` first" not in result.output
 
 
+@pytest.mark.slow
 def test_reference_fidelity_options_reach_the_cache_and_the_run(pipeline, tmp_path):
     cache, runs = tmp_path / "cache", tmp_path / "runs"
     out = run("extract", "--dataset", "ravdess", "--root", pipeline["roots"]["ravdess"],
