@@ -38,18 +38,20 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
     directory = Path(path)
     directory = directory.parent if directory.name == MANIFEST else directory
     rebuilt = False
+    old: dict | None = None  # manifest.json; None when missing (then rebuilt from the shards)
     try:
-        manifest = read_manifest(directory)
-        stale = any(
-            not s["complete"] and (directory / s["name"]).exists() for s in manifest["shards"]
-        )
+        old = read_manifest(directory)
     except CacheError:
         if not rebuild or (directory / MANIFEST).exists():
             raise
-        manifest, stale = None, True
-    if stale and rebuild:
+    stale = old is None or any(
+        not s["complete"] and (directory / s["name"]).exists() for s in old["shards"]
+    )
+    if old is not None and not (stale and rebuild):
+        manifest = old
+    else:
         kept = ("config", "excluded")  # what the shards do not carry
-        extra = {k: manifest[k] for k in kept if k in manifest} if manifest else None
+        extra = {k: old[k] for k in kept if k in old} if old else None
         manifest = manifest_from_shards(directory, extra)
         write_manifest(directory, manifest)
         rebuilt = True
@@ -183,7 +185,8 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
         problems.append(
             f"{path.name}: fingerprint {h['fingerprint'][:8]}, manifest {expect['fingerprint'][:8]}"
         )
-    if h["index"] != int(SHARD_PATTERN.match(path.name)[1]):
+    named = SHARD_PATTERN.match(path.name)
+    if named is None or h["index"] != int(named[1]):
         problems.append(f"{path.name}: its header says shard {h['index']} (a copy of another?)")
     if h["tokens_shape"] != want or h["clips_in_table"] != want[0]:
         problems.append(f"{path.name}: tokens {h['tokens_shape']}, manifest implies {want}")

@@ -95,7 +95,7 @@ def fingerprint(settings: dict) -> str:
 def clip_checksum(buf: np.ndarray | bytes | memoryview) -> int:
     """xxh3-64 of a clip's bytes: a C-contiguous float16 [V, N, D] array or its raw chunk bytes."""
     if isinstance(buf, np.ndarray):
-        buf = memoryview(np.ascontiguousarray(buf)).cast("B")
+        buf = np.ascontiguousarray(buf).data.cast("B")  # the array's bytes, not a copy
     return xxhash.xxh3_64_intdigest(buf)
 
 
@@ -105,8 +105,8 @@ def stored_checksum(values: np.ndarray, scales: np.ndarray | None) -> int:
     if scales is None:
         return clip_checksum(values)
     hasher = xxhash.xxh3_64()
-    hasher.update(memoryview(np.ascontiguousarray(values)).cast("B"))
-    hasher.update(memoryview(np.ascontiguousarray(scales)).cast("B"))
+    hasher.update(np.ascontiguousarray(values).data.cast("B"))
+    hasher.update(np.ascontiguousarray(scales).data.cast("B"))
     return hasher.intdigest()
 
 

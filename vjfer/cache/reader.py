@@ -137,7 +137,7 @@ class Cache:
         dsid = dataset.id
         for c in range(n):
             dsid.read_direct_chunk((first + c, 0, 0, 0), out=out[c].reshape(-1).view(np.uint8))
-            if verify and clip_checksum(out[c]) != int(stored[c]):
+            if stored is not None and clip_checksum(out[c]) != int(stored[c]):  # verify
                 raise corrupt_clip(self.path, shard, first + c, video_id, c)
         return out
 
@@ -160,7 +160,7 @@ class Cache:
             tokens.read_direct_chunk((first + c, 0, 0, 0), out=out[c, :values_bytes])
             if scales is not None:
                 scales.read_direct_chunk((first + c, 0, 0), out=out[c, values_bytes:])
-            if verify and clip_checksum(out[c]) != int(stored[c]):
+            if stored is not None and clip_checksum(out[c]) != int(stored[c]):  # verify
                 raise corrupt_clip(self.path, shard, first + c, video_id, c)
         return out
 

@@ -130,6 +130,12 @@ class ShardWriter:
                 chunks=(1, *stored[:2]), track_times=False,
             )  # fmt: skip
 
+    def _scale_set(self) -> h5py.Dataset:
+        """The per-token scales' dataset, which only the scaled formats (int8, fp8) have."""
+        if self._scales is None:
+            raise CacheError(f"{self.tmp}: scales given for a format without them ({self.codec})")
+        return self._scales
+
     def append(self, entry: VideoEntry) -> None:
         """Append one video's tokens [C, V, N, D] (fp16) and its clip frame indices [C, 16]."""
         tokens = np.ascontiguousarray(entry.tokens)
@@ -155,12 +161,12 @@ class ShardWriter:
         else:
             values, scales = self.codec.encode(tokens)
             if scales is not None:
-                self._scales.resize(self.clips + C, axis=0)
+                self._scale_set().resize(self.clips + C, axis=0)
             for i in range(C):
                 dsid.write_direct_chunk((self.clips + i, 0, 0, 0), np.ascontiguousarray(values[i]))
                 if scales is not None:
-                    self._scales.id.write_direct_chunk((self.clips + i, 0, 0),
-                                                       np.ascontiguousarray(scales[i]))  # fmt: skip
+                    self._scale_set().id.write_direct_chunk((self.clips + i, 0, 0),
+                                                            np.ascontiguousarray(scales[i]))  # fmt: skip
                 self.checksums.append(
                     stored_checksum(values[i], None if scales is None else scales[i])
                 )
@@ -244,8 +250,11 @@ class ShardWriter:
             else:
                 self._write(name, np.array(values, dtype=np.int64))
         if self.codec is not None and self.codec.fmt.pca:  # the basis travels with the tokens
-            self._write(PCA_BASIS, self.codec.basis.astype(np.float32))
-            self._write(PCA_MEAN, self.codec.mean.astype(np.float32))
+            basis, mean = self.codec.basis, self.codec.mean
+            if basis is None or mean is None:
+                raise CacheError(f"{self.path}: a {self.codec.fmt} codec needs its basis and mean")
+            self._write(PCA_BASIS, basis.astype(np.float32))
+            self._write(PCA_MEAN, mean.astype(np.float32))
         f.attrs["checksum"] = CHECKSUM
         for key, value in self.header.items():
             f.attrs[key] = value if isinstance(value, (int, str)) else canonical_json(value)
@@ -303,10 +312,10 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
     headers = {p.name: read_shard_header(p) for p in found}
     first = headers[found[0].name]
     num_shards = first["num_shards"]
-    for name, h in headers.items():
+    for name, other in headers.items():
         for key in ("fingerprint", "num_shards", "shard_size", "dataset"):
-            if h[key] != first[key]:
-                raise CacheError(f"{directory / name} has {key}={h[key]!r}, "
+            if other[key] != first[key]:
+                raise CacheError(f"{directory / name} has {key}={other[key]!r}, "
                                  f"{found[0].name} has {first[key]!r}: shards of different caches")  # fmt: skip
     shards, videos = [], []
     for index in range(num_shards):

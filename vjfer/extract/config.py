@@ -8,12 +8,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vjfer import augment, cache
+from vjfer.encoders.checkpoint import Weights
 from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import ConfigError
 from vjfer.face import FaceCropConfig, face_settings, parse_face_crop
 from vjfer.labels import check_dataset
 from vjfer.store import StoreFormat
-from vjfer.video import CLIP_PLANS, FRAME_STEP, FRAMES_PER_CLIP, VIEWS, WINDOWS_VERSION
+from vjfer.video import (
+    CLIP_PLANS,
+    FRAME_STEP,
+    FRAMES_PER_CLIP,
+    VIEWS,
+    WINDOWS_VERSION,
+    ClipPlan,
+    Views,
+)
 
 HOP_PLANS = ("windows", "reference")  # the plans whose evaluation windows are `hop` starts apart
 
@@ -32,11 +41,11 @@ class ExtractConfig:
     root: Path
     encoder: str = "vjepa-h16-384"  # the paper's backbone
     checkpoint: Path | None = None
-    weights: str = "target_encoder"  # jepa checkpoints: EMA "target_encoder" or online "encoder"
+    weights: Weights = "target_encoder"  # jepa: EMA "target_encoder" or online "encoder"
     cache_root: Path = Path("cache")
     hop: int = 8  # starts between evaluation windows (plans "windows" and "reference")
-    plan: str = "windows"
-    views: str = "center"
+    plan: ClipPlan = "windows"
+    views: Views = "center"
     batch_size: int = 8  # clips per encoder call; each brings its V views
     workers: int | None = None  # decoding processes; 0: in the main process; None: from the cores
     device: str = "auto"  # auto: cuda:LOCAL_RANK when CUDA is available, else cpu

@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from dataclasses import astuple
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -24,7 +25,9 @@ from vjfer.errors import CacheError, VideoError
 from vjfer.face import FaceCropper
 from vjfer.video import (
     ROLE_AUGMENTED,
+    ClipPlan,
     SourceIdentity,
+    Views,
     clip_roles,
     decode_native,
     decode_video,
@@ -50,10 +53,9 @@ class _DecodeTasks(Dataset):
     is an error item (a failure entry), as is one that does not decode at all.
     """
 
-    def __init__(self, paths: list[str], resolution: int, views: str, plan: str, hop: int,
-                 threads: int, max_lost: float = 1.0, timeout: float | None = None,
-                 ids: list[str] | None = None, face: FaceCropper | None = None,
-                 augment: tuple[int, int, tuple, tuple] = (0, 0, (), ())):  # fmt: skip
+    def __init__(self, paths: list[str], resolution: int, views: Views, plan: ClipPlan, hop: int,
+                 threads: int, max_lost: float, timeout: float | None, ids: list[str],
+                 face: FaceCropper | None, augment: tuple[int, int, tuple, tuple]):  # fmt: skip
         self.paths, self.resolution, self.views = paths, resolution, views
         self.augment = augment  # (copies, seed, mean, std)
         self.plan, self.hop, self.threads = plan, hop, threads
@@ -144,8 +146,10 @@ class _Pending:
         )
         self.n_frames, self.fps = int(item["n_frames"]), float(item["fps"])
         self.face_status = item.get("face_status")  # only with a face crop
-        box = [int(v) for v in item["face_box"]] if "face_box" in item else [-1]
-        self.face_box = tuple(box) if box[0] >= 0 else None
+        self.face_box: tuple[int, int, int, int] | None = None
+        if "face_box" in item and int(item["face_box"][0]) >= 0:
+            x, y, w, h = (int(v) for v in item["face_box"])
+            self.face_box = (x, y, w, h)
         self.C = len(self.clip_frames)
         self.tokens = np.empty((self.C, *shape), dtype=np.float16)  # [C, V, N, D]
         self.sent = self.filled = 0
@@ -207,6 +211,7 @@ class _Batcher:
                 xs.append(normalize_clips(clips.flatten(0, 1), self.encoder.mean, self.encoder.std))
             if b > p.n_plain:  # augmented copies: already normalised, one view per clip; with
                 # V views (3crop) the copy fills every view slot (the same tokens V times)
+                assert p.augmented is not None, "only augmented copies follow the plain clips"
                 aug = p.augmented[max(a, p.n_plain) - p.n_plain : b - p.n_plain].to(self.device)
                 xs.append(aug.repeat_interleave(self.views, dim=0))
         x = torch.cat(xs)
@@ -276,7 +281,7 @@ class _Batcher:
 class _WriterThread:
     """Writes shards from a bounded queue; an error is kept and raised in the main thread."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.q: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
         self.error: BaseException | None = None
         self.error_shard: Path | None = None
@@ -286,7 +291,7 @@ class _WriterThread:
 
     def put(self, *op) -> None:
         if self.error is not None:
-            self._raise()
+            self._raise(self.error)
         self.q.put(op)
 
     def _loop(self) -> None:
@@ -302,6 +307,8 @@ class _WriterThread:
             try:
                 if op == "begin":
                     writer = ShardWriter(*args)
+                elif writer is None:  # every other op needs an open shard
+                    raise CacheError(f"the shard writer thread got {op!r} before 'begin'")
                 elif op == "entry":
                     writer.append(*args)
                 elif op == "failure":
@@ -319,8 +326,7 @@ class _WriterThread:
                     writer.abort()
                     writer = None
 
-    def _raise(self) -> None:
-        err = self.error
+    def _raise(self, err: BaseException) -> NoReturn:
         if isinstance(err, OSError):
             cause = os.strerror(err.errno) if err.errno else str(err).splitlines()[0]
             raise CacheError(
@@ -333,4 +339,4 @@ class _WriterThread:
         self.q.put(("stop",))
         self.thread.join()
         if self.error is not None:
-            self._raise()
+            self._raise(self.error)

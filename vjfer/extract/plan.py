@@ -17,7 +17,7 @@ import numpy as np
 
 from vjfer import cache
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
-from vjfer.encoders import load_encoder
+from vjfer.encoders import Encoder, load_encoder
 from vjfer.env import available_cpus, resolve_device
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract.config import ExtractConfig, cache_settings
@@ -25,7 +25,7 @@ from vjfer.extract.lock import check_lock
 from vjfer.extract.sources import STREAMS_MEMO, changed_sources, duplicate_streams, stream_digests
 from vjfer.labels import check_dataset
 from vjfer.store import StoreFormat
-from vjfer.video import REFERENCE_TRAIN_CLIPS, num_views, plan_clips
+from vjfer.video import REFERENCE_TRAIN_CLIPS, ClipPlan, SourceIdentity, num_views, plan_clips
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,10 @@ class ExtractPlan:
     pending_bytes: int  # this rank's pending shards
     free_bytes: int
     estimate_note: str
+    encoder: Encoder = field(repr=False)
     records: list = field(repr=False, default_factory=list)
     excluded: list[dict] = field(default_factory=list)  # files the index left out, with reasons
     sources: dict = field(repr=False, default_factory=dict)  # video id -> SourceIdentity (dedup)
-    encoder: object = field(repr=False, default=None)
     augmented_clips: int = 0  # of estimated_clips: augmented copies (--augment K: K × 8 a video)
     augmented_share: float = 0.0  # augmented clips / plain clips: the extra encoder time and disk
 
@@ -102,7 +102,7 @@ def probe_frame_count(path: Path) -> int | None:
     return None
 
 
-def estimate_clips(records: list, dataset: str, plan: str, hop: int) -> tuple[int, str]:
+def estimate_clips(records: list, dataset: str, plan: ClipPlan, hop: int) -> tuple[int, str]:
     """Clips of the whole dataset, from a sample of videos probed without decoding."""
     if not records:
         return 0, "no videos"
@@ -158,7 +158,7 @@ def _check_writable(directory: Path) -> None:
 
 def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
                     world_size: int | None = None, local_rank: int | None = None,
-                    encoder=None) -> ExtractPlan:  # fmt: skip
+                    encoder: Encoder | None = None) -> ExtractPlan:  # fmt: skip
     """Index the dataset, load the encoder, name the cache directory and estimate the work.
 
     Raises CacheError when the directory is not writable, or when the estimated size of the shards
@@ -194,7 +194,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         raise CacheError(f"{directory} holds a cache with fingerprint {existing}, not {fp}; "
                          f"move it away (8-hex-digit prefixes collided)")  # fmt: skip
     check_lock(directory, rank)  # refuse at once, before any work, if another run holds it
-    digests, sources = {}, {}
+    digests: dict[str, str] = {}
+    sources: dict[str, SourceIdentity] = {}
     if config.dedup:
         digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO)
     alias_of = duplicate_streams(digests)
@@ -229,8 +230,10 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     plain_clips, clips = clips, clips + extra
     store = StoreFormat.parse(config.store)
     store.grid(encoder.grid)  # refuses pool2 on an odd grid before any work
-    clip_bytes = sum(store.clip_nbytes(num_views(config.views), encoder.num_tokens // store.pool**2,
-                                       store.dim(encoder.embed_dim)))  # fmt: skip
+    values_bytes, scale_bytes = store.clip_nbytes(num_views(config.views),
+                                                  encoder.num_tokens // store.pool**2,
+                                                  store.dim(encoder.embed_dim))  # fmt: skip
+    clip_bytes = values_bytes + scale_bytes
     pending_videos = sum(len(shards[i]) for i in mine if i not in done)  # decoded, not shared
     pending_bytes = round(clips * clip_bytes * DISK_MARGIN * pending_videos / max(len(records), 1))
     plan = ExtractPlan(

@@ -98,7 +98,8 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
     loader = DataLoader(tasks, batch_size=None, shuffle=False, num_workers=plan.workers,
                         pin_memory=cuda, prefetch_factor=2 if plan.workers else None)  # fmt: skip
     V = num_views(cfg.views)
-    codec = Codec(StoreFormat.parse(cfg.store), tuple(enc.grid))  # stored by the writer thread
+    t, h, w = enc.grid
+    codec = Codec(StoreFormat.parse(cfg.store), (t, h, w))  # stored by the writer thread
     batcher = _Batcher(enc, cfg.batch_size, V)
     items = iter(loader)  # starts the workers (fork) before the writer thread exists
     writer = _WriterThread()
