@@ -381,6 +381,10 @@ def write_manifest(directory: Path, manifest: dict) -> None:
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
+# ---------------------------------------------------------------------------------------------
+# A whole cache from in-memory entries (tests, benchmarks).
+
+
 def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], *, dataset: str,
                 grid: tuple[int, int, int], shard_size: int = 64,
                 failures: Sequence[dict] = (), codec: Codec | None = None) -> Path:  # fmt: skip
