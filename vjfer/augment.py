@@ -259,12 +259,16 @@ def apply_op(frames: torch.Tensor, op: OpDraw) -> torch.Tensor:
     """One RandAugment op on every frame of a clip: uint8 [T, H, W, 3] -> uint8 [T, H, W, 3]."""
     T, H, W, _ = frames.shape
     name, arg = op.name, op.arg
+    if name not in OPS:
+        raise ValueError(f"unknown RandAugment op {name!r}; known: {OPS}")
     if name == "AutoContrast":
         return _autocontrast(frames)
     if name == "Equalize":
         return _equalize(frames)
     if name == "Invert":
         return 255 - frames
+    if arg is None:  # every op below takes an argument
+        raise ValueError(f"RandAugment op {name!r} needs an argument, got None")
     if name == "PosterizeIncreasing":
         bits = int(arg)
         return frames if bits >= 8 else frames & ((0xFF << (8 - bits)) & 0xFF)
@@ -292,7 +296,7 @@ def apply_op(frames: torch.Tensor, op: OpDraw) -> torch.Tensor:
         return _affine(frames, (1, 0, arg * W, 0, 1, 0))
     if name == "TranslateYRel":
         return _affine(frames, (1, 0, 0, 0, 1, arg * H))
-    raise ValueError(f"unknown RandAugment op {name!r}; known: {OPS}")
+    raise AssertionError(f"RandAugment op {name!r} is in OPS but has no branch in apply_op")
 
 
 # ---------------------------------------------------------------------------- one clip

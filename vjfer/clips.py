@@ -47,10 +47,10 @@ def _reference_train(n: int) -> np.ndarray:
         base = np.clip(np.linspace(0, clip_len, num=fpc), 0, clip_len - 1).astype(np.int64)
         return np.stack([base + i * partition_len for i in range(clips)])
     sample_len = min(clip_len, n) - 1
-    base = np.linspace(0, sample_len, num=sample_len // step)
-    base = np.concatenate((base, np.ones(fpc - sample_len // step) * sample_len))
+    spread = np.linspace(0, sample_len, num=sample_len // step)
+    spread = np.concatenate((spread, np.ones(fpc - sample_len // step) * sample_len))
     # For n = 1 the reference clips to [0, -1], giving -1, which decord reads as the last frame (0).
-    base = np.clip(base, 0, sample_len - 1).astype(np.int64) % n
+    base = np.clip(spread, 0, sample_len - 1).astype(np.int64) % n
     clip_step = (n - clip_len) // (clips - 1) if n > clip_len else 0
     return np.stack([base + i * clip_step for i in range(clips)])
 

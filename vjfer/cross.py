@@ -1,7 +1,7 @@
 """Cross-dataset evaluation: each fold's probe, trained on one dataset, predicts the other dataset.
 
 Classes are matched by name (`labels.cross_dataset_map`). RAVDESS has two classes CREMA-D lacks,
-calm and surprised; DESIGN.md (Metrics) handles them on the side where they occur:
+calm and surprised; docs/design.md ("Evaluation and metrics") handles them on the side where they occur:
 
 - RAVDESS -> CREMA-D (prediction side): `drop` drops videos *predicted* calm or surprised;
   `merge` counts calm predictions as neutral and drops videos predicted surprised.

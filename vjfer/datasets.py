@@ -1,6 +1,6 @@
 """Find RAVDESS / CREMA-D videos under a root, parse their file names, attach labels, actors, folds.
 
-File names carry everything (DESIGN.md, "The datasets"):
+File names carry everything (docs/design.md, "Data"):
 
 - RAVDESS `Actor_XX/MM-VV-EE-II-SS-RR-AA.mp4` (or flat): modality, vocal channel, emotion, intensity,
   statement, repetition, actor. Kept by default: speech (VV 01) of both video-bearing modalities

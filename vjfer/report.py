@@ -4,10 +4,10 @@ Eing et al. (2026, arXiv:2601.09524) report Table II (within-dataset UAR / WAR p
 Table III (beside published peers), Table IV (cross-dataset) and Figure 5 (2-D PCA of test-fold
 video embeddings: mean-pooled encoder tokens vs the attentive probe's pooled output). This module
 computes each table as a `Table` (a DataFrame plus caption and notes) from run directories, and
-renders it by format name (`RENDERERS`), so computing a table is separate from writing it.
+renders it by format name (`vjfer.tables`), so computing a table is separate from writing it.
 
-The paper's "UAR" is macro precision (its metrics script divides TP by TP + FP; DESIGN.md,
-Metrics), so the paper's numbers sit beside ours in columns that say so.
+The paper's "UAR" is macro precision (its metrics script divides TP by TP + FP; docs/design.md,
+"Evaluation and metrics"), so the paper's numbers sit beside ours in columns that say so.
 
 The PNGs themselves are drawn by `vjfer.figures`.
 """
@@ -55,7 +55,7 @@ from vjfer.tables import (
 log = logging.getLogger(__name__)
 
 PAPER = "Eing et al. 2026 (arXiv:2601.09524)"
-# DESIGN.md "Paper targets": (the paper's "UAR" = macro precision, WAR) in percent.
+# The paper's Table II / IV targets: (the paper's "UAR" = macro precision, WAR) in percent.
 PAPER_TABLE_II: dict[tuple[str, str], tuple[float, float]] = {
     ("ravdess", "pbv"): (76.40, 72.93), ("ravdess", "mv"): (76.38, 73.80),
     ("crema-d", "pbv"): (79.39, 78.86), ("crema-d", "mv"): (79.13, 78.47),

@@ -18,8 +18,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# How to read the numbers: the one thing the paper's tables make easy to get wrong (DESIGN.md,
-# Metrics). Plain text; each string is one paragraph.
+# How to read the numbers: the one thing the paper's tables make easy to get wrong (docs/design.md,
+# "Evaluation and metrics"). Plain text; each string is one paragraph.
 HOW_TO_READ = [
     "UAR (unweighted average recall) is the mean of the per-class recalls, i.e. balanced "
     "accuracy: every emotion counts equally, however many videos it has. WAR (weighted average "

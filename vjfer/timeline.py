@@ -2,7 +2,7 @@
 
 A timeline is what `vjfer predict --plot` draws for any video file and what the report shows for a
 few test videos per dataset. Time is the clip's centre in seconds: halfway between its first and
-last frame index (DESIGN.md, Clips: 16 frames over 61), divided by the video's frame rate. The
+last frame index (docs/design.md, "Clips and views": 16 frames over 61), divided by the video's frame rate. The
 video's decision is the PBV (argmax of summed clip probabilities) with the MV (majority of clip
 argmaxes) beside it, as in `vjfer.probe.evaluate`.
 

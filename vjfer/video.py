@@ -109,8 +109,8 @@ class DecodedVideo:
     height: int
     n_frames: int
     lost_frames: int
+    source: SourceIdentity
     container_frames: int = -1
-    source: SourceIdentity | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,7 @@ def view_geometry(
     if resolution < 1 or width < 1 or height < 1:
         raise ValueError(f"need positive sizes, got {width}x{height} at resolution {resolution}")
     R = resolution
+    offsets: tuple[tuple[int, int], ...]  # (top, left) of each view
     if views == "center":
         w, h = resize_short_side(width, height, int(R * 256 / 224))
         offsets = ((int(round((h - R) / 2.0)), int(round((w - R) / 2.0))),)
@@ -177,18 +178,21 @@ def crop_views(
     """
     R = geometry.resolution
     size = (geometry.height, geometry.width)
-    planar = not isinstance(image, np.ndarray)
-    shapes = [p.shape for p in image] if planar else [image.shape]
-    if shapes != ([size] * 3 if planar else [(*size, 3)]):
+    want: list[tuple[int, ...]]
+    if isinstance(image, np.ndarray):
+        shapes, want = [image.shape], [(*size, 3)]
+    else:
+        shapes, want = [p.shape for p in image], [size] * 3
+    if shapes != want:
         raise ValueError(f"image is {shapes}, geometry expects {(*size, 3)} or 3 planes {size}")
     if out is None:
         out = np.empty((len(geometry.offsets), R, R, 3), dtype=np.uint8)
     for v, (top, left) in enumerate(geometry.offsets):
-        if planar:
+        if isinstance(image, np.ndarray):
+            out[v] = image[top : top + R, left : left + R]
+        else:
             for c, plane in enumerate(image):
                 out[v, :, :, c] = plane[top : top + R, left : left + R]
-        else:
-            out[v] = image[top : top + R, left : left + R]
     return out
 
 
@@ -270,7 +274,9 @@ class _Preparer:
                 self.display_size = (w, h)
         return self._geometry[key]
 
-    def _prepare_crop(self, frame: av.VideoFrame, turns: int, out: np.ndarray) -> None:
+    def _prepare_crop(
+        self, frame: av.VideoFrame, turns: int, crop: CropBox, out: np.ndarray
+    ) -> None:
         """Face crop (`vjfer.face`): the box of the displayed frame, then the usual views of it.
 
         Cropping needs the frame as pixels first (swscale scales whole frames), so the frame is
@@ -278,13 +284,15 @@ class _Preparer:
         """
         rgb = self.packer.reformat(frame, format="rgb24", threads=1).to_ndarray()  # [H, W, 3]
         rgb = np.rot90(rgb, turns) if turns else rgb  # as displayed
-        x, y, w, h = self.crop
+        x, y, w, h = crop
         if self.display_size is None:
             self.display_size = (rgb.shape[1], rgb.shape[0])
             if x < 0 or y < 0 or x + w > rgb.shape[1] or y + h > rgb.shape[0] or min(w, h) < 1:
-                raise ValueError(f"crop box {self.crop} is not inside the {rgb.shape[1]}x"
+                raise ValueError(f"crop box {crop} is not inside the {rgb.shape[1]}x"
                                  f"{rgb.shape[0]} frame")  # fmt: skip
-        face = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[y : y + h, x : x + w]), "rgb24")
+        face = av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(rgb[y : y + h, x : x + w], dtype=np.uint8), "rgb24"
+        )
         geo = self._geometry.setdefault(
             (w, h, -1), view_geometry(w, h, self.resolution, self.views)
         )
@@ -301,7 +309,7 @@ class _Preparer:
                 "rotation %s is not a multiple of 90 degrees; using %d", rotation, 90 * turns
             )
         if self.crop is not None:
-            self._prepare_crop(frame, turns, out)
+            self._prepare_crop(frame, turns, self.crop, out)
             return
         geo = self.geometry(frame.width, frame.height, turns)
         # The resize target in the frame's stored orientation.
@@ -314,7 +322,8 @@ class _Preparer:
             planes = []  # R, G, B as [h, w] views of gbrp's planes (stored in G, B, R order)
             for index in (2, 0, 1):
                 plane = scaled.planes[index]
-                array = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, :w]
+                rows = np.frombuffer(memoryview(plane), np.uint8).reshape(h, plane.line_size)
+                array = rows[:, :w]  # a line may be padded past w
                 planes.append(np.rot90(array, turns) if turns else array)
             crop_views(planes, geo, out=out)
         else:
@@ -558,6 +567,8 @@ def decode_video(
         lost = _lost_frames(path, stats, stream.frames, buffer.count)
         fps = _frame_rate(path, stream, buffer.count, stats)
         indexed = int(stream.frames) if stream.frames > 0 else -1
+    if prepare.display_size is None:  # _lost_frames raised already when no frame decoded
+        raise VideoError(path, "no frame was prepared")
     width, height = prepare.display_size
     return DecodedVideo(
         path=path, frames=buffer.frames(), fps=fps, width=width, height=height,
@@ -595,6 +606,7 @@ def decode_native(
                 out[wanted[i]] = np.ascontiguousarray(rgb)
             if i >= indices[-1]:
                 break
-    if any(frame is None for frame in out):
+    found = [frame for frame in out if frame is not None]
+    if len(found) < len(out):
         raise VideoError(path, f"frames up to {int(indices[-1])} requested, fewer decoded")
-    return np.stack(out)
+    return np.stack(found)

@@ -15,7 +15,7 @@ in none (True: the fine-tuned ones, whose `fc_norm` sits after the mean pool in
 
 The position table is a fixed sin-cos code for exactly `num_frames` × `image_size`², with no
 interpolation, so the input must be exactly that size. vjfer's clip plans are 16 frames at step 4
-(DESIGN.md, "Clips"); every public VideoMAE checkpoint takes 16 frames, and a directory whose
+(docs/design.md, "Clips and views"); every public VideoMAE checkpoint takes 16 frames, and a directory whose
 `num_frames` differs is refused (supporting it would change the clip plan, the cache's frame
 columns and every consumer of them). Normalisation (`image_mean`, `image_std`) comes from the
 directory's `preprocessor_config.json`; the spatial view is vjfer's (`--views`), not the

@@ -1,4 +1,4 @@
-"""Stage 2: probes trained and evaluated from the feature cache alone (DESIGN.md, "Probes").
+"""Stage 2: probes trained and evaluated from the feature cache alone (docs/design.md, "Stage 2").
 
 `model` holds the attentive and linear probes, `reader` reads cached clips at disk speed, `train`
 trains many heads from one pass over the cache, `folds` sets up every fold (and a grid of heads with

@@ -247,8 +247,9 @@ class Head:
             [s for s, _, _ in self._pending]
         ).float()  # [B, K, N, D], on the device
         labels = torch.tensor([y for _, y, _ in self._pending], device=self.device)
-        masks = [m for _, _, m in self._pending]
-        mask = None if masks[0] is None else torch.stack(masks)  # [B, K, N]
+        masks = [m for _, _, m in self._pending if m is not None]
+        assert len(masks) in (0, len(self._pending)), "a head masks every sample or none"
+        mask = torch.stack(masks) if masks else None  # [B, K, N]
         self._pending = []
         with torch.autocast(
             "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None
@@ -387,7 +388,7 @@ def train_heads(
     ids = videos["video_id"].tolist()
     # Roles: `random` draws among the plain clips (never an augmented copy), `reference` takes the
     # exact training clips where the cache has them, `augmented` one stored copy of each.
-    plain = {i: plain_clips(cache.clip_roles(ids[i])) for i in needed}
+    plain = {i: plain_clips(cache.clip_roles(ids[i])) for i in needed.tolist()}
     n_draw = n_clips.copy()  # rows not needed keep any count: the draws do not depend on it
     n_draw[needed] = [len(plain[i]) for i in needed]
     fixed = None
@@ -396,7 +397,7 @@ def train_heads(
     copies = _augmented_copies(cache, ids, needed) if config.train_view == "augmented" else None
     seeds = sorted({head.config.seed for head in heads})
     if copies is not None:
-        wanted = {ids[i]: np.unique(copies[i]) for i in needed}
+        wanted = {ids[i]: np.unique(copies[i]) for i in needed.tolist()}
     elif fixed is not None:
         wanted = {ids[i]: np.unique(fixed[i]) for i in needed}
     else:

@@ -1,0 +1,344 @@
+"""Reading a cache: `open_cache` (a complete cache, checked against its shards), `Cache` (tokens,
+clip frames and roles of a video, read lazily), `read_manifest`, `find_caches`, and the message that
+names an incomplete cache and the command that resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from vjfer.cache.format import (
+    DECODE_COLUMNS,
+    FACE_COLUMNS,
+    MANIFEST,
+    SHARD_PATTERN,
+    TOKEN_DTYPE,
+    VIDEO_COLUMNS,
+    Coverage,
+    _check_format,
+    canonical_json,
+    clip_checksum,
+    corrupt_clip,
+    read_shard_header,
+    store_of,
+)
+from vjfer.errors import CacheError
+from vjfer.store import PCA_BASIS, PCA_MEAN, SCALES, StoreFormat, decode_raw
+
+
+def read_manifest(directory: Path) -> dict:
+    """manifest.json of a cache directory (or the file itself); CacheError naming the file."""
+    path = Path(directory)
+    path = path if path.name == MANIFEST else path / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise CacheError(f"no cache at {path.parent}: {MANIFEST} is missing") from err
+    except (OSError, ValueError) as err:
+        raise CacheError(f"cannot read {path}: {err}") from err
+    _check_format(manifest, path)
+    return manifest
+
+
+class Cache:
+    """A complete cache, read lazily: shard files open on first use, one handle set per process.
+
+    The object pickles without its handles, so each DataLoader worker opens its own.
+    """
+
+    def __init__(self, path: Path, manifest: dict, verify: bool = True):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.verify = verify  # the default of `tokens(verify=...)`
+        self.settings: dict = manifest["settings"]
+        self.fingerprint: str = manifest["fingerprint"]
+        self.dataset: str = manifest["dataset"]
+        layout = manifest["layout"]
+        self.grid: tuple[int, int, int] = tuple(layout["grid"])
+        self.embed_dim: int = layout["embed_dim"]
+        self.num_views: int = layout["num_views"]
+        self.num_tokens: int = layout["num_tokens"]
+        # how tokens are stored (vjfer.store); fp16 caches carry no `store` and read as before
+        self.store: StoreFormat = store_of(layout)
+        self.class_names: tuple[str, ...] = tuple(manifest["class_names"])
+        ok = [v for v in manifest["videos"] if v["status"] == "ok"]
+        face = [c for c in FACE_COLUMNS if ok and c in ok[0]]
+        columns = [*VIDEO_COLUMNS, "shard", *DECODE_COLUMNS, "alias_of", *face]
+        self.videos = pd.DataFrame(ok, columns=columns)
+        self.videos = self.videos.sort_values("video_id", ignore_index=True)
+        self.failures: list[dict] = [
+            {k: v[k] for k in ("video_id", "path", "reason")}
+            for v in manifest["videos"] if v["status"] == "failed"
+        ]  # fmt: skip
+        self.excluded: list[dict] = list(manifest["excluded"])  # files the index left out
+        self._where = {v["video_id"]: (v["shard"], v["first_clip"], v["n_clips"]) for v in ok}
+        self._handles: dict[str, h5py.File] = {}
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.path)!r}, {len(self.videos)} videos, {self.num_clips} clips)"
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def num_clips(self) -> int:
+        """Clips stored (a video sharing another's stream adds none)."""
+        return int(self.videos.loc[self.videos["alias_of"] == "", "n_clips"].sum())
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def _shard(self, name: str) -> h5py.File:
+        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
+            self._handles, self._pid = {}, os.getpid()
+        if name not in self._handles:
+            try:
+                self._handles[name] = h5py.File(self.path / name, "r")
+            except OSError as err:
+                raise CacheError(f"cannot open shard {self.path / name}: {err}") from err
+        return self._handles[name]
+
+    def _locate(self, video_id: str) -> tuple[str, int, int]:
+        try:
+            return self._where[video_id]
+        except KeyError:
+            raise CacheError(f"video {video_id!r} is not in cache {self.path}") from None
+
+    def tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
+        """float16 [C, V, N, D]: every cached clip of the video (of a compact store format:
+        dequantized, on the stored grid and dims; `raw_tokens` gives the stored bytes).
+
+        Each clip is one uncompressed chunk, read straight into the result (no HDF5 selection).
+        With `verify` (default: the cache's `verify`, on unless opened with verify=False), each
+        clip's bytes are checked against its stored checksum (xxh3-64, while they are still in the
+        CPU cache; 12-21 % of the read time on a 2-core VM, see benchmarks/RESULTS.md); a mismatch
+        is a CacheError naming the shard, video and clip.
+        """
+        verify = self.verify if verify is None else verify
+        if not self.store.plain:
+            raw = torch.from_numpy(self.raw_tokens(video_id, verify))
+            return decode_raw(raw, self.store, self.shape).numpy()
+        shard, first, n = self._locate(video_id)
+        f = self._shard(shard)
+        dataset = f["tokens"]
+        out = np.empty((n, *dataset.shape[1:]), dtype=TOKEN_DTYPE)
+        stored = f["clip_checksum"][first : first + n] if verify else None
+        dsid = dataset.id
+        for c in range(n):
+            dsid.read_direct_chunk((first + c, 0, 0, 0), out=out[c].reshape(-1).view(np.uint8))
+            if stored is not None and clip_checksum(out[c]) != int(stored[c]):  # verify
+                raise corrupt_clip(self.path, shard, first + c, video_id, c)
+        return out
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(V, N, D) of a clip as readers see it (stored grid and dims)."""
+        return (self.num_views, self.num_tokens, self.embed_dim)
+
+    def raw_tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
+        """The stored bytes of every clip of the video, as the stage-2 reader delivers them:
+        uint8 [C, token bytes + scale bytes] (`vjfer.store.decode_raw` makes tokens of them)."""
+        verify = self.verify if verify is None else verify
+        shard, first, n = self._locate(video_id)
+        f = self._shard(shard)
+        values_bytes, scale_bytes = self.store.clip_nbytes(*self.shape)
+        out = np.empty((n, values_bytes + scale_bytes), dtype=np.uint8)
+        stored = f["clip_checksum"][first : first + n] if verify else None
+        tokens, scales = f["tokens"].id, f[SCALES].id if scale_bytes else None
+        for c in range(n):
+            tokens.read_direct_chunk((first + c, 0, 0, 0), out=out[c, :values_bytes])
+            if scales is not None:
+                scales.read_direct_chunk((first + c, 0, 0), out=out[c, values_bytes:])
+            if stored is not None and clip_checksum(out[c]) != int(stored[c]):  # verify
+                raise corrupt_clip(self.path, shard, first + c, video_id, c)
+        return out
+
+    def pca_basis(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(basis float32 [D, K], mean float32 [D]) of a pca cache (from its first shard), else None."""
+        if not self.store.pca:
+            return None
+        f = self._shard(self.manifest["shards"][0]["name"])
+        return f[PCA_BASIS][()], f[PCA_MEAN][()]
+
+    def clip_checksums(self, video_id: str) -> np.ndarray:
+        """uint64 [C]: the stored xxh3-64 of each clip's bytes; compare `clip_checksum(tokens[c])`."""
+        shard, first, n = self._locate(video_id)
+        return self._shard(shard)["clip_checksum"][first : first + n]
+
+    def verify_sample(self, clips: int = 64, seed: int = 0) -> int:
+        """Check the checksums of `clips` clips drawn at random (all when fewer): the cheap check
+        for a reader that opened the cache with verify=False. Returns the number checked."""
+        where = [(v, c) for v, n in zip(self.videos["video_id"], self.videos["n_clips"], strict=True)
+                 for c in range(n)]  # fmt: skip
+        rng = np.random.default_rng(seed)
+        picked = rng.choice(len(where), size=min(clips, len(where)), replace=False)
+        for video_id in sorted({where[i][0] for i in picked}):
+            self.tokens(video_id, verify=True)  # whole videos: a clip read alone costs the same
+        return len(picked)
+
+    def coverage(self) -> Coverage:
+        """Cached videos vs all the dataset's files: what "results on N of M videos" reports."""
+        return Coverage(len(self.videos), len(self.failures), len(self.excluded))
+
+    def check_structure(self) -> None:
+        """Every shard's header agrees with the manifest: index, videos, fingerprint, clip count.
+
+        Cheap (attributes and small tables only); catches a shard replaced by another's copy.
+        """
+        for index, entry in enumerate(self.manifest["shards"]):
+            path = self.path / entry["name"]
+            h = read_shard_header(path)
+            want = sum(int(v["n_clips"]) for v in self.manifest["videos"]
+                       if v["status"] == "ok" and v["shard"] == entry["name"]
+                       and not v["alias_of"])  # fmt: skip
+            got = {"index": h["index"], "video_ids": h["video_ids"], "fingerprint": h["fingerprint"],
+                   "clips": h["tokens_shape"][0], "checksums": h["checksums"]}  # fmt: skip
+            expected = {"index": index, "video_ids": entry["video_ids"],
+                        "fingerprint": self.fingerprint, "clips": want, "checksums": want}  # fmt: skip
+            for key, value in got.items():
+                if value != expected[key]:
+                    shown = lambda x: x[:3] if isinstance(x, list) else x  # noqa: E731
+                    raise CacheError(
+                        f"{path}: {key} {shown(value)!r}, the manifest expects "
+                        f"{shown(expected[key])!r}: this shard is not the one the manifest lists "
+                        f"(replaced or copied?); re-extract it (delete it, rerun vjfer extract)"
+                    )
+
+    def clip_frames(self, video_id: str) -> np.ndarray:
+        """int [C, 16]: the frame indices of each cached clip of the video."""
+        shard, first, n = self._locate(video_id)
+        return self._shard(shard)["clip_frames"][first : first + n]
+
+    def clip_roles(self, video_id: str) -> np.ndarray:
+        """uint8 [C]: each cached clip's role (`vjfer.video.ROLE_*`). A shard without `clip_role`
+        (every cache before the `reference` plan and `--augment`) holds evaluation windows only."""
+        shard, first, n = self._locate(video_id)
+        f = self._shard(shard)
+        if "clip_role" not in f:
+            return np.zeros(n, dtype=np.uint8)
+        return f["clip_role"][first : first + n]
+
+    def iter_clips(self) -> Iterator[tuple[str, int, np.ndarray]]:
+        """(video_id, clip index within the video, tokens [V, N, D]) for every clip, video by video."""
+        for video_id in self.videos["video_id"]:
+            for c, tok in enumerate(self.tokens(video_id)):
+                yield video_id, c, tok
+
+    def check(self, **expected) -> None:
+        """Raise CacheError naming the first field whose cached value differs from `expected`.
+
+        Fields are the manifest's settings (views, plan, hop, encoder, resolution, ...), plus
+        `fingerprint`, `dataset`, `grid`, `embed_dim`, `num_views`.
+        """
+        known = {**self.settings, "fingerprint": self.fingerprint, "dataset": self.dataset,
+                 "grid": list(self.grid), "embed_dim": self.embed_dim, "num_views": self.num_views}  # fmt: skip
+        for key, want in expected.items():
+            if key not in known:
+                raise CacheError(
+                    f"cache {self.path} has no setting {key!r}; it has {sorted(known)}"
+                )
+            have = known[key]
+            if canonical_json(have) != canonical_json(want):
+                raise CacheError(
+                    f"cache {self.path} was made with {key}={have!r}, asked for {want!r}"
+                )
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def find_caches(path: str | Path, complete: bool = False) -> list[Path]:
+    """Cache directories at or under `path` (holding manifest.json or shards), sorted.
+
+    With `complete`, only those whose manifest lists every shard as complete. [] when none.
+    """
+    path = Path(path)
+    path = path.parent if path.name == MANIFEST else path
+    markers = [*path.rglob(MANIFEST), *path.rglob("shard-*.h5"), *path.rglob("shard-*.h5.partial")]
+    found = sorted({m.parent for m in markers})
+    if complete:
+        found = [d for d in found if (d / MANIFEST).exists() and _is_complete(d)]
+    return found
+
+
+def _is_complete(directory: Path) -> bool:
+    try:
+        return bool(read_manifest(directory)["complete"])
+    except CacheError:
+        return False
+
+
+EXTRACT_RECORD = "extract.json"  # the extraction's options and environment (vjfer.extract)
+
+
+def resume_command(directory: Path) -> str:
+    """The `vjfer extract` command that resumes the cache in `directory` (from extract.json)."""
+    try:
+        config = json.loads((Path(directory) / EXTRACT_RECORD).read_text(encoding="utf-8"))[
+            "config"
+        ]
+    except (OSError, ValueError, KeyError):
+        return "the `vjfer extract` command that made it (same options)"
+    words = ["vjfer", "extract", "--dataset", config["dataset"], "--root", config["root"],
+             "--encoder", config["encoder"], "--cache", config["cache_root"]]  # fmt: skip
+    if config["checkpoint"]:
+        words += ["--checkpoint", config["checkpoint"]]
+    for key in ("weights", "plan", "views", "hop", "shard_size", "limit", "max_lost_frames",
+                "store"):  # fmt: skip
+        if config.get(key) is not None:
+            words += [f"--{key.replace('_', '-')}", str(config[key])]
+    return "`" + " ".join(words) + "`"
+
+
+def incomplete_message(directory: Path) -> str:
+    """Names an incomplete cache and the `vjfer extract` command that resumes it."""
+    directory = Path(directory)
+    done = sorted(p.name for p in directory.glob("shard-*.h5") if SHARD_PATTERN.match(p.name))
+    try:
+        count = f"{len(done)} of {read_shard_header(directory / done[0])['num_shards']}"
+    except (IndexError, CacheError):
+        count = f"{len(done)}"
+    return (
+        f"cache {directory} is incomplete ({count} shards complete, no finished manifest): an "
+        f"extraction was interrupted or is running; resume it with {resume_command(directory)}"
+    )
+
+
+def open_cache(path: str | Path, check: bool = True, verify: bool = True) -> Cache:
+    """Open a complete cache directory (or its manifest.json); CacheError if incomplete, foreign,
+    or (with `check`) a shard disagrees with the manifest (`Cache.check_structure`). `verify` is
+    the default of `Cache.tokens(verify=...)`: every clip read is checked against its checksum."""
+    path = Path(path)
+    directory = path.parent if path.name == MANIFEST else path
+    if not (directory / MANIFEST).exists() and any(directory.glob("shard-*.h5*")):
+        raise CacheError(incomplete_message(directory))
+    manifest = read_manifest(directory)
+    if not manifest["complete"]:
+        missing = [s["name"] for s in manifest["shards"] if not s["complete"]]
+        raise CacheError(
+            f"cache {directory} is incomplete ({directory / MANIFEST}): {len(missing)} shard(s) "
+            f"missing, first {missing[0]}; resume it with {resume_command(directory)}"
+        )
+    cache = Cache(directory, manifest, verify=verify)
+    if check:
+        cache.check_structure()
+    return cache

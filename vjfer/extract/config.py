@@ -1,0 +1,150 @@
+"""The options of `vjfer extract` (`ExtractConfig`) and what of them enters the cache: the
+fingerprint inputs (`cache_settings`) and the record written into the manifest (`config_record`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vjfer import augment, cache
+from vjfer.encoders.checkpoint import Weights
+from vjfer.encoders.registry import COMPUTE_DTYPES
+from vjfer.errors import ConfigError
+from vjfer.face import FaceCropConfig, face_settings, parse_face_crop
+from vjfer.labels import check_dataset
+from vjfer.store import StoreFormat
+from vjfer.video import (
+    CLIP_PLANS,
+    FRAME_STEP,
+    FRAMES_PER_CLIP,
+    VIEWS,
+    WINDOWS_VERSION,
+    ClipPlan,
+    Views,
+)
+
+HOP_PLANS = ("windows", "reference")  # the plans whose evaluation windows are `hop` starts apart
+
+# The version of the code that turns a video into tokens (decoding, frame preparation, clip plans,
+# the encoders' forward pass). It is a fingerprint input instead of the package version, so a new
+# vjfer release reuses caches unless their tokens would change. tests/test_extract.py pins the
+# tokens of a fixed video: when that test fails, the tokens changed, so bump this number.
+TOKENS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Every option of `vjfer extract`, with its default (the CLI reads these defaults)."""
+
+    dataset: str
+    root: Path
+    encoder: str = "vjepa-h16-384"  # the paper's backbone
+    checkpoint: Path | None = None
+    weights: Weights = "target_encoder"  # jepa: EMA "target_encoder" or online "encoder"
+    cache_root: Path = Path("cache")
+    hop: int = 8  # starts between evaluation windows (plans "windows" and "reference")
+    plan: ClipPlan = "windows"
+    views: Views = "center"
+    batch_size: int = 8  # clips per encoder call; each brings its V views
+    workers: int | None = None  # decoding processes; 0: in the main process; None: from the cores
+    device: str = "auto"  # auto: cuda:LOCAL_RANK when CUDA is available, else cpu
+    limit: int | None = None  # only the first N videos (sorted by id)
+    force: bool = False  # delete this rank's shards and the manifest, and start again
+    shard_size: int = 64  # videos per shard
+    allow_low_disk: bool = False  # start even when the size estimate exceeds the free space
+    face_crop: str = "none"  # none (whole frames, the paper's input) | haar | boxes:FILE
+    face_fallback: str = "fail"  # a video without a face: fail (listed) | full (whole frame)
+    face_margin: float = FaceCropConfig.margin  # added on every side of the face box
+    max_lost_frames: float = 0.1  # a video that lost a larger fraction of its frames is a failure
+    no_reencode: bool = False  # refuse, rather than re-encode, shards whose source files changed
+    decode_timeout: float | None = 600.0  # seconds per video before it becomes a failure
+    dedup: bool = True  # videos with identical video streams: encoded and stored once
+    store: str = "fp16"  # store format of the tokens (vjfer.store): fp16, int8, fp8, pool2, ...
+    dtype: str = "bf16"  # encoder compute dtype on CUDA: bf16 | fp16 (the reference's) | fp32
+    augment: int = 0  # augmented copies of each video's 8 training clips (`vjfer.augment`)
+    augment_seed: int = 0  # their draws: one generator per (seed, video, copy, clip)
+
+    def __post_init__(self):
+        if self.plan not in CLIP_PLANS:
+            raise ConfigError(f"plan must be one of {CLIP_PLANS}, got {self.plan!r}")
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"dtype must be one of {tuple(COMPUTE_DTYPES)}, got {self.dtype!r}")
+        if self.views not in VIEWS:
+            raise ConfigError(f"views must be one of {VIEWS}, got {self.views!r}")
+        if self.augment < 0:
+            raise ConfigError(f"augment must be >= 0 copies, got {self.augment}")
+        for name in ("hop", "batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if (self.workers is not None and self.workers < 0) or (
+            self.limit is not None and self.limit < 1
+        ):
+            raise ConfigError(f"need workers >= 0 and limit >= 1, got {self.workers}, {self.limit}")
+        if not 0 <= self.max_lost_frames <= 1:
+            raise ConfigError(f"max_lost_frames is a fraction in 0..1, got {self.max_lost_frames}")
+        if self.decode_timeout is not None and self.decode_timeout <= 0:
+            raise ConfigError(f"decode_timeout must be > 0 seconds, got {self.decode_timeout}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        self.face()  # raises ConfigError on a bad --face-crop / --face-fallback / --face-margin
+        if StoreFormat.parse(self.store).pca:
+            raise ConfigError(
+                f"--store {self.store}: a PCA basis is fitted on the training tokens, which do not "
+                "exist before extraction; extract with --store fp16 (or int8), then run "
+                "`vjfer cache convert CACHE --store pca:K`"
+            )
+
+    def face(self) -> FaceCropConfig:
+        """The face-crop settings (`vjfer.face`)."""
+        return parse_face_crop(self.face_crop, self.face_fallback, self.face_margin)
+
+
+def cache_settings(config: ExtractConfig, encoder) -> dict:
+    """The fingerprint inputs: everything that changes the tokens or their meaning."""
+    settings = {
+        "dataset": check_dataset(config.dataset),
+        "encoder": config.encoder,
+        "encoder_fingerprint": encoder.fingerprint,  # checkpoint sha256, weights, compute dtype
+        "resolution": encoder.resolution,
+        "frames": FRAMES_PER_CLIP,
+        "frame_step": FRAME_STEP,
+        "plan": config.plan,
+        "hop": config.hop if config.plan in HOP_PLANS else None,  # other plans ignore it
+        "views": config.views,
+        "mean": list(encoder.mean),
+        "std": list(encoder.std),
+        "dtype": cache.TOKEN_DTYPE.name,
+        "tokens_version": TOKENS_VERSION,  # the code that makes tokens, not the package version
+        # layout: a cache of the first N videos, or cut into other shards, is another cache
+        "shard_size": config.shard_size,
+        "limit": config.limit,
+        "max_lost_frames": config.max_lost_frames,  # which partial decodes the cache holds
+        "dedup_streams": config.dedup,  # identical video streams stored once (changes the layout)
+    }
+    if config.augment:  # only then: caches without copies keep their fingerprint and bytes
+        settings["augment"] = {"copies": config.augment, "seed": config.augment_seed,
+                               "recipe": augment.RECIPE, "version": augment.VERSION}  # fmt: skip
+    if config.plan in HOP_PLANS:  # a v1 `windows` cache held other frames: never reuse it
+        settings["windows_version"] = WINDOWS_VERSION
+    # Only a face crop adds a key: whole-frame caches keep the fingerprint (and bytes) they had.
+    if (face := face_settings(config.face())) is not None:
+        settings["face_crop"] = face
+    if not (store := StoreFormat.parse(config.store)).plain:  # likewise: fp16 adds nothing
+        settings["store_format"] = str(store)
+    return settings
+
+
+def config_record(config: ExtractConfig) -> dict:
+    """`asdict(config)` with paths as strings: written into the manifest.
+
+    Without a face crop the face options are left out, so a whole-frame cache's manifest stays
+    byte-identical to one written before face crops existed.
+    """
+    record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    if config.face_crop == "none":
+        for key in ("face_crop", "face_fallback", "face_margin"):
+            del record[key]
+    if StoreFormat.parse(config.store).plain:  # as for face crops: fp16 manifests stay as they were
+        del record["store"]
+    return record

@@ -1,0 +1,282 @@
+"""Planning an extraction: index the dataset, load the encoder, name the cache directory, find
+the shards already complete (and those whose source files changed), estimate clips and bytes,
+refuse when the disk is too small; `format_plan` is what `vjfer extract` prints before it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vjfer import cache
+from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
+from vjfer.encoders import Encoder, load_encoder
+from vjfer.env import available_cpus, resolve_device
+from vjfer.errors import CacheError, ConfigError
+from vjfer.extract.config import ExtractConfig, cache_settings
+from vjfer.extract.lock import check_lock
+from vjfer.extract.sources import STREAMS_MEMO, changed_sources, duplicate_streams, stream_digests
+from vjfer.labels import check_dataset
+from vjfer.store import StoreFormat
+from vjfer.video import REFERENCE_TRAIN_CLIPS, ClipPlan, SourceIdentity, num_views, plan_clips
+
+log = logging.getLogger(__name__)
+
+TYPICAL_FRAMES = {"ravdess": 111, "crema-d": 78}  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
+PROBE_SAMPLE = 32  # videos probed (container metadata, no decoding) to estimate the clip count
+DISK_MARGIN = 1.05  # HDF5 metadata and the manifest, on top of the token bytes
+MAX_AUTO_WORKERS = 8  # decoding processes chosen by default, at most (one core left to the main)
+EXPECTED_EXCLUSIONS = (AUDIO_ONLY, NOT_SELECTED)  # by design, not failures: not in failures.jsonl
+
+
+@dataclass
+class ExtractPlan:
+    """What a run will do: printed before it starts (`format_plan`), then handed to `extract`."""
+
+    config: ExtractConfig
+    directory: Path
+    settings: dict
+    fingerprint: str
+    rank: int
+    world_size: int
+    device: str
+    shards: list[list[str]]  # video ids of every shard of the cache
+    mine: list[int]  # shard indices this rank writes
+    done: list[int]  # ... of which already complete (skipped)
+    changed: dict[int, list[str]]  # ... of which complete but from other source files: re-encoded
+    alias_of: dict[str, str]  # video id -> id of the video with the identical stream it shares
+    workers: int  # decoding processes (config.workers, or chosen from the cores)
+    videos: int  # videos in the cache (after --limit)
+    pending_videos: int  # videos this rank will decode
+    estimated_clips: int  # whole cache; an estimate
+    estimated_bytes: int  # whole cache
+    pending_bytes: int  # this rank's pending shards
+    free_bytes: int
+    estimate_note: str
+    encoder: Encoder = field(repr=False)
+    records: list = field(repr=False, default_factory=list)
+    excluded: list[dict] = field(default_factory=list)  # files the index left out, with reasons
+    sources: dict = field(repr=False, default_factory=dict)  # video id -> SourceIdentity (dedup)
+    augmented_clips: int = 0  # of estimated_clips: augmented copies (--augment K: K × 8 a video)
+    augmented_share: float = 0.0  # augmented clips / plain clips: the extra encoder time and disk
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def decode_workers(requested: int | None, cpus: int) -> int:
+    """Decoding processes: `requested` capped at the cores (with a warning), or, when None, one per
+    core but one (the main process encodes and writes), at most MAX_AUTO_WORKERS."""
+    if requested is None:
+        return min(MAX_AUTO_WORKERS, cpus - 1)
+    if requested > cpus:
+        log.warning("--workers %d > %d cores: using %d", requested, cpus, cpus)
+        return cpus
+    return requested
+
+
+def probe_frame_count(path: Path) -> int | None:
+    """Frame count from container metadata without decoding; None where it has none (FLV)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            if stream.frames:
+                return int(stream.frames)
+            if rate and stream.duration and stream.time_base:
+                return int(stream.duration * stream.time_base * rate)
+            if rate and container.duration:
+                return int(container.duration / av.time_base * rate)
+    except (av.FFmpegError, OSError, IndexError):
+        return None
+    return None
+
+
+def estimate_clips(records: list, dataset: str, plan: ClipPlan, hop: int) -> tuple[int, str]:
+    """Clips of the whole dataset, from a sample of videos probed without decoding."""
+    if not records:
+        return 0, "no videos"
+    step = max(1, len(records) // PROBE_SAMPLE)
+    sample = records[::step][:PROBE_SAMPLE]
+    counts = [probe_frame_count(r.path) for r in sample]
+    probed = sum(c is not None for c in counts)
+    typical = TYPICAL_FRAMES[dataset]
+    clips = [len(plan_clips(max(c or typical, 1), plan, hop)) for c in counts]
+    estimate = round(np.mean(clips) * len(records))
+    note = (f"estimate from {len(sample)} of {len(records)} videos: {probed} by container metadata, "
+            f"{len(sample) - probed} at a typical {dataset} length of {typical} frames")  # fmt: skip
+    return estimate, note
+
+
+def _shard_header_if_done(directory: Path, index: int, ids: list[str], fp: str,
+                          num_shards: int, aliases: dict | None = None) -> dict | None:  # fmt: skip
+    """The header of a complete shard file of this cache holding exactly the planned videos."""
+    path = directory / cache.shard_name(index)
+    if not path.exists():
+        return None
+    try:
+        h = cache.read_shard_header(path)
+    except CacheError as err:
+        log.warning("%s is unreadable, redoing it: %s", path, err)
+        return None
+    if (h["fingerprint"], h["video_ids"], h["num_shards"]) != (fp, ids, num_shards) or (
+        aliases is not None and h["aliases"] != aliases
+    ):
+        log.warning("%s holds other videos or settings (an earlier --limit?); redoing it", path)
+        return None
+    return h
+
+
+def _shard_is_done(directory: Path, index: int, ids: list[str], fp: str, num_shards: int) -> bool:
+    return _shard_header_if_done(directory, index, ids, fp, num_shards) is not None
+
+
+def _shard_aliases(alias_of: dict[str, str], ids: list[str]) -> dict[str, str]:
+    """alias -> stored id, for the stored ids of one shard (sorted)."""
+    mine = set(ids)
+    return {a: c for a, c in sorted(alias_of.items()) if c in mine}
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise CacheError(f"cache directory {directory} is not writable: {err}") from err
+
+
+def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
+                    world_size: int | None = None, local_rank: int | None = None,
+                    encoder: Encoder | None = None) -> ExtractPlan:  # fmt: skip
+    """Index the dataset, load the encoder, name the cache directory and estimate the work.
+
+    Raises CacheError when the directory is not writable, or when the estimated size of the shards
+    still to write exceeds the free disk space (unless `config.allow_low_disk`).
+    """
+    env_rank, env_world, env_local = distributed_env()
+    rank = env_rank if rank is None else rank
+    world_size = env_world if world_size is None else world_size
+    local_rank = (env_local if local_rank is None else local_rank) if world_size > 1 else 0
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is outside world size {world_size}")
+    dataset = check_dataset(config.dataset)
+    device = str(resolve_device(config.device, local_rank))
+    if encoder is None:
+        encoder = load_encoder(config.encoder, config.checkpoint, device, config.weights,
+                               dtype=config.dtype)  # fmt: skip
+    elif encoder.name != config.encoder:
+        raise ConfigError(f"config names encoder {config.encoder!r}, got a loaded {encoder.name!r}")
+    found = scan_dataset(dataset, config.root)
+    records = found.records[: config.limit]
+    excluded = [{"path": str(e.path), "reason": e.reason, "detail": e.detail}
+                for e in found.excluded if e.reason not in EXPECTED_EXCLUSIONS]  # fmt: skip
+    settings = cache_settings(config, encoder)
+    fp = cache.fingerprint(settings)
+    name = cache.cache_dir_name(config.encoder, encoder.resolution, fp)
+    directory = Path(config.cache_root) / dataset / name
+    _check_writable(directory)
+    try:
+        existing = cache.read_manifest(directory)["fingerprint"]
+    except CacheError:
+        existing = fp
+    if existing != fp:
+        raise CacheError(f"{directory} holds a cache with fingerprint {existing}, not {fp}; "
+                         f"move it away (8-hex-digit prefixes collided)")  # fmt: skip
+    check_lock(directory, rank)  # refuse at once, before any work, if another run holds it
+    digests: dict[str, str] = {}
+    sources: dict[str, SourceIdentity] = {}
+    if config.dedup:
+        digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO)
+    alias_of = duplicate_streams(digests)
+    shards = cache.assign_shards([r.video_id for r in records if r.video_id not in alias_of],
+                                 config.shard_size)  # fmt: skip
+    mine = [i for i in range(len(shards)) if i % world_size == rank]
+    by_id = {r.video_id: r for r in records}
+    done, changed = [], {}
+    for i in [] if config.force else mine:  # --force redoes this rank's shards
+        header = _shard_header_if_done(directory, i, shards[i], fp, len(shards),
+                                       _shard_aliases(alias_of, shards[i]))  # fmt: skip
+        if header is None:
+            continue
+        if changes := changed_sources(header, by_id, config.root):
+            changed[i] = changes
+        else:
+            done.append(i)
+    if changed:
+        files = [c for i in sorted(changed) for c in changed[i]]
+        names = ", ".join(cache.shard_name(i) for i in sorted(changed))
+        if config.no_reencode:
+            raise CacheError(
+                f"{len(files)} cached video(s) in {names} of {directory} came from other files "
+                f"than those now under {config.root} (same names, other content):\n  "
+                + "\n  ".join(files)
+                + "\nrerun without --no-reencode to re-encode those shards, or give the original --root"
+            )
+        log.warning("re-encoding %s: %d source file(s) changed since they were encoded: %s",
+                    names, len(files), "; ".join(files))  # fmt: skip
+    clips, note = estimate_clips(records, dataset, config.plan, config.hop)
+    extra = config.augment * REFERENCE_TRAIN_CLIPS * len(records)  # augmented copies
+    plain_clips, clips = clips, clips + extra
+    store = StoreFormat.parse(config.store)
+    store.grid(encoder.grid)  # refuses pool2 on an odd grid before any work
+    values_bytes, scale_bytes = store.clip_nbytes(num_views(config.views),
+                                                  encoder.num_tokens // store.pool**2,
+                                                  store.dim(encoder.embed_dim))  # fmt: skip
+    clip_bytes = values_bytes + scale_bytes
+    pending_videos = sum(len(shards[i]) for i in mine if i not in done)  # decoded, not shared
+    pending_bytes = round(clips * clip_bytes * DISK_MARGIN * pending_videos / max(len(records), 1))
+    plan = ExtractPlan(
+        config=config, directory=directory, settings=settings, fingerprint=fp, rank=rank,
+        world_size=world_size, device=device, shards=shards, mine=mine, done=done,
+        changed=changed, workers=decode_workers(config.workers, available_cpus()),
+        alias_of=alias_of, sources=sources,
+        videos=len(records), pending_videos=pending_videos, estimated_clips=clips,
+        estimated_bytes=round(clips * clip_bytes * DISK_MARGIN), pending_bytes=pending_bytes,
+        free_bytes=shutil.disk_usage(directory).free, estimate_note=note, records=records,
+        excluded=excluded, encoder=encoder, augmented_clips=extra,
+        augmented_share=extra / max(plain_clips, 1),
+    )  # fmt: skip
+    if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
+        raise CacheError(
+            f"the shards still to write need about {plan.pending_bytes / 1e9:.1f} GB "
+            f"({note}), {directory} has {plan.free_bytes / 1e9:.1f} GB free; free space, "
+            f"choose another --cache, or allow it (--allow-low-disk)"
+        )
+    return plan
+
+
+def format_plan(plan: ExtractPlan) -> str:
+    """What `vjfer extract` prints before it starts."""
+    rank = f" (rank {plan.rank} of {plan.world_size})" if plan.world_size > 1 else ""
+    return "\n".join([
+        f"cache      {plan.directory}{rank}",
+        f"videos     {plan.videos} in {len(plan.shards)} shards; this run: {plan.pending_videos} "
+        f"videos, {len(plan.mine) - len(plan.done)} shards ({len(plan.done)} already complete)",
+        f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
+        f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, ~{plan.pending_bytes / 1e9:.2f} GB "
+        f"to write; {plan.free_bytes / 1e9:.1f} GB free",
+        f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
+        f"{plan.workers} decoding workers",
+        *([f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "
+           f"{plan.config.augment * REFERENCE_TRAIN_CLIPS} extra clips a video, ~{plan.augmented_clips} "
+           f"in all (included above): ~{plan.estimated_bytes * plan.augmented_clips / max(plan.estimated_clips, 1) / 1e9:.2f} GB "
+           f"and ~{100 * plan.augmented_share:.0f} % more encoder (GPU) time than the plain clips, "
+           f"plus a second, native-size decode of each video for RandAugment"]
+          if plan.config.augment else []),
+        *([f"changed    {len(plan.changed)} complete shard(s) re-encoded: their source files "
+           f"changed ({sum(map(len, plan.changed.values()))} videos; see the log)"]
+          if plan.changed else []),
+        *([f"excluded   {len(plan.excluded)} files when indexing (listed in failures.jsonl; "
+           f"`vjfer index --all` shows them)"] if plan.excluded else []),
+    ])  # fmt: skip
