@@ -98,3 +98,12 @@ def demo_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("demo")
     return out, run_demo(out, config=DemoConfig(epochs=1))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: tiny shapes run fastest so, and CI machines are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,15 +13,9 @@ from vjfer import augment as A
 from vjfer.synthetic import make_ravdess
 from vjfer.video import IMAGENET_MEAN, IMAGENET_STD, decode_native, decode_video, plan_clips
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
+
 R = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

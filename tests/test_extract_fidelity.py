@@ -11,7 +11,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from vjfer.cache import MANIFEST, open_cache
 from vjfer.encoders import load_encoder
@@ -20,13 +19,7 @@ from vjfer.extract import ExtractConfig, extract, format_plan, plan_extraction
 from vjfer.synthetic import make_ravdess
 from vjfer.video import ROLE_AUGMENTED, ROLE_EVAL, ROLE_TRAIN, clip_roles, plan_clips
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,10 @@ from vjfer.probe.run import run_probe
 from vjfer.probe.samples import fixed_clips
 from vjfer.probe.train import Head, TrainConfig, train_heads
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
+
 CFG = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=2, prefetch=3, device="cpu",
                   in_memory="no", lr=3e-3)  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

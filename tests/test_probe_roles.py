@@ -16,16 +16,10 @@ from vjfer.probe.samples import augmented_clips, draw_copies, fixed_clips
 from vjfer.probe.train import Head, TrainConfig, evaluate_heads, train_heads
 from vjfer.video import ROLE_AUGMENTED, ROLE_EVAL, ROLE_TRAIN, clip_roles, plan_clips
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
+
 COPIES = 2
 CFG = TrainConfig(epochs=3, batch_size=4, num_heads=4, num_workers=0, device="cpu", in_memory="no")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _with_roles(entry: VideoEntry, copies: int) -> VideoEntry:

@@ -21,14 +21,7 @@ from vjfer.probe.run import run_probe
 from vjfer.probe.samples import draw_samples, epoch_order, reference_clips
 from vjfer.probe.train import TrainConfig, cosine, lr_at, param_groups, train_probe, wd_at
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny shapes run fastest on one thread (and CI machines are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
 
 @pytest.fixture(scope="module")

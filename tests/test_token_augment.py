@@ -11,16 +11,10 @@ from vjfer.cache import build_cache, open_cache
 from vjfer.probe.token_augment import token_mask, token_masks
 from vjfer.probe.train import Head, TrainConfig, train_heads
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
+
 CFG = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=0, device="cpu", in_memory="no",
                   clip_choice="random", token_augment=True)  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_a_mask_is_a_box_of_the_grid_in_every_time_step_minus_an_erased_box():

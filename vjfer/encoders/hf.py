@@ -90,6 +90,19 @@ class VJEPA2Backbone(nn.Module):
         return self.model(pixel_values_videos=videos, skip_predictor=True).last_hidden_state
 
 
+def load_local_model(class_name: str, directory: Path, what: str) -> tuple[Any, dict]:
+    """`transformers.<class_name>.from_pretrained` from a local directory only, float32, quietly:
+    (model, loading info with missing/unexpected keys); CheckpointError naming the directory."""
+    transformers = import_transformers()
+    try:
+        with no_progress_bars(transformers):
+            return getattr(transformers, class_name).from_pretrained(
+                directory, local_files_only=True, dtype=torch.float32, output_loading_info=True
+            )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{directory}: cannot load {what}: {err}") from err
+
+
 def load_vjepa2(directory: str | Path) -> tuple[VJEPA2Backbone, str]:
     """Load `VJEPA2Model` from a local directory (no network); returns (backbone, sha256)."""
     directory = Path(directory)
@@ -104,14 +117,7 @@ def load_vjepa2(directory: str | Path) -> tuple[VJEPA2Backbone, str]:
         raise CheckpointError(
             f"{directory}: holds another architecture: model_type {model_type!r}, expected 'vjepa2'"
         )
-    transformers = import_transformers()
-    try:
-        with no_progress_bars(transformers):
-            model, info = transformers.VJEPA2Model.from_pretrained(
-                directory, local_files_only=True, dtype=torch.float32, output_loading_info=True
-            )
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{directory}: cannot load V-JEPA 2: {err}") from err
+    model, info = load_local_model("VJEPA2Model", directory, "V-JEPA 2")
     if missing := [k for k in info["missing_keys"] if k.startswith("encoder.")]:
         raise CheckpointError(
             f"{directory}: holds another architecture: {len(missing)} encoder weights missing, "

@@ -29,10 +29,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from vjfer.encoders.hf import import_transformers, no_progress_bars, sha256_hf_directory
+from vjfer.encoders.hf import (
+    load_local_model,
+    sha256_hf_directory,
+)
 from vjfer.encoders.vjepa import ViTConfig, forward_flops
 from vjfer.errors import CheckpointError
 
@@ -186,14 +188,7 @@ def load_videomae(directory: str | Path) -> tuple[VideoMAEBackbone, str]:
     """Load `VideoMAEModel` from a local directory (no network); returns (backbone, sha256)."""
     directory = Path(directory)
     spec = read_videomae_spec(directory)
-    transformers = import_transformers()
-    try:
-        with no_progress_bars(transformers):
-            model, info = transformers.VideoMAEModel.from_pretrained(
-                directory, local_files_only=True, dtype=torch.float32, output_loading_info=True
-            )
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{directory}: cannot load VideoMAE: {err}") from err
+    model, info = load_local_model("VideoMAEModel", directory, "VideoMAE")
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise CheckpointError(
