@@ -266,7 +266,7 @@ def format_run_summary(summary: RunSummary) -> str:
     for v in VOTINGS:
         lines.append(f"| {_VOTING_NAMES[v]} | {_mean_cells(summary['mean'][v])} |")
     if "coverage" in summary:
-        lines += ["", f"The cache holds {summary['coverage']}."]
+        lines += ["", f"Coverage: {summary['coverage']}."]
     if "head" in summary:
         lines += [
             "",
