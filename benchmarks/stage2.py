@@ -222,8 +222,13 @@ def main() -> int:
     parser.add_argument("--videos", type=int, default=88)
     parser.add_argument("--tokens", type=int, default=4608)
     parser.add_argument("--dim", type=int, default=1280)
-    parser.add_argument("--threads", type=int, default=4, help="reader threads")
-    parser.add_argument("--prefetch", type=int, default=8)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=TrainConfig.num_workers,
+        help="reader threads (capped at the cores)",
+    )
+    parser.add_argument("--prefetch", type=int, default=TrainConfig.prefetch)
     parser.add_argument("--probe", default="linear", choices=("linear", "attentive"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-passes", action="store_true", help="no one-pass vs fold-by-fold")

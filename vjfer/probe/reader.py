@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from vjfer.cache import Cache, clip_checksum, corrupt_clip
+from vjfer.env import available_cpus
 from vjfer.errors import CacheError
 from vjfer.store import SCALES
 
@@ -139,7 +140,7 @@ class ClipReader:
     or their stored bytes, uint8 [clips, clip bytes] (int8, fp8: `vjfer.store.decode_raw`).
 
     Args:
-        threads: reads in flight at once (0: read in the calling thread).
+        threads: reads in flight at once, at most one per core (0: read in the calling thread).
         prefetch: videos read ahead of the consumer (the memory bound).
         pin: make the buffers pinned memory (for CUDA).
         verify: check every clip's bytes against its stored checksum (xxh3-64) as it is read;
@@ -151,7 +152,9 @@ class ClipReader:
 
     def __init__(self, cache: Cache, threads: int = 4, prefetch: int = 8, pin: bool = False,
                  verify: bool | None = None):  # fmt: skip
-        self.cache, self.threads, self.pin = cache, threads, pin
+        # More reading threads than cores only thrash: measured warm on 2 cores, 4 threads read at
+        # 0.8x the rate of 2 (benchmarks/RESULTS.md, stage 2); a cold disk gains nothing from more.
+        self.cache, self.threads, self.pin = cache, min(threads, available_cpus()), pin
         self.verify = cache.verify if verify is None else verify
         self.prefetch = max(1, prefetch)
         self.index = ChunkIndex(cache)

@@ -113,8 +113,8 @@ class TrainConfig:
     order_seed: int = 0  # the order a pass visits videos in; shared by every head of the pass
     device: str = "auto"  # auto: cuda when available, else cpu
     in_memory: InMemory = "auto"  # auto: RAM when the training tokens fit; gpu: on the device
-    num_workers: int = 4  # reader threads (reads in flight)
-    prefetch: int = 8  # videos read ahead of training (bounds the reader's memory)
+    num_workers: int = 4  # reader threads (reads in flight), capped at the cores
+    prefetch: int = 4  # videos read ahead of training (bounds the reader's memory)
     eval_batch_clips: int = 64
     # The probe's autocast dtype on CUDA (the CPU always runs float32). The reference runs
     # torch.cuda.amp.autocast(dtype=torch.float16) with a GradScaler (its `use_bfloat16: true`
