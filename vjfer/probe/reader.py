@@ -34,14 +34,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from vjfer.cache import Cache, clip_checksum, corrupt_clip
 from vjfer.env import available_cpus
-from vjfer.errors import CacheError
+from vjfer.errors import CacheError, ConfigError
 from vjfer.store import SCALES
 
 log = logging.getLogger(__name__)
 
+MEMORY_SHARE = 0.5  # held tokens may use at most this share of the free RAM (or GPU memory)
 Request = tuple[str, np.ndarray]  # (video_id, sorted clip indices within the video)
 
 
@@ -296,3 +298,30 @@ def available_memory() -> int:
     except OSError:
         pass
     return 0
+
+
+def open_source(cache: Cache, wanted: dict[str, np.ndarray], *, in_memory: str, threads: int,
+                prefetch: int, device: torch.device,
+                progress: bool = True) -> tuple[ClipReader, HeldTokens | None, str]:  # fmt: skip
+    """The reader, and the `wanted` clips held in memory when `in_memory` ("auto", "yes", "no",
+    "gpu") and the memory there allow; returns (reader, held or None, "disk" | "ram" | device)."""
+    reader = ClipReader(cache, threads=threads, prefetch=prefetch, pin=device.type == "cuda")
+    need = sum(len(c) for c in wanted.values()) * reader.index.clip_bytes
+    where = {"no": "disk", "yes": "ram", "gpu": str(device)}.get(in_memory)
+    if where is None:  # auto
+        available = available_memory()
+        where = "ram" if need <= MEMORY_SHARE * available else "disk"
+        log.info("training tokens need %.2f GB, %.2f GB of RAM available: %s",
+                 need / 1e9, available / 1e9, "held in RAM" if where == "ram" else "read from disk each epoch")  # fmt: skip
+    if where == "disk":
+        return reader, None, where
+    if where != "ram" and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if need > MEMORY_SHARE * free:
+            raise ConfigError(f"--in-memory gpu: the training tokens need {need / 1e9:.1f} GB, "
+                              f"{device} has {free / 1e9:.1f} GB free (at most half is used for "
+                              "tokens); use --in-memory auto or a compact cache")  # fmt: skip
+    bar = tqdm(total=need, desc="loading tokens", unit="B", unit_scale=True, disable=not progress)
+    held = HeldTokens(reader, wanted, device if where != "ram" else torch.device("cpu"), bar.update)
+    bar.close()
+    return reader, held, where

@@ -19,6 +19,7 @@ import numpy as np
 
 from vjfer.cache import Cache
 from vjfer.clips import ROLE_AUGMENTED, ROLE_TRAIN, plan_clips
+from vjfer.errors import ConfigError
 
 REFERENCE_CLIPS = len(plan_clips(1, "reference-train"))  # the reference trains on 8 clips a video
 
@@ -109,3 +110,37 @@ def fixed_clips(cache: Cache, rows: np.ndarray) -> np.ndarray:
         plain = plain_clips(roles)
         fixed[i] = plain[reference_clips(cache.clip_frames(vid)[plain, 0], n_frames)]
     return fixed
+
+
+def augmented_copies(cache: Cache, ids: list[str], needed: np.ndarray) -> dict[int, np.ndarray]:
+    """Row -> int [8, K]: the stored augmented copies of each needed video's training clips."""
+    copies = {i: augmented_clips(cache.clip_roles(ids[i])) for i in needed}
+    counts = {a.shape[1] for a in copies.values()}
+    if counts != {next(iter(counts))} or 0 in counts:
+        raise ConfigError(
+            f"--train-view augmented: cache {cache.path} holds {sorted(counts)} augmented copies "
+            "per video (need the same K >= 1 for every video); re-extract it with "
+            "`vjfer extract --augment K`, or train with --train-view random|middle"
+        )
+    return copies
+
+
+def copies_per_clip(copies: dict[int, np.ndarray]) -> int:
+    """K, the augmented copies per training clip (equal for every video)."""
+    return next(iter(copies.values())).shape[1]
+
+
+def pick_copies(copies: dict[int, np.ndarray], choice: np.ndarray) -> np.ndarray:
+    """int [n, 8]: clip index of the chosen copy (choice [n, 8]) of each training clip."""
+    clips = np.zeros(choice.shape, dtype=np.int64)
+    for i, table in copies.items():
+        clips[i] = table[np.arange(REFERENCE_CLIPS), choice[i]]
+    return clips
+
+
+def plain_index(drawn: np.ndarray, plain: dict[int, np.ndarray]) -> np.ndarray:
+    """int [n, K]: clip indices of draws made among each video's plain clips."""
+    clips = drawn.copy()
+    for i, table in plain.items():
+        clips[i] = table[drawn[i]]
+    return clips

@@ -54,15 +54,18 @@ from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.evaluate import AUTOCAST_DTYPES, clip_probabilities, clip_table
 from vjfer.probe.model import PROBES, build_probe
-from vjfer.probe.reader import ClipReader, HeldTokens, ReadStats, available_memory
+from vjfer.probe.reader import ClipReader, ReadStats, open_source
 from vjfer.probe.samples import (
     REFERENCE_CLIPS,
-    augmented_clips,
+    augmented_copies,
+    copies_per_clip,
     draw_copies,
     draw_samples,
     epoch_order,
     fixed_clips,
+    pick_copies,
     plain_clips,
+    plain_index,
 )
 from vjfer.probe.token_augment import token_masks
 from vjfer.store import decode_raw
@@ -83,9 +86,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "autocast": ("bf16", "fp16", "fp32"),
     "in_memory": ("auto", "yes", "no", "gpu"),
 }
-MEMORY_SHARE = (
-    0.5  # in_memory="auto" holds the tokens when they need at most this share of free RAM
-)
 POSTFIX_EVERY = 10  # videos between progress-bar updates (each reads the losses from the device)
 ADAMW_STATES = 4  # float32 copies per parameter while training: weight, gradient, two moments
 PER_HEAD = ("lr", "weight_decay", "seed")  # what may differ between heads of one pass
@@ -305,66 +305,6 @@ class PassPlan:
                 f"waiting samples <= {self.pending_bytes / gb:.2f} GB")  # fmt: skip
 
 
-def _source_for(cache: Cache, config: TrainConfig, device: torch.device, wanted: dict[str, np.ndarray],
-                progress: bool) -> tuple[ClipReader, HeldTokens | None, str]:  # fmt: skip
-    """The reader, and the held tokens when `in_memory` (and the memory there) allows."""
-    reader = ClipReader(cache, threads=config.num_workers, prefetch=config.prefetch,
-                        pin=device.type == "cuda")  # fmt: skip
-    need = sum(len(c) for c in wanted.values()) * reader.index.clip_bytes
-    where = {"no": "disk", "yes": "ram", "gpu": str(device)}.get(config.in_memory)
-    if where is None:  # auto
-        available = available_memory()
-        where = "ram" if need <= MEMORY_SHARE * available else "disk"
-        log.info("training tokens need %.2f GB, %.2f GB of RAM available: %s",
-                 need / 1e9, available / 1e9, "held in RAM" if where == "ram" else "read from disk each epoch")  # fmt: skip
-    if where == "disk":
-        return reader, None, where
-    if where != "ram" and device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        if need > MEMORY_SHARE * free:
-            raise ConfigError(f"--in-memory gpu: the training tokens need {need / 1e9:.1f} GB, "
-                              f"{device} has {free / 1e9:.1f} GB free (at most half is used for "
-                              "tokens); use --in-memory auto or a compact cache")  # fmt: skip
-    bar = tqdm(total=need, desc="loading tokens", unit="B", unit_scale=True, disable=not progress)
-    held = HeldTokens(reader, wanted, device if where != "ram" else torch.device("cpu"), bar.update)
-    bar.close()
-    return reader, held, where
-
-
-def _augmented_copies(cache, ids: list[str], needed: np.ndarray) -> dict[int, np.ndarray]:
-    """Row -> int [8, K]: the stored augmented copies of each needed video's training clips."""
-    copies = {i: augmented_clips(cache.clip_roles(ids[i])) for i in needed}
-    counts = {a.shape[1] for a in copies.values()}
-    if counts != {next(iter(counts))} or 0 in counts:
-        raise ConfigError(
-            f"--train-view augmented: cache {cache.path} holds {sorted(counts)} augmented copies "
-            "per video (need the same K >= 1 for every video); re-extract it with "
-            "`vjfer extract --augment K`, or train with --train-view random|middle"
-        )
-    return copies
-
-
-def _copies_k(copies: dict[int, np.ndarray]) -> int:
-    """K, the augmented copies per training clip (equal for every video)."""
-    return next(iter(copies.values())).shape[1]
-
-
-def _pick_copies(copies: dict[int, np.ndarray], choice: np.ndarray) -> np.ndarray:
-    """int [n, 8]: clip index of the chosen copy (choice [n, 8]) of each training clip."""
-    clips = np.zeros(choice.shape, dtype=np.int64)
-    for i, table in copies.items():
-        clips[i] = table[np.arange(REFERENCE_CLIPS), choice[i]]
-    return clips
-
-
-def _plain_index(drawn: np.ndarray, plain: dict[int, np.ndarray]) -> np.ndarray:
-    """int [n, K]: clip indices of draws made among each video's plain clips."""
-    clips = drawn.copy()
-    for i, table in plain.items():
-        clips[i] = table[drawn[i]]
-    return clips
-
-
 def train_heads(
     cache, heads: Sequence[Head], config: TrainConfig, progress: bool = True
 ) -> PassPlan:
@@ -394,7 +334,7 @@ def train_heads(
     fixed = None
     if config.clip_choice == "reference":
         fixed = fixed_clips(cache, needed)
-    copies = _augmented_copies(cache, ids, needed) if config.train_view == "augmented" else None
+    copies = augmented_copies(cache, ids, needed) if config.train_view == "augmented" else None
     seeds = sorted({head.config.seed for head in heads})
     if copies is not None:
         wanted = {ids[i]: np.unique(copies[i]) for i in needed.tolist()}
@@ -402,7 +342,9 @@ def train_heads(
         wanted = {ids[i]: np.unique(fixed[i]) for i in needed}
     else:
         wanted = {ids[i]: plain[i] for i in needed}
-    reader, held, where = _source_for(cache, config, device, wanted, progress)
+    reader, held, where = open_source(cache, wanted, in_memory=config.in_memory,
+                                      threads=config.num_workers, prefetch=config.prefetch,
+                                      device=device, progress=progress)  # fmt: skip
     source = held or reader
     size = reader.index.clip_bytes
     K = config.clips_per_video
@@ -432,10 +374,10 @@ def train_heads(
         draws = {s: draw_samples(n_draw, fixed, cache.num_views, config.clips_per_video,
                                  config.train_view == "random", s, epoch) for s in seeds}  # fmt: skip
         if copies is not None:  # one stored copy per training clip, drawn per (seed, epoch)
-            draws = {s: (_pick_copies(copies, draw_copies(len(videos), _copies_k(copies), s, epoch)),
+            draws = {s: (pick_copies(copies, draw_copies(len(videos), copies_per_clip(copies), s, epoch)),
                          v) for s, (_, v) in draws.items()}  # fmt: skip
         elif fixed is None:  # draws index the plain clips
-            draws = {s: (_plain_index(c, plain), v) for s, (c, v) in draws.items()}
+            draws = {s: (plain_index(c, plain), v) for s, (c, v) in draws.items()}
         takers = [np.flatnonzero(member[:, i]).tolist() for i in order]  # head numbers per video
         requests = []
         for i, who in zip(order, takers, strict=True):
