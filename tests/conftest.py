@@ -107,3 +107,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_cli(*args, ok: bool = True) -> str:
+    """`vjfer ARGS...` in-process (click's runner); its output, asserting exit 0 unless `ok=False`."""
+    from click.testing import CliRunner
+
+    from vjfer.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result.output

@@ -17,7 +17,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import assert_png
+from conftest import assert_png, run_cli
 from page_tools import (
     LAPTOP,
     assert_tables_equal_csvs,
@@ -37,11 +37,7 @@ CREMA_D_ACTORS = (1002, 1004, 1005, 1007, 1001)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str, ok: bool = True) -> str:
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result.output
+run = run_cli  # `vjfer ARGS...` in-process; asserts exit 0 unless ok=False
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import GRID, make_entries
+from conftest import GRID, make_entries, run_cli
 
 from vjfer.cache import MANIFEST, build_cache, cache_info, open_cache, verify_cache
-from vjfer.cli import cli
 from vjfer.convert import COST_FILE, ConvertConfig, convert, fit_pca
 from vjfer.errors import ConfigError
 from vjfer.probe.reader import ClipReader, HeldTokens, clip_bytes
@@ -193,11 +191,7 @@ def test_killed_convert_resumes_to_identical_bytes(source, tmp_path):
 # End to end on the command line: generated videos, the tiny encoder (grid (8, 4, 4) at 64).
 
 
-def run(*args, ok: bool = True) -> str:
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result.output
+run = run_cli  # `vjfer ARGS...` in-process; asserts exit 0 unless ok=False
 
 
 @pytest.fixture(scope="module")

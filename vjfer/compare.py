@@ -13,7 +13,6 @@ folds are refused, with the reason; nothing is re-evaluated.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import pandas as pd
 from vjfer.errors import ConfigError
 from vjfer.probe.run import config_dict
 from vjfer.probe.train import TrainConfig
-from vjfer.results import FoldScores, fold_value, read_summary
+from vjfer.results import FoldScores, fold_value, read_json, read_summary
 from vjfer.tables import DATASET_TITLES, STD, Table
 
 log = logging.getLogger(__name__)
@@ -51,24 +50,16 @@ class ComparedRun:
     per_fold: dict[int, FoldScores]  # fold -> {"n_test_videos", voting: {metric: value}}
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ConfigError(
-            f"{path.parent} is not a `vjfer probe` run: {path.name} is missing"
-        ) from err
-    except ValueError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
-
-
 def read_run(path: str | Path) -> ComparedRun:
     """A `vjfer probe` run directory -> ComparedRun; ConfigError naming the file when it is not."""
     path = Path(path)
-    if _read_json(path / "summary.json").get("kind") == "cross":
+    for name in ("summary.json", "config.json"):
+        if not (path / name).is_file():
+            raise ConfigError(f"{path} is not a `vjfer probe` run: {name} is missing")
+    if read_json(path / "summary.json").get("kind") == "cross":
         raise ConfigError(f"{path} is a cross-dataset run; compare takes `vjfer probe` runs")
     summary = read_summary(path)
-    config = _read_json(path / "config.json")
+    config = read_json(path / "config.json")
     for key, where in (("per_fold", summary), ("dataset", summary), ("cache", config),
                        ("train", config)):  # fmt: skip
         if key not in where:

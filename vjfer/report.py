@@ -14,7 +14,6 @@ The PNGs themselves are drawn by `vjfer.figures`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from vjfer.results import (
     RunSummary,
     mean_of,
     read_fold_metrics,
+    read_json,
     read_summary,
     voting_means,
 )
@@ -89,10 +89,6 @@ class CrossRun:
     summary: dict  # summary.json, `CrossResult.to_json`
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
 def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRun], list[str]]:
     """Probe and cross runs at or under `paths` (every summary.json found), plus problems seen."""
     probe_runs, cross_runs, problems, seen = [], [], [], set()
@@ -107,7 +103,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                 continue
             seen.add(run_dir)
             try:
-                summary = _read_json(summary_path)
+                summary = read_json(summary_path)
                 if summary.get("kind") == "cross":
                     cross_runs.append(CrossRun(summary_path.parent, summary))
                 elif "per_fold" in summary and "dataset" in summary:
