@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 VOTING_NAMES = {"pbv": "PBV", "mv": "MV"}
 METRICS = {"uar": "UAR", "war": "WAR", "macro_precision": "Macro precision"}
 # Training options that do not change what a probe learns (where and how fast it runs).
-RUNTIME_OPTIONS = ("device", "in_memory", "num_workers", "eval_batch_clips", "probe")
+RUNTIME_OPTIONS = ("device", "in_memory", "num_workers", "prefetch", "eval_batch_clips", "probe")
 # Caches written before store formats existed hold float16 tokens (cache.TOKEN_DTYPE).
 DEFAULT_STORE_FORMAT = "fp16"
 

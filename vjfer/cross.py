@@ -20,7 +20,6 @@ and prediction arrays or confusion matrices; `cross_evaluate` does the I/O aroun
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ from vjfer.probe.evaluate import (
     vote_videos,
 )
 from vjfer.probe.model import load_probe
+from vjfer.results import write_json
 from vjfer.runs import check_same_encoder, find_probes
 from vjfer.tables import DATASET_TITLES, Table, metric_cells, render_markdown
 
@@ -173,10 +173,6 @@ def score_handled(handled: Handled, handling: ClassHandling) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # I/O: probes of a run predict every video of the other dataset's cache.
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
 
 
 def cross_dir_name(source: str, target: str, calm: str) -> str:
@@ -320,7 +316,7 @@ def cross_evaluate(
         videos.to_csv(
             out_dir / f"fold-{k}" / "video_predictions.csv", index=False, float_format="%.6g"
         )
-        _write_json(out_dir / f"fold-{k}" / "metrics.json", fold)
+        write_json(out_dir / f"fold-{k}" / "metrics.json", fold)
 
     # metrics.fold_summary averages the numbers every probe has (a probe with nothing kept has
     # None for its metrics: they are left out of the mean).
@@ -332,6 +328,6 @@ def cross_evaluate(
         source, cache.dataset, calm, run_dir, cache.path, out_dir, handling.names,
         len(video_ids), folds, metrics.fold_summary(numeric),
     )  # fmt: skip
-    _write_json(out_dir / "summary.json", result.to_json())
+    write_json(out_dir / "summary.json", result.to_json())
     (out_dir / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
     return result

@@ -9,8 +9,9 @@ hand. Fractions throughout (0.764, not 76.4); the tables turn them into percent.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, TypedDict, cast
+from typing import Any, Literal, TypedDict, cast
 
 from vjfer.errors import ConfigError
 
@@ -141,6 +142,11 @@ def read_json(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def write_json(path: str | Path, obj: Mapping[str, Any]) -> None:
+    """`obj` as indented JSON (one key per line: diffs and `cat` stay readable)."""
+    Path(path).write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
 
 
 def read_summary(run_dir: str | Path) -> RunSummary:

@@ -19,12 +19,10 @@ With a grid of more than one (lr, weight decay, seed) point, also:
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -38,7 +36,7 @@ from vjfer.probe.evaluate import format_run_summary, summarise_folds
 from vjfer.probe.folds import GridPoint, GridResult, check_folds, train_grid
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.train import FoldResult, TrainConfig
-from vjfer.results import RunSummary, Selected
+from vjfer.results import RunSummary, Selected, write_json
 from vjfer.store import check_store_folds
 
 log = logging.getLogger(__name__)
@@ -56,10 +54,6 @@ def cache_description(cache: Cache) -> dict:
     return {"path": str(cache.path), "dataset": cache.dataset, "fingerprint": cache.fingerprint,
             "settings": cache.settings, "grid": list(cache.grid), "embed_dim": cache.embed_dim,
             "num_views": cache.num_views}  # fmt: skip
-
-
-def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
 
 
 def _confusion_frame(matrix: list[list[int]], names) -> pd.DataFrame:
@@ -84,10 +78,10 @@ def write_fold(result: FoldResult, directory: Path, cache: Cache, config: TrainC
         ckpt_meta["store_pca_basis"] = {"basis": torch.from_numpy(basis[0]),
                                         "mean": torch.from_numpy(basis[1])}  # fmt: skip
     torch.save(probe_checkpoint(result.probe, ckpt_meta), directory / "probe.pt")
-    _write_json(directory / "config.json", {k: v for k, v in meta.items() if k != "class_names"})
+    write_json(directory / "config.json", {k: v for k, v in meta.items() if k != "class_names"})
     result.clips.to_csv(directory / "clip_predictions.csv", index=False, float_format="%.6g")
     result.videos.to_csv(directory / "video_predictions.csv", index=False, float_format="%.6g")
-    _write_json(directory / "metrics.json", {**result.metrics, "history": result.history})
+    write_json(directory / "metrics.json", {**result.metrics, "history": result.history})
     for voting, suffix in (("pbv", ""), ("mv", "_mv"), ("clip", "_clip")):
         frame = _confusion_frame(result.metrics[voting]["confusion"], names)
         frame.to_csv(directory / f"confusion{suffix}.csv")
@@ -113,7 +107,7 @@ def _write_grid(result: GridResult, out_dir: Path, cache: Cache, config: TrainCo
         heads = out_dir / f"fold-{k}" / "heads" / name
         heads.mkdir(parents=True, exist_ok=True)
         fold.videos.to_csv(heads / "video_predictions.csv", index=False, float_format="%.6g")
-        _write_json(heads / "metrics.json", {**fold.metrics, "history": fold.history})
+        write_json(heads / "metrics.json", {**fold.metrics, "history": fold.history})
     with open(out_dir / "grid_test_results.csv", "w", encoding="utf-8") as f:
         f.write(GRID_WARNING)
         pd.DataFrame(rows).to_csv(f, index=False, float_format="%.6g")
@@ -136,7 +130,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
     run = {"train": config_dict(config), "folds": list(folds), "cache": cache_description(cache),
            "grid": [asdict(p) for p in grid], "coverage": asdict(coverage),
            "environment": environment(), "vjfer_version": vjfer.__version__}  # fmt: skip
-    _write_json(out_dir / "config.json", run)
+    write_json(out_dir / "config.json", run)
     result = train_grid(cache, folds, config, grid, progress=progress)
     reported = grid[0]
     for k in folds:
@@ -152,7 +146,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
         _write_grid(result, out_dir, cache, config)
         summary["selected"] = Selected(selection={str(k): result.selected[k] for k in folds},
                                        **summarise_folds([result.chosen(k).metrics for k in folds]))  # fmt: skip
-    _write_json(out_dir / "summary.json", summary)
+    write_json(out_dir / "summary.json", summary)
     (out_dir / "summary.md").write_text(format_run_summary(summary), encoding="utf-8")
     return summary
 
