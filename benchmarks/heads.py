@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", default="1,5,40", help="heads per pass, comma-separated")
     parser.add_argument("--sources", default="disk,held", help="disk and/or held")
     parser.add_argument("--stores", default="fp16,int8", help="fp16 and/or int8")
-    parser.add_argument("--autocast", default=TrainConfig.autocast, choices=("bf16", "fp16", "fp32"))
+    parser.add_argument(
+        "--autocast", default=TrainConfig.autocast, choices=("bf16", "fp16", "fp32")
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

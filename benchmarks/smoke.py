@@ -103,7 +103,9 @@ def step_cuda_tests(args) -> dict:
         outcome = "passed"
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
-                outcome = child.tag + (f": {child.get('message', '')}" if child.tag == "skipped" else "")
+                outcome = child.tag + (
+                    f": {child.get('message', '')}" if child.tag == "skipped" else ""
+                )
         tests[f"{case.get('classname')}::{case.get('name')}"] = outcome
     if not tests:
         raise RuntimeError("pytest -m cuda collected no tests")
@@ -264,8 +266,11 @@ def ranks_rank(args) -> dict:
     from vjfer.extract import extract, plan_extraction
 
     bf16 = argparse.Namespace(**{**vars(args), "dtype": "bf16"})  # the one-rank cache's settings
-    config = replace(extract_config(bf16, "ravdess"), cache_root=args.work / "cache" / "ranks",
-                     workers=max(1, args.workers // 2))  # the ranks share the cores
+    config = replace(
+        extract_config(bf16, "ravdess"),
+        cache_root=args.work / "cache" / "ranks",
+        workers=max(1, args.workers // 2),
+    )  # the ranks share the cores
     encoder = load_smoke_encoder(bf16)
     summary = extract(config, progress=False, plan=plan_extraction(config, encoder=encoder))
     return {"rank_clips": summary.clips, "world_size": int(os.environ.get("WORLD_SIZE", 1))}
