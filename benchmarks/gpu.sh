@@ -92,11 +92,12 @@ step agreement 60 20 "$PY" benchmarks/agreement.py --device "$dev" --encoder "$f
 # 32 videos x 110 frames of 1280x720 H.264 (~10 s to make), ~256 clips at ~50 clips/s twice
 step extract 90 45 "$PY" benchmarks/extract.py --encoder "$fig_enc" --random-weights \
     --device "$dev" --work "$work/extract" "${extract_args[@]}" --json "$R/extract.json"
-# 24 videos x 8 clips of 11.8 MB (2.3 GB): ~20 reads of it at a few GB/s, 12 attentive epochs
+# 24 videos x 8 clips of 11.8 MB (2.3 GB): ~20 reads of it at a few GB/s, 12 attentive epochs,
+# its int8 copy (kept for heads) read cold and warm and decoded on the device
 step stage2 90 45 "$PY" benchmarks/stage2.py --dir "$work/stage2" "${shape[@]}" \
-    --threads "$threads" --device "$dev" --probe attentive --epoch-vs-read --repeat 1 \
-    --json "$R/stage2.json"
-# the same cache (and its int8 copy): 4 x (1 + 5 + 40) heads x 6 steps of ~20 ms
+    --threads "$threads" --device "$dev" --probe attentive --epoch-vs-read --store int8 \
+    --repeat 1 --json "$R/stage2.json"
+# the same cache and its int8 copy: 4 x (1 + 5 + 40) heads x 6 steps of ~20 ms
 step heads 90 40 "$PY" benchmarks/heads.py --dir "$work/stage2" "${shape[@]}" \
     --device "$dev" --heads "$heads" --json "$R/heads.json"
 

@@ -111,6 +111,10 @@ def stage2_rows(s: dict) -> list[tuple[str, str]]:
     for state, v in s.get("epoch_vs_read", {}).items():
         rows.append((f"attentive epoch / its read, {state}",
                      f"{v['epoch_s']:.2f} / {v['read_s']:.2f} s = {v['epoch_over_read']:.2f}"))  # fmt: skip
+    for fmt, v in s.get("stores", {}).items():
+        rows.append((f"reader clips/s, {fmt} / fp16, cold · warm; decode on the device",
+                     f"{v['cold']['clips_s_vs_fp16']:.2f} · {v['warm']['clips_s_vs_fp16']:.2f}; "
+                     f"{v['cold']['decode_ms_per_clip']:.2f} ms a clip"))  # fmt: skip
     if p := s.get("passes"):
         rows.append(("one pass / fold by fold (5 folds, cold)",
                      f"bytes {p['bytes_ratio']:.3f}, wall {p['wall_ratio']:.2f}"))  # fmt: skip
