@@ -5,7 +5,9 @@
 #   gpu.md (the summary: each step's status, the figures), gpu.json (all of it), gpu.log (output).
 #
 # First, once, on a machine with a registry (the GPU machine is offline and has no PyAV):
-#   bash ../shared/device/wheels.sh       # the cp312 PyAV wheel into .whl/ (git-ignored, ~35 MB)
+#   EXTRA="pytest pluggy iniconfig pygments packaging" bash ../shared/device/wheels.sh
+# (the cp312 PyAV wheel, ~35 MB, and pytest's pure-Python wheels, ~2 MB, into .whl/, which git
+# ignores; the machine has neither, and the cuda-tests step runs pytest).
 # Then on the GPU machine, in the project root, with .whl/ carried along (vjfer runs from the tree):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
 #     && export PYTHONPATH=/tmp/site:$PWD PYTHON=python3 PYTHONUNBUFFERED=1 && bash benchmarks/gpu.sh "$OUT"

@@ -39,6 +39,12 @@ def environment() -> dict:
         env["device_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
     import torch.distributed as dist
 
+    try:
+        import pytest  # the cuda-tests step needs it; the machine has it only as a carried wheel
+
+        env["pytest"] = pytest.__version__
+    except ImportError:
+        env["pytest"] = None
     env["nccl_available"] = dist.is_available() and dist.is_nccl_available()
     if env["nccl_available"] and torch.cuda.is_available():
         env["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
