@@ -244,7 +244,7 @@ def nccl_rank(args) -> dict:
 
     device = torch.device(args.device)
     try:
-        dist.init_process_group("nccl", timeout=timedelta(seconds=60), device_id=device)
+        dist.init_process_group("nccl", timeout=timedelta(seconds=20), device_id=device)
         x = torch.ones(1, device=device) * (dist.get_rank() + 1)
         dist.all_reduce(x)
         torch.cuda.synchronize(device)
