@@ -15,6 +15,7 @@ Prints a Markdown block for benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -143,6 +144,7 @@ def main() -> None:
     p.add_argument(
         "--work", type=Path, default=None, help="scratch directory (default: a temp dir)"
     )
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = p.parse_args()
     width, height = map(int, args.size.split("x"))
     work = Path(args.work or tempfile.mkdtemp(prefix="vjfer-bench-"))
@@ -176,6 +178,14 @@ def main() -> None:
     rates = [writer_vs_plain(bench_dir, shape, args.write_mb) for _ in range(args.repeat)]
     h5, plain = (float(np.median(r)) for r in zip(*rates, strict=True))
     shutil.rmtree(bench_dir)
+    if args.json:
+        figures = {"machine": machine(), "encoder": args.encoder, "device": str(device),
+                   "videos": summary.videos_done, "clips": summary.clips, "size": args.size,
+                   "workers": args.workers, "batch_size": args.batch_size,
+                   "end_to_end_clips_s": e2e, "encoder_only_clips_s": alone,
+                   "end_to_end_vs_encoder": e2e / alone, "writer_mb_s": h5, "plain_mb_s": plain,
+                   "writer_vs_plain": h5 / plain}  # fmt: skip
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
 
     print(f"""
 machine: {machine()}

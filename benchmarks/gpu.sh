@@ -1,76 +1,110 @@
 #!/usr/bin/env bash
-# Every GPU figure vjfer tracks, in one go (< 8 minutes on one H100/H200), into one Markdown table.
+# The lent GPU machine proves and measures everything at once: a CUDA smoke run of every GPU path,
+# then every GPU figure vjfer tracks; <= 8 minutes on one H200, every step under its own time limit
+# (a failed or timed-out step costs only itself), results in OUT as three files:
+#   gpu.md (the summary: each step's status, the figures), gpu.json (all of it), gpu.log (output).
 #
-#   bash benchmarks/gpu.sh [OUT_DIR]        # default OUT_DIR: $OUT if set, else gpu-results/
-#
-# 1. encoder: vjepa-h16-384 (random weights) clips/s and bf16 MFU at batch 1, 4, 8, 16
-# 2. agreement: bf16 and fp16 autocast tokens vs float32 (relative L2, cosine)
-# 3. extraction: end to end on generated 1280x720 H.264 videos vs the encoder alone
-# 4. stage 2: reader vs raw reads (cold/warm), one epoch of the attentive probe vs its read, and
-#    one pass of 5 folds vs fold by fold, on a 2.3 GB cache of real clip shape (N 4608, D 1280)
-# Each step has its own time limit, so one failure leaves the others' figures.
+# First, once, on a machine with a registry (the GPU machine is offline and has no PyAV):
+#   EXTRA="pytest pluggy iniconfig pygments packaging" bash ../shared/device/wheels.sh
+# (the cp312 PyAV wheel, ~35 MB, and pytest's pure-Python wheels, ~2 MB, into .whl/, which git
+# ignores; the machine has neither, and the cuda-tests step runs pytest).
+# Then on the GPU machine, in the project root, with .whl/ carried along (vjfer runs from the tree):
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+#     && export PYTHONPATH=/tmp/site:$PWD PYTHON=python3 PYTHONUNBUFFERED=1 && bash benchmarks/gpu.sh "$OUT"
+# Rehearse it on any CPU machine first (tiny shapes, --device cpu; CUDA-only steps say "skipped: no CUDA"):
+#   bash benchmarks/gpu.sh --rehearse OUT
+# GPU_STEPS=REGEX runs only the steps whose names match (the others are listed as not selected);
+# GPU_BUDGET_S (default 470) caps the whole run: a step's limit never passes what is left of it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+mode=gpu
+if [ "${1:-}" = "--rehearse" ]; then mode=rehearsal; shift; fi
 out="${1:-${OUT:-gpu-results}}"
 mkdir -p "$out"
-PY="${PYTHON:-python}"
+out="$(cd "$out" && pwd)"
+PY="${PYTHON:-python3}"
+budget="${GPU_BUDGET_S:-470}"
+only="${GPU_STEPS:-}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/vjfer-gpu.XXXXXX")"  # scratch: caches, videos, step results
+mkdir -p "$work/results"
 log="$out/gpu.log"
 : > "$log"
-step() {  # step NAME SECONDS COMMAND...
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name: $*" | tee -a "$log"
+: > "$work/steps.tsv"
+started=$SECONDS
+export PYTHONUNBUFFERED=1
+
+step() {  # step NAME LIMIT_S ESTIMATE COMMAND...   (ESTIMATE: the expected seconds on an H200)
+    local name=$1 limit=$2 estimate=$3 rc
+    shift 3
+    local left=$((budget - 20 - (SECONDS - started)))  # 20 s kept for the summary
+    if [ -n "$only" ] && ! [[ $name =~ ^($only)$ ]]; then
+        printf '%s\t%s\t%s\tselect\t0\n' "$name" "$limit" "$estimate" >> "$work/steps.tsv"
+        return
+    fi
+    if [ "$left" -lt 10 ]; then
+        printf '%s\t%s\t%s\tbudget\t0\n' "$name" "$limit" "$estimate" >> "$work/steps.tsv"
+        echo "== $name: skipped, ${left} s of the budget left" | tee -a "$log"
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    echo "== $name (limit $limit s, ~$estimate s on an H200): $*" | tee -a "$log"
     local start=$SECONDS
-    timeout "$limit" "$@" >> "$log" 2>&1
-    echo "== $name: exit $? in $((SECONDS - start)) s" | tee -a "$log"
+    timeout --kill-after=10 "$limit" "$@" >> "$log" 2>&1
+    rc=$?
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$limit" "$estimate" "$rc" "$((SECONDS - start))" \
+        >> "$work/steps.tsv"
+    echo "== $name: exit $rc in $((SECONDS - start)) s" | tee -a "$log"
 }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$log" 2>&1
-"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" >> "$log" 2>&1
 
+R="$work/results"
+if [ "$mode" = gpu ]; then
+    dev=cuda smoke_enc=vjepa-l16 emotions=8 fig_enc=vjepa-h16-384 iters=6 warmup=2 clips=8
+    extract_args=(--videos 32 --workers 12 --batch-size 16 --repeat 1 --write-mb 1024)
+    shape=(--tokens 4608 --dim 1280 --videos 24) threads=8 heads=1,5,40
+else  # the same steps at tiny shapes on the CPU
+    dev=cpu smoke_enc=tiny emotions=2 fig_enc=tiny iters=2 warmup=1 clips=2
+    extract_args=(--videos 2 --frames 70 --size 320x180 --workers 1 --batch-size 4 --repeat 1
+        --write-mb 8)
+    shape=(--tokens 256 --dim 64 --videos 8) threads=2 heads=1,5
+fi
+smoke=("$PY" benchmarks/smoke.py --work "$work" --device "$dev" --encoder "$smoke_enc" --workers 4)
+
+step preflight 30 5 "$PY" benchmarks/gpu_summary.py environment --json "$R/preflight.json"
+# The smoke run: every CUDA path once (estimates: vjepa-l16 at 1.2 TFLOP a clip, ~350 clips)
+step cuda-tests 90 30 "${smoke[@]}" cuda-tests
+step data 45 12 "${smoke[@]}" data --emotions "$emotions"
+step extract-bf16 60 20 "${smoke[@]}" extract --dtype bf16
+step extract-fp16 60 15 "${smoke[@]}" extract --dtype fp16
+step probe 60 25 "${smoke[@]}" probe
+step int8 60 25 "${smoke[@]}" int8
+step cross 45 10 "${smoke[@]}" cross
+step report 60 15 "${smoke[@]}" report
+step predict 45 12 "${smoke[@]}" predict
+step nccl 45 10 "${smoke[@]}" nccl
+step ranks 60 20 "${smoke[@]}" ranks
+# The figures. Encoder: 9.3 TFLOP a clip at ~500 TFLOP/s = ~19 ms, so batch 16 x 8 calls ~2.4 s
+# after ~10 s of random initialisation on the CPU.
 for b in 1 4 8 16; do
-    step "encoder-b$b" 90 "$PY" benchmarks/encoder.py --device cuda --batch-size "$b" --iters 6 \
-        --warmup 2 --json "$out/encoder-b$b.json"
+    step "encoder-b$b" 45 15 "$PY" benchmarks/encoder.py --device "$dev" --encoder "$fig_enc" \
+        --batch-size "$b" --iters "$iters" --warmup "$warmup" --json "$R/encoder-b$b.json"
 done
-step agreement 90 "$PY" benchmarks/agreement.py --device cuda --clips 8 --json "$out/agreement.json"
-step extract 150 "$PY" benchmarks/extract.py --encoder vjepa-h16-384 --random-weights --device cuda \
-    --videos 16 --workers 8 --batch-size 16 --repeat 1 --write-mb 1024
-step stage2 150 "$PY" benchmarks/stage2.py --dir "$out/stage2-cache" --videos 24 --threads 8 \
-    --device cuda --probe attentive --epoch-vs-read --repeat 1 --json "$out/stage2.json"
-rm -rf "$out/stage2-cache"
+# fp32 is ~10x slower than bf16: 8 clips ~2 s; most of the 20 s is making the 720p videos
+step agreement 60 20 "$PY" benchmarks/agreement.py --device "$dev" --encoder "$fig_enc" \
+    --clips "$clips" --batch-size 2 --json "$R/agreement.json"
+# 32 videos x 110 frames of 1280x720 H.264 (~10 s to make), ~256 clips at ~50 clips/s twice
+step extract 90 45 "$PY" benchmarks/extract.py --encoder "$fig_enc" --random-weights \
+    --device "$dev" --work "$work/extract" "${extract_args[@]}" --json "$R/extract.json"
+# 24 videos x 8 clips of 11.8 MB (2.3 GB): ~20 reads of it at a few GB/s, 12 attentive epochs,
+# its int8 copy (kept for heads) read cold and warm and decoded on the device
+step stage2 90 45 "$PY" benchmarks/stage2.py --dir "$work/stage2" "${shape[@]}" \
+    --threads "$threads" --device "$dev" --probe attentive --epoch-vs-read --store int8 \
+    --repeat 1 --json "$R/stage2.json"
+# the same cache and its int8 copy: 4 x (1 + 5 + 40) heads x 6 steps of ~20 ms
+step heads 90 40 "$PY" benchmarks/heads.py --dir "$work/stage2" "${shape[@]}" \
+    --device "$dev" --heads "$heads" --json "$R/heads.json"
 
-"$PY" - "$out" <<'PYEOF' | tee "$out/gpu.md"
-import json, sys
-from pathlib import Path
-out = Path(sys.argv[1])
-def load(name):
-    p = out / name
-    return json.loads(p.read_text()) if p.exists() else None
-rows = ["| figure | value |", "|---|---|"]
-for b in (1, 4, 8, 16):
-    r = load(f"encoder-b{b}.json")
-    if r:
-        mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "n/a"
-        rows.append(f"| vjepa-h16-384 bf16, batch {b} | {r['clips_per_s']:.2f} clips/s, "
-                    f"{r['achieved_tflops']:.0f} TFLOP/s, MFU {mfu}, {r['peak_memory_gib']:.1f} GiB |")
-a = load("agreement.json")
-if a:
-    for k in ("bf16_autocast", "fp16_autocast", "fp16_storage_of_fp32"):
-        v = a[k]
-        rows.append(f"| tokens {k} vs fp32 | rel. L2 {v['relative_l2']:.2e}, cosine mean "
-                    f"{v['cosine_mean']:.6f}, p1 {v['cosine_p1']:.6f} |")
-s = load("stage2.json")
-if s:
-    for state in ("cold", "warm"):
-        v = s[state]
-        rows.append(f"| stage-2 reader vs raw, {state} | {v['reader_gb_s']:.2f} vs {v['raw_gb_s']:.2f} GB/s "
-                    f"(parallel raw {v['raw_parallel_gb_s']:.2f}): {v['reader_vs_raw']:.2f} |")
-    for state, v in s.get("epoch_vs_read", {}).items():
-        rows.append(f"| attentive epoch / read, {state} | {v['epoch_s']:.2f} s / {v['read_s']:.2f} s "
-                    f"= {v['epoch_over_read']:.2f} |")
-    p = s.get("passes")
-    if p:
-        rows.append(f"| one pass vs fold by fold (5 folds, cold) | bytes {p['bytes_ratio']:.3f}, "
-                    f"wall {p['wall_ratio']:.2f} |")
-print("\n".join(rows))
-print("\nextraction: see the Markdown block in gpu.log")
-PYEOF
+"$PY" benchmarks/gpu_summary.py write --mode "$mode" --work "$work" --out "$out" \
+    --wall "$((SECONDS - started))" --budget "$budget" 2>&1 | tee -a "$log"
+status=${PIPESTATUS[0]}
+rm -rf "$work"
+exit "$status"
