@@ -10,7 +10,7 @@ that point trained on the full training folds gives the selected result. The tes
 part in the choice.
 
 All heads of all folds read their tokens from one pass over the cache (`train.train_heads`), and
-every evaluated video is read once for all heads that score it (`train.evaluate_heads`).
+every evaluated video is read once for all heads that score it (`evaluate.score_videos`).
 """
 
 from __future__ import annotations
@@ -26,14 +26,8 @@ from vjfer.cache import Cache
 from vjfer.datasets import fold_rows, load_folds
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
-from vjfer.probe.evaluate import score_predictions, vote_videos
-from vjfer.probe.train import (
-    FoldResult,
-    Head,
-    TrainConfig,
-    evaluate_heads,
-    train_heads,
-)
+from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
+from vjfer.probe.train import FoldResult, Head, TrainConfig, train_heads
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +123,9 @@ def fold_metrics(k: int, result_clips, class_names: Sequence[str], n_train: int,
         "n_test_clips": len(result_clips),
         "test_actors": sorted(int(a) for a in videos["actor"].unique()),
         **scores,
+        # the head's share of the pass's time: the pass itself is timed once (summary.json)
         "train": {"epochs": len(history), "final_loss": history[-1]["loss"],
-                  "seconds": sum(h["seconds"] for h in history),
-                  "clips_per_s": float(np.mean([h["clips_per_s"] for h in history]))},
+                  "pass_seconds_share": sum(h["pass_seconds_share"] for h in history)},
     }  # fmt: skip
     return videos, metrics
 
@@ -146,6 +140,7 @@ class GridResult:
     inner: list[dict] = field(default_factory=list)  # one row per (fold, point): inner scores
     selected: dict[int, str] = field(default_factory=dict)  # fold -> selected point name
     plan: str = ""
+    pass_epochs: list[dict] = field(default_factory=list)  # the pass's time and reads, per epoch
 
     @property
     def default(self) -> str:
@@ -188,12 +183,15 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
             name = f"fold{k}/inner{j}/{point.name}"
             heads.append(Head(name, point.apply(config), inner_rows, cache, device))
             evaluates[name] = val_rows
-    plan = train_heads(cache, heads, config, progress=progress)
+    trained = train_heads(cache, heads, config, progress=progress)
     by_name = {head.name: head for head in heads}
-    tables, _ = evaluate_heads(cache, {n: (by_name[n].probe, rows) for n, rows in evaluates.items()},
-                               config, progress=progress)  # fmt: skip
+    tables = score_videos(cache, {n: (by_name[n].probe, rows) for n, rows in evaluates.items()},
+                          device=device, batch_clips=config.eval_batch_clips,
+                          autocast=config.autocast, threads=config.num_workers,
+                          prefetch=config.prefetch, progress=progress)  # fmt: skip
 
-    out = GridResult(list(folds), grid, {}, plan=plan.describe())
+    out = GridResult(list(folds), grid, {}, plan=trained.plan.describe(),
+                     pass_epochs=trained.epochs)  # fmt: skip
     for k in folds:
         for point in grid:
             head = by_name[f"fold{k}/{point.name}"]
