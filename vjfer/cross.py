@@ -227,7 +227,9 @@ def _video_frame(clips: pd.DataFrame, cache: Cache, src_names: Sequence[str]) ->
     """`vote_videos` over one probe's clip rows (`score_videos`, probabilities of the source's
     classes), with labels named in the target's classes (vote_videos names them in the classes it
     votes over, the source's)."""
-    videos = vote_videos(clips, src_names)
+    videos = vote_videos(clips.assign(label=0), src_names)  # the target's labels: set below
+    info = cache.videos.set_index("video_id").loc[videos["video_id"]]
+    videos["label"] = info["label"].to_numpy()
     videos["label_name"] = [cache.class_names[i] for i in videos["label"]]
     return videos
 
