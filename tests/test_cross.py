@@ -346,7 +346,9 @@ def test_cross_votes_over_exactly_the_evaluation_windows(runs, tmp_path):
                                   tokens, clip_role=roles))  # fmt: skip
     settings = {**ENCODER, "dataset": "crema-d", "plan": "reference", "hop": 8, "views": "center",
                 "augment": copies}  # fmt: skip
-    target = open_cache(build_cache(tmp_path / "t", settings, entries, dataset="crema-d", grid=GRID))
+    target = open_cache(
+        build_cache(tmp_path / "t", settings, entries, dataset="crema-d", grid=GRID)
+    )
     windows = {v: int((target.clip_roles(v) == ROLE_EVAL).sum()) for v in target.videos["video_id"]}
     stored = {v: len(target.clip_roles(v)) for v in windows}
     assert all(stored[v] == windows[v] + 8 * (1 + copies) for v in windows)

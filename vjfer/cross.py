@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 import vjfer
 from vjfer import metrics
@@ -234,6 +236,47 @@ def _video_frame(clips: pd.DataFrame, cache: Cache, src_names: Sequence[str]) ->
     return videos
 
 
+def _score_fold(k: int, videos: pd.DataFrame, handling: ClassHandling, out: Path) -> dict:
+    """One probe's scores per voting rule after class handling (`score_handled`); writes
+    `out/video_predictions.csv` (with each video's handled label, predictions, kept) and
+    `out/metrics.json`."""
+    fold: dict[str, Any] = {"fold": k}
+    label_as = handling.label_map[videos["label"].to_numpy()]
+    videos["label_as"] = [handling.names[i] if i >= 0 else "" for i in label_as]
+    for voting in VIDEO_VOTINGS:
+        handled = apply_handling(videos["label"], videos[voting], handling)
+        fold[voting] = score_handled(handled, handling)
+        pred_as = handling.pred_map[videos[voting].to_numpy()]
+        videos[f"{voting}_as"] = [handling.names[i] if i >= 0 else "" for i in pred_as]
+        videos[f"{voting}_kept"] = handled.kept
+    out.mkdir(parents=True, exist_ok=True)
+    videos.to_csv(out / "video_predictions.csv", index=False, float_format="%.6g")
+    write_json(out / "metrics.json", fold)
+    return fold
+
+
+def _load_probes(
+    run_dir: Path, cache: Cache, dev: torch.device
+) -> tuple[dict[int, nn.Module], str]:
+    """Each fold's probe of `run_dir` on `dev`, checked against the target cache, and the one
+    dataset they were trained on."""
+    probes, metas = {}, {}
+    for k, path in find_probes(run_dir).items():
+        probes[k], metas[k] = load_probe(path, dev)
+        check_same_encoder(metas[k]["cache"]["settings"], cache, path)
+        if metas[k]["embed_dim"] != cache.embed_dim:
+            raise CacheError(
+                f"{path} takes D={metas[k]['embed_dim']}, {cache.path} has D={cache.embed_dim}"
+            )
+    sources = {m["dataset"] for m in metas.values()}
+    if len(sources) != 1:
+        raise CheckpointError(
+            f"probes of {run_dir} were trained on several datasets: {sorted(sources)}"
+        )
+    source = sources.pop()
+    return probes, source
+
+
 def cross_evaluate(
     run_dir: str | Path,
     target_cache: str | Path | Cache,
@@ -254,20 +297,7 @@ def cross_evaluate(
     run_dir = Path(run_dir)
     cache = target_cache if isinstance(target_cache, Cache) else open_cache(target_cache)
     dev = resolve_device(device)
-    probes, metas = {}, {}
-    for k, path in find_probes(run_dir).items():
-        probes[k], metas[k] = load_probe(path, dev)
-        check_same_encoder(metas[k]["cache"]["settings"], cache, path)
-        if metas[k]["embed_dim"] != cache.embed_dim:
-            raise CacheError(
-                f"{path} takes D={metas[k]['embed_dim']}, {cache.path} has D={cache.embed_dim}"
-            )
-    sources = {m["dataset"] for m in metas.values()}
-    if len(sources) != 1:
-        raise CheckpointError(
-            f"probes of {run_dir} were trained on several datasets: {sorted(sources)}"
-        )
-    source = sources.pop()
+    probes, source = _load_probes(run_dir, cache, dev)
     handling = class_handling(source, cache.dataset, calm)
     src_names = class_names(source)
     video_ids = list(cache.videos["video_id"])
@@ -286,21 +316,7 @@ def cross_evaluate(
     folds: list[dict[str, Any]] = []  # JSON records: {"fold": k, voting: scores, ...}
     for k in probes:
         videos = _video_frame(clips[str(k)], cache, src_names)
-        fold: dict[str, Any] = {"fold": k}
-        label_as = handling.label_map[videos["label"].to_numpy()]
-        videos["label_as"] = [handling.names[i] if i >= 0 else "" for i in label_as]
-        for voting in VIDEO_VOTINGS:
-            handled = apply_handling(videos["label"], videos[voting], handling)
-            fold[voting] = score_handled(handled, handling)
-            pred_as = handling.pred_map[videos[voting].to_numpy()]
-            videos[f"{voting}_as"] = [handling.names[i] if i >= 0 else "" for i in pred_as]
-            videos[f"{voting}_kept"] = handled.kept
-        folds.append(fold)
-        (out_dir / f"fold-{k}").mkdir(parents=True, exist_ok=True)
-        videos.to_csv(
-            out_dir / f"fold-{k}" / "video_predictions.csv", index=False, float_format="%.6g"
-        )
-        write_json(out_dir / f"fold-{k}" / "metrics.json", fold)
+        folds.append(_score_fold(k, videos, handling, out_dir / f"fold-{k}"))
 
     # metrics.fold_summary averages the numbers every probe has (a probe with nothing kept has
     # None for its metrics: they are left out of the mean).
@@ -308,12 +324,13 @@ def cross_evaluate(
         {v: {m: x for m, x in f[v].items() if isinstance(x, (int, float))} for v in VIDEO_VOTINGS}
         for f in folds
     ]
+    coverage = cache.coverage()
     result = CrossResult(
         source, cache.dataset, calm, run_dir, cache.path, out_dir, handling.names,
-        len(video_ids), folds, metrics.fold_summary(numeric), cache.coverage(),
+        len(video_ids), folds, metrics.fold_summary(numeric), coverage,
     )  # fmt: skip
     write_json(out_dir / "summary.json", result.to_json())
-    write_json(out_dir / "coverage.json", {**asdict(result.coverage), "total": result.coverage.total,
-                                           "text": str(result.coverage)})  # fmt: skip
+    write_json(out_dir / "coverage.json", {**asdict(coverage), "total": coverage.total,
+                                           "text": str(coverage)})  # fmt: skip
     (out_dir / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
     return result

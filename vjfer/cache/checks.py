@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from vjfer.cache.format import (
 from vjfer.cache.reader import read_manifest
 from vjfer.cache.writer import manifest_from_shards, write_manifest
 from vjfer.errors import CacheError
+from vjfer.store import StoreFormat
 
 
 def cache_info(path: str | Path, rebuild: bool = True) -> dict:
@@ -165,6 +166,35 @@ class VerifyReport:
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
 
 
+def _verify_clips(path: Path, fmt: StoreFormat, shape: tuple[int, int, int],
+                  video_of: Callable[[int], str], problems: list[str]) -> None:  # fmt: skip
+    """Every clip of shard `path` through the one clip reader: checksum, then NaN/Inf."""
+    try:
+        chunks = shard_chunks(path, fmt, shape)
+    except CacheError as err:  # a chunk that cannot be read raw (compressed, other size)
+        problems.append(str(err))
+        return
+    # what the NaN scan reads: float16 tokens, or the float16 scales behind int8 / fp8 values
+    floats = slice(chunks.value_bytes, None) if fmt.scaled else slice(None)
+    buffer = np.empty(chunks.clip_bytes, dtype=np.uint8)
+    nonfinite = None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for c in range(len(chunks.checksums)):  # through the one clip reader, as every reader
+            if not read_clip(fd, chunks, c, buffer.data, verify=True):
+                problems.append(f"{path.name}: clip {c} ({video_of(c)}) does not match its "
+                                f"checksum: corrupt; re-extract this shard")  # fmt: skip
+                continue
+            if nonfinite is None and not np.isfinite(buffer[floats].view(TOKEN_DTYPE)).all():
+                nonfinite = c
+    finally:
+        os.close(fd)
+    if nonfinite is not None:
+        problems.append(
+            f"{path.name}: NaN/Inf in tokens of clip {nonfinite} ({video_of(nonfinite)})"
+        )
+
+
 def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyReport) -> None:
     """Check one shard against its manifest entry and rows; append problems to the report."""
     problems = report.problems
@@ -209,32 +239,7 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
         return next(v["video_id"] for v in videos
                     if v["first_clip"] <= clip < v["first_clip"] + v["n_clips"])  # fmt: skip
 
-    fmt = store_of(lay)
-    V, N, D = want[1:]
-    try:
-        chunks = shard_chunks(path, fmt, (V, N, D))
-    except CacheError as err:  # a chunk that cannot be read raw (compressed, other size)
-        problems.append(str(err))
-        return
-    # what the NaN scan reads: float16 tokens, or the float16 scales behind int8 / fp8 values
-    floats = slice(chunks.value_bytes, None) if fmt.scaled else slice(None)
-    buffer = np.empty(chunks.clip_bytes, dtype=np.uint8)
-    nonfinite = None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        for c in range(len(chunks.checksums)):  # through the one clip reader, as every reader
-            if not read_clip(fd, chunks, c, buffer.data, verify=True):
-                problems.append(f"{path.name}: clip {c} ({video_of(c)}) does not match its "
-                                f"checksum: corrupt; re-extract this shard")  # fmt: skip
-                continue
-            if nonfinite is None and not np.isfinite(buffer[floats].view(TOKEN_DTYPE)).all():
-                nonfinite = c
-    finally:
-        os.close(fd)
-    if nonfinite is not None:
-        problems.append(
-            f"{path.name}: NaN/Inf in tokens of clip {nonfinite} ({video_of(nonfinite)})"
-        )
+    _verify_clips(path, store_of(lay), (want[1], want[2], want[3]), video_of, problems)
 
 
 def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyReport:

@@ -121,7 +121,7 @@ def rows_of(cache: Cache, video_ids: Sequence[str]) -> np.ndarray:
     return rows
 
 
-def eval_tokens(cache: Cache, rows: Sequence[int], *, device: torch.device, threads: int = 0,
+def eval_tokens(cache: Cache, rows: Sequence[int] | np.ndarray, *, device: torch.device, threads: int = 0,
                 prefetch: int = 4) -> Iterator[tuple[str, np.ndarray, torch.Tensor]]:  # fmt: skip
     """(video_id, evaluation windows int64 [C'], tokens float16 [C', V, N, D] on `device`) of each
     row of `cache.videos`, in order: the one way evaluation reads tokens. Only the windows
@@ -134,7 +134,8 @@ def eval_tokens(cache: Cache, rows: Sequence[int], *, device: torch.device, thre
     try:
         for (vid, clips), raw in zip(requests, reader.stream(requests), strict=True):
             # stored bytes cross to the device; int8 / fp8 become float16 [C', V, N, D] there
-            yield vid, clips, decode_raw(raw.to(device, non_blocking=True), cache.store, cache.shape)
+            tokens = decode_raw(raw.to(device, non_blocking=True), cache.store, cache.shape)
+            yield vid, clips, tokens
     finally:
         reader.close()
 
@@ -155,7 +156,7 @@ def score_videos(cache: Cache, assignments: Mapping[str, tuple[nn.Module, np.nda
     device = torch.device(device)
     names = cache.class_names if class_names is None else class_names
     videos = cache.videos
-    rows = np.unique(np.concatenate([np.asarray(r, dtype=np.int64) for _, r in assignments.values()]))
+    rows = np.unique(np.concatenate([np.asarray(r, dtype=np.int64) for _, r in assignments.values()]))  # fmt: skip
     scorers: dict[int, list[str]] = {int(i): [] for i in rows}
     modes = {name: probe.training for name, (probe, _) in assignments.items()}
     for name, (probe, who) in assignments.items():

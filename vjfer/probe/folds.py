@@ -153,6 +153,29 @@ class GridResult:
         return self.results[(k, self.selected[k])]
 
 
+def _select(k: int, j: int, grid: Sequence[GridPoint], by_name: dict[str, Head],
+            tables: dict[str, pd.DataFrame], cache: Cache, inner: list[dict]) -> str:  # fmt: skip
+    """The grid point test fold k selects on its inner validation fold j (PBV UAR; ties keep the
+    earlier point, the default first); appends each point's inner scores to `inner`."""
+    best, best_score = grid[0].name, -1.0
+    for point in grid:
+        head = by_name[f"fold{k}/inner{j}/{point.name}"]
+        _, metrics = fold_metrics(j, tables[head.name], cache.class_names, len(head.rows),
+                                  head.history)  # fmt: skip
+        score = metrics[SELECT_BY[0]][SELECT_BY[1]]
+        inner.append({
+            "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
+            "weight_decay": point.weight_decay, "seed": point.seed,
+            "n_inner_train_videos": len(head.rows), "n_inner_val_videos": metrics["n_test_videos"],
+            **{f"{v}_{s}": metrics[v][s] for v in ("pbv", "mv")
+               for s in ("uar", "war", "macro_precision")},
+        })  # fmt: skip
+        if score > best_score:  # ties keep the earlier point (the default comes first)
+            best, best_score = point.name, score
+    log.info("fold %d: inner fold %d selects %s (inner PBV UAR %.4f)", k, j, best, best_score)
+    return best
+
+
 def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
                grid: Sequence[GridPoint] | None = None, progress: bool = True) -> GridResult:  # fmt: skip
     """Train and evaluate every fold × grid point (and the inner-split heads) in one pass."""
@@ -204,23 +227,7 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
         if len(grid) == 1:
             out.selected[k] = grid[0].name
             continue
-        j, best, best_score = inner_of[k], grid[0].name, -1.0
-        for point in grid:
-            head = by_name[f"fold{k}/inner{j}/{point.name}"]
-            _, metrics = fold_metrics(j, tables[head.name], cache.class_names, len(head.rows),
-                                      head.history)  # fmt: skip
-            score = metrics[SELECT_BY[0]][SELECT_BY[1]]
-            out.inner.append({
-                "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
-                "weight_decay": point.weight_decay, "seed": point.seed,
-                "n_inner_train_videos": len(head.rows), "n_inner_val_videos": metrics["n_test_videos"],
-                **{f"{v}_{s}": metrics[v][s] for v in ("pbv", "mv")
-                   for s in ("uar", "war", "macro_precision")},
-            })  # fmt: skip
-            if score > best_score:  # ties keep the earlier point (the default comes first)
-                best, best_score = point.name, score
-        out.selected[k] = best
-        log.info("fold %d: inner fold %d selects %s (inner PBV UAR %.4f)", k, j, best, best_score)
+        out.selected[k] = _select(k, inner_of[k], grid, by_name, tables, cache, out.inner)
     return out
 
 

@@ -78,7 +78,8 @@ def epoch_order(num_videos: int, order_seed: int, epoch: int, how: str = "reshuf
     """
     if how not in ("reshuffle", "fixed"):
         raise ConfigError(f"epoch_order must be reshuffle or fixed, got {how!r}")
-    return np.random.default_rng([order_seed, 0 if how == "fixed" else epoch]).permutation(num_videos)
+    seed = [order_seed, 0 if how == "fixed" else epoch]
+    return np.random.default_rng(seed).permutation(num_videos)
 
 
 def draw_samples(n_clips: np.ndarray, fixed: np.ndarray | None, num_views: int, clips_per_video: int,
