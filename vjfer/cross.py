@@ -260,7 +260,8 @@ def _load_probes(
 ) -> tuple[dict[int, nn.Module], str]:
     """Each fold's probe of `run_dir` on `dev`, checked against the target cache, and the one
     dataset they were trained on."""
-    probes, metas = {}, {}
+    probes: dict[int, nn.Module] = {}
+    metas: dict[int, dict] = {}
     for k, path in find_probes(run_dir).items():
         probes[k], metas[k] = load_probe(path, dev)
         check_same_encoder(metas[k]["cache"]["settings"], cache, path)
