@@ -325,3 +325,39 @@ def test_report_from_real_runs(runs, crosses, tmp_path):
         assert matplotlib.image.imread(png).shape[0] > 300
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Nothing: every input was found." in text and "![" in text
+
+
+def test_cross_votes_over_exactly_the_evaluation_windows(runs, tmp_path):
+    """A `--plan reference --augment 2` target cache holds, per video, its evaluation windows, the
+    reference's 8 training clips and 2 x 8 augmented copies: cross votes over the windows only."""
+    from vjfer.clips import ROLE_AUGMENTED, ROLE_EVAL, clip_roles, plan_clips
+
+    (paths, _), copies = runs, 2
+    entries = []
+    for e in make_entries("crema-d", 1, 5):
+        n_frames = 100 + 10 * e.label  # 5 to 7 windows, then 8 training clips
+        frames, roles = plan_clips(n_frames, "reference"), clip_roles(n_frames, "reference")
+        train = frames[roles != ROLE_EVAL]
+        frames = np.concatenate([frames, *[train] * copies])
+        roles = np.concatenate([roles, *[np.full(len(train), ROLE_AUGMENTED + c, np.uint8)
+                                         for c in range(copies)]])  # fmt: skip
+        tokens = np.repeat(e.tokens[:1], len(frames), axis=0)
+        entries.append(VideoEntry(e.video_id, e.label, e.actor, e.fold, n_frames, 30.0, frames,
+                                  tokens, clip_role=roles))  # fmt: skip
+    settings = {**ENCODER, "dataset": "crema-d", "plan": "reference", "hop": 8, "views": "center",
+                "augment": copies}  # fmt: skip
+    target = open_cache(
+        build_cache(tmp_path / "t", settings, entries, dataset="crema-d", grid=GRID)
+    )
+    windows = {v: int((target.clip_roles(v) == ROLE_EVAL).sum()) for v in target.videos["video_id"]}
+    stored = {v: len(target.clip_roles(v)) for v in windows}
+    assert all(stored[v] == windows[v] + 8 * (1 + copies) for v in windows)
+    result = cross_evaluate(paths["ravdess"][1], target, "drop", out_root=tmp_path, device="cpu")
+    for fold in result.folds:
+        videos = pd.read_csv(result.out_dir / f"fold-{fold['fold']}" / "video_predictions.csv")
+        voted = dict(zip(videos["video_id"], videos["n_clips"], strict=True))
+        assert voted == windows
+        votes = videos.filter(like="votes_").sum(axis=1)
+        assert votes.tolist() == [windows[v] for v in videos["video_id"]]
+    coverage = json.loads((result.out_dir / "coverage.json").read_text())
+    assert coverage["total"] == len(windows) and coverage["text"] == str(target.coverage())

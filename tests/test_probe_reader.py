@@ -10,7 +10,7 @@ from conftest import GRID, make_entries
 
 from vjfer.cache import build_cache, open_cache
 from vjfer.errors import CacheError
-from vjfer.probe.reader import ChunkIndex, ClipReader, HeldTokens, clip_bytes
+from vjfer.probe.reader import ClipReader, HeldTokens, clip_bytes
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_chunk_index_refuses_compressed_tokens(cache, tmp_path):
     with pytest.raises(
         CacheError, match=r"shard-00000.h5: chunk 0: \d+ bytes, filter mask \d+; expected 512"
     ):
-        ChunkIndex(open_cache(copy))
+        ClipReader(open_cache(copy))
 
 
 def test_reader_refuses_a_flipped_bit_naming_the_clip(tmp_path):
@@ -84,9 +84,9 @@ def test_reader_refuses_a_flipped_bit_naming_the_clip(tmp_path):
                             grid=GRID)  # fmt: skip
     cache = open_cache(directory)
     vid = cache.videos["video_id"][2]
-    index = ChunkIndex(cache)
+    chunks = cache.chunks(cache.videos["shard"][2])
     shard, first = cache.videos["shard"][2], int(cache.videos["first_clip"][2])
-    offset = int(index.offsets[shard][first + 1]) + 100  # inside the video's second clip
+    offset = int(chunks.values[first + 1]) + 100  # inside the video's second clip
     with open(directory / shard, "r+b") as f:
         f.seek(offset)
         byte = f.read(1)[0]

@@ -11,9 +11,10 @@ from conftest import GRID, make_entries
 
 from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.errors import ConfigError
+from vjfer.probe.evaluate import score_videos
 from vjfer.probe.reader import ClipReader
 from vjfer.probe.samples import augmented_clips, draw_copies, fixed_clips
-from vjfer.probe.train import Head, TrainConfig, evaluate_heads, train_heads
+from vjfer.probe.train import Head, TrainConfig, train_heads
 from vjfer.video import ROLE_AUGMENTED, ROLE_EVAL, ROLE_TRAIN, clip_roles, plan_clips
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
@@ -120,7 +121,7 @@ def test_evaluation_reads_only_the_evaluation_windows(cache, monkeypatch):
     calls = _spy_requests(monkeypatch)
     probe = Head("h", CFG, np.arange(4), cache, torch.device("cpu")).probe
     rows = np.arange(len(cache.videos))[:6]
-    tables, _ = evaluate_heads(cache, {"h": (probe, rows)}, CFG, progress=False)
+    tables = score_videos(cache, {"h": (probe, rows)})
     (requests,) = calls
     for vid, clips in requests:
         roles = cache.clip_roles(vid)

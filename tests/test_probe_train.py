@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -202,3 +204,74 @@ def test_run_refuses_a_cache_that_does_not_fit(cache_dir, tmp_path):
         run_probe(cache_dir, "all", SMALL, tmp_path, fingerprint="0000000")
     with pytest.raises(ConfigError, match=r"fold\(s\) \[7\] not in cache"):
         run_probe(cache_dir, [7], SMALL, tmp_path)
+
+
+def test_two_seeds_give_two_initial_probes_and_one_seed_one(cache_dir):
+    """The probe's initialisation comes from the head's seed alone, not the global RNG."""
+    from vjfer.probe.train import Head
+
+    cache = open_cache(cache_dir)
+    rows, cpu = np.arange(8), torch.device("cpu")
+
+    def initial(seed: int, global_seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(global_seed)  # the global RNG state must not matter
+        return Head("h", replace(SMALL, seed=seed), rows, cache, cpu).probe.state_dict()
+
+    first, again, other = initial(0, 1234), initial(0, 99), initial(1, 1234)
+    for name, tensor in first.items():
+        assert torch.equal(tensor, again[name]), name
+    weights = [n for n, t in first.items() if t.ndim >= 2]
+    assert weights and all(not torch.equal(first[n], other[n]) for n in weights)
+
+
+def test_epoch_order_fixed_repeats_the_first_permutation():
+    first = epoch_order(50, 3, 0, "fixed")
+    assert all(np.array_equal(epoch_order(50, 3, e, "fixed"), first) for e in range(1, 4))
+    np.testing.assert_array_equal(first, epoch_order(50, 3, 0))  # epoch 0 of reshuffle
+    assert TrainConfig().epoch_order == "reshuffle"  # the default keeps earlier results
+    with pytest.raises(ConfigError, match="epoch_order must be one of"):
+        TrainConfig(epoch_order="sorted")
+
+
+@pytest.mark.parametrize("how", ["fixed", "reshuffle"])
+def test_a_pass_visits_videos_in_the_epoch_order(cache_dir, monkeypatch, how):
+    from vjfer.probe.reader import ClipReader
+    from vjfer.probe.train import Head, train_heads
+
+    calls: list[list[str]] = []
+    stream = ClipReader.stream
+
+    def spy(self, requests):
+        calls.append([vid for vid, _ in requests])
+        return stream(self, requests)
+
+    monkeypatch.setattr(ClipReader, "stream", spy)
+    cache = open_cache(cache_dir)
+    config = replace(SMALL, epochs=3, in_memory="no", epoch_order=how)
+    train_heads(cache, [Head("h", config, np.arange(40), cache, torch.device("cpu"))], config,
+                progress=False)  # fmt: skip
+    assert len(calls) == 3 and all(sorted(c) == sorted(calls[0]) for c in calls)
+    assert (calls[1] == calls[0] and calls[2] == calls[0]) == (how == "fixed")
+
+
+def test_probe_refuses_a_cache_with_a_corrupt_clip(tmp_path):
+    """`run_probe` and `vjfer probe` read every clip verified: one flipped bit stops the run and
+    the error names that clip."""
+    from conftest import run_cli
+
+    directory = build_cache(tmp_path / "c", {"encoder": "synthetic"}, make_entries(actors=range(1, 7)),
+                            dataset="ravdess", grid=GRID)  # fmt: skip
+    cache = open_cache(directory)
+    vid, shard = cache.videos["video_id"][5], cache.videos["shard"][5]
+    row = int(cache.videos["first_clip"][5]) + 1
+    with open(directory / shard, "r+b") as f:
+        f.seek(int(cache.chunks(shard).values[row]) + 64)
+        byte = f.read(1)[0]
+        f.seek(-1, 1)
+        f.write(bytes([byte ^ 0x01]))
+    named = rf"clip {row} \({vid}, clip 1\) does not match its checksum"
+    with pytest.raises(CacheError, match=named):
+        run_probe(directory, "all", replace(SMALL, epochs=1), tmp_path / "run", progress=False)
+    out = run_cli("probe", "--cache", directory, "--out", tmp_path / "runs", "--epochs", 1,
+                  "--num-workers", 0, "--device", "cpu", "--no-progress", ok=False)  # fmt: skip
+    assert re.search(named, out), out

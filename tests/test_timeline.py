@@ -66,8 +66,8 @@ class FakeCache:
     def clip_frames(self, video_id: str) -> np.ndarray:
         return plan_clips(65 + 8 * (self.n_clips[video_id] - 1), "windows", hop=8)
 
-    def clip_roles(self, video_id: str) -> np.ndarray:
-        return np.zeros(self.n_clips[video_id], dtype=np.uint8)  # evaluation windows only
+    def eval_clips(self, video_id: str) -> np.ndarray:
+        return np.arange(self.n_clips[video_id])  # evaluation windows only
 
 
 def test_run_panels_read_a_run_and_place_clips_in_seconds(tmp_path):

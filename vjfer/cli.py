@@ -6,7 +6,6 @@ defaults from `ExtractConfig` and `TrainConfig`, so each default lives in one pl
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -380,6 +379,9 @@ def _train_options(f):
                      help="Probe seed (initialisation, clip/view draws); a comma-separated list trains one head each."),
         click.option("--order-seed", type=int, default=d["order_seed"].default, show_default=True,
                      help="Seed of the order each epoch visits videos in (shared by all heads of a pass)."),
+        click.option("--epoch-order", type=click.Choice(CHOICES["epoch_order"]), default=d["epoch_order"].default, show_default=True,
+                     help="reshuffle: a new video order every epoch (vjfer's default); fixed: the epoch-0 order every epoch, "
+                          "as the reference (its DistributedSampler never gets set_epoch)."),
         click.option("--device", default=d["device"].default, show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--in-memory", type=click.Choice(CHOICES["in_memory"]), default=d["in_memory"].default, show_default=True,
                      help="Hold the training tokens in RAM (yes; auto: when they fit) or on the GPU (gpu)."),
@@ -484,17 +486,10 @@ def cross(
         raise click.UsageError("--train and --test must be different datasets")
     run_dir = run_dir or find_probe_run(runs, source)
     target_cache = find_target_cache(cache_root, target, run_dir)
-    from vjfer.cache import open_cache
-
-    coverage = open_cache(target_cache).coverage()
     for handling in ("drop", "merge") if calm == "both" else (calm,):
         result = cross_evaluate(run_dir, target_cache, handling, out_root=runs, device=device)
         _echo_lines(render_markdown(cross_table(result)))
-        (result.out_dir / "coverage.json").write_text(
-            json.dumps({**dataclasses.asdict(coverage), "total": coverage.total,
-                        "text": str(coverage)}, indent=1)
-        )  # fmt: skip
-        click.echo(f"{target}: {coverage}")
+        click.echo(f"{target}: {result.coverage}")
         click.echo(f"written to {result.out_dir}\n")
 
 

@@ -23,27 +23,22 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 import vjfer
 from vjfer import metrics
-from vjfer.cache import Cache, open_cache
+from vjfer.cache import Cache, Coverage, open_cache
 from vjfer.env import resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset, class_names, cross_dataset_map
-from vjfer.probe.evaluate import (
-    EVAL_BATCH_CLIPS,
-    VIDEO_VOTINGS,
-    VideoTokens,
-    clip_probabilities,
-    vote_videos,
-)
+from vjfer.probe.evaluate import EVAL_BATCH_CLIPS, VIDEO_VOTINGS, score_videos, vote_videos
 from vjfer.probe.model import load_probe
 from vjfer.results import write_json
 from vjfer.runs import check_same_encoder, find_probes
@@ -193,6 +188,7 @@ class CrossResult:
     n_videos: int  # target videos each probe predicted
     folds: list[dict]  # per probe: {"fold", "pbv": scores, "mv": scores} (`score_handled`)
     summary: dict  # {voting: {metric: {mean, std, n, values}}} (`metrics.fold_summary`)
+    coverage: Coverage | None = None  # the target cache's videos vs the dataset's files
 
     def to_json(self) -> dict:
         """What summary.json holds (`kind` = "cross"; `vjfer.report` reads it)."""
@@ -229,25 +225,57 @@ def cross_table(result: CrossResult) -> Table:
     return Table("summary", title, pd.DataFrame(rows, dtype=object), notes)
 
 
-def _video_frame(
-    probs: dict[str, np.ndarray], cache: Cache, src_names: Sequence[str]
-) -> pd.DataFrame:
-    """`vote_videos` over each video's clip probabilities [C, K_source], labelled in the target's
-    classes (vote_videos names labels with the classes it votes over, the source's)."""
-    clips = []
-    for vid, p in probs.items():
-        frame = pd.DataFrame(p, columns=[f"prob_{c}" for c in src_names])
-        frame.insert(0, "video_id", vid)
-        clips.append(frame)
-    clips = pd.concat(clips, ignore_index=True)
-    clips.insert(1, "actor", 0)  # filled in below, from the target cache
-    clips.insert(2, "label", 0)
-    videos = vote_videos(clips, src_names)
+def _video_frame(clips: pd.DataFrame, cache: Cache, src_names: Sequence[str]) -> pd.DataFrame:
+    """`vote_videos` over one probe's clip rows (`score_videos`, probabilities of the source's
+    classes), with labels named in the target's classes (vote_videos names them in the classes it
+    votes over, the source's)."""
+    videos = vote_videos(clips.assign(label=0), src_names)  # the target's labels: set below
     info = cache.videos.set_index("video_id").loc[videos["video_id"]]
-    videos["actor"] = info["actor"].to_numpy()
     videos["label"] = info["label"].to_numpy()
     videos["label_name"] = [cache.class_names[i] for i in videos["label"]]
     return videos
+
+
+def _score_fold(k: int, videos: pd.DataFrame, handling: ClassHandling, out: Path) -> dict:
+    """One probe's scores per voting rule after class handling (`score_handled`); writes
+    `out/video_predictions.csv` (with each video's handled label, predictions, kept) and
+    `out/metrics.json`."""
+    fold: dict[str, Any] = {"fold": k}
+    label_as = handling.label_map[videos["label"].to_numpy()]
+    videos["label_as"] = [handling.names[i] if i >= 0 else "" for i in label_as]
+    for voting in VIDEO_VOTINGS:
+        handled = apply_handling(videos["label"], videos[voting], handling)
+        fold[voting] = score_handled(handled, handling)
+        pred_as = handling.pred_map[videos[voting].to_numpy()]
+        videos[f"{voting}_as"] = [handling.names[i] if i >= 0 else "" for i in pred_as]
+        videos[f"{voting}_kept"] = handled.kept
+    out.mkdir(parents=True, exist_ok=True)
+    videos.to_csv(out / "video_predictions.csv", index=False, float_format="%.6g")
+    write_json(out / "metrics.json", fold)
+    return fold
+
+
+def _load_probes(
+    run_dir: Path, cache: Cache, dev: torch.device
+) -> tuple[dict[int, nn.Module], str]:
+    """Each fold's probe of `run_dir` on `dev`, checked against the target cache, and the one
+    dataset they were trained on."""
+    probes: dict[int, nn.Module] = {}
+    metas: dict[int, dict] = {}
+    for k, path in find_probes(run_dir).items():
+        probes[k], metas[k] = load_probe(path, dev)
+        check_same_encoder(metas[k]["cache"]["settings"], cache, path)
+        if metas[k]["embed_dim"] != cache.embed_dim:
+            raise CacheError(
+                f"{path} takes D={metas[k]['embed_dim']}, {cache.path} has D={cache.embed_dim}"
+            )
+    sources = {m["dataset"] for m in metas.values()}
+    if len(sources) != 1:
+        raise CheckpointError(
+            f"probes of {run_dir} were trained on several datasets: {sorted(sources)}"
+        )
+    source = sources.pop()
+    return probes, source
 
 
 def cross_evaluate(
@@ -262,27 +290,15 @@ def cross_evaluate(
 ) -> CrossResult:
     """Each fold's probe of `run_dir` predicts every video of `target_cache` (the other dataset).
 
-    Tokens are read once per video and scored by all probes. Writes
+    Each video's evaluation windows are read once and scored by all probes (`score_videos`).
+    `num_workers`: reads in flight. Writes
     `<out_root>/cross-<source>-to-<target>-<calm>/` (out_root defaults to run_dir's parent):
-    fold-K/video_predictions.csv, fold-K/metrics.json, summary.json, summary.md.
+    fold-K/video_predictions.csv, fold-K/metrics.json, summary.json, summary.md, coverage.json.
     """
     run_dir = Path(run_dir)
     cache = target_cache if isinstance(target_cache, Cache) else open_cache(target_cache)
     dev = resolve_device(device)
-    probes, metas = {}, {}
-    for k, path in find_probes(run_dir).items():
-        probes[k], metas[k] = load_probe(path, dev)
-        check_same_encoder(metas[k]["cache"]["settings"], cache, path)
-        if metas[k]["embed_dim"] != cache.embed_dim:
-            raise CacheError(
-                f"{path} takes D={metas[k]['embed_dim']}, {cache.path} has D={cache.embed_dim}"
-            )
-    sources = {m["dataset"] for m in metas.values()}
-    if len(sources) != 1:
-        raise CheckpointError(
-            f"probes of {run_dir} were trained on several datasets: {sorted(sources)}"
-        )
-    source = sources.pop()
+    probes, source = _load_probes(run_dir, cache, dev)
     handling = class_handling(source, cache.dataset, calm)
     src_names = class_names(source)
     video_ids = list(cache.videos["video_id"])
@@ -290,33 +306,18 @@ def cross_evaluate(
         "%d %s probes x %d %s videos (%s)", len(probes), source, len(video_ids), cache.dataset, calm
     )
 
-    probs: dict[int, dict[str, np.ndarray]] = {k: {} for k in probes}
-    dataset = VideoTokens(cache, video_ids)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers)
-    for vid, tokens in loader:  # each video's tokens read once, scored by every probe
-        for k, probe in probes.items():
-            probs[k][vid] = clip_probabilities(probe, tokens, dev, batch_clips)  # [C, K_source]
+    # each video's evaluation windows read once, scored by every probe (never the `reference`
+    # plan's training clips or augmented copies)
+    rows = np.arange(len(video_ids))
+    clips = score_videos(cache, {str(k): (probe, rows) for k, probe in probes.items()}, device=dev,
+                         class_names=src_names, batch_clips=batch_clips, threads=num_workers)  # fmt: skip
 
     out_dir = Path(out_root if out_root is not None else run_dir.parent)
     out_dir = out_dir / cross_dir_name(source, cache.dataset, calm)
     folds: list[dict[str, Any]] = []  # JSON records: {"fold": k, voting: scores, ...}
     for k in probes:
-        videos = _video_frame(probs[k], cache, src_names)
-        fold: dict[str, Any] = {"fold": k}
-        label_as = handling.label_map[videos["label"].to_numpy()]
-        videos["label_as"] = [handling.names[i] if i >= 0 else "" for i in label_as]
-        for voting in VIDEO_VOTINGS:
-            handled = apply_handling(videos["label"], videos[voting], handling)
-            fold[voting] = score_handled(handled, handling)
-            pred_as = handling.pred_map[videos[voting].to_numpy()]
-            videos[f"{voting}_as"] = [handling.names[i] if i >= 0 else "" for i in pred_as]
-            videos[f"{voting}_kept"] = handled.kept
-        folds.append(fold)
-        (out_dir / f"fold-{k}").mkdir(parents=True, exist_ok=True)
-        videos.to_csv(
-            out_dir / f"fold-{k}" / "video_predictions.csv", index=False, float_format="%.6g"
-        )
-        write_json(out_dir / f"fold-{k}" / "metrics.json", fold)
+        videos = _video_frame(clips[str(k)], cache, src_names)
+        folds.append(_score_fold(k, videos, handling, out_dir / f"fold-{k}"))
 
     # metrics.fold_summary averages the numbers every probe has (a probe with nothing kept has
     # None for its metrics: they are left out of the mean).
@@ -324,10 +325,13 @@ def cross_evaluate(
         {v: {m: x for m, x in f[v].items() if isinstance(x, (int, float))} for v in VIDEO_VOTINGS}
         for f in folds
     ]
+    coverage = cache.coverage()
     result = CrossResult(
         source, cache.dataset, calm, run_dir, cache.path, out_dir, handling.names,
-        len(video_ids), folds, metrics.fold_summary(numeric),
+        len(video_ids), folds, metrics.fold_summary(numeric), coverage,
     )  # fmt: skip
     write_json(out_dir / "summary.json", result.to_json())
+    write_json(out_dir / "coverage.json", {**asdict(coverage), "total": coverage.total,
+                                           "text": str(coverage)})  # fmt: skip
     (out_dir / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
     return result

@@ -35,8 +35,7 @@ class VotingScores(TypedDict, total=False):
 class TrainFigures(TypedDict):
     epochs: int
     final_loss: float
-    seconds: float
-    clips_per_s: float
+    pass_seconds_share: float  # this head's share: the pass's seconds over the heads it trained
 
 
 class HeadSettings(TypedDict):
@@ -105,6 +104,7 @@ class RunSummary(FoldsSummary, total=False):
     cache_fingerprint: str
     head: str  # the reported head's grid point (the reference default)
     plan: str  # what the pass held and read
+    pass_seconds: float  # the one training pass's wall time (every fold and head together)
     coverage: str  # "results on N of M videos, K failed / excluded"
     selected: Selected
 

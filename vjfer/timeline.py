@@ -19,8 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vjfer.clips import ROLE_EVAL
-
 log = logging.getLogger(__name__)
 
 PROB = "prob_"  # prefix of the per-class probability columns in every prediction table
@@ -149,7 +147,7 @@ def run_panels(run_dir: str | Path, cache) -> list[TimelinePanel]:
         video = videos[videos["video_id"].astype(str) == video_id].iloc[0]
         mine = clips[clips["video_id"].astype(str) == video_id].sort_values("clip")
         # `clip` numbers the evaluation windows (a `reference` cache also holds training clips)
-        windows = cache.clip_frames(video_id)[cache.clip_roles(video_id) == ROLE_EVAL]
+        windows = cache.clip_frames(video_id)[cache.eval_clips(video_id)]
         frames = windows[mine["clip"].to_numpy(int)]
         pbv, mv, label = int(video["pbv"]), int(video["mv"]), int(video["label"])
         verdict = "correct" if pbv == label else "wrong"

@@ -15,11 +15,12 @@ that clip's HDF5 chunk. `open_cache` checks every shard's header against the man
 `verify_cache` and `Cache.tokens` check the checksums.
 
 One job per module: `format` (constants, records, fingerprint, names, checksums, format checks),
-`writer` (shards, manifest, `build_cache`), `reader` (`open_cache`, `Cache`), `checks` (info and
-verify). Every name is re-exported here: `from vjfer.cache import X` is the way to import them.
+`chunks` (the one clip reader: chunk offsets, `read_clip`), `writer` (shards, manifest,
+`build_cache`), `reader` (`open_cache`, `Cache`), `checks` (info and verify). Every name is re-exported here: `from vjfer.cache import X` is the way to import them.
 """
 
 from vjfer.cache.checks import VerifyReport, cache_info, format_cache_info, verify_cache
+from vjfer.cache.chunks import ShardChunks, read_clip, shard_chunks
 from vjfer.cache.format import (
     CHECKSUM,
     DECODE_COLUMNS,
@@ -73,11 +74,11 @@ __all__ = [
     "CHECKSUM", "DECODE_COLUMNS", "EXTRACT_RECORD", "FACE_COLUMNS", "FACE_FAILURE_PREFIX",
     "FAILURES", "FORMAT", "FORMAT_VERSION", "MANIFEST", "PARTIAL_SUFFIX", "SHARD_PATTERN",
     "SHORTEST_UNPADDED", "SOURCE_COLUMNS", "TOKEN_DTYPE", "VIDEO_COLUMNS",
-    "Cache", "Coverage", "ShardWriter", "VerifyReport", "VideoEntry",
+    "Cache", "Coverage", "ShardChunks", "ShardWriter", "VerifyReport", "VideoEntry",
     "_plain",  # a shard's numpy scalar as a Python value (vjfer.convert, vjfer.extract)
     "assign_shards", "atomic_write_text", "build_cache", "cache_dir_name", "cache_info",
     "canonical_json", "clip_checksum", "corrupt_clip", "failure_lines", "find_caches",
     "fingerprint", "format_cache_info", "incomplete_message", "manifest_from_shards",
-    "open_cache", "read_manifest", "read_shard_header", "resume_command", "shard_header",
-    "shard_name", "size_ratio", "store_of", "stored_checksum", "verify_cache", "write_manifest",
+    "open_cache", "read_clip", "read_manifest", "read_shard_header", "resume_command", "shard_chunks",
+    "shard_header", "shard_name", "size_ratio", "store_of", "stored_checksum", "verify_cache", "write_manifest",
 ]  # fmt: skip

@@ -4,13 +4,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from vjfer.cache.chunks import read_clip, shard_chunks
 from vjfer.cache.format import (
     FACE_FAILURE_PREFIX,
     MANIFEST,
@@ -18,7 +19,6 @@ from vjfer.cache.format import (
     SHORTEST_UNPADDED,
     TOKEN_DTYPE,
     canonical_json,
-    clip_checksum,
     read_shard_header,
     size_ratio,
     store_of,
@@ -26,7 +26,7 @@ from vjfer.cache.format import (
 from vjfer.cache.reader import read_manifest
 from vjfer.cache.writer import manifest_from_shards, write_manifest
 from vjfer.errors import CacheError
-from vjfer.store import SCALES
+from vjfer.store import StoreFormat
 
 
 def cache_info(path: str | Path, rebuild: bool = True) -> dict:
@@ -166,6 +166,35 @@ class VerifyReport:
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
 
 
+def _verify_clips(path: Path, fmt: StoreFormat, shape: tuple[int, int, int],
+                  video_of: Callable[[int], str], problems: list[str]) -> None:  # fmt: skip
+    """Every clip of shard `path` through the one clip reader: checksum, then NaN/Inf."""
+    try:
+        chunks = shard_chunks(path, fmt, shape)
+    except CacheError as err:  # a chunk that cannot be read raw (compressed, other size)
+        problems.append(str(err))
+        return
+    # what the NaN scan reads: float16 tokens, or the float16 scales behind int8 / fp8 values
+    floats = slice(chunks.value_bytes, None) if fmt.scaled else slice(None)
+    buffer = np.empty(chunks.clip_bytes, dtype=np.uint8)
+    nonfinite = None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for c in range(len(chunks.checksums)):  # through the one clip reader, as every reader
+            if not read_clip(fd, chunks, c, buffer.data, verify=True):
+                problems.append(f"{path.name}: clip {c} ({video_of(c)}) does not match its "
+                                f"checksum: corrupt; re-extract this shard")  # fmt: skip
+                continue
+            if nonfinite is None and not np.isfinite(buffer[floats].view(TOKEN_DTYPE)).all():
+                nonfinite = c
+    finally:
+        os.close(fd)
+    if nonfinite is not None:
+        problems.append(
+            f"{path.name}: NaN/Inf in tokens of clip {nonfinite} ({video_of(nonfinite)})"
+        )
+
+
 def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyReport) -> None:
     """Check one shard against its manifest entry and rows; append problems to the report."""
     problems = report.problems
@@ -210,36 +239,7 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
         return next(v["video_id"] for v in videos
                     if v["first_clip"] <= clip < v["first_clip"] + v["n_clips"])  # fmt: skip
 
-    fmt = store_of(lay)
-    with h5py.File(path, "r") as f:
-        tokens, stored = f["tokens"], f["clip_checksum"][()]
-        dsid, clip_shape = tokens.id, tokens.shape[1:]
-        nonfinite = None
-        for c in range(tokens.shape[0]):  # the raw chunk: exactly the bytes the checksum covers
-            _, raw = dsid.read_direct_chunk((c, 0, 0, 0))
-            if fmt.scaled:  # the values cannot be NaN; their scales can
-                _, raw_scales = f[SCALES].id.read_direct_chunk((c, 0, 0))
-                raw = raw + raw_scales
-                clip_shape = (len(raw_scales) // 2,)
-            if clip_checksum(raw) != int(stored[c]):
-                problems.append(f"{path.name}: clip {c} ({video_of(c)}) does not match its "
-                                f"checksum: corrupt; re-extract this shard")  # fmt: skip
-                continue
-            clip = (
-                np.frombuffer(raw, TOKEN_DTYPE)
-                if not fmt.scaled
-                else np.frombuffer(raw[-clip_shape[0] * 2 :], np.float16)
-            )
-            if (
-                nonfinite is None
-                and len(clip) == np.prod(clip_shape)
-                and not np.isfinite(clip).all()
-            ):
-                nonfinite = c
-        if nonfinite is not None:
-            problems.append(
-                f"{path.name}: NaN/Inf in tokens of clip {nonfinite} ({video_of(nonfinite)})"
-            )
+    _verify_clips(path, store_of(lay), (want[1], want[2], want[3]), video_of, problems)
 
 
 def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyReport:

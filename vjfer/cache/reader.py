@@ -15,23 +15,23 @@ import numpy as np
 import pandas as pd
 import torch
 
+from vjfer.cache.chunks import ShardChunks, read_clip, shard_chunks
 from vjfer.cache.format import (
     DECODE_COLUMNS,
     FACE_COLUMNS,
     MANIFEST,
     SHARD_PATTERN,
-    TOKEN_DTYPE,
     VIDEO_COLUMNS,
     Coverage,
     _check_format,
     canonical_json,
-    clip_checksum,
     corrupt_clip,
     read_shard_header,
     store_of,
 )
+from vjfer.clips import ROLE_EVAL
 from vjfer.errors import CacheError
-from vjfer.store import PCA_BASIS, PCA_MEAN, SCALES, StoreFormat, decode_raw
+from vjfer.store import PCA_BASIS, PCA_MEAN, StoreFormat, decode_raw
 
 
 def read_manifest(directory: Path) -> dict:
@@ -81,6 +81,8 @@ class Cache:
         self.excluded: list[dict] = list(manifest["excluded"])  # files the index left out
         self._where = {v["video_id"]: (v["shard"], v["first_clip"], v["n_clips"]) for v in ok}
         self._handles: dict[str, h5py.File] = {}
+        self._chunks: dict[str, ShardChunks] = {}  # shard -> chunk offsets (chunks.shard_chunks)
+        self._fds: dict[str, int] = {}  # shard -> descriptor for `chunks.read_clip`
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -96,12 +98,12 @@ class Cache:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_fds"] = {}, {}
         return state
 
     def _shard(self, name: str) -> h5py.File:
         if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._fds, self._pid = {}, {}, os.getpid()
         if name not in self._handles:
             try:
                 self._handles[name] = h5py.File(self.path / name, "r")
@@ -115,54 +117,58 @@ class Cache:
         except KeyError:
             raise CacheError(f"video {video_id!r} is not in cache {self.path}") from None
 
-    def tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
-        """float16 [C, V, N, D]: every cached clip of the video (of a compact store format:
-        dequantized, on the stored grid and dims; `raw_tokens` gives the stored bytes).
+    def chunks(self, shard: str) -> ShardChunks:
+        """Where the clips of `shard` sit in its file, and their stored checksums (looked up once)."""
+        if shard not in self._chunks:
+            self._chunks[shard] = shard_chunks(self.path / shard, self.store, self.shape)
+        return self._chunks[shard]
 
-        Each clip is one uncompressed chunk, read straight into the result (no HDF5 selection).
-        With `verify` (default: the cache's `verify`, on unless opened with verify=False), each
-        clip's bytes are checked against its stored checksum (xxh3-64, while they are still in the
-        CPU cache; 12-21 % of the read time on a 2-core VM, see benchmarks/RESULTS.md); a mismatch
-        is a CacheError naming the shard, video and clip.
+    def _fd(self, shard: str) -> int:
+        if self._pid != os.getpid():  # forked: the parent's descriptors are not ours to use
+            self._handles, self._fds, self._pid = {}, {}, os.getpid()
+        if shard not in self._fds:
+            try:
+                self._fds[shard] = os.open(self.path / shard, os.O_RDONLY)
+            except OSError as err:
+                raise CacheError(f"cannot open shard {self.path / shard}: {err}") from err
+        return self._fds[shard]
+
+    def eval_clips(self, video_id: str) -> np.ndarray:
+        """int64 [C']: the video's evaluation windows (role 0), the clips every evaluation scores;
+        never the `reference` plan's training clips or augmented copies (all clips of a cache
+        without roles)."""
+        return np.flatnonzero(self.clip_roles(video_id) == ROLE_EVAL)
+
+    def raw_tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
+        """The stored bytes of every clip of the video, as the stage-2 reader delivers them:
+        uint8 [C, token bytes + scale bytes] (`vjfer.store.decode_raw` makes tokens of them).
+
+        Each clip is read by `chunks.read_clip` (its token chunk, then its scale chunk). With
+        `verify` (default: the cache's `verify`, on unless opened with verify=False), each clip's
+        bytes are checked against its stored checksum (xxh3-64, while they are still in the CPU
+        cache; 12-21 % of the read time on a 2-core VM, see benchmarks/RESULTS.md); a mismatch is
+        a CacheError naming the shard, video and clip.
         """
         verify = self.verify if verify is None else verify
-        if not self.store.plain:
-            raw = torch.from_numpy(self.raw_tokens(video_id, verify))
-            return decode_raw(raw, self.store, self.shape).numpy()
         shard, first, n = self._locate(video_id)
-        f = self._shard(shard)
-        dataset = f["tokens"]
-        out = np.empty((n, *dataset.shape[1:]), dtype=TOKEN_DTYPE)
-        stored = f["clip_checksum"][first : first + n] if verify else None
-        dsid = dataset.id
+        chunks, fd = self.chunks(shard), self._fd(shard)
+        out = np.empty((n, chunks.clip_bytes), dtype=np.uint8)
         for c in range(n):
-            dsid.read_direct_chunk((first + c, 0, 0, 0), out=out[c].reshape(-1).view(np.uint8))
-            if stored is not None and clip_checksum(out[c]) != int(stored[c]):  # verify
+            if not read_clip(fd, chunks, first + c, out[c].data, verify):
                 raise corrupt_clip(self.path, shard, first + c, video_id, c)
         return out
+
+    def tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
+        """float16 [C, V, N, D]: every cached clip of the video (of a compact store format:
+        dequantized, on the stored grid and dims; `raw_tokens` gives the stored bytes, and is
+        what this reads and verifies)."""
+        raw = torch.from_numpy(self.raw_tokens(video_id, verify))
+        return decode_raw(raw, self.store, self.shape).numpy()
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(V, N, D) of a clip as readers see it (stored grid and dims)."""
         return (self.num_views, self.num_tokens, self.embed_dim)
-
-    def raw_tokens(self, video_id: str, verify: bool | None = None) -> np.ndarray:
-        """The stored bytes of every clip of the video, as the stage-2 reader delivers them:
-        uint8 [C, token bytes + scale bytes] (`vjfer.store.decode_raw` makes tokens of them)."""
-        verify = self.verify if verify is None else verify
-        shard, first, n = self._locate(video_id)
-        f = self._shard(shard)
-        values_bytes, scale_bytes = self.store.clip_nbytes(*self.shape)
-        out = np.empty((n, values_bytes + scale_bytes), dtype=np.uint8)
-        stored = f["clip_checksum"][first : first + n] if verify else None
-        tokens, scales = f["tokens"].id, f[SCALES].id if scale_bytes else None
-        for c in range(n):
-            tokens.read_direct_chunk((first + c, 0, 0, 0), out=out[c, :values_bytes])
-            if scales is not None:
-                scales.read_direct_chunk((first + c, 0, 0), out=out[c, values_bytes:])
-            if stored is not None and clip_checksum(out[c]) != int(stored[c]):  # verify
-                raise corrupt_clip(self.path, shard, first + c, video_id, c)
-        return out
 
     def pca_basis(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(basis float32 [D, K], mean float32 [D]) of a pca cache (from its first shard), else None."""
@@ -257,7 +263,9 @@ class Cache:
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
-        self._handles = {}
+        for fd in self._fds.values():
+            os.close(fd)
+        self._handles, self._fds = {}, {}
 
     def __enter__(self) -> Cache:
         return self

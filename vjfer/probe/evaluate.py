@@ -1,7 +1,10 @@
-"""Evaluate a probe on cached videos: every clip scored alone, then whole-video voting.
+"""Evaluate probes on cached videos: every evaluation window scored alone, then whole-video voting.
 
-Each cached clip of a test video is scored on its own ([1, N, D] per clip and view) and turned into
-class probabilities by a softmax. A cache with several spatial views per clip (`3crop`) gives each
+`score_videos` is the one scoring path: it reads each video's evaluation windows once
+(`Cache.eval_clips`, through the stage-2 reader: `eval_tokens`) for all the probes that score it;
+fold evaluation, `cross` and predictions on cached videos go through it, and the PCA figure's
+embeddings read through `eval_tokens`. Each evaluation window of a test video is scored on its own
+([1, N, D] per clip and view) and turned into class probabilities by a softmax. A cache with several spatial views per clip (`3crop`) gives each
 clip the mean of its views' probabilities, so a clip is one vote whatever the view count. A video's
 label is then decided two ways (the paper's Table II):
 
@@ -14,18 +17,22 @@ Clip-level metrics (every clip labelled with its video's class) are reported too
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from vjfer import metrics
-from vjfer.clips import ROLE_EVAL
+from vjfer.cache import Cache
+from vjfer.errors import SplitError
 from vjfer.probe.model import Probe
+from vjfer.probe.reader import ClipReader
 from vjfer.results import FoldsSummary, RunSummary, fold_value
+from vjfer.store import decode_raw
 from vjfer.tables import format_percent
 
 log = logging.getLogger(__name__)
@@ -102,48 +109,91 @@ def clip_table(video_id: str, actor: int, label: int, starts: np.ndarray, probs:
     return frame
 
 
-class VideoTokens(torch.utils.data.Dataset):
-    """(video_id, tokens [C, V, N, D] fp16) per video of a cache; pickles without open files."""
+def rows_of(cache: Cache, video_ids: Sequence[str]) -> np.ndarray:
+    """Row numbers in `cache.videos` of `video_ids`."""
+    where = pd.Index(cache.videos["video_id"])
+    rows = where.get_indexer(list(video_ids))
+    if (rows < 0).any():
+        missing = [v for v, r in zip(video_ids, rows, strict=True) if r < 0]
+        raise SplitError(
+            f"{len(missing)} videos are not in cache {cache.path}, first {missing[0]!r}"
+        )
+    return rows
 
-    def __init__(self, cache, video_ids: Sequence[str]):
-        self.cache, self.video_ids = cache, list(video_ids)
 
-    def __len__(self) -> int:
-        return len(self.video_ids)
+def eval_tokens(cache: Cache, rows: Sequence[int] | np.ndarray, *, device: torch.device, threads: int = 0,
+                prefetch: int = 4) -> Iterator[tuple[str, np.ndarray, torch.Tensor]]:  # fmt: skip
+    """(video_id, evaluation windows int64 [C'], tokens float16 [C', V, N, D] on `device`) of each
+    row of `cache.videos`, in order: the one way evaluation reads tokens. Only the windows
+    (`Cache.eval_clips`), through the stage-2 reader (`threads` reads in flight, `prefetch`
+    videos ahead); valid until the next item is requested."""
+    videos = cache.videos
+    requests = [(videos.at[int(i), "video_id"], cache.eval_clips(videos.at[int(i), "video_id"]))
+                for i in rows]  # fmt: skip
+    reader = ClipReader(cache, threads=threads, prefetch=prefetch, pin=device.type == "cuda")
+    try:
+        for (vid, clips), raw in zip(requests, reader.stream(requests), strict=True):
+            # stored bytes cross to the device; int8 / fp8 become float16 [C', V, N, D] there
+            tokens = decode_raw(raw.to(device, non_blocking=True), cache.store, cache.shape)
+            yield vid, clips, tokens
+    finally:
+        reader.close()
 
-    def __getitem__(self, i: int) -> tuple[str, torch.Tensor]:
-        vid = self.video_ids[i]
-        return vid, torch.from_numpy(np.ascontiguousarray(self.cache.tokens(vid)))
+
+def score_videos(cache: Cache, assignments: Mapping[str, tuple[nn.Module, np.ndarray]], *,
+                 device: torch.device | str = "cpu", class_names: Sequence[str] | None = None,
+                 batch_clips: int = EVAL_BATCH_CLIPS, autocast: str = "bf16", threads: int = 0,
+                 prefetch: int = 4, progress: bool = False) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """Score every evaluation window of each probe's videos, reading each video once for all the
+    probes that score it: the one scoring path (folds, cross, predict on cached videos).
+
+    Args:
+        assignments: name -> (probe, rows of `cache.videos` it scores).
+        class_names: the probes' classes (default: the cache's; cross: the source dataset's).
+    Returns:
+        name -> `clip_table` rows (views averaged), videos in row order.
+    """
+    device = torch.device(device)
+    names = cache.class_names if class_names is None else class_names
+    videos = cache.videos
+    rows = np.unique(np.concatenate([np.asarray(r, dtype=np.int64) for _, r in assignments.values()]))  # fmt: skip
+    scorers: dict[int, list[str]] = {int(i): [] for i in rows}
+    modes = {name: probe.training for name, (probe, _) in assignments.items()}
+    for name, (probe, who) in assignments.items():
+        probe.to(device).eval()
+        for i in who:
+            scorers[int(i)].append(name)
+    tables: dict[str, list[pd.DataFrame]] = {name: [] for name in assignments}
+    bar = tqdm(total=len(rows), desc="evaluating", unit="video", disable=not progress)
+    stream = eval_tokens(cache, rows, device=device, threads=threads, prefetch=prefetch)
+    for i, (vid, clips, tokens) in zip(rows, stream, strict=True):
+        starts = cache.clip_frames(vid)[clips, 0]
+        actor, label = int(videos.at[i, "actor"]), int(videos.at[i, "label"])
+        for name in scorers[int(i)]:
+            probs = clip_probabilities(assignments[name][0], tokens, device, batch_clips, autocast)
+            tables[name].append(clip_table(vid, actor, label, starts, probs, names))
+        bar.update()
+    bar.close()
+    for name, (probe, _) in assignments.items():
+        probe.train(modes[name])
+    return {name: pd.concat(t, ignore_index=True) for name, t in tables.items()}
 
 
 def predict_clips(
-    probe: nn.Module, cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
+    probe: nn.Module, cache: Cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
     batch_clips: int = EVAL_BATCH_CLIPS, num_workers: int = 0,
 ) -> pd.DataFrame:  # fmt: skip
-    """One row per cached evaluation window of each video: video_id, actor, label, clip, start_frame,
-    prob_<class>... (views averaged) and pred (the clip's argmax). Never opens a video."""
-    device = torch.device(device)
-    names = cache.class_names
-    info = cache.videos.set_index("video_id")
-    missing = [v for v in video_ids if v not in info.index]
-    if missing:
+    """One row per cached evaluation window of each video, in the order of `video_ids`: the
+    `clip_table` columns (`score_videos` of one probe; `num_workers`: reads in flight)."""
+    cached = set(cache.videos["video_id"])
+    if missing := [v for v in video_ids if v not in cached]:
         raise KeyError(f"{len(missing)} videos are not in the cache, first: {missing[0]!r}")
-    loader = torch.utils.data.DataLoader(
-        VideoTokens(cache, video_ids), batch_size=None, num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )  # fmt: skip
-    was_training = probe.training
-    probe.eval()
-    rows = []
-    for vid, tokens in loader:
-        # evaluation windows only: not the `reference` plan's training clips or augmented copies
-        keep = np.flatnonzero(cache.clip_roles(vid) == ROLE_EVAL)
-        probs = clip_probabilities(probe, tokens[keep], device, batch_clips)  # [C', K]
-        row = info.loc[vid]
-        starts = cache.clip_frames(vid)[keep, 0]
-        rows.append(clip_table(vid, int(row["actor"]), int(row["label"]), starts, probs, names))
-    probe.train(was_training)
-    return pd.concat(rows, ignore_index=True)
+    rows = rows_of(cache, video_ids)
+    clips = score_videos(cache, {"probe": (probe, rows)}, device=device, batch_clips=batch_clips,
+                         threads=num_workers)["probe"]  # fmt: skip
+    order = {v: n for n, v in enumerate(video_ids)}  # score_videos goes in row order
+    keys = clips["video_id"].map(order).to_numpy()
+    return clips.iloc[np.argsort(keys, kind="stable")].reset_index(drop=True)
 
 
 def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
@@ -168,7 +218,7 @@ def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame
 
 
 def predict_cached_videos(
-    probe: nn.Module, cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
+    probe: nn.Module, cache: Cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
     batch_clips: int = EVAL_BATCH_CLIPS, num_workers: int = 0,
 ) -> pd.DataFrame:  # fmt: skip
     """Whole-video predictions (PBV and MV) of `video_ids`; columns as `vote_videos`."""
@@ -180,26 +230,23 @@ def predict_cached_videos(
 
 @torch.no_grad()
 def video_embeddings(
-    probe: Probe, cache, video_ids: Sequence[str], *, device: str = "cpu",
+    probe: Probe, cache: Cache, video_ids: Sequence[str], *, device: str = "cpu",
     batch_clips: int = 64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Per video: mean-pooled encoder tokens [n, D], the probe's pooled output [n, D] and the
-    label [n]. Each clip and view is pooled alone (as evaluation scores clips), then averaged over
-    the video; the reference pooled a video's clips jointly, which needs all its tokens at once."""
-    labels_of = cache.videos.set_index("video_id")["label"]
+    label [n]. Each evaluation window and view is pooled alone (as evaluation scores clips, and
+    read as it reads them: `eval_tokens`), then averaged over the video; the reference pooled a
+    video's clips jointly, which needs all its tokens at once."""
+    rows = rows_of(cache, video_ids)
     mean_pooled, probe_pooled = [], []
-    for vid in video_ids:
-        windows = np.flatnonzero(
-            cache.clip_roles(vid) == ROLE_EVAL
-        )  # evaluation windows, as scored
-        tokens = torch.from_numpy(np.ascontiguousarray(cache.tokens(vid)[windows]))  # [C, V, N, D]
+    for _, _, tokens in eval_tokens(cache, rows, device=torch.device(device)):
         C, V, N, D = tokens.shape
         flat = tokens.reshape(C * V, N, D)
-        mean_pooled.append(flat.float().mean(dim=(0, 1)))
+        mean_pooled.append(flat.float().mean(dim=(0, 1)).cpu())
         pooled = [probe.pooled(flat[i : i + batch_clips].to(device, torch.float32)).float().cpu()
                   for i in range(0, C * V, batch_clips)]  # fmt: skip
         probe_pooled.append(torch.cat(pooled).mean(dim=0))
-    labels = labels_of.loc[list(video_ids)].to_numpy()
+    labels = cache.videos["label"].to_numpy()[rows]
     return torch.stack(mean_pooled).numpy(), torch.stack(probe_pooled).numpy(), labels
 
 

@@ -10,7 +10,7 @@ that point trained on the full training folds gives the selected result. The tes
 part in the choice.
 
 All heads of all folds read their tokens from one pass over the cache (`train.train_heads`), and
-every evaluated video is read once for all heads that score it (`train.evaluate_heads`).
+every evaluated video is read once for all heads that score it (`evaluate.score_videos`).
 """
 
 from __future__ import annotations
@@ -26,14 +26,8 @@ from vjfer.cache import Cache
 from vjfer.datasets import fold_rows, load_folds
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
-from vjfer.probe.evaluate import score_predictions, vote_videos
-from vjfer.probe.train import (
-    FoldResult,
-    Head,
-    TrainConfig,
-    evaluate_heads,
-    train_heads,
-)
+from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
+from vjfer.probe.train import FoldResult, Head, TrainConfig, train_heads
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +123,9 @@ def fold_metrics(k: int, result_clips, class_names: Sequence[str], n_train: int,
         "n_test_clips": len(result_clips),
         "test_actors": sorted(int(a) for a in videos["actor"].unique()),
         **scores,
+        # the head's share of the pass's time: the pass itself is timed once (summary.json)
         "train": {"epochs": len(history), "final_loss": history[-1]["loss"],
-                  "seconds": sum(h["seconds"] for h in history),
-                  "clips_per_s": float(np.mean([h["clips_per_s"] for h in history]))},
+                  "pass_seconds_share": sum(h["pass_seconds_share"] for h in history)},
     }  # fmt: skip
     return videos, metrics
 
@@ -146,6 +140,7 @@ class GridResult:
     inner: list[dict] = field(default_factory=list)  # one row per (fold, point): inner scores
     selected: dict[int, str] = field(default_factory=dict)  # fold -> selected point name
     plan: str = ""
+    pass_epochs: list[dict] = field(default_factory=list)  # the pass's time and reads, per epoch
 
     @property
     def default(self) -> str:
@@ -156,6 +151,29 @@ class GridResult:
 
     def chosen(self, k: int) -> FoldResult:
         return self.results[(k, self.selected[k])]
+
+
+def _select(k: int, j: int, grid: Sequence[GridPoint], by_name: dict[str, Head],
+            tables: dict[str, pd.DataFrame], cache: Cache, inner: list[dict]) -> str:  # fmt: skip
+    """The grid point test fold k selects on its inner validation fold j (PBV UAR; ties keep the
+    earlier point, the default first); appends each point's inner scores to `inner`."""
+    best, best_score = grid[0].name, -1.0
+    for point in grid:
+        head = by_name[f"fold{k}/inner{j}/{point.name}"]
+        _, metrics = fold_metrics(j, tables[head.name], cache.class_names, len(head.rows),
+                                  head.history)  # fmt: skip
+        score = metrics[SELECT_BY[0]][SELECT_BY[1]]
+        inner.append({
+            "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
+            "weight_decay": point.weight_decay, "seed": point.seed,
+            "n_inner_train_videos": len(head.rows), "n_inner_val_videos": metrics["n_test_videos"],
+            **{f"{v}_{s}": metrics[v][s] for v in ("pbv", "mv")
+               for s in ("uar", "war", "macro_precision")},
+        })  # fmt: skip
+        if score > best_score:  # ties keep the earlier point (the default comes first)
+            best, best_score = point.name, score
+    log.info("fold %d: inner fold %d selects %s (inner PBV UAR %.4f)", k, j, best, best_score)
+    return best
 
 
 def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
@@ -188,12 +206,15 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
             name = f"fold{k}/inner{j}/{point.name}"
             heads.append(Head(name, point.apply(config), inner_rows, cache, device))
             evaluates[name] = val_rows
-    plan = train_heads(cache, heads, config, progress=progress)
+    trained = train_heads(cache, heads, config, progress=progress)
     by_name = {head.name: head for head in heads}
-    tables, _ = evaluate_heads(cache, {n: (by_name[n].probe, rows) for n, rows in evaluates.items()},
-                               config, progress=progress)  # fmt: skip
+    tables = score_videos(cache, {n: (by_name[n].probe, rows) for n, rows in evaluates.items()},
+                          device=device, batch_clips=config.eval_batch_clips,
+                          autocast=config.autocast, threads=config.num_workers,
+                          prefetch=config.prefetch, progress=progress)  # fmt: skip
 
-    out = GridResult(list(folds), grid, {}, plan=plan.describe())
+    out = GridResult(list(folds), grid, {}, plan=trained.plan.describe(),
+                     pass_epochs=trained.epochs)  # fmt: skip
     for k in folds:
         for point in grid:
             head = by_name[f"fold{k}/{point.name}"]
@@ -206,23 +227,7 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
         if len(grid) == 1:
             out.selected[k] = grid[0].name
             continue
-        j, best, best_score = inner_of[k], grid[0].name, -1.0
-        for point in grid:
-            head = by_name[f"fold{k}/inner{j}/{point.name}"]
-            _, metrics = fold_metrics(j, tables[head.name], cache.class_names, len(head.rows),
-                                      head.history)  # fmt: skip
-            score = metrics[SELECT_BY[0]][SELECT_BY[1]]
-            out.inner.append({
-                "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
-                "weight_decay": point.weight_decay, "seed": point.seed,
-                "n_inner_train_videos": len(head.rows), "n_inner_val_videos": metrics["n_test_videos"],
-                **{f"{v}_{s}": metrics[v][s] for v in ("pbv", "mv")
-                   for s in ("uar", "war", "macro_precision")},
-            })  # fmt: skip
-            if score > best_score:  # ties keep the earlier point (the default comes first)
-                best, best_score = point.name, score
-        out.selected[k] = best
-        log.info("fold %d: inner fold %d selects %s (inner PBV UAR %.4f)", k, j, best, best_score)
+        out.selected[k] = _select(k, inner_of[k], grid, by_name, tables, cache, out.inner)
     return out
 
 

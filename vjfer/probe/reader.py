@@ -1,8 +1,9 @@
 """Stage 2's token reader: cached clips from disk (or memory) into batch memory at disk speed.
 
 A cache stores every clip as one uncompressed HDF5 chunk of float16 tokens [V, N, D] (see
-`vjfer.cache`), so a clip's bytes sit contiguously in its shard file. `ChunkIndex` looks up each
-chunk's byte offset once; `ClipReader` then reads a clip with one `os.preadv` straight into
+`vjfer.cache`), so a clip's bytes sit contiguously in its shard file. The cache looks up each
+chunk's byte offset once (`Cache.chunks`); `ClipReader` then reads a clip with the one clip reader,
+`vjfer.cache.read_clip` (one `os.preadv`, two with scales), straight into
 preallocated memory: no HDF5 chunk cache, no intermediate copy, no decoding on the CPU, and the GIL
 is released while the kernel copies, so several threads keep several reads in flight.
 
@@ -29,17 +30,14 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vjfer.cache import Cache, clip_checksum, corrupt_clip
+from vjfer.cache import Cache, corrupt_clip, read_clip
 from vjfer.env import available_cpus
 from vjfer.errors import CacheError, ConfigError
-from vjfer.store import SCALES
 
 log = logging.getLogger(__name__)
 
@@ -66,77 +64,6 @@ def clip_bytes(cache: Cache) -> int:
     return sum(cache.store.clip_nbytes(*cache.shape))
 
 
-class ChunkIndex:
-    """Byte offset of every cached clip's chunk (and scale chunk), per shard file; checks the
-    chunks are unfiltered and of the store format's dtype and size.
-
-    A chunk written with a filter (compression) or of another size cannot be read raw; that is an
-    error naming the shard, not a silent fallback. Each shard's stored clip checksums come along.
-    """
-
-    def __init__(self, cache: Cache):
-        self.path = cache.path
-        self.clip_bytes = clip_bytes(cache)
-        self.value_bytes, self.scale_bytes = cache.store.clip_nbytes(*cache.shape)
-        self.offsets: dict[str, np.ndarray] = {}  # shard name -> int64 [clips in shard]
-        self.scale_offsets: dict[str, np.ndarray] = {}  # int8 / fp8: the scale chunks
-        self.checksums: dict[str, np.ndarray] = {}  # shard name -> uint64 [clips in shard]
-        for shard in sorted(cache.videos["shard"].unique()):
-            self.offsets[shard] = self._read_offsets(cache.path / shard, cache)
-
-    def _read_offsets(self, path: Path, cache: Cache) -> np.ndarray:
-        want = (1, cache.num_views, cache.num_tokens, cache.embed_dim)
-        dtype = cache.store.dtype
-        try:
-            with h5py.File(path, "r") as f:
-                tokens = f["tokens"]
-                if tokens.dtype != dtype or tokens.chunks != want:
-                    raise CacheError(
-                        f"{path}: tokens {tokens.dtype} in chunks {tokens.chunks}; the stage-2 "
-                        f"reader needs {dtype} chunks {want} (one clip each, store "
-                        f"{cache.store})"
-                    )
-                offsets = self._chunk_offsets(path, tokens, self.value_bytes)
-                if self.scale_bytes:
-                    self.scale_offsets[path.name] = self._chunk_offsets(
-                        path, f[SCALES], self.scale_bytes
-                    )
-                self.checksums[path.name] = f["clip_checksum"][()]
-        except (OSError, KeyError) as err:
-            raise CacheError(f"cannot read shard {path}: {err}") from err
-        return offsets
-
-    @staticmethod
-    def _chunk_offsets(path, dataset: h5py.Dataset, size: int) -> np.ndarray:
-        """Byte offset of each chunk of a one-clip-per-chunk dataset of `size`-byte chunks."""
-        offsets = np.full(dataset.shape[0], -1, dtype=np.int64)
-        bad: list[str] = []
-
-        def visit(info) -> None:
-            if info.filter_mask != 0 or info.size != size:
-                bad.append(f"chunk {info.chunk_offset[0]}: {info.size} bytes, "
-                           f"filter mask {info.filter_mask}")  # fmt: skip
-            offsets[info.chunk_offset[0]] = info.byte_offset
-
-        dataset.id.chunk_iter(visit)
-        if bad:
-            what = "" if dataset.name == "/tokens" else f"{dataset.name.lstrip('/')} "
-            raise CacheError(f"{path}: {what}{bad[0]}; expected {size} unfiltered bytes")
-        if (offsets < 0).any():
-            raise CacheError(f"{path}: clip {int(np.argmax(offsets < 0))} has no stored chunk")
-        return offsets
-
-
-def _pread_into(fd: int, view: memoryview, offset: int) -> None:
-    """Fill `view` from `fd` at `offset` (os.preadv may return short counts)."""
-    done = 0
-    while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
-        if n == 0:
-            raise CacheError(f"unexpected end of file at byte {offset + done}")
-        done += n
-
-
 class ClipReader:
     """Reads requested clips of cached videos into float16 tensors [clips, V, N, D] (fp16 caches)
     or their stored bytes, uint8 [clips, clip bytes] (int8, fp8: `vjfer.store.decode_raw`).
@@ -159,7 +86,9 @@ class ClipReader:
         self.cache, self.threads, self.pin = cache, min(threads, available_cpus()), pin
         self.verify = cache.verify if verify is None else verify
         self.prefetch = max(1, prefetch)
-        self.index = ChunkIndex(cache)
+        # every shard's chunk offsets up front: a shard that cannot be read raw fails here
+        self.chunks = {s: cache.chunks(s) for s in sorted(cache.videos["shard"].unique())}
+        self.clip_bytes = clip_bytes(cache)
         self.shape = (cache.num_views, cache.num_tokens, cache.embed_dim)  # (V, N, D)
         self.raw = cache.store.scaled  # deliver stored bytes rather than float16 tokens
         videos = cache.videos
@@ -180,21 +109,15 @@ class ClipReader:
         shard, first, n_clips = self._where[video_id]
         if len(clips) and (clips.min() < 0 or clips.max() >= n_clips):
             raise CacheError(f"{video_id}: clips {clips.tolist()} outside 0..{n_clips - 1}")
-        fd, offsets, size = self._fd(shard), self.index.offsets[shard], self.index.clip_bytes
-        values = self.index.value_bytes
-        scale_offsets = self.index.scale_offsets.get(shard)
+        fd, chunks, size = self._fd(shard), self.chunks[shard], self.clip_bytes
         flat = out.numpy().reshape(-1).view(np.uint8).data  # a memoryview of the bytes
         for i, c in enumerate(clips):
-            chunk = flat[i * size : (i + 1) * size]
-            _pread_into(fd, chunk[:values], int(offsets[first + c]))
-            if scale_offsets is not None:  # the clip's scales, right behind its values
-                _pread_into(fd, chunk[values:], int(scale_offsets[first + c]))
-            if self.verify and clip_checksum(chunk) != int(self.index.checksums[shard][first + c]):
+            if not read_clip(fd, chunks, first + c, flat[i * size : (i + 1) * size], self.verify):
                 raise corrupt_clip(self.cache.path, shard, first + c, video_id, int(c))
 
     def _buffer(self, clips: int) -> torch.Tensor:
         if self.raw:
-            return torch.empty((clips, self.index.clip_bytes), dtype=torch.uint8)
+            return torch.empty((clips, self.clip_bytes), dtype=torch.uint8)
         return torch.empty((clips, *self.shape), dtype=torch.float16)
 
     def stream(self, requests: Sequence[Request]) -> Iterator[torch.Tensor]:
@@ -244,7 +167,7 @@ class ClipReader:
 
     def _count(self, clips: int, start: float) -> None:
         self.stats.clips += clips
-        self.stats.bytes += clips * self.index.clip_bytes
+        self.stats.bytes += clips * self.clip_bytes
         self.stats.seconds = time.perf_counter() - start
 
     def close(self) -> None:
@@ -261,7 +184,7 @@ class HeldTokens:
 
     def __init__(self, reader: ClipReader, wanted: dict[str, np.ndarray], device: torch.device,
                  progress=None):  # fmt: skip
-        self.clip_bytes = reader.index.clip_bytes
+        self.clip_bytes = reader.clip_bytes
         self.clips = {vid: np.asarray(c) for vid, c in wanted.items()}
         self.tokens: dict[str, torch.Tensor] = {}
         for vid, tokens in zip(self.clips, reader.stream(list(self.clips.items())), strict=True):
@@ -306,7 +229,7 @@ def open_source(cache: Cache, wanted: dict[str, np.ndarray], *, in_memory: str, 
     """The reader, and the `wanted` clips held in memory when `in_memory` ("auto", "yes", "no",
     "gpu") and the memory there allow; returns (reader, held or None, "disk" | "ram" | device)."""
     reader = ClipReader(cache, threads=threads, prefetch=prefetch, pin=device.type == "cuda")
-    need = sum(len(c) for c in wanted.values()) * reader.index.clip_bytes
+    need = sum(len(c) for c in wanted.values()) * reader.clip_bytes
     where = {"no": "disk", "yes": "ram", "gpu": str(device)}.get(in_memory)
     if where is None:  # auto
         available = available_memory()

@@ -140,6 +140,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
                  fold.metrics["pbv"]["war"])  # fmt: skip
     summary = RunSummary(dataset=cache.dataset, probe=config.probe,
                          cache_fingerprint=cache.fingerprint, head=reported.name, plan=result.plan,
+                         pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
                          coverage=str(coverage),
                          **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
     if len(grid) > 1:

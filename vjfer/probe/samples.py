@@ -10,16 +10,21 @@ probes share a pass (see `vjfer.probe.train`):
 - `reference_clips` maps the reference's 8 training clips to the nearest cached clips;
 - `plain_clips`, `train_role_clips` and `augmented_clips` read a video's per-clip roles (the
   `reference` plan stores the reference's exact training clips, `--augment K` augmented copies);
-- `draw_copies` picks one augmented copy per training clip, seeded by (probe seed, epoch).
+- `draw_copies` picks one augmented copy per training clip, seeded by (probe seed, epoch);
+- `train_clips` gathers what a pass draws from (`TrainClips`), and `epoch_draws` makes one seed's
+  samples of one epoch from it: one record (`EpochDraws`) of clips, views, copies and masks.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from vjfer.cache import Cache
 from vjfer.clips import ROLE_AUGMENTED, ROLE_TRAIN, plan_clips
 from vjfer.errors import ConfigError
+from vjfer.probe.token_augment import token_masks
 
 REFERENCE_CLIPS = len(plan_clips(1, "reference-train"))  # the reference trains on 8 clips a video
 
@@ -64,10 +69,17 @@ def draw_copies(num_videos: int, copies: int, seed: int, epoch: int) -> np.ndarr
     return rng.integers(0, copies, size=(num_videos, REFERENCE_CLIPS))
 
 
-def epoch_order(num_videos: int, order_seed: int, epoch: int) -> np.ndarray:
+def epoch_order(num_videos: int, order_seed: int, epoch: int, how: str = "reshuffle") -> np.ndarray:
     """The order an epoch visits the cache's videos (indices into `cache.videos`): a permutation of
-    all of them, so its restriction to any probe's videos is a uniformly random order of those."""
-    return np.random.default_rng([order_seed, epoch]).permutation(num_videos)
+    all of them, so its restriction to any probe's videos is a uniformly random order of those.
+
+    `reshuffle` seeds it by (order seed, epoch); `fixed` takes the epoch-0 permutation every epoch,
+    as the reference does (its DistributedSampler(shuffle=True) never gets `set_epoch`).
+    """
+    if how not in ("reshuffle", "fixed"):
+        raise ConfigError(f"epoch_order must be reshuffle or fixed, got {how!r}")
+    seed = [order_seed, 0 if how == "fixed" else epoch]
+    return np.random.default_rng(seed).permutation(num_videos)
 
 
 def draw_samples(n_clips: np.ndarray, fixed: np.ndarray | None, num_views: int, clips_per_video: int,
@@ -144,3 +156,77 @@ def plain_index(drawn: np.ndarray, plain: dict[int, np.ndarray]) -> np.ndarray:
     for i, table in plain.items():
         clips[i] = table[drawn[i]]
     return clips
+
+
+@dataclass(frozen=True)
+class TrainClips:
+    """What a pass's samples are drawn from, per row of `cache.videos` it needs (other rows hold
+    placeholders: every draw is made for all cached videos, whichever a pass needs)."""
+
+    ids: list[str]  # video_id per row of `cache.videos`
+    n_draw: np.ndarray  # int [n]: clips `random` draws among (a needed row's plain clips)
+    plain: dict[int, np.ndarray]  # needed row -> int [C']: its plain clips (`plain_clips`)
+    fixed: np.ndarray | None  # int [n, 8]: the reference's 8 clips (`reference`), else None
+    copies: dict[int, np.ndarray] | None  # needed row -> int [8, K] stored copies (`augmented`)
+
+    def wanted(self) -> dict[str, np.ndarray]:
+        """video_id -> sorted clip indices the pass may read of each needed video."""
+        if self.copies is not None:
+            return {self.ids[i]: np.unique(c) for i, c in self.copies.items()}
+        if self.fixed is not None:
+            return {self.ids[i]: np.unique(self.fixed[i]) for i in self.plain}
+        return {self.ids[i]: c for i, c in self.plain.items()}
+
+    def reads_per_video(self, clips_per_video: int, seeds: int) -> list[int]:
+        """Clips an epoch reads of each needed video (in `wanted` order), at most."""
+        wanted = self.wanted().values()
+        if self.fixed is not None and self.copies is None:
+            return [len(c) for c in wanted]
+        return [min(len(c), clips_per_video * seeds) for c in wanted]  # K draws per seed at most
+
+
+def train_clips(cache: Cache, needed: np.ndarray, clip_choice: str, train_view: str) -> TrainClips:
+    """The `TrainClips` of the needed rows. Roles: `random` draws among the plain clips (never an
+    augmented copy), `reference` takes the exact training clips where the cache has them,
+    `augmented` one stored copy of each."""
+    ids = cache.videos["video_id"].tolist()
+    plain = {i: plain_clips(cache.clip_roles(ids[i])) for i in needed.tolist()}
+    n_draw = cache.videos["n_clips"].to_numpy().copy()  # rows not needed keep any count
+    n_draw[needed] = [len(plain[i]) for i in needed]
+    fixed = fixed_clips(cache, needed) if clip_choice == "reference" else None
+    copies = augmented_copies(cache, ids, needed) if train_view == "augmented" else None
+    return TrainClips(ids, n_draw, plain, fixed, copies)
+
+
+@dataclass(frozen=True)
+class EpochDraws:
+    """One seed's samples of one epoch for every cached video: which clips, views and copies, and
+    (with token augmentation) the token masks."""
+
+    seed: int
+    epoch: int
+    clips: np.ndarray  # int [n, K]: clip indices within each video
+    views: np.ndarray  # int [n, K]
+    copies: np.ndarray | None  # int [n, 8]: the augmented copy each training clip takes, or None
+    grid: tuple[int, int, int] | None  # the token grid when masking (`--token-augment`), else None
+
+    def mask(self, row: int) -> np.ndarray | None:
+        """bool [K, N] token mask of the video at `row` (True = kept), or None without masking."""
+        if self.grid is None:
+            return None
+        return token_masks(self.seed, self.epoch, row, self.clips.shape[1], self.grid)
+
+
+def epoch_draws(pool: TrainClips, *, num_views: int, clips_per_video: int, train_view: str,
+                grid: tuple[int, int, int] | None, seed: int, epoch: int) -> EpochDraws:  # fmt: skip
+    """The `EpochDraws` of (seed, epoch): `draw_samples`' clips and views, then (augmented) one
+    stored copy per training clip or (random) the draws mapped onto the plain clips."""
+    clips, views = draw_samples(pool.n_draw, pool.fixed, num_views, clips_per_video,
+                                train_view == "random", seed, epoch)  # fmt: skip
+    copies = None
+    if pool.copies is not None:  # one stored copy per training clip, drawn per (seed, epoch)
+        copies = draw_copies(len(pool.ids), copies_per_clip(pool.copies), seed, epoch)
+        clips = pick_copies(pool.copies, copies)
+    elif pool.fixed is None:  # draws index the plain clips
+        clips = plain_index(clips, pool.plain)
+    return EpochDraws(seed, epoch, clips, views, copies, grid)

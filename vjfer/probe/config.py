@@ -1,0 +1,112 @@
+"""Stage 2's training options and schedules: `TrainConfig` (every option and its default, the
+reference's where it has one) and the per-step learning-rate and weight-decay cosines.
+
+The recipe is the reference's frozen evaluation (facebookresearch/jepa
+`evals/video_classification_frozen/eval.py`, as used by Eing et al.): AdamW, lr 1e-3 cosine to 0 and
+weight decay 0.01 cosine to 1e-6 per optimizer step without warm-up, gradient-norm clip 1.0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from vjfer.errors import ConfigError
+from vjfer.probe.model import PROBES
+from vjfer.probe.samples import REFERENCE_CLIPS
+
+ProbeKind = Literal["attentive", "linear"]
+ClipChoice = Literal["reference", "random"]
+Pool = Literal["joint", "clip"]
+TrainView = Literal["random", "middle", "augmented"]
+Autocast = Literal["bf16", "fp16", "fp32"]
+InMemory = Literal["auto", "yes", "no", "gpu"]
+EpochOrder = Literal["reshuffle", "fixed"]
+CHOICES: dict[str, tuple[str, ...]] = {
+    "probe": PROBES,
+    "clip_choice": ("reference", "random"),
+    "pool": ("joint", "clip"),
+    "train_view": ("random", "middle", "augmented"),
+    "autocast": ("bf16", "fp16", "fp32"),
+    "in_memory": ("auto", "yes", "no", "gpu"),
+    "epoch_order": ("reshuffle", "fixed"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training option and its default (the reference's, where it has one)."""
+
+    probe: ProbeKind = "attentive"
+    epochs: int = 20
+    batch_size: int = 4  # videos per optimizer step
+    lr: float = 1e-3
+    final_lr: float = 0.0
+    weight_decay: float = 0.01
+    final_weight_decay: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float = 1.0
+    num_heads: int = 16
+    clips_per_video: int = 8
+    clip_choice: ClipChoice = "reference"
+    pool: Pool = "joint"
+    train_view: TrainView = "random"
+    seed: int = 0  # the probe's initialisation and its clip/view draws
+    order_seed: int = 0  # the order a pass visits videos in; shared by every head of the pass
+    # reshuffle: a new visit order every epoch, seeded by (order_seed, epoch); fixed: the epoch-0
+    # order every epoch, as the reference (its DistributedSampler never gets set_epoch)
+    epoch_order: EpochOrder = "reshuffle"
+    device: str = "auto"  # auto: cuda when available, else cpu
+    in_memory: InMemory = "auto"  # auto: RAM when the training tokens fit; gpu: on the device
+    num_workers: int = 4  # reader threads (reads in flight), capped at the cores
+    prefetch: int = 4  # videos read ahead of training (bounds the reader's memory)
+    eval_batch_clips: int = 64
+    # The probe's autocast dtype on CUDA (the CPU always runs float32). The reference runs
+    # torch.cuda.amp.autocast(dtype=torch.float16) with a GradScaler (its `use_bfloat16: true`
+    # enables that fp16 autocast despite the name); vjfer's default is bf16, which needs no scaler.
+    autocast: Autocast = "bf16"
+    # vjfer's own approximation (probe/token_augment.py): per clip, drop the tokens outside a random
+    # box of the token grid and, at p 0.25, a random box inside it; off: the reference has no such
+    token_augment: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "clips_per_video", "num_heads", "eval_batch_clips",
+                     "prefetch"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.train_view == "augmented" and self.clip_choice != "reference":
+            raise ConfigError("train_view='augmented' trains on copies of the reference's 8 "
+                              f"clips: it needs clip_choice='reference', got {self.clip_choice!r}")  # fmt: skip
+        if self.clip_choice == "reference" and self.clips_per_video != REFERENCE_CLIPS:
+            raise ConfigError(f"clip_choice='reference' takes {REFERENCE_CLIPS} clips; "
+                              f"clips_per_video is {self.clips_per_video}")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- schedules (pure)
+
+
+def cosine(step: int, total: int, start: float, end: float) -> float:
+    """Cosine from `start` to `end` over `total` optimizer steps; `step` counts from 0.
+
+    As jepa's WarmupCosineSchedule/CosineWDSchedule, which advance before each step, step s runs
+    at progress (s + 1) / total: the last step runs at `end`.
+    """
+    if not 0 <= step < total:
+        raise ValueError(f"step {step} outside 0..{total - 1}")
+    progress = (step + 1) / total
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_at(step: int, total: int, config: TrainConfig = TrainConfig()) -> float:
+    return cosine(step, total, config.lr, config.final_lr)
+
+
+def wd_at(step: int, total: int, config: TrainConfig = TrainConfig()) -> float:
+    return cosine(step, total, config.weight_decay, config.final_weight_decay)

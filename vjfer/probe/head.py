@@ -1,0 +1,121 @@
+"""One probe in training (`Head`): its videos, batches, optimizer and schedules.
+
+AdamW with weight decay on weights only (2-D and up, which includes the query), the cosine schedules
+of `vjfer.probe.config` per optimizer step, gradient-norm clip 1.0 and plain cross-entropy, as the
+reference's frozen evaluation. `vjfer.probe.train` feeds heads from one pass over the cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vjfer.cache import Cache
+from vjfer.errors import SplitError
+from vjfer.probe.config import TrainConfig, lr_at, wd_at
+from vjfer.probe.evaluate import AUTOCAST_DTYPES
+from vjfer.probe.model import build_probe
+from vjfer.probe.reader import ReadStats
+
+
+def param_groups(probe: nn.Module) -> list[dict]:
+    """Weight decay on parameters with 2 or more dims (weights, the query); none on biases/norms."""
+    decay = [p for p in probe.parameters() if p.ndim >= 2]
+    rest = [p for p in probe.parameters() if p.ndim < 2]
+    return [{"params": decay, "decay": True}, {"params": rest, "decay": False, "weight_decay": 0.0}]
+
+
+def _loss(probe: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, pool: str,
+          mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy of tokens [B, K, N, D] (mask: bool [B, K, N], True = kept, or None)."""
+    B, K, N, D = tokens.shape
+    if pool == "joint":
+        joint = None if mask is None else mask.reshape(B, K * N)
+        logits = probe(tokens.reshape(B, K * N, D), joint)  # the K clips' tokens as one sequence
+        return F.cross_entropy(logits.float(), labels)
+    alone = None if mask is None else mask.reshape(B * K, N)
+    logits = probe(tokens.reshape(B * K, N, D), alone)  # each clip alone; mean of per-clip losses
+    return F.cross_entropy(logits.float(), labels.repeat_interleave(K))
+
+
+class Head:
+    """One probe in training: its videos (rows of `cache.videos`), batches, optimizer and schedules.
+
+    `feed` takes one sample at a time (tokens [K, N, D] on the device, float16) and steps the
+    optimizer whenever `batch_size` samples are waiting; `end_epoch` steps on the rest.
+    """
+
+    def __init__(self, name: str, config: TrainConfig, rows: np.ndarray, cache: Cache,
+                 device: torch.device):  # fmt: skip
+        self.name, self.config, self.device = name, config, device
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
+        if len(self.rows) == 0:
+            raise SplitError(f"head {name}: no training videos")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            probe = build_probe(config.probe, cache.embed_dim, len(cache.class_names),
+                                config.num_heads)  # fmt: skip
+        self.probe = probe.to(device).train()
+        self.optimizer = torch.optim.AdamW(param_groups(self.probe), lr=config.lr,
+                                           betas=config.betas, weight_decay=config.weight_decay)  # fmt: skip
+        self.total = config.epochs * math.ceil(len(self.rows) / config.batch_size)
+        self.step = 0
+        self.history: list[dict] = []
+        self._pending: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
+        self._loss_sum, self._batches = torch.zeros((), device=device), 0
+        cuda = device.type == "cuda"
+        self._amp = AUTOCAST_DTYPES[config.autocast] if cuda else None  # the CPU trains in float32
+        # fp16 needs loss scaling (as the reference's GradScaler); bf16 and fp32 do not
+        self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp is torch.float16)
+
+    def feed(self, sample: torch.Tensor, label: int, mask: torch.Tensor | None = None) -> None:
+        """One sample [K, N, D]; `mask` bool [K, N] (True = kept) with token augmentation."""
+        self._pending.append((sample, label, mask))
+        if len(self._pending) == self.config.batch_size:
+            self._step()
+
+    def _step(self) -> None:
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, self.total, config)
+            if group["decay"]:
+                group["weight_decay"] = wd_at(self.step, self.total, config)
+        tokens = torch.stack(
+            [s for s, _, _ in self._pending]
+        ).float()  # [B, K, N, D], on the device
+        labels = torch.tensor([y for _, y, _ in self._pending], device=self.device)
+        masks = [m for _, _, m in self._pending if m is not None]
+        assert len(masks) in (0, len(self._pending)), "a head masks every sample or none"
+        mask = torch.stack(masks) if masks else None  # [B, K, N]
+        self._pending = []
+        with torch.autocast(
+            "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None
+        ):
+            loss = _loss(self.probe, tokens, labels, config.pool, mask)
+        self._scaler.scale(loss).backward()  # a no-op scale unless fp16
+        self._scaler.unscale_(self.optimizer)  # clip the true gradients, as the reference does
+        nn.utils.clip_grad_norm_(self.probe.parameters(), config.clip_grad)
+        self._scaler.step(self.optimizer)
+        self._scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._loss_sum += loss.detach()  # no per-step host sync on CUDA
+        self.step, self._batches = self.step + 1, self._batches + 1
+
+    def running_loss(self) -> float:
+        return self._loss_sum.item() / max(self._batches, 1)
+
+    def end_epoch(self, epoch: int, share: float, reads: ReadStats) -> None:
+        """Step on the rest and record the epoch: the loss, this head's share of the pass's wall
+        time (`share`: the epoch's seconds over the heads of the pass; the pass's own time is
+        recorded once, by `train_heads`) and what the shared pass read."""
+        if self._pending:
+            self._step()
+        self.history.append({
+            "epoch": epoch + 1, "loss": self.running_loss(), "pass_seconds_share": share,
+            "pass_bytes_read": reads.bytes, "pass_read_gb_s": reads.gb_per_s,
+        })  # fmt: skip
+        self._loss_sum, self._batches = torch.zeros((), device=self.device), 0
