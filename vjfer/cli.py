@@ -198,12 +198,25 @@ def _extract_options(f):
                           "`vjfer probe --train-view augmented`. Costs K × 8 clips a video."),
         click.option("--augment-seed", type=int, default=d["augment_seed"].default, show_default=True,
                      help="Seed of the augmented copies' draws (one generator per seed, video, copy and clip)."),
+        click.option("--dedup/--no-dedup", default=d["dedup"].default, show_default=True,
+                     help="Encode and store videos with identical video streams once (a fingerprint input)."),
         click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
                      show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _extract_config(dataset: str, root: Path | None, options: dict):
+    """The `ExtractConfig` of the parsed `vjfer extract` options (tests parse resume commands
+    through this)."""
+    from vjfer.extract import ExtractConfig
+
+    _reject_checkpoint_for_tiny(options["encoder"], options["checkpoint"])
+    if options["encoder"] == "tiny":
+        options["checkpoint"] = None  # from VJFER_CHECKPOINT: meant for the real encoders
+    return ExtractConfig(dataset=dataset, root=_dataset_root(dataset, root), **options)
 
 
 @cli.command()
@@ -215,18 +228,9 @@ def extract(no_progress: bool, root: Path | None, dataset: str, **options) -> No
     Resumable: a rerun with the same settings skips finished shards. Under
     `torchrun --nproc-per-node N -m vjfer extract ...` each rank writes its own shards.
     """
-    from vjfer.extract import (
-        ExtractConfig,
-        extract,
-        format_extract_summary,
-        format_plan,
-        plan_extraction,
-    )
+    from vjfer.extract import extract, format_extract_summary, format_plan, plan_extraction
 
-    _reject_checkpoint_for_tiny(options["encoder"], options["checkpoint"])
-    if options["encoder"] == "tiny":
-        options["checkpoint"] = None  # from VJFER_CHECKPOINT: meant for the real encoders
-    config = ExtractConfig(dataset=dataset, root=_dataset_root(dataset, root), **options)
+    config = _extract_config(dataset, root, options)
     plan = plan_extraction(config)
     if plan.rank == 0:
         _echo_lines(format_plan(plan))
