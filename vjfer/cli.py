@@ -421,7 +421,7 @@ def probe(
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
     from vjfer.probe.folds import make_grid
-    from vjfer.probe.run import run_probe
+    from vjfer.probe.run import run_name, run_probe
     from vjfer.probe.train import TrainConfig
     from vjfer.runs import one_cache
 
@@ -431,13 +431,7 @@ def probe(
     grid = make_grid(lrs, wds, seeds)
     config = grid[0].apply(TrainConfig(**options))
     folds = "all" if fold == "all" else int(fold)
-    # One directory per run setting, so a single-fold, other-seed or grid run never overwrites another.
-    name = f"{cache.dataset}-{path.name}-{config.probe}"
-    name += "" if folds == "all" else f"-fold{folds}"
-    if len(grid) > 1:
-        name += f"-grid{len(grid)}"
-    name += f"-seed{config.seed}" if config.seed else ""
-    run_dir = out / name
+    run_dir = out / run_name(cache.dataset, path, config.probe, folds, len(grid), config.seed)
     run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
               progress=not no_progress, grid=grid)  # fmt: skip
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
