@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vjfer.digests import sha256_file
 from vjfer.encoders import ENCODERS, EncoderSpec, list_encoders, load_encoder
 from vjfer.encoders.checkpoint import (
     load_strict,
@@ -25,7 +26,6 @@ from vjfer.encoders.checkpoint import (
     name_keys,
     read_checkpoint,
     remap_jepa_state_dict,
-    sha256_file,
 )
 from vjfer.encoders.vjepa import (
     PRESETS,

@@ -72,6 +72,57 @@ def test_int8_zero_token_and_exact_scale():
     assert float(scales[0, 1]) == pytest.approx(4 / 127, rel=1e-3)
 
 
+def _wide_tokens() -> torch.Tensor:
+    """float16 tokens [T, 64] whose largest |x| runs from 6e4 (far above fp8's 448) down to 2e-7
+    (far below its smallest normal 2^-6, and scales below float16's normal range)."""
+    g = torch.Generator().manual_seed(3)
+    top = torch.logspace(4.8, -6.7, 96, dtype=torch.float64)  # [T]: the token's largest |x|
+    x = (torch.rand(96, 64, generator=g, dtype=torch.float64) * 2 - 1) * top[:, None]
+    x[:, 0] = top  # each token reaches its largest |x|
+    return x.to(torch.float16)
+
+
+def _stored(values: torch.Tensor, scales: torch.Tensor, number: str) -> torch.Tensor:
+    """What the stored bytes mean before the decoded value is rounded to float16: float64."""
+    raw = values.view(torch.int8 if number == "int8" else torch.float8_e4m3fn).double()
+    return raw * scales.double()[:, None]
+
+
+@pytest.mark.parametrize("number", ["int8", "fp8"])
+def test_scaled_formats_keep_their_stated_error_over_the_float16_range(number):
+    """int8 |x̂ − x| ≤ s/2, fp8 |x̂ − x| ≤ 2^-4·|x| + 2^-10·s (vjfer.store), with s the token's
+    stored scale, which may not be far from max|x| / top: without a per-token scale fp8 clips
+    the large tokens and flushes the small ones to zero."""
+    x = _wide_tokens()
+    values, scales = quantize(x.float(), number)
+    top = 127.0 if number == "int8" else 448.0
+    exact = x.double().abs().amax(dim=-1) / top
+    s = scales.double()
+    assert (s >= exact * (1 - 2**-10)).all() and (s <= exact * 1.5 + 2**-24).all()
+    err = (_stored(values, scales, number) - x.double()).abs()
+    bound = s[:, None] / 2 if number == "int8" else 2**-4 * x.double().abs() + 2**-10 * s[:, None]
+    worst = (err / bound).max()
+    assert worst <= 1 + 1e-9, f"{number}: error {float(worst):.3f} × the stated bound"
+    y = dequantize(values, scales, number).double()  # then float16's own rounding of x̂
+    assert ((y - x.double()).abs() <= bound * (1 + 1e-9) + 2**-11 * y.abs() + 2**-25).all()
+
+
+@pytest.mark.parametrize("number", ["int8", "fp8"])
+def test_the_scale_is_rounded_before_dividing(number):
+    """The stored value is x divided by the *stored* (float16) scale, rounded to the format: so
+    int8's q is the integer nearest x / s for the s in the file (dividing by the exact scale and
+    storing its float16 rounding misses by up to 2^-11·127 steps, more for small scales)."""
+    x = _wide_tokens()
+    values, scales = quantize(x.float(), number)
+    y = x.double() / scales.double()[:, None]
+    stored = _stored(values, scales, number) / scales.double()[:, None]
+    if number == "int8":
+        assert ((stored - y).abs() <= 0.5 + 1e-9).all()
+    else:  # fp8 rounds y to the nearest e4m3 value
+        nearest = y.float().to(torch.float8_e4m3fn).double()
+        assert torch.equal(stored, nearest)
+
+
 def test_pool2_averages_2x2_blocks_on_the_grid():
     grid = (2, 4, 6)  # t, h, w -> N = 48
     t = torch.arange(2 * 4 * 6, dtype=torch.float32).reshape(1, 48, 1).expand(1, 48, 3)

@@ -21,9 +21,9 @@ Eing et al.'s code (vjepa-for-fer, a fork of facebookresearch/jepa) trains the p
 
 Each of a sample's 8 clips is augmented independently. Here every draw comes from a generator
 seeded by (seed, video, copy, clip), so a cache is reproducible; the ops are re-implemented on
-torch tensors after PIL's definitions (PIL is not a vjfer dependency), so pixel values can differ
-from PIL's by rounding and at the borders of resampled frames; the op set, the arguments and the
-shared draw are the reference's.
+torch tensors after PIL's definitions (PIL is not a vjfer dependency). The op set, the arguments
+and the shared draw are the reference's; the geometric ops' pixel values differ from PIL's by the
+bicubic kernel: torch's `grid_sample` uses a = -0.75, PIL's BICUBIC a = -0.5.
 """
 
 from __future__ import annotations

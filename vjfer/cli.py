@@ -197,12 +197,25 @@ def _extract_options(f):
                           "`vjfer probe --train-view augmented`. Costs K × 8 clips a video."),
         click.option("--augment-seed", type=int, default=d["augment_seed"].default, show_default=True,
                      help="Seed of the augmented copies' draws (one generator per seed, video, copy and clip)."),
+        click.option("--dedup/--no-dedup", default=d["dedup"].default, show_default=True,
+                     help="Encode and store videos with identical video streams once (a fingerprint input)."),
         click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
                      show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _extract_config(dataset: str, root: Path | None, options: dict):
+    """The `ExtractConfig` of the parsed `vjfer extract` options (tests parse resume commands
+    through this)."""
+    from vjfer.extract import ExtractConfig
+
+    _reject_checkpoint_for_tiny(options["encoder"], options["checkpoint"])
+    if options["encoder"] == "tiny":
+        options["checkpoint"] = None  # from VJFER_CHECKPOINT: meant for the real encoders
+    return ExtractConfig(dataset=dataset, root=_dataset_root(dataset, root), **options)
 
 
 @cli.command()
@@ -214,18 +227,9 @@ def extract(no_progress: bool, root: Path | None, dataset: str, **options) -> No
     Resumable: a rerun with the same settings skips finished shards. Under
     `torchrun --nproc-per-node N -m vjfer extract ...` each rank writes its own shards.
     """
-    from vjfer.extract import (
-        ExtractConfig,
-        extract,
-        format_extract_summary,
-        format_plan,
-        plan_extraction,
-    )
+    from vjfer.extract import extract, format_extract_summary, format_plan, plan_extraction
 
-    _reject_checkpoint_for_tiny(options["encoder"], options["checkpoint"])
-    if options["encoder"] == "tiny":
-        options["checkpoint"] = None  # from VJFER_CHECKPOINT: meant for the real encoders
-    config = ExtractConfig(dataset=dataset, root=_dataset_root(dataset, root), **options)
+    config = _extract_config(dataset, root, options)
     plan = plan_extraction(config)
     if plan.rank == 0:
         _echo_lines(format_plan(plan))
@@ -419,7 +423,7 @@ def probe(
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
     from vjfer.probe.folds import make_grid
-    from vjfer.probe.run import run_probe
+    from vjfer.probe.run import run_name, run_probe
     from vjfer.probe.train import TrainConfig
     from vjfer.runs import one_cache
 
@@ -429,13 +433,7 @@ def probe(
     grid = make_grid(lrs, wds, seeds)
     config = grid[0].apply(TrainConfig(**options))
     folds = "all" if fold == "all" else int(fold)
-    # One directory per run setting, so a single-fold, other-seed or grid run never overwrites another.
-    name = f"{cache.dataset}-{path.name}-{config.probe}"
-    name += "" if folds == "all" else f"-fold{folds}"
-    if len(grid) > 1:
-        name += f"-grid{len(grid)}"
-    name += f"-seed{config.seed}" if config.seed else ""
-    run_dir = out / name
+    run_dir = out / run_name(cache.dataset, path, config.probe, folds, len(grid), config.seed)
     run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
               progress=not no_progress, grid=grid)  # fmt: skip
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))

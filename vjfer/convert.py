@@ -337,9 +337,9 @@ def compare_caches(a: Cache, b: Cache, *, clips: int = COST_CLIPS, seed: int = 0
 def probe_agreement(a: Cache, run: Path, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
     """Per fold probe of `run` (trained on cache `a`): argmax agreement and max |Δ softmax| of its
     clip probabilities on source vs converted tokens (the sample `pairs`)."""
-    from vjfer.cross import find_probes
     from vjfer.probe.evaluate import clip_probabilities
     from vjfer.probe.model import load_probe
+    from vjfer.runs import find_probes
 
     out = {}
     for k, path in find_probes(run).items():

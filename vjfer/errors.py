@@ -17,6 +17,9 @@ class SplitError(DatasetError):
     """Fold files that are inconsistent, or a fold split that would leak test actors."""
 
 
+FACE_FAILURE_PREFIX = "no face"  # how a face-crop failure's reason starts (failures.jsonl)
+
+
 class VideoError(VjferError):
     """A video that cannot be decoded. Carries the file and the reason."""
 

@@ -24,9 +24,8 @@ from typing import Literal, TypeGuard
 import av
 import numpy as np
 
-from vjfer.cache import FACE_FAILURE_PREFIX
-from vjfer.encoders.checkpoint import sha256_file
-from vjfer.errors import ConfigError, VideoError
+from vjfer.digests import sha256_file
+from vjfer.errors import FACE_FAILURE_PREFIX, ConfigError, VideoError
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-)
+
+# sklearn.metrics is imported where it is used: importing it takes about a second, and every `vjfer`
+# command imports this module (through its option table) whether or not it scores anything.
 
 ArrayLike = Sequence[int] | np.ndarray
 
@@ -54,18 +51,24 @@ def uar(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 def war(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Weighted average recall, i.e. accuracy."""
     t, p = _check(y_true, y_pred)
+    from sklearn.metrics import accuracy_score
+
     return float(accuracy_score(t, p))
 
 
 def macro_precision(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Mean precision TP / (TP + FP) over classes seen in truth or predictions (the paper's "UAR")."""
     t, p = _check(y_true, y_pred)
+    from sklearn.metrics import precision_score
+
     return float(precision_score(t, p, average="macro", zero_division=0))
 
 
 def macro_f1(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Mean F1 over classes seen in truth or predictions."""
     t, p = _check(y_true, y_pred)
+    from sklearn.metrics import f1_score
+
     return float(f1_score(t, p, average="macro", zero_division=0))
 
 
@@ -74,6 +77,8 @@ def confusion(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> np.ndar
     t, p = _check(y_true, y_pred)
     if max(t.max(), p.max()) >= num_classes or min(t.min(), p.min()) < 0:
         raise ValueError(f"class indices must lie in [0, {num_classes}); got {t.min()}..{t.max()}")
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(t, p, labels=np.arange(num_classes)).astype(np.int64)
 
 

@@ -18,12 +18,23 @@ from vjfer.cache import Cache, canonical_json, find_caches, incomplete_message, 
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset
 
-# Cache settings (vjfer.extract.cache_settings) that fix what a token means: a probe only reads
-# tokens of another dataset's cache if these agree. Clip plan, hop, views and dataset may differ.
-ENCODER_SETTINGS = (
-    "encoder", "encoder_fingerprint", "resolution", "frames", "frame_step", "mean", "std", "dtype",
-    "store_format", "store_pca",  # a probe reads tokens stored as it was trained on (vjfer.store)
+# Cache settings (vjfer.extract.cache_settings) that choose which clips of which videos a cache
+# holds, not what a clip's tokens are: a probe may read another dataset's cache that differs in
+# these. Every other fingerprint input (encoder, checkpoint, compute and storage dtype, resolution,
+# normalisation, face crop, store format, tokens version, and any input added later) must agree.
+# Views may differ too: a probe averages over a clip's views, so 3crop tokens of a center-trained
+# probe are a test-time choice, as in within-dataset evaluation.
+CLIP_SELECTION = (
+    "dataset", "plan", "hop", "views", "windows_version", "augment",
+    "shard_size", "limit", "max_lost_frames", "dedup_streams",  # layout and which videos
 )  # fmt: skip
+# What to say when a token setting differs (the default: made by the same encoder).
+SAME_TOKENS_NEED = {
+    "store_format": "tokens stored in the same format (`vjfer cache convert --store FORMAT`)",
+    "store_pca": "tokens stored in the same format (the same PCA basis)",
+    "face_crop": "frames cropped the same way (`vjfer extract --face-crop`)",
+    "tokens_version": "tokens made by the same vjfer tokens version (re-extract the older cache)",
+}
 FOLD_DIR = re.compile(r"^fold-(\d+)$")
 
 
@@ -39,19 +50,33 @@ def _differing_field(have: object, want: object, name: str) -> str | None:
     return None if canonical_json(have) == canonical_json(want) else name
 
 
+PER_DATASET = ("boxes_file", "boxes_sha256")  # face_crop fields: each dataset has its own boxes
+
+
+def token_mismatch(have: dict, want: dict) -> str | None:
+    """What differs between two caches' settings (`have`: the probe's training cache) in the
+    first token setting they disagree on, and what cross-dataset evaluation needs; None when
+    every setting but `CLIP_SELECTION` agrees."""
+    for key in sorted((set(have) | set(want)) - set(CLIP_SELECTION)):
+        a, b = have.get(key), want.get(key)
+        if key == "face_crop" and isinstance(a, dict) and isinstance(b, dict):
+            a, b = ({k: v for k, v in d.items() if k not in PER_DATASET} for d in (a, b))
+        if (field_name := _differing_field(a, b, key)) is not None:
+            need = SAME_TOKENS_NEED.get(key, "both caches made by the same encoder")
+            return (f"{key}={canonical_json(have.get(key))} against {key}="
+                    f"{canonical_json(want.get(key))} (field {field_name!r} differs): "
+                    f"cross-dataset evaluation needs {need}")  # fmt: skip
+    return None
+
+
 def check_same_encoder(probe_settings: dict, cache: Cache, probe_path: Path) -> None:
-    """Raise CacheError naming the first encoder setting in which the probe's training cache and
-    `cache` differ (`ENCODER_SETTINGS`)."""
-    for key in ENCODER_SETTINGS:
-        if key not in probe_settings and key not in cache.settings:
-            continue
-        have, want = probe_settings.get(key), cache.settings.get(key)
-        if (field_name := _differing_field(have, want, key)) is not None:
-            raise CacheError(
-                f"{probe_path} was trained on tokens with {key}={canonical_json(have)}, but cache "
-                f"{cache.path} has {key}={canonical_json(want)} (field {field_name!r} differs): "
-                "cross-dataset evaluation needs both caches made by the same encoder"
-            )
+    """Raise CacheError naming the first token setting in which the probe's training cache and
+    `cache` differ (`token_mismatch`)."""
+    if (mismatch := token_mismatch(probe_settings, cache.settings)) is not None:
+        raise CacheError(
+            f"{probe_path} was trained on tokens that differ from those of cache {cache.path}: "
+            f"{mismatch}"
+        )
 
 
 def one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = None) -> Path:

@@ -11,7 +11,10 @@ whose N runs over a (t, h, w) grid:
   is the same model family on a K-dimensional input.
 - a number format: `fp16` (2 bytes a value, today's caches), `int8` (symmetric, one scale per
   token: q = round(x / s), s = max|x| / 127, 1 byte a value plus a float16 scale per token) or `fp8`
-  (e4m3 with the same per-token scaling to its range ±448, stored as the raw uint8 bytes).
+  (e4m3 with the same per-token scaling to its range ±448, stored as the raw uint8 bytes). Stated
+  error of a value x of a token with stored scale s, before the float16 rounding of the decoded
+  value: int8 |x̂ − x| ≤ s/2; fp8 |x̂ − x| ≤ 2^-4·|x| + 2^-10·s (3 mantissa bits; e4m3's
+  subnormal step 2^-9 in units of s), for any |x| a float16 holds (tests/test_store.py).
 
 Formats compose: `pool2+int8`, `pool2+pca:32+fp8`; `str()` is the canonical spelling (steps in the
 order above). A clip is stored as its token chunk and, for int8/fp8, a scale chunk [V, N] float16
@@ -137,12 +140,18 @@ def quantize(x: torch.Tensor, number: str) -> tuple[torch.Tensor, torch.Tensor |
     """float [..., D] -> (stored values [..., D], float16 scales [...] or None for fp16).
 
     The scale is rounded to float16 *before* dividing, so decoding with the stored scale inverts
-    exactly what was encoded. An all-zero token gets scale 0 and decodes to zeros.
+    exactly what was encoded. A scale that float16 rounds down by more than its normal rounding
+    (below float16's normal range: tokens whose largest |x| is under 2^-14 · top) is moved up
+    one float16 step, so the token's largest value still fits and no value is clipped; tokens of
+    a larger |x| keep the scale they always had. An all-zero token gets scale 0 and decodes to zeros.
     """
     if number == "fp16":
         return x.to(torch.float16), None
     top = INT8_MAX if number == "int8" else FP8_MAX
-    scale = (x.abs().amax(dim=-1) / top).to(torch.float16)  # [...]
+    exact = x.float().abs().amax(dim=-1) / top  # [...]
+    scale = exact.to(torch.float16)
+    low = scale.float() < exact * (1 - 2**-10)  # float16's normal rounding is within 2^-11
+    scale = torch.where(low, torch.nextafter(scale, torch.full_like(scale, torch.inf)), scale)
     divisor = torch.where(scale > 0, scale.float(), torch.ones_like(scale, dtype=torch.float32))
     y = x.float() / divisor.unsqueeze(-1)
     if number == "int8":

@@ -25,7 +25,6 @@ from vjfer.cache.format import (
     CHECKSUM,
     DECODE_COLUMNS,
     FACE_COLUMNS,
-    FACE_FAILURE_PREFIX,
     FAILURES,
     FORMAT,
     FORMAT_VERSION,
@@ -71,7 +70,7 @@ from vjfer.cache.writer import (
 )
 
 __all__ = [
-    "CHECKSUM", "DECODE_COLUMNS", "EXTRACT_RECORD", "FACE_COLUMNS", "FACE_FAILURE_PREFIX",
+    "CHECKSUM", "DECODE_COLUMNS", "EXTRACT_RECORD", "FACE_COLUMNS",
     "FAILURES", "FORMAT", "FORMAT_VERSION", "MANIFEST", "PARTIAL_SUFFIX", "SHARD_PATTERN",
     "SHORTEST_UNPADDED", "SOURCE_COLUMNS", "TOKEN_DTYPE", "VIDEO_COLUMNS",
     "Cache", "Coverage", "ShardChunks", "ShardWriter", "VerifyReport", "VideoEntry",

@@ -13,7 +13,6 @@ import numpy as np
 
 from vjfer.cache.chunks import read_clip, shard_chunks
 from vjfer.cache.format import (
-    FACE_FAILURE_PREFIX,
     MANIFEST,
     SHARD_PATTERN,
     SHORTEST_UNPADDED,
@@ -25,7 +24,7 @@ from vjfer.cache.format import (
 )
 from vjfer.cache.reader import read_manifest
 from vjfer.cache.writer import manifest_from_shards, write_manifest
-from vjfer.errors import CacheError
+from vjfer.errors import FACE_FAILURE_PREFIX, CacheError
 from vjfer.store import StoreFormat
 
 

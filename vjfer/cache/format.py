@@ -34,7 +34,6 @@ SHORTEST_UNPADDED = REFERENCE_CLIP_LEN + 1  # 65 frames
 VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips")
 # Per-video columns of caches made with a face crop (`vjfer.face`) only; other shards lack them.
 FACE_COLUMNS = ("face_status", "face_box")  # "cropped" | "fallback"; (x, y, w, h), -1s: none
-FACE_FAILURE_PREFIX = "no face"  # how a face-crop failure's reason starts (failures.jsonl)
 DECODE_COLUMNS = ("lost_frames", "container_frames")  # int64; container_frames -1: not listed
 SOURCE_COLUMNS = ("source_path", "source_size", "source_mtime_ns", "source_sha256")
 CHECKSUM = "xxh3_64"  # per clip, of the chunk's bytes; ~20x faster than zlib.crc32 (RESULTS.md)

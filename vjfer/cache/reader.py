@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -299,22 +300,23 @@ EXTRACT_RECORD = "extract.json"  # the extraction's options and environment (vjf
 
 
 def resume_command(directory: Path) -> str:
-    """The `vjfer extract` command that resumes the cache in `directory` (from extract.json)."""
+    """The `vjfer extract` command that resumes the cache in `directory`: the one extract.json
+    recorded (`vjfer.extract.command_words`: every option that differs from its default), with
+    `--cache` pointing at where the cache is now, and a warning when its `--root` is gone."""
+    directory = Path(directory)
     try:
-        config = json.loads((Path(directory) / EXTRACT_RECORD).read_text(encoding="utf-8"))[
-            "config"
-        ]
-    except (OSError, ValueError, KeyError):
-        return "the `vjfer extract` command that made it (same options)"
-    words = ["vjfer", "extract", "--dataset", config["dataset"], "--root", config["root"],
-             "--encoder", config["encoder"], "--cache", config["cache_root"]]  # fmt: skip
-    if config["checkpoint"]:
-        words += ["--checkpoint", config["checkpoint"]]
-    for key in ("weights", "plan", "views", "hop", "shard_size", "limit", "max_lost_frames",
-                "store"):  # fmt: skip
-        if config.get(key) is not None:
-            words += [f"--{key.replace('_', '-')}", str(config[key])]
-    return "`" + " ".join(words) + "`"
+        record = json.loads((directory / EXTRACT_RECORD).read_text(encoding="utf-8"))
+        words = [str(w) for w in record["command"]]
+        root = Path(words[words.index("--root") + 1])
+        words[words.index("--cache") + 1] = str(directory.parent.parent)  # <root>/<dataset>/<name>
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return (f"the `vjfer extract` command that made it (same options: see "
+                f"{directory / EXTRACT_RECORD})")  # fmt: skip
+    command = "`" + shlex.join(words) + "`"
+    if not root.is_dir():
+        command += (f" (the recorded --root {root} no longer exists: give the dataset's current "
+                    "folder instead)")  # fmt: skip
+    return command
 
 
 def incomplete_message(directory: Path) -> str:

@@ -13,7 +13,6 @@ damaged, another architecture, or refused by `weights_only`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import zipfile
@@ -25,6 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from vjfer.digests import sha256_file
 from vjfer.encoders.vjepa import VisionTransformer, ViTConfig, build_vit, sincos_pos_embed_3d
 from vjfer.errors import CheckpointError, ConfigError
 
@@ -50,15 +50,6 @@ class LoadReport:
     weights: str
     epoch: int | None
     notes: tuple[str, ...]
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _ranges(numbers: list[int]) -> str:

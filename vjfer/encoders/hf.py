@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vjfer.encoders.checkpoint import sha256_file
+from vjfer.digests import sha256_file
 from vjfer.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)

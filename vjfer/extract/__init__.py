@@ -25,7 +25,9 @@ from vjfer.extract.config import (
     TOKENS_VERSION,
     ExtractConfig,
     cache_settings,
+    command_words,
     config_record,
+    option_name,
 )
 from vjfer.extract.lock import CacheLock, check_lock
 from vjfer.extract.pipeline import WRITE_QUEUE, lost_fraction
@@ -57,8 +59,8 @@ __all__ = [
     "DISK_MARGIN", "EXPECTED_EXCLUSIONS", "HOP_PLANS", "MAX_AUTO_WORKERS", "PROBE_SAMPLE",
     "STREAMS_MEMO", "TOKENS_VERSION", "TYPICAL_FRAMES", "WRITE_QUEUE",
     "CacheLock", "ExtractConfig", "ExtractPlan", "ExtractSummary",
-    "cache_settings", "changed_sources", "check_lock", "config_record", "decode_workers",
+    "cache_settings", "changed_sources", "check_lock", "command_words", "config_record", "decode_workers",
     "distributed_env", "duplicate_streams", "estimate_clips", "extract", "format_extract_summary",
-    "format_plan", "lost_fraction", "plan_extraction", "probe_frame_count", "relative_source",
+    "format_plan", "lost_fraction", "option_name", "plan_extraction", "probe_frame_count", "relative_source",
     "source_changed", "stream_digests",
 ]  # fmt: skip

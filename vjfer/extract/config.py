@@ -1,10 +1,11 @@
 """The options of `vjfer extract` (`ExtractConfig`) and what of them enters the cache: the
-fingerprint inputs (`cache_settings`) and the record written into the manifest (`config_record`).
+fingerprint inputs (`cache_settings`), the record written into the manifest (`config_record`) and
+the command that makes the same cache again (`command_words`, printed to resume an interrupted one).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from vjfer import augment, cache
@@ -148,3 +149,31 @@ def config_record(config: ExtractConfig) -> dict:
     if StoreFormat.parse(config.store).plain:  # as for face crops: fp16 manifests stay as they were
         del record["store"]
     return record
+
+
+# Options a resume must not repeat: --force deletes the shards the resume means to keep.
+NOT_RESUMED = ("force",)
+FIRST_OPTIONS = ("dataset", "root", "encoder", "cache_root")  # always printed, in this order
+
+
+def option_name(field: str) -> str:
+    """The `vjfer extract` option of an `ExtractConfig` field (tests/test_resume.py checks that the
+    CLI declares exactly these): `--cache` for `cache_root`, else the field with dashes."""
+    return "--cache" if field == "cache_root" else "--" + field.replace("_", "-")
+
+
+def command_words(config: ExtractConfig) -> list[str]:
+    """The `vjfer extract` command (as words) that re-creates `config`: the dataset, its root, the
+    encoder and the cache root, then every other option whose value differs from its default, so
+    an option added to `ExtractConfig` (and the CLI) enters the command with no edit here."""
+    defaults = {f.name: f.default for f in fields(ExtractConfig)}
+    words = ["vjfer", "extract"]
+    for name in (*FIRST_OPTIONS, *(n for n in defaults if n not in FIRST_OPTIONS)):
+        value = getattr(config, name)
+        if name in NOT_RESUMED or (name not in FIRST_OPTIONS and value == defaults[name]):
+            continue
+        if isinstance(value, bool):  # a flag: --x turns on a False default, --no-x turns off True
+            words.append(option_name(name) if value else option_name(f"no_{name}"))
+        elif value is not None:
+            words += [option_name(name), str(value)]
+    return words

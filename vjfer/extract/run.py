@@ -22,7 +22,7 @@ from vjfer import cache
 from vjfer.cache import VideoEntry
 from vjfer.env import available_cpus, environment
 from vjfer.errors import CacheError, ConfigError
-from vjfer.extract.config import ExtractConfig, config_record
+from vjfer.extract.config import ExtractConfig, command_words, config_record
 from vjfer.extract.lock import CacheLock
 from vjfer.extract.pipeline import _Batcher, _DecodeTasks, _WriterThread
 from vjfer.extract.plan import ExtractPlan, _shard_aliases, _shard_is_done, plan_extraction
@@ -231,7 +231,8 @@ def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
     start = time.perf_counter()
     record_path = directory / cache.EXTRACT_RECORD
     if plan.rank == 0 and (len(plan.done) < len(plan.mine) or not record_path.exists()):
-        record = {"config": config_record(config), "environment": environment()}
+        record = {"config": config_record(config), "command": command_words(config),
+                  "environment": environment()}  # fmt: skip
         cache.atomic_write_text(record_path, json.dumps(record, indent=1))
     if len(plan.done) < len(plan.mine):
         (directory / cache.MANIFEST).unlink(missing_ok=True)  # no manifest claims a shard in work

@@ -163,6 +163,17 @@ def resolve_folds(cache: Cache, folds: str | int | Sequence[int]) -> list[int]:
     return wanted
 
 
+def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int,
+             grid_size: int = 1, seed: int = 0) -> str:  # fmt: skip
+    """The directory name of a run under `vjfer probe --out`: one name per run setting, so a
+    single-fold, grid or other-seed run never overwrites another:
+    `<dataset>-<cache directory>-<probe>[-foldK][-gridN][-seedS]` (seed 0 and all folds add nothing)."""
+    name = f"{dataset}-{Path(cache_dir).name}-{probe}"
+    name += "" if folds == "all" else f"-fold{folds}"
+    name += f"-grid{grid_size}" if grid_size > 1 else ""
+    return name + (f"-seed{seed}" if seed else "")
+
+
 def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: TrainConfig,
               out_dir: str | Path, *, dataset: str | None = None, fingerprint: str | None = None,
               progress: bool = True, grid: Sequence[GridPoint] | None = None) -> Path:  # fmt: skip
