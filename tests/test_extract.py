@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import xxhash
 
 import vjfer
 from vjfer import cache
@@ -406,7 +407,7 @@ def test_other_files_under_the_same_names_are_re_encoded(root, encoder, clean, t
     replaced = actor_dir(other, first) / f"{first}.mp4"
     replaced.write_bytes((actor_dir(root, second) / f"{second}.mp4").read_bytes())
     with pytest.raises(CacheError, match=rf"(?s)1 cached video\(s\) in shard-00000.h5 .*came from other "
-                                         rf"files.*\n  {replaced}: sha256 .*encoded from Actor_0\d/"
+                                         rf"files.*\n  {replaced}: xxh3-128 .*encoded from Actor_0\d/"
                                          rf"{first}.mp4.*--no-reencode"):  # fmt: skip
         plan_extraction(config_for(other, tmp_path / "c", no_reencode=True), encoder=encoder)
     summary = run(config_for(other, tmp_path / "c"), encoder)
@@ -433,6 +434,44 @@ def test_the_same_files_elsewhere_reuse_every_shard_and_keep_the_manifest(
     assert (summary.shards_written, summary.videos_done, summary.videos_cached) == (0, 0, 8)
     assert (cache_dir / MANIFEST).read_text() == before  # the root changes only with its shards
     assert json.loads(before)["config"]["root"] == str(root)
+
+
+def test_other_bytes_with_the_same_size_and_mtime_are_re_encoded_unless_trusted(
+    root, encoder, clean, tmp_path, caplog
+):
+    """Issue 20, item 1: a file rewritten in place (same size, same mtime_ns) is found by its
+    content hash; --trust-size-mtime keeps its old tokens, and the log says so."""
+    cache_dir = Path(
+        shutil.copytree(clean.cache_dir, tmp_path / "c" / "ravdess" / clean.cache_dir.name)
+    )
+    other = Path(shutil.copytree(root, tmp_path / "B"))  # copy2: the same mtime_ns
+    first = open_cache(clean.cache_dir).videos.video_id[0]  # in shard 0
+    path = actor_dir(other, first) / f"{first}.mp4"
+    st, data = path.stat(), bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte of the video stream
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    (cache_dir / "shard-00003.h5").unlink()  # an interrupted run: one shard to write
+    with caplog.at_level("INFO", logger="vjfer.extract.plan"):
+        trusted = run(config_for(other, tmp_path / "c", trust_size_mtime=True), encoder)
+    assert (trusted.shards_written, trusted.shards_skipped) == (1, 3)
+    assert re.search(r"--trust-size-mtime: kept 3 complete shard\(s\) \(9 videos\)", caplog.text)
+    manifest = json.loads((cache_dir / MANIFEST).read_text())
+    assert manifest["config"]["trust_size_mtime"] is True  # recorded with the shards it kept
+    assert digests(cache_dir) == digests(clean.cache_dir)  # shard 0: the old file's tokens
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vjfer.extract.plan"):
+        summary = run(config_for(other, tmp_path / "c"), encoder)
+    assert (summary.shards_written, summary.shards_skipped) == (1, 3)
+    assert "trust_size_mtime" not in json.loads((cache_dir / MANIFEST).read_text())["config"]
+    assert re.search(rf"re-encoding shard-00000.h5: 1 source file.*{first}.mp4: xxh3-128 ",
+                     caplog.text)  # fmt: skip
+    assert "kept 3 complete shard(s): the content (xxh3-128) of their 8 source files" in caplog.text
+    rows = json.loads((cache_dir / MANIFEST).read_text())["videos"]
+    source = next(v for v in rows if v["video_id"] == first)["source"]
+    assert source["xxh3"] == xxhash.xxh3_128_hexdigest(bytes(data))
+    assert source["sha256"] == hashlib.sha256(bytes(data)).hexdigest()
 
 
 # ---- partial decodes (item 2) -------------------------------------------------------------------

@@ -188,6 +188,9 @@ def _extract_options(f):
         click.option("--max-lost-frames", type=click.FloatRange(0, 1), default=d["max_lost_frames"].default, show_default=True,
                      help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`)."),
         click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
+        click.option("--trust-size-mtime", is_flag=True,
+                     help="On resume, keep a complete shard whose source files have the recorded size and mtime_ns without "
+                          "reading them (default: compare each file's content hash, xxh3-128, with the recorded one)."),
         click.option("--store", default=d["store"].default, show_default=True, metavar="FORMAT",
                      help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see `vjfer cache convert`."),
         click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=d["dtype"].default, show_default=True,

@@ -178,6 +178,7 @@ class _Source:
     size: int
     mtime_ns: int
     sha256: str
+    xxh3: str = ""
 
 
 def target_settings(src: Cache, fmt: StoreFormat, pca: dict | None) -> dict:

@@ -36,7 +36,9 @@ VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first
 FACE_COLUMNS = ("face_status", "face_box")  # "cropped" | "fallback"; (x, y, w, h), -1s: none
 FACE_FAILURE_PREFIX = "no face"  # how a face-crop failure's reason starts (failures.jsonl)
 DECODE_COLUMNS = ("lost_frames", "container_frames")  # int64; container_frames -1: not listed
-SOURCE_COLUMNS = ("source_path", "source_size", "source_mtime_ns", "source_sha256")
+SOURCE_COLUMNS = ("source_path", "source_size", "source_mtime_ns", "source_sha256", "source_xxh3")
+# Written since issue 20; a shard from before lacks it and reads as "" (compared by sha256).
+OPTIONAL_SOURCE_COLUMNS = ("source_xxh3",)
 CHECKSUM = "xxh3_64"  # per clip, of the chunk's bytes; ~20x faster than zlib.crc32 (RESULTS.md)
 
 
@@ -175,14 +177,16 @@ def read_shard_header(path: Path) -> dict:
             }
             _check_format(header, path)
             names = (*VIDEO_COLUMNS, *DECODE_COLUMNS, *SOURCE_COLUMNS, "alias_of")
-            table = {k: f[k][()] for k in names}
+            table = {k: f[k][()] for k in names if k in f or k not in OPTIONAL_SOURCE_COLUMNS}
+            rows = len(table["video_id"])
+            table.update({k: [""] * rows for k in OPTIONAL_SOURCE_COLUMNS if k not in table})
             table.update({k: f[k][()] for k in FACE_COLUMNS if k in f})
             header["tokens_shape"] = list(f["tokens"].shape)
             header["clips_in_table"] = int(len(f["clip_video"]))
             header["checksums"] = int(len(f["clip_checksum"]))
     except (OSError, KeyError) as err:
         raise CacheError(f"cannot read shard {path}: {err}") from err
-    for key in ("video_id", "source_path", "source_sha256", "alias_of", "face_status"):
+    for key in ("video_id", "source_path", "source_sha256", "source_xxh3", "alias_of", "face_status"):
         if key in table:
             table[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in table[key]]
     header["videos"] = table

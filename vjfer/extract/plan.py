@@ -156,6 +156,20 @@ def _check_writable(directory: Path) -> None:
         raise CacheError(f"cache directory {directory} is not writable: {err}") from err
 
 
+def _log_source_check(config: ExtractConfig, done: list[int], shards: list[list[str]]) -> None:
+    """Say how the sources of the complete shards kept were compared with the recorded ones."""
+    if not done:
+        return
+    files = sum(len(shards[i]) for i in done)
+    if config.trust_size_mtime:
+        log.warning("--trust-size-mtime: kept %d complete shard(s) (%d videos) whose source files "
+                    "have the recorded size and mtime_ns, without reading them; a file rewritten "
+                    "with the same size and mtime keeps its old tokens", len(done), files)  # fmt: skip
+    else:
+        log.info("kept %d complete shard(s): the content (xxh3-128) of their %d source files is "
+                 "the one recorded", len(done), files)  # fmt: skip
+
+
 def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
                     world_size: int | None = None, local_rank: int | None = None,
                     encoder: Encoder | None = None) -> ExtractPlan:  # fmt: skip
@@ -197,7 +211,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     digests: dict[str, str] = {}
     sources: dict[str, SourceIdentity] = {}
     if config.dedup:
-        digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO)
+        digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO,
+                                          config.trust_size_mtime)  # fmt: skip
     alias_of = duplicate_streams(digests)
     shards = cache.assign_shards([r.video_id for r in records if r.video_id not in alias_of],
                                  config.shard_size)  # fmt: skip
@@ -209,10 +224,12 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
                                        _shard_aliases(alias_of, shards[i]))  # fmt: skip
         if header is None:
             continue
-        if changes := changed_sources(header, by_id, config.root):
+        if changes := changed_sources(header, by_id, config.root, config.trust_size_mtime,
+                                      sources):  # fmt: skip
             changed[i] = changes
         else:
             done.append(i)
+    _log_source_check(config, done, shards)
     if changed:
         files = [c for i in sorted(changed) for c in changed[i]]
         names = ", ".join(cache.shard_name(i) for i in sorted(changed))
