@@ -429,10 +429,8 @@ def read_source(path: str | Path) -> tuple[bytes, SourceIdentity]:
         raise VideoError(path, "empty file (0 bytes)")
     if len(data) < 1024 and data.startswith(_LFS_HEADER):
         raise VideoError(path, LFS_HINT)
-    return data, SourceIdentity(  # hashed from the bytes in memory: the decode's own read
-        str(path), len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest(),
-        xxhash.xxh3_128_hexdigest(data),
-    )
+    digests = hashlib.sha256(data).hexdigest(), xxhash.xxh3_128_hexdigest(data)  # the decode's read
+    return data, SourceIdentity(str(path), len(data), st.st_mtime_ns, *digests)
 
 
 def stream_digest(data: bytes) -> str:

@@ -186,7 +186,8 @@ def read_shard_header(path: Path) -> dict:
             header["checksums"] = int(len(f["clip_checksum"]))
     except (OSError, KeyError) as err:
         raise CacheError(f"cannot read shard {path}: {err}") from err
-    for key in ("video_id", "source_path", "source_sha256", "source_xxh3", "alias_of", "face_status"):
+    text = ("video_id", "source_path", "source_sha256", "source_xxh3", "alias_of", "face_status")
+    for key in text:
         if key in table:
             table[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in table[key]]
     header["videos"] = table

@@ -149,6 +149,6 @@ def config_record(config: ExtractConfig) -> dict:
             del record[key]
     if StoreFormat.parse(config.store).plain:  # as for face crops: fp16 manifests stay as they were
         del record["store"]
-    if not config.trust_size_mtime:  # recorded when asked for; the default keeps manifests as they were
+    if not config.trust_size_mtime:  # recorded when asked for; default manifests stay as they were
         del record["trust_size_mtime"]
     return record
