@@ -250,6 +250,10 @@ def convert(config: ConvertConfig) -> ConvertSummary:
     if directory.resolve() == src.path.resolve():
         raise ConfigError(f"--out {directory} is the source cache; name another directory")
     directory.mkdir(parents=True, exist_ok=True)
+    record = {"source": str(config.source), "store": str(fmt), "out": str(directory),
+              "pca_fold": config.pca_fold}  # fmt: skip
+    # before the first shard: an interrupted convert names the command that resumes it
+    cachemod.atomic_write_text(directory / cachemod.CONVERT_RECORD, json.dumps(record, indent=1))
     lineage = {"source_fingerprint": src.fingerprint, "source_store": str(src.store)}
     codec = Codec(fmt, src.grid, basis, mean)
     written = skipped = 0

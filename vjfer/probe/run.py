@@ -176,5 +176,8 @@ def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: 
         raise CacheError(
             f"cache {cache.path} has fingerprint {cache.fingerprint[:12]}…, asked for {fingerprint}"
         )
+    log.info("cache %s: every shard's structure and per-video table match the manifest; each clip "
+             "this run reads is checked against its checksum as it is read; `vjfer cache verify "
+             "%s` checks every clip", cache.path, cache.path)  # fmt: skip
     train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid)
     return Path(out_dir)
