@@ -367,7 +367,10 @@ FOREIGN = {  # how the other cache's vid-001 differs -> the words that name it
         lambda e: _with_source(dataclasses.replace(e, tokens=-e.tokens), b"other bytes"),
         r"source path|source sha256 '[0-9a-f]{16}', the manifest has",
     ),
-    "fold": (lambda e: dataclasses.replace(e, fold=e.fold % 5 + 1), r"fold \d, the manifest has \d"),
+    "fold": (
+        lambda e: dataclasses.replace(e, fold=e.fold % 5 + 1),
+        r"fold \d, the manifest has \d",
+    ),
     "label": (lambda e: dataclasses.replace(e, label=7 - e.label), r"label 6, the manifest has 1"),
 }
 
@@ -386,7 +389,9 @@ def test_a_shard_of_another_cache_with_the_same_fingerprint_is_refused(tmp_path:
         open_cache(a)  # what `vjfer probe` opens: it refuses to train on it
     problems = verify_cache(a).problems
     assert len(problems) == 1, problems
-    assert re.match(rf"shard-00000.h5: video vid-001: ({words}).*not this cache's shard", problems[0])
+    assert re.match(
+        rf"shard-00000.h5: video vid-001: ({words}).*not this cache's shard", problems[0]
+    )
 
 
 def test_verify_names_an_extraction_interrupted_before_its_manifest(cache_dir: Path):
