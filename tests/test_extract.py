@@ -355,9 +355,19 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+def _bytes(text: str) -> float:
+    number, unit = text.split()
+    return float(number) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}[unit]
+
+
 def test_real_full_disk(root, encoder, clean, tmpfs):
-    with pytest.raises(CacheError, match="need about .* GB .*--allow-low-disk"):
+    with pytest.raises(CacheError, match="need about .*--allow-low-disk") as refused:
         plan_extraction(config_for(root, tmpfs, shard_size=1), encoder=encoder)
+    # in units that say something (issue 20: not "need 0.0 GB, have 0.0 GB")
+    sizes = re.search(r"need about (\d\S* k?M?B) .* has (\d\S* k?B) free", str(refused.value))
+    assert sizes, str(refused.value)
+    need, have = map(_bytes, sizes.groups())
+    assert 0 < have <= 205e3 < need  # the 200 KiB tmpfs
     with pytest.raises(CacheError, match="No space left on device|writing a shard failed"):
         run(config_for(root, tmpfs, allow_low_disk=True), encoder)
     directory = tmpfs / "ravdess" / clean.cache_dir.name

@@ -16,6 +16,7 @@ reason, or with `fallback="full"` uses the whole frame (status "fallback" in the
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -137,7 +138,14 @@ def median_box(boxes: np.ndarray) -> Box:
 def read_boxes(path: str | Path) -> dict[str, Box]:
     """A CSV with header video_id,x,y,w,h -> {video_id: Box}; ConfigError naming file and row."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the "
+                          "boxes CSV as UTF-8") from None  # fmt: skip
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the boxes CSV ({err.strerror})") from err
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or set(BOX_COLUMNS) - set(reader.fieldnames):
             raise ConfigError(

@@ -36,9 +36,8 @@ from vjfer.results import (
     FoldMetrics,
     RunSummary,
     mean_of,
-    read_fold_metrics,
     read_json,
-    read_summary,
+    read_probe_run,
     voting_means,
 )
 from vjfer.runs import training_cache
@@ -108,8 +107,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                     cross_runs.append(CrossRun(summary_path.parent, summary))
                 elif "per_fold" in summary and "dataset" in summary:
                     run_dir = summary_path.parent
-                    run_summary = read_summary(run_dir)
-                    folds = {f: read_fold_metrics(run_dir, f) for f in run_summary["folds"]}
+                    run_summary, folds = read_probe_run(run_dir)
                     probe = run_summary.get("probe", "?")
                     probe_runs.append(
                         ProbeRun(run_dir, run_summary["dataset"], probe, run_summary, folds)
@@ -464,6 +462,8 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     probe_runs, cross_runs, missing = find_runs(run_dirs)
     where = ", ".join(str(p) for p in run_dirs)
+    if not probe_runs and not cross_runs and missing:
+        raise ConfigError(f"no readable run at or under {where}: " + "; ".join(missing))
     tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)
     missing += not_found
     written = [path for table in tables for path in write_table(table, out_dir)]

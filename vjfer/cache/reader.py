@@ -51,6 +51,12 @@ def read_manifest(directory: Path) -> dict:
         raise CacheError(f"no cache at {path.parent}: {MANIFEST} is missing") from err
     except (OSError, ValueError) as err:
         raise CacheError(f"cannot read {path}: {err}") from err
+    if not isinstance(manifest, dict):
+        raise CacheError(
+            f"{path}: a JSON {type(manifest).__name__}, not the object a manifest is (damaged or "
+            f"not vjfer's); delete it and run `vjfer cache info {path.parent}` to rebuild it from "
+            "the shards"
+        )
     _check_format(manifest, path)
     return manifest
 

@@ -147,6 +147,15 @@ def _shard_aliases(alias_of: dict[str, str], ids: list[str]) -> dict[str, str]:
     return {a: c for a, c in sorted(alias_of.items()) if c in mine}
 
 
+def byte_size(n: int) -> str:
+    """Bytes in the largest unit that keeps the number >= 1, three significant digits: "14.2 MB"
+    (a tiny cache's "need 0.0 GB, have 0.0 GB" said nothing)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
+
+
 def _check_writable(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -266,8 +275,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     )  # fmt: skip
     if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
         raise CacheError(
-            f"the shards still to write need about {plan.pending_bytes / 1e9:.1f} GB "
-            f"({note}), {directory} has {plan.free_bytes / 1e9:.1f} GB free; free space, "
+            f"the shards still to write need about {byte_size(plan.pending_bytes)} "
+            f"({note}), {directory} has {byte_size(plan.free_bytes)} free; free space, "
             f"choose another --cache, or allow it (--allow-low-disk)"
         )
     return plan
