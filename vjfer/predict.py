@@ -64,7 +64,7 @@ class Prediction:
     videos: pd.DataFrame  # one row per video that decoded
     clips: pd.DataFrame  # one row per clip of those videos
     failures: list[dict]  # {"path", "reason"} per video that could not be read
-    notes: list[str] = field(default_factory=list)  # per video read with a caveat (shorter than a clip)
+    notes: list[str] = field(default_factory=list)  # caveats per video (shorter than a clip)
 
 
 def _run_folds(run_dir: Path) -> list[int] | None:

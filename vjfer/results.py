@@ -170,4 +170,3 @@ def read_probe_run(run_dir: str | Path) -> tuple[RunSummary, dict[int, FoldMetri
     `compare` share (ConfigError naming the file that is missing, unreadable or of another kind)."""
     summary = read_summary(run_dir)
     return summary, {int(f): read_fold_metrics(run_dir, f) for f in summary["folds"]}
-
