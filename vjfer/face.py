@@ -97,6 +97,7 @@ def parse_face_crop(text: str, fallback: str = "fail", margin: float = 0.2) -> F
         path = Path(text.removeprefix("boxes:"))
         if not path.is_file():
             raise ConfigError(f"--face-crop {text}: no such file {path}")
+        read_boxes(path)  # a file that cannot be used is refused before any work
         return FaceCropConfig("boxes", path, fallback, margin)
     if text == "none":
         return FaceCropConfig("none", None, fallback, margin)
