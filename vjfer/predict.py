@@ -231,8 +231,8 @@ def predict_videos(
         row = {"path": str(path), "video_id": path.stem, "emotion": names[pbv], "mv": names[mv],
                "n_clips": len(probs), "n_frames": n_frames}  # fmt: skip
         if n_frames < SHORTEST_UNPADDED:
-            notes.append(f"{path}: {n_frames} frames, shorter than one clip ({SHORTEST_UNPADDED}): "
-                         "its one clip repeats the last frame (the reference's padding)")  # fmt: skip
+            notes.append(f"{path}: {n_frames} frame(s), shorter than one clip ({SHORTEST_UNPADDED} "
+                         "frames): its one clip repeats the last frame (the reference's padding)")  # fmt: skip
         row.update({f"prob_{c}": float(p) for c, p in zip(names, probs.mean(axis=0), strict=True)})
         video_rows.append(row)
         clips = pd.DataFrame(probs, columns=[f"prob_{c}" for c in names])

@@ -88,6 +88,9 @@ class CrossRun:
     summary: dict  # summary.json, `CrossResult.to_json`
 
 
+SKIPPED = "; skipped"  # ends the problem line of a run found but not read
+
+
 def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRun], list[str]]:
     """Probe and cross runs at or under `paths` (every summary.json found), plus problems seen."""
     probe_runs, cross_runs, problems, seen = [], [], [], set()
@@ -113,9 +116,9 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                         ProbeRun(run_dir, run_summary["dataset"], probe, run_summary, folds)
                     )
                 else:
-                    problems.append(f"{summary_path} is neither a probe nor a cross run; skipped")
+                    problems.append(f"{summary_path} is neither a probe nor a cross run{SKIPPED}")
             except (OSError, ValueError, KeyError, ConfigError) as err:
-                problems.append(f"{summary_path} could not be read ({err}); skipped")
+                problems.append(f"{summary_path} could not be read ({err}){SKIPPED}")
     return probe_runs, cross_runs, problems
 
 
@@ -462,8 +465,12 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     probe_runs, cross_runs, missing = find_runs(run_dirs)
     where = ", ".join(str(p) for p in run_dirs)
-    if not probe_runs and not cross_runs and missing:
-        raise ConfigError(f"no readable run at or under {where}: " + "; ".join(missing))
+    if (
+        not probe_runs
+        and not cross_runs
+        and (skipped := [m for m in missing if m.endswith(SKIPPED)])
+    ):
+        raise ConfigError(f"no readable run at or under {where}: " + "; ".join(skipped))
     tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)
     missing += not_found
     written = [path for table in tables for path in write_table(table, out_dir)]
