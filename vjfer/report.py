@@ -122,6 +122,15 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
     return probe_runs, cross_runs, problems
 
 
+def _refuse_all_unreadable(
+    probe_runs: list, cross_runs: list, problems: list[str], where: str
+) -> None:
+    """ConfigError naming every run found when none of them could be read (not empty tables)."""
+    skipped = [m for m in problems if m.endswith(SKIPPED)]
+    if skipped and not probe_runs and not cross_runs:
+        raise ConfigError(f"no readable run at or under {where}: " + "; ".join(skipped))
+
+
 # ---------------------------------------------------------------------------------------------
 # The paper's tables, computed (values in percent).
 
@@ -465,12 +474,7 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     probe_runs, cross_runs, missing = find_runs(run_dirs)
     where = ", ".join(str(p) for p in run_dirs)
-    if (
-        not probe_runs
-        and not cross_runs
-        and (skipped := [m for m in missing if m.endswith(SKIPPED)])
-    ):
-        raise ConfigError(f"no readable run at or under {where}: " + "; ".join(skipped))
+    _refuse_all_unreadable(probe_runs, cross_runs, missing, where)
     tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)
     missing += not_found
     written = [path for table in tables for path in write_table(table, out_dir)]

@@ -63,7 +63,7 @@ def stream_digests(records: list, root: Path, memo_path: Path | None = None,
         try:
             st = r.path.stat()
             known = memo.get(name)
-            if (fast := _memo_hit(known, r.path, st, trust_size_mtime)) is not None:
+            if known and (fast := _memo_hit(known, r.path, st, trust_size_mtime)) is not None:
                 identity, digest = (
                     SourceIdentity(name, st.st_size, st.st_mtime_ns, known["sha256"], fast),
                     known["stream"],
