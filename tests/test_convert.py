@@ -182,7 +182,7 @@ def test_killed_convert_resumes_to_identical_bytes(source, tmp_path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == -9, proc.stderr
     names = sorted(p.name for p in killed.iterdir())
-    assert names == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5.partial"]
+    assert names == ["convert.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5.partial"]
     summary = convert(ConvertConfig(source, "pool2+int8", out=killed))
     assert (summary.shards_skipped, summary.shards_written) == (2, 3)
     assert digests(killed) == digests(clean)
