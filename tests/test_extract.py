@@ -645,6 +645,29 @@ def test_identical_streams_are_encoded_once(root, encoder, clean, tmp_path):
     assert (again.shards_written, again.videos_cached) == (0, 8)
 
 
+def test_the_streams_memo_is_reused_only_for_the_same_content(root, encoder, tmp_path):
+    """With dedup (the default) streams.json spares the demuxing on reruns: keyed by size and
+    mtime it kept a rewritten file's old stream digest and identity; now its xxh3-128 decides."""
+    other = Path(shutil.copytree(root, tmp_path / "B"))  # copy2: the same mtime_ns
+    first = run(config_for(other, tmp_path / "c", dedup=True), encoder)
+    vid = "01-01-01-01-01-01-01"  # stored; its video-only twin 02-... shares its tokens
+    path = actor_dir(other, vid) / f"{vid}.mp4"
+    st, data = path.stat(), bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    trusted = run(config_for(other, tmp_path / "c", dedup=True, trust_size_mtime=True), encoder)
+    assert trusted.shards_written == 0  # the memo and the shard trusted on size and mtime
+    again = run(config_for(other, tmp_path / "c", dedup=True), encoder)
+    assert again.shards_written >= 1
+    memo = json.loads((first.cache_dir / "streams.json").read_text())
+    assert memo[f"{path.parent.name}/{path.name}"]["xxh3"] == xxhash.xxh3_128_hexdigest(data)
+    rows = {
+        v["video_id"]: v for v in json.loads((first.cache_dir / MANIFEST).read_text())["videos"]
+    }
+    assert rows[vid]["source"]["xxh3"] == xxhash.xxh3_128_hexdigest(data)
+
+
 PINNED_TOKENS = {  # TOKENS_VERSION -> sha256 of the tiny encoder's fp16 tokens of tests/data/pinned.mp4
     1: "65bf1ca7a75bf35268598648b2474791e1ae363e1ed357bae640f4e26a9b00a3",
 }
