@@ -125,10 +125,15 @@ def test_every_bad_value_is_one_line(world, case):
     assert re.search(words, lines[0]), lines[0]
 
 
-def test_a_fold_list_of_known_folds_trains_those_folds(world, tmp_path):
-    """`--fold 1,2` is a list of folds, not an error (issue 20 named its traceback)."""
+def test_a_fold_list_of_known_folds_trains_those_folds(world, tmp_path, caplog):
+    """`--fold 1,2` is a list of folds, not an error (issue 20 named its traceback); the log says
+    which clips the probe checks and that `vjfer cache verify` checks them all."""
+    caplog.set_level("INFO", logger="vjfer.probe.run")
     run_cli(*[a.format(**world) for a in PROBE[:3]], "--out", tmp_path, "--device", "cpu",
             "--epochs", "1", "--fold", "1,2", "--num-workers", "0", "--no-progress")  # fmt: skip
     (run_dir,) = tmp_path.iterdir()
     assert run_dir.name.endswith("-fold1-2")
     assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2]
+    assert re.search(r"every shard's structure and per-video table match the manifest; each clip "
+                     r"this run reads is checked .*`vjfer cache verify \S+` checks every clip",
+                     caplog.text)  # fmt: skip
