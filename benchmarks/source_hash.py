@@ -74,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, required=True, help="Folder for the generated tree.")
     parser.add_argument("--gb", type=float, default=3.0, help="Size of the tree.")
-    parser.add_argument("--frames", type=int, default=110, help="Frames of the video (RAVDESS ~111).")
+    parser.add_argument("--frames", type=int, default=110, help="Frames (RAVDESS ~111).")
     parser.add_argument("--decode-files", type=int, default=4, help="Copies decoded.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
