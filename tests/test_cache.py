@@ -39,6 +39,7 @@ from vjfer.cache import (
     write_manifest,
 )
 from vjfer.errors import CacheError
+from vjfer.video import SourceIdentity
 
 GRID = (2, 2, 2)  # N = 8 tokens
 SETTINGS = {"encoder": "tiny", "views": "center", "mean": [0.485, 0.456, 0.406], "hop": 8}
@@ -349,3 +350,53 @@ def test_a_video_sharing_another_stream_reads_its_tokens_stored_once(tmp_path: P
     info = cache_info(directory)
     assert (info["videos"], info["shared"], info["clips"]) == (5, 1, cache.num_clips)
     assert re.search(r"shared\s+1 videos share the identical video stream", format_cache_info(info))
+
+
+# ---- a shard proves it belongs to its manifest (issue 20, item 2) ------------------------------
+
+
+def _with_source(entry: VideoEntry, content: bytes) -> VideoEntry:
+    """The entry with the identity of a source file holding `content`."""
+    source = SourceIdentity(f"Actor_01/{entry.video_id}.mp4", len(content), 1,
+                            hashlib.sha256(content).hexdigest(), xxhash.xxh3_128_hexdigest(content))  # fmt: skip
+    return dataclasses.replace(entry, source=source)
+
+
+FOREIGN = {  # how the other cache's vid-001 differs -> the words that name it
+    "another file of the same frame count": (
+        lambda e: _with_source(dataclasses.replace(e, tokens=-e.tokens), b"other bytes"),
+        r"source path|source sha256 '[0-9a-f]{16}', the manifest has",
+    ),
+    "fold": (
+        lambda e: dataclasses.replace(e, fold=e.fold % 5 + 1),
+        r"fold \d, the manifest has \d",
+    ),
+    "label": (lambda e: dataclasses.replace(e, label=7 - e.label), r"label 6, the manifest has 1"),
+}
+
+
+@pytest.mark.parametrize("differs", list(FOREIGN))
+def test_a_shard_of_another_cache_with_the_same_fingerprint_is_refused(tmp_path: Path, differs):
+    mine = [_with_source(e, f"bytes of {e.video_id}".encode()) for e in ENTRIES]
+    change, words = FOREIGN[differs]
+    theirs = [change(e) if e.video_id == "vid-001" else e for e in mine]
+    a, b = (build_cache(tmp_path / name, SETTINGS, entries, dataset="ravdess", grid=GRID,
+                        shard_size=3, failures=FAILED) for name, entries in (("a", mine), ("b", theirs)))  # fmt: skip
+    assert open_cache(a).fingerprint == open_cache(b).fingerprint
+    (a / shard_name(0)).write_bytes((b / shard_name(0)).read_bytes())
+    named = rf"{re.escape(str(a / shard_name(0)))}: video vid-001: ({words})"
+    with pytest.raises(CacheError, match=named + r".*not the one the manifest lists.*re-extract"):
+        open_cache(a)  # what `vjfer probe` opens: it refuses to train on it
+    problems = verify_cache(a).problems
+    assert len(problems) == 1, problems
+    assert re.match(
+        rf"shard-00000.h5: video vid-001: ({words}).*not this cache's shard", problems[0]
+    )
+
+
+def test_verify_names_an_extraction_interrupted_before_its_manifest(cache_dir: Path):
+    (cache_dir / MANIFEST).unlink()
+    (cache_dir / shard_name(2)).unlink()
+    with pytest.raises(CacheError, match=r"is incomplete \(2 of 3 shards complete, no finished "
+                                         r"manifest\): an extraction was interrupted.*resume it"):  # fmt: skip
+        verify_cache(cache_dir)

@@ -29,7 +29,7 @@ from page_tools import (
 )
 
 from vjfer.cli import cli
-from vjfer.synthetic import make_crema_d, make_ravdess
+from vjfer.synthetic import make_crema_d, make_ravdess, one_frame_video
 from vjfer.timeline import CHOICE_RULE
 
 RAVDESS_ACTORS = (2, 3, 10, 8, 1)  # one test actor in each of the five folds
@@ -454,3 +454,16 @@ def test_reference_fidelity_options_reach_the_cache_and_the_run(pipeline, tmp_pa
     )
     metrics = json.loads((run_dir / "fold-1" / "metrics.json").read_text())
     assert 0.0 <= metrics["mv"]["tie_fraction"] <= 1.0
+
+
+def test_predict_says_when_a_video_is_shorter_than_one_clip(pipeline, tmp_path):
+    """Issue 20: the JSON gains each video's frame count, and a video shorter than one clip
+    (its one clip padded) is named, not scored in silence."""
+    short = tmp_path / "short.mp4"
+    short.write_bytes(one_frame_video("mp4"))
+    out = json.loads(run("predict", short, "--run", _ravdess_run(pipeline), "--json",
+                         "--device", "cpu"))  # fmt: skip
+    rows = [(v["video_id"], v["n_frames"], v["n_clips"]) for v in out["videos"]]
+    assert rows == [("short", 1, 1)]
+    assert out["notes"] == [f"{short}: 1 frame(s), shorter than one clip (65 frames): its one "
+                            "clip repeats the last frame (the reference's padding)"]  # fmt: skip

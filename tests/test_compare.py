@@ -23,7 +23,8 @@ SETTINGS = {"encoder": "tiny", "resolution": 64, "dtype": "float16",
 
 def write_run(directory, uar: list[float], *, dataset="ravdess", train=None, settings=None,
               n_test=10):  # fmt: skip
-    """A run directory as `vjfer.probe.run.train_folds` writes it (config.json, summary.json)."""
+    """A run directory as `vjfer.probe.run.train_folds` writes it (config.json, summary.json,
+    fold-K/metrics.json: `vjfer report` reads them, so compare does too)."""
     directory.mkdir(parents=True)
     train = config_dict(train or TrainConfig())
     per_fold = [
@@ -39,6 +40,9 @@ def write_run(directory, uar: list[float], *, dataset="ravdess", train=None, set
                "per_fold": per_fold, "mean": {}}  # fmt: skip
     (directory / "config.json").write_text(json.dumps(config))
     (directory / "summary.json").write_text(json.dumps(summary))
+    for fold in per_fold:
+        (directory / f"fold-{fold['fold']}").mkdir()
+        (directory / f"fold-{fold['fold']}" / "metrics.json").write_text(json.dumps(fold))
     return directory
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ from conftest import GRID, make_entries, run_cli
 
 from vjfer.cache import MANIFEST, build_cache, cache_info, open_cache, verify_cache
 from vjfer.convert import COST_FILE, ConvertConfig, convert, fit_pca
-from vjfer.errors import ConfigError
+from vjfer.errors import CacheError, ConfigError
 from vjfer.probe.reader import ClipReader, HeldTokens, clip_bytes
 from vjfer.probe.run import train_folds
 from vjfer.probe.train import TrainConfig
@@ -181,7 +182,7 @@ def test_killed_convert_resumes_to_identical_bytes(source, tmp_path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == -9, proc.stderr
     names = sorted(p.name for p in killed.iterdir())
-    assert names == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5.partial"]
+    assert names == ["convert.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5.partial"]
     summary = convert(ConvertConfig(source, "pool2+int8", out=killed))
     assert (summary.shards_skipped, summary.shards_written) == (2, 3)
     assert digests(killed) == digests(clean)
@@ -304,3 +305,21 @@ def test_convert_keeps_clip_roles(tmp_path):
     for vid in a.videos["video_id"]:
         np.testing.assert_array_equal(a.clip_roles(vid), b.clip_roles(vid))
     assert b.clip_roles(a.videos["video_id"][0]).any()
+
+
+def test_a_converted_cache_names_vjfer_cache_convert_as_the_fix(source, tmp_path):
+    """Issue 20, weaker spots: a corrupt clip of a converted cache, and a convert interrupted
+    before its manifest, name `vjfer cache convert` (the fix), not `vjfer extract`."""
+    out = convert(ConvertConfig(source, "int8", out=tmp_path / "c")).directory
+    command = f"`vjfer cache convert {source} --store int8 --out {out}`"
+    with h5py.File(out / "shard-00001.h5", "r+") as f:
+        f["tokens"][0] = f["tokens"][0] ^ np.uint8(1)  # one bit of every value of clip 0
+    vid = open_cache(out).manifest["shards"][1]["video_ids"][0]
+    with pytest.raises(CacheError, match=rf"does not match its checksum.*rewrite that shard from "
+                                         rf"the source cache \(delete it, rerun {re.escape(command)}"):  # fmt: skip
+        open_cache(out).tokens(vid)
+    (out / MANIFEST).unlink()  # killed before its manifest
+    for opener in (open_cache, verify_cache):
+        with pytest.raises(CacheError, match=r"no finished manifest\): a `vjfer cache convert` was "
+                                             rf"interrupted or is running; resume it with {re.escape(command)}"):  # fmt: skip
+            opener(out)

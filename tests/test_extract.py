@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import xxhash
 
 import vjfer
 from vjfer import cache
@@ -354,9 +355,19 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+def _bytes(text: str) -> float:
+    number, unit = text.split()
+    return float(number) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}[unit]
+
+
 def test_real_full_disk(root, encoder, clean, tmpfs):
-    with pytest.raises(CacheError, match="need about .* GB .*--allow-low-disk"):
+    with pytest.raises(CacheError, match="need about .*--allow-low-disk") as refused:
         plan_extraction(config_for(root, tmpfs, shard_size=1), encoder=encoder)
+    # in units that say something (issue 20: not "need 0.0 GB, have 0.0 GB")
+    sizes = re.search(r"need about (\d\S* k?M?B) .* has (\d\S* k?B) free", str(refused.value))
+    assert sizes, str(refused.value)
+    need, have = map(_bytes, sizes.groups())
+    assert 0 < have <= 205e3 < need  # the 200 KiB tmpfs
     with pytest.raises(CacheError, match="No space left on device|writing a shard failed"):
         run(config_for(root, tmpfs, allow_low_disk=True), encoder)
     directory = tmpfs / "ravdess" / clean.cache_dir.name
@@ -406,7 +417,7 @@ def test_other_files_under_the_same_names_are_re_encoded(root, encoder, clean, t
     replaced = actor_dir(other, first) / f"{first}.mp4"
     replaced.write_bytes((actor_dir(root, second) / f"{second}.mp4").read_bytes())
     with pytest.raises(CacheError, match=rf"(?s)1 cached video\(s\) in shard-00000.h5 .*came from other "
-                                         rf"files.*\n  {replaced}: sha256 .*encoded from Actor_0\d/"
+                                         rf"files.*\n  {replaced}: xxh3-128 .*encoded from Actor_0\d/"
                                          rf"{first}.mp4.*--no-reencode"):  # fmt: skip
         plan_extraction(config_for(other, tmp_path / "c", no_reencode=True), encoder=encoder)
     summary = run(config_for(other, tmp_path / "c"), encoder)
@@ -433,6 +444,44 @@ def test_the_same_files_elsewhere_reuse_every_shard_and_keep_the_manifest(
     assert (summary.shards_written, summary.videos_done, summary.videos_cached) == (0, 0, 8)
     assert (cache_dir / MANIFEST).read_text() == before  # the root changes only with its shards
     assert json.loads(before)["config"]["root"] == str(root)
+
+
+def test_other_bytes_with_the_same_size_and_mtime_are_re_encoded_unless_trusted(
+    root, encoder, clean, tmp_path, caplog
+):
+    """Issue 20, item 1: a file rewritten in place (same size, same mtime_ns) is found by its
+    content hash; --trust-size-mtime keeps its old tokens, and the log says so."""
+    cache_dir = Path(
+        shutil.copytree(clean.cache_dir, tmp_path / "c" / "ravdess" / clean.cache_dir.name)
+    )
+    other = Path(shutil.copytree(root, tmp_path / "B"))  # copy2: the same mtime_ns
+    first = open_cache(clean.cache_dir).videos.video_id[0]  # in shard 0
+    path = actor_dir(other, first) / f"{first}.mp4"
+    st, data = path.stat(), bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte of the video stream
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    (cache_dir / "shard-00003.h5").unlink()  # an interrupted run: one shard to write
+    with caplog.at_level("INFO", logger="vjfer.extract.plan"):
+        trusted = run(config_for(other, tmp_path / "c", trust_size_mtime=True), encoder)
+    assert (trusted.shards_written, trusted.shards_skipped) == (1, 3)
+    assert re.search(r"--trust-size-mtime: kept 3 complete shard\(s\) \(9 videos\)", caplog.text)
+    manifest = json.loads((cache_dir / MANIFEST).read_text())
+    assert manifest["config"]["trust_size_mtime"] is True  # recorded with the shards it kept
+    assert digests(cache_dir) == digests(clean.cache_dir)  # shard 0: the old file's tokens
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vjfer.extract.plan"):
+        summary = run(config_for(other, tmp_path / "c"), encoder)
+    assert (summary.shards_written, summary.shards_skipped) == (1, 3)
+    assert "trust_size_mtime" not in json.loads((cache_dir / MANIFEST).read_text())["config"]
+    assert re.search(rf"re-encoding shard-00000.h5: 1 source file.*{first}.mp4: xxh3-128 ",
+                     caplog.text)  # fmt: skip
+    assert "kept 3 complete shard(s): the content (xxh3-128) of their 8 source files" in caplog.text
+    rows = json.loads((cache_dir / MANIFEST).read_text())["videos"]
+    source = next(v for v in rows if v["video_id"] == first)["source"]
+    assert source["xxh3"] == xxhash.xxh3_128_hexdigest(bytes(data))
+    assert source["sha256"] == hashlib.sha256(bytes(data)).hexdigest()
 
 
 # ---- partial decodes (item 2) -------------------------------------------------------------------
@@ -594,6 +643,29 @@ def test_identical_streams_are_encoded_once(root, encoder, clean, tmp_path):
     assert info["shared"] == 4 and verify_cache(summary.cache_dir).ok
     again = run(config_for(root, tmp_path, dedup=True), encoder)  # digests from streams.json
     assert (again.shards_written, again.videos_cached) == (0, 8)
+
+
+def test_the_streams_memo_is_reused_only_for_the_same_content(root, encoder, tmp_path):
+    """With dedup (the default) streams.json spares the demuxing on reruns: keyed by size and
+    mtime it kept a rewritten file's old stream digest and identity; now its xxh3-128 decides."""
+    other = Path(shutil.copytree(root, tmp_path / "B"))  # copy2: the same mtime_ns
+    first = run(config_for(other, tmp_path / "c", dedup=True), encoder)
+    vid = "01-01-01-01-01-01-01"  # stored; its video-only twin 02-... shares its tokens
+    path = actor_dir(other, vid) / f"{vid}.mp4"
+    st, data = path.stat(), bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    trusted = run(config_for(other, tmp_path / "c", dedup=True, trust_size_mtime=True), encoder)
+    assert trusted.shards_written == 0  # the memo and the shard trusted on size and mtime
+    again = run(config_for(other, tmp_path / "c", dedup=True), encoder)
+    assert again.shards_written >= 1
+    memo = json.loads((first.cache_dir / "streams.json").read_text())
+    assert memo[f"{path.parent.name}/{path.name}"]["xxh3"] == xxhash.xxh3_128_hexdigest(data)
+    rows = {
+        v["video_id"]: v for v in json.loads((first.cache_dir / MANIFEST).read_text())["videos"]
+    }
+    assert rows[vid]["source"]["xxh3"] == xxhash.xxh3_128_hexdigest(data)
 
 
 PINNED_TOKENS = {  # TOKENS_VERSION -> sha256 of the tiny encoder's fp16 tokens of tests/data/pinned.mp4

@@ -41,6 +41,7 @@ NON_DEFAULT = {
     "dtype": "fp16",
     "augment": 2,
     "augment_seed": 7,
+    "trust_size_mtime": True,
 }
 FIXED = ("dataset", "root", "cache_root", "force")  # given to every case / never resumed
 CASES = [f.name for f in dataclasses.fields(ExtractConfig) if f.name not in FIXED]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,13 +22,23 @@ DATASET = click.Choice(["ravdess", "crema-d"], case_sensitive=False)
 
 
 class _Group(click.Group):
-    """Prints a VjferError as one line and exits 1 instead of a traceback."""
+    """Prints a VjferError, a bad option value and an OSError as one `error:` line and exits
+    non-zero (1; 2 for a usage error, as click does) instead of a traceback or a usage block."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except VjferError as err:
             click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+        except click.UsageError as err:  # a bad value, a missing option: one line, with the help
+            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
+            click.echo(f"error: {err.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(2)
+        except OSError as err:  # not vjfer's own: name the file and what to check
+            name = err.filename or "a file"
+            click.echo(f"error: {name}: {err.strerror or err}: check that it exists and that this "
+                       "user may read (or write) it, or give another path", err=True)  # fmt: skip
             sys.exit(1)
 
 
@@ -187,6 +198,9 @@ def _extract_options(f):
         click.option("--max-lost-frames", type=click.FloatRange(0, 1), default=d["max_lost_frames"].default, show_default=True,
                      help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`)."),
         click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
+        click.option("--trust-size-mtime", is_flag=True,
+                     help="On resume, keep a complete shard whose source files have the recorded size and mtime_ns without "
+                          "reading them (default: compare each file's content hash, xxh3-128, with the recorded one)."),
         click.option("--store", default=d["store"].default, show_default=True, metavar="FORMAT",
                      help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see `vjfer cache convert`."),
         click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=d["dtype"].default, show_default=True,
@@ -348,19 +362,66 @@ def cache_compare_cmd(a: Path, b: Path, clips: int, run: Path | None) -> None:
 # -------------------------------------------------------------------------------- stage 2: probe
 
 
-def _number_list(kind):
-    """A click callback: "1e-3,3e-3" -> (0.001, 0.003), each parsed with `kind`."""
+def _list_entries(value: str) -> list[str]:
+    """The comma-separated entries of an option value; an empty entry ("1e-3,,2") is an error."""
+    entries = [v.strip() for v in str(value).split(",")]
+    if "" in entries:
+        raise click.BadParameter(f"{value!r} has an empty entry (position {entries.index('') + 1}); "
+                                 "separate the values by single commas")  # fmt: skip
+    return entries
+
+
+def _number_list(kind, low: float | None = None, strict: bool = False):
+    """A click callback: "1e-3,3e-3" -> (0.001, 0.003), each parsed with `kind` and, with `low`,
+    finite and >= low (> low with `strict`)."""
 
     def parse(ctx, param, value: str) -> tuple:
         try:
-            values = tuple(kind(v) for v in str(value).split(",") if v.strip())
+            values = tuple(kind(v) for v in _list_entries(value))
         except ValueError as err:
             raise click.BadParameter(f"{value!r}: {err}") from err
-        if not values:
-            raise click.BadParameter("give at least one value")
+        for v in values if low is not None else ():
+            if not math.isfinite(v) or v < low or (strict and v == low):
+                bound = f"> {low:g}" if strict else f">= {low:g}"
+                raise click.BadParameter(
+                    f"{v!r} in {value!r}: each value must be finite and {bound}"
+                )
         return values
 
     return parse
+
+
+def _fold_list(ctx, param, value: str) -> str | tuple[int, ...]:
+    """--fold: "all", or comma-separated fold numbers (checked against the cache's folds later)."""
+    if value.strip().lower() == "all":
+        return "all"
+    try:
+        return tuple(int(v) for v in _list_entries(value))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give all, or fold numbers separated by commas "
+                                 "(the cache's folds, e.g. 1 or 1,3)") from None  # fmt: skip
+
+
+def _check_device(ctx, param, value: str) -> str:
+    """--device: auto, cpu, cuda or cuda:N, and a CUDA device only where one exists."""
+    from vjfer.env import check_device
+
+    try:
+        return check_device(value)
+    except VjferError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _writable_folder(option: str, path: Path) -> None:
+    """Refuse an output folder that cannot be created or written, before any work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".vjfer-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise click.BadParameter(f"{path}: not writable ({err.strerror}); choose another folder "
+                                 "or fix its permissions", param_hint=option) from None  # fmt: skip
 
 
 def _train_options(f):
@@ -371,9 +432,9 @@ def _train_options(f):
         click.option("--probe", type=click.Choice(CHOICES["probe"]), default=d["probe"].default, show_default=True, help="Probe kind."),
         click.option("--epochs", type=int, default=d["epochs"].default, show_default=True, help="Training epochs."),
         click.option("--batch-size", type=int, default=d["batch_size"].default, show_default=True, help="Videos per step."),
-        click.option("--lr", "lrs", default=str(d["lr"].default), show_default=True, callback=_number_list(float),
+        click.option("--lr", "lrs", default=str(d["lr"].default), show_default=True, callback=_number_list(float, 0.0, strict=True),
                      help="Peak learning rate (cosine to 0); a comma-separated list trains a grid in the same pass."),
-        click.option("--wd", "wds", default=str(d["weight_decay"].default), show_default=True, callback=_number_list(float),
+        click.option("--wd", "wds", default=str(d["weight_decay"].default), show_default=True, callback=_number_list(float, 0.0),
                      help="Weight decay (cosine to 1e-6); a comma-separated list trains a grid."),
         click.option("--clip-choice", type=click.Choice(CHOICES["clip_choice"]), default=d["clip_choice"].default, show_default=True,
                      help="Which 8 cached clips make a training sample."),
@@ -386,7 +447,8 @@ def _train_options(f):
         click.option("--epoch-order", type=click.Choice(CHOICES["epoch_order"]), default=d["epoch_order"].default, show_default=True,
                      help="reshuffle: a new video order every epoch (vjfer's default); fixed: the epoch-0 order every epoch, "
                           "as the reference (its DistributedSampler never gets set_epoch)."),
-        click.option("--device", default=d["device"].default, show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--device", default=d["device"].default, show_default=True, callback=_check_device,
+                     help="auto, cpu, cuda or cuda:N."),
         click.option("--in-memory", type=click.Choice(CHOICES["in_memory"]), default=d["in_memory"].default, show_default=True,
                      help="Hold the training tokens in RAM (yes; auto: when they fit) or on the GPU (gpu)."),
         click.option("--num-workers", type=int, default=d["num_workers"].default, show_default=True, help="Reader threads (reads in flight)."),
@@ -408,7 +470,8 @@ def _train_options(f):
 @click.option(
     "--dataset", type=DATASET, help="Dataset of the cache (needed when several caches exist)."
 )
-@click.option("--fold", default="all", show_default=True, help="all, or a fold 1..5.")
+@click.option("--fold", default="all", show_default=True, callback=_fold_list,
+              help="all, or comma-separated folds of the cache (1..5 for RAVDESS and CREMA-D).")  # fmt: skip
 @click.option("--cache", "cache_path", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
               show_default=True, help="A cache directory, or a folder holding one.")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
@@ -417,22 +480,28 @@ def _train_options(f):
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @_train_options
 def probe(
-    dataset: str | None, fold: str, cache_path: Path, out: Path, fingerprint: str | None,
-    no_progress: bool, **options,
+    dataset: str | None, fold: str | tuple[int, ...], cache_path: Path, out: Path,
+    fingerprint: str | None, no_progress: bool, **options,
 ) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
+    from vjfer.env import resolve_device
     from vjfer.probe.folds import make_grid
-    from vjfer.probe.run import run_name, run_probe
+    from vjfer.probe.run import resolve_folds, run_name, run_probe
     from vjfer.probe.train import TrainConfig
     from vjfer.runs import one_cache
 
+    if options["in_memory"] == "gpu" and resolve_device(options["device"]).type != "cuda":
+        raise click.BadParameter(f"--in-memory gpu holds the training tokens on a GPU, and the "
+                                 f"device here is the CPU (--device {options['device']}); use "
+                                 "--in-memory yes (RAM) or auto", param_hint="--in-memory")  # fmt: skip
+    _writable_folder("--out", out)
     path = one_cache(cache_path, dataset, fingerprint)
     cache = open_cache(path)
     lrs, wds, seeds = options.pop("lrs"), options.pop("wds"), options.pop("seeds")
     grid = make_grid(lrs, wds, seeds)
     config = grid[0].apply(TrainConfig(**options))
-    folds = "all" if fold == "all" else int(fold)
+    folds = "all" if fold == "all" else resolve_folds(cache, fold)  # refuses folds it lacks
     run_dir = out / run_name(cache.dataset, path, config.probe, folds, len(grid), config.seed)
     run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
               progress=not no_progress, grid=grid)  # fmt: skip
@@ -465,7 +534,8 @@ def probe(
 )
 @click.option("--cache", "cache_root", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
               show_default=True, help="Cache of the test dataset, or a folder holding it.")  # fmt: skip
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default="auto", show_default=True, callback=_check_device,
+              help="auto, cpu, cuda or cuda:N.")  # fmt: skip
 def cross(
     source: str,
     target: str,
@@ -503,7 +573,11 @@ def cross(
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
               help="Caches for the PCA figure, failures list and timelines (skipped, with a note, when absent).")  # fmt: skip
 @click.option(
-    "--device", default="cpu", show_default=True, help="Device for the PCA figure's probe pass."
+    "--device",
+    default="cpu",
+    show_default=True,
+    callback=_check_device,
+    help="Device for the PCA figure's probe pass.",
 )
 def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str) -> None:
     """Tables II-IV and detail tables (Markdown, CSV), confusion matrices, PCA figure and emotion
@@ -549,7 +623,8 @@ def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
 @click.option("--fold", type=int, help="Use one fold's probe (default: all folds averaged).")
 @click.option("--folds", help="Comma-separated folds whose probes to average, e.g. 1,2,4,5 (needed "
               "when a fold's probe.pt is missing).")  # fmt: skip
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default="auto", show_default=True, callback=_check_device,
+              help="auto, cpu, cuda or cuda:N.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--clips", is_flag=True, help="Also print the per-clip timeline.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
@@ -582,7 +657,8 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
         panels = prediction_panels(result.videos, result.clips)
         timeline_figure(panels, prob_class_names(result.videos), plot)
     if as_json:
-        out = {"videos": result.videos.to_dict(orient="records"), "failures": result.failures}
+        out = {"videos": result.videos.to_dict(orient="records"), "failures": result.failures,
+               "notes": result.notes}  # fmt: skip
         if clips:
             out["clips"] = result.clips.to_dict(orient="records")
         click.echo(json.dumps(out, indent=1))

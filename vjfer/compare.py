@@ -24,7 +24,7 @@ import pandas as pd
 from vjfer.errors import ConfigError
 from vjfer.probe.run import config_dict
 from vjfer.probe.train import TrainConfig
-from vjfer.results import FoldScores, fold_value, read_json, read_summary
+from vjfer.results import FoldScores, fold_value, read_json, read_probe_run
 from vjfer.tables import DATASET_TITLES, STD, Table
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def read_run(path: str | Path) -> ComparedRun:
             raise ConfigError(f"{path} is not a `vjfer probe` run: {name} is missing")
     if read_json(path / "summary.json").get("kind") == "cross":
         raise ConfigError(f"{path} is a cross-dataset run; compare takes `vjfer probe` runs")
-    summary = read_summary(path)
+    summary, _ = read_probe_run(path)  # what `vjfer report` reads of a run, checked alike
     config = read_json(path / "config.json")
     for key, where in (("per_fold", summary), ("dataset", summary), ("cache", config),
                        ("train", config)):  # fmt: skip

@@ -178,6 +178,7 @@ class _Source:
     size: int
     mtime_ns: int
     sha256: str
+    xxh3: str = ""
 
 
 def target_settings(src: Cache, fmt: StoreFormat, pca: dict | None) -> dict:
@@ -216,6 +217,14 @@ def _write_shard(src: Cache, index: int, entry: dict, header: dict, codec: Codec
         raise
 
 
+def _write_record(config: ConvertConfig, fmt: StoreFormat, directory: Path) -> None:
+    """convert.json, before the first shard: an interrupted or damaged converted cache names the
+    command that (re)writes it (`cache.convert_command`)."""
+    record = {"source": str(config.source), "store": str(fmt), "out": str(directory),
+              "pca_fold": config.pca_fold}  # fmt: skip
+    cachemod.atomic_write_text(directory / cachemod.CONVERT_RECORD, json.dumps(record, indent=1))
+
+
 def convert(config: ConvertConfig) -> ConvertSummary:
     """Write `config.source` in `config.store` format (resumable), then measure the cost."""
     src = open_cache(config.source)
@@ -249,6 +258,7 @@ def convert(config: ConvertConfig) -> ConvertSummary:
     if directory.resolve() == src.path.resolve():
         raise ConfigError(f"--out {directory} is the source cache; name another directory")
     directory.mkdir(parents=True, exist_ok=True)
+    _write_record(config, fmt, directory)
     lineage = {"source_fingerprint": src.fingerprint, "source_store": str(src.store)}
     codec = Codec(fmt, src.grid, basis, mean)
     written = skipped = 0

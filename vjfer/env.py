@@ -14,6 +14,7 @@ import sys
 import torch
 
 from vjfer import __version__
+from vjfer.errors import ConfigError
 
 
 def available_cpus() -> int:
@@ -62,6 +63,25 @@ def environment() -> dict:
         "hdf5": h5py.version.hdf5_version,
         "numpy": numpy.__version__,
     }
+
+
+def check_device(name: str) -> str:
+    """`name` if it is a device vjfer runs on here: auto, cpu, or cuda / cuda:N where CUDA (and
+    GPU N) exists; ConfigError naming it and the choices otherwise."""
+    kind, _, index = name.partition(":")
+    if name in ("auto", "cpu"):
+        return name
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfigError(
+            f"device {name!r} is not one vjfer runs on: give auto, cpu, cuda or cuda:N"
+        )
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: this machine has no usable CUDA GPU "
+                          "(torch.cuda.is_available() is False); use cpu or auto")  # fmt: skip
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                          f"cuda:0..cuda:{torch.cuda.device_count() - 1}")  # fmt: skip
+    return name
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:

@@ -16,6 +16,7 @@ reason, or with `fallback="full"` uses the whole frame (status "fallback" in the
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -95,6 +96,7 @@ def parse_face_crop(text: str, fallback: str = "fail", margin: float = 0.2) -> F
         path = Path(text.removeprefix("boxes:"))
         if not path.is_file():
             raise ConfigError(f"--face-crop {text}: no such file {path}")
+        read_boxes(path)  # a file that cannot be used is refused before any work
         return FaceCropConfig("boxes", path, fallback, margin)
     if text == "none":
         return FaceCropConfig("none", None, fallback, margin)
@@ -136,7 +138,14 @@ def median_box(boxes: np.ndarray) -> Box:
 def read_boxes(path: str | Path) -> dict[str, Box]:
     """A CSV with header video_id,x,y,w,h -> {video_id: Box}; ConfigError naming file and row."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the "
+                          "boxes CSV as UTF-8") from None  # fmt: skip
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the boxes CSV ({err.strerror})") from err
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or set(BOX_COLUMNS) - set(reader.fieldnames):
             raise ConfigError(

@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from vjfer.cache import TOKEN_DTYPE
+from vjfer.cache import SHORTEST_UNPADDED, TOKEN_DTYPE
 from vjfer.clips import clip_roles, gather_clips, plan_clips
 from vjfer.encoders import load_encoder
 from vjfer.encoders.registry import COMPUTE_DTYPES
@@ -64,6 +64,7 @@ class Prediction:
     videos: pd.DataFrame  # one row per video that decoded
     clips: pd.DataFrame  # one row per clip of those videos
     failures: list[dict]  # {"path", "reason"} per video that could not be read
+    notes: list[str] = field(default_factory=list)  # caveats per video (shorter than a clip)
 
 
 def _run_folds(run_dir: Path) -> list[int] | None:
@@ -167,9 +168,9 @@ def run_encoder(settings: dict, checkpoint: str | Path | None, device: str,
 
 def encode_video_tokens(
     encoder, path: Path, settings: dict, batch_size: int = 8
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """One video -> (tokens float16 [C, V, N, D], clip frame indices [C, 16], fps), as the cache
-    would hold them (face-cropped as the cache was, if it was)."""
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """One video -> (tokens float16 [C, V, N, D], clip frame indices [C, 16], fps, frames), as
+    the cache would hold them (face-cropped as the cache was, if it was)."""
     crop = None
     if "face_crop" in settings:
         face = FaceCropper(config_from_settings(settings["face_crop"])).locate(path, path.stem)
@@ -188,7 +189,7 @@ def encode_video_tokens(
         # Round as the cache stores tokens, so the probe sees what it was trained on.
         out.append(encoder.encode(batch).to(TORCH_TOKEN_DTYPE).cpu())
     tokens = torch.cat(out).view(C, V, encoder.num_tokens, encoder.embed_dim)
-    return tokens.numpy(), clip_frames, video.fps
+    return tokens.numpy(), clip_frames, video.fps, video.n_frames
 
 
 def stored_like(tokens: np.ndarray, settings: dict, grid: tuple[int, int, int],
@@ -213,10 +214,11 @@ def predict_videos(
     encoder = run_encoder(settings, checkpoint, device, checkpoint_given)
     check_encoder(encoder.fingerprint, enc_fp, run.run_dir)
     names = run.class_names
-    video_rows, clip_rows, failures = [], [], []
+    video_rows, clip_rows, failures, notes = [], [], [], []
     for path in map(Path, paths):
         try:
-            tokens, clip_frames, fps = encode_video_tokens(encoder, path, settings, batch_size)
+            tokens, clip_frames, fps, n_frames = encode_video_tokens(encoder, path, settings,
+                                                                     batch_size)  # fmt: skip
             tokens = stored_like(tokens, settings, encoder.grid, run.pca_basis)
         except VideoError as err:
             log.error("%s", err)
@@ -227,7 +229,10 @@ def predict_videos(
         )
         pbv, mv = vote_pbv(probs), vote_mv(probs)
         row = {"path": str(path), "video_id": path.stem, "emotion": names[pbv], "mv": names[mv],
-               "n_clips": len(probs)}  # fmt: skip
+               "n_clips": len(probs), "n_frames": n_frames}  # fmt: skip
+        if n_frames < SHORTEST_UNPADDED:
+            notes.append(f"{path}: {n_frames} frame(s), shorter than one clip ({SHORTEST_UNPADDED} "
+                         "frames): its one clip repeats the last frame (the reference's padding)")  # fmt: skip
         row.update({f"prob_{c}": float(p) for c, p in zip(names, probs.mean(axis=0), strict=True)})
         video_rows.append(row)
         clips = pd.DataFrame(probs, columns=[f"prob_{c}" for c in names])
@@ -241,7 +246,9 @@ def predict_videos(
         clip_rows.append(clips)
     videos = pd.DataFrame(video_rows)
     clips = pd.concat(clip_rows, ignore_index=True) if clip_rows else pd.DataFrame()
-    return Prediction(videos, clips, failures)
+    for note in notes:
+        log.warning("%s", note)
+    return Prediction(videos, clips, failures, notes)
 
 
 def format_prediction(prediction: Prediction, class_names: Sequence[str] | None = None) -> str:

@@ -36,9 +36,8 @@ from vjfer.results import (
     FoldMetrics,
     RunSummary,
     mean_of,
-    read_fold_metrics,
     read_json,
-    read_summary,
+    read_probe_run,
     voting_means,
 )
 from vjfer.runs import training_cache
@@ -89,6 +88,9 @@ class CrossRun:
     summary: dict  # summary.json, `CrossResult.to_json`
 
 
+SKIPPED = "; skipped"  # ends the problem line of a run found but not read
+
+
 def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRun], list[str]]:
     """Probe and cross runs at or under `paths` (every summary.json found), plus problems seen."""
     probe_runs, cross_runs, problems, seen = [], [], [], set()
@@ -108,17 +110,25 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                     cross_runs.append(CrossRun(summary_path.parent, summary))
                 elif "per_fold" in summary and "dataset" in summary:
                     run_dir = summary_path.parent
-                    run_summary = read_summary(run_dir)
-                    folds = {f: read_fold_metrics(run_dir, f) for f in run_summary["folds"]}
+                    run_summary, folds = read_probe_run(run_dir)
                     probe = run_summary.get("probe", "?")
                     probe_runs.append(
                         ProbeRun(run_dir, run_summary["dataset"], probe, run_summary, folds)
                     )
                 else:
-                    problems.append(f"{summary_path} is neither a probe nor a cross run; skipped")
+                    problems.append(f"{summary_path} is neither a probe nor a cross run{SKIPPED}")
             except (OSError, ValueError, KeyError, ConfigError) as err:
-                problems.append(f"{summary_path} could not be read ({err}); skipped")
+                problems.append(f"{summary_path} could not be read ({err}){SKIPPED}")
     return probe_runs, cross_runs, problems
+
+
+def _refuse_all_unreadable(
+    probe_runs: list, cross_runs: list, problems: list[str], where: str
+) -> None:
+    """ConfigError naming every run found when none of them could be read (not empty tables)."""
+    skipped = [m for m in problems if m.endswith(SKIPPED)]
+    if skipped and not probe_runs and not cross_runs:
+        raise ConfigError(f"no readable run at or under {where}: " + "; ".join(skipped))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,6 +474,7 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     probe_runs, cross_runs, missing = find_runs(run_dirs)
     where = ", ".join(str(p) for p in run_dirs)
+    _refuse_all_unreadable(probe_runs, cross_runs, missing, where)
     tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)
     missing += not_found
     written = [path for table in tables for path in write_table(table, out_dir)]

@@ -163,3 +163,10 @@ def read_summary(run_dir: str | Path) -> RunSummary:
 def read_fold_metrics(run_dir: str | Path, fold: int) -> FoldMetrics:
     """`fold-K/metrics.json` of a probe run directory."""
     return cast(FoldMetrics, read_json(Path(run_dir) / f"fold-{fold}" / "metrics.json"))
+
+
+def read_probe_run(run_dir: str | Path) -> tuple[RunSummary, dict[int, FoldMetrics]]:
+    """A probe run's summary and every fold's metrics: the one check of a run that `report` and
+    `compare` share (ConfigError naming the file that is missing, unreadable or of another kind)."""
+    summary = read_summary(run_dir)
+    return summary, {int(f): read_fold_metrics(run_dir, f) for f in summary["folds"]}

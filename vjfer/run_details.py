@@ -9,7 +9,6 @@ and HTML, like Tables II-IV.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vjfer.results import read_json
 from vjfer.tables import percent
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def read_run_config(run_dir: str | Path) -> dict | None:
         # Not a warning: the report lists the run under "Missing inputs" already.
         log.debug("%s: no config.json; its settings are shown as %r", run_dir, NOT_RECORDED)
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)  # ConfigError naming the file when it is not a JSON object
 
 
 def _face_crop(settings: dict) -> str:

@@ -25,6 +25,7 @@ from typing import Literal
 import av
 import numpy as np
 import torch
+import xxhash
 from av.container import InputContainer
 from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
@@ -72,23 +73,33 @@ LFS_HINT = (
 @dataclass(frozen=True)
 class SourceIdentity:
     """Which file bytes a cached video came from: its path (relative to the dataset root in the
-    cache), size, modification time and the sha256 of exactly the bytes that were decoded."""
+    cache), size, modification time, and the sha256 and xxh3-128 of exactly the bytes decoded.
+
+    xxh3 is what a resume compares (~8x faster than sha256 here, benchmarks/RESULTS.md); caches
+    made before it was recorded have "" and are compared by sha256.
+    """
 
     path: str
     size: int
     mtime_ns: int
     sha256: str
+    xxh3: str = ""  # xxh3-128, hex
 
 
-def source_identity(path: str | Path, name: str | None = None) -> SourceIdentity:
-    """Stat and hash a file (1 MiB reads); `name` is the path to record (default: `path`)."""
+def source_identity(path: str | Path, name: str | None = None, sha256: bool = True
+                    ) -> SourceIdentity:  # fmt: skip
+    """Stat and hash a file in one sequential read (8 MiB blocks); `name` is the path to record
+    (default: `path`). Without `sha256` only xxh3-128 is computed (its `sha256` is then "")."""
     path = Path(path)
-    digest = hashlib.sha256()
+    digest, fast = hashlib.sha256() if sha256 else None, xxhash.xxh3_128()
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return SourceIdentity(name or str(path), st.st_size, st.st_mtime_ns, digest.hexdigest())
+        while chunk := f.read(1 << 23):
+            fast.update(chunk)
+            if digest is not None:
+                digest.update(chunk)
+    return SourceIdentity(name or str(path), st.st_size, st.st_mtime_ns,
+                          digest.hexdigest() if digest else "", fast.hexdigest())  # fmt: skip
 
 
 @dataclass
@@ -402,7 +413,7 @@ def _prepare_all(
 
 
 def read_source(path: str | Path) -> tuple[bytes, SourceIdentity]:
-    """A video file's bytes and their identity (size, mtime, sha256), read once; VideoError for a
+    """A video file's bytes and their identity (size, mtime, sha256, xxh3), read once; VideoError for a
     missing, empty or non-regular file and for a git-LFS pointer."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
@@ -418,9 +429,8 @@ def read_source(path: str | Path) -> tuple[bytes, SourceIdentity]:
         raise VideoError(path, "empty file (0 bytes)")
     if len(data) < 1024 and data.startswith(_LFS_HEADER):
         raise VideoError(path, LFS_HINT)
-    return data, SourceIdentity(
-        str(path), len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest()
-    )
+    digests = hashlib.sha256(data).hexdigest(), xxhash.xxh3_128_hexdigest(data)  # the decode's read
+    return data, SourceIdentity(str(path), len(data), st.st_mtime_ns, *digests)
 
 
 def stream_digest(data: bytes) -> str:

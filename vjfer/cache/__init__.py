@@ -23,6 +23,7 @@ from vjfer.cache.checks import VerifyReport, cache_info, format_cache_info, veri
 from vjfer.cache.chunks import ShardChunks, read_clip, shard_chunks
 from vjfer.cache.format import (
     CHECKSUM,
+    CONVERT_RECORD,
     DECODE_COLUMNS,
     FACE_COLUMNS,
     FAILURES,
@@ -45,6 +46,8 @@ from vjfer.cache.format import (
     corrupt_clip,
     fingerprint,
     read_shard_header,
+    refill_hint,
+    shard_mismatch,
     shard_name,
     size_ratio,
     store_of,
@@ -57,6 +60,7 @@ from vjfer.cache.reader import (
     incomplete_message,
     open_cache,
     read_manifest,
+    refuse_unfinished,
     resume_command,
 )
 from vjfer.cache.writer import (
@@ -70,7 +74,7 @@ from vjfer.cache.writer import (
 )
 
 __all__ = [
-    "CHECKSUM", "DECODE_COLUMNS", "EXTRACT_RECORD", "FACE_COLUMNS",
+    "CHECKSUM", "CONVERT_RECORD", "DECODE_COLUMNS", "EXTRACT_RECORD", "FACE_COLUMNS",
     "FAILURES", "FORMAT", "FORMAT_VERSION", "MANIFEST", "PARTIAL_SUFFIX", "SHARD_PATTERN",
     "SHORTEST_UNPADDED", "SOURCE_COLUMNS", "TOKEN_DTYPE", "VIDEO_COLUMNS",
     "Cache", "Coverage", "ShardChunks", "ShardWriter", "VerifyReport", "VideoEntry",
@@ -78,6 +82,7 @@ __all__ = [
     "assign_shards", "atomic_write_text", "build_cache", "cache_dir_name", "cache_info",
     "canonical_json", "clip_checksum", "corrupt_clip", "failure_lines", "find_caches",
     "fingerprint", "format_cache_info", "incomplete_message", "manifest_from_shards",
-    "open_cache", "read_clip", "read_manifest", "read_shard_header", "resume_command", "shard_chunks",
-    "shard_header", "shard_name", "size_ratio", "store_of", "stored_checksum", "verify_cache", "write_manifest",
+    "open_cache", "read_clip", "read_manifest", "read_shard_header", "refill_hint", "refuse_unfinished",
+    "resume_command", "shard_chunks", "shard_header", "shard_mismatch",
+    "shard_name", "size_ratio", "store_of", "stored_checksum", "verify_cache", "write_manifest",
 ]  # fmt: skip

@@ -19,10 +19,12 @@ from vjfer.cache.format import (
     TOKEN_DTYPE,
     canonical_json,
     read_shard_header,
+    refill_hint,
+    shard_mismatch,
     size_ratio,
     store_of,
 )
-from vjfer.cache.reader import read_manifest
+from vjfer.cache.reader import read_manifest, refuse_unfinished
 from vjfer.cache.writer import manifest_from_shards, write_manifest
 from vjfer.errors import FACE_FAILURE_PREFIX, CacheError
 from vjfer.store import StoreFormat
@@ -194,7 +196,8 @@ def _verify_clips(path: Path, fmt: StoreFormat, shape: tuple[int, int, int],
         )
 
 
-def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyReport) -> None:
+def _verify_shard(path: Path, expect: dict, videos: list[dict], failed: list[str],
+                  report: VerifyReport) -> None:  # fmt: skip
     """Check one shard against its manifest entry and rows; append problems to the report."""
     problems = report.problems
     try:
@@ -218,18 +221,11 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], report: VerifyRe
         problems.append(f"{path.name}: its header says shard {h['index']} (a copy of another?)")
     if h["tokens_shape"] != want or h["clips_in_table"] != want[0]:
         problems.append(f"{path.name}: tokens {h['tokens_shape']}, manifest implies {want}")
-    table = h["videos"]
-    if table["video_id"] != [v["video_id"] for v in videos]:
-        problems.append(
-            f"{path.name}: holds videos {table['video_id'][:3]}..., manifest lists others"
-        )
-        return
-    for i, v in enumerate(videos):
-        for col in ("first_clip", "n_clips", "n_frames", "label"):
-            if int(table[col][i]) != v[col]:
-                problems.append(
-                    f"{path.name}: {v['video_id']} {col}={int(table[col][i])}, manifest {v[col]}"
-                )
+    if (mismatch := shard_mismatch(h, videos, failed)) is not None:
+        problems.append(f"{path.name}: {mismatch}: not this cache's shard; "
+                        f"{refill_hint(path.parent)}")  # fmt: skip
+        if not mismatch.startswith("video "):  # other videos: the clips cannot be attributed
+            return
     if h["checksums"] != h["tokens_shape"][0]:
         problems.append(f"{path.name}: {h['checksums']} checksums for {h['tokens_shape'][0]} clips")
         return
@@ -247,12 +243,16 @@ def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyRep
     `.video_id`) check every video is cached or failed."""
     directory = Path(path)
     directory = directory.parent if directory.name == MANIFEST else directory
+    refuse_unfinished(directory)
     manifest = read_manifest(directory)
     report = VerifyReport(path=directory)
     by_shard: dict[str, list[dict]] = {}
+    failed: dict[str, list[str]] = {}
     for v in manifest["videos"]:
         if v["status"] == "ok":
             by_shard.setdefault(v["shard"], []).append(v)
+        else:
+            failed.setdefault(v["shard"], []).append(v["video_id"])
     report.failed = sum(v["status"] == "failed" for v in manifest["videos"])
     for s in manifest["shards"]:
         file = directory / s["name"]
@@ -262,7 +262,7 @@ def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyRep
             )
             continue
         videos = by_shard.get(s["name"], [])
-        _verify_shard(file, manifest, videos, report)
+        _verify_shard(file, manifest, videos, failed.get(s["name"], []), report)
         report.shards += 1
         report.videos += len(videos)
         report.clips += sum(v["n_clips"] for v in videos if not v["alias_of"])

@@ -26,6 +26,7 @@ FORMAT = "vjfer-cache"
 FORMAT_VERSION = 2  # v2: source identity, decode record and per-clip checksums
 MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
+CONVERT_RECORD = "convert.json"  # in a `vjfer cache convert` target: its command, written first
 PARTIAL_SUFFIX = ".partial"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.h5$")
 TOKEN_DTYPE = np.dtype("float16")  # storage dtype of tokens (a fingerprint input)
@@ -35,7 +36,9 @@ VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first
 # Per-video columns of caches made with a face crop (`vjfer.face`) only; other shards lack them.
 FACE_COLUMNS = ("face_status", "face_box")  # "cropped" | "fallback"; (x, y, w, h), -1s: none
 DECODE_COLUMNS = ("lost_frames", "container_frames")  # int64; container_frames -1: not listed
-SOURCE_COLUMNS = ("source_path", "source_size", "source_mtime_ns", "source_sha256")
+SOURCE_COLUMNS = ("source_path", "source_size", "source_mtime_ns", "source_sha256", "source_xxh3")
+# Written since issue 20; a shard from before lacks it and reads as "" (compared by sha256).
+OPTIONAL_SOURCE_COLUMNS = ("source_xxh3",)
 CHECKSUM = "xxh3_64"  # per clip, of the chunk's bytes; ~20x faster than zlib.crc32 (RESULTS.md)
 
 
@@ -109,12 +112,41 @@ def stored_checksum(values: np.ndarray, scales: np.ndarray | None) -> int:
     return hasher.intdigest()
 
 
+def convert_command(directory: Path) -> str | None:
+    """The `vjfer cache convert` command that writes the cache in `directory`, from the record
+    convert writes before its first shard (CONVERT_RECORD); None for an extracted cache."""
+    try:
+        record = json.loads((Path(directory) / CONVERT_RECORD).read_text(encoding="utf-8"))
+        words = ["vjfer", "cache", "convert", record["source"], "--store", record["store"],
+                 "--out", record["out"]]  # fmt: skip
+        if record.get("pca_fold") is not None:
+            words += ["--pca-fold", str(record["pca_fold"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return "`" + " ".join(map(str, words)) + "`"
+
+
+def refill_hint(directory: Path, what: str = "it") -> str:
+    """How to rewrite a bad shard of the cache in `directory`: a converted cache's shards come
+    from its source cache (`vjfer cache convert`), an extracted one's from the videos."""
+    command = convert_command(directory)
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
+        converted = isinstance(manifest, dict) and "lineage" in manifest
+    except (OSError, ValueError):
+        converted = False
+    if command is not None or converted:
+        command = command or "`vjfer cache convert SOURCE --store FORMAT --out DIR`"
+        return f"rewrite {what} from the source cache (delete it, rerun {command})"
+    return f"re-extract {what} (delete it, rerun vjfer extract)"
+
+
 def corrupt_clip(directory: Path, shard: str, row: int, video_id: str, clip: int) -> CacheError:
     """The error for a clip whose bytes do not match its stored checksum, with the fix."""
     return CacheError(
         f"{Path(directory) / shard}: clip {row} ({video_id}, clip {clip}) does not match its "
-        f"checksum: the shard is corrupt; run `vjfer cache verify {directory}` and re-extract that "
-        "shard (delete it, rerun vjfer extract)"
+        f"checksum: the shard is corrupt; run `vjfer cache verify {directory}` and "
+        f"{refill_hint(directory, 'that shard')}"
     )
 
 
@@ -174,18 +206,54 @@ def read_shard_header(path: Path) -> dict:
             }
             _check_format(header, path)
             names = (*VIDEO_COLUMNS, *DECODE_COLUMNS, *SOURCE_COLUMNS, "alias_of")
-            table = {k: f[k][()] for k in names}
+            table = {k: f[k][()] for k in names if k in f or k not in OPTIONAL_SOURCE_COLUMNS}
+            rows = len(table["video_id"])
+            table.update({k: [""] * rows for k in OPTIONAL_SOURCE_COLUMNS if k not in table})
             table.update({k: f[k][()] for k in FACE_COLUMNS if k in f})
             header["tokens_shape"] = list(f["tokens"].shape)
             header["clips_in_table"] = int(len(f["clip_video"]))
             header["checksums"] = int(len(f["clip_checksum"]))
     except (OSError, KeyError) as err:
         raise CacheError(f"cannot read shard {path}: {err}") from err
-    for key in ("video_id", "source_path", "source_sha256", "alias_of", "face_status"):
+    text = ("video_id", "source_path", "source_sha256", "source_xxh3", "alias_of", "face_status")
+    for key in text:
         if key in table:
             table[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in table[key]]
     header["videos"] = table
     return header
+
+
+# What a shard's per-video table must share with the manifest's rows for it (`shard_mismatch`):
+# the metadata the probe trains on, and the content hashes of the files the tokens came from.
+ROW_COLUMNS = (*VIDEO_COLUMNS[1:], "alias_of")
+SOURCE_KEYS = ("path", "sha256", "xxh3")  # not size / mtime: a copy of the same bytes is the same
+
+
+def shard_mismatch(header: dict, rows: list[dict], failed: list[str]) -> str | None:
+    """The first difference between a shard (its `read_shard_header`) and the manifest's rows of
+    the videos it holds (`rows`, in order) and fails (`failed` ids), naming the video; None if
+    none. Cheap: the small per-video tables only, no tokens.
+
+    A shard copied from another cache with the same fingerprint (and even the same video ids and
+    clip counts) differs here: in a video's labels, fold or clip counts, or its source's hashes.
+    """
+    table = header["videos"]
+    ids = [v["video_id"] for v in rows]
+    if list(table["video_id"]) != ids:
+        return f"holds videos {list(table['video_id'])[:3]}..., the manifest lists {ids[:3]}..."
+    for i, row in enumerate(rows):
+        for col in ROW_COLUMNS:
+            if (got := _plain(table[col][i])) != row[col]:
+                return f"video {row['video_id']}: {col} {got!r}, the manifest has {row[col]!r}"
+        source = row.get("source") or {}
+        for key in SOURCE_KEYS:
+            got, want = table[f"source_{key}"][i], source.get(key, "")
+            if got != want and (want or key != "xxh3"):  # manifests from before xxh3 lack it
+                return (f"video {row['video_id']}: source {key} {got[:16]!r}, the manifest has "
+                        f"{want[:16]!r} (tokens of another file)")  # fmt: skip
+    if (got_failed := sorted(f["video_id"] for f in header["failures"])) != sorted(failed):
+        return f"failed videos {got_failed[:3]}, the manifest lists {sorted(failed)[:3]}"
+    return None
 
 
 def store_of(layout: dict) -> StoreFormat:

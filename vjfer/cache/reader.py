@@ -26,13 +26,20 @@ from vjfer.cache.format import (
     Coverage,
     _check_format,
     canonical_json,
+    convert_command,
     corrupt_clip,
     read_shard_header,
+    refill_hint,
+    shard_mismatch,
     store_of,
 )
 from vjfer.clips import ROLE_EVAL
 from vjfer.errors import CacheError
 from vjfer.store import PCA_BASIS, PCA_MEAN, StoreFormat, decode_raw
+
+
+def _shown(value):
+    return value[:3] if isinstance(value, list) else value
 
 
 def read_manifest(directory: Path) -> dict:
@@ -45,6 +52,12 @@ def read_manifest(directory: Path) -> dict:
         raise CacheError(f"no cache at {path.parent}: {MANIFEST} is missing") from err
     except (OSError, ValueError) as err:
         raise CacheError(f"cannot read {path}: {err}") from err
+    if not isinstance(manifest, dict):
+        raise CacheError(
+            f"{path}: a JSON {type(manifest).__name__}, not the object a manifest is (damaged or "
+            f"not vjfer's); delete it and run `vjfer cache info {path.parent}` to rebuild it from "
+            "the shards"
+        )
     _check_format(manifest, path)
     return manifest
 
@@ -199,28 +212,35 @@ class Cache:
         return Coverage(len(self.videos), len(self.failures), len(self.excluded))
 
     def check_structure(self) -> None:
-        """Every shard's header agrees with the manifest: index, videos, fingerprint, clip count.
+        """Every shard's header agrees with the manifest: index, videos, fingerprint, clip count
+        and shape, and each video's labels, fold, clip counts and source hashes (`shard_mismatch`).
 
-        Cheap (attributes and small tables only); catches a shard replaced by another's copy.
+        Cheap (attributes and small tables only); catches a shard replaced by another's copy. The
+        same structure `vjfer cache verify` checks, without its scan of every clip.
         """
+        layout = self.manifest["layout"]
         for index, entry in enumerate(self.manifest["shards"]):
             path = self.path / entry["name"]
             h = read_shard_header(path)
-            want = sum(int(v["n_clips"]) for v in self.manifest["videos"]
-                       if v["status"] == "ok" and v["shard"] == entry["name"]
-                       and not v["alias_of"])  # fmt: skip
+            mine = [v for v in self.manifest["videos"] if v["shard"] == entry["name"]]
+            rows = [v for v in mine if v["status"] == "ok"]
+            want = sum(int(v["n_clips"]) for v in rows if not v["alias_of"])
             got = {"index": h["index"], "video_ids": h["video_ids"], "fingerprint": h["fingerprint"],
-                   "clips": h["tokens_shape"][0], "checksums": h["checksums"]}  # fmt: skip
+                   "clips": h["tokens_shape"][0], "checksums": h["checksums"],
+                   "clip table": h["clips_in_table"], "clip shape": h["tokens_shape"][1:]}  # fmt: skip
             expected = {"index": index, "video_ids": entry["video_ids"],
-                        "fingerprint": self.fingerprint, "clips": want, "checksums": want}  # fmt: skip
-            for key, value in got.items():
-                if value != expected[key]:
-                    shown = lambda x: x[:3] if isinstance(x, list) else x  # noqa: E731
-                    raise CacheError(
-                        f"{path}: {key} {shown(value)!r}, the manifest expects "
-                        f"{shown(expected[key])!r}: this shard is not the one the manifest lists "
-                        f"(replaced or copied?); re-extract it (delete it, rerun vjfer extract)"
-                    )
+                        "fingerprint": self.fingerprint, "clips": want, "checksums": want,
+                        "clip table": want, "clip shape": [layout["num_views"],
+                        layout["num_tokens"], layout["embed_dim"]]}  # fmt: skip
+            mismatch = next((f"{key} {_shown(value)!r}, the manifest expects "
+                             f"{_shown(expected[key])!r}" for key, value in got.items()
+                             if value != expected[key]), None)  # fmt: skip
+            failed = [v["video_id"] for v in mine if v["status"] == "failed"]
+            if (mismatch := mismatch or shard_mismatch(h, rows, failed)) is not None:
+                raise CacheError(
+                    f"{path}: {mismatch}: this shard is not the one the manifest lists "
+                    f"(replaced or copied?); {refill_hint(self.path)}"
+                )
 
     def clip_frames(self, video_id: str) -> np.ndarray:
         """int [C, 16]: the frame indices of each cached clip of the video."""
@@ -327,10 +347,20 @@ def incomplete_message(directory: Path) -> str:
         count = f"{len(done)} of {read_shard_header(directory / done[0])['num_shards']}"
     except (IndexError, CacheError):
         count = f"{len(done)}"
+    if (command := convert_command(directory)) is not None:
+        what, command = "a `vjfer cache convert`", command
+    else:
+        what, command = "an extraction", resume_command(directory)
     return (
-        f"cache {directory} is incomplete ({count} shards complete, no finished manifest): an "
-        f"extraction was interrupted or is running; resume it with {resume_command(directory)}"
+        f"cache {directory} is incomplete ({count} shards complete, no finished manifest): "
+        f"{what} was interrupted or is running; resume it with {command}"
     )
+
+
+def refuse_unfinished(directory: Path) -> None:
+    """CacheError (`incomplete_message`) for a directory whose run stopped before its manifest."""
+    if not (directory / MANIFEST).exists() and any(directory.glob("shard-*.h5*")):
+        raise CacheError(incomplete_message(directory))
 
 
 def open_cache(path: str | Path, check: bool = True, verify: bool = True) -> Cache:
@@ -339,8 +369,7 @@ def open_cache(path: str | Path, check: bool = True, verify: bool = True) -> Cac
     the default of `Cache.tokens(verify=...)`: every clip read is checked against its checksum."""
     path = Path(path)
     directory = path.parent if path.name == MANIFEST else path
-    if not (directory / MANIFEST).exists() and any(directory.glob("shard-*.h5*")):
-        raise CacheError(incomplete_message(directory))
+    refuse_unfinished(directory)
     manifest = read_manifest(directory)
     if not manifest["complete"]:
         missing = [s["name"] for s in manifest["shards"] if not s["complete"]]

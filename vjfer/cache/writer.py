@@ -245,7 +245,7 @@ class ShardWriter:
         sources = [_source_row(r.source) for r in rows]
         for name in SOURCE_COLUMNS:
             values = [src[name] for src in sources]
-            if name in ("source_path", "source_sha256"):
+            if name in ("source_path", "source_sha256", "source_xxh3"):
                 self._write(name, np.array(values, dtype=object), h5py.string_dtype("utf-8"))
             else:
                 self._write(name, np.array(values, dtype=np.int64))
@@ -278,9 +278,11 @@ class ShardWriter:
 def _source_row(source) -> dict:
     """A SourceIdentity (or None: built in memory) as the shard's source_* columns."""
     if source is None:
-        return {"source_path": "", "source_size": -1, "source_mtime_ns": -1, "source_sha256": ""}
+        return {"source_path": "", "source_size": -1, "source_mtime_ns": -1, "source_sha256": "",
+                "source_xxh3": ""}  # fmt: skip
     return {"source_path": str(source.path), "source_size": int(source.size),
-            "source_mtime_ns": int(source.mtime_ns), "source_sha256": str(source.sha256)}  # fmt: skip
+            "source_mtime_ns": int(source.mtime_ns), "source_sha256": str(source.sha256),
+            "source_xxh3": str(source.xxh3)}  # fmt: skip
 
 
 def shard_header(*, dataset: str, fp: str, settings: dict, grid: Sequence[int], embed_dim: int,

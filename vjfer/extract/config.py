@@ -59,6 +59,8 @@ class ExtractConfig:
     face_margin: float = FaceCropConfig.margin  # added on every side of the face box
     max_lost_frames: float = 0.1  # a video that lost a larger fraction of its frames is a failure
     no_reencode: bool = False  # refuse, rather than re-encode, shards whose source files changed
+    # resume: trust a source whose size and mtime_ns are unchanged instead of hashing its content
+    trust_size_mtime: bool = False
     decode_timeout: float | None = 600.0  # seconds per video before it becomes a failure
     dedup: bool = True  # videos with identical video streams: encoded and stored once
     store: str = "fp16"  # store format of the tokens (vjfer.store): fp16, int8, fp8, pool2, ...
@@ -148,6 +150,8 @@ def config_record(config: ExtractConfig) -> dict:
             del record[key]
     if StoreFormat.parse(config.store).plain:  # as for face crops: fp16 manifests stay as they were
         del record["store"]
+    if not config.trust_size_mtime:  # recorded when asked for; default manifests stay as they were
+        del record["trust_size_mtime"]
     return record
 
 

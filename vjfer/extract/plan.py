@@ -147,6 +147,15 @@ def _shard_aliases(alias_of: dict[str, str], ids: list[str]) -> dict[str, str]:
     return {a: c for a, c in sorted(alias_of.items()) if c in mine}
 
 
+def byte_size(n: int) -> str:
+    """Bytes in the largest unit that keeps the number >= 1, three significant digits: "14.2 MB"
+    (a tiny cache's "need 0.0 GB, have 0.0 GB" said nothing)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
+
+
 def _check_writable(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -154,6 +163,20 @@ def _check_writable(directory: Path) -> None:
             pass
     except OSError as err:
         raise CacheError(f"cache directory {directory} is not writable: {err}") from err
+
+
+def _log_source_check(config: ExtractConfig, done: list[int], shards: list[list[str]]) -> None:
+    """Say how the sources of the complete shards kept were compared with the recorded ones."""
+    if not done:
+        return
+    files = sum(len(shards[i]) for i in done)
+    if config.trust_size_mtime:
+        log.warning("--trust-size-mtime: kept %d complete shard(s) (%d videos) whose source files "
+                    "have the recorded size and mtime_ns, without reading them; a file rewritten "
+                    "with the same size and mtime keeps its old tokens", len(done), files)  # fmt: skip
+    else:
+        log.info("kept %d complete shard(s): the content (xxh3-128) of their %d source files is "
+                 "the one recorded", len(done), files)  # fmt: skip
 
 
 def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
@@ -197,7 +220,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     digests: dict[str, str] = {}
     sources: dict[str, SourceIdentity] = {}
     if config.dedup:
-        digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO)
+        digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO,
+                                          config.trust_size_mtime)  # fmt: skip
     alias_of = duplicate_streams(digests)
     shards = cache.assign_shards([r.video_id for r in records if r.video_id not in alias_of],
                                  config.shard_size)  # fmt: skip
@@ -209,10 +233,12 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
                                        _shard_aliases(alias_of, shards[i]))  # fmt: skip
         if header is None:
             continue
-        if changes := changed_sources(header, by_id, config.root):
+        if changes := changed_sources(header, by_id, config.root, config.trust_size_mtime,
+                                      sources):  # fmt: skip
             changed[i] = changes
         else:
             done.append(i)
+    _log_source_check(config, done, shards)
     if changed:
         files = [c for i in sorted(changed) for c in changed[i]]
         names = ", ".join(cache.shard_name(i) for i in sorted(changed))
@@ -249,8 +275,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     )  # fmt: skip
     if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
         raise CacheError(
-            f"the shards still to write need about {plan.pending_bytes / 1e9:.1f} GB "
-            f"({note}), {directory} has {plan.free_bytes / 1e9:.1f} GB free; free space, "
+            f"the shards still to write need about {byte_size(plan.pending_bytes)} "
+            f"({note}), {directory} has {byte_size(plan.free_bytes)} free; free space, "
             f"choose another --cache, or allow it (--allow-low-disk)"
         )
     return plan

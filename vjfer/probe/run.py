@@ -163,13 +163,15 @@ def resolve_folds(cache: Cache, folds: str | int | Sequence[int]) -> list[int]:
     return wanted
 
 
-def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int,
+def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int | Sequence[int],
              grid_size: int = 1, seed: int = 0) -> str:  # fmt: skip
     """The directory name of a run under `vjfer probe --out`: one name per run setting, so a
     single-fold, grid or other-seed run never overwrites another:
-    `<dataset>-<cache directory>-<probe>[-foldK][-gridN][-seedS]` (seed 0 and all folds add nothing)."""
+    `<dataset>-<cache directory>-<probe>[-foldK[-L...]][-gridN][-seedS]` (seed 0 and all folds add
+    nothing)."""
     name = f"{dataset}-{Path(cache_dir).name}-{probe}"
-    name += "" if folds == "all" else f"-fold{folds}"
+    if folds != "all":
+        name += "-fold" + "-".join(map(str, [folds] if isinstance(folds, (int, str)) else folds))
     name += f"-grid{grid_size}" if grid_size > 1 else ""
     return name + (f"-seed{seed}" if seed else "")
 
@@ -188,5 +190,8 @@ def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: 
         raise CacheError(
             f"cache {cache.path} has fingerprint {cache.fingerprint[:12]}…, asked for {fingerprint}"
         )
+    log.info("cache %s: every shard's structure and per-video table match the manifest; each clip "
+             "this run reads is checked against its checksum as it is read; `vjfer cache verify "
+             "%s` checks every clip", cache.path, cache.path)  # fmt: skip
     train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid)
     return Path(out_dir)
