@@ -84,12 +84,12 @@ def _resolve_rows(rows: list[SplitRow]) -> tuple[dict[str, tuple[str, int]], lis
     return resolved, excluded
 
 
-def join_rows(dataset: str, root: Path, rows: list[SplitRow], folders: dict[str, Path],
+def join_rows(dataset: str, root: Path, base: Path, rows: list[SplitRow], folders: dict[str, Path],
               to_name: Callable[[str], str | None], group: Callable[[str], int],
               splits: str) -> DatasetIndex:  # fmt: skip
     """Records for the clips the rows list and whose folder holds frames; the rest named.
 
-    `to_name` turns a release's label word into a vocabulary name (None: unknown); `group` gives
+    `base` holds the clip folders (a missing one is named where it should be); `to_name` turns a release's label word into a vocabulary name (None: unknown); `group` gives
     the clip's group for subject- or clip-disjoint folds.
     """
     names = class_names(dataset)
@@ -99,7 +99,7 @@ def join_rows(dataset: str, root: Path, rows: list[SplitRow], folders: dict[str,
         folder = folders.get(clip)
         name = to_name(word)
         if folder is None:
-            excluded.append(Exclusion(Path(clip), NO_FRAMES, "no frame folder"))
+            excluded.append(Exclusion(base / clip, NO_FRAMES, "no frame folder"))
         elif name not in names:
             excluded.append(Exclusion(folder, UNKNOWN_LABEL, f"label {word!r}"))
         elif count_frames(folder) == 0:
