@@ -17,6 +17,7 @@ import numpy as np
 
 from vjfer import cache
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
+from vjfer.datasets.frames import count_frames as count_folder_frames
 from vjfer.encoders import Encoder, load_encoder
 from vjfer.env import available_cpus, resolve_device
 from vjfer.errors import CacheError, ConfigError
@@ -29,7 +30,8 @@ from vjfer.video import REFERENCE_TRAIN_CLIPS, ClipPlan, SourceIdentity, num_vie
 
 log = logging.getLogger(__name__)
 
-TYPICAL_FRAMES = {"ravdess": 111, "crema-d": 78}  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
+TYPICAL_FRAMES = {"ravdess": 111, "crema-d": 78,  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
+                  "dfew": 71, "ferv39k": 28, "mafw": 85}  # medians of the releases' frame counts  # fmt: skip
 PROBE_SAMPLE = 32  # videos probed (container metadata, no decoding) to estimate the clip count
 DISK_MARGIN = 1.05  # HDF5 metadata and the manifest, on top of the token bytes
 MAX_AUTO_WORKERS = 8  # decoding processes chosen by default, at most (one core left to the main)
@@ -86,7 +88,10 @@ def decode_workers(requested: int | None, cpus: int) -> int:
 
 
 def probe_frame_count(path: Path) -> int | None:
-    """Frame count from container metadata without decoding; None where it has none (FLV)."""
+    """Frame count from container metadata without decoding; None where it has none (FLV).
+    A folder of frames: its frame files, counted by listing it."""
+    if path.is_dir():
+        return count_folder_frames(path) or None
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
