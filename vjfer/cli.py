@@ -18,7 +18,11 @@ import click
 from vjfer import __version__
 from vjfer.errors import CacheError, VjferError
 
-DATASET = click.Choice(["ravdess", "crema-d"], case_sensitive=False)
+DATASET = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw"], case_sensitive=False)
+INDEXABLE = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"],
+                         case_sensitive=False)  # fmt: skip
+SPLITS_HELP = ("Fold protocol: RAVDESS paper (5 folds, default) or mae-dfer (6 folds, fold k = actors "
+               "4k-3..4k); a list file: file (its fold/split columns) or groups (seeded group folds).")
 
 
 class _Group(click.Group):
@@ -89,12 +93,17 @@ def cli(verbose: bool) -> None:
 
 
 @cli.command()
-@click.option("--dataset", type=DATASET, required=True, help="Which dataset's naming to parse.")
+@click.option("--dataset", type=INDEXABLE, required=True, help="Which dataset's layout to read.")
 @click.option(
     "--root",
     type=click.Path(path_type=Path),
-    help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D).",
+    help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / VJFER_DFEW / ...).",
 )
+@click.option("--splits", help=SPLITS_HELP)
+@click.option("--list", "list_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.")  # fmt: skip
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write {videos, per_class, per_fold, excluded: [{path, reason}]} to this file.")  # fmt: skip
 @click.option("--modality", "modalities", type=click.IntRange(1, 2), multiple=True,
               help="RAVDESS modality to keep: 1 audio-video, 2 video-only (repeatable; default both).")  # fmt: skip
 @click.option("--song", is_flag=True, help="RAVDESS: keep song (VV 02) instead of speech.")
@@ -106,14 +115,17 @@ def cli(verbose: bool) -> None:
 @click.option("--duplicates", is_flag=True,
               help="Read every video and count those whose video stream is identical to another's "
               "(extract encodes them once).")  # fmt: skip
-def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bool,
-          show_all: bool, csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
+def index(dataset: str, root: Path | None, splits: str | None, list_file: Path | None,
+          json_path: Path | None, modalities: tuple[int, ...], song: bool, show_all: bool,
+          csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
-    from vjfer.datasets import format_index_summary, scan_dataset, summarize, write_excluded_csv
+    from vjfer.datasets import (
+        format_index_summary, scan_dataset, summarize, write_excluded_csv, write_index_json,
+    )  # fmt: skip
 
-    options = {}
+    options: dict = {"splits": splits, "list_file": list_file}
     if dataset == "ravdess":
-        options = {"modalities": modalities or None, "vocal_channels": (2,) if song else None}
+        options |= {"modalities": modalities or None, "vocal_channels": (2,) if song else None}
     elif modalities or song:
         raise click.UsageError("--modality and --song apply to RAVDESS only")
     found = scan_dataset(dataset, _dataset_root(dataset, root), **options)
@@ -123,6 +135,8 @@ def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bo
         click.echo(
             f"{len(found.excluded)} excluded files written to {write_excluded_csv(summary, csv_path)}"
         )
+    if json_path is not None:
+        click.echo(f"index written to {write_index_json(summary, json_path)}")
     if duplicates:
         from vjfer.extract import duplicate_streams, stream_digests
 

@@ -56,7 +56,7 @@ HINTS: dict[str, str] = {
     LFS_POINTER: "fetch the videos themselves with `git lfs pull` in the dataset clone",
     BROKEN_LINK: "fetch it with `git annex get` / `datalad get` (an un-fetched annexed file)",
     NO_FRAMES: "the split names a clip whose frame folder is missing or empty: unpack it again",
-    NOT_LISTED: "expected for clips outside the chosen split (DFEW: the multi-label ones)",
+    NOT_LISTED: "expected for clips outside the split (DFEW: multi-label, MAFW: compound ones)",
     EMPTY_FOLDER: "the folder holds no .jpg/.png frames: unpack that clip again",
     UNKNOWN_LABEL: "the label is not one of the dataset's classes: fix the split or list file",
     MULTI_LABEL: "the clip has more than one label; the single-label protocol leaves it out",
