@@ -416,7 +416,8 @@ def _train_options(f):
 @click.option(
     "--dataset", type=DATASET, help="Dataset of the cache (needed when several caches exist)."
 )
-@click.option("--fold", default="all", show_default=True, help="all, or a fold 1..5.")
+@click.option("--fold", default="all", show_default=True, help="all, or one fold number.")
+@click.option("--splits", help=SPLITS_HELP)
 @click.option("--cache", "cache_path", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
               show_default=True, help="A cache directory, or a folder holding one.")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
@@ -425,7 +426,7 @@ def _train_options(f):
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @_train_options
 def probe(
-    dataset: str | None, fold: str, cache_path: Path, out: Path, fingerprint: str | None,
+    dataset: str | None, fold: str, splits: str | None, cache_path: Path, out: Path, fingerprint: str | None,
     no_progress: bool, **options,
 ) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
@@ -442,14 +443,14 @@ def probe(
     config = grid[0].apply(TrainConfig(**options))
     folds = "all" if fold == "all" else int(fold)
     # One directory per run setting, so a single-fold, other-seed or grid run never overwrites another.
-    name = f"{cache.dataset}-{path.name}-{config.probe}"
+    name = f"{cache.dataset}-{path.name}-{config.probe}" + (f"-{splits}" if splits else "")
     name += "" if folds == "all" else f"-fold{folds}"
     if len(grid) > 1:
         name += f"-grid{len(grid)}"
     name += f"-seed{config.seed}" if config.seed else ""
     run_dir = out / name
     run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
-              progress=not no_progress, grid=grid)  # fmt: skip
+              progress=not no_progress, grid=grid, splits=splits)  # fmt: skip
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"run written to {run_dir}")
 

@@ -148,6 +148,9 @@ def table_ii(runs: Sequence[ProbeRun]) -> Table:
             rows.append({
                 "Dataset": DATASET_TITLES.get(run.dataset, run.dataset), "Run": run.path.name,
                 "Probe": run.probe, "Voting": vname, "Folds": len(run.summary["folds"]),
+                # runs made before the split was recorded used the paper's folds
+                "Splits": run.summary["splits"] if "splits" in run.summary else "paper",
+                "Classes": labels.num_classes(run.dataset),
                 **beside_paper(metric_cells(voting_means(run.summary, voting)), paper),
             })  # fmt: skip
     notes = [
