@@ -75,7 +75,8 @@ def read_frame(path: Path) -> np.ndarray | None:
     """One frame file as RGB uint8 [H, W, 3]; None (and a warning) when it does not decode."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            image.load()
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as err:
         log.warning("%s: frame does not decode, counted as lost: %s", path, err)
         return None
