@@ -182,6 +182,8 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
     for _, p in peers.iterrows():
         new = {"Method": p["method"], "Modality": p["modality"], "Source": p["source"]}
         row = rows.setdefault(("peer", p["method"], p["modality"]), new)
+        if p["source"] not in row["Source"]:  # the field's datasets come from the peers' READMEs
+            row["Source"] += f"; {title}: {p['source']}"
         title = DATASET_TITLES.get(p["dataset"], p["dataset"])
         # an empty cell (a number the paper does not print) stays NaN and renders as a dash
         row[f"{title} UAR"], row[f"{title} WAR"] = p["uar"], p["war"]
