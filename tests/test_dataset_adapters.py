@@ -96,7 +96,8 @@ def test_index_json_lists_counts_and_every_excluded_item(trees, tmp_path):
     assert data["per_fold"] == {"1": {"test": 1, "train": 6}}
     assert sum(data["per_class"].values()) == 7 and len(data["per_class"]) == 7
     assert sorted(e["reason"] for e in data["excluded"]) == sorted(
-        [datasets.NO_FRAMES, datasets.NOT_LISTED, datasets.UNKNOWN_LABEL])
+        [datasets.NO_FRAMES, datasets.NOT_LISTED, datasets.UNKNOWN_LABEL]
+    )
     assert re.search(r"^\s+fold 1:\s+1 test,\s+6 train$", text, re.M), text
 
 
@@ -105,7 +106,9 @@ def test_ravdess_mae_dfer_splits_are_six_folds_of_four_actors(tmp_path):
     root = tmp_path / "RAVDESS"
     for actor in (1, 8, 24):
         (root / f"Actor_{actor:02d}").mkdir(parents=True)
-        (root / f"Actor_{actor:02d}" / f"02-01-03-01-01-01-{actor:02d}.mp4").write_bytes(b"x" * 2048)
+        (root / f"Actor_{actor:02d}" / f"02-01-03-01-01-01-{actor:02d}.mp4").write_bytes(
+            b"x" * 2048
+        )
     index = scan_dataset("ravdess", root, splits="mae-dfer")
     assert {r.actor: r.fold for r in index.records} == {1: 1, 8: 2, 24: 6}
     assert index.splits == "mae-dfer"
@@ -136,8 +139,10 @@ def test_a_list_file_of_videos_and_of_frame_folders(tmp_path, trees):
     for source in sorted((trees["dfew"] / "Clip" / "clip_224x224").iterdir())[:2]:
         shutil.copytree(source, tmp_path / "frames" / source.name)
         folders.append(Path("frames") / source.name)
-    rows = ["path,label,group"] + [f"{p.relative_to(tmp_path)},{lab},{p.parent.name}"
-                                   for p, lab in zip(videos, ("neutral", "Happy") * 2, strict=True)]
+    rows = ["path,label,group"] + [
+        f"{p.relative_to(tmp_path)},{lab},{p.parent.name}"
+        for p, lab in zip(videos, ("neutral", "Happy") * 2, strict=True)
+    ]
     rows += [f"{folders[0]},sad,x", f"{folders[1]},Bored,y", "missing.mp4,sad,z",
              f"{videos[0].relative_to(tmp_path)},sad,w"]  # fmt: skip
     listing = _list_file(tmp_path / "list.csv", rows)
@@ -145,12 +150,17 @@ def test_a_list_file_of_videos_and_of_frame_folders(tmp_path, trees):
     by_id = {r.video_id: r for r in index.records}
     assert by_id["frames-00001"].label_name == "sad" and by_id["frames-00001"].path.is_dir()
     assert [by_id[f"v-Actor_0{p.stem[-1]}-{p.stem}"].label_name for p in videos] == [
-        "neutral", "happy", "neutral", "happy"]
+        "neutral",
+        "happy",
+        "neutral",
+        "happy",
+    ]
     assert index.splits == "groups" and {r.fold for r in index.records} <= {1, 2, 3, 4, 5}
     actor_1 = {r.fold for r in index.records if r.video_id.startswith("v-Actor_01")}
     assert len(actor_1) == 1  # one group, one fold
     assert sorted(e.reason for e in index.excluded) == sorted(
-        [datasets.UNKNOWN_LABEL, datasets.NO_FRAMES, datasets.DUPLICATE])
+        [datasets.UNKNOWN_LABEL, datasets.NO_FRAMES, datasets.DUPLICATE]
+    )
     split = _list_file(tmp_path / "split.csv", ["path,label,split",
                        f"{videos[0].relative_to(tmp_path)},sad,train",
                        f"{folders[0]},happy,test"])  # fmt: skip

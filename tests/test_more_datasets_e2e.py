@@ -43,7 +43,9 @@ def test_every_official_fold_is_trained_and_recorded(done, name, folds, videos):
     assert summary["folds"] == folds and summary["splits"] == "official"
     tested = sum(json.loads((run_dir / f"fold-{k}" / "metrics.json").read_text())["n_test_videos"]
                  for k in folds)  # fmt: skip
-    assert tested == (1 if name == "ferv39k" else videos)  # each clip tested once (FERV39k: test set)
+    assert tested == (
+        1 if name == "ferv39k" else videos
+    )  # each clip tested once (FERV39k: test set)
     assert "(official splits)" in done["out"][f"probe-{name}"]
     plan = done["out"][f"extract-{name}"]
     assert re.search(rf"^videos\s+{videos} in 1 shards", plan, re.M), plan
@@ -52,8 +54,15 @@ def test_every_official_fold_is_trained_and_recorded(done, name, folds, videos):
 
 def test_cross_maps_classes_by_name_and_the_report_names_the_datasets(done):
     cross = json.loads(next(done["runs"].glob("cross-dfew-to-mafw-*/summary.json")).read_text())
-    assert cross["class_names"] == ["angry", "disgust", "fearful", "happy", "neutral", "sad",
-                                    "surprised"]  # MAFW's order, its four extra classes dropped
+    assert cross["class_names"] == [
+        "angry",
+        "disgust",
+        "fearful",
+        "happy",
+        "neutral",
+        "sad",
+        "surprised",
+    ]  # MAFW's order, its four extra classes dropped
     table = (done["tmp"] / "report" / "table2.csv").read_text()
     for title, splits, classes in (("DFEW", "official", 7), ("FERV39k", "official", 7),
                                    ("MAFW", "official", 11)):  # fmt: skip

@@ -21,8 +21,10 @@ from vjfer.errors import CacheError, VjferError
 DATASET = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw"], case_sensitive=False)
 INDEXABLE = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"],
                          case_sensitive=False)  # fmt: skip
-SPLITS_HELP = ("Fold protocol: RAVDESS paper (5 folds, default) or mae-dfer (6 folds, fold k = actors "
-               "4k-3..4k); a list file: file (its fold/split columns) or groups (seeded group folds).")
+SPLITS_HELP = (
+    "Fold protocol: RAVDESS paper (5 folds, default) or mae-dfer (6 folds, fold k = actors "
+    "4k-3..4k); a list file: file (its fold/split columns) or groups (seeded group folds)."
+)
 
 
 class _Group(click.Group):
@@ -120,7 +122,11 @@ def index(dataset: str, root: Path | None, splits: str | None, list_file: Path |
           csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
     from vjfer.datasets import (
-        format_index_summary, scan_dataset, summarize, write_excluded_csv, write_index_json,
+        format_index_summary,
+        scan_dataset,
+        summarize,
+        write_excluded_csv,
+        write_index_json,
     )  # fmt: skip
 
     options: dict = {"splits": splits, "list_file": list_file}

@@ -26,7 +26,14 @@ from PIL import Image, UnidentifiedImageError
 from vjfer.datasets.records import FRAME_SUFFIXES, natural_key
 from vjfer.errors import VideoError
 from vjfer.video import (
-    CropBox, DecodedVideo, SourceIdentity, Views, _FrameBuffer, _prepare_all, _Preparer, num_views,
+    CropBox,
+    DecodedVideo,
+    SourceIdentity,
+    Views,
+    _FrameBuffer,
+    _prepare_all,
+    _Preparer,
+    num_views,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -88,7 +95,9 @@ def folder_frames(files: list[Path], lost: list[Path], timeout: float | None = N
     deadline = None if timeout is None else time.monotonic() + timeout
     for path in files:
         if deadline is not None and time.monotonic() > deadline:
-            raise VideoError(path.parent, f"decoding timed out after {timeout:g} s (--decode-timeout)")
+            raise VideoError(
+                path.parent, f"decoding timed out after {timeout:g} s (--decode-timeout)"
+            )
         rgb = read_frame(path)
         if rgb is None:
             lost.append(path)
@@ -131,7 +140,7 @@ def decode_frame_folder(
     folder = Path(folder)
     files = frame_files(folder)
     source = folder_identity(folder)
-    gaps, lost = missing_frames(files), []
+    gaps, lost = missing_frames(files), list[Path]()
     prepare = _Preparer(resolution, views, crop)
     buffer = _FrameBuffer(num_views(views), resolution, len(files))
     try:

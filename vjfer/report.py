@@ -182,9 +182,9 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
     for _, p in peers.iterrows():
         new = {"Method": p["method"], "Modality": p["modality"], "Source": p["source"]}
         row = rows.setdefault(("peer", p["method"], p["modality"]), new)
+        title = DATASET_TITLES.get(p["dataset"], p["dataset"])
         if p["source"] not in row["Source"]:  # the field's datasets come from the peers' READMEs
             row["Source"] += f"; {title}: {p['source']}"
-        title = DATASET_TITLES.get(p["dataset"], p["dataset"])
         # an empty cell (a number the paper does not print) stays NaN and renders as a dash
         row[f"{title} UAR"], row[f"{title} WAR"] = p["uar"], p["war"]
         note = p.get("note")  # optional column: why a cell is empty or what a number means

@@ -11,6 +11,7 @@ MAFW `data/faces/<05d>/*.png` with `split/single/no_caption/set_k/{train,test}.t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,10 +36,8 @@ def _style(name: str) -> FaceStyle:
     if name in STYLES:
         return STYLES[name]
     base = STYLES[("sad", "angry", "fearful", "disgust")[len(name) % 4]]
-    colour = tuple(int(c) for c in seeded_rng(0, name).integers(30, 230, 3))
-    return FaceStyle(colour, *[getattr(base, f) for f in ("mouth_width", "mouth_open",
-                     "mouth_curve", "motion", "motion_hz", "brow_tilt", "brow_raise",
-                     "eye_size")])  # fmt: skip
+    red, green, blue = (int(c) for c in seeded_rng(0, name).integers(30, 230, 3))
+    return dataclasses.replace(base, colour=(red, green, blue))
 
 
 def write_frames(folder: Path, frames: np.ndarray, pattern: str) -> list[Path]:
@@ -105,7 +104,9 @@ def make_ferv39k(root: str | Path, *, clips_per_class: int = 4, frames: Sequence
         clip = f"{FERV39K_SCENES[n % 2]}/{FERV39K_WORDS[label]}/{n + 1:04d}"
         write_frames(base / clip, _clip("ferv39k", n, names[label], frames[n % len(frames)], seed),
                      "{i}.jpg")  # fmt: skip
-        lines["test_All.csv" if n % 4 == 3 else "train_All.csv"].append(f"{clip} {FERV39K_WORDS[label]}")
+        lines["test_All.csv" if n % 4 == 3 else "train_All.csv"].append(
+            f"{clip} {FERV39K_WORDS[label]}"
+        )
     write_frames(base / "Action/Happy/9001", _clip("ferv39k", 9001, "happy", 9, seed), "{i}.jpg")
     write_frames(base / "Daily/Sad/9002", _clip("ferv39k", 9002, "sad", 9, seed), "{i}.jpg")
     lines["train_All.csv"] += ["Daily/Sad/9002 Bored", "Action/Fear/9003 Fear"]

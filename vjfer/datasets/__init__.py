@@ -16,19 +16,55 @@ from pathlib import Path
 from vjfer.datasets import crema_d, dfew, ferv39k, listfile, mafw, ravdess
 from vjfer.datasets.crema_d import CREMA_D_LEVELS, CREMA_D_SENTENCES, CremaDName, parse_crema_d_name
 from vjfer.datasets.folds import (
-    ACTORS, NUM_FOLDS, PAPER_FOLDS, SPLIT_FILES, SPLITS, TRAIN_ONLY, actor_folds, check_splits,
-    describe_folds, fold_numbers, fold_rows, fold_split, group_folds, load_folds, mae_dfer_folds,
+    ACTORS,
+    NUM_FOLDS,
+    PAPER_FOLDS,
+    SPLIT_FILES,
+    SPLITS,
+    TRAIN_ONLY,
+    actor_folds,
+    check_splits,
+    describe_folds,
+    fold_numbers,
+    fold_rows,
+    fold_split,
+    group_folds,
+    load_folds,
+    mae_dfer_folds,
     read_folds,
 )  # fmt: skip
-from vjfer.datasets.records import (
-    AUDIO_ONLY, BAD_ROW, BROKEN_LINK, DUPLICATE, EMPTY, EMPTY_FOLDER, EXPECTED, FOLDER_MISMATCH,
-    HINTS, LFS_POINTER, MULTI_LABEL, NO_FRAMES, NOT_LISTED, NOT_SELECTED, UNKNOWN_ACTOR,
-    UNKNOWN_EMOTION, UNKNOWN_LABEL, UNPARSABLE, DatasetIndex, Exclusion, VideoRecord,
-    natural_key, records_frame,
-)  # fmt: skip
 from vjfer.datasets.ravdess import DEFAULT_MODALITIES, DEFAULT_VOCAL_CHANNELS, parse_ravdess_name
+from vjfer.datasets.records import (
+    AUDIO_ONLY,
+    BAD_ROW,
+    BROKEN_LINK,
+    DUPLICATE,
+    EMPTY,
+    EMPTY_FOLDER,
+    EXPECTED,
+    FOLDER_MISMATCH,
+    HINTS,
+    LFS_POINTER,
+    MULTI_LABEL,
+    NO_FRAMES,
+    NOT_LISTED,
+    NOT_SELECTED,
+    UNKNOWN_ACTOR,
+    UNKNOWN_EMOTION,
+    UNKNOWN_LABEL,
+    UNPARSABLE,
+    DatasetIndex,
+    Exclusion,
+    VideoRecord,
+    natural_key,
+    records_frame,
+)  # fmt: skip
 from vjfer.datasets.summary import (
-    SUMMARY_EXAMPLES, format_index_summary, index_json, summarize, write_excluded_csv,
+    SUMMARY_EXAMPLES,
+    format_index_summary,
+    index_json,
+    summarize,
+    write_excluded_csv,
     write_index_json,
 )  # fmt: skip
 from vjfer.errors import ConfigError

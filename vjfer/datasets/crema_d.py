@@ -9,7 +9,13 @@ from typing import TypedDict
 
 from vjfer.datasets.folds import actor_folds, check_splits
 from vjfer.datasets.records import (
-    UNKNOWN_ACTOR, UNKNOWN_EMOTION, UNPARSABLE, DatasetIndex, Skip, VideoRecord, check_root,
+    UNKNOWN_ACTOR,
+    UNKNOWN_EMOTION,
+    UNPARSABLE,
+    DatasetIndex,
+    Skip,
+    VideoRecord,
+    check_root,
     finish_index,
 )  # fmt: skip
 from vjfer.datasets.videofiles import find_files, refuse_duplicates, scan_files

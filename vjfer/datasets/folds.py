@@ -50,7 +50,9 @@ def check_splits(dataset: str, splits: str | None) -> str:
     if splits is None:
         return known[0]
     if splits not in known:
-        raise SplitError(f"--splits {splits} does not apply to {dataset}; it has: {', '.join(known)}")
+        raise SplitError(
+            f"--splits {splits} does not apply to {dataset}; it has: {', '.join(known)}"
+        )
     return splits
 
 

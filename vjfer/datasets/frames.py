@@ -14,8 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vjfer.datasets.records import (
-    DUPLICATE, EMPTY_FOLDER, FRAME_SUFFIXES, MULTI_LABEL, NO_FRAMES, NOT_LISTED, TRAIN_ONLY,
-    UNKNOWN_LABEL, DatasetIndex, Exclusion, VideoRecord, finish_index,
+    DUPLICATE,
+    EMPTY_FOLDER,
+    FRAME_SUFFIXES,
+    MULTI_LABEL,
+    NO_FRAMES,
+    NOT_LISTED,
+    TRAIN_ONLY,
+    UNKNOWN_LABEL,
+    DatasetIndex,
+    Exclusion,
+    VideoRecord,
+    finish_index,
 )  # fmt: skip
 from vjfer.errors import DatasetError
 from vjfer.labels import class_names
@@ -75,7 +85,9 @@ def _resolve_rows(rows: list[SplitRow]) -> tuple[dict[str, tuple[str, int]], lis
     for clip, words in labels.items():
         held = tests.get(clip, [])
         if len(words) > 1:
-            excluded.append(Exclusion(Path(clip), MULTI_LABEL, f"labels {', '.join(sorted(words))}"))
+            excluded.append(
+                Exclusion(Path(clip), MULTI_LABEL, f"labels {', '.join(sorted(words))}")
+            )
         elif len({r.fold for r in held}) > 1 or len(held) > 1:
             where = "; ".join(r.source for r in held)
             excluded.append(Exclusion(Path(clip), DUPLICATE, f"in test sets {where}"))

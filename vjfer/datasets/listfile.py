@@ -15,8 +15,19 @@ from pathlib import Path
 from vjfer.datasets.folds import check_splits, group_folds
 from vjfer.datasets.frames import count_frames
 from vjfer.datasets.records import (
-    BAD_ROW, DUPLICATE, EMPTY_FOLDER, NO_FRAMES, TRAIN_ONLY, UNKNOWN_LABEL, DatasetIndex,
-    Exclusion, Skip, VideoRecord, check_content, check_root, finish_index,
+    BAD_ROW,
+    DUPLICATE,
+    EMPTY_FOLDER,
+    NO_FRAMES,
+    TRAIN_ONLY,
+    UNKNOWN_LABEL,
+    DatasetIndex,
+    Exclusion,
+    Skip,
+    VideoRecord,
+    check_content,
+    check_root,
+    finish_index,
 )  # fmt: skip
 from vjfer.errors import DatasetError
 from vjfer.labels import VOCABULARY, vocabulary_name

@@ -13,8 +13,17 @@ from pathlib import Path
 
 from vjfer.datasets.folds import actor_folds, check_splits
 from vjfer.datasets.records import (
-    AUDIO_ONLY, FOLDER_MISMATCH, NOT_SELECTED, UNKNOWN_ACTOR, UNKNOWN_EMOTION, UNPARSABLE,
-    DatasetIndex, Skip, VideoRecord, check_root, finish_index,
+    AUDIO_ONLY,
+    FOLDER_MISMATCH,
+    NOT_SELECTED,
+    UNKNOWN_ACTOR,
+    UNKNOWN_EMOTION,
+    UNPARSABLE,
+    DatasetIndex,
+    Skip,
+    VideoRecord,
+    check_root,
+    finish_index,
 )  # fmt: skip
 from vjfer.datasets.videofiles import find_files, refuse_duplicates, scan_files
 from vjfer.errors import ConfigError

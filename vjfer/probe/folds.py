@@ -24,7 +24,14 @@ import pandas as pd
 
 from vjfer.cache import Cache
 from vjfer.datasets import (
-    ACTORS, SPLITS, TRAIN_ONLY, actor_folds, check_splits, fold_numbers, fold_rows, mae_dfer_folds,
+    ACTORS,
+    SPLITS,
+    TRAIN_ONLY,
+    actor_folds,
+    check_splits,
+    fold_numbers,
+    fold_rows,
+    mae_dfer_folds,
 )  # fmt: skip
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError

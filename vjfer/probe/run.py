@@ -29,9 +29,9 @@ import torch
 
 import vjfer
 from vjfer.cache import Cache, open_cache
+from vjfer.datasets import fold_numbers
 from vjfer.env import environment
 from vjfer.errors import CacheError, ConfigError
-from vjfer.datasets import fold_numbers
 from vjfer.labels import check_dataset
 from vjfer.probe.evaluate import format_run_summary, summarise_folds
 from vjfer.probe.folds import GridPoint, GridResult, apply_splits, check_folds, train_grid
