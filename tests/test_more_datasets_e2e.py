@@ -50,6 +50,9 @@ def test_every_official_fold_is_trained_and_recorded(done, name, folds, videos):
     plan = done["out"][f"extract-{name}"]
     assert re.search(rf"^videos\s+{videos} in 1 shards", plan, re.M), plan
     assert re.search(r"^excluded\s+[23] files when indexing", plan, re.M), plan
+    sizes = dict(re.findall(r"([\w+]+) ~([\d.e-]+) GB", plan.split("formats", 1)[1].split("\n")[0]))
+    assert set(sizes) == {"fp16", "int8", "pool2", "pool2+int8"}, plan  # priced before it starts
+    assert float(sizes["int8"]) < float(sizes["fp16"])
 
 
 def test_cross_maps_classes_by_name_and_the_report_names_the_datasets(done):

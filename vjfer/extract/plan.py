@@ -261,6 +261,25 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     return plan
 
 
+SIZE_FORMATS = ("fp16", "int8", "pool2", "pool2+int8")  # the store formats `format_plan` prices
+
+
+def format_sizes(plan: ExtractPlan) -> str:
+    """The whole cache's estimated size in each of SIZE_FORMATS (`vjfer cache convert` makes
+    the others from an fp16 cache)."""
+    enc, views, sizes = plan.encoder, num_views(plan.config.views), []
+    for name in SIZE_FORMATS:
+        store = StoreFormat.parse(name)
+        if store.pool > 1 and any(n % 2 for n in enc.grid[1:]):
+            continue  # pool2 needs an even token grid
+        values, scales = store.clip_nbytes(views, enc.num_tokens // store.pool**2,
+                                           store.dim(enc.embed_dim))  # fmt: skip
+        sizes.append(
+            f"{name} ~{plan.estimated_clips * (values + scales) * DISK_MARGIN / 1e9:.3g} GB"
+        )
+    return ", ".join(sizes)
+
+
 def format_plan(plan: ExtractPlan) -> str:
     """What `vjfer extract` prints before it starts."""
     rank = f" (rank {plan.rank} of {plan.world_size})" if plan.world_size > 1 else ""
@@ -271,6 +290,7 @@ def format_plan(plan: ExtractPlan) -> str:
         f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
         f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, ~{plan.pending_bytes / 1e9:.2f} GB "
         f"to write; {plan.free_bytes / 1e9:.1f} GB free",
+        f"formats    {format_sizes(plan)}",
         f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
         f"{plan.workers} decoding workers",
         *([f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "
