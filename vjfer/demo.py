@@ -17,7 +17,6 @@ from pathlib import Path
 
 from vjfer.cross import CrossResult, cross_evaluate
 from vjfer.extract import ExtractConfig, extract
-from vjfer.labels import DATASETS
 from vjfer.predict import Prediction, format_prediction, predict_videos
 from vjfer.probe.run import run_probe
 from vjfer.probe.train import TrainConfig
@@ -27,6 +26,8 @@ from vjfer.synthetic import demo_datasets
 from vjfer.tables import format_percent
 
 log = logging.getLogger(__name__)
+
+DATASETS = ("ravdess", "crema-d")  # the demo's two generated datasets
 
 
 @dataclass(frozen=True)
