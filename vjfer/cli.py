@@ -632,10 +632,16 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the generated data and probes."
 )
-def demo(out: Path, seed: int) -> None:
+@click.option("--dataset", type=click.Choice(["dfew", "ferv39k", "mafw"]),
+              help="Instead: one generated frame-folder dataset in its release's layout.")  # fmt: skip
+def demo(out: Path, seed: int, dataset: str | None) -> None:
     """Everything end to end on a generated mini dataset with the tiny encoder (CPU, minutes)."""
-    from vjfer.demo import format_demo, run_demo
+    from vjfer.demo import format_demo, run_demo, run_frames_demo
 
+    if dataset is not None:
+        report = run_frames_demo(out, dataset, seed=seed)
+        click.echo(f"{dataset}: report in {report / 'report.md'}")
+        return
     _echo_lines(format_demo(run_demo(out, seed=seed)))
 
 
