@@ -64,6 +64,4 @@ def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
     base = first_folder(root, FRAME_DIRS, "dfew")
     rows, bad = read_rows(root)
     folders = clip_folders(base, 1, lambda p: p.name)
-    index = join_rows("dfew", root, base, rows, folders, _name, int, splits)
-    index.excluded = sorted(index.excluded + bad, key=lambda e: str(e.path))
-    return index
+    return join_rows("dfew", root, base, rows, folders, _name, int, splits, bad)

@@ -54,6 +54,4 @@ def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
     rows, bad = read_rows(root)
     folders = clip_folders(base, 3, lambda p: p.relative_to(base).as_posix())
     group = _group_of([r.clip for r in rows])
-    index = join_rows("ferv39k", root, base, rows, folders, vocabulary_name, group, splits)
-    index.excluded = sorted(index.excluded + bad, key=lambda e: str(e.path))
-    return index
+    return join_rows("ferv39k", root, base, rows, folders, vocabulary_name, group, splits, bad)

@@ -97,15 +97,18 @@ def _resolve_rows(rows: list[SplitRow]) -> tuple[dict[str, tuple[str, int]], lis
 
 
 def join_rows(dataset: str, root: Path, base: Path, rows: list[SplitRow], folders: dict[str, Path],
-              to_name: Callable[[str], str | None], group: Callable[[str], int],
-              splits: str) -> DatasetIndex:  # fmt: skip
+              to_name: Callable[[str], str | None], group: Callable[[str], int], splits: str,
+              bad_rows: Iterable[Exclusion] = ()) -> DatasetIndex:  # fmt: skip
     """Records for the clips the rows list and whose folder holds frames; the rest named.
 
-    `base` holds the clip folders (a missing one is named where it should be); `to_name` turns a release's label word into a vocabulary name (None: unknown); `group` gives
-    the clip's group for subject- or clip-disjoint folds.
+    `base` holds the clip folders (a missing one is named where it should be); `to_name` turns
+    a release's label word into a vocabulary name (None: unknown); `group` gives the clip's
+    group for subject- or clip-disjoint folds; `bad_rows` are split rows that did not parse,
+    listed with the other exclusions.
     """
     names = class_names(dataset)
     resolved, excluded = _resolve_rows(rows)
+    excluded += bad_rows
     records = []
     for clip, (word, fold) in sorted(resolved.items()):
         folder = folders.get(clip)

@@ -55,6 +55,4 @@ def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
     base = first_folder(root, FRAME_DIRS, "mafw")
     rows, bad = read_rows(root)
     folders = clip_folders(base, 1, lambda p: p.name)
-    index = join_rows("mafw", root, base, rows, folders, vocabulary_name, _group, splits)
-    index.excluded = sorted(index.excluded + bad, key=lambda e: str(e.path))
-    return index
+    return join_rows("mafw", root, base, rows, folders, vocabulary_name, _group, splits, bad)
