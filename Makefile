@@ -3,6 +3,7 @@
 #   make demo        generated mini dataset + tiny encoder, end to end (CPU, ~2 minutes)
 #   make test        the test suite
 #   make reproduce   RAVDESS=... CREMA_D=... CHECKPOINT=.../vith16-384.pth.tar   (GPU; see README)
+#                    [DFEW=... FERV39K=... MAFW=...]   (optional: the field's frame-folder datasets)
 #
 # torch is chosen deliberately: TORCH (default torch==2.13.0, a CPU build that is small and quick to
 # install) goes into the virtual environment before vjfer. With a GPU, pick your CUDA build, e.g.
@@ -72,6 +73,15 @@ PROBE_FLAGS ?=
 R := $(OUT)
 DATASET_ROOT_ravdess = $(RAVDESS)
 DATASET_ROOT_crema-d = $(CREMA_D)
+# Optional: the field's frame-folder datasets (README, "More datasets"); each given root adds its
+# extract and probe steps, and its runs enter the report.
+DFEW ?= $(VJFER_DFEW)
+FERV39K ?= $(VJFER_FERV39K)
+MAFW ?= $(VJFER_MAFW)
+DATASET_ROOT_dfew = $(DFEW)
+DATASET_ROOT_ferv39k = $(FERV39K)
+DATASET_ROOT_mafw = $(MAFW)
+EXTRA_DATASETS := $(if $(DFEW),dfew) $(if $(FERV39K),ferv39k) $(if $(MAFW),mafw)
 
 .SECONDARY:  # keep every step's .done file: they are how a rerun knows where it stopped
 
@@ -103,5 +113,6 @@ $(R)/cross-%.done: $(R)/probe-ravdess.done $(R)/probe-crema-d.done
 		--calm both --runs $(R)/runs --cache $(R)/cache
 	touch $@
 
-$(R)/report/report.md: $(R)/cross-ravdess-to-crema-d.done $(R)/cross-crema-d-to-ravdess.done
+$(R)/report/report.md: $(R)/cross-ravdess-to-crema-d.done $(R)/cross-crema-d-to-ravdess.done \
+		$(foreach d,$(EXTRA_DATASETS),$(R)/probe-$(d).done)
 	$(VJFER) report $(R)/runs --out $(R)/report --cache $(R)/cache

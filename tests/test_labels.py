@@ -12,8 +12,8 @@ CREMA_D_ORDER = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
 
 
 def test_class_orders_are_fixed():
-    assert labels.DATASETS == ("ravdess", "crema-d")
-    assert labels.VOCABULARY == RAVDESS_ORDER
+    assert labels.DATASETS == ("ravdess", "crema-d", "dfew", "ferv39k", "mafw")
+    assert labels.VOCABULARY[:8] == RAVDESS_ORDER
     assert labels.class_names("ravdess") == RAVDESS_ORDER
     assert labels.class_names("crema-d") == CREMA_D_ORDER
     assert labels.num_classes("ravdess") == 8
@@ -34,8 +34,17 @@ def test_name_index_round_trip(dataset):
         assert labels.class_name(dataset, i) == name
 
 
-def test_every_dataset_orders_classes_by_the_vocabulary():
-    for dataset in labels.DATASETS:
+def test_the_field_datasets_keep_their_releases_order():
+    """DFEW's label k is class k-1; FERV39k as both public loaders; MAFW as MAE-DFER."""
+    seven = ("happy", "sad", "neutral", "angry", "surprised", "disgust", "fearful")
+    assert labels.class_names("dfew") == labels.class_names("ferv39k") == seven
+    assert labels.class_names("mafw")[:4] == ("angry", "disgust", "fearful", "happy")
+    assert labels.num_classes("mafw") == 11
+    assert labels.vocabulary_name("Happiness") == "happy" and labels.vocabulary_name("x") is None
+
+
+def test_the_lab_datasets_order_classes_by_the_vocabulary():
+    for dataset in ("ravdess", "crema-d"):
         positions = [labels.VOCABULARY.index(n) for n in labels.class_names(dataset)]
         assert positions == sorted(positions)
 

@@ -18,7 +18,8 @@ PACKAGE = REPO / "vjfer"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("records", ("vjfer", "errors", "digests", "clips", "labels", "metrics", "store", "results",
                  "tables", "layers", "env")),
-    ("data in", ("datasets", "video", "face", "augment", "synthetic")),
+    ("data in", ("datasets", "video", "frame_folders", "face", "augment", "synthetic",
+                 "synthetic_frames")),
     ("encoders", ("encoders",)),
     ("cache", ("cache",)),
     ("stage 1", ("extract",)),

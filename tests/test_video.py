@@ -465,7 +465,8 @@ def test_missing_file(tmp_path):
 
 
 def test_directory(tmp_path):
-    with pytest.raises(VideoError, match="not a regular file"):
+    """A folder is a frame folder (vjfer.frame_folders); one without frames is named as such."""
+    with pytest.raises(VideoError, match="empty frame folder: no .jpg/.png frames"):
         decode_video(tmp_path, 32)
 
 

@@ -18,7 +18,13 @@ import click
 from vjfer import __version__
 from vjfer.errors import CacheError, VjferError
 
-DATASET = click.Choice(["ravdess", "crema-d"], case_sensitive=False)
+DATASET = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw"], case_sensitive=False)
+INDEXABLE = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"],
+                         case_sensitive=False)  # fmt: skip
+SPLITS_HELP = (
+    "Fold protocol: RAVDESS paper (5 folds, default) or mae-dfer (6 folds, fold k = actors "
+    "4k-3..4k); a list file: file (its fold/split columns) or groups (seeded group folds)."
+)
 
 
 class _Group(click.Group):
@@ -99,12 +105,17 @@ def cli(verbose: bool) -> None:
 
 
 @cli.command()
-@click.option("--dataset", type=DATASET, required=True, help="Which dataset's naming to parse.")
+@click.option("--dataset", type=INDEXABLE, required=True, help="Which dataset's layout to read.")
 @click.option(
     "--root",
     type=click.Path(path_type=Path),
-    help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D).",
+    help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / VJFER_DFEW / ...).",
 )
+@click.option("--splits", help=SPLITS_HELP)
+@click.option("--list", "list_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.")  # fmt: skip
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write {videos, per_class, per_fold, excluded: [{path, reason}]} to this file.")  # fmt: skip
 @click.option("--modality", "modalities", type=click.IntRange(1, 2), multiple=True,
               help="RAVDESS modality to keep: 1 audio-video, 2 video-only (repeatable; default both).")  # fmt: skip
 @click.option("--song", is_flag=True, help="RAVDESS: keep song (VV 02) instead of speech.")
@@ -116,14 +127,21 @@ def cli(verbose: bool) -> None:
 @click.option("--duplicates", is_flag=True,
               help="Read every video and count those whose video stream is identical to another's "
               "(extract encodes them once).")  # fmt: skip
-def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bool,
-          show_all: bool, csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
+def index(dataset: str, root: Path | None, splits: str | None, list_file: Path | None,
+          json_path: Path | None, modalities: tuple[int, ...], song: bool, show_all: bool,
+          csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
-    from vjfer.datasets import format_index_summary, scan_dataset, summarize, write_excluded_csv
+    from vjfer.datasets import (
+        format_index_summary,
+        scan_dataset,
+        summarize,
+        write_excluded_csv,
+        write_index_json,
+    )  # fmt: skip
 
-    options = {}
+    options: dict = {"splits": splits, "list_file": list_file}
     if dataset == "ravdess":
-        options = {"modalities": modalities or None, "vocal_channels": (2,) if song else None}
+        options |= {"modalities": modalities or None, "vocal_channels": (2,) if song else None}
     elif modalities or song:
         raise click.UsageError("--modality and --song apply to RAVDESS only")
     found = scan_dataset(dataset, _dataset_root(dataset, root), **options)
@@ -133,6 +151,8 @@ def index(dataset: str, root: Path | None, modalities: tuple[int, ...], song: bo
         click.echo(
             f"{len(found.excluded)} excluded files written to {write_excluded_csv(summary, csv_path)}"
         )
+    if json_path is not None:
+        click.echo(f"index written to {write_index_json(summary, json_path)}")
     if duplicates:
         from vjfer.extract import duplicate_streams, stream_digests
 
@@ -471,7 +491,8 @@ def _train_options(f):
     "--dataset", type=DATASET, help="Dataset of the cache (needed when several caches exist)."
 )
 @click.option("--fold", default="all", show_default=True, callback=_fold_list,
-              help="all, or comma-separated folds of the cache (1..5 for RAVDESS and CREMA-D).")  # fmt: skip
+              help="all, or comma-separated folds of the cache under --splits (1..5 for RAVDESS and CREMA-D).")  # fmt: skip
+@click.option("--splits", help=SPLITS_HELP)
 @click.option("--cache", "cache_path", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
               show_default=True, help="A cache directory, or a folder holding one.")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
@@ -480,13 +501,13 @@ def _train_options(f):
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @_train_options
 def probe(
-    dataset: str | None, fold: str | tuple[int, ...], cache_path: Path, out: Path,
-    fingerprint: str | None, no_progress: bool, **options,
+    dataset: str | None, fold: str | tuple[int, ...], splits: str | None, cache_path: Path,
+    out: Path, fingerprint: str | None, no_progress: bool, **options,
 ) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
     from vjfer.env import resolve_device
-    from vjfer.probe.folds import make_grid
+    from vjfer.probe.folds import apply_splits, make_grid
     from vjfer.probe.run import resolve_folds, run_name, run_probe
     from vjfer.probe.train import TrainConfig
     from vjfer.runs import one_cache
@@ -501,10 +522,12 @@ def probe(
     lrs, wds, seeds = options.pop("lrs"), options.pop("wds"), options.pop("seeds")
     grid = make_grid(lrs, wds, seeds)
     config = grid[0].apply(TrainConfig(**options))
+    apply_splits(cache, splits)  # folds of the protocol asked for (mae-dfer: 6 for RAVDESS)
     folds = "all" if fold == "all" else resolve_folds(cache, fold)  # refuses folds it lacks
-    run_dir = out / run_name(cache.dataset, path, config.probe, folds, len(grid), config.seed)
+    run_dir = out / run_name(cache.dataset, path, config.probe, folds, len(grid), config.seed,
+                             splits)  # fmt: skip
     run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
-              progress=not no_progress, grid=grid)  # fmt: skip
+              progress=not no_progress, grid=grid, splits=splits)  # fmt: skip
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"run written to {run_dir}")
 
@@ -680,10 +703,16 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the generated data and probes."
 )
-def demo(out: Path, seed: int) -> None:
+@click.option("--dataset", type=click.Choice(["dfew", "ferv39k", "mafw"]),
+              help="Instead: one generated frame-folder dataset in its release's layout.")  # fmt: skip
+def demo(out: Path, seed: int, dataset: str | None) -> None:
     """Everything end to end on a generated mini dataset with the tiny encoder (CPU, minutes)."""
-    from vjfer.demo import format_demo, run_demo
+    from vjfer.demo import format_demo, run_demo, run_frames_demo
 
+    if dataset is not None:
+        report = run_frames_demo(out, dataset, seed=seed)
+        click.echo(f"{dataset}: report in {report / 'report.md'}")
+        return
     _echo_lines(format_demo(run_demo(out, seed=seed)))
 
 

@@ -11,17 +11,35 @@ from typing import Literal, cast
 
 from vjfer.errors import ConfigError
 
-DatasetName = Literal["ravdess", "crema-d"]
-DATASETS: tuple[str, ...] = ("ravdess", "crema-d")
+DatasetName = Literal["ravdess", "crema-d", "dfew", "ferv39k", "mafw"]
+DATASETS: tuple[str, ...] = ("ravdess", "crema-d", "dfew", "ferv39k", "mafw")
 
 VOCABULARY: tuple[str, ...] = (
     "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
+    "contempt", "anxiety", "helplessness", "disappointment",  # MAFW's four besides the basic ones
 )  # fmt: skip
 
+# Each dataset's class order is its own release's (so label index = the release's code where it
+# has one); the names are the vocabulary's, so cross-dataset evaluation matches them by name.
 CLASSES: dict[str, tuple[str, ...]] = {
-    "ravdess": VOCABULARY,  # index = RAVDESS emotion code EE - 1
-    "crema-d": tuple(e for e in VOCABULARY if e not in ("calm", "surprised")),
-}
+    "ravdess": VOCABULARY[:8],  # index = RAVDESS emotion code EE - 1
+    "crema-d": tuple(e for e in VOCABULARY[:8] if e not in ("calm", "surprised")),
+    # DFEW label 1..7 (EmoLabel_DataSplit), index = label - 1; FERV39k in both public loaders' order
+    "dfew": ("happy", "sad", "neutral", "angry", "surprised", "disgust", "fearful"),
+    "ferv39k": ("happy", "sad", "neutral", "angry", "surprised", "disgust", "fearful"),
+    # MAFW in MAE-DFER's order (DFER-CLIP orders them otherwise: the cache keeps names, not codes)
+    "mafw": ("angry", "disgust", "fearful", "happy", "neutral", "sad", "surprised", "contempt",
+             "anxiety", "helplessness", "disappointment"),
+}  # fmt: skip
+
+# The releases' own label words, by vocabulary name (DFEW's 1..7 are mapped in its adapter).
+RELEASE_NAMES: dict[str, str] = {
+    "happy": "happy", "happiness": "happy", "sad": "sad", "sadness": "sad", "neutral": "neutral",
+    "angry": "angry", "anger": "angry", "surprise": "surprised", "surprised": "surprised",
+    "disgust": "disgust", "fear": "fearful", "fearful": "fearful", "contempt": "contempt",
+    "anxiety": "anxiety", "helplessness": "helplessness", "disappointment": "disappointment",
+    "calm": "calm",
+}  # fmt: skip
 
 # CREMA-D's three-letter emotion codes, by vocabulary name.
 CREMA_D_CODES: dict[str, str] = {
@@ -34,6 +52,8 @@ def check_dataset(dataset: str) -> DatasetName:
     name = dataset.lower().replace("_", "-")
     if name == "cremad":
         name = "crema-d"
+    if name == "ferv-39k":
+        name = "ferv39k"
     if name not in CLASSES:
         raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     return cast(DatasetName, name)
@@ -42,6 +62,11 @@ def check_dataset(dataset: str) -> DatasetName:
 def class_names(dataset: str) -> tuple[str, ...]:
     """The dataset's class names in class-index order."""
     return CLASSES[check_dataset(dataset)]
+
+
+def vocabulary_name(word: str) -> str | None:
+    """The vocabulary name of a release's label word (`Happiness`, `anger`, `Surprise`), or None."""
+    return RELEASE_NAMES.get(word.strip().lower())
 
 
 def num_classes(dataset: str) -> int:

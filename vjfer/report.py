@@ -53,6 +53,8 @@ from vjfer.tables import (
 
 log = logging.getLogger(__name__)
 
+PAPER_DATASETS = ("ravdess", "crema-d")  # the paper's tables; other datasets join when run
+
 PAPER = "Eing et al. 2026 (arXiv:2601.09524)"
 # The paper's Table II / IV targets: (the paper's "UAR" = macro precision, WAR) in percent.
 PAPER_TABLE_II: dict[tuple[str, str], tuple[float, float]] = {
@@ -158,6 +160,9 @@ def table_ii(runs: Sequence[ProbeRun]) -> Table:
             rows.append({
                 "Dataset": DATASET_TITLES.get(run.dataset, run.dataset), "Run": run.path.name,
                 "Probe": run.probe, "Voting": vname, "Folds": len(run.summary["folds"]),
+                # runs made before the split was recorded used the paper's folds
+                "Splits": run.summary["splits"] if "splits" in run.summary else "paper",
+                "Classes": labels.num_classes(run.dataset),
                 **beside_paper(metric_cells(voting_means(run.summary, voting)), paper),
             })  # fmt: skip
     notes = [
@@ -190,6 +195,8 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
         new = {"Method": p["method"], "Modality": p["modality"], "Source": p["source"]}
         row = rows.setdefault(("peer", p["method"], p["modality"]), new)
         title = DATASET_TITLES.get(p["dataset"], p["dataset"])
+        if p["source"] not in row["Source"]:  # the field's datasets come from the peers' READMEs
+            row["Source"] += f"; {title}: {p['source']}"
         # an empty cell (a number the paper does not print) stays NaN and renders as a dash
         row[f"{title} UAR"], row[f"{title} WAR"] = p["uar"], p["war"]
         note = p.get("note")  # optional column: why a cell is empty or what a number means
@@ -211,7 +218,9 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
                 mean_of(run.summary, voting, "macro_precision")["mean"]
             )
     cols = ["Method", "Modality"]
-    for d in DATASETS:
+    # the paper's two datasets always; the field's (DFEW, FERV39k, MAFW) where a run has them
+    shown = [d for d in DATASETS if d in PAPER_DATASETS or any(r.dataset == d for r in runs)]
+    for d in shown:
         cols += [f"{DATASET_TITLES[d]} {m}" for m in ("UAR", "WAR", "macro precision")]
     frame = pd.DataFrame(list(rows.values()), columns=[*cols, "Source"])
     notes = [
@@ -308,7 +317,7 @@ def _tables(
         tables.append(table_ii(probe_runs))
     else:
         missing.append(f"Table II: no probe runs (summary.json of `vjfer probe`) under {where}")
-    for d in DATASETS:
+    for d in PAPER_DATASETS:
         if not any(r.dataset == d for r in probe_runs):
             missing.append(f"no {DATASET_TITLES[d]} probe run: no Table II rows or Table III cells")
     tables.append(table_iii(probe_runs, peers))

@@ -100,6 +100,7 @@ class RunSummary(FoldsSummary, total=False):
     """`summary.json` of a `vjfer probe` run: per-fold scores and their mean ± std."""
 
     dataset: str
+    splits: str  # the fold protocol (`datasets.SPLITS`: paper, mae-dfer, official, ...)
     probe: str
     cache_fingerprint: str
     head: str  # the reported head's grid point (the reference default)

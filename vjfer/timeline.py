@@ -104,7 +104,8 @@ def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFram
             continue
         fold = int(fold_dir.name.removeprefix("fold-"))
         for name, out in (("video_predictions.csv", videos), ("clip_predictions.csv", clips)):
-            frame = pd.read_csv(fold_dir / name)
+            # ids stay text: DFEW / MAFW clip ids ("00001") are digits that must keep their zeros
+            frame = pd.read_csv(fold_dir / name, dtype={"video_id": str})
             frame.insert(0, "fold", fold)
             out.append(frame)
     if not videos:

@@ -89,8 +89,13 @@ class SourceIdentity:
 def source_identity(path: str | Path, name: str | None = None, sha256: bool = True
                     ) -> SourceIdentity:  # fmt: skip
     """Stat and hash a file in one sequential read (8 MiB blocks); `name` is the path to record
-    (default: `path`). Without `sha256` only xxh3-128 is computed (its `sha256` is then "")."""
+    (default: `path`). Without `sha256` only xxh3-128 is computed (its `sha256` is then "").
+    A folder of frames gets `frame_folders.folder_identity`."""
     path = Path(path)
+    if path.is_dir():
+        from vjfer.frame_folders import folder_identity  # it imports this module
+
+        return folder_identity(path, name, sha256)
     digest, fast = hashlib.sha256() if sha256 else None, xxhash.xxh3_128()
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
@@ -521,6 +526,10 @@ def count_frames(path: str | Path, threads: int = 0) -> int:
     accepted for compatibility; decoding is single-threaded (see `_video_stream`).
     """
     path, stats = Path(path), _DecodeStats()
+    if path.is_dir():
+        from vjfer.frame_folders import frame_files  # it imports this module
+
+        return len(frame_files(path))
     data, _ = read_source(path)
     with _video_stream(path, data) as (container, stream):
         count = sum(1 for _ in _clean_frames(path, container, stream, stats))
@@ -537,7 +546,8 @@ def decode_video(
     The file is read once into memory: the bytes decoded are the bytes hashed (`source`).
 
     Args:
-        path: any file FFmpeg reads (mp4, flv, mov, mkv, webm, ...).
+        path: any file FFmpeg reads (mp4, flv, mov, mkv, webm, ...), or a folder of
+            .jpg/.png frames (`vjfer.frame_folders.decode_frame_folder`).
         resolution: crop size R.
         views: "center" or "3crop".
         threads: unless 1, frames are prepared on a second thread while the next ones decode
@@ -561,6 +571,10 @@ def decode_video(
     path, n_views, stats = Path(path), num_views(views), _DecodeStats()
     if resolution < 1 or threads < 0:
         raise ValueError(f"need resolution >= 1 and threads >= 0, got {resolution}, {threads}")
+    if path.is_dir():  # a folder of frames (DFEW, FERV39k, MAFW): the same preparation
+        from vjfer.frame_folders import decode_frame_folder  # it imports this module
+
+        return decode_frame_folder(path, resolution, views, threads, crop, timeout)
     data, source = read_source(path)
     prepare = _Preparer(resolution, views, crop)
     with _video_stream(path, data) as (container, stream):
@@ -600,6 +614,10 @@ def decode_native(
     """
     path = Path(path)
     indices = np.asarray(indices, dtype=np.int64)
+    if path.is_dir():
+        from vjfer.frame_folders import decode_folder_native  # it imports this module
+
+        return decode_folder_native(path, indices, crop)
     wanted = {int(i): k for k, i in enumerate(indices)}
     out: list[np.ndarray | None] = [None] * len(indices)
     data, _ = read_source(path)

@@ -17,6 +17,7 @@ import numpy as np
 
 from vjfer import cache
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
+from vjfer.datasets.frames import count_frames as count_folder_frames
 from vjfer.encoders import Encoder, load_encoder
 from vjfer.env import available_cpus, resolve_device
 from vjfer.errors import CacheError, ConfigError
@@ -29,7 +30,8 @@ from vjfer.video import REFERENCE_TRAIN_CLIPS, ClipPlan, SourceIdentity, num_vie
 
 log = logging.getLogger(__name__)
 
-TYPICAL_FRAMES = {"ravdess": 111, "crema-d": 78}  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
+TYPICAL_FRAMES = {"ravdess": 111, "crema-d": 78,  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
+                  "dfew": 71, "ferv39k": 28, "mafw": 85}  # medians of the releases' frame counts  # fmt: skip
 PROBE_SAMPLE = 32  # videos probed (container metadata, no decoding) to estimate the clip count
 DISK_MARGIN = 1.05  # HDF5 metadata and the manifest, on top of the token bytes
 MAX_AUTO_WORKERS = 8  # decoding processes chosen by default, at most (one core left to the main)
@@ -86,7 +88,10 @@ def decode_workers(requested: int | None, cpus: int) -> int:
 
 
 def probe_frame_count(path: Path) -> int | None:
-    """Frame count from container metadata without decoding; None where it has none (FLV)."""
+    """Frame count from container metadata without decoding; None where it has none (FLV).
+    A folder of frames: its frame files, counted by listing it."""
+    if path.is_dir():
+        return count_folder_frames(path) or None
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -282,6 +287,25 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     return plan
 
 
+SIZE_FORMATS = ("fp16", "int8", "pool2", "pool2+int8")  # the store formats `format_plan` prices
+
+
+def format_sizes(plan: ExtractPlan) -> str:
+    """The whole cache's estimated size in each of SIZE_FORMATS (`vjfer cache convert` makes
+    the others from an fp16 cache)."""
+    enc, views, sizes = plan.encoder, num_views(plan.config.views), []
+    for name in SIZE_FORMATS:
+        store = StoreFormat.parse(name)
+        if store.pool > 1 and any(n % 2 for n in enc.grid[1:]):
+            continue  # pool2 needs an even token grid
+        values, scales = store.clip_nbytes(views, enc.num_tokens // store.pool**2,
+                                           store.dim(enc.embed_dim))  # fmt: skip
+        sizes.append(
+            f"{name} ~{plan.estimated_clips * (values + scales) * DISK_MARGIN / 1e9:.3g} GB"
+        )
+    return ", ".join(sizes)
+
+
 def format_plan(plan: ExtractPlan) -> str:
     """What `vjfer extract` prints before it starts."""
     rank = f" (rank {plan.rank} of {plan.world_size})" if plan.world_size > 1 else ""
@@ -292,6 +316,7 @@ def format_plan(plan: ExtractPlan) -> str:
         f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
         f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, ~{plan.pending_bytes / 1e9:.2f} GB "
         f"to write; {plan.free_bytes / 1e9:.1f} GB free",
+        f"formats    {format_sizes(plan)}",
         f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
         f"{plan.workers} decoding workers",
         *([f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "

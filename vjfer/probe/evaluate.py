@@ -306,7 +306,8 @@ def format_run_summary(summary: RunSummary) -> str:
     over folds, in %), then one row per fold."""
     head = f"# {summary.get('dataset', '')} · {summary.get('probe', '')} probe"
     lines = [head.rstrip(" ·"), "",
-             f"Folds {', '.join(map(str, summary['folds']))}; mean ± sample std (ddof 1) over folds, in %. "
+             f"Folds {', '.join(map(str, summary['folds']))}"
+             + (f" ({summary['splits']} splits)" if "splits" in summary else "") + "; mean ± sample std (ddof 1) over folds, in %. "
              "Macro precision is what the paper's tables call UAR.", "",
              "| voting | " + " | ".join(_METRIC_NAMES.values()) + " |",
              "|---" * (len(_METRIC_NAMES) + 1) + "|"]  # fmt: skip

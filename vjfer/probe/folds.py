@@ -23,7 +23,16 @@ import numpy as np
 import pandas as pd
 
 from vjfer.cache import Cache
-from vjfer.datasets import fold_rows, load_folds
+from vjfer.datasets import (
+    ACTORS,
+    SPLITS,
+    TRAIN_ONLY,
+    actor_folds,
+    check_splits,
+    fold_numbers,
+    fold_rows,
+    mae_dfer_folds,
+)  # fmt: skip
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
@@ -32,6 +41,8 @@ from vjfer.probe.train import FoldResult, Head, TrainConfig, train_heads
 log = logging.getLogger(__name__)
 
 SELECT_BY = ("pbv", "uar")  # inner-validation criterion: whole-video PBV, balanced accuracy
+HELD_OUT = -1  # the inner validation "fold" carved out of the training set of a single split
+HELD_OUT_SHARE = 0.2  # ... a seeded fifth of its groups (actors, or clips where none are named)
 
 
 @dataclass(frozen=True)
@@ -50,13 +61,21 @@ class GridPoint:
         return replace(config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed)
 
 
-def check_folds(cache) -> None:
-    """SplitError unless every cached actor has one fold, the one in splits/ for its dataset."""
+def check_folds(cache) -> str:
+    """The fold protocol the cache's folds follow (RAVDESS: `paper` or `mae-dfer`; the releases:
+    `official`); SplitError unless every actor has one fold, for RAVDESS / CREMA-D the one its
+    protocol gives."""
     videos = cache.videos
     per_actor = videos.groupby("actor")["fold"].unique()
     if mixed := [int(a) for a, f in per_actor.items() if len(f) > 1]:
         raise SplitError(f"cache {cache.path}: actors {mixed} appear in more than one fold")
-    expected = load_folds(cache.dataset)
+    if cache.dataset not in ACTORS:
+        return SPLITS[cache.dataset][0]
+    for splits in SPLITS[cache.dataset]:
+        expected = actor_folds(cache.dataset, splits)
+        if all(expected.get(int(a)) == int(f[0]) for a, f in per_actor.items()):
+            return splits
+    expected = actor_folds(cache.dataset, SPLITS[cache.dataset][0])
     for actor, folds in per_actor.items():
         if int(actor) not in expected:
             raise SplitError(
@@ -67,6 +86,33 @@ def check_folds(cache) -> None:
                 f"cache {cache.path}: actor {actor} is in fold {int(folds[0])}, "
                 f"splits/ for {cache.dataset} put it in fold {expected[int(actor)]}"
             )
+    raise AssertionError("unreachable: some actor disagrees with the splits")
+
+
+def apply_splits(cache, splits: str | None) -> str:
+    """Give `cache.videos` the folds of protocol `splits` (default: the dataset's first) and
+    return it. RAVDESS `mae-dfer` reassigns folds from the actors (fold k = actors 4k-3..4k), so
+    one cache serves both protocols; the others are the folds the cache was extracted with."""
+    splits = check_splits(cache.dataset, splits)
+    if splits == "mae-dfer":
+        folds = mae_dfer_folds()
+        cache.videos["fold"] = [folds[int(a)] for a in cache.videos["actor"]]
+    return splits
+
+
+def carve_held_out(fold_of: np.ndarray, actors: np.ndarray, seed: int) -> np.ndarray:
+    """fold_of with a seeded HELD_OUT_SHARE of the training-only groups marked HELD_OUT: the
+    inner validation part of a single train/test split (group-disjoint: subject- or clip-)."""
+    fold_of = np.asarray(fold_of).copy()
+    groups = sorted(set(actors[fold_of == TRAIN_ONLY].tolist()))
+    if len(groups) < 2:
+        raise SplitError("a grid over a single train/test split needs at least 2 training groups")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    held = {groups[i] for i in order[: max(1, round(HELD_OUT_SHARE * len(groups)))]}
+    fold_of[(fold_of == TRAIN_ONLY) & np.isin(actors, list(held))] = HELD_OUT
+    log.info("inner validation: %d of %d training groups held out (seed %d)", len(held),
+             len(groups), seed)  # fmt: skip
+    return fold_of
 
 
 def split_fold(videos: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -184,7 +230,9 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
     device = resolve_device(config.device)
     videos = cache.videos
     fold_of = videos["fold"].to_numpy()
-    present = sorted(int(f) for f in np.unique(fold_of))
+    present = fold_numbers(fold_of)
+    if len(grid) > 1 and len(present) < 3:  # one train/test split: hold out part of train
+        fold_of = carve_held_out(fold_of, videos["actor"].to_numpy(), config.seed)
     heads: list[Head] = []
     evaluates: dict[str, np.ndarray] = {}  # head name -> rows it is scored on
     inner_of: dict[int, int] = {}
@@ -197,7 +245,7 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
             evaluates[name] = test_rows
         if len(grid) == 1:
             continue
-        j = inner_of[k] = inner_fold(k, present)
+        j = inner_of[k] = HELD_OUT if HELD_OUT in fold_of else inner_fold(k, present)
         inner_rows, val_rows = split_rows(fold_of, k, j)
         actors = videos["actor"].to_numpy()
         seen = set(actors[inner_rows]) | set(actors[val_rows])

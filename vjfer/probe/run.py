@@ -29,11 +29,12 @@ import torch
 
 import vjfer
 from vjfer.cache import Cache, open_cache
+from vjfer.datasets import fold_numbers
 from vjfer.env import environment
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
 from vjfer.probe.evaluate import format_run_summary, summarise_folds
-from vjfer.probe.folds import GridPoint, GridResult, check_folds, train_grid
+from vjfer.probe.folds import GridPoint, GridResult, apply_splits, check_folds, train_grid
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.train import FoldResult, TrainConfig
 from vjfer.results import RunSummary, Selected, write_json
@@ -122,12 +123,13 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
     fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_folds(cache)
+    splits = check_folds(cache)  # the fold protocol in use: recorded in config.json and summary
     check_store_folds(cache, list(folds))
     grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
     coverage = cache.coverage()
     log.info("%s: %s", cache.path, coverage)
-    run = {"train": config_dict(config), "folds": list(folds), "cache": cache_description(cache),
+    run = {"train": config_dict(config), "folds": list(folds), "splits": splits,
+           "cache": cache_description(cache),
            "grid": [asdict(p) for p in grid], "coverage": asdict(coverage),
            "environment": environment(), "vjfer_version": vjfer.__version__}  # fmt: skip
     write_json(out_dir / "config.json", run)
@@ -138,7 +140,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
         write_fold(fold, out_dir / f"fold-{k}", cache, reported.apply(config))
         log.info("fold %d: PBV UAR %.4f WAR %.4f", k, fold.metrics["pbv"]["uar"],
                  fold.metrics["pbv"]["war"])  # fmt: skip
-    summary = RunSummary(dataset=cache.dataset, probe=config.probe,
+    summary = RunSummary(dataset=cache.dataset, splits=splits, probe=config.probe,
                          cache_fingerprint=cache.fingerprint, head=reported.name, plan=result.plan,
                          pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
                          coverage=str(coverage),
@@ -154,7 +156,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
 
 def resolve_folds(cache: Cache, folds: str | int | Sequence[int]) -> list[int]:
     """ "all" -> every fold the cache holds (sorted); an int or ints -> checked against them."""
-    present = sorted(int(f) for f in cache.videos["fold"].unique())
+    present = fold_numbers(cache.videos["fold"].tolist())  # TRAIN_ONLY (0) is no test fold
     if folds == "all":
         return present
     wanted = [int(folds)] if isinstance(folds, (int, str)) else [int(k) for k in folds]
@@ -164,12 +166,12 @@ def resolve_folds(cache: Cache, folds: str | int | Sequence[int]) -> list[int]:
 
 
 def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int | Sequence[int],
-             grid_size: int = 1, seed: int = 0) -> str:  # fmt: skip
+             grid_size: int = 1, seed: int = 0, splits: str | None = None) -> str:  # fmt: skip
     """The directory name of a run under `vjfer probe --out`: one name per run setting, so a
     single-fold, grid or other-seed run never overwrites another:
-    `<dataset>-<cache directory>-<probe>[-foldK[-L...]][-gridN][-seedS]` (seed 0 and all folds add
-    nothing)."""
-    name = f"{dataset}-{Path(cache_dir).name}-{probe}"
+    `<dataset>-<cache directory>-<probe>[-splits][-foldK[-L...]][-gridN][-seedS]` (the default
+    splits, seed 0 and all folds add nothing)."""
+    name = f"{dataset}-{Path(cache_dir).name}-{probe}" + (f"-{splits}" if splits else "")
     if folds != "all":
         name += "-fold" + "-".join(map(str, [folds] if isinstance(folds, (int, str)) else folds))
     name += f"-grid{grid_size}" if grid_size > 1 else ""
@@ -178,10 +180,13 @@ def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int |
 
 def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: TrainConfig,
               out_dir: str | Path, *, dataset: str | None = None, fingerprint: str | None = None,
-              progress: bool = True, grid: Sequence[GridPoint] | None = None) -> Path:  # fmt: skip
+              progress: bool = True, grid: Sequence[GridPoint] | None = None,
+              splits: str | None = None) -> Path:  # fmt: skip
     """Open a cache, refuse it if its dataset or fingerprint (a prefix suffices) is not the one
-    asked for, train and evaluate `folds` ("all", K or [K, ...]) into `out_dir`; returns out_dir."""
+    asked for, train and evaluate `folds` ("all", K or [K, ...]) of the fold protocol `splits`
+    (default: the dataset's first, `datasets.SPLITS`) into `out_dir`; returns out_dir."""
     cache = open_cache(cache_path)
+    apply_splits(cache, splits)
     if dataset is not None and check_dataset(dataset) != cache.dataset:
         raise CacheError(
             f"cache {cache.path} holds {cache.dataset}, asked for {check_dataset(dataset)}"

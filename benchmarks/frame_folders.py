@@ -1,0 +1,72 @@
+"""Frame folders: `decode_video` on a folder of JPG / PNG frames (decode + the same preparation as
+a video file) against plain decoding of the same files with PIL (`np.asarray(Image.open(f)
+.convert("RGB"))`), on one core, at 224 and 384, centre view.
+
+The frames are the drawn faces of `vjfer.synthetic` at 224×224 (the size of DFEW's clip_224x224),
+written as JPG (quality 90) and PNG. Rates are frames per CPU second of this process (the stable
+figure on a shared machine); each is the best of `--repeats` interleaved runs. Figure of merit:
+vjfer's rate over plain decoding's (target ≥ 0.8).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frame_folders.py [--frames 120] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vjfer.synthetic import STYLES, actor_nuisance, render_face, seeded_rng
+from vjfer.synthetic_frames import write_frames
+from vjfer.video import decode_video
+
+
+def _cpu(fn) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def plain(folder: Path) -> None:
+    for path in sorted(folder.iterdir()):
+        np.asarray(Image.open(path).convert("RGB"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    frames = render_face(STYLES["happy"], actor_nuisance(0, "dfew", 1), (224, 224), args.frames,
+                         25.0, seeded_rng(0, "bench"))  # fmt: skip
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for ext in ("jpg", "png"):
+            folder = Path(tmp) / ext
+            write_frames(folder, frames, "{i}." + ext)
+            for resolution in (224, 384):
+                base, ours = [], []
+                for _ in range(args.repeats):  # interleaved: drift hits both alike
+                    base.append(_cpu(lambda f=folder: plain(f)))
+                    ours.append(_cpu(lambda f=folder, r=resolution: decode_video(f, r, threads=1)))
+                rate_plain, rate_vjfer = args.frames / min(base), args.frames / min(ours)
+                results[f"{ext}-{resolution}"] = {"plain_fps": round(rate_plain, 1),
+                                                  "vjfer_fps": round(rate_vjfer, 1),
+                                                  "ratio": round(rate_vjfer / rate_plain, 3)}  # fmt: skip
+                print(f"{ext} R={resolution}: plain {rate_plain:7.1f} fps, vjfer {rate_vjfer:7.1f} "
+                      f"fps, ratio {rate_vjfer / rate_plain:.2f}")  # fmt: skip
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Frame folders as videos (vjfer.frame_folders): natural order, the same preparation as a decoded
+file, lost and missing frames counted, a content identity, and the path from `decode_video`."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from vjfer.errors import VideoError
+from vjfer.frame_folders import FOLDER_FPS, frame_files, missing_frames
+from vjfer.video import decode_native, decode_video, source_identity
+
+
+def _frames(n: int = 12, size=(48, 32)) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (n, size[1], size[0], 3), dtype=np.uint8)  # [T, H, W, 3]
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    frames = _frames()
+    for i, frame in enumerate(frames, start=1):  # 1.png ... 12.png: natural, not text, order
+        Image.fromarray(frame).save(tmp_path / f"{i}.png")
+    return tmp_path, frames
+
+
+def test_files_are_in_natural_order(folder):
+    path, _ = folder
+    assert [f.name for f in frame_files(path)][:3] == ["1.png", "2.png", "3.png"]
+    assert [f.name for f in frame_files(path)][-3:] == ["10.png", "11.png", "12.png"]
+
+
+def test_a_folder_is_prepared_exactly_as_the_same_frames_in_a_video_file(folder, tmp_path):
+    """PNG frames vs the same frames in a lossless rgb24 video: identical views, 224 and 3crop."""
+    path, frames = folder
+    video = tmp_path / "same.mov"
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("png", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "rgb24"
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    for resolution, views in ((224, "center"), (40, "3crop")):
+        a, b = decode_video(path, resolution, views), decode_video(video, resolution, views)
+        assert a.frames.shape == b.frames.shape == (len(b.frames), 12, resolution, resolution, 3)
+        np.testing.assert_array_equal(a.frames, b.frames)
+    assert (a.n_frames, a.lost_frames, a.fps, a.width, a.height) == (12, 0, FOLDER_FPS, 48, 32)
+    np.testing.assert_array_equal(decode_native(path, np.array([0, 11])), frames[[0, 11]])
+
+
+def test_unreadable_and_missing_frames_are_lost_frames(folder):
+    path, _ = folder
+    (path / "5.png").write_bytes(b"not an image")
+    (path / "8.png").unlink()  # a gap in 1..12
+    video = decode_video(path, 32)
+    assert (video.n_frames, video.lost_frames, video.container_frames) == (10, 2, 12)
+    assert missing_frames(frame_files(path)) == 1
+
+
+def test_identity_follows_the_files_content(folder):
+    path, _ = folder
+    first = source_identity(path, "clip")
+    assert first == source_identity(path, "clip") and first.path == "clip"
+    (path / "3.png").rename(path / "13.png")  # the same bytes in another frame position
+    assert source_identity(path, "clip").sha256 != first.sha256
+
+
+def test_an_empty_or_mixed_folder_is_a_video_error(tmp_path):
+    with pytest.raises(VideoError, match="empty frame folder: no .jpg/.png frames"):
+        decode_video(tmp_path, 32)
+    Image.fromarray(_frames(1)[0]).save(tmp_path / "1.jpg")
+    Image.fromarray(_frames(1, (32, 32))[0]).save(tmp_path / "2.jpg")
+    with pytest.raises(VideoError, match="frames differ in size"):
+        decode_video(tmp_path, 32)

@@ -1,0 +1,101 @@
+"""extract -> probe --fold all -> cross -> report on generated DFEW, FERV39k and MAFW trees, on
+RAVDESS with the peers' 6-fold protocol, and on list-file datasets (the tiny encoder, 1 epoch)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import run_cli
+from vjfer.synthetic import make_ravdess
+from vjfer.synthetic_frames import make_dfew, make_ferv39k, make_mafw
+
+EXTRACT = ("--encoder", "tiny", "--workers", "0", "--device", "cpu", "--no-progress")
+PROBE = ("--epochs", "1", "--device", "cpu", "--num-workers", "0", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("more")
+    roots = {"dfew": make_dfew(tmp / "DFEW", clips_per_class=1),
+             "ferv39k": make_ferv39k(tmp / "FERV39k", clips_per_class=1),
+             "mafw": make_mafw(tmp / "MAFW", clips_per_class=1)}  # fmt: skip
+    cache, runs, out = tmp / "cache", tmp / "runs", {}
+    for name, root in roots.items():
+        out[f"extract-{name}"] = run_cli("extract", "--dataset", name, "--root", root,
+                                         "--cache", cache, *EXTRACT)  # fmt: skip
+        out[f"probe-{name}"] = run_cli("probe", "--dataset", name, "--cache", cache, "--out",
+                                       runs, *PROBE)  # fmt: skip
+    out["cross"] = run_cli("cross", "--train", "dfew", "--test", "mafw", "--runs", runs,
+                           "--cache", cache, "--device", "cpu")  # fmt: skip
+    out["report"] = run_cli("report", str(runs), "--out", tmp / "report", "--cache", cache,
+                            "--device", "cpu")  # fmt: skip
+    return {"tmp": tmp, "roots": roots, "cache": cache, "runs": runs, "out": out}
+
+
+@pytest.mark.parametrize("name, folds, videos", [("dfew", [1, 2, 3, 4, 5], 7),
+                                                  ("ferv39k", [1], 7), ("mafw", [1, 2, 3, 4, 5], 11)])  # fmt: skip
+def test_every_official_fold_is_trained_and_recorded(done, name, folds, videos):
+    run_dir = next(done["runs"].glob(f"{name}-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["folds"] == folds and summary["splits"] == "official"
+    tested = sum(json.loads((run_dir / f"fold-{k}" / "metrics.json").read_text())["n_test_videos"]
+                 for k in folds)  # fmt: skip
+    assert tested == (
+        1 if name == "ferv39k" else videos
+    )  # each clip tested once (FERV39k: test set)
+    assert "(official splits)" in done["out"][f"probe-{name}"]
+    plan = done["out"][f"extract-{name}"]
+    assert re.search(rf"^videos\s+{videos} in 1 shards", plan, re.M), plan
+    assert re.search(r"^excluded\s+[23] files when indexing", plan, re.M), plan
+    sizes = dict(re.findall(r"([\w+]+) ~([\d.e-]+) GB", plan.split("formats", 1)[1].split("\n")[0]))
+    assert set(sizes) == {"fp16", "int8", "pool2", "pool2+int8"}, plan  # priced before it starts
+    assert float(sizes["int8"]) < float(sizes["fp16"])
+
+
+def test_cross_maps_classes_by_name_and_the_report_names_the_datasets(done):
+    cross = json.loads(next(done["runs"].glob("cross-dfew-to-mafw-*/summary.json")).read_text())
+    assert cross["class_names"] == [
+        "angry",
+        "disgust",
+        "fearful",
+        "happy",
+        "neutral",
+        "sad",
+        "surprised",
+    ]  # MAFW's order, its four extra classes dropped
+    table = (done["tmp"] / "report" / "table2.csv").read_text()
+    for title, splits, classes in (("DFEW", "official", 7), ("FERV39k", "official", 7),
+                                   ("MAFW", "official", 11)):  # fmt: skip
+        assert re.search(rf"^{title},[^\n]*,{splits},{classes},", table, re.M), table
+
+
+def test_ravdess_mae_dfer_and_list_files_run_end_to_end(tmp_path, done):
+    root = tmp_path / "RAVDESS"
+    make_ravdess(root, actors=(1, 5, 9, 13, 17, 21), emotions=(1, 3), modalities=(2,),
+                 vocal_channels=(1,), short_every=0, frames=24)  # fmt: skip
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    run_cli("extract", "--dataset", "ravdess", "--root", root, "--cache", cache, *EXTRACT)
+    out = run_cli("probe", "--dataset", "ravdess", "--splits", "mae-dfer", "--cache", cache,
+                  "--out", runs, *PROBE)  # fmt: skip
+    summary = json.loads(next(runs.glob("ravdess-*-mae-dfer")).joinpath("summary.json").read_text())
+    assert summary["folds"] == [1, 2, 3, 4, 5, 6] and summary["splits"] == "mae-dfer"
+    assert "(mae-dfer splits)" in out
+    paper = run_cli("probe", "--dataset", "ravdess", "--cache", cache, "--out", runs, *PROBE)
+    assert "Folds 1, 2, 4, 5 (paper splits)" in paper  # the same cache: actors 1..21 miss fold 3
+    index = run_cli("index", "--dataset", "list", "--root", tmp_path.parent, "--list",
+                    _list(tmp_path, root, done["roots"]["dfew"]))  # fmt: skip
+    assert re.search(r"^14 videos, ", index, re.M), index
+
+
+def _list(tmp_path, ravdess, dfew):
+    rows = ["path,label,group"]
+    rows += [f"{p.relative_to(tmp_path.parent)},{'neutral' if '-01-01-' in p.name else 'happy'},"
+             f"{p.parent.name}" for p in sorted(ravdess.rglob("*.mp4"))]  # fmt: skip
+    rows += [f"{p.relative_to(tmp_path.parent)},sad,{p.name}"
+             for p in sorted((dfew / "Clip" / "clip_224x224").iterdir())[:2]]  # fmt: skip
+    path = tmp_path / "list.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path

@@ -1,0 +1,149 @@
+"""The dataset layer: one adapter per dataset turns a root into `VideoRecord`s (a video file or a
+folder of frames, a label name, a group, a fold) and named `Exclusion`s; nothing found under a root,
+or named by a split file, silently vanishes.
+
+Adapters: `ravdess`, `crema-d` (labels from file names, folds from splits/*.csv, or RAVDESS's
+`mae-dfer` 6 folds), `dfew`, `ferv39k`, `mafw` (frame folders and the releases' split files) and
+`list` (a CSV list file). `DatasetError` when nothing can be indexed or the result would be
+ambiguous; inconsistent split files raise `SplitError`; options that do not apply, `ConfigError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from vjfer.datasets import crema_d, dfew, ferv39k, listfile, mafw, ravdess
+from vjfer.datasets.crema_d import CREMA_D_LEVELS, CREMA_D_SENTENCES, CremaDName, parse_crema_d_name
+from vjfer.datasets.folds import (
+    ACTORS,
+    NUM_FOLDS,
+    PAPER_FOLDS,
+    SPLIT_FILES,
+    SPLITS,
+    TRAIN_ONLY,
+    actor_folds,
+    check_splits,
+    describe_folds,
+    fold_numbers,
+    fold_rows,
+    fold_split,
+    group_folds,
+    load_folds,
+    mae_dfer_folds,
+    read_folds,
+)  # fmt: skip
+from vjfer.datasets.ravdess import DEFAULT_MODALITIES, DEFAULT_VOCAL_CHANNELS, parse_ravdess_name
+from vjfer.datasets.records import (
+    AUDIO_ONLY,
+    BAD_ROW,
+    BROKEN_LINK,
+    DUPLICATE,
+    EMPTY,
+    EMPTY_FOLDER,
+    EXPECTED,
+    FOLDER_MISMATCH,
+    HINTS,
+    LFS_POINTER,
+    MULTI_LABEL,
+    NO_FRAMES,
+    NOT_LISTED,
+    NOT_SELECTED,
+    UNKNOWN_ACTOR,
+    UNKNOWN_EMOTION,
+    UNKNOWN_LABEL,
+    UNPARSABLE,
+    DatasetIndex,
+    Exclusion,
+    VideoRecord,
+    natural_key,
+    records_frame,
+)  # fmt: skip
+from vjfer.datasets.summary import (
+    SUMMARY_EXAMPLES,
+    format_index_summary,
+    index_json,
+    summarize,
+    write_excluded_csv,
+    write_index_json,
+)  # fmt: skip
+from vjfer.errors import ConfigError
+
+ADAPTERS: dict[str, Callable[..., DatasetIndex]] = {
+    "ravdess": ravdess.scan, "crema-d": crema_d.scan, "dfew": dfew.scan,
+    "ferv39k": ferv39k.scan, "mafw": mafw.scan, "list": listfile.scan,
+}  # fmt: skip
+ENV_VARS: dict[str, str] = {"ravdess": "VJFER_RAVDESS", "crema-d": "VJFER_CREMA_D",
+                            "dfew": "VJFER_DFEW", "ferv39k": "VJFER_FERV39K", "mafw": "VJFER_MAFW",
+                            "list": "VJFER_LIST_ROOT"}  # fmt: skip
+RAVDESS_MODALITIES = ravdess.MODALITIES
+RAVDESS_VOCAL_CHANNELS = ravdess.VOCAL_CHANNELS
+
+
+def adapter_name(name: str) -> str:
+    """The canonical adapter name (`crema_d` -> `crema-d`); ConfigError listing the known ones."""
+    key = name.lower().replace("_", "-")
+    key = {"cremad": "crema-d", "ferv-39k": "ferv39k"}.get(key, key)
+    if key not in ADAPTERS:
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(ADAPTERS)}")
+    return key
+
+
+def scan_dataset(
+    name: str,
+    root: str | Path,
+    *,
+    modalities: Iterable[int] | None = None,
+    vocal_channels: Iterable[int] | None = None,
+    splits: str | None = None,
+    list_file: str | Path | None = None,
+) -> DatasetIndex:
+    """Index every item under `root`; items not kept are listed in `.excluded` with a reason.
+
+    Args:
+        name: an adapter (`ADAPTERS`).
+        root: the dataset's top folder (see each adapter's docstring for the layout).
+        modalities, vocal_channels: RAVDESS only: subsets of (1, 2); defaults (1, 2) and (1,).
+        splits: the fold protocol (`SPLITS[name]`; default its first).
+        list_file: `list` only: the CSV list file.
+    """
+    dataset = adapter_name(name)
+    if dataset != "ravdess" and (modalities is not None or vocal_channels is not None):
+        raise ConfigError("modalities and vocal_channels apply to RAVDESS only")
+    if (dataset == "list") != (list_file is not None):
+        raise ConfigError("--list FILE goes with --dataset list, and only with it")
+    root = Path(root)
+    if dataset == "ravdess":
+        return ravdess.scan(root, splits=splits, modalities=modalities,
+                            vocal_channels=vocal_channels)  # fmt: skip
+    if dataset == "list":
+        return listfile.scan(root, list_file=Path(list_file or ""), splits=splits)
+    return ADAPTERS[dataset](root, splits=splits)
+
+
+def index_dataset(
+    name: str,
+    root: str | Path,
+    *,
+    modalities: Iterable[int] | None = None,
+    vocal_channels: Iterable[int] | None = None,
+    splits: str | None = None,
+) -> list[VideoRecord]:
+    """The usable videos under `root`, sorted by video_id (see `scan_dataset`)."""
+    return scan_dataset(name, root, modalities=modalities, vocal_channels=vocal_channels,
+                        splits=splits).records  # fmt: skip
+
+
+__all__ = [
+    "ACTORS", "ADAPTERS", "AUDIO_ONLY", "BAD_ROW", "BROKEN_LINK", "CREMA_D_LEVELS",
+    "CREMA_D_SENTENCES", "DEFAULT_MODALITIES", "DEFAULT_VOCAL_CHANNELS", "DUPLICATE", "EMPTY",
+    "EMPTY_FOLDER", "ENV_VARS", "EXPECTED", "FOLDER_MISMATCH", "HINTS", "LFS_POINTER",
+    "MULTI_LABEL", "NO_FRAMES", "NOT_LISTED", "NOT_SELECTED", "NUM_FOLDS", "PAPER_FOLDS",
+    "RAVDESS_MODALITIES", "RAVDESS_VOCAL_CHANNELS", "SPLITS", "SPLIT_FILES", "SUMMARY_EXAMPLES",
+    "TRAIN_ONLY", "UNKNOWN_ACTOR", "UNKNOWN_EMOTION", "UNKNOWN_LABEL", "UNPARSABLE", "CremaDName",
+    "DatasetIndex", "Exclusion", "VideoRecord", "actor_folds", "adapter_name", "check_splits",
+    "describe_folds", "fold_numbers", "fold_rows", "fold_split", "format_index_summary",
+    "group_folds", "index_dataset", "index_json", "load_folds", "mae_dfer_folds", "natural_key",
+    "parse_crema_d_name", "parse_ravdess_name", "read_folds", "records_frame", "scan_dataset",
+    "summarize", "write_excluded_csv", "write_index_json",
+]  # fmt: skip

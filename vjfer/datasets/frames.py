@@ -1,0 +1,127 @@
+"""Frame-folder datasets (DFEW, FERV39k, MAFW, a list file of folders): finding the clip folders
+without decoding, and joining them with split rows into records and named exclusions.
+
+A split row is (clip id, label word, fold). The join names every mismatch: a row whose folder is
+missing or empty, a folder no row lists, an unknown label, a clip listed with two labels, a clip in
+two test sets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vjfer.datasets.records import (
+    DUPLICATE,
+    EMPTY_FOLDER,
+    FRAME_SUFFIXES,
+    MULTI_LABEL,
+    NO_FRAMES,
+    NOT_LISTED,
+    TRAIN_ONLY,
+    UNKNOWN_LABEL,
+    DatasetIndex,
+    Exclusion,
+    VideoRecord,
+    finish_index,
+)  # fmt: skip
+from vjfer.errors import DatasetError
+from vjfer.labels import class_names
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    """One row of a split file: which clip, its label as the release writes it, and whether the
+    fold's test set (fold = k) or its train set (fold = TRAIN_ONLY) lists it."""
+
+    clip: str
+    label: str
+    fold: int
+    source: str  # split file and line, for the messages
+
+
+def count_frames(folder: Path) -> int:
+    """Frame files (.jpg/.jpeg/.png) in `folder`, by listing it: nothing is opened or decoded."""
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for e in entries if e.name.lower().endswith(FRAME_SUFFIXES))
+    except OSError:
+        return 0
+
+
+def clip_folders(base: Path, depth: int, key: Callable[[Path], str]) -> dict[str, Path]:
+    """clip id -> folder, for the folders `depth` levels below `base` (depth 1: base/<clip>/)."""
+    level = [base]
+    for _ in range(depth):
+        nxt = []
+        for folder in level:
+            with os.scandir(folder) as entries:
+                nxt += [Path(e.path) for e in entries if e.is_dir()]
+        level = nxt
+    return {key(folder): folder for folder in sorted(level)}
+
+
+def first_folder(root: Path, candidates: Iterable[str], dataset: str) -> Path:
+    """The first of `candidates` (paths under root) that is a folder; DatasetError naming all."""
+    candidates = list(candidates)
+    for name in candidates:
+        if (root / name).is_dir():
+            return root / name
+    raise DatasetError(f"{dataset}: no frame folder under {root}; expected one of "
+                       f"{', '.join(candidates)}: pass --root DIR to the dataset's top folder")  # fmt: skip
+
+
+def _resolve_rows(rows: list[SplitRow]) -> tuple[dict[str, tuple[str, int]], list[Exclusion]]:
+    """clip -> (label, fold) from every row; clips whose rows disagree are excluded."""
+    labels: dict[str, set[str]] = {}
+    tests: dict[str, list[SplitRow]] = {}
+    for row in rows:
+        labels.setdefault(row.clip, set()).add(row.label)
+        if row.fold != TRAIN_ONLY:
+            tests.setdefault(row.clip, []).append(row)
+    resolved, excluded = {}, []
+    for clip, words in labels.items():
+        held = tests.get(clip, [])
+        if len(words) > 1:
+            excluded.append(
+                Exclusion(Path(clip), MULTI_LABEL, f"labels {', '.join(sorted(words))}")
+            )
+        elif len({r.fold for r in held}) > 1 or len(held) > 1:
+            where = "; ".join(r.source for r in held)
+            excluded.append(Exclusion(Path(clip), DUPLICATE, f"in test sets {where}"))
+        else:
+            resolved[clip] = (next(iter(words)), held[0].fold if held else TRAIN_ONLY)
+    return resolved, excluded
+
+
+def join_rows(dataset: str, root: Path, base: Path, rows: list[SplitRow], folders: dict[str, Path],
+              to_name: Callable[[str], str | None], group: Callable[[str], int], splits: str,
+              bad_rows: Iterable[Exclusion] = ()) -> DatasetIndex:  # fmt: skip
+    """Records for the clips the rows list and whose folder holds frames; the rest named.
+
+    `base` holds the clip folders (a missing one is named where it should be); `to_name` turns
+    a release's label word into a vocabulary name (None: unknown); `group` gives the clip's
+    group for subject- or clip-disjoint folds; `bad_rows` are split rows that did not parse,
+    listed with the other exclusions.
+    """
+    names = class_names(dataset)
+    resolved, excluded = _resolve_rows(rows)
+    excluded += bad_rows
+    records = []
+    for clip, (word, fold) in sorted(resolved.items()):
+        folder = folders.get(clip)
+        name = to_name(word)
+        if folder is None:
+            excluded.append(Exclusion(base / clip, NO_FRAMES, "no frame folder"))
+        elif name not in names:
+            excluded.append(Exclusion(folder, UNKNOWN_LABEL, f"label {word!r}"))
+        elif count_frames(folder) == 0:
+            excluded.append(Exclusion(folder, EMPTY_FOLDER, "no .jpg/.png frames"))
+        else:
+            records.append(VideoRecord(folder, clip.replace("/", "-"), dataset, names.index(name),
+                                       name, group(clip), fold))  # fmt: skip
+    listed = {r.clip for r in rows}
+    excluded += [Exclusion(folders[c], NOT_LISTED, "") for c in sorted(set(folders) - listed)]
+    return finish_index(DatasetIndex(dataset, root, records, excluded, splits))

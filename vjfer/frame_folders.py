@@ -1,0 +1,169 @@
+"""Folders of frames (DFEW, FERV39k, MAFW releases; list files) as videos: the frame files in
+natural order (`1.jpg, 2.jpg, 10.jpg`), decoded with PIL and prepared by the same `_Preparer` as a
+decoded video (resize rule, views, face crop), so clip plans, roles and augmentation see no
+difference.
+
+Failure rules as for video files: an unreadable frame file is lost (counted, named in the log), a
+gap in the numbering (`1, 2, 4`) counts as lost frames, and `--max-lost-frames` applies to both.
+The releases record no frame rate: a folder is declared `FOLDER_FPS` (only timelines use it).
+A folder's identity (for resume) is its files' names and sizes plus one sha256 over their bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import xxhash
+from PIL import Image, UnidentifiedImageError
+
+from vjfer.datasets.records import FRAME_SUFFIXES, natural_key
+from vjfer.errors import VideoError
+from vjfer.video import (
+    CropBox,
+    DecodedVideo,
+    SourceIdentity,
+    Views,
+    _FrameBuffer,
+    _prepare_all,
+    _Preparer,
+    num_views,
+)  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+FOLDER_FPS = 25.0  # declared, not measured: none of the three releases records a rate
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+def frame_files(folder: str | Path) -> list[Path]:
+    """The folder's .jpg/.jpeg/.png files in natural order; VideoError when it holds none."""
+    folder = Path(folder)
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if e.name.lower().endswith(FRAME_SUFFIXES)]
+    except OSError as err:
+        raise VideoError(folder, f"cannot list the frame folder: {err.strerror}") from err
+    if not names:
+        raise VideoError(folder, "empty frame folder: no .jpg/.png frames")
+    return [folder / n for n in sorted(names, key=natural_key)]
+
+
+def missing_frames(files: list[Path]) -> int:
+    """Frames absent from the numbering (`1, 2, 4` misses one); 0 when names carry no numbers."""
+    numbers = [m.group(1) for f in files if (m := _TRAILING_NUMBER.search(f.stem))]
+    if len(numbers) != len(files):
+        return 0
+    values = sorted(int(n) for n in numbers)
+    return values[-1] - values[0] + 1 - len(set(values))
+
+
+def folder_identity(folder: str | Path, name: str | None = None, sha256: bool = True
+                    ) -> SourceIdentity:  # fmt: skip
+    """SourceIdentity of a frame folder: total size, newest mtime, and a sha256 (unless `sha256`
+    is False) and an xxh3-128 over each file's name, size and bytes in frame order (a renamed,
+    added, removed or changed frame changes both)."""
+    folder = Path(folder)
+    digest, fast = hashlib.sha256() if sha256 else None, xxhash.xxh3_128()
+    size, mtime = 0, 0
+    for path in frame_files(folder):
+        data = path.read_bytes()
+        st = path.stat()
+        for h in (digest, fast):
+            if h is not None:
+                h.update(f"{path.name}\0{len(data)}\0".encode())
+                h.update(data)
+        size, mtime = size + len(data), max(mtime, st.st_mtime_ns)
+    return SourceIdentity(name or str(folder), size, mtime, digest.hexdigest() if digest else "",
+                          fast.hexdigest())  # fmt: skip
+
+
+def read_frame(path: Path) -> np.ndarray | None:
+    """One frame file as RGB uint8 [H, W, 3]; None (and a warning) when it does not decode."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        log.warning("%s: frame does not decode, counted as lost: %s", path, err)
+        return None
+
+
+def folder_frames(files: list[Path], lost: list[Path], timeout: float | None = None
+                  ) -> Iterator[av.VideoFrame]:  # fmt: skip
+    """Every frame file that decodes, as an rgb24 VideoFrame; the others appended to `lost`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for path in files:
+        if deadline is not None and time.monotonic() > deadline:
+            raise VideoError(
+                path.parent, f"decoding timed out after {timeout:g} s (--decode-timeout)"
+            )
+        rgb = read_frame(path)
+        if rgb is None:
+            lost.append(path)
+            continue
+        yield av.VideoFrame.from_ndarray(rgb, format="rgb24")
+
+
+def decode_folder_native(folder: str | Path, indices: np.ndarray, crop=None) -> np.ndarray:
+    """Frames at `indices` (of the frames that decode) at native size, cut to `crop`:
+    uint8 [len(indices), H, W, 3], as `video.decode_native` for a file."""
+    folder = Path(folder)
+    wanted = [int(i) for i in np.asarray(indices)]
+    frames, k = [], -1
+    for path in frame_files(folder):
+        rgb = read_frame(path)
+        if rgb is None:
+            continue
+        k += 1
+        if k in wanted:
+            if crop is not None:
+                x, y, w, h = crop
+                rgb = rgb[y : y + h, x : x + w]
+            frames.append(np.ascontiguousarray(rgb))
+    if len(frames) < len(wanted):
+        raise VideoError(folder, f"frames up to {wanted[-1]} requested, fewer decoded")
+    return np.stack(frames)
+
+
+def decode_frame_folder(
+    folder: str | Path, resolution: int, views: Views = "center", threads: int = 0,
+    crop: CropBox | None = None, timeout: float | None = None, fps: float = FOLDER_FPS,
+) -> DecodedVideo:  # fmt: skip
+    """Decode a frame folder once and prepare its views, as `video.decode_video` does a file.
+
+    `lost_frames` = frame files that do not decode + gaps in the numbering; `container_frames` =
+    the frames the folder should hold (files + gaps). VideoError for a missing or empty folder, no
+    decodable frame, frames of different sizes (a face crop box is checked as for videos), or the
+    timeout.
+    """
+    folder = Path(folder)
+    files = frame_files(folder)
+    source = folder_identity(folder)
+    gaps, lost = missing_frames(files), list[Path]()
+    prepare = _Preparer(resolution, views, crop)
+    buffer = _FrameBuffer(num_views(views), resolution, len(files))
+    try:
+        _prepare_all(folder_frames(files, lost, timeout), prepare, buffer, threads)
+    except ValueError as err:
+        raise VideoError(folder, str(err)) from err
+    if buffer.count == 0 or prepare.display_size is None:
+        raise VideoError(folder, f"no decodable frame ({len(lost)} of {len(files)} files failed)")
+    if len(prepare._geometry) > 1:
+        raise VideoError(folder, "frames differ in size; a clip's frames must share one size")
+    if lost or gaps:
+        log.warning("%s: %d frames lost (%d unreadable files, %d gaps in the numbering)", folder,
+                    len(lost) + gaps, len(lost), gaps)  # fmt: skip
+    width, height = prepare.display_size
+    return DecodedVideo(
+        path=folder, frames=buffer.frames(), fps=fps, width=width, height=height,
+        n_frames=buffer.count, lost_frames=len(lost) + gaps, source=source,
+        container_frames=len(files) + gaps,
+    )  # fmt: skip
