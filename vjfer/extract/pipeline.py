@@ -170,12 +170,15 @@ class _Batcher:
     batch k+1 is queued, so the GPU is not idle while the host sorts results into videos.
     """
 
-    def __init__(self, encoder, batch_size: int, views: int):
+    def __init__(self, encoder, batch_size: int, views: int,
+                 blocks: tuple[int, ...] | None = None):  # fmt: skip
         self.encoder, self.B = encoder, batch_size
         self.micro = batch_size  # clips per encoder call; halved on CUDA out-of-memory
         self.views = views
+        self.blocks = blocks  # `--layers` (0-based), stacked along N; None: the encoder's output
         self.device = torch.device(encoder.device)
-        self.shape = (views, encoder.num_tokens, encoder.embed_dim)  # (V, N, D)
+        layers = 1 if blocks is None else len(blocks)
+        self.shape = (views, layers * encoder.num_tokens, encoder.embed_dim)  # (V, L·N, D)
         self.queue: deque[_Pending] = deque()
         self.queued = 0  # clips not yet sent to the encoder
         self.inflight: deque = deque()
@@ -236,7 +239,8 @@ class _Batcher:
         while True:
             step = self.micro * self.views
             try:
-                return torch.cat([self.encoder.encode(x[i : i + step])
+                # [b·V, N, D], or [b·V, L, N, D] -> [b·V, L·N, D]: one clip's layers in one chunk
+                return torch.cat([self.encoder.encode(x[i : i + step], self.blocks).flatten(1, -2)
                                   for i in range(0, len(x), step)])  # fmt: skip
             except torch.cuda.OutOfMemoryError as err:
                 if self.micro == 1:
