@@ -23,6 +23,7 @@ from vjfer.labels import check_dataset
 ENCODER_SETTINGS = (
     "encoder", "encoder_fingerprint", "resolution", "frames", "frame_step", "mean", "std", "dtype",
     "store_format", "store_pca",  # a probe reads tokens stored as it was trained on (vjfer.store)
+    "layers",  # ... of the encoder blocks it was trained on (extract --layers)
 )  # fmt: skip
 FOLD_DIR = re.compile(r"^fold-(\d+)$")
 

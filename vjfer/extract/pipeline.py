@@ -233,15 +233,19 @@ class _Batcher:
         self.count += 1
         self.inflight.append((host, finite, event, parts))
 
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        """One encoder call: [c, N, D]; with blocks [c, L, N, D] -> [c, L·N, D] (one chunk)."""
+        if self.blocks is None:
+            return self.encoder.encode(x)
+        return self.encoder.encode(x, self.blocks).flatten(1, 2)
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encode [b·V, 3, T, R, R] in calls of `micro` clips; on CUDA out-of-memory, halve
         `micro` and retry (the batch size in effect is recorded in each shard)."""
         while True:
             step = self.micro * self.views
             try:
-                # [b·V, N, D], or [b·V, L, N, D] -> [b·V, L·N, D]: one clip's layers in one chunk
-                return torch.cat([self.encoder.encode(x[i : i + step], self.blocks).flatten(1, -2)
-                                  for i in range(0, len(x), step)])  # fmt: skip
+                return torch.cat([self._call(x[i : i + step]) for i in range(0, len(x), step)])
             except torch.cuda.OutOfMemoryError as err:
                 if self.micro == 1:
                     raise CacheError(
