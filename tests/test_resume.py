@@ -42,6 +42,7 @@ NON_DEFAULT = {
     "augment": 2,
     "augment_seed": 7,
     "trust_size_mtime": True,
+    "layers": (0, -1),
 }
 FIXED = ("dataset", "root", "cache_root", "force")  # given to every case / never resumed
 CASES = [f.name for f in dataclasses.fields(ExtractConfig) if f.name not in FIXED]

@@ -233,6 +233,11 @@ def _extract_options(f):
                      help="Seed of the augmented copies' draws (one generator per seed, video, copy and clip)."),
         click.option("--dedup/--no-dedup", default=d["dedup"].default, show_default=True,
                      help="Encode and store videos with identical video streams once (a fingerprint input)."),
+        click.option("--layers", default=None, metavar="L1,L2,...",
+                     callback=lambda ctx, param, value: None if value is None else _number_list(int)(ctx, param, value),
+                     help="Cache the outputs of these encoder blocks (0-based; negative from the end: -1 the last), "
+                          "each through the encoder's final norm, all in one chunk per clip; default: the last "
+                          "(the encoder's output; `--layers -1` is the same cache). Probe with `vjfer probe --layer`."),
         click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
                      show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip

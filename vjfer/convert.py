@@ -237,6 +237,10 @@ def convert(config: ConvertConfig) -> ConvertSummary:
     fmt.grid(src.grid)  # refuses pool2 on an odd grid
     fmt.dim(src.embed_dim)
     basis, mean, pca = None, None, None
+    if fmt.pca and len(src.layers or (0,)) > 1:
+        raise ConfigError(f"--store {fmt}: cache {src.path} stacks {len(src.layers or ())} encoder "
+                          "layers per clip, and one PCA basis would mix their statistics; convert "
+                          "a single-layer cache (extract --layers K), or use int8 / fp8 / pool2")  # fmt: skip
     if fmt.pca:
         if config.pca_fold is None:
             raise ConfigError(f"--store {fmt} needs --pca-fold K: the test fold whose training "
@@ -260,7 +264,7 @@ def convert(config: ConvertConfig) -> ConvertSummary:
     directory.mkdir(parents=True, exist_ok=True)
     _write_record(config, fmt, directory)
     lineage = {"source_fingerprint": src.fingerprint, "source_store": str(src.store)}
-    codec = Codec(fmt, src.grid, basis, mean)
+    codec = Codec(fmt, src.grid, basis, mean, layers=len(src.layers or (0,)))
     written = skipped = 0
     shards = src.manifest["shards"]
     first = cachemod.read_shard_header(src.path / shards[0]["name"])

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vjfer.cache import SHORTEST_UNPADDED, TOKEN_DTYPE
+from vjfer.cache import SHORTEST_UNPADDED, TOKEN_DTYPE, layer_blocks
 from vjfer.clips import clip_roles, gather_clips, plan_clips
 from vjfer.encoders import load_encoder
 from vjfer.encoders.registry import COMPUTE_DTYPES
@@ -171,6 +171,7 @@ def encode_video_tokens(
 ) -> tuple[np.ndarray, np.ndarray, float, int]:
     """One video -> (tokens float16 [C, V, N, D], clip frame indices [C, 16], fps, frames), as
     the cache would hold them (face-cropped as the cache was, if it was)."""
+    blocks = layer_blocks(settings)
     crop = None
     if "face_crop" in settings:
         face = FaceCropper(config_from_settings(settings["face_crop"])).locate(path, path.stem)
@@ -186,9 +187,12 @@ def encode_video_tokens(
     for start in range(0, C * V, batch_size):
         batch = normalize_clips(flat[start : start + batch_size].to(encoder.device),
                                 encoder.mean, encoder.std)  # fmt: skip
-        # Round as the cache stores tokens, so the probe sees what it was trained on.
-        out.append(encoder.encode(batch).to(TORCH_TOKEN_DTYPE).cpu())
-    tokens = torch.cat(out).view(C, V, encoder.num_tokens, encoder.embed_dim)
+        # Round as the cache stores tokens, so the probe sees what it was trained on; the blocks
+        # the cache stacks (`extract --layers`), layer-major along N as the cache stores them.
+        tokens = encoder.encode(batch, blocks).flatten(1, -2)  # [b, L·N, D]
+        out.append(tokens.to(TORCH_TOKEN_DTYPE).cpu())
+    L = len(blocks or (0,))
+    tokens = torch.cat(out).view(C, V, L * encoder.num_tokens, encoder.embed_dim)
     return tokens.numpy(), clip_frames, video.fps, video.n_frames
 
 
@@ -199,6 +203,8 @@ def stored_like(tokens: np.ndarray, settings: dict, grid: tuple[int, int, int],
     if "store_format" not in settings:  # fp16 caches: as encoded
         return tokens
     fmt = StoreFormat.parse(settings["store_format"])
+    t, h, w = grid  # L stacked layers pool as L·t frames (vjfer.store.Codec)
+    grid = (len(layer_blocks(settings) or (0,)) * t, h, w)
     return transform(torch.from_numpy(tokens), fmt, grid, basis).numpy()
 
 

@@ -214,20 +214,24 @@ def decode_raw(raw: torch.Tensor, fmt: StoreFormat, shape: tuple[int, int, int])
 @dataclass(frozen=True)
 class Codec:
     """What a shard writer needs to store encoder tokens in a format: the format, the encoder's
-    grid (pool2 needs it) and, for pca, the basis [D, K] and mean [D] (float32)."""
+    grid (pool2 needs it), for pca the basis [D, K] and mean [D] (float32), and the encoder
+    blocks stacked along each clip's token axis (`extract --layers`: N = layers · t·h·w)."""
 
     fmt: StoreFormat
     grid: tuple[int, int, int]
     basis: np.ndarray | None = None
     mean: np.ndarray | None = None
+    layers: int = 1
 
     def encode(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """float16 [..., N, D] -> (stored values [..., N', D'], float16 scales [..., N'] or None)."""
         pca = None
         if self.fmt.pca:
             pca = (torch.from_numpy(self.basis), torch.from_numpy(self.mean))
+        # L stacked layers pool as a grid of L·t frames: pool2 averages within (h, w) only
+        t, h, w = self.grid
         values, scales = encode(torch.from_numpy(np.ascontiguousarray(tokens)), self.fmt,
-                                self.grid, pca)  # fmt: skip
+                                (self.layers * t, h, w), pca)  # fmt: skip
         return values.numpy(), None if scales is None else scales.numpy()
 
     def header(self, embed_dim: int) -> dict:

@@ -45,6 +45,7 @@ from vjfer.cache.format import (
     clip_checksum,
     corrupt_clip,
     fingerprint,
+    layer_blocks,
     read_shard_header,
     refill_hint,
     shard_mismatch,
@@ -83,6 +84,6 @@ __all__ = [
     "canonical_json", "clip_checksum", "corrupt_clip", "failure_lines", "find_caches",
     "fingerprint", "format_cache_info", "incomplete_message", "manifest_from_shards",
     "open_cache", "read_clip", "read_manifest", "read_shard_header", "refill_hint", "refuse_unfinished",
-    "resume_command", "shard_chunks", "shard_header", "shard_mismatch",
+    "resume_command", "shard_chunks", "layer_blocks", "shard_header", "shard_mismatch",
     "shard_name", "size_ratio", "store_of", "stored_checksum", "verify_cache", "write_manifest",
 ]  # fmt: skip

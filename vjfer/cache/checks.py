@@ -113,6 +113,14 @@ def format_cache_info(info: dict) -> str:
         f"clips       {info['clips']}  tokens per clip [V={lay['num_views']}, N={lay['num_tokens']}"
         f", D={lay['embed_dim']}] {lay['dtype']}, grid {tuple(lay['grid'])}",
         f"size        {info['bytes'] / 1e9:.3f} GB",
+        *(
+            [
+                f"layers      {len(blocks)} encoder blocks per clip ({', '.join(map(str, blocks))}, "
+                f"0-based, layer-major along N): ~{info['bytes'] / len(blocks) / 1e9:.3f} GB per layer"
+            ]  # fmt: skip
+            if (blocks := lay.get("layers"))
+            else []
+        ),
         f"store       {info['store']}: a clip takes {info['size_ratio']:.3f} of its fp16 bytes",
         *(
             [

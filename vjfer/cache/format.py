@@ -261,10 +261,18 @@ def store_of(layout: dict) -> StoreFormat:
     return StoreFormat.parse(layout["store"]["format"] if "store" in layout else "fp16")
 
 
+def layer_blocks(settings: dict) -> tuple[int, ...] | None:
+    """The encoder blocks a cache holds (`extract --layers`, 0-based, ascending), stacked along
+    the token axis of each clip in that order; None: the encoder's output alone (no `layers` key,
+    every cache made before layers existed)."""
+    return tuple(settings["layers"]["blocks"]) if "layers" in settings else None
+
+
 def size_ratio(layout: dict) -> float:
     """Bytes of a stored clip over the bytes of the same clip as fp16 encoder tokens."""
     fmt = store_of(layout)
     V = layout["num_views"]
     values, scales = fmt.clip_nbytes(V, layout["num_tokens"], layout["embed_dim"])
     source = layout["store"] if "store" in layout else layout  # the encoder's grid and D
-    return (values + scales) / (V * int(np.prod(source["grid"])) * source["embed_dim"] * 2)
+    layers = len(layout["layers"]) if "layers" in layout else 1
+    return (values + scales) / (V * layers * int(np.prod(source["grid"])) * source["embed_dim"] * 2)

@@ -28,6 +28,7 @@ from vjfer.cache.format import (
     canonical_json,
     convert_command,
     corrupt_clip,
+    layer_blocks,
     read_shard_header,
     refill_hint,
     shard_mismatch,
@@ -79,7 +80,10 @@ class Cache:
         self.grid: tuple[int, int, int] = tuple(layout["grid"])
         self.embed_dim: int = layout["embed_dim"]
         self.num_views: int = layout["num_views"]
-        self.num_tokens: int = layout["num_tokens"]
+        self.num_tokens: int = layout["num_tokens"]  # of all stored layers together
+        # the encoder blocks each clip stacks along N (layer-major); None: its output alone
+        self.layers: tuple[int, ...] | None = layer_blocks(self.settings)
+        self.layer_tokens: int = self.num_tokens // len(self.layers or (0,))  # N of one layer
         # how tokens are stored (vjfer.store); fp16 caches carry no `store` and read as before
         self.store: StoreFormat = store_of(layout)
         self.class_names: tuple[str, ...] = tuple(manifest["class_names"])

@@ -35,6 +35,7 @@ from vjfer.cache.format import (
     canonical_json,
     clip_checksum,
     fingerprint,
+    layer_blocks,
     read_shard_header,
     shard_name,
     stored_checksum,
@@ -345,6 +346,8 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
     grid = first["grid"]
     layout = {"grid": grid, "num_tokens": int(np.prod(grid)), "embed_dim": first["embed_dim"],
               "num_views": first["num_views"], "dtype": TOKEN_DTYPE.name}  # fmt: skip
+    if (blocks := layer_blocks(first["settings"])) is not None:  # several blocks per clip
+        layout.update(num_tokens=len(blocks) * layout["num_tokens"], layers=list(blocks))
     if "store" in first:  # a compact format (vjfer.store): fp16 caches keep their manifest bytes
         layout.update(dtype=StoreFormat.parse(first["store"]["format"]).dtype.name,
                       store=first["store"])  # fmt: skip
@@ -407,8 +410,10 @@ def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], 
     if not by_id:
         raise CacheError("build_cache needs at least one entry")
     V, N, D = next(iter(by_id.values())).tokens.shape[1:]
-    if N != int(np.prod(grid)):
-        raise CacheError(f"tokens have N={N}, grid {tuple(grid)} gives {int(np.prod(grid))}")
+    layers = len(layer_blocks(settings) or (0,))  # several encoder blocks stack along N
+    if N != layers * int(np.prod(grid)):
+        raise CacheError(f"tokens have N={N}, {layers} layer(s) of grid {tuple(grid)} give "
+                         f"{layers * int(np.prod(grid))}")  # fmt: skip
     fp = fingerprint(settings)
     groups = assign_shards([*by_id, *failed], shard_size)
     for index, ids in enumerate(groups):

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,40 @@ def sha256_hf_directory(directory: Path) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
+class _Enough(Exception):
+    """Raised by the hook of the deepest wanted block: the blocks after it need not run."""
+
+
+def block_outputs(layers: nn.ModuleList, blocks: tuple[int, ...], norm: nn.Module | None,
+                  forward: Callable[[], object]) -> Tensor:  # fmt: skip
+    """The outputs of `layers[i]` for i in `blocks` (ascending) while `forward()` runs, each
+    through `norm` (None: as they are) -> [B, L, N, D].
+
+    Forward hooks read the blocks' outputs (a layer returns a tensor or a tuple whose first item
+    is it); the pass stops after the deepest wanted block.
+    """
+    outs: dict[int, Tensor] = {}
+
+    def hook(i: int):
+        def keep(module, args, output) -> None:
+            outs[i] = output[0] if isinstance(output, tuple) else output
+            if i == blocks[-1]:
+                raise _Enough
+
+        return keep
+
+    handles = [layers[i].register_forward_hook(hook(i)) for i in blocks]
+    try:
+        forward()
+    except _Enough:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    stacked = torch.stack([outs[i] for i in blocks], dim=1)  # [B, L, N, D]
+    return stacked if norm is None else norm(stacked)
+
+
 class VJEPA2Backbone(nn.Module):
     """vjfer layout [B, 3, T, H, W] -> `VJEPA2Model(..., skip_predictor=True).last_hidden_state`."""
 
@@ -78,8 +112,11 @@ class VJEPA2Backbone(nn.Module):
         self.patch_size: int = config.patch_size
         self.tubelet: int = config.tubelet_size
         self.hidden_size: int = config.hidden_size
+        self.depth: int = config.num_hidden_layers
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, blocks: tuple[int, ...] | None = None) -> Tensor:
+        """[B, 3, T, H, W] -> [B, N, D]; with `blocks`, those blocks' outputs through the
+        encoder's final layernorm, [B, L, N, D], as vjepa2's multilevel eval wrapper takes them."""
         B, C, T, H, W = x.shape
         if H != self.crop_size or W != self.crop_size or T % self.tubelet:
             raise ValueError(
@@ -87,7 +124,11 @@ class VJEPA2Backbone(nn.Module):
                 f"{self.crop_size}, T must divide by tubelet_size {self.tubelet}"
             )
         videos = x.transpose(1, 2)  # pixel_values_videos is [B, T, C, H, W]
-        return self.model(pixel_values_videos=videos, skip_predictor=True).last_hidden_state
+        if blocks is None:
+            return self.model(pixel_values_videos=videos, skip_predictor=True).last_hidden_state
+        encoder: Any = self.model.encoder
+        return block_outputs(encoder.layer, blocks, encoder.layernorm,
+                             lambda: self.model(pixel_values_videos=videos, skip_predictor=True))  # fmt: skip
 
 
 def load_local_model(class_name: str, directory: Path, what: str) -> tuple[Any, dict]:

@@ -40,6 +40,10 @@ class Built:
     embed_dim: int
     grid: tuple[int, int, int]
     provenance: dict  # JSON-able: checkpoint_sha256, weights, seed, ...
+    depth: int  # transformer blocks: `--layers` counts negative indices from it
+    # what an intermediate block's output passes through before it is cached: "final" (the
+    # encoder's last LayerNorm, as vjepa2's multilevel eval wrapper does) or "none" (no such norm)
+    layer_norm: str
     # normalisation that came with the weights (VideoMAE's preprocessor_config.json); None: spec's
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -80,6 +84,7 @@ class Encoder:
         self.resolution, self.embed_dim, self.grid = built.resolution, built.embed_dim, built.grid
         self.frames = FRAMES
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
+        self.depth, self.layer_norm = built.depth, built.layer_norm
         self.device = device
         self.module = built.module.eval().requires_grad_(False).to(device)
         cuda = device.type == "cuda"
@@ -105,8 +110,23 @@ class Encoder:
             return torch.autocast("cuda", dtype=self._amp)
         return contextlib.nullcontext()
 
-    def encode(self, clips: Tensor) -> Tensor:
-        """Normalised float clips [B, 3, 16, R, R] (any device) -> float32 tokens [B, N, D]."""
+    def resolve_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+        """`--layers` indices (negative from the end: -1 is the last block) -> 0-based block
+        indices, ascending; ConfigError naming the option for one outside the encoder or twice."""
+        if not layers:
+            raise ConfigError("--layers needs at least one block index, e.g. -1 or -4,-3,-2,-1")
+        if bad := [i for i in layers if not -self.depth <= i < self.depth]:
+            raise ConfigError(f"--layers {','.join(map(str, layers))}: {bad} outside {self.name}'s "
+                              f"{self.depth} blocks (0..{self.depth - 1} or -{self.depth}..-1)")  # fmt: skip
+        blocks = sorted(i % self.depth for i in layers)
+        if len(set(blocks)) < len(blocks):
+            raise ConfigError(f"--layers {','.join(map(str, layers))} names a block twice "
+                              f"(blocks {blocks} of {self.depth})")  # fmt: skip
+        return tuple(blocks)
+
+    def encode(self, clips: Tensor, blocks: tuple[int, ...] | None = None) -> Tensor:
+        """Normalised float clips [B, 3, 16, R, R] (any device) -> float32 tokens [B, N, D];
+        with `blocks` (from `resolve_layers`) those blocks' outputs, [B, L, N, D]."""
         if clips.ndim != 5 or not clips.is_floating_point():
             raise ConfigError(
                 f"{self.name}: expected normalised float clips [B, 3, T, H, W], got "
@@ -120,8 +140,9 @@ class Encoder:
             )
         x = clips.to(self.device, torch.float32, non_blocking=True)
         with torch.inference_mode(), self._autocast():
-            tokens = self.module(x)
-        assert tokens.shape == (B, self.num_tokens, self.embed_dim), tokens.shape
+            tokens = self.module(x) if blocks is None else self.module(x, blocks)
+        layers = () if blocks is None else (len(blocks),)
+        assert tokens.shape == (B, *layers, self.num_tokens, self.embed_dim), tokens.shape
         return tokens.float()
 
 
@@ -134,7 +155,7 @@ def _spec_vit(spec: EncoderSpec) -> ViTConfig:
 
 def _vit_built(spec: EncoderSpec, module: nn.Module, provenance: dict) -> Built:
     vit = _spec_vit(spec)
-    return Built(module, vit.img_size, vit.embed_dim, vit.grid, provenance)
+    return Built(module, vit.img_size, vit.embed_dim, vit.grid, provenance, vit.depth, "final")
 
 
 def _make_vjepa(
@@ -175,7 +196,8 @@ def _make_vjepa2(
     side = backbone.crop_size // backbone.patch_size
     grid = (FRAMES // backbone.tubelet, side, side)
     provenance = {"checkpoint_sha256": sha256, "weights": "hf-directory"}
-    return Built(backbone, backbone.crop_size, backbone.hidden_size, grid, provenance)
+    return Built(backbone, backbone.crop_size, backbone.hidden_size, grid, provenance,
+                 backbone.depth, "final")  # fmt: skip
 
 
 def _make_videomae(
@@ -191,8 +213,8 @@ def _make_videomae(
     provenance = {"checkpoint_sha256": sha256, "weights": "hf-directory",
                   "tubelet": mae.tubelet, "patch_size": mae.patch_size,
                   "final_norm": mae.final_norm}  # fmt: skip
-    return Built(backbone, mae.image_size, mae.hidden_size, mae.grid, provenance,
-                 mean=mae.mean, std=mae.std)  # fmt: skip
+    return Built(backbone, mae.image_size, mae.hidden_size, mae.grid, provenance, mae.depth,
+                 "final" if mae.final_norm else "none", mean=mae.mean, std=mae.std)  # fmt: skip
 
 
 _JEPA = "facebookresearch/jepa {} (dl.fbaipublicfiles.com/jepa/); --checkpoint / VJFER_CHECKPOINT"

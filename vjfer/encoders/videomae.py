@@ -28,10 +28,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
 from vjfer.encoders.hf import (
+    block_outputs,
     load_local_model,
     sha256_hf_directory,
 )
@@ -171,7 +173,13 @@ class VideoMAEBackbone(nn.Module):
         self.model = model
         self.spec = spec
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def depth(self) -> int:
+        return self.spec.depth
+
+    def forward(self, x: Tensor, blocks: tuple[int, ...] | None = None) -> Tensor:
+        """[B, 3, T, H, W] -> [B, N, D]; with `blocks`, those blocks' outputs [B, L, N, D] through
+        the model's final LayerNorm where it has one (`final_norm`), as is where it has none."""
         B, C, T, H, W = x.shape
         s = self.spec
         if (T, H, W) != (s.num_frames, s.image_size, s.image_size):
@@ -181,7 +189,11 @@ class VideoMAEBackbone(nn.Module):
             )
         videos = x.transpose(1, 2)  # pixel_values is [B, T, C, H, W]
         # bool_masked_pos=None: every patch is visible; no pooling happens inside VideoMAEModel.
-        return self.model(pixel_values=videos).last_hidden_state  # [B, N, D]
+        if blocks is None:
+            return self.model(pixel_values=videos).last_hidden_state  # [B, N, D]
+        model: Any = self.model
+        return block_outputs(model.encoder.layer, blocks, model.layernorm,
+                             lambda: model(pixel_values=videos))  # fmt: skip
 
 
 def load_videomae(directory: str | Path) -> tuple[VideoMAEBackbone, str]:

@@ -198,7 +198,9 @@ class VisionTransformer(nn.Module):
         code = F.interpolate(code, size=grid, mode="trilinear")  # [1, D, t, h, w]
         return code.permute(0, 2, 3, 4, 1).reshape(1, -1, D)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, blocks: tuple[int, ...] | None = None) -> Tensor:
+        """[B, 3, T, H, W] -> tokens [B, N, D]; with `blocks` (0-based, ascending) the outputs of
+        those blocks, each through the final norm, [B, L, N, D] (V-JEPA 2's multilevel form)."""
         B, C, T, H, W = x.shape
         c = self.config
         if T % c.tubelet or H % c.patch_size or W % c.patch_size:
@@ -208,9 +210,17 @@ class VisionTransformer(nn.Module):
             )
         pos = self.resized_pos_embed((T // c.tubelet, H // c.patch_size, W // c.patch_size))
         x = self.patch_embed(x) + pos  # [B, N, D]
-        for block in self.blocks:
+        if blocks is None:
+            for block in self.blocks:
+                x = block(x)
+            return self.norm(x)
+        outs = []
+        for i, block in enumerate(self.blocks[: max(blocks) + 1]):  # later blocks are not needed
             x = block(x)
-        return self.norm(x)
+            if i in blocks:
+                # vjepa2 src/models/vision_transformer.py: `outs.append(self.norm(x))` per out_layer
+                outs.append(self.norm(x))
+        return torch.stack(outs, dim=1)  # [B, L, N, D]
 
 
 def build_vit(config: ViTConfig, device: str | torch.device = "cpu") -> VisionTransformer:

@@ -28,6 +28,7 @@ from vjfer.extract.config import (
     command_words,
     config_record,
     option_name,
+    stored_blocks,
 )
 from vjfer.extract.lock import CacheLock, check_lock
 from vjfer.extract.pipeline import WRITE_QUEUE, lost_fraction
@@ -62,5 +63,5 @@ __all__ = [
     "cache_settings", "changed_sources", "check_lock", "command_words", "config_record", "decode_workers",
     "distributed_env", "duplicate_streams", "estimate_clips", "extract", "format_extract_summary",
     "format_plan", "lost_fraction", "option_name", "plan_extraction", "probe_frame_count", "relative_source",
-    "source_changed", "stream_digests",
+    "source_changed", "stored_blocks", "stream_digests",
 ]  # fmt: skip

@@ -67,6 +67,9 @@ class ExtractConfig:
     dtype: str = "bf16"  # encoder compute dtype on CUDA: bf16 | fp16 (the reference's) | fp32
     augment: int = 0  # augmented copies of each video's 8 training clips (`vjfer.augment`)
     augment_seed: int = 0  # their draws: one generator per (seed, video, copy, clip)
+    # encoder blocks to cache (negative: from the end); None: the encoder's output (the last
+    # block through the final norm), as before layers existed
+    layers: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.plan not in CLIP_PLANS:
@@ -103,6 +106,16 @@ class ExtractConfig:
         return parse_face_crop(self.face_crop, self.face_fallback, self.face_margin)
 
 
+def stored_blocks(config: ExtractConfig, encoder) -> tuple[int, ...] | None:
+    """The 0-based blocks a cache of `config` stacks per clip, or None for the encoder's output
+    alone: no `--layers`, or `--layers` naming just the last block (`-1`), which *is* that output
+    (its block through the final norm), so it is the same cache, fingerprint and bytes."""
+    if config.layers is None:
+        return None
+    blocks = encoder.resolve_layers(config.layers)
+    return None if blocks == (encoder.depth - 1,) else blocks
+
+
 def cache_settings(config: ExtractConfig, encoder) -> dict:
     """The fingerprint inputs: everything that changes the tokens or their meaning."""
     settings = {
@@ -135,6 +148,10 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         settings["face_crop"] = face
     if not (store := StoreFormat.parse(config.store)).plain:  # likewise: fp16 adds nothing
         settings["store_format"] = str(store)
+    if (blocks := stored_blocks(config, encoder)) is not None:  # likewise: the last block alone
+        # "norm": what each block's output passed through (vjfer.encoders.registry.Built)
+        settings["layers"] = {"blocks": list(blocks), "depth": encoder.depth,
+                              "norm": encoder.layer_norm}  # fmt: skip
     return settings
 
 
@@ -152,6 +169,8 @@ def config_record(config: ExtractConfig) -> dict:
         del record["store"]
     if not config.trust_size_mtime:  # recorded when asked for; default manifests stay as they were
         del record["trust_size_mtime"]
+    if config.layers in (None, (-1,)):  # likewise: the encoder's output alone (stored_blocks)
+        del record["layers"]
     return record
 
 
@@ -178,6 +197,8 @@ def command_words(config: ExtractConfig) -> list[str]:
             continue
         if isinstance(value, bool):  # a flag: --x turns on a False default, --no-x turns off True
             words.append(option_name(name) if value else option_name(f"no_{name}"))
+        elif isinstance(value, (tuple, list)):  # a comma list (--layers 0,-1)
+            words += [option_name(name), ",".join(map(str, value))]
         elif value is not None:
             words += [option_name(name), str(value)]
     return words

@@ -170,12 +170,15 @@ class _Batcher:
     batch k+1 is queued, so the GPU is not idle while the host sorts results into videos.
     """
 
-    def __init__(self, encoder, batch_size: int, views: int):
+    def __init__(self, encoder, batch_size: int, views: int,
+                 blocks: tuple[int, ...] | None = None):  # fmt: skip
         self.encoder, self.B = encoder, batch_size
         self.micro = batch_size  # clips per encoder call; halved on CUDA out-of-memory
         self.views = views
+        self.blocks = blocks  # `--layers` (0-based), stacked along N; None: the encoder's output
         self.device = torch.device(encoder.device)
-        self.shape = (views, encoder.num_tokens, encoder.embed_dim)  # (V, N, D)
+        layers = 1 if blocks is None else len(blocks)
+        self.shape = (views, layers * encoder.num_tokens, encoder.embed_dim)  # (V, L·N, D)
         self.queue: deque[_Pending] = deque()
         self.queued = 0  # clips not yet sent to the encoder
         self.inflight: deque = deque()
@@ -230,14 +233,19 @@ class _Batcher:
         self.count += 1
         self.inflight.append((host, finite, event, parts))
 
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        """One encoder call: [c, N, D]; with blocks [c, L, N, D] -> [c, L·N, D] (one chunk)."""
+        if self.blocks is None:
+            return self.encoder.encode(x)
+        return self.encoder.encode(x, self.blocks).flatten(1, 2)
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encode [b·V, 3, T, R, R] in calls of `micro` clips; on CUDA out-of-memory, halve
         `micro` and retry (the batch size in effect is recorded in each shard)."""
         while True:
             step = self.micro * self.views
             try:
-                return torch.cat([self.encoder.encode(x[i : i + step])
-                                  for i in range(0, len(x), step)])  # fmt: skip
+                return torch.cat([self._call(x[i : i + step]) for i in range(0, len(x), step)])
             except torch.cuda.OutOfMemoryError as err:
                 if self.micro == 1:
                     raise CacheError(

@@ -68,6 +68,7 @@ class ExtractPlan:
     sources: dict = field(repr=False, default_factory=dict)  # video id -> SourceIdentity (dedup)
     augmented_clips: int = 0  # of estimated_clips: augmented copies (--augment K: K × 8 a video)
     augmented_share: float = 0.0  # augmented clips / plain clips: the extra encoder time and disk
+    layers: tuple[int, ...] | None = None  # `--layers` blocks stored per clip (None: the output)
 
 
 def distributed_env() -> tuple[int, int, int]:
@@ -261,8 +262,10 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     plain_clips, clips = clips, clips + extra
     store = StoreFormat.parse(config.store)
     store.grid(encoder.grid)  # refuses pool2 on an odd grid before any work
+    blocks = cache.layer_blocks(settings)
     values_bytes, scale_bytes = store.clip_nbytes(num_views(config.views),
-                                                  encoder.num_tokens // store.pool**2,
+                                                  len(blocks or (0,)) * encoder.num_tokens
+                                                  // store.pool**2,
                                                   store.dim(encoder.embed_dim))  # fmt: skip
     clip_bytes = values_bytes + scale_bytes
     pending_videos = sum(len(shards[i]) for i in mine if i not in done)  # decoded, not shared
@@ -276,7 +279,7 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         estimated_bytes=round(clips * clip_bytes * DISK_MARGIN), pending_bytes=pending_bytes,
         free_bytes=shutil.disk_usage(directory).free, estimate_note=note, records=records,
         excluded=excluded, encoder=encoder, augmented_clips=extra,
-        augmented_share=extra / max(plain_clips, 1),
+        augmented_share=extra / max(plain_clips, 1), layers=blocks,
     )  # fmt: skip
     if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
         raise CacheError(
@@ -317,6 +320,10 @@ def format_plan(plan: ExtractPlan) -> str:
         f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, ~{plan.pending_bytes / 1e9:.2f} GB "
         f"to write; {plan.free_bytes / 1e9:.1f} GB free",
         f"formats    {format_sizes(plan)}",
+        *([f"layers     {len(plan.layers)} blocks ({', '.join(map(str, plan.layers))} of "
+           f"{plan.encoder.depth}, 0-based, {'through the final norm' if plan.encoder.layer_norm == 'final' else 'no norm'}) a clip: "
+           f"~{plan.estimated_bytes / len(plan.layers) / 1e9:.2f} GB per layer"]
+          if plan.layers else []),
         f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
         f"{plan.workers} decoding workers",
         *([f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "

@@ -99,8 +99,10 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
                         pin_memory=cuda, prefetch_factor=2 if plan.workers else None)  # fmt: skip
     V = num_views(cfg.views)
     t, h, w = enc.grid
-    codec = Codec(StoreFormat.parse(cfg.store), (t, h, w))  # stored by the writer thread
-    batcher = _Batcher(enc, cfg.batch_size, V)
+    blocks = cache.layer_blocks(plan.settings)
+    L = 1 if blocks is None else len(blocks)
+    codec = Codec(StoreFormat.parse(cfg.store), (t, h, w), layers=L)  # stored by the writer thread
+    batcher = _Batcher(enc, cfg.batch_size, V, blocks)
     items = iter(loader)  # starts the workers (fork) before the writer thread exists
     writer = _WriterThread()
     videos = clips = 0
@@ -140,7 +142,7 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, li
                     writer.put("note", "encode_batch_size", batcher.micro)
                     writer.put("end")
                 writer.put("begin", plan.directory / cache.shard_name(shard), _header(plan, shard),
-                           V, enc.num_tokens, enc.embed_dim, codec)  # fmt: skip
+                           V, L * enc.num_tokens, enc.embed_dim, codec)  # fmt: skip
                 current = shard
             source = item["source"]
             if source is not None:  # recorded relative to the dataset root

@@ -151,6 +151,10 @@ def _run_epoch(cache: Cache, heads: Sequence[Head], source, member: np.ndarray, 
     every head that trains on it. Returns the epoch's record (`TrainedPass.epochs`)."""
     start = time.perf_counter()
     seeds = [head.config.seed for head in heads]
+    if config.token_augment and cache.layers is not None:
+        raise ConfigError(f"--token-augment draws boxes on one layer's token grid; cache "
+                          f"{cache.path} stacks encoder blocks {list(cache.layers)} per clip: "
+                          "train without --token-augment, or on a cache of one layer")  # fmt: skip
     grid = cache.grid if config.token_augment else None
     draws = {s: epoch_draws(pool, num_views=cache.num_views, clips_per_video=config.clips_per_video,
                             train_view=config.train_view, grid=grid, seed=s, epoch=epoch)
