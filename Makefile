@@ -39,12 +39,19 @@ install: $(VENV)/.core
 
 install-dev: $(VENV)/.dev
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), one test file per process at a time, so a
+# module's fixtures are built once; the suite is CPU-bound on one core per process (torch on one
+# thread: OMP_NUM_THREADS=1 also reaches the CLI processes tests start), so 2 workers use a
+# 2-core machine fully. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # Everything but the end-to-end runs marked `slow` (make reproduce, the demo, two ranks, ...).
 test-fast: install-dev
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: install-dev
 	$(BIN)/ruff check vjfer tests benchmarks
