@@ -394,6 +394,10 @@ def _train_options(f):
                           "copies: per clip, keep a random box of the token grid and drop a random box inside it (off by default)."),
         click.option("--autocast", type=click.Choice(CHOICES["autocast"]), default=d["autocast"].default, show_default=True,
                      help="The probe's autocast dtype on CUDA (fp16 with a grad scaler: the reference's); the CPU trains in fp32."),
+        click.option("--on-nonfinite", type=click.Choice(CHOICES["on_nonfinite"]), default=d["on_nonfinite"].default, show_default=True,
+                     help="A head whose loss is not finite: stop the run, or skip it (marked failed, never selected; not the reported head)."),
+        click.option("--checkpoint-every", type=click.IntRange(min=0), default=d["checkpoint_every"].default, show_default=True,
+                     help="Epochs between checkpoints of the pass, for --resume (0: none)."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -411,10 +415,12 @@ def _train_options(f):
               help="Runs folder; this run goes to OUT/<dataset>-<cache>-<probe>[-foldK][-seedS].")  # fmt: skip
 @click.option("--fingerprint", help="Refuse any cache whose fingerprint does not start with this.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--force", is_flag=True, help="Replace an existing run of these settings (once the new one is complete).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (same command otherwise).")
 @_train_options
 def probe(
     dataset: str | None, fold: str, cache_path: Path, out: Path, fingerprint: str | None,
-    no_progress: bool, **options,
+    no_progress: bool, force: bool, resume: bool, **options,
 ) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
@@ -436,8 +442,11 @@ def probe(
         name += f"-grid{len(grid)}"
     name += f"-seed{config.seed}" if config.seed else ""
     run_dir = out / name
+    if force and resume:
+        raise click.UsageError("--force starts the run over, --resume continues it: give one")
     run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
-              progress=not no_progress, grid=grid)  # fmt: skip
+              progress=not no_progress, grid=grid,
+              mode="force" if force else "resume" if resume else "new")  # fmt: skip
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"run written to {run_dir}")
 
@@ -457,7 +466,7 @@ def probe(
     type=click.Path(path_type=Path),
     default=Path("runs"),
     show_default=True,
-    help="Runs folder.",
+    help="Runs folder holding the one probe run of --train (when --run is not given).",
 )
 @click.option(
     "--run",
@@ -477,7 +486,8 @@ def cross(
     cache_root: Path,
     device: str,
 ) -> None:
-    """Cross-dataset test: each fold's probe predicts every video of the other dataset."""
+    """Cross-dataset test: each fold's probe predicts every video of the other dataset; the
+    result goes into the probe run, RUN/cross/cross-<train>-to-<test>-<calm>/."""
     from vjfer.cross import cross_evaluate, cross_table
     from vjfer.runs import find_probe_run, find_target_cache
     from vjfer.tables import render_markdown
@@ -487,7 +497,7 @@ def cross(
     run_dir = run_dir or find_probe_run(runs, source)
     target_cache = find_target_cache(cache_root, target, run_dir)
     for handling in ("drop", "merge") if calm == "both" else (calm,):
-        result = cross_evaluate(run_dir, target_cache, handling, out_root=runs, device=device)
+        result = cross_evaluate(run_dir, target_cache, handling, device=device)
         _echo_lines(render_markdown(cross_table(result)))
         click.echo(f"{target}: {result.coverage}")
         click.echo(f"written to {result.out_dir}\n")

@@ -58,7 +58,8 @@ class DemoResult:
 
 
 def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -> DemoResult:
-    """Run every stage into `out` (data/, cache/, runs/, report/); rerunning resumes."""
+    """Run every stage into `out` (data/, cache/, runs/, report/); rerunning resumes extraction
+    and replaces the runs."""
     config = config or DemoConfig(seed=seed)
     out = Path(out)
     seconds: dict[str, float] = {}
@@ -86,15 +87,16 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -
     )  # fmt: skip
     runs, summaries = {}, {}
     for dataset in DATASETS:
+        # a rerun trains the (cheap) probes again: "force" replaces the old run once done
         runs[dataset] = run_probe(caches[dataset], "all", train_config,
-                                  out / "runs" / f"{dataset}-{caches[dataset].name}-attentive")  # fmt: skip
+                                  out / "runs" / f"{dataset}-{caches[dataset].name}-attentive",
+                                  mode="force")  # fmt: skip
         summaries[dataset] = read_summary(runs[dataset])
     lap("probe")
     cross = []
     for source, target in (("ravdess", "crema-d"), ("crema-d", "ravdess")):
         for calm in ("drop", "merge"):
-            cross.append(cross_evaluate(runs[source], caches[target], calm,
-                                        out_root=out / "runs", device="cpu"))  # fmt: skip
+            cross.append(cross_evaluate(runs[source], caches[target], calm, device="cpu"))
     lap("cross")
     report = build_report([out / "runs"], out / "report", caches=caches, device="cpu")
     lap("report")

@@ -25,6 +25,7 @@ ENCODER_SETTINGS = (
     "store_format", "store_pca",  # a probe reads tokens stored as it was trained on (vjfer.store)
 )  # fmt: skip
 FOLD_DIR = re.compile(r"^fold-(\d+)$")
+CROSS_DIR = "cross"  # a probe run's cross-dataset results: RUN/cross/cross-<src>-to-<dst>-<calm>/
 
 
 def _differing_field(have: object, want: object, name: str) -> str | None:
