@@ -415,8 +415,16 @@ def _train_options(f):
               help="Runs folder; this run goes to OUT/<dataset>-<cache>-<probe>[-foldK][-seedS].")  # fmt: skip
 @click.option("--fingerprint", help="Refuse any cache whose fingerprint does not start with this.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@click.option("--force", is_flag=True, help="Replace an existing run of these settings (once the new one is complete).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (same command otherwise).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing run of these settings (once the new one is complete).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run from its last checkpoint (same command otherwise).",
+)
 @_train_options
 def probe(
     dataset: str | None, fold: str, cache_path: Path, out: Path, fingerprint: str | None,

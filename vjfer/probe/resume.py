@@ -60,7 +60,9 @@ def stage_run(out: str | Path, mode: RunMode) -> Path:
     try:
         partial.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot write run folder {partial} ({err}); choose another --out") from err
+        raise ConfigError(
+            f"cannot write run folder {partial} ({err}); choose another --out"
+        ) from err
     return partial
 
 

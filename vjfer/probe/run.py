@@ -32,8 +32,8 @@ from vjfer.cache import Cache, open_cache
 from vjfer.env import environment
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
-from vjfer.probe.evaluate import format_run_summary, summarise_folds
 from vjfer.probe.config import RUN_ONLY
+from vjfer.probe.evaluate import format_run_summary, summarise_folds
 from vjfer.probe.folds import GridPoint, GridResult, check_folds, failed_text, train_grid
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, stage_run
@@ -203,6 +203,7 @@ def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: 
         raise CacheError(
             f"cache {cache.path} has fingerprint {cache.fingerprint[:12]}…, asked for {fingerprint}"
         )
-    train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid,
-                mode=mode)
+    train_folds(
+        cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid, mode=mode
+    )
     return Path(out_dir)
