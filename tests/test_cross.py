@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import matplotlib.image
@@ -255,7 +256,7 @@ def crosses(runs):
 
 @pytest.mark.parametrize("key", DIRECTIONS, ids=["-".join(k) for k in DIRECTIONS])
 def test_cross_evaluate_end_to_end(runs, crosses, key):
-    (paths, root), (source, target, calm) = runs, key
+    (paths, _), (source, target, calm) = runs, key
     result = crosses[key]
     # inside its probe run: two runs' cross results never share a folder
     assert result.out_dir == paths[source][1] / "cross" / f"cross-{source}-to-{target}-{calm}"
@@ -293,6 +294,23 @@ def test_cross_refuses_another_encoder(runs, tmp_path):
         cross_evaluate(paths["ravdess"][1], cache, "drop", device="cpu")
     with pytest.raises(CheckpointError, match="no fold-K/probe.pt"):
         cross_evaluate(tmp_path, paths["crema-d"][0], "drop", device="cpu")
+
+
+def test_two_runs_keep_their_cross_results_apart_and_report_pairs_each_with_its_own(
+    runs, crosses, tmp_path
+):
+    paths, _ = runs
+    first = paths["ravdess"][1]
+    second = shutil.copytree(first, tmp_path / "runs" / "ravdess-second",
+                             ignore=shutil.ignore_patterns("cross"))  # fmt: skip
+    result = cross_evaluate(second, paths["crema-d"][0], "drop", device="cpu")
+    mine = crosses[("ravdess", "crema-d", "drop")]
+    assert result.out_dir.parent.parent == second and mine.out_dir.parent.parent == first
+    assert (mine.out_dir / "summary.json").is_file()  # the first run's result is still there
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cross run {result.out_dir} comes from probe run {second.resolve()}, but the "
+            f"report's ravdess run is {first}")):  # fmt: skip
+        build_report([first, result.out_dir], tmp_path / "report")
 
 
 def test_finders_for_the_cli(runs, tmp_path):

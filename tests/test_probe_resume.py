@@ -112,7 +112,9 @@ def _numbers(value, path=""):
         return {k: v for key, item in value.items() if key not in TIMING
                 for k, v in _numbers(item, f"{path}/{key}").items()}  # fmt: skip
     if isinstance(value, list):
-        return {k: v for i, item in enumerate(value) for k, v in _numbers(item, f"{path}/{i}").items()}
+        return {
+            k: v for i, item in enumerate(value) for k, v in _numbers(item, f"{path}/{i}").items()
+        }
     return {path: value} if isinstance(value, (int, float)) else {}
 
 
