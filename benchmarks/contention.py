@@ -10,7 +10,11 @@ round (each round times every variant once, in a fresh order) and the medians co
 load average printed beside each round. `--profile` prints the top operators of one variant's
 steps (torch.profiler, self CPU time).
 
+`--demo` instead times the whole `vjfer demo` (a fresh folder each time), idle and then beside
+the busy loop, once per `--demo-threads` setting ("default": torch's own thread count).
+
     .venv/bin/python benchmarks/contention.py --rounds 5 --steps 20 --json contention.json
+    .venv/bin/python benchmarks/contention.py --demo --demo-threads 1 --json demo-contention.json
 """
 
 from __future__ import annotations
@@ -82,6 +86,22 @@ def profile(cache, config: TrainConfig, foreach: bool, threads: int) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
 
 
+def demo_seconds(out: Path, threads: str, busy: bool) -> dict:
+    """Wall seconds of one `vjfer demo` into a fresh `out`, and the load average after it."""
+    args = [sys.executable, "-m", "vjfer", "demo", "--out", str(out)]
+    args += [] if threads == "default" else ["--threads", threads]
+    other = busy_loop() if busy else None
+    try:
+        start = time.perf_counter()
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait()
+    return {"threads": threads, "busy": busy, "seconds": seconds, "load_average": os.getloadavg()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/vjfer-contention"))
@@ -89,7 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--demo-threads", default="1", help="comma-separated: default, 1, 2, ...")
     args = parser.parse_args(argv)
+    if args.demo:
+        rows = []
+        for threads in args.demo_threads.split(","):
+            for busy in (False, True):
+                rows.append(demo_seconds(args.dir / f"demo-{threads}-{busy}", threads, busy))
+                print(json.dumps(rows[-1]), flush=True)
+            rows[-1]["busy_vs_idle"] = rows[-1]["seconds"] / rows[-2]["seconds"]
+            print(f"threads {threads}: beside a busy loop {rows[-1]['busy_vs_idle']:.2f}x idle")
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        return 0
     demo = DemoConfig()
     config = TrainConfig(lr=demo.lr, num_heads=demo.num_heads, batch_size=demo.probe_batch_size,
                          device="cpu", num_workers=0)  # fmt: skip
@@ -108,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 time.sleep(0.2 if busy else 0)  # the busy loop is running before the steps are
                 times[(threads, foreach, busy)].append(
-                    step_seconds(cache, config, foreach, threads, args.steps))
+                    step_seconds(cache, config, foreach, threads, args.steps)
+                )
             finally:
                 if other is not None:
                     other.kill()

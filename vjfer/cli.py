@@ -624,11 +624,14 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the generated data and probes."
 )
-def demo(out: Path, seed: int) -> None:
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Torch threads after extraction (default: torch's, one per core); 1 keeps the "
+                   "demo quick beside a busy process, with float rounding of its own.")  # fmt: skip
+def demo(out: Path, seed: int, threads: int | None) -> None:
     """Everything end to end on a generated mini dataset with the tiny encoder (CPU, minutes)."""
-    from vjfer.demo import format_demo, run_demo
+    from vjfer.demo import DemoConfig, format_demo, run_demo
 
-    _echo_lines(format_demo(run_demo(out, seed=seed)))
+    _echo_lines(format_demo(run_demo(out, config=DemoConfig(seed=seed, threads=threads))))
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from vjfer.cross import CrossResult, cross_evaluate
 from vjfer.extract import ExtractConfig, extract
 from vjfer.labels import DATASETS
@@ -42,6 +44,11 @@ class DemoConfig:
     num_heads: int = 4  # ... and 16-dim heads instead of 16 heads of 4 dims
     probe_batch_size: int = 4
     seed: int = 0
+    # torch threads for the stages after extraction (None: torch's default, one per core). Two
+    # threads beside one busy process on two cores wait for each other at every operator
+    # (benchmarks/contention.py: a probe step 37x slower); one thread is not slowed so, but it
+    # rounds floats differently from two (1e-7 in the weights), so it is not the default.
+    threads: int | None = None
 
 
 @dataclass
@@ -81,6 +88,17 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -
         )  # fmt: skip
         caches[dataset] = extract(extract_config).cache_dir
     lap("extract")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or threads)
+    try:
+        return _after_extraction(out, data, caches, config, seconds, lap)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _after_extraction(out: Path, data: dict[str, Path], caches: dict[str, Path],
+                      config: DemoConfig, seconds: dict[str, float], lap) -> DemoResult:  # fmt: skip
+    """Probe, cross, report and predict: the demo's stages that read the caches."""
     train_config = TrainConfig(
         epochs=config.epochs, lr=config.lr, num_heads=config.num_heads,
         batch_size=config.probe_batch_size, seed=config.seed, device="cpu", num_workers=0,
