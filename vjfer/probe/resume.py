@@ -146,6 +146,3 @@ class PassCheckpoint:
             head.load_state(saved["heads"][head.name])
         log.info("resuming after epoch %d from %s", saved["epoch"], self.path)
         return int(saved["epoch"]), list(saved["records"])
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)

@@ -171,8 +171,8 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
     failed = "".join(f"\n- {failed_text(f)}" for f in result.failed)
     failed = f"\nFailed heads (loss not finite; never selected):{failed}\n" if failed else ""
     (work / "summary.md").write_text(format_run_summary(summary) + failed, encoding="utf-8")
-    checkpoint.remove()
-    publish_run(work, out_dir)
+    publish_run(work, out_dir)  # then drop the checkpoint: a kill in between loses nothing
+    (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return summary
 
 
