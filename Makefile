@@ -111,8 +111,9 @@ $(R)/extract-%.done: $(R)/.check | $(VJFER)
 		$(EXTRACT_FLAGS) || test $$? -eq 2
 	touch $@
 
+# --resume: an interrupted probe continues from its last epoch checkpoint (or starts, if none)
 $(R)/probe-%.done: $(R)/extract-%.done
-	$(VJFER) probe --dataset $* --fold all --cache $(R)/cache --out $(R)/runs --no-progress $(PROBE_FLAGS)
+	$(VJFER) probe --dataset $* --fold all --cache $(R)/cache --out $(R)/runs --no-progress --resume $(PROBE_FLAGS)
 	touch $@
 
 $(R)/cross-%.done: $(R)/probe-ravdess.done $(R)/probe-crema-d.done

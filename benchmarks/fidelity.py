@@ -61,7 +61,7 @@ def main() -> None:
     for name, (cache, config) in runs.items():
         start = time.perf_counter()
         run_dir = args.out / "runs" / name.replace(" ", "_").replace("-", "")
-        run_probe(cache, "all", config, run_dir, progress=False)
+        run_probe(cache, "all", config, run_dir, progress=False, mode="force")
         summary = json.loads((run_dir / "summary.json").read_text())
         results[name] = (summary, time.perf_counter() - start)
     print(f"machine: {platform.processor() or platform.machine()}, {available_cpus()} cores, "

@@ -74,7 +74,8 @@ def main() -> int:
                 costs.append(cost)
             for seed in seeds:
                 run = run_probe(cache, k if k else "all", replace(train, seed=seed),
-                                args.out / "runs" / f"{tag}-seed{seed}", progress=False)  # fmt: skip
+                                args.out / "runs" / f"{tag}-seed{seed}", progress=False,
+                                mode="force")  # fmt: skip
                 for fold, uar in fold_uars(run).items():
                     uars.setdefault(fold, []).append(uar)
         uars = {fold: float(np.mean(u)) for fold, u in uars.items()}  # mean over seeds

@@ -179,7 +179,7 @@ def probe(args, cache: Path, runs: Path, in_memory: str) -> float:
     vjfer_cli("probe", "--dataset", "ravdess", "--fold", "all", "--cache", str(cache),
               "--out", str(runs), "--epochs", str(args.epochs), "--lr", GRID["lr"],
               "--wd", GRID["wd"], "--in-memory", in_memory, "--device", args.device,
-              "--no-progress", timeout=args.timeout)  # fmt: skip
+              "--no-progress", "--force", timeout=args.timeout)  # fmt: skip
     return summary_uar(the_run(runs, cache.name))
 
 
@@ -208,9 +208,9 @@ def step_cross(args) -> dict:
                      "--runs", str(args.work / "runs"), "--run", str(run), "--cache",
                      str(cache_dir(args.work, "bf16", "crema-d")), "--device", args.device,
                      timeout=args.timeout)  # fmt: skip
-    made = sorted(p.name for p in (args.work / "runs").iterdir() if p.name.startswith("cross"))
+    made = sorted(p.name for p in (run / "cross").glob("cross-*"))  # cross results live in the run
     if not made:
-        raise RuntimeError(f"vjfer cross wrote no cross-* run under {args.work / 'runs'}: {text}")
+        raise RuntimeError(f"vjfer cross wrote no cross-* result under {run / 'cross'}: {text}")
     return {"runs": made}
 
 

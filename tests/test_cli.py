@@ -122,12 +122,12 @@ def test_probe_writes_every_fold(pipeline):
 
 
 def test_cross_counts_add_up(pipeline):
-    cross_dirs = sorted(p.name for p in pipeline["runs"].glob("cross-*"))
+    # each cross result lives in its probe run: RUN/cross/cross-<train>-to-<test>-<calm>/
+    cross_dirs = sorted(p.name for p in pipeline["runs"].glob("*/cross/cross-*"))
     assert cross_dirs == ["cross-crema-d-to-ravdess-merge", "cross-ravdess-to-crema-d-drop",
                           "cross-ravdess-to-crema-d-merge"]  # fmt: skip
-    summary = json.loads(
-        (pipeline["runs"] / "cross-crema-d-to-ravdess-merge" / "summary.json").read_text()
-    )
+    (merge,) = pipeline["runs"].glob("crema-d-*/cross/cross-crema-d-to-ravdess-merge")
+    summary = json.loads((merge / "summary.json").read_text())
     for fold in summary["folds"]:
         for voting in ("pbv", "mv"):
             scores = fold[voting]
@@ -137,15 +137,26 @@ def test_cross_counts_add_up(pipeline):
     assert (
         "ravdess: results on 50 of 50 videos, 0 failed / excluded" in pipeline["out"]["cross-c2r"]
     )
-    coverage = json.loads(
-        (pipeline["runs"] / "cross-crema-d-to-ravdess-merge" / "coverage.json").read_text()
-    )
+    coverage = json.loads((merge / "coverage.json").read_text())
     assert (coverage["videos"], coverage["total"], coverage["failed"], coverage["excluded"]) == (
         50,
         50,
         0,
         0,
     )
+
+
+def test_probe_refuses_to_overwrite_a_run(pipeline):
+    """A second `vjfer probe` of the same settings is one line naming the run; nothing changes."""
+    (run_dir,) = pipeline["runs"].glob("ravdess-*")
+    before = (run_dir / "summary.json").read_bytes()
+    out = run("probe", "--dataset", "ravdess", "--cache", pipeline["cache"], "--out",
+              pipeline["runs"], "--epochs", "3", "--device", "cpu", "--no-progress", ok=False)  # fmt: skip
+    assert out.strip() == (f"error: run {run_dir} exists: --force replaces it, or choose "
+                           "another --out")  # fmt: skip
+    assert (run_dir / "summary.json").read_bytes() == before
+    assert "give one" in run("probe", "--dataset", "ravdess", "--cache", pipeline["cache"],
+                             "--out", pipeline["runs"], "--force", "--resume", ok=False)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +344,7 @@ def test_make_reproduce_runs_and_resumes(tmp_path):
     first = subprocess.run(args, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
     assert (out / "report" / "report.md").is_file()
-    assert len(list((out / "runs").glob("cross-*"))) == 4
+    assert len(list((out / "runs").glob("*/cross/cross-*"))) == 4
     again = subprocess.run(args, capture_output=True, text=True)
     assert again.returncode == 0 and "vjfer extract" not in again.stdout
     (out / "report" / "report.md").unlink()

@@ -261,7 +261,7 @@ def test_converted_caches_probe_and_cross(pipeline):
     assert config["cache"]["settings"]["store_format"] == "pool2+int8"
     assert config["cache"]["grid"] == [8, 2, 2]
     cross = json.loads(
-        (pipeline["runs"] / "cross-ravdess-to-crema-d-drop" / "summary.json").read_text()
+        (run_dir / "cross" / "cross-ravdess-to-crema-d-drop" / "summary.json").read_text()
     )
     assert Path(cross["target_cache"]) == pipeline["crema"]
     for fold in cross["folds"]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import matplotlib.image
 import numpy as np
@@ -254,9 +256,11 @@ def crosses(runs):
 
 @pytest.mark.parametrize("key", DIRECTIONS, ids=["-".join(k) for k in DIRECTIONS])
 def test_cross_evaluate_end_to_end(runs, crosses, key):
-    (paths, root), (source, target, calm) = runs, key
+    (paths, _), (source, target, calm) = runs, key
     result = crosses[key]
-    assert result.out_dir == root / f"cross-{source}-to-{target}-{calm}"
+    # inside its probe run: two runs' cross results never share a folder
+    assert result.out_dir == paths[source][1] / "cross" / f"cross-{source}-to-{target}-{calm}"
+    assert not list(result.out_dir.parent.glob("*.partial"))
     assert [f["fold"] for f in result.folds] == [1, 2, 3, 4, 5]
     n_target = len(open_cache(paths[target][0]).videos)
     assert result.n_videos == n_target
@@ -287,9 +291,26 @@ def test_cross_refuses_another_encoder(runs, tmp_path):
     cache = build_cache(tmp_path / "other", other, make_entries("crema-d", 1, 5), dataset="crema-d",
                         grid=GRID)  # fmt: skip
     with pytest.raises(CacheError, match="encoder_fingerprint.checkpoint_sha256"):
-        cross_evaluate(paths["ravdess"][1], cache, "drop", out_root=tmp_path, device="cpu")
+        cross_evaluate(paths["ravdess"][1], cache, "drop", device="cpu")
     with pytest.raises(CheckpointError, match="no fold-K/probe.pt"):
         cross_evaluate(tmp_path, paths["crema-d"][0], "drop", device="cpu")
+
+
+def test_two_runs_keep_their_cross_results_apart_and_report_pairs_each_with_its_own(
+    runs, crosses, tmp_path
+):
+    paths, _ = runs
+    first = paths["ravdess"][1]
+    second = shutil.copytree(first, tmp_path / "runs" / "ravdess-second",
+                             ignore=shutil.ignore_patterns("cross"))  # fmt: skip
+    result = cross_evaluate(second, paths["crema-d"][0], "drop", device="cpu")
+    mine = crosses[("ravdess", "crema-d", "drop")]
+    assert result.out_dir.parent.parent == second and mine.out_dir.parent.parent == first
+    assert (mine.out_dir / "summary.json").is_file()  # the first run's result is still there
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cross run {result.out_dir} comes from probe run {second.resolve()}, but the "
+            f"report's ravdess run is {first}")):  # fmt: skip
+        build_report([first, result.out_dir], tmp_path / "report")
 
 
 def test_finders_for_the_cli(runs, tmp_path):
@@ -352,7 +373,8 @@ def test_cross_votes_over_exactly_the_evaluation_windows(runs, tmp_path):
     windows = {v: int((target.clip_roles(v) == ROLE_EVAL).sum()) for v in target.videos["video_id"]}
     stored = {v: len(target.clip_roles(v)) for v in windows}
     assert all(stored[v] == windows[v] + 8 * (1 + copies) for v in windows)
-    result = cross_evaluate(paths["ravdess"][1], target, "drop", out_root=tmp_path, device="cpu")
+    run = shutil.copytree(paths["ravdess"][1], tmp_path / "run")  # the module's run stays as is
+    result = cross_evaluate(run, target, "drop", device="cpu")
     for fold in result.folds:
         videos = pd.read_csv(result.out_dir / f"fold-{fold['fold']}" / "video_predictions.csv")
         voted = dict(zip(videos["video_id"], videos["n_clips"], strict=True))

@@ -485,6 +485,10 @@ def _train_options(f):
                           "copies: per clip, keep a random box of the token grid and drop a random box inside it (off by default)."),
         click.option("--autocast", type=click.Choice(CHOICES["autocast"]), default=d["autocast"].default, show_default=True,
                      help="The probe's autocast dtype on CUDA (fp16 with a grad scaler: the reference's); the CPU trains in fp32."),
+        click.option("--on-nonfinite", type=click.Choice(CHOICES["on_nonfinite"]), default=d["on_nonfinite"].default, show_default=True,
+                     help="A head whose loss is not finite: stop the run, or skip it (marked failed, never selected; not the reported head)."),
+        click.option("--checkpoint-every", type=click.IntRange(min=0), default=d["checkpoint_every"].default, show_default=True,
+                     help="Epochs between checkpoints of the pass, for --resume (0: none)."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -504,10 +508,20 @@ def _train_options(f):
               help="Runs folder; this run goes to OUT/<dataset>-<cache>-<probe>[-foldK][-seedS].")  # fmt: skip
 @click.option("--fingerprint", help="Refuse any cache whose fingerprint does not start with this.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing run of these settings (once the new one is complete).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run from its last checkpoint (same command otherwise).",
+)
 @_train_options
 def probe(
     dataset: str | None, fold: str | tuple[int, ...], splits: str | None, cache_path: Path,
-    out: Path, fingerprint: str | None, no_progress: bool, **options,
+    out: Path, fingerprint: str | None, no_progress: bool, force: bool, resume: bool, **options,
 ) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
     from vjfer.cache import open_cache
@@ -527,12 +541,15 @@ def probe(
     lrs, wds, seeds = options.pop("lrs"), options.pop("wds"), options.pop("seeds")
     grid = make_grid(lrs, wds, seeds)
     config = grid[0].apply(TrainConfig(**options))
+    if force and resume:
+        raise click.UsageError("--force starts the run over, --resume continues it: give one")
     apply_splits(cache, splits)  # folds of the protocol asked for (mae-dfer: 6 for RAVDESS)
     folds = "all" if fold == "all" else resolve_folds(cache, fold)  # refuses folds it lacks
     run_dir = out / run_name(cache.dataset, path, config.probe, folds, len(grid), config.seed,
                              splits)  # fmt: skip
     run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
-              progress=not no_progress, grid=grid, splits=splits)  # fmt: skip
+              progress=not no_progress, grid=grid, splits=splits,
+              mode="force" if force else "resume" if resume else "new")  # fmt: skip
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"run written to {run_dir}")
 
@@ -552,7 +569,7 @@ def probe(
     type=click.Path(path_type=Path),
     default=Path("runs"),
     show_default=True,
-    help="Runs folder.",
+    help="Runs folder holding the one probe run of --train (when --run is not given).",
 )
 @click.option(
     "--run",
@@ -573,7 +590,8 @@ def cross(
     cache_root: Path,
     device: str,
 ) -> None:
-    """Cross-dataset test: each fold's probe predicts every video of the other dataset."""
+    """Cross-dataset test: each fold's probe predicts every video of the other dataset; the
+    result goes into the probe run, RUN/cross/cross-<train>-to-<test>-<calm>/."""
     from vjfer.cross import cross_evaluate, cross_table
     from vjfer.runs import find_probe_run, find_target_cache
     from vjfer.tables import render_markdown
@@ -583,7 +601,7 @@ def cross(
     run_dir = run_dir or find_probe_run(runs, source)
     target_cache = find_target_cache(cache_root, target, run_dir)
     for handling in ("drop", "merge") if calm == "both" else (calm,):
-        result = cross_evaluate(run_dir, target_cache, handling, out_root=runs, device=device)
+        result = cross_evaluate(run_dir, target_cache, handling, device=device)
         _echo_lines(render_markdown(cross_table(result)))
         click.echo(f"{target}: {result.coverage}")
         click.echo(f"written to {result.out_dir}\n")
@@ -710,15 +728,18 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
 )
 @click.option("--dataset", type=click.Choice(["dfew", "ferv39k", "mafw"]),
               help="Instead: one generated frame-folder dataset in its release's layout.")  # fmt: skip
-def demo(out: Path, seed: int, dataset: str | None) -> None:
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Torch threads after extraction (default: torch's, one per core); 1 keeps the "
+                   "demo quick beside a busy process, with float rounding of its own.")  # fmt: skip
+def demo(out: Path, seed: int, dataset: str | None, threads: int | None) -> None:
     """Everything end to end on a generated mini dataset with the tiny encoder (CPU, minutes)."""
-    from vjfer.demo import format_demo, run_demo, run_frames_demo
+    from vjfer.demo import DemoConfig, format_demo, run_demo, run_frames_demo
 
     if dataset is not None:
         report = run_frames_demo(out, dataset, seed=seed)
         click.echo(f"{dataset}: report in {report / 'report.md'}")
         return
-    _echo_lines(format_demo(run_demo(out, seed=seed)))
+    _echo_lines(format_demo(run_demo(out, config=DemoConfig(seed=seed, threads=threads))))
 
 
 def main() -> None:

@@ -40,8 +40,9 @@ from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset, class_names, cross_dataset_map
 from vjfer.probe.evaluate import EVAL_BATCH_CLIPS, VIDEO_VOTINGS, score_videos, vote_videos
 from vjfer.probe.model import load_probe
+from vjfer.probe.resume import publish_run, stage_run
 from vjfer.results import write_json
-from vjfer.runs import check_same_encoder, find_probes
+from vjfer.runs import CROSS_DIR, check_same_encoder, find_probes
 from vjfer.tables import DATASET_TITLES, Table, metric_cells, render_markdown
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,6 @@ def cross_evaluate(
     target_cache: str | Path | Cache,
     calm: CalmHandling = "drop",
     *,
-    out_root: str | Path | None = None,
     device: str = "auto",
     batch_clips: int = EVAL_BATCH_CLIPS,
     num_workers: int = 0,
@@ -291,9 +291,10 @@ def cross_evaluate(
     """Each fold's probe of `run_dir` predicts every video of `target_cache` (the other dataset).
 
     Each video's evaluation windows are read once and scored by all probes (`score_videos`).
-    `num_workers`: reads in flight. Writes
-    `<out_root>/cross-<source>-to-<target>-<calm>/` (out_root defaults to run_dir's parent):
-    fold-K/video_predictions.csv, fold-K/metrics.json, summary.json, summary.md, coverage.json.
+    `num_workers`: reads in flight. Writes into the probe run, so two runs' cross results never
+    share a folder: `<run_dir>/cross/cross-<source>-to-<target>-<calm>/` (fold-K/video_predictions.csv,
+    fold-K/metrics.json, summary.json, summary.md, coverage.json), staged in a `.partial` folder
+    and replacing an older result of the same run, target and handling only when complete.
     """
     run_dir = Path(run_dir)
     cache = target_cache if isinstance(target_cache, Cache) else open_cache(target_cache)
@@ -312,12 +313,12 @@ def cross_evaluate(
     clips = score_videos(cache, {str(k): (probe, rows) for k, probe in probes.items()}, device=dev,
                          class_names=src_names, batch_clips=batch_clips, threads=num_workers)  # fmt: skip
 
-    out_dir = Path(out_root if out_root is not None else run_dir.parent)
-    out_dir = out_dir / cross_dir_name(source, cache.dataset, calm)
+    out_dir = run_dir / CROSS_DIR / cross_dir_name(source, cache.dataset, calm)
+    work = stage_run(out_dir, "force")
     folds: list[dict[str, Any]] = []  # JSON records: {"fold": k, voting: scores, ...}
     for k in probes:
         videos = _video_frame(clips[str(k)], cache, src_names)
-        folds.append(_score_fold(k, videos, handling, out_dir / f"fold-{k}"))
+        folds.append(_score_fold(k, videos, handling, work / f"fold-{k}"))
 
     # metrics.fold_summary averages the numbers every probe has (a probe with nothing kept has
     # None for its metrics: they are left out of the mean).
@@ -330,8 +331,9 @@ def cross_evaluate(
         source, cache.dataset, calm, run_dir, cache.path, out_dir, handling.names,
         len(video_ids), folds, metrics.fold_summary(numeric), coverage,
     )  # fmt: skip
-    write_json(out_dir / "summary.json", result.to_json())
-    write_json(out_dir / "coverage.json", {**asdict(coverage), "total": coverage.total,
-                                           "text": str(coverage)})  # fmt: skip
-    (out_dir / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
+    write_json(work / "summary.json", result.to_json())
+    write_json(work / "coverage.json", {**asdict(coverage), "total": coverage.total,
+                                        "text": str(coverage)})  # fmt: skip
+    (work / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
+    publish_run(work, out_dir)
     return result

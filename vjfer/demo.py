@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from vjfer.cross import CrossResult, cross_evaluate
 from vjfer.errors import ConfigError
 from vjfer.extract import ExtractConfig, extract
@@ -44,6 +46,11 @@ class DemoConfig:
     num_heads: int = 4  # ... and 16-dim heads instead of 16 heads of 4 dims
     probe_batch_size: int = 4
     seed: int = 0
+    # torch threads for the stages after extraction (None: torch's default, one per core). Two
+    # threads beside one busy process on two cores wait for each other at every operator
+    # (benchmarks/contention.py: a probe step 37x slower); one thread is not slowed so, but it
+    # rounds floats differently from two (1e-7 in the weights), so it is not the default.
+    threads: int | None = None
 
 
 @dataclass
@@ -60,7 +67,8 @@ class DemoResult:
 
 
 def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -> DemoResult:
-    """Run every stage into `out` (data/, cache/, runs/, report/); rerunning resumes."""
+    """Run every stage into `out` (data/, cache/, runs/, report/); rerunning resumes extraction
+    and replaces the runs."""
     config = config or DemoConfig(seed=seed)
     out = Path(out)
     seconds: dict[str, float] = {}
@@ -82,21 +90,33 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -
         )  # fmt: skip
         caches[dataset] = extract(extract_config).cache_dir
     lap("extract")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or threads)
+    try:
+        return _after_extraction(out, data, caches, config, seconds, lap)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _after_extraction(out: Path, data: dict[str, Path], caches: dict[str, Path],
+                      config: DemoConfig, seconds: dict[str, float], lap) -> DemoResult:  # fmt: skip
+    """Probe, cross, report and predict: the demo's stages that read the caches."""
     train_config = TrainConfig(
         epochs=config.epochs, lr=config.lr, num_heads=config.num_heads,
         batch_size=config.probe_batch_size, seed=config.seed, device="cpu", num_workers=0,
     )  # fmt: skip
     runs, summaries = {}, {}
     for dataset in DATASETS:
+        # a rerun trains the (cheap) probes again: "force" replaces the old run once done
         runs[dataset] = run_probe(caches[dataset], "all", train_config,
-                                  out / "runs" / f"{dataset}-{caches[dataset].name}-attentive")  # fmt: skip
+                                  out / "runs" / f"{dataset}-{caches[dataset].name}-attentive",
+                                  mode="force")  # fmt: skip
         summaries[dataset] = read_summary(runs[dataset])
     lap("probe")
     cross = []
     for source, target in (("ravdess", "crema-d"), ("crema-d", "ravdess")):
         for calm in ("drop", "merge"):
-            cross.append(cross_evaluate(runs[source], caches[target], calm,
-                                        out_root=out / "runs", device="cpu"))  # fmt: skip
+            cross.append(cross_evaluate(runs[source], caches[target], calm, device="cpu"))
     lap("cross")
     report = build_report([out / "runs"], out / "report", caches=caches, device="cpu")
     lap("report")
@@ -163,6 +183,6 @@ def run_frames_demo(out: str | Path, dataset: str, seed: int = 0,
     train = TrainConfig(epochs=config.epochs, lr=config.lr, num_heads=config.num_heads,
                         batch_size=config.probe_batch_size, seed=config.seed, device="cpu",
                         num_workers=0)  # fmt: skip
-    run_probe(cache, "all", train, out / "runs" / f"{dataset}-{cache.name}-attentive")
+    run_probe(cache, "all", train, out / "runs" / f"{dataset}-{cache.name}-attentive", mode="force")
     build_report([out / "runs"], out / "report", caches={dataset: cache}, device="cpu")
     return out / "report"

@@ -39,3 +39,7 @@ class CacheError(VjferError):
 
 class ConfigError(VjferError):
     """Options that do not fit together, or an unknown name."""
+
+
+class TrainingError(VjferError):
+    """A probe whose training diverged (a loss that is not finite)."""

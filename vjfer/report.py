@@ -40,7 +40,7 @@ from vjfer.results import (
     read_probe_run,
     voting_means,
 )
-from vjfer.runs import training_cache
+from vjfer.runs import CROSS_DIR, training_cache
 from vjfer.tables import (
     DATASET_TITLES,
     Table,
@@ -101,6 +101,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
             problems.append(f"{root} does not exist")
             continue
         found = [root / "summary.json"] if (root / "summary.json").is_file() else []
+        found += sorted(root.glob(f"{CROSS_DIR}/*/summary.json")) if found else []  # its crosses
         for summary_path in found or sorted(root.rglob("summary.json")):
             run_dir = summary_path.parent.resolve()
             if run_dir in seen:
@@ -131,6 +132,29 @@ def _refuse_all_unreadable(
     skipped = [m for m in problems if m.endswith(SKIPPED)]
     if skipped and not probe_runs and not cross_runs:
         raise ConfigError(f"no readable run at or under {where}: " + "; ".join(skipped))
+
+
+def source_run(cross: CrossRun) -> Path:
+    """The probe run a cross run's probes come from: the run it lives in (`RUN/cross/NAME/`), or
+    for one written elsewhere (before issue 20) the run it recorded."""
+    home = cross.path.parent.parent
+    if cross.path.parent.name == CROSS_DIR and (home / "summary.json").is_file():
+        return home
+    return Path(cross.summary["run_dir"])
+
+
+def check_pairs(probe_runs: Sequence[ProbeRun], cross_runs: Sequence[CrossRun]) -> None:
+    """ConfigError when Table IV would show a cross run beside Table II rows of another run of
+    its source dataset (naming both): a report pairs a run with its own cross results."""
+    for cross in cross_runs:
+        same = [r for r in probe_runs if r.dataset == cross.summary["source"]]
+        home = source_run(cross).resolve()
+        if same and home not in {r.path.resolve() for r in same}:
+            raise ConfigError(
+                f"cross run {cross.path} comes from probe run {home}, but the report's "
+                f"{cross.summary['source']} run is {', '.join(str(r.path) for r in same)}: "
+                f"report a run with its own cross results (`vjfer report {home}`)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,6 +506,7 @@ def build_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     probe_runs, cross_runs, missing = find_runs(run_dirs)
+    check_pairs(probe_runs, cross_runs)
     where = ", ".join(str(p) for p in run_dirs)
     _refuse_all_unreadable(probe_runs, cross_runs, missing, where)
     tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)

@@ -108,6 +108,7 @@ class RunSummary(FoldsSummary, total=False):
     pass_seconds: float  # the one training pass's wall time (every fold and head together)
     coverage: str  # "results on N of M videos, K failed / excluded"
     selected: Selected
+    failed_heads: list[dict]  # heads whose loss diverged (`--on-nonfinite skip`): never selected
 
 
 def mean_of(summary: RunSummary | Selected, voting: Voting | str, metric: Metric | str) -> MeanStd:

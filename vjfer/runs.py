@@ -36,6 +36,7 @@ SAME_TOKENS_NEED = {
     "tokens_version": "tokens made by the same vjfer tokens version (re-extract the older cache)",
 }
 FOLD_DIR = re.compile(r"^fold-(\d+)$")
+CROSS_DIR = "cross"  # a probe run's cross-dataset results: RUN/cross/cross-<src>-to-<dst>-<calm>/
 
 
 def _differing_field(have: object, want: object, name: str) -> str | None:

@@ -23,6 +23,7 @@ TrainView = Literal["random", "middle", "augmented"]
 Autocast = Literal["bf16", "fp16", "fp32"]
 InMemory = Literal["auto", "yes", "no", "gpu"]
 EpochOrder = Literal["reshuffle", "fixed"]
+OnNonFinite = Literal["stop", "skip"]
 CHOICES: dict[str, tuple[str, ...]] = {
     "probe": PROBES,
     "clip_choice": ("reference", "random"),
@@ -31,7 +32,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "autocast": ("bf16", "fp16", "fp32"),
     "in_memory": ("auto", "yes", "no", "gpu"),
     "epoch_order": ("reshuffle", "fixed"),
+    "on_nonfinite": ("stop", "skip"),
 }
+# Options that change how a pass runs but not one number it produces (the in-memory and streamed
+# passes are equal bit for bit): a resumed pass may differ from its checkpoint in these.
+RUN_ONLY = ("in_memory", "num_workers", "prefetch", "eval_batch_clips", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,10 @@ class TrainConfig:
     # vjfer's own approximation (probe/token_augment.py): per clip, drop the tokens outside a random
     # box of the token grid and, at p 0.25, a random box inside it; off: the reference has no such
     token_augment: bool = False
+    # a head whose epoch loss is not finite stops the pass (stop), or stops alone and is marked
+    # failed, never selected (skip: for grid points other than the reported default)
+    on_nonfinite: OnNonFinite = "stop"
+    checkpoint_every: int = 1  # epochs between the pass's checkpoints (`--resume`); 0: none
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list
@@ -79,8 +88,9 @@ class TrainConfig:
                      "prefetch"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        for name in ("num_workers", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.train_view == "augmented" and self.clip_choice != "reference":
             raise ConfigError("train_view='augmented' trains on copies of the reference's 8 "
                               f"clips: it needs clip_choice='reference', got {self.clip_choice!r}")  # fmt: skip

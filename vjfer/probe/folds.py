@@ -34,8 +34,9 @@ from vjfer.datasets import (
     mae_dfer_folds,
 )  # fmt: skip
 from vjfer.env import resolve_device
-from vjfer.errors import ConfigError, SplitError
+from vjfer.errors import ConfigError, SplitError, TrainingError
 from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
+from vjfer.probe.resume import PassCheckpoint
 from vjfer.probe.train import FoldResult, Head, TrainConfig, train_heads
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ class GridResult:
     selected: dict[int, str] = field(default_factory=dict)  # fold -> selected point name
     plan: str = ""
     pass_epochs: list[dict] = field(default_factory=list)  # the pass's time and reads, per epoch
+    failed: list[dict] = field(default_factory=list)  # `failed_heads`: heads that diverged
 
     @property
     def default(self) -> str:
@@ -199,35 +201,53 @@ class GridResult:
         return self.results[(k, self.selected[k])]
 
 
+def failed_heads(heads: Sequence[Head]) -> list[dict]:
+    """{"head", "lr", "weight_decay", "seed", "epoch", "loss"} of each head whose loss diverged."""
+    return [{"head": h.name, "lr": h.config.lr, "weight_decay": h.config.weight_decay,
+             "seed": h.config.seed, **h.failed} for h in heads if h.failed is not None]  # fmt: skip
+
+
+def failed_text(failure: dict) -> str:
+    return f"{failure['head']}: loss {failure['loss']} at epoch {failure['epoch']}"
+
+
+def _inner_row(k: int, j: int, point: GridPoint, head: Head, metrics: dict | None) -> dict:
+    """One row of selection.csv: a grid point's inner scores (empty when its head failed)."""
+    scores = {f"{v}_{s}": metrics[v][s] if metrics else None
+              for v in ("pbv", "mv") for s in ("uar", "war", "macro_precision")}  # fmt: skip
+    return {
+        "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
+        "weight_decay": point.weight_decay, "seed": point.seed,
+        "n_inner_train_videos": len(head.rows),
+        "n_inner_val_videos": metrics["n_test_videos"] if metrics else None, **scores,
+    }  # fmt: skip
+
+
 def _select(k: int, j: int, grid: Sequence[GridPoint], by_name: dict[str, Head],
             tables: dict[str, pd.DataFrame], cache: Cache, inner: list[dict]) -> str:  # fmt: skip
     """The grid point test fold k selects on its inner validation fold j (PBV UAR; ties keep the
-    earlier point, the default first); appends each point's inner scores to `inner`."""
+    earlier point, the default first); appends each point's inner scores to `inner`. A point
+    whose inner or full head failed (`failed_heads`) is never selected."""
     best, best_score = grid[0].name, -1.0
     for point in grid:
         head = by_name[f"fold{k}/inner{j}/{point.name}"]
-        _, metrics = fold_metrics(j, tables[head.name], cache.class_names, len(head.rows),
-                                  head.history)  # fmt: skip
-        score = metrics[SELECT_BY[0]][SELECT_BY[1]]
-        inner.append({
-            "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
-            "weight_decay": point.weight_decay, "seed": point.seed,
-            "n_inner_train_videos": len(head.rows), "n_inner_val_videos": metrics["n_test_videos"],
-            **{f"{v}_{s}": metrics[v][s] for v in ("pbv", "mv")
-               for s in ("uar", "war", "macro_precision")},
-        })  # fmt: skip
-        if score > best_score:  # ties keep the earlier point (the default comes first)
+        failed = failed_heads([head, by_name[f"fold{k}/{point.name}"]])
+        metrics = None
+        if not failed:
+            _, metrics = fold_metrics(j, tables[head.name], cache.class_names, len(head.rows),
+                                      head.history)  # fmt: skip
+        inner.append({**_inner_row(k, j, point, head, metrics),
+                      "failed": "; ".join(failed_text(f) for f in failed)})  # fmt: skip
+        score = metrics[SELECT_BY[0]][SELECT_BY[1]] if metrics else -1.0
+        if not failed and score > best_score:  # ties keep the earlier point (the default first)
             best, best_score = point.name, score
     log.info("fold %d: inner fold %d selects %s (inner PBV UAR %.4f)", k, j, best, best_score)
     return best
 
 
-def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
-               grid: Sequence[GridPoint] | None = None, progress: bool = True) -> GridResult:  # fmt: skip
-    """Train and evaluate every fold × grid point (and the inner-split heads) in one pass."""
-    check_folds(cache)
-    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
-    device = resolve_device(config.device)
+def _grid_heads(cache: Cache, folds: Sequence[int], config: TrainConfig, grid: list[GridPoint],
+                device) -> tuple[list[Head], dict[str, np.ndarray], dict[int, int]]:  # fmt: skip
+    """Every head of the pass, the rows each is scored on, and each fold's inner fold."""
     videos = cache.videos
     fold_of = videos["fold"].to_numpy()
     present = fold_numbers(fold_of)
@@ -254,18 +274,39 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
             name = f"fold{k}/inner{j}/{point.name}"
             heads.append(Head(name, point.apply(config), inner_rows, cache, device))
             evaluates[name] = val_rows
-    trained = train_heads(cache, heads, config, progress=progress)
+    return heads, evaluates, inner_of
+
+
+def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
+               grid: Sequence[GridPoint] | None = None, progress: bool = True,
+               checkpoint: PassCheckpoint | None = None) -> GridResult:  # fmt: skip
+    """Train and evaluate every fold × grid point (and the inner-split heads) in one pass.
+
+    A head whose loss diverged is not evaluated; the reported (default) head of a fold must
+    not diverge, even with `on_nonfinite="skip"`. `checkpoint`: see `train.train_heads`."""
+    check_folds(cache)
+    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
+    device = resolve_device(config.device)
+    heads, evaluates, inner_of = _grid_heads(cache, folds, config, grid, device)
+    trained = train_heads(cache, heads, config, progress=progress, checkpoint=checkpoint)
     by_name = {head.name: head for head in heads}
-    tables = score_videos(cache, {n: (by_name[n].probe, rows) for n, rows in evaluates.items()},
+    for k in folds:
+        if (head := by_name[f"fold{k}/{grid[0].name}"]).failed is not None:
+            raise TrainingError(f"{head.describe()} is the fold's reported head and its loss "
+                                f"{head.failed['loss']} at epoch {head.failed['epoch']} is not "
+                                "finite: lower --lr")  # fmt: skip
+    tables = score_videos(cache, {n: (by_name[n].probe, rows) for n, rows in evaluates.items()
+                                  if by_name[n].failed is None},
                           device=device, batch_clips=config.eval_batch_clips,
                           autocast=config.autocast, threads=config.num_workers,
                           prefetch=config.prefetch, progress=progress)  # fmt: skip
-
     out = GridResult(list(folds), grid, {}, plan=trained.plan.describe(),
-                     pass_epochs=trained.epochs)  # fmt: skip
+                     pass_epochs=trained.epochs, failed=failed_heads(heads))  # fmt: skip
     for k in folds:
         for point in grid:
             head = by_name[f"fold{k}/{point.name}"]
+            if head.failed is not None:
+                continue
             clips = tables[head.name]
             table, metrics = fold_metrics(k, clips, cache.class_names, len(head.rows), head.history)
             metrics["head"] = {"name": point.name, "lr": point.lr,

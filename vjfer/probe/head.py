@@ -65,6 +65,7 @@ class Head:
         self.total = config.epochs * math.ceil(len(self.rows) / config.batch_size)
         self.step = 0
         self.history: list[dict] = []
+        self.failed: dict | None = None  # {"epoch", "loss"} once a loss was not finite
         self._pending: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
         self._loss_sum, self._batches = torch.zeros((), device=device), 0
         cuda = device.type == "cuda"
@@ -74,6 +75,8 @@ class Head:
 
     def feed(self, sample: torch.Tensor, label: int, mask: torch.Tensor | None = None) -> None:
         """One sample [K, N, D]; `mask` bool [K, N] (True = kept) with token augmentation."""
+        if self.failed is not None:  # a diverged head trains no further (--on-nonfinite skip)
+            return
         self._pending.append((sample, label, mask))
         if len(self._pending) == self.config.batch_size:
             self._step()
@@ -111,11 +114,41 @@ class Head:
     def end_epoch(self, epoch: int, share: float, reads: ReadStats) -> None:
         """Step on the rest and record the epoch: the loss, this head's share of the pass's wall
         time (`share`: the epoch's seconds over the heads of the pass; the pass's own time is
-        recorded once, by `train_heads`) and what the shared pass read."""
+        recorded once, by `train_heads`) and what the shared pass read.
+
+        The epoch's summed loss is read once here (no per-step host sync on CUDA): losses are
+        >= 0, so the sum is finite exactly when every step's loss was; a non-finite one marks
+        the head `failed` (the pass decides whether that stops it); a failed head records nothing
+        more."""
+        if self.failed is not None:
+            return
         if self._pending:
             self._step()
+        loss = self.running_loss()
+        if not math.isfinite(loss):
+            self.failed = {"epoch": epoch + 1, "loss": str(loss)}  # str: JSON has no nan
         self.history.append({
-            "epoch": epoch + 1, "loss": self.running_loss(), "pass_seconds_share": share,
+            "epoch": epoch + 1, "loss": loss, "pass_seconds_share": share,
             "pass_bytes_read": reads.bytes, "pass_read_gb_s": reads.gb_per_s,
         })  # fmt: skip
         self._loss_sum, self._batches = torch.zeros((), device=self.device), 0
+
+    def describe(self) -> str:
+        """The head's name and per-head settings, for errors and logs."""
+        c = self.config
+        return f"head {self.name} (lr {c.lr:g}, wd {c.weight_decay:g}, seed {c.seed})"
+
+    def state(self) -> dict:
+        """What a resumed pass needs of this head at an epoch's end (nothing is pending then):
+        probe, AdamW moments and step counts, GradScaler, optimizer steps, history, failure."""
+        assert not self._pending and self._batches == 0, "a head is saved between epochs only"
+        return {"probe": self.probe.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self._scaler.state_dict(), "step": self.step,
+                "history": self.history, "failed": self.failed}  # fmt: skip
+
+    def load_state(self, state: dict) -> None:
+        """Continue from `state()` (as saved, on any device)."""
+        self.probe.load_state_dict(state["probe"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._scaler.load_state_dict(state["scaler"])
+        self.step, self.history, self.failed = state["step"], state["history"], state["failed"]

@@ -4,7 +4,7 @@
 evaluates every fold (and every head of a grid) in one pass (`vjfer.probe.folds.train_grid`) and
 writes the run directory:
 
-    config.json  summary.json  summary.md (Table II layout)
+    config.json  summary.json  summary.md (Table II layout)  cross/ (`vjfer cross` results)
     fold-K/  probe.pt (self-describing)  config.json  clip_predictions.csv  video_predictions.csv
              metrics.json  confusion.csv (PBV)  confusion_mv.csv  confusion_clip.csv
              (the reference-default head: lr 1e-3, weight decay 0.01)
@@ -33,9 +33,18 @@ from vjfer.datasets import fold_numbers
 from vjfer.env import environment
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
+from vjfer.probe.config import RUN_ONLY
 from vjfer.probe.evaluate import format_run_summary, summarise_folds
-from vjfer.probe.folds import GridPoint, GridResult, apply_splits, check_folds, train_grid
+from vjfer.probe.folds import (
+    GridPoint,
+    GridResult,
+    apply_splits,
+    check_folds,
+    failed_text,
+    train_grid,
+)
 from vjfer.probe.model import probe_checkpoint
+from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, stage_run
 from vjfer.probe.train import FoldResult, TrainConfig
 from vjfer.results import RunSummary, Selected, write_json
 from vjfer.store import check_store_folds
@@ -109,6 +118,9 @@ def _write_grid(result: GridResult, out_dir: Path, cache: Cache, config: TrainCo
         heads.mkdir(parents=True, exist_ok=True)
         fold.videos.to_csv(heads / "video_predictions.csv", index=False, float_format="%.6g")
         write_json(heads / "metrics.json", {**fold.metrics, "history": fold.history})
+    rows += [{"fold": int(f["head"].split("/")[0].removeprefix("fold")),
+              "head": f["head"].split("/")[-1], "failed": failed_text(f)}
+             for f in result.failed if "/inner" not in f["head"]]  # fmt: skip
     with open(out_dir / "grid_test_results.csv", "w", encoding="utf-8") as f:
         f.write(GRID_WARNING)
         pd.DataFrame(rows).to_csv(f, index=False, float_format="%.6g")
@@ -117,40 +129,59 @@ def _write_grid(result: GridResult, out_dir: Path, cache: Cache, config: TrainCo
         write_fold(result.chosen(k), out_dir / f"fold-{k}" / "selected", cache, point.apply(config))
 
 
+def _checkpoint(work: Path, cache: Cache, folds: Sequence[int], config: TrainConfig,
+                grid: Sequence[GridPoint]) -> PassCheckpoint:  # fmt: skip
+    """The pass's checkpoint in the run's staging folder, with what a resume must match."""
+    settings = {k: v for k, v in config_dict(config).items() if k not in RUN_ONLY}
+    identity = {"train": settings, "folds": list(folds), "grid": [asdict(p) for p in grid],
+                "cache_fingerprint": cache.fingerprint, "dataset": cache.dataset}  # fmt: skip
+    return PassCheckpoint(work / CHECKPOINT, identity, config.checkpoint_every)
+
+
 def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir: str | Path,
-                progress: bool = True, grid: Sequence[GridPoint] | None = None) -> RunSummary:  # fmt: skip
+                progress: bool = True, grid: Sequence[GridPoint] | None = None,
+                mode: RunMode = "new") -> RunSummary:  # fmt: skip
     """Train and evaluate every fold (and grid point) in one pass, writing `out_dir/fold-K/` per
-    fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary."""
+    fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary.
+
+    The run is written into `<out_dir>.partial/` and renamed when complete (`vjfer.probe.resume`):
+    `mode` "new" refuses an existing run, "force" replaces it, "resume" continues an interrupted
+    one from its last checkpoint."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     splits = check_folds(cache)  # the fold protocol in use: recorded in config.json and summary
     check_store_folds(cache, list(folds))
     grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
+    work = stage_run(out_dir, mode)
     coverage = cache.coverage()
     log.info("%s: %s", cache.path, coverage)
     run = {"train": config_dict(config), "folds": list(folds), "splits": splits,
            "cache": cache_description(cache),
            "grid": [asdict(p) for p in grid], "coverage": asdict(coverage),
            "environment": environment(), "vjfer_version": vjfer.__version__}  # fmt: skip
-    write_json(out_dir / "config.json", run)
-    result = train_grid(cache, folds, config, grid, progress=progress)
+    write_json(work / "config.json", run)
+    checkpoint = _checkpoint(work, cache, folds, config, grid)
+    result = train_grid(cache, folds, config, grid, progress=progress, checkpoint=checkpoint)
     reported = grid[0]
     for k in folds:
         fold = result.reported(k)
-        write_fold(fold, out_dir / f"fold-{k}", cache, reported.apply(config))
+        write_fold(fold, work / f"fold-{k}", cache, reported.apply(config))
         log.info("fold %d: PBV UAR %.4f WAR %.4f", k, fold.metrics["pbv"]["uar"],
                  fold.metrics["pbv"]["war"])  # fmt: skip
     summary = RunSummary(dataset=cache.dataset, splits=splits, probe=config.probe,
                          cache_fingerprint=cache.fingerprint, head=reported.name, plan=result.plan,
                          pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
-                         coverage=str(coverage),
+                         coverage=str(coverage), failed_heads=result.failed,
                          **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
     if len(grid) > 1:
-        _write_grid(result, out_dir, cache, config)
+        _write_grid(result, work, cache, config)
         summary["selected"] = Selected(selection={str(k): result.selected[k] for k in folds},
                                        **summarise_folds([result.chosen(k).metrics for k in folds]))  # fmt: skip
-    write_json(out_dir / "summary.json", summary)
-    (out_dir / "summary.md").write_text(format_run_summary(summary), encoding="utf-8")
+    write_json(work / "summary.json", summary)
+    failed = "".join(f"\n- {failed_text(f)}" for f in result.failed)
+    failed = f"\nFailed heads (loss not finite; never selected):{failed}\n" if failed else ""
+    (work / "summary.md").write_text(format_run_summary(summary) + failed, encoding="utf-8")
+    publish_run(work, out_dir)  # then drop the checkpoint: a kill in between loses nothing
+    (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return summary
 
 
@@ -181,10 +212,11 @@ def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int |
 def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: TrainConfig,
               out_dir: str | Path, *, dataset: str | None = None, fingerprint: str | None = None,
               progress: bool = True, grid: Sequence[GridPoint] | None = None,
-              splits: str | None = None) -> Path:  # fmt: skip
+              splits: str | None = None, mode: RunMode = "new") -> Path:  # fmt: skip
     """Open a cache, refuse it if its dataset or fingerprint (a prefix suffices) is not the one
     asked for, train and evaluate `folds` ("all", K or [K, ...]) of the fold protocol `splits`
-    (default: the dataset's first, `datasets.SPLITS`) into `out_dir`; returns out_dir."""
+    (default: the dataset's first, `datasets.SPLITS`) into `out_dir` (`mode`: see `train_folds`);
+    returns out_dir."""
     cache = open_cache(cache_path)
     apply_splits(cache, splits)
     if dataset is not None and check_dataset(dataset) != cache.dataset:
@@ -198,5 +230,6 @@ def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: 
     log.info("cache %s: every shard's structure and per-video table match the manifest; each clip "
              "this run reads is checked against its checksum as it is read; `vjfer cache verify "
              "%s` checks every clip", cache.path, cache.path)  # fmt: skip
-    train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid)
+    train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid,
+                mode=mode)  # fmt: skip
     return Path(out_dir)

@@ -48,11 +48,12 @@ from tqdm.auto import tqdm
 
 from vjfer.cache import Cache
 from vjfer.env import resolve_device
-from vjfer.errors import ConfigError
+from vjfer.errors import ConfigError, TrainingError
 from vjfer.probe.config import CHOICES, TrainConfig, cosine, lr_at, wd_at
 from vjfer.probe.evaluate import rows_of
 from vjfer.probe.head import Head, param_groups
 from vjfer.probe.reader import ReadStats, open_source
+from vjfer.probe.resume import PassCheckpoint
 from vjfer.probe.samples import EpochDraws, epoch_draws, epoch_order, train_clips
 from vjfer.store import decode_raw
 
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 
 POSTFIX_EVERY = 10  # videos between progress-bar updates (each reads the losses from the device)
 ADAMW_STATES = 4  # float32 copies per parameter while training: weight, gradient, two moments
+SAVED_STATES = 3  # float32 copies per parameter in a checkpoint: weight and the two moments
 PER_HEAD = ("lr", "weight_decay", "seed")  # what may differ between heads of one pass
 
 
@@ -94,6 +96,7 @@ class PassPlan:
     pending_bytes: int  # at most: samples waiting in heads' batches, and one float32 batch
     held: str  # "disk", "ram" or the device
     held_bytes: int
+    checkpoint_bytes: int = 0  # one checkpoint of the pass (`--checkpoint-every`; 0: none)
 
     def describe(self) -> str:
         gb = 1e9
@@ -101,7 +104,9 @@ class PassPlan:
                 f"{self.epochs} epochs: {self.epoch_bytes / gb:.2f} GB of tokens per epoch "
                 f"(tokens from {self.held}{'' if self.held == 'disk' else f', {self.held_bytes / gb:.2f} GB held'}); "
                 f"memory: probes {self.probe_bytes / gb:.2f} GB, reader {self.reader_bytes / gb:.2f} GB, "
-                f"waiting samples <= {self.pending_bytes / gb:.2f} GB")  # fmt: skip
+                f"waiting samples <= {self.pending_bytes / gb:.2f} GB; "
+                f"checkpoint {self.checkpoint_bytes / gb:.2f} GB "
+                f"({self.checkpoint_bytes / self.heads / 1e6:.1f} MB per head)")  # fmt: skip
 
 
 def plan_pass(config: TrainConfig, *, heads: int, probe_params: int, reads: Sequence[int],
@@ -114,6 +119,7 @@ def plan_pass(config: TrainConfig, *, heads: int, probe_params: int, reads: Sequ
         reader_bytes=config.prefetch * max(reads) * clip_bytes,
         pending_bytes=(heads * (config.batch_size - 1) + 2 * config.batch_size) * sample_bytes,
         held=held, held_bytes=held_bytes,
+        checkpoint_bytes=SAVED_STATES * 4 * probe_params if config.checkpoint_every else 0,
     )  # fmt: skip
 
 
@@ -191,12 +197,47 @@ def _run_epoch(cache: Cache, heads: Sequence[Head], source, member: np.ndarray, 
             "bytes_read": source.stats.bytes, "read_gb_s": source.stats.gb_per_s}  # fmt: skip
 
 
-def train_heads(
-    cache: Cache, heads: Sequence[Head], config: TrainConfig, progress: bool = True
-) -> TrainedPass:
+def _check_finite(heads: Sequence[Head], config: TrainConfig, reported: set[str]) -> None:
+    """TrainingError naming a head whose loss was not finite this epoch, unless the pass goes on
+    past it (`on_nonfinite="skip"`); `reported`: the heads already logged as failed."""
+    for head in heads:
+        if head.failed is None or head.name in reported:
+            continue
+        what = (f"{head.describe()}: loss {head.failed['loss']} at epoch {head.failed['epoch']} "
+                "is not finite")  # fmt: skip
+        if config.on_nonfinite == "stop":
+            raise TrainingError(f"{what}; lower --lr, or --on-nonfinite skip to go on without it")
+        log.warning("%s; it trains no further and is marked failed", what)
+        reported.add(head.name)
+
+
+def _train_epochs(cache: Cache, heads: Sequence[Head], source, member: np.ndarray, pool,
+                  config: TrainConfig, device: torch.device, progress: bool,
+                  checkpoint: PassCheckpoint | None) -> list[dict]:  # fmt: skip
+    """The pass's epochs from the last checkpoint on (or from 0); their records."""
+    start, records = checkpoint.restore(heads) if checkpoint else (0, [])
+    reported = {h.name for h in heads if h.failed is not None}
+    bar = tqdm(total=(config.epochs - start) * member.any(axis=0).sum(), desc="training",
+               unit="video", disable=not progress)  # fmt: skip
+    try:
+        for epoch in range(start, config.epochs):
+            records.append(_run_epoch(cache, heads, source, member, pool, config, epoch, device,
+                                      bar))  # fmt: skip
+            _check_finite(heads, config, reported)
+            if checkpoint is not None and checkpoint.due(epoch, config.epochs):
+                checkpoint.save(epoch, heads, records)
+    finally:
+        bar.close()
+    return records
+
+
+def train_heads(cache: Cache, heads: Sequence[Head], config: TrainConfig, progress: bool = True,
+                checkpoint: PassCheckpoint | None = None) -> TrainedPass:  # fmt: skip
     """Train every head for `config.epochs` epochs, reading each needed video once per epoch.
 
-    The heads must agree on everything but lr, weight decay and seed (see PER_HEAD).
+    The heads must agree on everything but lr, weight decay and seed (see PER_HEAD). With a
+    `checkpoint`, the pass continues after its last saved epoch and saves as `checkpoint.every`
+    says (`vjfer.probe.resume`).
     """
     _check_heads(heads, config)
     device = resolve_device(config.device)
@@ -216,13 +257,10 @@ def train_heads(
         held=where, held_bytes=held.nbytes if held is not None else 0,
     )  # fmt: skip
     log.info("%s", plan.describe())
-    bar = tqdm(total=config.epochs * len(needed), desc="training", unit="video",
-               disable=not progress)  # fmt: skip
     try:
-        epochs = [_run_epoch(cache, heads, held or reader, member, pool, config, epoch, device, bar)
-                  for epoch in range(config.epochs)]  # fmt: skip
+        epochs = _train_epochs(cache, heads, held or reader, member, pool, config, device,
+                               progress, checkpoint)  # fmt: skip
     finally:
-        bar.close()
         reader.close()
     return TrainedPass(plan, epochs)
 

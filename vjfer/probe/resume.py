@@ -1,0 +1,148 @@
+"""Stage 2 survives a kill and never overwrites: the pass's checkpoint and a run folder's staging.
+
+**Staging.** A run (or a cross-dataset result) is written into `<out>.partial/` and renamed to
+`<out>` when it is complete, so a folder named like a run always holds one whole run. An existing
+run is refused unless it is replaced (`force`, at the rename: the old run stays whole until the new
+one is) or continued (`resume`, which continues `<out>.partial/`).
+
+**Checkpoint.** Every `checkpoint_every` epochs (and after the last) the pass saves, per head, the
+probe, AdamW's moments and step counts, the GradScaler, the head's optimizer-step count, its history
+and failure, plus the pass's per-epoch records, into `<out>.partial/checkpoint.pt` (written to a
+temporary file, fsynced, renamed). Nothing else carries state from one epoch to the next: the visit
+order, the clip, view and copy draws and the token masks are pure functions of (seed, epoch), and
+a head's initialisation of its seed, so a resumed pass is bit-identical to an uninterrupted one on
+the CPU. The checkpoint records the settings and the cache fingerprint and refuses any other.
+Evaluation after training is not checkpointed (it is cheap beside training); the checkpoint is
+deleted once the run is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from vjfer.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+RunMode = Literal["new", "force", "resume"]
+CHECKPOINT = "checkpoint.pt"
+
+
+def partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def stage_run(out: str | Path, mode: RunMode) -> Path:
+    """The folder to write run `out` into (`<out>.partial/`, made), refusing what `mode` forbids:
+    `new` an existing run or an interrupted one; `resume` a complete one."""
+    out = Path(out)
+    partial = partial_dir(out)
+    if out.exists() and not _is_empty_dir(out) and mode != "force":
+        fix = "nothing to resume; " if mode == "resume" else ""
+        raise ConfigError(f"run {out} exists: {fix}--force replaces it, or choose another --out")
+    if partial.exists() and mode == "new":
+        raise ConfigError(f"an interrupted run is at {partial}: --resume continues it, "
+                          "--force starts it over")  # fmt: skip
+    if partial.exists() and mode == "force":
+        shutil.rmtree(partial)
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write run folder {partial} ({err}); choose another --out"
+        ) from err
+    return partial
+
+
+def publish_run(partial: Path, out: Path) -> None:
+    """Rename the complete `partial` to `out`, replacing an old run there only now."""
+    old = out.with_name(out.name + ".old")
+    if _is_empty_dir(out):
+        out.rmdir()
+    elif out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    partial.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """torch.save to a temporary name, fsync, rename, fsync the folder: never half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _first_difference(saved: dict, wanted: dict, prefix: str = "") -> str | None:
+    """The first key (dotted) whose values differ, with both values, or None."""
+    for key in sorted(set(saved) | set(wanted)):
+        have, want = saved.get(key), wanted.get(key)
+        if isinstance(have, dict) and isinstance(want, dict):
+            if found := _first_difference(have, want, f"{prefix}{key}."):
+                return found
+        elif have != want:
+            return f"{prefix}{key}: checkpoint {have!r}, now {want!r}"
+    return None
+
+
+@dataclass
+class PassCheckpoint:
+    """Where a pass saves its state, every how many epochs, and what it must match to resume.
+
+    `identity`: JSON-like settings (training options that change results, the cache fingerprint,
+    folds, grid); `heads` of `save`/`restore` are `vjfer.probe.head.Head`s, named uniquely."""
+
+    path: Path
+    identity: dict
+    every: int = 1
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        """Whether the pass saves after epoch `epoch` (0-based) of `epochs`."""
+        return self.every > 0 and ((epoch + 1) % self.every == 0 or epoch + 1 == epochs)
+
+    def save(self, epoch: int, heads: Sequence, records: list[dict]) -> None:
+        save_atomic({"identity": self.identity, "epoch": epoch + 1, "records": records,
+                     "heads": {h.name: h.state() for h in heads}}, self.path)  # fmt: skip
+        log.info("checkpoint after epoch %d: %s", epoch + 1, self.path)
+
+    def restore(self, heads: Sequence) -> tuple[int, list[dict]]:
+        """Load the saved state into `heads`; (epochs done, the pass's records). (0, []) when
+        there is no checkpoint yet; CheckpointError naming what differs from the saved pass."""
+        if not self.path.is_file():
+            return 0, []
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for a damaged file
+            raise CheckpointError(f"{self.path} is not a readable checkpoint ({err}); "
+                                  "--force starts the run over") from err  # fmt: skip
+        if diff := _first_difference(saved["identity"], self.identity):
+            raise CheckpointError(f"{self.path} was saved by another pass ({diff}): rerun with "
+                                  "its settings, or --force to start over")  # fmt: skip
+        names = sorted(h.name for h in heads)
+        if sorted(saved["heads"]) != names:
+            raise CheckpointError(f"{self.path} holds heads {sorted(saved['heads'])}, this pass "
+                                  f"trains {names}: --force starts over")  # fmt: skip
+        for head in heads:
+            head.load_state(saved["heads"][head.name])
+        log.info("resuming after epoch %d from %s", saved["epoch"], self.path)
+        return int(saved["epoch"]), list(saved["records"])
