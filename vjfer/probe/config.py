@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vjfer.errors import ConfigError
+from vjfer.probe.layer import CONCAT, LayerChoice
 from vjfer.probe.model import PROBES
 from vjfer.probe.samples import REFERENCE_CLIPS
 
@@ -69,9 +70,14 @@ class TrainConfig:
     # vjfer's own approximation (probe/token_augment.py): per clip, drop the tokens outside a random
     # box of the token grid and, at p 0.25, a random box inside it; off: the reference has no such
     token_augment: bool = False
+    # The stored encoder layer a head reads (`vjfer.probe.layer`): a block number of a cache made
+    # with `extract --layers`, or concat: every stored token (on a one-layer cache: that layer)
+    layer: LayerChoice = CONCAT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list
+        if self.layer != CONCAT and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
+            raise ConfigError(f"layer must be a block number or {CONCAT!r}, got {self.layer!r}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

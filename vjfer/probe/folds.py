@@ -36,6 +36,7 @@ from vjfer.datasets import (
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
+from vjfer.probe.layer import CONCAT, LayerChoice
 from vjfer.probe.train import FoldResult, Head, TrainConfig, train_heads
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,16 @@ class GridPoint:
     lr: float
     weight_decay: float
     seed: int
+    layer: LayerChoice = CONCAT  # the stored layer it reads (`vjfer.probe.layer`)
 
     @property
     def name(self) -> str:
-        return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}"
+        tail = "" if self.layer == CONCAT else f"-layer{self.layer}"  # runs before layers: as they were
+        return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}{tail}"
 
     def apply(self, config: TrainConfig) -> TrainConfig:
-        return replace(config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed)
+        return replace(config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed,
+                       layer=self.layer)  # fmt: skip
 
 
 def check_folds(cache) -> str:
@@ -121,16 +125,18 @@ def split_fold(videos: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame
     return videos.iloc[train].reset_index(drop=True), videos.iloc[test].reset_index(drop=True)
 
 
-def make_grid(lrs: Sequence[float], wds: Sequence[float], seeds: Sequence[int]) -> list[GridPoint]:
+def make_grid(lrs: Sequence[float], wds: Sequence[float], seeds: Sequence[int],
+              layers: Sequence[LayerChoice] = (CONCAT,)) -> list[GridPoint]:  # fmt: skip
     """Every combination, duplicates removed, in the order given. With more than one point the
-    reference default (lr 1e-3, wd 0.01, first seed) is the first, added when not asked for, so a
-    grid's summary can always show it beside the selected head."""
-    points = list(dict.fromkeys(GridPoint(float(lr), float(wd), int(s))
-                                for s in seeds for lr in lrs for wd in wds))  # fmt: skip
+    reference default (lr 1e-3, wd 0.01, first seed, the last layer given: for `--layer all` the
+    deepest stored) is the first, added when not asked for, so a grid's summary can always show
+    it beside the selected head. `layers`: resolved `--layer` values (`probe.layer.layer_axis`)."""
+    points = list(dict.fromkeys(GridPoint(float(lr), float(wd), int(s), layer)
+                                for s in seeds for lr in lrs for wd in wds for layer in layers))  # fmt: skip
     if not points:
-        raise ConfigError("the grid is empty: give at least one lr, weight decay and seed")
+        raise ConfigError("the grid is empty: give at least one lr, weight decay, seed and layer")
     if len(points) > 1:
-        default = GridPoint(TrainConfig.lr, TrainConfig.weight_decay, int(seeds[0]))
+        default = GridPoint(TrainConfig.lr, TrainConfig.weight_decay, int(seeds[0]), layers[-1])
         if default not in points:
             log.info("adding the reference-default head %s to the grid", default.name)
         points = [default] + [p for p in points if p != default]
@@ -198,6 +204,18 @@ class GridResult:
     def chosen(self, k: int) -> FoldResult:
         return self.results[(k, self.selected[k])]
 
+    def layer_points(self) -> list[GridPoint]:
+        """With heads on several layers: one grid point per layer at one (lr, weight decay, seed),
+        the reported head's unless another has more layers, deepest last (concat after the
+        blocks); else []."""
+        groups: dict[GridPoint, list[GridPoint]] = {}
+        for p in self.grid:  # the reported head's group first
+            groups.setdefault(replace(p, layer=CONCAT), []).append(p)
+        points = max(groups.values(), key=len)  # ties: the first, the reported head's
+        if len(points) < 2:
+            return []
+        return sorted(points, key=lambda p: (p.layer == CONCAT, 0 if p.layer == CONCAT else int(p.layer)))
+
 
 def _select(k: int, j: int, grid: Sequence[GridPoint], by_name: dict[str, Head],
             tables: dict[str, pd.DataFrame], cache: Cache, inner: list[dict]) -> str:  # fmt: skip
@@ -211,7 +229,7 @@ def _select(k: int, j: int, grid: Sequence[GridPoint], by_name: dict[str, Head],
         score = metrics[SELECT_BY[0]][SELECT_BY[1]]
         inner.append({
             "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
-            "weight_decay": point.weight_decay, "seed": point.seed,
+            "weight_decay": point.weight_decay, "seed": point.seed, "layer": point.layer,
             "n_inner_train_videos": len(head.rows), "n_inner_val_videos": metrics["n_test_videos"],
             **{f"{v}_{s}": metrics[v][s] for v in ("pbv", "mv")
                for s in ("uar", "war", "macro_precision")},
@@ -226,7 +244,7 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
                grid: Sequence[GridPoint] | None = None, progress: bool = True) -> GridResult:  # fmt: skip
     """Train and evaluate every fold × grid point (and the inner-split heads) in one pass."""
     check_folds(cache)
-    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
+    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed, config.layer)]
     device = resolve_device(config.device)
     videos = cache.videos
     fold_of = videos["fold"].to_numpy()
@@ -268,8 +286,8 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
             head = by_name[f"fold{k}/{point.name}"]
             clips = tables[head.name]
             table, metrics = fold_metrics(k, clips, cache.class_names, len(head.rows), head.history)
-            metrics["head"] = {"name": point.name, "lr": point.lr,
-                               "weight_decay": point.weight_decay, "seed": point.seed}  # fmt: skip
+            metrics["head"] = {"name": point.name, "lr": point.lr, "weight_decay": point.weight_decay,
+                               "seed": point.seed, "layer": point.layer}  # fmt: skip
             out.results[(k, point.name)] = FoldResult(k, head.probe.cpu().eval(), clips, table,
                                                       metrics, head.history)  # fmt: skip
         if len(grid) == 1:
