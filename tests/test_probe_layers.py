@@ -155,3 +155,29 @@ def test_layer_all_reads_each_clip_once_and_writes_the_per_layer_table(caches, t
     page = (tmp_path / "report" / "report.html").read_text()
     assert 'id="layers"' in page and 'data-table="layers"' in page
     assert_png(next((tmp_path / "report").glob("layers-*.png")))
+
+
+def test_predict_on_a_layer_run_encodes_and_reads_that_layer(tmp_path):
+    """Real videos and the tiny encoder: `--layer 0` of a `--layers 0,1` cache predicts a video as
+    the run on the cache of block 0 alone does, probability for probability."""
+    from vjfer.synthetic import make_ravdess
+
+    root = tmp_path / "RAVDESS"
+    make_ravdess(root, actors=(2, 3), emotions=(1, 8), vocal_channels=(1,), modalities=(2,),
+                 short_every=0)  # fmt: skip
+    runs = {}
+    for name, layers, layer in (("both", "0,1", "0"), ("zero", "0", "concat")):
+        cache = tmp_path / f"cache-{name}"
+        run_cli("extract", "--dataset", "ravdess", "--root", root, "--encoder", "tiny", "--cache",
+                cache, "--layers", layers, "--workers", "0", "--device", "cpu", "--no-progress")  # fmt: skip
+        run_cli("probe", "--cache", cache, "--fold", "1", "--layer", layer, "--epochs", "1",
+                "--out", tmp_path / name, "--device", "cpu", "--num-workers", "0", "--no-progress")  # fmt: skip
+        (runs[name],) = (tmp_path / name).iterdir()
+    video = sorted(root.rglob("*.mp4"))[0]
+    out = {name: json.loads(run_cli("predict", video, "--run", run, "--json", "--clips",
+                                    "--device", "cpu"))
+           for name, run in runs.items()}  # fmt: skip
+    assert runs["both"].name.endswith("-layer0") and out["both"]["videos"] == out["zero"]["videos"]
+    clips = [pd.DataFrame(out[name]["clips"]).filter(like="prob_") for name in runs]
+    pd.testing.assert_frame_equal(*clips)  # every clip's probabilities, exactly
+    assert clips[0].shape[0] > 1
