@@ -38,7 +38,8 @@ CFG = TrainConfig(epochs=2, num_heads=4, num_workers=0, device="cpu", in_memory=
 
 def _settings(blocks) -> dict:
     """Cache settings as `extract --layers` records them (the fake encoder has depth 3)."""
-    return {"encoder": "layers-test", "layers": {"blocks": list(blocks), "depth": 3, "norm": "final"}}
+    layers = {"blocks": list(blocks), "depth": 3, "norm": "final"}
+    return {"encoder": "layers-test", "layers": layers}
 
 
 def _stacked(entries, seed: int = 5):
@@ -47,7 +48,8 @@ def _stacked(entries, seed: int = 5):
     out = []
     for e in entries:
         deep = e.tokens.astype(np.float32)
-        layers = [w * deep + rng.normal(size=deep.shape) * s for w, s in ((0.1, 2), (0.5, 1), (1, 0))]
+        noise = rng.normal(size=deep.shape)
+        layers = [w * deep + noise * s for w, s in ((0.1, 2), (0.5, 1), (1, 0))]
         out.append(replace(e, tokens=np.concatenate(layers, axis=2).astype(np.float16)))
     return out
 
@@ -129,7 +131,8 @@ def test_layer_all_reads_each_clip_once_and_writes_the_per_layer_table(caches, t
     every, deepest = (tmp_path / "runs" / f"ravdess-r3-attentive-layer{x}" for x in
                       ("0-1-2-grid3", "2"))  # fmt: skip
     cache = open_cache(caches["r3"])
-    once = sum(len(np.unique(f)) for f in fixed_clips(cache, np.arange(len(cache)))) * clip_bytes(cache)
+    clips = sum(len(np.unique(f)) for f in fixed_clips(cache, np.arange(len(cache))))
+    once = clips * clip_bytes(cache)  # every video's distinct reference clips, read once
     for run in (every, deepest):
         history = json.loads((run / "fold-1" / "metrics.json").read_text())["history"]
         assert [h["pass_bytes_read"] for h in history] == [once, once]  # 15 + 15 heads or 5
@@ -151,7 +154,8 @@ def test_layer_all_reads_each_clip_once_and_writes_the_per_layer_table(caches, t
     assert "Per-layer results (video level)" in report and "layers-" in report
     layers = pd.read_csv(tmp_path / "report" / "layers.csv")
     assert list(layers["Layer"].unique()) == ["block 0", "block 1", "block 2"]
-    assert layers.loc[layers["Voting"] == "PBV", "UAR"].tolist() == pytest.approx([100 * u for u in uar])
+    pbv = layers.loc[layers["Voting"] == "PBV", "UAR"].tolist()
+    assert pbv == pytest.approx([100 * u for u in uar])
     page = (tmp_path / "report" / "report.html").read_text()
     assert 'id="layers"' in page and 'data-table="layers"' in page
     assert_png(next((tmp_path / "report").glob("layers-*.png")))

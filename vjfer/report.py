@@ -538,8 +538,8 @@ def build_report(
         figures["pca"].append(
             (f"{run.path.name}: PCA of test-fold embeddings (the paper's Figure 5)", path)
         )
-    figures["layers"] = [(f"{run.path.name}: UAR per encoder layer", path) for run in probe_runs
-                         if (path := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))]  # fmt: skip
+    figures["layers"] = [(f"{run.path.name}: UAR per encoder layer", drawn) for run in probe_runs
+                         if (drawn := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))]  # fmt: skip
     run_caches, not_found = _run_caches(probe_runs, candidates)
     missing += not_found
     figures["timeline"], not_drawn = _timeline_figures(probe_runs, run_caches, names, out_dir)

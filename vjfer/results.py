@@ -120,7 +120,7 @@ class RunSummary(FoldsSummary, total=False):
     layers: list[LayerSummary]  # runs with heads on several layers: one entry per layer
 
 
-def mean_of(summary: RunSummary | Selected, voting: Voting | str, metric: Metric | str) -> MeanStd:
+def mean_of(summary: FoldsSummary, voting: Voting | str, metric: Metric | str) -> MeanStd:
     """The fold mean ± std of one metric and voting rule; ConfigError naming what is missing."""
     try:
         return summary["mean"][voting][metric]
@@ -128,7 +128,7 @@ def mean_of(summary: RunSummary | Selected, voting: Voting | str, metric: Metric
         raise ConfigError(f"summary has no mean {voting}/{metric} ({err})") from None
 
 
-def voting_means(summary: RunSummary | Selected, voting: Voting | str) -> dict[str, MeanStd]:
+def voting_means(summary: FoldsSummary, voting: Voting | str) -> dict[str, MeanStd]:
     """metric -> fold mean ± std of one voting rule (what a table row shows)."""
     try:
         return summary["mean"][voting]

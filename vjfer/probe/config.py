@@ -76,7 +76,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list
-        if self.layer != CONCAT and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
+        is_block = isinstance(self.layer, int) and not isinstance(self.layer, bool)
+        if self.layer != CONCAT and not is_block:
             raise ConfigError(f"layer must be a block number or {CONCAT!r}, got {self.layer!r}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:

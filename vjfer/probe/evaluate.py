@@ -293,7 +293,8 @@ def summarise_folds(fold_metrics: Sequence[Mapping[str, Any]]) -> FoldsSummary:
 
 def _mean_cell(agg: Mapping[str, Any]) -> str:
     """A table cell "mean ± std" in % of one metric over folds (no std for one fold)."""
-    return format_percent(agg["mean"]) + ("" if agg["std"] is None else f" ± {format_percent(agg['std'])}")
+    std = "" if agg["std"] is None else f" ± {format_percent(agg['std'])}"
+    return format_percent(agg["mean"]) + std
 
 
 def _mean_cells(by_metric: dict) -> str:
@@ -318,7 +319,8 @@ def _layer_lines(summary: RunSummary) -> list[str]:
              "| layer | " + " | ".join(f"{_VOTING_NAMES[v]} {_METRIC_NAMES[s]}" for v, s in cols) + " |",
              "|---" * (len(cols) + 1) + "|"]  # fmt: skip
     for entry in summary["layers"]:
-        name = f"block {entry['layer']}" if entry["layer"] != "concat" else "concat (every stored layer)"
+        layer = entry["layer"]
+        name = "concat (every stored layer)" if layer == "concat" else f"block {layer}"
         cells = [_mean_cell(entry["mean"][v][s]) for v, s in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines

@@ -57,8 +57,14 @@ class GridPoint:
 
     @property
     def name(self) -> str:
-        tail = "" if self.layer == CONCAT else f"-layer{self.layer}"  # runs before layers: as they were
+        # a head on every stored token adds nothing: names of runs before layers stay as they were
+        tail = "" if self.layer == CONCAT else f"-layer{self.layer}"
         return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}{tail}"
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> GridPoint:
+        """The point of `config`'s own per-head settings (a run without a grid)."""
+        return cls(config.lr, config.weight_decay, config.seed, config.layer)
 
     def apply(self, config: TrainConfig) -> TrainConfig:
         return replace(config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed,
@@ -214,7 +220,7 @@ class GridResult:
         points = max(groups.values(), key=len)  # ties: the first, the reported head's
         if len(points) < 2:
             return []
-        return sorted(points, key=lambda p: (p.layer == CONCAT, 0 if p.layer == CONCAT else int(p.layer)))
+        return sorted(points, key=lambda p: (p.layer == CONCAT, 0 if p.layer == CONCAT else int(p.layer)))  # fmt: skip
 
 
 def _select(k: int, j: int, grid: Sequence[GridPoint], by_name: dict[str, Head],
@@ -244,7 +250,7 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
                grid: Sequence[GridPoint] | None = None, progress: bool = True) -> GridResult:  # fmt: skip
     """Train and evaluate every fold × grid point (and the inner-split heads) in one pass."""
     check_folds(cache)
-    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed, config.layer)]
+    grid = list(grid) if grid else [GridPoint.of(config)]
     device = resolve_device(config.device)
     videos = cache.videos
     fold_of = videos["fold"].to_numpy()

@@ -126,7 +126,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = check_folds(cache)  # the fold protocol in use: recorded in config.json and summary
     check_store_folds(cache, list(folds))
-    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed, config.layer)]
+    grid = list(grid) if grid else [GridPoint.of(config)]
     coverage = cache.coverage()
     log.info("%s: %s", cache.path, coverage)
     run = {"train": config_dict(config), "folds": list(folds), "splits": splits,
