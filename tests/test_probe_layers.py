@@ -126,6 +126,8 @@ def test_cross_on_a_layer_run_reads_that_layer(block1_runs, caches, tmp_path):
 def test_layer_all_reads_each_clip_once_and_writes_the_per_layer_table(caches, tmp_path):
     common = ("probe", "--cache", caches["r3"], "--out", tmp_path / "runs", "--epochs", "2",
               "--device", "cpu", "--num-workers", "0", "--in-memory", "no", "--no-progress")  # fmt: skip
+    refused = run_cli(*common, "--layer", "3", ok=False)  # one line naming what is stored
+    assert "--layer 3: the cache holds blocks [0, 1, 2]" in refused
     run_cli(*common, "--layer", "all")
     run_cli(*common, "--layer", "-1")  # one head per fold, on the deepest stored block
     every, deepest = (tmp_path / "runs" / f"ravdess-r3-attentive-layer{x}" for x in
