@@ -56,7 +56,9 @@ def test_every_official_fold_is_trained_and_recorded(done, name, folds, videos):
 
 
 def test_cross_maps_classes_by_name_and_the_report_names_the_datasets(done):
-    cross = json.loads(next(done["runs"].glob("*/cross/cross-dfew-to-mafw-*/summary.json")).read_text())
+    cross = json.loads(
+        next(done["runs"].glob("*/cross/cross-dfew-to-mafw-*/summary.json")).read_text()
+    )
     assert cross["class_names"] == [
         "angry",
         "disgust",

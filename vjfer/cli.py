@@ -427,6 +427,18 @@ def _fold_list(ctx, param, value: str) -> str | tuple[int, ...]:
                                  "(the cache's folds, e.g. 1 or 1,3)") from None  # fmt: skip
 
 
+def _layer_list(ctx, param, value: str) -> tuple[int | str, ...]:
+    """--layer: comma-separated block numbers (negative: from the end of the stored list), concat
+    or all; checked against the cache's stored blocks later (`vjfer.probe.layer.layer_axis`)."""
+    entries = [v.lower() for v in _list_entries(value)]
+    try:
+        return tuple(v if v in ("concat", "all") else int(v) for v in entries)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a block number as `vjfer cache info` shows it "
+                                 "(negative: from the end of the stored list), concat or all, "
+                                 "or several separated by commas") from None  # fmt: skip
+
+
 def _check_device(ctx, param, value: str) -> str:
     """--device: auto, cpu, cuda or cuda:N, and a CUDA device only where one exists."""
     from vjfer.env import check_device
@@ -467,6 +479,11 @@ def _train_options(f):
                      help="joint: attend across the 8 clips' tokens; clip: score each clip alone."),
         click.option("--seed", "seeds", default=str(d["seed"].default), show_default=True, callback=_number_list(int),
                      help="Probe seed (initialisation, clip/view draws); a comma-separated list trains one head each."),
+        click.option("--layer", "layer_choices", default=d["layer"].default, show_default=True, callback=_layer_list,
+                     help="Stored encoder layer(s) to probe on a cache made with `extract --layers`: K (a block as `cache info` "
+                          "shows it; negative: from the end of the stored list), concat (every stored layer as one token "
+                          "sequence, V-JEPA 2's multilevel form) or all (one head per stored layer, one pass, selected by "
+                          "inner validation like --lr); a comma-separated list trains a grid."),
         click.option("--order-seed", type=int, default=d["order_seed"].default, show_default=True,
                      help="Seed of the order each epoch visits videos in (shared by all heads of a pass)."),
         click.option("--epoch-order", type=click.Choice(CHOICES["epoch_order"]), default=d["epoch_order"].default, show_default=True,
@@ -527,6 +544,7 @@ def probe(
     from vjfer.cache import open_cache
     from vjfer.env import resolve_device
     from vjfer.probe.folds import apply_splits, make_grid
+    from vjfer.probe.layer import layer_axis
     from vjfer.probe.run import resolve_folds, run_name, run_probe
     from vjfer.probe.train import TrainConfig
     from vjfer.runs import one_cache
@@ -539,17 +557,25 @@ def probe(
     path = one_cache(cache_path, dataset, fingerprint)
     cache = open_cache(path)
     lrs, wds, seeds = options.pop("lrs"), options.pop("wds"), options.pop("seeds")
-    grid = make_grid(lrs, wds, seeds)
+    try:
+        layers = layer_axis(cache.layers, options.pop("layer_choices"))
+    except VjferError as err:
+        raise click.BadParameter(str(err), param_hint="--layer") from None
+    grid = make_grid(lrs, wds, seeds, layers)
     config = grid[0].apply(TrainConfig(**options))
     if force and resume:
         raise click.UsageError("--force starts the run over, --resume continues it: give one")
     apply_splits(cache, splits)  # folds of the protocol asked for (mae-dfer: 6 for RAVDESS)
     folds = "all" if fold == "all" else resolve_folds(cache, fold)  # refuses folds it lacks
     run_dir = out / run_name(cache.dataset, path, config.probe, folds, len(grid), config.seed,
-                             splits)  # fmt: skip
+                             splits, layers)  # fmt: skip
     run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
               progress=not no_progress, grid=grid, splits=splits,
               mode="force" if force else "resume" if resume else "new")  # fmt: skip
+    if len(layers) > 1:  # UAR against depth beside summary.md (matplotlib only when drawn)
+        from vjfer.report import layer_figure_for_run
+
+        layer_figure_for_run(run_dir)
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"run written to {run_dir}")
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from vjfer.errors import ConfigError
+from vjfer.probe.layer import CONCAT, layer_label
 from vjfer.probe.run import config_dict
 from vjfer.probe.train import TrainConfig
 from vjfer.results import FoldScores, fold_value, read_json, read_probe_run
@@ -31,8 +32,10 @@ log = logging.getLogger(__name__)
 
 VOTING_NAMES = {"pbv": "PBV", "mv": "MV"}
 METRICS = {"uar": "UAR", "war": "WAR", "macro_precision": "Macro precision"}
-# Training options that do not change what a probe learns (where and how fast it runs).
-RUNTIME_OPTIONS = ("device", "in_memory", "num_workers", "prefetch", "eval_batch_clips", "probe")
+# Training options that do not change what a probe learns (where and how fast it runs), and
+# those with a column of their own (probe, layer).
+RUNTIME_OPTIONS = ("device", "in_memory", "num_workers", "prefetch", "eval_batch_clips", "probe",
+                   "layer")  # fmt: skip
 # Caches written before store formats existed hold float16 tokens (cache.TOKEN_DTYPE).
 DEFAULT_STORE_FORMAT = "fp16"
 
@@ -116,6 +119,12 @@ def face_crop(settings: dict) -> str:
     return settings["face_crop"]["method"] if "face_crop" in settings else "none"
 
 
+def run_layer(run: ComparedRun) -> str:
+    """The encoder layer the run's reported head read (runs before layers: every stored token)."""
+    blocks = run.settings["layers"]["blocks"] if "layers" in run.settings else None
+    return layer_label(run.train.get("layer", CONCAT), blocks)
+
+
 def head_label(train: dict, defaults: dict) -> str:
     """The training options that differ from the defaults ('default' when none do)."""
     changed = [
@@ -144,7 +153,7 @@ def compare_table(runs: Sequence[ComparedRun], train_defaults: dict) -> Table:
             row = {
                 "Run": run.path.name, "Encoder": encoder_label(run.settings),
                 "Resolution": run.settings["resolution"], "Face crop": face_crop(run.settings),
-                "Store": store_format(run.settings), "Probe": run.probe,
+                "Store": store_format(run.settings), "Layer": run_layer(run), "Probe": run.probe,
                 "Head": head_label(run.train, train_defaults), "Voting": vname,
             }  # fmt: skip
             for key, name in METRICS.items():

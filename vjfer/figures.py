@@ -6,7 +6,7 @@ behind and the functions are safe in any process. `vjfer.report` decides what to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +190,34 @@ def timeline_figure(
 ) -> Path:
     """PNG of emotion timelines (`timeline_axes`), one panel per video."""
     return _save(timeline_axes(panels, class_names, title), path, dpi=TIMELINE_DPI)
+
+
+def layer_figure(layers: Sequence[Mapping], title: str, path: Path) -> Path:
+    """PNG of UAR against encoder depth (`summary.json`'s `layers`, one entry per layer): per
+    voting rule the mean over folds with the sample std as error bars and each fold as a dot;
+    a `concat` head (every stored layer) is a dashed line across, its std shaded."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    blocks = [e for e in layers if e["layer"] != "concat"]
+    x = np.array([int(e["layer"]) for e in blocks])
+    for n, (voting, name) in enumerate((("pbv", "PBV"), ("mv", "MV"))):
+        colour, shift = f"C{n}", 0.06 * (2 * n - 1)  # the two rules side by side, not on top
+        means = [100 * e["mean"][voting]["uar"]["mean"] for e in blocks]
+        stds = [100 * (e["mean"][voting]["uar"]["std"] or 0.0) for e in blocks]
+        ax.errorbar(x + shift, means, yerr=stds, color=colour, marker="o", capsize=4,
+                    label=f"{name} UAR, mean ± std over folds")  # fmt: skip
+        for xi, e in zip(x, blocks, strict=True):
+            folds = 100 * np.asarray(e["mean"][voting]["uar"]["values"], dtype=float)
+            ax.scatter(np.full(len(folds), xi + shift), folds, color=colour, s=10, alpha=0.45)
+        for e in (e for e in layers if e["layer"] == "concat"):
+            agg = e["mean"][voting]["uar"]
+            mean, std = 100 * agg["mean"], 100 * (agg["std"] or 0.0)
+            ax.axhline(mean, color=colour, ls="--", lw=1, label=f"{name} UAR, concat of the layers")
+            ax.axhspan(mean - std, mean + std, color=colour, alpha=0.08)
+    ax.set_xticks(x)
+    ax.set_xlabel("encoder block (0-based, as `vjfer cache info` prints it)")
+    ax.set_ylabel("UAR (%)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -28,9 +28,9 @@ import vjfer
 from vjfer import labels, report_html, run_details, timeline
 from vjfer.cache import open_cache
 from vjfer.errors import CacheError, ConfigError, VjferError
-from vjfer.figures import confusion_figure, pca_figure, timeline_figure
+from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
 from vjfer.labels import DATASETS
-from vjfer.probe.evaluate import video_embeddings
+from vjfer.probe.evaluate import LAYER_FIGURE, LAYER_NOTE, video_embeddings
 from vjfer.probe.model import load_probe
 from vjfer.results import (
     FoldMetrics,
@@ -38,6 +38,7 @@ from vjfer.results import (
     mean_of,
     read_json,
     read_probe_run,
+    read_summary,
     voting_means,
 )
 from vjfer.runs import CROSS_DIR, training_cache
@@ -287,8 +288,38 @@ def table_iv(runs: Sequence[CrossRun]) -> Table:
     )
 
 
+def layer_table(runs: Sequence[ProbeRun]) -> Table:
+    """Per-layer results of the runs with heads on several encoder layers (`vjfer probe --layer
+    all`): UAR, WAR and macro precision per layer and voting rule, mean ± std over folds."""
+    rows = []
+    for run in runs:
+        for entry in run.summary.get("layers", []):
+            layer = entry["layer"]
+            for voting, vname in VOTING.items():
+                rows.append({
+                    "Dataset": DATASET_TITLES.get(run.dataset, run.dataset), "Run": run.path.name,
+                    "Layer": "concat" if layer == "concat" else f"block {layer}",
+                    "Head": entry["head"], "Voting": vname, "Folds": len(entry["folds"]),
+                    **metric_cells(voting_means(entry, voting)),
+                })  # fmt: skip
+    notes = ["Mean ± sample std over folds, in %. " + LAYER_NOTE]
+    return Table("layers", "Per-layer results (video level)", pd.DataFrame(rows), notes)
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures from runs.
+
+
+def layer_figure_for_run(run_dir: str | Path, path: str | Path | None = None) -> Path | None:
+    """UAR against depth of a run with heads on several layers (its summary.json `layers`), to
+    `path` (default: `layers.png` beside its summary.md); None for a run of one layer."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if "layers" not in summary:
+        return None
+    title = (f"{DATASET_TITLES.get(summary['dataset'], summary['dataset'])}, {summary.get('probe', '')} "
+             f"probe: UAR per encoder layer ({len(summary['folds'])} folds)")  # fmt: skip
+    return layer_figure(summary["layers"], title, Path(path) if path else run_dir / LAYER_FIGURE)
 
 
 def summed_confusion(folds: Sequence[Mapping], voting: str) -> np.ndarray:
@@ -345,6 +376,8 @@ def _tables(
         if not any(r.dataset == d for r in probe_runs):
             missing.append(f"no {DATASET_TITLES[d]} probe run: no Table II rows or Table III cells")
     tables.append(table_iii(probe_runs, peers))
+    if any("layers" in r.summary for r in probe_runs):
+        tables.append(layer_table(probe_runs))
     if cross_runs:
         tables.append(table_iv(cross_runs))
     else:
@@ -465,11 +498,15 @@ def _page_sections(
 
     return [
         Section("run", "The runs", tables=rendered("settings", "failures")),
-        Section("results", "Results: Tables II, III and IV", tables=[render_html(t) for t in tables]),
+        Section("results", "Results: Tables II, III and IV",
+                tables=[render_html(t) for t in tables if t.name != "layers"]),
         Section("details", "Per fold and per class", tables=rendered("folds", "recall")),
         Section("confusion", "Confusion matrices",
                 ["Rows are the true class, normalised to 1; each row label gives its video count. "
                  "Folds (or cross-dataset probes) are pooled."], figures=figs("confusion")),
+        *([Section("layers", "Which encoder layer", ["Error bars: sample std over folds; dots: "
+                   "the folds."], tables=[render_html(t) for t in tables if t.name == "layers"],
+                   figures=figs("layers"))] if figures["layers"] else []),
         Section("pca", "PCA of test-video embeddings (the paper's Figure 5)", figures=figs("pca"),
                 wide_figures=True),
         Section("timelines", "Emotion timelines", [
@@ -526,13 +563,15 @@ def build_report(
         figures["pca"].append(
             (f"{run.path.name}: PCA of test-fold embeddings (the paper's Figure 5)", path)
         )
+    figures["layers"] = [(f"{run.path.name}: UAR per encoder layer", drawn) for run in probe_runs
+                         if (drawn := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))]  # fmt: skip
     run_caches, not_found = _run_caches(probe_runs, candidates)
     missing += not_found
     figures["timeline"], not_drawn = _timeline_figures(probe_runs, run_caches, names, out_dir)
     missing += not_drawn
     details = detail_tables(probe_runs, list(run_caches.values()))
     written += [path for table in details for path in write_table(table, out_dir)]
-    all_figures = [f for kind in ("confusion", "pca", "timeline") for f in figures[kind]]
+    all_figures = [f for kind in ("confusion", "layers", "pca", "timeline") for f in figures[kind]]
     written += [path for _, path in all_figures]
 
     lines = ["# vjfer report", ""]

@@ -38,11 +38,12 @@ class TrainFigures(TypedDict):
     pass_seconds_share: float  # this head's share: the pass's seconds over the heads it trained
 
 
-class HeadSettings(TypedDict):
+class HeadSettings(TypedDict, total=False):
     name: str
     lr: float
     weight_decay: float
     seed: int
+    layer: int | str  # the stored block it read, or "concat" (`vjfer.probe.layer`)
 
 
 class FoldMetrics(TypedDict, total=False):
@@ -96,6 +97,14 @@ class Selected(FoldsSummary, total=False):
     selection: dict[str, str]  # fold (as text, JSON keys) -> grid point name
 
 
+class LayerSummary(FoldsSummary):
+    """One stored layer's head of a several-layer run (`vjfer probe --layer all`): its grid
+    point (the reported head's lr, weight decay and seed) and test-fold scores over the folds."""
+
+    layer: int | str  # the block number, or "concat"
+    head: str  # the grid point's name
+
+
 class RunSummary(FoldsSummary, total=False):
     """`summary.json` of a `vjfer probe` run: per-fold scores and their mean ± std."""
 
@@ -109,9 +118,10 @@ class RunSummary(FoldsSummary, total=False):
     coverage: str  # "results on N of M videos, K failed / excluded"
     selected: Selected
     failed_heads: list[dict]  # heads whose loss diverged (`--on-nonfinite skip`): never selected
+    layers: list[LayerSummary]  # runs with heads on several layers: one entry per layer
 
 
-def mean_of(summary: RunSummary | Selected, voting: Voting | str, metric: Metric | str) -> MeanStd:
+def mean_of(summary: FoldsSummary, voting: Voting | str, metric: Metric | str) -> MeanStd:
     """The fold mean ± std of one metric and voting rule; ConfigError naming what is missing."""
     try:
         return summary["mean"][voting][metric]
@@ -119,7 +129,7 @@ def mean_of(summary: RunSummary | Selected, voting: Voting | str, metric: Metric
         raise ConfigError(f"summary has no mean {voting}/{metric} ({err})") from None
 
 
-def voting_means(summary: RunSummary | Selected, voting: Voting | str) -> dict[str, MeanStd]:
+def voting_means(summary: FoldsSummary, voting: Voting | str) -> dict[str, MeanStd]:
     """metric -> fold mean ± std of one voting rule (what a table row shows)."""
     try:
         return summary["mean"][voting]

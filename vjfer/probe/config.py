@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vjfer.errors import ConfigError
+from vjfer.probe.layer import CONCAT, LayerChoice
 from vjfer.probe.model import PROBES
 from vjfer.probe.samples import REFERENCE_CLIPS
 
@@ -78,9 +79,15 @@ class TrainConfig:
     # failed, never selected (skip: for grid points other than the reported default)
     on_nonfinite: OnNonFinite = "stop"
     checkpoint_every: int = 1  # epochs between the pass's checkpoints (`--resume`); 0: none
+    # The stored encoder layer a head reads (`vjfer.probe.layer`): a block number of a cache made
+    # with `extract --layers`, or concat: every stored token (on a one-layer cache: that layer)
+    layer: LayerChoice = CONCAT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list
+        is_block = isinstance(self.layer, int) and not isinstance(self.layer, bool)
+        if self.layer != CONCAT and not is_block:
+            raise ConfigError(f"layer must be a block number or {CONCAT!r}, got {self.layer!r}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

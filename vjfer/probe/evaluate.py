@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from vjfer import metrics
 from vjfer.cache import Cache
 from vjfer.errors import SplitError
+from vjfer.probe.layer import select_layer
 from vjfer.probe.model import Probe
 from vjfer.probe.reader import ClipReader
 from vjfer.results import FoldsSummary, RunSummary, fold_value
@@ -242,7 +243,8 @@ def video_embeddings(
     for _, _, tokens in eval_tokens(cache, rows, device=torch.device(device)):
         C, V, N, D = tokens.shape
         flat = tokens.reshape(C * V, N, D)
-        mean_pooled.append(flat.float().mean(dim=(0, 1)).cpu())
+        mine, _ = select_layer(probe.layer_view, flat)  # the stored layer the probe reads
+        mean_pooled.append(mine.float().mean(dim=(0, 1)).cpu())
         pooled = [probe.pooled(flat[i : i + batch_clips].to(device, torch.float32)).float().cpu()
                   for i in range(0, C * V, batch_clips)]  # fmt: skip
         probe_pooled.append(torch.cat(pooled).mean(dim=0))
@@ -289,16 +291,39 @@ def summarise_folds(fold_metrics: Sequence[Mapping[str, Any]]) -> FoldsSummary:
                                "mean": mean})  # fmt: skip
 
 
+def _mean_cell(agg: Mapping[str, Any]) -> str:
+    """A table cell "mean ± std" in % of one metric over folds (no std for one fold)."""
+    std = "" if agg["std"] is None else f" ± {format_percent(agg['std'])}"
+    return format_percent(agg["mean"]) + std
+
+
 def _mean_cells(by_metric: dict) -> str:
     """Table cells "mean ± std" in % for each metric of `_METRIC_NAMES`."""
-    cells = []
-    for s in _METRIC_NAMES:
-        agg = by_metric[s]
-        cells.append(
-            format_percent(agg["mean"])
-            + ("" if agg["std"] is None else f" ± {format_percent(agg['std'])}")
-        )
-    return " | ".join(cells)
+    return " | ".join(_mean_cell(by_metric[s]) for s in _METRIC_NAMES)
+
+
+LAYER_FIGURE = "layers.png"  # UAR against depth, beside summary.md (`vjfer probe`, `vjfer report`)
+LAYER_NOTE = ("Test-fold scores of one head per stored encoder layer at one lr, weight decay and "
+              "seed (the reported head's unless another point has more layers): a study of which "
+              "depth carries the signal. Choosing a layer "
+              "by these numbers selects on the test folds; the valid choice is the selected head "
+              "(inner validation).")  # fmt: skip
+
+
+def _layer_lines(summary: RunSummary) -> list[str]:
+    """summary.md's per-layer table (UAR and WAR per voting, mean ± std over folds), if any."""
+    if "layers" not in summary:
+        return []
+    cols = [(v, s) for v in VIDEO_VOTINGS for s in ("uar", "war")]
+    lines = ["", "Per layer. " + LAYER_NOTE + f" Figure: {LAYER_FIGURE}.", "",
+             "| layer | " + " | ".join(f"{_VOTING_NAMES[v]} {_METRIC_NAMES[s]}" for v, s in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]  # fmt: skip
+    for entry in summary["layers"]:
+        layer = entry["layer"]
+        name = "concat (every stored layer)" if layer == "concat" else f"block {layer}"
+        cells = [_mean_cell(entry["mean"][v][s]) for v, s in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def format_run_summary(summary: RunSummary) -> str:
@@ -331,6 +356,7 @@ def format_run_summary(summary: RunSummary) -> str:
             lines.append(
                 f"| {_VOTING_NAMES[v]} (selected head) | {_mean_cells(chosen['mean'][v])} |"
             )
+    lines += _layer_lines(summary)
     cols = [(v, s) for v in ("pbv", "mv") for s in ("uar", "war", "macro_precision")]
     lines += ["", "| fold | videos | " + " | ".join(f"{_VOTING_NAMES[v]} {_METRIC_NAMES[s]}"
                                                    for v, s in cols) + " |",

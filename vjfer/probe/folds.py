@@ -36,6 +36,7 @@ from vjfer.datasets import (
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError, TrainingError
 from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
+from vjfer.probe.layer import CONCAT, LayerChoice
 from vjfer.probe.resume import PassCheckpoint
 from vjfer.probe.train import FoldResult, Head, TrainConfig, train_heads
 
@@ -53,13 +54,22 @@ class GridPoint:
     lr: float
     weight_decay: float
     seed: int
+    layer: LayerChoice = CONCAT  # the stored layer it reads (`vjfer.probe.layer`)
 
     @property
     def name(self) -> str:
-        return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}"
+        # a head on every stored token adds nothing: names of runs before layers stay as they were
+        tail = "" if self.layer == CONCAT else f"-layer{self.layer}"
+        return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}{tail}"
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> GridPoint:
+        """The point of `config`'s own per-head settings (a run without a grid)."""
+        return cls(config.lr, config.weight_decay, config.seed, config.layer)
 
     def apply(self, config: TrainConfig) -> TrainConfig:
-        return replace(config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed)
+        return replace(config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed,
+                       layer=self.layer)  # fmt: skip
 
 
 def check_folds(cache) -> str:
@@ -122,16 +132,18 @@ def split_fold(videos: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame
     return videos.iloc[train].reset_index(drop=True), videos.iloc[test].reset_index(drop=True)
 
 
-def make_grid(lrs: Sequence[float], wds: Sequence[float], seeds: Sequence[int]) -> list[GridPoint]:
+def make_grid(lrs: Sequence[float], wds: Sequence[float], seeds: Sequence[int],
+              layers: Sequence[LayerChoice] = (CONCAT,)) -> list[GridPoint]:  # fmt: skip
     """Every combination, duplicates removed, in the order given. With more than one point the
-    reference default (lr 1e-3, wd 0.01, first seed) is the first, added when not asked for, so a
-    grid's summary can always show it beside the selected head."""
-    points = list(dict.fromkeys(GridPoint(float(lr), float(wd), int(s))
-                                for s in seeds for lr in lrs for wd in wds))  # fmt: skip
+    reference default (lr 1e-3, wd 0.01, first seed, the last layer given: for `--layer all` the
+    deepest stored) is the first, added when not asked for, so a grid's summary can always show
+    it beside the selected head. `layers`: resolved `--layer` values (`probe.layer.layer_axis`)."""
+    points = list(dict.fromkeys(GridPoint(float(lr), float(wd), int(s), layer)
+                                for s in seeds for lr in lrs for wd in wds for layer in layers))  # fmt: skip
     if not points:
-        raise ConfigError("the grid is empty: give at least one lr, weight decay and seed")
+        raise ConfigError("the grid is empty: give at least one lr, weight decay, seed and layer")
     if len(points) > 1:
-        default = GridPoint(TrainConfig.lr, TrainConfig.weight_decay, int(seeds[0]))
+        default = GridPoint(TrainConfig.lr, TrainConfig.weight_decay, int(seeds[0]), layers[-1])
         if default not in points:
             log.info("adding the reference-default head %s to the grid", default.name)
         points = [default] + [p for p in points if p != default]
@@ -200,6 +212,18 @@ class GridResult:
     def chosen(self, k: int) -> FoldResult:
         return self.results[(k, self.selected[k])]
 
+    def layer_points(self) -> list[GridPoint]:
+        """With heads on several layers: one grid point per layer at one (lr, weight decay, seed),
+        the reported head's unless another has more layers, deepest last (concat after the
+        blocks); else []."""
+        groups: dict[GridPoint, list[GridPoint]] = {}
+        for p in self.grid:  # the reported head's group first
+            groups.setdefault(replace(p, layer=CONCAT), []).append(p)
+        points = max(groups.values(), key=len)  # ties: the first, the reported head's
+        if len(points) < 2:
+            return []
+        return sorted(points, key=lambda p: (p.layer == CONCAT, 0 if p.layer == CONCAT else int(p.layer)))  # fmt: skip
+
 
 def failed_heads(heads: Sequence[Head]) -> list[dict]:
     """{"head", "lr", "weight_decay", "seed", "epoch", "loss"} of each head whose loss diverged."""
@@ -217,7 +241,7 @@ def _inner_row(k: int, j: int, point: GridPoint, head: Head, metrics: dict | Non
               for v in ("pbv", "mv") for s in ("uar", "war", "macro_precision")}  # fmt: skip
     return {
         "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
-        "weight_decay": point.weight_decay, "seed": point.seed,
+        "weight_decay": point.weight_decay, "seed": point.seed, "layer": point.layer,
         "n_inner_train_videos": len(head.rows),
         "n_inner_val_videos": metrics["n_test_videos"] if metrics else None, **scores,
     }  # fmt: skip
@@ -285,7 +309,7 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
     A head whose loss diverged is not evaluated; the reported (default) head of a fold must
     not diverge, even with `on_nonfinite="skip"`. `checkpoint`: see `train.train_heads`."""
     check_folds(cache)
-    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
+    grid = list(grid) if grid else [GridPoint.of(config)]
     device = resolve_device(config.device)
     heads, evaluates, inner_of = _grid_heads(cache, folds, config, grid, device)
     trained = train_heads(cache, heads, config, progress=progress, checkpoint=checkpoint)
@@ -309,8 +333,8 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
                 continue
             clips = tables[head.name]
             table, metrics = fold_metrics(k, clips, cache.class_names, len(head.rows), head.history)
-            metrics["head"] = {"name": point.name, "lr": point.lr,
-                               "weight_decay": point.weight_decay, "seed": point.seed}  # fmt: skip
+            metrics["head"] = {"name": point.name, "lr": point.lr, "weight_decay": point.weight_decay,
+                               "seed": point.seed, "layer": point.layer}  # fmt: skip
             out.results[(k, point.name)] = FoldResult(k, head.probe.cpu().eval(), clips, table,
                                                       metrics, head.history)  # fmt: skip
         if len(grid) == 1:

@@ -18,6 +18,7 @@ from vjfer.cache import Cache
 from vjfer.errors import SplitError
 from vjfer.probe.config import TrainConfig, lr_at, wd_at
 from vjfer.probe.evaluate import AUTOCAST_DTYPES
+from vjfer.probe.layer import layer_view
 from vjfer.probe.model import build_probe
 from vjfer.probe.reader import ReadStats
 
@@ -59,6 +60,8 @@ class Head:
             torch.manual_seed(config.seed)
             probe = build_probe(config.probe, cache.embed_dim, len(cache.class_names),
                                 config.num_heads)  # fmt: skip
+        # the probe takes its layer of each clip itself: every head shares the pass's one read
+        probe.layer_view = layer_view(cache.layers, cache.layer_tokens, config.layer)
         self.probe = probe.to(device).train()
         self.optimizer = torch.optim.AdamW(param_groups(self.probe), lr=config.lr,
                                            betas=config.betas, weight_decay=config.weight_decay)  # fmt: skip

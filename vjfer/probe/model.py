@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 
 from vjfer.errors import CheckpointError, ConfigError
 from vjfer.layers import MLP  # fc1 -> exact GELU -> fc2, as the reference's MLP
+from vjfer.probe.layer import LayerView, select_layer
 
 INIT_STD = 0.02  # the reference's trunc_normal std for the query and the pooler's linears
 MLP_RATIO = 4  # D -> 4D -> D
@@ -119,6 +121,8 @@ class AttentiveProbe(nn.Module):
         self.factorised = factorised
         self.pooler = AttentivePooler(embed_dim, num_heads)
         self.linear = nn.Linear(embed_dim, num_classes)  # PyTorch's default init, as the reference
+        # the stored layer it reads of a multi-layer cache's clips (`--layer K`); not a parameter
+        self.layer_view: LayerView | None = None
         self._init_reference()
 
     @torch.no_grad()
@@ -180,6 +184,7 @@ class AttentiveProbe(nn.Module):
         return torch.einsum("bhn,bnhd->bhd", attn, v).reshape(B, D)
 
     def _pool(self, tokens: Tensor, mask: Tensor | None, factorised: bool) -> Tensor:
+        tokens, mask = select_layer(self.layer_view, tokens, mask)
         block = self.pooler.cross_attention_block
         attend = self._attend_factorised if factorised else self._attend_reference
         q = self.pooler.query_tokens[0] + block.xattn.proj(attend(tokens, mask))  # [B, D]
@@ -211,9 +216,11 @@ class LinearProbe(nn.Module):
         self.embed_dim, self.num_classes = embed_dim, num_classes
         self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
         self.linear = nn.Linear(embed_dim, num_classes)
+        self.layer_view: LayerView | None = None  # as AttentiveProbe's
 
     def pooled(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         """Mean over the (unmasked) tokens: [B, N, D] -> [B, D]."""
+        tokens, mask = select_layer(self.layer_view, tokens, mask)
         if mask is None:
             return tokens.mean(dim=1)
         weights = mask.to(tokens.dtype).unsqueeze(-1)  # [B, N, 1]
@@ -242,8 +249,11 @@ CHECKPOINT_VERSION = 1
 
 def probe_checkpoint(probe: nn.Module, meta: dict) -> dict:
     """What `probe.pt` holds: the state dict (CPU) plus `meta` (probe kind, embed_dim, num_classes,
-    num_heads, class names, training config, cache fingerprint, ...), loadable with weights_only."""
+    num_heads, class names, training config, cache fingerprint, ...), loadable with weights_only;
+    `layer_view` the stored layer it reads (`vjfer.probe.layer`), when it reads one."""
     state = {k: v.detach().cpu() for k, v in probe.state_dict().items()}
+    if (view := getattr(probe, "layer_view", None)) is not None:
+        meta = {**meta, "layer_view": asdict(view)}
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **meta, "state_dict": state}
 
 
@@ -262,4 +272,6 @@ def load_probe(path: str | Path, device: str | torch.device = "cpu") -> tuple[Pr
         probe.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: state dict does not fit the probe: {err}") from err
+    if "layer_view" in meta:  # trained on one layer of a multi-layer cache: reads it again
+        probe.layer_view = LayerView(**meta["layer_view"])
     return probe.to(device).eval(), meta

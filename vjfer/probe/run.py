@@ -43,10 +43,11 @@ from vjfer.probe.folds import (
     failed_text,
     train_grid,
 )
+from vjfer.probe.layer import CONCAT, LayerChoice
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, stage_run
 from vjfer.probe.train import FoldResult, TrainConfig
-from vjfer.results import RunSummary, Selected, write_json
+from vjfer.results import LayerSummary, RunSummary, Selected, write_json
 from vjfer.store import check_store_folds
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
     out_dir = Path(out_dir)
     splits = check_folds(cache)  # the fold protocol in use: recorded in config.json and summary
     check_store_folds(cache, list(folds))
-    grid = list(grid) if grid else [GridPoint(config.lr, config.weight_decay, config.seed)]
+    grid = list(grid) if grid else [GridPoint.of(config)]
     work = stage_run(out_dir, mode)
     coverage = cache.coverage()
     log.info("%s: %s", cache.path, coverage)
@@ -176,6 +177,10 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
         _write_grid(result, work, cache, config)
         summary["selected"] = Selected(selection={str(k): result.selected[k] for k in folds},
                                        **summarise_folds([result.chosen(k).metrics for k in folds]))  # fmt: skip
+    if points := result.layer_points():  # a per-layer table: which depth carries expression
+        summary["layers"] = [LayerSummary(layer=p.layer, head=p.name, **summarise_folds(
+            [result.results[(k, p.name)].metrics for k in folds])) for p in points
+            if all((k, p.name) in result.results for k in folds)]  # a diverged head has none  # fmt: skip
     write_json(work / "summary.json", summary)
     failed = "".join(f"\n- {failed_text(f)}" for f in result.failed)
     failed = f"\nFailed heads (loss not finite; never selected):{failed}\n" if failed else ""
@@ -197,14 +202,17 @@ def resolve_folds(cache: Cache, folds: str | int | Sequence[int]) -> list[int]:
 
 
 def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int | Sequence[int],
-             grid_size: int = 1, seed: int = 0, splits: str | None = None) -> str:  # fmt: skip
+             grid_size: int = 1, seed: int = 0, splits: str | None = None,
+             layers: Sequence[LayerChoice] = ()) -> str:  # fmt: skip
     """The directory name of a run under `vjfer probe --out`: one name per run setting, so a
-    single-fold, grid or other-seed run never overwrites another:
-    `<dataset>-<cache directory>-<probe>[-splits][-foldK[-L...]][-gridN][-seedS]` (the default
-    splits, seed 0 and all folds add nothing)."""
+    single-fold, grid, other-seed or other-layer run never overwrites another:
+    `<dataset>-<cache directory>-<probe>[-splits][-foldK[-L...]][-layerK[-K...]][-gridN][-seedS]`
+    (the default splits, seed 0, all folds and concat (every stored token) add nothing)."""
     name = f"{dataset}-{Path(cache_dir).name}-{probe}" + (f"-{splits}" if splits else "")
     if folds != "all":
         name += "-fold" + "-".join(map(str, [folds] if isinstance(folds, (int, str)) else folds))
+    if list(layers) not in ([], [CONCAT]):
+        name += "-layer" + "-".join(map(str, layers))
     name += f"-grid{grid_size}" if grid_size > 1 else ""
     return name + (f"-seed{seed}" if seed else "")
 

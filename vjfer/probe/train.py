@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 POSTFIX_EVERY = 10  # videos between progress-bar updates (each reads the losses from the device)
 ADAMW_STATES = 4  # float32 copies per parameter while training: weight, gradient, two moments
 SAVED_STATES = 3  # float32 copies per parameter in a checkpoint: weight and the two moments
-PER_HEAD = ("lr", "weight_decay", "seed")  # what may differ between heads of one pass
+PER_HEAD = ("lr", "weight_decay", "seed", "layer")  # what may differ between heads of one pass
 
 
 @dataclass
@@ -137,8 +137,7 @@ class TrainedPass:
 
 def _check_heads(heads: Sequence[Head], config: TrainConfig) -> None:
     for head in heads:
-        if replace(head.config, lr=config.lr, weight_decay=config.weight_decay,
-                   seed=config.seed) != config:  # fmt: skip
+        if replace(head.config, **{k: getattr(config, k) for k in PER_HEAD}) != config:
             raise ConfigError(
                 f"head {head.name}: only {PER_HEAD} may differ between heads of a pass"
             )
