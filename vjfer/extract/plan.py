@@ -31,7 +31,8 @@ from vjfer.video import REFERENCE_TRAIN_CLIPS, ClipPlan, SourceIdentity, num_vie
 log = logging.getLogger(__name__)
 
 TYPICAL_FRAMES = {"ravdess": 111, "crema-d": 78,  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
-                  "dfew": 71, "ferv39k": 28, "mafw": 85}  # medians of the releases' frame counts  # fmt: skip
+                  "dfew": 71, "ferv39k": 28, "mafw": 85,  # medians of the releases' frame counts
+                  "list": 64}  # a list file's items: no statistics, one clip's span  # fmt: skip
 PROBE_SAMPLE = 32  # videos probed (container metadata, no decoding) to estimate the clip count
 DISK_MARGIN = 1.05  # HDF5 metadata and the manifest, on top of the token bytes
 MAX_AUTO_WORKERS = 8  # decoding processes chosen by default, at most (one core left to the main)
@@ -206,7 +207,7 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
                                dtype=config.dtype)  # fmt: skip
     elif encoder.name != config.encoder:
         raise ConfigError(f"config names encoder {config.encoder!r}, got a loaded {encoder.name!r}")
-    found = scan_dataset(dataset, config.root)
+    found = scan_dataset(dataset, config.root, list_file=config.list_file)
     records = found.records[: config.limit]
     excluded = [{"path": str(e.path), "reason": e.reason, "detail": e.detail}
                 for e in found.excluded if e.reason not in EXPECTED_EXCLUSIONS]  # fmt: skip

@@ -143,7 +143,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
     summary = RunSummary(dataset=cache.dataset, splits=splits, probe=config.probe,
                          cache_fingerprint=cache.fingerprint, head=reported.name, plan=result.plan,
                          pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
-                         coverage=str(coverage),
+                         coverage=str(coverage), class_names=list(cache.class_names),
                          **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
     if len(grid) > 1:
         _write_grid(result, out_dir, cache, config)
