@@ -117,16 +117,33 @@ def test_list_files_of_videos_and_of_frame_folders_run_end_to_end(tmp_path, done
     videos = make_ravdess(tmp_path / "v", actors=(1, 5, 9, 13, 17, 21), emotions=(1, 3),
                           modalities=(2,), vocal_channels=(1,), short_every=0, frames=24)  # fmt: skip
     words = {"01": "Neutral", "03": "happiness"}  # RAVDESS EE: spellings the vocabulary knows
-    plain = _write(tmp_path / "videos.csv", ["path,label,group"] + [
-        f"{p.relative_to(tmp_path)},{words[p.name.split('-')[2]]},{p.parent.name}" for p in videos])
+    plain = _write(
+        tmp_path / "videos.csv",
+        ["path,label,group"]
+        + [
+            f"{p.relative_to(tmp_path)},{words[p.name.split('-')[2]]},{p.parent.name}"
+            for p in videos
+        ],
+    )
     dfew = done["roots"]["dfew"]
     folders = sorted((dfew / "Clip" / "clip_224x224").iterdir())[:6]
-    framed = _write(tmp_path / "frames.csv", ["# classes: sad, happy", "path,label,fold"] + [
-        f"{p.relative_to(dfew)},{('sad', 'happy')[i % 2]},{i // 2 % 2 + 1}"
-        for i, p in enumerate(folders)] + [f"{folders[0].relative_to(dfew)}x,angry,1"])
-    a, b = _list_run(tmp_path, "videos", tmp_path, plain), _list_run(tmp_path, "frames", dfew, framed)
+    framed = _write(
+        tmp_path / "frames.csv",
+        ["# classes: sad, happy", "path,label,fold"]
+        + [
+            f"{p.relative_to(dfew)},{('sad', 'happy')[i % 2]},{i // 2 % 2 + 1}"
+            for i, p in enumerate(folders)
+        ]
+        + [f"{folders[0].relative_to(dfew)}x,angry,1"],
+    )
+    a, b = (
+        _list_run(tmp_path, "videos", tmp_path, plain),
+        _list_run(tmp_path, "frames", dfew, framed),
+    )
 
-    assert re.search(r"^12 videos, ", a["index"], re.M) and re.search(r"^6 videos, ", b["index"], re.M)
+    assert re.search(r"^12 videos, ", a["index"], re.M) and re.search(
+        r"^6 videos, ", b["index"], re.M
+    )
     for run, listing, splits, classes, folds in ((a, plain, "groups", ["happy", "neutral"], 5),
                                                  (b, framed, "file", ["sad", "happy"], 2)):  # fmt: skip
         recorded = run["manifest"]["settings"]["list"]

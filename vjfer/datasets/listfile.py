@@ -79,7 +79,7 @@ def _declared(lines: list[str], path: Path) -> tuple[tuple[str, ...] | None, int
     while skip < len(lines) and lines[skip].lstrip().startswith("#"):
         line = lines[skip].strip()
         if line.lower().startswith(CLASSES_LINE):
-            names = [label_name(n) for n in line[len(CLASSES_LINE):].split(",") if n.strip()]
+            names = [label_name(n) for n in line[len(CLASSES_LINE) :].split(",") if n.strip()]
             if not names or len(set(names)) != len(names):
                 raise DatasetError(f"{path} line {skip + 1}: '{CLASSES_LINE} a, b, ...' must name "
                                    f"each class once, got {line!r}")  # fmt: skip
