@@ -108,9 +108,7 @@ class RunSummary(FoldsSummary, total=False):
     plan: str  # what the pass held and read
     pass_seconds: float  # the one training pass's wall time (every fold and head together)
     coverage: str  # "results on N of M videos, K failed / excluded"
-    class_names: list[
-        str
-    ]  # the classes in label order (the cache's; runs before a list file had none)
+    class_names: list[str]  # label order (the cache's); runs before list files have none
     selected: Selected
 
 
