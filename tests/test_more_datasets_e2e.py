@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import run_cli
 from vjfer.digests import sha256_file
+from vjfer.extract import projected_clip_rate
 from vjfer.synthetic import make_ravdess
 from vjfer.synthetic_frames import make_dfew, make_ferv39k, make_mafw
 
@@ -56,6 +57,22 @@ def test_every_official_fold_is_trained_and_recorded(done, name, folds, videos):
     sizes = dict(re.findall(r"([\w+]+) ~([\d.e-]+) GB", plan.split("formats", 1)[1].split("\n")[0]))
     assert set(sizes) == {"fp16", "int8", "pool2", "pool2+int8"}, plan  # priced before it starts
     assert float(sizes["int8"]) < float(sizes["fp16"])
+    clips = int(re.search(r"^clips\s+~(\d+)", plan, re.M).group(1))
+    gpu = re.search(
+        r"^gpu time\s+~\S+ \w+ for ~(\d+) clips at a projected ([\d.e+]+) clips/s", plan, re.M
+    )
+    assert gpu and int(gpu.group(1)) == clips, plan  # the encoder estimate, per dataset
+    assert float(gpu.group(2)) == pytest.approx(projected_clip_rate("tiny")[0], rel=1e-2)
+
+
+def test_the_encoder_estimate_is_the_readmes():
+    """ViT-H/16-384 at 50 % of an H100's bf16 peak: ~53 clips/s, so DFEW's 43,853 clips (README,
+    "What to expect") take ~13.7 min and FERV39k's 38,935 ~12.2 min."""
+    rate, tflop = projected_clip_rate("vjepa-h16-384")
+    assert tflop == pytest.approx(9.295, abs=1e-3) and rate == pytest.approx(53.2, abs=0.05)
+    assert 43_853 / rate / 60 == pytest.approx(13.7, abs=0.05)
+    assert 38_935 / rate / 60 == pytest.approx(12.2, abs=0.05)
+    assert projected_clip_rate("vjepa2") is None  # its architecture comes with its weights
 
 
 def test_cross_maps_classes_by_name_and_the_report_names_the_datasets(done):
