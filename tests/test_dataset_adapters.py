@@ -159,8 +159,28 @@ def test_a_list_file_of_videos_and_of_frame_folders(tmp_path, trees):
     actor_1 = {r.fold for r in index.records if r.video_id.startswith("v-Actor_01")}
     assert len(actor_1) == 1  # one group, one fold
     assert sorted(e.reason for e in index.excluded) == sorted(
-        [datasets.UNKNOWN_LABEL, datasets.NO_FRAMES, datasets.DUPLICATE]
+        [datasets.NO_FRAMES, datasets.DUPLICATE]
     )
+    # a word the vocabulary lacks is a class of its own; the order is the sorted names
+    assert index.classes == ("Bored", "happy", "neutral", "sad")
+    assert all(index.classes[r.label] == r.label_name for r in index.records)
+    declared = _list_file(tmp_path / "declared.csv", ["# classes: Sadness, happy", *rows])
+    index = scan_dataset("list", tmp_path, list_file=declared)
+    assert index.classes == ("sad", "happy") and by_id["frames-00001"].label_name == "sad"
+    assert {r.video_id: r.label for r in index.records}["frames-00001"] == 0
+    unknown = {e.detail for e in index.excluded if e.reason == datasets.UNKNOWN_LABEL}
+    # neutral twice and Bored; the line numbers count the comment and the header
+    assert (
+        len(unknown) == 3
+        and "line 8: label 'Bored' is not one of the declared classes sad, happy" in unknown
+    )
+    identity = datasets.list_identity(declared)
+    assert (identity.splits, identity.classes, identity.num_folds) == (
+        "groups",
+        ("sad", "happy"),
+        5,
+    )
+    assert identity.sha256 != datasets.list_identity(listing).sha256
     split = _list_file(tmp_path / "split.csv", ["path,label,split",
                        f"{videos[0].relative_to(tmp_path)},sad,train",
                        f"{folders[0]},happy,test"])  # fmt: skip

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from vjfer.cache import cache_info, open_cache
 from vjfer.cli import cli
@@ -175,6 +176,27 @@ def test_haar_crop_is_one_square_median_box(videos):
     assert video.frames.shape == (1, FRAMES, 64, 64, 3) and (video.width, video.height) == SIZE
     with pytest.raises(VideoError, match="crop box .* is not inside the 320x240 frame"):
         decode_video(videos["face"], 64, crop=(300, 0, 100, 100))
+
+
+def test_haar_on_a_frame_folder_finds_the_face_and_crops_it(tmp_path):
+    """A folder of PNG frames (DFEW-like releases) is detected on and cropped like a video file:
+    the boxes follow the drawn face, and the crop goes through the folder's own decoding."""
+    folder = tmp_path / "00001"
+    folder.mkdir()
+    frames = face_frames(17)
+    for i, frame in enumerate(frames, start=1):
+        Image.fromarray(frame).save(folder / f"{i:05d}.png")
+    track = detect_faces(folder, FaceCropConfig("haar"))
+    assert (track.width, track.height) == SIZE and track.frames.tolist() == [0, 8, 16]
+    assert len(track.found) == 3
+    for index, box in zip(track.frames, track.boxes, strict=True):
+        want = expected_face(index / (len(frames) - 1))
+        assert np.abs(box[:2] + box[2:] / 2 - want[:2] - want[2:] / 2).max() < 0.05 * want[2]
+    result = FaceCropper(FaceCropConfig("haar", margin=0.2)).locate(folder, "00001")
+    assert result.status == "cropped"
+    x, y, w, h = result.box.x, result.box.y, result.box.w, result.box.h
+    video = decode_video(folder, 32, crop=(x, y, w, h))
+    assert video.frames.shape == (1, 17, 32, 32, 3) and (video.width, video.height) == SIZE
 
 
 def test_faceless_video_fails_or_falls_back(videos):

@@ -43,6 +43,7 @@ NON_DEFAULT = {
     "augment_seed": 7,
     "trust_size_mtime": True,
     "layers": (0, -1),
+    "list_file": "{tmp}/list.csv",  # with --dataset list, the only dataset that takes one
 }
 FIXED = ("dataset", "root", "cache_root", "force")  # given to every case / never resumed
 CASES = [f.name for f in dataclasses.fields(ExtractConfig) if f.name not in FIXED]
@@ -93,15 +94,19 @@ def test_the_resume_command_recreates_the_cache(field, encoder, tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     (tmp_path / "faces.csv").write_text("video_id,x,y,w,h\n", encoding="utf-8")
+    (tmp_path / "list.csv").write_text("path,label\na.mp4,happy\n", encoding="utf-8")
     value = NON_DEFAULT[field]
     cases = {field: value.format(tmp=tmp_path) if isinstance(value, str) else value}
+    dataset = "list" if field == "list_file" else "ravdess"
+    if field == "list_file":
+        cases[field] = Path(cases[field])
     if field.startswith("face_") and field != "face_crop":  # they matter with a crop only
         cases["face_crop"] = f"boxes:{tmp_path}/faces.csv"
     if field == "checkpoint":
         cases["encoder"] = "vjepa-h16-384"  # the tiny encoder takes no checkpoint
     elif field != "encoder":
         cases["encoder"] = "tiny"
-    config = ExtractConfig(dataset="ravdess", root=root, cache_root=tmp_path / "cache", **cases)
+    config = ExtractConfig(dataset=dataset, root=root, cache_root=tmp_path / "cache", **cases)
     assert getattr(config, field) != getattr(ExtractConfig("ravdess", root), field)
     directory = _cache_dir(tmp_path, config, tmp_path / "cache")
     parsed = _parse(cache.resume_command(directory))

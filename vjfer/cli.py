@@ -18,9 +18,9 @@ import click
 from vjfer import __version__
 from vjfer.errors import CacheError, VjferError
 
-DATASET = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw"], case_sensitive=False)
-INDEXABLE = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"],
-                         case_sensitive=False)  # fmt: skip
+DATASET = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"],
+                       case_sensitive=False)  # fmt: skip
+INDEXABLE = DATASET
 SPLITS_HELP = (
     "Fold protocol: RAVDESS paper (5 folds, default) or mae-dfer (6 folds, fold k = actors "
     "4k-3..4k); a list file: file (its fold/split columns) or groups (seeded group folds)."
@@ -189,8 +189,10 @@ def _extract_options(f):
 
     d = ExtractConfig.__dataclass_fields__
     options = [
-        click.option("--dataset", type=DATASET, required=True, help="ravdess or crema-d."),
-        click.option("--root", type=click.Path(path_type=Path), help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D)."),
+        click.option("--dataset", type=DATASET, required=True, help="ravdess, crema-d, dfew, ferv39k, mafw or list (with --list)."),
+        click.option("--root", type=click.Path(path_type=Path), help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / ...)."),
+        click.option("--list", "list_file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root."),
         click.option("--encoder", default=d["encoder"].default, show_default=True, help="Encoder name (`vjfer encoders`)."),
         click.option("--checkpoint", type=click.Path(path_type=Path), envvar="VJFER_CHECKPOINT",
                      help="jepa .pth.tar file or HF directory (or VJFER_CHECKPOINT)."),
@@ -311,7 +313,9 @@ def cache_verify_cmd(path: Path, root: Path | None) -> None:
     for directory in _caches_at(path):
         records = None
         if root is not None:
-            records = index_dataset(open_cache(directory).dataset, root)
+            opened = open_cache(directory)  # a list dataset's list file: the one extracted from
+            listed = opened.manifest["config"]["list_file"] if opened.dataset == "list" else None
+            records = index_dataset(opened.dataset, root, list_file=listed)
         report = verify_cache(directory, records)
         _echo_lines(str(report))
         bad += not report.ok

@@ -1,6 +1,6 @@
 """Cross-dataset evaluation: each fold's probe, trained on one dataset, predicts the other dataset.
 
-Classes are matched by name (`labels.cross_dataset_map`). RAVDESS has two classes CREMA-D lacks,
+Classes are matched by name (as `labels.cross_dataset_map` does; a list file's are its own). RAVDESS has two classes CREMA-D lacks,
 calm and surprised; docs/design.md ("Evaluation and metrics") handles them on the side where they occur:
 
 - RAVDESS -> CREMA-D (prediction side): `drop` drops videos *predicted* calm or surprised;
@@ -37,7 +37,7 @@ from vjfer import metrics
 from vjfer.cache import Cache, Coverage, open_cache
 from vjfer.env import resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
-from vjfer.labels import check_dataset, class_names, cross_dataset_map
+from vjfer.labels import check_dataset, class_names
 from vjfer.probe.evaluate import EVAL_BATCH_CLIPS, VIDEO_VOTINGS, score_videos, vote_videos
 from vjfer.probe.model import load_probe
 from vjfer.probe.resume import publish_run, stage_run
@@ -70,6 +70,8 @@ class ClassHandling:
     names: tuple[str, ...]  # evaluation classes
     label_map: np.ndarray  # int [C_target]
     pred_map: np.ndarray  # int [C_source]
+    source_names: tuple[str, ...] = ()  # the probe's classes in label order
+    target_names: tuple[str, ...] = ()  # the videos' classes in label order
 
 
 def _side_map(own: tuple[str, ...], shared: tuple[str, ...], calm: str) -> np.ndarray:
@@ -82,19 +84,25 @@ def _side_map(own: tuple[str, ...], shared: tuple[str, ...], calm: str) -> np.nd
     return np.asarray(out, dtype=np.int64)
 
 
-def class_handling(source: str, target: str, calm: str) -> ClassHandling:
-    """The class handling of probes trained on `source` and tested on `target` (names checked)."""
+def class_handling(source: str, target: str, calm: str,
+                   source_names: Sequence[str] | None = None,
+                   target_names: Sequence[str] | None = None) -> ClassHandling:  # fmt: skip
+    """The class handling of probes trained on `source` and tested on `target` (names checked).
+    `source_names` / `target_names`: the classes in label order (default: the datasets'; a list
+    file's come from its run and cache)."""
     source, target = check_dataset(source), check_dataset(target)
     if source == target:
         raise ConfigError(f"cross-dataset evaluation needs two datasets; got {source} twice")
     if calm not in CALM_HANDLINGS:
         raise ConfigError(f"unknown calm handling {calm!r}; known: {', '.join(CALM_HANDLINGS)}")
-    src, dst = class_names(source), class_names(target)
-    shared_idx = sorted(cross_dataset_map(target, source))  # target classes the source has
-    names = tuple(dst[i] for i in shared_idx)
-    return ClassHandling(
-        source, target, calm, names, _side_map(dst, names, calm), _side_map(src, names, calm)
-    )
+    src = tuple(class_names(source) if source_names is None else source_names)
+    dst = tuple(class_names(target) if target_names is None else target_names)
+    names = tuple(n for n in dst if n in src)  # the target's classes the source has, by name
+    if not names:
+        raise ConfigError(f"{source} ({', '.join(src)}) and {target} ({', '.join(dst)}) share "
+                          "no class name: nothing to score")  # fmt: skip
+    return ClassHandling(source, target, calm, names, _side_map(dst, names, calm),
+                         _side_map(src, names, calm), src, dst)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ def apply_handling(truth: np.ndarray, pred: np.ndarray, handling: ClassHandling)
         )
     t, p = handling.label_map[truth], handling.pred_map[pred]
     kept = (t >= 0) & (p >= 0)
-    src, dst = class_names(handling.source), class_names(handling.target)
+    src, dst = handling.source_names, handling.target_names
     reasons = Counter(f"labelled {dst[i]}" for i in truth[t < 0])
     reasons.update(f"predicted {src[i]}" for i in pred[(t >= 0) & (p < 0)])
     return Handled(t[kept], p[kept], kept, dict(sorted(reasons.items())))
@@ -258,9 +266,9 @@ def _score_fold(k: int, videos: pd.DataFrame, handling: ClassHandling, out: Path
 
 def _load_probes(
     run_dir: Path, cache: Cache, dev: torch.device
-) -> tuple[dict[int, nn.Module], str]:
-    """Each fold's probe of `run_dir` on `dev`, checked against the target cache, and the one
-    dataset they were trained on."""
+) -> tuple[dict[int, nn.Module], str, tuple[str, ...]]:
+    """Each fold's probe of `run_dir` on `dev`, checked against the target cache, the one
+    dataset they were trained on and its classes (as the probes recorded them)."""
     probes: dict[int, nn.Module] = {}
     metas: dict[int, dict] = {}
     for k, path in find_probes(run_dir).items():
@@ -276,7 +284,9 @@ def _load_probes(
             f"probes of {run_dir} were trained on several datasets: {sorted(sources)}"
         )
     source = sources.pop()
-    return probes, source
+    if len(names := {tuple(m["class_names"]) for m in metas.values()}) != 1:
+        raise CheckpointError(f"probes of {run_dir} disagree on their classes: {sorted(names)}")
+    return probes, source, names.pop()
 
 
 def cross_evaluate(
@@ -299,9 +309,8 @@ def cross_evaluate(
     run_dir = Path(run_dir)
     cache = target_cache if isinstance(target_cache, Cache) else open_cache(target_cache)
     dev = resolve_device(device)
-    probes, source = _load_probes(run_dir, cache, dev)
-    handling = class_handling(source, cache.dataset, calm)
-    src_names = class_names(source)
+    probes, source, src_names = _load_probes(run_dir, cache, dev)
+    handling = class_handling(source, cache.dataset, calm, src_names, cache.class_names)
     video_ids = list(cache.videos["video_id"])
     log.info(
         "%d %s probes x %d %s videos (%s)", len(probes), source, len(video_ids), cache.dataset, calm

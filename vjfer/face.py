@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, TypeGuard
@@ -27,6 +28,7 @@ import numpy as np
 
 from vjfer.digests import sha256_file
 from vjfer.errors import FACE_FAILURE_PREFIX, ConfigError, VideoError
+from vjfer.frame_folders import folder_frames, frame_files
 
 log = logging.getLogger(__name__)
 
@@ -204,31 +206,38 @@ class FaceTrack:
         return self.boxes[~np.isnan(self.boxes[:, 0])]
 
 
+def _video_frames(path: Path) -> Iterator[av.VideoFrame]:
+    """The frames of a video file, or of a folder of frames (decoded as extraction decodes it)."""
+    if path.is_dir():
+        yield from folder_frames(frame_files(path), lost=[])
+        return
+    with av.open(str(path)) as container:
+        yield from container.decode(container.streams.video[0])
+
+
 def detect_faces(path: str | Path, config: FaceCropConfig) -> FaceTrack:
     """Run the Haar cascade on every `sample_every`-th frame; VideoError if it cannot decode."""
     cv2, classifier = _haar_classifier()
     path = Path(path)
     frames, found, size = [], [], None
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            for index, frame in enumerate(container.decode(stream)):
-                if index % config.sample_every:
-                    continue
-                turns = round(frame.rotation / 90) % 4
-                scale = config.detect_height / (frame.width if turns % 2 else frame.height)
-                w, h = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
-                gray: np.ndarray = frame.reformat(w, h, format="gray").to_ndarray()  # uint8 [h, w]
-                gray = np.ascontiguousarray(np.rot90(gray, turns)) if turns else gray
-                size = (round(gray.shape[1] / scale), round(gray.shape[0] / scale))
-                side = max(1, round(config.min_face * min(gray.shape)))
-                faces = classifier.detectMultiScale(
-                    gray, scaleFactor=config.scale_factor, minNeighbors=config.min_neighbors,
-                    minSize=(side, side),
-                )  # fmt: skip
-                frames.append(index)
-                box = max(faces, key=lambda b: b[2] * b[3]) if len(faces) else [np.nan] * 4
-                found.append(np.array(box, dtype=np.float64) / scale)
+        for index, frame in enumerate(_video_frames(path)):
+            if index % config.sample_every:
+                continue
+            turns = round(frame.rotation / 90) % 4
+            scale = config.detect_height / (frame.width if turns % 2 else frame.height)
+            w, h = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+            gray: np.ndarray = frame.reformat(w, h, format="gray").to_ndarray()  # uint8 [h, w]
+            gray = np.ascontiguousarray(np.rot90(gray, turns)) if turns else gray
+            size = (round(gray.shape[1] / scale), round(gray.shape[0] / scale))
+            side = max(1, round(config.min_face * min(gray.shape)))
+            faces = classifier.detectMultiScale(
+                gray, scaleFactor=config.scale_factor, minNeighbors=config.min_neighbors,
+                minSize=(side, side),
+            )  # fmt: skip
+            frames.append(index)
+            box = max(faces, key=lambda b: b[2] * b[3]) if len(faces) else [np.nan] * 4
+            found.append(np.array(box, dtype=np.float64) / scale)
     except (av.FFmpegError, OSError, IndexError) as err:
         raise VideoError(path, f"cannot decode for face detection: {err}") from err
     if size is None:
@@ -237,10 +246,9 @@ def detect_faces(path: str | Path, config: FaceCropConfig) -> FaceTrack:
 
 
 def display_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a video's first frame as displayed (after its rotation)."""
+    """(width, height) of a video's (or frame folder's) first frame as displayed (rotated)."""
     try:
-        with av.open(str(path)) as container:
-            frame = next(container.decode(container.streams.video[0]))
+        frame = next(_video_frames(path))
     except (av.FFmpegError, OSError, IndexError, StopIteration) as err:
         raise VideoError(path, f"cannot read a frame for its size: {err!r}") from err
     turns = round(frame.rotation / 90) % 4

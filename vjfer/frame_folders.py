@@ -12,6 +12,7 @@ A folder's identity (for resume) is its files' names and sizes plus one sha256 o
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -65,30 +66,42 @@ def missing_frames(files: list[Path]) -> int:
     return values[-1] - values[0] + 1 - len(set(values))
 
 
-def folder_identity(folder: str | Path, name: str | None = None, sha256: bool = True
-                    ) -> SourceIdentity:  # fmt: skip
-    """SourceIdentity of a frame folder: total size, newest mtime, and a sha256 (unless `sha256`
-    is False) and an xxh3-128 over each file's name, size and bytes in frame order (a renamed,
-    added, removed or changed frame changes both)."""
-    folder = Path(folder)
-    digest, fast = hashlib.sha256() if sha256 else None, xxhash.xxh3_128()
-    size, mtime = 0, 0
-    for path in frame_files(folder):
-        data = path.read_bytes()
-        st = path.stat()
-        for h in (digest, fast):
+class _FolderDigest:
+    """A frame folder's identity, built file by file: total size, newest mtime, a sha256 (unless
+    off) and an xxh3-128 over each file's name, size and bytes in frame order."""
+
+    def __init__(self, sha256: bool = True):
+        self.sha256, self.fast = hashlib.sha256() if sha256 else None, xxhash.xxh3_128()
+        self.size, self.mtime = 0, 0
+
+    def add(self, path: Path, data: bytes) -> None:
+        for h in (self.sha256, self.fast):
             if h is not None:
                 h.update(f"{path.name}\0{len(data)}\0".encode())
                 h.update(data)
-        size, mtime = size + len(data), max(mtime, st.st_mtime_ns)
-    return SourceIdentity(name or str(folder), size, mtime, digest.hexdigest() if digest else "",
-                          fast.hexdigest())  # fmt: skip
+        self.size, self.mtime = self.size + len(data), max(self.mtime, path.stat().st_mtime_ns)
+
+    def identity(self, name: str) -> SourceIdentity:
+        return SourceIdentity(name, self.size, self.mtime,
+                              self.sha256.hexdigest() if self.sha256 else "",
+                              self.fast.hexdigest())  # fmt: skip
 
 
-def read_frame(path: Path) -> np.ndarray | None:
-    """One frame file as RGB uint8 [H, W, 3]; None (and a warning) when it does not decode."""
+def folder_identity(folder: str | Path, name: str | None = None, sha256: bool = True
+                    ) -> SourceIdentity:  # fmt: skip
+    """SourceIdentity of a frame folder (`_FolderDigest`: a renamed, added, removed or changed
+    frame changes both digests)."""
+    folder, digest = Path(folder), _FolderDigest(sha256)
+    for path in frame_files(folder):
+        digest.add(path, path.read_bytes())
+    return digest.identity(name or str(folder))
+
+
+def read_frame(path: Path, data: bytes | None = None) -> np.ndarray | None:
+    """One frame file (or its bytes, already read) as RGB uint8 [H, W, 3]; None (and a warning)
+    when it does not decode."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             image.load()
             return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as err:
@@ -96,16 +109,20 @@ def read_frame(path: Path) -> np.ndarray | None:
         return None
 
 
-def folder_frames(files: list[Path], lost: list[Path], timeout: float | None = None
-                  ) -> Iterator[av.VideoFrame]:  # fmt: skip
-    """Every frame file that decodes, as an rgb24 VideoFrame; the others appended to `lost`."""
+def folder_frames(files: list[Path], lost: list[Path], timeout: float | None = None,
+                  digest: _FolderDigest | None = None) -> Iterator[av.VideoFrame]:  # fmt: skip
+    """Every frame file that decodes, as an rgb24 VideoFrame; the others appended to `lost`.
+    Each file is read once: its bytes feed `digest` (the folder's identity) and the decoder."""
     deadline = None if timeout is None else time.monotonic() + timeout
     for path in files:
         if deadline is not None and time.monotonic() > deadline:
             raise VideoError(
                 path.parent, f"decoding timed out after {timeout:g} s (--decode-timeout)"
             )
-        rgb = read_frame(path)
+        data = path.read_bytes()
+        if digest is not None:
+            digest.add(path, data)
+        rgb = read_frame(path, data)
         if rgb is None:
             lost.append(path)
             continue
@@ -146,12 +163,11 @@ def decode_frame_folder(
     """
     folder = Path(folder)
     files = frame_files(folder)
-    source = folder_identity(folder)
-    gaps, lost = missing_frames(files), list[Path]()
+    gaps, lost, digest = missing_frames(files), list[Path](), _FolderDigest()
     prepare = _Preparer(resolution, views, crop)
     buffer = _FrameBuffer(num_views(views), resolution, len(files))
     try:
-        _prepare_all(folder_frames(files, lost, timeout), prepare, buffer, threads)
+        _prepare_all(folder_frames(files, lost, timeout, digest), prepare, buffer, threads)
     except ValueError as err:
         raise VideoError(folder, str(err)) from err
     if buffer.count == 0 or prepare.display_size is None:
@@ -164,6 +180,6 @@ def decode_frame_folder(
     width, height = prepare.display_size
     return DecodedVideo(
         path=folder, frames=buffer.frames(), fps=fps, width=width, height=height,
-        n_frames=buffer.count, lost_frames=len(lost) + gaps, source=source,
+        n_frames=buffer.count, lost_frames=len(lost) + gaps, source=digest.identity(str(folder)),
         container_frames=len(files) + gaps,
     )  # fmt: skip

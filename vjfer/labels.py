@@ -11,8 +11,9 @@ from typing import Literal, cast
 
 from vjfer.errors import ConfigError
 
-DatasetName = Literal["ravdess", "crema-d", "dfew", "ferv39k", "mafw"]
-DATASETS: tuple[str, ...] = ("ravdess", "crema-d", "dfew", "ferv39k", "mafw")
+DatasetName = Literal["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"]
+DATASETS: tuple[str, ...] = ("ravdess", "crema-d", "dfew", "ferv39k", "mafw")  # fixed classes
+LIST = "list"  # a dataset from a list file: its classes are the file's, recorded in its cache
 
 VOCABULARY: tuple[str, ...] = (
     "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
@@ -54,14 +55,19 @@ def check_dataset(dataset: str) -> DatasetName:
         name = "crema-d"
     if name == "ferv-39k":
         name = "ferv39k"
-    if name not in CLASSES:
-        raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    if name not in (*DATASETS, LIST):
+        raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}, {LIST}")
     return cast(DatasetName, name)
 
 
 def class_names(dataset: str) -> tuple[str, ...]:
-    """The dataset's class names in class-index order."""
-    return CLASSES[check_dataset(dataset)]
+    """The dataset's class names in class-index order (a list file's: ConfigError, they are the
+    file's own and travel with its cache and runs)."""
+    name = check_dataset(dataset)
+    if name == LIST:
+        raise ConfigError("a list-file dataset's classes are its list file's: read them from its "
+                          "cache (`class_names` in manifest.json) or run (summary.json)")  # fmt: skip
+    return CLASSES[name]
 
 
 def vocabulary_name(word: str) -> str | None:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 import vjfer
-from vjfer import labels, report_html, run_details, timeline
+from vjfer import report_html, run_details, timeline
 from vjfer.cache import open_cache
 from vjfer.errors import CacheError, ConfigError, VjferError
 from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
@@ -39,6 +39,7 @@ from vjfer.results import (
     read_json,
     read_probe_run,
     read_summary,
+    run_class_names,
     voting_means,
 )
 from vjfer.runs import CROSS_DIR, training_cache
@@ -187,7 +188,7 @@ def table_ii(runs: Sequence[ProbeRun]) -> Table:
                 "Probe": run.probe, "Voting": vname, "Folds": len(run.summary["folds"]),
                 # runs made before the split was recorded used the paper's folds
                 "Splits": run.summary["splits"] if "splits" in run.summary else "paper",
-                "Classes": labels.num_classes(run.dataset),
+                "Classes": len(run_class_names(run.summary)),
                 **beside_paper(metric_cells(voting_means(run.summary, voting)), paper),
             })  # fmt: skip
     notes = [
@@ -403,7 +404,7 @@ def _confusion_figures(
             matrix = summed_confusion(list(run.folds.values()), voting)
             path = out_dir / f"confusion-{names[run.path]}-{voting}.png"
             figures.append(
-                (caption, confusion_figure(matrix, labels.class_names(run.dataset), caption, path))
+                (caption, confusion_figure(matrix, run_class_names(run.summary), caption, path))
             )
     for cross in cross_runs:
         s = cross.summary
@@ -438,7 +439,7 @@ def detail_tables(probe_runs: list[ProbeRun], run_caches: Sequence) -> list[Tabl
               run_details.fold_frame(probe_runs, DATASET_TITLES),
               ["In %, each fold's test actors only; Table II is their mean ± std."]),
         Table("recall", "Per-class recall (video level)",
-              run_details.recall_frame(probe_runs, labels.class_names, DATASET_TITLES),
+              run_details.recall_frame(probe_runs, lambda r: run_class_names(r.summary), DATASET_TITLES),
               ["Recall of each class in %, mean ± sample std over the folds; Videos = its test "
                "videos over all folds. UAR is the mean of this column."]),
     ]  # fmt: skip
@@ -472,7 +473,7 @@ def _timeline_figures(
         title = DATASET_TITLES.get(run.dataset, run.dataset)
         try:
             panels = timeline.run_panels(run.path, run_caches[run.path])
-            path = timeline_figure(panels, labels.class_names(run.dataset),
+            path = timeline_figure(panels, run_class_names(run.summary),
                                    out_dir / f"timeline-{names[run.path]}.png",
                                    title=f"{title}: emotion over time in {len(panels)} test videos")  # fmt: skip
         except (VjferError, OSError, KeyError, ValueError) as err:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
 
 from vjfer.errors import ConfigError
+from vjfer.labels import class_names
 
 Voting = Literal["pbv", "mv", "clip"]
 Metric = Literal["uar", "war", "macro_precision", "macro_f1"]
@@ -116,6 +117,7 @@ class RunSummary(FoldsSummary, total=False):
     plan: str  # what the pass held and read
     pass_seconds: float  # the one training pass's wall time (every fold and head together)
     coverage: str  # "results on N of M videos, K failed / excluded"
+    class_names: list[str]  # label order (the cache's); runs before list files have none
     selected: Selected
     failed_heads: list[dict]  # heads whose loss diverged (`--on-nonfinite skip`): never selected
     layers: list[LayerSummary]  # runs with heads on several layers: one entry per layer
@@ -159,6 +161,14 @@ def read_json(path: str | Path) -> dict:
 def write_json(path: str | Path, obj: Mapping[str, Any]) -> None:
     """`obj` as indented JSON (one key per line: diffs and `cat` stay readable)."""
     Path(path).write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+
+
+def run_class_names(summary: RunSummary) -> tuple[str, ...]:
+    """A run's classes in label order: recorded since list files (their classes are the file's),
+    else its dataset's, which is what every earlier run was trained on."""
+    if "class_names" in summary:
+        return tuple(summary["class_names"])
+    return class_names(summary["dataset"])
 
 
 def read_summary(run_dir: str | Path) -> RunSummary:

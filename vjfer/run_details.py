@@ -128,7 +128,7 @@ def recall_frame(runs: Sequence, class_names_of, dataset_titles: dict[str, str])
     fold's confusion matrix (diagonal / row sum), the matrix the figures draw.
 
     Args:
-        class_names_of: dataset -> class names in label order (`vjfer.labels.class_names`).
+        class_names_of: run -> its class names in label order (`results.run_class_names`).
     """
     rows = []
     for run in runs:
@@ -136,7 +136,7 @@ def recall_frame(runs: Sequence, class_names_of, dataset_titles: dict[str, str])
         matrices = {v: [np.asarray(f[v]["confusion"], dtype=np.float64) for f in folds]
                     for v in VOTING}  # fmt: skip
         support = np.sum([m.sum(axis=1) for m in matrices["pbv"]], axis=0)
-        for k, name in enumerate(class_names_of(run.dataset)):
+        for k, name in enumerate(class_names_of(run)):
             row = {"Dataset": dataset_titles.get(run.dataset, run.dataset), "Run": run.path.name,
                    "Class": name, "Videos": int(support[k])}  # fmt: skip
             for voting, vname in VOTING.items():

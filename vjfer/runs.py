@@ -27,6 +27,7 @@ from vjfer.labels import check_dataset
 CLIP_SELECTION = (
     "dataset", "plan", "hop", "views", "windows_version", "augment",
     "shard_size", "limit", "max_lost_frames", "dedup_streams",  # layout and which videos
+    "list",  # a list file: which items, their labels and folds
 )  # fmt: skip
 # What to say when a token setting differs (the default: made by the same encoder).
 SAME_TOKENS_NEED = {

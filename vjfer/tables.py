@@ -20,7 +20,7 @@ import pandas as pd
 from vjfer.errors import ConfigError
 
 DATASET_TITLES = {"ravdess": "RAVDESS", "crema-d": "CREMA-D", "dfew": "DFEW", "ferv39k": "FERV39k",
-                  "mafw": "MAFW"}  # fmt: skip
+                  "mafw": "MAFW", "list": "List file"}  # fmt: skip
 STD = " std"  # suffix of a column holding the std of the column before it
 
 

@@ -303,6 +303,13 @@ def shard_header(*, dataset: str, fp: str, settings: dict, grid: Sequence[int], 
 # The manifest.
 
 
+def settings_class_names(dataset: str, settings: dict) -> list[str]:
+    """A cache's class order: a list file's own (recorded in its settings), else the dataset's."""
+    if "list" in settings:
+        return list(settings["list"]["classes"])
+    return list(dataset_class_names(dataset))
+
+
 def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
     """Build the manifest from the complete shards found in `directory`.
 
@@ -355,7 +362,7 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
         "format": FORMAT, "format_version": FORMAT_VERSION, "dataset": first["dataset"],
         "fingerprint": first["fingerprint"], "settings": first["settings"],
         "layout": layout,
-        "class_names": list(dataset_class_names(first["dataset"])),
+        "class_names": settings_class_names(first["dataset"], first["settings"]),
         "shard_size": first["shard_size"],
         "complete": all(s["complete"] for s in shards),
         "shards": shards, "videos": videos, "excluded": [],

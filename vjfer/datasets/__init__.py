@@ -33,6 +33,7 @@ from vjfer.datasets.folds import (
     mae_dfer_folds,
     read_folds,
 )  # fmt: skip
+from vjfer.datasets.listfile import ListIdentity, list_identity
 from vjfer.datasets.ravdess import DEFAULT_MODALITIES, DEFAULT_VOCAL_CHANNELS, parse_ravdess_name
 from vjfer.datasets.records import (
     AUDIO_ONLY,
@@ -128,10 +129,11 @@ def index_dataset(
     modalities: Iterable[int] | None = None,
     vocal_channels: Iterable[int] | None = None,
     splits: str | None = None,
+    list_file: str | Path | None = None,
 ) -> list[VideoRecord]:
     """The usable videos under `root`, sorted by video_id (see `scan_dataset`)."""
     return scan_dataset(name, root, modalities=modalities, vocal_channels=vocal_channels,
-                        splits=splits).records  # fmt: skip
+                        splits=splits, list_file=list_file).records  # fmt: skip
 
 
 __all__ = [
@@ -141,9 +143,9 @@ __all__ = [
     "MULTI_LABEL", "NO_FRAMES", "NOT_LISTED", "NOT_SELECTED", "NUM_FOLDS", "PAPER_FOLDS",
     "RAVDESS_MODALITIES", "RAVDESS_VOCAL_CHANNELS", "SPLITS", "SPLIT_FILES", "SUMMARY_EXAMPLES",
     "TRAIN_ONLY", "UNKNOWN_ACTOR", "UNKNOWN_EMOTION", "UNKNOWN_LABEL", "UNPARSABLE", "CremaDName",
-    "DatasetIndex", "Exclusion", "VideoRecord", "actor_folds", "adapter_name", "check_splits",
-    "describe_folds", "fold_numbers", "fold_rows", "fold_split", "format_index_summary",
-    "group_folds", "index_dataset", "index_json", "load_folds", "mae_dfer_folds", "natural_key",
-    "parse_crema_d_name", "parse_ravdess_name", "read_folds", "records_frame", "scan_dataset",
+    "DatasetIndex", "Exclusion", "ListIdentity", "VideoRecord", "actor_folds", "adapter_name",
+    "check_splits", "describe_folds", "fold_numbers", "fold_rows", "fold_split",
+    "format_index_summary", "group_folds", "index_dataset", "index_json", "list_identity",
+    "load_folds", "mae_dfer_folds", "natural_key", "parse_crema_d_name", "parse_ravdess_name", "read_folds", "records_frame", "scan_dataset",
     "summarize", "write_excluded_csv", "write_index_json",
 ]  # fmt: skip

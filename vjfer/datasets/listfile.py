@@ -3,13 +3,22 @@ paths relative to the root, each a video file or a folder of frames.
 
 Folds: a `fold` column (test fold per row; 0 = train only) or a `split` column (train/test: one
 fold) gives them as written (`--splits file`); otherwise `--splits groups` deals the `group`s (the
-rows themselves without one) into `num_folds` seeded folds (`folds.group_folds`). Labels are the
-vocabulary's names (`happy`, `Anger`, ...); the class order is the vocabulary's, of those present.
+rows themselves without one) into `num_folds` seeded folds (`folds.group_folds`).
+
+Labels: a word the vocabulary knows (`Happy`, `anger`, `Surprise`) becomes its vocabulary name, so
+`vjfer cross` matches it with the other datasets' classes; any other word is a class of its own, as
+written. The class order is the sorted names of every labelled row (rows whose item is missing
+count too, so a missing file never shifts the label indices), unless the file declares it in a
+comment line before the header, `# classes: neutral, happy, sad`; then a label outside it is an
+unknown label. The list file's sha256, its fold protocol and its classes enter the cache's
+fingerprint (`ListIdentity`): they decide every video's label and fold.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from vjfer.datasets.folds import check_splits, group_folds
@@ -29,23 +38,91 @@ from vjfer.datasets.records import (
     check_root,
     finish_index,
 )  # fmt: skip
+from vjfer.digests import sha256_file
 from vjfer.errors import DatasetError
-from vjfer.labels import VOCABULARY, vocabulary_name
+from vjfer.labels import vocabulary_name
 
 DEFAULT_FOLDS = 5
+GROUP_SEED = 0  # the seed of `--splits groups` (stated in the index and recorded in the cache)
 SPLIT_WORDS = {"train": TRAIN_ONLY, "test": 1}
+CLASSES_LINE = "# classes:"  # a comment line before the header declaring the class order
 
 
-def read_list(path: Path) -> list[dict[str, str]]:
-    """The rows of a list file, checked for its required columns."""
+@dataclass(frozen=True)
+class ListFile:
+    """A list file's rows (columns stripped) and its declared class order (None: not declared)."""
+
+    rows: list[dict[str, str]]
+    declared: tuple[str, ...] | None
+    first_line: int  # the first row's line in the file (after the comments and the header)
+
+
+@dataclass(frozen=True)
+class ListIdentity:
+    """What of a list file decides the tokens' labels and folds: a cache fingerprint input."""
+
+    sha256: str
+    splits: str  # file (its fold/split columns) or groups (seeded group folds)
+    classes: tuple[str, ...]  # class order: index = label
+    num_folds: int | None  # groups: the folds dealt; file: None (as written)
+    seed: int | None  # groups: the dealing seed
+
+
+def label_name(word: str) -> str:
+    """A list label's class name: the vocabulary's name of a word it knows, else the word."""
+    return vocabulary_name(word) or word.strip()
+
+
+def _declared(lines: list[str], path: Path) -> tuple[tuple[str, ...] | None, int]:
+    """The declared class order of the leading comment lines, and how many lines they are."""
+    declared, skip = None, 0
+    while skip < len(lines) and lines[skip].lstrip().startswith("#"):
+        line = lines[skip].strip()
+        if line.lower().startswith(CLASSES_LINE):
+            names = [label_name(n) for n in line[len(CLASSES_LINE) :].split(",") if n.strip()]
+            if not names or len(set(names)) != len(names):
+                raise DatasetError(f"{path} line {skip + 1}: '{CLASSES_LINE} a, b, ...' must name "
+                                   f"each class once, got {line!r}")  # fmt: skip
+            declared = tuple(names)
+        skip += 1
+    return declared, skip
+
+
+def read_list(path: Path) -> ListFile:
+    """The rows of a list file, checked for its required columns, and its declared classes."""
     if not path.is_file():
         raise DatasetError(f"list file {path} does not exist; pass --list FILE (CSV path,label)")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        if not {"path", "label"} <= set(columns):
-            raise DatasetError(f"{path}: header must hold 'path' and 'label', got {columns}")
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    lines = path.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    declared, skip = _declared(lines, path)
+    reader = csv.DictReader(io.StringIO("".join(lines[skip:]), newline=""))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    if not {"path", "label"} <= set(columns):
+        raise DatasetError(f"{path}: header must hold 'path' and 'label', got {columns}")
+    rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    return ListFile(rows, declared, first_line=skip + 2)
+
+
+def list_splits(listing: ListFile, splits: str | None) -> str:
+    """The fold protocol: `splits`, checked, or `file` when the list has fold/split columns."""
+    has_folds = bool(listing.rows) and ("fold" in listing.rows[0] or "split" in listing.rows[0])
+    return check_splits("list", splits or ("file" if has_folds else "groups"))
+
+
+def list_classes(listing: ListFile) -> tuple[str, ...]:
+    """The class order: the declared one, else the sorted names of every labelled row."""
+    if listing.declared is not None:
+        return listing.declared
+    return tuple(sorted({label_name(r["label"]) for r in listing.rows if r["label"]}))
+
+
+def list_identity(path: Path, splits: str | None = None,
+                  num_folds: int = DEFAULT_FOLDS) -> ListIdentity:  # fmt: skip
+    """The fingerprint input of a list file (`extract.cache_settings`)."""
+    listing = read_list(Path(path))
+    splits = list_splits(listing, splits)
+    groups = splits == "groups"
+    return ListIdentity(sha256_file(path), splits, list_classes(listing),
+                        num_folds if groups else None, GROUP_SEED if groups else None)  # fmt: skip
 
 
 def _fold(row: dict[str, str], line: int) -> int:
@@ -69,26 +146,26 @@ def _check_item(path: Path) -> None:
 
 
 def scan(root: Path, *, list_file: Path | None = None, splits: str | None = None,
-         num_folds: int = DEFAULT_FOLDS, seed: int = 0) -> DatasetIndex:  # fmt: skip
+         num_folds: int = DEFAULT_FOLDS, seed: int = GROUP_SEED) -> DatasetIndex:  # fmt: skip
     """Index the items a list file names (relative to `root`)."""
     if list_file is None:
         raise DatasetError("--dataset list needs --list FILE (a CSV with path,label columns)")
     root = check_root("list", root, "pass --root DIR (the folder the list's paths start from)")
-    rows = read_list(Path(list_file))
-    has_folds = bool(rows) and ("fold" in rows[0] or "split" in rows[0])
-    splits = check_splits("list", splits or ("file" if has_folds else "groups"))
+    listing = read_list(Path(list_file))
+    rows, splits, names = listing.rows, list_splits(listing, splits), list_classes(listing)
     groups = [r.get("group") or r["path"] for r in rows]
     dealt = group_folds(groups, num_folds, seed) if splits == "groups" else {}
     numbers = {g: i + 1 for i, g in enumerate(sorted(set(groups)))}
-    names = sorted({vocabulary_name(r["label"]) for r in rows} - {None}, key=VOCABULARY.index)
     kept, excluded, seen = [], [], set()
-    for line, (row, group) in enumerate(zip(rows, groups, strict=True), start=2):
+    for line, (row, group) in enumerate(zip(rows, groups, strict=True), start=listing.first_line):
         path, video_id = root / row["path"], Path(row["path"]).with_suffix("").as_posix()
         try:
             if video_id in seen:
                 raise Skip(DUPLICATE, f"line {line}: {video_id} listed before")
-            if (name := vocabulary_name(row["label"])) is None:
-                raise Skip(UNKNOWN_LABEL, f"line {line}: label {row['label']!r}")
+            if not row["label"] or (name := label_name(row["label"])) not in names:
+                raise Skip(UNKNOWN_LABEL, f"line {line}: label {row['label']!r}"
+                           + (f" is not one of the declared classes {', '.join(names)}"
+                              if listing.declared else ""))  # fmt: skip
             fold = dealt[group] if splits == "groups" else _fold(row, line)
             _check_item(path)
         except Skip as skip:
@@ -97,4 +174,4 @@ def scan(root: Path, *, list_file: Path | None = None, splits: str | None = None
         seen.add(video_id)
         kept.append(VideoRecord(path, video_id.replace("/", "-"), "list", names.index(name),
                                 name, numbers[group], fold))  # fmt: skip
-    return finish_index(DatasetIndex("list", root, kept, excluded, splits))
+    return finish_index(DatasetIndex("list", root, kept, excluded, splits, classes=names))

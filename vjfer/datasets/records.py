@@ -103,6 +103,7 @@ class DatasetIndex:
     excluded: list[Exclusion] = field(default_factory=list)  # sorted by path
     splits: str = "official"  # the fold protocol the records' folds follow
     fps: float | None = None  # frame folders: the frame rate declared for timelines
+    classes: tuple[str, ...] = ()  # class order when not the dataset's (`labels.CLASSES`): a list's
 
 
 class Skip(DatasetError):

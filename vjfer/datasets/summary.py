@@ -18,9 +18,7 @@ SUMMARY_EXAMPLES = 3  # excluded files shown per reason on screen (all with --al
 
 
 def _classes(index: DatasetIndex) -> tuple[str, ...]:
-    if index.dataset == "list":  # a list file's classes are those its records carry
-        return tuple(n for _, n in sorted({(r.label, r.label_name) for r in index.records}))
-    return class_names(index.dataset)
+    return index.classes or class_names(index.dataset)  # a list file's are its own
 
 
 def _per_fold(index: DatasetIndex) -> tuple[pd.DataFrame, pd.DataFrame]:

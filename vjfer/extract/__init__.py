@@ -33,6 +33,9 @@ from vjfer.extract.config import (
 from vjfer.extract.lock import CacheLock, check_lock
 from vjfer.extract.pipeline import WRITE_QUEUE, lost_fraction
 from vjfer.extract.plan import (
+    ASSUMED_GPU,
+    ASSUMED_MFU,
+    ASSUMED_PEAK_TFLOPS,
     DISK_MARGIN,
     EXPECTED_EXCLUSIONS,
     MAX_AUTO_WORKERS,
@@ -42,9 +45,11 @@ from vjfer.extract.plan import (
     decode_workers,
     distributed_env,
     estimate_clips,
+    format_encoder_estimate,
     format_plan,
     plan_extraction,
     probe_frame_count,
+    projected_clip_rate,
 )
 from vjfer.extract.run import ExtractSummary, extract, format_extract_summary
 from vjfer.extract.sources import (
@@ -57,11 +62,12 @@ from vjfer.extract.sources import (
 )
 
 __all__ = [
-    "DISK_MARGIN", "EXPECTED_EXCLUSIONS", "HOP_PLANS", "MAX_AUTO_WORKERS", "PROBE_SAMPLE",
+    "ASSUMED_GPU", "ASSUMED_MFU", "ASSUMED_PEAK_TFLOPS", "DISK_MARGIN", "EXPECTED_EXCLUSIONS", "HOP_PLANS", "MAX_AUTO_WORKERS", "PROBE_SAMPLE",
     "STREAMS_MEMO", "TOKENS_VERSION", "TYPICAL_FRAMES", "WRITE_QUEUE",
     "CacheLock", "ExtractConfig", "ExtractPlan", "ExtractSummary",
     "cache_settings", "changed_sources", "check_lock", "command_words", "config_record", "decode_workers",
     "distributed_env", "duplicate_streams", "estimate_clips", "extract", "format_extract_summary",
-    "format_plan", "lost_fraction", "option_name", "plan_extraction", "probe_frame_count", "relative_source",
+    "format_encoder_estimate", "format_plan", "lost_fraction", "option_name", "plan_extraction",
+    "probe_frame_count", "projected_clip_rate", "relative_source",
     "source_changed", "stored_blocks", "stream_digests",
 ]  # fmt: skip

@@ -9,11 +9,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from vjfer import augment, cache
+from vjfer.datasets import list_identity
 from vjfer.encoders.checkpoint import Weights
 from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import ConfigError
 from vjfer.face import FaceCropConfig, face_settings, parse_face_crop
-from vjfer.labels import check_dataset
+from vjfer.labels import LIST, check_dataset
 from vjfer.store import StoreFormat
 from vjfer.video import (
     CLIP_PLANS,
@@ -40,6 +41,7 @@ class ExtractConfig:
 
     dataset: str
     root: Path
+    list_file: Path | None = None  # --dataset list: the CSV naming each item, label, group, fold
     encoder: str = "vjepa-h16-384"  # the paper's backbone
     checkpoint: Path | None = None
     weights: Weights = "target_encoder"  # jepa: EMA "target_encoder" or online "encoder"
@@ -72,6 +74,9 @@ class ExtractConfig:
     layers: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        if (check_dataset(self.dataset) == LIST) != (self.list_file is not None):
+            raise ConfigError("--list FILE goes with --dataset list, and only with it; got "
+                              f"--dataset {self.dataset} and --list {self.list_file}")  # fmt: skip
         if self.plan not in CLIP_PLANS:
             raise ConfigError(f"plan must be one of {CLIP_PLANS}, got {self.plan!r}")
         if self.dtype not in COMPUTE_DTYPES:
@@ -148,6 +153,9 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         settings["face_crop"] = face
     if not (store := StoreFormat.parse(config.store)).plain:  # likewise: fp16 adds nothing
         settings["store_format"] = str(store)
+    if config.list_file is not None:  # a list file decides labels and folds: its content counts
+        identity = list_identity(config.list_file)
+        settings["list"] = {**asdict(identity), "classes": list(identity.classes)}
     if (blocks := stored_blocks(config, encoder)) is not None:  # likewise: the last block alone
         # "norm": what each block's output passed through (vjfer.encoders.registry.Built)
         settings["layers"] = {"blocks": list(blocks), "depth": encoder.depth,
@@ -171,18 +179,22 @@ def config_record(config: ExtractConfig) -> dict:
         del record["trust_size_mtime"]
     if config.layers in (None, (-1,)):  # likewise: the encoder's output alone (stored_blocks)
         del record["layers"]
+    if config.list_file is None:  # only a list dataset has one
+        del record["list_file"]
     return record
 
 
 # Options a resume must not repeat: --force deletes the shards the resume means to keep.
 NOT_RESUMED = ("force",)
 FIRST_OPTIONS = ("dataset", "root", "encoder", "cache_root")  # always printed, in this order
+RENAMED = {"cache_root": "--cache", "list_file": "--list"}  # fields whose option is not their name
 
 
 def option_name(field: str) -> str:
     """The `vjfer extract` option of an `ExtractConfig` field (tests/test_resume.py checks that the
-    CLI declares exactly these): `--cache` for `cache_root`, else the field with dashes."""
-    return "--cache" if field == "cache_root" else "--" + field.replace("_", "-")
+    CLI declares exactly these): `--cache` for `cache_root`, `--list` for `list_file` (as `vjfer
+    index` calls it), else the field with dashes."""
+    return RENAMED.get(field, "--" + field.replace("_", "-"))
 
 
 def command_words(config: ExtractConfig) -> list[str]:

@@ -19,6 +19,8 @@ from vjfer import cache
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
 from vjfer.datasets.frames import count_frames as count_folder_frames
 from vjfer.encoders import Encoder, load_encoder
+from vjfer.encoders.registry import get_spec
+from vjfer.encoders.vjepa import forward_flops
 from vjfer.env import available_cpus, resolve_device
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract.config import ExtractConfig, cache_settings
@@ -31,11 +33,16 @@ from vjfer.video import REFERENCE_TRAIN_CLIPS, ClipPlan, SourceIdentity, num_vie
 log = logging.getLogger(__name__)
 
 TYPICAL_FRAMES = {"ravdess": 111, "crema-d": 78,  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
-                  "dfew": 71, "ferv39k": 28, "mafw": 85}  # medians of the releases' frame counts  # fmt: skip
+                  "dfew": 71, "ferv39k": 28, "mafw": 85,  # medians of the releases' frame counts
+                  "list": 64}  # a list file's items: no statistics, one clip's span  # fmt: skip
 PROBE_SAMPLE = 32  # videos probed (container metadata, no decoding) to estimate the clip count
 DISK_MARGIN = 1.05  # HDF5 metadata and the manifest, on top of the token bytes
 MAX_AUTO_WORKERS = 8  # decoding processes chosen by default, at most (one core left to the main)
 EXPECTED_EXCLUSIONS = (AUDIO_ONLY, NOT_SELECTED)  # by design, not failures: not in failures.jsonl
+# The encoder estimate is projected, not measured (no GPU figure in benchmarks/RESULTS.md yet): the
+# clip's matmul FLOPs (`encoders.vjepa.forward_flops`: 9.3 TFLOP for ViT-H/16-384) at ASSUMED_MFU
+# of one H100 SXM's dense bf16 peak (benchmarks/encoder.py's table): ~53 clips/s at 384.
+ASSUMED_GPU, ASSUMED_PEAK_TFLOPS, ASSUMED_MFU = "H100", 989.4, 0.5
 
 
 @dataclass
@@ -206,7 +213,7 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
                                dtype=config.dtype)  # fmt: skip
     elif encoder.name != config.encoder:
         raise ConfigError(f"config names encoder {config.encoder!r}, got a loaded {encoder.name!r}")
-    found = scan_dataset(dataset, config.root)
+    found = scan_dataset(dataset, config.root, list_file=config.list_file)
     records = found.records[: config.limit]
     excluded = [{"path": str(e.path), "reason": e.reason, "detail": e.detail}
                 for e in found.excluded if e.reason not in EXPECTED_EXCLUSIONS]  # fmt: skip
@@ -290,6 +297,35 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     return plan
 
 
+def projected_clip_rate(encoder: str) -> tuple[float, float] | None:
+    """(clips/s, TFLOP a clip) of `encoder` on one ASSUMED_GPU at ASSUMED_MFU of its bf16 peak;
+    None where the architecture comes with the weights (V-JEPA 2: no FLOP count before loading)."""
+    vit = get_spec(encoder).vit
+    if vit is None:
+        return None
+    tflop = forward_flops(vit) / 1e12
+    return ASSUMED_MFU * ASSUMED_PEAK_TFLOPS / tflop, tflop
+
+
+def _duration(seconds: float) -> str:
+    """ "40 s", "13.7 min", "2.5 h"."""
+    if seconds < 120:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def format_encoder_estimate(plan: ExtractPlan) -> str:
+    """The encoder (GPU) time of the whole cache at the projected clip rate, with its assumptions."""
+    projected = projected_clip_rate(plan.config.encoder)
+    if projected is None:
+        return f"no FLOP count for {plan.config.encoder} (its architecture comes with its weights)"
+    rate, tflop = projected
+    return (f"~{_duration(plan.estimated_clips / rate)} for ~{plan.estimated_clips} clips at a "
+            f"projected {rate:.3g} clips/s: {tflop:.3g} TFLOP a clip at {ASSUMED_MFU:.0%} of one "
+            f"{ASSUMED_GPU}'s {ASSUMED_PEAK_TFLOPS:g} TFLOPS bf16 peak (not measured; "
+            "benchmarks/RESULTS.md)")  # fmt: skip
+
+
 SIZE_FORMATS = ("fp16", "int8", "pool2", "pool2+int8")  # the store formats `format_plan` prices
 
 
@@ -326,6 +362,7 @@ def format_plan(plan: ExtractPlan) -> str:
           if plan.layers else []),
         f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
         f"{plan.workers} decoding workers",
+        f"gpu time   {format_encoder_estimate(plan)}",
         *([f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "
            f"{plan.config.augment * REFERENCE_TRAIN_CLIPS} extra clips a video, ~{plan.augmented_clips} "
            f"in all (included above): ~{plan.estimated_bytes * plan.augmented_clips / max(plan.estimated_clips, 1) / 1e9:.2f} GB "

@@ -80,6 +80,8 @@ def check_folds(cache) -> str:
     per_actor = videos.groupby("actor")["fold"].unique()
     if mixed := [int(a) for a, f in per_actor.items() if len(f) > 1]:
         raise SplitError(f"cache {cache.path}: actors {mixed} appear in more than one fold")
+    if "list" in cache.settings:  # a list file's protocol, recorded when it was extracted
+        return str(cache.settings["list"]["splits"])
     if cache.dataset not in ACTORS:
         return SPLITS[cache.dataset][0]
     for splits in SPLITS[cache.dataset]:
@@ -103,7 +105,14 @@ def check_folds(cache) -> str:
 def apply_splits(cache, splits: str | None) -> str:
     """Give `cache.videos` the folds of protocol `splits` (default: the dataset's first) and
     return it. RAVDESS `mae-dfer` reassigns folds from the actors (fold k = actors 4k-3..4k), so
-    one cache serves both protocols; the others are the folds the cache was extracted with."""
+    one cache serves both protocols; the others are the folds the cache was extracted with (a
+    list file's: its columns or its seeded group folds, as recorded)."""
+    if "list" in cache.settings:
+        recorded = str(cache.settings["list"]["splits"])
+        if check_splits(cache.dataset, splits or recorded) != recorded:
+            raise SplitError(f"cache {cache.path} holds the folds of --splits {recorded} (from its "
+                             f"list file); drop --splits {splits} or extract again")  # fmt: skip
+        return recorded
     splits = check_splits(cache.dataset, splits)
     if splits == "mae-dfer":
         folds = mae_dfer_folds()

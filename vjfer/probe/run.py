@@ -172,6 +172,7 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
                          cache_fingerprint=cache.fingerprint, head=reported.name, plan=result.plan,
                          pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
                          coverage=str(coverage), failed_heads=result.failed,
+                         class_names=list(cache.class_names),
                          **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
     if len(grid) > 1:
         _write_grid(result, work, cache, config)
