@@ -89,7 +89,7 @@ def profile(cache, config: TrainConfig, foreach: bool, threads: int) -> str:
 def demo_seconds(out: Path, threads: str, busy: bool) -> dict:
     """Wall seconds of one `vjfer demo` into a fresh `out`, and the load average after it."""
     args = [sys.executable, "-m", "vjfer", "demo", "--out", str(out)]
-    args += [] if threads == "default" else ["--threads", threads]
+    args += ["--threads", "0" if threads == "default" else threads]  # 0: torch's own count
     other = busy_loop() if busy else None
     try:
         start = time.perf_counter()

@@ -268,6 +268,7 @@ def test_converted_caches_probe_and_cross(pipeline):
         assert fold["pbv"]["n_total"] == 5 * 6  # 5 actors x 6 emotions x 1 sentence
 
 
+@pytest.mark.slow
 def test_converted_run_reports_and_predicts(pipeline):
     (run_dir,) = pipeline["runs"].glob("ravdess-*")
     out = pipeline["tmp"] / "report"

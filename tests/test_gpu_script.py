@@ -33,11 +33,13 @@ def rehearsal(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_rehearsal_writes_three_files(rehearsal):
     assert sorted(p.name for p in rehearsal.iterdir()) == ["gpu.json", "gpu.log", "gpu.md"]
     assert "== heads: exit 0" in (rehearsal / "gpu.log").read_text()
 
 
+@pytest.mark.slow
 def test_rehearsal_steps_and_statuses(rehearsal):
     summary = json.loads((rehearsal / "gpu.json").read_text())
     assert summary["mode"] == "rehearsal"
@@ -55,6 +57,7 @@ def test_rehearsal_steps_and_statuses(rehearsal):
     assert env["av"] and env["torch"] and env["cuda_available"] is False
 
 
+@pytest.mark.slow
 def test_rehearsal_figures_are_numbers(rehearsal):
     figures = json.loads((rehearsal / "gpu.json").read_text())["figures"]
     assert sorted(figures) == ["encoder-b1", "heads"]
@@ -71,6 +74,7 @@ def test_rehearsal_figures_are_numbers(rehearsal):
         assert r["per_head_step_vs_1"] == pytest.approx(r["per_head_step_ms"] / one)
 
 
+@pytest.mark.slow
 def test_rehearsal_markdown_lists_every_step(rehearsal):
     lines = (rehearsal / "gpu.md").read_text().splitlines()
     table = {cells[1]: cells[2] for line in lines if line.startswith("| ")

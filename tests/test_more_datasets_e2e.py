@@ -39,6 +39,7 @@ def done(tmp_path_factory) -> dict:
     return {"tmp": tmp, "roots": roots, "cache": cache, "runs": runs, "out": out}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, folds, videos", [("dfew", [1, 2, 3, 4, 5], 7),
                                                   ("ferv39k", [1], 7), ("mafw", [1, 2, 3, 4, 5], 11)])  # fmt: skip
 def test_every_official_fold_is_trained_and_recorded(done, name, folds, videos):
@@ -75,6 +76,7 @@ def test_the_encoder_estimate_is_the_readmes():
     assert projected_clip_rate("vjepa2") is None  # its architecture comes with its weights
 
 
+@pytest.mark.slow
 def test_cross_maps_classes_by_name_and_the_report_names_the_datasets(done):
     cross = json.loads(
         next(done["runs"].glob("*/cross/cross-dfew-to-mafw-*/summary.json")).read_text()
@@ -94,6 +96,7 @@ def test_cross_maps_classes_by_name_and_the_report_names_the_datasets(done):
         assert re.search(rf"^{title},[^\n]*,{splits},{classes},", table, re.M), table
 
 
+@pytest.mark.slow
 def test_ravdess_mae_dfer_and_list_files_run_end_to_end(tmp_path, done):
     root = tmp_path / "RAVDESS"
     make_ravdess(root, actors=(1, 5, 9, 13, 17, 21), emotions=(1, 3), modalities=(2,),
@@ -129,6 +132,7 @@ def _list_run(tmp_path: Path, name: str, root: Path, listing: Path) -> dict:
             "runs": runs}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_list_files_of_videos_and_of_frame_folders_run_end_to_end(tmp_path, done):
     """A list of video files (seeded group folds, labels in release spellings) and a list of
     frame folders (a fold column, a declared class order): index, extract, probe --fold all,

@@ -123,6 +123,7 @@ def test_cross_on_a_layer_run_reads_that_layer(block1_runs, caches):
     assert len(frames[0]) == len(open_cache(caches["c3"]).videos)
 
 
+@pytest.mark.slow
 def test_layer_all_reads_each_clip_once_and_writes_the_per_layer_table(caches, tmp_path):
     common = ("probe", "--cache", caches["r3"], "--out", tmp_path / "runs", "--epochs", "2",
               "--device", "cpu", "--num-workers", "0", "--in-memory", "no", "--no-progress")  # fmt: skip
@@ -163,6 +164,7 @@ def test_layer_all_reads_each_clip_once_and_writes_the_per_layer_table(caches, t
     assert_png(next((tmp_path / "report").glob("layers-*.png")))
 
 
+@pytest.mark.slow
 def test_predict_on_a_layer_run_encodes_and_reads_that_layer(tmp_path):
     """Real videos and the tiny encoder: `--layer 0` of a `--layers 0,1` cache predicts a video as
     the run on the cache of block 0 alone does, probability for probability."""

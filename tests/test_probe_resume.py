@@ -134,6 +134,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
             assert torch.equal(tensor, state_b[name]), f"{fold} {name}"
 
 
+@pytest.mark.slow
 def test_a_probe_killed_mid_epoch_resumes_bit_identical(tmp_path):
     """A real `vjfer probe --fold all` killed with SIGKILL after its first checkpoint, then rerun
     with --resume, equals an uninterrupted run: metrics, clip predictions, probe tensors."""

@@ -204,6 +204,7 @@ def test_one_frame_name_set_files_decode(fmt, codec):
     assert (info["codec"], info["frames"], info["size"]) == (codec, 1, (16, 16))
 
 
+@pytest.mark.slow
 def test_demo_datasets_cover_every_fold_and_class(tmp_path):
     roots = synthetic.demo_datasets(tmp_path)
     assert roots == {"ravdess": tmp_path / "ravdess", "crema-d": tmp_path / "crema-d"}

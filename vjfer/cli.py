@@ -758,9 +758,10 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
 )
 @click.option("--dataset", type=click.Choice(["dfew", "ferv39k", "mafw"]),
               help="Instead: one generated frame-folder dataset in its release's layout.")  # fmt: skip
-@click.option("--threads", type=click.IntRange(min=1),
-              help="Torch threads after extraction (default: torch's, one per core); 1 keeps the "
-                   "demo quick beside a busy process, with float rounding of its own.")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=0),
+              help="Torch threads after extraction (default: DemoConfig's, 1); 0: torch's default, "
+                   "one per core. One keeps the demo quick beside a busy process and its numbers "
+                   "the same on any machine.")  # fmt: skip
 def demo(out: Path, seed: int, dataset: str | None, threads: int | None) -> None:
     """Everything end to end on a generated mini dataset with the tiny encoder (CPU, minutes)."""
     from vjfer.demo import DemoConfig, format_demo, run_demo, run_frames_demo
@@ -769,7 +770,10 @@ def demo(out: Path, seed: int, dataset: str | None, threads: int | None) -> None
         report = run_frames_demo(out, dataset, seed=seed)
         click.echo(f"{dataset}: report in {report / 'report.md'}")
         return
-    _echo_lines(format_demo(run_demo(out, config=DemoConfig(seed=seed, threads=threads))))
+    config = (
+        DemoConfig(seed=seed) if threads is None else DemoConfig(seed=seed, threads=threads or None)
+    )
+    _echo_lines(format_demo(run_demo(out, config=config)))
 
 
 def main() -> None:

@@ -48,9 +48,10 @@ class DemoConfig:
     seed: int = 0
     # torch threads for the stages after extraction (None: torch's default, one per core). Two
     # threads beside one busy process on two cores wait for each other at every operator
-    # (benchmarks/contention.py: a probe step 37x slower); one thread is not slowed so, but it
-    # rounds floats differently from two (1e-7 in the weights), so it is not the default.
-    threads: int | None = None
+    # (benchmarks/contention.py: a probe step 37x slower, the demo 4.65x its idle time); one
+    # thread is not slowed so (1.60x). One thread also makes the demo's numbers the same on any
+    # machine; they differ from a two-thread run's in float rounding (1e-7 in the weights).
+    threads: int | None = 1
 
 
 @dataclass
