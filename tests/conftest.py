@@ -119,3 +119,18 @@ def run_cli(*args, ok: bool = True) -> str:
     if ok:
         assert result.exit_code == 0, result.output
     return result.output
+
+
+def tiny_vjepa2(directory: Path, layers: int) -> Path:
+    """A seeded, random V-JEPA 2 checkpoint in the Hugging Face layout (crop 32, 16-pixel patches,
+    4 frames, width 32) with `layers` encoder blocks, saved to `directory`."""
+    import transformers
+
+    config = transformers.VJEPA2Config(
+        crop_size=32, patch_size=16, frames_per_clip=4, hidden_size=32, num_attention_heads=2,
+        num_hidden_layers=layers, pred_hidden_size=16, pred_num_attention_heads=2,
+        pred_num_hidden_layers=1, num_pooler_layers=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.VJEPA2Model(config).save_pretrained(directory)
+    return directory

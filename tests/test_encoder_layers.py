@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_vjepa2
 
 from vjfer.encoders import load_encoder
 from vjfer.encoders.vjepa import ViTConfig
@@ -68,15 +69,7 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def vjepa2_dir(tmp_path_factory):
-    config = transformers.VJEPA2Config(
-        crop_size=32, patch_size=16, frames_per_clip=4, hidden_size=32, num_attention_heads=2,
-        num_hidden_layers=3, pred_hidden_size=16, pred_num_attention_heads=2,
-        pred_num_hidden_layers=1, num_pooler_layers=1,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("vjepa2-3")
-    transformers.VJEPA2Model(config).save_pretrained(directory)
-    return directory
+    return tiny_vjepa2(tmp_path_factory.mktemp("vjepa2-3"), layers=3)
 
 
 def test_vjepa2_layers_equal_hidden_states_through_the_final_norm(vjepa2_dir):

@@ -16,6 +16,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_vjepa2
 from torch import nn
 
 from vjfer.digests import sha256_file
@@ -517,16 +518,8 @@ def test_cuda_encode_runs_in_bf16():
 
 @pytest.fixture(scope="module")
 def vjepa2_dir(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    config = transformers.VJEPA2Config(
-        crop_size=32, patch_size=16, frames_per_clip=4, hidden_size=32, num_attention_heads=2,
-        num_hidden_layers=2, pred_hidden_size=16, pred_num_attention_heads=2,
-        pred_num_hidden_layers=1, num_pooler_layers=1,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("vjepa2")
-    transformers.VJEPA2Model(config).save_pretrained(directory)
-    return directory
+    pytest.importorskip("transformers")
+    return tiny_vjepa2(tmp_path_factory.mktemp("vjepa2"), layers=2)
 
 
 def test_vjepa2_matches_transformers(vjepa2_dir):
