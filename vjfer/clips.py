@@ -119,6 +119,12 @@ def clip_roles(n_frames: int, plan: ClipPlan = "windows", hop: int = 8) -> np.nd
     return roles
 
 
+def eval_windows(n_frames: int, plan: ClipPlan = "windows", hop: int = 8) -> np.ndarray:
+    """int [C', 16]: the frames of the clips of `plan` that are evaluated (role ROLE_EVAL), as
+    `Cache.eval_clips` selects them from a cache made with that plan."""
+    return plan_clips(n_frames, plan, hop)[clip_roles(n_frames, plan, hop) == ROLE_EVAL]
+
+
 # ---------------------------------------------------------------------------- clips from frames
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from vjfer.cache import SHORTEST_UNPADDED, TOKEN_DTYPE, layer_blocks
-from vjfer.clips import clip_roles, gather_clips, plan_clips
+from vjfer.clips import eval_windows, gather_clips
 from vjfer.encoders import load_encoder
 from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import CheckpointError, ConfigError, VideoError
@@ -179,7 +179,7 @@ def encode_video_tokens(
     video = decode_video(path, encoder.resolution, settings["views"], crop=crop)
     plan, hop = settings["plan"], settings.get("hop") or 8
     # evaluation windows only (the `reference` plan also lists its 8 training clips)
-    clip_frames = plan_clips(video.n_frames, plan, hop)[clip_roles(video.n_frames, plan, hop) == 0]
+    clip_frames = eval_windows(video.n_frames, plan, hop)
     clips = gather_clips(video.frames, clip_frames)  # [C, V, 16, R, R, 3]
     C, V = clips.shape[:2]
     flat = torch.from_numpy(clips.reshape(C * V, *clips.shape[2:]))
