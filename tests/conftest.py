@@ -1,10 +1,13 @@
 """Shared pytest set-up and helpers: CUDA-marked tests skip, with the reason printed, on machines
-without a GPU; `make_entries` builds learnable token caches for the probe tests."""
+without a GPU; `make_entries` makes learnable tokens and `tiny_cache` (`write_tiny_cache` for a
+cache a test changes) stores them as a cache, built once per test process."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import av
@@ -12,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from vjfer.cache import VideoEntry
+from vjfer.cache import VideoEntry, build_cache
 from vjfer.clips import plan_clips
 from vjfer.datasets import load_folds
+from vjfer.store import Codec, StoreFormat
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -54,6 +58,74 @@ def make_entries(videos_per_class=1, actors=range(1, 25), views=1, seed=0, folds
                     n_frames=n_frames, fps=30.0, frames=frames, tokens=tokens.astype(np.float16),
                 ))  # fmt: skip
     return entries
+
+
+PROBE_SETTINGS = {"encoder": "synthetic", "resolution": 64, "plan": "windows", "hop": 8}
+
+
+def write_tiny_cache(
+    directory: Path,
+    *,
+    entries: Iterable[VideoEntry] | None = None,
+    settings: dict | None = None,
+    dataset: str = "ravdess",
+    shard_size: int = 64,
+    store: str | None = None,
+    failures: Iterable[dict] = (),
+    **make,
+) -> Path:
+    """A cache at `directory` of `entries` (default: `make_entries(**make)`), with the settings
+    `{"e": "x"}` unless given, stored in the `store` format (e.g. "int8") when given."""
+    codec = Codec(StoreFormat.parse(store), GRID) if store else None
+    entries = make_entries(**make) if entries is None else entries
+    settings = {"e": "x"} if settings is None else settings
+    return build_cache(
+        directory,
+        settings,
+        entries,
+        dataset=dataset,
+        grid=GRID,
+        shard_size=shard_size,
+        failures=tuple(failures),
+        codec=codec,
+    )
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """`write_tiny_cache`'s cache for the same arguments, built once per test process and shared by
+    every test that asks for it, so no test may change it (each is compared byte for byte at the
+    end of the session): (**arguments) -> directory. Given `entries`, it builds a new one."""
+    built: dict[str, Path] = {}
+    digests: dict[str, dict[str, str]] = {}
+
+    def get(**args) -> Path:
+        if "entries" in args:
+            return write_tiny_cache(tmp_path_factory.mktemp("tiny-cache") / "c", **args)
+        named = {k: list(v) if isinstance(v, range) else v for k, v in args.items()}
+        key = json.dumps(named, sort_keys=True, default=str)
+        if key not in built:
+            built[key] = write_tiny_cache(tmp_path_factory.mktemp("tiny-cache") / "c", **args)
+            digests[key] = _digests(built[key])
+        return built[key]
+
+    yield get
+    for key, directory in built.items():
+        assert _digests(directory) == digests[key], f"a test changed the shared tiny cache {key}"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tiny_cache) -> Path:
+    """The probe tests' cache: `make_entries()` (24 actors x 8 classes, one video each) in shards of
+    50 videos, under a synthetic encoder's settings."""
+    return tiny_cache(settings=PROBE_SETTINGS, shard_size=50)
 
 
 def _write_truncated_faststart(path: Path, frames: int = 76, keep: float = 0.2) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import GRID, make_entries
+from conftest import write_tiny_cache
 
-from vjfer.cache import build_cache, open_cache, verify_cache
+from vjfer.cache import open_cache, verify_cache
 from vjfer.errors import CacheError
 from vjfer.probe.reader import ClipReader
-from vjfer.store import Codec, StoreFormat
 
 ROW = 2  # the video (row of cache.videos) whose clip is corrupted
 CLIP = 1  # its clip
@@ -27,9 +26,7 @@ def _flip(directory, offset: int) -> None:
 def scaled(tmp_path_factory):
     """An int8 cache (per-token float16 scales) with one scale of one clip flipped by one bit:
     (directory, video_id, shard row of the clip)."""
-    directory = build_cache(tmp_path_factory.mktemp("int8") / "c", {"e": "x"},
-                            make_entries(actors=[1]), dataset="ravdess", grid=GRID,
-                            codec=Codec(StoreFormat.parse("int8"), GRID))  # fmt: skip
+    directory = write_tiny_cache(tmp_path_factory.mktemp("int8") / "c", actors=[1], store="int8")
     cache = open_cache(directory)
     vid, shard = cache.videos["video_id"][ROW], cache.videos["shard"][ROW]
     row = int(cache.videos["first_clip"][ROW]) + CLIP

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import GRID, make_entries, run_cli
+from conftest import make_entries, run_cli, write_tiny_cache
 
-from vjfer.cache import MANIFEST, build_cache, shard_name
+from vjfer.cache import MANIFEST, shard_name
 from vjfer.cli import cli
 from vjfer.convert import ConvertConfig, convert
 from vjfer.synthetic import make_ravdess
@@ -43,12 +43,12 @@ def world(tmp_path_factory):
     broken copies of it, an interrupted convert, a non-UTF-8 boxes file, a read-only folder."""
     tmp = tmp_path_factory.mktemp("errors")
     entries = make_entries(actors=range(1, 11))  # every RAVDESS fold has test actors
-    good = build_cache(tmp / "good" / "ravdess" / "c", SETTINGS, entries, dataset="ravdess",
-                       grid=GRID, shard_size=16)  # fmt: skip
+    good = write_tiny_cache(
+        tmp / "good" / "ravdess" / "c", entries=entries, settings=SETTINGS, shard_size=16
+    )
     other = [e if i else type(e)(**{**e.__dict__, "fold": e.fold % 5 + 1})
              for i, e in enumerate(entries)]  # fmt: skip
-    theirs = build_cache(tmp / "theirs", SETTINGS, other, dataset="ravdess", grid=GRID,
-                         shard_size=16)  # fmt: skip
+    theirs = write_tiny_cache(tmp / "theirs", entries=other, settings=SETTINGS, shard_size=16)
     foreign = Path(shutil.copytree(good, tmp / "foreign" / "ravdess" / "c"))
     (foreign / shard_name(0)).write_bytes((theirs / shard_name(0)).read_bytes())
     runs = tmp / "runs"

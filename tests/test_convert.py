@@ -37,10 +37,9 @@ def digests(directory: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    entries = make_entries(actors=range(1, 11), views=2)  # folds 1..5 all present
-    return build_cache(tmp_path_factory.mktemp("src") / "fp16", SETTINGS, entries,
-                       dataset="ravdess", grid=GRID, shard_size=16)  # fmt: skip
+def source(tiny_cache) -> Path:
+    # actors 1..10: folds 1..5 all present
+    return tiny_cache(settings=SETTINGS, actors=range(1, 11), views=2, shard_size=16)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import write_tiny_cache
 
 from vjfer import metrics
 from vjfer.cache import VideoEntry, build_cache, open_cache
@@ -225,13 +226,13 @@ def runs(tmp_path_factory):
     """{dataset: (cache path, probe run dir)} and the runs root."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny shapes run fastest on one thread
-    root = tmp_path_factory.mktemp("runs")
+    root, caches = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("caches")
     out = {}
     for seed, (dataset, per_fold) in enumerate((("ravdess", 2), ("crema-d", 2))):
         settings = {**ENCODER, "dataset": dataset, "plan": "windows", "hop": 8, "views": "center"}
         entries = make_entries(dataset, per_fold, seed)
-        cache = build_cache(
-            tmp_path_factory.mktemp(dataset), settings, entries, dataset=dataset, grid=GRID
+        cache = write_tiny_cache(
+            caches / dataset, entries=entries, settings=settings, dataset=dataset
         )
         run_dir = root / f"{dataset}-attentive"
         train_folds(open_cache(cache), [1, 2, 3, 4, 5], SMALL, run_dir, progress=False)

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import GRID, make_entries
 
-from vjfer.cache import build_cache, open_cache
+from vjfer.cache import open_cache
 from vjfer.datasets import load_folds
 from vjfer.errors import SplitError
 from vjfer.probe.folds import GridPoint, inner_fold, make_grid, split_rows, train_grid
@@ -27,13 +26,11 @@ CFG = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=2, prefetch=3
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(tiny_cache):
     """Two actors per fold (RAVDESS's folds), 8 classes, 3 views: 80 videos."""
     folds = load_folds("ravdess")
     actors = [a for k in range(1, 6) for a in sorted(a for a, f in folds.items() if f == k)[:2]]
-    directory = tmp_path_factory.mktemp("cache")
-    return open_cache(build_cache(directory, {"e": "x"}, make_entries(actors=actors, views=3),
-                                  dataset="ravdess", grid=GRID, shard_size=16))  # fmt: skip
+    return open_cache(tiny_cache(actors=actors, views=3, shard_size=16))
 
 
 def _same_probe(a, b) -> None:

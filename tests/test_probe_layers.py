@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import GRID, assert_png, make_entries, run_cli
 
-from vjfer.cache import build_cache, open_cache
+from vjfer.cache import open_cache
 from vjfer.cross import cross_evaluate
 from vjfer.datasets import load_folds
 from vjfer.errors import ConfigError
@@ -61,18 +61,19 @@ def _block(entries, k: int):
 
 
 @pytest.fixture(scope="module")
-def caches(tmp_path_factory) -> dict:
+def caches(tiny_cache) -> dict:
     """RAVDESS and CREMA-D caches of blocks 0-2, and of block 1 alone made of the same tokens."""
-    tmp = tmp_path_factory.mktemp("layers")
     ravdess = _stacked(make_entries(actors=ACTORS))
     crema = _stacked([e for e in make_entries(actors=(1001, 1002), folds=load_folds("crema-d"))
                       if e.label < 6], seed=6)  # fmt: skip
     out = {}
     for name, dataset, entries in (("r", "ravdess", ravdess), ("c", "crema-d", crema)):
-        out[f"{name}3"] = build_cache(tmp / f"{name}3", _settings(BLOCKS), entries, dataset=dataset,
-                                      grid=GRID, shard_size=16)  # fmt: skip
-        out[f"{name}1"] = build_cache(tmp / f"{name}1", _settings([1]), _block(entries, 1),
-                                      dataset=dataset, grid=GRID, shard_size=16)  # fmt: skip
+        out[f"{name}3"] = tiny_cache(
+            entries=entries, settings=_settings(BLOCKS), dataset=dataset, shard_size=16
+        )
+        out[f"{name}1"] = tiny_cache(
+            entries=_block(entries, 1), settings=_settings([1]), dataset=dataset, shard_size=16
+        )
     return out
 
 

@@ -14,11 +14,8 @@ from vjfer.probe.reader import ClipReader, HeldTokens, clip_bytes
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("cache")
-    entries = make_entries(actors=range(1, 5), views=3)
-    return open_cache(build_cache(directory, {"e": "x"}, entries, dataset="ravdess", grid=GRID,
-                                  shard_size=7))  # fmt: skip
+def cache(tiny_cache):
+    return open_cache(tiny_cache(actors=range(1, 5), views=3, shard_size=7))
 
 
 def _requests(cache, seed=0):

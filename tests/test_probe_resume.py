@@ -30,13 +30,6 @@ SMALL = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=0, device="
 TIMING = ("seconds", "pass_seconds_share", "pass_read_gb_s", "read_gb_s")  # differ run to run
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    settings = {"encoder": "synthetic", "resolution": 64, "plan": "windows", "hop": 8}
-    return build_cache(tmp_path_factory.mktemp("cache"), settings, make_entries(),
-                       dataset="ravdess", grid=GRID, shard_size=50)  # fmt: skip
-
-
 def test_a_run_is_refused_replaced_only_by_force_and_never_mixed(cache_dir, tmp_path):
     cache, run = open_cache(cache_dir), tmp_path / "run"
     train_folds(cache, [1], replace(SMALL, epochs=1), run, progress=False)

@@ -39,12 +39,10 @@ def _with_roles(entry: VideoEntry, copies: int) -> VideoEntry:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(tiny_cache):
     entries = [_with_roles(e, COPIES) for e in make_entries(actors=range(1, 7))]
-    directory = tmp_path_factory.mktemp("roles")
     settings = {"e": "roles", "plan": "reference", "augment": COPIES}
-    return open_cache(build_cache(directory, settings, entries, dataset="ravdess", grid=GRID,
-                                  shard_size=16))  # fmt: skip
+    return open_cache(tiny_cache(entries=entries, settings=settings, shard_size=16))
 
 
 def _spy_requests(monkeypatch) -> list[list[tuple[str, np.ndarray]]]:

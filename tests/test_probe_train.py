@@ -26,15 +26,6 @@ from vjfer.probe.train import TrainConfig, cosine, lr_at, param_groups, train_pr
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("cache")
-    settings = {"encoder": "synthetic", "resolution": 64, "plan": "windows", "hop": 8}
-    return build_cache(
-        directory, settings, make_entries(), dataset="ravdess", grid=GRID, shard_size=50
-    )
-
-
 SMALL = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=0, device="cpu")
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import GRID, make_entries
+from conftest import GRID
 
-from vjfer.cache import build_cache, open_cache
+from vjfer.cache import open_cache
 from vjfer.probe.token_augment import token_mask, token_masks
 from vjfer.probe.train import Head, TrainConfig, train_heads
 
@@ -45,9 +45,8 @@ def test_masks_are_seeded_by_seed_epoch_and_video():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return open_cache(build_cache(tmp_path_factory.mktemp("t"), {"e": "x"},
-                                  make_entries(actors=range(1, 7)), dataset="ravdess", grid=GRID))  # fmt: skip
+def cache(tiny_cache):
+    return open_cache(tiny_cache(actors=range(1, 7)))
 
 
 def test_training_feeds_each_head_its_own_masks(cache, monkeypatch):
