@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import GRID, assert_png, make_entries, run_cli
+from conftest import GRID, assert_png, make_entries, run_cli, write_tiny_cache
 
 from vjfer.cache import open_cache
 from vjfer.cross import cross_evaluate
@@ -61,18 +61,21 @@ def _block(entries, k: int):
 
 
 @pytest.fixture(scope="module")
-def caches(tiny_cache) -> dict:
-    """RAVDESS and CREMA-D caches of blocks 0-2, and of block 1 alone made of the same tokens."""
+def caches(tmp_path_factory) -> dict:
+    """RAVDESS and CREMA-D caches of blocks 0-2, and of block 1 alone made of the same tokens
+    (named r3, r1, c3, c1: run names carry the cache's name)."""
+    tmp = tmp_path_factory.mktemp("layers")
     ravdess = _stacked(make_entries(actors=ACTORS))
     crema = _stacked([e for e in make_entries(actors=(1001, 1002), folds=load_folds("crema-d"))
                       if e.label < 6], seed=6)  # fmt: skip
     out = {}
     for name, dataset, entries in (("r", "ravdess", ravdess), ("c", "crema-d", crema)):
-        out[f"{name}3"] = tiny_cache(
-            entries=entries, settings=_settings(BLOCKS), dataset=dataset, shard_size=16
+        stored = {"dataset": dataset, "shard_size": 16}
+        out[f"{name}3"] = write_tiny_cache(
+            tmp / f"{name}3", entries=entries, settings=_settings(BLOCKS), **stored
         )
-        out[f"{name}1"] = tiny_cache(
-            entries=_block(entries, 1), settings=_settings([1]), dataset=dataset, shard_size=16
+        out[f"{name}1"] = write_tiny_cache(
+            tmp / f"{name}1", entries=_block(entries, 1), settings=_settings([1]), **stored
         )
     return out
 
