@@ -1,6 +1,6 @@
 """Shared pytest set-up and helpers: CUDA-marked tests skip, with the reason printed, on machines
-without a GPU; `make_entries` makes learnable tokens and `tiny_cache` (`write_tiny_cache` for a
-cache a test changes) stores them as a cache, built once per test process."""
+without a GPU; `make_entries` makes learnable tokens; the `tiny_cache` fixture stores them as a
+cache built once per test process and shared (`write_tiny_cache`: a cache of a test's own)."""
 
 from __future__ import annotations
 
