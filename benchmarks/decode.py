@@ -38,7 +38,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vjfer.video import ViewGeometry, decode_video, view_geometry
+from vjfer.decode import decode_video
+from vjfer.prepare import ViewGeometry, view_geometry
 
 
 def synthetic_frames(width: int, height: int, count: int, seed: int = 0):

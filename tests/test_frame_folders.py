@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vjfer.decode import decode_native, decode_video, source_identity
 from vjfer.errors import VideoError
 from vjfer.frame_folders import FOLDER_FPS, frame_files, missing_frames
-from vjfer.video import decode_native, decode_video, source_identity
 
 
 def _frames(n: int = 12, size=(48, 32)) -> np.ndarray:

@@ -13,22 +13,19 @@ import numpy as np
 import pytest
 import torch
 
+from vjfer.clips import CLIP_PLANS, clip_roles, gather_clips, plan_clips
+from vjfer.decode import decode_video
 from vjfer.errors import ConfigError, VideoError
-from vjfer.video import (
-    CLIP_PLANS,
+from vjfer.prepare import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    _FrameBuffer,
-    clip_roles,
-    count_frames,
+    FrameBuffer,
     crop_views,
-    decode_video,
-    gather_clips,
     normalize_clips,
     num_views,
-    plan_clips,
     view_geometry,
 )
+from vjfer.video import count_decoded_frames
 
 # ---------------------------------------------------------------------------- clip plans
 
@@ -309,7 +306,7 @@ def test_flv_header_has_no_frame_count(videos):
     path, kw = videos["flv"]
     with av.open(str(path)) as container:
         assert container.streams.video[0].frames == 0  # so the count above came from decoding
-    assert decode_video(path, 16).n_frames == kw["n"] == count_frames(path)
+    assert decode_video(path, 16).n_frames == kw["n"] == count_decoded_frames(path)
 
 
 def test_long_flv(tmp_path):
@@ -319,7 +316,7 @@ def test_long_flv(tmp_path):
 
 
 def test_frame_buffer_grows_and_returns_the_written_frames():
-    buffer = _FrameBuffer(views=3, resolution=2, capacity=4)
+    buffer = FrameBuffer(views=3, resolution=2, capacity=4)
     for t in range(9):
         buffer.next_slot()[:] = t
     frames = buffer.frames()
@@ -539,7 +536,7 @@ def test_no_decodable_frame(noisy, tmp_path, name):
     with pytest.raises(VideoError, match="no decodable frame"):
         decode_video(path, 32)
     with pytest.raises(VideoError, match="no decodable frame"):
-        count_frames(path)
+        count_decoded_frames(path)
 
 
 # ---------------------------------------------------------------------------- clips to tensors

@@ -42,11 +42,16 @@ class SplitRow:
     source: str  # split file and line, for the messages
 
 
-def count_frames(folder: Path) -> int:
-    """Frame files (.jpg/.jpeg/.png) in `folder`, by listing it: nothing is opened or decoded."""
+def frame_names(folder: str | Path) -> list[str]:
+    """Names of the frame files (.jpg/.jpeg/.png) in `folder`, in listing order; OSError passes."""
+    with os.scandir(folder) as entries:
+        return [e.name for e in entries if e.name.lower().endswith(FRAME_SUFFIXES)]
+
+
+def count_frame_files(folder: Path) -> int:
+    """Frame files in `folder`, by listing it (0 when it cannot be listed): nothing is decoded."""
     try:
-        with os.scandir(folder) as entries:
-            return sum(1 for e in entries if e.name.lower().endswith(FRAME_SUFFIXES))
+        return len(frame_names(folder))
     except OSError:
         return 0
 
@@ -117,7 +122,7 @@ def join_rows(dataset: str, root: Path, base: Path, rows: list[SplitRow], folder
             excluded.append(Exclusion(base / clip, NO_FRAMES, "no frame folder"))
         elif name not in names:
             excluded.append(Exclusion(folder, UNKNOWN_LABEL, f"label {word!r}"))
-        elif count_frames(folder) == 0:
+        elif count_frame_files(folder) == 0:
             excluded.append(Exclusion(folder, EMPTY_FOLDER, "no .jpg/.png frames"))
         else:
             records.append(VideoRecord(folder, clip.replace("/", "-"), dataset, names.index(name),

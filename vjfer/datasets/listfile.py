@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vjfer.datasets.folds import check_splits, group_folds
-from vjfer.datasets.frames import count_frames
+from vjfer.datasets.frames import count_frame_files
 from vjfer.datasets.records import (
     BAD_ROW,
     DUPLICATE,
@@ -137,7 +137,7 @@ def _fold(row: dict[str, str], line: int) -> int:
 
 def _check_item(path: Path) -> None:
     if path.is_dir():
-        if count_frames(path) == 0:
+        if count_frame_files(path) == 0:
             raise Skip(EMPTY_FOLDER, "no .jpg/.png frames")
     elif path.exists() or path.is_symlink():
         check_content(path)
