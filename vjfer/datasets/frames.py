@@ -9,7 +9,7 @@ two test sets.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,8 @@ from vjfer.datasets.records import (
 )  # fmt: skip
 from vjfer.errors import DatasetError
 from vjfer.labels import class_names
+
+FIVE_SETS = range(1, 6)  # DFEW's and MAFW's official sets (folds)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,21 @@ def count_frame_files(folder: Path) -> int:
         return 0
 
 
+def numbered(names: Iterable[str], start: int = 1) -> dict[str, int]:
+    """name -> start + its position in sorted(names); a repeated name keeps its last position."""
+    return {name: start + i for i, name in enumerate(sorted(names))}
+
+
+def clip_groups(clips: Iterable[str]) -> Callable[[str], int]:
+    """Each clip its own group, for a release that names no actors (inner validation is then
+    clip-disjoint): a clip id that is a number is its group (DFEW, MAFW: `00025` -> 25); other ids
+    (FERV39k's `Action/Happy/0004`) are numbered in sorted order after the largest such number."""
+    clips = list(clips)  # a clip listed twice takes two numbers, as FERV39k's always did
+    numbers = [int(c) for c in clips if c.isdigit()]
+    others = numbered([c for c in clips if not c.isdigit()], start=max(numbers, default=0) + 1)
+    return lambda clip: int(clip) if clip.isdigit() else others[clip]
+
+
 def clip_folders(base: Path, depth: int, key: Callable[[Path], str]) -> dict[str, Path]:
     """clip id -> folder, for the folders `depth` levels below `base` (depth 1: base/<clip>/)."""
     level = [base]
@@ -76,6 +93,20 @@ def first_folder(root: Path, candidates: Iterable[str], dataset: str) -> Path:
             return root / name
     raise DatasetError(f"{dataset}: no frame folder under {root}; expected one of "
                        f"{', '.join(candidates)}: pass --root DIR to the dataset's top folder")  # fmt: skip
+
+
+def official_sets(dataset: str, path_of: Callable[[int, str], Path], hint: str
+                  ) -> Iterator[tuple[int, str, int, Path]]:  # fmt: skip
+    """(k, part, fold, path) of the train and the test file of each of the five official sets
+    (DFEW, MAFW): set k's test file gives its clips fold k, its train file TRAIN_ONLY.
+    `path_of(k, part)` locates a file (part "train" or "test"); DatasetError, ending with
+    `hint`, for a missing one."""
+    for k in FIVE_SETS:
+        for part, fold in (("train", TRAIN_ONLY), ("test", k)):
+            path = path_of(k, part)
+            if not path.is_file():
+                raise DatasetError(f"{dataset}: split file {path} is missing; {hint}")
+            yield k, part, fold, path
 
 
 def _resolve_rows(rows: list[SplitRow]) -> tuple[dict[str, tuple[str, int]], list[Exclusion]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vjfer.datasets.folds import check_splits, group_folds
-from vjfer.datasets.frames import count_frame_files
+from vjfer.datasets.frames import count_frame_files, numbered
 from vjfer.datasets.records import (
     BAD_ROW,
     DUPLICATE,
@@ -155,7 +155,7 @@ def scan(root: Path, *, list_file: Path | None = None, splits: str | None = None
     rows, splits, names = listing.rows, list_splits(listing, splits), list_classes(listing)
     groups = [r.get("group") or r["path"] for r in rows]
     dealt = group_folds(groups, num_folds, seed) if splits == "groups" else {}
-    numbers = {g: i + 1 for i, g in enumerate(sorted(set(groups)))}
+    numbers = numbered(set(groups))  # a row without a group is its own group
     kept, excluded, seen = [], [], set()
     for line, (row, group) in enumerate(zip(rows, groups, strict=True), start=listing.first_line):
         path, video_id = root / row["path"], Path(row["path"]).with_suffix("").as_posix()
