@@ -87,7 +87,9 @@ def test_every_module_has_a_layer():
 def test_imports_run_down_the_layers(module):
     mine = layer_of(module)
     if mine is None:
-        pytest.fail(f"{module} is missing from the layer table (tests/test_import_layers.py LAYERS)")
+        pytest.fail(
+            f"{module} is missing from the layer table (tests/test_import_layers.py LAYERS)"
+        )
     upward = sorted(
         f"{other} ({LAYERS[layer][0]})"
         for other in _imports(module)
