@@ -6,7 +6,8 @@ augmentation see no difference.
 Failure rules as for video files: an unreadable frame file is lost (counted, named in the log), a
 gap in the numbering (`1, 2, 4`) counts as lost frames, and `--max-lost-frames` applies to both.
 The releases record no frame rate: a folder is declared `FOLDER_FPS` (only timelines use it).
-A folder's identity (for resume) is its files' names and sizes plus one sha256 over their bytes.
+A folder's identity (for resume) hashes its files' names, sizes and bytes in frame order (sha256
+and xxh3-128), so a frame rewritten at the same size is seen.
 """
 
 from __future__ import annotations
