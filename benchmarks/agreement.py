@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vjfer.clips import gather_clips, plan_clips
+from vjfer.decode import decode_video
 from vjfer.encoders import load_encoder
-from vjfer.video import decode_video, gather_clips, normalize_clips, plan_clips
+from vjfer.prepare import normalize_clips
 
 sys.path.insert(0, str(Path(__file__).parent))
 from extract import make_videos  # noqa: E402  (a sibling benchmark script)

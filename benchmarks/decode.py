@@ -1,4 +1,4 @@
-"""Prepared frames per second of `vjfer.video.decode_video` against a decode-only baseline.
+"""Prepared frames per second of `vjfer.decode.decode_video` against a decode-only baseline.
 
 Two generated files stand in for the datasets: a RAVDESS-like 1280×720 H.264 mp4 (29.97 fps,
 about 10 Mbit/s) and a CREMA-D-like 480×360 FLV (codec flv1, 30 fps), both with a textured
@@ -38,7 +38,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vjfer.video import ViewGeometry, decode_video, view_geometry
+from vjfer.decode import decode_video
+from vjfer.prepare import ViewGeometry, view_geometry
 
 
 def synthetic_frames(width: int, height: int, count: int, seed: int = 0):

@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 import skimage.data
 
+from vjfer.decode import decode_video
 from vjfer.face import FaceCropConfig, FaceCropper
 from vjfer.synthetic import write_video
-from vjfer.video import decode_video
 
 FRAMES, WIDTH, HEIGHT, FACE = 111, 1280, 720, 600  # RAVDESS: ~111 frames at 1280×720
 

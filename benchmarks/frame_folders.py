@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vjfer.decode import decode_video
 from vjfer.synthetic import STYLES, actor_nuisance, render_face, seeded_rng
 from vjfer.synthetic_frames import write_frames
-from vjfer.video import decode_video
 
 
 def _cpu(fn) -> float:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vjfer.decode import decode_video, source_identity
 from vjfer.synthetic import write_video
-from vjfer.video import decode_video, source_identity
 
 
 def make_tree(directory: Path, gb: float, frames: int) -> list[Path]:

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from vjfer import augment as A
+from vjfer.clips import plan_clips
+from vjfer.decode import decode_native, decode_video
+from vjfer.prepare import IMAGENET_MEAN, IMAGENET_STD
 from vjfer.synthetic import make_ravdess
-from vjfer.video import IMAGENET_MEAN, IMAGENET_STD, decode_native, decode_video, plan_clips
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 

@@ -39,7 +39,7 @@ from vjfer.cache import (
     write_manifest,
 )
 from vjfer.errors import CacheError
-from vjfer.video import SourceIdentity
+from vjfer.prepare import SourceIdentity
 
 GRID = (2, 2, 2)  # N = 8 tokens
 SETTINGS = {"encoder": "tiny", "views": "center", "mean": [0.485, 0.456, 0.406], "hop": 8}

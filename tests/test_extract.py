@@ -32,7 +32,9 @@ import vjfer
 from vjfer import cache
 from vjfer import video as video_module
 from vjfer.cache import MANIFEST, open_cache, verify_cache
+from vjfer.clips import CLIP_SPAN, gather_clips, plan_clips
 from vjfer.datasets import index_dataset
+from vjfer.decode import decode_video
 from vjfer.encoders import load_encoder
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract import (
@@ -45,8 +47,8 @@ from vjfer.extract import (
     format_plan,
     plan_extraction,
 )
+from vjfer.prepare import normalize_clips
 from vjfer.synthetic import make_crema_d, make_ravdess, one_frame_video
-from vjfer.video import CLIP_SPAN, decode_video, gather_clips, normalize_clips, plan_clips
 
 REPO = Path(__file__).resolve().parents[1]
 BAD = {  # RAVDESS stem -> words of the failure reason; among the synthetic good videos

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from vjfer.cache import MANIFEST, open_cache
+from vjfer.clips import ROLE_AUGMENTED, ROLE_EVAL, ROLE_TRAIN, clip_roles, plan_clips
 from vjfer.encoders import load_encoder
 from vjfer.errors import ConfigError
 from vjfer.extract import ExtractConfig, extract, format_plan, plan_extraction
 from vjfer.synthetic import make_ravdess
-from vjfer.video import ROLE_AUGMENTED, ROLE_EVAL, ROLE_TRAIN, clip_roles, plan_clips
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 

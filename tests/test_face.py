@@ -16,6 +16,7 @@ from PIL import Image
 
 from vjfer.cache import cache_info, open_cache
 from vjfer.cli import cli
+from vjfer.decode import decode_video
 from vjfer.errors import ConfigError, VideoError
 from vjfer.face import (
     Box,
@@ -30,7 +31,6 @@ from vjfer.face import (
     square_box,
 )
 from vjfer.synthetic import RAVDESS_FPS, make_ravdess, ravdess_name, write_video
-from vjfer.video import decode_video
 
 cv2 = pytest.importorskip("cv2")
 skimage_data = pytest.importorskip("skimage.data")

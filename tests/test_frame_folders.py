@@ -3,16 +3,23 @@ file, lost and missing frames counted, a content identity, and the path from `de
 
 from __future__ import annotations
 
+import io
+import json
+import os
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from vjfer.cache import MANIFEST, open_cache
+from vjfer.decode import decode_native, decode_video, source_identity
 from vjfer.errors import VideoError
+from vjfer.extract import ExtractConfig, extract, plan_extraction
 from vjfer.frame_folders import FOLDER_FPS, frame_files, missing_frames
-from vjfer.video import decode_native, decode_video, source_identity
+from vjfer.synthetic_frames import make_dfew
 
 
 def _frames(n: int = 12, size=(48, 32)) -> np.ndarray:
@@ -76,3 +83,45 @@ def test_an_empty_or_mixed_folder_is_a_video_error(tmp_path):
     Image.fromarray(_frames(1, (32, 32))[0]).save(tmp_path / "2.jpg")
     with pytest.raises(VideoError, match="frames differ in size"):
         decode_video(tmp_path, 32)
+
+
+def _same_size_other_jpeg(path: Path) -> bytes:
+    """A JPEG of other pixels (a flat grey frame of the same shape) padded with a comment segment
+    to exactly the byte size of the file at `path`."""
+    old = path.read_bytes()
+    with Image.open(path) as image:
+        size = image.size
+    buf = io.BytesIO()
+    Image.new("RGB", size, (128, 128, 128)).save(buf, "JPEG", quality=50)
+    new = buf.getvalue()
+    pad = len(old) - len(new) - 4  # FF FE, a 2-byte length, the comment
+    assert 0 <= pad < 65534, (len(old), len(new))
+    new = new[:2] + b"\xff\xfe" + (pad + 2).to_bytes(2, "big") + b"\0" * pad + new[2:]
+    assert len(new) == len(old) and new != old
+    return new
+
+
+def test_a_frame_rewritten_at_the_same_size_is_re_encoded(tmp_path):
+    """A DFEW frame replaced by other pixels of the same byte size, name and mtime_ns: the folder
+    identity's content digest (not its size or mtime) sends that clip's shard to be re-encoded."""
+    root = make_dfew(tmp_path / "DFEW", clips_per_class=1)
+    config = ExtractConfig(dataset="dfew", root=root, cache_root=tmp_path / "cache",
+                           encoder="tiny", shard_size=3, workers=0)  # fmt: skip
+    first = extract(config, progress=False, plan=plan_extraction(config))
+    with open_cache(first.cache_dir) as c:
+        clip = str(c.videos.video_id[0])  # in shard 0
+        before = c.tokens(clip)
+    folder = root / "Clip" / "clip_224x224" / clip
+    frame = frame_files(folder)[0]  # in every plan's first clip
+    identity, st = source_identity(folder), frame.stat()
+    frame.write_bytes(_same_size_other_jpeg(frame))
+    os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns))
+    now = source_identity(folder)
+    assert (now.size, now.mtime_ns) == (identity.size, identity.mtime_ns)  # stat cannot tell
+    assert now.xxh3 != identity.xxh3 and now.sha256 != identity.sha256
+    again = extract(config, progress=False, plan=plan_extraction(config))
+    assert (again.shards_written, again.shards_skipped) == (1, 2)
+    with open_cache(again.cache_dir) as c:
+        assert not np.array_equal(c.tokens(clip), before)  # the new frame's tokens
+    rows = json.loads((again.cache_dir / MANIFEST).read_text())["videos"]
+    assert next(r for r in rows if r["video_id"] == clip)["source"]["xxh3"] == now.xxh3

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vjfer.clips import plan_clips
 from vjfer.figures import timeline_axes, timeline_figure
 from vjfer.labels import class_names
 from vjfer.timeline import (
@@ -16,7 +17,6 @@ from vjfer.timeline import (
     prediction_panels,
     run_panels,
 )
-from vjfer.video import plan_clips
 
 NAMES = ["neutral", "happy", "sad"]
 

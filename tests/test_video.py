@@ -1,4 +1,4 @@
-"""vjfer.video: clip plan goldens, view geometry, decoding generated files, bad inputs."""
+"""vjfer.video and vjfer.decode: decoding generated files (counts, rates, rotation, views of the decoded frames), bad inputs."""
 
 from __future__ import annotations
 
@@ -11,205 +11,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
+from vjfer.clips import gather_clips, plan_clips
+from vjfer.decode import decode_video
 from vjfer.errors import ConfigError, VideoError
-from vjfer.video import (
-    CLIP_PLANS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    _FrameBuffer,
-    clip_roles,
-    count_frames,
+from vjfer.prepare import (
     crop_views,
-    decode_video,
-    gather_clips,
-    normalize_clips,
-    num_views,
-    plan_clips,
     view_geometry,
 )
-
-# ---------------------------------------------------------------------------- clip plans
-
-W4 = [4 * i for i in range(16)]  # 0, 4, ..., 60
-TRAIN_BASE = [0, 4, 9, 13, 18, 22, 27, 31, 36, 40, 45, 49, 54, 58, 62, 62]  # n >= 64 (issue text)
-EVAL_BASE = [0, 4, 8, 12, 17, 21, 25, 29, 34, 38, 42, 46, 51, 55, 59, 63]  # int(linspace(0,64,16))
-
-
-def _rows(*rows):
-    return np.array(rows, dtype=np.int64)
-
-
-GOLDEN = {
-    # windows: every hop-th of the reference's evaluation windows, plus its last one
-    ("windows", 1): _rows([0] * 16),
-    ("windows", 60): _rows([0, 4, 8, 12, 17, 21, 25, 30, 34, 38, 42, 47, 51, 55, 59, 59]),
-    ("windows", 61): _rows([0, 4, 8, 13, 17, 21, 26, 30, 34, 39, 43, 47, 52, 56, 60, 60]),
-    ("windows", 64): _rows(EVAL_BASE),
-    ("windows", 65): _rows(EVAL_BASE),
-    ("windows", 71): _rows(EVAL_BASE, [6 + x for x in EVAL_BASE]),
-    ("windows", 100): _rows(*[[s + x for x in EVAL_BASE] for s in (0, 8, 16, 24, 32, 35)]),
-    ("windows", 520): _rows(*[[s + x for x in EVAL_BASE] for s in [*range(0, 449, 8), 455]]),
-    ("reference-train", 1): _rows(*[[0] * 16] * 8),
-    ("reference-train", 60): _rows(
-        *[[0, 4, 9, 13, 18, 22, 27, 31, 36, 40, 45, 49, 54, 58, 58, 58]] * 8
-    ),
-    ("reference-train", 61): _rows(
-        *[[0, 4, 8, 12, 17, 21, 25, 30, 34, 38, 42, 47, 51, 55, 59, 59]] * 8
-    ),
-    ("reference-train", 64): _rows(*[TRAIN_BASE] * 8),
-    ("reference-train", 65): _rows(*[TRAIN_BASE] * 8),  # clip step (65 - 64) // 7 = 0
-    ("reference-train", 71): _rows(*[[x + i for x in TRAIN_BASE] for i in range(8)]),
-    ("reference-train", 100): _rows(*[[x + 5 * i for x in TRAIN_BASE] for i in range(8)]),
-    ("reference-train", 520): _rows(
-        *[[x + 65 * i for x in EVAL_BASE] for i in range(8)]
-    ),  # 520//8 > 64
-    ("reference-eval", 1): _rows([0] * 16),
-    ("reference-eval", 60): _rows([0, 4, 8, 12, 17, 21, 25, 30, 34, 38, 42, 47, 51, 55, 59, 59]),
-    ("reference-eval", 61): _rows([0, 4, 8, 13, 17, 21, 26, 30, 34, 39, 43, 47, 52, 56, 60, 60]),
-    ("reference-eval", 64): _rows(EVAL_BASE),
-    ("reference-eval", 65): _rows(EVAL_BASE),
-    ("reference-eval", 71): _rows(*[[x + s for x in EVAL_BASE] for s in range(7)]),
-    ("reference-eval", 100): _rows(*[[x + s for x in EVAL_BASE] for s in range(36)]),
-    ("reference-eval", 520): _rows(*[[x + s for x in EVAL_BASE] for s in range(456)]),
-}
-
-
-@pytest.mark.parametrize("plan,n", sorted(GOLDEN))
-def test_plan_golden(plan, n):
-    clips = plan_clips(n, plan)
-    assert clips.dtype == np.int64
-    np.testing.assert_array_equal(clips, GOLDEN[plan, n])
-
-
-@pytest.mark.parametrize("plan", CLIP_PLANS)
-def test_plan_needs_a_frame(plan):
-    with pytest.raises(ValueError, match="at least 1 frame, got n_frames=0"):
-        plan_clips(0, plan)
-
-
-def test_plan_bad_options():
-    with pytest.raises(ConfigError, match="unknown clip plan 'random'"):
-        plan_clips(100, "random")
-    with pytest.raises(ConfigError, match="hop must be >= 1, got 0"):
-        plan_clips(100, "windows", hop=0)
-
-
-def _reference_loop(n, num_clips=8, fpc=16, fstp=4):
-    """The reference loader's index arithmetic, loop by loop (first window where it draws one)."""
-    clip_len = fpc * fstp
-    partition_len = n // num_clips
-    clips = []
-    for i in range(num_clips):
-        if partition_len > clip_len:
-            indices = np.linspace(0, clip_len, num=fpc)
-            indices = np.clip(indices, 0, clip_len - 1).astype(np.int64) + i * partition_len
-        else:
-            sample_len = min(clip_len, n) - 1
-            indices = np.linspace(0, sample_len, num=sample_len // fstp)
-            indices = np.concatenate((indices, np.ones(fpc - sample_len // fstp) * sample_len))
-            indices = np.clip(indices, 0, sample_len - 1).astype(np.int64)
-            clip_step = (n - clip_len) // (num_clips - 1) if n > clip_len else 0
-            indices = indices + i * clip_step
-        clips.append(np.where(indices < 0, indices + n, indices))  # decord: -1 is the last frame
-    return np.stack(clips)
-
-
-def test_reference_train_matches_the_reference_loop():
-    for n in range(1, 1200):
-        np.testing.assert_array_equal(
-            plan_clips(n, "reference-train"), _reference_loop(n), f"n={n}"
-        )
-
-
-def test_reference_eval_matches_per_window_linspace():
-    for n in (66, 97, 130, 301):
-        expected = [
-            np.clip(np.linspace(s, s + 64, 16), s, s + 63).astype(np.int64) for s in range(n - 64)
-        ]
-        np.testing.assert_array_equal(plan_clips(n, "reference-eval"), np.stack(expected))
-
-
-def _reference_full_video(n, fpc=16, fstp=4):
-    """The reference's evaluation index (full_video_dataset.py), start by start: one window per
-    start in range(n - 64); a video of <= 64 frames gives one window padded with frame n - 1."""
-    clip_len = fpc * fstp
-    if n - clip_len < 1:
-        indices = np.linspace(0, n, num=n // fstp)
-        indices = np.concatenate((indices, np.ones(fpc - n // fstp) * n))
-        return [np.clip(indices, 0, n - 1).astype(np.int64)]
-    windows = []
-    for start in range(n - clip_len):
-        indices = np.linspace(start, start + clip_len, num=fpc)
-        windows.append(np.clip(indices, start, start + clip_len - 1).astype(np.int64))
-    return windows
-
-
-def test_every_plan_matches_the_reference_formulas_for_every_length_up_to_600():
-    for n in range(1, 601):
-        evaluation = np.stack(_reference_full_video(n))  # [n - 64 or 1, 16]
-        np.testing.assert_array_equal(plan_clips(n, "reference-eval"), evaluation, f"n={n}")
-        train = _reference_loop(n)
-        np.testing.assert_array_equal(plan_clips(n, "reference-train"), train, f"n={n}")
-        for hop in (1, 8, 16):
-            keep = [*range(0, len(evaluation), hop)]
-            keep += [] if keep[-1] == len(evaluation) - 1 else [len(evaluation) - 1]
-            windows = plan_clips(n, "windows", hop=hop)
-            np.testing.assert_array_equal(windows, evaluation[keep], f"n={n} hop={hop}")
-            both = plan_clips(n, "reference", hop=hop)
-            np.testing.assert_array_equal(both, np.concatenate([train, windows]), f"n={n}")
-            roles = clip_roles(n, "reference", hop=hop)
-            assert roles.dtype == np.uint8 and roles.tolist() == [1] * 8 + [0] * len(windows)
-            assert not clip_roles(n, "windows", hop=hop).any()
-
-
-def test_reference_train_repeats_its_last_frame():
-    # 64 frames and up: linspace(0, 63, 15) then 63, clipped to 62 -> ..., 58, 62, 62
-    assert plan_clips(200, "reference-train")[0, -3:].tolist() == [58, 62, 62]
-    assert plan_clips(200, "windows")[0, -3:].tolist() == [55, 59, 63]  # eval windows do not
-
-
-@pytest.mark.parametrize("hop", [1, 3, 8, 61, 100])
-def test_windows_cover_what_the_reference_evaluates(hop):
-    for n in (1, 30, 60, 61, 62, 130, 1000):
-        clips = plan_clips(n, "windows", hop=hop)
-        # the reference's last window starts at n - 65: its last frame n - 1 is never evaluated
-        assert clips.min() == 0 and clips.max() == (n - 2 if n > 64 else n - 1)
-        assert (np.diff(clips[:, 0]) > 0).all() and (np.diff(clips[:, 0])[:-1] == hop).all()
-
-
-# ---------------------------------------------------------------------------- views
-
-
-@pytest.mark.parametrize(
-    "size,R,views,resized,offsets",
-    [
-        ((1280, 720), 224, "center", (455, 256), [(16, 116)]),  # Python round(115.5) = 116
-        ((480, 360), 224, "center", (341, 256), [(16, 58)]),  # round(58.5) = 58 (half to even)
-        ((1280, 720), 384, "center", (778, 438), [(27, 197)]),  # short side int(438.86) = 438
-        ((720, 1280), 224, "center", (256, 455), [(116, 16)]),
-        ((1280, 720), 224, "3crop", (398, 224), [(0, 0), (0, 87), (0, 174)]),
-        ((480, 360), 224, "3crop", (298, 224), [(0, 0), (0, 37), (0, 74)]),
-        ((360, 480), 224, "3crop", (224, 298), [(0, 0), (37, 0), (74, 0)]),
-        ((224, 224), 224, "3crop", (224, 224), [(0, 0)] * 3),
-    ],
-)
-def test_view_geometry(size, R, views, resized, offsets):
-    geo = view_geometry(*size, R, views)
-    assert (geo.width, geo.height) == resized and list(geo.offsets) == offsets
-    image = np.zeros((geo.height, geo.width, 3), np.uint8)
-    assert crop_views(image, geo).shape == (num_views(views), R, R, 3)
-
-
-def test_views_validated():
-    assert (num_views("center"), num_views("3crop")) == (1, 3)
-    with pytest.raises(ConfigError, match="unknown views 'five'"):
-        num_views("five")
-    geo = view_geometry(64, 48, 32, "center")
-    with pytest.raises(ValueError, match="geometry expects"):
-        crop_views(np.zeros((10, 10, 3), np.uint8), geo)
-
+from vjfer.video import count_decoded_frames
 
 # ---------------------------------------------------------------------------- generated videos
 
@@ -309,23 +119,13 @@ def test_flv_header_has_no_frame_count(videos):
     path, kw = videos["flv"]
     with av.open(str(path)) as container:
         assert container.streams.video[0].frames == 0  # so the count above came from decoding
-    assert decode_video(path, 16).n_frames == kw["n"] == count_frames(path)
+    assert decode_video(path, 16).n_frames == kw["n"] == count_decoded_frames(path)
 
 
 def test_long_flv(tmp_path):
     path = write_video(tmp_path / "long.flv", codec="flv", fmt="flv", n=300, size=(32, 32))
     video = decode_video(path, 16)
     assert video.n_frames == 300 and video.frames.shape == (1, 300, 16, 16, 3)
-
-
-def test_frame_buffer_grows_and_returns_the_written_frames():
-    buffer = _FrameBuffer(views=3, resolution=2, capacity=4)
-    for t in range(9):
-        buffer.next_slot()[:] = t
-    frames = buffer.frames()
-    assert buffer.data.shape[1] == 16 and frames.shape == (3, 9, 2, 2, 3)
-    np.testing.assert_array_equal(frames[:, :, 0, 0, 0], np.tile(np.arange(9), (3, 1)))
-    assert np.shares_memory(frames, buffer.data)  # a view: unwritten capacity is never touched
 
 
 def _red_column(view):
@@ -539,44 +339,7 @@ def test_no_decodable_frame(noisy, tmp_path, name):
     with pytest.raises(VideoError, match="no decodable frame"):
         decode_video(path, 32)
     with pytest.raises(VideoError, match="no decodable frame"):
-        count_frames(path)
-
-
-# ---------------------------------------------------------------------------- clips to tensors
-
-
-def test_gather_clips():
-    V, T, R = 3, 10, 4
-    frames = np.arange(V * T, dtype=np.uint8).reshape(V, T, 1, 1, 1) * np.ones(
-        (1, 1, R, R, 3), np.uint8
-    )
-    clips = np.array([[0] * 8 + [9] * 8, list(range(16))]) % T
-    out = gather_clips(frames, clips)
-    assert out.shape == (2, V, 16, R, R, 3) and out.flags.c_contiguous
-    for c in range(2):
-        for v in range(V):
-            np.testing.assert_array_equal(out[c, v, :, 0, 0, 0], v * T + clips[c])
-    with pytest.raises(ValueError, match="the video has frames 0..9"):
-        gather_clips(frames, np.array([[10] * 16]))
-
-
-def test_normalize_clips():
-    clips = torch.randint(0, 256, (2, 16, 8, 8, 3), dtype=torch.uint8)
-    x = normalize_clips(clips)
-    assert x.shape == (2, 3, 16, 8, 8) and x.dtype == torch.float32 and x.is_contiguous()
-    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    expected = ((clips.float() / 255 - mean) / std).permute(0, 4, 1, 2, 3)
-    torch.testing.assert_close(x, expected, rtol=1e-6, atol=1e-6)
-    with pytest.raises(ValueError, match="expected uint8 clips"):
-        normalize_clips(clips.float())
-
-
-@pytest.mark.cuda  # skipped by conftest.py without a GPU
-def test_normalize_clips_on_gpu():
-    clips = torch.randint(0, 256, (1, 16, 8, 8, 3), dtype=torch.uint8)
-    x = normalize_clips(clips.cuda())
-    assert x.device.type == "cuda"
-    torch.testing.assert_close(x.cpu(), normalize_clips(clips))
+        count_decoded_frames(path)
 
 
 def test_a_truncated_file_decodes_the_same_frames_at_any_thread_count(tmp_path, truncated_mp4):

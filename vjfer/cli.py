@@ -184,8 +184,9 @@ def encoders() -> None:
 
 
 def _extract_options(f):
+    from vjfer.clips import CLIP_PLANS
     from vjfer.extract import ExtractConfig
-    from vjfer.video import CLIP_PLANS, VIEWS
+    from vjfer.prepare import VIEWS
 
     d = ExtractConfig.__dataclass_fields__
     options = [

@@ -7,7 +7,7 @@ frame, so the crop does not jitter: `haar` runs OpenCV's bundled frontal-face Ha
 of each sampled frame, and takes the median box; `boxes:FILE` reads a CSV `video_id,x,y,w,h` from
 any detector. Either box is made square (its longer side), enlarged by `margin` on every side and
 clamped to the frame; the frames are then cropped to it before the usual resize and crop to R
-(`vjfer.video.view_geometry`). Coordinates are pixels of the frame as displayed (after rotation).
+(`vjfer.prepare.view_geometry`). Coordinates are pixels of the frame as displayed (after rotation).
 
 A video without a face (too few sampled frames with one, or no row in the CSV) is a failure with that
 reason, or with `fallback="full"` uses the whole frame (status "fallback" in the cache).
@@ -26,9 +26,9 @@ from typing import Literal, TypeGuard
 import av
 import numpy as np
 
+from vjfer.decode import source_frames
 from vjfer.digests import sha256_file
 from vjfer.errors import FACE_FAILURE_PREFIX, ConfigError, VideoError
-from vjfer.frame_folders import folder_frames, frame_files
 
 log = logging.getLogger(__name__)
 
@@ -207,12 +207,13 @@ class FaceTrack:
 
 
 def _video_frames(path: Path) -> Iterator[av.VideoFrame]:
-    """The frames of a video file, or of a folder of frames (decoded as extraction decodes it)."""
-    if path.is_dir():
-        yield from folder_frames(frame_files(path), lost=[])
-        return
-    with av.open(str(path)) as container:
-        yield from container.decode(container.streams.video[0])
+    """The frames of a video file, or of a folder of frames (decoded as extraction decodes it);
+    a folder's RGB arrays become rgb24 frames, for swscale's grey scaling below."""
+    for frame in source_frames(path):
+        if isinstance(frame, np.ndarray):
+            yield av.VideoFrame.from_ndarray(frame, format="rgb24")
+        else:
+            yield frame
 
 
 def detect_faces(path: str | Path, config: FaceCropConfig) -> FaceTrack:

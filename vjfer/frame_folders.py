@@ -1,12 +1,13 @@
 """Folders of frames (DFEW, FERV39k, MAFW releases; list files) as videos: the frame files in
-natural order (`1.jpg, 2.jpg, 10.jpg`), decoded with PIL and prepared by the same `_Preparer` as a
-decoded video (resize rule, views, face crop), so clip plans, roles and augmentation see no
-difference.
+natural order (`1.jpg, 2.jpg, 10.jpg`), decoded with PIL into RGB arrays and prepared by the same
+`vjfer.prepare.Preparer` as a decoded video (resize rule, views, face crop), so clip plans, roles and
+augmentation see no difference.
 
 Failure rules as for video files: an unreadable frame file is lost (counted, named in the log), a
 gap in the numbering (`1, 2, 4`) counts as lost frames, and `--max-lost-frames` applies to both.
 The releases record no frame rate: a folder is declared `FOLDER_FPS` (only timelines use it).
-A folder's identity (for resume) is its files' names and sizes plus one sha256 over their bytes.
+A folder's identity (for resume) hashes its files' names, sizes and bytes in frame order (sha256
+and xxh3-128), so a frame rewritten at the same size is seen.
 """
 
 from __future__ import annotations
@@ -14,29 +15,28 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 import xxhash
 from PIL import Image, UnidentifiedImageError
 
-from vjfer.datasets.records import FRAME_SUFFIXES, natural_key
+from vjfer.datasets.frames import frame_names
+from vjfer.datasets.records import natural_key
 from vjfer.errors import VideoError
-from vjfer.video import (
+from vjfer.prepare import (
     CropBox,
     DecodedVideo,
+    FrameBuffer,
+    Preparer,
     SourceIdentity,
     Views,
-    _FrameBuffer,
-    _prepare_all,
-    _Preparer,
     num_views,
-)  # fmt: skip
+    prepare_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,7 @@ def frame_files(folder: str | Path) -> list[Path]:
     """The folder's .jpg/.jpeg/.png files in natural order; VideoError when it holds none."""
     folder = Path(folder)
     try:
-        with os.scandir(folder) as entries:
-            names = [e.name for e in entries if e.name.lower().endswith(FRAME_SUFFIXES)]
+        names = frame_names(folder)
     except OSError as err:
         raise VideoError(folder, f"cannot list the frame folder: {err.strerror}") from err
     if not names:
@@ -110,8 +109,8 @@ def read_frame(path: Path, data: bytes | None = None) -> np.ndarray | None:
 
 
 def folder_frames(files: list[Path], lost: list[Path], timeout: float | None = None,
-                  digest: _FolderDigest | None = None) -> Iterator[av.VideoFrame]:  # fmt: skip
-    """Every frame file that decodes, as an rgb24 VideoFrame; the others appended to `lost`.
+                  digest: _FolderDigest | None = None) -> Iterator[np.ndarray]:  # fmt: skip
+    """Every frame file that decodes, as RGB uint8 [H, W, 3]; the others appended to `lost`.
     Each file is read once: its bytes feed `digest` (the folder's identity) and the decoder."""
     deadline = None if timeout is None else time.monotonic() + timeout
     for path in files:
@@ -126,20 +125,17 @@ def folder_frames(files: list[Path], lost: list[Path], timeout: float | None = N
         if rgb is None:
             lost.append(path)
             continue
-        yield av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        yield rgb
 
 
-def decode_folder_native(folder: str | Path, indices: np.ndarray, crop=None) -> np.ndarray:
+def decode_folder_native(folder: str | Path, indices: np.ndarray, crop: CropBox | None = None,
+                         timeout: float | None = None) -> np.ndarray:  # fmt: skip
     """Frames at `indices` (of the frames that decode) at native size, cut to `crop`:
-    uint8 [len(indices), H, W, 3], as `video.decode_native` for a file."""
+    uint8 [len(indices), H, W, 3], as `video.decode_file_native` for a file."""
     folder = Path(folder)
     wanted = [int(i) for i in np.asarray(indices)]
-    frames, k = [], -1
-    for path in frame_files(folder):
-        rgb = read_frame(path)
-        if rgb is None:
-            continue
-        k += 1
+    frames = []
+    for k, rgb in enumerate(folder_frames(frame_files(folder), [], timeout)):
         if k in wanted:
             if crop is not None:
                 x, y, w, h = crop
@@ -154,7 +150,7 @@ def decode_frame_folder(
     folder: str | Path, resolution: int, views: Views = "center", threads: int = 0,
     crop: CropBox | None = None, timeout: float | None = None, fps: float = FOLDER_FPS,
 ) -> DecodedVideo:  # fmt: skip
-    """Decode a frame folder once and prepare its views, as `video.decode_video` does a file.
+    """Decode a frame folder once and prepare its views: `vjfer.decode.decode_video` for a folder.
 
     `lost_frames` = frame files that do not decode + gaps in the numbering; `container_frames` =
     the frames the folder should hold (files + gaps). VideoError for a missing or empty folder, no
@@ -164,15 +160,15 @@ def decode_frame_folder(
     folder = Path(folder)
     files = frame_files(folder)
     gaps, lost, digest = missing_frames(files), list[Path](), _FolderDigest()
-    prepare = _Preparer(resolution, views, crop)
-    buffer = _FrameBuffer(num_views(views), resolution, len(files))
+    prepare = Preparer(resolution, views, crop)
+    buffer = FrameBuffer(num_views(views), resolution, len(files))
     try:
-        _prepare_all(folder_frames(files, lost, timeout, digest), prepare, buffer, threads)
+        prepare_all(folder_frames(files, lost, timeout, digest), prepare, buffer, threads)
     except ValueError as err:
         raise VideoError(folder, str(err)) from err
     if buffer.count == 0 or prepare.display_size is None:
         raise VideoError(folder, f"no decodable frame ({len(lost)} of {len(files)} files failed)")
-    if len(prepare._geometry) > 1:
+    if prepare.frame_sizes > 1:
         raise VideoError(folder, "frames differ in size; a clip's frames must share one size")
     if lost or gaps:
         log.warning("%s: %d frames lost (%d unreadable files, %d gaps in the numbering)", folder,
@@ -183,3 +179,8 @@ def decode_frame_folder(
         n_frames=buffer.count, lost_frames=len(lost) + gaps, source=digest.identity(str(folder)),
         container_frames=len(files) + gaps,
     )  # fmt: skip
+
+
+def folder_rgb_frames(folder: Path) -> Iterator[np.ndarray]:
+    """Every frame of a folder that decodes, RGB uint8 [H, W, 3] (face detection)."""
+    return folder_frames(frame_files(folder), [])

@@ -21,16 +21,17 @@ import torch
 
 from vjfer.cache import SHORTEST_UNPADDED, TOKEN_DTYPE, layer_blocks
 from vjfer.clips import eval_windows, gather_clips
+from vjfer.decode import decode_video
 from vjfer.encoders import load_encoder
 from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import CheckpointError, ConfigError, VideoError
 from vjfer.face import FaceCropper, config_from_settings
+from vjfer.prepare import normalize_clips
 from vjfer.probe.evaluate import clip_probabilities, vote_mv, vote_pbv
 from vjfer.probe.model import Probe, load_probe
 from vjfer.runs import find_probes
 from vjfer.store import StoreFormat, transform
 from vjfer.timeline import clip_centre_seconds
-from vjfer.video import decode_video, normalize_clips
 
 log = logging.getLogger(__name__)
 

@@ -129,18 +129,16 @@ def _paste(frames: np.ndarray, boxes: np.ndarray, mask: np.ndarray, top: int, le
         np.copyto(frames[:, y0:y1, x0:x1], boxes[:, sub[0], sub[1]], where=mask[sub][..., None])
 
 
-def render_face(
-    style: FaceStyle, nuisance: Nuisance, size: tuple[int, int], n_frames: int, fps: float,
-    rng: np.random.Generator, strength: float = 1.0,
-) -> np.ndarray:  # fmt: skip
-    """Frames of one video, uint8 [T, H, W, 3] RGB. `strength` scales the expression (intensity).
+def _face_box(
+    style: FaceStyle, nuisance: Nuisance, height: int, n_frames: int, fps: float, phase: float,
+    strength: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The face of each frame in its own box: uint8 [T, 2B+1, 2B+1, 3] and the face mask [2B+1, 2B+1].
 
-    The face is drawn once per video in its own box (skin, hair, cheeks, eyes), brows and mouth are
-    drawn for all frames at once, and the box is pasted at each frame's integer head position.
+    Skin, hair, cheeks and eyes are drawn once; brows and mouth for all frames at once.
     """
-    W, H = size
     T = n_frames
-    ry = nuisance.scale * H  # face half-height
+    ry = nuisance.scale * height  # face half-height
     rx = 0.8 * ry
     B = int(np.ceil(1.05 * ry))  # box half-size
     y, x = np.mgrid[-B : B + 1, -B : B + 1].astype(np.float32)  # box coordinates, face centre 0
@@ -154,7 +152,6 @@ def render_face(
         box[_ellipse(x, y, side * 0.38 * rx, -0.22 * ry, 0.14 * rx, eye_height)] = 25
     box = np.repeat(box[None], T, axis=0)  # [T, 2B+1, 2B+1, 3]
 
-    phase = rng.uniform(0, 2 * np.pi)
     s = (np.arange(T, dtype=np.float32) / np.float32(fps))[:, None, None]  # seconds, [T, 1, 1]
     top = slice(0, B + 1 - int(0.15 * ry))  # brows live above the eyes
     yt, xt = y[top], x[top]
@@ -174,8 +171,16 @@ def render_face(
     half = opening * np.sqrt(1 - u**2)  # [T, B+1, 2B+1]
     box[:, low][gap < half + 0.07 * ry] = style.colour  # lips
     box[:, low][gap < half] = (40, 10, 20)  # open mouth
+    return box, face
 
-    bob_hz = rng.uniform(0.2, 0.6)
+
+def _paste_moving(
+    box: np.ndarray, face: np.ndarray, nuisance: Nuisance, size: tuple[int, int], fps: float,
+    bob_hz: float, phase: float,
+) -> np.ndarray:  # fmt: skip
+    """The boxes [T, 2B+1, 2B+1, 3] pasted on the background at each frame's integer head
+    position (the head bobs at `bob_hz`): uint8 [T, H, W, 3]."""
+    (W, H), T, B = size, len(box), box.shape[1] // 2
     t = np.arange(T) / fps
     cx = nuisance.centre[0] * W + nuisance.bob * np.sin(2 * np.pi * bob_hz * t + phase)
     cy = nuisance.centre[1] * H + nuisance.bob * np.cos(2 * np.pi * bob_hz * t)
@@ -185,11 +190,27 @@ def render_face(
     moves = np.flatnonzero((corner[1:] != corner[:-1]).any(1)) + 1  # the head moves slowly:
     for i, j in zip(np.r_[0, moves], np.r_[moves, T], strict=True):  # paste runs of frames
         _paste(frames[i:j], box[i:j], face, *corner[i])
+    return frames
+
+
+def render_face(
+    style: FaceStyle, nuisance: Nuisance, size: tuple[int, int], n_frames: int, fps: float,
+    rng: np.random.Generator, strength: float = 1.0,
+) -> np.ndarray:  # fmt: skip
+    """Frames of one video, uint8 [T, H, W, 3] RGB. `strength` scales the expression (intensity).
+
+    The face is drawn once per video in its own box (skin, hair, cheeks, eyes), brows and mouth are
+    drawn for all frames at once, and the box is pasted at each frame's integer head position.
+    """
+    phase = rng.uniform(0, 2 * np.pi)
+    box, face = _face_box(style, nuisance, size[1], n_frames, fps, phase, strength)
+    frames = _paste_moving(box, face, nuisance, size, fps, rng.uniform(0.2, 0.6), phase)
     # Noise in uint8 without overflow: values kept in 16..239 and noise within +-16 (a 7-frame cycle).
+    H, W = size[1], size[0]
     noise = rng.standard_normal((7, H, W, 3), dtype=np.float32) * nuisance.noise
     noise = np.clip(np.rint(noise), -16, 16).astype(np.int8).view(np.uint8)
     np.clip(frames, 16, 239, out=frames)
-    for i in range(T):
+    for i in range(n_frames):
         frames[i] += noise[i % 7]  # wraps modulo 256, i.e. adds the signed noise
     return frames
 

@@ -13,14 +13,20 @@ import csv
 from pathlib import Path
 
 from vjfer.datasets.folds import check_splits
-from vjfer.datasets.frames import SplitRow, clip_folders, first_folder, join_rows
-from vjfer.datasets.records import BAD_ROW, TRAIN_ONLY, DatasetIndex, Exclusion, check_root
+from vjfer.datasets.frames import (
+    SplitRow,
+    clip_folders,
+    clip_groups,
+    first_folder,
+    join_rows,
+    official_sets,
+)
+from vjfer.datasets.records import BAD_ROW, DatasetIndex, Exclusion, check_root
 from vjfer.errors import DatasetError
 from vjfer.labels import class_names
 
 FRAME_DIRS = ("Clip/clip_224x224", "Clip/jpg_256", "data_affine/single_label/data")
 SPLIT_DIR = "EmoLabel_DataSplit"
-SETS = range(1, 6)
 
 
 def split_file(root: Path, part: str, k: int) -> Path:
@@ -31,22 +37,18 @@ def split_file(root: Path, part: str, k: int) -> Path:
 def read_rows(root: Path) -> tuple[list[SplitRow], list[Exclusion]]:
     """Every row of the 10 split files; rows that do not parse are named."""
     rows, bad = [], []
-    for k in SETS:
-        for part, fold in (("train", TRAIN_ONLY), ("test", k)):
-            path = split_file(root, part, k)
-            if not path.is_file():
-                raise DatasetError(f"dfew: split file {path} is missing; the release ships "
-                                   f"{SPLIT_DIR}/ beside Clip/: pass --root to their parent")  # fmt: skip
-            with path.open(newline="", encoding="utf-8-sig") as fh:
-                table = list(csv.reader(fh))
-            if not table or [c.strip() for c in table[0]] != ["video_name", "label"]:
-                raise DatasetError(f"{path}: header must be 'video_name,label'")
-            for line, row in enumerate(table[1:], start=2):
-                try:
-                    clip = f"{int(row[0]):05d}"
-                    rows.append(SplitRow(clip, row[1].strip(), fold, f"{path.name} line {line}"))
-                except (ValueError, IndexError):
-                    bad.append(Exclusion(path, BAD_ROW, f"line {line}: {row}"))
+    hint = f"the release ships {SPLIT_DIR}/ beside Clip/: pass --root to their parent"
+    for _, _, fold, path in official_sets("dfew", lambda k, part: split_file(root, part, k), hint):
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            table = list(csv.reader(fh))
+        if not table or [c.strip() for c in table[0]] != ["video_name", "label"]:
+            raise DatasetError(f"{path}: header must be 'video_name,label'")
+        for line, row in enumerate(table[1:], start=2):
+            try:
+                clip = f"{int(row[0]):05d}"
+                rows.append(SplitRow(clip, row[1].strip(), fold, f"{path.name} line {line}"))
+            except (ValueError, IndexError):
+                bad.append(Exclusion(path, BAD_ROW, f"line {line}: {row}"))
     return rows, bad
 
 
@@ -64,4 +66,5 @@ def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
     base = first_folder(root, FRAME_DIRS, "dfew")
     rows, bad = read_rows(root)
     folders = clip_folders(base, 1, lambda p: p.name)
-    return join_rows("dfew", root, base, rows, folders, _name, int, splits, bad)
+    group = clip_groups(r.clip for r in rows)
+    return join_rows("dfew", root, base, rows, folders, _name, group, splits, bad)

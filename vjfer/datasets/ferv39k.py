@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vjfer.datasets.folds import check_splits
-from vjfer.datasets.frames import SplitRow, clip_folders, first_folder, join_rows
+from vjfer.datasets.frames import SplitRow, clip_folders, clip_groups, first_folder, join_rows
 from vjfer.datasets.records import BAD_ROW, TRAIN_ONLY, DatasetIndex, Exclusion, check_root
 from vjfer.errors import DatasetError
 from vjfer.labels import vocabulary_name
@@ -40,12 +40,6 @@ def read_rows(root: Path) -> tuple[list[SplitRow], list[Exclusion]]:
     return rows, bad
 
 
-def _group_of(ids: list[str]):
-    """Clip -> a running group number (each clip its own group)."""
-    numbers = {clip: i + 1 for i, clip in enumerate(sorted(ids))}
-    return lambda clip: numbers[clip]
-
-
 def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
     """Index a FERV39k release: every listed clip with frames; fold 1 = the official test set."""
     root = check_root("ferv39k", root, f"pass --root DIR (the folder holding {FRAME_DIR}/)")
@@ -53,5 +47,5 @@ def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
     base = first_folder(root, (FRAME_DIR,), "ferv39k")
     rows, bad = read_rows(root)
     folders = clip_folders(base, 3, lambda p: p.relative_to(base).as_posix())
-    group = _group_of([r.clip for r in rows])
+    group = clip_groups(r.clip for r in rows)
     return join_rows("ferv39k", root, base, rows, folders, vocabulary_name, group, splits, bad)

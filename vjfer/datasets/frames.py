@@ -9,7 +9,7 @@ two test sets.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from vjfer.datasets.records import (
 from vjfer.errors import DatasetError
 from vjfer.labels import class_names
 
+FIVE_SETS = range(1, 6)  # DFEW's and MAFW's official sets (folds)
+
 
 @dataclass(frozen=True)
 class SplitRow:
@@ -42,13 +44,33 @@ class SplitRow:
     source: str  # split file and line, for the messages
 
 
-def count_frames(folder: Path) -> int:
-    """Frame files (.jpg/.jpeg/.png) in `folder`, by listing it: nothing is opened or decoded."""
+def frame_names(folder: str | Path) -> list[str]:
+    """Names of the frame files (.jpg/.jpeg/.png) in `folder`, in listing order; OSError passes."""
+    with os.scandir(folder) as entries:
+        return [e.name for e in entries if e.name.lower().endswith(FRAME_SUFFIXES)]
+
+
+def count_frame_files(folder: Path) -> int:
+    """Frame files in `folder`, by listing it (0 when it cannot be listed): nothing is decoded."""
     try:
-        with os.scandir(folder) as entries:
-            return sum(1 for e in entries if e.name.lower().endswith(FRAME_SUFFIXES))
+        return len(frame_names(folder))
     except OSError:
         return 0
+
+
+def numbered(names: Iterable[str], start: int = 1) -> dict[str, int]:
+    """name -> start + its position in sorted(names); a repeated name keeps its last position."""
+    return {name: start + i for i, name in enumerate(sorted(names))}
+
+
+def clip_groups(clips: Iterable[str]) -> Callable[[str], int]:
+    """Each clip its own group, for a release that names no actors (inner validation is then
+    clip-disjoint): a clip id that is a number is its group (DFEW, MAFW: `00025` -> 25); other ids
+    (FERV39k's `Action/Happy/0004`) are numbered in sorted order after the largest such number."""
+    clips = list(clips)  # a clip listed twice takes two numbers, as FERV39k's always did
+    numbers = [int(c) for c in clips if c.isdigit()]
+    others = numbered([c for c in clips if not c.isdigit()], start=max(numbers, default=0) + 1)
+    return lambda clip: int(clip) if clip.isdigit() else others[clip]
 
 
 def clip_folders(base: Path, depth: int, key: Callable[[Path], str]) -> dict[str, Path]:
@@ -71,6 +93,20 @@ def first_folder(root: Path, candidates: Iterable[str], dataset: str) -> Path:
             return root / name
     raise DatasetError(f"{dataset}: no frame folder under {root}; expected one of "
                        f"{', '.join(candidates)}: pass --root DIR to the dataset's top folder")  # fmt: skip
+
+
+def official_sets(dataset: str, path_of: Callable[[int, str], Path], hint: str
+                  ) -> Iterator[tuple[int, str, int, Path]]:  # fmt: skip
+    """(k, part, fold, path) of the train and the test file of each of the five official sets
+    (DFEW, MAFW): set k's test file gives its clips fold k, its train file TRAIN_ONLY.
+    `path_of(k, part)` locates a file (part "train" or "test"); DatasetError, ending with
+    `hint`, for a missing one."""
+    for k in FIVE_SETS:
+        for part, fold in (("train", TRAIN_ONLY), ("test", k)):
+            path = path_of(k, part)
+            if not path.is_file():
+                raise DatasetError(f"{dataset}: split file {path} is missing; {hint}")
+            yield k, part, fold, path
 
 
 def _resolve_rows(rows: list[SplitRow]) -> tuple[dict[str, tuple[str, int]], list[Exclusion]]:
@@ -117,7 +153,7 @@ def join_rows(dataset: str, root: Path, base: Path, rows: list[SplitRow], folder
             excluded.append(Exclusion(base / clip, NO_FRAMES, "no frame folder"))
         elif name not in names:
             excluded.append(Exclusion(folder, UNKNOWN_LABEL, f"label {word!r}"))
-        elif count_frames(folder) == 0:
+        elif count_frame_files(folder) == 0:
             excluded.append(Exclusion(folder, EMPTY_FOLDER, "no .jpg/.png frames"))
         else:
             records.append(VideoRecord(folder, clip.replace("/", "-"), dataset, names.index(name),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vjfer.datasets.folds import check_splits, group_folds
-from vjfer.datasets.frames import count_frames
+from vjfer.datasets.frames import count_frame_files, numbered
 from vjfer.datasets.records import (
     BAD_ROW,
     DUPLICATE,
@@ -137,7 +137,7 @@ def _fold(row: dict[str, str], line: int) -> int:
 
 def _check_item(path: Path) -> None:
     if path.is_dir():
-        if count_frames(path) == 0:
+        if count_frame_files(path) == 0:
             raise Skip(EMPTY_FOLDER, "no .jpg/.png frames")
     elif path.exists() or path.is_symlink():
         check_content(path)
@@ -155,7 +155,7 @@ def scan(root: Path, *, list_file: Path | None = None, splits: str | None = None
     rows, splits, names = listing.rows, list_splits(listing, splits), list_classes(listing)
     groups = [r.get("group") or r["path"] for r in rows]
     dealt = group_folds(groups, num_folds, seed) if splits == "groups" else {}
-    numbers = {g: i + 1 for i, g in enumerate(sorted(set(groups)))}
+    numbers = numbered(set(groups))  # a row without a group is its own group
     kept, excluded, seen = [], [], set()
     for line, (row, group) in enumerate(zip(rows, groups, strict=True), start=listing.first_line):
         path, video_id = root / row["path"], Path(row["path"]).with_suffix("").as_posix()

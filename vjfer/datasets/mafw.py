@@ -8,44 +8,41 @@ The two public loaders order the labels differently; the cache keeps names.
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 from vjfer.datasets.folds import check_splits
-from vjfer.datasets.frames import SplitRow, clip_folders, first_folder, join_rows
-from vjfer.datasets.records import BAD_ROW, TRAIN_ONLY, DatasetIndex, Exclusion, check_root
-from vjfer.errors import DatasetError
+from vjfer.datasets.frames import (
+    SplitRow,
+    clip_folders,
+    clip_groups,
+    first_folder,
+    join_rows,
+    official_sets,
+)
+from vjfer.datasets.records import BAD_ROW, DatasetIndex, Exclusion, check_root
 from vjfer.labels import vocabulary_name
 
 FRAME_DIRS = ("data/faces", "data/frames")
 SPLIT_DIR = "split/single/no_caption"
-SETS = range(1, 6)
 
 
 def read_rows(root: Path) -> tuple[list[SplitRow], list[Exclusion]]:
     """Every row of the 10 split files; rows that do not parse are named."""
     rows, bad = [], []
-    for k in SETS:
-        for part, fold in (("train", TRAIN_ONLY), ("test", k)):
-            path = root / SPLIT_DIR / f"set_{k}" / f"{part}.txt"
-            if not path.is_file():
-                raise DatasetError(f"mafw: split file {path} is missing; pass --root to the "
-                                   "folder holding split/ and data/")  # fmt: skip
-            for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-                parts = text.split()
-                if not parts:
-                    continue
-                if len(parts) != 2:
-                    bad.append(Exclusion(path, BAD_ROW, f"line {line}: {text!r}"))
-                    continue
-                clip = parts[0].split(".")[0]  # "00025.mp4" -> "00025", as both loaders do
-                rows.append(SplitRow(clip, parts[1], fold, f"set_{k}/{part}.txt line {line}"))
+    hint = "pass --root to the folder holding split/ and data/"
+    for k, part, fold, path in official_sets(
+        "mafw", lambda k, part: root / SPLIT_DIR / f"set_{k}" / f"{part}.txt", hint
+    ):
+        for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+            parts = text.split()
+            if not parts:
+                continue
+            if len(parts) != 2:
+                bad.append(Exclusion(path, BAD_ROW, f"line {line}: {text!r}"))
+                continue
+            clip = parts[0].split(".")[0]  # "00025.mp4" -> "00025", as both loaders do
+            rows.append(SplitRow(clip, parts[1], fold, f"set_{k}/{part}.txt line {line}"))
     return rows, bad
-
-
-def _group(clip: str) -> int:
-    """The clip number (MAFW names no actors: each clip is its own group)."""
-    return int(clip) if clip.isdigit() else zlib.crc32(clip.encode())
 
 
 def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
@@ -55,4 +52,5 @@ def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
     base = first_folder(root, FRAME_DIRS, "mafw")
     rows, bad = read_rows(root)
     folders = clip_folders(base, 1, lambda p: p.name)
-    return join_rows("mafw", root, base, rows, folders, vocabulary_name, _group, splits, bad)
+    group = clip_groups(r.clip for r in rows)
+    return join_rows("mafw", root, base, rows, folders, vocabulary_name, group, splits, bad)

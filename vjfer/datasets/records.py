@@ -24,7 +24,7 @@ from vjfer.errors import DatasetError
 log = logging.getLogger(__name__)
 
 TRAIN_ONLY = 0  # fold of a video no test set holds (a single official train/test split's train)
-_LFS_HEADER = b"version https://git-lfs"
+LFS_HEADER = b"version https://git-lfs"  # how a git-LFS pointer file starts
 _DIGITS = re.compile(r"(\d+)")
 
 # Exclusion reasons (the categories `summarize` counts), each with the fix `format_index_summary` prints.
@@ -119,6 +119,12 @@ def natural_key(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
 
 
+def is_lfs_pointer(head: bytes, size: int) -> bool:
+    """Whether a file of `size` bytes starting with `head` is a git-LFS pointer (a clone without
+    `git lfs pull`): pointers are ~130 bytes of text; no real video is under 1 KiB."""
+    return size < 1024 and head.startswith(LFS_HEADER)
+
+
 def check_content(path: Path) -> None:
     """Exclude broken links, empty files and git-LFS pointers (a clone without `git lfs pull`)."""
     if path.is_symlink() and not path.exists():
@@ -126,9 +132,9 @@ def check_content(path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
         raise Skip(EMPTY, "0 bytes")
-    if size < 1024:  # LFS pointers are ~130 bytes of text; no real video is this small
+    if size < 1024:
         with path.open("rb") as fh:
-            if fh.read(len(_LFS_HEADER)) == _LFS_HEADER:
+            if is_lfs_pointer(fh.read(len(LFS_HEADER)), size):
                 raise Skip(LFS_POINTER, f"{size}-byte pointer text")
 
 

@@ -24,7 +24,7 @@ from vjfer.encoders.hf import load_vjepa2
 from vjfer.encoders.videomae import load_videomae
 from vjfer.encoders.vjepa import PRESETS, ViTConfig, build_vit, count_params, random_vit
 from vjfer.errors import ConfigError
-from vjfer.video import IMAGENET_MEAN, IMAGENET_STD
+from vjfer.prepare import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 

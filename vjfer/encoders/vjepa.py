@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vjfer.layers import MLP  # the ViT block's MLP, shared with the probe
+from vjfer.mlp import MLP  # the ViT block's MLP, shared with the probe
 
 LAYER_NORM_EPS = 1e-6  # jepa: partial(nn.LayerNorm, eps=1e-6)
 INIT_STD = 0.02  # jepa's init_std; used only for random (non-pretrained) weights

@@ -9,22 +9,15 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from vjfer import augment, cache
+from vjfer.clips import CLIP_PLANS, FRAME_STEP, FRAMES_PER_CLIP, WINDOWS_VERSION, ClipPlan
 from vjfer.datasets import list_identity
 from vjfer.encoders.checkpoint import Weights
 from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import ConfigError
 from vjfer.face import FaceCropConfig, face_settings, parse_face_crop
 from vjfer.labels import LIST, check_dataset
+from vjfer.prepare import VIEWS, Views
 from vjfer.store import StoreFormat
-from vjfer.video import (
-    CLIP_PLANS,
-    FRAME_STEP,
-    FRAMES_PER_CLIP,
-    VIEWS,
-    WINDOWS_VERSION,
-    ClipPlan,
-    Views,
-)
 
 HOP_PLANS = ("windows", "reference")  # the plans whose evaluation windows are `hop` starts apart
 

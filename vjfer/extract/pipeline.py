@@ -21,20 +21,11 @@ from torch.utils.data import Dataset
 
 from vjfer import augment
 from vjfer.cache import ShardWriter, VideoEntry
+from vjfer.clips import ROLE_AUGMENTED, ClipPlan, clip_roles, plan_clips
+from vjfer.decode import decode_native, decode_video, source_identity
 from vjfer.errors import CacheError, VideoError
 from vjfer.face import FaceCropper
-from vjfer.video import (
-    ROLE_AUGMENTED,
-    ClipPlan,
-    SourceIdentity,
-    Views,
-    clip_roles,
-    decode_native,
-    decode_video,
-    normalize_clips,
-    plan_clips,
-    source_identity,
-)
+from vjfer.prepare import SourceIdentity, Views, normalize_clips
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ import av
 import numpy as np
 
 from vjfer import cache
+from vjfer.clips import REFERENCE_TRAIN_CLIPS, ClipPlan, plan_clips
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
-from vjfer.datasets.frames import count_frames as count_folder_frames
+from vjfer.datasets.frames import count_frame_files as count_folder_frames
 from vjfer.encoders import Encoder, load_encoder
 from vjfer.encoders.registry import get_spec
 from vjfer.encoders.vjepa import forward_flops
@@ -27,8 +28,8 @@ from vjfer.extract.config import ExtractConfig, cache_settings
 from vjfer.extract.lock import check_lock
 from vjfer.extract.sources import STREAMS_MEMO, changed_sources, duplicate_streams, stream_digests
 from vjfer.labels import check_dataset
+from vjfer.prepare import SourceIdentity, num_views
 from vjfer.store import StoreFormat
-from vjfer.video import REFERENCE_TRAIN_CLIPS, ClipPlan, SourceIdentity, num_views, plan_clips
 
 log = logging.getLogger(__name__)
 

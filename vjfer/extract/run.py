@@ -28,8 +28,8 @@ from vjfer.extract.pipeline import _Batcher, _DecodeTasks, _WriterThread
 from vjfer.extract.plan import ExtractPlan, _shard_aliases, _shard_is_done, plan_extraction
 from vjfer.extract.sources import relative_source
 from vjfer.face import FaceCropper
+from vjfer.prepare import SourceIdentity, num_views
 from vjfer.store import Codec, StoreFormat
-from vjfer.video import SourceIdentity, num_views
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 
 from vjfer import cache
+from vjfer.decode import source_identity
 from vjfer.errors import VideoError
-from vjfer.video import SourceIdentity, read_source, source_identity, stream_digest
+from vjfer.prepare import SourceIdentity
+from vjfer.video import read_source, stream_digest
 
 STREAMS_MEMO = "streams.json"  # video-stream digests by source path, size and mtime
 

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vjfer.errors import CheckpointError, ConfigError
-from vjfer.layers import MLP  # fc1 -> exact GELU -> fc2, as the reference's MLP
+from vjfer.mlp import MLP  # fc1 -> exact GELU -> fc2, as the reference's MLP
 from vjfer.probe.layer import LayerView, select_layer
 
 INIT_STD = 0.02  # the reference's trunc_normal std for the query and the pooler's linears

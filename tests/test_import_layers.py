@@ -1,7 +1,14 @@
-"""The import rule of docs/design.md ("Import layers"), for every module of vjfer/: a module
-imports only modules of its own layer or of layers below it. Imports are read with `ast` (the
-modules are not imported), function-level imports included. The table lives here; the test also
-checks that docs/design.md states the same table."""
+"""The import rules of docs/design.md ("Import layers"), for every module of vjfer/: a module
+imports only modules of its own layer or of layers below it, and no chain of imports leads back to
+the module it starts from (within a layer too). Imports are read with `ast` (the modules are not
+imported), function-level imports included. The table lives here; the test also checks that
+docs/design.md states the same table.
+
+The import graph: an edge for each `import` / `from ... import` statement anywhere in a module, to
+the vjfer module it names (`from vjfer.cache import open_cache` names the package `vjfer.cache`,
+its `__init__.py`; `from vjfer import cache` and `from vjfer.cache import reader` name the module).
+That importing `vjfer.cache.reader` first runs `vjfer/cache/__init__.py` is not an edge: a package
+whose `__init__` gathers its own submodules would otherwise be a cycle with each of them."""
 
 from __future__ import annotations
 
@@ -17,9 +24,9 @@ PACKAGE = REPO / "vjfer"
 # Bottom to top. An entry names a module or a package (which covers its modules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("records", ("vjfer", "errors", "digests", "clips", "labels", "metrics", "store", "results",
-                 "tables", "layers", "env")),
-    ("data in", ("datasets", "video", "frame_folders", "face", "augment", "synthetic",
-                 "synthetic_frames")),
+                 "tables", "mlp", "env")),
+    ("data in", ("datasets", "prepare", "video", "frame_folders", "decode", "face", "augment",
+                 "synthetic", "synthetic_frames")),
     ("encoders", ("encoders",)),
     ("cache", ("cache",)),
     ("stage 1", ("extract",)),
@@ -71,7 +78,7 @@ def _imports(module: str) -> set[str]:
 def test_every_module_has_a_layer():
     missing = [m for m in MODULES if layer_of(m) is None]
     assert not missing, (
-        f"modules missing from the layer table of tests/test_layers.py: {missing}; add each to "
+        f"modules missing from the layer table of tests/test_import_layers.py: {missing}; add each to "
         "its layer there and in docs/design.md ('Import layers')"
     )
 
@@ -80,7 +87,9 @@ def test_every_module_has_a_layer():
 def test_imports_run_down_the_layers(module):
     mine = layer_of(module)
     if mine is None:
-        pytest.fail(f"{module} is missing from the layer table (tests/test_layers.py LAYERS)")
+        pytest.fail(
+            f"{module} is missing from the layer table (tests/test_import_layers.py LAYERS)"
+        )
     upward = sorted(
         f"{other} ({LAYERS[layer][0]})"
         for other in _imports(module)
@@ -95,3 +104,38 @@ def test_design_md_states_the_same_table():
     rows = re.findall(r"^\| (\d+)\. ([^|]+?) \| (.+?) \|$", section, flags=re.M)
     stated = [(name, tuple(re.findall(r"`([^`]+)`", cells))) for _, name, cells in rows]
     assert stated == LAYERS
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of `graph` (module -> modules it imports) as [a, b, ..., a]; [] when none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return []
+
+
+def test_import_cycle_finds_a_cycle():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}}) == []
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = {module: _imports(module) & set(MODULES) for module in MODULES}
+    assert graph["vjfer.decode"] >= {"vjfer.video", "vjfer.frame_folders"}  # the graph is read
+    cycle = import_cycle(graph)
+    assert not cycle, f"import cycle (module- or function-level imports): {' -> '.join(cycle)}"
