@@ -389,7 +389,7 @@ def test_read_only_cache_directory(root, encoder, tmp_path):
         target.chmod(0o555)
     try:
         with pytest.raises(
-            CacheError, match=r"cache directory .*ro/ravdess/tiny-64-\w+ is not writable"
+            CacheError, match=r"cache directory .*ro/ravdess/tiny-64-\w+: not writable"
         ):
             plan_extraction(config_for(root, target), encoder=encoder)
     finally:

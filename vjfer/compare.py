@@ -25,7 +25,8 @@ from vjfer.errors import ConfigError
 from vjfer.probe.layer import CONCAT, layer_label
 from vjfer.probe.run import config_dict
 from vjfer.probe.train import TrainConfig
-from vjfer.results import FoldScores, fold_value, read_json, read_probe_run
+from vjfer.files import read_json_object
+from vjfer.results import FoldScores, fold_value, read_probe_run
 from vjfer.tables import DATASET_TITLES, STD, Table
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,10 @@ def read_run(path: str | Path) -> ComparedRun:
     for name in ("summary.json", "config.json"):
         if not (path / name).is_file():
             raise ConfigError(f"{path} is not a `vjfer probe` run: {name} is missing")
-    if read_json(path / "summary.json").get("kind") == "cross":
+    if read_json_object(path / "summary.json").get("kind") == "cross":
         raise ConfigError(f"{path} is a cross-dataset run; compare takes `vjfer probe` runs")
     summary, _ = read_probe_run(path)  # what `vjfer report` reads of a run, checked alike
-    config = read_json(path / "config.json")
+    config = read_json_object(path / "config.json")
     for key, where in (("per_fold", summary), ("dataset", summary), ("cache", config),
                        ("train", config)):  # fmt: skip
         if key not in where:

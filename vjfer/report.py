@@ -28,6 +28,7 @@ import vjfer
 from vjfer import report_html, run_details, timeline
 from vjfer.cache import open_cache
 from vjfer.errors import CacheError, ConfigError, VjferError
+from vjfer.files import read_json_object
 from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
 from vjfer.labels import DATASETS
 from vjfer.probe.evaluate import LAYER_FIGURE, LAYER_NOTE, video_embeddings
@@ -36,7 +37,6 @@ from vjfer.results import (
     FoldMetrics,
     RunSummary,
     mean_of,
-    read_json,
     read_probe_run,
     read_summary,
     run_class_names,
@@ -110,7 +110,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                 continue
             seen.add(run_dir)
             try:
-                summary = read_json(summary_path)
+                summary = read_json_object(summary_path)
                 if summary.get("kind") == "cross":
                     cross_runs.append(CrossRun(summary_path.parent, summary))
                 elif "per_fold" in summary and "dataset" in summary:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vjfer.results import read_json
+from vjfer.files import read_json_object
 from vjfer.tables import percent
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def read_run_config(run_dir: str | Path) -> dict | None:
         # Not a warning: the report lists the run under "Missing inputs" already.
         log.debug("%s: no config.json; its settings are shown as %r", run_dir, NOT_RECORDED)
         return None
-    return read_json(path)  # ConfigError naming the file when it is not a JSON object
+    return read_json_object(path)  # ConfigError naming the file when it is not a JSON object
 
 
 def _face_crop(settings: dict) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from vjfer.errors import CacheError, ConfigError
 from vjfer.extract.config import ExtractConfig, cache_settings
 from vjfer.extract.lock import check_lock
 from vjfer.extract.sources import STREAMS_MEMO, changed_sources, duplicate_streams, stream_digests
+from vjfer.files import check_writable
 from vjfer.labels import check_dataset
 from vjfer.store import StoreFormat
 from vjfer.video import REFERENCE_TRAIN_CLIPS, ClipPlan, SourceIdentity, num_views, plan_clips
@@ -169,15 +169,6 @@ def byte_size(n: int) -> str:
     return f"{n} B"
 
 
-def _check_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise CacheError(f"cache directory {directory} is not writable: {err}") from err
-
-
 def _log_source_check(config: ExtractConfig, done: list[int], shards: list[list[str]]) -> None:
     """Say how the sources of the complete shards kept were compared with the recorded ones."""
     if not done:
@@ -221,7 +212,7 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     fp = cache.fingerprint(settings)
     name = cache.cache_dir_name(config.encoder, encoder.resolution, fp)
     directory = Path(config.cache_root) / dataset / name
-    _check_writable(directory)
+    check_writable(directory, CacheError, "cache directory ")
     try:
         existing = cache.read_manifest(directory)["fingerprint"]
     except CacheError:
