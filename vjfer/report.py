@@ -28,8 +28,8 @@ import vjfer
 from vjfer import report_html, run_details, timeline
 from vjfer.cache import open_cache
 from vjfer.errors import CacheError, ConfigError, VjferError
-from vjfer.files import read_json_object
 from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
+from vjfer.files import read_json_object
 from vjfer.labels import DATASETS
 from vjfer.probe.evaluate import LAYER_FIGURE, LAYER_NOTE, video_embeddings
 from vjfer.probe.model import load_probe

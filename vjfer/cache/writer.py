@@ -320,8 +320,10 @@ def settings_class_names(dataset: str, settings: dict) -> list[str]:
     return list(dataset_class_names(dataset))
 
 
-def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
-    """Build the manifest from the complete shards found in `directory`.
+def manifest_from_shards(directory: Path, extra: dict | None = None,
+                         headers: dict[str, dict] | None = None) -> dict:
+    """Build the manifest from the complete shards found in `directory` (`headers`: those
+    already read, by shard name; the others are read here).
 
     Shards missing from disk are listed with `complete: false`, and so is the whole cache then.
     """
@@ -329,7 +331,8 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
     found = sorted(p for p in directory.glob("shard-*.h5") if SHARD_PATTERN.match(p.name))
     if not found:
         raise CacheError(f"no complete shards (shard-NNNNN.h5) in {directory}")
-    headers = {p.name: read_shard_header(p) for p in found}
+    known = headers or {}
+    headers = {p.name: known.get(p.name) or read_shard_header(p) for p in found}
     first = headers[found[0].name]
     for name, other in headers.items():
         for key in ("fingerprint", "num_shards", "shard_size", "dataset"):
