@@ -18,12 +18,11 @@ import numpy as np
 import pandas as pd
 
 from vjfer.files import read_json_object
-from vjfer.tables import percent
+from vjfer.tables import METRIC_COLUMNS, percent
 
 log = logging.getLogger(__name__)
 
 VOTING = {"pbv": "PBV", "mv": "MV"}
-METRICS = {"uar": "UAR", "war": "WAR", "macro_precision": "Macro precision"}
 NOT_RECORDED = "not recorded"
 
 
@@ -107,7 +106,7 @@ def fold_frame(runs: Sequence, dataset_titles: dict[str, str]) -> pd.DataFrame:
             row = {"Dataset": dataset_titles.get(run.dataset, run.dataset), "Run": run.path.name,
                    "Fold": fold["fold"], "Test videos": fold["n_test_videos"]}  # fmt: skip
             for voting, vname in VOTING.items():
-                for key, mname in METRICS.items():
+                for key, mname in METRIC_COLUMNS.items():
                     row[f"{vname} {mname}"] = percent(fold[voting].get(key))
             rows.append(row)
     return pd.DataFrame(rows)
