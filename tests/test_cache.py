@@ -19,25 +19,24 @@ import pytest
 import xxhash
 
 from vjfer.cache import (
+    VideoEntry,
+    build_cache,
+    cache_info,
+    find_caches,
+    format_cache_info,
+    open_cache,
+    verify_cache,
+)
+from vjfer.cache.format import (
     FAILURES,
     FORMAT_VERSION,
     MANIFEST,
-    ShardWriter,
-    VideoEntry,
     assign_shards,
-    build_cache,
-    cache_info,
     clip_checksum,
-    find_caches,
     fingerprint,
-    format_cache_info,
-    manifest_from_shards,
-    open_cache,
-    shard_header,
     shard_name,
-    verify_cache,
-    write_manifest,
 )
+from vjfer.cache.writer import ShardWriter, manifest_from_shards, shard_header, write_manifest
 from vjfer.errors import CacheError
 from vjfer.video import SourceIdentity
 

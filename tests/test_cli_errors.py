@@ -17,7 +17,8 @@ import torch
 from click.testing import CliRunner
 from conftest import GRID, make_entries, run_cli
 
-from vjfer.cache import MANIFEST, build_cache, shard_name
+from vjfer.cache import build_cache
+from vjfer.cache.format import MANIFEST, shard_name
 from vjfer.cli import cli
 from vjfer.convert import ConvertConfig, convert
 from vjfer.synthetic import make_ravdess

@@ -16,8 +16,8 @@ PACKAGE = REPO / "vjfer"
 
 # Bottom to top. An entry names a module or a package (which covers its modules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("records", ("vjfer", "errors", "digests", "clips", "labels", "metrics", "store", "results",
-                 "tables", "layers", "env")),
+    ("records", ("vjfer", "errors", "files", "digests", "clips", "labels", "metrics", "store",
+                 "results", "tables", "layers", "env")),
     ("data in", ("datasets", "video", "frame_folders", "face", "augment", "synthetic",
                  "synthetic_frames")),
     ("encoders", ("encoders",)),

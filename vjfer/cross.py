@@ -34,7 +34,8 @@ from torch import nn
 
 import vjfer
 from vjfer import metrics
-from vjfer.cache import Cache, Coverage, open_cache
+from vjfer.cache import Cache, open_cache
+from vjfer.cache.format import Coverage
 from vjfer.env import resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset, class_names

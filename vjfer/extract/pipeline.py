@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vjfer import augment
-from vjfer.cache import ShardWriter, VideoEntry
+from vjfer.cache import VideoEntry
+from vjfer.cache.writer import ShardWriter
 from vjfer.errors import CacheError, VideoError
 from vjfer.face import FaceCropper
 from vjfer.video import (

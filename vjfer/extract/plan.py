@@ -14,7 +14,15 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vjfer import cache
+from vjfer.cache import read_manifest
+from vjfer.cache.format import (
+    assign_shards,
+    cache_dir_name,
+    fingerprint,
+    layer_blocks,
+    read_shard_header,
+    shard_name,
+)
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
 from vjfer.datasets.frames import count_frames as count_folder_frames
 from vjfer.encoders import Encoder, load_encoder
@@ -135,11 +143,11 @@ def estimate_clips(records: list, dataset: str, plan: ClipPlan, hop: int) -> tup
 def _shard_header_if_done(directory: Path, index: int, ids: list[str], fp: str,
                           num_shards: int, aliases: dict | None = None) -> dict | None:  # fmt: skip
     """The header of a complete shard file of this cache holding exactly the planned videos."""
-    path = directory / cache.shard_name(index)
+    path = directory / shard_name(index)
     if not path.exists():
         return None
     try:
-        h = cache.read_shard_header(path)
+        h = read_shard_header(path)
     except CacheError as err:
         log.warning("%s is unreadable, redoing it: %s", path, err)
         return None
@@ -201,7 +209,7 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     excluded = [{"path": str(e.path), "reason": e.reason, "detail": e.detail}
                 for e in found.excluded if e.reason not in EXPECTED_EXCLUSIONS]  # fmt: skip
     settings = cache_settings(config, encoder)
-    fp = cache.fingerprint(settings)
+    fp = fingerprint(settings)
     directory = _cache_directory(config, dataset, encoder, fp)
     check_lock(directory, rank)  # refuse at once, before any work, if another run holds it
     digests: dict[str, str] = {}
@@ -210,12 +218,12 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO,
                                           config.trust_size_mtime)  # fmt: skip
     alias_of = duplicate_streams(digests)
-    shards = cache.assign_shards([r.video_id for r in records if r.video_id not in alias_of],
+    shards = assign_shards([r.video_id for r in records if r.video_id not in alias_of],
                                  config.shard_size)  # fmt: skip
     mine = [i for i in range(len(shards)) if i % world_size == rank]
     kept = _ShardsKept(config, directory, fp, shards, alias_of)
     kept.check(mine, {r.video_id: r for r in records}, sources)
-    blocks = cache.layer_blocks(settings)
+    blocks = layer_blocks(settings)
     pending_videos = sum(len(shards[i]) for i in mine if i not in kept.done)  # decoded, not shared
     sizes = _estimate_size(config, encoder, records, dataset, blocks, pending_videos)
     plan = ExtractPlan(
@@ -250,11 +258,11 @@ def _ranks(rank: int | None, world_size: int | None,
 def _cache_directory(config: ExtractConfig, dataset: str, encoder: Encoder, fp: str) -> Path:
     """The cache's directory, created and written once; CacheError when it is not writable or
     holds a cache of another fingerprint (with the same 8-digit prefix)."""
-    name = cache.cache_dir_name(config.encoder, encoder.resolution, fp)
+    name = cache_dir_name(config.encoder, encoder.resolution, fp)
     directory = Path(config.cache_root) / dataset / name
     check_writable(directory, CacheError, "cache directory ")
     try:
-        existing = cache.read_manifest(directory)["fingerprint"]
+        existing = read_manifest(directory)["fingerprint"]
     except CacheError:
         existing = fp
     if existing != fp:
@@ -296,7 +304,7 @@ class _ShardsKept:
 
     def _refuse_or_warn(self) -> None:
         files = [c for i in sorted(self.changed) for c in self.changed[i]]
-        names = ", ".join(cache.shard_name(i) for i in sorted(self.changed))
+        names = ", ".join(shard_name(i) for i in sorted(self.changed))
         if self.config.no_reencode:
             raise CacheError(
                 f"{len(files)} cached video(s) in {names} of {self.directory} came from other "

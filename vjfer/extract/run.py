@@ -18,9 +18,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vjfer import cache
-from vjfer.cache import VideoEntry
-from vjfer.cache.writer import manifest_from_shards
+from vjfer.cache import VideoEntry, read_manifest
+from vjfer.cache.format import MANIFEST, PARTIAL_SUFFIX, layer_blocks, shard_name
+from vjfer.cache.reader import EXTRACT_RECORD
+from vjfer.cache.writer import atomic_write_text, manifest_from_shards, shard_header, write_manifest
 from vjfer.env import available_cpus, environment
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract.config import ExtractConfig, command_words, config_record
@@ -57,7 +58,7 @@ class ExtractSummary:
 
 def _header(plan: ExtractPlan, index: int) -> dict:
     enc = plan.encoder
-    return cache.shard_header(
+    return shard_header(
         dataset=plan.settings["dataset"], fp=plan.fingerprint, settings=plan.settings,
         grid=enc.grid, embed_dim=enc.embed_dim, num_views=num_views(plan.config.views),
         index=index, num_shards=len(plan.shards), shard_size=plan.config.shard_size,
@@ -86,7 +87,7 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> _Encoded:
         return _Encoded()
     loader = _decode_loader(plan, [r for _, r in todo])
     batcher = _Batcher(plan.encoder, plan.config.batch_size, num_views(plan.config.views),
-                       cache.layer_blocks(plan.settings))  # fmt: skip
+                       layer_blocks(plan.settings))  # fmt: skip
     items = iter(loader)  # starts the workers (fork) before the writer thread exists
     writer = _WriterThread()
     bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.05)
@@ -130,7 +131,7 @@ class _ShardFeed:
     def __init__(self, plan: ExtractPlan, batcher: _Batcher, writer: _WriterThread, bar: tqdm):
         self.plan, self.batcher, self.writer, self.bar = plan, batcher, writer, bar
         enc = plan.encoder
-        self.layers = len(cache.layer_blocks(plan.settings) or (0,))
+        self.layers = len(layer_blocks(plan.settings) or (0,))
         # stored by the writer thread
         self.codec = Codec(StoreFormat.parse(plan.config.store), enc.grid, layers=self.layers)
         self.by_id = {r.video_id: r for r in plan.records}
@@ -147,7 +148,7 @@ class _ShardFeed:
         if shard != self.current:
             if self.current is not None:
                 self.end_shard()
-            self.writer.put("begin", plan.directory / cache.shard_name(shard),
+            self.writer.put("begin", plan.directory / shard_name(shard),
                             _header(plan, shard), num_views(plan.config.views),
                             self.layers * enc.num_tokens, enc.embed_dim, self.codec)  # fmt: skip
             self.current = shard
@@ -215,12 +216,12 @@ def _wait_for_shards(plan: ExtractPlan, stall_timeout: float) -> dict[int, dict]
         waiting = [i for i in waiting if i not in found]
         if not waiting:
             return found
-        partials = sorted(plan.directory.glob("shard-*.h5" + cache.PARTIAL_SUFFIX))
+        partials = sorted(plan.directory.glob("shard-*.h5" + PARTIAL_SUFFIX))
         now_state = (len(waiting), [(p.name, p.stat().st_size) for p in partials if p.exists()])
         if now_state != state:
             state, changed = now_state, time.monotonic()
         if time.monotonic() - changed > stall_timeout:
-            names = ", ".join(cache.shard_name(i) for i in waiting[:5])
+            names = ", ".join(shard_name(i) for i in waiting[:5])
             raise CacheError(
                 f"no progress on {len(waiting)} shard(s) of other ranks for {stall_timeout:.0f} s "
                 f"(first: {names}); rerun to finish, then `vjfer cache info {plan.directory}`"
@@ -260,16 +261,16 @@ def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
              stall_timeout: float) -> ExtractSummary:  # fmt: skip
     directory = plan.directory
     start = time.perf_counter()
-    record_path = directory / cache.EXTRACT_RECORD
+    record_path = directory / EXTRACT_RECORD
     if plan.rank == 0 and (len(plan.done) < len(plan.mine) or not record_path.exists()):
         record = {"config": config_record(config), "command": command_words(config),
                   "environment": environment()}  # fmt: skip
-        cache.atomic_write_text(record_path, json.dumps(record, indent=1))
+        atomic_write_text(record_path, json.dumps(record, indent=1))
     if len(plan.done) < len(plan.mine):
-        (directory / cache.MANIFEST).unlink(missing_ok=True)  # no manifest claims a shard in work
+        (directory / MANIFEST).unlink(missing_ok=True)  # no manifest claims a shard in work
     if config.force:
         for i in plan.mine:
-            (directory / cache.shard_name(i)).unlink(missing_ok=True)
+            (directory / shard_name(i)).unlink(missing_ok=True)
     if plan.rank == 0:  # shards past the last one are left from a dataset that had more videos
         for path in directory.glob("shard-*.h5*"):
             index = re.match(r"shard-(\d+)\.h5", path.name)
@@ -283,16 +284,16 @@ def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
         headers = {**plan.headers, **_wait_for_shards(plan, stall_timeout)}
         extra = {"config": config_record(config), "excluded": plan.excluded}
         manifest = manifest_from_shards(
-            directory, extra, {cache.shard_name(i): h for i, h in headers.items()}
+            directory, extra, {shard_name(i): h for i, h in headers.items()}
         )
         try:
-            old = cache.read_manifest(directory)
+            old = read_manifest(directory)
         except CacheError:
             old = None
         if old is not None and old["complete"] and not done.videos and not done.failures:
             manifest = old  # nothing re-encoded: the manifest (and its root) stays with its shards
         elif old != manifest:
-            cache.write_manifest(directory, manifest)
+            write_manifest(directory, manifest)
         complete = manifest["complete"]
     kept = [plan.headers[i] for i in plan.done]  # read while planning
     failures = [f for h in kept for f in h["failures"]] + done.failures
