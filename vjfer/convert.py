@@ -168,8 +168,7 @@ def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoE
             x, y, w, h = (int(b) for b in table["face_box"][i])
             box = (x, y, w, h)
             face = (table["face_status"][i], box if box[2] > 0 else None)
-        source = {k.removeprefix("source_"): _plain(table[k][i])
-                  for k in SOURCE_COLUMNS}  # fmt: skip
+        source = {k.removeprefix("source_"): _plain(table[k][i]) for k in SOURCE_COLUMNS}
         entry = VideoEntry(
             video_id=vid, label=int(table["label"][i]), actor=int(table["actor"][i]),
             fold=int(table["fold"][i]), n_frames=int(table["n_frames"][i]),
@@ -243,30 +242,7 @@ def _write_record(config: ConvertConfig, fmt: StoreFormat, directory: Path) -> N
 def convert(config: ConvertConfig) -> ConvertSummary:
     """Write `config.source` in `config.store` format (resumable), then measure the cost."""
     src = open_cache(config.source)
-    fmt = StoreFormat.parse(config.store)
-    if not src.store.plain:
-        raise ConfigError(f"cache {src.path} is stored as {src.store}; convert from its fp16 "
-                          "source (its `lineage` in `vjfer cache info`)")  # fmt: skip
-    if fmt.plain:
-        raise ConfigError(f"--store fp16: cache {src.path} already is fp16")
-    fmt.grid(src.grid)  # refuses pool2 on an odd grid
-    fmt.dim(src.embed_dim)
-    basis, mean, pca = None, None, None
-    if fmt.pca and len(src.layers or (0,)) > 1:
-        raise ConfigError(f"--store {fmt}: cache {src.path} stacks {len(src.layers or ())} encoder "
-                          "layers per clip, and one PCA basis would mix their statistics; convert "
-                          "a single-layer cache (extract --layers K), or use int8 / fp8 / pool2")  # fmt: skip
-    if fmt.pca:
-        if config.pca_fold is None:
-            raise ConfigError(f"--store {fmt} needs --pca-fold K: the test fold whose training "
-                              "videos (the other folds) the basis is fitted on")  # fmt: skip
-        basis, mean, fitted = fit_pca(src, fmt.pca, config.pca_fold, pool=fmt.pool,
-                                      clips=config.pca_clips, seed=config.seed)  # fmt: skip
-        pca = {"test_fold": config.pca_fold, "fit_clips": config.pca_clips, "seed": config.seed,
-               "fit_videos": len(fitted),
-               "basis_sha256": hashlib.sha256(basis.tobytes() + mean.tobytes()).hexdigest()}  # fmt: skip
-    elif config.pca_fold is not None:
-        raise ConfigError(f"--pca-fold applies to pca formats only, not --store {fmt}")
+    fmt, basis, mean, pca = _target_format(src, config)
     settings = target_settings(src, fmt, pca)
     fp = fingerprint(settings)
     if config.out is not None:
@@ -278,8 +254,55 @@ def convert(config: ConvertConfig) -> ConvertSummary:
         raise ConfigError(f"--out {directory} is the source cache; name another directory")
     directory.mkdir(parents=True, exist_ok=True)
     _write_record(config, fmt, directory)
-    lineage = {"source_fingerprint": src.fingerprint, "source_store": str(src.store)}
     codec = Codec(fmt, src.grid, basis, mean, layers=len(src.layers or (0,)))
+    written, skipped = _convert_shards(src, directory, settings, fp, codec)
+    extra = {"excluded": src.manifest["excluded"]}
+    if "config" in src.manifest:
+        extra["config"] = src.manifest["config"]
+    write_manifest(directory, manifest_from_shards(directory, extra))
+    cost = compare_caches(src, open_cache(directory), clips=config.cost_clips, seed=config.seed,
+                          run=config.run)  # fmt: skip
+    atomic_write_text(directory / COST_FILE, json.dumps(cost, indent=1) + "\n")
+    return ConvertSummary(directory, written, skipped, cost)
+
+
+def _target_format(
+    src: Cache, config: ConvertConfig
+) -> tuple[StoreFormat, np.ndarray | None, np.ndarray | None, dict | None]:
+    """The target store format, and for a PCA format its basis, mean and record (fitted here);
+    ConfigError for a conversion that cannot be made."""
+    fmt = StoreFormat.parse(config.store)
+    if not src.store.plain:
+        raise ConfigError(f"cache {src.path} is stored as {src.store}; convert from its fp16 "
+                          "source (its `lineage` in `vjfer cache info`)")  # fmt: skip
+    if fmt.plain:
+        raise ConfigError(f"--store fp16: cache {src.path} already is fp16")
+    fmt.grid(src.grid)  # refuses pool2 on an odd grid
+    fmt.dim(src.embed_dim)
+    if fmt.pca and len(src.layers or (0,)) > 1:
+        raise ConfigError(f"--store {fmt}: cache {src.path} stacks {len(src.layers or ())} encoder "
+                          "layers per clip, and one PCA basis would mix their statistics; convert "
+                          "a single-layer cache (extract --layers K), or use int8 / fp8 / pool2")  # fmt: skip
+    if not fmt.pca:
+        if config.pca_fold is not None:
+            raise ConfigError(f"--pca-fold applies to pca formats only, not --store {fmt}")
+        return fmt, None, None, None
+    if config.pca_fold is None:
+        raise ConfigError(f"--store {fmt} needs --pca-fold K: the test fold whose training "
+                          "videos (the other folds) the basis is fitted on")  # fmt: skip
+    basis, mean, fitted = fit_pca(src, fmt.pca, config.pca_fold, pool=fmt.pool,
+                                  clips=config.pca_clips, seed=config.seed)  # fmt: skip
+    pca = {"test_fold": config.pca_fold, "fit_clips": config.pca_clips, "seed": config.seed,
+           "fit_videos": len(fitted),
+           "basis_sha256": hashlib.sha256(basis.tobytes() + mean.tobytes()).hexdigest()}  # fmt: skip
+    return fmt, basis, mean, pca
+
+
+def _convert_shards(
+    src: Cache, directory: Path, settings: dict, fp: str, codec: Codec
+) -> tuple[int, int]:
+    """Write every shard of `src` not yet complete in `directory`: (written, skipped)."""
+    lineage = {"source_fingerprint": src.fingerprint, "source_store": str(src.store)}
     written = skipped = 0
     shards = src.manifest["shards"]
     first = read_shard_header(src.path / shards[0]["name"])
@@ -304,14 +327,7 @@ def convert(config: ConvertConfig) -> ConvertSummary:
         _write_shard(src, index, entry, header, codec, directory)
         written += 1
         log.info("converted %s (%d of %d)", entry["name"], index + 1, len(shards))
-    extra = {"excluded": src.manifest["excluded"]}
-    if "config" in src.manifest:
-        extra["config"] = src.manifest["config"]
-    write_manifest(directory, manifest_from_shards(directory, extra))
-    cost = compare_caches(src, open_cache(directory), clips=config.cost_clips, seed=config.seed,
-                          run=config.run)  # fmt: skip
-    atomic_write_text(directory / COST_FILE, json.dumps(cost, indent=1) + "\n")
-    return ConvertSummary(directory, written, skipped, cost)
+    return written, skipped
 
 
 # ---------------------------------------------------------------------------------------------

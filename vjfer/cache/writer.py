@@ -216,8 +216,9 @@ class ShardWriter:
         rows = sorted([*self.rows, *self.aliases], key=lambda r: r.video_id)  # aliases interleaved
         return rows, starts, n_stored
 
-    def _write_video_table(self, rows: list[VideoEntry], starts: np.ndarray,
-                           n_stored: np.ndarray) -> None:
+    def _write_video_table(
+        self, rows: list[VideoEntry], starts: np.ndarray, n_stored: np.ndarray
+    ) -> None:
         """One row per video: its labels and where its clips are (an alias: its video's)."""
         span = {
             r.video_id: (int(a), int(n))
@@ -320,8 +321,9 @@ def settings_class_names(dataset: str, settings: dict) -> list[str]:
     return list(dataset_class_names(dataset))
 
 
-def manifest_from_shards(directory: Path, extra: dict | None = None,
-                         headers: dict[str, dict] | None = None) -> dict:
+def manifest_from_shards(
+    directory: Path, extra: dict | None = None, headers: dict[str, dict] | None = None
+) -> dict:
     """Build the manifest from the complete shards found in `directory` (`headers`: those
     already read, by shard name; the others are read here).
 

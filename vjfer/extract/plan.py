@@ -243,8 +243,9 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     return plan
 
 
-def _ranks(rank: int | None, world_size: int | None,
-           local_rank: int | None) -> tuple[int, int, int]:  # fmt: skip
+def _ranks(
+    rank: int | None, world_size: int | None, local_rank: int | None
+) -> tuple[int, int, int]:
     """(rank, world_size, local_rank): the arguments given, else torchrun's environment."""
     env_rank, env_world, env_local = distributed_env()
     rank = env_rank if rank is None else rank
@@ -275,8 +276,14 @@ class _ShardsKept:
     """Which of this rank's complete shards a run keeps (`done`, with the `headers` read to know
     it) and which it re-encodes because their source files changed (`changed`)."""
 
-    def __init__(self, config: ExtractConfig, directory: Path, fp: str, shards: list[list[str]],
-                 alias_of: dict[str, str]):  # fmt: skip
+    def __init__(
+        self,
+        config: ExtractConfig,
+        directory: Path,
+        fp: str,
+        shards: list[list[str]],
+        alias_of: dict[str, str],
+    ):
         self.config, self.directory, self.fp = config, directory, fp
         self.shards, self.alias_of = shards, alias_of
         self.done: list[int] = []
@@ -288,8 +295,14 @@ class _ShardsKept:
         compare the sources of the complete ones; refuse changed ones with --no-reencode."""
         config, shards = self.config, self.shards
         for i in [] if config.force else mine:
-            header = _shard_header_if_done(self.directory, i, shards[i], self.fp, len(shards),
-                                           _shard_aliases(self.alias_of, shards[i]))  # fmt: skip
+            header = _shard_header_if_done(
+                self.directory,
+                i,
+                shards[i],
+                self.fp,
+                len(shards),
+                _shard_aliases(self.alias_of, shards[i]),
+            )
             if header is None:
                 continue
             if changes := changed_sources(header, by_id, config.root, config.trust_size_mtime,
@@ -316,8 +329,14 @@ class _ShardsKept:
                     names, len(files), "; ".join(files))  # fmt: skip
 
 
-def _estimate_size(config: ExtractConfig, encoder: Encoder, records: list, dataset: str,
-                   layers: tuple[int, ...] | None, pending_videos: int) -> dict:  # fmt: skip
+def _estimate_size(
+    config: ExtractConfig,
+    encoder: Encoder,
+    records: list,
+    dataset: str,
+    layers: tuple[int, ...] | None,
+    pending_videos: int,
+) -> dict:
     """The plan's clip and byte estimates (augmented copies included), as ExtractPlan fields;
     refuses a pool2 store on an odd token grid before any work."""
     clips, note = estimate_clips(records, dataset, config.plan, config.hop)
@@ -333,12 +352,13 @@ def _estimate_size(config: ExtractConfig, encoder: Encoder, records: list, datas
     return {
         "estimated_clips": clips,
         "estimated_bytes": round(clips * clip_bytes * DISK_MARGIN),
-        "pending_bytes": round(clips * clip_bytes * DISK_MARGIN * pending_videos
-                               / max(len(records), 1)),
+        "pending_bytes": round(
+            clips * clip_bytes * DISK_MARGIN * pending_videos / max(len(records), 1)
+        ),
         "estimate_note": note,
         "augmented_clips": extra,
         "augmented_share": extra / max(plain_clips, 1),
-    }  # fmt: skip
+    }
 
 
 def projected_clip_rate(encoder: str) -> tuple[float, float] | None:

@@ -86,8 +86,12 @@ def _encode_shards(plan: ExtractPlan, progress: bool) -> _Encoded:
     if not todo:
         return _Encoded()
     loader = _decode_loader(plan, [r for _, r in todo])
-    batcher = _Batcher(plan.encoder, plan.config.batch_size, num_views(plan.config.views),
-                       layer_blocks(plan.settings))  # fmt: skip
+    batcher = _Batcher(
+        plan.encoder,
+        plan.config.batch_size,
+        num_views(plan.config.views),
+        layer_blocks(plan.settings),
+    )
     items = iter(loader)  # starts the workers (fork) before the writer thread exists
     writer = _WriterThread()
     bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.05)
@@ -148,9 +152,15 @@ class _ShardFeed:
         if shard != self.current:
             if self.current is not None:
                 self.end_shard()
-            self.writer.put("begin", plan.directory / shard_name(shard),
-                            _header(plan, shard), num_views(plan.config.views),
-                            self.layers * enc.num_tokens, enc.embed_dim, self.codec)  # fmt: skip
+            self.writer.put(
+                "begin",
+                plan.directory / shard_name(shard),
+                _header(plan, shard),
+                num_views(plan.config.views),
+                self.layers * enc.num_tokens,
+                enc.embed_dim,
+                self.codec,
+            )
             self.current = shard
         source = item["source"]
         if source is not None:  # recorded relative to the dataset root
@@ -187,15 +197,22 @@ class _ShardFeed:
 
     def _fail(self, record, error: str, source: dict | None) -> None:
         """A video that could not be used, and every video sharing its stream."""
-        fail = {"video_id": record.video_id, "path": str(record.path), "reason": error,
-                "source": source}  # fmt: skip
+        fail = {
+            "video_id": record.video_id,
+            "path": str(record.path),
+            "reason": error,
+            "source": source,
+        }
         log.warning("skipping %s: %s", record.path, error)
         self.done.failures.append(fail)
         self.writer.put("failure", fail)
         for alias in self.followers.get(record.video_id, []):
-            twin = {"video_id": alias, "path": str(self.by_id[alias].path),
-                    "reason": f"same video stream as {record.video_id}: {error}",
-                    "source": dataclasses.asdict(self.plan.sources[alias])}  # fmt: skip
+            twin = {
+                "video_id": alias,
+                "path": str(self.by_id[alias].path),
+                "reason": f"same video stream as {record.video_id}: {error}",
+                "source": dataclasses.asdict(self.plan.sources[alias]),
+            }
             self.done.failures.append(twin)
             self.writer.put("failure", twin)
 
@@ -209,8 +226,9 @@ def _wait_for_shards(plan: ExtractPlan, stall_timeout: float) -> dict[int, dict]
     found: dict[int, dict] = {}
     while True:
         for i in waiting:
-            header = _shard_header_if_done(plan.directory, i, plan.shards[i], plan.fingerprint,
-                                           len(plan.shards))  # fmt: skip
+            header = _shard_header_if_done(
+                plan.directory, i, plan.shards[i], plan.fingerprint, len(plan.shards)
+            )
             if header is not None:
                 found[i] = header
         waiting = [i for i in waiting if i not in found]
@@ -305,8 +323,15 @@ def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
         shards_written=len(plan.mine) - len(plan.done), shards_skipped=len(plan.done),
         complete=complete, failures=failures, rank=plan.rank,
     )  # fmt: skip
-    log.info("rank %d: %d videos (%d clips) encoded into %s in %.1f s, %d failed", plan.rank,
-             done.videos, done.clips, directory, seconds, len(failures))  # fmt: skip
+    log.info(
+        "rank %d: %d videos (%d clips) encoded into %s in %.1f s, %d failed",
+        plan.rank,
+        done.videos,
+        done.clips,
+        directory,
+        seconds,
+        len(failures),
+    )
     return summary
 
 

@@ -119,9 +119,7 @@ def changed_sources(header: dict, records: dict, root: Path, trust_size_mtime: b
     table, current = header["videos"], current or {}
     changes = []
     for i, vid in enumerate(table["video_id"]):
-        stored = {
-            k.removeprefix("source_"): _plain(table[k][i]) for k in SOURCE_COLUMNS
-        }
+        stored = {k.removeprefix("source_"): _plain(table[k][i]) for k in SOURCE_COLUMNS}
         path = records[vid].path
         why = source_changed(stored, path, relative_source(path, root), trust_size_mtime,
                              current.get(vid))  # fmt: skip
