@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from vjfer.cache import VideoEntry, build_cache, clip_checksum, open_cache
+from vjfer.cache import VideoEntry, build_cache, open_cache
+from vjfer.cache.format import clip_checksum
 
 
 def _median_seconds(fn, repeat: int) -> float:

@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vjfer.cache import build_cache, open_cache
-from vjfer.cache.writer import VideoEntry
+from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.clips import plan_clips
 from vjfer.demo import DemoConfig
 from vjfer.probe.head import Head, param_groups

@@ -28,7 +28,8 @@ import av
 import numpy as np
 import torch
 
-from vjfer import cache
+from vjfer.cache import VideoEntry
+from vjfer.cache.writer import ShardWriter, shard_header
 from vjfer.encoders import load_encoder
 from vjfer.extract import ExtractConfig, extract, plan_extraction
 
@@ -81,15 +82,15 @@ def writer_vs_plain(
     tokens = np.repeat(clip, clips_per_video, axis=0)
     frames = np.zeros((clips_per_video, 16), np.int64)
     ids = [f"v{i:05d}" for i in range(videos)]
-    header = cache.shard_header(dataset="ravdess", fp="0" * 64, settings={}, grid=(1, 1, clip_shape[1]),
+    header = shard_header(dataset="ravdess", fp="0" * 64, settings={}, grid=(1, 1, clip_shape[1]),
                                 embed_dim=clip_shape[2], num_views=clip_shape[0], index=0,
                                 num_shards=1, shard_size=videos, video_ids=ids)  # fmt: skip
     nbytes = tokens.nbytes * videos
 
     def h5_write() -> None:
-        writer = cache.ShardWriter(directory / "shard-00000.h5", header, *clip_shape)
+        writer = ShardWriter(directory / "shard-00000.h5", header, *clip_shape)
         for vid in ids:
-            writer.append(cache.VideoEntry(vid, 0, 1, 1, 100, 30.0, frames, tokens))
+            writer.append(VideoEntry(vid, 0, 1, 1, 100, 30.0, frames, tokens))
         writer.close()
 
     def plain_write() -> None:

@@ -19,25 +19,24 @@ import pytest
 import xxhash
 
 from vjfer.cache import (
+    VideoEntry,
+    build_cache,
+    cache_info,
+    find_caches,
+    format_cache_info,
+    open_cache,
+    verify_cache,
+)
+from vjfer.cache.format import (
     FAILURES,
     FORMAT_VERSION,
     MANIFEST,
-    ShardWriter,
-    VideoEntry,
     assign_shards,
-    build_cache,
-    cache_info,
     clip_checksum,
-    find_caches,
     fingerprint,
-    format_cache_info,
-    manifest_from_shards,
-    open_cache,
-    shard_header,
     shard_name,
-    verify_cache,
-    write_manifest,
 )
+from vjfer.cache.writer import ShardWriter, manifest_from_shards, shard_header, write_manifest
 from vjfer.errors import CacheError
 from vjfer.prepare import SourceIdentity
 
@@ -400,3 +399,16 @@ def test_verify_names_an_extraction_interrupted_before_its_manifest(cache_dir: P
     with pytest.raises(CacheError, match=r"is incomplete \(2 of 3 shards complete, no finished "
                                          r"manifest\): an extraction was interrupted.*resume it"):  # fmt: skip
         verify_cache(cache_dir)
+
+
+def test_a_shard_failing_other_videos_of_the_same_count_is_refused(cache_dir: Path):
+    shard = cache_dir / shard_name(1)  # holds vid-003, the failed vid-003b and vid-004
+    with h5py.File(shard, "r+") as f:
+        failures = json.loads(f.attrs["failures"])
+        assert [x["video_id"] for x in failures] == ["vid-003b"]
+        f.attrs["failures"] = json.dumps([{**failures[0], "video_id": "vid-003c"}])
+    words = r"failed videos \['vid-003c'\], the manifest lists \['vid-003b'\]"
+    with pytest.raises(CacheError, match=rf"{re.escape(str(shard))}: {words}"):
+        open_cache(cache_dir)
+    problems = verify_cache(cache_dir).problems
+    assert len(problems) == 1 and re.match(rf"shard-00001.h5: {words}", problems[0]), problems

@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 from conftest import make_entries, run_cli, write_tiny_cache
 
-from vjfer.cache import MANIFEST, shard_name
+from vjfer.cache.format import MANIFEST, shard_name
 from vjfer.cli import cli
 from vjfer.convert import ConvertConfig, convert
 from vjfer.synthetic import make_ravdess
@@ -101,7 +101,7 @@ CASES = {  # case -> (arguments, the words its one line must hold)
     "config.json a list": (("report", "{bad_config}", "--out", "{tmp}/report", "--cache", "{tmp}/none"), r"config.json: expected a JSON object, got list"),
     "every run unreadable": (("report", "{unreadable}", "--out", "{tmp}/report2", "--cache", "{tmp}/none"), r"no readable run at or under .*summary.json could not be read"),
     "compare a run report refuses": (("compare", "{run}", "{no_metrics}", "--out", "{tmp}/cmp"), r"fold-1/metrics.json is missing"),
-    "manifest.json a list": (("cache", "verify", "{listed}"), r"manifest.json: a JSON list, not the object a manifest is.*vjfer cache info"),
+    "manifest.json a list": (("cache", "verify", "{listed}"), r"manifest.json: expected a JSON object, got list; damaged.*vjfer cache info"),
     "verify an unfinished extraction": (("cache", "verify", "{unfinished}"), r"is incomplete \(5 of 5 shards complete, no finished manifest\): an extraction was interrupted"),
     "boxes not UTF-8": (("extract", "--dataset", "ravdess", "--root", "{root}", "--encoder", "tiny", "--cache", "{tmp}/cache", "--workers", "0", "--no-progress", "--face-crop", "boxes:{boxes}"), r"boxes.csv: not UTF-8 text \(byte \d+: invalid"),
 }  # fmt: skip

@@ -18,7 +18,8 @@ import pytest
 import torch
 from conftest import GRID, make_entries, run_cli
 
-from vjfer.cache import MANIFEST, build_cache, cache_info, open_cache, verify_cache
+from vjfer.cache import build_cache, cache_info, open_cache, verify_cache
+from vjfer.cache.format import MANIFEST
 from vjfer.convert import COST_FILE, ConvertConfig, convert, fit_pca
 from vjfer.errors import CacheError, ConfigError
 from vjfer.probe.reader import ClipReader, HeldTokens, clip_bytes
@@ -146,7 +147,8 @@ def test_extraction_settings_per_format():
     """fp16 adds nothing to the fingerprint inputs or the manifest's config (today's caches keep
     their fingerprint and bytes); another format is a fingerprint input; pca waits for convert."""
     from vjfer.encoders import load_encoder
-    from vjfer.extract import ExtractConfig, cache_settings, config_record
+    from vjfer.extract import ExtractConfig
+    from vjfer.extract.config import cache_settings, config_record
 
     encoder = load_encoder("tiny")
     config = ExtractConfig(dataset="ravdess", root=Path("data"), encoder="tiny")
@@ -162,14 +164,15 @@ def test_extraction_settings_per_format():
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-from vjfer import cache, convert
-original, seen = cache.ShardWriter.append, []
+from vjfer import convert
+from vjfer.cache.writer import ShardWriter
+original, seen = ShardWriter.append, []
 def append(self, entry):  # die (SIGKILL) after the first video written to shard 2
     original(self, entry)
     seen.append(self.path.name)
     if seen.count("shard-00002.h5") == 1:
         os.kill(os.getpid(), signal.SIGKILL)
-cache.ShardWriter.append = append
+ShardWriter.append = append
 convert.convert(convert.ConvertConfig(Path(sys.argv[1]), "pool2+int8", out=Path(sys.argv[2])))
 """
 

@@ -29,24 +29,24 @@ import torch
 import xxhash
 
 import vjfer
-from vjfer import cache
 from vjfer import video as video_module
-from vjfer.cache import MANIFEST, open_cache, verify_cache
+from vjfer.cache import cache_info, format_cache_info, open_cache, verify_cache
+from vjfer.cache.format import FAILURES, MANIFEST, read_shard_header
+from vjfer.cache.writer import ShardWriter
 from vjfer.clips import CLIP_SPAN, gather_clips, plan_clips
 from vjfer.datasets import index_dataset
 from vjfer.decode import decode_video
 from vjfer.encoders import load_encoder
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract import (
-    TYPICAL_FRAMES,
-    CacheLock,
     ExtractConfig,
-    decode_workers,
     extract,
     format_extract_summary,
     format_plan,
     plan_extraction,
 )
+from vjfer.extract.lock import CacheLock
+from vjfer.extract.plan import TYPICAL_FRAMES, decode_workers
 from vjfer.prepare import normalize_clips
 from vjfer.synthetic import make_crema_d, make_ravdess, one_frame_video
 
@@ -140,7 +140,7 @@ def test_clean_run(root, encoder, clean):
     good = [r for r in records if r.video_id not in BAD]
     assert c.dataset == "ravdess" and list(c.videos["video_id"]) == [r.video_id for r in good]
     assert sorted(f["video_id"] for f in c.failures) == sorted(BAD)
-    lines = [json.loads(line) for line in (summary.cache_dir / cache.FAILURES).open()]
+    lines = [json.loads(line) for line in (summary.cache_dir / FAILURES).open()]
     assert sorted((d["stage"], d["video_id"]) for d in lines) == sorted(
         [("index", EMPTY)] + [("decode", stem) for stem in BAD]
     )
@@ -234,14 +234,15 @@ def test_force_with_workers_gives_the_same_bytes(root, encoder, clean, tmp_path)
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-from vjfer import cache, extract
-original, seen = cache.ShardWriter.append, []
+from vjfer import extract
+from vjfer.cache.writer import ShardWriter
+original, seen = ShardWriter.append, []
 def append(self, entry):  # die (SIGKILL) after the first video written to shard 1
     original(self, entry)
     seen.append(self.path.name)
     if seen.count("shard-00001.h5") == 1:
         os.kill(os.getpid(), signal.SIGKILL)
-cache.ShardWriter.append = append
+ShardWriter.append = append
 config = extract.ExtractConfig(dataset="ravdess", root=Path(sys.argv[1]), encoder="tiny",
     cache_root=Path(sys.argv[2]), shard_size=3, batch_size=4, workers=0, dedup=False)
 extract.extract(config, progress=False)
@@ -319,14 +320,14 @@ def test_rank_zero_gives_up_then_info_rebuilds_the_manifest(root, encoder, clean
         config, progress=False, plan=plan_extraction(config, encoder=encoder, rank=1, world_size=2)
     )
     assert rank1.shards_written == 2 and not rank1.complete
-    info = cache.cache_info(directory)
+    info = cache_info(directory)
     assert info["rebuilt"] and info["complete"] and info["videos"] == 8
     assert digests(directory) == digests(clean.cache_dir)
     assert open_cache(directory).num_clips == open_cache(clean.cache_dir).num_clips
 
 
 def test_disk_full_leaves_nothing_that_looks_complete(root, encoder, clean, tmp_path, monkeypatch):
-    original, calls = cache.ShardWriter.append, []
+    original, calls = ShardWriter.append, []
 
     def append(self, entry):
         calls.append(self.path.name)
@@ -334,12 +335,12 @@ def test_disk_full_leaves_nothing_that_looks_complete(root, encoder, clean, tmp_
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         original(self, entry)
 
-    monkeypatch.setattr(cache.ShardWriter, "append", append)
+    monkeypatch.setattr(ShardWriter, "append", append)
     with pytest.raises(CacheError, match="No space left on device"):
         run(config_for(root, tmp_path), encoder)
     directory = tmp_path / "ravdess" / clean.cache_dir.name
     assert sorted(p.name for p in directory.glob("*.h5*")) == ["shard-00000.h5", "shard-00001.h5"]
-    monkeypatch.setattr(cache.ShardWriter, "append", original)
+    monkeypatch.setattr(ShardWriter, "append", original)
     summary = run(config_for(root, tmp_path), encoder)
     assert summary.shards_skipped == 2 and digests(directory) == digests(clean.cache_dir)
 
@@ -376,7 +377,7 @@ def test_real_full_disk(root, encoder, clean, tmpfs):
     left = sorted(p.name for p in directory.iterdir())
     assert MANIFEST not in left and not [n for n in left if n.endswith(".partial")]
     for name in [n for n in left if n.startswith("shard-")]:
-        assert cache.read_shard_header(directory / name)  # what is there is complete
+        assert read_shard_header(directory / name)  # what is there is complete
         assert digests(directory)[name] == digests(clean.cache_dir)[name]
 
 
@@ -391,7 +392,7 @@ def test_read_only_cache_directory(root, encoder, tmp_path):
         target.chmod(0o555)
     try:
         with pytest.raises(
-            CacheError, match=r"cache directory .*ro/ravdess/tiny-64-\w+ is not writable"
+            CacheError, match=r"cache directory .*ro/ravdess/tiny-64-\w+: not writable"
         ):
             plan_extraction(config_for(root, target), encoder=encoder)
     finally:
@@ -506,7 +507,7 @@ def test_a_video_that_lost_too_many_frames_is_a_failure(partial_root, encoder, t
     assert summary.failures[0]["reason"].startswith(
         "lost 62 of 76 frames (82 %), more than --max-lost-frames 0.1"
     )
-    info = cache.cache_info(summary.cache_dir)
+    info = cache_info(summary.cache_dir)
     assert (info["videos"], info["failed"], info["one_frame"], info["shorter_than_clip"]) == (
         3,
         1,
@@ -520,7 +521,7 @@ def test_a_partial_decode_below_the_threshold_is_kept_and_listed(partial_root, e
     c = open_cache(summary.cache_dir)
     row = c.videos.set_index("video_id").loc["01-01-03-01-01-01-01"]
     assert (row.n_frames, row.lost_frames, row.container_frames) == (14, 62, 76)
-    text = cache.format_cache_info(cache.cache_info(summary.cache_dir))
+    text = format_cache_info(cache_info(summary.cache_dir))
     short = re.search(r"short\s+(\d+) of 1 frame, (\d+) shorter than a clip", text)
     assert short and (int(short[1]), int(short[2])) == (1, 2)
     assert re.search(r"partial\s+1 kept with lost frames", text)
@@ -641,7 +642,7 @@ def test_identical_streams_are_encoded_once(root, encoder, clean, tmp_path):
         np.testing.assert_allclose(c.tokens(row.video_id).astype(np.float32),
                                    full.tokens(row.video_id).astype(np.float32), atol=2e-2)  # fmt: skip
     assert c.num_clips * 2 == full.num_clips  # half the tokens
-    info = cache.cache_info(summary.cache_dir)
+    info = cache_info(summary.cache_dir)
     assert info["shared"] == 4 and verify_cache(summary.cache_dir).ok
     again = run(config_for(root, tmp_path, dedup=True), encoder)  # digests from streams.json
     assert (again.shards_written, again.videos_cached) == (0, 8)
@@ -678,7 +679,7 @@ PINNED_TOKENS = {  # TOKENS_VERSION -> sha256 of the tiny encoder's fp16 tokens 
 def test_tokens_version_is_pinned_to_the_tokens():
     """A change to decoding, frame preparation, clip plans or the ViT changes these tokens; then
     TOKENS_VERSION must be bumped (and the new digest added), or old caches would be reused."""
-    from vjfer.extract import TOKENS_VERSION
+    from vjfer.extract.config import TOKENS_VERSION
 
     video = decode_video(Path(__file__).parent / "data" / "pinned.mp4", 64)
     clips = gather_clips(video.frames, plan_clips(video.n_frames, "windows", 8))[:, 0]
@@ -686,5 +687,5 @@ def test_tokens_version_is_pinned_to_the_tokens():
     digest = hashlib.sha256(tokens.tobytes()).hexdigest()
     assert digest == PINNED_TOKENS[TOKENS_VERSION], (
         f"the tokens of tests/data/pinned.mp4 changed (sha256 {digest}): bump "
-        "vjfer.extract.TOKENS_VERSION and add the new digest to PINNED_TOKENS"
+        "vjfer.extract.config.TOKENS_VERSION and add the new digest to PINNED_TOKENS"
     )

@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from vjfer.cache import MANIFEST, open_cache
+from vjfer.cache import open_cache
+from vjfer.cache.format import MANIFEST
 from vjfer.clips import ROLE_AUGMENTED, ROLE_EVAL, ROLE_TRAIN, clip_roles, plan_clips
 from vjfer.encoders import load_encoder
 from vjfer.errors import ConfigError

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vjfer.cache import MANIFEST, cache_info, format_cache_info, open_cache
+from vjfer.cache import cache_info, format_cache_info, open_cache
+from vjfer.cache.format import MANIFEST
 from vjfer.encoders import load_encoder
 from vjfer.encoders.vjepa import ViTConfig
 from vjfer.extract import ExtractConfig, extract, format_plan, plan_extraction

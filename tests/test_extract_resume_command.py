@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from vjfer import cache
+from vjfer.cache.format import fingerprint
+from vjfer.cache.reader import EXTRACT_RECORD, resume_command
 from vjfer.cli import _extract_config, cli
-from vjfer.extract import ExtractConfig, cache_settings, command_words, config_record, option_name
+from vjfer.extract import ExtractConfig
+from vjfer.extract.config import cache_settings, command_words, config_record, option_name
 
 # A value other than the default for every ExtractConfig field the test varies. A new field fails
 # test_every_option_has_a_case until it gets one here, so it is covered automatically.
@@ -54,7 +56,7 @@ def _cache_dir(tmp_path: Path, config: ExtractConfig, at: Path) -> Path:
     directory = at / config.dataset / "tiny-16-00000000"
     directory.mkdir(parents=True)
     record = {"config": config_record(config), "command": command_words(config)}
-    (directory / cache.EXTRACT_RECORD).write_text(json.dumps(record), encoding="utf-8")
+    (directory / EXTRACT_RECORD).write_text(json.dumps(record), encoding="utf-8")
     return directory
 
 
@@ -109,9 +111,9 @@ def test_the_resume_command_recreates_the_cache(field, encoder, tmp_path):
     config = ExtractConfig(dataset=dataset, root=root, cache_root=tmp_path / "cache", **cases)
     assert getattr(config, field) != getattr(ExtractConfig("ravdess", root), field)
     directory = _cache_dir(tmp_path, config, tmp_path / "cache")
-    parsed = _parse(cache.resume_command(directory))
+    parsed = _parse(resume_command(directory))
     assert parsed == config
-    assert cache.fingerprint(cache_settings(parsed, encoder)) == cache.fingerprint(
+    assert fingerprint(cache_settings(parsed, encoder)) == fingerprint(
         cache_settings(config, encoder)
     )
 
@@ -122,15 +124,15 @@ def test_a_moved_cache_resumes_where_it_is_now(tmp_path):
     config = ExtractConfig(dataset="ravdess", root=root, encoder="tiny", dtype="fp16",
                            cache_root=tmp_path / "old")  # fmt: skip
     directory = _cache_dir(tmp_path, config, tmp_path / "new")
-    command = cache.resume_command(directory)
+    command = resume_command(directory)
     assert _parse(command) == dataclasses.replace(config, cache_root=tmp_path / "new")
     assert "no longer exists" not in command
     root.rmdir()
-    command = cache.resume_command(directory)
+    command = resume_command(directory)
     assert f"the recorded --root {root} no longer exists" in command
 
 
 def test_a_cache_without_a_recorded_command_points_at_its_record(tmp_path):
     directory = tmp_path / "cache" / "ravdess" / "tiny-16-00000000"
     directory.mkdir(parents=True)
-    assert str(directory / cache.EXTRACT_RECORD) in cache.resume_command(directory)
+    assert str(directory / EXTRACT_RECORD) in resume_command(directory)

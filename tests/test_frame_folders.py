@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vjfer.cache import MANIFEST, open_cache
+from vjfer.cache import open_cache
+from vjfer.cache.format import MANIFEST
 from vjfer.decode import decode_native, decode_video, source_identity
 from vjfer.errors import VideoError
 from vjfer.extract import ExtractConfig, extract, plan_extraction

@@ -23,8 +23,8 @@ PACKAGE = REPO / "vjfer"
 
 # Bottom to top. An entry names a module or a package (which covers its modules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("records", ("vjfer", "errors", "digests", "clips", "labels", "metrics", "store", "results",
-                 "tables", "mlp", "env")),
+    ("records", ("vjfer", "errors", "files", "digests", "clips", "labels", "metrics", "store",
+                 "results", "tables", "mlp", "env")),
     ("data in", ("datasets", "prepare", "video", "frame_folders", "decode", "face", "augment",
                  "synthetic", "synthetic_frames")),
     ("encoders", ("encoders",)),

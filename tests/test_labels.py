@@ -88,3 +88,12 @@ def test_cross_dataset_map_drops_calm_and_surprised():
     mapped = labels.cross_dataset_map("ravdess", "crema-d")
     assert labels.class_index("ravdess", "calm") not in mapped
     assert labels.class_index("ravdess", "surprised") not in mapped
+
+
+def test_every_dataset_adapter_is_a_dataset_name_and_shares_its_aliases():
+    from vjfer.datasets import ADAPTERS, adapter_name
+    from vjfer.labels import DATASETS, LIST, check_dataset
+
+    assert tuple(ADAPTERS) == (*DATASETS, LIST)
+    for spelling in ("crema_d", "CremaD", "FERV-39k", "ferv39k", "list"):
+        assert adapter_name(spelling) == check_dataset(spelling)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import run_cli
 from vjfer.digests import sha256_file
-from vjfer.extract import projected_clip_rate
+from vjfer.extract.plan import projected_clip_rate
 from vjfer.synthetic import make_ravdess
 from vjfer.synthetic_frames import make_dfew, make_ferv39k, make_mafw
 

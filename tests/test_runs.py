@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vjfer.extract import ExtractConfig, cache_settings
+from vjfer.extract import ExtractConfig
+from vjfer.extract.config import cache_settings
 from vjfer.runs import token_mismatch
 
 

@@ -22,16 +22,16 @@ import numpy as np
 import pandas as pd
 
 from vjfer.errors import ConfigError
+from vjfer.files import read_json_object
 from vjfer.probe.layer import CONCAT, layer_label
 from vjfer.probe.run import config_dict
 from vjfer.probe.train import TrainConfig
-from vjfer.results import FoldScores, fold_value, read_json, read_probe_run
-from vjfer.tables import DATASET_TITLES, STD, Table
+from vjfer.results import FoldScores, fold_value, read_probe_run
+from vjfer.tables import DATASET_TITLES, METRIC_COLUMNS, STD, Table
 
 log = logging.getLogger(__name__)
 
 VOTING_NAMES = {"pbv": "PBV", "mv": "MV"}
-METRICS = {"uar": "UAR", "war": "WAR", "macro_precision": "Macro precision"}
 # Training options that do not change what a probe learns (where and how fast it runs), and
 # those with a column of their own (probe, layer).
 RUNTIME_OPTIONS = ("device", "in_memory", "num_workers", "prefetch", "eval_batch_clips", "probe",
@@ -59,10 +59,10 @@ def read_run(path: str | Path) -> ComparedRun:
     for name in ("summary.json", "config.json"):
         if not (path / name).is_file():
             raise ConfigError(f"{path} is not a `vjfer probe` run: {name} is missing")
-    if read_json(path / "summary.json").get("kind") == "cross":
+    if read_json_object(path / "summary.json").get("kind") == "cross":
         raise ConfigError(f"{path} is a cross-dataset run; compare takes `vjfer probe` runs")
     summary, _ = read_probe_run(path)  # what `vjfer report` reads of a run, checked alike
-    config = read_json(path / "config.json")
+    config = read_json_object(path / "config.json")
     for key, where in (("per_fold", summary), ("dataset", summary), ("cache", config),
                        ("train", config)):  # fmt: skip
         if key not in where:
@@ -156,11 +156,11 @@ def compare_table(runs: Sequence[ComparedRun], train_defaults: dict) -> Table:
                 "Store": store_format(run.settings), "Layer": run_layer(run), "Probe": run.probe,
                 "Head": head_label(run.train, train_defaults), "Voting": vname,
             }  # fmt: skip
-            for key, name in METRICS.items():
+            for key, name in METRIC_COLUMNS.items():
                 values = [100 * _value(run, k, voting, key) for k in run.folds]
                 row[name] = float(np.mean(values))
                 row[name + STD] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
-            for key, name in METRICS.items():
+            for key, name in METRIC_COLUMNS.items():
                 values = [100 * _value(run, k, voting, key) for k in run.folds]
                 base = [100 * _value(first, k, voting, key) for k in first.folds]
                 diff = _paired(values, base) if run is not first else (np.nan, np.nan)

@@ -35,8 +35,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vjfer import cache as cachemod
-from vjfer.cache import Cache, ShardWriter, VideoEntry, open_cache
+from vjfer.cache import Cache, VideoEntry, open_cache
+from vjfer.cache.format import (
+    CONVERT_RECORD,
+    SOURCE_COLUMNS,
+    _plain,
+    cache_dir_name,
+    fingerprint,
+    read_shard_header,
+    size_ratio,
+)
+from vjfer.cache.writer import (
+    ShardWriter,
+    atomic_write_text,
+    manifest_from_shards,
+    shard_header,
+    write_manifest,
+)
 from vjfer.errors import CacheError, ConfigError
 from vjfer.store import Codec, StoreFormat, pool2
 
@@ -142,7 +157,7 @@ def to_source_space(tokens: torch.Tensor, fmt: StoreFormat, grid: tuple[int, int
 def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoEntry], list[dict]]:
     """(stored videos, aliases, failures) of one source shard, as a writer takes them; the tokens
     are left empty (a shard can hold gigabytes): `_write_shard` reads them one video at a time."""
-    header = cachemod.read_shard_header(src.path / shard)
+    header = read_shard_header(src.path / shard)
     table = header["videos"]
     stored: list[VideoEntry] = []
     aliases: list[VideoEntry] = []
@@ -153,8 +168,7 @@ def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoE
             x, y, w, h = (int(b) for b in table["face_box"][i])
             box = (x, y, w, h)
             face = (table["face_status"][i], box if box[2] > 0 else None)
-        source = {k.removeprefix("source_"): cachemod._plain(table[k][i])
-                  for k in cachemod.SOURCE_COLUMNS}  # fmt: skip
+        source = {k.removeprefix("source_"): _plain(table[k][i]) for k in SOURCE_COLUMNS}
         entry = VideoEntry(
             video_id=vid, label=int(table["label"][i]), actor=int(table["actor"][i]),
             fold=int(table["fold"][i]), n_frames=int(table["n_frames"][i]),
@@ -222,12 +236,41 @@ def _write_record(config: ConvertConfig, fmt: StoreFormat, directory: Path) -> N
     command that (re)writes it (`cache.convert_command`)."""
     record = {"source": str(config.source), "store": str(fmt), "out": str(directory),
               "pca_fold": config.pca_fold}  # fmt: skip
-    cachemod.atomic_write_text(directory / cachemod.CONVERT_RECORD, json.dumps(record, indent=1))
+    atomic_write_text(directory / CONVERT_RECORD, json.dumps(record, indent=1))
 
 
 def convert(config: ConvertConfig) -> ConvertSummary:
     """Write `config.source` in `config.store` format (resumable), then measure the cost."""
     src = open_cache(config.source)
+    fmt, basis, mean, pca = _target_format(src, config)
+    settings = target_settings(src, fmt, pca)
+    fp = fingerprint(settings)
+    if config.out is not None:
+        directory = Path(config.out)
+    else:
+        name = cache_dir_name(settings["encoder"], settings["resolution"], fp)
+        directory = src.path.parent / name
+    if directory.resolve() == src.path.resolve():
+        raise ConfigError(f"--out {directory} is the source cache; name another directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_record(config, fmt, directory)
+    codec = Codec(fmt, src.grid, basis, mean, layers=len(src.layers or (0,)))
+    written, skipped = _convert_shards(src, directory, settings, fp, codec)
+    extra = {"excluded": src.manifest["excluded"]}
+    if "config" in src.manifest:
+        extra["config"] = src.manifest["config"]
+    write_manifest(directory, manifest_from_shards(directory, extra))
+    cost = compare_caches(src, open_cache(directory), clips=config.cost_clips, seed=config.seed,
+                          run=config.run)  # fmt: skip
+    atomic_write_text(directory / COST_FILE, json.dumps(cost, indent=1) + "\n")
+    return ConvertSummary(directory, written, skipped, cost)
+
+
+def _target_format(
+    src: Cache, config: ConvertConfig
+) -> tuple[StoreFormat, np.ndarray | None, np.ndarray | None, dict | None]:
+    """The target store format, and for a PCA format its basis, mean and record (fitted here);
+    ConfigError for a conversion that cannot be made."""
     fmt = StoreFormat.parse(config.store)
     if not src.store.plain:
         raise ConfigError(f"cache {src.path} is stored as {src.store}; convert from its fp16 "
@@ -236,50 +279,45 @@ def convert(config: ConvertConfig) -> ConvertSummary:
         raise ConfigError(f"--store fp16: cache {src.path} already is fp16")
     fmt.grid(src.grid)  # refuses pool2 on an odd grid
     fmt.dim(src.embed_dim)
-    basis, mean, pca = None, None, None
     if fmt.pca and len(src.layers or (0,)) > 1:
         raise ConfigError(f"--store {fmt}: cache {src.path} stacks {len(src.layers or ())} encoder "
                           "layers per clip, and one PCA basis would mix their statistics; convert "
                           "a single-layer cache (extract --layers K), or use int8 / fp8 / pool2")  # fmt: skip
-    if fmt.pca:
-        if config.pca_fold is None:
-            raise ConfigError(f"--store {fmt} needs --pca-fold K: the test fold whose training "
-                              "videos (the other folds) the basis is fitted on")  # fmt: skip
-        basis, mean, fitted = fit_pca(src, fmt.pca, config.pca_fold, pool=fmt.pool,
-                                      clips=config.pca_clips, seed=config.seed)  # fmt: skip
-        pca = {"test_fold": config.pca_fold, "fit_clips": config.pca_clips, "seed": config.seed,
-               "fit_videos": len(fitted),
-               "basis_sha256": hashlib.sha256(basis.tobytes() + mean.tobytes()).hexdigest()}  # fmt: skip
-    elif config.pca_fold is not None:
-        raise ConfigError(f"--pca-fold applies to pca formats only, not --store {fmt}")
-    settings = target_settings(src, fmt, pca)
-    fp = cachemod.fingerprint(settings)
-    if config.out is not None:
-        directory = Path(config.out)
-    else:
-        name = cachemod.cache_dir_name(settings["encoder"], settings["resolution"], fp)
-        directory = src.path.parent / name
-    if directory.resolve() == src.path.resolve():
-        raise ConfigError(f"--out {directory} is the source cache; name another directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_record(config, fmt, directory)
+    if not fmt.pca:
+        if config.pca_fold is not None:
+            raise ConfigError(f"--pca-fold applies to pca formats only, not --store {fmt}")
+        return fmt, None, None, None
+    if config.pca_fold is None:
+        raise ConfigError(f"--store {fmt} needs --pca-fold K: the test fold whose training "
+                          "videos (the other folds) the basis is fitted on")  # fmt: skip
+    basis, mean, fitted = fit_pca(src, fmt.pca, config.pca_fold, pool=fmt.pool,
+                                  clips=config.pca_clips, seed=config.seed)  # fmt: skip
+    pca = {"test_fold": config.pca_fold, "fit_clips": config.pca_clips, "seed": config.seed,
+           "fit_videos": len(fitted),
+           "basis_sha256": hashlib.sha256(basis.tobytes() + mean.tobytes()).hexdigest()}  # fmt: skip
+    return fmt, basis, mean, pca
+
+
+def _convert_shards(
+    src: Cache, directory: Path, settings: dict, fp: str, codec: Codec
+) -> tuple[int, int]:
+    """Write every shard of `src` not yet complete in `directory`: (written, skipped)."""
     lineage = {"source_fingerprint": src.fingerprint, "source_store": str(src.store)}
-    codec = Codec(fmt, src.grid, basis, mean, layers=len(src.layers or (0,)))
     written = skipped = 0
     shards = src.manifest["shards"]
-    first = cachemod.read_shard_header(src.path / shards[0]["name"])
+    first = read_shard_header(src.path / shards[0]["name"])
     for index, entry in enumerate(shards):
         target = directory / entry["name"]
         if target.exists():
             try:
-                done = cachemod.read_shard_header(target)
+                done = read_shard_header(target)
                 if done["fingerprint"] == fp and done["video_ids"] == entry["video_ids"]:
                     skipped += 1
                     continue
             except CacheError as err:
                 log.warning("%s is unreadable, redoing it: %s", target, err)
-        source_header = cachemod.read_shard_header(src.path / entry["name"])
-        header = cachemod.shard_header(
+        source_header = read_shard_header(src.path / entry["name"])
+        header = shard_header(
             dataset=src.dataset, fp=fp, settings=settings, grid=src.grid,
             embed_dim=src.embed_dim, num_views=src.num_views, index=index,
             num_shards=len(shards), shard_size=first["shard_size"],
@@ -289,14 +327,7 @@ def convert(config: ConvertConfig) -> ConvertSummary:
         _write_shard(src, index, entry, header, codec, directory)
         written += 1
         log.info("converted %s (%d of %d)", entry["name"], index + 1, len(shards))
-    extra = {"excluded": src.manifest["excluded"]}
-    if "config" in src.manifest:
-        extra["config"] = src.manifest["config"]
-    cachemod.write_manifest(directory, cachemod.manifest_from_shards(directory, extra))
-    cost = compare_caches(src, open_cache(directory), clips=config.cost_clips, seed=config.seed,
-                          run=config.run)  # fmt: skip
-    cachemod.atomic_write_text(directory / COST_FILE, json.dumps(cost, indent=1) + "\n")
-    return ConvertSummary(directory, written, skipped, cost)
+    return written, skipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +369,7 @@ def compare_caches(a: Cache, b: Cache, *, clips: int = COST_CLIPS, seed: int = 0
         "converted": {"path": str(b.path), "fingerprint": b.fingerprint, "store": str(b.store),
                       "bytes": _cache_bytes(b)},
         "size_ratio": _cache_bytes(b) / _cache_bytes(a),
-        "clip_size_ratio": cachemod.size_ratio(b.manifest["layout"]),
+        "clip_size_ratio": size_ratio(b.manifest["layout"]),
         "sample_clips": len(picked), "seed": seed,
         "relative_l2": float(np.sqrt(num / den)),
         "cosine_mean": float(cos.mean()), "cosine_p1": float(np.percentile(cos, 1)),

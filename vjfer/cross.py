@@ -34,7 +34,8 @@ from torch import nn
 
 import vjfer
 from vjfer import metrics
-from vjfer.cache import Cache, Coverage, open_cache
+from vjfer.cache import Cache, open_cache
+from vjfer.cache.format import Coverage
 from vjfer.env import resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset, class_names
@@ -43,7 +44,7 @@ from vjfer.probe.model import load_probe
 from vjfer.probe.resume import publish_run, stage_run
 from vjfer.results import write_json
 from vjfer.runs import CROSS_DIR, check_same_encoder, find_probes
-from vjfer.tables import DATASET_TITLES, Table, metric_cells, render_markdown
+from vjfer.tables import DATASET_TITLES, METRIC_COLUMNS, Table, metric_cells, render_markdown
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def cross_table(result: CrossResult) -> Table:
     for voting in VIDEO_VOTINGS:
         for fold in result.folds:
             s = fold[voting]
-            one = {m: {"mean": s[m], "std": None} for m in ("uar", "war", "macro_precision")}
+            one = {m: {"mean": s[m], "std": None} for m in METRIC_COLUMNS}
             rows.append({"Voting": voting.upper(), "Probe": f"fold {fold['fold']}",
                          **metric_cells(one), "Kept": s["n_kept"], "Dropped": s["n_dropped"],
                          "Total": s["n_total"]})  # fmt: skip

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vjfer.cache import SHORTEST_UNPADDED, TOKEN_DTYPE, layer_blocks
+from vjfer.cache.format import SHORTEST_UNPADDED, TOKEN_DTYPE, layer_blocks
 from vjfer.clips import eval_windows, gather_clips
 from vjfer.decode import decode_video
 from vjfer.encoders import load_encoder

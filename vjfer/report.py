@@ -29,6 +29,7 @@ from vjfer import report_html, run_details, timeline
 from vjfer.cache import open_cache
 from vjfer.errors import CacheError, ConfigError, VjferError
 from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
+from vjfer.files import read_json_object
 from vjfer.labels import DATASETS
 from vjfer.probe.evaluate import LAYER_FIGURE, LAYER_NOTE, video_embeddings
 from vjfer.probe.model import load_probe
@@ -36,7 +37,6 @@ from vjfer.results import (
     FoldMetrics,
     RunSummary,
     mean_of,
-    read_json,
     read_probe_run,
     read_summary,
     run_class_names,
@@ -110,7 +110,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                 continue
             seen.add(run_dir)
             try:
-                summary = read_json(summary_path)
+                summary = read_json_object(summary_path)
                 if summary.get("kind") == "cross":
                     cross_runs.append(CrossRun(summary_path.parent, summary))
                 elif "per_fold" in summary and "dataset" in summary:
@@ -520,6 +520,55 @@ def _page_sections(
     ]  # fmt: skip
 
 
+def _pca_figures(
+    probe_runs: list[ProbeRun],
+    names: dict[Path, str],
+    out_dir: Path,
+    candidates: list,
+    fold: int | None,
+    device: str,
+) -> tuple[list[tuple[str, Path]], list[str]]:
+    """Each probe run's PCA figure (caption, path), and what could not be drawn."""
+    drawn, missing = [], []
+    for run in probe_runs:
+        try:
+            path = pca_for_run(run, out_dir / f"pca-{names[run.path]}.png", fold=fold,
+                               caches=candidates, device=device)  # fmt: skip
+        except (VjferError, OSError, KeyError) as err:
+            missing.append(f"PCA figure for {run.path}: {err}")
+            continue
+        drawn.append((f"{run.path.name}: PCA of test-fold embeddings (the paper's Figure 5)", path))
+    return drawn, missing
+
+
+def _report_lines(
+    candidates: list,
+    tables: list[Table],
+    figures: list[tuple[str, Path]],
+    timelines: bool,
+    missing: list[str],
+) -> list[str]:
+    """report.md after its first line: the caches' coverage, the tables, the figures, what is
+    missing."""
+    lines = ["The same report as one self-contained page: report.html.", ""]
+    # what the numbers cover (Cache.coverage): cached of all files found
+    for cache_path in candidates:
+        try:
+            cache = open_cache(cache_path)
+            lines.append(f"- {cache.dataset} cache {cache.path.name}: {cache.coverage()}")
+        except CacheError as err:
+            lines.append(f"- cache {cache_path}: not readable ({err})")
+    lines += [""] if candidates else []
+    for table in tables:
+        lines += [render_markdown(table), f"Files: {table.name}.md, {table.name}.csv", ""]
+    lines += ["## Figures", ""]
+    lines += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in figures]
+    lines += [f"Timelines show: {timeline.CHOICE_RULE}", ""] if timelines else []
+    lines += ["## Missing", ""]
+    lines += [f"- {m}" for m in missing] or ["Nothing: every input was found."]
+    return lines
+
+
 def build_report(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -550,20 +599,13 @@ def build_report(
     tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)
     missing += not_found
     written = [path for table in tables for path in write_table(table, out_dir)]
-
     names = _labels_for([r.path for r in probe_runs] + [r.path for r in cross_runs])
-    figures = {"confusion": _confusion_figures(probe_runs, cross_runs, names, out_dir), "pca": []}
+    figures = {"confusion": _confusion_figures(probe_runs, cross_runs, names, out_dir)}
     candidates = list(caches.values()) if isinstance(caches, Mapping) else list(caches)
-    for run in probe_runs:
-        try:
-            path = pca_for_run(run, out_dir / f"pca-{names[run.path]}.png", fold=pca_fold,
-                               caches=candidates, device=device)  # fmt: skip
-        except (VjferError, OSError, KeyError) as err:
-            missing.append(f"PCA figure for {run.path}: {err}")
-            continue
-        figures["pca"].append(
-            (f"{run.path.name}: PCA of test-fold embeddings (the paper's Figure 5)", path)
-        )
+    figures["pca"], not_drawn = _pca_figures(
+        probe_runs, names, out_dir, candidates, pca_fold, device
+    )
+    missing += not_drawn
     figures["layers"] = [(f"{run.path.name}: UAR per encoder layer", drawn) for run in probe_runs
                          if (drawn := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))]  # fmt: skip
     run_caches, not_found = _run_caches(probe_runs, candidates)
@@ -574,37 +616,29 @@ def build_report(
     written += [path for table in details for path in write_table(table, out_dir)]
     all_figures = [f for kind in ("confusion", "layers", "pca", "timeline") for f in figures[kind]]
     written += [path for _, path in all_figures]
-
-    lines = ["# vjfer report", ""]
-    lines += [
-        f"Runs read from {where}: {len(probe_runs)} probe, {len(cross_runs)} cross-dataset.",
-        "The same report as one self-contained page: report.html.",
-        "",
-    ]
-    # what the numbers cover (Cache.coverage): cached of all files found
-    for cache_path in candidates:
-        try:
-            cache = open_cache(cache_path)
-            lines.append(f"- {cache.dataset} cache {cache.path.name}: {cache.coverage()}")
-        except CacheError as err:
-            lines.append(f"- cache {cache_path}: not readable ({err})")
-    lines += [""] if candidates else []
-    for table in [*tables, *details]:
-        lines += [render_markdown(table), f"Files: {table.name}.md, {table.name}.csv", ""]
-    lines += ["## Figures", ""]
-    lines += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in all_figures]
-    lines += [f"Timelines show: {timeline.CHOICE_RULE}", ""] if figures["timeline"] else []
-    lines += ["## Missing", ""]
-    lines += [f"- {m}" for m in missing] or ["Nothing: every input was found."]
+    lines = [f"Runs read from {where}: {len(probe_runs)} probe, {len(cross_runs)} cross-dataset."]
+    lines += _report_lines(
+        candidates, [*tables, *details], all_figures, bool(figures["timeline"]), missing
+    )
     for m in missing:
         log.warning("report: %s", m)
     index = out_dir / "report.md"
-    index.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    index.write_text("\n".join(["# vjfer report", "", *lines]) + "\n", encoding="utf-8")
+    lead = f"{lines[0]} Every table is also a CSV file beside this page."
+    page = _write_page(out_dir / "report.html", lead, tables, details, figures, missing)
+    return [*written, index, page]
 
-    lead = (f"Runs read from {where}: {len(probe_runs)} probe, {len(cross_runs)} "
-            f"cross-dataset. Every table is also a CSV file beside this page.")  # fmt: skip
+
+def _write_page(
+    path: Path,
+    lead: str,
+    tables: list[Table],
+    details: list[Table],
+    figures: dict[str, list[tuple[str, Path]]],
+    missing: list[str],
+) -> Path:
+    """report.html: the report as one self-contained page, stamped with vjfer's version."""
     footer = (f"Written by vjfer {vjfer.__version__} on "
               f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")  # fmt: skip
-    page = report_html.write_page(out_dir / "report.html", "vjfer report", lead,
-                                  _page_sections(tables, details, figures, missing), footer)  # fmt: skip
-    return [*written, index, page]
+    sections = _page_sections(tables, details, figures, missing)
+    return report_html.write_page(path, "vjfer report", lead, sections, footer)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
 
 from vjfer.errors import ConfigError
+from vjfer.files import read_json_object
 from vjfer.labels import class_names
 
 Voting = Literal["pbv", "mv", "clip"]
@@ -144,20 +145,6 @@ def fold_value(row: FoldScores, voting: str, metric: str) -> float | None:
     return cast(dict, row).get(voting, {}).get(metric)
 
 
-def read_json(path: str | Path) -> dict:
-    """A JSON object from `path`; ConfigError naming the file when it is missing or not JSON."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path} is missing") from err
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: not readable as JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def write_json(path: str | Path, obj: Mapping[str, Any]) -> None:
     """`obj` as indented JSON (one key per line: diffs and `cat` stay readable)."""
     Path(path).write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
@@ -173,7 +160,7 @@ def run_class_names(summary: RunSummary) -> tuple[str, ...]:
 
 def read_summary(run_dir: str | Path) -> RunSummary:
     """`summary.json` of a probe run directory, checked for the keys every reader needs."""
-    summary = read_json(Path(run_dir) / "summary.json")
+    summary = read_json_object(Path(run_dir) / "summary.json")
     missing = [k for k in ("dataset", "folds", "per_fold", "mean") if k not in summary]
     if missing or summary.get("kind") == "cross":
         raise ConfigError(
@@ -184,7 +171,7 @@ def read_summary(run_dir: str | Path) -> RunSummary:
 
 def read_fold_metrics(run_dir: str | Path, fold: int) -> FoldMetrics:
     """`fold-K/metrics.json` of a probe run directory."""
-    return cast(FoldMetrics, read_json(Path(run_dir) / f"fold-{fold}" / "metrics.json"))
+    return cast(FoldMetrics, read_json_object(Path(run_dir) / f"fold-{fold}" / "metrics.json"))
 
 
 def read_probe_run(run_dir: str | Path) -> tuple[RunSummary, dict[int, FoldMetrics]]:

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vjfer.results import read_json
-from vjfer.tables import percent
+from vjfer.files import read_json_object
+from vjfer.tables import METRIC_COLUMNS, percent
 
 log = logging.getLogger(__name__)
 
 VOTING = {"pbv": "PBV", "mv": "MV"}
-METRICS = {"uar": "UAR", "war": "WAR", "macro_precision": "Macro precision"}
 NOT_RECORDED = "not recorded"
 
 
@@ -35,7 +34,7 @@ def read_run_config(run_dir: str | Path) -> dict | None:
         # Not a warning: the report lists the run under "Missing inputs" already.
         log.debug("%s: no config.json; its settings are shown as %r", run_dir, NOT_RECORDED)
         return None
-    return read_json(path)  # ConfigError naming the file when it is not a JSON object
+    return read_json_object(path)  # ConfigError naming the file when it is not a JSON object
 
 
 def _face_crop(settings: dict) -> str:
@@ -107,7 +106,7 @@ def fold_frame(runs: Sequence, dataset_titles: dict[str, str]) -> pd.DataFrame:
             row = {"Dataset": dataset_titles.get(run.dataset, run.dataset), "Run": run.path.name,
                    "Fold": fold["fold"], "Test videos": fold["n_test_videos"]}  # fmt: skip
             for voting, vname in VOTING.items():
-                for key, mname in METRICS.items():
+                for key, mname in METRIC_COLUMNS.items():
                     row[f"{vname} {mname}"] = percent(fold[voting].get(key))
             rows.append(row)
     return pd.DataFrame(rows)

@@ -14,7 +14,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from vjfer.cache import Cache, canonical_json, find_caches, incomplete_message, open_cache
+from vjfer.cache import Cache, find_caches, open_cache
+from vjfer.cache.format import canonical_json
+from vjfer.cache.reader import incomplete_message
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset
 

@@ -166,10 +166,14 @@ def percent(value: float | None) -> float:
     return float("nan") if value is None else 100.0 * value
 
 
+# A summary's metrics that the tables show, with their column names, in column order.
+METRIC_COLUMNS: dict[str, str] = {"uar": "UAR", "war": "WAR", "macro_precision": "Macro precision"}
+
+
 def metric_cells(mean: dict) -> dict:
     """{"UAR", "UAR std", "WAR", ...} from a summary's {metric: {mean, std}} (fractions)."""
     row = {}
-    for col, key in (("UAR", "uar"), ("WAR", "war"), ("Macro precision", "macro_precision")):
+    for key, col in METRIC_COLUMNS.items():
         agg = mean.get(key) or {}
         row[col], row[col + STD] = percent(agg.get("mean")), percent(agg.get("std"))
     return row

@@ -16,74 +16,24 @@ that clip's HDF5 chunk. `open_cache` checks every shard's header against the man
 
 One job per module: `format` (constants, records, fingerprint, names, checksums, format checks),
 `chunks` (the one clip reader: chunk offsets, `read_clip`), `writer` (shards, manifest,
-`build_cache`), `reader` (`open_cache`, `Cache`), `checks` (info and verify). Every name is re-exported here: `from vjfer.cache import X` is the way to import them.
+`build_cache`), `reader` (`open_cache`, `Cache`), `checks` (info and verify). The names below are
+the Python API (`from vjfer.cache import open_cache`); everything else is imported from the module
+that defines it (`from vjfer.cache.format import MANIFEST`).
 """
 
-from vjfer.cache.checks import VerifyReport, cache_info, format_cache_info, verify_cache
-from vjfer.cache.chunks import ShardChunks, read_clip, shard_chunks
-from vjfer.cache.format import (
-    CHECKSUM,
-    CONVERT_RECORD,
-    DECODE_COLUMNS,
-    FACE_COLUMNS,
-    FAILURES,
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    PARTIAL_SUFFIX,
-    SHARD_PATTERN,
-    SHORTEST_UNPADDED,
-    SOURCE_COLUMNS,
-    TOKEN_DTYPE,
-    VIDEO_COLUMNS,
-    Coverage,
-    VideoEntry,
-    _plain,
-    assign_shards,
-    cache_dir_name,
-    canonical_json,
-    clip_checksum,
-    corrupt_clip,
-    fingerprint,
-    layer_blocks,
-    read_shard_header,
-    refill_hint,
-    shard_mismatch,
-    shard_name,
-    size_ratio,
-    store_of,
-    stored_checksum,
-)
-from vjfer.cache.reader import (
-    EXTRACT_RECORD,
-    Cache,
-    find_caches,
-    incomplete_message,
-    open_cache,
-    read_manifest,
-    refuse_unfinished,
-    resume_command,
-)
-from vjfer.cache.writer import (
-    ShardWriter,
-    atomic_write_text,
-    build_cache,
-    failure_lines,
-    manifest_from_shards,
-    shard_header,
-    write_manifest,
-)
+from vjfer.cache.checks import cache_info, format_cache_info, verify_cache
+from vjfer.cache.format import VideoEntry
+from vjfer.cache.reader import Cache, find_caches, open_cache, read_manifest
+from vjfer.cache.writer import build_cache
 
 __all__ = [
-    "CHECKSUM", "CONVERT_RECORD", "DECODE_COLUMNS", "EXTRACT_RECORD", "FACE_COLUMNS",
-    "FAILURES", "FORMAT", "FORMAT_VERSION", "MANIFEST", "PARTIAL_SUFFIX", "SHARD_PATTERN",
-    "SHORTEST_UNPADDED", "SOURCE_COLUMNS", "TOKEN_DTYPE", "VIDEO_COLUMNS",
-    "Cache", "Coverage", "ShardChunks", "ShardWriter", "VerifyReport", "VideoEntry",
-    "_plain",  # a shard's numpy scalar as a Python value (vjfer.convert, vjfer.extract)
-    "assign_shards", "atomic_write_text", "build_cache", "cache_dir_name", "cache_info",
-    "canonical_json", "clip_checksum", "corrupt_clip", "failure_lines", "find_caches",
-    "fingerprint", "format_cache_info", "incomplete_message", "manifest_from_shards",
-    "open_cache", "read_clip", "read_manifest", "read_shard_header", "refill_hint", "refuse_unfinished",
-    "resume_command", "shard_chunks", "layer_blocks", "shard_header", "shard_mismatch",
-    "shard_name", "size_ratio", "store_of", "stored_checksum", "verify_cache", "write_manifest",
-]  # fmt: skip
+    "Cache",
+    "VideoEntry",
+    "build_cache",
+    "cache_info",
+    "find_caches",
+    "format_cache_info",
+    "open_cache",
+    "read_manifest",
+    "verify_cache",
+]

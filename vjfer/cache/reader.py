@@ -36,6 +36,7 @@ from vjfer.cache.format import (
 )
 from vjfer.clips import ROLE_EVAL
 from vjfer.errors import CacheError
+from vjfer.files import read_json_object
 from vjfer.store import PCA_BASIS, PCA_MEAN, StoreFormat, decode_raw
 
 
@@ -47,18 +48,13 @@ def read_manifest(directory: Path) -> dict:
     """manifest.json of a cache directory (or the file itself); CacheError naming the file."""
     path = Path(directory)
     path = path if path.name == MANIFEST else path / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise CacheError(f"no cache at {path.parent}: {MANIFEST} is missing") from err
-    except (OSError, ValueError) as err:
-        raise CacheError(f"cannot read {path}: {err}") from err
-    if not isinstance(manifest, dict):
-        raise CacheError(
-            f"{path}: a JSON {type(manifest).__name__}, not the object a manifest is (damaged or "
-            f"not vjfer's); delete it and run `vjfer cache info {path.parent}` to rebuild it from "
-            "the shards"
-        )
+    manifest = read_json_object(
+        path,
+        CacheError,
+        missing=f"no cache at {path.parent}: {MANIFEST} is missing",
+        hint=f"; damaged or not vjfer's: delete it and run `vjfer cache info {path.parent}` to "
+        "rebuild it from the shards",
+    )
     _check_format(manifest, path)
     return manifest
 

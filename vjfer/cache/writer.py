@@ -42,32 +42,18 @@ from vjfer.cache.format import (
 )
 from vjfer.clips import FRAMES_PER_CLIP
 from vjfer.errors import CacheError
+from vjfer.files import atomic_write, commit_file
 from vjfer.labels import class_names as dataset_class_names
 from vjfer.store import PCA_BASIS, PCA_MEAN, SCALES, Codec, StoreFormat
 
 log = logging.getLogger(__name__)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file, fsync and rename: never a half-written file."""
-    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")), PARTIAL_SUFFIX)
     except OSError as err:  # disk full, quota, permissions: the error names the file, no .partial
-        tmp.unlink(missing_ok=True)
         cause = os.strerror(err.errno) if err.errno else str(err)
         raise CacheError(f"writing {path} failed ({cause}); free space or fix the directory, "
                          f"then rerun (the shards written so far are kept)") from err  # fmt: skip
@@ -203,18 +189,41 @@ class ShardWriter:
         self._file.create_dataset(name, data=data, dtype=dtype, track_times=False)
 
     def close(self) -> Path:
-        """Write the per-video tables and attributes, then fsync and rename: the shard is complete."""
+        """Write the per-video tables and attributes, then fsync and rename: the shard is complete.
+        The datasets are created in one fixed order (the file's bytes depend on it)."""
+        rows, starts, n_stored = self._sorted_rows()
+        self._write_video_table(rows, starts, n_stored)
+        self._write_clip_table(rows, n_stored)
+        self._write_row_columns(rows)
+        self._write_pca()
         f = self._file
+        f.attrs["checksum"] = CHECKSUM
+        for key, value in self.header.items():
+            f.attrs[key] = value if isinstance(value, (int, str)) else canonical_json(value)
+        f.attrs["failures"] = canonical_json(sorted(self.failures, key=lambda d: d["video_id"]))
+        f.close()
+        commit_file(self.tmp, self.path)
+        return self.path
+
+    def _sorted_rows(self) -> tuple[list[VideoEntry], np.ndarray, np.ndarray]:
+        """Every row (stored videos and aliases) by video id; the first clip and the clip count
+        of each stored video, in storage order."""
         n_stored = np.array([len(r.frames) for r in self.rows], dtype=np.int64)
         starts = np.cumsum(n_stored) - n_stored  # first clip of each stored video
+        stored = {r.video_id for r in self.rows}
+        if stray := [a.video_id for a in self.aliases if a.alias_of not in stored]:
+            raise CacheError(f"{stray[0]}: alias of a video not in this shard")
+        rows = sorted([*self.rows, *self.aliases], key=lambda r: r.video_id)  # aliases interleaved
+        return rows, starts, n_stored
+
+    def _write_video_table(
+        self, rows: list[VideoEntry], starts: np.ndarray, n_stored: np.ndarray
+    ) -> None:
+        """One row per video: its labels and where its clips are (an alias: its video's)."""
         span = {
             r.video_id: (int(a), int(n))
             for r, a, n in zip(self.rows, starts, n_stored, strict=True)
         }
-        if stray := [a.video_id for a in self.aliases if a.alias_of not in span]:
-            raise CacheError(f"{stray[0]}: alias of a video not in this shard")
-        rows = sorted([*self.rows, *self.aliases], key=lambda r: r.video_id)  # aliases interleaved
-        row_of = {r.video_id: i for i, r in enumerate(rows)}
         first = np.array([span[r.alias_of or r.video_id][0] for r in rows], dtype=np.int64)
         n_clips = np.array([span[r.alias_of or r.video_id][1] for r in rows], dtype=np.int64)
         self._write("video_id", np.array([r.video_id for r in rows], dtype=object),
@@ -224,6 +233,10 @@ class ShardWriter:
         self._write("fps", np.array([r.fps for r in rows], dtype=np.float64))
         self._write("first_clip", first)
         self._write("n_clips", n_clips)
+
+    def _write_clip_table(self, rows: list[VideoEntry], n_stored: np.ndarray) -> None:
+        """One row per stored clip: its video's row, its frames, its role (when not all eval)."""
+        row_of = {r.video_id: i for i, r in enumerate(rows)}
         owner = [row_of[r.video_id] for r in self.rows]  # clip -> the row of the video stored
         self._write("clip_video", np.repeat(np.array(owner, dtype=np.int32), n_stored))
         frames = [r.frames for r in self.rows] or [np.zeros((0, FRAMES_PER_CLIP))]
@@ -233,6 +246,10 @@ class ShardWriter:
             self._write("clip_role", np.concatenate(
                 [r if r is not None else np.zeros(len(f), np.uint8) for r, f in zip(roles, frames, strict=True)]
             ))  # fmt: skip
+
+    def _write_row_columns(self, rows: list[VideoEntry]) -> None:
+        """Face boxes (face-crop caches only), aliases, the clip checksums, the decode record and
+        the source identity of every row."""
         if any(r.face_status is not None for r in rows):  # only face-crop caches have these
             self._write("face_status", np.array([r.face_status for r in rows], dtype=object),
                         h5py.string_dtype("utf-8"))  # fmt: skip
@@ -250,22 +267,16 @@ class ShardWriter:
                 self._write(name, np.array(values, dtype=object), h5py.string_dtype("utf-8"))
             else:
                 self._write(name, np.array(values, dtype=np.int64))
-        if self.codec is not None and self.codec.fmt.pca:  # the basis travels with the tokens
-            basis, mean = self.codec.basis, self.codec.mean
-            if basis is None or mean is None:
-                raise CacheError(f"{self.path}: a {self.codec.fmt} codec needs its basis and mean")
-            self._write(PCA_BASIS, basis.astype(np.float32))
-            self._write(PCA_MEAN, mean.astype(np.float32))
-        f.attrs["checksum"] = CHECKSUM
-        for key, value in self.header.items():
-            f.attrs[key] = value if isinstance(value, (int, str)) else canonical_json(value)
-        f.attrs["failures"] = canonical_json(sorted(self.failures, key=lambda d: d["video_id"]))
-        f.close()
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
-        _fsync_dir(self.path.parent)
-        return self.path
+
+    def _write_pca(self) -> None:
+        """A PCA format's basis and mean: they travel with the tokens."""
+        if self.codec is None or not self.codec.fmt.pca:
+            return
+        basis, mean = self.codec.basis, self.codec.mean
+        if basis is None or mean is None:
+            raise CacheError(f"{self.path}: a {self.codec.fmt} codec needs its basis and mean")
+        self._write(PCA_BASIS, basis.astype(np.float32))
+        self._write(PCA_MEAN, mean.astype(np.float32))
 
     def abort(self) -> None:
         """Close and delete the temporary file (after an error): nothing that looks complete stays."""
@@ -310,8 +321,11 @@ def settings_class_names(dataset: str, settings: dict) -> list[str]:
     return list(dataset_class_names(dataset))
 
 
-def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
-    """Build the manifest from the complete shards found in `directory`.
+def manifest_from_shards(
+    directory: Path, extra: dict | None = None, headers: dict[str, dict] | None = None
+) -> dict:
+    """Build the manifest from the complete shards found in `directory` (`headers`: those
+    already read, by shard name; the others are read here).
 
     Shards missing from disk are listed with `complete: false`, and so is the whole cache then.
     """
@@ -319,49 +333,30 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
     found = sorted(p for p in directory.glob("shard-*.h5") if SHARD_PATTERN.match(p.name))
     if not found:
         raise CacheError(f"no complete shards (shard-NNNNN.h5) in {directory}")
-    headers = {p.name: read_shard_header(p) for p in found}
+    known = headers or {}
+    headers = {p.name: known.get(p.name) or read_shard_header(p) for p in found}
     first = headers[found[0].name]
-    num_shards = first["num_shards"]
     for name, other in headers.items():
         for key in ("fingerprint", "num_shards", "shard_size", "dataset"):
             if other[key] != first[key]:
                 raise CacheError(f"{directory / name} has {key}={other[key]!r}, "
                                  f"{found[0].name} has {first[key]!r}: shards of different caches")  # fmt: skip
     shards, videos = [], []
-    for index in range(num_shards):
+    for index in range(first["num_shards"]):
         h = headers.get(shard_name(index))
         if h is None:
             shards.append(
                 {"name": shard_name(index), "video_ids": None, "clips": 0, "complete": False}
             )
             continue
-        t = h["videos"]
         shards.append({"name": shard_name(index), "video_ids": h["video_ids"],
                        "clips": h["tokens_shape"][0], "complete": True})  # fmt: skip
-        for i, vid in enumerate(t["video_id"]):
-            row = {k: _plain(t[k][i]) for k in (*VIDEO_COLUMNS[1:], *DECODE_COLUMNS, "alias_of")}
-            row["source"] = {k.removeprefix("source_"): _plain(t[k][i]) for k in SOURCE_COLUMNS}
-            if "face_status" in t:
-                row["face_status"] = t["face_status"][i]
-                box = [int(v) for v in t["face_box"][i]]
-                row["face_box"] = box if box[2] > 0 else None
-            videos.append({"video_id": vid, "status": "ok", "shard": shard_name(index), **row})
-        videos += [
-            {**fail, "status": "failed", "shard": shard_name(index)} for fail in h["failures"]
-        ]
+        videos += _manifest_videos(h, shard_name(index))
     videos.sort(key=lambda v: v["video_id"])
-    grid = first["grid"]
-    layout = {"grid": grid, "num_tokens": int(np.prod(grid)), "embed_dim": first["embed_dim"],
-              "num_views": first["num_views"], "dtype": TOKEN_DTYPE.name}  # fmt: skip
-    if (blocks := layer_blocks(first["settings"])) is not None:  # several blocks per clip
-        layout.update(num_tokens=len(blocks) * layout["num_tokens"], layers=list(blocks))
-    if "store" in first:  # a compact format (vjfer.store): fp16 caches keep their manifest bytes
-        layout.update(dtype=StoreFormat.parse(first["store"]["format"]).dtype.name,
-                      store=first["store"])  # fmt: skip
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "dataset": first["dataset"],
         "fingerprint": first["fingerprint"], "settings": first["settings"],
-        "layout": layout,
+        "layout": _manifest_layout(first),
         "class_names": settings_class_names(first["dataset"], first["settings"]),
         "shard_size": first["shard_size"],
         "complete": all(s["complete"] for s in shards),
@@ -372,6 +367,33 @@ def manifest_from_shards(directory: Path, extra: dict | None = None) -> dict:
     if extra:
         manifest.update(extra)
     return manifest
+
+
+def _manifest_videos(header: dict, shard: str) -> list[dict]:
+    """The manifest's entries of one shard's videos: its rows (`ok`), then its failures."""
+    t, videos = header["videos"], []
+    for i, vid in enumerate(t["video_id"]):
+        row = {k: _plain(t[k][i]) for k in (*VIDEO_COLUMNS[1:], *DECODE_COLUMNS, "alias_of")}
+        row["source"] = {k.removeprefix("source_"): _plain(t[k][i]) for k in SOURCE_COLUMNS}
+        if "face_status" in t:
+            row["face_status"] = t["face_status"][i]
+            box = [int(v) for v in t["face_box"][i]]
+            row["face_box"] = box if box[2] > 0 else None
+        videos.append({"video_id": vid, "status": "ok", "shard": shard, **row})
+    return videos + [{**fail, "status": "failed", "shard": shard} for fail in header["failures"]]
+
+
+def _manifest_layout(header: dict) -> dict:
+    """The manifest's `layout`: the token grid and shape, the stored blocks, the store format."""
+    grid = header["grid"]
+    layout = {"grid": grid, "num_tokens": int(np.prod(grid)), "embed_dim": header["embed_dim"],
+              "num_views": header["num_views"], "dtype": TOKEN_DTYPE.name}  # fmt: skip
+    if (blocks := layer_blocks(header["settings"])) is not None:  # several blocks per clip
+        layout.update(num_tokens=len(blocks) * layout["num_tokens"], layers=list(blocks))
+    if "store" in header:  # a compact format (vjfer.store): fp16 caches keep their manifest bytes
+        layout.update(dtype=StoreFormat.parse(header["store"]["format"]).dtype.name,
+                      store=header["store"])  # fmt: skip
+    return layout
 
 
 def failure_lines(manifest: dict) -> list[dict]:

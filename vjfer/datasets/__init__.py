@@ -69,6 +69,7 @@ from vjfer.datasets.summary import (
     write_index_json,
 )  # fmt: skip
 from vjfer.errors import ConfigError
+from vjfer.labels import check_dataset
 
 ADAPTERS: dict[str, Callable[..., DatasetIndex]] = {
     "ravdess": ravdess.scan, "crema-d": crema_d.scan, "dfew": dfew.scan,
@@ -82,12 +83,8 @@ RAVDESS_VOCAL_CHANNELS = ravdess.VOCAL_CHANNELS
 
 
 def adapter_name(name: str) -> str:
-    """The canonical adapter name (`crema_d` -> `crema-d`); ConfigError listing the known ones."""
-    key = name.lower().replace("_", "-")
-    key = {"cremad": "crema-d", "ferv-39k": "ferv39k"}.get(key, key)
-    if key not in ADAPTERS:
-        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(ADAPTERS)}")
-    return key
+    """The canonical adapter name (`crema_d` -> `crema-d`): `labels.check_dataset`'s."""
+    return check_dataset(name)
 
 
 def scan_dataset(

@@ -16,58 +16,24 @@ and the environment of the last run.
 
 One job per module: `config` (options, fingerprint inputs), `sources` (source identity, identical
 streams), `lock` (one lock per rank), `plan` (what a run will do, estimates), `pipeline` (decoding
-workers, batcher, writer thread), `run` (`extract()` and its summary). Every name is re-exported
-here: `from vjfer.extract import X` is the way to import them.
+workers, batcher, writer thread), `run` (`extract()` and its summary). The names below are the
+Python API (`from vjfer.extract import extract, ExtractConfig`); everything else is imported from
+the module that defines it.
 """
 
-from vjfer.extract.config import (
-    HOP_PLANS,
-    TOKENS_VERSION,
-    ExtractConfig,
-    cache_settings,
-    command_words,
-    config_record,
-    option_name,
-    stored_blocks,
-)
-from vjfer.extract.lock import CacheLock, check_lock
-from vjfer.extract.pipeline import WRITE_QUEUE, lost_fraction
-from vjfer.extract.plan import (
-    ASSUMED_GPU,
-    ASSUMED_MFU,
-    ASSUMED_PEAK_TFLOPS,
-    DISK_MARGIN,
-    EXPECTED_EXCLUSIONS,
-    MAX_AUTO_WORKERS,
-    PROBE_SAMPLE,
-    TYPICAL_FRAMES,
-    ExtractPlan,
-    decode_workers,
-    distributed_env,
-    estimate_clips,
-    format_encoder_estimate,
-    format_plan,
-    plan_extraction,
-    probe_frame_count,
-    projected_clip_rate,
-)
+from vjfer.extract.config import ExtractConfig
+from vjfer.extract.plan import ExtractPlan, format_plan, plan_extraction
 from vjfer.extract.run import ExtractSummary, extract, format_extract_summary
-from vjfer.extract.sources import (
-    STREAMS_MEMO,
-    changed_sources,
-    duplicate_streams,
-    relative_source,
-    source_changed,
-    stream_digests,
-)
+from vjfer.extract.sources import duplicate_streams, stream_digests  # `vjfer index`
 
 __all__ = [
-    "ASSUMED_GPU", "ASSUMED_MFU", "ASSUMED_PEAK_TFLOPS", "DISK_MARGIN", "EXPECTED_EXCLUSIONS", "HOP_PLANS", "MAX_AUTO_WORKERS", "PROBE_SAMPLE",
-    "STREAMS_MEMO", "TOKENS_VERSION", "TYPICAL_FRAMES", "WRITE_QUEUE",
-    "CacheLock", "ExtractConfig", "ExtractPlan", "ExtractSummary",
-    "cache_settings", "changed_sources", "check_lock", "command_words", "config_record", "decode_workers",
-    "distributed_env", "duplicate_streams", "estimate_clips", "extract", "format_extract_summary",
-    "format_encoder_estimate", "format_plan", "lost_fraction", "option_name", "plan_extraction",
-    "probe_frame_count", "projected_clip_rate", "relative_source",
-    "source_changed", "stored_blocks", "stream_digests",
-]  # fmt: skip
+    "ExtractConfig",
+    "ExtractPlan",
+    "ExtractSummary",
+    "duplicate_streams",
+    "extract",
+    "format_extract_summary",
+    "format_plan",
+    "plan_extraction",
+    "stream_digests",
+]

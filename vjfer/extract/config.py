@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from vjfer import augment, cache
+from vjfer import augment
+from vjfer.cache.format import TOKEN_DTYPE
 from vjfer.clips import CLIP_PLANS, FRAME_STEP, FRAMES_PER_CLIP, WINDOWS_VERSION, ClipPlan
 from vjfer.datasets import list_identity
 from vjfer.encoders.checkpoint import Weights
@@ -128,7 +129,7 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "views": config.views,
         "mean": list(encoder.mean),
         "std": list(encoder.std),
-        "dtype": cache.TOKEN_DTYPE.name,
+        "dtype": TOKEN_DTYPE.name,
         "tokens_version": TOKENS_VERSION,  # the code that makes tokens, not the package version
         # layout: a cache of the first N videos, or cut into other shards, is another cache
         "shard_size": config.shard_size,

@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vjfer import augment
-from vjfer.cache import ShardWriter, VideoEntry
+from vjfer.cache import VideoEntry
+from vjfer.cache.writer import ShardWriter
 from vjfer.clips import ROLE_AUGMENTED, ClipPlan, clip_roles, plan_clips
 from vjfer.decode import decode_native, decode_video, source_identity
 from vjfer.errors import CacheError, VideoError

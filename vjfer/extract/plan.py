@@ -8,14 +8,21 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 
-from vjfer import cache
+from vjfer.cache import read_manifest
+from vjfer.cache.format import (
+    assign_shards,
+    cache_dir_name,
+    fingerprint,
+    layer_blocks,
+    read_shard_header,
+    shard_name,
+)
 from vjfer.clips import REFERENCE_TRAIN_CLIPS, ClipPlan, plan_clips
 from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
 from vjfer.datasets.frames import count_frame_files as count_folder_frames
@@ -27,6 +34,7 @@ from vjfer.errors import CacheError, ConfigError
 from vjfer.extract.config import ExtractConfig, cache_settings
 from vjfer.extract.lock import check_lock
 from vjfer.extract.sources import STREAMS_MEMO, changed_sources, duplicate_streams, stream_digests
+from vjfer.files import check_writable
 from vjfer.labels import check_dataset
 from vjfer.prepare import SourceIdentity, num_views
 from vjfer.store import StoreFormat
@@ -77,6 +85,7 @@ class ExtractPlan:
     augmented_clips: int = 0  # of estimated_clips: augmented copies (--augment K: K × 8 a video)
     augmented_share: float = 0.0  # augmented clips / plain clips: the extra encoder time and disk
     layers: tuple[int, ...] | None = None  # `--layers` blocks stored per clip (None: the output)
+    headers: dict[int, dict] = field(repr=False, default_factory=dict)  # done index -> header read
 
 
 def distributed_env() -> tuple[int, int, int]:
@@ -135,11 +144,11 @@ def estimate_clips(records: list, dataset: str, plan: ClipPlan, hop: int) -> tup
 def _shard_header_if_done(directory: Path, index: int, ids: list[str], fp: str,
                           num_shards: int, aliases: dict | None = None) -> dict | None:  # fmt: skip
     """The header of a complete shard file of this cache holding exactly the planned videos."""
-    path = directory / cache.shard_name(index)
+    path = directory / shard_name(index)
     if not path.exists():
         return None
     try:
-        h = cache.read_shard_header(path)
+        h = read_shard_header(path)
     except CacheError as err:
         log.warning("%s is unreadable, redoing it: %s", path, err)
         return None
@@ -149,10 +158,6 @@ def _shard_header_if_done(directory: Path, index: int, ids: list[str], fp: str,
         log.warning("%s holds other videos or settings (an earlier --limit?); redoing it", path)
         return None
     return h
-
-
-def _shard_is_done(directory: Path, index: int, ids: list[str], fp: str, num_shards: int) -> bool:
-    return _shard_header_if_done(directory, index, ids, fp, num_shards) is not None
 
 
 def _shard_aliases(alias_of: dict[str, str], ids: list[str]) -> dict[str, str]:
@@ -168,15 +173,6 @@ def byte_size(n: int) -> str:
         if abs(n) >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n} B"
-
-
-def _check_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise CacheError(f"cache directory {directory} is not writable: {err}") from err
 
 
 def _log_source_check(config: ExtractConfig, done: list[int], shards: list[list[str]]) -> None:
@@ -201,12 +197,7 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     Raises CacheError when the directory is not writable, or when the estimated size of the shards
     still to write exceeds the free disk space (unless `config.allow_low_disk`).
     """
-    env_rank, env_world, env_local = distributed_env()
-    rank = env_rank if rank is None else rank
-    world_size = env_world if world_size is None else world_size
-    local_rank = (env_local if local_rank is None else local_rank) if world_size > 1 else 0
-    if not 0 <= rank < world_size:
-        raise ConfigError(f"rank {rank} is outside world size {world_size}")
+    rank, world_size, local_rank = _ranks(rank, world_size, local_rank)
     dataset = check_dataset(config.dataset)
     device = str(resolve_device(config.device, local_rank))
     if encoder is None:
@@ -219,17 +210,8 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     excluded = [{"path": str(e.path), "reason": e.reason, "detail": e.detail}
                 for e in found.excluded if e.reason not in EXPECTED_EXCLUSIONS]  # fmt: skip
     settings = cache_settings(config, encoder)
-    fp = cache.fingerprint(settings)
-    name = cache.cache_dir_name(config.encoder, encoder.resolution, fp)
-    directory = Path(config.cache_root) / dataset / name
-    _check_writable(directory)
-    try:
-        existing = cache.read_manifest(directory)["fingerprint"]
-    except CacheError:
-        existing = fp
-    if existing != fp:
-        raise CacheError(f"{directory} holds a cache with fingerprint {existing}, not {fp}; "
-                         f"move it away (8-hex-digit prefixes collided)")  # fmt: skip
+    fp = fingerprint(settings)
+    directory = _cache_directory(config, dataset, encoder, fp)
     check_lock(directory, rank)  # refuse at once, before any work, if another run holds it
     digests: dict[str, str] = {}
     sources: dict[str, SourceIdentity] = {}
@@ -237,65 +219,147 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
         digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO,
                                           config.trust_size_mtime)  # fmt: skip
     alias_of = duplicate_streams(digests)
-    shards = cache.assign_shards([r.video_id for r in records if r.video_id not in alias_of],
+    shards = assign_shards([r.video_id for r in records if r.video_id not in alias_of],
                                  config.shard_size)  # fmt: skip
     mine = [i for i in range(len(shards)) if i % world_size == rank]
-    by_id = {r.video_id: r for r in records}
-    done, changed = [], {}
-    for i in [] if config.force else mine:  # --force redoes this rank's shards
-        header = _shard_header_if_done(directory, i, shards[i], fp, len(shards),
-                                       _shard_aliases(alias_of, shards[i]))  # fmt: skip
-        if header is None:
-            continue
-        if changes := changed_sources(header, by_id, config.root, config.trust_size_mtime,
-                                      sources):  # fmt: skip
-            changed[i] = changes
-        else:
-            done.append(i)
-    _log_source_check(config, done, shards)
-    if changed:
-        files = [c for i in sorted(changed) for c in changed[i]]
-        names = ", ".join(cache.shard_name(i) for i in sorted(changed))
-        if config.no_reencode:
+    kept = _ShardsKept(config, directory, fp, shards, alias_of)
+    kept.check(mine, {r.video_id: r for r in records}, sources)
+    blocks = layer_blocks(settings)
+    pending_videos = sum(len(shards[i]) for i in mine if i not in kept.done)  # decoded, not shared
+    sizes = _estimate_size(config, encoder, records, dataset, blocks, pending_videos)
+    plan = ExtractPlan(
+        config=config, directory=directory, settings=settings, fingerprint=fp, rank=rank,
+        world_size=world_size, device=device, shards=shards, mine=mine, done=kept.done,
+        changed=kept.changed, workers=decode_workers(config.workers, available_cpus()),
+        alias_of=alias_of, sources=sources, headers=kept.headers, videos=len(records),
+        pending_videos=pending_videos, free_bytes=shutil.disk_usage(directory).free,
+        records=records, excluded=excluded, encoder=encoder, layers=blocks, **sizes,
+    )  # fmt: skip
+    if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
+        raise CacheError(
+            f"the shards still to write need about {byte_size(plan.pending_bytes)} "
+            f"({plan.estimate_note}), {directory} has {byte_size(plan.free_bytes)} free; free "
+            f"space, choose another --cache, or allow it (--allow-low-disk)"
+        )
+    return plan
+
+
+def _ranks(
+    rank: int | None, world_size: int | None, local_rank: int | None
+) -> tuple[int, int, int]:
+    """(rank, world_size, local_rank): the arguments given, else torchrun's environment."""
+    env_rank, env_world, env_local = distributed_env()
+    rank = env_rank if rank is None else rank
+    world_size = env_world if world_size is None else world_size
+    local_rank = (env_local if local_rank is None else local_rank) if world_size > 1 else 0
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is outside world size {world_size}")
+    return rank, world_size, local_rank
+
+
+def _cache_directory(config: ExtractConfig, dataset: str, encoder: Encoder, fp: str) -> Path:
+    """The cache's directory, created and written once; CacheError when it is not writable or
+    holds a cache of another fingerprint (with the same 8-digit prefix)."""
+    name = cache_dir_name(config.encoder, encoder.resolution, fp)
+    directory = Path(config.cache_root) / dataset / name
+    check_writable(directory, CacheError, "cache directory ")
+    try:
+        existing = read_manifest(directory)["fingerprint"]
+    except CacheError:
+        existing = fp
+    if existing != fp:
+        raise CacheError(f"{directory} holds a cache with fingerprint {existing}, not {fp}; "
+                         f"move it away (8-hex-digit prefixes collided)")  # fmt: skip
+    return directory
+
+
+class _ShardsKept:
+    """Which of this rank's complete shards a run keeps (`done`, with the `headers` read to know
+    it) and which it re-encodes because their source files changed (`changed`)."""
+
+    def __init__(
+        self,
+        config: ExtractConfig,
+        directory: Path,
+        fp: str,
+        shards: list[list[str]],
+        alias_of: dict[str, str],
+    ):
+        self.config, self.directory, self.fp = config, directory, fp
+        self.shards, self.alias_of = shards, alias_of
+        self.done: list[int] = []
+        self.changed: dict[int, list[str]] = {}
+        self.headers: dict[int, dict] = {}
+
+    def check(self, mine: list[int], by_id: dict, sources: dict[str, SourceIdentity]) -> None:
+        """Read the header of each of `mine` (none with --force: it redoes this rank's shards) and
+        compare the sources of the complete ones; refuse changed ones with --no-reencode."""
+        config, shards = self.config, self.shards
+        for i in [] if config.force else mine:
+            header = _shard_header_if_done(
+                self.directory,
+                i,
+                shards[i],
+                self.fp,
+                len(shards),
+                _shard_aliases(self.alias_of, shards[i]),
+            )
+            if header is None:
+                continue
+            if changes := changed_sources(header, by_id, config.root, config.trust_size_mtime,
+                                          sources):  # fmt: skip
+                self.changed[i] = changes
+            else:
+                self.done.append(i)
+                self.headers[i] = header
+        _log_source_check(config, self.done, shards)
+        if self.changed:
+            self._refuse_or_warn()
+
+    def _refuse_or_warn(self) -> None:
+        files = [c for i in sorted(self.changed) for c in self.changed[i]]
+        names = ", ".join(shard_name(i) for i in sorted(self.changed))
+        if self.config.no_reencode:
             raise CacheError(
-                f"{len(files)} cached video(s) in {names} of {directory} came from other files "
-                f"than those now under {config.root} (same names, other content):\n  "
+                f"{len(files)} cached video(s) in {names} of {self.directory} came from other "
+                f"files than those now under {self.config.root} (same names, other content):\n  "
                 + "\n  ".join(files)
                 + "\nrerun without --no-reencode to re-encode those shards, or give the original --root"
             )
         log.warning("re-encoding %s: %d source file(s) changed since they were encoded: %s",
                     names, len(files), "; ".join(files))  # fmt: skip
+
+
+def _estimate_size(
+    config: ExtractConfig,
+    encoder: Encoder,
+    records: list,
+    dataset: str,
+    layers: tuple[int, ...] | None,
+    pending_videos: int,
+) -> dict:
+    """The plan's clip and byte estimates (augmented copies included), as ExtractPlan fields;
+    refuses a pool2 store on an odd token grid before any work."""
     clips, note = estimate_clips(records, dataset, config.plan, config.hop)
     extra = config.augment * REFERENCE_TRAIN_CLIPS * len(records)  # augmented copies
     plain_clips, clips = clips, clips + extra
     store = StoreFormat.parse(config.store)
     store.grid(encoder.grid)  # refuses pool2 on an odd grid before any work
-    blocks = cache.layer_blocks(settings)
     values_bytes, scale_bytes = store.clip_nbytes(num_views(config.views),
-                                                  len(blocks or (0,)) * encoder.num_tokens
+                                                  len(layers or (0,)) * encoder.num_tokens
                                                   // store.pool**2,
                                                   store.dim(encoder.embed_dim))  # fmt: skip
     clip_bytes = values_bytes + scale_bytes
-    pending_videos = sum(len(shards[i]) for i in mine if i not in done)  # decoded, not shared
-    pending_bytes = round(clips * clip_bytes * DISK_MARGIN * pending_videos / max(len(records), 1))
-    plan = ExtractPlan(
-        config=config, directory=directory, settings=settings, fingerprint=fp, rank=rank,
-        world_size=world_size, device=device, shards=shards, mine=mine, done=done,
-        changed=changed, workers=decode_workers(config.workers, available_cpus()),
-        alias_of=alias_of, sources=sources,
-        videos=len(records), pending_videos=pending_videos, estimated_clips=clips,
-        estimated_bytes=round(clips * clip_bytes * DISK_MARGIN), pending_bytes=pending_bytes,
-        free_bytes=shutil.disk_usage(directory).free, estimate_note=note, records=records,
-        excluded=excluded, encoder=encoder, augmented_clips=extra,
-        augmented_share=extra / max(plain_clips, 1), layers=blocks,
-    )  # fmt: skip
-    if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
-        raise CacheError(
-            f"the shards still to write need about {byte_size(plan.pending_bytes)} "
-            f"({note}), {directory} has {byte_size(plan.free_bytes)} free; free space, "
-            f"choose another --cache, or allow it (--allow-low-disk)"
-        )
-    return plan
+    return {
+        "estimated_clips": clips,
+        "estimated_bytes": round(clips * clip_bytes * DISK_MARGIN),
+        "pending_bytes": round(
+            clips * clip_bytes * DISK_MARGIN * pending_videos / max(len(records), 1)
+        ),
+        "estimate_note": note,
+        "augmented_clips": extra,
+        "augmented_share": extra / max(plain_clips, 1),
+    }
 
 
 def projected_clip_rate(encoder: str) -> tuple[float, float] | None:

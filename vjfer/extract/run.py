@@ -18,14 +18,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vjfer import cache
-from vjfer.cache import VideoEntry
+from vjfer.cache import VideoEntry, read_manifest
+from vjfer.cache.format import MANIFEST, PARTIAL_SUFFIX, layer_blocks, shard_name
+from vjfer.cache.reader import EXTRACT_RECORD
+from vjfer.cache.writer import atomic_write_text, manifest_from_shards, shard_header, write_manifest
 from vjfer.env import available_cpus, environment
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract.config import ExtractConfig, command_words, config_record
 from vjfer.extract.lock import CacheLock
 from vjfer.extract.pipeline import _Batcher, _DecodeTasks, _WriterThread
-from vjfer.extract.plan import ExtractPlan, _shard_aliases, _shard_is_done, plan_extraction
+from vjfer.extract.plan import ExtractPlan, _shard_aliases, _shard_header_if_done, plan_extraction
 from vjfer.extract.sources import relative_source
 from vjfer.face import FaceCropper
 from vjfer.prepare import SourceIdentity, num_views
@@ -54,20 +56,9 @@ class ExtractSummary:
     videos_shared: int = 0  # of videos_done: sharing another's identical stream (stored once)
 
 
-def _cached_rows(directory: Path, indices: list[int]) -> int:
-    """Videos (stored and sharing) held by the complete shards `indices`."""
-    headers = [cache.read_shard_header(directory / cache.shard_name(i)) for i in indices]
-    return sum(len(h["videos"]["video_id"]) for h in headers)
-
-
-def _shard_failures(directory: Path, indices: list[int]) -> list[dict]:
-    headers = [cache.read_shard_header(directory / cache.shard_name(i)) for i in indices]
-    return [f for h in headers for f in h["failures"]]
-
-
 def _header(plan: ExtractPlan, index: int) -> dict:
     enc = plan.encoder
-    return cache.shard_header(
+    return shard_header(
         dataset=plan.settings["dataset"], fp=plan.fingerprint, settings=plan.settings,
         grid=enc.grid, embed_dim=enc.embed_dim, num_views=num_views(plan.config.views),
         index=index, num_shards=len(plan.shards), shard_size=plan.config.shard_size,
@@ -75,123 +66,180 @@ def _header(plan: ExtractPlan, index: int) -> dict:
     )  # fmt: skip
 
 
-def _encode_shards(plan: ExtractPlan, progress: bool) -> tuple[int, int, int, list[dict], int]:
-    """Decode, encode and write this rank's pending shards: (videos, clips, bytes, failures,
-    videos sharing another's stream)."""
-    cfg, enc = plan.config, plan.encoder
+@dataclass
+class _Encoded:
+    """What `_encode_shards` wrote: videos (those sharing another's stream included), clips,
+    bytes, the failures, and the videos sharing another's stream."""
+
+    videos: int = 0
+    clips: int = 0
+    bytes: int = 0
+    failures: list[dict] = field(default_factory=list)
+    shared: int = 0
+
+
+def _encode_shards(plan: ExtractPlan, progress: bool) -> _Encoded:
+    """Decode, encode and write this rank's pending shards."""
     pending = [i for i in plan.mine if i not in plan.done]
     by_id = {r.video_id: r for r in plan.records}
     todo = [(i, by_id[v]) for i in pending for v in plan.shards[i]]
     if not todo:
-        return 0, 0, 0, [], 0
+        return _Encoded()
+    loader = _decode_loader(plan, [r for _, r in todo])
+    batcher = _Batcher(
+        plan.encoder,
+        plan.config.batch_size,
+        num_views(plan.config.views),
+        layer_blocks(plan.settings),
+    )
+    items = iter(loader)  # starts the workers (fork) before the writer thread exists
+    writer = _WriterThread()
+    bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.05)
+    feed = _ShardFeed(plan, batcher, writer, bar)
+    try:
+        for item in items:
+            shard, record = todo[item["index"]]
+            feed.take(shard, record, item)
+            bar.update(1)
+        feed.end_shard()
+    finally:
+        bar.close()
+        writer.close()
+    feed.done.bytes = sum(p.stat().st_size for p in writer.written)
+    return feed.done
+
+
+def _decode_loader(plan: ExtractPlan, records: list) -> DataLoader:
+    """The decoding workers' loader: item i is `records[i]` decoded, or its error."""
+    cfg, enc = plan.config, plan.encoder
     # a second (preparing) thread per decoding process only where the cores allow it
     threads = 2 if available_cpus() >= 2 * max(plan.workers, 1) else 1
     face = cfg.face()
-    tasks = _DecodeTasks([str(r.path) for _, r in todo], enc.resolution, cfg.views, cfg.plan,
+    tasks = _DecodeTasks([str(r.path) for r in records], enc.resolution, cfg.views, cfg.plan,
                          cfg.hop, threads, cfg.max_lost_frames, cfg.decode_timeout,
-                         [r.video_id for _, r in todo],
+                         [r.video_id for r in records],
                          FaceCropper(face) if face.method != "none" else None,
                          (cfg.augment, cfg.augment_seed, enc.mean, enc.std))  # fmt: skip
     cuda = torch.device(plan.device).type == "cuda"
     if cuda:  # pinned memory, events and streams follow the current device
         torch.cuda.set_device(torch.device(plan.device))
-    loader = DataLoader(tasks, batch_size=None, shuffle=False, num_workers=plan.workers,
-                        pin_memory=cuda, prefetch_factor=2 if plan.workers else None)  # fmt: skip
-    V = num_views(cfg.views)
-    t, h, w = enc.grid
-    blocks = cache.layer_blocks(plan.settings)
-    L = 1 if blocks is None else len(blocks)
-    codec = Codec(StoreFormat.parse(cfg.store), (t, h, w), layers=L)  # stored by the writer thread
-    batcher = _Batcher(enc, cfg.batch_size, V, blocks)
-    items = iter(loader)  # starts the workers (fork) before the writer thread exists
-    writer = _WriterThread()
-    videos = clips = 0
-    failures: list[dict] = []
-    current = None
-    bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.05)
-    start = time.perf_counter()
+    return DataLoader(tasks, batch_size=None, shuffle=False, num_workers=plan.workers,
+                      pin_memory=cuda, prefetch_factor=2 if plan.workers else None)  # fmt: skip
 
-    shared = 0
-    followers: dict[str, list[str]] = {}
-    for alias, stored in plan.alias_of.items():
-        followers.setdefault(stored, []).append(alias)
 
-    def write(entries: list[VideoEntry]) -> None:
-        nonlocal videos, clips, shared
+class _ShardFeed:
+    """Takes the decoded videos of one rank in shard order: hands them to the batcher, and the
+    encoded videos (with a row for each video sharing their stream) and the failures to the
+    writer thread, one shard at a time; counts what it wrote in `done`."""
+
+    def __init__(self, plan: ExtractPlan, batcher: _Batcher, writer: _WriterThread, bar: tqdm):
+        self.plan, self.batcher, self.writer, self.bar = plan, batcher, writer, bar
+        enc = plan.encoder
+        self.layers = len(layer_blocks(plan.settings) or (0,))
+        # stored by the writer thread
+        self.codec = Codec(StoreFormat.parse(plan.config.store), enc.grid, layers=self.layers)
+        self.by_id = {r.video_id: r for r in plan.records}
+        self.followers: dict[str, list[str]] = {}  # video id -> ids sharing its stream
+        for alias, stored in plan.alias_of.items():
+            self.followers.setdefault(stored, []).append(alias)
+        self.current: int | None = None
+        self.done = _Encoded()
+        self.start = time.perf_counter()
+
+    def take(self, shard: int, record, item: dict) -> None:
+        """One decoded video (or its error) of `shard`; a new shard ends the one before."""
+        plan, enc = self.plan, self.plan.encoder
+        if shard != self.current:
+            if self.current is not None:
+                self.end_shard()
+            self.writer.put(
+                "begin",
+                plan.directory / shard_name(shard),
+                _header(plan, shard),
+                num_views(plan.config.views),
+                self.layers * enc.num_tokens,
+                enc.embed_dim,
+                self.codec,
+            )
+            self.current = shard
+        source = item["source"]
+        if source is not None:  # recorded relative to the dataset root
+            source = {**source, "path": relative_source(record.path, plan.config.root)}
+        if "error" in item:
+            self._fail(record, item["error"], source)
+        else:
+            self.batcher.add(record, item, SourceIdentity(**source))
+            self._write(self.batcher.run())
+
+    def end_shard(self) -> None:
+        """Encode what the batcher holds and complete the shard being written."""
+        self._write(self.batcher.run(final=True))
+        self.writer.put("note", "encode_batch_size", self.batcher.micro)
+        self.writer.put("end")
+
+    def _write(self, entries: list[VideoEntry]) -> None:
+        done = self.done
         for entry in entries:
-            writer.put("entry", entry)
-            videos, clips = videos + 1, clips + len(entry.frames)
-            for alias in followers.get(entry.video_id, []):  # identical stream: a row, no tokens
-                r = by_id[alias]
-                writer.put("alias", dataclasses.replace(
+            self.writer.put("entry", entry)
+            done.videos, done.clips = done.videos + 1, done.clips + len(entry.frames)
+            for alias in self.followers.get(entry.video_id, []):  # a row, no tokens
+                r = self.by_id[alias]
+                self.writer.put("alias", dataclasses.replace(
                     entry, video_id=alias, label=r.label, actor=r.actor, fold=r.fold,
-                    tokens=np.empty(0, np.float16), source=plan.sources[alias],
+                    tokens=np.empty(0, np.float16), source=self.plan.sources[alias],
                     alias_of=entry.video_id))  # fmt: skip
-                videos, shared = videos + 1, shared + 1
-        bar.set_postfix_str(
-            f"{clips / (time.perf_counter() - start):.1f} clips/s, {len(failures)} failed",
+                done.videos, done.shared = done.videos + 1, done.shared + 1
+        self.bar.set_postfix_str(
+            f"{done.clips / (time.perf_counter() - self.start):.1f} clips/s, "
+            f"{len(done.failures)} failed",
             refresh=False,  # tqdm redraws at its own pace
         )
 
-    try:
-        for item in items:
-            shard, record = todo[item["index"]]
-            if shard != current:
-                if current is not None:
-                    write(batcher.run(final=True))
-                    writer.put("note", "encode_batch_size", batcher.micro)
-                    writer.put("end")
-                writer.put("begin", plan.directory / cache.shard_name(shard), _header(plan, shard),
-                           V, L * enc.num_tokens, enc.embed_dim, codec)  # fmt: skip
-                current = shard
-            source = item["source"]
-            if source is not None:  # recorded relative to the dataset root
-                source = {**source, "path": relative_source(record.path, cfg.root)}
-            if "error" in item:
-                fail = {
-                    "video_id": record.video_id,
-                    "path": str(record.path),
-                    "reason": item["error"],
-                    "source": source,
-                }
-                log.warning("skipping %s: %s", record.path, item["error"])
-                failures.append(fail)
-                writer.put("failure", fail)
-                for alias in followers.get(record.video_id, []):
-                    twin = {"video_id": alias, "path": str(by_id[alias].path),
-                            "reason": f"same video stream as {record.video_id}: {item['error']}",
-                            "source": dataclasses.asdict(plan.sources[alias])}  # fmt: skip
-                    failures.append(twin)
-                    writer.put("failure", twin)
-            else:
-                batcher.add(record, item, SourceIdentity(**source))
-                write(batcher.run())
-            bar.update(1)
-        write(batcher.run(final=True))
-        writer.put("note", "encode_batch_size", batcher.micro)
-        writer.put("end")
-    finally:
-        bar.close()
-        writer.close()
-    return videos, clips, sum(p.stat().st_size for p in writer.written), failures, shared
+    def _fail(self, record, error: str, source: dict | None) -> None:
+        """A video that could not be used, and every video sharing its stream."""
+        fail = {
+            "video_id": record.video_id,
+            "path": str(record.path),
+            "reason": error,
+            "source": source,
+        }
+        log.warning("skipping %s: %s", record.path, error)
+        self.done.failures.append(fail)
+        self.writer.put("failure", fail)
+        for alias in self.followers.get(record.video_id, []):
+            twin = {
+                "video_id": alias,
+                "path": str(self.by_id[alias].path),
+                "reason": f"same video stream as {record.video_id}: {error}",
+                "source": dataclasses.asdict(self.plan.sources[alias]),
+            }
+            self.done.failures.append(twin)
+            self.writer.put("failure", twin)
 
 
-def _wait_for_shards(plan: ExtractPlan, stall_timeout: float) -> None:
-    """Rank 0: wait until every shard of the cache is complete; give up after `stall_timeout`
-    seconds in which no shard appeared and no partial shard grew."""
+def _wait_for_shards(plan: ExtractPlan, stall_timeout: float) -> dict[int, dict]:
+    """Rank 0: wait until every shard of the cache is complete, and return the headers of the
+    other ranks' shards; give up after `stall_timeout` seconds in which no shard appeared and no
+    partial shard grew."""
     waiting = [i for i in range(len(plan.shards)) if i not in plan.mine]
     state, changed = None, time.monotonic()
+    found: dict[int, dict] = {}
     while True:
-        waiting = [i for i in waiting if not _shard_is_done(
-            plan.directory, i, plan.shards[i], plan.fingerprint, len(plan.shards))]  # fmt: skip
+        for i in waiting:
+            header = _shard_header_if_done(
+                plan.directory, i, plan.shards[i], plan.fingerprint, len(plan.shards)
+            )
+            if header is not None:
+                found[i] = header
+        waiting = [i for i in waiting if i not in found]
         if not waiting:
-            return
-        partials = sorted(plan.directory.glob("shard-*.h5" + cache.PARTIAL_SUFFIX))
+            return found
+        partials = sorted(plan.directory.glob("shard-*.h5" + PARTIAL_SUFFIX))
         now_state = (len(waiting), [(p.name, p.stat().st_size) for p in partials if p.exists()])
         if now_state != state:
             state, changed = now_state, time.monotonic()
         if time.monotonic() - changed > stall_timeout:
-            names = ", ".join(cache.shard_name(i) for i in waiting[:5])
+            names = ", ".join(shard_name(i) for i in waiting[:5])
             raise CacheError(
                 f"no progress on {len(waiting)} shard(s) of other ranks for {stall_timeout:.0f} s "
                 f"(first: {names}); rerun to finish, then `vjfer cache info {plan.directory}`"
@@ -231,49 +279,59 @@ def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
              stall_timeout: float) -> ExtractSummary:  # fmt: skip
     directory = plan.directory
     start = time.perf_counter()
-    record_path = directory / cache.EXTRACT_RECORD
+    record_path = directory / EXTRACT_RECORD
     if plan.rank == 0 and (len(plan.done) < len(plan.mine) or not record_path.exists()):
         record = {"config": config_record(config), "command": command_words(config),
                   "environment": environment()}  # fmt: skip
-        cache.atomic_write_text(record_path, json.dumps(record, indent=1))
+        atomic_write_text(record_path, json.dumps(record, indent=1))
     if len(plan.done) < len(plan.mine):
-        (directory / cache.MANIFEST).unlink(missing_ok=True)  # no manifest claims a shard in work
+        (directory / MANIFEST).unlink(missing_ok=True)  # no manifest claims a shard in work
     if config.force:
         for i in plan.mine:
-            (directory / cache.shard_name(i)).unlink(missing_ok=True)
+            (directory / shard_name(i)).unlink(missing_ok=True)
     if plan.rank == 0:  # shards past the last one are left from a dataset that had more videos
         for path in directory.glob("shard-*.h5*"):
             index = re.match(r"shard-(\d+)\.h5", path.name)
             if index and int(index[1]) >= len(plan.shards):
                 log.warning("removing %s: the dataset now fills %d shards", path, len(plan.shards))
                 path.unlink()
-    videos, clips, nbytes, new_failures, shared = _encode_shards(plan, progress and plan.rank == 0)
+    done = _encode_shards(plan, progress and plan.rank == 0)
     seconds = time.perf_counter() - start
     complete = False
     if plan.rank == 0:
-        _wait_for_shards(plan, stall_timeout)
+        headers = {**plan.headers, **_wait_for_shards(plan, stall_timeout)}
         extra = {"config": config_record(config), "excluded": plan.excluded}
-        manifest = cache.manifest_from_shards(directory, extra)
+        manifest = manifest_from_shards(
+            directory, extra, {shard_name(i): h for i, h in headers.items()}
+        )
         try:
-            old = cache.read_manifest(directory)
+            old = read_manifest(directory)
         except CacheError:
             old = None
-        if old is not None and old["complete"] and not videos and not new_failures:
+        if old is not None and old["complete"] and not done.videos and not done.failures:
             manifest = old  # nothing re-encoded: the manifest (and its root) stays with its shards
         elif old != manifest:
-            cache.write_manifest(directory, manifest)
+            write_manifest(directory, manifest)
         complete = manifest["complete"]
-    failures = _shard_failures(directory, plan.done) + new_failures
+    kept = [plan.headers[i] for i in plan.done]  # read while planning
+    failures = [f for h in kept for f in h["failures"]] + done.failures
     summary = ExtractSummary(
-        cache_dir=directory, videos_done=videos,
-        videos_cached=_cached_rows(directory, plan.done), videos_shared=shared,
-        failed=len(failures), clips=clips, bytes=nbytes, seconds=seconds,
-        clips_per_s=clips / seconds if seconds > 0 else 0.0,
+        cache_dir=directory, videos_done=done.videos,
+        videos_cached=sum(len(h["videos"]["video_id"]) for h in kept), videos_shared=done.shared,
+        failed=len(failures), clips=done.clips, bytes=done.bytes, seconds=seconds,
+        clips_per_s=done.clips / seconds if seconds > 0 else 0.0,
         shards_written=len(plan.mine) - len(plan.done), shards_skipped=len(plan.done),
         complete=complete, failures=failures, rank=plan.rank,
     )  # fmt: skip
-    log.info("rank %d: %d videos (%d clips) encoded into %s in %.1f s, %d failed", plan.rank,
-             videos, clips, directory, seconds, len(failures))  # fmt: skip
+    log.info(
+        "rank %d: %d videos (%d clips) encoded into %s in %.1f s, %d failed",
+        plan.rank,
+        done.videos,
+        done.clips,
+        directory,
+        seconds,
+        len(failures),
+    )
     return summary
 
 

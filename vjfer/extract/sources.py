@@ -10,7 +10,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from vjfer import cache
+from vjfer.cache.format import SOURCE_COLUMNS, _plain
+from vjfer.cache.writer import atomic_write_text
 from vjfer.decode import source_identity
 from vjfer.errors import VideoError
 from vjfer.prepare import SourceIdentity
@@ -79,7 +80,7 @@ def stream_digests(records: list, root: Path, memo_path: Path | None = None,
         fresh[name] = {"size": identity.size, "mtime_ns": identity.mtime_ns,
                        "sha256": identity.sha256, "xxh3": identity.xxh3, "stream": digest}  # fmt: skip
     if memo_path is not None and fresh != memo:
-        cache.atomic_write_text(memo_path, json.dumps(fresh, indent=0, sort_keys=True))
+        atomic_write_text(memo_path, json.dumps(fresh, indent=0, sort_keys=True))
     return digests, sources
 
 
@@ -120,9 +121,7 @@ def changed_sources(header: dict, records: dict, root: Path, trust_size_mtime: b
     table, current = header["videos"], current or {}
     changes = []
     for i, vid in enumerate(table["video_id"]):
-        stored = {
-            k.removeprefix("source_"): cache._plain(table[k][i]) for k in cache.SOURCE_COLUMNS
-        }
+        stored = {k.removeprefix("source_"): _plain(table[k][i]) for k in SOURCE_COLUMNS}
         path = records[vid].path
         why = source_changed(stored, path, relative_source(path, root), trust_size_mtime,
                              current.get(vid))  # fmt: skip

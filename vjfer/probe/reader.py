@@ -35,7 +35,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vjfer.cache import Cache, corrupt_clip, read_clip
+from vjfer.cache import Cache
+from vjfer.cache.chunks import read_clip
+from vjfer.cache.format import corrupt_clip
 from vjfer.env import available_cpus
 from vjfer.errors import CacheError, ConfigError
 

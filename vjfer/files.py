@@ -1,0 +1,81 @@
+"""Files that are whole or absent: a JSON object read with an error naming the file, a write
+through a temporary file that is fsynced and renamed (then its folder fsynced), and the check
+that a folder can be created and written before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from vjfer.errors import ConfigError, VjferError
+
+
+def read_json_object(
+    path: str | Path,
+    error: type[VjferError] = ConfigError,
+    *,
+    missing: str | None = None,
+    hint: str = "",
+) -> dict:
+    """The JSON object in `path`; `error` naming the file when it is missing (`missing`, if
+    given, is the whole message), unreadable, not JSON or not an object (`hint` appended)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise error(missing or f"{path} is missing") from err
+    except (OSError, ValueError) as err:
+        raise error(f"{path}: not readable as JSON ({err}){hint}") from err
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, got {type(data).__name__}{hint}")
+    return data
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename inside `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp: Path, path: Path) -> None:
+    """fsync the written file `tmp`, rename it to `path` and fsync the folder: `path` is then
+    complete, and was never half-written."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], suffix: str = ".partial") -> None:
+    """`write(f)` into `<path><suffix>`, then `commit_file`; the temporary file is removed when
+    anything fails."""
+    tmp = path.with_name(path.name + suffix)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        commit_file(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_writable(folder: Path, error: type[VjferError] = ConfigError, what: str = "") -> None:
+    """Create `folder` (with its parents) and write a file in it, before any work: `error`
+    ("<what><folder>: not writable (<reason>); ...") when either fails."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vjfer-write-test-"):
+            pass
+    except OSError as err:
+        raise error(
+            f"{what}{folder}: not writable ({err.strerror or err}); choose another folder "
+            "or fix its permissions"
+        ) from err
