@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -391,56 +390,41 @@ def cache_compare_cmd(a: Path, b: Path, clips: int, run: Path | None) -> None:
 # -------------------------------------------------------------------------------- stage 2: probe
 
 
-def _list_entries(value: str) -> list[str]:
-    """The comma-separated entries of an option value; an empty entry ("1e-3,,2") is an error."""
-    entries = [v.strip() for v in str(value).split(",")]
-    if "" in entries:
-        raise click.BadParameter(f"{value!r} has an empty entry (position {entries.index('') + 1}); "
-                                 "separate the values by single commas")  # fmt: skip
-    return entries
+def _parsed(parse, *args):
+    """A click callback: the option value read by the library's parser (`vjfer.probe.config`),
+    its OptionError a bad-parameter error."""
+
+    def callback(ctx, param, value):
+        from vjfer.probe.config import OptionError
+
+        try:
+            return parse(value, *args)
+        except OptionError as err:
+            raise click.BadParameter(err.message) from None
+
+    return callback
 
 
 def _number_list(kind, low: float | None = None, strict: bool = False):
-    """A click callback: "1e-3,3e-3" -> (0.001, 0.003), each parsed with `kind` and, with `low`,
-    finite and >= low (> low with `strict`)."""
+    """A click callback: "1e-3,3e-3" -> (0.001, 0.003) (`vjfer.probe.config.parse_numbers`)."""
+    from vjfer.probe.config import parse_numbers
 
-    def parse(ctx, param, value: str) -> tuple:
-        try:
-            values = tuple(kind(v) for v in _list_entries(value))
-        except ValueError as err:
-            raise click.BadParameter(f"{value!r}: {err}") from err
-        for v in values if low is not None else ():
-            if not math.isfinite(v) or v < low or (strict and v == low):
-                bound = f"> {low:g}" if strict else f">= {low:g}"
-                raise click.BadParameter(
-                    f"{v!r} in {value!r}: each value must be finite and {bound}"
-                )
-        return values
+    def parse(value: str) -> tuple:
+        return parse_numbers(value, kind, "", low, strict)
 
-    return parse
+    return _parsed(parse)
 
 
-def _fold_list(ctx, param, value: str) -> str | tuple[int, ...]:
-    """--fold: "all", or comma-separated fold numbers (checked against the cache's folds later)."""
-    if value.strip().lower() == "all":
-        return "all"
-    try:
-        return tuple(int(v) for v in _list_entries(value))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give all, or fold numbers separated by commas "
-                                 "(the cache's folds, e.g. 1 or 1,3)") from None  # fmt: skip
+def _fold_list(ctx, param, value: str):
+    from vjfer.probe.config import parse_folds
+
+    return _parsed(parse_folds)(ctx, param, value)
 
 
-def _layer_list(ctx, param, value: str) -> tuple[int | str, ...]:
-    """--layer: comma-separated block numbers (negative: from the end of the stored list), concat
-    or all; checked against the cache's stored blocks later (`vjfer.probe.layer.layer_axis`)."""
-    entries = [v.lower() for v in _list_entries(value)]
-    try:
-        return tuple(v if v in ("concat", "all") else int(v) for v in entries)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give a block number as `vjfer cache info` shows it "
-                                 "(negative: from the end of the stored list), concat or all, "
-                                 "or several separated by commas") from None  # fmt: skip
+def _layer_list(ctx, param, value: str):
+    from vjfer.probe.config import parse_layers
+
+    return _parsed(parse_layers)(ctx, param, value)
 
 
 def _check_device(ctx, param, value: str) -> str:
@@ -451,18 +435,6 @@ def _check_device(ctx, param, value: str) -> str:
         return check_device(value)
     except VjferError as err:
         raise click.BadParameter(str(err)) from None
-
-
-def _writable_folder(option: str, path: Path) -> None:
-    """Refuse an output folder that cannot be created or written, before any work."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".vjfer-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise click.BadParameter(f"{path}: not writable ({err.strerror}); choose another folder "
-                                 "or fix its permissions", param_hint=option) from None  # fmt: skip
 
 
 def _train_options(f):
@@ -516,6 +488,12 @@ def _train_options(f):
     return f
 
 
+def _layer_figure(run_dir: Path) -> None:
+    from vjfer.report import layer_figure_for_run  # matplotlib only when a figure is drawn
+
+    layer_figure_for_run(run_dir)
+
+
 @cli.command()
 @click.option(
     "--dataset", type=DATASET, help="Dataset of the cache (needed when several caches exist)."
@@ -545,41 +523,20 @@ def probe(
     out: Path, fingerprint: str | None, no_progress: bool, force: bool, resume: bool, **options,
 ) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
-    from vjfer.cache import open_cache
-    from vjfer.env import resolve_device
-    from vjfer.probe.folds import apply_splits, make_grid
-    from vjfer.probe.layer import layer_axis
-    from vjfer.probe.run import resolve_folds, run_name, run_probe
+    from vjfer.probe.config import OptionError
+    from vjfer.probe.resume import run_mode
+    from vjfer.probe.run import ProbeRequest, run_request
     from vjfer.probe.train import TrainConfig
-    from vjfer.runs import one_cache
 
-    if options["in_memory"] == "gpu" and resolve_device(options["device"]).type != "cuda":
-        raise click.BadParameter(f"--in-memory gpu holds the training tokens on a GPU, and the "
-                                 f"device here is the CPU (--device {options['device']}); use "
-                                 "--in-memory yes (RAM) or auto", param_hint="--in-memory")  # fmt: skip
-    _writable_folder("--out", out)
-    path = one_cache(cache_path, dataset, fingerprint)
-    cache = open_cache(path)
-    lrs, wds, seeds = options.pop("lrs"), options.pop("wds"), options.pop("seeds")
+    grid = {"lrs": options.pop("lrs"), "wds": options.pop("wds"), "seeds": options.pop("seeds"),
+            "layers": options.pop("layer_choices")}  # fmt: skip
     try:
-        layers = layer_axis(cache.layers, options.pop("layer_choices"))
-    except VjferError as err:
-        raise click.BadParameter(str(err), param_hint="--layer") from None
-    grid = make_grid(lrs, wds, seeds, layers)
-    config = grid[0].apply(TrainConfig(**options))
-    if force and resume:
-        raise click.UsageError("--force starts the run over, --resume continues it: give one")
-    apply_splits(cache, splits)  # folds of the protocol asked for (mae-dfer: 6 for RAVDESS)
-    folds = "all" if fold == "all" else resolve_folds(cache, fold)  # refuses folds it lacks
-    run_dir = out / run_name(cache.dataset, path, config.probe, folds, len(grid), config.seed,
-                             splits, layers)  # fmt: skip
-    run_probe(path, folds, config, run_dir, dataset=dataset, fingerprint=fingerprint,
-              progress=not no_progress, grid=grid, splits=splits,
-              mode="force" if force else "resume" if resume else "new")  # fmt: skip
-    if len(layers) > 1:  # UAR against depth beside summary.md (matplotlib only when drawn)
-        from vjfer.report import layer_figure_for_run
-
-        layer_figure_for_run(run_dir)
+        request = ProbeRequest(cache=cache_path, runs=out, config=TrainConfig(**options),
+                               folds=fold, splits=splits, dataset=dataset, fingerprint=fingerprint,
+                               mode=run_mode(force, resume), progress=not no_progress, **grid)  # fmt: skip
+        run_dir = run_request(request, draw=_layer_figure)
+    except OptionError as err:  # a bad option value: click's one line, naming the option
+        raise click.BadParameter(err.message, param_hint=err.option) from None
     _echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"run written to {run_dir}")
 
@@ -697,7 +654,8 @@ def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), envvar="VJFER_CHECKPOINT",
               help="The encoder checkpoint the run's cache was made with (or VJFER_CHECKPOINT).")  # fmt: skip
 @click.option("--fold", type=int, help="Use one fold's probe (default: all folds averaged).")
-@click.option("--folds", help="Comma-separated folds whose probes to average, e.g. 1,2,4,5 (needed "
+@click.option("--folds", callback=lambda ctx, param, value: None if value is None else _fold_list(ctx, param, value),
+              help="Comma-separated folds whose probes to average, e.g. 1,2,4,5 (needed "
               "when a fold's probe.pt is missing).")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, callback=_check_device,
               help="auto, cpu, cuda or cuda:N.")  # fmt: skip
@@ -706,7 +664,7 @@ def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw each video's emotion timeline (one panel per video) into this PNG.")  # fmt: skip
 def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fold: int | None,
-            folds: str | None, device: str, as_json: bool, clips: bool,
+            folds: str | tuple[int, ...] | None, device: str, as_json: bool, clips: bool,
             plot: Path | None) -> None:  # fmt: skip
     """Emotion of each VIDEO (any format FFmpeg reads) with a trained probe run."""
     from vjfer.env import resolve_device
@@ -714,12 +672,7 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
 
     if fold is not None and folds:
         raise click.UsageError("give --fold or --folds, not both")
-    try:
-        fold_list = [int(k) for k in folds.split(",")] if folds else None
-    except ValueError:
-        raise click.UsageError(
-            f"--folds takes comma-separated fold numbers, got {folds!r}"
-        ) from None
+    fold_list = None if folds in (None, "all") else list(folds)
     if plot is not None and plot.suffix.lower() != ".png":
         raise click.UsageError(f"--plot writes a PNG: give a file name ending in .png, not {plot}")
     source = click.get_current_context().get_parameter_source("checkpoint")

@@ -36,6 +36,13 @@ RunMode = Literal["new", "force", "resume"]
 CHECKPOINT = "checkpoint.pt"
 
 
+def run_mode(force: bool, resume: bool) -> RunMode:
+    """The mode of `--force` and `--resume` (neither: new); both is an error."""
+    if force and resume:
+        raise ConfigError("--force starts the run over, --resume continues it: give one")
+    return "force" if force else "resume" if resume else "new"
+
+
 def partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 

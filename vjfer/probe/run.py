@@ -20,9 +20,11 @@ With a grid of more than one (lr, weight decay, seed) point, also:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 import torch
@@ -30,10 +32,10 @@ import torch
 import vjfer
 from vjfer.cache import Cache, open_cache
 from vjfer.datasets import fold_numbers
-from vjfer.env import environment
+from vjfer.env import environment, resolve_device
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
-from vjfer.probe.config import RUN_ONLY
+from vjfer.probe.config import RUN_ONLY, OptionError, check_numbers
 from vjfer.probe.evaluate import format_run_summary, summarise_folds
 from vjfer.probe.folds import (
     GridPoint,
@@ -41,13 +43,15 @@ from vjfer.probe.folds import (
     apply_splits,
     check_folds,
     failed_text,
+    make_grid,
     train_grid,
 )
-from vjfer.probe.layer import CONCAT, LayerChoice
+from vjfer.probe.layer import ALL, CONCAT, LayerChoice, layer_axis
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, stage_run
 from vjfer.probe.train import FoldResult, TrainConfig
 from vjfer.results import LayerSummary, RunSummary, Selected, write_json
+from vjfer.runs import one_cache
 from vjfer.store import check_store_folds
 
 log = logging.getLogger(__name__)
@@ -141,15 +145,16 @@ def _checkpoint(work: Path, cache: Cache, folds: Sequence[int], config: TrainCon
 
 def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir: str | Path,
                 progress: bool = True, grid: Sequence[GridPoint] | None = None,
-                mode: RunMode = "new") -> RunSummary:  # fmt: skip
+                mode: RunMode = "new", splits: str | None = None) -> RunSummary:  # fmt: skip
     """Train and evaluate every fold (and grid point) in one pass, writing `out_dir/fold-K/` per
     fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary.
 
     The run is written into `<out_dir>.partial/` and renamed when complete (`vjfer.probe.resume`):
     `mode` "new" refuses an existing run, "force" replaces it, "resume" continues an interrupted
-    one from its last checkpoint."""
+    one from its last checkpoint. `splits`: the fold protocol in use, as `open_run_cache` checked
+    it (default: `folds.check_folds` of the cache), recorded in config.json and the summary."""
     out_dir = Path(out_dir)
-    splits = check_folds(cache)  # the fold protocol in use: recorded in config.json and summary
+    splits = splits or check_folds(cache)
     check_store_folds(cache, list(folds))
     grid = list(grid) if grid else [GridPoint.of(config)]
     work = stage_run(out_dir, mode)
@@ -218,15 +223,13 @@ def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int |
     return name + (f"-seed{seed}" if seed else "")
 
 
-def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: TrainConfig,
-              out_dir: str | Path, *, dataset: str | None = None, fingerprint: str | None = None,
-              progress: bool = True, grid: Sequence[GridPoint] | None = None,
-              splits: str | None = None, mode: RunMode = "new") -> Path:  # fmt: skip
-    """Open a cache, refuse it if its dataset or fingerprint (a prefix suffices) is not the one
-    asked for, train and evaluate `folds` ("all", K or [K, ...]) of the fold protocol `splits`
-    (default: the dataset's first, `datasets.SPLITS`) into `out_dir` (`mode`: see `train_folds`);
-    returns out_dir."""
-    cache = open_cache(cache_path)
+def open_run_cache(cache: str | Path | Cache, *, splits: str | None = None,
+                   dataset: str | None = None, fingerprint: str | None = None) -> tuple[Cache, str]:  # fmt: skip
+    """The cache a run trains from, opened once (a `Cache` is taken as it is), its folds those of
+    protocol `splits` (`folds.apply_splits`) and checked (`folds.check_folds`); refused if its
+    dataset or fingerprint (a prefix suffices) is not the one asked for. Returns (cache, the
+    fold protocol in use)."""
+    cache = cache if isinstance(cache, Cache) else open_cache(cache)
     apply_splits(cache, splits)
     if dataset is not None and check_dataset(dataset) != cache.dataset:
         raise CacheError(
@@ -239,6 +242,105 @@ def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: 
     log.info("cache %s: every shard's structure and per-video table match the manifest; each clip "
              "this run reads is checked against its checksum as it is read; `vjfer cache verify "
              "%s` checks every clip", cache.path, cache.path)  # fmt: skip
+    return cache, check_folds(cache)
+
+
+def run_probe(cache: str | Path | Cache, folds: str | int | Sequence[int], config: TrainConfig,
+              out_dir: str | Path, *, dataset: str | None = None, fingerprint: str | None = None,
+              progress: bool = True, grid: Sequence[GridPoint] | None = None,
+              splits: str | None = None, mode: RunMode = "new") -> Path:  # fmt: skip
+    """Train and evaluate `folds` ("all", K or [K, ...]) of a cache (a path, opened once, or an
+    opened `Cache`) under the fold protocol `splits` (default: the dataset's first,
+    `datasets.SPLITS`) into `out_dir` (`mode`: see `train_folds`), refusing a cache of another
+    dataset or fingerprint (`open_run_cache`); returns out_dir."""
+    cache, used = open_run_cache(cache, splits=splits, dataset=dataset, fingerprint=fingerprint)
     train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid,
-                mode=mode)  # fmt: skip
+                mode=mode, splits=used)  # fmt: skip
     return Path(out_dir)
+
+
+# ------------------------------------------------------------------------- `vjfer probe`: a request
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """One `vjfer probe`: which cache, which folds and grid, the training options and where the
+    run goes (`runs/<run_name>`). Values are checked here, so the Python API refuses what the
+    command line refuses. Empty grid axes take the value of `config`."""
+
+    cache: Path = Path("cache")  # a cache directory, or a folder holding exactly one that fits
+    runs: Path = Path("runs")  # the runs folder
+    config: TrainConfig = TrainConfig()
+    folds: str | tuple[int, ...] = "all"
+    lrs: tuple[float, ...] = ()
+    wds: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = ()
+    layers: tuple[LayerChoice, ...] = ()  # --layer values: blocks (negative: from the end), concat, all
+    splits: str | None = None
+    dataset: str | None = None
+    fingerprint: str | None = None
+    mode: RunMode = "new"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        c = self.config
+        for name, default in (("lrs", c.lr), ("wds", c.weight_decay), ("seeds", c.seed),
+                              ("layers", c.layer)):  # fmt: skip
+            object.__setattr__(self, name, tuple(getattr(self, name)) or (default,))
+        if self.folds != "all":
+            object.__setattr__(self, "folds", tuple(int(k) for k in self.folds))
+        check_numbers(self.lrs, "--lr", 0.0, strict=True)
+        check_numbers(self.wds, "--wd", 0.0)
+        if bad := [v for v in self.layers if not isinstance(v, int) and v not in (CONCAT, ALL)]:
+            raise OptionError("--layer", f"{bad[0]!r}: give a block number, concat or all")
+        if self.mode not in get_args(RunMode):
+            raise OptionError("mode", f"{self.mode!r}: one of {get_args(RunMode)}")
+
+
+def _check_request(request: ProbeRequest) -> None:
+    """What a request can be refused for before a cache is read: `--in-memory gpu` without a
+    GPU, a runs folder that cannot be written."""
+    config = request.config
+    if config.in_memory == "gpu" and resolve_device(config.device).type != "cuda":
+        raise OptionError("--in-memory", f"--in-memory gpu holds the training tokens on a GPU, and "
+                          f"the device here is the CPU (--device {config.device}); use "
+                          "--in-memory yes (RAM) or auto")  # fmt: skip
+    check_writable(request.runs, "--out")
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse an output folder that cannot be created or written, before any work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".vjfer-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise OptionError(option, f"{path}: not writable ({err.strerror}); choose another folder "
+                          "or fix its permissions") from None  # fmt: skip
+
+
+def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = None) -> Path:
+    """`vjfer probe` as one function: find and open the cache (once), set and check its folds,
+    build the grid, name the run, train, evaluate and write it under `request.runs`; with heads on
+    several layers, `draw(run_dir)` draws the per-layer figure (`vjfer.report.layer_figure_for_run`
+    from the command line). Returns the run directory."""
+    _check_request(request)
+    path = one_cache(request.cache, request.dataset, request.fingerprint)
+    cache, used = open_run_cache(path, splits=request.splits, dataset=request.dataset,
+                                 fingerprint=request.fingerprint)  # fmt: skip
+    try:
+        layers = layer_axis(cache.layers, request.layers)
+    except ConfigError as err:
+        raise OptionError("--layer", str(err)) from None
+    grid = make_grid(request.lrs, request.wds, request.seeds, layers)
+    config = grid[0].apply(request.config)
+    folds = resolve_folds(cache, request.folds)  # refuses folds the cache lacks
+    named = "all" if request.folds == "all" else folds
+    run_dir = request.runs / run_name(cache.dataset, path, config.probe, named, len(grid),
+                                      config.seed, request.splits, layers)  # fmt: skip
+    train_folds(cache, folds, config, run_dir, progress=request.progress, grid=grid,
+                mode=request.mode, splits=used)  # fmt: skip
+    if len(layers) > 1 and draw is not None:  # UAR against depth beside summary.md
+        draw(run_dir)
+    return run_dir
