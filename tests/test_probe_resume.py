@@ -20,9 +20,10 @@ from conftest import GRID, make_entries, run_cli
 
 from vjfer.cache import build_cache, open_cache
 from vjfer.errors import CheckpointError, ConfigError, TrainingError
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.folds import make_grid
 from vjfer.probe.run import train_folds
-from vjfer.probe.train import TrainConfig, plan_pass
+from vjfer.probe.train import plan_pass
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 

@@ -438,7 +438,7 @@ def _check_device(ctx, param, value: str) -> str:
 
 
 def _train_options(f):
-    from vjfer.probe.train import CHOICES, TrainConfig
+    from vjfer.probe.config import CHOICES, TrainConfig
 
     d = TrainConfig.__dataclass_fields__
     options = [
@@ -523,10 +523,9 @@ def probe(
     out: Path, fingerprint: str | None, no_progress: bool, force: bool, resume: bool, **options,
 ) -> None:  # fmt: skip
     """Stage 2: train and evaluate probes per fold, from the cache alone (never opens a video)."""
-    from vjfer.probe.config import OptionError
+    from vjfer.probe.config import OptionError, TrainConfig
     from vjfer.probe.resume import run_mode
     from vjfer.probe.run import ProbeRequest, run_request
-    from vjfer.probe.train import TrainConfig
 
     grid = {"lrs": options.pop("lrs"), "wds": options.pop("wds"), "seeds": options.pop("seeds"),
             "layers": options.pop("layer_choices")}  # fmt: skip

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from vjfer.errors import ConfigError
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.layer import CONCAT, layer_label
 from vjfer.probe.run import config_dict
-from vjfer.probe.train import TrainConfig
 from vjfer.results import FoldScores, fold_value, read_json, read_probe_run
 from vjfer.tables import DATASET_TITLES, STD, Table
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from vjfer.errors import ConfigError
 from vjfer.probe.layer import ALL, CONCAT, LayerChoice
 from vjfer.probe.model import PROBES
@@ -36,6 +38,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "epoch_order": ("reshuffle", "fixed"),
     "on_nonfinite": ("stop", "skip"),
 }
+AUTOCAST_DTYPES = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": None,
+}  # TrainConfig.autocast
 # Options that change how a pass runs but not one number it produces (the in-memory and streamed
 # passes are equal bit for bit): a resumed pass may differ from its checkpoint in these.
 RUN_ONLY = ("in_memory", "num_workers", "prefetch", "eval_batch_clips", "checkpoint_every")
@@ -140,7 +147,7 @@ def check_numbers(values: Sequence[float], option: str, low: float, strict: bool
 
 def parse_numbers(value: str, kind: Callable, option: str, low: float | None = None,
                   strict: bool = False) -> tuple:  # fmt: skip
-    """"1e-3,3e-3" -> (0.001, 0.003), each parsed with `kind` and, with `low`, finite and >= low
+    """ "1e-3,3e-3" -> (0.001, 0.003), each parsed with `kind` and, with `low`, finite and >= low
     (> low with `strict`)."""
     try:
         values = tuple(kind(v) for v in list_entries(value, option))

@@ -35,8 +35,7 @@ from vjfer.datasets import fold_numbers
 from vjfer.env import environment, resolve_device
 from vjfer.errors import CacheError, ConfigError
 from vjfer.labels import check_dataset
-from vjfer.probe.config import RUN_ONLY, OptionError, check_numbers
-from vjfer.probe.evaluate import format_run_summary, summarise_folds
+from vjfer.probe.config import RUN_ONLY, OptionError, TrainConfig, check_numbers
 from vjfer.probe.folds import (
     GridPoint,
     GridResult,
@@ -49,7 +48,8 @@ from vjfer.probe.folds import (
 from vjfer.probe.layer import ALL, CONCAT, LayerChoice, layer_axis
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, stage_run
-from vjfer.probe.train import FoldResult, TrainConfig
+from vjfer.probe.summary import format_run_summary, summarise_folds
+from vjfer.probe.train import FoldResult
 from vjfer.results import LayerSummary, RunSummary, Selected, write_json
 from vjfer.runs import one_cache
 from vjfer.store import check_store_folds
@@ -275,7 +275,9 @@ class ProbeRequest:
     lrs: tuple[float, ...] = ()
     wds: tuple[float, ...] = ()
     seeds: tuple[int, ...] = ()
-    layers: tuple[LayerChoice, ...] = ()  # --layer values: blocks (negative: from the end), concat, all
+    layers: tuple[
+        LayerChoice, ...
+    ] = ()  # --layer values: blocks (negative: from the end), concat, all
     splits: str | None = None
     dataset: str | None = None
     fingerprint: str | None = None
