@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from vjfer import metrics
 from vjfer.cache import Cache
+from vjfer.errors import SplitError
 from vjfer.probe.config import AUTOCAST_DTYPES
 from vjfer.probe.layer import select_layer
 from vjfer.probe.model import Probe
@@ -140,6 +141,11 @@ def score_videos(cache: Cache, assignments: Mapping[str, tuple[nn.Module, np.nda
     scorers: dict[int, list[str]] = {int(i): [] for i in rows}
     modes = {name: probe.training for name, (probe, _) in assignments.items()}
     for name, (probe, who) in assignments.items():
+        if len(set(map(int, who))) < len(who):  # a video twice would count its clips twice
+            twice = pd.Series(np.asarray(who, dtype=np.int64)).duplicated()
+            vid = videos.at[int(np.asarray(who)[twice.to_numpy()][0]), "video_id"]
+            raise SplitError(f"{name}: video {vid!r} is listed twice in the videos it scores; "
+                             "list each video once")  # fmt: skip
         probe.to(device).eval()
         for i in who:
             scorers[int(i)].append(name)

@@ -74,14 +74,20 @@ def stage_run(out: str | Path, mode: RunMode) -> Path:
 
 
 def publish_run(partial: Path, out: Path) -> None:
-    """Rename the complete `partial` to `out`, replacing an old run there only now."""
+    """Rename the complete `partial` to `out`, replacing an old run there only now: should the
+    second rename fail, the old run goes back in place, whole, and `partial` stays."""
     old = out.with_name(out.name + ".old")
     if _is_empty_dir(out):
         out.rmdir()
     elif out.exists():
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
-    partial.rename(out)
+    try:
+        partial.rename(out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -19,6 +19,7 @@ With a grid of more than one (lr, weight decay, seed) point, also:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -30,10 +31,10 @@ import pandas as pd
 import torch
 
 import vjfer
-from vjfer.cache import Cache, open_cache
+from vjfer.cache import Cache, Coverage, open_cache
 from vjfer.datasets import fold_numbers
 from vjfer.env import environment, resolve_device
-from vjfer.errors import CacheError, ConfigError
+from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset
 from vjfer.probe.config import RUN_ONLY, OptionError, TrainConfig, check_numbers
 from vjfer.probe.folds import (
@@ -50,7 +51,7 @@ from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, stage_run
 from vjfer.probe.summary import format_run_summary, summarise_folds
 from vjfer.probe.train import FoldResult
-from vjfer.results import LayerSummary, RunSummary, Selected, write_json
+from vjfer.results import LayerSummary, RunSummary, Selected, read_json, write_json
 from vjfer.runs import one_cache
 from vjfer.store import check_store_folds
 
@@ -134,13 +135,63 @@ def _write_grid(result: GridResult, out_dir: Path, cache: Cache, config: TrainCo
         write_fold(result.chosen(k), out_dir / f"fold-{k}" / "selected", cache, point.apply(config))
 
 
+def videos_digest(cache: Cache) -> str:
+    """sha256 of the cache's per-video table as a pass reads it (ids, labels, actors, folds, clip
+    counts): two caches of one fingerprint but other videos, or other folds, differ in it."""
+    columns = [c for c in ("video_id", "label", "actor", "fold", "n_clips") if c in cache.videos]
+    table = cache.videos[columns].astype(str).to_csv(index=False)
+    return hashlib.sha256(table.encode("utf-8")).hexdigest()
+
+
 def _checkpoint(work: Path, cache: Cache, folds: Sequence[int], config: TrainConfig,
                 grid: Sequence[GridPoint]) -> PassCheckpoint:  # fmt: skip
     """The pass's checkpoint in the run's staging folder, with what a resume must match."""
     settings = {k: v for k, v in config_dict(config).items() if k not in RUN_ONLY}
     identity = {"train": settings, "folds": list(folds), "grid": [asdict(p) for p in grid],
-                "cache_fingerprint": cache.fingerprint, "dataset": cache.dataset}  # fmt: skip
+                "cache_fingerprint": cache.fingerprint, "dataset": cache.dataset,
+                "cache_videos": videos_digest(cache)}  # fmt: skip
     return PassCheckpoint(work / CHECKPOINT, identity, config.checkpoint_every)
+
+
+def _refuse_other_cache(work: Path, cache: Cache) -> None:
+    """An interrupted run continues only on the cache it was trained on (its config.json says
+    which): CheckpointError naming both, before anything of the staged run is rewritten."""
+    if not (work / "config.json").is_file():
+        return
+    was = read_json(work / "config.json")["cache"]
+    if was["fingerprint"] != cache.fingerprint:
+        raise CheckpointError(f"{work} was trained on another cache: {was['path']} (fingerprint "
+                              f"{was['fingerprint'][:12]}), not {cache.path} (fingerprint "
+                              f"{cache.fingerprint[:12]}); resume with that cache, or --force to "
+                              "start over")  # fmt: skip
+
+
+def _summary(result: GridResult, cache: Cache, folds: Sequence[int], config: TrainConfig,
+             splits: str, coverage: Coverage) -> RunSummary:  # fmt: skip
+    """summary.json's content: the reported head's scores, the selected head's and, with heads
+    on several layers, one entry per layer."""
+    summary = RunSummary(dataset=cache.dataset, splits=splits, probe=config.probe,
+                         cache_fingerprint=cache.fingerprint, head=result.default, plan=result.plan,
+                         pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
+                         coverage=str(coverage), failed_heads=result.failed,
+                         class_names=list(cache.class_names),
+                         **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
+    if len(result.grid) > 1:
+        summary["selected"] = Selected(selection={str(k): result.selected[k] for k in folds},
+                                       **summarise_folds([result.chosen(k).metrics for k in folds]))  # fmt: skip
+    if points := result.layer_points():  # a per-layer table: which depth carries expression
+        summary["layers"] = [LayerSummary(layer=p.layer, head=p.name, **summarise_folds(
+            [result.results[(k, p.name)].metrics for k in folds])) for p in points
+            if all((k, p.name) in result.results for k in folds)]  # a diverged head has none  # fmt: skip
+    return summary
+
+
+def _write_summary(work: Path, summary: RunSummary, failed: list[dict]) -> None:
+    """summary.json and summary.md (with the failed heads, if any)."""
+    write_json(work / "summary.json", summary)
+    lines = "".join(f"\n- {failed_text(f)}" for f in failed)
+    lines = f"\nFailed heads (loss not finite; never selected):{lines}\n" if lines else ""
+    (work / "summary.md").write_text(format_run_summary(summary) + lines, encoding="utf-8")
 
 
 def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir: str | Path,
@@ -151,13 +202,16 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
 
     The run is written into `<out_dir>.partial/` and renamed when complete (`vjfer.probe.resume`):
     `mode` "new" refuses an existing run, "force" replaces it, "resume" continues an interrupted
-    one from its last checkpoint. `splits`: the fold protocol in use, as `open_run_cache` checked
-    it (default: `folds.check_folds` of the cache), recorded in config.json and the summary."""
+    one from its last checkpoint, on the cache it was trained on only. `splits`: the fold
+    protocol in use, as `open_run_cache` checked it (default: `folds.check_folds` of the cache),
+    recorded in config.json and the summary."""
     out_dir = Path(out_dir)
     splits = splits or check_folds(cache)
     check_store_folds(cache, list(folds))
     grid = list(grid) if grid else [GridPoint.of(config)]
     work = stage_run(out_dir, mode)
+    if mode == "resume":
+        _refuse_other_cache(work, cache)
     coverage = cache.coverage()
     log.info("%s: %s", cache.path, coverage)
     run = {"train": config_dict(config), "folds": list(folds), "splits": splits,
@@ -167,30 +221,15 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
     write_json(work / "config.json", run)
     checkpoint = _checkpoint(work, cache, folds, config, grid)
     result = train_grid(cache, folds, config, grid, progress=progress, checkpoint=checkpoint)
-    reported = grid[0]
     for k in folds:
         fold = result.reported(k)
-        write_fold(fold, work / f"fold-{k}", cache, reported.apply(config))
+        write_fold(fold, work / f"fold-{k}", cache, grid[0].apply(config))
         log.info("fold %d: PBV UAR %.4f WAR %.4f", k, fold.metrics["pbv"]["uar"],
                  fold.metrics["pbv"]["war"])  # fmt: skip
-    summary = RunSummary(dataset=cache.dataset, splits=splits, probe=config.probe,
-                         cache_fingerprint=cache.fingerprint, head=reported.name, plan=result.plan,
-                         pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
-                         coverage=str(coverage), failed_heads=result.failed,
-                         class_names=list(cache.class_names),
-                         **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
     if len(grid) > 1:
         _write_grid(result, work, cache, config)
-        summary["selected"] = Selected(selection={str(k): result.selected[k] for k in folds},
-                                       **summarise_folds([result.chosen(k).metrics for k in folds]))  # fmt: skip
-    if points := result.layer_points():  # a per-layer table: which depth carries expression
-        summary["layers"] = [LayerSummary(layer=p.layer, head=p.name, **summarise_folds(
-            [result.results[(k, p.name)].metrics for k in folds])) for p in points
-            if all((k, p.name) in result.results for k in folds)]  # a diverged head has none  # fmt: skip
-    write_json(work / "summary.json", summary)
-    failed = "".join(f"\n- {failed_text(f)}" for f in result.failed)
-    failed = f"\nFailed heads (loss not finite; never selected):{failed}\n" if failed else ""
-    (work / "summary.md").write_text(format_run_summary(summary) + failed, encoding="utf-8")
+    summary = _summary(result, cache, folds, config, splits, coverage)
+    _write_summary(work, summary, result.failed)
     publish_run(work, out_dir)  # then drop the checkpoint: a kill in between loses nothing
     (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return summary
