@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from vjfer import cache
-from vjfer.cli import _extract_config, cli
+from vjfer.cli import cli
+from vjfer.cli.extract import extract_config
 from vjfer.extract import ExtractConfig, cache_settings, command_words, config_record, option_name
 
 # A value other than the default for every ExtractConfig field the test varies. A new field fails
@@ -66,7 +67,7 @@ def _parse(command: str) -> ExtractConfig:
     with extract.make_context("extract", words[2:]) as ctx:
         options = dict(ctx.params)
         options.pop("no_progress")
-        return _extract_config(options.pop("dataset"), options.pop("root"), options)
+        return extract_config(options.pop("dataset"), options.pop("root"), options)
 
 
 @pytest.fixture(scope="module")
