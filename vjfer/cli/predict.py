@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -38,40 +39,31 @@ from vjfer.cli.group import (
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw each video's emotion timeline (one panel per video) into this PNG.")  # fmt: skip
 def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fold: int | None,
-            folds: str | tuple[int, ...] | None, device: str, as_json: bool, clips: bool,
+            folds: Literal["all"] | tuple[int, ...] | None, device: str, as_json: bool, clips: bool,
             plot: Path | None) -> None:  # fmt: skip
     """Emotion of each VIDEO (any format FFmpeg reads) with a trained probe run."""
     from vjfer.env import resolve_device
-    from vjfer.predict import format_prediction, predict_videos
+    from vjfer.predict import draw_timelines, format_prediction, predict_videos, prediction_json
 
     if fold is not None and folds:
         raise click.UsageError("give --fold or --folds, not both")
-    fold_list = None if folds in (None, "all") else list(folds)
     if plot is not None and plot.suffix.lower() != ".png":
         raise click.UsageError(f"--plot writes a PNG: give a file name ending in .png, not {plot}")
     source = click.get_current_context().get_parameter_source("checkpoint")
-    result = predict_videos(videos, run_dir, checkpoint=checkpoint, fold=fold, folds=fold_list,
+    result = predict_videos(videos, run_dir, checkpoint=checkpoint, fold=fold,
+                            folds=list(folds) if isinstance(folds, tuple) else None,
                             device=str(resolve_device(device)),
                             checkpoint_given=source == click.core.ParameterSource.COMMANDLINE)  # fmt: skip
-    if plot is not None and not result.videos.empty:
-        from vjfer.figures import timeline_figure
-        from vjfer.timeline import prediction_panels, prob_class_names
-
-        panels = prediction_panels(result.videos, result.clips)
-        timeline_figure(panels, prob_class_names(result.videos), plot)
+    drawn = draw_timelines(result, plot) if plot is not None else None
     if as_json:
-        out = {"videos": result.videos.to_dict(orient="records"), "failures": result.failures,
-               "notes": result.notes}  # fmt: skip
-        if clips:
-            out["clips"] = result.clips.to_dict(orient="records")
-        click.echo(json.dumps(out, indent=1))
+        click.echo(json.dumps(prediction_json(result, clips=clips), indent=1))
     else:
         echo_lines(format_prediction(result))
         if clips and not result.clips.empty:
             click.echo("")
             echo_lines(result.clips.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if plot is not None and not result.videos.empty:
-        click.echo(f"timeline written to {plot}", err=as_json)  # keep --json's stdout pure JSON
+    if drawn is not None:
+        click.echo(f"timeline written to {drawn}", err=as_json)  # keep --json's stdout pure JSON
     for failure in result.failures:
         click.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
     sys.exit(1 if result.failures else 0)
