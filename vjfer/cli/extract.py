@@ -18,6 +18,14 @@ from vjfer.cli.group import (
 
 
 def extract_options(f):
+    """The options of `vjfer extract`, their defaults ExtractConfig's."""
+    for option in reversed(_input_options()):
+        f = option(f)
+    return f
+
+
+def _input_options() -> list:
+    """extract's options of what is read and encoded, and where it goes."""
     from vjfer.extract import ExtractConfig
     from vjfer.video import CLIP_PLANS, VIEWS
 
@@ -44,6 +52,13 @@ def extract_options(f):
         click.option("--shard-size", type=int, default=d["shard_size"].default, show_default=True, help="Videos per shard."),
         click.option("--force", is_flag=True, help="Rebuild this cache from scratch."),
         click.option("--allow-low-disk", is_flag=True, help="Start even when the size estimate exceeds free disk."),
+    ]  # fmt: skip
+    return options + _frame_and_store_options(d)
+
+
+def _frame_and_store_options(d: dict) -> list:
+    """extract's options of what a frame is and how tokens are stored (defaults: ExtractConfig's)."""
+    return [
         click.option("--face-crop", default=d["face_crop"].default, show_default=True, metavar="none|haar|boxes:FILE",
                      help="Crop each video to one square face box: none (whole frames, the paper), haar "
                           "(OpenCV's Haar cascade; pip install 'vjfer[face]') or boxes:FILE (CSV video_id,x,y,w,h)."),
@@ -77,9 +92,6 @@ def extract_options(f):
         click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
                      show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
     ]  # fmt: skip
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 def extract_config(dataset: str, root: Path | None, options: dict):
