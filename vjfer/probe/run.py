@@ -310,13 +310,12 @@ class ProbeRequest:
     cache: Path = Path("cache")  # a cache directory, or a folder holding exactly one that fits
     runs: Path = Path("runs")  # the runs folder
     config: TrainConfig = TrainConfig()
-    folds: str | tuple[int, ...] = "all"
+    folds: str | int | tuple[int, ...] = "all"  # "all", K or (K, ...)
     lrs: tuple[float, ...] = ()
     wds: tuple[float, ...] = ()
     seeds: tuple[int, ...] = ()
-    layers: tuple[
-        LayerChoice, ...
-    ] = ()  # --layer values: blocks (negative: from the end), concat, all
+    # --layer values: block numbers (negative: from the end of the stored list), concat, all
+    layers: tuple[LayerChoice, ...] = ()
     splits: str | None = None
     dataset: str | None = None
     fingerprint: str | None = None
@@ -325,10 +324,14 @@ class ProbeRequest:
 
     def __post_init__(self) -> None:
         c = self.config
+        object.__setattr__(self, "cache", Path(self.cache))
+        object.__setattr__(self, "runs", Path(self.runs))
         for name, default in (("lrs", c.lr), ("wds", c.weight_decay), ("seeds", c.seed),
                               ("layers", c.layer)):  # fmt: skip
             object.__setattr__(self, name, tuple(getattr(self, name)) or (default,))
-        if self.folds != "all":
+        if isinstance(self.folds, int):
+            object.__setattr__(self, "folds", (self.folds,))
+        elif self.folds != "all":
             object.__setattr__(self, "folds", tuple(int(k) for k in self.folds))
         check_numbers(self.lrs, "--lr", 0.0, strict=True)
         check_numbers(self.wds, "--wd", 0.0)
