@@ -11,7 +11,8 @@ and failure, plus the pass's per-epoch records, into `<out>.partial/checkpoint.p
 temporary file, fsynced, renamed). Nothing else carries state from one epoch to the next: the visit
 order, the clip, view and copy draws and the token masks are pure functions of (seed, epoch), and
 a head's initialisation of its seed, so a resumed pass is bit-identical to an uninterrupted one on
-the CPU. The checkpoint records the settings and the cache fingerprint and refuses any other.
+the CPU. The checkpoint records the settings, the cache fingerprint and a digest of the cache's
+per-video table (`vjfer.probe.run.videos_digest`), and refuses any other.
 Evaluation after training is not checkpointed (it is cheap beside training); the checkpoint is
 deleted once the run is complete.
 """
