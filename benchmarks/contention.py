@@ -36,8 +36,8 @@ import torch
 from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.clips import plan_clips
 from vjfer.demo import DemoConfig
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.head import Head, param_groups
-from vjfer.probe.train import TrainConfig
 
 D, GRID = 64, (8, 4, 4)  # the tiny encoder at 64 px: 128 tokens per clip
 

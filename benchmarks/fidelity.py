@@ -23,8 +23,8 @@ import torch
 from vjfer.demo import DemoConfig
 from vjfer.env import available_cpus
 from vjfer.extract import ExtractConfig, extract
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.run import run_probe
-from vjfer.probe.train import TrainConfig
 from vjfer.synthetic import demo_datasets
 
 

@@ -25,8 +25,8 @@ import numpy as np
 from vjfer.convert import ConvertConfig, convert
 from vjfer.demo import DemoConfig
 from vjfer.extract import ExtractConfig, extract
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.run import run_probe
-from vjfer.probe.train import TrainConfig
 from vjfer.synthetic import demo_datasets
 
 FORMATS = ("fp16", "int8", "fp8", "pool2", "pool2+int8", "pca:32")

@@ -37,7 +37,9 @@ import numpy as np
 import torch
 
 from vjfer.cache import open_cache
-from vjfer.probe.train import Head, TrainConfig, train_heads
+from vjfer.probe.config import TrainConfig
+from vjfer.probe.head import Head
+from vjfer.probe.train import train_heads
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stage2 import evict, make_cache  # noqa: E402  (a sibling benchmark script)

@@ -42,10 +42,12 @@ import torch
 from vjfer.cache import VideoEntry, build_cache, find_caches, open_cache
 from vjfer.clips import plan_clips
 from vjfer.datasets import load_folds
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.folds import split_rows
+from vjfer.probe.head import Head
 from vjfer.probe.reader import ClipReader
 from vjfer.probe.samples import epoch_order, fixed_clips
-from vjfer.probe.train import Head, TrainConfig, train_heads
+from vjfer.probe.train import train_heads
 from vjfer.store import decode_raw
 
 BLOCK = 16 << 20  # raw reads: 16 MB at a time

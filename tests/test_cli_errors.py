@@ -92,6 +92,7 @@ CASES = {  # case -> (arguments, the words its one line must hold)
     "fold not a number": ((*PROBE, "--fold", "x"), r"'--fold': 'x': give all, or fold numbers"),
     "fold list with an unknown fold": ((*PROBE, "--fold", "1,9"), r"fold\(s\) \[9\] not in cache .*holds folds \[1, 2, 3, 4, 5\]"),
     "fold empty entry": ((*PROBE, "--fold", "1,,2"), r"'--fold': '1,,2' has an empty entry"),
+    "predict folds not numbers": (("predict", "{tmp}/v.mp4", "--run", "{run}", "--folds", "1,x"), r"'--folds': '1,x': give all, or fold numbers"),
     "device tpu": ((*PROBE[:-4], "--device", "tpu"), r"'--device': device 'tpu' is not one vjfer runs on"),
     "device cuda without CUDA": ((*PROBE[:-4], "--device", "cuda"), r"'--device': device 'cuda': this machine has no usable CUDA GPU"),
     "in-memory gpu without a GPU": ((*PROBE, "--in-memory", "gpu"), r"--in-memory: --in-memory gpu .*the CPU.*--in-memory yes"),

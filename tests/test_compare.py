@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from vjfer.cli import cli
 from vjfer.compare import compare_runs, read_run
 from vjfer.errors import ConfigError
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.run import config_dict
-from vjfer.probe.train import TrainConfig
 from vjfer.synthetic import make_ravdess
 
 SETTINGS = {"encoder": "tiny", "resolution": 64, "dtype": "float16",

@@ -22,9 +22,9 @@ from vjfer.cache import build_cache, cache_info, open_cache, verify_cache
 from vjfer.cache.format import MANIFEST
 from vjfer.convert import COST_FILE, ConvertConfig, convert, fit_pca
 from vjfer.errors import CacheError, ConfigError
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.reader import ClipReader, HeldTokens, clip_bytes
 from vjfer.probe.run import train_folds
-from vjfer.probe.train import TrainConfig
 from vjfer.store import check_store_folds, decode_raw
 from vjfer.synthetic import make_crema_d, make_ravdess
 

@@ -25,8 +25,8 @@ from vjfer.cross import (
 from vjfer.datasets import load_folds
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import VOCABULARY, class_names
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.run import train_folds
-from vjfer.probe.train import TrainConfig
 from vjfer.report import build_report
 from vjfer.runs import find_probe_run, find_target_cache
 

@@ -13,7 +13,8 @@ import pytest
 
 from vjfer.cache.format import fingerprint
 from vjfer.cache.reader import EXTRACT_RECORD, resume_command
-from vjfer.cli import _extract_config, cli
+from vjfer.cli import cli
+from vjfer.cli.extract import extract_config
 from vjfer.extract import ExtractConfig
 from vjfer.extract.config import cache_settings, command_words, config_record, option_name
 
@@ -68,7 +69,7 @@ def _parse(command: str) -> ExtractConfig:
     with extract.make_context("extract", words[2:]) as ctx:
         options = dict(ctx.params)
         options.pop("no_progress")
-        return _extract_config(options.pop("dataset"), options.pop("root"), options)
+        return extract_config(options.pop("dataset"), options.pop("root"), options)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,10 @@ from vjfer.encoders import load_encoder
 from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import ConfigError
 from vjfer.extract import ExtractConfig
+from vjfer.probe.config import TrainConfig
+from vjfer.probe.head import Head
 from vjfer.probe.run import run_probe
-from vjfer.probe.train import Head, TrainConfig, train_heads
+from vjfer.probe.train import train_heads
 
 
 def test_extract_and_train_configs_check_the_dtype(tmp_path):

@@ -11,14 +11,13 @@ from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.probe.evaluate import (
     clip_probabilities,
     clip_votes,
-    format_run_summary,
     predict_cached_videos,
     predict_clips,
     score_predictions,
-    summarise_folds,
     vote_mv,
     vote_pbv,
 )
+from vjfer.probe.summary import format_run_summary, summarise_folds
 
 
 def test_pbv_sums_probabilities():

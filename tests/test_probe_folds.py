@@ -13,11 +13,13 @@ import torch
 from vjfer.cache import open_cache
 from vjfer.datasets import load_folds
 from vjfer.errors import SplitError
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.folds import GridPoint, inner_fold, make_grid, split_rows, train_grid
+from vjfer.probe.head import Head
 from vjfer.probe.reader import clip_bytes
 from vjfer.probe.run import run_probe
 from vjfer.probe.samples import fixed_clips
-from vjfer.probe.train import Head, TrainConfig, train_heads
+from vjfer.probe.train import train_heads
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 

@@ -22,12 +22,12 @@ from vjfer.cache import open_cache
 from vjfer.cross import cross_evaluate
 from vjfer.datasets import load_folds
 from vjfer.errors import ConfigError
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.layer import CONCAT, layer_axis
 from vjfer.probe.model import load_probe
 from vjfer.probe.reader import clip_bytes
 from vjfer.probe.run import run_probe
 from vjfer.probe.samples import fixed_clips
-from vjfer.probe.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

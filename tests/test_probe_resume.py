@@ -20,9 +20,10 @@ from conftest import GRID, make_entries, run_cli
 
 from vjfer.cache import build_cache, open_cache
 from vjfer.errors import CheckpointError, ConfigError, TrainingError
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.folds import make_grid
 from vjfer.probe.run import train_folds
-from vjfer.probe.train import TrainConfig, plan_pass
+from vjfer.probe.train import plan_pass
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
@@ -155,3 +156,32 @@ def test_a_probe_killed_mid_epoch_resumes_bit_identical(tmp_path):
     assert "--resume continues it" in run_cli(*args, "--out", tmp_path / "cut", ok=False)
     run_cli(*args, "--out", tmp_path / "cut", "--resume")
     _assert_same_run(whole, tmp_path / "cut" / whole.name)
+
+
+def test_checkpoint_every_2_resumes_bit_identical_after_a_kill_in_epoch_3(tmp_path, monkeypatch):
+    """`--checkpoint-every 2`: a pass stopped in its third epoch saved after epoch 2 (not 1, not
+    3), and the resumed run equals an uninterrupted one: metrics, clip predictions, probe tensors."""
+    import vjfer.probe.train as train
+
+    two_per_fold = [2, 5, 3, 6, 10, 11, 8, 17, 1, 4]  # actors: two of each RAVDESS fold
+    settings = {"encoder": "synthetic", "resolution": 64, "plan": "windows", "hop": 8}
+    cache = open_cache(build_cache(tmp_path / "cache", settings, make_entries(actors=two_per_fold),
+                                   dataset="ravdess", grid=GRID, shard_size=20))  # fmt: skip
+    config = replace(SMALL, epochs=4, batch_size=2, checkpoint_every=2)
+    folds = [1, 2, 3, 4, 5]
+    train_folds(cache, folds, config, tmp_path / "whole", progress=False)
+    run_epoch = train._run_epoch
+
+    def killed_in_epoch_3(*args):
+        if args[6] == 2:  # epoch, 0-based
+            raise KeyboardInterrupt
+        return run_epoch(*args)
+
+    monkeypatch.setattr(train, "_run_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_folds(cache, folds, config, tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    saved = torch.load(tmp_path / "cut.partial" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 2 and len(saved["records"]) == 2
+    train_folds(cache, folds, config, tmp_path / "cut", progress=False, mode="resume")
+    _assert_same_run(tmp_path / "whole", tmp_path / "cut")

@@ -12,10 +12,12 @@ from conftest import GRID, make_entries
 from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.clips import ROLE_AUGMENTED, ROLE_EVAL, ROLE_TRAIN, clip_roles, plan_clips
 from vjfer.errors import ConfigError
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.evaluate import score_videos
+from vjfer.probe.head import Head
 from vjfer.probe.reader import ClipReader
 from vjfer.probe.samples import augmented_clips, draw_copies, fixed_clips
-from vjfer.probe.train import Head, TrainConfig, train_heads
+from vjfer.probe.train import train_heads
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 

@@ -17,11 +17,13 @@ from vjfer.cache import build_cache, open_cache
 from vjfer.clips import plan_clips
 from vjfer.datasets import load_folds
 from vjfer.errors import CacheError, ConfigError, SplitError
+from vjfer.probe.config import TrainConfig, cosine, lr_at, wd_at
 from vjfer.probe.folds import check_folds, split_fold
+from vjfer.probe.head import param_groups
 from vjfer.probe.model import AttentiveProbe, load_probe
 from vjfer.probe.run import run_probe
 from vjfer.probe.samples import draw_samples, epoch_order, reference_clips
-from vjfer.probe.train import TrainConfig, cosine, lr_at, param_groups, train_probe, wd_at
+from vjfer.probe.train import train_probe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
@@ -199,7 +201,7 @@ def test_run_refuses_a_cache_that_does_not_fit(cache_dir, tmp_path):
 
 def test_two_seeds_give_two_initial_probes_and_one_seed_one(cache_dir):
     """The probe's initialisation comes from the head's seed alone, not the global RNG."""
-    from vjfer.probe.train import Head
+    from vjfer.probe.head import Head
 
     cache = open_cache(cache_dir)
     rows, cpu = np.arange(8), torch.device("cpu")
@@ -226,8 +228,9 @@ def test_epoch_order_fixed_repeats_the_first_permutation():
 
 @pytest.mark.parametrize("how", ["fixed", "reshuffle"])
 def test_a_pass_visits_videos_in_the_epoch_order(cache_dir, monkeypatch, how):
+    from vjfer.probe.head import Head
     from vjfer.probe.reader import ClipReader
-    from vjfer.probe.train import Head, train_heads
+    from vjfer.probe.train import train_heads
 
     calls: list[list[str]] = []
     stream = ClipReader.stream

@@ -8,8 +8,10 @@ import torch
 from conftest import GRID
 
 from vjfer.cache import open_cache
+from vjfer.probe.config import TrainConfig
+from vjfer.probe.head import Head
 from vjfer.probe.token_augment import token_mask, token_masks
-from vjfer.probe.train import Head, TrainConfig, train_heads
+from vjfer.probe.train import train_heads
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 

@@ -23,9 +23,9 @@ import pandas as pd
 
 from vjfer.errors import ConfigError
 from vjfer.files import read_json_object
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.layer import CONCAT, layer_label
 from vjfer.probe.run import config_dict
-from vjfer.probe.train import TrainConfig
 from vjfer.results import FoldScores, fold_value, read_probe_run
 from vjfer.tables import DATASET_TITLES, METRIC_COLUMNS, STD, Table
 

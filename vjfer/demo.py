@@ -21,8 +21,8 @@ from vjfer.cross import CrossResult, cross_evaluate
 from vjfer.errors import ConfigError
 from vjfer.extract import ExtractConfig, extract
 from vjfer.predict import Prediction, format_prediction, predict_videos
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.run import run_probe
-from vjfer.probe.train import TrainConfig
 from vjfer.report import build_report
 from vjfer.results import RunSummary, mean_of, read_summary
 from vjfer.synthetic import demo_datasets

@@ -267,3 +267,25 @@ def format_prediction(prediction: Prediction, class_names: Sequence[str] | None 
     table = frame[["video_id", "emotion", "mv", "n_clips", *prob_cols]].copy()
     table.columns = ["video", "emotion (PBV)", "MV", "clips", *[c[5:] for c in prob_cols]]
     return table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def prediction_json(prediction: Prediction, clips: bool = False) -> dict:
+    """`vjfer predict --json`: {videos, failures, notes[, clips]}, one record per row."""
+    out = {"videos": prediction.videos.to_dict(orient="records"), "failures": prediction.failures,
+           "notes": prediction.notes}  # fmt: skip
+    if clips:
+        out["clips"] = prediction.clips.to_dict(orient="records")
+    return out
+
+
+def draw_timelines(prediction: Prediction, path: str | Path) -> Path | None:
+    """Each predicted video's emotion timeline, one panel per video, into the PNG `path`; None
+    when no video decoded."""
+    if prediction.videos.empty:
+        return None
+    from vjfer.figures import timeline_figure  # matplotlib only when a figure is drawn
+    from vjfer.timeline import prediction_panels, prob_class_names
+
+    panels = prediction_panels(prediction.videos, prediction.clips)
+    timeline_figure(panels, prob_class_names(prediction.videos), Path(path))
+    return Path(path)

@@ -31,8 +31,9 @@ from vjfer.errors import CacheError, ConfigError, VjferError
 from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
 from vjfer.files import read_json_object
 from vjfer.labels import DATASETS
-from vjfer.probe.evaluate import LAYER_FIGURE, LAYER_NOTE, video_embeddings
+from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import load_probe
+from vjfer.probe.summary import LAYER_FIGURE, LAYER_NOTE
 from vjfer.results import (
     FoldMetrics,
     RunSummary,

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from vjfer.cache import Cache, find_caches, open_cache
+from vjfer.cache import Cache, find_caches, open_cache, read_manifest
 from vjfer.cache.format import canonical_json
 from vjfer.cache.reader import incomplete_message
 from vjfer.errors import CacheError, CheckpointError, ConfigError
@@ -85,11 +85,11 @@ def check_same_encoder(probe_settings: dict, cache: Cache, probe_path: Path) -> 
 
 def one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = None) -> Path:
     """The single cache at or under `cache_root` (of `dataset`), or an error listing the choices."""
-    found = find_caches(cache_root, complete=True)
+    found = find_caches(cache_root, complete=True)  # each manifest read, no cache opened
     if dataset is not None:
-        found = [p for p in found if open_cache(p).dataset == dataset]
+        found = [p for p in found if read_manifest(p)["dataset"] == dataset]
     if fingerprint is not None:
-        found = [p for p in found if open_cache(p).fingerprint.startswith(fingerprint)]
+        found = [p for p in found if read_manifest(p)["fingerprint"].startswith(fingerprint)]
     if len(found) == 1:
         return found[0]
     what = f"{dataset or 'any dataset'} cache" + (

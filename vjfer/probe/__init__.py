@@ -1,18 +1,19 @@
 """Stage 2: probes trained and evaluated from the feature cache alone (docs/design.md, "Stage 2").
 
-`model` holds the attentive and linear probes, `reader` reads cached clips at disk speed, `train`
-trains many heads from one pass over the cache, `folds` sets up every fold (and a grid of heads with
-inner-validation selection) in that pass, `run` writes a run to disk, `evaluate` scores clips and
-votes per video (PBV, MV).
+`config` holds the training options, `model` the attentive and linear probes, `reader` reads cached
+clips at disk speed, `head` is one probe in training, `train` trains many heads from one pass over
+the cache, `folds` sets up every fold (and a grid of heads with inner-validation selection) in that
+pass, `evaluate` scores clips and votes per video (PBV, MV), `summary` sums a run up, and `run`
+writes a run to disk (`run_request`: `vjfer probe` as one function).
 """
 
-from vjfer.probe.evaluate import format_run_summary, predict_cached_videos, vote_mv, vote_pbv
-from vjfer.probe.folds import GridPoint, make_grid, train_fold, train_grid
-from vjfer.probe.model import AttentiveProbe, LinearProbe, load_probe
-from vjfer.probe.run import run_probe, train_folds
-from vjfer.probe.train import TrainConfig
+from vjfer.probe.config import TrainConfig
+from vjfer.probe.evaluate import predict_cached_videos
+from vjfer.probe.folds import GridPoint, make_grid
+from vjfer.probe.model import load_probe
+from vjfer.probe.run import ProbeRequest, run_probe, run_request, train_folds
 
 __all__ = [
-    "AttentiveProbe", "GridPoint", "LinearProbe", "TrainConfig", "format_run_summary", "load_probe", "predict_cached_videos",
-    "make_grid", "run_probe", "train_fold", "train_folds", "train_grid", "vote_mv", "vote_pbv",
+    "GridPoint", "ProbeRequest", "TrainConfig", "load_probe", "make_grid", "predict_cached_videos",
+    "run_probe", "run_request", "train_folds",
 ]  # fmt: skip

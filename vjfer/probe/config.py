@@ -9,11 +9,14 @@ weight decay 0.01 cosine to 1e-6 per optimizer step without warm-up, gradient-no
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from vjfer.errors import ConfigError
-from vjfer.probe.layer import CONCAT, LayerChoice
+from vjfer.probe.layer import ALL, CONCAT, LayerChoice
 from vjfer.probe.model import PROBES
 from vjfer.probe.samples import REFERENCE_CLIPS
 
@@ -35,6 +38,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "epoch_order": ("reshuffle", "fixed"),
     "on_nonfinite": ("stop", "skip"),
 }
+AUTOCAST_DTYPES = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": None,
+}  # TrainConfig.autocast
 # Options that change how a pass runs but not one number it produces (the in-memory and streamed
 # passes are equal bit for bit): a resumed pass may differ from its checkpoint in these.
 RUN_ONLY = ("in_memory", "num_workers", "prefetch", "eval_batch_clips", "checkpoint_every")
@@ -104,6 +112,73 @@ class TrainConfig:
         if self.clip_choice == "reference" and self.clips_per_video != REFERENCE_CLIPS:
             raise ConfigError(f"clip_choice='reference' takes {REFERENCE_CLIPS} clips; "
                               f"clips_per_video is {self.clips_per_video}")  # fmt: skip
+
+
+# ------------------------------------------------------------------ option values (one parser each)
+
+
+class OptionError(ConfigError):
+    """A bad option value: `option` names it (`--lr` on the command line), `message` says why."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option, self.message = option, message
+
+
+def list_entries(value: str, option: str) -> list[str]:
+    """The comma-separated entries of an option value; an empty entry ("1e-3,,2") is an error."""
+    entries = [v.strip() for v in str(value).split(",")]
+    if "" in entries:
+        raise OptionError(option, f"{value!r} has an empty entry (position {entries.index('') + 1}); "
+                          "separate the values by single commas")  # fmt: skip
+    return entries
+
+
+def check_numbers(values: Sequence[float], option: str, low: float, strict: bool = False,
+                  text: str | None = None) -> None:  # fmt: skip
+    """OptionError unless every value is finite and >= low (> low with `strict`); `text`: the
+    option value the numbers were read from, named in the message."""
+    for v in values:
+        if not math.isfinite(v) or v < low or (strict and v == low):
+            bound = f"> {low:g}" if strict else f">= {low:g}"
+            where = f" in {text!r}" if text is not None else ""
+            raise OptionError(option, f"{v!r}{where}: each value must be finite and {bound}")
+
+
+def parse_numbers(value: str, kind: Callable, option: str, low: float | None = None,
+                  strict: bool = False) -> tuple:  # fmt: skip
+    """ "1e-3,3e-3" -> (0.001, 0.003), each parsed with `kind` and, with `low`, finite and >= low
+    (> low with `strict`)."""
+    try:
+        values = tuple(kind(v) for v in list_entries(value, option))
+    except ValueError as err:
+        raise OptionError(option, f"{value!r}: {err}") from err
+    if low is not None:
+        check_numbers(values, option, low, strict, text=value)
+    return values
+
+
+def parse_folds(value: str, option: str = "--fold") -> str | tuple[int, ...]:
+    """ "all", or comma-separated fold numbers (checked against a cache's folds later)."""
+    if value.strip().lower() == "all":
+        return "all"
+    try:
+        return tuple(int(v) for v in list_entries(value, option))
+    except ValueError:
+        raise OptionError(option, f"{value!r}: give all, or fold numbers separated by commas "
+                          "(the cache's folds, e.g. 1 or 1,3)") from None  # fmt: skip
+
+
+def parse_layers(value: str, option: str = "--layer") -> tuple[LayerChoice, ...]:
+    """Comma-separated block numbers (negative: from the end of the stored list), concat or all;
+    checked against a cache's stored blocks later (`vjfer.probe.layer.layer_axis`)."""
+    entries = [v.lower() for v in list_entries(value, option)]
+    try:
+        return tuple(v if v in (CONCAT, ALL) else int(v) for v in entries)
+    except ValueError:
+        raise OptionError(option, f"{value!r}: give a block number as `vjfer cache info` shows it "
+                          "(negative: from the end of the stored list), concat or all, "
+                          "or several separated by commas") from None  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- schedules (pure)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -29,12 +28,12 @@ from tqdm.auto import tqdm
 from vjfer import metrics
 from vjfer.cache import Cache
 from vjfer.errors import SplitError
+from vjfer.probe.config import AUTOCAST_DTYPES
 from vjfer.probe.layer import select_layer
 from vjfer.probe.model import Probe
 from vjfer.probe.reader import ClipReader
-from vjfer.results import FoldsSummary, RunSummary, fold_value
+from vjfer.probe.samples import rows_of
 from vjfer.store import decode_raw
-from vjfer.tables import format_percent
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +59,6 @@ def clip_votes(probs: np.ndarray) -> np.ndarray:
 def vote_mv(probs: np.ndarray) -> int:
     """Majority vote over clips of `probs` [clips, classes]; a tie goes to the lowest class index."""
     return int(np.argmax(clip_votes(probs)))
-
-
-AUTOCAST_DTYPES = {
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-    "fp32": None,
-}  # TrainConfig.autocast
 
 
 def _autocast(device: torch.device, dtype: str = "bf16"):
@@ -110,18 +102,6 @@ def clip_table(video_id: str, actor: int, label: int, starts: np.ndarray, probs:
     return frame
 
 
-def rows_of(cache: Cache, video_ids: Sequence[str]) -> np.ndarray:
-    """Row numbers in `cache.videos` of `video_ids`."""
-    where = pd.Index(cache.videos["video_id"])
-    rows = where.get_indexer(list(video_ids))
-    if (rows < 0).any():
-        missing = [v for v, r in zip(video_ids, rows, strict=True) if r < 0]
-        raise SplitError(
-            f"{len(missing)} videos are not in cache {cache.path}, first {missing[0]!r}"
-        )
-    return rows
-
-
 def eval_tokens(cache: Cache, rows: Sequence[int] | np.ndarray, *, device: torch.device, threads: int = 0,
                 prefetch: int = 4) -> Iterator[tuple[str, np.ndarray, torch.Tensor]]:  # fmt: skip
     """(video_id, evaluation windows int64 [C'], tokens float16 [C', V, N, D] on `device`) of each
@@ -161,6 +141,11 @@ def score_videos(cache: Cache, assignments: Mapping[str, tuple[nn.Module, np.nda
     scorers: dict[int, list[str]] = {int(i): [] for i in rows}
     modes = {name: probe.training for name, (probe, _) in assignments.items()}
     for name, (probe, who) in assignments.items():
+        if len(set(map(int, who))) < len(who):  # a video twice would count its clips twice
+            twice = pd.Series(np.asarray(who, dtype=np.int64)).duplicated()
+            vid = videos.at[int(np.asarray(who)[twice.to_numpy()][0]), "video_id"]
+            raise SplitError(f"{name}: video {vid!r} is listed twice in the videos it scores; "
+                             "list each video once")  # fmt: skip
         probe.to(device).eval()
         for i in who:
             scorers[int(i)].append(name)
@@ -271,102 +256,3 @@ def score_predictions(videos: pd.DataFrame, clips: pd.DataFrame, num_classes: in
 
 VIDEO_VOTINGS = ("pbv", "mv")  # whole-video votes: probability-based and majority
 VOTINGS = (*VIDEO_VOTINGS, "clip")  # and single clips
-_VOTING_NAMES = {"pbv": "PBV", "mv": "MV", "clip": "clip"}
-_METRIC_NAMES = {"uar": "UAR", "war": "WAR", "macro_precision": "macro precision",
-                 "macro_f1": "macro F1"}  # fmt: skip
-
-
-def summarise_folds(fold_metrics: Sequence[Mapping[str, Any]]) -> FoldsSummary:
-    """Per-fold scalar metrics and their mean ± std (`metrics.fold_summary`) from each fold's
-    `metrics.json` content (`results.FoldMetrics`): the `results.RunSummary` fields folds,
-    per_fold and mean."""
-    per_fold = [
-        {"fold": m["fold"], "n_test_videos": m["n_test_videos"],
-         **{v: {s: m[v][s] for s in metrics.SCALAR_METRICS} for v in VOTINGS},
-         "mv_tie_fraction": m["mv"].get("tie_fraction")}
-        for m in fold_metrics
-    ]  # fmt: skip
-    mean = metrics.fold_summary([{v: f[v] for v in VOTINGS} for f in per_fold])
-    return cast(FoldsSummary, {"folds": [f["fold"] for f in per_fold], "per_fold": per_fold,
-                               "mean": mean})  # fmt: skip
-
-
-def _mean_cell(agg: Mapping[str, Any]) -> str:
-    """A table cell "mean ± std" in % of one metric over folds (no std for one fold)."""
-    std = "" if agg["std"] is None else f" ± {format_percent(agg['std'])}"
-    return format_percent(agg["mean"]) + std
-
-
-def _mean_cells(by_metric: dict) -> str:
-    """Table cells "mean ± std" in % for each metric of `_METRIC_NAMES`."""
-    return " | ".join(_mean_cell(by_metric[s]) for s in _METRIC_NAMES)
-
-
-LAYER_FIGURE = "layers.png"  # UAR against depth, beside summary.md (`vjfer probe`, `vjfer report`)
-LAYER_NOTE = ("Test-fold scores of one head per stored encoder layer at one lr, weight decay and "
-              "seed (the reported head's unless another point has more layers): a study of which "
-              "depth carries the signal. Choosing a layer "
-              "by these numbers selects on the test folds; the valid choice is the selected head "
-              "(inner validation).")  # fmt: skip
-
-
-def _layer_lines(summary: RunSummary) -> list[str]:
-    """summary.md's per-layer table (UAR and WAR per voting, mean ± std over folds), if any."""
-    if "layers" not in summary:
-        return []
-    cols = [(v, s) for v in VIDEO_VOTINGS for s in ("uar", "war")]
-    lines = ["", "Per layer. " + LAYER_NOTE + f" Figure: {LAYER_FIGURE}.", "",
-             "| layer | " + " | ".join(f"{_VOTING_NAMES[v]} {_METRIC_NAMES[s]}" for v, s in cols) + " |",
-             "|---" * (len(cols) + 1) + "|"]  # fmt: skip
-    for entry in summary["layers"]:
-        layer = entry["layer"]
-        name = "concat (every stored layer)" if layer == "concat" else f"block {layer}"
-        cells = [_mean_cell(entry["mean"][v][s]) for v, s in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def format_run_summary(summary: RunSummary) -> str:
-    """Markdown in the paper's Table II layout (UAR, WAR, macro precision per voting, mean ± std
-    over folds, in %), then one row per fold."""
-    head = f"# {summary.get('dataset', '')} · {summary.get('probe', '')} probe"
-    lines = [head.rstrip(" ·"), "",
-             f"Folds {', '.join(map(str, summary['folds']))}"
-             + (f" ({summary['splits']} splits)" if "splits" in summary else "") + "; mean ± sample std (ddof 1) over folds, in %. "
-             "Macro precision is what the paper's tables call UAR.", "",
-             "| voting | " + " | ".join(_METRIC_NAMES.values()) + " |",
-             "|---" * (len(_METRIC_NAMES) + 1) + "|"]  # fmt: skip
-    for v in VOTINGS:
-        lines.append(f"| {_VOTING_NAMES[v]} | {_mean_cells(summary['mean'][v])} |")
-    if "coverage" in summary:
-        lines += ["", f"Coverage: {summary['coverage']}."]
-    if "head" in summary:
-        lines += [
-            "",
-            f"Reported head: {summary['head']} (the reference default when a grid was trained).",
-        ]
-    if "selected" in summary:
-        chosen = summary["selected"]
-        picks = ", ".join(f"fold {k}: {h}" for k, h in chosen["selection"].items())
-        lines += ["", "Selected head (chosen per fold on an inner validation fold of the training "
-                  f"actors, never on the test fold): {picks}.", "",
-                  "| voting | " + " | ".join(_METRIC_NAMES.values()) + " |",
-                  "|---" * (len(_METRIC_NAMES) + 1) + "|"]  # fmt: skip
-        for v in ("pbv", "mv"):
-            lines.append(
-                f"| {_VOTING_NAMES[v]} (selected head) | {_mean_cells(chosen['mean'][v])} |"
-            )
-    lines += _layer_lines(summary)
-    cols = [(v, s) for v in ("pbv", "mv") for s in ("uar", "war", "macro_precision")]
-    lines += ["", "| fold | videos | " + " | ".join(f"{_VOTING_NAMES[v]} {_METRIC_NAMES[s]}"
-                                                   for v, s in cols) + " |",
-              "|---" * (len(cols) + 2) + "|"]  # fmt: skip
-    for f in summary["per_fold"]:
-        cells = [format_percent(fold_value(f, v, s)) for v, s in cols]
-        lines.append(f"| {f['fold']} | {f['n_test_videos']} | " + " | ".join(cells) + " |")
-    ties = [(f["fold"], f["mv_tie_fraction"]) for f in summary["per_fold"]
-            if f.get("mv_tie_fraction") is not None]  # fmt: skip
-    if ties:
-        lines += ["", "MV ties (test videos whose clip votes tie; MV then takes the lowest class "
-                  "index): " + ", ".join(f"fold {k}: {format_percent(t)} %" for k, t in ties) + "."]  # fmt: skip
-    return "\n".join(lines) + "\n"

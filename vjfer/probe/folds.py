@@ -35,10 +35,12 @@ from vjfer.datasets import (
 )  # fmt: skip
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError, TrainingError
+from vjfer.probe.config import TrainConfig
 from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
+from vjfer.probe.head import Head
 from vjfer.probe.layer import CONCAT, LayerChoice
 from vjfer.probe.resume import PassCheckpoint
-from vjfer.probe.train import FoldResult, Head, TrainConfig, train_heads
+from vjfer.probe.train import FoldResult, train_heads
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +318,8 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
     """Train and evaluate every fold × grid point (and the inner-split heads) in one pass.
 
     A head whose loss diverged is not evaluated; the reported (default) head of a fold must
-    not diverge, even with `on_nonfinite="skip"`. `checkpoint`: see `train.train_heads`."""
-    check_folds(cache)
+    not diverge, even with `on_nonfinite="skip"`. `checkpoint`: see `train.train_heads`. The
+    caller has checked the cache's folds (`check_folds`)."""
     grid = list(grid) if grid else [GridPoint.of(config)]
     device = resolve_device(config.device)
     heads, evaluates, inner_of = _grid_heads(cache, folds, config, grid, device)
@@ -357,4 +359,5 @@ def train_fold(
     cache, k: int, config: TrainConfig | None = None, progress: bool = True
 ) -> FoldResult:
     """Train on every fold but k, evaluate every cached clip of fold k's videos (PBV, MV, clips)."""
+    check_folds(cache)
     return train_grid(cache, [k], config or TrainConfig(), progress=progress).reported(k)

@@ -16,8 +16,7 @@ from torch import nn
 
 from vjfer.cache import Cache
 from vjfer.errors import SplitError
-from vjfer.probe.config import TrainConfig, lr_at, wd_at
-from vjfer.probe.evaluate import AUTOCAST_DTYPES
+from vjfer.probe.config import AUTOCAST_DTYPES, TrainConfig, lr_at, wd_at
 from vjfer.probe.layer import layer_view
 from vjfer.probe.model import build_probe
 from vjfer.probe.reader import ReadStats

@@ -11,7 +11,8 @@ and failure, plus the pass's per-epoch records, into `<out>.partial/checkpoint.p
 temporary file, fsynced, renamed). Nothing else carries state from one epoch to the next: the visit
 order, the clip, view and copy draws and the token masks are pure functions of (seed, epoch), and
 a head's initialisation of its seed, so a resumed pass is bit-identical to an uninterrupted one on
-the CPU. The checkpoint records the settings and the cache fingerprint and refuses any other.
+the CPU. The checkpoint records the settings, the cache fingerprint and a digest of the cache's
+per-video table (`vjfer.probe.run.videos_digest`), and refuses any other.
 Evaluation after training is not checkpointed (it is cheap beside training); the checkpoint is
 deleted once the run is complete.
 """
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 
 RunMode = Literal["new", "force", "resume"]
 CHECKPOINT = "checkpoint.pt"
+
+
+def run_mode(force: bool, resume: bool) -> RunMode:
+    """The mode of `--force` and `--resume` (neither: new); both is an error."""
+    if force and resume:
+        raise ConfigError("--force starts the run over, --resume continues it: give one")
+    return "force" if force else "resume" if resume else "new"
 
 
 def partial_dir(out: Path) -> Path:
@@ -67,14 +75,20 @@ def stage_run(out: str | Path, mode: RunMode) -> Path:
 
 
 def publish_run(partial: Path, out: Path) -> None:
-    """Rename the complete `partial` to `out`, replacing an old run there only now."""
+    """Rename the complete `partial` to `out`, replacing an old run there only now: should the
+    second rename fail, the old run goes back in place, whole, and `partial` stays."""
     old = out.with_name(out.name + ".old")
     if _is_empty_dir(out):
         out.rmdir()
     elif out.exists():
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
-    partial.rename(out)
+    try:
+        partial.rename(out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

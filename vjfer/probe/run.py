@@ -19,35 +19,42 @@ With a grid of more than one (lr, weight decay, seed) point, also:
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 import torch
 
 import vjfer
 from vjfer.cache import Cache, open_cache
+from vjfer.cache.format import Coverage
 from vjfer.datasets import fold_numbers
-from vjfer.env import environment
-from vjfer.errors import CacheError, ConfigError
+from vjfer.env import environment, resolve_device
+from vjfer.errors import CacheError, CheckpointError, ConfigError
+from vjfer.files import read_json_object
 from vjfer.labels import check_dataset
-from vjfer.probe.config import RUN_ONLY
-from vjfer.probe.evaluate import format_run_summary, summarise_folds
+from vjfer.probe.config import RUN_ONLY, OptionError, TrainConfig, check_numbers
 from vjfer.probe.folds import (
     GridPoint,
     GridResult,
     apply_splits,
     check_folds,
     failed_text,
+    make_grid,
     train_grid,
 )
-from vjfer.probe.layer import CONCAT, LayerChoice
+from vjfer.probe.layer import ALL, CONCAT, LayerChoice, layer_axis
 from vjfer.probe.model import probe_checkpoint
 from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, stage_run
-from vjfer.probe.train import FoldResult, TrainConfig
+from vjfer.probe.summary import format_run_summary, summarise_folds
+from vjfer.probe.train import FoldResult
 from vjfer.results import LayerSummary, RunSummary, Selected, write_json
+from vjfer.runs import one_cache
 from vjfer.store import check_store_folds
 
 log = logging.getLogger(__name__)
@@ -130,29 +137,83 @@ def _write_grid(result: GridResult, out_dir: Path, cache: Cache, config: TrainCo
         write_fold(result.chosen(k), out_dir / f"fold-{k}" / "selected", cache, point.apply(config))
 
 
+def videos_digest(cache: Cache) -> str:
+    """sha256 of the cache's per-video table as a pass reads it (ids, labels, actors, folds, clip
+    counts): two caches of one fingerprint but other videos, or other folds, differ in it."""
+    columns = [c for c in ("video_id", "label", "actor", "fold", "n_clips") if c in cache.videos]
+    table = cache.videos[columns].astype(str).to_csv(index=False)
+    return hashlib.sha256(table.encode("utf-8")).hexdigest()
+
+
 def _checkpoint(work: Path, cache: Cache, folds: Sequence[int], config: TrainConfig,
                 grid: Sequence[GridPoint]) -> PassCheckpoint:  # fmt: skip
     """The pass's checkpoint in the run's staging folder, with what a resume must match."""
     settings = {k: v for k, v in config_dict(config).items() if k not in RUN_ONLY}
     identity = {"train": settings, "folds": list(folds), "grid": [asdict(p) for p in grid],
-                "cache_fingerprint": cache.fingerprint, "dataset": cache.dataset}  # fmt: skip
+                "cache_fingerprint": cache.fingerprint, "dataset": cache.dataset,
+                "cache_videos": videos_digest(cache)}  # fmt: skip
     return PassCheckpoint(work / CHECKPOINT, identity, config.checkpoint_every)
+
+
+def _refuse_other_cache(work: Path, cache: Cache) -> None:
+    """An interrupted run continues only on the cache it was trained on (its config.json says
+    which): CheckpointError naming both, before anything of the staged run is rewritten."""
+    if not (work / "config.json").is_file():
+        return
+    was = read_json_object(work / "config.json")["cache"]
+    if was["fingerprint"] != cache.fingerprint:
+        raise CheckpointError(f"{work} was trained on another cache: {was['path']} (fingerprint "
+                              f"{was['fingerprint'][:12]}), not {cache.path} (fingerprint "
+                              f"{cache.fingerprint[:12]}); resume with that cache, or --force to "
+                              "start over")  # fmt: skip
+
+
+def _summary(result: GridResult, cache: Cache, folds: Sequence[int], config: TrainConfig,
+             splits: str, coverage: Coverage) -> RunSummary:  # fmt: skip
+    """summary.json's content: the reported head's scores, the selected head's and, with heads
+    on several layers, one entry per layer."""
+    summary = RunSummary(dataset=cache.dataset, splits=splits, probe=config.probe,
+                         cache_fingerprint=cache.fingerprint, head=result.default, plan=result.plan,
+                         pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
+                         coverage=str(coverage), failed_heads=result.failed,
+                         class_names=list(cache.class_names),
+                         **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
+    if len(result.grid) > 1:
+        summary["selected"] = Selected(selection={str(k): result.selected[k] for k in folds},
+                                       **summarise_folds([result.chosen(k).metrics for k in folds]))  # fmt: skip
+    if points := result.layer_points():  # a per-layer table: which depth carries expression
+        summary["layers"] = [LayerSummary(layer=p.layer, head=p.name, **summarise_folds(
+            [result.results[(k, p.name)].metrics for k in folds])) for p in points
+            if all((k, p.name) in result.results for k in folds)]  # a diverged head has none  # fmt: skip
+    return summary
+
+
+def _write_summary(work: Path, summary: RunSummary, failed: list[dict]) -> None:
+    """summary.json and summary.md (with the failed heads, if any)."""
+    write_json(work / "summary.json", summary)
+    lines = "".join(f"\n- {failed_text(f)}" for f in failed)
+    lines = f"\nFailed heads (loss not finite; never selected):{lines}\n" if lines else ""
+    (work / "summary.md").write_text(format_run_summary(summary) + lines, encoding="utf-8")
 
 
 def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir: str | Path,
                 progress: bool = True, grid: Sequence[GridPoint] | None = None,
-                mode: RunMode = "new") -> RunSummary:  # fmt: skip
+                mode: RunMode = "new", splits: str | None = None) -> RunSummary:  # fmt: skip
     """Train and evaluate every fold (and grid point) in one pass, writing `out_dir/fold-K/` per
     fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary.
 
     The run is written into `<out_dir>.partial/` and renamed when complete (`vjfer.probe.resume`):
     `mode` "new" refuses an existing run, "force" replaces it, "resume" continues an interrupted
-    one from its last checkpoint."""
+    one from its last checkpoint, on the cache it was trained on only. `splits`: the fold
+    protocol in use, as `open_run_cache` checked it (default: `folds.check_folds` of the cache),
+    recorded in config.json and the summary."""
     out_dir = Path(out_dir)
-    splits = check_folds(cache)  # the fold protocol in use: recorded in config.json and summary
+    splits = splits or check_folds(cache)
     check_store_folds(cache, list(folds))
     grid = list(grid) if grid else [GridPoint.of(config)]
     work = stage_run(out_dir, mode)
+    if mode == "resume":
+        _refuse_other_cache(work, cache)
     coverage = cache.coverage()
     log.info("%s: %s", cache.path, coverage)
     run = {"train": config_dict(config), "folds": list(folds), "splits": splits,
@@ -162,30 +223,15 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
     write_json(work / "config.json", run)
     checkpoint = _checkpoint(work, cache, folds, config, grid)
     result = train_grid(cache, folds, config, grid, progress=progress, checkpoint=checkpoint)
-    reported = grid[0]
     for k in folds:
         fold = result.reported(k)
-        write_fold(fold, work / f"fold-{k}", cache, reported.apply(config))
+        write_fold(fold, work / f"fold-{k}", cache, grid[0].apply(config))
         log.info("fold %d: PBV UAR %.4f WAR %.4f", k, fold.metrics["pbv"]["uar"],
                  fold.metrics["pbv"]["war"])  # fmt: skip
-    summary = RunSummary(dataset=cache.dataset, splits=splits, probe=config.probe,
-                         cache_fingerprint=cache.fingerprint, head=reported.name, plan=result.plan,
-                         pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
-                         coverage=str(coverage), failed_heads=result.failed,
-                         class_names=list(cache.class_names),
-                         **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
     if len(grid) > 1:
         _write_grid(result, work, cache, config)
-        summary["selected"] = Selected(selection={str(k): result.selected[k] for k in folds},
-                                       **summarise_folds([result.chosen(k).metrics for k in folds]))  # fmt: skip
-    if points := result.layer_points():  # a per-layer table: which depth carries expression
-        summary["layers"] = [LayerSummary(layer=p.layer, head=p.name, **summarise_folds(
-            [result.results[(k, p.name)].metrics for k in folds])) for p in points
-            if all((k, p.name) in result.results for k in folds)]  # a diverged head has none  # fmt: skip
-    write_json(work / "summary.json", summary)
-    failed = "".join(f"\n- {failed_text(f)}" for f in result.failed)
-    failed = f"\nFailed heads (loss not finite; never selected):{failed}\n" if failed else ""
-    (work / "summary.md").write_text(format_run_summary(summary) + failed, encoding="utf-8")
+    summary = _summary(result, cache, folds, config, splits, coverage)
+    _write_summary(work, summary, result.failed)
     publish_run(work, out_dir)  # then drop the checkpoint: a kill in between loses nothing
     (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return summary
@@ -218,15 +264,13 @@ def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int |
     return name + (f"-seed{seed}" if seed else "")
 
 
-def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: TrainConfig,
-              out_dir: str | Path, *, dataset: str | None = None, fingerprint: str | None = None,
-              progress: bool = True, grid: Sequence[GridPoint] | None = None,
-              splits: str | None = None, mode: RunMode = "new") -> Path:  # fmt: skip
-    """Open a cache, refuse it if its dataset or fingerprint (a prefix suffices) is not the one
-    asked for, train and evaluate `folds` ("all", K or [K, ...]) of the fold protocol `splits`
-    (default: the dataset's first, `datasets.SPLITS`) into `out_dir` (`mode`: see `train_folds`);
-    returns out_dir."""
-    cache = open_cache(cache_path)
+def open_run_cache(cache: str | Path | Cache, *, splits: str | None = None,
+                   dataset: str | None = None, fingerprint: str | None = None) -> tuple[Cache, str]:  # fmt: skip
+    """The cache a run trains from, opened once (a `Cache` is taken as it is), its folds those of
+    protocol `splits` (`folds.apply_splits`) and checked (`folds.check_folds`); refused if its
+    dataset or fingerprint (a prefix suffices) is not the one asked for. Returns (cache, the
+    fold protocol in use)."""
+    cache = cache if isinstance(cache, Cache) else open_cache(cache)
     apply_splits(cache, splits)
     if dataset is not None and check_dataset(dataset) != cache.dataset:
         raise CacheError(
@@ -239,6 +283,110 @@ def run_probe(cache_path: str | Path, folds: str | int | Sequence[int], config: 
     log.info("cache %s: every shard's structure and per-video table match the manifest; each clip "
              "this run reads is checked against its checksum as it is read; `vjfer cache verify "
              "%s` checks every clip", cache.path, cache.path)  # fmt: skip
+    return cache, check_folds(cache)
+
+
+def run_probe(cache: str | Path | Cache, folds: str | int | Sequence[int], config: TrainConfig,
+              out_dir: str | Path, *, dataset: str | None = None, fingerprint: str | None = None,
+              progress: bool = True, grid: Sequence[GridPoint] | None = None,
+              splits: str | None = None, mode: RunMode = "new") -> Path:  # fmt: skip
+    """Train and evaluate `folds` ("all", K or [K, ...]) of a cache (a path, opened once, or an
+    opened `Cache`) under the fold protocol `splits` (default: the dataset's first,
+    `datasets.SPLITS`) into `out_dir` (`mode`: see `train_folds`), refusing a cache of another
+    dataset or fingerprint (`open_run_cache`); returns out_dir."""
+    cache, used = open_run_cache(cache, splits=splits, dataset=dataset, fingerprint=fingerprint)
     train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid,
-                mode=mode)  # fmt: skip
+                mode=mode, splits=used)  # fmt: skip
     return Path(out_dir)
+
+
+# ------------------------------------------------------------------------- `vjfer probe`: a request
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """One `vjfer probe`: which cache, which folds and grid, the training options and where the
+    run goes (`runs/<run_name>`). Values are checked here, so the Python API refuses what the
+    command line refuses. Empty grid axes take the value of `config`."""
+
+    cache: Path = Path("cache")  # a cache directory, or a folder holding exactly one that fits
+    runs: Path = Path("runs")  # the runs folder
+    config: TrainConfig = TrainConfig()
+    folds: str | int | tuple[int, ...] = "all"  # "all", K or (K, ...)
+    lrs: tuple[float, ...] = ()
+    wds: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = ()
+    # --layer values: block numbers (negative: from the end of the stored list), concat, all
+    layers: tuple[LayerChoice, ...] = ()
+    splits: str | None = None
+    dataset: str | None = None
+    fingerprint: str | None = None
+    mode: RunMode = "new"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        c = self.config
+        object.__setattr__(self, "cache", Path(self.cache))
+        object.__setattr__(self, "runs", Path(self.runs))
+        for name, default in (("lrs", c.lr), ("wds", c.weight_decay), ("seeds", c.seed),
+                              ("layers", c.layer)):  # fmt: skip
+            object.__setattr__(self, name, tuple(getattr(self, name)) or (default,))
+        if isinstance(self.folds, int):
+            object.__setattr__(self, "folds", (self.folds,))
+        elif self.folds != "all":
+            object.__setattr__(self, "folds", tuple(int(k) for k in self.folds))
+        check_numbers(self.lrs, "--lr", 0.0, strict=True)
+        check_numbers(self.wds, "--wd", 0.0)
+        if bad := [v for v in self.layers if not isinstance(v, int) and v not in (CONCAT, ALL)]:
+            raise OptionError("--layer", f"{bad[0]!r}: give a block number, concat or all")
+        if self.mode not in get_args(RunMode):
+            raise OptionError("mode", f"{self.mode!r}: one of {get_args(RunMode)}")
+
+
+def _check_request(request: ProbeRequest) -> None:
+    """What a request can be refused for before a cache is read: `--in-memory gpu` without a
+    GPU, a runs folder that cannot be written."""
+    config = request.config
+    if config.in_memory == "gpu" and resolve_device(config.device).type != "cuda":
+        raise OptionError("--in-memory", f"--in-memory gpu holds the training tokens on a GPU, and "
+                          f"the device here is the CPU (--device {config.device}); use "
+                          "--in-memory yes (RAM) or auto")  # fmt: skip
+    check_writable(request.runs, "--out")
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse an output folder that cannot be created or written, before any work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".vjfer-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise OptionError(option, f"{path}: not writable ({err.strerror}); choose another folder "
+                          "or fix its permissions") from None  # fmt: skip
+
+
+def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = None) -> Path:
+    """`vjfer probe` as one function: find and open the cache (once), set and check its folds,
+    build the grid, name the run, train, evaluate and write it under `request.runs`; with heads on
+    several layers, `draw(run_dir)` draws the per-layer figure (`vjfer.report.layer_figure_for_run`
+    from the command line). Returns the run directory."""
+    _check_request(request)
+    path = one_cache(request.cache, request.dataset, request.fingerprint)
+    cache, used = open_run_cache(path, splits=request.splits, dataset=request.dataset,
+                                 fingerprint=request.fingerprint)  # fmt: skip
+    try:
+        layers = layer_axis(cache.layers, request.layers)
+    except ConfigError as err:
+        raise OptionError("--layer", str(err)) from None
+    grid = make_grid(request.lrs, request.wds, request.seeds, layers)
+    config = grid[0].apply(request.config)
+    folds = resolve_folds(cache, request.folds)  # refuses folds the cache lacks
+    named = "all" if request.folds == "all" else folds
+    run_dir = request.runs / run_name(cache.dataset, path, config.probe, named, len(grid),
+                                      config.seed, request.splits, layers)  # fmt: skip
+    train_folds(cache, folds, config, run_dir, progress=request.progress, grid=grid,
+                mode=request.mode, splits=used)  # fmt: skip
+    if len(layers) > 1 and draw is not None:  # UAR against depth beside summary.md
+        draw(run_dir)
+    return run_dir

@@ -17,13 +17,15 @@ probes share a pass (see `vjfer.probe.train`):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from vjfer.cache import Cache
 from vjfer.clips import ROLE_AUGMENTED, ROLE_TRAIN, plan_clips
-from vjfer.errors import ConfigError
+from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.token_augment import token_masks
 
 REFERENCE_CLIPS = len(plan_clips(1, "reference-train"))  # the reference trains on 8 clips a video
@@ -230,3 +232,15 @@ def epoch_draws(pool: TrainClips, *, num_views: int, clips_per_video: int, train
     elif pool.fixed is None:  # draws index the plain clips
         clips = plain_index(clips, pool.plain)
     return EpochDraws(seed, epoch, clips, views, copies, grid)
+
+
+def rows_of(cache: Cache, video_ids: Sequence[str]) -> np.ndarray:
+    """Row numbers in `cache.videos` of `video_ids`."""
+    where = pd.Index(cache.videos["video_id"])
+    rows = where.get_indexer(list(video_ids))
+    if (rows < 0).any():
+        missing = [v for v, r in zip(video_ids, rows, strict=True) if r < 0]
+        raise SplitError(
+            f"{len(missing)} videos are not in cache {cache.path}, first {missing[0]!r}"
+        )
+    return rows

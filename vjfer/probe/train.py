@@ -49,18 +49,12 @@ from tqdm.auto import tqdm
 from vjfer.cache import Cache
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, TrainingError
-from vjfer.probe.config import CHOICES, TrainConfig, cosine, lr_at, wd_at
-from vjfer.probe.evaluate import rows_of
-from vjfer.probe.head import Head, param_groups
+from vjfer.probe.config import TrainConfig
+from vjfer.probe.head import Head
 from vjfer.probe.reader import ReadStats, open_source
 from vjfer.probe.resume import PassCheckpoint
-from vjfer.probe.samples import EpochDraws, epoch_draws, epoch_order, train_clips
+from vjfer.probe.samples import EpochDraws, epoch_draws, epoch_order, rows_of, train_clips
 from vjfer.store import decode_raw
-
-__all__ = [  # the trainer's names, importable from here as before the split
-    "CHOICES", "FoldResult", "Head", "PassPlan", "TrainConfig", "TrainedPass", "cosine", "lr_at",
-    "param_groups", "plan_pass", "rows_of", "train_heads", "train_probe", "wd_at",
-]  # fmt: skip
 
 log = logging.getLogger(__name__)
 

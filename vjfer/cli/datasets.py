@@ -1,0 +1,91 @@
+"""`vjfer index` (what a dataset folder holds) and `vjfer encoders` (the registry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vjfer.cli.group import (
+    INDEXABLE,
+    SPLITS_HELP,
+    cli,
+    dataset_root,
+    echo_lines,
+)
+
+
+@cli.command()
+@click.option("--dataset", type=INDEXABLE, required=True, help="Which dataset's layout to read.")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / VJFER_DFEW / ...).",
+)
+@click.option("--splits", help=SPLITS_HELP)
+@click.option("--list", "list_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.")  # fmt: skip
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write {videos, per_class, per_fold, excluded: [{path, reason}]} to this file.")  # fmt: skip
+@click.option("--modality", "modalities", type=click.IntRange(1, 2), multiple=True,
+              help="RAVDESS modality to keep: 1 audio-video, 2 video-only (repeatable; default both).")  # fmt: skip
+@click.option("--song", is_flag=True, help="RAVDESS: keep song (VV 02) instead of speech.")
+@click.option(
+    "--all", "show_all", is_flag=True, help="List every excluded file (default: a few per reason)."
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every excluded file with its reason to this CSV file.")  # fmt: skip
+@click.option("--duplicates", is_flag=True,
+              help="Read every video and count those whose video stream is identical to another's "
+              "(extract encodes them once).")  # fmt: skip
+def index(dataset: str, root: Path | None, splits: str | None, list_file: Path | None,
+          json_path: Path | None, modalities: tuple[int, ...], song: bool, show_all: bool,
+          csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
+    """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
+    from vjfer.datasets import (
+        format_index_summary,
+        scan_dataset,
+        summarize,
+        write_excluded_csv,
+        write_index_json,
+    )  # fmt: skip
+
+    options: dict = {"splits": splits, "list_file": list_file}
+    if dataset == "ravdess":
+        options |= {"modalities": modalities or None, "vocal_channels": (2,) if song else None}
+    elif modalities or song:
+        raise click.UsageError("--modality and --song apply to RAVDESS only")
+    found = scan_dataset(dataset, dataset_root(dataset, root), **options)
+    summary = summarize(found)
+    echo_lines(format_index_summary(summary, show_all=show_all))
+    if csv_path is not None:
+        click.echo(
+            f"{len(found.excluded)} excluded files written to {write_excluded_csv(summary, csv_path)}"
+        )
+    if json_path is not None:
+        click.echo(f"index written to {write_index_json(summary, json_path)}")
+    if duplicates:
+        from vjfer.extract import duplicate_streams, stream_digests
+
+        alias_of = duplicate_streams(stream_digests(found.records, found.root)[0])
+        click.echo(
+            f"duplicates: {len(alias_of)} videos have the identical video stream of another "
+            f"({len(set(alias_of.values()))} groups); `vjfer extract` encodes and stores each once"
+        )
+
+
+# ------------------------------------------------------------------------------------- encoders
+
+
+@cli.command()
+def encoders() -> None:
+    """List the registered encoders: size, resolution, tokens and where the weights come from."""
+    from vjfer.encoders import list_encoders
+
+    for r in list_encoders():
+        if r["params"]:
+            size = (f"{r['params'] / 1e6:7.1f}M params, D={r['embed_dim']}, {r['resolution']} px, "
+                    f"{r['tokens']} tokens")  # fmt: skip
+        else:
+            size = "sizes from its config.json"
+        click.echo(f"{r['name']:<14} {size}\n{'':<14} weights: {r['weights']}")
