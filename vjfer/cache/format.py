@@ -60,7 +60,7 @@ class VideoEntry:
     container_frames: int = -1  # frames the container's index lists; -1 when it lists none
     source: object | None = None  # a video.SourceIdentity (path, size, mtime_ns, sha256)
     alias_of: str = ""  # the video whose tokens this one shares (an identical video stream)
-    clip_role: np.ndarray | None = None  # uint8 [C] (video.ROLE_*); None: every clip is evaluated
+    clip_role: np.ndarray | None = None  # uint8 [C] (clips.ROLE_*); None: every clip is evaluated
 
 
 @dataclass

@@ -248,7 +248,7 @@ class Cache:
         return self._shard(shard)["clip_frames"][first : first + n]
 
     def clip_roles(self, video_id: str) -> np.ndarray:
-        """uint8 [C]: each cached clip's role (`vjfer.video.ROLE_*`). A shard without `clip_role`
+        """uint8 [C]: each cached clip's role (`vjfer.clips.ROLE_*`). A shard without `clip_role`
         (every cache before the `reference` plan and `--augment`) holds evaluation windows only."""
         shard, first, n = self._locate(video_id)
         f = self._shard(shard)

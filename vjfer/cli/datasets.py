@@ -65,7 +65,7 @@ def index(dataset: str, root: Path | None, splits: str | None, list_file: Path |
     if json_path is not None:
         click.echo(f"index written to {write_index_json(summary, json_path)}")
     if duplicates:
-        from vjfer.extract import duplicate_streams, stream_digests
+        from vjfer.extract.sources import duplicate_streams, stream_digests
 
         alias_of = duplicate_streams(stream_digests(found.records, found.root)[0])
         click.echo(

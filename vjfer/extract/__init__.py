@@ -9,8 +9,9 @@ the GPU does not wait on HDF5. Videos that cannot be decoded are recorded (`fail
 skipped; nothing is substituted. Under torchrun, rank r writes the shards with index % world == r
 and rank 0 writes the manifest once every shard exists (docs/design.md, "The cache").
 
-A shard counts as done only if every video's source file is still the one encoded (size and mtime,
-else its sha256): files changed since are re-encoded, or refused with `no_reencode`. A lock file
+A shard counts as done only if every video's source file is still the one encoded (its content
+hash, xxh3-128; size and mtime only with `trust_size_mtime`): files changed since are re-encoded,
+or refused with `no_reencode`. A lock file
 per rank keeps a second extraction off a cache being written; `extract.json` records the options
 and the environment of the last run.
 
@@ -24,16 +25,13 @@ the module that defines it.
 from vjfer.extract.config import ExtractConfig
 from vjfer.extract.plan import ExtractPlan, format_plan, plan_extraction
 from vjfer.extract.run import ExtractSummary, extract, format_extract_summary
-from vjfer.extract.sources import duplicate_streams, stream_digests  # `vjfer index`
 
 __all__ = [
     "ExtractConfig",
     "ExtractPlan",
     "ExtractSummary",
-    "duplicate_streams",
     "extract",
     "format_extract_summary",
     "format_plan",
     "plan_extraction",
-    "stream_digests",
 ]

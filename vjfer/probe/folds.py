@@ -41,6 +41,7 @@ from vjfer.probe.head import Head
 from vjfer.probe.layer import CONCAT, LayerChoice
 from vjfer.probe.resume import PassCheckpoint
 from vjfer.probe.train import FoldResult, train_heads
+from vjfer.tables import METRIC_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def failed_text(failure: dict) -> str:
 def _inner_row(k: int, j: int, point: GridPoint, head: Head, metrics: dict | None) -> dict:
     """One row of selection.csv: a grid point's inner scores (empty when its head failed)."""
     scores = {f"{v}_{s}": metrics[v][s] if metrics else None
-              for v in ("pbv", "mv") for s in ("uar", "war", "macro_precision")}  # fmt: skip
+              for v in ("pbv", "mv") for s in METRIC_COLUMNS}  # fmt: skip
     return {
         "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
         "weight_decay": point.weight_decay, "seed": point.seed, "layer": point.layer,

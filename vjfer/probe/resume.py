@@ -20,7 +20,6 @@ deleted once the run is complete.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Literal
 import torch
 
 from vjfer.errors import CheckpointError, ConfigError
+from vjfer.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +93,8 @@ def publish_run(partial: Path, out: Path) -> None:
 
 
 def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temporary name, fsync, rename, fsync the folder: never half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """torch.save through `files.atomic_write`: never half a file."""
+    atomic_write(path, lambda f: torch.save(obj, f), suffix=".tmp")
 
 
 def _first_difference(saved: dict, wanted: dict, prefix: str = "") -> str | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from vjfer.cache.format import Coverage
 from vjfer.datasets import fold_numbers
 from vjfer.env import environment, resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
-from vjfer.files import read_json_object
+from vjfer.files import check_writable, read_json_object
 from vjfer.labels import check_dataset
 from vjfer.probe.config import RUN_ONLY, OptionError, TrainConfig, check_numbers
 from vjfer.probe.folds import (
@@ -56,6 +55,7 @@ from vjfer.probe.train import FoldResult
 from vjfer.results import LayerSummary, RunSummary, Selected, write_json
 from vjfer.runs import one_cache
 from vjfer.store import check_store_folds
+from vjfer.tables import METRIC_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _write_grid(result: GridResult, out_dir: Path, cache: Cache, config: TrainCo
     rows = []
     for (k, name), fold in sorted(result.results.items()):
         rows.append({"fold": k, "head": name, **{f"{v}_{s}": fold.metrics[v][s] for v in ("pbv", "mv")
-                                                 for s in ("uar", "war", "macro_precision")}})  # fmt: skip
+                                                 for s in METRIC_COLUMNS}})  # fmt: skip
         heads = out_dir / f"fold-{k}" / "heads" / name
         heads.mkdir(parents=True, exist_ok=True)
         fold.videos.to_csv(heads / "video_predictions.csv", index=False, float_format="%.6g")
@@ -351,19 +351,10 @@ def _check_request(request: ProbeRequest) -> None:
         raise OptionError("--in-memory", f"--in-memory gpu holds the training tokens on a GPU, and "
                           f"the device here is the CPU (--device {config.device}); use "
                           "--in-memory yes (RAM) or auto")  # fmt: skip
-    check_writable(request.runs, "--out")
-
-
-def check_writable(path: Path, option: str) -> None:
-    """Refuse an output folder that cannot be created or written, before any work."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".vjfer-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise OptionError(option, f"{path}: not writable ({err.strerror}); choose another folder "
-                          "or fix its permissions") from None  # fmt: skip
+        check_writable(request.runs)
+    except ConfigError as err:
+        raise OptionError("--out", str(err)) from None
 
 
 def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = None) -> Path:

@@ -10,7 +10,7 @@ from vjfer import metrics
 from vjfer.probe.evaluate import VIDEO_VOTINGS, VOTINGS
 from vjfer.probe.layer import CONCAT, layer_label
 from vjfer.results import FoldsSummary, RunSummary, fold_value
-from vjfer.tables import format_percent
+from vjfer.tables import METRIC_COLUMNS, format_percent
 
 _VOTING_NAMES = {"pbv": "PBV", "mv": "MV", "clip": "clip"}
 _METRIC_NAMES = {"uar": "UAR", "war": "WAR", "macro_precision": "macro precision",
@@ -98,7 +98,7 @@ def format_run_summary(summary: RunSummary) -> str:
                 f"| {_VOTING_NAMES[v]} (selected head) | {_mean_cells(chosen['mean'][v])} |"
             )
     lines += _layer_lines(summary)
-    cols = [(v, s) for v in ("pbv", "mv") for s in ("uar", "war", "macro_precision")]
+    cols = [(v, s) for v in ("pbv", "mv") for s in METRIC_COLUMNS]
     lines += ["", "| fold | videos | " + " | ".join(f"{_VOTING_NAMES[v]} {_METRIC_NAMES[s]}"
                                                    for v, s in cols) + " |",
               "|---" * (len(cols) + 2) + "|"]  # fmt: skip

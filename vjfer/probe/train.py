@@ -23,7 +23,7 @@ A head's result does not depend on which other heads share the pass:
 So fold k trained alone equals fold k trained beside the other four, bit for bit on the CPU.
 
 A training sample is one video's 8 clips: `reference` takes the cached clips nearest to the
-reference's 8 training clips (`vjfer.video.plan_clips(n, "reference-train")`), `random` draws 8
+reference's 8 training clips (`vjfer.clips.plan_clips(n, "reference-train")`), `random` draws 8
 cached clips with replacement each epoch. `pool="joint"` concatenates their tokens into one
 [8·N, D] sequence (the reference's "attend across segments"); `pool="clip"` scores each clip alone
 and, as the reference does without attending across segments, averages the per-clip losses.
