@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import functools
 import fnmatch
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -20,14 +20,34 @@ import vjfer
 
 REPO = Path(__file__).resolve().parents[1]
 DESIGN = REPO / "docs" / "design.md"
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "benchmarks" / "RESULTS.md"]
+PAGES = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    REPO / "benchmarks" / "RESULTS.md",
+]
 
 # A backticked word with one of these endings names a file a run writes, not a Python name.
-FILE_ENDINGS = {"json", "jsonl", "pt", "h5", "csv", "md", "png", "html", "py", "toml", "txt", "partial", "tar"}
+FILE_ENDINGS = {
+    "json",
+    "jsonl",
+    "pt",
+    "h5",
+    "csv",
+    "md",
+    "png",
+    "html",
+    "py",
+    "toml",
+    "txt",
+    "partial",
+}
 IDENTIFIER = r"[A-Za-z_]\w*"
-DOTTED = re.compile(rf"^{IDENTIFIER}(\.{IDENTIFIER}|\.{IDENTIFIER}?\*)+$")  # clips.eval_windows, clips.ROLE_*
-SINGLE = re.compile(rf"^{IDENTIFIER}(\(\))?$")  # ShardWriter, extract()
-PATH = re.compile(r"^[\w*/-]+(\.py|/)$")  # probe/run.py, datasets/, splits/*.csv is not a module path
+# clips.eval_windows, clips.ROLE_*
+DOTTED = re.compile(rf"^{IDENTIFIER}(\.{IDENTIFIER}|\.{IDENTIFIER}?\*)+$")
+# ShardWriter, extract()
+SINGLE = re.compile(rf"^{IDENTIFIER}(\(\))?$")
+# probe/run.py, datasets/ (splits/*.csv is a data file, not a module path)
+PATH = re.compile(r"^[\w*/-]+(\.py|/)$")
 
 
 def all_modules() -> dict[str, object]:
@@ -69,7 +89,11 @@ def defined_names(module_file: str) -> frozenset[str]:
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
         for target in targets:
             names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
     return frozenset(names)
@@ -100,8 +124,14 @@ def resolve_dotted(ref: str, modules: dict[str, object]) -> bool:
     starts: list[object] = []
     if first == "vjfer":
         starts.append(modules["vjfer"])
-    starts += [m for full, m in modules.items() if full.rsplit(".", 1)[-1] == first and full != "vjfer"]
-    starts += [getattr(m, first) for m in modules.values() if _defined_in(m, first) and isinstance(getattr(m, first), type)]
+    starts += [
+        m for full, m in modules.items() if full.rsplit(".", 1)[-1] == first and full != "vjfer"
+    ]
+    starts += [
+        getattr(m, first)
+        for m in modules.values()
+        if _defined_in(m, first) and isinstance(getattr(m, first), type)
+    ]
     if not starts:
         try:
             starts.append(importlib.import_module(first))
@@ -115,7 +145,8 @@ def resolve_dotted(ref: str, modules: dict[str, object]) -> bool:
             if sub in modules:
                 obj = modules[sub]
             elif i == len(rest) - 1:
-                ok = defines(obj, part) if getattr(obj, "__name__", "").startswith("vjfer") and inspect.ismodule(obj) else _has(obj, part)
+                ours = inspect.ismodule(obj) and obj.__name__.startswith("vjfer")
+                ok = defines(obj, part) if ours else _has(obj, part)
                 break
             elif hasattr(obj, part):
                 obj = getattr(obj, part)
@@ -143,8 +174,11 @@ def row_owner(paths: list[Path], modules: dict[str, object]) -> list[object]:
     """The modules a row's single names may live in: the row's files, or every module of its package."""
     owners = []
     for path in paths:
-        dotted = "vjfer." + str(path.relative_to(REPO / "vjfer")).removesuffix(".py").rstrip("/").replace("/", ".")
-        owners += [m for full, m in modules.items() if full == dotted or full.startswith(dotted + ".")]
+        relative = str(path.relative_to(REPO / "vjfer")).removesuffix(".py").rstrip("/")
+        dotted = "vjfer." + relative.replace("/", ".")
+        owners += [
+            m for full, m in modules.items() if full == dotted or full.startswith(dotted + ".")
+        ]
     return owners
 
 
@@ -188,7 +222,8 @@ def unresolved_design_names(modules: dict[str, object]) -> list[str]:
 
 def test_every_name_design_md_cites_exists(modules):
     missing = unresolved_design_names(modules)
-    assert not missing, "docs/design.md cites names the package does not have:\n" + "\n".join(missing)
+    listing = "\n".join(missing)
+    assert not missing, f"docs/design.md cites names the package does not have:\n{listing}"
 
 
 def test_the_resolver_finds_what_is_there_and_refuses_what_is_not(modules):
@@ -201,7 +236,8 @@ def test_the_resolver_finds_what_is_there_and_refuses_what_is_not(modules):
     assert not resolve_dotted("no_such_module.x", modules)
     assert not resolve_dotted("Cache.no_such_method", modules)
     assert resolve_dotted("Cache.layers", modules)  # set in __init__
-    assert resolve_dotted("head.Head", modules) and not resolve_dotted("train.Head", modules)  # imported there
+    assert resolve_dotted("head.Head", modules)
+    assert not resolve_dotted("train.Head", modules)  # only imported there
     assert resolve_path("probe/run.py") and not resolve_path("probe/no_such.py")
 
 
@@ -209,10 +245,13 @@ def heading_anchors(path: Path) -> set[str]:
     """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces -> '-'."""
     text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
     headings = re.findall(r"^#+ (.+)$", text, re.M)
-    return {re.sub(r"[^\w\- ]", "", h.strip().lower().replace("`", "")).replace(" ", "-") for h in headings}
+    return {
+        re.sub(r"[^\w\- ]", "", h.strip().lower().replace("`", "")).replace(" ", "-")
+        for h in headings
+    }
 
 
-def broken_links(page: Path) -> list[str]:
+def broken_links(page: Path, root: Path = REPO) -> list[str]:
     """Every relative link of `page` whose file, or whose heading anchor, does not exist."""
     text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
     broken = []
@@ -222,9 +261,9 @@ def broken_links(page: Path) -> list[str]:
         file, _, anchor = target.partition("#")
         path = (page.parent / file).resolve() if file else page
         if not path.exists():
-            broken.append(f"{page.relative_to(REPO)}: {target} (no such file)")
+            broken.append(f"{page.relative_to(root)}: {target} (no such file)")
         elif anchor and path.suffix == ".md" and anchor not in heading_anchors(path):
-            broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
+            broken.append(f"{page.relative_to(root)}: {target} (no such heading)")
     return broken
 
 
@@ -235,7 +274,9 @@ def test_every_link_of_the_readme_and_docs_resolves():
 
 def test_every_docs_page_is_linked_from_the_readme():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    linked = {(REPO / t.partition("#")[0]).resolve() for t in re.findall(r"\]\((docs/[^)\s]+)\)", readme)}
+    linked = {
+        (REPO / t.partition("#")[0]).resolve() for t in re.findall(r"\]\((docs/[^)\s]+)\)", readme)
+    }
     unlinked = [p.name for p in sorted((REPO / "docs").glob("*.md")) if p.resolve() not in linked]
     assert not unlinked, f"docs/ pages the README does not link: {unlinked}"
 
@@ -244,18 +285,10 @@ def test_the_link_check_sees_a_broken_link(tmp_path):
     page = tmp_path / "page.md"
     (tmp_path / "other.md").write_text("# A heading: here\n")
     page.write_text("[ok](other.md#a-heading-here) [file](missing.md) [anchor](other.md#nowhere)\n")
-    assert [b.split(": ", 1)[1] for b in broken_links_relative(page)] == [
-        "missing.md (no such file)", "other.md#nowhere (no such heading)"]
-
-
-def broken_links_relative(page: Path) -> list[str]:
-    """broken_links for a page outside the repository (the test above)."""
-    global REPO
-    saved, REPO = REPO, page.parent
-    try:
-        return broken_links(page)
-    finally:
-        REPO = saved
+    assert broken_links(page, root=tmp_path) == [
+        "page.md: missing.md (no such file)",
+        "page.md: other.md#nowhere (no such heading)",
+    ]
 
 
 def test_every_test_the_docs_cite_exists():
