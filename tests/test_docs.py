@@ -304,3 +304,27 @@ def test_every_test_the_docs_cite_exists():
             if name not in defined or (file and file not in defined[name]):
                 missing.append(f"{page.relative_to(REPO)}: {ref}")
     assert not missing, "the docs cite tests that do not exist:\n" + "\n".join(missing)
+
+
+def cited_sections() -> list[tuple[str, str, str]]:
+    """(where, document, section) for every `docs/X.md, "Section"` or `README "Section"` that the
+    package's docstrings, comments and messages cite."""
+    cited = []
+    for path in sorted((REPO / "vjfer").rglob("*.py")):
+        text = re.sub(r"\s*\n\s*#?\s*", " ", path.read_text(encoding="utf-8"))  # join wrapped lines
+        pattern = r"(docs/\w+\.md|README)[,\s(]*\"([^\"]+)\""
+        for document, section in re.findall(pattern, text):
+            cited.append((str(path.relative_to(REPO)), document, section))
+    return cited
+
+
+def test_every_section_the_code_cites_exists():
+    assert len(cited_sections()) >= 5  # the pattern still finds the citations
+    missing = []
+    for where, document, section in cited_sections():
+        file = REPO / ("README.md" if document == "README" else document)
+        text = file.read_text(encoding="utf-8") if file.exists() else ""
+        headings = re.findall(r"^#+ (.+)$", text, re.M)
+        if not any(h.startswith(section) for h in headings):
+            missing.append(f'{where}: {document}, "{section}"')
+    assert not missing, "the code cites sections that do not exist:\n" + "\n".join(missing)
