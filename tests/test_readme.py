@@ -27,6 +27,7 @@ def test_readme_python_runs_on_the_demo(demo_run, tmp_path, monkeypatch, capsys)
     assert scope["cached"].dtype.name == "float16" and scope["cached"].ndim == 4
     assert scope["tokens"].shape[0] == len(scope["clip_frames"])
     assert (demo_dir / "api-run" / "selection.csv").is_file()  # the grid's inner selection
+    assert (scope["named"] / "summary.json").is_file() and scope["named"].parent.name == "api-runs"
     row = scope["prediction"].videos.iloc[0]
     assert (
         row["video_id"] == scope["records"][0].video_id
