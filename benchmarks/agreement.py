@@ -38,8 +38,12 @@ def compare(reference: torch.Tensor, other: torch.Tensor) -> dict:
     ref, oth = reference.double(), other.double()
     rel = float((oth - ref).norm() / ref.norm())
     cos = torch.nn.functional.cosine_similarity(oth, ref, dim=-1).flatten().cpu().numpy()
-    return {"relative_l2": rel, "cosine_mean": float(cos.mean()),
-            "cosine_p1": float(np.percentile(cos, 1)), "cosine_min": float(cos.min())}  # fmt: skip
+    return {
+        "relative_l2": rel,
+        "cosine_mean": float(cos.mean()),
+        "cosine_p1": float(np.percentile(cos, 1)),
+        "cosine_min": float(cos.min()),
+    }
 
 
 def main() -> int:
@@ -52,8 +56,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
-    encoder = load_encoder(args.encoder, args.checkpoint, device=device,
-                           random_weights=args.checkpoint is None and args.encoder != "tiny")  # fmt: skip
+    encoder = load_encoder(
+        args.encoder,
+        args.checkpoint,
+        device=device,
+        random_weights=args.checkpoint is None and args.encoder != "tiny",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         make_videos(Path(tmp), 2, 96, 1280, 720)
         clips = []
@@ -71,12 +79,18 @@ def main() -> int:
                 with torch.autocast(device.type, dtype=dtype, enabled=name != "float32"):
                     runs[name].append(encoder.module(batch).float().cpu())
     tokens = {name: torch.cat(t) for name, t in runs.items()}
-    out = {"encoder": args.encoder, "weights": args.checkpoint or "random", "device": str(device),
-           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-           "clips": len(x), "tokens_per_clip": encoder.num_tokens, "embed_dim": encoder.embed_dim,
-           "bf16_autocast": compare(tokens["float32"], tokens["bfloat16"]),
-           "fp16_autocast": compare(tokens["float32"], tokens["float16"]),
-           "fp16_storage_of_fp32": compare(tokens["float32"], tokens["float32"].half())}  # fmt: skip
+    out = {
+        "encoder": args.encoder,
+        "weights": args.checkpoint or "random",
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "clips": len(x),
+        "tokens_per_clip": encoder.num_tokens,
+        "embed_dim": encoder.embed_dim,
+        "bf16_autocast": compare(tokens["float32"], tokens["bfloat16"]),
+        "fp16_autocast": compare(tokens["float32"], tokens["float16"]),
+        "fp16_storage_of_fp32": compare(tokens["float32"], tokens["float32"].half()),
+    }
     print(json.dumps(out, indent=1))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -112,13 +112,21 @@ def main() -> None:
     grid = (8, args.tokens // 64, 8) if args.tokens % 64 == 0 else (1, 1, args.tokens)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         entries = [
-            VideoEntry(f"v{i:03d}", 0, 1, 1, 100, 30.0,
-                       np.zeros((args.clips, 16), np.int64),
-                       rng.standard_normal(clip_shape, dtype=np.float32).astype(np.float16))
+            VideoEntry(
+                f"v{i:03d}",
+                0,
+                1,
+                1,
+                100,
+                30.0,
+                np.zeros((args.clips, 16), np.int64),
+                rng.standard_normal(clip_shape, dtype=np.float32).astype(np.float16),
+            )
             for i in range(args.videos)
-        ]  # fmt: skip
-        directory = build_cache(Path(tmp) / "c", {"bench": 1}, entries, dataset="ravdess",
-                                grid=grid, shard_size=4)  # fmt: skip
+        ]
+        directory = build_cache(
+            Path(tmp) / "c", {"bench": 1}, entries, dataset="ravdess", grid=grid, shard_size=4
+        )
         del entries
         reader = reader_speeds(directory, args.passes)
     result = {

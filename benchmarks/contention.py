@@ -49,18 +49,38 @@ def tiny_cache(directory: Path) -> Path:
     for label in range(8):
         frames = plan_clips(100, "windows", hop=8)
         tokens = rng.normal(size=(len(frames), 1, int(np.prod(GRID)), D)).astype(np.float16)
-        entries.append(VideoEntry(video_id=f"v{label}", label=label, actor=1, fold=5,
-                                  n_frames=100, fps=30.0, frames=frames, tokens=tokens))  # fmt: skip
+        entries.append(
+            VideoEntry(
+                video_id=f"v{label}",
+                label=label,
+                actor=1,
+                fold=5,
+                n_frames=100,
+                fps=30.0,
+                frames=frames,
+                tokens=tokens,
+            )
+        )
     return build_cache(directory, {"encoder": "tiny-shaped"}, entries, dataset="ravdess", grid=GRID)
 
 
 def step_seconds(cache, config: TrainConfig, foreach: bool, threads: int, steps: int) -> float:
     """Median seconds of one optimizer step (4 `Head.feed` calls) after one warm-up step."""
     torch.set_num_threads(threads)
-    head = Head("bench", replace(config, epochs=steps + 1), np.arange(len(cache.videos)), cache,
-                torch.device("cpu"))  # fmt: skip
-    head.optimizer = torch.optim.AdamW(param_groups(head.probe), lr=config.lr, betas=config.betas,
-                                       weight_decay=config.weight_decay, foreach=foreach)  # fmt: skip
+    head = Head(
+        "bench",
+        replace(config, epochs=steps + 1),
+        np.arange(len(cache.videos)),
+        cache,
+        torch.device("cpu"),
+    )
+    head.optimizer = torch.optim.AdamW(
+        param_groups(head.probe),
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        foreach=foreach,
+    )
     g = torch.Generator().manual_seed(0)
     samples = [torch.randn(8, int(np.prod(GRID)), D, generator=g).half() for _ in range(4)]
     times = []
@@ -123,8 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(rows, indent=1) + "\n")
         return 0
     demo = DemoConfig()
-    config = TrainConfig(lr=demo.lr, num_heads=demo.num_heads, batch_size=demo.probe_batch_size,
-                         device="cpu", num_workers=0)  # fmt: skip
+    config = TrainConfig(
+        lr=demo.lr,
+        num_heads=demo.num_heads,
+        batch_size=demo.probe_batch_size,
+        device="cpu",
+        num_workers=0,
+    )
     path = args.dir / "cache"
     cache = open_cache(path if (path / "manifest.json").is_file() else tiny_cache(path))
     if args.profile:
@@ -150,15 +175,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {r + 1}: load average {loads[-1][0]:.2f} {loads[-1][1]:.2f}", flush=True)
     rows = []
     for (threads, foreach, busy), seconds in sorted(times.items()):
-        rows.append({"threads": threads, "foreach": foreach, "busy": busy,
-                     "step_ms": 1e3 * statistics.median(seconds)})  # fmt: skip
+        rows.append(
+            {
+                "threads": threads,
+                "foreach": foreach,
+                "busy": busy,
+                "step_ms": 1e3 * statistics.median(seconds),
+            }
+        )
     alone = {(r["threads"], r["foreach"]): r["step_ms"] for r in rows if not r["busy"]}
     for r in rows:
         r["vs_alone"] = r["step_ms"] / alone[(r["threads"], r["foreach"])]
         r["vs_1thread_single_alone"] = r["step_ms"] / alone[(1, False)]
         print(json.dumps(r), flush=True)
-    out = {"cpus": os.cpu_count(), "torch": torch.__version__, "rounds": args.rounds,
-           "steps": args.steps, "load_average_per_round": loads, "rows": rows}  # fmt: skip
+    out = {
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "rounds": args.rounds,
+        "steps": args.steps,
+        "load_average_per_round": loads,
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

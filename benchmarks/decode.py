@@ -110,8 +110,20 @@ def vjfer_decode(path: Path, resolution: int, views: str, threads: int) -> int:
 
 
 def ffmpeg_decode_only(path: Path, threads: int, frames: int) -> int:
-    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
-               "-threads", str(threads), "-i", str(path), "-f", "null", "-"]  # fmt: skip
+    command = [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-threads",
+        str(threads),
+        "-i",
+        str(path),
+        "-f",
+        "null",
+        "-",
+    ]
     subprocess.run(command, check=True)
     return frames
 
@@ -129,8 +141,22 @@ def ffmpeg_prepare(path: Path, threads: int, frames: int, geometry: ViewGeometry
     (top, left), R = geometry.offsets[0], geometry.resolution
     scale = f"scale={geometry.width}:{geometry.height}:flags=bilinear"
     graph = f"{scale},crop={R}:{R}:{left}:{top},format=rgb24"
-    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", str(threads),
-               "-i", str(path), "-vf", graph, "-f", "null", "-"]  # fmt: skip
+    command = [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-threads",
+        str(threads),
+        "-i",
+        str(path),
+        "-vf",
+        graph,
+        "-f",
+        "null",
+        "-",
+    ]
     subprocess.run(command, check=True)
     return frames
 
@@ -155,11 +181,16 @@ def main(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     videos = {  # name: (file, codec, container, width, height, rate, encoder options)
         "ravdess-like 1280x720 h264 mp4": (
-            "ravdess_like.mp4", "libx264", "mp4", 1280, 720, Fraction(30000, 1001),
+            "ravdess_like.mp4",
+            "libx264",
+            "mp4",
+            1280,
+            720,
+            Fraction(30000, 1001),
             {"preset": "medium", "crf": 16},
         ),
         "crema-d-like 480x360 flv1 flv": ("crema_d_like.flv", "flv", "flv", 480, 360, 30, {}),
-    }  # fmt: skip
+    }
     methods = {"pyav_decode": pyav_decode_only, "vjfer": vjfer_decode}
     if shutil.which("ffmpeg"):
         methods["ffmpeg_decode"] = ffmpeg_decode_only

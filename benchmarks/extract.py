@@ -82,9 +82,18 @@ def writer_vs_plain(
     tokens = np.repeat(clip, clips_per_video, axis=0)
     frames = np.zeros((clips_per_video, 16), np.int64)
     ids = [f"v{i:05d}" for i in range(videos)]
-    header = shard_header(dataset="ravdess", fp="0" * 64, settings={}, grid=(1, 1, clip_shape[1]),
-                                embed_dim=clip_shape[2], num_views=clip_shape[0], index=0,
-                                num_shards=1, shard_size=videos, video_ids=ids)  # fmt: skip
+    header = shard_header(
+        dataset="ravdess",
+        fp="0" * 64,
+        settings={},
+        grid=(1, 1, clip_shape[1]),
+        embed_dim=clip_shape[2],
+        num_views=clip_shape[0],
+        index=0,
+        num_shards=1,
+        shard_size=videos,
+        video_ids=ids,
+    )
     nbytes = tokens.nbytes * videos
 
     def h5_write() -> None:
@@ -158,9 +167,17 @@ def main() -> None:
         t = time.perf_counter()
         make_videos(root, args.videos, args.frames, width, height)
         print(f"made {args.videos} videos in {time.perf_counter() - t:.1f} s")
-    config = ExtractConfig(dataset="ravdess", root=root, encoder=args.encoder, cache_root=work / "cache",
-                           batch_size=args.batch_size, workers=args.workers, device=str(device),
-                           force=True, shard_size=8)  # fmt: skip
+    config = ExtractConfig(
+        dataset="ravdess",
+        root=root,
+        encoder=args.encoder,
+        cache_root=work / "cache",
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=str(device),
+        force=True,
+        shard_size=8,
+    )
     e2e, alone = [], []
     for _ in range(args.repeat):  # alternate, so both see the same machine load
         summary = extract(config, progress=False, plan=plan_extraction(config, encoder=encoder))
@@ -180,12 +197,22 @@ def main() -> None:
     h5, plain = (float(np.median(r)) for r in zip(*rates, strict=True))
     shutil.rmtree(bench_dir)
     if args.json:
-        figures = {"machine": machine(), "encoder": args.encoder, "device": str(device),
-                   "videos": summary.videos_done, "clips": summary.clips, "size": args.size,
-                   "workers": args.workers, "batch_size": args.batch_size,
-                   "end_to_end_clips_s": e2e, "encoder_only_clips_s": alone,
-                   "end_to_end_vs_encoder": e2e / alone, "writer_mb_s": h5, "plain_mb_s": plain,
-                   "writer_vs_plain": h5 / plain}  # fmt: skip
+        figures = {
+            "machine": machine(),
+            "encoder": args.encoder,
+            "device": str(device),
+            "videos": summary.videos_done,
+            "clips": summary.clips,
+            "size": args.size,
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "end_to_end_clips_s": e2e,
+            "encoder_only_clips_s": alone,
+            "end_to_end_vs_encoder": e2e / alone,
+            "writer_mb_s": h5,
+            "plain_mb_s": plain,
+            "writer_vs_plain": h5 / plain,
+        }
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
 
     print(f"""

@@ -40,23 +40,39 @@ def main() -> None:
     args = parser.parse_args()
     demo = DemoConfig()
     data = demo_datasets(args.out / "data", seed=demo.seed)["ravdess"]
-    base = ExtractConfig(dataset="ravdess", root=data, encoder=demo.encoder,
-                         cache_root=args.out / "cache", plan="reference", hop=demo.hop,
-                         batch_size=demo.batch_size, workers=args.workers, device="cpu")  # fmt: skip
+    base = ExtractConfig(
+        dataset="ravdess",
+        root=data,
+        encoder=demo.encoder,
+        cache_root=args.out / "cache",
+        plan="reference",
+        hop=demo.hop,
+        batch_size=demo.batch_size,
+        workers=args.workers,
+        device="cpu",
+    )
     caches, costs = {}, {}
     for name, config in (("plain", base), ("augment 2", replace(base, augment=2))):
         start = time.perf_counter()
         summary = extract(config, progress=False)
         costs[name] = (time.perf_counter() - start, _size(summary.cache_dir), summary.clips)
         caches[name] = summary.cache_dir
-    train = TrainConfig(epochs=args.epochs, lr=demo.lr, num_heads=demo.num_heads,
-                        batch_size=demo.probe_batch_size, device="cpu", num_workers=0)  # fmt: skip
+    train = TrainConfig(
+        epochs=args.epochs,
+        lr=demo.lr,
+        num_heads=demo.num_heads,
+        batch_size=demo.probe_batch_size,
+        device="cpu",
+        num_workers=0,
+    )
     runs = {
         "plain (exact training clips)": (caches["plain"], train),
-        "--augment 2 --train-view augmented": (caches["augment 2"],
-                                               replace(train, train_view="augmented")),
+        "--augment 2 --train-view augmented": (
+            caches["augment 2"],
+            replace(train, train_view="augmented"),
+        ),
         "--token-augment": (caches["plain"], replace(train, token_augment=True)),
-    }  # fmt: skip
+    }
     results = {}
     for name, (cache, config) in runs.items():
         start = time.perf_counter()
@@ -64,8 +80,10 @@ def main() -> None:
         run_probe(cache, "all", config, run_dir, progress=False, mode="force")
         summary = json.loads((run_dir / "summary.json").read_text())
         results[name] = (summary, time.perf_counter() - start)
-    print(f"machine: {platform.processor() or platform.machine()}, {available_cpus()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")  # fmt: skip
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {available_cpus()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads"
+    )
     print("| cache | extraction s | clips | shard bytes |")
     print("|---|---|---|---|")
     for name, (seconds, size, clips) in costs.items():
@@ -76,9 +94,11 @@ def main() -> None:
     for name, (summary, seconds) in results.items():
         pbv, mv = summary["mean"]["pbv"]["uar"], summary["mean"]["mv"]["uar"]
         ties = [f["mv_tie_fraction"] for f in summary["per_fold"]]
-        print(f"| {name} | {100 * pbv['mean']:.1f} ± {100 * pbv['std']:.1f} | "
-              f"{100 * mv['mean']:.1f} ± {100 * mv['std']:.1f} | "
-              f"{100 * sum(ties) / len(ties):.1f} % | {seconds:.0f} |")  # fmt: skip
+        print(
+            f"| {name} | {100 * pbv['mean']:.1f} ± {100 * pbv['std']:.1f} | "
+            f"{100 * mv['mean']:.1f} ± {100 * mv['std']:.1f} | "
+            f"{100 * sum(ties) / len(ties):.1f} % | {seconds:.0f} |"
+        )
 
 
 if __name__ == "__main__":

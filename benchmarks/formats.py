@@ -52,13 +52,28 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     demo = DemoConfig()
     data = demo_datasets(args.out / "data", seed=demo.seed)
-    src = extract(ExtractConfig(dataset="ravdess", root=data["ravdess"], encoder=demo.encoder,
-                                cache_root=args.out / "cache", hop=demo.hop,
-                                batch_size=demo.batch_size, workers=demo.workers, device="cpu"),
-                  progress=False).cache_dir  # fmt: skip
-    train = TrainConfig(epochs=demo.epochs, lr=demo.lr, num_heads=demo.num_heads,
-                        batch_size=demo.probe_batch_size, seed=demo.seed, device="cpu",
-                        num_workers=0)  # fmt: skip
+    src = extract(
+        ExtractConfig(
+            dataset="ravdess",
+            root=data["ravdess"],
+            encoder=demo.encoder,
+            cache_root=args.out / "cache",
+            hop=demo.hop,
+            batch_size=demo.batch_size,
+            workers=demo.workers,
+            device="cpu",
+        ),
+        progress=False,
+    ).cache_dir
+    train = TrainConfig(
+        epochs=demo.epochs,
+        lr=demo.lr,
+        num_heads=demo.num_heads,
+        batch_size=demo.probe_batch_size,
+        seed=demo.seed,
+        device="cpu",
+        num_workers=0,
+    )
     rows = []
     for fmt in args.formats.split(","):
         start = time.perf_counter()
@@ -73,14 +88,21 @@ def main() -> int:
                 cache, cost = summary.directory, summary.cost
                 costs.append(cost)
             for seed in seeds:
-                run = run_probe(cache, k if k else "all", replace(train, seed=seed),
-                                args.out / "runs" / f"{tag}-seed{seed}", progress=False,
-                                mode="force")  # fmt: skip
+                run = run_probe(
+                    cache,
+                    k if k else "all",
+                    replace(train, seed=seed),
+                    args.out / "runs" / f"{tag}-seed{seed}",
+                    progress=False,
+                    mode="force",
+                )
                 for fold, uar in fold_uars(run).items():
                     uars.setdefault(fold, []).append(uar)
         uars = {fold: float(np.mean(u)) for fold, u in uars.items()}  # mean over seeds
         row = {
-            "format": fmt, "folds": len(uars), "seeds": seeds,
+            "format": fmt,
+            "folds": len(uars),
+            "seeds": seeds,
             "uar_mean": float(np.mean(list(uars.values()))),
             "uar_std": float(np.std(list(uars.values()), ddof=1)),
             "uar_per_fold": {str(k): v for k, v in sorted(uars.items())},
@@ -90,16 +112,20 @@ def main() -> int:
             "cosine_mean": float(np.mean([c["cosine_mean"] for c in costs])) if costs else 1.0,
             "cosine_p1": float(np.mean([c["cosine_p1"] for c in costs])) if costs else 1.0,
             "seconds": time.perf_counter() - start,
-        }  # fmt: skip
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("| format | size (cache files) | size (token bytes) | token rel. L2 | cosine mean / p1 | "
-          f"UAR PBV (5 folds, mean of {len(seeds)} seeds) |")  # fmt: skip
+    print(
+        "| format | size (cache files) | size (token bytes) | token rel. L2 | cosine mean / p1 | "
+        f"UAR PBV (5 folds, mean of {len(seeds)} seeds) |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['format']} | {r['size_ratio']:.3f} | {r['clip_size_ratio']:.3f} | "
-              f"{r['relative_l2']:.4f} | {r['cosine_mean']:.4f} / {r['cosine_p1']:.4f} | "
-              f"{100 * r['uar_mean']:.2f} ± {100 * r['uar_std']:.2f} |")  # fmt: skip
+        print(
+            f"| {r['format']} | {r['size_ratio']:.3f} | {r['clip_size_ratio']:.3f} | "
+            f"{r['relative_l2']:.4f} | {r['cosine_mean']:.4f} / {r['cosine_p1']:.4f} | "
+            f"{100 * r['uar_mean']:.2f} ± {100 * r['uar_std']:.2f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -60,8 +60,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    frames = render_face(STYLES["happy"], actor_nuisance(0, "dfew", 1), (224, 224), args.frames,
-                         25.0, seeded_rng(0, "bench"))  # fmt: skip
+    frames = render_face(
+        STYLES["happy"],
+        actor_nuisance(0, "dfew", 1),
+        (224, 224),
+        args.frames,
+        25.0,
+        seeded_rng(0, "bench"),
+    )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for ext in ("jpg", "png"):
@@ -76,15 +82,18 @@ def main() -> None:
                 rate_plain, rate_vjfer = args.frames / min(base), args.frames / min(ours)
                 rate_bound = args.frames / min(bound)
                 results[f"{ext}-{resolution}"] = {
-                    "plain_fps": round(rate_plain, 1), "vjfer_fps": round(rate_vjfer, 1),
+                    "plain_fps": round(rate_plain, 1),
+                    "vjfer_fps": round(rate_vjfer, 1),
                     "ratio": round(rate_vjfer / rate_plain, 3),
                     "decode_cv2_resize_fps": round(rate_bound, 1),
                     "ratio_vs_decode_cv2_resize": round(rate_vjfer / rate_bound, 3),
                     "prepare_share": round(rate_plain / rate_bound - 1, 3),
-                }  # fmt: skip
-                print(f"{ext} R={resolution}: plain {rate_plain:7.1f} fps, vjfer {rate_vjfer:7.1f} "
-                      f"fps, ratio {rate_vjfer / rate_plain:.2f}; decode + cv2 resize "
-                      f"{rate_bound:7.1f} fps, ratio {rate_vjfer / rate_bound:.2f}")  # fmt: skip
+                }
+                print(
+                    f"{ext} R={resolution}: plain {rate_plain:7.1f} fps, vjfer {rate_vjfer:7.1f} "
+                    f"fps, ratio {rate_vjfer / rate_plain:.2f}; decode + cv2 resize "
+                    f"{rate_bound:7.1f} fps, ratio {rate_vjfer / rate_bound:.2f}"
+                )
     print(f"load average {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

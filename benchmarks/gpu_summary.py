@@ -30,10 +30,18 @@ def environment() -> dict:
     import av
     import torch
 
-    env = {"python": sys.version.split()[0], "platform": platform.platform(),
-           "cpus": os.cpu_count(), "av": av.__version__, "torch": torch.__version__,
-           "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-           "device": None, "nccl_available": False, "nccl": None}  # fmt: skip
+    env = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "av": av.__version__,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "device": None,
+        "nccl_available": False,
+        "nccl": None,
+    }
     if torch.cuda.is_available():
         env["device"] = torch.cuda.get_device_name()
         env["device_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
@@ -75,8 +83,17 @@ def read_steps(work: Path) -> tuple[list[dict], dict]:
     for line in (work / "steps.tsv").read_text().splitlines():
         name, limit, estimate, rc, seconds = line.split("\t")
         status, reason = step_status(rc, results.get(name, {}))
-        steps.append({"name": name, "status": status, "reason": reason, "seconds": int(seconds),
-                      "limit_s": int(limit), "estimate_s": int(estimate), "exit": rc})  # fmt: skip
+        steps.append(
+            {
+                "name": name,
+                "status": status,
+                "reason": reason,
+                "seconds": int(seconds),
+                "limit_s": int(limit),
+                "estimate_s": int(estimate),
+                "exit": rc,
+            }
+        )
     return steps, results
 
 
@@ -86,19 +103,31 @@ def figure_rows(results: dict) -> list[tuple[str, str]]:
     for b in BATCHES:
         if r := results.get(f"encoder-b{b}"):
             mfu = f"MFU {r['mfu']:.1%}" if r.get("mfu") is not None else "MFU n/a (no peak)"
-            rows.append((f"encoder {r['encoder']} {r['compute_dtype']}, batch {b}",
-                         f"{r['clips_per_s']:.2f} clips/s, {r['achieved_tflops']:.3g} TFLOP/s, {mfu}"))  # fmt: skip
+            rows.append(
+                (
+                    f"encoder {r['encoder']} {r['compute_dtype']}, batch {b}",
+                    f"{r['clips_per_s']:.2f} clips/s, {r['achieved_tflops']:.3g} TFLOP/s, {mfu}",
+                )
+            )
     if a := results.get("agreement"):
         for key in ("bf16_autocast", "fp16_autocast", "fp16_storage_of_fp32"):
             v = a[key]
-            rows.append((f"tokens {key} vs fp32 ({a['encoder']})",
-                         f"rel. L2 {v['relative_l2']:.2e}, cosine mean {v['cosine_mean']:.6f}, "
-                         f"p1 {v['cosine_p1']:.6f}"))  # fmt: skip
+            rows.append(
+                (
+                    f"tokens {key} vs fp32 ({a['encoder']})",
+                    f"rel. L2 {v['relative_l2']:.2e}, cosine mean {v['cosine_mean']:.6f}, "
+                    f"p1 {v['cosine_p1']:.6f}",
+                )
+            )
     if e := results.get("extract"):
-        rows.append((f"extraction end to end / encoder only ({e['videos']} videos {e['size']}, "
-                     f"{e['workers']} decode workers)",
-                     f"{e['end_to_end_clips_s']:.1f} / {e['encoder_only_clips_s']:.1f} clips/s = "
-                     f"{e['end_to_end_vs_encoder']:.2f} (goal >= 0.9)"))  # fmt: skip
+        rows.append(
+            (
+                f"extraction end to end / encoder only ({e['videos']} videos {e['size']}, "
+                f"{e['workers']} decode workers)",
+                f"{e['end_to_end_clips_s']:.1f} / {e['encoder_only_clips_s']:.1f} clips/s = "
+                f"{e['end_to_end_vs_encoder']:.2f} (goal >= 0.9)",
+            )
+        )
         rows.append(("shard writer / plain writes", f"{e['writer_vs_plain']:.2f}"))
     if s := results.get("stage2"):
         rows += stage2_rows(s)
@@ -111,44 +140,76 @@ def stage2_rows(s: dict) -> list[tuple[str, str]]:
     rows = []
     for state in ("cold", "warm"):
         v = s[state]
-        rows.append((f"stage-2 reader / raw reads, {state}",
-                     f"{v['reader_gb_s']:.2f} / {v['raw_gb_s']:.2f} GB/s = {v['reader_vs_raw']:.2f} "
-                     f"(4 files at a time {v['raw_parallel_gb_s']:.2f} GB/s)"))  # fmt: skip
+        rows.append(
+            (
+                f"stage-2 reader / raw reads, {state}",
+                f"{v['reader_gb_s']:.2f} / {v['raw_gb_s']:.2f} GB/s = {v['reader_vs_raw']:.2f} "
+                f"(4 files at a time {v['raw_parallel_gb_s']:.2f} GB/s)",
+            )
+        )
     for state, v in s.get("epoch_vs_read", {}).items():
-        rows.append((f"attentive epoch / its read, {state}",
-                     f"{v['epoch_s']:.2f} / {v['read_s']:.2f} s = {v['epoch_over_read']:.2f}"))  # fmt: skip
+        rows.append(
+            (
+                f"attentive epoch / its read, {state}",
+                f"{v['epoch_s']:.2f} / {v['read_s']:.2f} s = {v['epoch_over_read']:.2f}",
+            )
+        )
     for fmt, v in s.get("stores", {}).items():
-        rows.append((f"reader clips/s, {fmt} / fp16, cold · warm; decode on the device",
-                     f"{v['cold']['clips_s_vs_fp16']:.2f} · {v['warm']['clips_s_vs_fp16']:.2f}; "
-                     f"{v['cold']['decode_ms_per_clip']:.2f} ms a clip"))  # fmt: skip
+        rows.append(
+            (
+                f"reader clips/s, {fmt} / fp16, cold · warm; decode on the device",
+                f"{v['cold']['clips_s_vs_fp16']:.2f} · {v['warm']['clips_s_vs_fp16']:.2f}; "
+                f"{v['cold']['decode_ms_per_clip']:.2f} ms a clip",
+            )
+        )
     if p := s.get("passes"):
-        rows.append(("one pass / fold by fold (5 folds, cold)",
-                     f"bytes {p['bytes_ratio']:.3f}, wall {p['wall_ratio']:.2f}"))  # fmt: skip
+        rows.append(
+            (
+                "one pass / fold by fold (5 folds, cold)",
+                f"bytes {p['bytes_ratio']:.3f}, wall {p['wall_ratio']:.2f}",
+            )
+        )
     return rows
 
 
 def heads_rows(h: dict) -> list[tuple[str, str]]:
     shape = h["shape"]
-    rows = [(f"one attentive head's step, {shape['batch']} x {shape['clips']} x {shape['tokens']} "
-             f"x {shape['dim']} ({h['autocast']})", f"{1e3 * h['step']['median_s']:.1f} ms")]  # fmt: skip
+    rows = [
+        (
+            f"one attentive head's step, {shape['batch']} x {shape['clips']} x {shape['tokens']} "
+            f"x {shape['dim']} ({h['autocast']})",
+            f"{1e3 * h['step']['median_s']:.1f} ms",
+        )
+    ]
     for r in h["epochs"]:
-        rows.append((f"epoch, {r['heads']} heads in one pass, {r['store']} from {r['source']}",
-                     f"{r['epoch_s']:.2f} s; {r['per_head_step_ms']:.1f} ms a head-step "
-                     f"(x{r['per_head_step_vs_1']:.2f} of one head's)"))  # fmt: skip
+        rows.append(
+            (
+                f"epoch, {r['heads']} heads in one pass, {r['store']} from {r['source']}",
+                f"{r['epoch_s']:.2f} s; {r['per_head_step_ms']:.1f} ms a head-step "
+                f"(x{r['per_head_step_vs_1']:.2f} of one head's)",
+            )
+        )
     return rows
 
 
 def markdown(summary: dict) -> str:
     env = summary["environment"]
-    lines = [f"# vjfer on {env.get('device') or 'no GPU'} ({summary['mode']}, {summary['date']})", "",
-             f"torch {env.get('torch')} (CUDA {env.get('cuda')}), PyAV {env.get('av')}, Python "
-             f"{env.get('python')}, {env.get('cpus')} cores, NCCL {env.get('nccl') or 'n/a'}; "
-             f"wall {summary['wall_s']} s of a {summary['budget_s']} s budget.", "",
-             "| step | status | seconds | limit | H200 estimate | note |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# vjfer on {env.get('device') or 'no GPU'} ({summary['mode']}, {summary['date']})",
+        "",
+        f"torch {env.get('torch')} (CUDA {env.get('cuda')}), PyAV {env.get('av')}, Python "
+        f"{env.get('python')}, {env.get('cpus')} cores, NCCL {env.get('nccl') or 'n/a'}; "
+        f"wall {summary['wall_s']} s of a {summary['budget_s']} s budget.",
+        "",
+        "| step | status | seconds | limit | H200 estimate | note |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in summary["steps"]:
         note = s["reason"].replace("|", "/").replace("\n", " ")[:200]
-        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']} | {s['limit_s']} | "
-                     f"{s['estimate_s']} | {note} |")  # fmt: skip
+        lines.append(
+            f"| {s['name']} | {s['status']} | {s['seconds']} | {s['limit_s']} | "
+            f"{s['estimate_s']} | {note} |"
+        )
     lines += ["", "| figure | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in summary["figure_rows"]]
     counts = {k: sum(s["status"] == k for s in summary["steps"]) for k in STATUSES}
@@ -158,11 +219,16 @@ def markdown(summary: dict) -> str:
 
 def write(args) -> int:
     steps, results = read_steps(args.work)
-    summary = {"mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-               "wall_s": args.wall, "budget_s": args.budget,
-               "environment": results.pop("preflight", {}), "steps": steps,
-               "smoke": {k: v for k, v in results.items() if k not in FIGURES},
-               "figures": {k: v for k, v in results.items() if k in FIGURES}}  # fmt: skip
+    summary = {
+        "mode": args.mode,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "wall_s": args.wall,
+        "budget_s": args.budget,
+        "environment": results.pop("preflight", {}),
+        "steps": steps,
+        "smoke": {k: v for k, v in results.items() if k not in FIGURES},
+        "figures": {k: v for k, v in results.items() if k in FIGURES},
+    }
     summary["figure_rows"] = figure_rows(results)
     (args.out / "gpu.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     text = markdown(summary)

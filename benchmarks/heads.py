@@ -64,8 +64,9 @@ def step_seconds(cache, config: TrainConfig, steps: int) -> list[float]:
     head = Head("step", replace(config, epochs=steps + 1), np.arange(len(cache)), cache, device)
     K, N, D = config.clips_per_video, cache.num_tokens, cache.embed_dim
     g = torch.Generator(device=device).manual_seed(0)
-    samples = [torch.randn(K, N, D, device=device, generator=g).half()
-               for _ in range(config.batch_size)]  # fmt: skip
+    samples = [
+        torch.randn(K, N, D, device=device, generator=g).half() for _ in range(config.batch_size)
+    ]
     times = []
     for _ in range(steps + 1):  # the first is a warm-up (allocations, kernel selection)
         sync(device)
@@ -80,8 +81,10 @@ def step_seconds(cache, config: TrainConfig, steps: int) -> list[float]:
 def epoch_seconds(cache, config: TrainConfig, heads: int, source: str) -> float:
     """Seconds of one epoch of `heads` heads in one pass, tokens from `source` (disk | held)."""
     device = torch.device(config.device)
-    pass_heads = [Head(f"h{s}", replace(config, seed=s), np.arange(len(cache)), cache, device)
-                  for s in range(heads)]  # fmt: skip
+    pass_heads = [
+        Head(f"h{s}", replace(config, seed=s), np.arange(len(cache)), cache, device)
+        for s in range(heads)
+    ]
     if source == "disk":
         evict(cache.path)
     sync(device)
@@ -112,9 +115,17 @@ def epochs(caches: dict, base: TrainConfig, heads: list[int], sources: list[str]
                 seconds = epoch_seconds(cache, config, h, source)
                 per = seconds / (h * steps)
                 one = per if one is None else one
-                rows.append({"store": store, "source": source, "heads": h, "steps": steps,
-                             "epoch_s": seconds, "per_head_step_ms": 1e3 * per,
-                             "per_head_step_vs_1": per / one})  # fmt: skip
+                rows.append(
+                    {
+                        "store": store,
+                        "source": source,
+                        "heads": h,
+                        "steps": steps,
+                        "epoch_s": seconds,
+                        "per_head_step_ms": 1e3 * per,
+                        "per_head_step_vs_1": per / one,
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -145,18 +156,40 @@ def main(argv: list[str] | None = None) -> int:
     if "int8" in stores:
         caches["int8"] = open_cache(int8_cache(path, args.dir))
     caches = {k: v for k, v in caches.items() if k in stores}
-    config = TrainConfig(probe="attentive", epochs=1, batch_size=args.batch, device=args.device,
-                         autocast=args.autocast, in_memory="no")  # fmt: skip
+    config = TrainConfig(
+        probe="attentive",
+        epochs=1,
+        batch_size=args.batch,
+        device=args.device,
+        autocast=args.autocast,
+        in_memory="no",
+    )
     times = step_seconds(caches[stores[0]], config, args.steps)
-    out = {"machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-           "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
-           "load_average": os.getloadavg()[0], "threads": torch.get_num_threads(),
-           "shape": {"batch": args.batch, "clips": config.clips_per_video, "tokens": args.tokens,
-                     "dim": args.dim}, "autocast": args.autocast,
-           "step": {"median_s": statistics.median(times), "runs_s": times}}  # fmt: skip
+    out = {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(args.device)
+        if args.device.startswith("cuda")
+        else "cpu",
+        "load_average": os.getloadavg()[0],
+        "threads": torch.get_num_threads(),
+        "shape": {
+            "batch": args.batch,
+            "clips": config.clips_per_video,
+            "tokens": args.tokens,
+            "dim": args.dim,
+        },
+        "autocast": args.autocast,
+        "step": {"median_s": statistics.median(times), "runs_s": times},
+    }
     print("step", json.dumps(out["step"]), flush=True)
-    out["epochs"] = epochs(caches, config, [int(h) for h in args.heads.split(",")],
-                           [s for s in args.sources.split(",") if s])  # fmt: skip
+    out["epochs"] = epochs(
+        caches,
+        config,
+        [int(h) for h in args.heads.split(",")],
+        [s for s in args.sources.split(",") if s],
+    )
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

@@ -46,8 +46,10 @@ def build(root: Path, seed: int = 0) -> int:
         for part, rows in (("test", fold == k), ("train", fold != k)):
             path = root / "EmoLabel_DataSplit" / f"{part}(single-labeled)" / f"set_{k}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("video_name,label\n" + "".join(
-                f"{v},{lab}\n" for v, lab in zip(order[rows], labels[rows], strict=True)))  # fmt: skip
+            path.write_text(
+                "video_name,label\n"
+                + "".join(f"{v},{lab}\n" for v, lab in zip(order[rows], labels[rows], strict=True))
+            )
     return int(counts.sum())
 
 
@@ -67,10 +69,16 @@ def main() -> None:
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         shutil.rmtree(tmp)
-    result = {"folders": CLIPS, "frame_files": files, "records": len(index.records),
-              "excluded": len(index.excluded), "build_s": round(built, 1),
-              "index_wall_s": round(wall, 2), "index_cpu_s": round(cpu, 2),
-              "load_average": round(os.getloadavg()[0], 2)}  # fmt: skip
+    result = {
+        "folders": CLIPS,
+        "frame_files": files,
+        "records": len(index.records),
+        "excluded": len(index.excluded),
+        "build_s": round(built, 1),
+        "index_wall_s": round(wall, 2),
+        "index_cpu_s": round(cpu, 2),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

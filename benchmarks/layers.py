@@ -24,8 +24,14 @@ from vjfer.synthetic import make_ravdess
 
 
 def timed(root: Path, cache_root: Path, encoder, layers) -> float:
-    config = ExtractConfig(dataset="ravdess", root=root, cache_root=cache_root, encoder="tiny",
-                           workers=0, layers=layers)  # fmt: skip
+    config = ExtractConfig(
+        dataset="ravdess",
+        root=root,
+        cache_root=cache_root,
+        encoder="tiny",
+        workers=0,
+        layers=layers,
+    )
     start = time.perf_counter()
     extract(config, progress=False, plan=plan_extraction(config, encoder=encoder))
     return time.perf_counter() - start
@@ -39,16 +45,29 @@ def main() -> None:
     encoder = load_encoder("tiny")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ravdess"
-        make_ravdess(root, actors=(1, 2, 3, 4), emotions=tuple(range(1, 9)), vocal_channels=(1,),
-                     modalities=(2,))  # fmt: skip
+        make_ravdess(
+            root,
+            actors=(1, 2, 3, 4),
+            emotions=tuple(range(1, 9)),
+            vocal_channels=(1,),
+            modalities=(2,),
+        )
         timed(root, Path(tmp) / "warm", encoder, None)  # page cache and allocator warm
         ones, fours = [], []
         for r in range(3):
             ones.append(timed(root, Path(tmp) / f"one{r}", encoder, None))
             fours.append(timed(root, Path(tmp) / f"four{r}", encoder, (-4, -3, -2, -1)))
         one, four_s = statistics.median(ones), statistics.median(fours)
-    print(json.dumps({"one_layer_s": round(one, 2), "four_layers_s": round(four_s, 2),
-                      "ratio": round(four_s / one, 3), "loadavg": os.getloadavg()}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "one_layer_s": round(one, 2),
+                "four_layers_s": round(four_s, 2),
+                "ratio": round(four_s / one, 3),
+                "loadavg": os.getloadavg(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

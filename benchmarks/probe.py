@@ -33,8 +33,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_pooling(D: int, N: int, clips: int, batch: int, heads: int, classes: int, steps: int,
-                  device: torch.device) -> dict:  # fmt: skip
+def bench_pooling(
+    D: int,
+    N: int,
+    clips: int,
+    batch: int,
+    heads: int,
+    classes: int,
+    steps: int,
+    device: torch.device,
+) -> dict:
     """Training clips/s of the factorised and the straightforward pooling on one input."""
     torch.manual_seed(0)
     tokens = torch.randn(batch, clips * N, D, device=device)  # [B, K·N, D]
@@ -62,8 +70,12 @@ def bench_pooling(D: int, N: int, clips: int, batch: int, heads: int, classes: i
             updates.append(time.perf_counter() - middle)
         fb, step = float(np.median(passes[1:])), float(np.median(np.add(passes, updates)[1:]))
         name = "factorised" if factorised else "straightforward"
-        out[name] = {"fwd_bwd_s": fb, "step_s": step, "clips_per_s": batch * clips / step,
-                     "fwd_bwd_clips_per_s": batch * clips / fb}  # fmt: skip
+        out[name] = {
+            "fwd_bwd_s": fb,
+            "step_s": step,
+            "clips_per_s": batch * clips / step,
+            "fwd_bwd_clips_per_s": batch * clips / fb,
+        }
         del probe, opt
     fac, ref = out["factorised"], out["straightforward"]
     out["ratio"] = fac["clips_per_s"] / ref["clips_per_s"]  # whole training steps
@@ -86,15 +98,20 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "shape": {"D": args.dim, "N": args.tokens, "clips": args.clips, "batch": args.batch},
-    }  # fmt: skip
-    result["pooling"] = bench_pooling(args.dim, args.tokens, args.clips, args.batch, 16, 8,
-                                      args.steps, device)  # fmt: skip
+    }
+    result["pooling"] = bench_pooling(
+        args.dim, args.tokens, args.clips, args.batch, 16, 8, args.steps, device
+    )
     print(json.dumps(result["pooling"], indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -44,9 +44,16 @@ def project(videos: int, frames: int, args) -> dict:
     eval_clips = videos * len(plan_clips(frames, "reference-eval"))
     reference_s = (train_clips + eval_clips) * clip_flops / (args.mfu * args.peak_tflops * 1e12)
     stage2_s = max(read_s, probe_s)
-    return {"distinct": distinct, "windows": len(windows), "read_tb": read_bytes / 1e12,
-            "read_min": read_s / 60, "probe_min": probe_s / 60, "stage2_min": stage2_s / 60,
-            "reference_h": reference_s / 3600, "fraction": stage2_s / reference_s}  # fmt: skip
+    return {
+        "distinct": distinct,
+        "windows": len(windows),
+        "read_tb": read_bytes / 1e12,
+        "read_min": read_s / 60,
+        "probe_min": probe_s / 60,
+        "stage2_min": stage2_s / 60,
+        "reference_h": reference_s / 3600,
+        "fraction": stage2_s / reference_s,
+    }
 
 
 def main() -> int:
@@ -58,8 +65,10 @@ def main() -> int:
     parser.add_argument("--mfu", type=float, default=0.5, help="reference encoder's bf16 MFU")
     parser.add_argument("--peak-tflops", type=float, default=989.4)
     args = parser.parse_args()
-    print(f"reader {args.read_gb_s} GB/s, hop {args.hop}, {args.heads_per_fold} head(s) per fold, "
-          f"HBM {args.hbm_tb_s} TB/s; reference at {args.mfu:.0%} of {args.peak_tflops} TFLOP/s\n")  # fmt: skip
+    print(
+        f"reader {args.read_gb_s} GB/s, hop {args.hop}, {args.heads_per_fold} head(s) per fold, "
+        f"HBM {args.hbm_tb_s} TB/s; reference at {args.mfu:.0%} of {args.peak_tflops} TFLOP/s\n"
+    )
     print(
         "| dataset | clips read per video·epoch | read (TB) | read (min) | probe compute (min) "
         "| stage 2 (min) | reference (GPU-h) | stage 2 / reference |"
@@ -67,9 +76,11 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name, (videos, frames) in DATASETS.items():
         p = project(videos, frames, args)
-        print(f"| {name} | {p['distinct']} of {p['windows']} | {p['read_tb']:.2f} | "
-              f"{p['read_min']:.0f} | {p['probe_min']:.1f} | {p['stage2_min']:.0f} | "
-              f"{p['reference_h']:.1f} | 1/{1 / p['fraction']:.0f} |")  # fmt: skip
+        print(
+            f"| {name} | {p['distinct']} of {p['windows']} | {p['read_tb']:.2f} | "
+            f"{p['read_min']:.0f} | {p['probe_min']:.1f} | {p['stage2_min']:.0f} | "
+            f"{p['reference_h']:.1f} | 1/{1 / p['fraction']:.0f} |"
+        )
     return 0
 
 

@@ -95,14 +95,29 @@ def summary_uar(run: Path) -> float:
 def step_cuda_tests(args) -> dict:
     """`pytest -m cuda`: pass when every CUDA test ran and passed (none skipped on a GPU)."""
     if importlib.util.find_spec("pytest") is None:
-        raise RuntimeError(f"pytest is not importable by {sys.executable}: carry its wheels, "
-                           f"EXTRA='{PYTEST_WHEELS}' bash ../shared/device/wheels.sh")  # fmt: skip
+        raise RuntimeError(
+            f"pytest is not importable by {sys.executable}: carry its wheels, "
+            f"EXTRA='{PYTEST_WHEELS}' bash ../shared/device/wheels.sh"
+        )
     # only the files that hold CUDA tests: the others may import what a bare machine lacks
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                   if "mark.cuda" in p.read_text())  # fmt: skip
+    files = sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").glob("test_*.py")
+        if "mark.cuda" in p.read_text()
+    )
     junit = args.work / "cuda-tests.xml"
-    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
-           f"--junitxml={junit}", *files]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "cuda",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+        *files,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.timeout)
     sys.stderr.write(done.stdout[-6000:])
     cases = ET.parse(junit).getroot().iter("testcase")
@@ -134,27 +149,44 @@ def step_data(args) -> dict:
     from vjfer.synthetic import DEMO_CREMA_D_ACTORS, DEMO_RAVDESS_ACTORS, make_crema_d, make_ravdess
 
     data = args.work / "data"
-    ravdess = make_ravdess(data / "ravdess", actors=DEMO_RAVDESS_ACTORS, vocal_channels=(1,),
-                           modalities=(2,), emotions=tuple(range(1, 1 + args.emotions)))  # fmt: skip
-    crema = make_crema_d(data / "crema-d", actors=DEMO_CREMA_D_ACTORS, sentences=("TIE",),
-                         emotions=("NEU", "ANG", "HAP", "SAD", "FEA", "DIS")[: args.emotions])  # fmt: skip
+    ravdess = make_ravdess(
+        data / "ravdess",
+        actors=DEMO_RAVDESS_ACTORS,
+        vocal_channels=(1,),
+        modalities=(2,),
+        emotions=tuple(range(1, 1 + args.emotions)),
+    )
+    crema = make_crema_d(
+        data / "crema-d",
+        actors=DEMO_CREMA_D_ACTORS,
+        sentences=("TIE",),
+        emotions=("NEU", "ANG", "HAP", "SAD", "FEA", "DIS")[: args.emotions],
+    )
     return {"ravdess_videos": len(ravdess), "crema_d_videos": len(crema)}
 
 
 def extract_config(args, dataset: str):
     from vjfer.extract import ExtractConfig
 
-    return ExtractConfig(dataset=dataset, root=args.work / "data" / dataset, encoder=args.encoder,
-                         cache_root=args.work / "cache" / args.dtype, device=args.device,
-                         dtype=args.dtype, workers=args.workers, batch_size=8,
-                         shard_size=16)  # fmt: skip
+    return ExtractConfig(
+        dataset=dataset,
+        root=args.work / "data" / dataset,
+        encoder=args.encoder,
+        cache_root=args.work / "cache" / args.dtype,
+        device=args.device,
+        dtype=args.dtype,
+        workers=args.workers,
+        batch_size=8,
+        shard_size=16,
+    )
 
 
 def load_smoke_encoder(args):
     from vjfer.encoders import load_encoder
 
-    return load_encoder(args.encoder, device=args.device, dtype=args.dtype,
-                        random_weights=args.encoder != "tiny")  # fmt: skip
+    return load_encoder(
+        args.encoder, device=args.device, dtype=args.dtype, random_weights=args.encoder != "tiny"
+    )
 
 
 def step_extract(args) -> dict:
@@ -168,18 +200,41 @@ def step_extract(args) -> dict:
         summary = extract(config, progress=False, plan=plan_extraction(config, encoder=encoder))
         if summary.videos_done == 0 or summary.clips == 0:
             raise RuntimeError(f"extract {dataset}: nothing encoded ({summary})")
-        out[dataset] = {"videos": summary.videos_done, "clips": summary.clips,
-                        "clips_per_s": summary.clips_per_s}  # fmt: skip
+        out[dataset] = {
+            "videos": summary.videos_done,
+            "clips": summary.clips,
+            "clips_per_s": summary.clips_per_s,
+        }
     if args.device.startswith("cuda"):
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
 
 
 def probe(args, cache: Path, runs: Path, in_memory: str) -> float:
-    vjfer_cli("probe", "--dataset", "ravdess", "--fold", "all", "--cache", str(cache),
-              "--out", str(runs), "--epochs", str(args.epochs), "--lr", GRID["lr"],
-              "--wd", GRID["wd"], "--in-memory", in_memory, "--device", args.device,
-              "--no-progress", "--force", timeout=args.timeout)  # fmt: skip
+    vjfer_cli(
+        "probe",
+        "--dataset",
+        "ravdess",
+        "--fold",
+        "all",
+        "--cache",
+        str(cache),
+        "--out",
+        str(runs),
+        "--epochs",
+        str(args.epochs),
+        "--lr",
+        GRID["lr"],
+        "--wd",
+        GRID["wd"],
+        "--in-memory",
+        in_memory,
+        "--device",
+        args.device,
+        "--no-progress",
+        "--force",
+        timeout=args.timeout,
+    )
     return summary_uar(the_run(runs, cache.name))
 
 
@@ -195,8 +250,18 @@ def step_int8(args) -> dict:
     """`vjfer cache convert --store int8`, then `vjfer probe` on the int8 cache."""
     source = cache_dir(args.work, "bf16", "ravdess")
     target = args.work / "cache-int8" / source.name
-    vjfer_cli("cache", "convert", str(source), "--store", "int8", "--out", str(target),
-              "--cost-clips", "16", timeout=args.timeout)  # fmt: skip
+    vjfer_cli(
+        "cache",
+        "convert",
+        str(source),
+        "--store",
+        "int8",
+        "--out",
+        str(target),
+        "--cost-clips",
+        "16",
+        timeout=args.timeout,
+    )
     cost = json.loads((target / "store_cost.json").read_text())
     uar = probe(args, target, args.work / "runs-int8", "no")
     return {"relative_l2": cost.get("relative_l2"), "pbv_uar": uar}
@@ -204,10 +269,24 @@ def step_int8(args) -> dict:
 
 def step_cross(args) -> dict:
     run = the_run(args.work / "runs", cache_dir(args.work, "bf16", "ravdess").name)
-    text = vjfer_cli("cross", "--train", "ravdess", "--test", "crema-d", "--calm", "both",
-                     "--runs", str(args.work / "runs"), "--run", str(run), "--cache",
-                     str(cache_dir(args.work, "bf16", "crema-d")), "--device", args.device,
-                     timeout=args.timeout)  # fmt: skip
+    text = vjfer_cli(
+        "cross",
+        "--train",
+        "ravdess",
+        "--test",
+        "crema-d",
+        "--calm",
+        "both",
+        "--runs",
+        str(args.work / "runs"),
+        "--run",
+        str(run),
+        "--cache",
+        str(cache_dir(args.work, "bf16", "crema-d")),
+        "--device",
+        args.device,
+        timeout=args.timeout,
+    )
     made = sorted(p.name for p in (run / "cross").glob("cross-*"))  # cross results live in the run
     if not made:
         raise RuntimeError(f"vjfer cross wrote no cross-* result under {run / 'cross'}: {text}")
@@ -216,8 +295,17 @@ def step_cross(args) -> dict:
 
 def step_report(args) -> dict:
     out = args.work / "report"
-    vjfer_cli("report", str(args.work / "runs"), "--out", str(out), "--cache",
-              str(args.work / "cache" / "bf16"), "--device", args.device, timeout=args.timeout)  # fmt: skip
+    vjfer_cli(
+        "report",
+        str(args.work / "runs"),
+        "--out",
+        str(out),
+        "--cache",
+        str(args.work / "cache" / "bf16"),
+        "--device",
+        args.device,
+        timeout=args.timeout,
+    )
     files = sorted(p.name for p in out.iterdir())
     for name in ("report.md", "report.html"):
         if name not in files:
@@ -228,8 +316,18 @@ def step_report(args) -> dict:
 def step_predict(args) -> dict:
     run = the_run(args.work / "runs", cache_dir(args.work, "bf16", "ravdess").name)
     video = sorted((args.work / "data" / "ravdess").rglob("*.mp4"))[0]
-    rows = json.loads(vjfer_cli("predict", "--run", str(run), "--device", args.device, "--json",
-                                str(video), timeout=args.timeout))  # fmt: skip
+    rows = json.loads(
+        vjfer_cli(
+            "predict",
+            "--run",
+            str(run),
+            "--device",
+            args.device,
+            "--json",
+            str(video),
+            timeout=args.timeout,
+        )
+    )
     return {"video": video.name, "prediction": rows}
 
 
@@ -265,8 +363,10 @@ def step_ranks(args) -> dict:
     two = open_cache(cache_dir(args.work, "ranks", "ravdess"))
     one = open_cache(cache_dir(args.work, "bf16", "ravdess"))
     if two.num_clips != one.num_clips or len(two) != len(one):
-        raise RuntimeError(f"two ranks: {len(two)} videos, {two.num_clips} clips; "
-                           f"one rank: {len(one)} videos, {one.num_clips} clips")  # fmt: skip
+        raise RuntimeError(
+            f"two ranks: {len(two)} videos, {two.num_clips} clips; "
+            f"one rank: {len(one)} videos, {one.num_clips} clips"
+        )
     return {**result, "videos": len(two), "clips": two.num_clips}
 
 
@@ -286,9 +386,24 @@ def ranks_rank(args) -> dict:
 
 def torchrun(args, rank_step: str) -> dict:
     """Run `rank_step` under `torchrun --nproc-per-node 2`; rank 0's result is the step's."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           __file__, rank_step, "--work", str(args.work), "--device", args.device,
-           "--encoder", args.encoder, "--workers", str(args.workers)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        __file__,
+        rank_step,
+        "--work",
+        str(args.work),
+        "--device",
+        args.device,
+        "--encoder",
+        args.encoder,
+        "--workers",
+        str(args.workers),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.timeout)
     sys.stderr.write(done.stdout[-3000:] + done.stderr[-6000:])
     result = read_result(args.work, rank_step)
@@ -299,10 +414,20 @@ def torchrun(args, rank_step: str) -> dict:
     return result
 
 
-STEPS = {"cuda-tests": step_cuda_tests, "data": step_data, "extract": step_extract,
-         "probe": step_probe, "int8": step_int8, "cross": step_cross, "report": step_report,
-         "predict": step_predict, "nccl": step_nccl, "ranks": step_ranks,
-         "nccl-rank": nccl_rank, "ranks-rank": ranks_rank}  # fmt: skip
+STEPS = {
+    "cuda-tests": step_cuda_tests,
+    "data": step_data,
+    "extract": step_extract,
+    "probe": step_probe,
+    "int8": step_int8,
+    "cross": step_cross,
+    "report": step_report,
+    "predict": step_predict,
+    "nccl": step_nccl,
+    "ranks": step_ranks,
+    "nccl-rank": nccl_rank,
+    "ranks-rank": ranks_rank,
+}
 
 
 def read_result(work: Path, name: str) -> dict:

@@ -39,8 +39,12 @@ def make_tree(directory: Path, gb: float, frames: int) -> list[Path]:
     if not first.exists():
         rng = np.random.default_rng(0)  # fresh 32-px noise per frame: ~3.6 MB at 110 frames,
         block = np.ones((32, 32, 1), np.uint8)  # about a RAVDESS file (11 GB / 2880 = 3.8 MB)
-        video = np.stack([np.kron(rng.integers(0, 256, (720 // 32, 1280 // 32, 3), np.uint8), block)
-                          for _ in range(frames)])  # fmt: skip
+        video = np.stack(
+            [
+                np.kron(rng.integers(0, 256, (720 // 32, 1280 // 32, 3), np.uint8), block)
+                for _ in range(frames)
+            ]
+        )
         write_video(first, video, Fraction(30000, 1001), "mp4")
     count = max(1, round(gb * 1e9 / first.stat().st_size))
     paths = [directory / f"video-{i:04d}.mp4" for i in range(count)]
@@ -66,8 +70,12 @@ def timed(paths: list[Path], fn) -> dict:
         fn(path)
     seconds = time.perf_counter() - start
     nbytes = sum(p.stat().st_size for p in paths)
-    return {"files": len(paths), "bytes": nbytes, "seconds": round(seconds, 3),
-            "gb_per_s": round(nbytes / seconds / 1e9, 3)}  # fmt: skip
+    return {
+        "files": len(paths),
+        "bytes": nbytes,
+        "seconds": round(seconds, 3),
+        "gb_per_s": round(nbytes / seconds / 1e9, 3),
+    }
 
 
 def main() -> None:
@@ -80,8 +88,12 @@ def main() -> None:
     args = parser.parse_args()
     paths = make_tree(args.dir, args.gb, args.frames)
     xxh3 = lambda p: source_identity(p, sha256=False)  # noqa: E731
-    out = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-           "load_average": os.getloadavg(), "file_bytes": paths[0].stat().st_size}  # fmt: skip
+    out = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "file_bytes": paths[0].stat().st_size,
+    }
     if drop_page_cache():
         out["xxh3_cold"] = timed(paths, xxh3)
     out["xxh3_warm"] = timed(paths, xxh3)

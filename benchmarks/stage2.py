@@ -70,12 +70,14 @@ def make_cache(directory: Path, videos: int, N: int, D: int, grid: tuple[int, in
         for i in range(videos):
             actor = 1 + i % 24
             tokens = block + np.float16(i % 7)  # distinct bytes per video; the values do not matter
-            yield VideoEntry(f"{actor:02d}-{i:04d}", i % 8, actor, folds[actor], n_frames, 30.0,
-                             frames, tokens)  # fmt: skip
+            yield VideoEntry(
+                f"{actor:02d}-{i:04d}", i % 8, actor, folds[actor], n_frames, 30.0, frames, tokens
+            )
 
     settings = {"encoder": "benchmark", "resolution": 384, "plan": "windows", "hop": 8}
-    return build_cache(directory / "cache", settings, entries(), dataset="ravdess", grid=grid,
-                       shard_size=8)  # fmt: skip
+    return build_cache(
+        directory / "cache", settings, entries(), dataset="ravdess", grid=grid, shard_size=8
+    )
 
 
 def evict(directory: Path) -> None:
@@ -124,8 +126,9 @@ def raw_read_parallel(directory: Path, threads: int) -> tuple[int, float]:
     return total, time.perf_counter() - start
 
 
-def reader_epoch(cache, config: TrainConfig, rows: np.ndarray | None = None,
-                 verify: bool = True) -> tuple[int, float]:  # fmt: skip
+def reader_epoch(
+    cache, config: TrainConfig, rows: np.ndarray | None = None, verify: bool = True
+) -> tuple[int, float]:
     """Bytes and seconds of one training epoch's requests (of the videos at `rows`, default all)
     through the stage-2 reader, no probe; `verify`: check every clip's checksum (the default)."""
     rows = np.arange(len(cache)) if rows is None else rows
@@ -175,8 +178,11 @@ def reader_rate(cache, config: TrainConfig, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     per_clip = (time.perf_counter() - start) / sum(len(r) for r in raw)
-    return {"gb_s": bytes_read / 1e9 / seconds, "clips_s": clips / seconds,
-            "decode_ms_per_clip": 1e3 * per_clip}  # fmt: skip
+    return {
+        "gb_s": bytes_read / 1e9 / seconds,
+        "clips_s": clips / seconds,
+        "decode_ms_per_clip": 1e3 * per_clip,
+    }
 
 
 def store_formats(cache, config: TrainConfig, args, formats: list[str]) -> dict:
@@ -195,10 +201,15 @@ def store_formats(cache, config: TrainConfig, args, formats: list[str]) -> dict:
         done = convert(ConvertConfig(cache.path, fmt, out=target, cost_clips=16))
         seconds = time.perf_counter() - start
         caches[fmt] = open_cache(done.directory)
-        out[fmt] = {"convert": {"seconds": seconds, "source_gb_s": raw_bytes / 1e9 / seconds,
-                                "raw_read_cold_gb_s": raw_bytes / 1e9 / raw_s,
-                                "shards_written": done.shards_written,
-                                "relative_l2": done.cost["relative_l2"]}}  # fmt: skip
+        out[fmt] = {
+            "convert": {
+                "seconds": seconds,
+                "source_gb_s": raw_bytes / 1e9 / seconds,
+                "raw_read_cold_gb_s": raw_bytes / 1e9 / raw_s,
+                "shards_written": done.shards_written,
+                "relative_l2": done.cost["relative_l2"],
+            }
+        }
     for fmt, c in caches.items():
         size = sum(p.stat().st_size for p in c.path.glob("shard-*.h5"))
         row = out.setdefault(fmt, {})
@@ -253,23 +264,41 @@ def main() -> int:
     cache = open_cache(path)
     made = time.perf_counter() - start
     size = sum(p.stat().st_size for p in path.glob("shard-*.h5"))
-    print(f"cache {path}: {len(cache)} videos, {cache.num_clips} clips, {size / 1e9:.2f} GB "
-          f"(ready in {made:.0f} s)", flush=True)  # fmt: skip
-    config = TrainConfig(probe=args.probe, epochs=1, num_heads=16, device=args.device,
-                         in_memory="no", num_workers=args.threads, prefetch=args.prefetch)  # fmt: skip
-    out = {"machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-           "python": sys.version.split()[0], "cache_gb": size / 1e9, "videos": len(cache),
-           "clip_shape": [cache.num_views, cache.num_tokens, cache.embed_dim],
-           "threads": args.threads, "prefetch": args.prefetch}  # fmt: skip
+    print(
+        f"cache {path}: {len(cache)} videos, {cache.num_clips} clips, {size / 1e9:.2f} GB "
+        f"(ready in {made:.0f} s)",
+        flush=True,
+    )
+    config = TrainConfig(
+        probe=args.probe,
+        epochs=1,
+        num_heads=16,
+        device=args.device,
+        in_memory="no",
+        num_workers=args.threads,
+        prefetch=args.prefetch,
+    )
+    out = {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "cache_gb": size / 1e9,
+        "videos": len(cache),
+        "clip_shape": [cache.num_views, cache.num_tokens, cache.embed_dim],
+        "threads": args.threads,
+        "prefetch": args.prefetch,
+    }
     for state in ("cold", "warm"):
         runs = []
         for _ in range(args.repeat):
             row = {}
-            for name, measure in (("raw", lambda: raw_read(path)),
-                                  ("raw_parallel", lambda: raw_read_parallel(path, args.threads)),
-                                  ("reader", lambda: reader_epoch(cache, config)),
-                                  ("reader_unchecked",
-                                   lambda: reader_epoch(cache, config, verify=False))):  # fmt: skip
+            for name, measure in (
+                ("raw", lambda: raw_read(path)),
+                ("raw_parallel", lambda: raw_read_parallel(path, args.threads)),
+                ("reader", lambda: reader_epoch(cache, config)),
+                ("reader_unchecked", lambda: reader_epoch(cache, config, verify=False)),
+            ):
                 evict(path) if state == "cold" else warm(path)
                 n, seconds = measure()
                 row[f"{name}_gb_s"] = n / 1e9 / seconds
@@ -290,9 +319,13 @@ def main() -> int:
             evict(path) if state == "cold" else warm(path)
             read_bytes, read_s = reader_epoch(cache, config)
             _, epoch_s = pass_epoch(cache, config, None, cold=state == "cold")
-            out["epoch_vs_read"][state] = {"probe": args.probe, "read_s": read_s, "epoch_s": epoch_s,
-                                           "epoch_over_read": epoch_s / read_s,
-                                           "read_gb_s": read_bytes / 1e9 / read_s}  # fmt: skip
+            out["epoch_vs_read"][state] = {
+                "probe": args.probe,
+                "read_s": read_s,
+                "epoch_s": epoch_s,
+                "epoch_over_read": epoch_s / read_s,
+                "read_gb_s": read_bytes / 1e9 / read_s,
+            }
         print("epoch_vs_read", json.dumps(out["epoch_vs_read"]), flush=True)
     if args.store:
         out["stores"] = store_formats(cache, config, args, [s for s in args.store.split(",") if s])
@@ -308,14 +341,23 @@ def main() -> int:
         for k in folds:
             evict(path)
             read_each.append(reader_epoch(cache, config, split_rows(fold_of, k)[0]))
-        out["reads_only"] = {"one_pass_gb": read_one[0] / 1e9, "one_pass_s": read_one[1],
-                             "fold_by_fold_gb": sum(b for b, _ in read_each) / 1e9,
-                             "fold_by_fold_s": sum(s for _, s in read_each),
-                             "wall_ratio": read_one[1] / sum(s for _, s in read_each)}  # fmt: skip
+        out["reads_only"] = {
+            "one_pass_gb": read_one[0] / 1e9,
+            "one_pass_s": read_one[1],
+            "fold_by_fold_gb": sum(b for b, _ in read_each) / 1e9,
+            "fold_by_fold_s": sum(s for _, s in read_each),
+            "wall_ratio": read_one[1] / sum(s for _, s in read_each),
+        }
         print("reads_only", json.dumps(out["reads_only"]), flush=True)
-        out["passes"] = {"probe": args.probe, "one_pass_gb": one_bytes / 1e9, "one_pass_s": one_s,
-                         "fold_by_fold_gb": seq_bytes / 1e9, "fold_by_fold_s": seq_s,
-                         "bytes_ratio": one_bytes / seq_bytes, "wall_ratio": one_s / seq_s}  # fmt: skip
+        out["passes"] = {
+            "probe": args.probe,
+            "one_pass_gb": one_bytes / 1e9,
+            "one_pass_s": one_s,
+            "fold_by_fold_gb": seq_bytes / 1e9,
+            "fold_by_fold_s": seq_s,
+            "bytes_ratio": one_bytes / seq_bytes,
+            "wall_ratio": one_s / seq_s,
+        }
         print("passes", json.dumps(out["passes"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")

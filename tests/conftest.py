@@ -53,10 +53,18 @@ def make_entries(videos_per_class=1, actors=range(1, 25), views=1, seed=0, folds
                     + prototypes[label]
                     + actor_shift
                 )
-                entries.append(VideoEntry(
-                    video_id=f"{actor:02d}-{label}-{rep}", label=label, actor=actor, fold=folds[actor],
-                    n_frames=n_frames, fps=30.0, frames=frames, tokens=tokens.astype(np.float16),
-                ))  # fmt: skip
+                entries.append(
+                    VideoEntry(
+                        video_id=f"{actor:02d}-{label}-{rep}",
+                        label=label,
+                        actor=actor,
+                        fold=folds[actor],
+                        n_frames=n_frames,
+                        fps=30.0,
+                        frames=frames,
+                        tokens=tokens.astype(np.float16),
+                    )
+                )
     return entries
 
 
@@ -199,10 +207,17 @@ def tiny_vjepa2(directory: Path, layers: int) -> Path:
     import transformers
 
     config = transformers.VJEPA2Config(
-        crop_size=32, patch_size=16, frames_per_clip=4, hidden_size=32, num_attention_heads=2,
-        num_hidden_layers=layers, pred_hidden_size=16, pred_num_attention_heads=2,
-        pred_num_hidden_layers=1, num_pooler_layers=1,
-    )  # fmt: skip
+        crop_size=32,
+        patch_size=16,
+        frames_per_clip=4,
+        hidden_size=32,
+        num_attention_heads=2,
+        num_hidden_layers=layers,
+        pred_hidden_size=16,
+        pred_num_attention_heads=2,
+        pred_num_hidden_layers=1,
+        num_pooler_layers=1,
+    )
     torch.manual_seed(0)
     transformers.VJEPA2Model(config).save_pretrained(directory)
     return directory

@@ -133,8 +133,10 @@ def chromium_or_skip() -> str:
     where the environment says one must exist (CI)."""
     found = find_chromium()
     if found is None:
-        reason = (f"no headless Chromium ({', '.join(CHROMIUM_NAMES)}) on PATH; install the "
-                  "Debian package `chromium` (or `chromium-headless-shell`)")  # fmt: skip
+        reason = (
+            f"no headless Chromium ({', '.join(CHROMIUM_NAMES)}) on PATH; install the "
+            "Debian package `chromium` (or `chromium-headless-shell`)"
+        )
         if os.environ.get(REQUIRE_ENV):
             pytest.fail(f"{REQUIRE_ENV} is set but {reason}")
         pytest.skip(reason)
@@ -143,10 +145,21 @@ def chromium_or_skip() -> str:
 
 def _chromium(binary: str, profile: Path, size: tuple[int, int], *args: str) -> str:
     """Run headless Chromium in a fresh profile with nothing that reaches the network."""
-    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
-               f"--window-size={size[0]},{size[1]}", *args]  # fmt: skip
+    command = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        f"--window-size={size[0]},{size[1]}",
+        *args,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-2000:]}"
     return done.stdout
@@ -159,8 +172,14 @@ def probe_page(binary: str, page: Path, work: Path, size: tuple[int, int] = LAPT
         page.read_text(encoding="utf-8").replace("<head>", f"<head><script>{PROBE_JS}</script>", 1),
         encoding="utf-8",
     )
-    dom = _chromium(binary, work / "profile-probe", size, "--virtual-time-budget=10000",
-                    "--dump-dom", probed.as_uri())  # fmt: skip
+    dom = _chromium(
+        binary,
+        work / "profile-probe",
+        size,
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probed.as_uri(),
+    )
     found = re.search(r'<pre id="vjfer-probe">(.*?)</pre>', dom, re.S)
     assert found, f"the probe script did not run; DOM starts {dom[:300]!r}"
     return json.loads(unescape(found.group(1)))

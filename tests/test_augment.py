@@ -58,8 +58,9 @@ def test_every_frame_of_a_clip_gets_the_same_ops_and_box(native):
     rng = np.random.default_rng(3)
     for _ in range(20):
         draw = A.draw_clip(rng, 90, 160, R)
-        out = A.augment_clip(still, A.ClipDraw(draw.ops, draw.crop, None, 0), R,
-                             IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
+        out = A.augment_clip(
+            still, A.ClipDraw(draw.ops, draw.crop, None, 0), R, IMAGENET_MEAN, IMAGENET_STD
+        )
         assert (out == out[:, :1]).all(), draw  # [3, T, R, R]: every frame the same
         erased = A.augment_clip(still, draw, R, IMAGENET_MEAN, IMAGENET_STD)
         changed = (erased != out).any(dim=0)  # [T, R, R]
@@ -92,8 +93,12 @@ def test_ops_do_what_pil_does(native):
     ]
     assert stretched[0, :, :, 1].numpy().tolist() == np.array(lut)[channel].tolist()
     assert (stretched.amin(dim=(1, 2)) == 0).all() and (stretched.amax(dim=(1, 2)) >= 254).all()
-    for name in ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
-                 "SharpnessIncreasing"):  # fmt: skip
+    for name in (
+        "ColorIncreasing",
+        "ContrastIncreasing",
+        "BrightnessIncreasing",
+        "SharpnessIncreasing",
+    ):
         assert torch.equal(op(x, A.OpDraw(name, 1.0)), x), name  # factor 1: unchanged
     assert op(x, A.OpDraw("BrightnessIncreasing", 0.1)).float().mean() < x.float().mean() * 0.2
     gray = op(x, A.OpDraw("ColorIncreasing", 0.0))

@@ -48,8 +48,16 @@ def make_entry(i: int, clips: int, views: int = 1, dim: int = 4, seed: int = 0) 
     rng = np.random.default_rng(seed * 1000 + i)
     tokens = rng.standard_normal((clips, views, 8, dim)).astype(np.float16)
     frames = np.arange(clips * 16, dtype=np.int64).reshape(clips, 16) + i
-    return VideoEntry(f"vid-{i:03d}", label=i % 8, actor=1 + i // 3, fold=1 + i % 5,
-                      n_frames=60 + i, fps=29.97, frames=frames, tokens=tokens)  # fmt: skip
+    return VideoEntry(
+        f"vid-{i:03d}",
+        label=i % 8,
+        actor=1 + i // 3,
+        fold=1 + i % 5,
+        n_frames=60 + i,
+        fps=29.97,
+        frames=frames,
+        tokens=tokens,
+    )
 
 
 ENTRIES = [make_entry(i, clips=1 + i % 3) for i in range(7)]
@@ -58,8 +66,15 @@ FAILED = [{"video_id": "vid-003b", "path": "/data/vid-003b.mp4", "reason": "no v
 
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
-    return build_cache(tmp_path / "c", SETTINGS, reversed(ENTRIES), dataset="ravdess", grid=GRID,
-                       shard_size=3, failures=FAILED)  # fmt: skip
+    return build_cache(
+        tmp_path / "c",
+        SETTINGS,
+        reversed(ENTRIES),
+        dataset="ravdess",
+        grid=GRID,
+        shard_size=3,
+        failures=FAILED,
+    )
 
 
 def sha(path: Path) -> str:
@@ -84,9 +99,19 @@ def test_fingerprint_is_canonical():
 def test_round_trip(cache_dir: Path):
     cache = open_cache(cache_dir)
     assert list(cache.videos.columns) == [
-        "video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips", "shard",
-        "lost_frames", "container_frames", "alias_of",
-    ]  # fmt: skip
+        "video_id",
+        "label",
+        "actor",
+        "fold",
+        "n_frames",
+        "fps",
+        "first_clip",
+        "n_clips",
+        "shard",
+        "lost_frames",
+        "container_frames",
+        "alias_of",
+    ]
     assert list(cache.videos["video_id"]) == [e.video_id for e in ENTRIES]
     assert (cache.grid, cache.num_tokens, cache.embed_dim, cache.num_views) == (GRID, 8, 4, 1)
     assert cache.class_names[0] == "neutral" and len(cache.class_names) == 8
@@ -146,8 +171,15 @@ def test_check_names_the_differing_field(cache_dir: Path):
 
 
 def test_deterministic_bytes(tmp_path: Path, cache_dir: Path):
-    other = build_cache(tmp_path / "again", SETTINGS, ENTRIES, dataset="ravdess", grid=GRID,
-                        shard_size=3, failures=FAILED)  # fmt: skip
+    other = build_cache(
+        tmp_path / "again",
+        SETTINGS,
+        ENTRIES,
+        dataset="ravdess",
+        grid=GRID,
+        shard_size=3,
+        failures=FAILED,
+    )
     for i in range(3):
         assert sha(other / shard_name(i)) == sha(cache_dir / shard_name(i))
     assert (other / MANIFEST).read_text() == (cache_dir / MANIFEST).read_text()
@@ -183,9 +215,18 @@ def test_info_rebuilds_missing_manifest(cache_dir: Path):
 
 
 def test_writer_abort_and_validation(tmp_path: Path):
-    header = shard_header(dataset="ravdess", fp="f" * 64, settings=SETTINGS, grid=GRID,
-                          embed_dim=4, num_views=1, index=0, num_shards=1, shard_size=2,
-                          video_ids=["vid-000", "vid-001"])  # fmt: skip
+    header = shard_header(
+        dataset="ravdess",
+        fp="f" * 64,
+        settings=SETTINGS,
+        grid=GRID,
+        embed_dim=4,
+        num_views=1,
+        index=0,
+        num_shards=1,
+        shard_size=2,
+        video_ids=["vid-000", "vid-001"],
+    )
     writer = ShardWriter(tmp_path / shard_name(0), header, num_views=1, num_tokens=8, embed_dim=4)
     writer.append(ENTRIES[1])
     with pytest.raises(CacheError, match="sorted video-id order"):
@@ -215,8 +256,14 @@ def test_verify(tmp_path: Path, cache_dir: Path):
 
     bad = make_entry(5, clips=3)
     bad.tokens[2, 0, 3, 1] = np.nan
-    broken = build_cache(tmp_path / "nan", SETTINGS, [*ENTRIES[:5], bad, ENTRIES[6]],
-                         dataset="ravdess", grid=GRID, shard_size=3)  # fmt: skip
+    broken = build_cache(
+        tmp_path / "nan",
+        SETTINGS,
+        [*ENTRIES[:5], bad, ENTRIES[6]],
+        dataset="ravdess",
+        grid=GRID,
+        shard_size=3,
+    )
     report = verify_cache(broken)
     assert report.problems == ["shard-00001.h5: NaN/Inf in tokens of clip 5 (vid-005)"]
     (broken / shard_name(2)).write_bytes(b"not hdf5")
@@ -227,8 +274,9 @@ def test_verify(tmp_path: Path, cache_dir: Path):
 
 
 def test_find_caches(tmp_path: Path, cache_dir: Path):
-    other = build_cache(tmp_path / "deep" / "ravdess" / "x", SETTINGS, ENTRIES[:2],
-                        dataset="ravdess", grid=GRID)  # fmt: skip
+    other = build_cache(
+        tmp_path / "deep" / "ravdess" / "x", SETTINGS, ENTRIES[:2], dataset="ravdess", grid=GRID
+    )
     (tmp_path / "README.md").write_text("not a cache")
     assert find_caches(tmp_path) == [cache_dir, other]
     assert find_caches(cache_dir / MANIFEST) == [cache_dir]
@@ -247,8 +295,9 @@ def _token_offset(path: Path, clip: int) -> int:
 @pytest.mark.parametrize("damage", ["one bit", "64 bytes", "zero 4 KiB"])
 def test_flipped_token_bytes_are_caught_by_verify_and_reads(tmp_path: Path, damage: str):
     entries = [make_entry(i, clips=2, dim=512) for i in range(4)]  # 8 KiB per clip
-    directory = build_cache(tmp_path / "c", SETTINGS, entries, dataset="ravdess", grid=GRID,
-                            shard_size=2)  # fmt: skip
+    directory = build_cache(
+        tmp_path / "c", SETTINGS, entries, dataset="ravdess", grid=GRID, shard_size=2
+    )
     shard = directory / shard_name(1)
     offset = _token_offset(shard, 1) + 2048  # the middle of vid-002's second clip
     data = bytearray(shard.read_bytes())
@@ -274,8 +323,11 @@ def test_flipped_token_bytes_are_caught_by_verify_and_reads(tmp_path: Path, dama
 
 def test_a_shard_replaced_by_a_copy_of_another_is_refused_at_open(cache_dir: Path):
     (cache_dir / shard_name(1)).write_bytes((cache_dir / shard_name(0)).read_bytes())
-    with pytest.raises(CacheError, match=r"shard-00001.h5: index 0, the manifest expects 1: this "
-                                         r"shard is not the one the manifest lists"):  # fmt: skip
+    with pytest.raises(
+        CacheError,
+        match=r"shard-00001.h5: index 0, the manifest expects 1: this "
+        r"shard is not the one the manifest lists",
+    ):
         open_cache(cache_dir)
     problems = verify_cache(cache_dir).problems
     assert "shard-00001.h5: its header says shard 0 (a copy of another?)" in problems
@@ -287,8 +339,11 @@ def test_an_older_format_asks_for_a_re_extraction(cache_dir: Path):
     manifest = json.loads((cache_dir / MANIFEST).read_text())
     manifest["format_version"] = FORMAT_VERSION - 1
     (cache_dir / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(CacheError, match=rf"manifest.json: a cache of format v{FORMAT_VERSION - 1}, "
-                                         r"made by an older vjfer.*re-extract it"):  # fmt: skip
+    with pytest.raises(
+        CacheError,
+        match=rf"manifest.json: a cache of format v{FORMAT_VERSION - 1}, "
+        r"made by an older vjfer.*re-extract it",
+    ):
         open_cache(cache_dir)
     with pytest.raises(CacheError, match=r"shard-00000.h5: a cache of format v1.*--force"):
         manifest_from_shards(cache_dir)
@@ -319,8 +374,9 @@ def test_manifest_write_on_a_full_disk_names_the_file(cache_dir: Path, monkeypat
 
 def test_a_reader_without_per_read_checks_can_check_a_sample(tmp_path: Path):
     entries = [make_entry(i, clips=2, dim=512) for i in range(4)]
-    directory = build_cache(tmp_path / "c", SETTINGS, entries, dataset="ravdess", grid=GRID,
-                            shard_size=2)  # fmt: skip
+    directory = build_cache(
+        tmp_path / "c", SETTINGS, entries, dataset="ravdess", grid=GRID, shard_size=2
+    )
     shard = directory / shard_name(0)
     data = bytearray(shard.read_bytes())
     data[_token_offset(shard, 3) + 100] ^= 1  # vid-001, clip 1
@@ -333,10 +389,12 @@ def test_a_reader_without_per_read_checks_can_check_a_sample(tmp_path: Path):
 
 def test_a_video_sharing_another_stream_reads_its_tokens_stored_once(tmp_path: Path):
     entries = [make_entry(i, clips=1 + i % 3) for i in range(4)]
-    twin = dataclasses.replace(make_entry(2, clips=1), video_id="vid-002-twin", label=5,
-                               alias_of="vid-002")  # fmt: skip
-    directory = build_cache(tmp_path / "c", SETTINGS, [*entries, twin], dataset="ravdess",
-                            grid=GRID, shard_size=2)  # fmt: skip
+    twin = dataclasses.replace(
+        make_entry(2, clips=1), video_id="vid-002-twin", label=5, alias_of="vid-002"
+    )
+    directory = build_cache(
+        tmp_path / "c", SETTINGS, [*entries, twin], dataset="ravdess", grid=GRID, shard_size=2
+    )
     cache = open_cache(directory)
     row = cache.videos.set_index("video_id").loc["vid-002-twin"]
     assert (row.label, row.alias_of, row.shard) == (5, "vid-002", "shard-00001.h5")
@@ -356,8 +414,13 @@ def test_a_video_sharing_another_stream_reads_its_tokens_stored_once(tmp_path: P
 
 def _with_source(entry: VideoEntry, content: bytes) -> VideoEntry:
     """The entry with the identity of a source file holding `content`."""
-    source = SourceIdentity(f"Actor_01/{entry.video_id}.mp4", len(content), 1,
-                            hashlib.sha256(content).hexdigest(), xxhash.xxh3_128_hexdigest(content))  # fmt: skip
+    source = SourceIdentity(
+        f"Actor_01/{entry.video_id}.mp4",
+        len(content),
+        1,
+        hashlib.sha256(content).hexdigest(),
+        xxhash.xxh3_128_hexdigest(content),
+    )
     return dataclasses.replace(entry, source=source)
 
 
@@ -379,8 +442,18 @@ def test_a_shard_of_another_cache_with_the_same_fingerprint_is_refused(tmp_path:
     mine = [_with_source(e, f"bytes of {e.video_id}".encode()) for e in ENTRIES]
     change, words = FOREIGN[differs]
     theirs = [change(e) if e.video_id == "vid-001" else e for e in mine]
-    a, b = (build_cache(tmp_path / name, SETTINGS, entries, dataset="ravdess", grid=GRID,
-                        shard_size=3, failures=FAILED) for name, entries in (("a", mine), ("b", theirs)))  # fmt: skip
+    a, b = (
+        build_cache(
+            tmp_path / name,
+            SETTINGS,
+            entries,
+            dataset="ravdess",
+            grid=GRID,
+            shard_size=3,
+            failures=FAILED,
+        )
+        for name, entries in (("a", mine), ("b", theirs))
+    )
     assert open_cache(a).fingerprint == open_cache(b).fingerprint
     (a / shard_name(0)).write_bytes((b / shard_name(0)).read_bytes())
     named = rf"{re.escape(str(a / shard_name(0)))}: video vid-001: ({words})"
@@ -396,8 +469,11 @@ def test_a_shard_of_another_cache_with_the_same_fingerprint_is_refused(tmp_path:
 def test_verify_names_an_extraction_interrupted_before_its_manifest(cache_dir: Path):
     (cache_dir / MANIFEST).unlink()
     (cache_dir / shard_name(2)).unlink()
-    with pytest.raises(CacheError, match=r"is incomplete \(2 of 3 shards complete, no finished "
-                                         r"manifest\): an extraction was interrupted.*resume it"):  # fmt: skip
+    with pytest.raises(
+        CacheError,
+        match=r"is incomplete \(2 of 3 shards complete, no finished "
+        r"manifest\): an extraction was interrupted.*resume it",
+    ):
         verify_cache(cache_dir)
 
 

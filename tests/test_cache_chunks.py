@@ -56,8 +56,11 @@ def test_stage2_reader_refuses_a_corrupt_scale(scaled):
     directory, vid, row = scaled
     cache = open_cache(directory)
     reader = ClipReader(cache, threads=0)
-    others = [(v, np.arange(n)) for v, n in zip(cache.videos["video_id"], cache.videos["n_clips"],
-                                                strict=True) if v != vid]  # fmt: skip
+    others = [
+        (v, np.arange(n))
+        for v, n in zip(cache.videos["video_id"], cache.videos["n_clips"], strict=True)
+        if v != vid
+    ]
     assert len(list(reader.stream(others))) == len(others)
     assert len(list(reader.stream([(vid, np.array([0]))]))) == 1  # the clip before it is sound
     with pytest.raises(CacheError, match=_named(vid, row)):

@@ -51,17 +51,65 @@ def pipeline(tmp_path_factory) -> dict:
     outputs = {}
     for dataset, root in roots.items():
         outputs[f"extract-{dataset}"] = run(
-            "extract", "--dataset", dataset, "--root", root, "--encoder", "tiny", "--cache", cache,
-            "--workers", "0", "--device", "cpu", "--no-progress",
-        )  # fmt: skip
+            "extract",
+            "--dataset",
+            dataset,
+            "--root",
+            root,
+            "--encoder",
+            "tiny",
+            "--cache",
+            cache,
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+        )
         outputs[f"probe-{dataset}"] = run(
-            "probe", "--dataset", dataset, "--cache", cache, "--out", runs, "--epochs", "2",
-            "--device", "cpu", "--num-workers", "0", "--no-progress",
-        )  # fmt: skip
-    outputs["cross-r2c"] = run("cross", "--train", "ravdess", "--test", "crema-d", "--runs", runs,
-                               "--cache", cache, "--device", "cpu")  # fmt: skip
-    outputs["cross-c2r"] = run("cross", "--train", "crema-d", "--test", "ravdess", "--runs", runs,
-                               "--cache", cache, "--calm", "merge", "--device", "cpu")  # fmt: skip
+            "probe",
+            "--dataset",
+            dataset,
+            "--cache",
+            cache,
+            "--out",
+            runs,
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--no-progress",
+        )
+    outputs["cross-r2c"] = run(
+        "cross",
+        "--train",
+        "ravdess",
+        "--test",
+        "crema-d",
+        "--runs",
+        runs,
+        "--cache",
+        cache,
+        "--device",
+        "cpu",
+    )
+    outputs["cross-c2r"] = run(
+        "cross",
+        "--train",
+        "crema-d",
+        "--test",
+        "ravdess",
+        "--runs",
+        runs,
+        "--cache",
+        cache,
+        "--calm",
+        "merge",
+        "--device",
+        "cpu",
+    )
     return {"tmp": tmp, "roots": roots, "cache": cache, "runs": runs, "out": outputs}
 
 
@@ -91,8 +139,11 @@ def test_index_without_root_names_the_variable(monkeypatch):
 
 
 def test_extract_writes_verifiable_caches(pipeline):
-    videos = re.search(r"^videos\s+(\d+) encoded .*, (\d+) already cached, (\d+) failed$",
-                       pipeline["out"]["extract-ravdess"], re.M)  # fmt: skip
+    videos = re.search(
+        r"^videos\s+(\d+) encoded .*, (\d+) already cached, (\d+) failed$",
+        pipeline["out"]["extract-ravdess"],
+        re.M,
+    )
     assert videos and (int(videos[2]), int(videos[3])) == (0, 0)
     caches = sorted(pipeline["cache"].glob("*/*/manifest.json"))
     assert [p.parent.parent.name for p in caches] == ["crema-d", "ravdess"]
@@ -124,8 +175,11 @@ def test_probe_writes_every_fold(pipeline):
 def test_cross_counts_add_up(pipeline):
     # each cross result lives in its probe run: RUN/cross/cross-<train>-to-<test>-<calm>/
     cross_dirs = sorted(p.name for p in pipeline["runs"].glob("*/cross/cross-*"))
-    assert cross_dirs == ["cross-crema-d-to-ravdess-merge", "cross-ravdess-to-crema-d-drop",
-                          "cross-ravdess-to-crema-d-merge"]  # fmt: skip
+    assert cross_dirs == [
+        "cross-crema-d-to-ravdess-merge",
+        "cross-ravdess-to-crema-d-drop",
+        "cross-ravdess-to-crema-d-merge",
+    ]
     (merge,) = pipeline["runs"].glob("crema-d-*/cross/cross-crema-d-to-ravdess-merge")
     summary = json.loads((merge / "summary.json").read_text())
     for fold in summary["folds"]:
@@ -150,13 +204,37 @@ def test_probe_refuses_to_overwrite_a_run(pipeline):
     """A second `vjfer probe` of the same settings is one line naming the run; nothing changes."""
     (run_dir,) = pipeline["runs"].glob("ravdess-*")
     before = (run_dir / "summary.json").read_bytes()
-    out = run("probe", "--dataset", "ravdess", "--cache", pipeline["cache"], "--out",
-              pipeline["runs"], "--epochs", "3", "--device", "cpu", "--no-progress", ok=False)  # fmt: skip
-    assert out.strip() == (f"error: run {run_dir} exists: --force replaces it, or choose "
-                           "another --out")  # fmt: skip
+    out = run(
+        "probe",
+        "--dataset",
+        "ravdess",
+        "--cache",
+        pipeline["cache"],
+        "--out",
+        pipeline["runs"],
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+        ok=False,
+    )
+    assert out.strip() == (
+        f"error: run {run_dir} exists: --force replaces it, or choose another --out"
+    )
     assert (run_dir / "summary.json").read_bytes() == before
-    assert "give one" in run("probe", "--dataset", "ravdess", "--cache", pipeline["cache"],
-                             "--out", pipeline["runs"], "--force", "--resume", ok=False)  # fmt: skip
+    assert "give one" in run(
+        "probe",
+        "--dataset",
+        "ravdess",
+        "--cache",
+        pipeline["cache"],
+        "--out",
+        pipeline["runs"],
+        "--force",
+        "--resume",
+        ok=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -278,8 +356,9 @@ def test_predict_plots_a_timeline(pipeline, tmp_path):
         assert clip["start_s"] < clip["centre_s"]
     image = matplotlib.image.imread(plot)
     assert image.ndim == 3 and image.shape[1] > 800  # two videos: two panels side by side
-    result = CliRunner().invoke(cli, ["predict", str(videos[0]), "--run", str(run_dir),
-                                      "--plot", str(tmp_path / "t.pdf")])  # fmt: skip
+    result = CliRunner().invoke(
+        cli, ["predict", str(videos[0]), "--run", str(run_dir), "--plot", str(tmp_path / "t.pdf")]
+    )
     assert result.exit_code == 2 and "ending in .png" in result.output
 
 
@@ -337,10 +416,19 @@ def test_make_reproduce_runs_and_resumes(tmp_path):
     )
     out = tmp_path / "repro"
     vjfer = Path(sys.executable).parent / "vjfer"
-    args = ["make", "-C", str(REPO), "reproduce", f"OUT={out}", f"VJFER={vjfer}", "ENCODER=tiny",
-            "CHECKPOINT=", "EXTRACT_FLAGS=--workers 0 --device cpu",
-            "PROBE_FLAGS=--epochs 1 --device cpu --num-workers 0",
-            *(f"{k}={v}" for k, v in roots.items())]  # fmt: skip
+    args = [
+        "make",
+        "-C",
+        str(REPO),
+        "reproduce",
+        f"OUT={out}",
+        f"VJFER={vjfer}",
+        "ENCODER=tiny",
+        "CHECKPOINT=",
+        "EXTRACT_FLAGS=--workers 0 --device cpu",
+        "PROBE_FLAGS=--epochs 1 --device cpu --num-workers 0",
+        *(f"{k}={v}" for k, v in roots.items()),
+    ]
     first = subprocess.run(args, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
     assert (out / "report" / "report.md").is_file()
@@ -357,8 +445,11 @@ def test_make_reproduce_runs_and_resumes(tmp_path):
 def test_make_reproduce_names_missing_inputs(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("GNU make is not installed")
-    result = subprocess.run(["make", "-C", str(REPO), "reproduce", f"OUT={tmp_path}", "RAVDESS=",
-                             "VJFER_RAVDESS="], capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["make", "-C", str(REPO), "reproduce", f"OUT={tmp_path}", "RAVDESS=", "VJFER_RAVDESS="],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "RAVDESS=DIR" in result.stderr
 
 
@@ -404,19 +495,46 @@ def test_options_that_do_not_apply_are_rejected(pipeline, tmp_path):
     ckpt = tmp_path / "vith16-384.pth.tar"
     ckpt.write_bytes(b"not used")
     video = sorted(pipeline["roots"]["ravdess"].rglob("*.mp4"))[0]
-    result = CliRunner().invoke(cli, ["predict", str(video), "--run", str(_ravdess_run(pipeline)),
-                                      "--checkpoint", str(ckpt), "--device", "cpu"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(video),
+            "--run",
+            str(_ravdess_run(pipeline)),
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 1
     assert "--checkpoint does not apply: the run's cache was made with tiny" in result.output
-    result = CliRunner().invoke(cli, ["extract", "--dataset", "ravdess", "--root",
-                                      str(pipeline["roots"]["ravdess"]), "--encoder", "tiny",
-                                      "--checkpoint", str(ckpt), "--cache", str(tmp_path)])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--dataset",
+            "ravdess",
+            "--root",
+            str(pipeline["roots"]["ravdess"]),
+            "--encoder",
+            "tiny",
+            "--checkpoint",
+            str(ckpt),
+            "--cache",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 2
     assert "--checkpoint does not apply to --encoder tiny" in result.output
     assert not (tmp_path / "ravdess").exists()
     env = {"VJFER_CHECKPOINT": str(ckpt)}  # the variable serves real encoders: ignored for tiny
-    result = CliRunner().invoke(cli, ["predict", str(video), "--run", str(_ravdess_run(pipeline)),
-                                      "--device", "cpu"], env=env)  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        ["predict", str(video), "--run", str(_ravdess_run(pipeline)), "--device", "cpu"],
+        env=env,
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -444,18 +562,55 @@ def test_probe_names_an_interrupted_cache_and_how_to_resume_it(pipeline, tmp_pat
 @pytest.mark.slow
 def test_reference_fidelity_options_reach_the_cache_and_the_run(pipeline, tmp_path):
     cache, runs = tmp_path / "cache", tmp_path / "runs"
-    out = run("extract", "--dataset", "ravdess", "--root", pipeline["roots"]["ravdess"],
-              "--encoder", "tiny", "--cache", cache, "--workers", "0", "--device", "cpu",
-              "--plan", "reference", "--augment", "1", "--dtype", "fp16", "--no-progress")  # fmt: skip
+    out = run(
+        "extract",
+        "--dataset",
+        "ravdess",
+        "--root",
+        pipeline["roots"]["ravdess"],
+        "--encoder",
+        "tiny",
+        "--cache",
+        cache,
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--plan",
+        "reference",
+        "--augment",
+        "1",
+        "--dtype",
+        "fp16",
+        "--no-progress",
+    )
     line = next(x for x in out.splitlines() if x.startswith("augmented"))
     assert "1 × 8 = 8 extra clips a video" in line
     (directory,) = [p.parent for p in cache.rglob("manifest.json")]
     manifest = json.loads((directory / "manifest.json").read_text())
     assert manifest["settings"]["augment"]["copies"] == 1
     assert manifest["settings"]["plan"] == "reference" and manifest["config"]["dtype"] == "fp16"
-    run("probe", "--dataset", "ravdess", "--cache", cache, "--out", runs, "--epochs", "1",
-        "--device", "cpu", "--num-workers", "0", "--no-progress", "--train-view", "augmented",
-        "--token-augment", "--autocast", "fp16")  # fmt: skip
+    run(
+        "probe",
+        "--dataset",
+        "ravdess",
+        "--cache",
+        cache,
+        "--out",
+        runs,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--train-view",
+        "augmented",
+        "--token-augment",
+        "--autocast",
+        "fp16",
+    )
     (run_dir,) = list(runs.iterdir())
     config = json.loads((run_dir / "config.json").read_text())["train"]
     assert (config["train_view"], config["token_augment"], config["autocast"]) == (
@@ -472,9 +627,12 @@ def test_predict_says_when_a_video_is_shorter_than_one_clip(pipeline, tmp_path):
     (its one clip padded) is named, not scored in silence."""
     short = tmp_path / "short.mp4"
     short.write_bytes(one_frame_video("mp4"))
-    out = json.loads(run("predict", short, "--run", _ravdess_run(pipeline), "--json",
-                         "--device", "cpu"))  # fmt: skip
+    out = json.loads(
+        run("predict", short, "--run", _ravdess_run(pipeline), "--json", "--device", "cpu")
+    )
     rows = [(v["video_id"], v["n_frames"], v["n_clips"]) for v in out["videos"]]
     assert rows == [("short", 1, 1)]
-    assert out["notes"] == [f"{short}: 1 frame(s), shorter than one clip (65 frames): its one "
-                            "clip repeats the last frame (the reference's padding)"]  # fmt: skip
+    assert out["notes"] == [
+        f"{short}: 1 frame(s), shorter than one clip (65 frames): its one "
+        "clip repeats the last frame (the reference's padding)"
+    ]

@@ -32,8 +32,9 @@ def _read_only_folder(path: Path) -> Path | None:
     if os.geteuid() != 0:
         path.chmod(0o555)
         return path
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)],
-                             capture_output=True)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True
+    )
     return path if mounted.returncode == 0 else None
 
 
@@ -46,14 +47,29 @@ def world(tmp_path_factory):
     good = write_tiny_cache(
         tmp / "good" / "ravdess" / "c", entries=entries, settings=SETTINGS, shard_size=16
     )
-    other = [e if i else type(e)(**{**e.__dict__, "fold": e.fold % 5 + 1})
-             for i, e in enumerate(entries)]  # fmt: skip
+    other = [
+        e if i else type(e)(**{**e.__dict__, "fold": e.fold % 5 + 1}) for i, e in enumerate(entries)
+    ]
     theirs = write_tiny_cache(tmp / "theirs", entries=other, settings=SETTINGS, shard_size=16)
     foreign = Path(shutil.copytree(good, tmp / "foreign" / "ravdess" / "c"))
     (foreign / shard_name(0)).write_bytes((theirs / shard_name(0)).read_bytes())
     runs = tmp / "runs"
-    run_cli("probe", "--cache", good, "--out", runs, "--epochs", "1", "--fold", "1",
-            "--device", "cpu", "--num-workers", "0", "--no-progress")  # fmt: skip
+    run_cli(
+        "probe",
+        "--cache",
+        good,
+        "--out",
+        runs,
+        "--epochs",
+        "1",
+        "--fold",
+        "1",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--no-progress",
+    )
     (trained,) = runs.iterdir()
     bad_config = Path(shutil.copytree(trained, tmp / "bad-config" / "run"))
     (bad_config / "config.json").write_text("[]")
@@ -73,39 +89,114 @@ def world(tmp_path_factory):
     boxes = tmp / "boxes.csv"
     boxes.write_bytes("video_id,x,y,w,h\nvidéo,1,2,3,4\n".encode("latin-1"))
     read_only = _read_only_folder(tmp / "ro")
-    yield {"good": good, "foreign": foreign.parent.parent, "run": trained, "runs": runs,
-           "bad_config": bad_config, "no_metrics": no_metrics, "unreadable": unreadable.parent,
-           "listed": listed, "unfinished": unfinished, "converted": converted.parent.parent,
-           "root": root, "boxes": boxes, "ro": read_only, "tmp": tmp}  # fmt: skip
+    yield {
+        "good": good,
+        "foreign": foreign.parent.parent,
+        "run": trained,
+        "runs": runs,
+        "bad_config": bad_config,
+        "no_metrics": no_metrics,
+        "unreadable": unreadable.parent,
+        "listed": listed,
+        "unfinished": unfinished,
+        "converted": converted.parent.parent,
+        "root": root,
+        "boxes": boxes,
+        "ro": read_only,
+        "tmp": tmp,
+    }
     if read_only is not None and os.geteuid() == 0:
         subprocess.run(["umount", str(read_only)], check=True)
 
 
 PROBE = ("probe", "--cache", "{good}", "--out", "{tmp}/out", "--device", "cpu", "--epochs", "1")
 CASES = {  # case -> (arguments, the words its one line must hold)
-    "lr negative": ((*PROBE, "--lr", "-1"), r"'--lr': -1.0 in '-1': each value must be finite and > 0"),
+    "lr negative": (
+        (*PROBE, "--lr", "-1"),
+        r"'--lr': -1.0 in '-1': each value must be finite and > 0",
+    ),
     "lr nan": ((*PROBE, "--lr", "nan"), r"'--lr': nan in 'nan'.*finite"),
     "lr inf": ((*PROBE, "--lr", "inf"), r"'--lr': inf in 'inf'.*finite"),
     "lr zero": ((*PROBE, "--lr", "0"), r"'--lr': 0.0 in '0'.*> 0"),
     "wd negative": ((*PROBE, "--wd", "-0.5"), r"'--wd': -0.5 in '-0.5'.*finite and >= 0"),
-    "lr empty entry": ((*PROBE, "--lr", "1e-3,,2"), r"'--lr': '1e-3,,2' has an empty entry \(position 2\)"),
+    "lr empty entry": (
+        (*PROBE, "--lr", "1e-3,,2"),
+        r"'--lr': '1e-3,,2' has an empty entry \(position 2\)",
+    ),
     "fold not a number": ((*PROBE, "--fold", "x"), r"'--fold': 'x': give all, or fold numbers"),
-    "fold list with an unknown fold": ((*PROBE, "--fold", "1,9"), r"fold\(s\) \[9\] not in cache .*holds folds \[1, 2, 3, 4, 5\]"),
+    "fold list with an unknown fold": (
+        (*PROBE, "--fold", "1,9"),
+        r"fold\(s\) \[9\] not in cache .*holds folds \[1, 2, 3, 4, 5\]",
+    ),
     "fold empty entry": ((*PROBE, "--fold", "1,,2"), r"'--fold': '1,,2' has an empty entry"),
-    "predict folds not numbers": (("predict", "{tmp}/v.mp4", "--run", "{run}", "--folds", "1,x"), r"'--folds': '1,x': give all, or fold numbers"),
-    "device tpu": ((*PROBE[:-4], "--device", "tpu"), r"'--device': device 'tpu' is not one vjfer runs on"),
-    "device cuda without CUDA": ((*PROBE[:-4], "--device", "cuda"), r"'--device': device 'cuda': this machine has no usable CUDA GPU"),
-    "in-memory gpu without a GPU": ((*PROBE, "--in-memory", "gpu"), r"--in-memory: --in-memory gpu .*the CPU.*--in-memory yes"),
-    "read-only --out": (("probe", "--cache", "{good}", "--out", "{ro}/runs"), r"--out: .*ro/runs: not writable \(Read-only file system\)"),
-    "foreign shard": (("probe", "--cache", "{foreign}", "--out", "{tmp}/out"), r"shard-00000.h5: video \S+: fold \d, the manifest has \d"),
-    "interrupted convert": (("probe", "--cache", "{converted}", "--out", "{tmp}/out"), r"a `vjfer cache convert` was interrupted.*resume it with `vjfer cache convert"),
-    "config.json a list": (("report", "{bad_config}", "--out", "{tmp}/report", "--cache", "{tmp}/none"), r"config.json: expected a JSON object, got list"),
-    "every run unreadable": (("report", "{unreadable}", "--out", "{tmp}/report2", "--cache", "{tmp}/none"), r"no readable run at or under .*summary.json could not be read"),
-    "compare a run report refuses": (("compare", "{run}", "{no_metrics}", "--out", "{tmp}/cmp"), r"fold-1/metrics.json is missing"),
-    "manifest.json a list": (("cache", "verify", "{listed}"), r"manifest.json: expected a JSON object, got list; damaged.*vjfer cache info"),
-    "verify an unfinished extraction": (("cache", "verify", "{unfinished}"), r"is incomplete \(5 of 5 shards complete, no finished manifest\): an extraction was interrupted"),
-    "boxes not UTF-8": (("extract", "--dataset", "ravdess", "--root", "{root}", "--encoder", "tiny", "--cache", "{tmp}/cache", "--workers", "0", "--no-progress", "--face-crop", "boxes:{boxes}"), r"boxes.csv: not UTF-8 text \(byte \d+: invalid"),
-}  # fmt: skip
+    "predict folds not numbers": (
+        ("predict", "{tmp}/v.mp4", "--run", "{run}", "--folds", "1,x"),
+        r"'--folds': '1,x': give all, or fold numbers",
+    ),
+    "device tpu": (
+        (*PROBE[:-4], "--device", "tpu"),
+        r"'--device': device 'tpu' is not one vjfer runs on",
+    ),
+    "device cuda without CUDA": (
+        (*PROBE[:-4], "--device", "cuda"),
+        r"'--device': device 'cuda': this machine has no usable CUDA GPU",
+    ),
+    "in-memory gpu without a GPU": (
+        (*PROBE, "--in-memory", "gpu"),
+        r"--in-memory: --in-memory gpu .*the CPU.*--in-memory yes",
+    ),
+    "read-only --out": (
+        ("probe", "--cache", "{good}", "--out", "{ro}/runs"),
+        r"--out: .*ro/runs: not writable \(Read-only file system\)",
+    ),
+    "foreign shard": (
+        ("probe", "--cache", "{foreign}", "--out", "{tmp}/out"),
+        r"shard-00000.h5: video \S+: fold \d, the manifest has \d",
+    ),
+    "interrupted convert": (
+        ("probe", "--cache", "{converted}", "--out", "{tmp}/out"),
+        r"a `vjfer cache convert` was interrupted.*resume it with `vjfer cache convert",
+    ),
+    "config.json a list": (
+        ("report", "{bad_config}", "--out", "{tmp}/report", "--cache", "{tmp}/none"),
+        r"config.json: expected a JSON object, got list",
+    ),
+    "every run unreadable": (
+        ("report", "{unreadable}", "--out", "{tmp}/report2", "--cache", "{tmp}/none"),
+        r"no readable run at or under .*summary.json could not be read",
+    ),
+    "compare a run report refuses": (
+        ("compare", "{run}", "{no_metrics}", "--out", "{tmp}/cmp"),
+        r"fold-1/metrics.json is missing",
+    ),
+    "manifest.json a list": (
+        ("cache", "verify", "{listed}"),
+        r"manifest.json: expected a JSON object, got list; damaged.*vjfer cache info",
+    ),
+    "verify an unfinished extraction": (
+        ("cache", "verify", "{unfinished}"),
+        r"is incomplete \(5 of 5 shards complete, no finished manifest\): an extraction was interrupted",
+    ),
+    "boxes not UTF-8": (
+        (
+            "extract",
+            "--dataset",
+            "ravdess",
+            "--root",
+            "{root}",
+            "--encoder",
+            "tiny",
+            "--cache",
+            "{tmp}/cache",
+            "--workers",
+            "0",
+            "--no-progress",
+            "--face-crop",
+            "boxes:{boxes}",
+        ),
+        r"boxes.csv: not UTF-8 text \(byte \d+: invalid",
+    ),
+}
 NEEDS = {"device cuda without CUDA": NO_CUDA, "in-memory gpu without a GPU": NO_CUDA}
 
 
@@ -130,11 +221,25 @@ def test_a_fold_list_of_known_folds_trains_those_folds(world, tmp_path, caplog):
     """`--fold 1,2` is a list of folds, not an error (issue 20 named its traceback); the log says
     which clips the probe checks and that `vjfer cache verify` checks them all."""
     caplog.set_level("INFO", logger="vjfer.probe.run")
-    run_cli(*[a.format(**world) for a in PROBE[:3]], "--out", tmp_path, "--device", "cpu",
-            "--epochs", "1", "--fold", "1,2", "--num-workers", "0", "--no-progress")  # fmt: skip
+    run_cli(
+        *[a.format(**world) for a in PROBE[:3]],
+        "--out",
+        tmp_path,
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--fold",
+        "1,2",
+        "--num-workers",
+        "0",
+        "--no-progress",
+    )
     (run_dir,) = tmp_path.iterdir()
     assert run_dir.name.endswith("-fold1-2")
     assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2]
-    assert re.search(r"every shard's structure and per-video table match the manifest; each clip "
-                     r"this run reads is checked .*`vjfer cache verify \S+` checks every clip",
-                     caplog.text)  # fmt: skip
+    assert re.search(
+        r"every shard's structure and per-video table match the manifest; each clip "
+        r"this run reads is checked .*`vjfer cache verify \S+` checks every clip",
+        caplog.text,
+    )

@@ -17,27 +17,46 @@ from vjfer.probe.config import TrainConfig
 from vjfer.probe.run import config_dict
 from vjfer.synthetic import make_ravdess
 
-SETTINGS = {"encoder": "tiny", "resolution": 64, "dtype": "float16",
-            "encoder_fingerprint": {"name": "tiny", "checkpoint_sha256": None, "seed": 0}}  # fmt: skip
+SETTINGS = {
+    "encoder": "tiny",
+    "resolution": 64,
+    "dtype": "float16",
+    "encoder_fingerprint": {"name": "tiny", "checkpoint_sha256": None, "seed": 0},
+}
 
 
-def write_run(directory, uar: list[float], *, dataset="ravdess", train=None, settings=None,
-              n_test=10):  # fmt: skip
+def write_run(
+    directory, uar: list[float], *, dataset="ravdess", train=None, settings=None, n_test=10
+):
     """A run directory as `vjfer.probe.run.train_folds` writes it (config.json, summary.json,
     fold-K/metrics.json: `vjfer report` reads them, so compare does too)."""
     directory.mkdir(parents=True)
     train = config_dict(train or TrainConfig())
     per_fold = [
-        {"fold": k, "n_test_videos": n_test,
-         **{v: {"uar": u, "war": u + 0.1, "macro_precision": u - 0.1, "macro_f1": u}
-            for v in ("pbv", "mv", "clip")}}
+        {
+            "fold": k,
+            "n_test_videos": n_test,
+            **{
+                v: {"uar": u, "war": u + 0.1, "macro_precision": u - 0.1, "macro_f1": u}
+                for v in ("pbv", "mv", "clip")
+            },
+        }
         for k, u in enumerate(uar, start=1)
-    ]  # fmt: skip
-    cache = {"path": "cache/x", "dataset": dataset, "fingerprint": "ab" * 32,
-             "settings": settings or SETTINGS}  # fmt: skip
+    ]
+    cache = {
+        "path": "cache/x",
+        "dataset": dataset,
+        "fingerprint": "ab" * 32,
+        "settings": settings or SETTINGS,
+    }
     config = {"train": train, "folds": [f["fold"] for f in per_fold], "cache": cache}
-    summary = {"dataset": dataset, "probe": train["probe"], "folds": config["folds"],
-               "per_fold": per_fold, "mean": {}}  # fmt: skip
+    summary = {
+        "dataset": dataset,
+        "probe": train["probe"],
+        "folds": config["folds"],
+        "per_fold": per_fold,
+        "mean": {},
+    }
     (directory / "config.json").write_text(json.dumps(config))
     (directory / "summary.json").write_text(json.dumps(summary))
     for fold in per_fold:
@@ -96,10 +115,36 @@ def test_compare_two_real_heads(tmp_path):
     summaries, fold by fold."""
     root, cache, runs = tmp_path / "RAVDESS", tmp_path / "cache", tmp_path / "runs"
     make_ravdess(root, actors=(2, 3, 10, 8, 1), emotions=(1, 3), modalities=(2,), seed=4)
-    run("extract", "--dataset", "ravdess", "--root", root, "--encoder", "tiny", "--cache", cache,
-        "--workers", "0", "--device", "cpu", "--no-progress")  # fmt: skip
-    base = ["probe", "--dataset", "ravdess", "--cache", cache, "--epochs", "1", "--device", "cpu",
-            "--num-workers", "0", "--no-progress"]  # fmt: skip
+    run(
+        "extract",
+        "--dataset",
+        "ravdess",
+        "--root",
+        root,
+        "--encoder",
+        "tiny",
+        "--cache",
+        cache,
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
+    base = [
+        "probe",
+        "--dataset",
+        "ravdess",
+        "--cache",
+        cache,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--no-progress",
+    ]
     run(*base, "--out", runs / "a")
     run(*base, "--out", runs / "b", "--lr", "0.01", "--seed", "1")
     (a,), (b,) = list((runs / "a").iterdir()), list((runs / "b").iterdir())
@@ -108,8 +153,10 @@ def test_compare_two_real_heads(tmp_path):
     table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
     assert table["Head"].tolist() == ["epochs=1"] * 2 + ["epochs=1 lr=0.01 seed=1"] * 2
     sa, sb = (json.loads((r / "summary.json").read_text()) for r in (a, b))
-    diffs = [100 * (fb["pbv"]["uar"] - fa["pbv"]["uar"])
-             for fa, fb in zip(sa["per_fold"], sb["per_fold"], strict=True)]  # fmt: skip
+    diffs = [
+        100 * (fb["pbv"]["uar"] - fa["pbv"]["uar"])
+        for fa, fb in zip(sa["per_fold"], sb["per_fold"], strict=True)
+    ]
     assert table.loc[2, "Δ UAR"] == pytest.approx(np.mean(diffs))
     assert table.loc[0, "UAR"] == pytest.approx(100 * sa["mean"]["pbv"]["uar"]["mean"])
     assert (tmp_path / "cmp" / "compare.md").read_text().startswith("## Probe runs compared")

@@ -33,8 +33,11 @@ SETTINGS = {"encoder": "fake", "resolution": 16}
 
 
 def digests(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())
-            if p.name.startswith("shard-") or p.name == MANIFEST}  # fmt: skip
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.iterdir())
+        if p.name.startswith("shard-") or p.name == MANIFEST
+    }
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +121,9 @@ def test_pca_basis_never_sees_the_test_fold(source, tmp_path):
     for e in entries:
         if e.fold == 3:
             e.tokens = (e.tokens * 7 + 3).astype(np.float16)
-    other = open_cache(build_cache(tmp_path / "o", SETTINGS, entries, dataset="ravdess", grid=GRID,
-                                   shard_size=16))  # fmt: skip
+    other = open_cache(
+        build_cache(tmp_path / "o", SETTINGS, entries, dataset="ravdess", grid=GRID, shard_size=16)
+    )
     basis2, mean2, _ = fit_pca(other, 4, test_fold=3, clips=10_000)
     np.testing.assert_array_equal(basis, basis2)
     np.testing.assert_array_equal(mean, mean2)
@@ -180,8 +184,13 @@ convert.convert(convert.ConvertConfig(Path(sys.argv[1]), "pool2+int8", out=Path(
 def test_killed_convert_resumes_to_identical_bytes(source, tmp_path):
     clean = convert(ConvertConfig(source, "pool2+int8", out=tmp_path / "clean")).directory
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(source), str(killed)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(source), str(killed)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -9, proc.stderr
     names = sorted(p.name for p in killed.iterdir())
     assert names == ["convert.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5.partial"]
@@ -201,30 +210,76 @@ run = run_cli  # `vjfer ARGS...` in-process; asserts exit 0 unless ok=False
 def pipeline(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("e2e")
     roots = {"ravdess": tmp / "R", "crema-d": tmp / "C"}
-    make_ravdess(roots["ravdess"], actors=(2, 3, 10, 8, 1), emotions=(1, 3, 5), seed=1,
-                 modalities=(2,))  # fmt: skip
+    make_ravdess(
+        roots["ravdess"], actors=(2, 3, 10, 8, 1), emotions=(1, 3, 5), seed=1, modalities=(2,)
+    )
     make_crema_d(
         roots["crema-d"], actors=(1002, 1004, 1005, 1007, 1001), sentences=("TIE",), seed=1
     )
     cache, runs = tmp / "cache", tmp / "runs"
-    common = ["--encoder", "tiny", "--cache", cache, "--workers", "0", "--device", "cpu",
-              "--no-progress"]  # fmt: skip
+    common = [
+        "--encoder",
+        "tiny",
+        "--cache",
+        cache,
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     run("extract", "--dataset", "ravdess", "--root", roots["ravdess"], *common)
     # CREMA-D extracted straight into the format; RAVDESS converted from fp16
-    run("extract", "--dataset", "crema-d", "--root", roots["crema-d"], "--store", "pool2+int8",
-        *common)  # fmt: skip
+    run(
+        "extract",
+        "--dataset",
+        "crema-d",
+        "--root",
+        roots["crema-d"],
+        "--store",
+        "pool2+int8",
+        *common,
+    )
     (src,) = (cache / "ravdess").iterdir()
     converted = run("cache", "convert", src, "--store", "pool2+int8")
     (dst,) = [p for p in (cache / "ravdess").iterdir() if p != src]
-    probe = ["--epochs", "2", "--device", "cpu", "--num-workers", "0", "--no-progress", "--out",
-             runs]  # fmt: skip
+    probe = [
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--out",
+        runs,
+    ]
     run("probe", "--dataset", "ravdess", "--cache", dst, *probe)
     (crema,) = (cache / "crema-d").iterdir()
     run("probe", "--dataset", "crema-d", "--cache", crema, *probe)
-    run("cross", "--train", "ravdess", "--test", "crema-d", "--runs", runs, "--cache", cache,
-        "--device", "cpu")  # fmt: skip
-    return {"tmp": tmp, "roots": roots, "cache": cache, "runs": runs, "src": src, "dst": dst,
-            "crema": crema, "converted": converted}  # fmt: skip
+    run(
+        "cross",
+        "--train",
+        "ravdess",
+        "--test",
+        "crema-d",
+        "--runs",
+        runs,
+        "--cache",
+        cache,
+        "--device",
+        "cpu",
+    )
+    return {
+        "tmp": tmp,
+        "roots": roots,
+        "cache": cache,
+        "runs": runs,
+        "src": src,
+        "dst": dst,
+        "crema": crema,
+        "converted": converted,
+    }
 
 
 def test_convert_prints_its_cost(pipeline):
@@ -245,9 +300,24 @@ def test_convert_prints_its_cost(pipeline):
 
 def test_extract_in_a_format_equals_convert(pipeline, tmp_path):
     """`extract --store` and `cache convert` store the same tokens under the same fingerprint."""
-    run("extract", "--dataset", "ravdess", "--root", pipeline["roots"]["ravdess"], "--encoder",
-        "tiny", "--cache", tmp_path, "--workers", "0", "--device", "cpu", "--no-progress",
-        "--store", "pool2+int8")  # fmt: skip
+    run(
+        "extract",
+        "--dataset",
+        "ravdess",
+        "--root",
+        pipeline["roots"]["ravdess"],
+        "--encoder",
+        "tiny",
+        "--cache",
+        tmp_path,
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--store",
+        "pool2+int8",
+    )
     (direct,) = (tmp_path / "ravdess").iterdir()
     a, b = open_cache(direct), open_cache(pipeline["dst"])
     assert a.fingerprint == b.fingerprint and direct.name == pipeline["dst"].name
@@ -281,8 +351,9 @@ def test_converted_run_reports_and_predicts(pipeline):
     assert store.startswith("pool2+int8 tokens [clips, views, 8×2×2 tokens, D = 64]")
     expected = pd.read_csv(run_dir / "fold-1" / "video_predictions.csv").iloc[0]
     (video,) = pipeline["roots"]["ravdess"].rglob(f"{expected['video_id']}.mp4")
-    got = json.loads(run("predict", video, "--run", run_dir, "--fold", "1", "--json", "--device",
-                         "cpu"))["videos"][0]  # fmt: skip
+    got = json.loads(
+        run("predict", video, "--run", run_dir, "--fold", "1", "--json", "--device", "cpu")
+    )["videos"][0]
     n = expected["n_clips"]
     for name in ("neutral", "happy", "angry"):  # the same pooled, quantized tokens
         assert got[f"prob_{name}"] == pytest.approx(expected[f"prob_{name}"] / n, abs=1e-4)
@@ -318,11 +389,17 @@ def test_a_converted_cache_names_vjfer_cache_convert_as_the_fix(source, tmp_path
     with h5py.File(out / "shard-00001.h5", "r+") as f:
         f["tokens"][0] = f["tokens"][0] ^ np.uint8(1)  # one bit of every value of clip 0
     vid = open_cache(out).manifest["shards"][1]["video_ids"][0]
-    with pytest.raises(CacheError, match=rf"does not match its checksum.*rewrite that shard from "
-                                         rf"the source cache \(delete it, rerun {re.escape(command)}"):  # fmt: skip
+    with pytest.raises(
+        CacheError,
+        match=rf"does not match its checksum.*rewrite that shard from "
+        rf"the source cache \(delete it, rerun {re.escape(command)}",
+    ):
         open_cache(out).tokens(vid)
     (out / MANIFEST).unlink()  # killed before its manifest
     for opener in (open_cache, verify_cache):
-        with pytest.raises(CacheError, match=r"no finished manifest\): a `vjfer cache convert` was "
-                                             rf"interrupted or is running; resume it with {re.escape(command)}"):  # fmt: skip
+        with pytest.raises(
+            CacheError,
+            match=r"no finished manifest\): a `vjfer cache convert` was "
+            rf"interrupted or is running; resume it with {re.escape(command)}",
+        ):
             opener(out)

@@ -60,10 +60,12 @@ def test_class_maps_follow_design():
 
 @pytest.mark.parametrize(
     ("source", "target", "calm", "match"),
-    [("ravdess", "ravdess", "drop", "two datasets"),
-     ("ravdess", "crema-d", "keep", "calm handling"),
-     ("ravdess", "afew", "drop", "unknown dataset")],
-)  # fmt: skip
+    [
+        ("ravdess", "ravdess", "drop", "two datasets"),
+        ("ravdess", "crema-d", "keep", "calm handling"),
+        ("ravdess", "afew", "drop", "unknown dataset"),
+    ],
+)
 def test_class_handling_rejects(source, target, calm, match):
     with pytest.raises(ConfigError, match=match):
         class_handling(source, target, calm)
@@ -80,29 +82,47 @@ CASES = {
     # drop: videos 1, 9 (predicted calm) and 2 (predicted surprised) go; one happy video is
     # called sad. Recall: happy 1/2, the rest 1. Precision: sad 1/2 (one of two), the rest 1.
     ("ravdess", "crema-d", "drop"): dict(
-        truth=R2C_TRUTH, pred=R2C_PRED, kept=7,
+        truth=R2C_TRUTH,
+        pred=R2C_PRED,
+        kept=7,
         dropped={"predicted calm": 2, "predicted surprised": 1},
-        uar=(5 + 1 / 2) / 6, war=6 / 7, macro_precision=(5 + 1 / 2) / 6,
+        uar=(5 + 1 / 2) / 6,
+        war=6 / 7,
+        macro_precision=(5 + 1 / 2) / 6,
     ),
     # merge: video 1 (neutral, predicted calm) becomes right, video 9 (disgust, predicted calm)
     # becomes a neutral prediction. Recall: happy 1/2, disgust 1/2. Precision: neutral 2/3, sad 1/2.
     ("ravdess", "crema-d", "merge"): dict(
-        truth=R2C_TRUTH, pred=R2C_PRED, kept=9, dropped={"predicted surprised": 1},
-        uar=(4 + 1 / 2 + 1 / 2) / 6, war=7 / 9, macro_precision=(4 + 2 / 3 + 1 / 2) / 6,
+        truth=R2C_TRUTH,
+        pred=R2C_PRED,
+        kept=9,
+        dropped={"predicted surprised": 1},
+        uar=(4 + 1 / 2 + 1 / 2) / 6,
+        war=7 / 9,
+        macro_precision=(4 + 2 / 3 + 1 / 2) / 6,
     ),
     # drop: labelled calm (1, 2) and surprised (3) go; one disgust video is called neutral.
     ("crema-d", "ravdess", "drop"): dict(
-        truth=C2R_TRUTH, pred=C2R_PRED, kept=7,
+        truth=C2R_TRUTH,
+        pred=C2R_PRED,
+        kept=7,
         dropped={"labelled calm": 2, "labelled surprised": 1},
-        uar=(5 + 1 / 2) / 6, war=6 / 7, macro_precision=(5 + 1 / 2) / 6,
+        uar=(5 + 1 / 2) / 6,
+        war=6 / 7,
+        macro_precision=(5 + 1 / 2) / 6,
     ),
     # merge: calm labels count as neutral: video 1 right, video 2 (called angry) wrong.
     # Recall: neutral 2/3, disgust 1/2. Precision: neutral 2/3, angry 1/2.
     ("crema-d", "ravdess", "merge"): dict(
-        truth=C2R_TRUTH, pred=C2R_PRED, kept=9, dropped={"labelled surprised": 1},
-        uar=(4 + 2 / 3 + 1 / 2) / 6, war=7 / 9, macro_precision=(4 + 2 / 3 + 1 / 2) / 6,
+        truth=C2R_TRUTH,
+        pred=C2R_PRED,
+        kept=9,
+        dropped={"labelled surprised": 1},
+        uar=(4 + 2 / 3 + 1 / 2) / 6,
+        war=7 / 9,
+        macro_precision=(4 + 2 / 3 + 1 / 2) / 6,
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("key", list(CASES), ids=["-".join(k) for k in CASES])
@@ -129,15 +149,17 @@ def _arrays(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # RAVDESS probes on CREMA-D: rows CREMA-D labels, columns RAVDESS predictions (72 videos).
-R2C_CONFUSION = np.array([
-    # neu calm hap sad ang fea dis sur
-    [10, 5, 0, 2, 0, 0, 0, 3],  # neutral
-    [1, 0, 8, 0, 0, 0, 1, 0],  # happy
-    [2, 4, 0, 6, 0, 0, 0, 0],  # sad
-    [0, 0, 0, 0, 9, 1, 0, 0],  # angry
-    [0, 0, 0, 1, 0, 7, 0, 2],  # fearful
-    [0, 1, 0, 0, 2, 0, 7, 0],  # disgust
-])  # fmt: skip
+R2C_CONFUSION = np.array(
+    [
+        # neu calm hap sad ang fea dis sur
+        [10, 5, 0, 2, 0, 0, 0, 3],  # neutral
+        [1, 0, 8, 0, 0, 0, 1, 0],  # happy
+        [2, 4, 0, 6, 0, 0, 0, 0],  # sad
+        [0, 0, 0, 0, 9, 1, 0, 0],  # angry
+        [0, 0, 0, 1, 0, 7, 0, 2],  # fearful
+        [0, 1, 0, 0, 2, 0, 7, 0],  # disgust
+    ]
+)
 
 
 def test_known_confusion_drop_and_merge():
@@ -148,10 +170,12 @@ def test_known_confusion_drop_and_merge():
     assert cm[0].tolist() == [10, 0, 2, 0, 0, 0] and cm[:, 0].tolist() == [10, 1, 2, 0, 0, 0]
     truth, pred = _arrays(cm)
     assert metrics.uar(truth, pred) == pytest.approx(
-        (10 / 12 + 8 / 10 + 6 / 8 + 9 / 10 + 7 / 8 + 7 / 9) / 6)  # fmt: skip
+        (10 / 12 + 8 / 10 + 6 / 8 + 9 / 10 + 7 / 8 + 7 / 9) / 6
+    )
     assert metrics.war(truth, pred) == pytest.approx(47 / 57)
     assert metrics.macro_precision(truth, pred) == pytest.approx(
-        (10 / 13 + 8 / 8 + 6 / 9 + 9 / 11 + 7 / 8 + 7 / 8) / 6)  # fmt: skip
+        (10 / 13 + 8 / 8 + 6 / 9 + 9 / 11 + 7 / 8 + 7 / 8) / 6
+    )
 
     merge = class_handling("ravdess", "crema-d", "merge")
     cm, dropped = handle_confusion(R2C_CONFUSION, merge)
@@ -159,10 +183,12 @@ def test_known_confusion_drop_and_merge():
     assert cm[:, 0].tolist() == [15, 1, 6, 0, 0, 1]  # calm column added to neutral
     truth, pred = _arrays(cm)
     assert metrics.uar(truth, pred) == pytest.approx(
-        (15 / 17 + 8 / 10 + 6 / 12 + 9 / 10 + 7 / 8 + 7 / 10) / 6)  # fmt: skip
+        (15 / 17 + 8 / 10 + 6 / 12 + 9 / 10 + 7 / 8 + 7 / 10) / 6
+    )
     assert metrics.war(truth, pred) == pytest.approx(52 / 67)
     assert metrics.macro_precision(truth, pred) == pytest.approx(
-        (15 / 23 + 8 / 8 + 6 / 9 + 9 / 11 + 7 / 8 + 7 / 8) / 6)  # fmt: skip
+        (15 / 23 + 8 / 8 + 6 / 9 + 9 / 11 + 7 / 8 + 7 / 8) / 6
+    )
 
 
 def test_confusion_agrees_with_arrays_both_directions():
@@ -191,10 +217,16 @@ def test_nothing_kept_scores_none():
 # End to end: small caches of both datasets, probes trained from them, cross runs, the report.
 
 D, GRID = 32, (2, 2, 2)  # N = 8 tokens per clip
-ENCODER = {"encoder": "synthetic",
-           "encoder_fingerprint": {"name": "synthetic", "checkpoint_sha256": None},
-           "resolution": 64, "frames": 16, "frame_step": 4, "mean": [0.5] * 3, "std": [0.2] * 3,
-           "dtype": "float16"}  # fmt: skip
+ENCODER = {
+    "encoder": "synthetic",
+    "encoder_fingerprint": {"name": "synthetic", "checkpoint_sha256": None},
+    "resolution": 64,
+    "frames": 16,
+    "frame_step": 4,
+    "mean": [0.5] * 3,
+    "std": [0.2] * 3,
+    "dtype": "float16",
+}
 SMALL = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=0, device="cpu")
 
 
@@ -215,9 +247,18 @@ def make_entries(dataset: str, actors_per_fold: int, seed: int) -> list[VideoEnt
             C = int(rng.integers(1, 4))
             tokens = rng.normal(size=(C, 1, 8, D)) + prototypes[VOCABULARY.index(name)] + shift
             frames = np.arange(C * 16).reshape(C, 16)
-            entries.append(VideoEntry(f"{dataset}-{actor}-{name}", label, actor, folds[actor],
-                                      n_frames=C * 16, fps=30.0, frames=frames,
-                                      tokens=tokens.astype(np.float16)))  # fmt: skip
+            entries.append(
+                VideoEntry(
+                    f"{dataset}-{actor}-{name}",
+                    label,
+                    actor,
+                    folds[actor],
+                    n_frames=C * 16,
+                    fps=30.0,
+                    frames=frames,
+                    tokens=tokens.astype(np.float16),
+                )
+            )
     return entries
 
 
@@ -241,8 +282,11 @@ def runs(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-DIRECTIONS = [(s, t, c) for s, t in (("ravdess", "crema-d"), ("crema-d", "ravdess"))
-              for c in ("drop", "merge")]  # fmt: skip
+DIRECTIONS = [
+    (s, t, c)
+    for s, t in (("ravdess", "crema-d"), ("crema-d", "ravdess"))
+    for c in ("drop", "merge")
+]
 
 
 @pytest.fixture(scope="module")
@@ -287,10 +331,17 @@ def test_cross_evaluate_end_to_end(runs, crosses, key):
 
 def test_cross_refuses_another_encoder(runs, tmp_path):
     (paths, _) = runs
-    other = {**ENCODER, "encoder_fingerprint": {"name": "synthetic", "checkpoint_sha256": "ab12"},
-             "dataset": "crema-d", "plan": "windows", "hop": 8, "views": "center"}  # fmt: skip
-    cache = build_cache(tmp_path / "other", other, make_entries("crema-d", 1, 5), dataset="crema-d",
-                        grid=GRID)  # fmt: skip
+    other = {
+        **ENCODER,
+        "encoder_fingerprint": {"name": "synthetic", "checkpoint_sha256": "ab12"},
+        "dataset": "crema-d",
+        "plan": "windows",
+        "hop": 8,
+        "views": "center",
+    }
+    cache = build_cache(
+        tmp_path / "other", other, make_entries("crema-d", 1, 5), dataset="crema-d", grid=GRID
+    )
     with pytest.raises(CacheError, match="encoder_fingerprint.checkpoint_sha256"):
         cross_evaluate(paths["ravdess"][1], cache, "drop", device="cpu")
     with pytest.raises(CheckpointError, match="no fold-K/probe.pt"):
@@ -302,15 +353,20 @@ def test_two_runs_keep_their_cross_results_apart_and_report_pairs_each_with_its_
 ):
     paths, _ = runs
     first = paths["ravdess"][1]
-    second = shutil.copytree(first, tmp_path / "runs" / "ravdess-second",
-                             ignore=shutil.ignore_patterns("cross"))  # fmt: skip
+    second = shutil.copytree(
+        first, tmp_path / "runs" / "ravdess-second", ignore=shutil.ignore_patterns("cross")
+    )
     result = cross_evaluate(second, paths["crema-d"][0], "drop", device="cpu")
     mine = crosses[("ravdess", "crema-d", "drop")]
     assert result.out_dir.parent.parent == second and mine.out_dir.parent.parent == first
     assert (mine.out_dir / "summary.json").is_file()  # the first run's result is still there
-    with pytest.raises(ConfigError, match=re.escape(
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
             f"cross run {result.out_dir} comes from probe run {second.resolve()}, but the "
-            f"report's ravdess run is {first}")):  # fmt: skip
+            f"report's ravdess run is {first}"
+        ),
+    ):
         build_report([first, result.out_dir], tmp_path / "report")
 
 
@@ -361,13 +417,31 @@ def test_cross_votes_over_exactly_the_evaluation_windows(runs, tmp_path):
         frames, roles = plan_clips(n_frames, "reference"), clip_roles(n_frames, "reference")
         train = frames[roles != ROLE_EVAL]
         frames = np.concatenate([frames, *[train] * copies])
-        roles = np.concatenate([roles, *[np.full(len(train), ROLE_AUGMENTED + c, np.uint8)
-                                         for c in range(copies)]])  # fmt: skip
+        roles = np.concatenate(
+            [roles, *[np.full(len(train), ROLE_AUGMENTED + c, np.uint8) for c in range(copies)]]
+        )
         tokens = np.repeat(e.tokens[:1], len(frames), axis=0)
-        entries.append(VideoEntry(e.video_id, e.label, e.actor, e.fold, n_frames, 30.0, frames,
-                                  tokens, clip_role=roles))  # fmt: skip
-    settings = {**ENCODER, "dataset": "crema-d", "plan": "reference", "hop": 8, "views": "center",
-                "augment": copies}  # fmt: skip
+        entries.append(
+            VideoEntry(
+                e.video_id,
+                e.label,
+                e.actor,
+                e.fold,
+                n_frames,
+                30.0,
+                frames,
+                tokens,
+                clip_role=roles,
+            )
+        )
+    settings = {
+        **ENCODER,
+        "dataset": "crema-d",
+        "plan": "reference",
+        "hop": 8,
+        "views": "center",
+        "augment": copies,
+    }
     target = open_cache(
         build_cache(tmp_path / "t", settings, entries, dataset="crema-d", grid=GRID)
     )

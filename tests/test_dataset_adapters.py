@@ -25,9 +25,11 @@ from vjfer.synthetic_frames import make_dfew, make_ferv39k, make_mafw
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("trees")
-    return {"dfew": make_dfew(tmp / "dfew", clips_per_class=1),
-            "ferv39k": make_ferv39k(tmp / "ferv39k", clips_per_class=1),
-            "mafw": make_mafw(tmp / "mafw", clips_per_class=1)}  # fmt: skip
+    return {
+        "dfew": make_dfew(tmp / "dfew", clips_per_class=1),
+        "ferv39k": make_ferv39k(tmp / "ferv39k", clips_per_class=1),
+        "mafw": make_mafw(tmp / "mafw", clips_per_class=1),
+    }
 
 
 def _dfew_split(root: Path) -> dict[str, tuple[str, int]]:
@@ -48,8 +50,11 @@ def test_dfew_records_equal_the_split_files(trees):
     assert got == {c: v for c, v in split.items() if c not in (missing, empty)}
     assert {r.label_name for r in index.records} == set(datasets.summary.class_names("dfew"))
     reasons = {(e.path.name, e.reason) for e in index.excluded}
-    assert reasons == {(missing, datasets.NO_FRAMES), (unlisted, datasets.NOT_LISTED),
-                       (empty, datasets.EMPTY_FOLDER)}  # fmt: skip
+    assert reasons == {
+        (missing, datasets.NO_FRAMES),
+        (unlisted, datasets.NOT_LISTED),
+        (empty, datasets.EMPTY_FOLDER),
+    }
     assert all(r.path.is_dir() for r in index.records)
 
 
@@ -59,8 +64,11 @@ def test_ferv39k_is_one_fold_and_names_its_problems(trees):
     tested = {line.split()[0].replace("/", "-") for line in test_rows if line}
     assert {r.video_id for r in index.records if r.fold == 1} == tested
     assert Counter(r.fold for r in index.records) == {TRAIN_ONLY: 6, 1: 1}  # every 4th clip tests
-    assert {e.reason for e in index.excluded} == {datasets.NO_FRAMES, datasets.NOT_LISTED,
-                                                  datasets.UNKNOWN_LABEL}  # fmt: skip
+    assert {e.reason for e in index.excluded} == {
+        datasets.NO_FRAMES,
+        datasets.NOT_LISTED,
+        datasets.UNKNOWN_LABEL,
+    }
     bored = next(e for e in index.excluded if e.reason == datasets.UNKNOWN_LABEL)
     assert bored.detail == "label 'Bored'" and bored.path.parts[-3:] == ("Daily", "Sad", "9002")
 
@@ -133,8 +141,15 @@ def _list_file(path: Path, rows: list[str]) -> Path:
 
 
 def test_a_list_file_of_videos_and_of_frame_folders(tmp_path, trees):
-    videos = make_ravdess(tmp_path / "v", actors=(1, 2), emotions=(1, 3), modalities=(2,),
-                          vocal_channels=(1,), short_every=0, frames=20)  # fmt: skip
+    videos = make_ravdess(
+        tmp_path / "v",
+        actors=(1, 2),
+        emotions=(1, 3),
+        modalities=(2,),
+        vocal_channels=(1,),
+        short_every=0,
+        frames=20,
+    )
     folders = []
     for source in sorted((trees["dfew"] / "Clip" / "clip_224x224").iterdir())[:2]:
         shutil.copytree(source, tmp_path / "frames" / source.name)
@@ -143,8 +158,12 @@ def test_a_list_file_of_videos_and_of_frame_folders(tmp_path, trees):
         f"{p.relative_to(tmp_path)},{lab},{p.parent.name}"
         for p, lab in zip(videos, ("neutral", "Happy") * 2, strict=True)
     ]
-    rows += [f"{folders[0]},sad,x", f"{folders[1]},Bored,y", "missing.mp4,sad,z",
-             f"{videos[0].relative_to(tmp_path)},sad,w"]  # fmt: skip
+    rows += [
+        f"{folders[0]},sad,x",
+        f"{folders[1]},Bored,y",
+        "missing.mp4,sad,z",
+        f"{videos[0].relative_to(tmp_path)},sad,w",
+    ]
     listing = _list_file(tmp_path / "list.csv", rows)
     index = scan_dataset("list", tmp_path, list_file=listing)
     by_id = {r.video_id: r for r in index.records}
@@ -181,9 +200,14 @@ def test_a_list_file_of_videos_and_of_frame_folders(tmp_path, trees):
         5,
     )
     assert identity.sha256 != datasets.list_identity(listing).sha256
-    split = _list_file(tmp_path / "split.csv", ["path,label,split",
-                       f"{videos[0].relative_to(tmp_path)},sad,train",
-                       f"{folders[0]},happy,test"])  # fmt: skip
+    split = _list_file(
+        tmp_path / "split.csv",
+        [
+            "path,label,split",
+            f"{videos[0].relative_to(tmp_path)},sad,train",
+            f"{folders[0]},happy,test",
+        ],
+    )
     index = scan_dataset("list", tmp_path, list_file=split)
     assert index.splits == "file" and [r.fold for r in index.records] == [1, TRAIN_ONLY]
 

@@ -32,8 +32,13 @@ from vjfer.errors import ConfigError, DatasetError, SplitError
 from vjfer.synthetic import make_crema_d_names, make_ravdess_names
 
 # DESIGN.md, "The datasets": test actors per fold.
-RAVDESS_FOLDS = {1: {2, 5, 14, 15, 16}, 2: {3, 6, 7, 13, 18}, 3: {10, 11, 12, 19, 20},
-                 4: {8, 17, 21, 23, 24}, 5: {1, 4, 9, 22}}  # fmt: skip
+RAVDESS_FOLDS = {
+    1: {2, 5, 14, 15, 16},
+    2: {3, 6, 7, 13, 18},
+    3: {10, 11, 12, 19, 20},
+    4: {8, 17, 21, 23, 24},
+    5: {1, 4, 9, 22},
+}
 CREMA_D_FOLDS = {
     k: {1000 + int(a) for a in ids.split()}
     for k, ids in {
@@ -137,9 +142,14 @@ def test_fold_split_rejects_bad_requests():
 
 def test_parse_ravdess_name_reads_every_field():
     assert parse_ravdess_name("02-01-06-02-01-02-12") == {
-        "modality": 2, "vocal_channel": 1, "emotion": 6, "intensity": 2, "statement": 1,
-        "repetition": 2, "actor": 12,
-    }  # fmt: skip
+        "modality": 2,
+        "vocal_channel": 1,
+        "emotion": 6,
+        "intensity": 2,
+        "statement": 1,
+        "repetition": 2,
+        "actor": 12,
+    }
 
 
 @pytest.mark.parametrize(
@@ -164,8 +174,11 @@ def test_parse_ravdess_name_names_the_bad_field(stem, match):
 
 def test_parse_crema_d_name_reads_every_field():
     assert parse_crema_d_name("1064_IEO_FEA_HI") == {
-        "actor": 1064, "sentence": "IEO", "emotion": "fearful", "level": "HI",
-    }  # fmt: skip
+        "actor": 1064,
+        "sentence": "IEO",
+        "emotion": "fearful",
+        "level": "HI",
+    }
 
 
 @pytest.mark.parametrize(
@@ -221,9 +234,13 @@ def test_ravdess_records_carry_the_parsed_fields(ravdess_index):
         assert r.video_id == r.path.stem and r.path.parent.name == f"Actor_{r.actor:02d}"
         fields = parse_ravdess_name(r.video_id)
         assert (r.modality, r.vocal_channel, r.intensity, r.statement, r.repetition, r.actor) == (
-            fields["modality"], fields["vocal_channel"], fields["intensity"], fields["statement"],
-            fields["repetition"], fields["actor"],
-        )  # fmt: skip
+            fields["modality"],
+            fields["vocal_channel"],
+            fields["intensity"],
+            fields["statement"],
+            fields["repetition"],
+            fields["actor"],
+        )
         assert r.label == fields["emotion"] - 1
         assert r.label_name == vjfer.labels.class_name("ravdess", r.label)
         assert r.fold == folds[r.actor] and r.dataset == "ravdess"
@@ -288,8 +305,13 @@ def test_crema_d_names_with_the_empty_release_file(tmp_path):
     assert Counter(r.level for r in ieo) == {"LO": 5, "MD": 5, "HI": 5, "XX": 1}
     r = next(r for r in index.records if r.video_id == "1091_DFA_ANG_XX")
     assert (r.actor, r.fold, r.sentence, r.level, r.label, r.label_name) == (
-        1091, 3, "DFA", "XX", vjfer.labels.class_index("crema-d", "angry"), "angry",
-    )  # fmt: skip
+        1091,
+        3,
+        "DFA",
+        "XX",
+        vjfer.labels.class_index("crema-d", "angry"),
+        "angry",
+    )
     assert (r.modality, r.vocal_channel, r.intensity, r.statement, r.repetition) == (None,) * 5
     problems = summarize(index)["problems"]
     assert problems.loc[0, "example"].endswith("1064_TIE_SAD_XX.flv")
@@ -300,8 +322,9 @@ def test_crema_d_flat_layout(tmp_path):
     touch(tmp_path / "sub" / "1002_IEO_HAP_HI.flv")
     touch(tmp_path / "1001_DFA_ANG_XX.wav")  # AudioWAV files are not part of the video index
     assert [r.video_id for r in index_dataset("crema-d", tmp_path)] == [
-        "1001_DFA_ANG_XX", "1002_IEO_HAP_HI",
-    ]  # fmt: skip
+        "1001_DFA_ANG_XX",
+        "1002_IEO_HAP_HI",
+    ]
 
 
 def test_crema_d_prefers_video_flash(tmp_path):

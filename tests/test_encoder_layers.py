@@ -22,8 +22,11 @@ def three_block_tiny(monkeypatch):
     from vjfer.encoders import registry
 
     spec = registry.ENCODERS["tiny"]
-    monkeypatch.setitem(registry.ENCODERS, "tiny", type(spec)(
-        "tiny", spec.factory, spec.weights_source, THREE_BLOCKS))  # fmt: skip
+    monkeypatch.setitem(
+        registry.ENCODERS,
+        "tiny",
+        type(spec)("tiny", spec.factory, spec.weights_source, THREE_BLOCKS),
+    )
     return load_encoder("tiny", seed=3)
 
 
@@ -78,8 +81,9 @@ def test_vjepa2_layers_equal_hidden_states_through_the_final_norm(vjepa2_dir):
     x = _clips(32)
     model = transformers.VJEPA2Model.from_pretrained(vjepa2_dir, local_files_only=True).eval()
     with torch.inference_mode():
-        out = model(pixel_values_videos=x.transpose(1, 2), skip_predictor=True,
-                    output_hidden_states=True)  # fmt: skip
+        out = model(
+            pixel_values_videos=x.transpose(1, 2), skip_predictor=True, output_hidden_states=True
+        )
         # hidden_states[0] is the embedding output, [i + 1] block i's (before the final norm)
         want = torch.stack([model.encoder.layernorm(out.hidden_states[i + 1]) for i in (0, 2)], 1)
     got = enc.encode(x, enc.resolve_layers((0, -1)))

@@ -364,10 +364,19 @@ def test_pos_embed_golden_values_small_grid():
     t, h, w = 1, 2, 3
     row = pe[(t * 3 + h) * 4 + w]  # tokens in (t, h, w) order
     expected = [
-        math.sin(1), math.sin(0.01), math.cos(1), math.cos(0.01),  # t code: sines, then cosines
-        math.sin(2), math.sin(0.02), math.cos(2), math.cos(0.02),  # h code
-        math.sin(3), math.sin(0.03), math.cos(3), math.cos(0.03),  # w code
-    ]  # fmt: skip
+        math.sin(1),
+        math.sin(0.01),
+        math.cos(1),
+        math.cos(0.01),  # t code: sines, then cosines
+        math.sin(2),
+        math.sin(0.02),
+        math.cos(2),
+        math.cos(0.02),  # h code
+        math.sin(3),
+        math.sin(0.03),
+        math.cos(3),
+        math.cos(0.03),  # w code
+    ]
     torch.testing.assert_close(row, torch.tensor(expected))
     torch.testing.assert_close(pe[0], torch.tensor([0.0, 0.0, 1.0, 1.0] * 3))
 

@@ -63,8 +63,9 @@ def write_audio_only(path: Path) -> None:
     with av.open(str(path), "w", format="mp4") as out:
         stream = out.add_stream("aac", rate=16000)
         for i in range(8):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                               layout="mono")  # fmt: skip
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
             frame.sample_rate, frame.pts = 16000, i * 1024
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
@@ -176,8 +177,15 @@ def test_crema_d_flv(encoder, tmp_path):
     root = tmp_path / "crema"
     videos = make_crema_d(root, actors=(1001,), sentences=("TIE",))
     (root / "VideoFlash" / "1064_TIE_SAD_XX.flv").write_bytes(b"")  # empty in the real release too
-    config = ExtractConfig(dataset="crema-d", root=root, cache_root=tmp_path / "cache",
-                           encoder="tiny", workers=0, batch_size=4, shard_size=4)  # fmt: skip
+    config = ExtractConfig(
+        dataset="crema-d",
+        root=root,
+        cache_root=tmp_path / "cache",
+        encoder="tiny",
+        workers=0,
+        batch_size=4,
+        shard_size=4,
+    )
     summary = run(config, encoder)
     assert (summary.videos_done, summary.failed, summary.shards_written) == (6, 0, 2)
     c = open_cache(summary.cache_dir)
@@ -250,8 +258,13 @@ extract.extract(config, progress=False)
 
 
 def test_resume_after_sigkill_is_byte_identical(root, encoder, clean, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(root), str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(root), str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -9, proc.stderr
     directory = tmp_path / "ravdess" / clean.cache_dir.name
     names = sorted(p.name for p in directory.iterdir())
@@ -261,9 +274,11 @@ def test_resume_after_sigkill_is_byte_identical(root, encoder, clean, tmp_path):
         "shard-00000.h5",
         "shard-00001.h5.partial",
     ]
-    resume = (rf"cache .*{directory.name} is incomplete \(1 of 4 shards complete, no finished "
-              rf"manifest\).*resume it with `vjfer extract --dataset ravdess --root {root} "
-              rf"--encoder tiny --cache {tmp_path} .*--shard-size 3")  # fmt: skip
+    resume = (
+        rf"cache .*{directory.name} is incomplete \(1 of 4 shards complete, no finished "
+        rf"manifest\).*resume it with `vjfer extract --dataset ravdess --root {root} "
+        rf"--encoder tiny --cache {tmp_path} .*--shard-size 3"
+    )
     with pytest.raises(CacheError, match=resume):
         open_cache(directory)
     summary = run(config_for(root, tmp_path), encoder)
@@ -291,12 +306,22 @@ def test_two_ranks_equal_one_process(root, clean, tmp_path):
     script.write_text(textwrap.dedent(RANK))
     cache_root = tmp_path / "cache"
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(root), str(cache_root)], cwd=REPO,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "RANK": str(r), "LOCAL_RANK": str(r),
-                              "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
+        subprocess.Popen(
+            [sys.executable, str(script), str(root), str(cache_root)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "RANK": str(r),
+                "LOCAL_RANK": str(r),
+                "WORLD_SIZE": "2",
+                "OMP_NUM_THREADS": "1",
+            },
+        )
         for r in (0, 1)
-    ]  # fmt: skip
+    ]
     outputs = [p.communicate(timeout=180) for p in procs]
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
@@ -350,9 +375,12 @@ def tmpfs(tmp_path):
     """A 200 KB tmpfs (needs root and mount permission; skipped elsewhere)."""
     mount = tmp_path / "tmpfs"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True
-    ).returncode:  # fmt: skip
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("mounting a tmpfs needs root and mount permission")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
@@ -385,8 +413,9 @@ def test_read_only_cache_directory(root, encoder, tmp_path):
     target = tmp_path / "ro"
     target.mkdir()
     if os.geteuid() == 0:  # root ignores permissions: use a read-only mount
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(target)],
-                          capture_output=True).returncode:  # fmt: skip
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(target)], capture_output=True
+        ).returncode:
             pytest.skip("root ignores directory permissions and cannot mount here")
     else:
         target.chmod(0o555)
@@ -419,9 +448,12 @@ def test_other_files_under_the_same_names_are_re_encoded(root, encoder, clean, t
     first, second = c.videos.video_id[0], c.videos.video_id[4]  # in shards 0 and 1
     replaced = actor_dir(other, first) / f"{first}.mp4"
     replaced.write_bytes((actor_dir(root, second) / f"{second}.mp4").read_bytes())
-    with pytest.raises(CacheError, match=rf"(?s)1 cached video\(s\) in shard-00000.h5 .*came from other "
-                                         rf"files.*\n  {replaced}: xxh3-128 .*encoded from Actor_0\d/"
-                                         rf"{first}.mp4.*--no-reencode"):  # fmt: skip
+    with pytest.raises(
+        CacheError,
+        match=rf"(?s)1 cached video\(s\) in shard-00000.h5 .*came from other "
+        rf"files.*\n  {replaced}: xxh3-128 .*encoded from Actor_0\d/"
+        rf"{first}.mp4.*--no-reencode",
+    ):
         plan_extraction(config_for(other, tmp_path / "c", no_reencode=True), encoder=encoder)
     summary = run(config_for(other, tmp_path / "c"), encoder)
     assert (summary.shards_written, summary.shards_skipped) == (1, 3)
@@ -478,8 +510,9 @@ def test_other_bytes_with_the_same_size_and_mtime_are_re_encoded_unless_trusted(
         summary = run(config_for(other, tmp_path / "c"), encoder)
     assert (summary.shards_written, summary.shards_skipped) == (1, 3)
     assert "trust_size_mtime" not in json.loads((cache_dir / MANIFEST).read_text())["config"]
-    assert re.search(rf"re-encoding shard-00000.h5: 1 source file.*{first}.mp4: xxh3-128 ",
-                     caplog.text)  # fmt: skip
+    assert re.search(
+        rf"re-encoding shard-00000.h5: 1 source file.*{first}.mp4: xxh3-128 ", caplog.text
+    )
     assert "kept 3 complete shard(s): the content (xxh3-128) of their 8 source files" in caplog.text
     rows = json.loads((cache_dir / MANIFEST).read_text())["videos"]
     source = next(v for v in rows if v["video_id"] == first)["source"]
@@ -494,8 +527,9 @@ def test_other_bytes_with_the_same_size_and_mtime_are_re_encoded_unless_trusted(
 def partial_root(tmp_path_factory, truncated_mp4) -> Path:
     """Two good videos, a truncated one (14 of 76 frames decode) and a one-frame video."""
     root = tmp_path_factory.mktemp("partial")
-    make_ravdess(root, actors=(1,), emotions=(1,), vocal_channels=(1,), modalities=(1, 2),
-                 short_every=0)  # fmt: skip
+    make_ravdess(
+        root, actors=(1,), emotions=(1,), vocal_channels=(1,), modalities=(1, 2), short_every=0
+    )
     truncated_mp4(root / "Actor_01" / "01-01-03-01-01-01-01.mp4")
     (root / "Actor_01" / "01-01-04-01-01-01-01.mp4").write_bytes(one_frame_video("mp4"))
     return root
@@ -580,8 +614,12 @@ def test_out_of_memory_halves_the_batch_and_records_it(root, encoder, clean, tmp
             assert f.attrs["encode_batch_size"] == 2
     ours, theirs = open_cache(summary.cache_dir), open_cache(clean.cache_dir)
     for video_id in theirs.videos.video_id:  # batch 2 vs batch 4: equal to fp16 rounding
-        np.testing.assert_allclose(ours.tokens(video_id).astype(np.float32),
-                                   theirs.tokens(video_id).astype(np.float32), atol=2e-3, rtol=2e-3)  # fmt: skip
+        np.testing.assert_allclose(
+            ours.tokens(video_id).astype(np.float32),
+            theirs.tokens(video_id).astype(np.float32),
+            atol=2e-3,
+            rtol=2e-3,
+        )
 
 
 def test_a_hanging_decode_becomes_a_failure(root, encoder, tmp_path, monkeypatch):
@@ -639,8 +677,11 @@ def test_identical_streams_are_encoded_once(root, encoder, clean, tmp_path):
     for row in shared.itertuples():
         assert row.alias_of == "01" + row.video_id[2:]  # its audio-video twin
         np.testing.assert_array_equal(c.tokens(row.video_id), c.tokens(row.alias_of))
-        np.testing.assert_allclose(c.tokens(row.video_id).astype(np.float32),
-                                   full.tokens(row.video_id).astype(np.float32), atol=2e-2)  # fmt: skip
+        np.testing.assert_allclose(
+            c.tokens(row.video_id).astype(np.float32),
+            full.tokens(row.video_id).astype(np.float32),
+            atol=2e-2,
+        )
     assert c.num_clips * 2 == full.num_clips  # half the tokens
     info = cache_info(summary.cache_dir)
     assert info["shared"] == 4 and verify_cache(summary.cache_dir).ok

@@ -29,8 +29,9 @@ PINNED_FINGERPRINT = "adf7e94449cd2592e85bcc62e5eb0ba7dad5d69efe4940a6412be055ce
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ravdess")
-    make_ravdess(root, actors=(1,), emotions=(1, 8), vocal_channels=(1,), modalities=(2,),
-                 short_every=0)  # fmt: skip
+    make_ravdess(
+        root, actors=(1,), emotions=(1, 8), vocal_channels=(1,), modalities=(2,), short_every=0
+    )
     return root
 
 
@@ -50,8 +51,9 @@ def tiny3():
 
 def _config(root: Path, cache_root: Path, **options) -> ExtractConfig:
     defaults = dict(encoder="tiny", shard_size=2, batch_size=4, workers=0)
-    return ExtractConfig(dataset="ravdess", root=root, cache_root=cache_root,
-                         **{**defaults, **options})  # fmt: skip
+    return ExtractConfig(
+        dataset="ravdess", root=root, cache_root=cache_root, **{**defaults, **options}
+    )
 
 
 def _run(config: ExtractConfig, encoder):
@@ -82,8 +84,10 @@ def test_each_stored_layer_equals_a_cache_of_that_block(root, tmp_path, tiny3):
     assert cache.layers == (0, 1, 2) and cache.settings["layers"]["norm"] == "final"
     N = cache.layer_tokens
     assert (N, cache.num_tokens) == (tiny3.num_tokens, 3 * tiny3.num_tokens)
-    singles = {k: open_cache(_run(_config(root, tmp_path / f"s{k}", layers=(k,)), tiny3)[1])
-               for k in (0, 1)}  # fmt: skip
+    singles = {
+        k: open_cache(_run(_config(root, tmp_path / f"s{k}", layers=(k,)), tiny3)[1])
+        for k in (0, 1)
+    }
     singles[2] = open_cache(_run(_config(root, tmp_path / "s2"), tiny3)[1])  # the default
     assert len({c.fingerprint for c in (cache, *singles.values())}) == 4
     for vid in cache.videos["video_id"]:
@@ -112,8 +116,9 @@ def test_store_formats_work_per_layer(root, tmp_path, tiny3, store):
     for k in range(2):  # each layer stored as that layer alone would be
         import torch
 
-        alone = stores.transform(torch.from_numpy(tokens[:, :, k * N : (k + 1) * N]), fmt,
-                                 fp16.grid).numpy()  # fmt: skip
+        alone = stores.transform(
+            torch.from_numpy(tokens[:, :, k * N : (k + 1) * N]), fmt, fp16.grid
+        ).numpy()
         n = packed.layer_tokens
         np.testing.assert_array_equal(packed.tokens(vid)[:, :, k * n : (k + 1) * n], alone)
     assert packed.layers == (0, 2) and packed.num_tokens == 2 * packed.layer_tokens

@@ -122,8 +122,9 @@ def test_the_resume_command_recreates_the_cache(field, encoder, tmp_path):
 def test_a_moved_cache_resumes_where_it_is_now(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
-    config = ExtractConfig(dataset="ravdess", root=root, encoder="tiny", dtype="fp16",
-                           cache_root=tmp_path / "old")  # fmt: skip
+    config = ExtractConfig(
+        dataset="ravdess", root=root, encoder="tiny", dtype="fp16", cache_root=tmp_path / "old"
+    )
     directory = _cache_dir(tmp_path, config, tmp_path / "new")
     command = resume_command(directory)
     assert _parse(command) == dataclasses.replace(config, cache_root=tmp_path / "new")

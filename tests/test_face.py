@@ -72,8 +72,9 @@ def face_frames(n: int = FRAMES) -> np.ndarray:
 def faceless_frames(n: int = FRAMES) -> np.ndarray:
     """A moving gradient: texture, no face."""
     ys, xs = np.mgrid[0 : SIZE[1], 0 : SIZE[0]]
-    return np.stack([np.stack([(xs + 3 * i) % 256, (ys * 2) % 256, (xs + ys) % 256], -1)
-                     for i in range(n)]).astype(np.uint8)  # fmt: skip
+    return np.stack(
+        [np.stack([(xs + 3 * i) % 256, (ys * 2) % 256, (xs + ys) % 256], -1) for i in range(n)]
+    ).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +99,9 @@ def test_square_box_margin_clamp_and_shift():
 
 
 def test_median_box_ignores_an_outlier():
-    boxes = np.array([[10, 10, 20, 20], [12, 10, 20, 20], [200, 150, 90, 90], [11, 11, 20, 20],
-                      [11, 10, 20, 20]])  # fmt: skip
+    boxes = np.array(
+        [[10, 10, 20, 20], [12, 10, 20, 20], [200, 150, 90, 90], [11, 11, 20, 20], [11, 10, 20, 20]]
+    )
     assert median_box(boxes) == Box(11, 10, 20, 20)
 
 
@@ -235,8 +237,20 @@ def face_dataset(root: Path) -> dict[str, str]:
 def test_extract_haar_stores_boxes_and_counts(tmp_path):
     root, cache = tmp_path / "RAVDESS", tmp_path / "cache"
     kinds = face_dataset(root)
-    base = ["extract", "--dataset", "ravdess", "--root", root, "--encoder", "tiny", "--workers", "0",
-            "--device", "cpu", "--no-progress"]  # fmt: skip
+    base = [
+        "extract",
+        "--dataset",
+        "ravdess",
+        "--root",
+        root,
+        "--encoder",
+        "tiny",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     run(*base, "--cache", cache / "haar", "--face-crop", "haar", code=2)  # one video failed
     (directory,) = (cache / "haar" / "ravdess").iterdir()
     info = cache_info(directory)
@@ -270,8 +284,20 @@ def test_extract_haar_stores_boxes_and_counts(tmp_path):
 def test_extract_boxes_file_and_none_is_byte_identical(tmp_path):
     root, cache = tmp_path / "RAVDESS", tmp_path / "cache"
     make_ravdess(root, actors=(1, 2), emotions=(1, 3), modalities=(2,), seed=5)
-    base = ["extract", "--dataset", "ravdess", "--root", root, "--encoder", "tiny", "--workers", "0",
-            "--device", "cpu", "--no-progress"]  # fmt: skip
+    base = [
+        "extract",
+        "--dataset",
+        "ravdess",
+        "--root",
+        root,
+        "--encoder",
+        "tiny",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     run(*base, "--cache", cache / "default")
     run(*base, "--cache", cache / "none", "--face-crop", "none")
     (a,), (b,) = (cache / "default" / "ravdess").iterdir(), (cache / "none" / "ravdess").iterdir()
@@ -307,12 +333,34 @@ def test_face_and_whole_frame_runs_compare_and_predict(tmp_path):
     `vjfer compare` them, and predict with the face run (which crops the new video alike)."""
     root, cache, runs = tmp_path / "RAVDESS", tmp_path / "cache", tmp_path / "runs"
     kinds = face_dataset(root)
-    base = ["extract", "--dataset", "ravdess", "--root", root, "--encoder", "tiny", "--workers", "0",
-            "--device", "cpu", "--no-progress"]  # fmt: skip
+    base = [
+        "extract",
+        "--dataset",
+        "ravdess",
+        "--root",
+        root,
+        "--encoder",
+        "tiny",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     run(*base, "--cache", cache / "none")
     run(*base, "--cache", cache / "haar", "--face-crop", "haar", "--face-fallback", "full")
-    probe = ["probe", "--dataset", "ravdess", "--epochs", "1", "--device", "cpu",
-             "--num-workers", "0", "--no-progress"]  # fmt: skip
+    probe = [
+        "probe",
+        "--dataset",
+        "ravdess",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--no-progress",
+    ]
     for name in ("none", "haar"):
         run(*probe, "--cache", cache / name, "--out", runs / name)
     (whole,), (face,) = list((runs / "none").iterdir()), list((runs / "haar").iterdir())
@@ -324,8 +372,9 @@ def test_face_and_whole_frame_runs_compare_and_predict(tmp_path):
     # probabilities fold 1's evaluation wrote (PBV sums over clips; predict averages them)
     video = root / "Actor_02" / f"{ravdess_name(2, 1, 1, 1, 1, 1, 2)}.mp4"
     assert kinds[video.stem] == "face"
-    out = json.loads(run("predict", video, "--run", face, "--fold", "1", "--json",
-                         "--device", "cpu"))  # fmt: skip
+    out = json.loads(
+        run("predict", video, "--run", face, "--fold", "1", "--json", "--device", "cpu")
+    )
     want = pd.read_csv(face / "fold-1" / "video_predictions.csv").set_index("video_id")
     want = want.loc[video.stem]
     for name in ("neutral", "happy"):

@@ -25,8 +25,9 @@ def test_confusion_figure_is_a_png(tmp_path):
     assert_png(confusion_figure(matrix, names, "RAVDESS, PBV", tmp_path / "cm.png"))
     # a cross matrix before class handling: rows CREMA-D labels, columns RAVDESS predictions
     raw = rng.integers(0, 10, (6, 8))
-    path = confusion_figure(raw, class_names("crema-d"), "raw", tmp_path / "raw.png",
-                            predicted_names=names)  # fmt: skip
+    path = confusion_figure(
+        raw, class_names("crema-d"), "raw", tmp_path / "raw.png", predicted_names=names
+    )
     assert_png(path)
     with pytest.raises(ValueError, match="6 true and 6 predicted class names for a 6x8"):
         confusion_figure(raw, class_names("crema-d"), "raw", tmp_path / "bad.png")
@@ -35,8 +36,14 @@ def test_confusion_figure_is_a_png(tmp_path):
 def test_pca_figure_is_a_png(tmp_path):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 6, 40)
-    path = pca_figure(rng.normal(size=(40, 16)), rng.normal(size=(40, 8)), y,
-                      class_names("crema-d"), "CREMA-D fold 1", tmp_path / "pca.png")  # fmt: skip
+    path = pca_figure(
+        rng.normal(size=(40, 16)),
+        rng.normal(size=(40, 8)),
+        y,
+        class_names("crema-d"),
+        "CREMA-D fold 1",
+        tmp_path / "pca.png",
+    )
     assert_png(path)
 
 

@@ -106,8 +106,14 @@ def test_a_frame_rewritten_at_the_same_size_is_re_encoded(tmp_path):
     """A DFEW frame replaced by other pixels of the same byte size, name and mtime_ns: the folder
     identity's content digest (not its size or mtime) sends that clip's shard to be re-encoded."""
     root = make_dfew(tmp_path / "DFEW", clips_per_class=1)
-    config = ExtractConfig(dataset="dfew", root=root, cache_root=tmp_path / "cache",
-                           encoder="tiny", shard_size=3, workers=0)  # fmt: skip
+    config = ExtractConfig(
+        dataset="dfew",
+        root=root,
+        cache_root=tmp_path / "cache",
+        encoder="tiny",
+        shard_size=3,
+        workers=0,
+    )
     first = extract(config, progress=False, plan=plan_extraction(config))
     with open_cache(first.cache_dir) as c:
         clip = str(c.videos.video_id[0])  # in shard 0

@@ -14,9 +14,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_summary  # noqa: E402  (a benchmark script, not a package module)
 
-STEPS = ["preflight", "cuda-tests", "data", "extract-bf16", "extract-fp16", "probe", "int8",
-         "cross", "report", "predict", "nccl", "ranks", "encoder-b1", "encoder-b4", "encoder-b8",
-         "encoder-b16", "agreement", "extract", "stage2", "heads"]  # fmt: skip
+STEPS = [
+    "preflight",
+    "cuda-tests",
+    "data",
+    "extract-bf16",
+    "extract-fp16",
+    "probe",
+    "int8",
+    "cross",
+    "report",
+    "predict",
+    "nccl",
+    "ranks",
+    "encoder-b1",
+    "encoder-b4",
+    "encoder-b8",
+    "encoder-b16",
+    "agreement",
+    "extract",
+    "stage2",
+    "heads",
+]
 FAST = ("preflight", "encoder-b1", "heads")  # the rehearsal's quick steps (~15 s)
 
 
@@ -24,11 +43,21 @@ FAST = ("preflight", "encoder-b1", "heads")  # the rehearsal's quick steps (~15 
 def rehearsal(tmp_path_factory) -> Path:
     """`bash benchmarks/gpu.sh --rehearse OUT` with only the fast steps selected."""
     out = tmp_path_factory.mktemp("gpu")
-    env = {**os.environ, "PYTHON": sys.executable, "GPU_STEPS": "|".join(FAST),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "TMPDIR": str(out.parent)}  # fmt: skip
-    done = subprocess.run(["bash", "benchmarks/gpu.sh", "--rehearse", str(out)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "GPU_STEPS": "|".join(FAST),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "TMPDIR": str(out.parent),
+    }
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu.sh", "--rehearse", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
 
@@ -46,8 +75,10 @@ def test_rehearsal_steps_and_statuses(rehearsal):
     steps = {s["name"]: s for s in summary["steps"]}
     assert [s["name"] for s in summary["steps"]] == STEPS
     assert {n: steps[n]["status"] for n in FAST} == {
-        "preflight": "pass", "encoder-b1": "pass", "heads": "pass"
-    }  # fmt: skip
+        "preflight": "pass",
+        "encoder-b1": "pass",
+        "heads": "pass",
+    }
     for name in set(STEPS) - set(FAST):
         assert (steps[name]["status"], steps[name]["reason"]) == (
             "skipped",
@@ -66,8 +97,9 @@ def test_rehearsal_figures_are_numbers(rehearsal):
     heads = figures["heads"]
     assert heads["step"]["median_s"] > 0
     rows = {(r["store"], r["source"], r["heads"]): r for r in heads["epochs"]}
-    assert sorted(rows) == sorted((s, w, h) for s in ("fp16", "int8") for w in ("disk", "held")
-                                  for h in (1, 5))  # fmt: skip
+    assert sorted(rows) == sorted(
+        (s, w, h) for s in ("fp16", "int8") for w in ("disk", "held") for h in (1, 5)
+    )
     for (store, source, _), r in rows.items():
         assert r["epoch_s"] > 0 and r["per_head_step_ms"] > 0
         one = rows[(store, source, 1)]["per_head_step_ms"]
@@ -77,20 +109,32 @@ def test_rehearsal_figures_are_numbers(rehearsal):
 @pytest.mark.slow
 def test_rehearsal_markdown_lists_every_step(rehearsal):
     lines = (rehearsal / "gpu.md").read_text().splitlines()
-    table = {cells[1]: cells[2] for line in lines if line.startswith("| ")
-             for cells in [[c.strip() for c in line.split("|")]] if len(cells) == 8}  # fmt: skip
+    table = {
+        cells[1]: cells[2]
+        for line in lines
+        if line.startswith("| ")
+        for cells in [[c.strip() for c in line.split("|")]]
+        if len(cells) == 8
+    }
     assert {name: table[name] for name in FAST} == {
-        "preflight": "pass", "encoder-b1": "pass", "heads": "pass"
-    }  # fmt: skip
+        "preflight": "pass",
+        "encoder-b1": "pass",
+        "heads": "pass",
+    }
     assert set(STEPS) <= set(table)
     assert lines[-1] == "3 pass, 0 fail, 0 timeout, 17 skipped"
 
 
 @pytest.mark.parametrize(
     "rc, result, expected",
-    [("124", {}, "timeout"), ("137", {}, "timeout"), ("1", {"error": "boom"}, "fail"),
-     ("0", {"status": "skipped", "reason": "no CUDA"}, "skipped"), ("0", {}, "pass"),
-     ("budget", {}, "skipped")],
-)  # fmt: skip
+    [
+        ("124", {}, "timeout"),
+        ("137", {}, "timeout"),
+        ("1", {"error": "boom"}, "fail"),
+        ("0", {"status": "skipped", "reason": "no CUDA"}, "skipped"),
+        ("0", {}, "pass"),
+        ("budget", {}, "skipped"),
+    ],
+)
 def test_step_status(rc, result, expected):
     assert gpu_summary.step_status(rc, result)[0] == expected

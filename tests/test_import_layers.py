@@ -23,18 +23,56 @@ PACKAGE = REPO / "vjfer"
 
 # Bottom to top. An entry names a module or a package (which covers its modules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("records", ("vjfer", "errors", "files", "digests", "clips", "labels", "metrics", "store",
-                 "results", "tables", "mlp", "env")),
-    ("data in", ("datasets", "prepare", "video", "frame_folders", "decode", "face", "augment",
-                 "synthetic", "synthetic_frames")),
+    (
+        "records",
+        (
+            "vjfer",
+            "errors",
+            "files",
+            "digests",
+            "clips",
+            "labels",
+            "metrics",
+            "store",
+            "results",
+            "tables",
+            "mlp",
+            "env",
+        ),
+    ),
+    (
+        "data in",
+        (
+            "datasets",
+            "prepare",
+            "video",
+            "frame_folders",
+            "decode",
+            "face",
+            "augment",
+            "synthetic",
+            "synthetic_frames",
+        ),
+    ),
     ("encoders", ("encoders",)),
     ("cache", ("cache",)),
     ("stage 1", ("extract",)),
     ("stage 2", ("probe", "runs", "convert")),
-    ("consumers", ("cross", "report", "report_html", "run_details", "compare", "predict",
-                   "timeline", "figures")),
+    (
+        "consumers",
+        (
+            "cross",
+            "report",
+            "report_html",
+            "run_details",
+            "compare",
+            "predict",
+            "timeline",
+            "figures",
+        ),
+    ),
     ("cli", ("cli", "__main__", "demo")),
-]  # fmt: skip
+]
 
 
 def _module_name(path: Path) -> str:

@@ -58,9 +58,15 @@ def test_crema_d_codes_cover_each_class_once():
 
 @pytest.mark.parametrize(
     "spelling, canonical",
-    [("ravdess", "ravdess"), ("RAVDESS", "ravdess"), ("crema-d", "crema-d"),
-     ("crema_d", "crema-d"), ("CREMA-D", "crema-d"), ("cremad", "crema-d")],
-)  # fmt: skip
+    [
+        ("ravdess", "ravdess"),
+        ("RAVDESS", "ravdess"),
+        ("crema-d", "crema-d"),
+        ("crema_d", "crema-d"),
+        ("CREMA-D", "crema-d"),
+        ("cremad", "crema-d"),
+    ],
+)
 def test_check_dataset_accepts_spellings(spelling, canonical):
     assert labels.check_dataset(spelling) == canonical
     assert labels.class_names(spelling) == labels.CLASSES[canonical]

@@ -23,31 +23,51 @@ PROBE = ("--epochs", "1", "--device", "cpu", "--num-workers", "0", "--no-progres
 @pytest.fixture(scope="module")
 def done(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("more")
-    roots = {"dfew": make_dfew(tmp / "DFEW", clips_per_class=1),
-             "ferv39k": make_ferv39k(tmp / "FERV39k", clips_per_class=1),
-             "mafw": make_mafw(tmp / "MAFW", clips_per_class=1)}  # fmt: skip
+    roots = {
+        "dfew": make_dfew(tmp / "DFEW", clips_per_class=1),
+        "ferv39k": make_ferv39k(tmp / "FERV39k", clips_per_class=1),
+        "mafw": make_mafw(tmp / "MAFW", clips_per_class=1),
+    }
     cache, runs, out = tmp / "cache", tmp / "runs", {}
     for name, root in roots.items():
-        out[f"extract-{name}"] = run_cli("extract", "--dataset", name, "--root", root,
-                                         "--cache", cache, *EXTRACT)  # fmt: skip
-        out[f"probe-{name}"] = run_cli("probe", "--dataset", name, "--cache", cache, "--out",
-                                       runs, *PROBE)  # fmt: skip
-    out["cross"] = run_cli("cross", "--train", "dfew", "--test", "mafw", "--runs", runs,
-                           "--cache", cache, "--device", "cpu")  # fmt: skip
-    out["report"] = run_cli("report", str(runs), "--out", tmp / "report", "--cache", cache,
-                            "--device", "cpu")  # fmt: skip
+        out[f"extract-{name}"] = run_cli(
+            "extract", "--dataset", name, "--root", root, "--cache", cache, *EXTRACT
+        )
+        out[f"probe-{name}"] = run_cli(
+            "probe", "--dataset", name, "--cache", cache, "--out", runs, *PROBE
+        )
+    out["cross"] = run_cli(
+        "cross",
+        "--train",
+        "dfew",
+        "--test",
+        "mafw",
+        "--runs",
+        runs,
+        "--cache",
+        cache,
+        "--device",
+        "cpu",
+    )
+    out["report"] = run_cli(
+        "report", str(runs), "--out", tmp / "report", "--cache", cache, "--device", "cpu"
+    )
     return {"tmp": tmp, "roots": roots, "cache": cache, "runs": runs, "out": out}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, folds, videos", [("dfew", [1, 2, 3, 4, 5], 7),
-                                                  ("ferv39k", [1], 7), ("mafw", [1, 2, 3, 4, 5], 11)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, folds, videos",
+    [("dfew", [1, 2, 3, 4, 5], 7), ("ferv39k", [1], 7), ("mafw", [1, 2, 3, 4, 5], 11)],
+)
 def test_every_official_fold_is_trained_and_recorded(done, name, folds, videos):
     run_dir = next(done["runs"].glob(f"{name}-*"))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["folds"] == folds and summary["splits"] == "official"
-    tested = sum(json.loads((run_dir / f"fold-{k}" / "metrics.json").read_text())["n_test_videos"]
-                 for k in folds)  # fmt: skip
+    tested = sum(
+        json.loads((run_dir / f"fold-{k}" / "metrics.json").read_text())["n_test_videos"]
+        for k in folds
+    )
     assert tested == (
         1 if name == "ferv39k" else videos
     )  # each clip tested once (FERV39k: test set)
@@ -91,20 +111,40 @@ def test_cross_maps_classes_by_name_and_the_report_names_the_datasets(done):
         "surprised",
     ]  # MAFW's order, its four extra classes dropped
     table = (done["tmp"] / "report" / "table2.csv").read_text()
-    for title, splits, classes in (("DFEW", "official", 7), ("FERV39k", "official", 7),
-                                   ("MAFW", "official", 11)):  # fmt: skip
+    for title, splits, classes in (
+        ("DFEW", "official", 7),
+        ("FERV39k", "official", 7),
+        ("MAFW", "official", 11),
+    ):
         assert re.search(rf"^{title},[^\n]*,{splits},{classes},", table, re.M), table
 
 
 @pytest.mark.slow
 def test_ravdess_mae_dfer_and_list_files_run_end_to_end(tmp_path, done):
     root = tmp_path / "RAVDESS"
-    make_ravdess(root, actors=(1, 5, 9, 13, 17, 21), emotions=(1, 3), modalities=(2,),
-                 vocal_channels=(1,), short_every=0, frames=24)  # fmt: skip
+    make_ravdess(
+        root,
+        actors=(1, 5, 9, 13, 17, 21),
+        emotions=(1, 3),
+        modalities=(2,),
+        vocal_channels=(1,),
+        short_every=0,
+        frames=24,
+    )
     cache, runs = tmp_path / "cache", tmp_path / "runs"
     run_cli("extract", "--dataset", "ravdess", "--root", root, "--cache", cache, *EXTRACT)
-    out = run_cli("probe", "--dataset", "ravdess", "--splits", "mae-dfer", "--cache", cache,
-                  "--out", runs, *PROBE)  # fmt: skip
+    out = run_cli(
+        "probe",
+        "--dataset",
+        "ravdess",
+        "--splits",
+        "mae-dfer",
+        "--cache",
+        cache,
+        "--out",
+        runs,
+        *PROBE,
+    )
     summary = json.loads(next(runs.glob("ravdess-*-mae-dfer")).joinpath("summary.json").read_text())
     assert summary["folds"] == [1, 2, 3, 4, 5, 6] and summary["splits"] == "mae-dfer"
     assert "(mae-dfer splits)" in out
@@ -121,15 +161,29 @@ def _list_run(tmp_path: Path, name: str, root: Path, listing: Path) -> dict:
     """index -> extract -> probe --fold all of one list-file dataset, each in its own folders."""
     cache, runs = tmp_path / f"cache-{name}", tmp_path / f"runs-{name}"
     out = {"index": run_cli("index", "--dataset", "list", "--root", root, "--list", listing)}
-    out["extract"] = run_cli("extract", "--dataset", "list", "--root", root, "--list", listing,
-                             "--cache", cache, *EXTRACT)  # fmt: skip
-    out["probe"] = run_cli("probe", "--dataset", "list", "--fold", "all", "--cache", cache,
-                           "--out", runs, *PROBE)  # fmt: skip
+    out["extract"] = run_cli(
+        "extract",
+        "--dataset",
+        "list",
+        "--root",
+        root,
+        "--list",
+        listing,
+        "--cache",
+        cache,
+        *EXTRACT,
+    )
+    out["probe"] = run_cli(
+        "probe", "--dataset", "list", "--fold", "all", "--cache", cache, "--out", runs, *PROBE
+    )
     (directory,) = (cache / "list").iterdir()
-    return {**out, "manifest": json.loads((directory / "manifest.json").read_text()),
-            "extract.json": json.loads((directory / "extract.json").read_text()),
-            "summary": json.loads(next(runs.glob("list-*/summary.json")).read_text()),
-            "runs": runs}  # fmt: skip
+    return {
+        **out,
+        "manifest": json.loads((directory / "manifest.json").read_text()),
+        "extract.json": json.loads((directory / "extract.json").read_text()),
+        "summary": json.loads(next(runs.glob("list-*/summary.json")).read_text()),
+        "runs": runs,
+    }
 
 
 @pytest.mark.slow
@@ -137,8 +191,15 @@ def test_list_files_of_videos_and_of_frame_folders_run_end_to_end(tmp_path, done
     """A list of video files (seeded group folds, labels in release spellings) and a list of
     frame folders (a fold column, a declared class order): index, extract, probe --fold all,
     cross by class name and report, with the list's sha256, classes and folds in the cache."""
-    videos = make_ravdess(tmp_path / "v", actors=(1, 5, 9, 13, 17, 21), emotions=(1, 3),
-                          modalities=(2,), vocal_channels=(1,), short_every=0, frames=24)  # fmt: skip
+    videos = make_ravdess(
+        tmp_path / "v",
+        actors=(1, 5, 9, 13, 17, 21),
+        emotions=(1, 3),
+        modalities=(2,),
+        vocal_channels=(1,),
+        short_every=0,
+        frames=24,
+    )
     words = {"01": "Neutral", "03": "happiness"}  # RAVDESS EE: spellings the vocabulary knows
     plain = _write(
         tmp_path / "videos.csv",
@@ -167,8 +228,10 @@ def test_list_files_of_videos_and_of_frame_folders_run_end_to_end(tmp_path, done
     assert re.search(r"^12 videos, ", a["index"], re.M) and re.search(
         r"^6 videos, ", b["index"], re.M
     )
-    for run, listing, splits, classes, folds in ((a, plain, "groups", ["happy", "neutral"], 5),
-                                                 (b, framed, "file", ["sad", "happy"], 2)):  # fmt: skip
+    for run, listing, splits, classes, folds in (
+        (a, plain, "groups", ["happy", "neutral"], 5),
+        (b, framed, "file", ["sad", "happy"], 2),
+    ):
         recorded = run["manifest"]["settings"]["list"]
         assert recorded["sha256"] == sha256_file(listing) and recorded["splits"] == splits
         assert run["manifest"]["class_names"] == classes == run["summary"]["class_names"]
@@ -180,8 +243,21 @@ def test_list_files_of_videos_and_of_frame_folders_run_end_to_end(tmp_path, done
     assert [labels[f"Clip-clip_224x224-{p.name}"] for p in folders] == [0, 1] * 3  # sad, happy
     assert any(e["reason"] == "unknown label" for e in b["manifest"]["excluded"])
 
-    cross = run_cli("cross", "--train", "list", "--test", "dfew", "--runs", a["runs"],
-                    "--cache", done["cache"], "--device", "cpu", "--calm", "drop")  # fmt: skip
+    cross = run_cli(
+        "cross",
+        "--train",
+        "list",
+        "--test",
+        "dfew",
+        "--runs",
+        a["runs"],
+        "--cache",
+        done["cache"],
+        "--device",
+        "cpu",
+        "--calm",
+        "drop",
+    )
     assert "happy, neutral (matched by name)" in cross, cross  # DFEW's order: happy .. neutral
     run_cli("report", a["runs"], b["runs"], "--out", tmp_path / "report", "--device", "cpu")
     table = (tmp_path / "report" / "table2.csv").read_text()

@@ -43,8 +43,9 @@ def test_the_cpu_computes_float32_whatever_the_option(dtype):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype,name", [("bf16", "bfloat16-autocast"), ("fp16", "float16-autocast"),
-                                        ("fp32", "float32")])  # fmt: skip
+@pytest.mark.parametrize(
+    "dtype,name", [("bf16", "bfloat16-autocast"), ("fp16", "float16-autocast"), ("fp32", "float32")]
+)
 def test_cuda_compute_dtype_is_in_the_fingerprint(dtype, name):
     encoder = load_encoder("tiny", device="cuda", dtype=dtype)
     assert encoder.fingerprint["compute_dtype"] == name
@@ -57,8 +58,11 @@ def test_cuda_compute_dtype_is_in_the_fingerprint(dtype, name):
 
 @pytest.mark.cuda
 def test_fp16_probe_training_scales_the_loss_and_stays_finite(tmp_path):
-    cache = open_cache(build_cache(tmp_path / "c", {"e": "x"}, make_entries(actors=[1, 2]),
-                                   dataset="ravdess", grid=GRID))  # fmt: skip
+    cache = open_cache(
+        build_cache(
+            tmp_path / "c", {"e": "x"}, make_entries(actors=[1, 2]), dataset="ravdess", grid=GRID
+        )
+    )
     config = TrainConfig(epochs=2, num_heads=4, num_workers=0, device="cuda", autocast="fp16")
     head = Head("h", config, np.arange(len(cache.videos)), cache, torch.device("cuda"))
     assert head._scaler.is_enabled()

@@ -23,8 +23,16 @@ from vjfer.probe.train import train_heads
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
-CFG = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=2, prefetch=3, device="cpu",
-                  in_memory="no", lr=3e-3)  # fmt: skip
+CFG = TrainConfig(
+    epochs=2,
+    batch_size=4,
+    num_heads=4,
+    num_workers=2,
+    prefetch=3,
+    device="cpu",
+    in_memory="no",
+    lr=3e-3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +91,11 @@ def test_an_epoch_reads_each_needed_clip_once_whatever_the_heads(cache):
     device = torch.device("cpu")
     one = [Head("a", CFG, split_rows(fold_of, 1)[0], cache, device)]
     five = [Head(f"f{k}", CFG, split_rows(fold_of, k)[0], cache, device) for k in range(1, 6)]
-    grid = [Head(f"f{k}{p.name}", p.apply(CFG), split_rows(fold_of, k)[0], cache, device)
-            for k in range(1, 6) for p in make_grid([1e-3, 2e-3], [0.01, 0.1], [0])]  # fmt: skip
+    grid = [
+        Head(f"f{k}{p.name}", p.apply(CFG), split_rows(fold_of, k)[0], cache, device)
+        for k in range(1, 6)
+        for p in make_grid([1e-3, 2e-3], [0.01, 0.1], [0])
+    ]
     assert epoch_bytes(one) == {not_1}
     assert epoch_bytes(five) == {every}
     assert epoch_bytes(grid) == {every}

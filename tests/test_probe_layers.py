@@ -66,8 +66,10 @@ def caches(tmp_path_factory) -> dict:
     (named r3, r1, c3, c1: run names carry the cache's name)."""
     tmp = tmp_path_factory.mktemp("layers")
     ravdess = _stacked(make_entries(actors=ACTORS))
-    crema = _stacked([e for e in make_entries(actors=(1001, 1002), folds=load_folds("crema-d"))
-                      if e.label < 6], seed=6)  # fmt: skip
+    crema = _stacked(
+        [e for e in make_entries(actors=(1001, 1002), folds=load_folds("crema-d")) if e.label < 6],
+        seed=6,
+    )
     out = {}
     for name, dataset, entries in (("r", "ravdess", ravdess), ("c", "crema-d", crema)):
         stored = {"dataset": dataset, "shard_size": 16}
@@ -100,8 +102,9 @@ def test_layer_values_resolve_against_the_stored_blocks():
 
 
 def test_layer_k_of_three_equals_a_cache_of_block_k(block1_runs, caches, tmp_path):
-    (layer, meta), (alone, _) = (load_probe(block1_runs[k] / "fold-1" / "probe.pt")
-                                 for k in ("layer", "alone"))  # fmt: skip
+    (layer, meta), (alone, _) = (
+        load_probe(block1_runs[k] / "fold-1" / "probe.pt") for k in ("layer", "alone")
+    )
     assert meta["layer_view"] == {"block": 1, "index": 1, "layers": 3, "tokens": 8}
     assert meta["config"]["layer"] == 1
     sa, sb = layer.state_dict(), alone.state_dict()
@@ -109,8 +112,10 @@ def test_layer_k_of_three_equals_a_cache_of_block_k(block1_runs, caches, tmp_pat
     for name in sa:
         assert torch.equal(sa[name], sb[name]), name
     for table in ("clip_predictions.csv", "video_predictions.csv"):
-        pd.testing.assert_frame_equal(pd.read_csv(block1_runs["layer"] / "fold-1" / table),
-                                      pd.read_csv(block1_runs["alone"] / "fold-1" / table))  # fmt: skip
+        pd.testing.assert_frame_equal(
+            pd.read_csv(block1_runs["layer"] / "fold-1" / table),
+            pd.read_csv(block1_runs["alone"] / "fold-1" / table),
+        )
     # and the layer matters: block 0 of the same cache trains another probe
     other = run_probe(caches["r3"], [1], replace(CFG, layer=0), tmp_path / "l0", progress=False)
     w0, _ = load_probe(other / "fold-1" / "probe.pt")
@@ -129,14 +134,29 @@ def test_cross_on_a_layer_run_reads_that_layer(block1_runs, caches):
 
 @pytest.mark.slow
 def test_layer_all_reads_each_clip_once_and_writes_the_per_layer_table(caches, tmp_path):
-    common = ("probe", "--cache", caches["r3"], "--out", tmp_path / "runs", "--epochs", "2",
-              "--device", "cpu", "--num-workers", "0", "--in-memory", "no", "--no-progress")  # fmt: skip
+    common = (
+        "probe",
+        "--cache",
+        caches["r3"],
+        "--out",
+        tmp_path / "runs",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--in-memory",
+        "no",
+        "--no-progress",
+    )
     refused = run_cli(*common, "--layer", "3", ok=False)  # one line naming what is stored
     assert "--layer 3: the cache holds blocks [0, 1, 2]" in refused
     run_cli(*common, "--layer", "all")
     run_cli(*common, "--layer", "-1")  # one head per fold, on the deepest stored block
-    every, deepest = (tmp_path / "runs" / f"ravdess-r3-attentive-layer{x}" for x in
-                      ("0-1-2-grid3", "2"))  # fmt: skip
+    every, deepest = (
+        tmp_path / "runs" / f"ravdess-r3-attentive-layer{x}" for x in ("0-1-2-grid3", "2")
+    )
     cache = open_cache(caches["r3"])
     clips = sum(len(np.unique(f)) for f in fixed_clips(cache, np.arange(len(cache))))
     once = clips * clip_bytes(cache)  # every video's distinct reference clips, read once
@@ -154,7 +174,8 @@ def test_layer_all_reads_each_clip_once_and_writes_the_per_layer_table(caches, t
     selection = pd.read_csv(every / "selection.csv")
     assert sorted(set(selection["layer"])) == [0, 1, 2] and selection["selected"].sum() == 5
     assert not (deepest / "layers.png").exists() and "layers" not in json.loads(
-        (deepest / "summary.json").read_text())  # fmt: skip
+        (deepest / "summary.json").read_text()
+    )
     # the report shows the table and the figure
     run_cli("report", every, "--out", tmp_path / "report", "--cache", caches["r3"])
     report = (tmp_path / "report" / "report.md").read_text()
@@ -175,20 +196,56 @@ def test_predict_on_a_layer_run_encodes_and_reads_that_layer(tmp_path):
     from vjfer.synthetic import make_ravdess
 
     root = tmp_path / "RAVDESS"
-    make_ravdess(root, actors=(2, 3), emotions=(1, 8), vocal_channels=(1,), modalities=(2,),
-                 short_every=0)  # fmt: skip
+    make_ravdess(
+        root, actors=(2, 3), emotions=(1, 8), vocal_channels=(1,), modalities=(2,), short_every=0
+    )
     runs = {}
     for name, layers, layer in (("both", "0,1", "0"), ("zero", "0", "concat")):
         cache = tmp_path / f"cache-{name}"
-        run_cli("extract", "--dataset", "ravdess", "--root", root, "--encoder", "tiny", "--cache",
-                cache, "--layers", layers, "--workers", "0", "--device", "cpu", "--no-progress")  # fmt: skip
-        run_cli("probe", "--cache", cache, "--fold", "1", "--layer", layer, "--epochs", "1",
-                "--out", tmp_path / name, "--device", "cpu", "--num-workers", "0", "--no-progress")  # fmt: skip
+        run_cli(
+            "extract",
+            "--dataset",
+            "ravdess",
+            "--root",
+            root,
+            "--encoder",
+            "tiny",
+            "--cache",
+            cache,
+            "--layers",
+            layers,
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+        )
+        run_cli(
+            "probe",
+            "--cache",
+            cache,
+            "--fold",
+            "1",
+            "--layer",
+            layer,
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path / name,
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--no-progress",
+        )
         (runs[name],) = (tmp_path / name).iterdir()
     video = sorted(root.rglob("*.mp4"))[0]
-    out = {name: json.loads(run_cli("predict", video, "--run", run, "--json", "--clips",
-                                    "--device", "cpu"))
-           for name, run in runs.items()}  # fmt: skip
+    out = {
+        name: json.loads(
+            run_cli("predict", video, "--run", run, "--json", "--clips", "--device", "cpu")
+        )
+        for name, run in runs.items()
+    }
     assert runs["both"].name.endswith("-layer0") and out["both"]["videos"] == out["zero"]["videos"]
     clips = [pd.DataFrame(out[name]["clips"]).filter(like="prob_") for name in runs]
     pd.testing.assert_frame_equal(*clips)  # every clip's probabilities, exactly

@@ -44,8 +44,10 @@ def test_reader_delivers_the_cached_tokens_in_request_order(cache, threads, pref
 
 def test_held_tokens_serve_the_same_tokens(cache):
     requests = _requests(cache, seed=1)
-    wanted = {vid: np.arange(n) for vid, n in zip(cache.videos["video_id"], cache.videos["n_clips"],
-                                                  strict=True)}  # fmt: skip
+    wanted = {
+        vid: np.arange(n)
+        for vid, n in zip(cache.videos["video_id"], cache.videos["n_clips"], strict=True)
+    }
     held = HeldTokens(ClipReader(cache, threads=2), wanted, torch.device("cpu"))
     assert held.holds(requests) and not held.holds([(requests[0][0], np.array([99]))])
     assert held.nbytes == cache.num_clips * clip_bytes(cache)
@@ -77,8 +79,9 @@ def test_chunk_index_refuses_compressed_tokens(cache, tmp_path):
 
 def test_reader_refuses_a_flipped_bit_naming_the_clip(tmp_path):
     """A bit flipped inside a token chunk (finite values, so no NaN check sees it) stops the read."""
-    directory = build_cache(tmp_path / "c", {"e": "x"}, make_entries(actors=[1]), dataset="ravdess",
-                            grid=GRID)  # fmt: skip
+    directory = build_cache(
+        tmp_path / "c", {"e": "x"}, make_entries(actors=[1]), dataset="ravdess", grid=GRID
+    )
     cache = open_cache(directory)
     vid = cache.videos["video_id"][2]
     chunks = cache.chunks(cache.videos["shard"][2])

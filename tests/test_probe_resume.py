@@ -54,8 +54,12 @@ def test_a_run_is_refused_replaced_only_by_force_and_never_mixed(cache_dir, tmp_
 
 def test_a_non_finite_loss_stops_the_run_naming_head_and_epoch(cache_dir, tmp_path):
     config = replace(SMALL, lr=1e30)  # weights overflow within the first epoch
-    with pytest.raises(TrainingError, match=re.escape(
-            "head fold1/lr1e+30-wd0.01-seed0 (lr 1e+30, wd 0.01, seed 0): loss nan at epoch 1")):  # fmt: skip
+    with pytest.raises(
+        TrainingError,
+        match=re.escape(
+            "head fold1/lr1e+30-wd0.01-seed0 (lr 1e+30, wd 0.01, seed 0): loss nan at epoch 1"
+        ),
+    ):
         train_folds(open_cache(cache_dir), [1], config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # nothing that looks like a run
 
@@ -63,8 +67,9 @@ def test_a_non_finite_loss_stops_the_run_naming_head_and_epoch(cache_dir, tmp_pa
 def test_skip_marks_a_diverged_grid_point_failed_and_never_selects_it(cache_dir, tmp_path):
     config = replace(SMALL, on_nonfinite="skip")
     grid = make_grid([1e-3, 1e30], [0.01], [0])
-    summary = train_folds(open_cache(cache_dir), [1], config, tmp_path / "run", progress=False,
-                          grid=grid)  # fmt: skip
+    summary = train_folds(
+        open_cache(cache_dir), [1], config, tmp_path / "run", progress=False, grid=grid
+    )
     failed = {f["head"]: f for f in summary["failed_heads"]}
     assert sorted(failed) == ["fold1/inner2/lr1e+30-wd0.01-seed0", "fold1/lr1e+30-wd0.01-seed0"]
     assert all(f["epoch"] == 1 and f["loss"] == "nan" for f in failed.values())
@@ -75,8 +80,9 @@ def test_skip_marks_a_diverged_grid_point_failed_and_never_selects_it(cache_dir,
     assert "Failed heads" in (tmp_path / "run" / "summary.md").read_text()
     # the reported (default) head may not be skipped: the fold would have no result
     with pytest.raises(TrainingError, match="reported head"):
-        train_folds(open_cache(cache_dir), [1], replace(config, lr=1e30), tmp_path / "r2",
-                    progress=False)  # fmt: skip
+        train_folds(
+            open_cache(cache_dir), [1], replace(config, lr=1e30), tmp_path / "r2", progress=False
+        )
 
 
 def test_resume_refuses_other_settings_naming_them(cache_dir, tmp_path):
@@ -91,20 +97,40 @@ def test_resume_refuses_other_settings_naming_them(cache_dir, tmp_path):
 
 def test_the_plan_states_the_checkpoint_size():
     """40 heads of the ViT-H probe (19,688,968 parameters): weights and AdamW's two moments."""
-    plan = plan_pass(TrainConfig(), heads=40, probe_params=40 * 19_688_968, reads=[8],
-                     clip_bytes=1, sample_bytes=1, held="disk", held_bytes=0)  # fmt: skip
+    plan = plan_pass(
+        TrainConfig(),
+        heads=40,
+        probe_params=40 * 19_688_968,
+        reads=[8],
+        clip_bytes=1,
+        sample_bytes=1,
+        held="disk",
+        held_bytes=0,
+    )
     assert plan.checkpoint_bytes == 40 * 19_688_968 * 3 * 4
     assert "checkpoint 9.45 GB (236.3 MB per head)" in plan.describe()
-    off = plan_pass(TrainConfig(checkpoint_every=0), heads=1, probe_params=1, reads=[8],
-                    clip_bytes=1, sample_bytes=1, held="disk", held_bytes=0)  # fmt: skip
+    off = plan_pass(
+        TrainConfig(checkpoint_every=0),
+        heads=1,
+        probe_params=1,
+        reads=[8],
+        clip_bytes=1,
+        sample_bytes=1,
+        held="disk",
+        held_bytes=0,
+    )
     assert off.checkpoint_bytes == 0
 
 
 def _numbers(value, path=""):
     """Every number of a metrics.json, by its path, timing fields aside."""
     if isinstance(value, dict):
-        return {k: v for key, item in value.items() if key not in TIMING
-                for k, v in _numbers(item, f"{path}/{key}").items()}  # fmt: skip
+        return {
+            k: v
+            for key, item in value.items()
+            if key not in TIMING
+            for k, v in _numbers(item, f"{path}/{key}").items()
+        }
     if isinstance(value, list):
         return {
             k: v for i, item in enumerate(value) for k, v in _numbers(item, f"{path}/{i}").items()
@@ -121,8 +147,9 @@ def _assert_same_run(a: Path, b: Path) -> None:
         assert (a / fold / "clip_predictions.csv").read_bytes() == (
             b / fold / "clip_predictions.csv"
         ).read_bytes()
-        state_a, state_b = (torch.load(r / fold / "probe.pt", weights_only=True)["state_dict"]
-                            for r in (a, b))  # fmt: skip
+        state_a, state_b = (
+            torch.load(r / fold / "probe.pt", weights_only=True)["state_dict"] for r in (a, b)
+        )
         assert state_a.keys() == state_b.keys()
         for name, tensor in state_a.items():
             assert torch.equal(tensor, state_b[name]), f"{fold} {name}"
@@ -134,16 +161,40 @@ def test_a_probe_killed_mid_epoch_resumes_bit_identical(tmp_path):
     with --resume, equals an uninterrupted run: metrics, clip predictions, probe tensors."""
     two_per_fold = [2, 5, 3, 6, 10, 11, 8, 17, 1, 4]  # actors: two of each RAVDESS fold
     settings = {"encoder": "synthetic", "resolution": 64, "plan": "windows", "hop": 8}
-    cache_dir = build_cache(tmp_path / "cache", settings, make_entries(actors=two_per_fold),
-                            dataset="ravdess", grid=GRID, shard_size=20)  # fmt: skip
+    cache_dir = build_cache(
+        tmp_path / "cache",
+        settings,
+        make_entries(actors=two_per_fold),
+        dataset="ravdess",
+        grid=GRID,
+        shard_size=20,
+    )
     epochs = 4
-    args = ["probe", "--cache", str(cache_dir), "--fold", "all", "--epochs", str(epochs),
-            "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--no-progress"]  # fmt: skip
+    args = [
+        "probe",
+        "--cache",
+        str(cache_dir),
+        "--fold",
+        "all",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     run_cli(*args, "--out", tmp_path / "whole")
     (whole,) = (tmp_path / "whole").iterdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vjfer", *args, "--out", str(tmp_path / "cut")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vjfer", *args, "--out", str(tmp_path / "cut")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     checkpoint = tmp_path / "cut" / f"{whole.name}.partial" / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -165,8 +216,16 @@ def test_checkpoint_every_2_resumes_bit_identical_after_a_kill_in_epoch_3(tmp_pa
 
     two_per_fold = [2, 5, 3, 6, 10, 11, 8, 17, 1, 4]  # actors: two of each RAVDESS fold
     settings = {"encoder": "synthetic", "resolution": 64, "plan": "windows", "hop": 8}
-    cache = open_cache(build_cache(tmp_path / "cache", settings, make_entries(actors=two_per_fold),
-                                   dataset="ravdess", grid=GRID, shard_size=20))  # fmt: skip
+    cache = open_cache(
+        build_cache(
+            tmp_path / "cache",
+            settings,
+            make_entries(actors=two_per_fold),
+            dataset="ravdess",
+            grid=GRID,
+            shard_size=20,
+        )
+    )
     config = replace(SMALL, epochs=4, batch_size=2, checkpoint_every=2)
     folds = [1, 2, 3, 4, 5]
     train_folds(cache, folds, config, tmp_path / "whole", progress=False)

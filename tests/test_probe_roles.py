@@ -36,8 +36,17 @@ def _with_roles(entry: VideoEntry, copies: int) -> VideoEntry:
     rng = np.random.default_rng(len(entry.video_id))
     base = entry.tokens[:1].astype(np.float32)  # the class signal of the video
     tokens = base + rng.normal(size=(len(frames), *entry.tokens.shape[1:])) * 0.1
-    return VideoEntry(entry.video_id, entry.label, entry.actor, entry.fold, entry.n_frames,
-                      entry.fps, frames, tokens.astype(np.float16), clip_role=roles)  # fmt: skip
+    return VideoEntry(
+        entry.video_id,
+        entry.label,
+        entry.actor,
+        entry.fold,
+        entry.n_frames,
+        entry.fps,
+        frames,
+        tokens.astype(np.float16),
+        clip_role=roles,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +77,11 @@ def test_roles_are_stored_and_old_caches_read_as_evaluation_windows(cache, tmp_p
     assert roles.dtype == np.uint8
     assert roles.tolist() == clip_roles(n, "reference").tolist() + [2] * 8 + [3] * 8
     assert augmented_clips(roles).shape == (8, COPIES)
-    plain = open_cache(build_cache(tmp_path / "plain", {"e": "x"}, make_entries(actors=[1]),
-                                   dataset="ravdess", grid=GRID))  # fmt: skip
+    plain = open_cache(
+        build_cache(
+            tmp_path / "plain", {"e": "x"}, make_entries(actors=[1]), dataset="ravdess", grid=GRID
+        )
+    )
     first = plain.videos["video_id"][0]
     assert (plain.clip_roles(first) == ROLE_EVAL).all()
     assert len(plain.clip_roles(first)) == int(plain.videos["n_clips"][0])
@@ -109,9 +121,10 @@ def test_augmented_heads_do_not_depend_on_each_other(cache):
     other = np.flatnonzero(cache.videos["actor"] != 2)
     alone = Head("a", config, rows, cache, torch.device("cpu"))
     train_heads(cache, [alone], config, progress=False)
-    pair = [Head("a", config, rows, cache, torch.device("cpu")),
-            Head("b", TrainConfig(**{**config.__dict__, "seed": 5}), other, cache,
-                 torch.device("cpu"))]  # fmt: skip
+    pair = [
+        Head("a", config, rows, cache, torch.device("cpu")),
+        Head("b", TrainConfig(**{**config.__dict__, "seed": 5}), other, cache, torch.device("cpu")),
+    ]
     train_heads(cache, pair, config, progress=False)
     for name, tensor in alone.probe.state_dict().items():
         assert torch.equal(tensor, pair[0].probe.state_dict()[name]), name
@@ -133,8 +146,15 @@ def test_evaluation_reads_only_the_evaluation_windows(cache, monkeypatch):
 def test_augmented_view_needs_copies_and_the_reference_choice(tmp_path):
     with pytest.raises(ConfigError, match="needs clip_choice='reference'"):
         TrainConfig(train_view="augmented", clip_choice="random")
-    plain = open_cache(build_cache(tmp_path / "plain", {"e": "x"}, make_entries(actors=[1, 2]),
-                                   dataset="ravdess", grid=GRID))  # fmt: skip
+    plain = open_cache(
+        build_cache(
+            tmp_path / "plain",
+            {"e": "x"},
+            make_entries(actors=[1, 2]),
+            dataset="ravdess",
+            grid=GRID,
+        )
+    )
     config = TrainConfig(**{**CFG.__dict__, "train_view": "augmented"})
     head = Head("h", config, np.arange(4), plain, torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"re-extract it with `vjfer extract --augment K`"):

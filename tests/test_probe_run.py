@@ -35,9 +35,14 @@ SETTINGS = {"encoder": "synthetic", "resolution": 64, "plan": "windows", "hop": 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
-    return build_cache(tmp_path_factory.mktemp("cache") / "ravdess" / "c", SETTINGS,
-                       make_entries(actors=range(1, 11)), dataset="ravdess", grid=GRID,
-                       shard_size=40)  # fmt: skip
+    return build_cache(
+        tmp_path_factory.mktemp("cache") / "ravdess" / "c",
+        SETTINGS,
+        make_entries(actors=range(1, 11)),
+        dataset="ravdess",
+        grid=GRID,
+        shard_size=40,
+    )
 
 
 def test_probe_fold_all_opens_the_cache_once(cache_dir, tmp_path, monkeypatch):
@@ -51,9 +56,30 @@ def test_probe_fold_all_opens_the_cache_once(cache_dir, tmp_path, monkeypatch):
         init(self, *args, **kwargs)
 
     monkeypatch.setattr(Cache, "__init__", counting)
-    run_cli("probe", "--dataset", "ravdess", "--cache", cache_dir.parent.parent, "--fold", "all",
-            "--lr", "1e-3,5e-4", "--wd", "0.01,0.05", "--epochs", "1", "--batch-size", "4",
-            "--out", tmp_path, "--device", "cpu", "--num-workers", "0", "--no-progress")  # fmt: skip
+    run_cli(
+        "probe",
+        "--dataset",
+        "ravdess",
+        "--cache",
+        cache_dir.parent.parent,
+        "--fold",
+        "all",
+        "--lr",
+        "1e-3,5e-4",
+        "--wd",
+        "0.01,0.05",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        tmp_path,
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--no-progress",
+    )
     assert len(opened) == 1
     (run_dir,) = tmp_path.iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2, 3, 4, 5]
@@ -72,8 +98,13 @@ def test_the_python_api_refuses_what_the_command_line_refuses(cache_dir, tmp_pat
         run_request(ProbeRequest(cache=cache_dir, runs=tmp_path, config=SMALL, folds=(1, 9)))
     if not torch.cuda.is_available():
         with pytest.raises(OptionError, match="--in-memory gpu holds the training tokens on a GPU"):
-            run_request(ProbeRequest(cache=cache_dir, runs=tmp_path,
-                                     config=dataclasses.replace(SMALL, in_memory="gpu")))  # fmt: skip
+            run_request(
+                ProbeRequest(
+                    cache=cache_dir,
+                    runs=tmp_path,
+                    config=dataclasses.replace(SMALL, in_memory="gpu"),
+                )
+            )
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
@@ -86,8 +117,9 @@ def _one_split(tmp_path: Path, kind: str) -> Path:
     entries = [e for e in make_entries(actors=range(1, 11), videos_per_class=2) if e.label < 7]
     fold = {a: TRAIN_ONLY for a in range(1, 9)} | {9: 1, 10: 1}
     if kind == "ferv39k":
-        entries = [dataclasses.replace(e, actor=i + 1, fold=fold[e.actor])
-                   for i, e in enumerate(entries)]  # fmt: skip
+        entries = [
+            dataclasses.replace(e, actor=i + 1, fold=fold[e.actor]) for i, e in enumerate(entries)
+        ]
         return build_cache(tmp_path / kind, SETTINGS, entries, dataset="ferv39k", grid=GRID)
     entries = [dataclasses.replace(e, fold=fold[e.actor]) for e in entries]
     classes = [f"c{k}" for k in range(7)]
@@ -129,8 +161,13 @@ def test_a_grid_on_one_split_holds_out_a_seeded_group_disjoint_part(tmp_path, ca
 def test_resume_against_another_cache_is_refused_through_the_api(cache_dir, tmp_path, monkeypatch):
     """A pass interrupted after its last checkpoint (before the run was published) resumes only
     on the cache it was trained on: another cache is refused, naming the fingerprints."""
-    other = build_cache(tmp_path / "other", {**SETTINGS, "resolution": 32},
-                        make_entries(actors=range(1, 11), seed=1), dataset="ravdess", grid=GRID)  # fmt: skip
+    other = build_cache(
+        tmp_path / "other",
+        {**SETTINGS, "resolution": 32},
+        make_entries(actors=range(1, 11), seed=1),
+        dataset="ravdess",
+        grid=GRID,
+    )
     run = tmp_path / "run"
 
     def killed(partial, out):
@@ -144,8 +181,13 @@ def test_resume_against_another_cache_is_refused_through_the_api(cache_dir, tmp_
     with pytest.raises(CheckpointError, match=r"was trained on another cache: .*fingerprint"):
         run_probe(other, [1], SMALL, run, progress=False, mode="resume")
     assert not run.exists()
-    same = build_cache(tmp_path / "same", SETTINGS, make_entries(actors=range(1, 11), seed=1),
-                       dataset="ravdess", grid=GRID)  # the fingerprint of cache_dir, other videos  # fmt: skip
+    same = build_cache(
+        tmp_path / "same",
+        SETTINGS,
+        make_entries(actors=range(1, 11), seed=1),
+        dataset="ravdess",
+        grid=GRID,
+    )  # the fingerprint of cache_dir, other videos
     assert open_cache(same).fingerprint == open_cache(cache_dir).fingerprint
     with pytest.raises(CheckpointError, match=r"saved by another pass \(cache_videos: "):
         run_probe(same, [1], SMALL, run, progress=False, mode="resume")
@@ -201,8 +243,10 @@ def test_an_oserror_inside_a_command_is_one_line(monkeypatch):
     result = CliRunner().invoke(cli, ["encoders"])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    assert lines == ["error: /weights/registry.json: Permission denied: check that it exists and "
-                     "that this user may read (or write) it, or give another path"]  # fmt: skip
+    assert lines == [
+        "error: /weights/registry.json: Permission denied: check that it exists and "
+        "that this user may read (or write) it, or give another path"
+    ]
 
 
 def test_grid_point_names_are_unchanged():

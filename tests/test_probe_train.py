@@ -146,8 +146,16 @@ def test_end_to_end_run_is_above_chance(cache_dir, tmp_path):
     assert "| PBV |" in (out / "summary.md").read_text()
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 6
     fold = out / "fold-1"
-    expected = {"probe.pt", "config.json", "clip_predictions.csv", "video_predictions.csv",
-                "metrics.json", "confusion.csv", "confusion_mv.csv", "confusion_clip.csv"}  # fmt: skip
+    expected = {
+        "probe.pt",
+        "config.json",
+        "clip_predictions.csv",
+        "video_predictions.csv",
+        "metrics.json",
+        "confusion.csv",
+        "confusion_mv.csv",
+        "confusion_clip.csv",
+    }
     assert expected <= {p.name for p in fold.iterdir()}
     videos = pd.read_csv(fold / "video_predictions.csv")
     assert {
@@ -178,9 +186,11 @@ def test_clip_pool_and_linear_probe_learn(cache_dir):
     train = cache.videos[cache.videos["fold"] != 1]
     base = {**SMALL.__dict__, "epochs": 4, "lr": 3e-3}
     losses = {}
-    for name, cfg in (("clip", TrainConfig(**{**base, "pool": "clip"})),
-                      ("joint", TrainConfig(**base)),
-                      ("linear", TrainConfig(**{**base, "probe": "linear", "lr": 3e-2}))):  # fmt: skip
+    for name, cfg in (
+        ("clip", TrainConfig(**{**base, "pool": "clip"})),
+        ("joint", TrainConfig(**base)),
+        ("linear", TrainConfig(**{**base, "probe": "linear", "lr": 3e-2})),
+    ):
         probe, history = train_probe(cache, train, cfg, progress=False)
         losses[name] = [h["loss"] for h in history]
         assert history[-1]["loss"] < 0.5 * history[0]["loss"], (name, losses[name])
@@ -242,8 +252,12 @@ def test_a_pass_visits_videos_in_the_epoch_order(cache_dir, monkeypatch, how):
     monkeypatch.setattr(ClipReader, "stream", spy)
     cache = open_cache(cache_dir)
     config = replace(SMALL, epochs=3, in_memory="no", epoch_order=how)
-    train_heads(cache, [Head("h", config, np.arange(40), cache, torch.device("cpu"))], config,
-                progress=False)  # fmt: skip
+    train_heads(
+        cache,
+        [Head("h", config, np.arange(40), cache, torch.device("cpu"))],
+        config,
+        progress=False,
+    )
     assert len(calls) == 3 and all(sorted(c) == sorted(calls[0]) for c in calls)
     assert (calls[1] == calls[0] and calls[2] == calls[0]) == (how == "fixed")
 
@@ -253,8 +267,13 @@ def test_probe_refuses_a_cache_with_a_corrupt_clip(tmp_path):
     the error names that clip."""
     from conftest import run_cli
 
-    directory = build_cache(tmp_path / "c", {"encoder": "synthetic"}, make_entries(actors=range(1, 7)),
-                            dataset="ravdess", grid=GRID)  # fmt: skip
+    directory = build_cache(
+        tmp_path / "c",
+        {"encoder": "synthetic"},
+        make_entries(actors=range(1, 7)),
+        dataset="ravdess",
+        grid=GRID,
+    )
     cache = open_cache(directory)
     vid, shard = cache.videos["video_id"][5], cache.videos["shard"][5]
     row = int(cache.videos["first_clip"][5]) + 1
@@ -266,6 +285,19 @@ def test_probe_refuses_a_cache_with_a_corrupt_clip(tmp_path):
     named = rf"clip {row} \({vid}, clip 1\) does not match its checksum"
     with pytest.raises(CacheError, match=named):
         run_probe(directory, "all", replace(SMALL, epochs=1), tmp_path / "run", progress=False)
-    out = run_cli("probe", "--cache", directory, "--out", tmp_path / "runs", "--epochs", 1,
-                  "--num-workers", 0, "--device", "cpu", "--no-progress", ok=False)  # fmt: skip
+    out = run_cli(
+        "probe",
+        "--cache",
+        directory,
+        "--out",
+        tmp_path / "runs",
+        "--epochs",
+        1,
+        "--num-workers",
+        0,
+        "--device",
+        "cpu",
+        "--no-progress",
+        ok=False,
+    )
     assert re.search(named, out), out

@@ -39,7 +39,7 @@ TABLE = Table(
             "UAR std": [2.5, float("nan")],
             "Videos": [60, 61],
         }
-    ),  # fmt: skip
+    ),
     ["a note"],
 )
 
@@ -92,8 +92,9 @@ def test_packaged_peers_are_table_iii_as_printed(tmp_path):
     parsed = parse_markdown(render_markdown(table)).set_index("Method")
     assert parsed.loc["Human perception", "CREMA-D UAR"] == "—"
     assert parsed.loc["Ours (V-JEPA ViT-H, attentive probe)", "CREMA-D WAR"] == "78.86"
-    assert any("MultiMAE-DER (video), RAVDESS, CREMA-D: one number, unlabelled" in n
-               for n in table.notes)  # fmt: skip
+    assert any(
+        "MultiMAE-DER (video), RAVDESS, CREMA-D: one number, unlabelled" in n for n in table.notes
+    )
     csv = pd.read_csv(io.StringIO(render_csv(table)))
     assert csv.loc[csv["Method"] == "Human perception", "CREMA-D WAR"].isna().all()
 
@@ -120,8 +121,13 @@ def probe_run(dataset: str, tmp_path, uar=0.5, war=0.6, precision=0.55) -> Probe
     folds = {
         k: {"pbv": {"confusion": confusion}, "mv": {"confusion": confusion}} for k in range(1, 6)
     }
-    summary = {"dataset": dataset, "probe": "attentive", "folds": [1, 2, 3, 4, 5],
-               "per_fold": [], "mean": {"pbv": scores, "mv": scores}}  # fmt: skip
+    summary = {
+        "dataset": dataset,
+        "probe": "attentive",
+        "folds": [1, 2, 3, 4, 5],
+        "per_fold": [],
+        "mean": {"pbv": scores, "mv": scores},
+    }
     return ProbeRun(tmp_path / f"{dataset}-run", dataset, "attentive", summary, folds)
 
 
@@ -139,8 +145,9 @@ def test_table_ii_beside_paper(tmp_path):
 
 
 def test_table_iii_peers_beside_ours(tmp_path):
-    peers = pd.DataFrame([["Peer A", "ravdess", 70.0, 71.0, "video", "doi:x"]],
-                         columns=list(report.PEERS_COLUMNS))  # fmt: skip
+    peers = pd.DataFrame(
+        [["Peer A", "ravdess", 70.0, 71.0, "video", "doi:x"]], columns=list(report.PEERS_COLUMNS)
+    )
     frame = table_iii([probe_run("ravdess", tmp_path)], peers).frame
     assert frame["Method"].tolist()[0] == "Peer A" and frame.iloc[0]["RAVDESS WAR"] == 71.0
     ours = frame[frame["Source"] == "this run"]
@@ -150,10 +157,16 @@ def test_table_iii_peers_beside_ours(tmp_path):
 
 def test_table_iv_counts_and_paper(tmp_path):
     fold = {"n_kept": 50, "n_dropped": 10, "n_total": 60}
-    summary = {"kind": "cross", "source": "ravdess", "target": "crema-d", "calm": "merge",
-               "n_videos": 60, "class_names": list(class_names("crema-d")),
-               "folds": [{"fold": k, "pbv": fold, "mv": fold} for k in range(1, 6)],
-               "mean": {"pbv": {"uar": _agg(0.4, 0.1)}, "mv": {"uar": _agg(0.3, 0.1)}}}  # fmt: skip
+    summary = {
+        "kind": "cross",
+        "source": "ravdess",
+        "target": "crema-d",
+        "calm": "merge",
+        "n_videos": 60,
+        "class_names": list(class_names("crema-d")),
+        "folds": [{"fold": k, "pbv": fold, "mv": fold} for k in range(1, 6)],
+        "mean": {"pbv": {"uar": _agg(0.4, 0.1)}, "mv": {"uar": _agg(0.3, 0.1)}},
+    }
     frame = table_iv([CrossRun(tmp_path, summary)]).frame
     assert frame["Voting"].tolist() == ["PBV", "MV"]
     row = frame.iloc[0]
@@ -191,11 +204,22 @@ def test_report_from_summaries_without_caches(tmp_path):
 
 def test_video_embeddings_of_a_linear_probe_are_mean_pooled(tmp_path):
     rng = np.random.default_rng(0)
-    entries = [VideoEntry(f"v{i}", i % 6, 1001, 5, 40, 30.0, np.zeros((1 + i % 3, 16), int),
-                          rng.normal(size=(1 + i % 3, 2, 8, 4)).astype(np.float16))
-               for i in range(6)]  # fmt: skip
-    cache = open_cache(build_cache(tmp_path / "c", {"encoder": "x"}, entries, dataset="crema-d",
-                                   grid=(2, 2, 2)))  # fmt: skip
+    entries = [
+        VideoEntry(
+            f"v{i}",
+            i % 6,
+            1001,
+            5,
+            40,
+            30.0,
+            np.zeros((1 + i % 3, 16), int),
+            rng.normal(size=(1 + i % 3, 2, 8, 4)).astype(np.float16),
+        )
+        for i in range(6)
+    ]
+    cache = open_cache(
+        build_cache(tmp_path / "c", {"encoder": "x"}, entries, dataset="crema-d", grid=(2, 2, 2))
+    )
     mean_pooled, pooled, y = video_embeddings(LinearProbe(4, 6), cache, ["v2", "v0"])
     assert mean_pooled.shape == pooled.shape == (2, 4) and y.tolist() == [2, 0]
     expect = cache.tokens("v2").astype(np.float32).mean(axis=(0, 1, 2))

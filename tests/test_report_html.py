@@ -34,7 +34,7 @@ TABLE = Table(
             "Videos": [60, 61],
             "Δ": [2.5, float("nan")],
         }
-    ),  # fmt: skip
+    ),
     ["a note"],
 )
 
@@ -72,8 +72,16 @@ def test_png_data_uri_embeds_png_only(tmp_path):
 def test_page_has_sections_and_the_reading_note(tmp_path):
     png = tmp_path / "a.png"
     matplotlib.image.imsave(png, np.ones((3, 3, 3)))
-    sections = [Section("one", "First", ["para <1>"], [render_html(TABLE)],
-                        [PageFigure("fig", png)], items=["x"])]  # fmt: skip
+    sections = [
+        Section(
+            "one",
+            "First",
+            ["para <1>"],
+            [render_html(TABLE)],
+            [PageFigure("fig", png)],
+            items=["x"],
+        )
+    ]
     text = page_html("T", "lead", sections, "foot")
     assert text.startswith("<!DOCTYPE html>") and '<section id="one">' in text
     assert 'href="#one"' in text and "para &lt;1&gt;" in text
@@ -97,10 +105,13 @@ def _write_probe_run(root, dataset, tmp_path):
         (run / f"fold-{k}").mkdir(parents=True)
         (run / f"fold-{k}" / "metrics.json").write_text(json.dumps(metrics))
     fake.summary["per_fold"] = [
-        {"fold": k, "n_test_videos": 10 + k,
-         **{v: {"uar": 0.5, "war": 0.01 * k, "macro_precision": 0.4} for v in ("pbv", "mv")}}
+        {
+            "fold": k,
+            "n_test_videos": 10 + k,
+            **{v: {"uar": 0.5, "war": 0.01 * k, "macro_precision": 0.4} for v in ("pbv", "mv")},
+        }
         for k in range(1, 6)
-    ]  # fmt: skip
+    ]
     (run / "summary.json").write_text(json.dumps(fake.summary))
     return run
 
@@ -154,23 +165,53 @@ def test_report_page_lists_the_cache_failures(tmp_path):
     """A run whose training cache lists failed videos: the page counts and lists each one with
     its reason (no link), as failures.csv does; what could not be drawn is listed as missing."""
     rng = np.random.default_rng(0)
-    entries = [VideoEntry(f"01-01-0{1 + i % 8}-01-01-01-02", i % 8, 2, 1, 70, 30.0,
-                          np.zeros((1, 16), int), rng.normal(size=(1, 1, 8, 4)).astype(np.float16))
-               for i in range(3)]  # fmt: skip
-    failures = [{"video_id": "01-01-05-01-01-01-03", "path": "Actor_03/x.mp4",
-                 "reason": "decode error: <moov atom not found>"}]  # fmt: skip
-    cache = open_cache(build_cache(tmp_path / "cache", {"encoder": "x"}, entries,
-                                   dataset="ravdess", grid=(2, 2, 2), failures=failures))  # fmt: skip
+    entries = [
+        VideoEntry(
+            f"01-01-0{1 + i % 8}-01-01-01-02",
+            i % 8,
+            2,
+            1,
+            70,
+            30.0,
+            np.zeros((1, 16), int),
+            rng.normal(size=(1, 1, 8, 4)).astype(np.float16),
+        )
+        for i in range(3)
+    ]
+    failures = [
+        {
+            "video_id": "01-01-05-01-01-01-03",
+            "path": "Actor_03/x.mp4",
+            "reason": "decode error: <moov atom not found>",
+        }
+    ]
+    cache = open_cache(
+        build_cache(
+            tmp_path / "cache",
+            {"encoder": "x"},
+            entries,
+            dataset="ravdess",
+            grid=(2, 2, 2),
+            failures=failures,
+        )
+    )
     run = _write_probe_run(tmp_path / "runs", "ravdess", tmp_path)
-    config = {"train": {"probe": "attentive", "seed": 3}, "folds": [1, 2, 3, 4, 5],
-              "cache": {"path": str(cache.path), "fingerprint": cache.fingerprint}}  # fmt: skip
+    config = {
+        "train": {"probe": "attentive", "seed": 3},
+        "folds": [1, 2, 3, 4, 5],
+        "cache": {"path": str(cache.path), "fingerprint": cache.fingerprint},
+    }
     (run / "config.json").write_text(json.dumps(config))
     build_report([tmp_path / "runs"], tmp_path / "out", caches=[cache.path])
     page = tmp_path / "out" / "report.html"
     assert "failures" in assert_tables_equal_csvs(page)
     (row,) = read_html_tables(page.read_text(encoding="utf-8"))["failures"]["rows"]
-    assert [text for text, _ in row] == ["RAVDESS", "cache", "01-01-05-01-01-01-03",
-                                         "decode error: <moov atom not found>"]  # fmt: skip
+    assert [text for text, _ in row] == [
+        "RAVDESS",
+        "cache",
+        "01-01-05-01-01-01-03",
+        "decode error: <moov atom not found>",
+    ]
     text = page.read_text(encoding="utf-8")
     assert (
         "Videos the caches could not use: 1</h3>" in text and "<a " not in text.split("</nav>")[1]

@@ -21,7 +21,12 @@ def test_each_setting_adds_its_part():
 
 
 def test_no_two_settings_share_a_directory():
-    settings = [(probe, folds, grid, seed) for probe in ("attentive", "linear")
-                for folds in ("all", 1, 5) for grid in (1, 6) for seed in (0, 1)]  # fmt: skip
+    settings = [
+        (probe, folds, grid, seed)
+        for probe in ("attentive", "linear")
+        for folds in ("all", 1, 5)
+        for grid in (1, 6)
+        for seed in (0, 1)
+    ]
     names = {run_name("crema-d", CACHE, *s) for s in settings}
     assert len(names) == len(settings)

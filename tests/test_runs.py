@@ -53,15 +53,23 @@ def test_each_dataset_brings_its_own_face_boxes(settings, tmp_path):
     ("probe", "target", "named", "need"),
     [
         ({"face_crop": "boxes"}, {}, "face_crop", "frames cropped the same way"),
-        ({"face_crop": "boxes", "face_margin": 0.4}, {"face_crop": "boxes"},
-         "field 'face_crop.margin'", "--face-crop"),
-        ({"face_crop": "boxes", "face_fallback": "full"}, {"face_crop": "boxes"},
-         "field 'face_crop.fallback'", "--face-crop"),
+        (
+            {"face_crop": "boxes", "face_margin": 0.4},
+            {"face_crop": "boxes"},
+            "field 'face_crop.margin'",
+            "--face-crop",
+        ),
+        (
+            {"face_crop": "boxes", "face_fallback": "full"},
+            {"face_crop": "boxes"},
+            "field 'face_crop.fallback'",
+            "--face-crop",
+        ),
         ({"store": "int8"}, {}, "store_format", "stored in the same format"),
         ({"store": "int8"}, {"store": "fp8"}, "store_format", "vjfer cache convert"),
         ({}, {"encoder": "vjepa-l16"}, "field 'encoder'", "made by the same encoder"),
     ],
-)  # fmt: skip
+)
 def test_a_setting_that_changes_tokens_is_named(settings, tmp_path, probe, target, named, need):
     for options in (probe, target):
         if options.get("face_crop") == "boxes":

@@ -32,10 +32,15 @@ def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize(
     "text, canonical, pool, pca, number",
-    [("fp16", "fp16", 1, 0, "fp16"), ("int8", "int8", 1, 0, "int8"),
-     ("pool2", "pool2", 2, 0, "fp16"), ("int8+pool2", "pool2+int8", 2, 0, "int8"),
-     ("pool2+pca:32+fp8", "pool2+pca:32+fp8", 2, 32, "fp8"), ("pca:8+fp16", "pca:8", 1, 8, "fp16")],
-)  # fmt: skip
+    [
+        ("fp16", "fp16", 1, 0, "fp16"),
+        ("int8", "int8", 1, 0, "int8"),
+        ("pool2", "pool2", 2, 0, "fp16"),
+        ("int8+pool2", "pool2+int8", 2, 0, "int8"),
+        ("pool2+pca:32+fp8", "pool2+pca:32+fp8", 2, 32, "fp8"),
+        ("pca:8+fp16", "pca:8", 1, 8, "fp16"),
+    ],
+)
 def test_parse_and_canonical_spelling(text, canonical, pool, pca, number):
     fmt = StoreFormat.parse(text)
     assert (fmt.pool, fmt.pca, fmt.number, str(fmt)) == (pool, pca, number, canonical)

@@ -75,8 +75,16 @@ def test_ravdess_videos_decode_as_h264(ravdess_small):
         lengths[path.stem] = info["frames"]
         assert info["reordered"] or info["frames"] < 4  # B-frames, as in real files
     # trials in order (speech 01, 03, 08, song 01, 03); every 2nd is short; 01 and 02 share frames
-    trial_lengths = [lengths[f"02-{t}-01"] for t in
-                     ("01-01-01-01-01", "01-03-01-01-01", "01-08-01-01-01", "02-01-01-01-01", "02-03-01-01-01")]  # fmt: skip
+    trial_lengths = [
+        lengths[f"02-{t}-01"]
+        for t in (
+            "01-01-01-01-01",
+            "01-03-01-01-01",
+            "01-08-01-01-01",
+            "02-01-01-01-01",
+            "02-03-01-01-01",
+        )
+    ]
     assert trial_lengths == [24, 10, 24, 10, 24]
     assert all(lengths["01" + stem[2:]] == n for stem, n in lengths.items())
 
@@ -100,8 +108,9 @@ def test_generated_ravdess_indexes_as_speech_only(ravdess_small):
         f"{mm}-01-{ee}-01-01-01-01" for mm in ("01", "02") for ee in ("01", "03", "08")
     ]
     assert Counter(e.reason for e in index.excluded) == {
-        "audio-only, no video": 5, "modality or vocal channel not selected": 4,
-    }  # fmt: skip
+        "audio-only, no video": 5,
+        "modality or vocal channel not selected": 4,
+    }
 
 
 def test_same_seed_same_bytes_other_seed_other_pictures(tmp_path):
@@ -113,20 +122,31 @@ def test_same_seed_same_bytes_other_seed_other_pictures(tmp_path):
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(first, again, strict=True))
     videos = [(p, q) for p, q in zip(first, other, strict=True) if p.suffix == ".mp4"]
     assert all(p.read_bytes() != q.read_bytes() for p, q in videos)
-    crema = [synthetic.make_crema_d(tmp_path / d, actors=(1001,), emotions=("SAD",), frames=8)
-             for d in ("d", "e")]  # fmt: skip
+    crema = [
+        synthetic.make_crema_d(tmp_path / d, actors=(1001,), emotions=("SAD",), frames=8)
+        for d in ("d", "e")
+    ]
     assert crema[0][0].read_bytes() == crema[1][0].read_bytes()
 
 
 def test_crema_d_videos_decode_as_flv1(tmp_path):
     files = synthetic.make_crema_d(
-        tmp_path, actors=(1001,), emotions=("ANG", "NEU"), sentences=("IEO", "TIE"),
-        frames=20, short_every=3, short_frames=9,
-    )  # fmt: skip
+        tmp_path,
+        actors=(1001,),
+        emotions=("ANG", "NEU"),
+        sentences=("IEO", "TIE"),
+        frames=20,
+        short_every=3,
+        short_frames=9,
+    )
     assert [p.name for p in files] == [
-        "1001_IEO_ANG_HI.flv", "1001_IEO_ANG_LO.flv", "1001_IEO_ANG_MD.flv", "1001_IEO_NEU_XX.flv",
-        "1001_TIE_ANG_XX.flv", "1001_TIE_NEU_XX.flv",
-    ]  # fmt: skip
+        "1001_IEO_ANG_HI.flv",
+        "1001_IEO_ANG_LO.flv",
+        "1001_IEO_ANG_MD.flv",
+        "1001_IEO_NEU_XX.flv",
+        "1001_TIE_ANG_XX.flv",
+        "1001_TIE_NEU_XX.flv",
+    ]
     assert all(p.parent.name == "VideoFlash" for p in files)
     infos = [probe(p) for p in files]
     assert {(i["codec"], i["pix_fmt"], i["size"], i["rate"]) for i in infos} == {

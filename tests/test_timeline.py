@@ -34,24 +34,37 @@ def videos_table(rows) -> pd.DataFrame:
     """`video_predictions.csv` rows: (id, label, pbv, summed probs, n_clips)."""
     out = []
     for vid, label, pbv, probs, n in rows:
-        out.append({"fold": 1, "video_id": vid, "label": label, "n_clips": n, "pbv": pbv, "mv": pbv,
-                    **{f"prob_{c}": p for c, p in zip(NAMES, probs, strict=True)}})  # fmt: skip
+        out.append(
+            {
+                "fold": 1,
+                "video_id": vid,
+                "label": label,
+                "n_clips": n,
+                "pbv": pbv,
+                "mv": pbv,
+                **{f"prob_{c}": p for c, p in zip(NAMES, probs, strict=True)},
+            }
+        )
     return pd.DataFrame(out)
 
 
 def test_choose_videos_follows_the_stated_rule():
-    videos = videos_table([
-        ("a", 0, 0, [1.8, 0.1, 0.1], 2),  # correct, confidence 0.9
-        ("b", 1, 1, [0.4, 0.6, 0.0], 1),  # correct, 0.6
-        ("c", 2, 2, [0.0, 0.3, 2.1], 3),  # correct, 0.7
-        ("d", 0, 1, [0.1, 0.8, 0.1], 1),  # wrong, 0.8
-        ("e", 1, 2, [0.3, 0.3, 0.4], 1),  # wrong, 0.4
-        ("f", 2, 0, [0.5, 0.2, 0.3], 1),  # wrong, 0.5
-    ])  # fmt: skip
+    videos = videos_table(
+        [
+            ("a", 0, 0, [1.8, 0.1, 0.1], 2),  # correct, confidence 0.9
+            ("b", 1, 1, [0.4, 0.6, 0.0], 1),  # correct, 0.6
+            ("c", 2, 2, [0.0, 0.3, 2.1], 3),  # correct, 0.7
+            ("d", 0, 1, [0.1, 0.8, 0.1], 1),  # wrong, 0.8
+            ("e", 1, 2, [0.3, 0.3, 0.4], 1),  # wrong, 0.4
+            ("f", 2, 0, [0.5, 0.2, 0.3], 1),  # wrong, 0.5
+        ]
+    )
     assert choose_videos(videos) == [
-        ("a", "most confident correct"), ("b", "least confident correct"),
-        ("d", "most confident wrong"), ("e", "least confident wrong"),
-    ]  # fmt: skip
+        ("a", "most confident correct"),
+        ("b", "least confident correct"),
+        ("d", "most confident wrong"),
+        ("e", "least confident wrong"),
+    ]
     # Nothing wrong, one correct video: it is chosen once, and no wrong kinds are invented.
     assert choose_videos(videos.iloc[:1]) == [("a", "most confident correct")]
 
@@ -72,9 +85,16 @@ class FakeCache:
 
 def test_run_panels_read_a_run_and_place_clips_in_seconds(tmp_path):
     videos = videos_table([("a", 0, 0, [1.5, 0.3, 0.2], 2), ("b", 1, 2, [0.2, 0.3, 0.5], 1)])
-    clips = pd.DataFrame({"video_id": ["a", "a", "b"], "label": [0, 0, 1], "clip": [1, 0, 0],
-                          "prob_neutral": [0.6, 0.9, 0.2], "prob_happy": [0.3, 0.0, 0.3],
-                          "prob_sad": [0.1, 0.1, 0.5]})  # fmt: skip
+    clips = pd.DataFrame(
+        {
+            "video_id": ["a", "a", "b"],
+            "label": [0, 0, 1],
+            "clip": [1, 0, 0],
+            "prob_neutral": [0.6, 0.9, 0.2],
+            "prob_happy": [0.3, 0.0, 0.3],
+            "prob_sad": [0.1, 0.1, 0.5],
+        }
+    )
     (tmp_path / "fold-1").mkdir()
     videos.drop(columns="fold").to_csv(tmp_path / "fold-1" / "video_predictions.csv", index=False)
     clips.to_csv(tmp_path / "fold-1" / "clip_predictions.csv", index=False)
@@ -91,12 +111,26 @@ def test_run_panels_read_a_run_and_place_clips_in_seconds(tmp_path):
 
 
 def test_prediction_panels_match_clips_to_videos_by_position():
-    videos = pd.DataFrame({"video_id": ["x", "x"], "emotion": ["happy", "sad"], "mv": ["happy", "sad"],
-                           "n_clips": [1, 2], "prob_neutral": [0, 0], "prob_happy": [1, 0],
-                           "prob_sad": [0, 1]})  # fmt: skip
-    clips = pd.DataFrame({"video_id": ["x"] * 3, "centre_s": [1.0, 1.0, 1.3],
-                          "prob_neutral": [0.1, 0.0, 0.2], "prob_happy": [0.8, 0.1, 0.1],
-                          "prob_sad": [0.1, 0.9, 0.7]})  # fmt: skip
+    videos = pd.DataFrame(
+        {
+            "video_id": ["x", "x"],
+            "emotion": ["happy", "sad"],
+            "mv": ["happy", "sad"],
+            "n_clips": [1, 2],
+            "prob_neutral": [0, 0],
+            "prob_happy": [1, 0],
+            "prob_sad": [0, 1],
+        }
+    )
+    clips = pd.DataFrame(
+        {
+            "video_id": ["x"] * 3,
+            "centre_s": [1.0, 1.0, 1.3],
+            "prob_neutral": [0.1, 0.0, 0.2],
+            "prob_happy": [0.8, 0.1, 0.1],
+            "prob_sad": [0.1, 0.9, 0.7],
+        }
+    )
     first, second = prediction_panels(videos, clips)  # two files with one stem stay apart
     assert len(first.seconds) == 1 and second.seconds.tolist() == [1.0, 1.3]
     assert (first.pbv, second.pbv) == (1, 2)

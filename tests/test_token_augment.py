@@ -15,8 +15,16 @@ from vjfer.probe.train import train_heads
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
-CFG = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=0, device="cpu", in_memory="no",
-                  clip_choice="random", token_augment=True)  # fmt: skip
+CFG = TrainConfig(
+    epochs=2,
+    batch_size=4,
+    num_heads=4,
+    num_workers=0,
+    device="cpu",
+    in_memory="no",
+    clip_choice="random",
+    token_augment=True,
+)
 
 
 def test_a_mask_is_a_box_of_the_grid_in_every_time_step_minus_an_erased_box():
@@ -74,13 +82,19 @@ def test_a_head_with_token_augmentation_does_not_depend_on_the_others(cache):
     alone = Head("a", CFG, rows, cache, torch.device("cpu"))
     train_heads(cache, [alone], CFG, progress=False)
     other = TrainConfig(**{**CFG.__dict__, "seed": 7})
-    pair = [Head("a", CFG, rows, cache, torch.device("cpu")),
-            Head("b", other, np.flatnonzero(cache.videos["actor"] != 3), cache,
-                 torch.device("cpu"))]  # fmt: skip
+    pair = [
+        Head("a", CFG, rows, cache, torch.device("cpu")),
+        Head("b", other, np.flatnonzero(cache.videos["actor"] != 3), cache, torch.device("cpu")),
+    ]
     train_heads(cache, pair, CFG, progress=False)
     for name, tensor in alone.probe.state_dict().items():
         assert torch.equal(tensor, pair[0].probe.state_dict()[name]), name
-    plain = Head("a", TrainConfig(**{**CFG.__dict__, "token_augment": False}), rows, cache,
-                 torch.device("cpu"))  # fmt: skip
+    plain = Head(
+        "a",
+        TrainConfig(**{**CFG.__dict__, "token_augment": False}),
+        rows,
+        cache,
+        torch.device("cpu"),
+    )
     train_heads(cache, [plain], plain.config, progress=False)
     assert plain.history[-1]["loss"] != alone.history[-1]["loss"]

@@ -25,8 +25,16 @@ MEAN, STD = [0.45, 0.45, 0.45], [0.225, 0.225, 0.225]  # VideoMAE's own preproce
 
 def save_videomae(directory, *, seed: int = 0, use_mean_pooling: bool = False, **overrides):
     """A tiny random VideoMAEModel + preprocessor config written as a Hugging Face directory."""
-    sizes = dict(image_size=32, patch_size=16, num_frames=16, tubelet_size=2, hidden_size=32,
-                 num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    sizes = dict(
+        image_size=32,
+        patch_size=16,
+        num_frames=16,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     config = transformers.VideoMAEConfig(
         **{**sizes, **overrides}, use_mean_pooling=use_mean_pooling
     )
@@ -34,9 +42,11 @@ def save_videomae(directory, *, seed: int = 0, use_mean_pooling: bool = False, *
     transformers.VideoMAEModel(config).save_pretrained(directory)
     side = config.image_size
     processor = transformers.VideoMAEImageProcessor(
-        size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-        image_mean=MEAN, image_std=STD,
-    )  # fmt: skip
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        image_mean=MEAN,
+        image_std=STD,
+    )
     processor.save_pretrained(directory)
     return directory
 
@@ -140,21 +150,53 @@ def run(*args) -> str:
 def test_videomae_extract_probe_predict(mae_dir, tmp_path):
     root, cache, runs = tmp_path / "RAVDESS", tmp_path / "cache", tmp_path / "runs"
     make_ravdess(root, actors=(2, 3, 10, 8, 1), emotions=(1, 3), modalities=(2,), seed=3)
-    run("extract", "--dataset", "ravdess", "--root", root, "--encoder", "videomae",
-        "--checkpoint", mae_dir, "--cache", cache, "--workers", "0", "--device", "cpu",
-        "--no-progress")  # fmt: skip
+    run(
+        "extract",
+        "--dataset",
+        "ravdess",
+        "--root",
+        root,
+        "--encoder",
+        "videomae",
+        "--checkpoint",
+        mae_dir,
+        "--cache",
+        cache,
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     (manifest,) = cache.glob("ravdess/videomae-32-*/manifest.json")
     settings = json.loads(manifest.read_text())["settings"]
     assert settings["encoder_fingerprint"]["name"] == "videomae"
     assert (settings["mean"], settings["std"]) == (MEAN, STD)
     assert json.loads(manifest.read_text())["layout"]["num_tokens"] == 32
-    run("probe", "--dataset", "ravdess", "--cache", cache, "--out", runs, "--epochs", "1",
-        "--device", "cpu", "--num-workers", "0", "--no-progress")  # fmt: skip
+    run(
+        "probe",
+        "--dataset",
+        "ravdess",
+        "--cache",
+        cache,
+        "--out",
+        runs,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--no-progress",
+    )
     (run_dir,) = runs.iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2, 3, 4, 5]
     video = sorted(root.rglob("*.mp4"))[0]
-    out = json.loads(run("predict", video, "--run", run_dir, "--checkpoint", mae_dir, "--json",
-                         "--device", "cpu"))  # fmt: skip
+    out = json.loads(
+        run(
+            "predict", video, "--run", run_dir, "--checkpoint", mae_dir, "--json", "--device", "cpu"
+        )
+    )
     (row,) = out["videos"]
     probs = [row[k] for k in row if k.startswith("prob_")]
     assert row["video_id"] == video.stem and sum(probs) == pytest.approx(1.0, abs=1e-4)

@@ -42,10 +42,22 @@ FILL = 128  # the reference's grey fill of geometric ops
 TRANSLATE_PCT = 0.45  # TranslateXRel / TranslateYRel at magnitude 10
 # `_RAND_INCREASING_TRANSFORMS` (inc1), in the reference's order: the uniform draw indexes it
 OPS = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing",
-    "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
-    "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel",
-)  # fmt: skip
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "Rotate",
+    "PosterizeIncreasing",
+    "SolarizeIncreasing",
+    "SolarizeAdd",
+    "ColorIncreasing",
+    "ContrastIncreasing",
+    "BrightnessIncreasing",
+    "SharpnessIncreasing",
+    "ShearX",
+    "ShearY",
+    "TranslateXRel",
+    "TranslateYRel",
+)
 CROP_SCALE, CROP_RATIO, CROP_TRIES = (0.08, 1.0), (3 / 4, 4 / 3), 10
 ERASE_PROB, ERASE_AREA, ERASE_ASPECT, ERASE_TRIES = 0.25, (0.02, 1 / 3), (0.3, 1 / 0.3), 100
 RECIPE = (
@@ -239,10 +251,20 @@ def _affine(frames: torch.Tensor, matrix: tuple[float, ...]) -> torch.Tensor:
     src_x, src_y = a * xs + b * ys + c, d * xs + e * ys + f
     grid = torch.stack([2 * src_x / W - 1, 2 * src_y / H - 1], dim=-1)  # align_corners=False
     x = frames.permute(0, 3, 1, 2).float() - FILL  # outside the frame samples 0, i.e. FILL
-    out = F.grid_sample(x, grid[None].expand(T, -1, -1, -1), mode="bicubic",
-                        padding_mode="zeros", align_corners=False)  # fmt: skip
-    inside = F.grid_sample(torch.ones(1, 1, H, W), grid[None], mode="nearest",
-                           padding_mode="zeros", align_corners=False)  # fmt: skip
+    out = F.grid_sample(
+        x,
+        grid[None].expand(T, -1, -1, -1),
+        mode="bicubic",
+        padding_mode="zeros",
+        align_corners=False,
+    )
+    inside = F.grid_sample(
+        torch.ones(1, 1, H, W),
+        grid[None],
+        mode="nearest",
+        padding_mode="zeros",
+        align_corners=False,
+    )
     out = torch.where(inside > 0, out, torch.zeros_like(out)) + FILL
     return out.round().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
@@ -303,9 +325,12 @@ def apply_op(frames: torch.Tensor, op: OpDraw) -> torch.Tensor:
 
 
 def augment_clip(
-    frames: np.ndarray | torch.Tensor, draw: ClipDraw, size: int,
-    mean: tuple[float, float, float], std: tuple[float, float, float],
-) -> torch.Tensor:  # fmt: skip
+    frames: np.ndarray | torch.Tensor,
+    draw: ClipDraw,
+    size: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> torch.Tensor:
     """The reference's training view of one clip: native uint8 frames [T, H, W, 3] -> normalised
     float32 [3, T, size, size] (RandAugment, normalise, random-resized crop, cube erasing)."""
     x = torch.as_tensor(frames)
@@ -330,9 +355,15 @@ def augment_clip(
 
 
 def augment_video_clips(
-    native: np.ndarray, clip_frames: np.ndarray, video_id: str, copies: int, seed: int,
-    size: int, mean: tuple[float, float, float], std: tuple[float, float, float],
-) -> torch.Tensor:  # fmt: skip
+    native: np.ndarray,
+    clip_frames: np.ndarray,
+    video_id: str,
+    copies: int,
+    seed: int,
+    size: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> torch.Tensor:
     """`copies` augmented copies of a video's training clips, copy by copy:
     native frames uint8 [U, H, W, 3] (the frames the clips use, in index order), clip_frames
     int [8, 16] indices into them -> float32 [copies · 8, 3, 16, size, size]."""

@@ -34,8 +34,15 @@ log = logging.getLogger(__name__)
 VOTING_NAMES = {"pbv": "PBV", "mv": "MV"}
 # Training options that do not change what a probe learns (where and how fast it runs), and
 # those with a column of their own (probe, layer).
-RUNTIME_OPTIONS = ("device", "in_memory", "num_workers", "prefetch", "eval_batch_clips", "probe",
-                   "layer")  # fmt: skip
+RUNTIME_OPTIONS = (
+    "device",
+    "in_memory",
+    "num_workers",
+    "prefetch",
+    "eval_batch_clips",
+    "probe",
+    "layer",
+)
 # Caches written before store formats existed hold float16 tokens (cache.TOKEN_DTYPE).
 DEFAULT_STORE_FORMAT = "fp16"
 
@@ -63,16 +70,24 @@ def read_run(path: str | Path) -> ComparedRun:
         raise ConfigError(f"{path} is a cross-dataset run; compare takes `vjfer probe` runs")
     summary, _ = read_probe_run(path)  # what `vjfer report` reads of a run, checked alike
     config = read_json_object(path / "config.json")
-    for key, where in (("per_fold", summary), ("dataset", summary), ("cache", config),
-                       ("train", config)):  # fmt: skip
+    for key, where in (
+        ("per_fold", summary),
+        ("dataset", summary),
+        ("cache", config),
+        ("train", config),
+    ):
         if key not in where:
             raise ConfigError(f"{path}: no {key!r} in its summary.json / config.json")
     per_fold = {int(f["fold"]): f for f in summary["per_fold"]}
     return ComparedRun(
-        path=path, dataset=summary["dataset"], probe=config["train"]["probe"],
-        folds=tuple(sorted(per_fold)), settings=config["cache"]["settings"],
-        train=config["train"], per_fold=per_fold,
-    )  # fmt: skip
+        path=path,
+        dataset=summary["dataset"],
+        probe=config["train"]["probe"],
+        folds=tuple(sorted(per_fold)),
+        settings=config["cache"]["settings"],
+        train=config["train"],
+        per_fold=per_fold,
+    )
 
 
 def _value(run: ComparedRun, fold: int, voting: str, metric: str) -> float:
@@ -151,11 +166,16 @@ def compare_table(runs: Sequence[ComparedRun], train_defaults: dict) -> Table:
     for run in runs:
         for voting, vname in VOTING_NAMES.items():
             row = {
-                "Run": run.path.name, "Encoder": encoder_label(run.settings),
-                "Resolution": run.settings["resolution"], "Face crop": face_crop(run.settings),
-                "Store": store_format(run.settings), "Layer": run_layer(run), "Probe": run.probe,
-                "Head": head_label(run.train, train_defaults), "Voting": vname,
-            }  # fmt: skip
+                "Run": run.path.name,
+                "Encoder": encoder_label(run.settings),
+                "Resolution": run.settings["resolution"],
+                "Face crop": face_crop(run.settings),
+                "Store": store_format(run.settings),
+                "Layer": run_layer(run),
+                "Probe": run.probe,
+                "Head": head_label(run.train, train_defaults),
+                "Voting": vname,
+            }
             for key, name in METRIC_COLUMNS.items():
                 values = [100 * _value(run, k, voting, key) for k in run.folds]
                 row[name] = float(np.mean(values))
@@ -174,8 +194,11 @@ def compare_table(runs: Sequence[ComparedRun], train_defaults: dict) -> Table:
         "Macro precision is what the paper's tables call UAR.",
     ]
     for run in runs[1:]:
-        counts = [k for k in run.folds
-                  if run.per_fold[k]["n_test_videos"] != first.per_fold[k]["n_test_videos"]]  # fmt: skip
+        counts = [
+            k
+            for k in run.folds
+            if run.per_fold[k]["n_test_videos"] != first.per_fold[k]["n_test_videos"]
+        ]
         if counts:
             notes.append(
                 f"{run.path.name}: test-video counts differ from the first run's in fold(s) "

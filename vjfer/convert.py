@@ -92,14 +92,18 @@ def sample_clips(cache: Cache, rows: np.ndarray, clips: int, seed: int) -> list[
     """(video_id, clip) pairs: `clips` stored clips of the videos at `rows`, seeded, sorted."""
     videos = cache.videos.iloc[np.asarray(rows, dtype=np.int64)]
     videos = videos[videos["alias_of"] == ""]  # a shared stream's clips are its twin's
-    where = [(v, c) for v, n in zip(videos["video_id"], videos["n_clips"], strict=True)
-             for c in range(int(n))]  # fmt: skip
+    where = [
+        (v, c)
+        for v, n in zip(videos["video_id"], videos["n_clips"], strict=True)
+        for c in range(int(n))
+    ]
     picked = np.random.default_rng(seed).choice(len(where), min(clips, len(where)), replace=False)
     return sorted(where[i] for i in picked)
 
 
-def fit_pca(cache: Cache, k: int, test_fold: int, *, pool: int = 1, clips: int = PCA_CLIPS,
-            seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
+def fit_pca(
+    cache: Cache, k: int, test_fold: int, *, pool: int = 1, clips: int = PCA_CLIPS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Top-k principal directions of the tokens of clips of videos *not* in `test_fold`.
 
     Returns (basis float32 [D, k], mean float32 [D], the video ids that contributed). Each
@@ -107,8 +111,9 @@ def fit_pca(cache: Cache, k: int, test_fold: int, *, pool: int = 1, clips: int =
     """
     folds = cache.videos["fold"].to_numpy()
     if test_fold not in set(folds.tolist()):
-        raise ConfigError(f"--pca-fold {test_fold}: cache {cache.path} holds folds "
-                          f"{sorted(set(folds.tolist()))}")  # fmt: skip
+        raise ConfigError(
+            f"--pca-fold {test_fold}: cache {cache.path} holds folds {sorted(set(folds.tolist()))}"
+        )
     train = np.flatnonzero(folds != test_fold)
     picked = sample_clips(cache, train, clips, seed)
     D = cache.embed_dim
@@ -130,14 +135,25 @@ def fit_pca(cache: Cache, k: int, test_fold: int, *, pool: int = 1, clips: int =
     basis = vectors[:, ::-1][:, :k]
     signs = np.sign(basis[np.abs(basis).argmax(axis=0), np.arange(k)])
     basis = basis * np.where(signs == 0, 1, signs)
-    log.info("PCA basis: %d directions keep %.1f%% of the variance of %d tokens (%d clips of %d "
-             "videos outside fold %d)", k, 100 * values[::-1][:k].sum() / max(values.sum(), 1e-30),
-             count, len(picked), len(by_video), test_fold)  # fmt: skip
+    log.info(
+        "PCA basis: %d directions keep %.1f%% of the variance of %d tokens (%d clips of %d "
+        "videos outside fold %d)",
+        k,
+        100 * values[::-1][:k].sum() / max(values.sum(), 1e-30),
+        count,
+        len(picked),
+        len(by_video),
+        test_fold,
+    )
     return basis.astype(np.float32), mean.astype(np.float32), sorted(by_video)
 
 
-def to_source_space(tokens: torch.Tensor, fmt: StoreFormat, grid: tuple[int, int, int],
-                    basis: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:  # fmt: skip
+def to_source_space(
+    tokens: torch.Tensor,
+    fmt: StoreFormat,
+    grid: tuple[int, int, int],
+    basis: tuple[np.ndarray, np.ndarray] | None,
+) -> torch.Tensor:
     """Float tokens [..., N', D'] of a `fmt` cache -> [..., N, D] in the source's token space:
     projections times the basis plus the mean, pooled tokens repeated over their 2×2 block."""
     x = tokens.float()
@@ -170,16 +186,24 @@ def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoE
             face = (table["face_status"][i], box if box[2] > 0 else None)
         source = {k.removeprefix("source_"): _plain(table[k][i]) for k in SOURCE_COLUMNS}
         entry = VideoEntry(
-            video_id=vid, label=int(table["label"][i]), actor=int(table["actor"][i]),
-            fold=int(table["fold"][i]), n_frames=int(table["n_frames"][i]),
-            fps=float(table["fps"][i]), frames=src.clip_frames(vid),
+            video_id=vid,
+            label=int(table["label"][i]),
+            actor=int(table["actor"][i]),
+            fold=int(table["fold"][i]),
+            n_frames=int(table["n_frames"][i]),
+            fps=float(table["fps"][i]),
+            frames=src.clip_frames(vid),
             tokens=np.empty(0, np.float16),
-            face_status=face[0] if face else None, face_box=face[1] if face else None,
+            face_status=face[0] if face else None,
+            face_box=face[1] if face else None,
             lost_frames=int(table["lost_frames"][i]),
             container_frames=int(table["container_frames"][i]),
-            source=_Source(**source) if source["size"] >= 0 else None, alias_of=alias_of,
-            clip_role=None if alias_of else src.clip_roles(vid),  # training clips stay training clips
-        )  # fmt: skip
+            source=_Source(**source) if source["size"] >= 0 else None,
+            alias_of=alias_of,
+            clip_role=None
+            if alias_of
+            else src.clip_roles(vid),  # training clips stay training clips
+        )
         (aliases if alias_of else stored).append(entry)
     return stored, aliases, header["failures"]
 
@@ -207,8 +231,9 @@ def target_settings(src: Cache, fmt: StoreFormat, pca: dict | None) -> dict:
 # Conversion.
 
 
-def _write_shard(src: Cache, index: int, entry: dict, header: dict, codec: Codec,
-                 directory: Path) -> None:  # fmt: skip
+def _write_shard(
+    src: Cache, index: int, entry: dict, header: dict, codec: Codec, directory: Path
+) -> None:
     stored, aliases, failures = shard_entries(src, entry["name"])
     V, N, D = src.shape
     writer = ShardWriter(directory / entry["name"], header, V, N, D, codec)
@@ -234,8 +259,12 @@ def _write_shard(src: Cache, index: int, entry: dict, header: dict, codec: Codec
 def _write_record(config: ConvertConfig, fmt: StoreFormat, directory: Path) -> None:
     """convert.json, before the first shard: an interrupted or damaged converted cache names the
     command that (re)writes it (`cache.convert_command`)."""
-    record = {"source": str(config.source), "store": str(fmt), "out": str(directory),
-              "pca_fold": config.pca_fold}  # fmt: skip
+    record = {
+        "source": str(config.source),
+        "store": str(fmt),
+        "out": str(directory),
+        "pca_fold": config.pca_fold,
+    }
     atomic_write_text(directory / CONVERT_RECORD, json.dumps(record, indent=1))
 
 
@@ -260,8 +289,9 @@ def convert(config: ConvertConfig) -> ConvertSummary:
     if "config" in src.manifest:
         extra["config"] = src.manifest["config"]
     write_manifest(directory, manifest_from_shards(directory, extra))
-    cost = compare_caches(src, open_cache(directory), clips=config.cost_clips, seed=config.seed,
-                          run=config.run)  # fmt: skip
+    cost = compare_caches(
+        src, open_cache(directory), clips=config.cost_clips, seed=config.seed, run=config.run
+    )
     atomic_write_text(directory / COST_FILE, json.dumps(cost, indent=1) + "\n")
     return ConvertSummary(directory, written, skipped, cost)
 
@@ -273,28 +303,39 @@ def _target_format(
     ConfigError for a conversion that cannot be made."""
     fmt = StoreFormat.parse(config.store)
     if not src.store.plain:
-        raise ConfigError(f"cache {src.path} is stored as {src.store}; convert from its fp16 "
-                          "source (its `lineage` in `vjfer cache info`)")  # fmt: skip
+        raise ConfigError(
+            f"cache {src.path} is stored as {src.store}; convert from its fp16 "
+            "source (its `lineage` in `vjfer cache info`)"
+        )
     if fmt.plain:
         raise ConfigError(f"--store fp16: cache {src.path} already is fp16")
     fmt.grid(src.grid)  # refuses pool2 on an odd grid
     fmt.dim(src.embed_dim)
     if fmt.pca and len(src.layers or (0,)) > 1:
-        raise ConfigError(f"--store {fmt}: cache {src.path} stacks {len(src.layers or ())} encoder "
-                          "layers per clip, and one PCA basis would mix their statistics; convert "
-                          "a single-layer cache (extract --layers K), or use int8 / fp8 / pool2")  # fmt: skip
+        raise ConfigError(
+            f"--store {fmt}: cache {src.path} stacks {len(src.layers or ())} encoder "
+            "layers per clip, and one PCA basis would mix their statistics; convert "
+            "a single-layer cache (extract --layers K), or use int8 / fp8 / pool2"
+        )
     if not fmt.pca:
         if config.pca_fold is not None:
             raise ConfigError(f"--pca-fold applies to pca formats only, not --store {fmt}")
         return fmt, None, None, None
     if config.pca_fold is None:
-        raise ConfigError(f"--store {fmt} needs --pca-fold K: the test fold whose training "
-                          "videos (the other folds) the basis is fitted on")  # fmt: skip
-    basis, mean, fitted = fit_pca(src, fmt.pca, config.pca_fold, pool=fmt.pool,
-                                  clips=config.pca_clips, seed=config.seed)  # fmt: skip
-    pca = {"test_fold": config.pca_fold, "fit_clips": config.pca_clips, "seed": config.seed,
-           "fit_videos": len(fitted),
-           "basis_sha256": hashlib.sha256(basis.tobytes() + mean.tobytes()).hexdigest()}  # fmt: skip
+        raise ConfigError(
+            f"--store {fmt} needs --pca-fold K: the test fold whose training "
+            "videos (the other folds) the basis is fitted on"
+        )
+    basis, mean, fitted = fit_pca(
+        src, fmt.pca, config.pca_fold, pool=fmt.pool, clips=config.pca_clips, seed=config.seed
+    )
+    pca = {
+        "test_fold": config.pca_fold,
+        "fit_clips": config.pca_clips,
+        "seed": config.seed,
+        "fit_videos": len(fitted),
+        "basis_sha256": hashlib.sha256(basis.tobytes() + mean.tobytes()).hexdigest(),
+    }
     return fmt, basis, mean, pca
 
 
@@ -318,11 +359,18 @@ def _convert_shards(
                 log.warning("%s is unreadable, redoing it: %s", target, err)
         source_header = read_shard_header(src.path / entry["name"])
         header = shard_header(
-            dataset=src.dataset, fp=fp, settings=settings, grid=src.grid,
-            embed_dim=src.embed_dim, num_views=src.num_views, index=index,
-            num_shards=len(shards), shard_size=first["shard_size"],
-            video_ids=entry["video_ids"], aliases=source_header["aliases"],
-        )  # fmt: skip
+            dataset=src.dataset,
+            fp=fp,
+            settings=settings,
+            grid=src.grid,
+            embed_dim=src.embed_dim,
+            num_views=src.num_views,
+            index=index,
+            num_shards=len(shards),
+            shard_size=first["shard_size"],
+            video_ids=entry["video_ids"],
+            aliases=source_header["aliases"],
+        )
         header["lineage"] = lineage
         _write_shard(src, index, entry, header, codec, directory)
         written += 1
@@ -338,8 +386,9 @@ def _cache_bytes(cache: Cache) -> int:
     return sum((cache.path / s["name"]).stat().st_size for s in cache.manifest["shards"])
 
 
-def compare_caches(a: Cache, b: Cache, *, clips: int = COST_CLIPS, seed: int = 0,
-                   run: Path | None = None) -> dict:  # fmt: skip
+def compare_caches(
+    a: Cache, b: Cache, *, clips: int = COST_CLIPS, seed: int = 0, run: Path | None = None
+) -> dict:
     """What storing `a`'s tokens as `b` costs: size ratio, token error, probe agreement (`run`)."""
     if not a.store.plain:
         raise ConfigError(f"compare A B: A ({a.path}) must be an fp16 cache, it is {a.store}")
@@ -347,8 +396,10 @@ def compare_caches(a: Cache, b: Cache, *, clips: int = COST_CLIPS, seed: int = 0
         raise ConfigError(f"compare A B: {a.path} and {b.path} hold different videos")
     grid = b.manifest["layout"]["store"]["grid"] if not b.store.plain else list(b.grid)
     if list(a.grid) != list(grid):
-        raise ConfigError(f"compare A B: {b.path} was made from tokens on grid {grid}, "
-                          f"{a.path} has {list(a.grid)}")  # fmt: skip
+        raise ConfigError(
+            f"compare A B: {b.path} was made from tokens on grid {grid}, "
+            f"{a.path} has {list(a.grid)}"
+        )
     basis = b.pca_basis()
     picked = sample_clips(a, np.arange(len(a.videos)), clips, seed)
     num = den = 0.0
@@ -364,16 +415,26 @@ def compare_caches(a: Cache, b: Cache, *, clips: int = COST_CLIPS, seed: int = 0
         pairs.append((x, y))
     cos = torch.cat(cosines).numpy()
     cost = {
-        "source": {"path": str(a.path), "fingerprint": a.fingerprint, "store": str(a.store),
-                   "bytes": _cache_bytes(a)},
-        "converted": {"path": str(b.path), "fingerprint": b.fingerprint, "store": str(b.store),
-                      "bytes": _cache_bytes(b)},
+        "source": {
+            "path": str(a.path),
+            "fingerprint": a.fingerprint,
+            "store": str(a.store),
+            "bytes": _cache_bytes(a),
+        },
+        "converted": {
+            "path": str(b.path),
+            "fingerprint": b.fingerprint,
+            "store": str(b.store),
+            "bytes": _cache_bytes(b),
+        },
         "size_ratio": _cache_bytes(b) / _cache_bytes(a),
         "clip_size_ratio": size_ratio(b.manifest["layout"]),
-        "sample_clips": len(picked), "seed": seed,
+        "sample_clips": len(picked),
+        "seed": seed,
         "relative_l2": float(np.sqrt(num / den)),
-        "cosine_mean": float(cos.mean()), "cosine_p1": float(np.percentile(cos, 1)),
-    }  # fmt: skip
+        "cosine_mean": float(cos.mean()),
+        "cosine_p1": float(np.percentile(cos, 1)),
+    }
     if run is not None:
         cost["probes"] = probe_agreement(a, run, pairs)
     return cost
@@ -390,12 +451,16 @@ def probe_agreement(a: Cache, run: Path, pairs: list[tuple[torch.Tensor, torch.T
     for k, path in find_probes(run).items():
         probe, meta = load_probe(path)
         if meta["cache"]["fingerprint"] != a.fingerprint:
-            raise ConfigError(f"--run {run}: {path} was trained on cache "
-                              f"{meta['cache']['fingerprint'][:8]}, not the source {a.fingerprint[:8]}")  # fmt: skip
+            raise ConfigError(
+                f"--run {run}: {path} was trained on cache "
+                f"{meta['cache']['fingerprint'][:8]}, not the source {a.fingerprint[:8]}"
+            )
         p = np.concatenate([clip_probabilities(probe, x.half(), "cpu") for x, _ in pairs])
         q = np.concatenate([clip_probabilities(probe, y.half(), "cpu") for _, y in pairs])
-        out[str(k)] = {"argmax_agreement": float((p.argmax(1) == q.argmax(1)).mean()),
-                       "max_abs_delta_softmax": float(np.abs(p - q).max())}  # fmt: skip
+        out[str(k)] = {
+            "argmax_agreement": float((p.argmax(1) == q.argmax(1)).mean()),
+            "max_abs_delta_softmax": float(np.abs(p - q).max()),
+        }
     return out
 
 
@@ -411,6 +476,8 @@ def describe(summary: ConvertSummary) -> str:
         f"1st percentile {c['cosine_p1']:.4f} ({c['sample_clips']} clips)",
     ]
     for k, p in c.get("probes", {}).items():
-        lines.append(f"fold {k}      probe argmax agreement {p['argmax_agreement']:.3f}, "
-                     f"max |Δ softmax| {p['max_abs_delta_softmax']:.4f}")  # fmt: skip
+        lines.append(
+            f"fold {k}      probe argmax agreement {p['argmax_agreement']:.3f}, "
+            f"max |Δ softmax| {p['max_abs_delta_softmax']:.4f}"
+        )
     return "\n".join(lines)

@@ -85,9 +85,13 @@ def _side_map(own: tuple[str, ...], shared: tuple[str, ...], calm: str) -> np.nd
     return np.asarray(out, dtype=np.int64)
 
 
-def class_handling(source: str, target: str, calm: str,
-                   source_names: Sequence[str] | None = None,
-                   target_names: Sequence[str] | None = None) -> ClassHandling:  # fmt: skip
+def class_handling(
+    source: str,
+    target: str,
+    calm: str,
+    source_names: Sequence[str] | None = None,
+    target_names: Sequence[str] | None = None,
+) -> ClassHandling:
     """The class handling of probes trained on `source` and tested on `target` (names checked).
     `source_names` / `target_names`: the classes in label order (default: the datasets'; a list
     file's come from its run and cache)."""
@@ -100,10 +104,20 @@ def class_handling(source: str, target: str, calm: str,
     dst = tuple(class_names(target) if target_names is None else target_names)
     names = tuple(n for n in dst if n in src)  # the target's classes the source has, by name
     if not names:
-        raise ConfigError(f"{source} ({', '.join(src)}) and {target} ({', '.join(dst)}) share "
-                          "no class name: nothing to score")  # fmt: skip
-    return ClassHandling(source, target, calm, names, _side_map(dst, names, calm),
-                         _side_map(src, names, calm), src, dst)  # fmt: skip
+        raise ConfigError(
+            f"{source} ({', '.join(src)}) and {target} ({', '.join(dst)}) share "
+            "no class name: nothing to score"
+        )
+    return ClassHandling(
+        source,
+        target,
+        calm,
+        names,
+        _side_map(dst, names, calm),
+        _side_map(src, names, calm),
+        src,
+        dst,
+    )
 
 
 @dataclass(frozen=True)
@@ -203,11 +217,18 @@ class CrossResult:
     def to_json(self) -> dict:
         """What summary.json holds (`kind` = "cross"; `vjfer.report` reads it)."""
         return {
-            "kind": "cross", "source": self.source, "target": self.target, "calm": self.calm,
-            "run_dir": str(self.run_dir), "target_cache": str(self.target_cache),
-            "class_names": list(self.class_names), "n_videos": self.n_videos,
-            "folds": self.folds, "mean": self.summary, "vjfer_version": vjfer.__version__,
-        }  # fmt: skip
+            "kind": "cross",
+            "source": self.source,
+            "target": self.target,
+            "calm": self.calm,
+            "run_dir": str(self.run_dir),
+            "target_cache": str(self.target_cache),
+            "class_names": list(self.class_names),
+            "n_videos": self.n_videos,
+            "folds": self.folds,
+            "mean": self.summary,
+            "vjfer_version": vjfer.__version__,
+        }
 
 
 def cross_table(result: CrossResult) -> Table:
@@ -217,13 +238,27 @@ def cross_table(result: CrossResult) -> Table:
         for fold in result.folds:
             s = fold[voting]
             one = {m: {"mean": s[m], "std": None} for m in METRIC_COLUMNS}
-            rows.append({"Voting": voting.upper(), "Probe": f"fold {fold['fold']}",
-                         **metric_cells(one), "Kept": s["n_kept"], "Dropped": s["n_dropped"],
-                         "Total": s["n_total"]})  # fmt: skip
+            rows.append(
+                {
+                    "Voting": voting.upper(),
+                    "Probe": f"fold {fold['fold']}",
+                    **metric_cells(one),
+                    "Kept": s["n_kept"],
+                    "Dropped": s["n_dropped"],
+                    "Total": s["n_total"],
+                }
+            )
         mean = result.summary.get(voting, {})
         counts = {c: mean[k]["mean"] for c, k in (("Kept", "n_kept"), ("Dropped", "n_dropped"))}
-        rows.append({"Voting": voting.upper(), "Probe": "mean", **metric_cells(mean), **counts,
-                     "Total": result.n_videos})  # fmt: skip
+        rows.append(
+            {
+                "Voting": voting.upper(),
+                "Probe": "mean",
+                **metric_cells(mean),
+                **counts,
+                "Total": result.n_videos,
+            }
+        )
     src, dst = DATASET_TITLES[result.source], DATASET_TITLES[result.target]
     title = f"{src} probes tested on {dst} (calm/surprised: {result.calm}), video level"
     notes = [
@@ -320,8 +355,14 @@ def cross_evaluate(
     # each video's evaluation windows read once, scored by every probe (never the `reference`
     # plan's training clips or augmented copies)
     rows = np.arange(len(video_ids))
-    clips = score_videos(cache, {str(k): (probe, rows) for k, probe in probes.items()}, device=dev,
-                         class_names=src_names, batch_clips=batch_clips, threads=num_workers)  # fmt: skip
+    clips = score_videos(
+        cache,
+        {str(k): (probe, rows) for k, probe in probes.items()},
+        device=dev,
+        class_names=src_names,
+        batch_clips=batch_clips,
+        threads=num_workers,
+    )
 
     out_dir = run_dir / CROSS_DIR / cross_dir_name(source, cache.dataset, calm)
     work = stage_run(out_dir, "force")
@@ -338,12 +379,22 @@ def cross_evaluate(
     ]
     coverage = cache.coverage()
     result = CrossResult(
-        source, cache.dataset, calm, run_dir, cache.path, out_dir, handling.names,
-        len(video_ids), folds, metrics.fold_summary(numeric), coverage,
-    )  # fmt: skip
+        source,
+        cache.dataset,
+        calm,
+        run_dir,
+        cache.path,
+        out_dir,
+        handling.names,
+        len(video_ids),
+        folds,
+        metrics.fold_summary(numeric),
+        coverage,
+    )
     write_json(work / "summary.json", result.to_json())
-    write_json(work / "coverage.json", {**asdict(coverage), "total": coverage.total,
-                                        "text": str(coverage)})  # fmt: skip
+    write_json(
+        work / "coverage.json", {**asdict(coverage), "total": coverage.total, "text": str(coverage)}
+    )
     (work / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
     publish_run(work, out_dir)
     return result

@@ -28,10 +28,15 @@ class SourceReader:
     frames: Callable[[Path], Iterator[av.VideoFrame] | Iterator[np.ndarray]]
 
 
-FILE = SourceReader(video.decode_file, video.decode_file_native, video.file_identity,
-                    video.file_frames)  # fmt: skip
-FOLDER = SourceReader(frame_folders.decode_frame_folder, frame_folders.decode_folder_native,
-                      frame_folders.folder_identity, frame_folders.folder_rgb_frames)  # fmt: skip
+FILE = SourceReader(
+    video.decode_file, video.decode_file_native, video.file_identity, video.file_frames
+)
+FOLDER = SourceReader(
+    frame_folders.decode_frame_folder,
+    frame_folders.decode_folder_native,
+    frame_folders.folder_identity,
+    frame_folders.folder_rgb_frames,
+)
 
 
 def reader_for(path: Path) -> SourceReader:
@@ -40,9 +45,13 @@ def reader_for(path: Path) -> SourceReader:
 
 
 def decode_video(
-    path: str | Path, resolution: int, views: Views = "center", threads: int = 0,
-    crop: CropBox | None = None, timeout: float | None = None,
-) -> DecodedVideo:  # fmt: skip
+    path: str | Path,
+    resolution: int,
+    views: Views = "center",
+    threads: int = 0,
+    crop: CropBox | None = None,
+    timeout: float | None = None,
+) -> DecodedVideo:
     """Decode a whole video once and prepare its views (see `prepare.view_geometry`).
 
     A file is read once into memory: the bytes decoded are the bytes hashed (`source`).
@@ -78,9 +87,11 @@ def decode_video(
 
 
 def decode_native(
-    path: str | Path, indices: np.ndarray, crop: CropBox | None = None,
+    path: str | Path,
+    indices: np.ndarray,
+    crop: CropBox | None = None,
     timeout: float | None = None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """The frames at `indices` (sorted, unique) as displayed, at their native size (cut to `crop`
     when given): uint8 [len(indices), H, W, 3].
 
@@ -93,8 +104,9 @@ def decode_native(
     return reader_for(path).decode_native(path, indices, crop, timeout)
 
 
-def source_identity(path: str | Path, name: str | None = None, sha256: bool = True
-                    ) -> SourceIdentity:  # fmt: skip
+def source_identity(
+    path: str | Path, name: str | None = None, sha256: bool = True
+) -> SourceIdentity:
     """Which bytes `path` holds, without decoding (`video.file_identity`,
     `frame_folders.folder_identity`); `name` is the path to record (default: `path`). Without
     `sha256` only xxh3-128 is computed (its `sha256` is then "")."""

@@ -86,9 +86,15 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -
     caches = {}
     for dataset in DATASETS:
         extract_config = ExtractConfig(
-            dataset=dataset, root=data[dataset], encoder=config.encoder, cache_root=out / "cache",
-            hop=config.hop, batch_size=config.batch_size, workers=config.workers, device="cpu",
-        )  # fmt: skip
+            dataset=dataset,
+            root=data[dataset],
+            encoder=config.encoder,
+            cache_root=out / "cache",
+            hop=config.hop,
+            batch_size=config.batch_size,
+            workers=config.workers,
+            device="cpu",
+        )
         caches[dataset] = extract(extract_config).cache_dir
     lap("extract")
     threads = torch.get_num_threads()
@@ -99,19 +105,34 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -
         torch.set_num_threads(threads)
 
 
-def _after_extraction(out: Path, data: dict[str, Path], caches: dict[str, Path],
-                      config: DemoConfig, seconds: dict[str, float], lap) -> DemoResult:  # fmt: skip
+def _after_extraction(
+    out: Path,
+    data: dict[str, Path],
+    caches: dict[str, Path],
+    config: DemoConfig,
+    seconds: dict[str, float],
+    lap,
+) -> DemoResult:
     """Probe, cross, report and predict: the demo's stages that read the caches."""
     train_config = TrainConfig(
-        epochs=config.epochs, lr=config.lr, num_heads=config.num_heads,
-        batch_size=config.probe_batch_size, seed=config.seed, device="cpu", num_workers=0,
-    )  # fmt: skip
+        epochs=config.epochs,
+        lr=config.lr,
+        num_heads=config.num_heads,
+        batch_size=config.probe_batch_size,
+        seed=config.seed,
+        device="cpu",
+        num_workers=0,
+    )
     runs, summaries = {}, {}
     for dataset in DATASETS:
         # a rerun trains the (cheap) probes again: "force" replaces the old run once done
-        runs[dataset] = run_probe(caches[dataset], "all", train_config,
-                                  out / "runs" / f"{dataset}-{caches[dataset].name}-attentive",
-                                  mode="force")  # fmt: skip
+        runs[dataset] = run_probe(
+            caches[dataset],
+            "all",
+            train_config,
+            out / "runs" / f"{dataset}-{caches[dataset].name}-attentive",
+            mode="force",
+        )
         summaries[dataset] = read_summary(runs[dataset])
     lap("probe")
     cross = []
@@ -156,17 +177,19 @@ def format_demo(result: DemoResult) -> str:
         f"runs     {result.out / 'runs'}   (per fold: probe.pt, predictions, metrics, confusion)",
         f"report   {result.out / 'report' / 'report.md'}   (tables and figures)",
         f"page     {result.out / 'report' / 'report.html'}   (the whole report, one self-contained file)",
-        "time     " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+        "time     "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
         + f"; total {sum(result.seconds.values()):.0f} s",
         "",
         "next: vjfer predict VIDEO --run " + str(result.runs["ravdess"]),
         "      vjfer extract --dataset ravdess --root RAVDESS_DIR --checkpoint vith16-384.pth.tar",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)
 
 
-def run_frames_demo(out: str | Path, dataset: str, seed: int = 0,
-                    config: DemoConfig | None = None) -> Path:  # fmt: skip
+def run_frames_demo(
+    out: str | Path, dataset: str, seed: int = 0, config: DemoConfig | None = None
+) -> Path:
     """One field dataset end to end: a generated DFEW-, FERV39k- or MAFW-like tree in its release's
     layout (`vjfer.synthetic_frames`) -> extract -> probe every official fold -> report.
     Returns the report's folder."""
@@ -178,12 +201,27 @@ def run_frames_demo(out: str | Path, dataset: str, seed: int = 0,
             f"demo --dataset {dataset}: known frame-folder demos {sorted(FRAME_TREES)}"
         )
     root = FRAME_TREES[dataset](out / "data" / dataset, seed=config.seed)
-    cache = extract(ExtractConfig(dataset=dataset, root=root, encoder=config.encoder,
-                                  cache_root=out / "cache", hop=config.hop, device="cpu",
-                                  batch_size=config.batch_size, workers=config.workers)).cache_dir  # fmt: skip
-    train = TrainConfig(epochs=config.epochs, lr=config.lr, num_heads=config.num_heads,
-                        batch_size=config.probe_batch_size, seed=config.seed, device="cpu",
-                        num_workers=0)  # fmt: skip
+    cache = extract(
+        ExtractConfig(
+            dataset=dataset,
+            root=root,
+            encoder=config.encoder,
+            cache_root=out / "cache",
+            hop=config.hop,
+            device="cpu",
+            batch_size=config.batch_size,
+            workers=config.workers,
+        )
+    ).cache_dir
+    train = TrainConfig(
+        epochs=config.epochs,
+        lr=config.lr,
+        num_heads=config.num_heads,
+        batch_size=config.probe_batch_size,
+        seed=config.seed,
+        device="cpu",
+        num_workers=0,
+    )
     run_probe(cache, "all", train, out / "runs" / f"{dataset}-{cache.name}-attentive", mode="force")
     build_report([out / "runs"], out / "report", caches={dataset: cache}, device="cpu")
     return out / "report"

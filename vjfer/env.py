@@ -30,8 +30,11 @@ def _nvidia_driver() -> str | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
@@ -76,11 +79,15 @@ def check_device(name: str) -> str:
             f"device {name!r} is not one vjfer runs on: give auto, cpu, cuda or cuda:N"
         )
     if not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: this machine has no usable CUDA GPU "
-                          "(torch.cuda.is_available() is False); use cpu or auto")  # fmt: skip
+        raise ConfigError(
+            f"device {name!r}: this machine has no usable CUDA GPU "
+            "(torch.cuda.is_available() is False); use cpu or auto"
+        )
     if index and int(index) >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s), "
-                          f"cuda:0..cuda:{torch.cuda.device_count() - 1}")  # fmt: skip
+        raise ConfigError(
+            f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+            f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
     return name
 
 

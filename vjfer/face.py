@@ -143,8 +143,9 @@ def read_boxes(path: str | Path) -> dict[str, Box]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the "
-                          "boxes CSV as UTF-8") from None  # fmt: skip
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the boxes CSV as UTF-8"
+        ) from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the boxes CSV ({err.strerror})") from err
     with io.StringIO(text, newline="") as f:
@@ -233,9 +234,11 @@ def detect_faces(path: str | Path, config: FaceCropConfig) -> FaceTrack:
             size = (round(gray.shape[1] / scale), round(gray.shape[0] / scale))
             side = max(1, round(config.min_face * min(gray.shape)))
             faces = classifier.detectMultiScale(
-                gray, scaleFactor=config.scale_factor, minNeighbors=config.min_neighbors,
+                gray,
+                scaleFactor=config.scale_factor,
+                minNeighbors=config.min_neighbors,
                 minSize=(side, side),
-            )  # fmt: skip
+            )
             frames.append(index)
             box = max(faces, key=lambda b: b[2] * b[3]) if len(faces) else [np.nan] * 4
             found.append(np.array(box, dtype=np.float64) / scale)
@@ -294,9 +297,10 @@ class FaceCropper:
         hits, sampled = len(track.found), len(track.frames)
         if hits < max(1, cfg.min_hit_fraction * sampled):
             return self._no_face(
-                path, f"the Haar cascade found a face in {hits} of {sampled} sampled frames "
+                path,
+                f"the Haar cascade found a face in {hits} of {sampled} sampled frames "
                 f"(need {cfg.min_hit_fraction:.0%})",
-            )  # fmt: skip
+            )
         box = square_box(median_box(track.found), track.width, track.height, cfg.margin)
         return FaceResult(box, "cropped")
 
@@ -312,8 +316,11 @@ def config_from_settings(settings: dict) -> FaceCropConfig:
             "for its own videos; new videos need haar (or a cache without a face crop)"
         )
     if settings["opencv"] != import_cv2().__version__:
-        log.warning("the cache's faces were found with OpenCV %s, this is %s: boxes may differ",
-                    settings["opencv"], import_cv2().__version__)  # fmt: skip
+        log.warning(
+            "the cache's faces were found with OpenCV %s, this is %s: boxes may differ",
+            settings["opencv"],
+            import_cv2().__version__,
+        )
     fields = {k: v for k, v in settings.items() if k in FaceCropConfig.__dataclass_fields__}
     return FaceCropConfig(**fields)
 
@@ -327,8 +334,14 @@ def face_settings(config: FaceCropConfig) -> dict | None:
         assert config.boxes_file is not None  # FaceCropConfig: method "boxes" goes with a file
         out["boxes_sha256"] = sha256_file(config.boxes_file)  # the boxes, not the file's name
         out["boxes_file"] = Path(config.boxes_file).name
-        for key in ("sample_every", "detect_height", "scale_factor", "min_neighbors", "min_face",
-                    "min_hit_fraction"):  # fmt: skip
+        for key in (
+            "sample_every",
+            "detect_height",
+            "scale_factor",
+            "min_neighbors",
+            "min_face",
+            "min_hit_fraction",
+        ):
             out.pop(key)  # detector settings: not used
     else:
         out["opencv"] = import_cv2().__version__  # another cascade build may find other boxes

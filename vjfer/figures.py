@@ -111,8 +111,15 @@ def pca_figure(
         for k, cname in enumerate(class_names):
             sel = labels == k
             if sel.any():
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=16, alpha=0.8, color=palette[k % 10],
-                           label=cname, edgecolors="none")  # fmt: skip
+                ax.scatter(
+                    xy[sel, 0],
+                    xy[sel, 1],
+                    s=16,
+                    alpha=0.8,
+                    color=palette[k % 10],
+                    label=cname,
+                    edgecolors="none",
+                )
         ratio = pca.explained_variance_ratio_ * 100
         ax.set_xlabel(f"PC 1 ({ratio[0]:.1f}% of variance)")
         ax.set_ylabel(f"PC 2 ({ratio[1]:.1f}% of variance)")
@@ -150,17 +157,49 @@ def timeline_axes(
             )
         for k, name in enumerate(names):
             bold = k == panel.pbv
-            ax.plot(t, probs[:, k], color=colours[k], lw=2.6 if bold else 1.1, marker="o",
-                    ms=3.5 if bold else 2.2, alpha=1.0 if bold else 0.75, label=name, zorder=3 if bold else 2)  # fmt: skip
-        ax.scatter(t, np.full(len(t), 1.07), c=[colours[k] for k in probs.argmax(axis=1)],
-                   marker="s", s=14, clip_on=False, zorder=4)  # fmt: skip
-        ax.text(0.0, 1.07, "clip votes ", transform=ax.get_yaxis_transform(), ha="right",
-                va="center", fontsize=7, color="0.35")  # fmt: skip
+            ax.plot(
+                t,
+                probs[:, k],
+                color=colours[k],
+                lw=2.6 if bold else 1.1,
+                marker="o",
+                ms=3.5 if bold else 2.2,
+                alpha=1.0 if bold else 0.75,
+                label=name,
+                zorder=3 if bold else 2,
+            )
+        ax.scatter(
+            t,
+            np.full(len(t), 1.07),
+            c=[colours[k] for k in probs.argmax(axis=1)],
+            marker="s",
+            s=14,
+            clip_on=False,
+            zorder=4,
+        )
+        ax.text(
+            0.0,
+            1.07,
+            "clip votes ",
+            transform=ax.get_yaxis_transform(),
+            ha="right",
+            va="center",
+            fontsize=7,
+            color="0.35",
+        )
         marks = ["PBV", "MV"] if panel.pbv != panel.mv else ["PBV = MV"]
         for mark, k in zip(marks, [panel.pbv, panel.mv], strict=False):
-            ax.annotate(f" {mark}: {names[k]}", (t[-1], probs[-1, k]), xytext=(6, 0),
-                        textcoords="offset points", va="center", fontsize=8, color=colours[k],
-                        fontweight="bold", annotation_clip=False)  # fmt: skip
+            ax.annotate(
+                f" {mark}: {names[k]}",
+                (t[-1], probs[-1, k]),
+                xytext=(6, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                color=colours[k],
+                fontweight="bold",
+                annotation_clip=False,
+            )
         # One time scale for every panel, from the video's start, with room for the labels.
         ax.set_xlim(0.0, 1.35 * t_max + 0.1)
         ax.set_ylim(0.0, 1.12)
@@ -204,8 +243,15 @@ def layer_figure(layers: Sequence[Mapping], title: str, path: Path) -> Path:
         colour, shift = f"C{n}", 0.06 * (2 * n - 1)  # the two rules side by side, not on top
         means = [100 * e["mean"][voting]["uar"]["mean"] for e in blocks]
         stds = [100 * (e["mean"][voting]["uar"]["std"] or 0.0) for e in blocks]
-        ax.errorbar(x + shift, means, yerr=stds, color=colour, marker="o", capsize=4,
-                    label=f"{name} UAR, mean ± std over folds")  # fmt: skip
+        ax.errorbar(
+            x + shift,
+            means,
+            yerr=stds,
+            color=colour,
+            marker="o",
+            capsize=4,
+            label=f"{name} UAR, mean ± std over folds",
+        )
         for xi, e in zip(x, blocks, strict=True):
             folds = 100 * np.asarray(e["mean"][voting]["uar"]["values"], dtype=float)
             ax.scatter(np.full(len(folds), xi + shift), folds, color=colour, s=10, alpha=0.45)

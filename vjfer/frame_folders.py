@@ -81,13 +81,18 @@ class _FolderDigest:
         self.size, self.mtime = self.size + len(data), max(self.mtime, path.stat().st_mtime_ns)
 
     def identity(self, name: str) -> SourceIdentity:
-        return SourceIdentity(name, self.size, self.mtime,
-                              self.sha256.hexdigest() if self.sha256 else "",
-                              self.fast.hexdigest())  # fmt: skip
+        return SourceIdentity(
+            name,
+            self.size,
+            self.mtime,
+            self.sha256.hexdigest() if self.sha256 else "",
+            self.fast.hexdigest(),
+        )
 
 
-def folder_identity(folder: str | Path, name: str | None = None, sha256: bool = True
-                    ) -> SourceIdentity:  # fmt: skip
+def folder_identity(
+    folder: str | Path, name: str | None = None, sha256: bool = True
+) -> SourceIdentity:
     """SourceIdentity of a frame folder (`_FolderDigest`: a renamed, added, removed or changed
     frame changes both digests)."""
     folder, digest = Path(folder), _FolderDigest(sha256)
@@ -108,8 +113,12 @@ def read_frame(path: Path, data: bytes | None = None) -> np.ndarray | None:
         return None
 
 
-def folder_frames(files: list[Path], lost: list[Path], timeout: float | None = None,
-                  digest: _FolderDigest | None = None) -> Iterator[np.ndarray]:  # fmt: skip
+def folder_frames(
+    files: list[Path],
+    lost: list[Path],
+    timeout: float | None = None,
+    digest: _FolderDigest | None = None,
+) -> Iterator[np.ndarray]:
     """Every frame file that decodes, as RGB uint8 [H, W, 3]; the others appended to `lost`.
     Each file is read once: its bytes feed `digest` (the folder's identity) and the decoder."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -128,8 +137,12 @@ def folder_frames(files: list[Path], lost: list[Path], timeout: float | None = N
         yield rgb
 
 
-def decode_folder_native(folder: str | Path, indices: np.ndarray, crop: CropBox | None = None,
-                         timeout: float | None = None) -> np.ndarray:  # fmt: skip
+def decode_folder_native(
+    folder: str | Path,
+    indices: np.ndarray,
+    crop: CropBox | None = None,
+    timeout: float | None = None,
+) -> np.ndarray:
     """Frames at `indices` (of the frames that decode) at native size, cut to `crop`:
     uint8 [len(indices), H, W, 3], as `video.decode_file_native` for a file."""
     folder = Path(folder)
@@ -147,9 +160,14 @@ def decode_folder_native(folder: str | Path, indices: np.ndarray, crop: CropBox 
 
 
 def decode_frame_folder(
-    folder: str | Path, resolution: int, views: Views = "center", threads: int = 0,
-    crop: CropBox | None = None, timeout: float | None = None, fps: float = FOLDER_FPS,
-) -> DecodedVideo:  # fmt: skip
+    folder: str | Path,
+    resolution: int,
+    views: Views = "center",
+    threads: int = 0,
+    crop: CropBox | None = None,
+    timeout: float | None = None,
+    fps: float = FOLDER_FPS,
+) -> DecodedVideo:
     """Decode a frame folder once and prepare its views: `vjfer.decode.decode_video` for a folder.
 
     `lost_frames` = frame files that do not decode + gaps in the numbering; `container_frames` =
@@ -171,14 +189,25 @@ def decode_frame_folder(
     if prepare.frame_sizes > 1:
         raise VideoError(folder, "frames differ in size; a clip's frames must share one size")
     if lost or gaps:
-        log.warning("%s: %d frames lost (%d unreadable files, %d gaps in the numbering)", folder,
-                    len(lost) + gaps, len(lost), gaps)  # fmt: skip
+        log.warning(
+            "%s: %d frames lost (%d unreadable files, %d gaps in the numbering)",
+            folder,
+            len(lost) + gaps,
+            len(lost),
+            gaps,
+        )
     width, height = prepare.display_size
     return DecodedVideo(
-        path=folder, frames=buffer.frames(), fps=fps, width=width, height=height,
-        n_frames=buffer.count, lost_frames=len(lost) + gaps, source=digest.identity(str(folder)),
+        path=folder,
+        frames=buffer.frames(),
+        fps=fps,
+        width=width,
+        height=height,
+        n_frames=buffer.count,
+        lost_frames=len(lost) + gaps,
+        source=digest.identity(str(folder)),
         container_frames=len(files) + gaps,
-    )  # fmt: skip
+    )
 
 
 def folder_rgb_frames(folder: Path) -> Iterator[np.ndarray]:

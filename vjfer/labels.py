@@ -16,9 +16,19 @@ DATASETS: tuple[str, ...] = ("ravdess", "crema-d", "dfew", "ferv39k", "mafw")  #
 LIST = "list"  # a dataset from a list file: its classes are the file's, recorded in its cache
 
 VOCABULARY: tuple[str, ...] = (
-    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
-    "contempt", "anxiety", "helplessness", "disappointment",  # MAFW's four besides the basic ones
-)  # fmt: skip
+    "neutral",
+    "calm",
+    "happy",
+    "sad",
+    "angry",
+    "fearful",
+    "disgust",
+    "surprised",
+    "contempt",
+    "anxiety",
+    "helplessness",
+    "disappointment",  # MAFW's four besides the basic ones
+)
 
 # Each dataset's class order is its own release's (so label index = the release's code where it
 # has one); the names are the vocabulary's, so cross-dataset evaluation matches them by name.
@@ -29,23 +39,51 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "dfew": ("happy", "sad", "neutral", "angry", "surprised", "disgust", "fearful"),
     "ferv39k": ("happy", "sad", "neutral", "angry", "surprised", "disgust", "fearful"),
     # MAFW in MAE-DFER's order (DFER-CLIP orders them otherwise: the cache keeps names, not codes)
-    "mafw": ("angry", "disgust", "fearful", "happy", "neutral", "sad", "surprised", "contempt",
-             "anxiety", "helplessness", "disappointment"),
-}  # fmt: skip
+    "mafw": (
+        "angry",
+        "disgust",
+        "fearful",
+        "happy",
+        "neutral",
+        "sad",
+        "surprised",
+        "contempt",
+        "anxiety",
+        "helplessness",
+        "disappointment",
+    ),
+}
 
 # The releases' own label words, by vocabulary name (DFEW's 1..7 are mapped in its adapter).
 RELEASE_NAMES: dict[str, str] = {
-    "happy": "happy", "happiness": "happy", "sad": "sad", "sadness": "sad", "neutral": "neutral",
-    "angry": "angry", "anger": "angry", "surprise": "surprised", "surprised": "surprised",
-    "disgust": "disgust", "fear": "fearful", "fearful": "fearful", "contempt": "contempt",
-    "anxiety": "anxiety", "helplessness": "helplessness", "disappointment": "disappointment",
+    "happy": "happy",
+    "happiness": "happy",
+    "sad": "sad",
+    "sadness": "sad",
+    "neutral": "neutral",
+    "angry": "angry",
+    "anger": "angry",
+    "surprise": "surprised",
+    "surprised": "surprised",
+    "disgust": "disgust",
+    "fear": "fearful",
+    "fearful": "fearful",
+    "contempt": "contempt",
+    "anxiety": "anxiety",
+    "helplessness": "helplessness",
+    "disappointment": "disappointment",
     "calm": "calm",
-}  # fmt: skip
+}
 
 # CREMA-D's three-letter emotion codes, by vocabulary name.
 CREMA_D_CODES: dict[str, str] = {
-    "NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry", "FEA": "fearful", "DIS": "disgust",
-}  # fmt: skip
+    "NEU": "neutral",
+    "HAP": "happy",
+    "SAD": "sad",
+    "ANG": "angry",
+    "FEA": "fearful",
+    "DIS": "disgust",
+}
 
 
 def check_dataset(dataset: str) -> DatasetName:
@@ -65,8 +103,10 @@ def class_names(dataset: str) -> tuple[str, ...]:
     file's own and travel with its cache and runs)."""
     name = check_dataset(dataset)
     if name == LIST:
-        raise ConfigError("a list-file dataset's classes are its list file's: read them from its "
-                          "cache (`class_names` in manifest.json) or run (summary.json)")  # fmt: skip
+        raise ConfigError(
+            "a list-file dataset's classes are its list file's: read them from its "
+            "cache (`class_names` in manifest.json) or run (summary.json)"
+        )
     return CLASSES[name]
 
 

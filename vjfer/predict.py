@@ -76,8 +76,12 @@ def _run_folds(run_dir: Path) -> list[int] | None:
         return None
 
 
-def load_run(run_dir: str | Path, fold: int | None = None, device: str = "cpu",
-             folds: Sequence[int] | None = None) -> RunProbes:  # fmt: skip
+def load_run(
+    run_dir: str | Path,
+    fold: int | None = None,
+    device: str = "cpu",
+    folds: Sequence[int] | None = None,
+) -> RunProbes:
     """Load every fold's probe of a `vjfer probe` run (or fold `fold`, or `folds`); they must agree.
 
     A run whose summary lists a fold without its `fold-K/probe.pt` is refused unless `folds` (or
@@ -115,8 +119,9 @@ def load_run(run_dir: str | Path, fold: int | None = None, device: str = "cpu",
     basis = None
     if "store_pca_basis" in first:
         basis = (first["store_pca_basis"]["basis"], first["store_pca_basis"]["mean"])
-    return RunProbes(probes, tuple(first["class_names"]), first["cache"]["settings"], run_dir,
-                     basis)  # fmt: skip
+    return RunProbes(
+        probes, tuple(first["class_names"]), first["cache"]["settings"], run_dir, basis
+    )
 
 
 def check_encoder(encoder_fp: dict, run_fp: dict, run_dir: Path) -> None:
@@ -131,12 +136,15 @@ def check_encoder(encoder_fp: dict, run_fp: dict, run_dir: Path) -> None:
     if encoder_fp.get("compute_dtype") != run_fp.get("compute_dtype"):
         log.warning(
             "run %s was extracted with %s compute, predicting with %s: probabilities may differ slightly",
-            run_dir, run_fp.get("compute_dtype"), encoder_fp.get("compute_dtype"),
-        )  # fmt: skip
+            run_dir,
+            run_fp.get("compute_dtype"),
+            encoder_fp.get("compute_dtype"),
+        )
 
 
-def run_encoder(settings: dict, checkpoint: str | Path | None, device: str,
-                checkpoint_given: bool = True):  # fmt: skip
+def run_encoder(
+    settings: dict, checkpoint: str | Path | None, device: str, checkpoint_given: bool = True
+):
     """Load the encoder a run's cache was made with; `checkpoint` for pretrained encoders only.
 
     A checkpoint for a run made with random weights is an error when `checkpoint_given` (the
@@ -155,8 +163,7 @@ def run_encoder(settings: dict, checkpoint: str | Path | None, device: str,
     if name == "tiny":
         return load_encoder(name, device=device, seed=fp["seed"], dtype=dtype)
     if fp["weights"] == "random-init":  # a run on random real-size weights (benchmarks)
-        return load_encoder(name, device=device, random_weights=True, seed=fp["seed"],
-                            dtype=dtype)  # fmt: skip
+        return load_encoder(name, device=device, random_weights=True, seed=fp["seed"], dtype=dtype)
     if checkpoint is None:
         raise ConfigError(
             f"the run was made with {name} weights of sha256 {fp['checkpoint_sha256'][:12]}…: "
@@ -186,8 +193,9 @@ def encode_video_tokens(
     flat = torch.from_numpy(clips.reshape(C * V, *clips.shape[2:]))
     out = []
     for start in range(0, C * V, batch_size):
-        batch = normalize_clips(flat[start : start + batch_size].to(encoder.device),
-                                encoder.mean, encoder.std)  # fmt: skip
+        batch = normalize_clips(
+            flat[start : start + batch_size].to(encoder.device), encoder.mean, encoder.std
+        )
         # Round as the cache stores tokens, so the probe sees what it was trained on; the blocks
         # the cache stacks (`extract --layers`), layer-major along N as the cache stores them.
         tokens = encoder.encode(batch, blocks).flatten(1, -2)  # [b, L·N, D]
@@ -197,8 +205,12 @@ def encode_video_tokens(
     return tokens.numpy(), clip_frames, video.fps, video.n_frames
 
 
-def stored_like(tokens: np.ndarray, settings: dict, grid: tuple[int, int, int],
-                basis: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:  # fmt: skip
+def stored_like(
+    tokens: np.ndarray,
+    settings: dict,
+    grid: tuple[int, int, int],
+    basis: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> np.ndarray:
     """float16 encoder tokens [C, V, N, D] -> as a reader of the run's cache sees them: pooled,
     projected and quantized by its store format (vjfer.store), then dequantized."""
     if "store_format" not in settings:  # fp16 caches: as encoded
@@ -210,10 +222,16 @@ def stored_like(tokens: np.ndarray, settings: dict, grid: tuple[int, int, int],
 
 
 def predict_videos(
-    paths: Sequence[str | Path], run_dir: str | Path, *, checkpoint: str | Path | None = None,
-    fold: int | None = None, device: str = "cpu", batch_size: int = 8,
-    folds: Sequence[int] | None = None, checkpoint_given: bool = True,
-) -> Prediction:  # fmt: skip
+    paths: Sequence[str | Path],
+    run_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    fold: int | None = None,
+    device: str = "cpu",
+    batch_size: int = 8,
+    folds: Sequence[int] | None = None,
+    checkpoint_given: bool = True,
+) -> Prediction:
     """Predict the emotion of each video with the run's probe(s) (fold probes averaged)."""
     run = load_run(run_dir, fold, device, folds)
     settings = run.settings
@@ -224,8 +242,9 @@ def predict_videos(
     video_rows, clip_rows, failures, notes = [], [], [], []
     for path in map(Path, paths):
         try:
-            tokens, clip_frames, fps, n_frames = encode_video_tokens(encoder, path, settings,
-                                                                     batch_size)  # fmt: skip
+            tokens, clip_frames, fps, n_frames = encode_video_tokens(
+                encoder, path, settings, batch_size
+            )
             tokens = stored_like(tokens, settings, encoder.grid, run.pca_basis)
         except VideoError as err:
             log.error("%s", err)
@@ -235,11 +254,19 @@ def predict_videos(
             [clip_probabilities(p, tokens, device) for p in run.probes.values()], axis=0
         )
         pbv, mv = vote_pbv(probs), vote_mv(probs)
-        row = {"path": str(path), "video_id": path.stem, "emotion": names[pbv], "mv": names[mv],
-               "n_clips": len(probs), "n_frames": n_frames}  # fmt: skip
+        row = {
+            "path": str(path),
+            "video_id": path.stem,
+            "emotion": names[pbv],
+            "mv": names[mv],
+            "n_clips": len(probs),
+            "n_frames": n_frames,
+        }
         if n_frames < SHORTEST_UNPADDED:
-            notes.append(f"{path}: {n_frames} frame(s), shorter than one clip ({SHORTEST_UNPADDED} "
-                         "frames): its one clip repeats the last frame (the reference's padding)")  # fmt: skip
+            notes.append(
+                f"{path}: {n_frames} frame(s), shorter than one clip ({SHORTEST_UNPADDED} "
+                "frames): its one clip repeats the last frame (the reference's padding)"
+            )
         row.update({f"prob_{c}": float(p) for c, p in zip(names, probs.mean(axis=0), strict=True)})
         video_rows.append(row)
         clips = pd.DataFrame(probs, columns=[f"prob_{c}" for c in names])
@@ -271,8 +298,11 @@ def format_prediction(prediction: Prediction, class_names: Sequence[str] | None 
 
 def prediction_json(prediction: Prediction, clips: bool = False) -> dict:
     """`vjfer predict --json`: {videos, failures, notes[, clips]}, one record per row."""
-    out = {"videos": prediction.videos.to_dict(orient="records"), "failures": prediction.failures,
-           "notes": prediction.notes}  # fmt: skip
+    out = {
+        "videos": prediction.videos.to_dict(orient="records"),
+        "failures": prediction.failures,
+        "notes": prediction.notes,
+    }
     if clips:
         out["clips"] = prediction.clips.to_dict(orient="records")
     return out

@@ -256,16 +256,23 @@ class Preparer:
         if self.display_size is None:
             self.display_size = (rgb.shape[1], rgb.shape[0])
             if x < 0 or y < 0 or x + w > rgb.shape[1] or y + h > rgb.shape[0] or min(w, h) < 1:
-                raise ValueError(f"crop box {self.crop} is not inside the {rgb.shape[1]}x"
-                                 f"{rgb.shape[0]} frame")  # fmt: skip
+                raise ValueError(
+                    f"crop box {self.crop} is not inside the {rgb.shape[1]}x{rgb.shape[0]} frame"
+                )
         face = av.VideoFrame.from_ndarray(
             np.ascontiguousarray(rgb[y : y + h, x : x + w], dtype=np.uint8), "rgb24"
         )
         geo = self._geometry.setdefault(
             (w, h, -1), view_geometry(w, h, self.resolution, self.views)
         )
-        scaled = self.scaler.reformat(face, geo.width, geo.height, format="rgb24",
-                                      interpolation=RESIZE_INTERPOLATION, threads=1)  # fmt: skip
+        scaled = self.scaler.reformat(
+            face,
+            geo.width,
+            geo.height,
+            format="rgb24",
+            interpolation=RESIZE_INTERPOLATION,
+            threads=1,
+        )
         crop_views(scaled.to_ndarray(), geo, out=out)
 
     def scale_views(self, frame: av.VideoFrame, turns: int, out: np.ndarray) -> None:
@@ -299,9 +306,11 @@ class Preparer:
 
 
 def prepare_all(
-    frames: Iterable[Frame], prepare: Callable[[Frame, np.ndarray], None], buffer: FrameBuffer,
+    frames: Iterable[Frame],
+    prepare: Callable[[Frame, np.ndarray], None],
+    buffer: FrameBuffer,
     threads: int,
-) -> None:  # fmt: skip
+) -> None:
     """Prepare every frame into `buffer`: on a second thread, overlapping decoding, if threads != 1.
 
     swscale and numpy copies release the GIL, so the next frame decodes while one is prepared.

@@ -61,14 +61,18 @@ PAPER_DATASETS = ("ravdess", "crema-d")  # the paper's tables; other datasets jo
 PAPER = "Eing et al. 2026 (arXiv:2601.09524)"
 # The paper's Table II / IV targets: (the paper's "UAR" = macro precision, WAR) in percent.
 PAPER_TABLE_II: dict[tuple[str, str], tuple[float, float]] = {
-    ("ravdess", "pbv"): (76.40, 72.93), ("ravdess", "mv"): (76.38, 73.80),
-    ("crema-d", "pbv"): (79.39, 78.86), ("crema-d", "mv"): (79.13, 78.47),
-}  # fmt: skip
+    ("ravdess", "pbv"): (76.40, 72.93),
+    ("ravdess", "mv"): (76.38, 73.80),
+    ("crema-d", "pbv"): (79.39, 78.86),
+    ("crema-d", "mv"): (79.13, 78.47),
+}
 # Keyed by (train, test, calm handling).
 PAPER_TABLE_IV: dict[tuple[str, str, str], tuple[float, float]] = {
-    ("crema-d", "ravdess", "drop"): (77.82, 75.59), ("crema-d", "ravdess", "merge"): (73.92, 70.92),
-    ("ravdess", "crema-d", "drop"): (61.69, 59.82), ("ravdess", "crema-d", "merge"): (58.72, 54.90),
-}  # fmt: skip
+    ("crema-d", "ravdess", "drop"): (77.82, 75.59),
+    ("crema-d", "ravdess", "merge"): (73.92, 70.92),
+    ("ravdess", "crema-d", "drop"): (61.69, 59.82),
+    ("ravdess", "crema-d", "merge"): (58.72, 54.90),
+}
 PEERS_COLUMNS = ("method", "dataset", "uar", "war", "modality", "source")  # + optional "note"
 VOTING = {"pbv": "PBV", "mv": "MV"}
 PAPER_UAR = 'Paper "UAR" (= macro precision)'
@@ -184,14 +188,19 @@ def table_ii(runs: Sequence[ProbeRun]) -> Table:
     for run in runs:
         for voting, vname in VOTING.items():
             paper = PAPER_TABLE_II.get((run.dataset, voting), (None, None))
-            rows.append({
-                "Dataset": DATASET_TITLES.get(run.dataset, run.dataset), "Run": run.path.name,
-                "Probe": run.probe, "Voting": vname, "Folds": len(run.summary["folds"]),
-                # runs made before the split was recorded used the paper's folds
-                "Splits": run.summary["splits"] if "splits" in run.summary else "paper",
-                "Classes": len(run_class_names(run.summary)),
-                **beside_paper(metric_cells(voting_means(run.summary, voting)), paper),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "Dataset": DATASET_TITLES.get(run.dataset, run.dataset),
+                    "Run": run.path.name,
+                    "Probe": run.probe,
+                    "Voting": vname,
+                    "Folds": len(run.summary["folds"]),
+                    # runs made before the split was recorded used the paper's folds
+                    "Splits": run.summary["splits"] if "splits" in run.summary else "paper",
+                    "Classes": len(run_class_names(run.summary)),
+                    **beside_paper(metric_cells(voting_means(run.summary, voting)), paper),
+                }
+            )
     notes = [
         "Mean ± sample std over folds, in %. UAR = mean per-class recall; WAR = accuracy.",
         f"Paper columns: {PAPER}, Table II. The paper's UAR is macro precision (its metrics "
@@ -255,9 +264,11 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
         "(vjfer/data/peers.csv, each with its source).",
         "The paper's own V-JEPA rows report macro precision under the name UAR; compare them "
         "with the macro precision columns.",
-        *(f"{method} ({modality}), {', '.join(titles)}: {note}."
-          for (method, modality, note), titles in peer_notes.items()),
-    ]  # fmt: skip
+        *(
+            f"{method} ({modality}), {', '.join(titles)}: {note}."
+            for (method, modality, note), titles in peer_notes.items()
+        ),
+    ]
     return Table("table3", "Table III: comparison with published results", frame, notes)
 
 
@@ -269,12 +280,18 @@ def table_iv(runs: Sequence[CrossRun]) -> Table:
         paper = PAPER_TABLE_IV.get((s["source"], s["target"], s["calm"]), (None, None))
         for voting, vname in VOTING.items():
             per = [f[voting] for f in s["folds"]]
-            rows.append({
-                "Train": DATASET_TITLES[s["source"]], "Test": DATASET_TITLES[s["target"]],
-                "Calm": s["calm"], "Voting": vname, "Probes": len(per), "Videos": s["n_videos"],
-                "Dropped per probe": " ".join(str(f["n_dropped"]) for f in per),
-                **beside_paper(metric_cells(s["mean"][voting]), paper),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "Train": DATASET_TITLES[s["source"]],
+                    "Test": DATASET_TITLES[s["target"]],
+                    "Calm": s["calm"],
+                    "Voting": vname,
+                    "Probes": len(per),
+                    "Videos": s["n_videos"],
+                    "Dropped per probe": " ".join(str(f["n_dropped"]) for f in per),
+                    **beside_paper(metric_cells(s["mean"][voting]), paper),
+                }
+            )
     notes = [
         "Mean ± sample std over the training dataset's fold probes, in %, over the classes both "
         "datasets share. drop: videos labelled (CREMA-D → RAVDESS) or predicted (RAVDESS → "
@@ -298,12 +315,17 @@ def layer_table(runs: Sequence[ProbeRun]) -> Table:
         for entry in run.summary.get("layers", []):
             layer = entry["layer"]
             for voting, vname in VOTING.items():
-                rows.append({
-                    "Dataset": DATASET_TITLES.get(run.dataset, run.dataset), "Run": run.path.name,
-                    "Layer": "concat" if layer == "concat" else f"block {layer}",
-                    "Head": entry["head"], "Voting": vname, "Folds": len(entry["folds"]),
-                    **metric_cells(voting_means(entry, voting)),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "Dataset": DATASET_TITLES.get(run.dataset, run.dataset),
+                        "Run": run.path.name,
+                        "Layer": "concat" if layer == "concat" else f"block {layer}",
+                        "Head": entry["head"],
+                        "Voting": vname,
+                        "Folds": len(entry["folds"]),
+                        **metric_cells(voting_means(entry, voting)),
+                    }
+                )
     notes = ["Mean ± sample std over folds, in %. " + LAYER_NOTE]
     return Table("layers", "Per-layer results (video level)", pd.DataFrame(rows), notes)
 
@@ -319,8 +341,10 @@ def layer_figure_for_run(run_dir: str | Path, path: str | Path | None = None) ->
     summary = read_summary(run_dir)
     if "layers" not in summary:
         return None
-    title = (f"{DATASET_TITLES.get(summary['dataset'], summary['dataset'])}, {summary.get('probe', '')} "
-             f"probe: UAR per encoder layer ({len(summary['folds'])} folds)")  # fmt: skip
+    title = (
+        f"{DATASET_TITLES.get(summary['dataset'], summary['dataset'])}, {summary.get('probe', '')} "
+        f"probe: UAR per encoder layer ({len(summary['folds'])} folds)"
+    )
     return layer_figure(summary["layers"], title, Path(path) if path else run_dir / LAYER_FIGURE)
 
 
@@ -330,9 +354,13 @@ def summed_confusion(folds: Sequence[Mapping], voting: str) -> np.ndarray:
 
 
 def pca_for_run(
-    run: ProbeRun, path: Path, *, fold: int | None = None, caches: Sequence[str | Path] = (),
+    run: ProbeRun,
+    path: Path,
+    *,
+    fold: int | None = None,
+    caches: Sequence[str | Path] = (),
     device: str = "cpu",
-) -> Path:  # fmt: skip
+) -> Path:
     """Figure 5 for one probe run: the test videos of `fold` (default: the first) embedded by the
     fold's probe, read from the cache it was trained from (found among `caches`, else the path
     the probe recorded)."""
@@ -343,10 +371,19 @@ def pca_for_run(
     if len(test) < 3:
         raise CacheError(f"{cache.path}: {len(test)} test videos in fold {fold}; PCA needs >= 3")
     mean_pooled, probe_pooled, y = video_embeddings(probe, cache, test, device=device)
-    title = (f"{DATASET_TITLES.get(run.dataset, run.dataset)}: test videos of fold {fold} "
-             f"({len(test)}), 2-D PCA")  # fmt: skip
-    return pca_figure(mean_pooled, probe_pooled, y, cache.class_names, title, path,
-                      probe_name=f"{meta['probe']} probe")  # fmt: skip
+    title = (
+        f"{DATASET_TITLES.get(run.dataset, run.dataset)}: test videos of fold {fold} "
+        f"({len(test)}), 2-D PCA"
+    )
+    return pca_figure(
+        mean_pooled,
+        probe_pooled,
+        y,
+        cache.class_names,
+        title,
+        path,
+        probe_name=f"{meta['probe']} probe",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,23 +464,50 @@ def detail_tables(probe_runs: list[ProbeRun], run_caches: Sequence) -> list[Tabl
     if not probe_runs:
         return []
     failed = run_details.failures_frame(run_caches, DATASET_TITLES)
-    unread = "" if len(run_caches) == len(probe_runs) else (
-        f" (read from {len(run_caches)} of {len(probe_runs)} runs' caches; see Missing inputs)")  # fmt: skip
+    unread = (
+        ""
+        if len(run_caches) == len(probe_runs)
+        else (
+            f" (read from {len(run_caches)} of {len(probe_runs)} runs' caches; see Missing inputs)"
+        )
+    )
     return [
-        Table("settings", "Run settings", run_details.settings_frame(probe_runs),
-              ["One column per probe run, from its config.json (the cache's settings and the "
-               "probe's training config)."]),
-        Table("failures", f"Videos the caches could not use: {len(failed)}" + unread, failed,
-              ["From each training cache's manifest (failures.jsonl): nothing was substituted "
-               "for these videos; they are in no fold."]),
-        Table("folds", "Per-fold results (video level)",
-              run_details.fold_frame(probe_runs, DATASET_TITLES),
-              ["In %, each fold's test actors only; Table II is their mean ± std."]),
-        Table("recall", "Per-class recall (video level)",
-              run_details.recall_frame(probe_runs, lambda r: run_class_names(r.summary), DATASET_TITLES),
-              ["Recall of each class in %, mean ± sample std over the folds; Videos = its test "
-               "videos over all folds. UAR is the mean of this column."]),
-    ]  # fmt: skip
+        Table(
+            "settings",
+            "Run settings",
+            run_details.settings_frame(probe_runs),
+            [
+                "One column per probe run, from its config.json (the cache's settings and the "
+                "probe's training config)."
+            ],
+        ),
+        Table(
+            "failures",
+            f"Videos the caches could not use: {len(failed)}" + unread,
+            failed,
+            [
+                "From each training cache's manifest (failures.jsonl): nothing was substituted "
+                "for these videos; they are in no fold."
+            ],
+        ),
+        Table(
+            "folds",
+            "Per-fold results (video level)",
+            run_details.fold_frame(probe_runs, DATASET_TITLES),
+            ["In %, each fold's test actors only; Table II is their mean ± std."],
+        ),
+        Table(
+            "recall",
+            "Per-class recall (video level)",
+            run_details.recall_frame(
+                probe_runs, lambda r: run_class_names(r.summary), DATASET_TITLES
+            ),
+            [
+                "Recall of each class in %, mean ± sample std over the folds; Videos = its test "
+                "videos over all folds. UAR is the mean of this column."
+            ],
+        ),
+    ]
 
 
 def _run_caches(probe_runs: list[ProbeRun], candidates: Sequence) -> tuple[dict, list[str]]:
@@ -474,9 +538,12 @@ def _timeline_figures(
         title = DATASET_TITLES.get(run.dataset, run.dataset)
         try:
             panels = timeline.run_panels(run.path, run_caches[run.path])
-            path = timeline_figure(panels, run_class_names(run.summary),
-                                   out_dir / f"timeline-{names[run.path]}.png",
-                                   title=f"{title}: emotion over time in {len(panels)} test videos")  # fmt: skip
+            path = timeline_figure(
+                panels,
+                run_class_names(run.summary),
+                out_dir / f"timeline-{names[run.path]}.png",
+                title=f"{title}: emotion over time in {len(panels)} test videos",
+            )
         except (VjferError, OSError, KeyError, ValueError) as err:
             missing.append(f"timelines for {run.path}: {err}")
             continue
@@ -485,9 +552,11 @@ def _timeline_figures(
 
 
 def _page_sections(
-    tables: list[Table], details: list[Table], figures: dict[str, list[tuple[str, Path]]],
+    tables: list[Table],
+    details: list[Table],
+    figures: dict[str, list[tuple[str, Path]]],
     missing: list[str],
-) -> list[report_html.Section]:  # fmt: skip
+) -> list[report_html.Section]:
     """report.html's sections, in reading order."""
     Section, PageFigure = report_html.Section, report_html.PageFigure
     by_name = {t.name: t for t in details}
@@ -500,25 +569,55 @@ def _page_sections(
 
     return [
         Section("run", "The runs", tables=rendered("settings", "failures")),
-        Section("results", "Results: Tables II, III and IV",
-                tables=[render_html(t) for t in tables if t.name != "layers"]),
+        Section(
+            "results",
+            "Results: Tables II, III and IV",
+            tables=[render_html(t) for t in tables if t.name != "layers"],
+        ),
         Section("details", "Per fold and per class", tables=rendered("folds", "recall")),
-        Section("confusion", "Confusion matrices",
-                ["Rows are the true class, normalised to 1; each row label gives its video count. "
-                 "Folds (or cross-dataset probes) are pooled."], figures=figs("confusion")),
-        *([Section("layers", "Which encoder layer", ["Error bars: sample std over folds; dots: "
-                   "the folds."], tables=[render_html(t) for t in tables if t.name == "layers"],
-                   figures=figs("layers"))] if figures["layers"] else []),
-        Section("pca", "PCA of test-video embeddings (the paper's Figure 5)", figures=figs("pca"),
-                wide_figures=True),
-        Section("timelines", "Emotion timelines", [
-            "Each line is one class's probability for each clip, at the clip's centre in the "
-            "video (seconds). The bold line is the class the video was given (PBV); the labels "
-            "at its end name the PBV and MV decisions; the squares along the top are each "
-            "clip's own decision, the votes MV counts.", "Which videos: " + timeline.CHOICE_RULE,
-        ], figures=figs("timeline"), wide_figures=True),
+        Section(
+            "confusion",
+            "Confusion matrices",
+            [
+                "Rows are the true class, normalised to 1; each row label gives its video count. "
+                "Folds (or cross-dataset probes) are pooled."
+            ],
+            figures=figs("confusion"),
+        ),
+        *(
+            [
+                Section(
+                    "layers",
+                    "Which encoder layer",
+                    ["Error bars: sample std over folds; dots: the folds."],
+                    tables=[render_html(t) for t in tables if t.name == "layers"],
+                    figures=figs("layers"),
+                )
+            ]
+            if figures["layers"]
+            else []
+        ),
+        Section(
+            "pca",
+            "PCA of test-video embeddings (the paper's Figure 5)",
+            figures=figs("pca"),
+            wide_figures=True,
+        ),
+        Section(
+            "timelines",
+            "Emotion timelines",
+            [
+                "Each line is one class's probability for each clip, at the clip's centre in the "
+                "video (seconds). The bold line is the class the video was given (PBV); the labels "
+                "at its end name the PBV and MV decisions; the squares along the top are each "
+                "clip's own decision, the votes MV counts.",
+                "Which videos: " + timeline.CHOICE_RULE,
+            ],
+            figures=figs("timeline"),
+            wide_figures=True,
+        ),
         Section("missing", "Missing inputs", items=missing or ["Nothing: every input was found."]),
-    ]  # fmt: skip
+    ]
 
 
 def _pca_figures(
@@ -533,8 +632,13 @@ def _pca_figures(
     drawn, missing = [], []
     for run in probe_runs:
         try:
-            path = pca_for_run(run, out_dir / f"pca-{names[run.path]}.png", fold=fold,
-                               caches=candidates, device=device)  # fmt: skip
+            path = pca_for_run(
+                run,
+                out_dir / f"pca-{names[run.path]}.png",
+                fold=fold,
+                caches=candidates,
+                device=device,
+            )
         except (VjferError, OSError, KeyError) as err:
             missing.append(f"PCA figure for {run.path}: {err}")
             continue
@@ -607,8 +711,11 @@ def build_report(
         probe_runs, names, out_dir, candidates, pca_fold, device
     )
     missing += not_drawn
-    figures["layers"] = [(f"{run.path.name}: UAR per encoder layer", drawn) for run in probe_runs
-                         if (drawn := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))]  # fmt: skip
+    figures["layers"] = [
+        (f"{run.path.name}: UAR per encoder layer", drawn)
+        for run in probe_runs
+        if (drawn := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))
+    ]
     run_caches, not_found = _run_caches(probe_runs, candidates)
     missing += not_found
     figures["timeline"], not_drawn = _timeline_figures(probe_runs, run_caches, names, out_dir)
@@ -639,7 +746,8 @@ def _write_page(
     missing: list[str],
 ) -> Path:
     """report.html: the report as one self-contained page, stamped with vjfer's version."""
-    footer = (f"Written by vjfer {vjfer.__version__} on "
-              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")  # fmt: skip
+    footer = (
+        f"Written by vjfer {vjfer.__version__} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
+    )
     sections = _page_sections(tables, details, figures, missing)
     return report_html.write_page(path, "vjfer report", lead, sections, footer)

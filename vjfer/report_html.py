@@ -99,8 +99,10 @@ def png_data_uri(path: str | Path) -> str:
 
 def figure_html(figure: PageFigure) -> str:
     caption = html.escape(figure.caption)
-    return (f'<figure><img src="{png_data_uri(figure.path)}" alt="{caption}" loading="eager">'
-            f"<figcaption>{caption}</figcaption></figure>")  # fmt: skip
+    return (
+        f'<figure><img src="{png_data_uri(figure.path)}" alt="{caption}" loading="eager">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
 
 
 def section_html(section: Section) -> str:
@@ -123,16 +125,30 @@ def page_html(title: str, lead: str, sections: Sequence[Section], footer: str) -
     """The whole page: title, lead line, contents, "how to read this", the sections, footer."""
     contents = "".join(f'<li><a href="#{s.id}">{html.escape(s.title)}</a></li>' for s in sections)
     howto = "".join(f"<p>{html.escape(p)}</p>" for p in HOW_TO_READ)
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title>", f"<style>{STYLE}</style>", "</head>",
-        "<body><main>", f"<h1>{html.escape(title)}</h1>", f'<p class="lead">{html.escape(lead)}</p>',
-        f'<nav aria-label="contents"><ol>{contents}</ol></nav>',
-        f'<div class="howto" id="how-to-read"><h3>How to read this</h3>{howto}</div>',
-        *(section_html(s) for s in sections),
-        f"<footer>{html.escape(footer)}</footer>", "</main></body>", "</html>",
-    ]) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en">',
+                "<head>",
+                '<meta charset="utf-8">',
+                '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                f"<title>{html.escape(title)}</title>",
+                f"<style>{STYLE}</style>",
+                "</head>",
+                "<body><main>",
+                f"<h1>{html.escape(title)}</h1>",
+                f'<p class="lead">{html.escape(lead)}</p>',
+                f'<nav aria-label="contents"><ol>{contents}</ol></nav>',
+                f'<div class="howto" id="how-to-read"><h3>How to read this</h3>{howto}</div>',
+                *(section_html(s) for s in sections),
+                f"<footer>{html.escape(footer)}</footer>",
+                "</main></body>",
+                "</html>",
+            ]
+        )
+        + "\n"
+    )
 
 
 def write_page(

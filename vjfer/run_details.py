@@ -57,10 +57,14 @@ def _settings_column(config: dict | None) -> dict[str, str]:
         plan = f"{plan}, hop {settings['hop']}"
     grid = "×".join(str(g) for g in cache.get("grid") or []) or "?"
     sha = encoder.get("checkpoint_sha256") or f"none ({encoder.get('weights', 'unknown')} weights)"
-    head = (f"{train.get('num_heads')} heads, {train.get('pool')} pooling over "
-            f"{train.get('clips_per_video')} clips ({train.get('clip_choice')} choice)")  # fmt: skip
-    training = (f"{train.get('epochs')} epochs, batch {train.get('batch_size')}, lr "
-                f"{train.get('lr')}, weight decay {train.get('weight_decay')}")  # fmt: skip
+    head = (
+        f"{train.get('num_heads')} heads, {train.get('pool')} pooling over "
+        f"{train.get('clips_per_video')} clips ({train.get('clip_choice')} choice)"
+    )
+    training = (
+        f"{train.get('epochs')} epochs, batch {train.get('batch_size')}, lr "
+        f"{train.get('lr')}, weight decay {train.get('weight_decay')}"
+    )
     return {
         "Dataset": str(cache.get("dataset", NOT_RECORDED)),
         "Encoder": str(settings.get("encoder", NOT_RECORDED)),
@@ -93,8 +97,10 @@ def settings_frame(runs: Sequence) -> pd.DataFrame:
     """One row per setting, one column per probe run (its folder name)."""
     columns = {run.path.name: _settings_column(read_run_config(run.path)) for run in runs}
     keys = list(dict.fromkeys(k for col in columns.values() for k in col))
-    rows = [{"Setting": k, **{name: col.get(k, NOT_RECORDED) for name, col in columns.items()}}
-            for k in keys]  # fmt: skip
+    rows = [
+        {"Setting": k, **{name: col.get(k, NOT_RECORDED) for name, col in columns.items()}}
+        for k in keys
+    ]
     return pd.DataFrame(rows, columns=["Setting", *columns])
 
 
@@ -103,8 +109,12 @@ def fold_frame(runs: Sequence, dataset_titles: dict[str, str]) -> pd.DataFrame:
     rows = []
     for run in runs:
         for fold in run.summary["per_fold"]:
-            row = {"Dataset": dataset_titles.get(run.dataset, run.dataset), "Run": run.path.name,
-                   "Fold": fold["fold"], "Test videos": fold["n_test_videos"]}  # fmt: skip
+            row = {
+                "Dataset": dataset_titles.get(run.dataset, run.dataset),
+                "Run": run.path.name,
+                "Fold": fold["fold"],
+                "Test videos": fold["n_test_videos"],
+            }
             for voting, vname in VOTING.items():
                 for key, mname in METRIC_COLUMNS.items():
                     row[f"{vname} {mname}"] = percent(fold[voting].get(key))
@@ -132,16 +142,23 @@ def recall_frame(runs: Sequence, class_names_of, dataset_titles: dict[str, str])
     rows = []
     for run in runs:
         folds = [run.folds[k] for k in sorted(run.folds)]
-        matrices = {v: [np.asarray(f[v]["confusion"], dtype=np.float64) for f in folds]
-                    for v in VOTING}  # fmt: skip
+        matrices = {
+            v: [np.asarray(f[v]["confusion"], dtype=np.float64) for f in folds] for v in VOTING
+        }
         support = np.sum([m.sum(axis=1) for m in matrices["pbv"]], axis=0)
         for k, name in enumerate(class_names_of(run)):
-            row = {"Dataset": dataset_titles.get(run.dataset, run.dataset), "Run": run.path.name,
-                   "Class": name, "Videos": int(support[k])}  # fmt: skip
+            row = {
+                "Dataset": dataset_titles.get(run.dataset, run.dataset),
+                "Run": run.path.name,
+                "Class": name,
+                "Videos": int(support[k]),
+            }
             for voting, vname in VOTING.items():
                 # A fold without videos of this class has no recall for it (NaN, left out).
-                per_fold = [100.0 * m[k, k] / m[k].sum() if m[k].sum() else float("nan")
-                            for m in matrices[voting]]  # fmt: skip
+                per_fold = [
+                    100.0 * m[k, k] / m[k].sum() if m[k].sum() else float("nan")
+                    for m in matrices[voting]
+                ]
                 row[f"{vname} recall"], row[f"{vname} recall std"] = _mean_std(per_fold)
             rows.append(row)
     return pd.DataFrame(rows)
@@ -150,8 +167,13 @@ def recall_frame(runs: Sequence, class_names_of, dataset_titles: dict[str, str])
 def failures_frame(caches: Sequence, dataset_titles: dict[str, str]) -> pd.DataFrame:
     """One row per video a cache lists as failed (`Cache.failures`): dataset, video, reason."""
     rows = [
-        {"Dataset": dataset_titles.get(c.dataset, c.dataset), "Cache": c.path.name,
-         "Video": f["video_id"], "Reason": f["reason"]}
-        for c in caches for f in c.failures
-    ]  # fmt: skip
+        {
+            "Dataset": dataset_titles.get(c.dataset, c.dataset),
+            "Cache": c.path.name,
+            "Video": f["video_id"],
+            "Reason": f["reason"],
+        }
+        for c in caches
+        for f in c.failures
+    ]
     return pd.DataFrame(rows, columns=["Dataset", "Cache", "Video", "Reason"])

@@ -27,10 +27,18 @@ from vjfer.labels import check_dataset
 # Views may differ too: a probe averages over a clip's views, so 3crop tokens of a center-trained
 # probe are a test-time choice, as in within-dataset evaluation.
 CLIP_SELECTION = (
-    "dataset", "plan", "hop", "views", "windows_version", "augment",
-    "shard_size", "limit", "max_lost_frames", "dedup_streams",  # layout and which videos
+    "dataset",
+    "plan",
+    "hop",
+    "views",
+    "windows_version",
+    "augment",
+    "shard_size",
+    "limit",
+    "max_lost_frames",
+    "dedup_streams",  # layout and which videos
     "list",  # a list file: which items, their labels and folds
-)  # fmt: skip
+)
 # What to say when a token setting differs (the default: made by the same encoder).
 SAME_TOKENS_NEED = {
     "store_format": "tokens stored in the same format (`vjfer cache convert --store FORMAT`)",
@@ -67,9 +75,11 @@ def token_mismatch(have: dict, want: dict) -> str | None:
             a, b = ({k: v for k, v in d.items() if k not in PER_DATASET} for d in (a, b))
         if (field_name := _differing_field(a, b, key)) is not None:
             need = SAME_TOKENS_NEED.get(key, "both caches made by the same encoder")
-            return (f"{key}={canonical_json(have.get(key))} against {key}="
-                    f"{canonical_json(want.get(key))} (field {field_name!r} differs): "
-                    f"cross-dataset evaluation needs {need}")  # fmt: skip
+            return (
+                f"{key}={canonical_json(have.get(key))} against {key}="
+                f"{canonical_json(want.get(key))} (field {field_name!r} differs): "
+                f"cross-dataset evaluation needs {need}"
+            )
     return None
 
 

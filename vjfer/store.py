@@ -72,8 +72,9 @@ class StoreFormat:
                     f"one each of pool2, pca:K (K >= 1) and {'|'.join(NUMBERS)}, e.g. pool2+int8"
                 )
         if number == "fp8" and not hasattr(torch, "float8_e4m3fn"):
-            raise ConfigError(f"--store {text!r}: this torch {torch.__version__} has no "
-                              "float8_e4m3fn; use int8")  # fmt: skip
+            raise ConfigError(
+                f"--store {text!r}: this torch {torch.__version__} has no float8_e4m3fn; use int8"
+            )
         return cls(pool, pca, cast(Number, number or DEFAULT))
 
     def __str__(self) -> str:
@@ -102,8 +103,10 @@ class StoreFormat:
         if self.pool == 1:
             return (t, h, w)
         if h % 2 or w % 2:
-            raise ConfigError(f"--store {self}: pool2 needs an even token grid, the encoder's is "
-                              f"(t, h, w) = {tuple(grid)}; choose a format without pool2")  # fmt: skip
+            raise ConfigError(
+                f"--store {self}: pool2 needs an even token grid, the encoder's is "
+                f"(t, h, w) = {tuple(grid)}; choose a format without pool2"
+            )
         return (t, h // 2, w // 2)
 
     def dim(self, embed_dim: int) -> int:
@@ -173,9 +176,12 @@ def dequantize(values: torch.Tensor, scales: torch.Tensor | None, number: str) -
     return (x * scales.view(torch.float16).float().unsqueeze(-1)).to(torch.float16)
 
 
-def encode(tokens: torch.Tensor, fmt: StoreFormat, grid: tuple[int, int, int],
-           basis: tuple[torch.Tensor, torch.Tensor] | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+def encode(
+    tokens: torch.Tensor,
+    fmt: StoreFormat,
+    grid: tuple[int, int, int],
+    basis: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Encoder tokens [..., N, D] (float16) -> stored (values [..., N', D'], scales [..., N'] or None).
 
     `basis` is (basis [D, K], mean [D]) for pca formats.
@@ -188,8 +194,12 @@ def encode(tokens: torch.Tensor, fmt: StoreFormat, grid: tuple[int, int, int],
     return quantize(x, fmt.number)
 
 
-def transform(tokens: torch.Tensor, fmt: StoreFormat, grid: tuple[int, int, int],
-              basis: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+def transform(
+    tokens: torch.Tensor,
+    fmt: StoreFormat,
+    grid: tuple[int, int, int],
+    basis: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Encoder tokens -> float16 tokens as a reader of a `fmt` cache sees them (predict's path)."""
     values, scales = encode(tokens, fmt, grid, basis)
     return dequantize(values, scales, fmt.number)
@@ -230,8 +240,9 @@ class Codec:
             pca = (torch.from_numpy(self.basis), torch.from_numpy(self.mean))
         # L stacked layers pool as a grid of L·t frames: pool2 averages within (h, w) only
         t, h, w = self.grid
-        values, scales = encode(torch.from_numpy(np.ascontiguousarray(tokens)), self.fmt,
-                                (self.layers * t, h, w), pca)  # fmt: skip
+        values, scales = encode(
+            torch.from_numpy(np.ascontiguousarray(tokens)), self.fmt, (self.layers * t, h, w), pca
+        )
         return values.numpy(), None if scales is None else scales.numpy()
 
     def header(self, embed_dim: int) -> dict:

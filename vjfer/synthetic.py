@@ -130,9 +130,14 @@ def _paste(frames: np.ndarray, boxes: np.ndarray, mask: np.ndarray, top: int, le
 
 
 def _face_box(
-    style: FaceStyle, nuisance: Nuisance, height: int, n_frames: int, fps: float, phase: float,
+    style: FaceStyle,
+    nuisance: Nuisance,
+    height: int,
+    n_frames: int,
+    fps: float,
+    phase: float,
     strength: float,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:
     """The face of each frame in its own box: uint8 [T, 2B+1, 2B+1, 3] and the face mask [2B+1, 2B+1].
 
     Skin, hair, cheeks and eyes are drawn once; brows and mouth for all frames at once.
@@ -175,9 +180,14 @@ def _face_box(
 
 
 def _paste_moving(
-    box: np.ndarray, face: np.ndarray, nuisance: Nuisance, size: tuple[int, int], fps: float,
-    bob_hz: float, phase: float,
-) -> np.ndarray:  # fmt: skip
+    box: np.ndarray,
+    face: np.ndarray,
+    nuisance: Nuisance,
+    size: tuple[int, int],
+    fps: float,
+    bob_hz: float,
+    phase: float,
+) -> np.ndarray:
     """The boxes [T, 2B+1, 2B+1, 3] pasted on the background at each frame's integer head
     position (the head bobs at `bob_hz`): uint8 [T, H, W, 3]."""
     (W, H), T, B = size, len(box), box.shape[1] // 2
@@ -194,9 +204,14 @@ def _paste_moving(
 
 
 def render_face(
-    style: FaceStyle, nuisance: Nuisance, size: tuple[int, int], n_frames: int, fps: float,
-    rng: np.random.Generator, strength: float = 1.0,
-) -> np.ndarray:  # fmt: skip
+    style: FaceStyle,
+    nuisance: Nuisance,
+    size: tuple[int, int],
+    n_frames: int,
+    fps: float,
+    rng: np.random.Generator,
+    strength: float = 1.0,
+) -> np.ndarray:
     """Frames of one video, uint8 [T, H, W, 3] RGB. `strength` scales the expression (intensity).
 
     The face is drawn once per video in its own box (skin, hair, cheeks, eyes), brows and mouth are
@@ -293,9 +308,13 @@ def trial_lengths(n_trials: int, frames: int, short_every: int, short_frames: in
 
 
 def ravdess_trials(
-    actors: Iterable[int], emotions: Iterable[int], intensities: Iterable[int],
-    statements: Iterable[int], repetitions: Iterable[int], vocal_channels: Iterable[int],
-) -> list[tuple[int, int, int, int, int, int]]:  # fmt: skip
+    actors: Iterable[int],
+    emotions: Iterable[int],
+    intensities: Iterable[int],
+    statements: Iterable[int],
+    repetitions: Iterable[int],
+    vocal_channels: Iterable[int],
+) -> list[tuple[int, int, int, int, int, int]]:
     """(VV, EE, II, SS, RR, AA) of the real RAVDESS trials within the given values, sorted.
 
     Real constraints: neutral has normal intensity only; song has emotions 01..06 only; actor 18

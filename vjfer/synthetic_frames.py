@@ -26,8 +26,19 @@ FPS = 25.0
 FOLDS = 5
 DFEW_WORDS = ("1", "2", "3", "4", "5", "6", "7")  # DFEW labels are codes 1..7
 FERV39K_WORDS = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
-MAFW_WORDS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise",
-              "contempt", "anxiety", "helplessness", "disappointment")  # fmt: skip
+MAFW_WORDS = (
+    "anger",
+    "disgust",
+    "fear",
+    "happiness",
+    "neutral",
+    "sadness",
+    "surprise",
+    "contempt",
+    "anxiety",
+    "helplessness",
+    "disappointment",
+)
 FERV39K_SCENES = ("Action", "Daily")
 
 
@@ -46,14 +57,16 @@ def write_frames(folder: Path, frames: np.ndarray, pattern: str) -> list[Path]:
     paths = [folder / pattern.format(i=i + 1) for i in range(len(frames))]
     for path, frame in zip(paths, frames, strict=True):
         Image.fromarray(frame).save(path, quality=90) if path.suffix == ".jpg" else Image.fromarray(
-            frame).save(path)  # fmt: skip
+            frame
+        ).save(path)
     return paths
 
 
 def _clip(dataset: str, clip: int, name: str, n_frames: int, seed: int) -> np.ndarray:
     rng = seeded_rng(seed, dataset, clip)
-    return render_face(_style(name), actor_nuisance(seed, dataset, clip), FRAME_SIZE, n_frames,
-                       FPS, rng)  # fmt: skip
+    return render_face(
+        _style(name), actor_nuisance(seed, dataset, clip), FRAME_SIZE, n_frames, FPS, rng
+    )
 
 
 def _assignments(n_clips: int, n_classes: int) -> list[tuple[int, int]]:
@@ -61,8 +74,9 @@ def _assignments(n_clips: int, n_classes: int) -> list[tuple[int, int]]:
     return [(i % n_classes, i % FOLDS + 1) for i in range(n_clips)]
 
 
-def make_dfew(root: str | Path, *, clips_per_class: int = 5, frames: Sequence[int] = (20, 70),
-              seed: int = 0) -> Path:  # fmt: skip
+def make_dfew(
+    root: str | Path, *, clips_per_class: int = 5, frames: Sequence[int] = (20, 70), seed: int = 0
+) -> Path:
     """A DFEW-like tree; returns root. Clip n's frames: `Clip/clip_224x224/<n:05d>/<n:05d>_<i:05d>.jpg`.
 
     Beside the listed clips: one row whose folder is missing, one unlisted folder (a multi-label
@@ -73,11 +87,17 @@ def make_dfew(root: str | Path, *, clips_per_class: int = 5, frames: Sequence[in
     rows = _assignments(clips_per_class * len(names), len(names))
     for n, (label, _) in enumerate(rows, start=1):
         folder = base / f"{n:05d}"
-        write_frames(folder, _clip("dfew", n, names[label], frames[n % len(frames)], seed),
-                     f"{n:05d}_{{i:05d}}.jpg")  # fmt: skip
+        write_frames(
+            folder,
+            _clip("dfew", n, names[label], frames[n % len(frames)], seed),
+            f"{n:05d}_{{i:05d}}.jpg",
+        )
     extra = len(rows) + 1
-    write_frames(base / f"{extra + 1:05d}", _clip("dfew", extra + 1, "happy", 12, seed),
-                 f"{extra + 1:05d}_{{i:05d}}.jpg")  # unlisted  # fmt: skip
+    write_frames(
+        base / f"{extra + 1:05d}",
+        _clip("dfew", extra + 1, "happy", 12, seed),
+        f"{extra + 1:05d}_{{i:05d}}.jpg",
+    )  # unlisted
     (base / f"{extra + 2:05d}").mkdir(parents=True)  # listed, empty
     listed = rows + [(0, 1), (1, 2)]  # clip `extra` has no folder; `extra + 2` is empty
     numbers = list(range(1, len(rows) + 1)) + [extra, extra + 2]
@@ -85,15 +105,21 @@ def make_dfew(root: str | Path, *, clips_per_class: int = 5, frames: Sequence[in
         for part in ("train", "test"):
             path = root / "EmoLabel_DataSplit" / f"{part}(single-labeled)" / f"set_{k}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
-            keep = [(n, lab) for n, (lab, f) in zip(numbers, listed, strict=True)
-                    if (f == k) == (part == "test")]  # fmt: skip
-            path.write_text("video_name,label\n" + "".join(f"{n},{DFEW_WORDS[lab]}\n"
-                            for n, lab in keep), encoding="utf-8")  # fmt: skip
+            keep = [
+                (n, lab)
+                for n, (lab, f) in zip(numbers, listed, strict=True)
+                if (f == k) == (part == "test")
+            ]
+            path.write_text(
+                "video_name,label\n" + "".join(f"{n},{DFEW_WORDS[lab]}\n" for n, lab in keep),
+                encoding="utf-8",
+            )
     return root
 
 
-def make_ferv39k(root: str | Path, *, clips_per_class: int = 4, frames: Sequence[int] = (9, 30),
-                 seed: int = 0) -> Path:  # fmt: skip
+def make_ferv39k(
+    root: str | Path, *, clips_per_class: int = 4, frames: Sequence[int] = (9, 30), seed: int = 0
+) -> Path:
     """A FERV39k-like tree; returns root. One train/test split (every 4th clip tests); beside the
     listed clips one row without a folder, one unlisted folder and one row with an unknown label."""
     root, names = Path(root), class_names("ferv39k")
@@ -102,8 +128,9 @@ def make_ferv39k(root: str | Path, *, clips_per_class: int = 4, frames: Sequence
     for n in range(clips_per_class * len(names)):
         label = n % len(names)
         clip = f"{FERV39K_SCENES[n % 2]}/{FERV39K_WORDS[label]}/{n + 1:04d}"
-        write_frames(base / clip, _clip("ferv39k", n, names[label], frames[n % len(frames)], seed),
-                     "{i}.jpg")  # fmt: skip
+        write_frames(
+            base / clip, _clip("ferv39k", n, names[label], frames[n % len(frames)], seed), "{i}.jpg"
+        )
         lines["test_All.csv" if n % 4 == 3 else "train_All.csv"].append(
             f"{clip} {FERV39K_WORDS[label]}"
         )
@@ -117,16 +144,20 @@ def make_ferv39k(root: str | Path, *, clips_per_class: int = 4, frames: Sequence
     return root
 
 
-def make_mafw(root: str | Path, *, clips_per_class: int = 5, frames: Sequence[int] = (16, 40),
-              seed: int = 0) -> Path:  # fmt: skip
+def make_mafw(
+    root: str | Path, *, clips_per_class: int = 5, frames: Sequence[int] = (16, 40), seed: int = 0
+) -> Path:
     """A MAFW-like tree (PNG face crops); returns root. Beside the listed clips: a row without
     frames and an unlisted folder (a compound-emotion clip in the real release)."""
     root, names = Path(root), class_names("mafw")
     base = root / "data" / "faces"
     rows = _assignments(clips_per_class * len(names), len(names))
     for n, (label, _) in enumerate(rows, start=1):
-        write_frames(base / f"{n:05d}", _clip("mafw", n, names[label], frames[n % len(frames)],
-                     seed), "{i}.png")  # fmt: skip
+        write_frames(
+            base / f"{n:05d}",
+            _clip("mafw", n, names[label], frames[n % len(frames)], seed),
+            "{i}.png",
+        )
     extra = len(rows) + 1
     write_frames(base / f"{extra + 1:05d}", _clip("mafw", extra + 1, "sad", 9, seed), "{i}.png")
     listed = [(n, lab, f) for n, (lab, f) in enumerate(rows, start=1)] + [(extra, 0, 1)]
@@ -134,8 +165,11 @@ def make_mafw(root: str | Path, *, clips_per_class: int = 5, frames: Sequence[in
         for part in ("train", "test"):
             path = root / "split" / "single" / "no_caption" / f"set_{k}" / f"{part}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
-            keep = [f"{n:05d}.mp4 {MAFW_WORDS[lab]}\n" for n, lab, f in listed
-                    if (f == k) == (part == "test")]  # fmt: skip
+            keep = [
+                f"{n:05d}.mp4 {MAFW_WORDS[lab]}\n"
+                for n, lab, f in listed
+                if (f == k) == (part == "test")
+            ]
             path.write_text("".join(keep), encoding="utf-8")
     return root
 

@@ -19,8 +19,14 @@ import pandas as pd
 
 from vjfer.errors import ConfigError
 
-DATASET_TITLES = {"ravdess": "RAVDESS", "crema-d": "CREMA-D", "dfew": "DFEW", "ferv39k": "FERV39k",
-                  "mafw": "MAFW", "list": "List file"}  # fmt: skip
+DATASET_TITLES = {
+    "ravdess": "RAVDESS",
+    "crema-d": "CREMA-D",
+    "dfew": "DFEW",
+    "ferv39k": "FERV39k",
+    "mafw": "MAFW",
+    "list": "List file",
+}
 STD = " std"  # suffix of a column holding the std of the column before it
 
 
@@ -121,12 +127,17 @@ def render_html(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in shown)
     body = []
     for row in table.frame.astype(object).to_dict("records"):  # object: ints stay ints
-        cells = "".join(_html_cell(row[c], None if s is None else row[s], c.startswith(DELTA))
-                        for c, s in shown)  # fmt: skip
+        cells = "".join(
+            _html_cell(row[c], None if s is None else row[s], c.startswith(DELTA)) for c, s in shown
+        )
         body.append(f"<tr>{cells}</tr>")
-    lines = [f'<h3 id="{table.name}">{html.escape(table.title)}</h3>',
-             f'<div class="wide"><table data-table="{table.name}"><thead><tr>{head}</tr></thead>',
-             "<tbody>", *body, "</tbody></table></div>"]  # fmt: skip
+    lines = [
+        f'<h3 id="{table.name}">{html.escape(table.title)}</h3>',
+        f'<div class="wide"><table data-table="{table.name}"><thead><tr>{head}</tr></thead>',
+        "<tbody>",
+        *body,
+        "</tbody></table></div>",
+    ]
     if table.notes:
         lines.append('<ul class="notes">')
         lines += [f"<li>{html.escape(note)}</li>" for note in table.notes]
@@ -135,8 +146,10 @@ def render_html(table: Table) -> str:
 
 
 RENDERERS: dict[str, Callable[[Table], str]] = {
-    "md": render_markdown, "csv": render_csv, "html": render_html,
-}  # fmt: skip
+    "md": render_markdown,
+    "csv": render_csv,
+    "html": render_html,
+}
 
 
 def get_renderer(fmt: str) -> Callable[[Table], str]:

@@ -88,9 +88,14 @@ def prediction_panels(videos: pd.DataFrame, clips: pd.DataFrame) -> list[Timelin
         pbv, mv = names.index(video["emotion"]), names.index(video["mv"])
         title = f"{video['video_id']}: PBV {names[pbv]}, MV {names[mv]}"
         panels.append(
-            TimelinePanel(title, mine["centre_s"].to_numpy(float),
-                          mine[[PROB + c for c in names]].to_numpy(float), pbv, mv)
-        )  # fmt: skip
+            TimelinePanel(
+                title,
+                mine["centre_s"].to_numpy(float),
+                mine[[PROB + c for c in names]].to_numpy(float),
+                pbv,
+                mv,
+            )
+        )
     return panels
 
 
@@ -119,11 +124,13 @@ def choose_videos(videos: pd.DataFrame) -> list[tuple[str, str]]:
     names = prob_class_names(videos)
     pbv = videos["pbv"].to_numpy(int)
     sums = videos[[PROB + c for c in names]].to_numpy(float)
-    table = pd.DataFrame({
-        "video_id": videos["video_id"].astype(str),
-        "confidence": sums[np.arange(len(videos)), pbv] / videos["n_clips"].to_numpy(float),
-        "correct": pbv == videos["label"].to_numpy(int),
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "video_id": videos["video_id"].astype(str),
+            "confidence": sums[np.arange(len(videos)), pbv] / videos["n_clips"].to_numpy(float),
+            "correct": pbv == videos["label"].to_numpy(int),
+        }
+    )
     chosen: list[tuple[str, str]] = []
     for correct, most, caption in CHOICES:
         pool = table[
@@ -152,10 +159,18 @@ def run_panels(run_dir: str | Path, cache) -> list[TimelinePanel]:
         frames = windows[mine["clip"].to_numpy(int)]
         pbv, mv, label = int(video["pbv"]), int(video["mv"]), int(video["label"])
         verdict = "correct" if pbv == label else "wrong"
-        title = (f"{caption}: {video_id} (fold {int(video['fold'])})\n"
-                 f"truth {names[label]} · PBV {names[pbv]} ({verdict}) · MV {names[mv]}")  # fmt: skip
+        title = (
+            f"{caption}: {video_id} (fold {int(video['fold'])})\n"
+            f"truth {names[label]} · PBV {names[pbv]} ({verdict}) · MV {names[mv]}"
+        )
         panels.append(
-            TimelinePanel(title, clip_centre_seconds(frames, float(fps.loc[video_id])),
-                          mine[[PROB + c for c in names]].to_numpy(float), pbv, mv, label)
-        )  # fmt: skip
+            TimelinePanel(
+                title,
+                clip_centre_seconds(frames, float(fps.loc[video_id])),
+                mine[[PROB + c for c in names]].to_numpy(float),
+                pbv,
+                mv,
+                label,
+            )
+        )
     return panels

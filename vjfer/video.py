@@ -47,8 +47,7 @@ LFS_HINT = (
 )
 
 
-def file_identity(path: str | Path, name: str | None = None, sha256: bool = True
-                  ) -> SourceIdentity:  # fmt: skip
+def file_identity(path: str | Path, name: str | None = None, sha256: bool = True) -> SourceIdentity:
     """Stat and hash a file in one sequential read (8 MiB blocks); `name` is the path to record
     (default: `path`). Without `sha256` only xxh3-128 is computed (its `sha256` is then "")."""
     path = Path(path)
@@ -59,8 +58,13 @@ def file_identity(path: str | Path, name: str | None = None, sha256: bool = True
             fast.update(chunk)
             if digest is not None:
                 digest.update(chunk)
-    return SourceIdentity(name or str(path), st.st_size, st.st_mtime_ns,
-                          digest.hexdigest() if digest else "", fast.hexdigest())  # fmt: skip
+    return SourceIdentity(
+        name or str(path),
+        st.st_size,
+        st.st_mtime_ns,
+        digest.hexdigest() if digest else "",
+        fast.hexdigest(),
+    )
 
 
 @dataclass
@@ -81,7 +85,7 @@ def _clean_frames(
     """Every frame of `stream` that decodes cleanly; failures are counted in `stats`, not raised.
 
     With `timeout` (seconds), a VideoError once decoding has run that long (checked per packet).
-    """  # fmt: skip
+    """
     packets = container.demux(stream)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -253,9 +257,13 @@ def _prepare_frame(prepare: Preparer, frame: av.VideoFrame, out: np.ndarray) -> 
 
 
 def decode_file(
-    path: str | Path, resolution: int, views: Views = "center", threads: int = 0,
-    crop: CropBox | None = None, timeout: float | None = None,
-) -> DecodedVideo:  # fmt: skip
+    path: str | Path,
+    resolution: int,
+    views: Views = "center",
+    threads: int = 0,
+    crop: CropBox | None = None,
+    timeout: float | None = None,
+) -> DecodedVideo:
     """Decode a video file once and prepare its views: `vjfer.decode.decode_video` for a file."""
     path, stats = Path(path), _DecodeStats()
     data, source = read_source(path)
@@ -278,15 +286,24 @@ def decode_file(
         raise VideoError(path, "no frame was prepared")
     width, height = prepare.display_size
     return DecodedVideo(
-        path=path, frames=buffer.frames(), fps=fps, width=width, height=height,
-        n_frames=buffer.count, lost_frames=lost, container_frames=indexed, source=source,
-    )  # fmt: skip
+        path=path,
+        frames=buffer.frames(),
+        fps=fps,
+        width=width,
+        height=height,
+        n_frames=buffer.count,
+        lost_frames=lost,
+        container_frames=indexed,
+        source=source,
+    )
 
 
 def decode_file_native(
-    path: str | Path, indices: np.ndarray, crop: CropBox | None = None,
+    path: str | Path,
+    indices: np.ndarray,
+    crop: CropBox | None = None,
     timeout: float | None = None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """The frames at `indices` (sorted, unique) of a video file: `vjfer.decode.decode_native`."""
     path = Path(path)
     indices = np.asarray(indices, dtype=np.int64)

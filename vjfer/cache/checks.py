@@ -60,25 +60,34 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
     failed = [v for v in manifest["videos"] if v["status"] == "failed"]
     files = [directory / s["name"] for s in manifest["shards"]]
     return {
-        "path": str(directory), "dataset": manifest["dataset"],
-        "fingerprint": manifest["fingerprint"], "settings": manifest["settings"],
-        "layout": manifest["layout"], "complete": manifest["complete"], "rebuilt": rebuilt,
+        "path": str(directory),
+        "dataset": manifest["dataset"],
+        "fingerprint": manifest["fingerprint"],
+        "settings": manifest["settings"],
+        "layout": manifest["layout"],
+        "complete": manifest["complete"],
+        "rebuilt": rebuilt,
         "shards": len(manifest["shards"]),
         "shards_complete": sum(s["complete"] for s in manifest["shards"]),
-        "videos": len(ok), "failed": len(failed),
+        "videos": len(ok),
+        "failed": len(failed),
         "clips": sum(v["n_clips"] for v in ok if not v["alias_of"]),
         "shared": sum(bool(v["alias_of"]) for v in ok),
         "bytes": sum(p.stat().st_size for p in files if p.exists()),
         "failures": [{k: v[k] for k in ("video_id", "path", "reason")} for v in failed],
         "face": _face_counts(manifest["settings"], ok, failed),
         "excluded": manifest["excluded"],
-        "partial": [{k: v[k] for k in ("video_id", "n_frames", "lost_frames", "container_frames")}
-                    for v in ok if v["lost_frames"] > 0],
-        "store": str(store_of(manifest["layout"])), "size_ratio": size_ratio(manifest["layout"]),
+        "partial": [
+            {k: v[k] for k in ("video_id", "n_frames", "lost_frames", "container_frames")}
+            for v in ok
+            if v["lost_frames"] > 0
+        ],
+        "store": str(store_of(manifest["layout"])),
+        "size_ratio": size_ratio(manifest["layout"]),
         "lineage": manifest.get("lineage"),
         "one_frame": sum(v["n_frames"] == 1 for v in ok),
         "shorter_than_clip": sum(v["n_frames"] < SHORTEST_UNPADDED for v in ok),
-    }  # fmt: skip
+    }
 
 
 def _face_counts(settings: dict, ok: list[dict], failed: list[dict]) -> dict | None:
@@ -117,7 +126,7 @@ def format_cache_info(info: dict) -> str:
             [
                 f"layers      {len(blocks)} encoder blocks per clip ({', '.join(map(str, blocks))}, "
                 f"0-based, layer-major along N): ~{info['bytes'] / len(blocks) / 1e9:.3f} GB per layer"
-            ]  # fmt: skip
+            ]
             if (blocks := lay.get("layers"))
             else []
         ),
@@ -126,7 +135,7 @@ def format_cache_info(info: dict) -> str:
             [
                 f"lineage     converted from cache {lin['source_fingerprint']} "
                 f"({lin['source_store']})"
-            ]  # fmt: skip
+            ]
             if (lin := info.get("lineage"))
             else []
         ),
@@ -143,8 +152,11 @@ def format_cache_info(info: dict) -> str:
     ]
     if info["partial"]:
         lines.append("partial decodes kept:")
-        lines += [f"  {p['video_id']}: {p['n_frames']} frames decoded, {p['lost_frames']} lost "
-                  f"(container lists {p['container_frames']})" for p in info["partial"]]  # fmt: skip
+        lines += [
+            f"  {p['video_id']}: {p['n_frames']} frames decoded, {p['lost_frames']} lost "
+            f"(container lists {p['container_frames']})"
+            for p in info["partial"]
+        ]
     if info["failures"]:
         lines.append("failures:")
         lines += [f"  {f['video_id']}: {f['reason']}" for f in info["failures"]]
@@ -170,13 +182,20 @@ class VerifyReport:
         return not self.problems
 
     def __str__(self) -> str:
-        head = (f"{self.path}: {self.shards} shards, {self.videos} videos, {self.clips} clips, "
-                f"{self.failed} failed: " + ("OK" if self.ok else f"{len(self.problems)} problem(s)"))  # fmt: skip
+        head = (
+            f"{self.path}: {self.shards} shards, {self.videos} videos, {self.clips} clips, "
+            f"{self.failed} failed: " + ("OK" if self.ok else f"{len(self.problems)} problem(s)")
+        )
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
 
 
-def _verify_clips(path: Path, fmt: StoreFormat, shape: tuple[int, int, int],
-                  video_of: Callable[[int], str], problems: list[str]) -> None:  # fmt: skip
+def _verify_clips(
+    path: Path,
+    fmt: StoreFormat,
+    shape: tuple[int, int, int],
+    video_of: Callable[[int], str],
+    problems: list[str],
+) -> None:
     """Every clip of shard `path` through the one clip reader: checksum, then NaN/Inf."""
     try:
         chunks = shard_chunks(path, fmt, shape)
@@ -191,8 +210,10 @@ def _verify_clips(path: Path, fmt: StoreFormat, shape: tuple[int, int, int],
     try:
         for c in range(len(chunks.checksums)):  # through the one clip reader, as every reader
             if not read_clip(fd, chunks, c, buffer.data, verify=True):
-                problems.append(f"{path.name}: clip {c} ({video_of(c)}) does not match its "
-                                f"checksum: corrupt; re-extract this shard")  # fmt: skip
+                problems.append(
+                    f"{path.name}: clip {c} ({video_of(c)}) does not match its "
+                    f"checksum: corrupt; re-extract this shard"
+                )
                 continue
             if nonfinite is None and not np.isfinite(buffer[floats].view(TOKEN_DTYPE)).all():
                 nonfinite = c
@@ -204,8 +225,9 @@ def _verify_clips(path: Path, fmt: StoreFormat, shape: tuple[int, int, int],
         )
 
 
-def _verify_shard(path: Path, expect: dict, videos: list[dict], failed: list[str],
-                  report: VerifyReport) -> None:  # fmt: skip
+def _verify_shard(
+    path: Path, expect: dict, videos: list[dict], failed: list[str], report: VerifyReport
+) -> None:
     """Check one shard against its manifest entry and rows; append problems to the report."""
     problems = report.problems
     try:
@@ -230,8 +252,9 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], failed: list[str
     if h["tokens_shape"] != want or h["clips_in_table"] != want[0]:
         problems.append(f"{path.name}: tokens {h['tokens_shape']}, manifest implies {want}")
     if (mismatch := shard_mismatch(h, videos, failed)) is not None:
-        problems.append(f"{path.name}: {mismatch}: not this cache's shard; "
-                        f"{refill_hint(path.parent)}")  # fmt: skip
+        problems.append(
+            f"{path.name}: {mismatch}: not this cache's shard; {refill_hint(path.parent)}"
+        )
         if not mismatch.startswith("video "):  # other videos: the clips cannot be attributed
             return
     if h["checksums"] != h["tokens_shape"][0]:
@@ -239,8 +262,11 @@ def _verify_shard(path: Path, expect: dict, videos: list[dict], failed: list[str
         return
 
     def video_of(clip: int) -> str:
-        return next(v["video_id"] for v in videos
-                    if v["first_clip"] <= clip < v["first_clip"] + v["n_clips"])  # fmt: skip
+        return next(
+            v["video_id"]
+            for v in videos
+            if v["first_clip"] <= clip < v["first_clip"] + v["n_clips"]
+        )
 
     _verify_clips(path, store_of(lay), (want[1], want[2], want[3]), video_of, problems)
 
@@ -278,6 +304,8 @@ def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyRep
         listed = {v["video_id"] for v in manifest["videos"]}
         missing = sorted({r.video_id for r in records} - listed)
         if missing:
-            report.problems.append(f"{len(missing)} dataset video(s) neither cached nor listed as "
-                                   f"failed, first {missing[0]!r}")  # fmt: skip
+            report.problems.append(
+                f"{len(missing)} dataset video(s) neither cached nor listed as "
+                f"failed, first {missing[0]!r}"
+            )
     return report

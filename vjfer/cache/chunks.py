@@ -49,8 +49,9 @@ def _chunk_offsets(path: Path, dataset: h5py.Dataset, size: int) -> np.ndarray:
 
     def visit(info) -> None:
         if info.filter_mask != 0 or info.size != size:
-            bad.append(f"chunk {info.chunk_offset[0]}: {info.size} bytes, "
-                       f"filter mask {info.filter_mask}")  # fmt: skip
+            bad.append(
+                f"chunk {info.chunk_offset[0]}: {info.size} bytes, filter mask {info.filter_mask}"
+            )
         offsets[info.chunk_offset[0]] = info.byte_offset
 
     dataset.id.chunk_iter(visit)

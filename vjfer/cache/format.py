@@ -76,8 +76,10 @@ class Coverage:
         return self.videos + self.failed + self.excluded
 
     def __str__(self) -> str:
-        return (f"results on {self.videos} of {self.total} videos, "
-                f"{self.failed + self.excluded} failed / excluded")  # fmt: skip
+        return (
+            f"results on {self.videos} of {self.total} videos, "
+            f"{self.failed + self.excluded} failed / excluded"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,8 +119,16 @@ def convert_command(directory: Path) -> str | None:
     convert writes before its first shard (CONVERT_RECORD); None for an extracted cache."""
     try:
         record = json.loads((Path(directory) / CONVERT_RECORD).read_text(encoding="utf-8"))
-        words = ["vjfer", "cache", "convert", record["source"], "--store", record["store"],
-                 "--out", record["out"]]  # fmt: skip
+        words = [
+            "vjfer",
+            "cache",
+            "convert",
+            record["source"],
+            "--store",
+            record["store"],
+            "--out",
+            record["out"],
+        ]
         if record.get("pca_fold") is not None:
             words += ["--pca-fold", str(record["pca_fold"])]
     except (OSError, ValueError, KeyError, TypeError):
@@ -249,8 +259,10 @@ def shard_mismatch(header: dict, rows: list[dict], failed: list[str]) -> str | N
         for key in SOURCE_KEYS:
             got, want = table[f"source_{key}"][i], source.get(key, "")
             if got != want and (want or key != "xxh3"):  # manifests from before xxh3 lack it
-                return (f"video {row['video_id']}: source {key} {got[:16]!r}, the manifest has "
-                        f"{want[:16]!r} (tokens of another file)")  # fmt: skip
+                return (
+                    f"video {row['video_id']}: source {key} {got[:16]!r}, the manifest has "
+                    f"{want[:16]!r} (tokens of another file)"
+                )
     if (got_failed := sorted(f["video_id"] for f in header["failures"])) != sorted(failed):
         return f"failed videos {got_failed[:3]}, the manifest lists {sorted(failed)[:3]}"
     return None

@@ -90,8 +90,9 @@ class Cache:
         self.videos = self.videos.sort_values("video_id", ignore_index=True)
         self.failures: list[dict] = [
             {k: v[k] for k in ("video_id", "path", "reason")}
-            for v in manifest["videos"] if v["status"] == "failed"
-        ]  # fmt: skip
+            for v in manifest["videos"]
+            if v["status"] == "failed"
+        ]
         self.excluded: list[dict] = list(manifest["excluded"])  # files the index left out
         self._where = {v["video_id"]: (v["shard"], v["first_clip"], v["n_clips"]) for v in ok}
         self._handles: dict[str, h5py.File] = {}
@@ -199,8 +200,11 @@ class Cache:
     def verify_sample(self, clips: int = 64, seed: int = 0) -> int:
         """Check the checksums of `clips` clips drawn at random (all when fewer): the cheap check
         for a reader that opened the cache with verify=False. Returns the number checked."""
-        where = [(v, c) for v, n in zip(self.videos["video_id"], self.videos["n_clips"], strict=True)
-                 for c in range(n)]  # fmt: skip
+        where = [
+            (v, c)
+            for v, n in zip(self.videos["video_id"], self.videos["n_clips"], strict=True)
+            for c in range(n)
+        ]
         rng = np.random.default_rng(seed)
         picked = rng.choice(len(where), size=min(clips, len(where)), replace=False)
         for video_id in sorted({where[i][0] for i in picked}):
@@ -225,16 +229,32 @@ class Cache:
             mine = [v for v in self.manifest["videos"] if v["shard"] == entry["name"]]
             rows = [v for v in mine if v["status"] == "ok"]
             want = sum(int(v["n_clips"]) for v in rows if not v["alias_of"])
-            got = {"index": h["index"], "video_ids": h["video_ids"], "fingerprint": h["fingerprint"],
-                   "clips": h["tokens_shape"][0], "checksums": h["checksums"],
-                   "clip table": h["clips_in_table"], "clip shape": h["tokens_shape"][1:]}  # fmt: skip
-            expected = {"index": index, "video_ids": entry["video_ids"],
-                        "fingerprint": self.fingerprint, "clips": want, "checksums": want,
-                        "clip table": want, "clip shape": [layout["num_views"],
-                        layout["num_tokens"], layout["embed_dim"]]}  # fmt: skip
-            mismatch = next((f"{key} {_shown(value)!r}, the manifest expects "
-                             f"{_shown(expected[key])!r}" for key, value in got.items()
-                             if value != expected[key]), None)  # fmt: skip
+            got = {
+                "index": h["index"],
+                "video_ids": h["video_ids"],
+                "fingerprint": h["fingerprint"],
+                "clips": h["tokens_shape"][0],
+                "checksums": h["checksums"],
+                "clip table": h["clips_in_table"],
+                "clip shape": h["tokens_shape"][1:],
+            }
+            expected = {
+                "index": index,
+                "video_ids": entry["video_ids"],
+                "fingerprint": self.fingerprint,
+                "clips": want,
+                "checksums": want,
+                "clip table": want,
+                "clip shape": [layout["num_views"], layout["num_tokens"], layout["embed_dim"]],
+            }
+            mismatch = next(
+                (
+                    f"{key} {_shown(value)!r}, the manifest expects {_shown(expected[key])!r}"
+                    for key, value in got.items()
+                    if value != expected[key]
+                ),
+                None,
+            )
             failed = [v["video_id"] for v in mine if v["status"] == "failed"]
             if (mismatch := mismatch or shard_mismatch(h, rows, failed)) is not None:
                 raise CacheError(
@@ -268,8 +288,14 @@ class Cache:
         Fields are the manifest's settings (views, plan, hop, encoder, resolution, ...), plus
         `fingerprint`, `dataset`, `grid`, `embed_dim`, `num_views`.
         """
-        known = {**self.settings, "fingerprint": self.fingerprint, "dataset": self.dataset,
-                 "grid": list(self.grid), "embed_dim": self.embed_dim, "num_views": self.num_views}  # fmt: skip
+        known = {
+            **self.settings,
+            "fingerprint": self.fingerprint,
+            "dataset": self.dataset,
+            "grid": list(self.grid),
+            "embed_dim": self.embed_dim,
+            "num_views": self.num_views,
+        }
         for key, want in expected.items():
             if key not in known:
                 raise CacheError(
@@ -330,12 +356,16 @@ def resume_command(directory: Path) -> str:
         root = Path(words[words.index("--root") + 1])
         words[words.index("--cache") + 1] = str(directory.parent.parent)  # <root>/<dataset>/<name>
     except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return (f"the `vjfer extract` command that made it (same options: see "
-                f"{directory / EXTRACT_RECORD})")  # fmt: skip
+        return (
+            f"the `vjfer extract` command that made it (same options: see "
+            f"{directory / EXTRACT_RECORD})"
+        )
     command = "`" + shlex.join(words) + "`"
     if not root.is_dir():
-        command += (f" (the recorded --root {root} no longer exists: give the dataset's current "
-                    "folder instead)")  # fmt: skip
+        command += (
+            f" (the recorded --root {root} no longer exists: give the dataset's current "
+            "folder instead)"
+        )
     return command
 
 

@@ -55,8 +55,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         atomic_write(path, lambda f: f.write(text.encode("utf-8")), PARTIAL_SUFFIX)
     except OSError as err:  # disk full, quota, permissions: the error names the file, no .partial
         cause = os.strerror(err.errno) if err.errno else str(err)
-        raise CacheError(f"writing {path} failed ({cause}); free space or fix the directory, "
-                         f"then rerun (the shards written so far are kept)") from err  # fmt: skip
+        raise CacheError(
+            f"writing {path} failed ({cause}); free space or fix the directory, "
+            f"then rerun (the shards written so far are kept)"
+        ) from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,8 +83,15 @@ class ShardWriter:
     sequence of HDF5 operations, and hence the file's bytes, depends only on the data.
     """
 
-    def __init__(self, path: Path, header: dict, num_views: int, num_tokens: int, embed_dim: int,
-                 codec: Codec | None = None):  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        header: dict,
+        num_views: int,
+        num_tokens: int,
+        embed_dim: int,
+        codec: Codec | None = None,
+    ):
         """`num_tokens` and `embed_dim` are the encoder's; a `codec` (vjfer.store) stores them in
         its format (its header goes into the shard's `store` attribute); None: float16 as given."""
         self.path = Path(path)
@@ -103,19 +112,30 @@ class ShardWriter:
             stored = (num_views, num_tokens // fmt.pool**2, fmt.dim(embed_dim))  # (V, N', D')
             dtype = fmt.dtype
             # the header describes what is stored; `store` keeps the encoder's shape beside it
-            self.header.update(grid=list(fmt.grid(self.codec.grid)), embed_dim=stored[2],
-                               store=self.codec.header(embed_dim))  # fmt: skip
+            self.header.update(
+                grid=list(fmt.grid(self.codec.grid)),
+                embed_dim=stored[2],
+                store=self.codec.header(embed_dim),
+            )
         self.stored = stored
         self._tokens = self._file.create_dataset(
-            "tokens", shape=(0, *stored), maxshape=(None, *stored), dtype=dtype,
-            chunks=(1, *stored), track_times=False,
-        )  # fmt: skip
+            "tokens",
+            shape=(0, *stored),
+            maxshape=(None, *stored),
+            dtype=dtype,
+            chunks=(1, *stored),
+            track_times=False,
+        )
         self._scales = None
         if self.codec is not None and self.codec.fmt.scaled:  # one chunk per clip, like tokens
             self._scales = self._file.create_dataset(
-                SCALES, shape=(0, *stored[:2]), maxshape=(None, *stored[:2]), dtype=np.float16,
-                chunks=(1, *stored[:2]), track_times=False,
-            )  # fmt: skip
+                SCALES,
+                shape=(0, *stored[:2]),
+                maxshape=(None, *stored[:2]),
+                dtype=np.float16,
+                chunks=(1, *stored[:2]),
+                track_times=False,
+            )
 
     def _scale_set(self) -> h5py.Dataset:
         """The per-token scales' dataset, which only the scaled formats (int8, fp8) have."""
@@ -152,18 +172,30 @@ class ShardWriter:
             for i in range(C):
                 dsid.write_direct_chunk((self.clips + i, 0, 0, 0), np.ascontiguousarray(values[i]))
                 if scales is not None:
-                    self._scale_set().id.write_direct_chunk((self.clips + i, 0, 0),
-                                                            np.ascontiguousarray(scales[i]))  # fmt: skip
+                    self._scale_set().id.write_direct_chunk(
+                        (self.clips + i, 0, 0), np.ascontiguousarray(scales[i])
+                    )
                 self.checksums.append(
                     stored_checksum(values[i], None if scales is None else scales[i])
                 )
         # the tokens are on disk now: keep no reference to them (a shard can hold gigabytes)
-        row = VideoEntry(entry.video_id, int(entry.label), int(entry.actor), int(entry.fold),
-                         int(entry.n_frames), float(entry.fps), np.array(entry.frames),
-                         np.empty(0, TOKEN_DTYPE), face_status=entry.face_status,
-                         face_box=entry.face_box, lost_frames=int(entry.lost_frames),
-                         container_frames=int(entry.container_frames), source=entry.source,
-                         alias_of=entry.alias_of, clip_role=_roles(entry.clip_role, C))  # fmt: skip
+        row = VideoEntry(
+            entry.video_id,
+            int(entry.label),
+            int(entry.actor),
+            int(entry.fold),
+            int(entry.n_frames),
+            float(entry.fps),
+            np.array(entry.frames),
+            np.empty(0, TOKEN_DTYPE),
+            face_status=entry.face_status,
+            face_box=entry.face_box,
+            lost_frames=int(entry.lost_frames),
+            container_frames=int(entry.container_frames),
+            source=entry.source,
+            alias_of=entry.alias_of,
+            clip_role=_roles(entry.clip_role, C),
+        )
         self.rows.append(row)
         self.clips += C
 
@@ -171,8 +203,13 @@ class ShardWriter:
         """Record a video of this shard that could not be used ({video_id, path, reason}, and
         `source`: the identity of the file that failed, as a dict, when it could be read)."""
         source = failure.get("source")  # optional: a missing file has none
-        self.failures.append({**{k: failure[k] for k in ("video_id", "path", "reason")},
-                              "stage": "decode", "source": source})  # fmt: skip
+        self.failures.append(
+            {
+                **{k: failure[k] for k in ("video_id", "path", "reason")},
+                "stage": "decode",
+                "source": source,
+            }
+        )
 
     def add_alias(self, entry: VideoEntry) -> None:
         """A video whose video stream is identical to `entry.alias_of`'s (appended to this shard):
@@ -226,8 +263,11 @@ class ShardWriter:
         }
         first = np.array([span[r.alias_of or r.video_id][0] for r in rows], dtype=np.int64)
         n_clips = np.array([span[r.alias_of or r.video_id][1] for r in rows], dtype=np.int64)
-        self._write("video_id", np.array([r.video_id for r in rows], dtype=object),
-                    h5py.string_dtype("utf-8"))  # fmt: skip
+        self._write(
+            "video_id",
+            np.array([r.video_id for r in rows], dtype=object),
+            h5py.string_dtype("utf-8"),
+        )
         for name in ("label", "actor", "fold", "n_frames"):
             self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
         self._write("fps", np.array([r.fps for r in rows], dtype=np.float64))
@@ -243,20 +283,32 @@ class ShardWriter:
         self._write("clip_frames", np.concatenate(frames).astype(np.int32))
         roles = [r.clip_role for r in self.rows]
         if any(r is not None and r.any() for r in roles):  # all-eval caches stay as they were
-            self._write("clip_role", np.concatenate(
-                [r if r is not None else np.zeros(len(f), np.uint8) for r, f in zip(roles, frames, strict=True)]
-            ))  # fmt: skip
+            self._write(
+                "clip_role",
+                np.concatenate(
+                    [
+                        r if r is not None else np.zeros(len(f), np.uint8)
+                        for r, f in zip(roles, frames, strict=True)
+                    ]
+                ),
+            )
 
     def _write_row_columns(self, rows: list[VideoEntry]) -> None:
         """Face boxes (face-crop caches only), aliases, the clip checksums, the decode record and
         the source identity of every row."""
         if any(r.face_status is not None for r in rows):  # only face-crop caches have these
-            self._write("face_status", np.array([r.face_status for r in rows], dtype=object),
-                        h5py.string_dtype("utf-8"))  # fmt: skip
+            self._write(
+                "face_status",
+                np.array([r.face_status for r in rows], dtype=object),
+                h5py.string_dtype("utf-8"),
+            )
             boxes = [r.face_box if r.face_box is not None else (-1, -1, -1, -1) for r in rows]
             self._write("face_box", np.array(boxes, dtype=np.int32))
-        self._write("alias_of", np.array([r.alias_of for r in rows], dtype=object),
-                    h5py.string_dtype("utf-8"))  # fmt: skip
+        self._write(
+            "alias_of",
+            np.array([r.alias_of for r in rows], dtype=object),
+            h5py.string_dtype("utf-8"),
+        )
         self._write("clip_checksum", np.array(self.checksums, dtype=np.uint64))
         for name in DECODE_COLUMNS:
             self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
@@ -290,24 +342,52 @@ class ShardWriter:
 def _source_row(source) -> dict:
     """A SourceIdentity (or None: built in memory) as the shard's source_* columns."""
     if source is None:
-        return {"source_path": "", "source_size": -1, "source_mtime_ns": -1, "source_sha256": "",
-                "source_xxh3": ""}  # fmt: skip
-    return {"source_path": str(source.path), "source_size": int(source.size),
-            "source_mtime_ns": int(source.mtime_ns), "source_sha256": str(source.sha256),
-            "source_xxh3": str(source.xxh3)}  # fmt: skip
+        return {
+            "source_path": "",
+            "source_size": -1,
+            "source_mtime_ns": -1,
+            "source_sha256": "",
+            "source_xxh3": "",
+        }
+    return {
+        "source_path": str(source.path),
+        "source_size": int(source.size),
+        "source_mtime_ns": int(source.mtime_ns),
+        "source_sha256": str(source.sha256),
+        "source_xxh3": str(source.xxh3),
+    }
 
 
-def shard_header(*, dataset: str, fp: str, settings: dict, grid: Sequence[int], embed_dim: int,
-                 num_views: int, index: int, num_shards: int, shard_size: int,
-                 video_ids: Sequence[str], aliases: dict[str, str] | None = None) -> dict:  # fmt: skip
+def shard_header(
+    *,
+    dataset: str,
+    fp: str,
+    settings: dict,
+    grid: Sequence[int],
+    embed_dim: int,
+    num_views: int,
+    index: int,
+    num_shards: int,
+    shard_size: int,
+    video_ids: Sequence[str],
+    aliases: dict[str, str] | None = None,
+) -> dict:
     """The attributes every shard carries; enough to rebuild the manifest from the shards."""
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "dataset": dataset, "fingerprint": fp,
-        "settings": settings, "grid": list(grid), "embed_dim": embed_dim, "num_views": num_views,
-        "index": index, "num_shards": num_shards, "shard_size": shard_size,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dataset": dataset,
+        "fingerprint": fp,
+        "settings": settings,
+        "grid": list(grid),
+        "embed_dim": embed_dim,
+        "num_views": num_views,
+        "index": index,
+        "num_shards": num_shards,
+        "shard_size": shard_size,
         "video_ids": list(video_ids),
         "aliases": dict(sorted((aliases or {}).items())),  # alias id -> id whose tokens it shares
-    }  # fmt: skip
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,8 +419,10 @@ def manifest_from_shards(
     for name, other in headers.items():
         for key in ("fingerprint", "num_shards", "shard_size", "dataset"):
             if other[key] != first[key]:
-                raise CacheError(f"{directory / name} has {key}={other[key]!r}, "
-                                 f"{found[0].name} has {first[key]!r}: shards of different caches")  # fmt: skip
+                raise CacheError(
+                    f"{directory / name} has {key}={other[key]!r}, "
+                    f"{found[0].name} has {first[key]!r}: shards of different caches"
+                )
     shards, videos = [], []
     for index in range(first["num_shards"]):
         h = headers.get(shard_name(index))
@@ -349,19 +431,30 @@ def manifest_from_shards(
                 {"name": shard_name(index), "video_ids": None, "clips": 0, "complete": False}
             )
             continue
-        shards.append({"name": shard_name(index), "video_ids": h["video_ids"],
-                       "clips": h["tokens_shape"][0], "complete": True})  # fmt: skip
+        shards.append(
+            {
+                "name": shard_name(index),
+                "video_ids": h["video_ids"],
+                "clips": h["tokens_shape"][0],
+                "complete": True,
+            }
+        )
         videos += _manifest_videos(h, shard_name(index))
     videos.sort(key=lambda v: v["video_id"])
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "dataset": first["dataset"],
-        "fingerprint": first["fingerprint"], "settings": first["settings"],
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dataset": first["dataset"],
+        "fingerprint": first["fingerprint"],
+        "settings": first["settings"],
         "layout": _manifest_layout(first),
         "class_names": settings_class_names(first["dataset"], first["settings"]),
         "shard_size": first["shard_size"],
         "complete": all(s["complete"] for s in shards),
-        "shards": shards, "videos": videos, "excluded": [],
-    }  # fmt: skip
+        "shards": shards,
+        "videos": videos,
+        "excluded": [],
+    }
     if "lineage" in first:  # a converted cache: the cache it was made from
         manifest["lineage"] = first["lineage"]
     if extra:
@@ -386,24 +479,39 @@ def _manifest_videos(header: dict, shard: str) -> list[dict]:
 def _manifest_layout(header: dict) -> dict:
     """The manifest's `layout`: the token grid and shape, the stored blocks, the store format."""
     grid = header["grid"]
-    layout = {"grid": grid, "num_tokens": int(np.prod(grid)), "embed_dim": header["embed_dim"],
-              "num_views": header["num_views"], "dtype": TOKEN_DTYPE.name}  # fmt: skip
+    layout = {
+        "grid": grid,
+        "num_tokens": int(np.prod(grid)),
+        "embed_dim": header["embed_dim"],
+        "num_views": header["num_views"],
+        "dtype": TOKEN_DTYPE.name,
+    }
     if (blocks := layer_blocks(header["settings"])) is not None:  # several blocks per clip
         layout.update(num_tokens=len(blocks) * layout["num_tokens"], layers=list(blocks))
     if "store" in header:  # a compact format (vjfer.store): fp16 caches keep their manifest bytes
-        layout.update(dtype=StoreFormat.parse(header["store"]["format"]).dtype.name,
-                      store=header["store"])  # fmt: skip
+        layout.update(
+            dtype=StoreFormat.parse(header["store"]["format"]).dtype.name, store=header["store"]
+        )
     return layout
 
 
 def failure_lines(manifest: dict) -> list[dict]:
     """Every video the cache does not hold, with the reason: files excluded when indexing
     (`stage: index`) and videos that could not be decoded (`stage: decode`)."""
-    index = [{"video_id": Path(e["path"]).stem, "path": e["path"],
-              "reason": f"{e['reason']}: {e['detail']}" if e["detail"] else e["reason"],
-              "stage": "index"} for e in manifest["excluded"]]  # fmt: skip
-    decode = [{k: v[k] for k in ("video_id", "path", "reason")} | {"stage": "decode"}
-              for v in manifest["videos"] if v["status"] == "failed"]  # fmt: skip
+    index = [
+        {
+            "video_id": Path(e["path"]).stem,
+            "path": e["path"],
+            "reason": f"{e['reason']}: {e['detail']}" if e["detail"] else e["reason"],
+            "stage": "index",
+        }
+        for e in manifest["excluded"]
+    ]
+    decode = [
+        {k: v[k] for k in ("video_id", "path", "reason")} | {"stage": "decode"}
+        for v in manifest["videos"]
+        if v["status"] == "failed"
+    ]
     return index + decode
 
 
@@ -419,9 +527,17 @@ def write_manifest(directory: Path, manifest: dict) -> None:
 # A whole cache from in-memory entries (tests, benchmarks).
 
 
-def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], *, dataset: str,
-                grid: tuple[int, int, int], shard_size: int = 64,
-                failures: Sequence[dict] = (), codec: Codec | None = None) -> Path:  # fmt: skip
+def build_cache(
+    directory: Path,
+    settings: dict,
+    entries: Iterable[VideoEntry],
+    *,
+    dataset: str,
+    grid: tuple[int, int, int],
+    shard_size: int = 64,
+    failures: Sequence[dict] = (),
+    codec: Codec | None = None,
+) -> Path:
     """Write a complete cache (shards, manifest.json, failures.jsonl) from in-memory entries
     (float16 encoder tokens, stored in `codec`'s format when given).
 
@@ -441,16 +557,26 @@ def build_cache(directory: Path, settings: dict, entries: Iterable[VideoEntry], 
     V, N, D = next(iter(by_id.values())).tokens.shape[1:]
     layers = len(layer_blocks(settings) or (0,))  # several encoder blocks stack along N
     if N != layers * int(np.prod(grid)):
-        raise CacheError(f"tokens have N={N}, {layers} layer(s) of grid {tuple(grid)} give "
-                         f"{layers * int(np.prod(grid))}")  # fmt: skip
+        raise CacheError(
+            f"tokens have N={N}, {layers} layer(s) of grid {tuple(grid)} give "
+            f"{layers * int(np.prod(grid))}"
+        )
     fp = fingerprint(settings)
     groups = assign_shards([*by_id, *failed], shard_size)
     for index, ids in enumerate(groups):
-        header = shard_header(dataset=dataset, fp=fp, settings=settings, grid=grid, embed_dim=D,
-                              num_views=V, index=index, num_shards=len(groups),
-                              shard_size=shard_size, video_ids=ids,
-                              aliases={a.video_id: v for v in ids
-                                       for a in aliases.get(v, [])})  # fmt: skip
+        header = shard_header(
+            dataset=dataset,
+            fp=fp,
+            settings=settings,
+            grid=grid,
+            embed_dim=D,
+            num_views=V,
+            index=index,
+            num_shards=len(groups),
+            shard_size=shard_size,
+            video_ids=ids,
+            aliases={a.video_id: v for v in ids for a in aliases.get(v, [])},
+        )
         writer = ShardWriter(directory / shard_name(index), header, V, N, D, codec)
         try:
             for vid in ids:

@@ -33,8 +33,11 @@ def cache_info_cmd(path: Path) -> None:
 
 @cache.command("verify")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--root", type=click.Path(path_type=Path),
-              help="Dataset folder: also check that every video is cached or listed as failed.")  # fmt: skip
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    help="Dataset folder: also check that every video is cached or listed as failed.",
+)
 def cache_verify_cmd(path: Path, root: Path | None) -> None:
     """Open every shard, check shapes and counts against the manifest, and look for NaN/Inf."""
     from vjfer.cache import open_cache, verify_cache
@@ -88,8 +91,11 @@ def convert_default(name: str):
     show_default=True,
     help="Clips the token error (and probe agreement) is measured on.",
 )
-@click.option("--run", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A probe run on SOURCE: also measure its probes' agreement.")  # fmt: skip
+@click.option(
+    "--run",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A probe run on SOURCE: also measure its probes' agreement.",
+)
 def cache_convert_cmd(source: Path, **options) -> None:
     """Write the cache at SOURCE in a compact store format (resumable; SOURCE is only read),
     and write what it cost to store_cost.json."""
@@ -108,12 +114,16 @@ def cache_convert_cmd(source: Path, **options) -> None:
     show_default=True,
     help="Clips compared.",
 )
-@click.option("--run", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A probe run on A: also measure its probes' agreement on B.")  # fmt: skip
+@click.option(
+    "--run",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A probe run on A: also measure its probes' agreement on B.",
+)
 def cache_compare_cmd(a: Path, b: Path, clips: int, run: Path | None) -> None:
     """What storing fp16 cache A as cache B costs: size ratio, token error, probe agreement (JSON)."""
     from vjfer.cache import open_cache
     from vjfer.convert import compare_caches
 
-    click.echo(json.dumps(compare_caches(open_cache(a), open_cache(b), clips=clips, run=run),
-                          indent=1))  # fmt: skip
+    click.echo(
+        json.dumps(compare_caches(open_cache(a), open_cache(b), clips=clips, run=run), indent=1)
+    )

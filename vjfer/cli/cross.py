@@ -19,8 +19,13 @@ from vjfer.cli.group import (
     "--train", "source", type=DATASET, required=True, help="Dataset the probes were trained on."
 )
 @click.option("--test", "target", type=DATASET, required=True, help="Dataset to predict.")
-@click.option("--calm", type=click.Choice(["drop", "merge", "both"]), default="both", show_default=True,
-              help="Classes one dataset lacks: drop those videos, or count calm as neutral.")  # fmt: skip
+@click.option(
+    "--calm",
+    type=click.Choice(["drop", "merge", "both"]),
+    default="both",
+    show_default=True,
+    help="Classes one dataset lacks: drop those videos, or count calm as neutral.",
+)
 @click.option(
     "--runs",
     type=click.Path(path_type=Path),
@@ -34,10 +39,21 @@ from vjfer.cli.group import (
     type=click.Path(exists=True, path_type=Path),
     help="The probe run (default: the one under --runs).",
 )
-@click.option("--cache", "cache_root", type=click.Path(exists=True, path_type=Path), default=Path("cache"),
-              show_default=True, help="Cache of the test dataset, or a folder holding it.")  # fmt: skip
-@click.option("--device", default="auto", show_default=True, callback=device_option,
-              help="auto, cpu, cuda or cuda:N.")  # fmt: skip
+@click.option(
+    "--cache",
+    "cache_root",
+    type=click.Path(exists=True, path_type=Path),
+    default=Path("cache"),
+    show_default=True,
+    help="Cache of the test dataset, or a folder holding it.",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    callback=device_option,
+    help="auto, cpu, cuda or cuda:N.",
+)
 def cross(
     source: str,
     target: str,

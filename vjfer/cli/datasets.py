@@ -23,24 +23,53 @@ from vjfer.cli.group import (
     help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / VJFER_DFEW / ...).",
 )
 @click.option("--splits", help=SPLITS_HELP)
-@click.option("--list", "list_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.")  # fmt: skip
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write {videos, per_class, per_fold, excluded: [{path, reason}]} to this file.")  # fmt: skip
-@click.option("--modality", "modalities", type=click.IntRange(1, 2), multiple=True,
-              help="RAVDESS modality to keep: 1 audio-video, 2 video-only (repeatable; default both).")  # fmt: skip
+@click.option(
+    "--list",
+    "list_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write {videos, per_class, per_fold, excluded: [{path, reason}]} to this file.",
+)
+@click.option(
+    "--modality",
+    "modalities",
+    type=click.IntRange(1, 2),
+    multiple=True,
+    help="RAVDESS modality to keep: 1 audio-video, 2 video-only (repeatable; default both).",
+)
 @click.option("--song", is_flag=True, help="RAVDESS: keep song (VV 02) instead of speech.")
 @click.option(
     "--all", "show_all", is_flag=True, help="List every excluded file (default: a few per reason)."
 )
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write every excluded file with its reason to this CSV file.")  # fmt: skip
-@click.option("--duplicates", is_flag=True,
-              help="Read every video and count those whose video stream is identical to another's "
-              "(extract encodes them once).")  # fmt: skip
-def index(dataset: str, root: Path | None, splits: str | None, list_file: Path | None,
-          json_path: Path | None, modalities: tuple[int, ...], song: bool, show_all: bool,
-          csv_path: Path | None, duplicates: bool) -> None:  # fmt: skip
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every excluded file with its reason to this CSV file.",
+)
+@click.option(
+    "--duplicates",
+    is_flag=True,
+    help="Read every video and count those whose video stream is identical to another's "
+    "(extract encodes them once).",
+)
+def index(
+    dataset: str,
+    root: Path | None,
+    splits: str | None,
+    list_file: Path | None,
+    json_path: Path | None,
+    modalities: tuple[int, ...],
+    song: bool,
+    show_all: bool,
+    csv_path: Path | None,
+    duplicates: bool,
+) -> None:
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
     from vjfer.datasets import (
         format_index_summary,
@@ -48,7 +77,7 @@ def index(dataset: str, root: Path | None, splits: str | None, list_file: Path |
         summarize,
         write_excluded_csv,
         write_index_json,
-    )  # fmt: skip
+    )
 
     options: dict = {"splits": splits, "list_file": list_file}
     if dataset == "ravdess":
@@ -84,8 +113,10 @@ def encoders() -> None:
 
     for r in list_encoders():
         if r["params"]:
-            size = (f"{r['params'] / 1e6:7.1f}M params, D={r['embed_dim']}, {r['resolution']} px, "
-                    f"{r['tokens']} tokens")  # fmt: skip
+            size = (
+                f"{r['params'] / 1e6:7.1f}M params, D={r['embed_dim']}, {r['resolution']} px, "
+                f"{r['tokens']} tokens"
+            )
         else:
             size = "sizes from its config.json"
         click.echo(f"{r['name']:<14} {size}\n{'':<14} weights: {r['weights']}")

@@ -32,67 +32,208 @@ def _input_options() -> list:
 
     d = ExtractConfig.__dataclass_fields__
     options = [
-        click.option("--dataset", type=DATASET, required=True, help="ravdess, crema-d, dfew, ferv39k, mafw or list (with --list)."),
-        click.option("--root", type=click.Path(path_type=Path), help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / ...)."),
-        click.option("--list", "list_file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root."),
-        click.option("--encoder", default=d["encoder"].default, show_default=True, help="Encoder name (`vjfer encoders`)."),
-        click.option("--checkpoint", type=click.Path(path_type=Path), envvar="VJFER_CHECKPOINT",
-                     help="jepa .pth.tar file or HF directory (or VJFER_CHECKPOINT)."),
-        click.option("--weights", type=click.Choice(["target_encoder", "encoder"]), default=d["weights"].default,
-                     show_default=True, help="jepa checkpoints: EMA target_encoder or online encoder."),
-        click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=d["cache_root"].default,
-                     show_default=True, help="Root folder of caches."),
-        click.option("--hop", type=int, default=d["hop"].default, show_default=True, help="Frames between window starts."),
-        click.option("--plan", type=click.Choice(CLIP_PLANS), default=d["plan"].default, show_default=True, help="Clip plan."),
-        click.option("--views", type=click.Choice(VIEWS), default=d["views"].default, show_default=True, help="Spatial views."),
-        click.option("--batch-size", type=int, default=d["batch_size"].default, show_default=True, help="Clips per encoder call."),
-        click.option("--workers", type=int, default=d["workers"].default, help="Decoding processes (per rank under torchrun); default: one per core but one, at most 8, never more than the cores."),
-        click.option("--device", default=d["device"].default, show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--limit", type=int, default=None, help="Only the first N videos (sorted by id)."),
-        click.option("--shard-size", type=int, default=d["shard_size"].default, show_default=True, help="Videos per shard."),
+        click.option(
+            "--dataset",
+            type=DATASET,
+            required=True,
+            help="ravdess, crema-d, dfew, ferv39k, mafw or list (with --list).",
+        ),
+        click.option(
+            "--root",
+            type=click.Path(path_type=Path),
+            help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / ...).",
+        ),
+        click.option(
+            "--list",
+            "list_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.",
+        ),
+        click.option(
+            "--encoder",
+            default=d["encoder"].default,
+            show_default=True,
+            help="Encoder name (`vjfer encoders`).",
+        ),
+        click.option(
+            "--checkpoint",
+            type=click.Path(path_type=Path),
+            envvar="VJFER_CHECKPOINT",
+            help="jepa .pth.tar file or HF directory (or VJFER_CHECKPOINT).",
+        ),
+        click.option(
+            "--weights",
+            type=click.Choice(["target_encoder", "encoder"]),
+            default=d["weights"].default,
+            show_default=True,
+            help="jepa checkpoints: EMA target_encoder or online encoder.",
+        ),
+        click.option(
+            "--cache",
+            "cache_root",
+            type=click.Path(path_type=Path),
+            default=d["cache_root"].default,
+            show_default=True,
+            help="Root folder of caches.",
+        ),
+        click.option(
+            "--hop",
+            type=int,
+            default=d["hop"].default,
+            show_default=True,
+            help="Frames between window starts.",
+        ),
+        click.option(
+            "--plan",
+            type=click.Choice(CLIP_PLANS),
+            default=d["plan"].default,
+            show_default=True,
+            help="Clip plan.",
+        ),
+        click.option(
+            "--views",
+            type=click.Choice(VIEWS),
+            default=d["views"].default,
+            show_default=True,
+            help="Spatial views.",
+        ),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=d["batch_size"].default,
+            show_default=True,
+            help="Clips per encoder call.",
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            default=d["workers"].default,
+            help="Decoding processes (per rank under torchrun); default: one per core but one, at most 8, never more than the cores.",
+        ),
+        click.option(
+            "--device",
+            default=d["device"].default,
+            show_default=True,
+            help="auto, cpu, cuda or cuda:N.",
+        ),
+        click.option(
+            "--limit", type=int, default=None, help="Only the first N videos (sorted by id)."
+        ),
+        click.option(
+            "--shard-size",
+            type=int,
+            default=d["shard_size"].default,
+            show_default=True,
+            help="Videos per shard.",
+        ),
         click.option("--force", is_flag=True, help="Rebuild this cache from scratch."),
-        click.option("--allow-low-disk", is_flag=True, help="Start even when the size estimate exceeds free disk."),
-    ]  # fmt: skip
+        click.option(
+            "--allow-low-disk",
+            is_flag=True,
+            help="Start even when the size estimate exceeds free disk.",
+        ),
+    ]
     return options + _frame_and_store_options(d)
 
 
 def _frame_and_store_options(d: dict) -> list:
     """extract's options of what a frame is and how tokens are stored (defaults: ExtractConfig's)."""
     return [
-        click.option("--face-crop", default=d["face_crop"].default, show_default=True, metavar="none|haar|boxes:FILE",
-                     help="Crop each video to one square face box: none (whole frames, the paper), haar "
-                          "(OpenCV's Haar cascade; pip install 'vjfer[face]') or boxes:FILE (CSV video_id,x,y,w,h)."),
-        click.option("--face-fallback", type=click.Choice(["fail", "full"]), default=d["face_fallback"].default,
-                     show_default=True, help="A video without a face: fail (listed) or full (whole frame, flagged)."),
-        click.option("--face-margin", type=float, default=d["face_margin"].default, show_default=True,
-                     help="Added on every side of the face box, as a fraction of its longer side."),
-        click.option("--max-lost-frames", type=click.FloatRange(0, 1), default=d["max_lost_frames"].default, show_default=True,
-                     help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`)."),
-        click.option("--no-reencode", is_flag=True, help="Refuse, instead of re-encoding, shards whose source files changed."),
-        click.option("--trust-size-mtime", is_flag=True,
-                     help="On resume, keep a complete shard whose source files have the recorded size and mtime_ns without "
-                          "reading them (default: compare each file's content hash, xxh3-128, with the recorded one)."),
-        click.option("--store", default=d["store"].default, show_default=True, metavar="FORMAT",
-                     help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see `vjfer cache convert`."),
-        click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=d["dtype"].default, show_default=True,
-                     help="Encoder compute dtype on CUDA (fp16: the reference's autocast; the CPU computes fp32). Part of the cache fingerprint."),
-        click.option("--augment", type=click.IntRange(min=0), default=d["augment"].default, show_default=True,
-                     help="Also store K augmented copies of each video's 8 training clips, made with the reference's "
-                          "recipe (RandAugment, random-resized crop, cube erasing; vjfer/augment.py); train on them with "
-                          "`vjfer probe --train-view augmented`. Costs K × 8 clips a video."),
-        click.option("--augment-seed", type=int, default=d["augment_seed"].default, show_default=True,
-                     help="Seed of the augmented copies' draws (one generator per seed, video, copy and clip)."),
-        click.option("--dedup/--no-dedup", default=d["dedup"].default, show_default=True,
-                     help="Encode and store videos with identical video streams once (a fingerprint input)."),
-        click.option("--layers", default=None, metavar="L1,L2,...",
-                     callback=lambda ctx, param, value: None if value is None else number_list(int)(ctx, param, value),
-                     help="Cache the outputs of these encoder blocks (0-based; negative from the end: -1 the last), "
-                          "each through the encoder's final norm, all in one chunk per clip; default: the last "
-                          "(the encoder's output; `--layers -1` is the same cache). Probe with `vjfer probe --layer`."),
-        click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=d["decode_timeout"].default,
-                     show_default=True, help="Seconds per video before its decoding is given up (a failure entry)."),
-    ]  # fmt: skip
+        click.option(
+            "--face-crop",
+            default=d["face_crop"].default,
+            show_default=True,
+            metavar="none|haar|boxes:FILE",
+            help="Crop each video to one square face box: none (whole frames, the paper), haar "
+            "(OpenCV's Haar cascade; pip install 'vjfer[face]') or boxes:FILE (CSV video_id,x,y,w,h).",
+        ),
+        click.option(
+            "--face-fallback",
+            type=click.Choice(["fail", "full"]),
+            default=d["face_fallback"].default,
+            show_default=True,
+            help="A video without a face: fail (listed) or full (whole frame, flagged).",
+        ),
+        click.option(
+            "--face-margin",
+            type=float,
+            default=d["face_margin"].default,
+            show_default=True,
+            help="Added on every side of the face box, as a fraction of its longer side.",
+        ),
+        click.option(
+            "--max-lost-frames",
+            type=click.FloatRange(0, 1),
+            default=d["max_lost_frames"].default,
+            show_default=True,
+            help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`).",
+        ),
+        click.option(
+            "--no-reencode",
+            is_flag=True,
+            help="Refuse, instead of re-encoding, shards whose source files changed.",
+        ),
+        click.option(
+            "--trust-size-mtime",
+            is_flag=True,
+            help="On resume, keep a complete shard whose source files have the recorded size and mtime_ns without "
+            "reading them (default: compare each file's content hash, xxh3-128, with the recorded one).",
+        ),
+        click.option(
+            "--store",
+            default=d["store"].default,
+            show_default=True,
+            metavar="FORMAT",
+            help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see `vjfer cache convert`.",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(["bf16", "fp16", "fp32"]),
+            default=d["dtype"].default,
+            show_default=True,
+            help="Encoder compute dtype on CUDA (fp16: the reference's autocast; the CPU computes fp32). Part of the cache fingerprint.",
+        ),
+        click.option(
+            "--augment",
+            type=click.IntRange(min=0),
+            default=d["augment"].default,
+            show_default=True,
+            help="Also store K augmented copies of each video's 8 training clips, made with the reference's "
+            "recipe (RandAugment, random-resized crop, cube erasing; vjfer/augment.py); train on them with "
+            "`vjfer probe --train-view augmented`. Costs K × 8 clips a video.",
+        ),
+        click.option(
+            "--augment-seed",
+            type=int,
+            default=d["augment_seed"].default,
+            show_default=True,
+            help="Seed of the augmented copies' draws (one generator per seed, video, copy and clip).",
+        ),
+        click.option(
+            "--dedup/--no-dedup",
+            default=d["dedup"].default,
+            show_default=True,
+            help="Encode and store videos with identical video streams once (a fingerprint input).",
+        ),
+        click.option(
+            "--layers",
+            default=None,
+            metavar="L1,L2,...",
+            callback=lambda ctx, param, value: (
+                None if value is None else number_list(int)(ctx, param, value)
+            ),
+            help="Cache the outputs of these encoder blocks (0-based; negative from the end: -1 the last), "
+            "each through the encoder's final norm, all in one chunk per clip; default: the last "
+            "(the encoder's output; `--layers -1` is the same cache). Probe with `vjfer probe --layer`.",
+        ),
+        click.option(
+            "--decode-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=d["decode_timeout"].default,
+            show_default=True,
+            help="Seconds per video before its decoding is given up (a failure entry).",
+        ),
+    ]
 
 
 def extract_config(dataset: str, root: Path | None, options: dict):

@@ -14,8 +14,9 @@ import click
 from vjfer import __version__
 from vjfer.errors import CacheError, VjferError
 
-DATASET = click.Choice(["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"],
-                       case_sensitive=False)  # fmt: skip
+DATASET = click.Choice(
+    ["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"], case_sensitive=False
+)
 INDEXABLE = DATASET
 SPLITS_HELP = (
     "Fold protocol: RAVDESS paper (5 folds, default) or mae-dfer (6 folds, fold k = actors "
@@ -39,8 +40,11 @@ class Group(click.Group):
             sys.exit(2)
         except OSError as err:  # not vjfer's own: name the file and what to check
             name = err.filename or "a file"
-            click.echo(f"error: {name}: {err.strerror or err}: check that it exists and that this "
-                       "user may read (or write) it, or give another path", err=True)  # fmt: skip
+            click.echo(
+                f"error: {name}: {err.strerror or err}: check that it exists and that this "
+                "user may read (or write) it, or give another path",
+                err=True,
+            )
             sys.exit(1)
 
 

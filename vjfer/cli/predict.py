@@ -26,21 +26,44 @@ from vjfer.cli.group import (
     required=True,
     help="A `vjfer probe` run.",
 )
-@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), envvar="VJFER_CHECKPOINT",
-              help="The encoder checkpoint the run's cache was made with (or VJFER_CHECKPOINT).")  # fmt: skip
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    envvar="VJFER_CHECKPOINT",
+    help="The encoder checkpoint the run's cache was made with (or VJFER_CHECKPOINT).",
+)
 @click.option("--fold", type=int, help="Use one fold's probe (default: all folds averaged).")
-@click.option("--folds", callback=lambda ctx, param, value: None if value is None else fold_list(ctx, param, value),
-              help="Comma-separated folds whose probes to average, e.g. 1,2,4,5 (needed "
-              "when a fold's probe.pt is missing).")  # fmt: skip
-@click.option("--device", default="auto", show_default=True, callback=device_option,
-              help="auto, cpu, cuda or cuda:N.")  # fmt: skip
+@click.option(
+    "--folds",
+    callback=lambda ctx, param, value: None if value is None else fold_list(ctx, param, value),
+    help="Comma-separated folds whose probes to average, e.g. 1,2,4,5 (needed "
+    "when a fold's probe.pt is missing).",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    callback=device_option,
+    help="auto, cpu, cuda or cuda:N.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--clips", is_flag=True, help="Also print the per-clip timeline.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also draw each video's emotion timeline (one panel per video) into this PNG.")  # fmt: skip
-def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fold: int | None,
-            folds: Literal["all"] | tuple[int, ...] | None, device: str, as_json: bool, clips: bool,
-            plot: Path | None) -> None:  # fmt: skip
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw each video's emotion timeline (one panel per video) into this PNG.",
+)
+def predict(
+    videos: tuple[Path, ...],
+    run_dir: Path,
+    checkpoint: Path | None,
+    fold: int | None,
+    folds: Literal["all"] | tuple[int, ...] | None,
+    device: str,
+    as_json: bool,
+    clips: bool,
+    plot: Path | None,
+) -> None:
     """Emotion of each VIDEO (any format FFmpeg reads) with a trained probe run."""
     from vjfer.env import resolve_device
     from vjfer.predict import draw_timelines, format_prediction, predict_videos, prediction_json
@@ -50,10 +73,15 @@ def predict(videos: tuple[Path, ...], run_dir: Path, checkpoint: Path | None, fo
     if plot is not None and plot.suffix.lower() != ".png":
         raise click.UsageError(f"--plot writes a PNG: give a file name ending in .png, not {plot}")
     source = click.get_current_context().get_parameter_source("checkpoint")
-    result = predict_videos(videos, run_dir, checkpoint=checkpoint, fold=fold,
-                            folds=list(folds) if isinstance(folds, tuple) else None,
-                            device=str(resolve_device(device)),
-                            checkpoint_given=source == click.core.ParameterSource.COMMANDLINE)  # fmt: skip
+    result = predict_videos(
+        videos,
+        run_dir,
+        checkpoint=checkpoint,
+        fold=fold,
+        folds=list(folds) if isinstance(folds, tuple) else None,
+        device=str(resolve_device(device)),
+        checkpoint_given=source == click.core.ParameterSource.COMMANDLINE,
+    )
     drawn = draw_timelines(result, plot) if plot is not None else None
     if as_json:
         click.echo(json.dumps(prediction_json(result, clips=clips), indent=1))

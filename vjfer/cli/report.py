@@ -22,8 +22,14 @@ from vjfer.cli.group import (
     show_default=True,
     help="Report folder.",
 )
-@click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
-              help="Caches for the PCA figure, failures list and timelines (skipped, with a note, when absent).")  # fmt: skip
+@click.option(
+    "--cache",
+    "cache_root",
+    type=click.Path(path_type=Path),
+    default=Path("cache"),
+    show_default=True,
+    help="Caches for the PCA figure, failures list and timelines (skipped, with a note, when absent).",
+)
 @click.option(
     "--device",
     default="cpu",
@@ -45,8 +51,13 @@ def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str)
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
-              help="Folder for compare.md and compare.csv.")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("report"),
+    show_default=True,
+    help="Folder for compare.md and compare.csv.",
+)
 def compare(run_dirs: tuple[Path, ...], out: Path) -> None:
     """Probe runs side by side, with paired per-fold differences to the first RUN.
 

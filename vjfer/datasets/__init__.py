@@ -32,7 +32,7 @@ from vjfer.datasets.folds import (
     load_folds,
     mae_dfer_folds,
     read_folds,
-)  # fmt: skip
+)
 from vjfer.datasets.listfile import ListIdentity, list_identity
 from vjfer.datasets.ravdess import DEFAULT_MODALITIES, DEFAULT_VOCAL_CHANNELS, parse_ravdess_name
 from vjfer.datasets.records import (
@@ -59,7 +59,7 @@ from vjfer.datasets.records import (
     VideoRecord,
     natural_key,
     records_frame,
-)  # fmt: skip
+)
 from vjfer.datasets.summary import (
     SUMMARY_EXAMPLES,
     format_index_summary,
@@ -67,17 +67,26 @@ from vjfer.datasets.summary import (
     summarize,
     write_excluded_csv,
     write_index_json,
-)  # fmt: skip
+)
 from vjfer.errors import ConfigError
 from vjfer.labels import check_dataset
 
 ADAPTERS: dict[str, Callable[..., DatasetIndex]] = {
-    "ravdess": ravdess.scan, "crema-d": crema_d.scan, "dfew": dfew.scan,
-    "ferv39k": ferv39k.scan, "mafw": mafw.scan, "list": listfile.scan,
-}  # fmt: skip
-ENV_VARS: dict[str, str] = {"ravdess": "VJFER_RAVDESS", "crema-d": "VJFER_CREMA_D",
-                            "dfew": "VJFER_DFEW", "ferv39k": "VJFER_FERV39K", "mafw": "VJFER_MAFW",
-                            "list": "VJFER_LIST_ROOT"}  # fmt: skip
+    "ravdess": ravdess.scan,
+    "crema-d": crema_d.scan,
+    "dfew": dfew.scan,
+    "ferv39k": ferv39k.scan,
+    "mafw": mafw.scan,
+    "list": listfile.scan,
+}
+ENV_VARS: dict[str, str] = {
+    "ravdess": "VJFER_RAVDESS",
+    "crema-d": "VJFER_CREMA_D",
+    "dfew": "VJFER_DFEW",
+    "ferv39k": "VJFER_FERV39K",
+    "mafw": "VJFER_MAFW",
+    "list": "VJFER_LIST_ROOT",
+}
 RAVDESS_MODALITIES = ravdess.MODALITIES
 RAVDESS_VOCAL_CHANNELS = ravdess.VOCAL_CHANNELS
 
@@ -112,8 +121,9 @@ def scan_dataset(
         raise ConfigError("--list FILE goes with --dataset list, and only with it")
     root = Path(root)
     if dataset == "ravdess":
-        return ravdess.scan(root, splits=splits, modalities=modalities,
-                            vocal_channels=vocal_channels)  # fmt: skip
+        return ravdess.scan(
+            root, splits=splits, modalities=modalities, vocal_channels=vocal_channels
+        )
     if dataset == "list":
         return listfile.scan(root, list_file=Path(list_file or ""), splits=splits)
     return ADAPTERS[dataset](root, splits=splits)
@@ -129,20 +139,76 @@ def index_dataset(
     list_file: str | Path | None = None,
 ) -> list[VideoRecord]:
     """The usable videos under `root`, sorted by video_id (see `scan_dataset`)."""
-    return scan_dataset(name, root, modalities=modalities, vocal_channels=vocal_channels,
-                        splits=splits, list_file=list_file).records  # fmt: skip
+    return scan_dataset(
+        name,
+        root,
+        modalities=modalities,
+        vocal_channels=vocal_channels,
+        splits=splits,
+        list_file=list_file,
+    ).records
 
 
 __all__ = [
-    "ACTORS", "ADAPTERS", "AUDIO_ONLY", "BAD_ROW", "BROKEN_LINK", "CREMA_D_LEVELS",
-    "CREMA_D_SENTENCES", "DEFAULT_MODALITIES", "DEFAULT_VOCAL_CHANNELS", "DUPLICATE", "EMPTY",
-    "EMPTY_FOLDER", "ENV_VARS", "EXPECTED", "FOLDER_MISMATCH", "HINTS", "LFS_POINTER",
-    "MULTI_LABEL", "NO_FRAMES", "NOT_LISTED", "NOT_SELECTED", "NUM_FOLDS", "PAPER_FOLDS",
-    "RAVDESS_MODALITIES", "RAVDESS_VOCAL_CHANNELS", "SPLITS", "SPLIT_FILES", "SUMMARY_EXAMPLES",
-    "TRAIN_ONLY", "UNKNOWN_ACTOR", "UNKNOWN_EMOTION", "UNKNOWN_LABEL", "UNPARSABLE", "CremaDName",
-    "DatasetIndex", "Exclusion", "ListIdentity", "VideoRecord", "actor_folds", "adapter_name",
-    "check_splits", "describe_folds", "fold_numbers", "fold_rows", "fold_split",
-    "format_index_summary", "group_folds", "index_dataset", "index_json", "list_identity",
-    "load_folds", "mae_dfer_folds", "natural_key", "parse_crema_d_name", "parse_ravdess_name", "read_folds", "records_frame", "scan_dataset",
-    "summarize", "write_excluded_csv", "write_index_json",
-]  # fmt: skip
+    "ACTORS",
+    "ADAPTERS",
+    "AUDIO_ONLY",
+    "BAD_ROW",
+    "BROKEN_LINK",
+    "CREMA_D_LEVELS",
+    "CREMA_D_SENTENCES",
+    "DEFAULT_MODALITIES",
+    "DEFAULT_VOCAL_CHANNELS",
+    "DUPLICATE",
+    "EMPTY",
+    "EMPTY_FOLDER",
+    "ENV_VARS",
+    "EXPECTED",
+    "FOLDER_MISMATCH",
+    "HINTS",
+    "LFS_POINTER",
+    "MULTI_LABEL",
+    "NO_FRAMES",
+    "NOT_LISTED",
+    "NOT_SELECTED",
+    "NUM_FOLDS",
+    "PAPER_FOLDS",
+    "RAVDESS_MODALITIES",
+    "RAVDESS_VOCAL_CHANNELS",
+    "SPLITS",
+    "SPLIT_FILES",
+    "SUMMARY_EXAMPLES",
+    "TRAIN_ONLY",
+    "UNKNOWN_ACTOR",
+    "UNKNOWN_EMOTION",
+    "UNKNOWN_LABEL",
+    "UNPARSABLE",
+    "CremaDName",
+    "DatasetIndex",
+    "Exclusion",
+    "ListIdentity",
+    "VideoRecord",
+    "actor_folds",
+    "adapter_name",
+    "check_splits",
+    "describe_folds",
+    "fold_numbers",
+    "fold_rows",
+    "fold_split",
+    "format_index_summary",
+    "group_folds",
+    "index_dataset",
+    "index_json",
+    "list_identity",
+    "load_folds",
+    "mae_dfer_folds",
+    "natural_key",
+    "parse_crema_d_name",
+    "parse_ravdess_name",
+    "read_folds",
+    "records_frame",
+    "scan_dataset",
+    "summarize",
+    "write_excluded_csv",
+    "write_index_json",
+]

@@ -17,15 +17,26 @@ from vjfer.datasets.records import (
     VideoRecord,
     check_root,
     finish_index,
-)  # fmt: skip
+)
 from vjfer.datasets.videofiles import find_files, refuse_duplicates, scan_files
 from vjfer.labels import CREMA_D_CODES, class_index
 
 ENV_VAR = "VJFER_CREMA_D"
 LAYOUT = "VideoFlash/AAAA_SSS_EEE_LL.flv"
 CREMA_D_SENTENCES: tuple[str, ...] = (
-    "IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI",
-)  # fmt: skip
+    "IEO",
+    "TIE",
+    "IOM",
+    "IWW",
+    "TAI",
+    "MTI",
+    "IWL",
+    "ITH",
+    "DFA",
+    "ITS",
+    "TSI",
+    "WSI",
+)
 CREMA_D_LEVELS: tuple[str, ...] = ("LO", "MD", "HI", "XX")  # low, medium, high, unspecified
 _NAME = re.compile(r"(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})")
 
@@ -54,8 +65,12 @@ def parse_crema_d_name(stem: str) -> CremaDName:
         raise Skip(
             UNKNOWN_EMOTION, f"{stem!r}: emotion {emotion} not one of {', '.join(CREMA_D_CODES)}"
         )
-    return {"actor": int(actor), "sentence": sentence, "emotion": CREMA_D_CODES[emotion],
-            "level": level}  # fmt: skip
+    return {
+        "actor": int(actor),
+        "sentence": sentence,
+        "emotion": CREMA_D_CODES[emotion],
+        "level": level,
+    }
 
 
 def _record(path: Path, folds: dict[int, int]) -> VideoRecord:
@@ -64,9 +79,16 @@ def _record(path: Path, folds: dict[int, int]) -> VideoRecord:
         raise Skip(UNKNOWN_ACTOR, f"actor {f['actor']}")
     label = class_index("crema-d", f["emotion"])
     return VideoRecord(
-        path, path.stem, "crema-d", label, f["emotion"], f["actor"], folds[f["actor"]],
-        sentence=f["sentence"], level=f["level"],
-    )  # fmt: skip
+        path,
+        path.stem,
+        "crema-d",
+        label,
+        f["emotion"],
+        f["actor"],
+        folds[f["actor"]],
+        sentence=f["sentence"],
+        level=f["level"],
+    )
 
 
 def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
@@ -75,9 +97,13 @@ def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
     splits = check_splits("crema-d", splits)
     folds = actor_folds("crema-d", splits)
     base = root / "VideoFlash" if (root / "VideoFlash").is_dir() else root
-    files = find_files("crema-d", base, (".flv",), (),
-                       f"expected {LAYOUT}: pass --root DIR (or set {ENV_VAR}) to the folder "
-                       "that holds them")  # fmt: skip
+    files = find_files(
+        "crema-d",
+        base,
+        (".flv",),
+        (),
+        f"expected {LAYOUT}: pass --root DIR (or set {ENV_VAR}) to the folder that holds them",
+    )
     records, excluded = scan_files(files, lambda p: _record(p, folds))
     index = finish_index(DatasetIndex("crema-d", root, records, excluded, splits))
     refuse_duplicates(index.records)

@@ -60,8 +60,7 @@ def _name(code: str) -> str | None:
 
 def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:
     """Index a DFEW release: every single-labelled clip with frames, with its official fold."""
-    root = check_root("dfew", root, "pass --root DIR (the folder holding Clip/ and "
-                      f"{SPLIT_DIR}/)")  # fmt: skip
+    root = check_root("dfew", root, f"pass --root DIR (the folder holding Clip/ and {SPLIT_DIR}/)")
     splits = check_splits("dfew", splits)
     base = first_folder(root, FRAME_DIRS, "dfew")
     rows, bad = read_rows(root)

@@ -27,8 +27,10 @@ def read_rows(root: Path) -> tuple[list[SplitRow], list[Exclusion]]:
     for name, fold in PARTS:
         path = root / SPLIT_DIR / name
         if not path.is_file():
-            raise DatasetError(f"ferv39k: split file {path} is missing; pass --root to the "
-                               f"folder holding {SPLIT_DIR.split('/')[0]}/ and {FRAME_DIR}/")  # fmt: skip
+            raise DatasetError(
+                f"ferv39k: split file {path} is missing; pass --root to the "
+                f"folder holding {SPLIT_DIR.split('/')[0]}/ and {FRAME_DIR}/"
+            )
         for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
             parts = text.split()
             if not parts:

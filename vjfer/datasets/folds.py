@@ -27,9 +27,13 @@ SPLIT_FILES: dict[str, str] = {"ravdess": "ravdess.csv", "crema-d": "crema_d.csv
 # 4k-3..4k); "official": the release's own split files; "file"/"groups": a list file's columns or
 # seeded group folds.
 SPLITS: dict[str, tuple[str, ...]] = {
-    "ravdess": ("paper", "mae-dfer"), "crema-d": ("paper",), "dfew": ("official",),
-    "ferv39k": ("official",), "mafw": ("official",), "list": ("file", "groups"),
-}  # fmt: skip
+    "ravdess": ("paper", "mae-dfer"),
+    "crema-d": ("paper",),
+    "dfew": ("official",),
+    "ferv39k": ("official",),
+    "mafw": ("official",),
+    "list": ("file", "groups"),
+}
 MAE_DFER_ACTORS_PER_FOLD = 4
 
 

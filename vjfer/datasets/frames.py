@@ -26,7 +26,7 @@ from vjfer.datasets.records import (
     Exclusion,
     VideoRecord,
     finish_index,
-)  # fmt: skip
+)
 from vjfer.errors import DatasetError
 from vjfer.labels import class_names
 
@@ -91,12 +91,15 @@ def first_folder(root: Path, candidates: Iterable[str], dataset: str) -> Path:
     for name in candidates:
         if (root / name).is_dir():
             return root / name
-    raise DatasetError(f"{dataset}: no frame folder under {root}; expected one of "
-                       f"{', '.join(candidates)}: pass --root DIR to the dataset's top folder")  # fmt: skip
+    raise DatasetError(
+        f"{dataset}: no frame folder under {root}; expected one of "
+        f"{', '.join(candidates)}: pass --root DIR to the dataset's top folder"
+    )
 
 
-def official_sets(dataset: str, path_of: Callable[[int, str], Path], hint: str
-                  ) -> Iterator[tuple[int, str, int, Path]]:  # fmt: skip
+def official_sets(
+    dataset: str, path_of: Callable[[int, str], Path], hint: str
+) -> Iterator[tuple[int, str, int, Path]]:
     """(k, part, fold, path) of the train and the test file of each of the five official sets
     (DFEW, MAFW): set k's test file gives its clips fold k, its train file TRAIN_ONLY.
     `path_of(k, part)` locates a file (part "train" or "test"); DatasetError, ending with
@@ -132,9 +135,17 @@ def _resolve_rows(rows: list[SplitRow]) -> tuple[dict[str, tuple[str, int]], lis
     return resolved, excluded
 
 
-def join_rows(dataset: str, root: Path, base: Path, rows: list[SplitRow], folders: dict[str, Path],
-              to_name: Callable[[str], str | None], group: Callable[[str], int], splits: str,
-              bad_rows: Iterable[Exclusion] = ()) -> DatasetIndex:  # fmt: skip
+def join_rows(
+    dataset: str,
+    root: Path,
+    base: Path,
+    rows: list[SplitRow],
+    folders: dict[str, Path],
+    to_name: Callable[[str], str | None],
+    group: Callable[[str], int],
+    splits: str,
+    bad_rows: Iterable[Exclusion] = (),
+) -> DatasetIndex:
     """Records for the clips the rows list and whose folder holds frames; the rest named.
 
     `base` holds the clip folders (a missing one is named where it should be); `to_name` turns
@@ -156,8 +167,17 @@ def join_rows(dataset: str, root: Path, base: Path, rows: list[SplitRow], folder
         elif count_frame_files(folder) == 0:
             excluded.append(Exclusion(folder, EMPTY_FOLDER, "no .jpg/.png frames"))
         else:
-            records.append(VideoRecord(folder, clip.replace("/", "-"), dataset, names.index(name),
-                                       name, group(clip), fold))  # fmt: skip
+            records.append(
+                VideoRecord(
+                    folder,
+                    clip.replace("/", "-"),
+                    dataset,
+                    names.index(name),
+                    name,
+                    group(clip),
+                    fold,
+                )
+            )
     listed = {r.clip for r in rows}
     excluded += [Exclusion(folders[c], NOT_LISTED, "") for c in sorted(set(folders) - listed)]
     return finish_index(DatasetIndex(dataset, root, records, excluded, splits))

@@ -37,7 +37,7 @@ from vjfer.datasets.records import (
     check_content,
     check_root,
     finish_index,
-)  # fmt: skip
+)
 from vjfer.digests import sha256_file
 from vjfer.errors import DatasetError
 from vjfer.labels import vocabulary_name
@@ -81,8 +81,10 @@ def _declared(lines: list[str], path: Path) -> tuple[tuple[str, ...] | None, int
         if line.lower().startswith(CLASSES_LINE):
             names = [label_name(n) for n in line[len(CLASSES_LINE) :].split(",") if n.strip()]
             if not names or len(set(names)) != len(names):
-                raise DatasetError(f"{path} line {skip + 1}: '{CLASSES_LINE} a, b, ...' must name "
-                                   f"each class once, got {line!r}")  # fmt: skip
+                raise DatasetError(
+                    f"{path} line {skip + 1}: '{CLASSES_LINE} a, b, ...' must name "
+                    f"each class once, got {line!r}"
+                )
             declared = tuple(names)
         skip += 1
     return declared, skip
@@ -115,14 +117,20 @@ def list_classes(listing: ListFile) -> tuple[str, ...]:
     return tuple(sorted({label_name(r["label"]) for r in listing.rows if r["label"]}))
 
 
-def list_identity(path: Path, splits: str | None = None,
-                  num_folds: int = DEFAULT_FOLDS) -> ListIdentity:  # fmt: skip
+def list_identity(
+    path: Path, splits: str | None = None, num_folds: int = DEFAULT_FOLDS
+) -> ListIdentity:
     """The fingerprint input of a list file (`extract.cache_settings`)."""
     listing = read_list(Path(path))
     splits = list_splits(listing, splits)
     groups = splits == "groups"
-    return ListIdentity(sha256_file(path), splits, list_classes(listing),
-                        num_folds if groups else None, GROUP_SEED if groups else None)  # fmt: skip
+    return ListIdentity(
+        sha256_file(path),
+        splits,
+        list_classes(listing),
+        num_folds if groups else None,
+        GROUP_SEED if groups else None,
+    )
 
 
 def _fold(row: dict[str, str], line: int) -> int:
@@ -145,8 +153,14 @@ def _check_item(path: Path) -> None:
         raise Skip(NO_FRAMES, "no such file or folder")
 
 
-def scan(root: Path, *, list_file: Path | None = None, splits: str | None = None,
-         num_folds: int = DEFAULT_FOLDS, seed: int = GROUP_SEED) -> DatasetIndex:  # fmt: skip
+def scan(
+    root: Path,
+    *,
+    list_file: Path | None = None,
+    splits: str | None = None,
+    num_folds: int = DEFAULT_FOLDS,
+    seed: int = GROUP_SEED,
+) -> DatasetIndex:
     """Index the items a list file names (relative to `root`)."""
     if list_file is None:
         raise DatasetError("--dataset list needs --list FILE (a CSV with path,label columns)")
@@ -163,15 +177,30 @@ def scan(root: Path, *, list_file: Path | None = None, splits: str | None = None
             if video_id in seen:
                 raise Skip(DUPLICATE, f"line {line}: {video_id} listed before")
             if not row["label"] or (name := label_name(row["label"])) not in names:
-                raise Skip(UNKNOWN_LABEL, f"line {line}: label {row['label']!r}"
-                           + (f" is not one of the declared classes {', '.join(names)}"
-                              if listing.declared else ""))  # fmt: skip
+                raise Skip(
+                    UNKNOWN_LABEL,
+                    f"line {line}: label {row['label']!r}"
+                    + (
+                        f" is not one of the declared classes {', '.join(names)}"
+                        if listing.declared
+                        else ""
+                    ),
+                )
             fold = dealt[group] if splits == "groups" else _fold(row, line)
             _check_item(path)
         except Skip as skip:
             excluded.append(Exclusion(path, skip.reason, skip.detail))
             continue
         seen.add(video_id)
-        kept.append(VideoRecord(path, video_id.replace("/", "-"), "list", names.index(name),
-                                name, numbers[group], fold))  # fmt: skip
+        kept.append(
+            VideoRecord(
+                path,
+                video_id.replace("/", "-"),
+                "list",
+                names.index(name),
+                name,
+                numbers[group],
+                fold,
+            )
+        )
     return finish_index(DatasetIndex("list", root, kept, excluded, splits, classes=names))

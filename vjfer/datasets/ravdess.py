@@ -24,7 +24,7 @@ from vjfer.datasets.records import (
     VideoRecord,
     check_root,
     finish_index,
-)  # fmt: skip
+)
 from vjfer.datasets.videofiles import find_files, refuse_duplicates, scan_files
 from vjfer.errors import ConfigError
 from vjfer.labels import class_names
@@ -75,14 +75,24 @@ def _record(path: Path, folds: dict[int, int], modalities, vocal_channels) -> Vi
         raise Skip(UNKNOWN_ACTOR, f"actor {f['actor']:02d}")
     label = f["emotion"] - 1  # class index = EE - 1
     return VideoRecord(
-        path, path.stem, "ravdess", label, class_names("ravdess")[label], f["actor"],
-        folds[f["actor"]], modality=mm, vocal_channel=vv, intensity=f["intensity"],
-        statement=f["statement"], repetition=f["repetition"],
-    )  # fmt: skip
+        path,
+        path.stem,
+        "ravdess",
+        label,
+        class_names("ravdess")[label],
+        f["actor"],
+        folds[f["actor"]],
+        modality=mm,
+        vocal_channel=vv,
+        intensity=f["intensity"],
+        statement=f["statement"],
+        repetition=f["repetition"],
+    )
 
 
-def options(modalities: Iterable[int] | None, vocal_channels: Iterable[int] | None
-            ) -> tuple[tuple[int, ...], tuple[int, ...]]:  # fmt: skip
+def options(
+    modalities: Iterable[int] | None, vocal_channels: Iterable[int] | None
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The modalities and vocal channels to keep (defaults: the paper's), checked."""
     modalities = DEFAULT_MODALITIES if modalities is None else tuple(modalities)
     vocal_channels = DEFAULT_VOCAL_CHANNELS if vocal_channels is None else tuple(vocal_channels)
@@ -92,17 +102,26 @@ def options(modalities: Iterable[int] | None, vocal_channels: Iterable[int] | No
     return modalities, vocal_channels
 
 
-def scan(root: Path, *, splits: str | None = None, modalities: Iterable[int] | None = None,
-         vocal_channels: Iterable[int] | None = None) -> DatasetIndex:  # fmt: skip
+def scan(
+    root: Path,
+    *,
+    splits: str | None = None,
+    modalities: Iterable[int] | None = None,
+    vocal_channels: Iterable[int] | None = None,
+) -> DatasetIndex:
     """Index every RAVDESS file under `root` (searched recursively)."""
     hint = f"pass --root DIR or set {ENV_VAR}"
     root = check_root("ravdess", root, hint)
     splits = check_splits("ravdess", splits)
     mm, vv = options(modalities, vocal_channels)
     folds = actor_folds("ravdess", splits)
-    files = find_files("ravdess", root, (".mp4",), (".wav",),
-                       f"expected {LAYOUT}: pass --root DIR (or set {ENV_VAR}) to the folder "
-                       "that holds them")  # fmt: skip
+    files = find_files(
+        "ravdess",
+        root,
+        (".mp4",),
+        (".wav",),
+        f"expected {LAYOUT}: pass --root DIR (or set {ENV_VAR}) to the folder that holds them",
+    )
     records, excluded = scan_files(files, lambda p: _record(p, folds, mm, vv))
     index = finish_index(DatasetIndex("ravdess", root, records, excluded, splits))
     refuse_duplicates(index.records)

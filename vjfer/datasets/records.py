@@ -152,12 +152,19 @@ def finish_index(index: DatasetIndex) -> DatasetIndex:
     reasons = Counter(e.reason for e in index.excluded)
     if not index.records:
         counts = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
-        raise DatasetError(f"no usable {index.dataset} videos under {index.root}: "
-                           f"all {len(index.excluded)} excluded ({counts})")  # fmt: skip
+        raise DatasetError(
+            f"no usable {index.dataset} videos under {index.root}: "
+            f"all {len(index.excluded)} excluded ({counts})"
+        )
     index.records.sort(key=lambda r: r.video_id)
     index.excluded.sort(key=lambda e: str(e.path))
-    log.info("%s: %d videos, %d items excluded, under %s", index.dataset, len(index.records),
-             len(index.excluded), index.root)  # fmt: skip
+    log.info(
+        "%s: %d videos, %d items excluded, under %s",
+        index.dataset,
+        len(index.records),
+        len(index.excluded),
+        index.root,
+    )
     for reason, n in reasons.items():
         if reason not in EXPECTED:  # the expected exclusions stay quiet
             log.warning("%s: %d items excluded: %s (%s)", index.dataset, n, reason, HINTS[reason])

@@ -26,8 +26,9 @@ def _per_fold(index: DatasetIndex) -> tuple[pd.DataFrame, pd.DataFrame]:
     if index.dataset in ACTORS:
         folds = actor_folds(index.dataset, index.splits)
         by_actor = Counter(r.actor for r in index.records)
-        per_actor = pd.DataFrame([(a, folds[a], by_actor[a]) for a in sorted(folds)],
-                                 columns=["actor", "fold", "videos"])  # fmt: skip
+        per_actor = pd.DataFrame(
+            [(a, folds[a], by_actor[a]) for a in sorted(folds)], columns=["actor", "fold", "videos"]
+        )
         per_fold = (
             per_actor.assign(actors=per_actor["videos"] > 0, split_actors=1)
             .groupby("fold", as_index=False)[["actors", "split_actors", "videos"]]
@@ -35,8 +36,7 @@ def _per_fold(index: DatasetIndex) -> tuple[pd.DataFrame, pd.DataFrame]:
         )
         return per_actor, per_fold
     by_fold = Counter(r.fold for r in index.records)
-    rows = [(k, by_fold[k], len(index.records) - by_fold[k])
-            for k in fold_numbers(list(by_fold))]  # fmt: skip
+    rows = [(k, by_fold[k], len(index.records) - by_fold[k]) for k in fold_numbers(list(by_fold))]
     return pd.DataFrame(columns=["actor", "fold", "videos"]), pd.DataFrame(
         rows, columns=["fold", "videos", "train_videos"]
     )
@@ -49,8 +49,10 @@ def summarize(index: DatasetIndex) -> dict:
     one shows as 0 videos.
     """
     by_label = Counter(r.label for r in index.records)
-    per_class = pd.DataFrame([(i, name, by_label[i]) for i, name in enumerate(_classes(index))],
-                             columns=["label", "class", "videos"])  # fmt: skip
+    per_class = pd.DataFrame(
+        [(i, name, by_label[i]) for i, name in enumerate(_classes(index))],
+        columns=["label", "class", "videos"],
+    )
     per_actor, per_fold = _per_fold(index)
     rows: dict[str, list] = {}
     for e in index.excluded:  # one row per reason, with the first file as example
@@ -61,13 +63,20 @@ def summarize(index: DatasetIndex) -> dict:
         columns=["path", "reason", "detail", "hint"],
     )
     return {
-        "dataset": index.dataset, "root": str(index.root), "splits": index.splits,
-        "videos": len(index.records), "actors": len({r.actor for r in index.records}),
-        "excluded": len(index.excluded), "excluded_files": excluded, "per_class": per_class,
-        "per_actor": per_actor, "per_fold": per_fold,
-        "problems": problems.sort_values("files", ascending=False, kind="stable",
-                                         ignore_index=True),
-    }  # fmt: skip
+        "dataset": index.dataset,
+        "root": str(index.root),
+        "splits": index.splits,
+        "videos": len(index.records),
+        "actors": len({r.actor for r in index.records}),
+        "excluded": len(index.excluded),
+        "excluded_files": excluded,
+        "per_class": per_class,
+        "per_actor": per_actor,
+        "per_fold": per_fold,
+        "problems": problems.sort_values(
+            "files", ascending=False, kind="stable", ignore_index=True
+        ),
+    }
 
 
 def write_excluded_csv(summary: dict, path: str | Path) -> Path:
@@ -80,16 +89,24 @@ def write_excluded_csv(summary: dict, path: str | Path) -> Path:
 def index_json(summary: dict) -> dict:
     """`{dataset, splits, videos, per_class, per_fold, excluded: [{path, reason, detail}]}`:
     what `vjfer index --json FILE` writes, so scripts can check a tree."""
-    per_fold = {str(int(f["fold"])): {"test": int(f["videos"]),
-                                       "train": int(f.get("train_videos", summary["videos"] - f["videos"]))}
-                for _, f in summary["per_fold"].iterrows()}  # fmt: skip
+    per_fold = {
+        str(int(f["fold"])): {
+            "test": int(f["videos"]),
+            "train": int(f.get("train_videos", summary["videos"] - f["videos"])),
+        }
+        for _, f in summary["per_fold"].iterrows()
+    }
     return {
-        "dataset": summary["dataset"], "splits": summary["splits"], "videos": summary["videos"],
+        "dataset": summary["dataset"],
+        "splits": summary["splits"],
+        "videos": summary["videos"],
         "per_class": {c["class"]: int(c["videos"]) for _, c in summary["per_class"].iterrows()},
         "per_fold": per_fold,
-        "excluded": [{"path": e.path, "reason": e.reason, "detail": e.detail}
-                     for e in summary["excluded_files"].itertuples()],
-    }  # fmt: skip
+        "excluded": [
+            {"path": e.path, "reason": e.reason, "detail": e.detail}
+            for e in summary["excluded_files"].itertuples()
+        ],
+    }
 
 
 def write_index_json(summary: dict, path: str | Path) -> Path:
@@ -109,8 +126,10 @@ def _fold_lines(s: dict) -> list[str]:
     for _, f in s["per_fold"].iterrows():
         mine = actors[actors["fold"] == f["fold"]]
         counts = " ".join(f"{a}:{v}" for a, v in zip(mine["actor"], mine["videos"], strict=True))
-        lines.append(f"  fold {f['fold']}: {f['videos']:>5} videos, "
-                     f"{f['actors']:>2}/{f['split_actors']} actors  {counts}")  # fmt: skip
+        lines.append(
+            f"  fold {f['fold']}: {f['videos']:>5} videos, "
+            f"{f['actors']:>2}/{f['split_actors']} actors  {counts}"
+        )
     return lines
 
 
@@ -135,12 +154,17 @@ def format_index_summary(summary: dict, show_all: bool = False) -> str:
         lines.append(f"  {p['files']:>5}  {p['reason']}: {p['hint']}")
         mine = files[files["reason"] == p["reason"]]
         shown = mine if show_all else mine.head(0 if p["reason"] in EXPECTED else SUMMARY_EXAMPLES)
-        lines += [f"         {f.path}" + (f"  ({f.detail})" if f.detail else "")
-                  for f in shown.itertuples()]  # fmt: skip
+        lines += [
+            f"         {f.path}" + (f"  ({f.detail})" if f.detail else "")
+            for f in shown.itertuples()
+        ]
         if len(shown) < len(mine):
             lines.append(f"         ... {len(mine) - len(shown)} more")
             hidden += len(mine) - len(shown)
     if hidden:
-        lines += ["", f"{hidden} excluded files not shown: `--all` lists every one, `--csv FILE` "
-                  "writes them with their reasons"]  # fmt: skip
+        lines += [
+            "",
+            f"{hidden} excluded files not shown: `--all` lists every one, `--csv FILE` "
+            "writes them with their reasons",
+        ]
     return "\n".join(lines)

@@ -10,23 +10,26 @@ from vjfer.datasets.records import Exclusion, Skip, VideoRecord, check_content
 from vjfer.errors import DatasetError
 
 
-def find_files(dataset: str, base: Path, video: tuple[str, ...], audio: tuple[str, ...],
-               hint: str) -> list[Path]:  # fmt: skip
+def find_files(
+    dataset: str, base: Path, video: tuple[str, ...], audio: tuple[str, ...], hint: str
+) -> list[Path]:
     """Files under `base` (recursively) with a video or audio suffix, broken links included;
     DatasetError when no video file is among them."""
     suffixes = video + audio
     files = sorted(
-        p for p in base.rglob("*")
+        p
+        for p in base.rglob("*")
         if p.suffix.lower() in suffixes and (p.is_file() or (p.is_symlink() and not p.exists()))
-    )  # fmt: skip
+    )
     if not any(p.suffix.lower() in video for p in files):
         found = f" (only {len(files)} audio files)" if files else ""
         raise DatasetError(f"no {'/'.join(video)} videos under {base}{found}; {hint}")
     return files
 
 
-def scan_files(files: list[Path], record: Callable[[Path], VideoRecord]
-               ) -> tuple[list[VideoRecord], list[Exclusion]]:  # fmt: skip
+def scan_files(
+    files: list[Path], record: Callable[[Path], VideoRecord]
+) -> tuple[list[VideoRecord], list[Exclusion]]:
     """`record(path)` of every file whose content is usable; the others as exclusions."""
     records, excluded = [], []
     for path in files:

@@ -183,8 +183,9 @@ def load_strict(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
     model.load_state_dict(state_dict, strict=True, assign=on_meta)
 
 
-_UNSAFE_ADVICE = re.compile(r"weights_only\s*=\s*False|unsafe|arbitrary code|trust the source",
-                            re.IGNORECASE)  # fmt: skip
+_UNSAFE_ADVICE = re.compile(
+    r"weights_only\s*=\s*False|unsafe|arbitrary code|trust the source", re.IGNORECASE
+)
 
 
 def _torch_reason(err: Exception) -> str:

@@ -70,8 +70,12 @@ class _Enough(Exception):
     """Raised by the hook of the deepest wanted block: the blocks after it need not run."""
 
 
-def block_outputs(layers: nn.ModuleList, blocks: tuple[int, ...], norm: nn.Module | None,
-                  forward: Callable[[], object]) -> Tensor:  # fmt: skip
+def block_outputs(
+    layers: nn.ModuleList,
+    blocks: tuple[int, ...],
+    norm: nn.Module | None,
+    forward: Callable[[], object],
+) -> Tensor:
     """The outputs of `layers[i]` for i in `blocks` (ascending) while `forward()` runs, each
     through `norm` (None: as they are) -> [B, L, N, D].
 
@@ -127,8 +131,12 @@ class VJEPA2Backbone(nn.Module):
         if blocks is None:
             return self.model(pixel_values_videos=videos, skip_predictor=True).last_hidden_state
         encoder: Any = self.model.encoder
-        return block_outputs(encoder.layer, blocks, encoder.layernorm,
-                             lambda: self.model(pixel_values_videos=videos, skip_predictor=True))  # fmt: skip
+        return block_outputs(
+            encoder.layer,
+            blocks,
+            encoder.layernorm,
+            lambda: self.model(pixel_values_videos=videos, skip_predictor=True),
+        )
 
 
 def load_local_model(class_name: str, directory: Path, what: str) -> tuple[Any, dict]:

@@ -116,12 +116,16 @@ class Encoder:
         if not layers:
             raise ConfigError("--layers needs at least one block index, e.g. -1 or -4,-3,-2,-1")
         if bad := [i for i in layers if not -self.depth <= i < self.depth]:
-            raise ConfigError(f"--layers {','.join(map(str, layers))}: {bad} outside {self.name}'s "
-                              f"{self.depth} blocks (0..{self.depth - 1} or -{self.depth}..-1)")  # fmt: skip
+            raise ConfigError(
+                f"--layers {','.join(map(str, layers))}: {bad} outside {self.name}'s "
+                f"{self.depth} blocks (0..{self.depth - 1} or -{self.depth}..-1)"
+            )
         blocks = sorted(i % self.depth for i in layers)
         if len(set(blocks)) < len(blocks):
-            raise ConfigError(f"--layers {','.join(map(str, layers))} names a block twice "
-                              f"(blocks {blocks} of {self.depth})")  # fmt: skip
+            raise ConfigError(
+                f"--layers {','.join(map(str, layers))} names a block twice "
+                f"(blocks {blocks} of {self.depth})"
+            )
         return tuple(blocks)
 
     def encode(self, clips: Tensor, blocks: tuple[int, ...] | None = None) -> Tensor:
@@ -196,8 +200,15 @@ def _make_vjepa2(
     side = backbone.crop_size // backbone.patch_size
     grid = (FRAMES // backbone.tubelet, side, side)
     provenance = {"checkpoint_sha256": sha256, "weights": "hf-directory"}
-    return Built(backbone, backbone.crop_size, backbone.hidden_size, grid, provenance,
-                 backbone.depth, "final")  # fmt: skip
+    return Built(
+        backbone,
+        backbone.crop_size,
+        backbone.hidden_size,
+        grid,
+        provenance,
+        backbone.depth,
+        "final",
+    )
 
 
 def _make_videomae(
@@ -210,11 +221,24 @@ def _make_videomae(
     backbone, sha256 = load_videomae(checkpoint)
     mae = backbone.spec
     # Architecture facts beside the weights' hash, so a cache says what made its tokens.
-    provenance = {"checkpoint_sha256": sha256, "weights": "hf-directory",
-                  "tubelet": mae.tubelet, "patch_size": mae.patch_size,
-                  "final_norm": mae.final_norm}  # fmt: skip
-    return Built(backbone, mae.image_size, mae.hidden_size, mae.grid, provenance, mae.depth,
-                 "final" if mae.final_norm else "none", mean=mae.mean, std=mae.std)  # fmt: skip
+    provenance = {
+        "checkpoint_sha256": sha256,
+        "weights": "hf-directory",
+        "tubelet": mae.tubelet,
+        "patch_size": mae.patch_size,
+        "final_norm": mae.final_norm,
+    }
+    return Built(
+        backbone,
+        mae.image_size,
+        mae.hidden_size,
+        mae.grid,
+        provenance,
+        mae.depth,
+        "final" if mae.final_norm else "none",
+        mean=mae.mean,
+        std=mae.std,
+    )
 
 
 _JEPA = "facebookresearch/jepa {} (dl.fbaipublicfiles.com/jepa/); --checkpoint / VJFER_CHECKPOINT"

@@ -72,10 +72,15 @@ class VideoMAESpec:
     def vit(self) -> ViTConfig:
         """The same-shaped plain ViT (for FLOP counts: VideoMAE's blocks are pre-norm ViT blocks)."""
         return ViTConfig(
-            embed_dim=self.hidden_size, depth=self.depth, num_heads=self.num_heads,
-            img_size=self.image_size, frames=self.num_frames, tubelet=self.tubelet,
-            patch_size=self.patch_size, mlp_ratio=self.intermediate_size / self.hidden_size,
-        )  # fmt: skip
+            embed_dim=self.hidden_size,
+            depth=self.depth,
+            num_heads=self.num_heads,
+            img_size=self.image_size,
+            frames=self.num_frames,
+            tubelet=self.tubelet,
+            patch_size=self.patch_size,
+            mlp_ratio=self.intermediate_size / self.hidden_size,
+        )
 
     @property
     def flops(self) -> int:
@@ -124,8 +129,14 @@ def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
         "Hugging Face repository",
     )
     # VideoMAEConfig's defaults, where a saved config.json omits a key that equals its default.
-    get = {"image_size": 224, "patch_size": 16, "num_frames": 16, "tubelet_size": 2,
-           "use_mean_pooling": True, **config}  # fmt: skip
+    get = {
+        "image_size": 224,
+        "patch_size": 16,
+        "num_frames": 16,
+        "tubelet_size": 2,
+        "use_mean_pooling": True,
+        **config,
+    }
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         if key not in config:
             raise CheckpointError(f"{config_path}: no {key!r}")
@@ -157,12 +168,18 @@ def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
             raise CheckpointError(f"{pre_path}: {key} must be a list of 3 numbers, got {value!r}")
         stats[key] = (float(value[0]), float(value[1]), float(value[2]))
     return VideoMAESpec(
-        image_size=image_size, patch_size=patch_size, num_frames=num_frames,
-        tubelet=get["tubelet_size"], hidden_size=config["hidden_size"],
-        depth=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
-        intermediate_size=config["intermediate_size"], final_norm=not get["use_mean_pooling"],
-        mean=stats["image_mean"], std=stats["image_std"],
-    )  # fmt: skip
+        image_size=image_size,
+        patch_size=patch_size,
+        num_frames=num_frames,
+        tubelet=get["tubelet_size"],
+        hidden_size=config["hidden_size"],
+        depth=config["num_hidden_layers"],
+        num_heads=config["num_attention_heads"],
+        intermediate_size=config["intermediate_size"],
+        final_norm=not get["use_mean_pooling"],
+        mean=stats["image_mean"],
+        std=stats["image_std"],
+    )
 
 
 class VideoMAEBackbone(nn.Module):
@@ -192,8 +209,9 @@ class VideoMAEBackbone(nn.Module):
         if blocks is None:
             return self.model(pixel_values=videos).last_hidden_state  # [B, N, D]
         model: Any = self.model
-        return block_outputs(model.encoder.layer, blocks, model.layernorm,
-                             lambda: model(pixel_values=videos))  # fmt: skip
+        return block_outputs(
+            model.encoder.layer, blocks, model.layernorm, lambda: model(pixel_values=videos)
+        )
 
 
 def load_videomae(directory: str | Path) -> tuple[VideoMAEBackbone, str]:
@@ -208,6 +226,10 @@ def load_videomae(directory: str | Path) -> tuple[VideoMAEBackbone, str]:
             f"missing, first {missing[:5]}"
         )
     if info["unexpected_keys"]:  # a fine-tuned directory's head (fc_norm, classifier): unused
-        log.info("%s: %d weights outside VideoMAEModel ignored: %s", directory,
-                 len(info["unexpected_keys"]), sorted(info["unexpected_keys"])[:4])  # fmt: skip
+        log.info(
+            "%s: %d weights outside VideoMAEModel ignored: %s",
+            directory,
+            len(info["unexpected_keys"]),
+            sorted(info["unexpected_keys"])[:4],
+        )
     return VideoMAEBackbone(model, spec), sha256_hf_directory(directory)

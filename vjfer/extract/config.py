@@ -69,8 +69,10 @@ class ExtractConfig:
 
     def __post_init__(self):
         if (check_dataset(self.dataset) == LIST) != (self.list_file is not None):
-            raise ConfigError("--list FILE goes with --dataset list, and only with it; got "
-                              f"--dataset {self.dataset} and --list {self.list_file}")  # fmt: skip
+            raise ConfigError(
+                "--list FILE goes with --dataset list, and only with it; got "
+                f"--dataset {self.dataset} and --list {self.list_file}"
+            )
         if self.plan not in CLIP_PLANS:
             raise ConfigError(f"plan must be one of {CLIP_PLANS}, got {self.plan!r}")
         if self.dtype not in COMPUTE_DTYPES:
@@ -138,8 +140,12 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "dedup_streams": config.dedup,  # identical video streams stored once (changes the layout)
     }
     if config.augment:  # only then: caches without copies keep their fingerprint and bytes
-        settings["augment"] = {"copies": config.augment, "seed": config.augment_seed,
-                               "recipe": augment.RECIPE, "version": augment.VERSION}  # fmt: skip
+        settings["augment"] = {
+            "copies": config.augment,
+            "seed": config.augment_seed,
+            "recipe": augment.RECIPE,
+            "version": augment.VERSION,
+        }
     if config.plan in HOP_PLANS:  # a v1 `windows` cache held other frames: never reuse it
         settings["windows_version"] = WINDOWS_VERSION
     # Only a face crop adds a key: whole-frame caches keep the fingerprint (and bytes) they had.
@@ -152,8 +158,11 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         settings["list"] = {**asdict(identity), "classes": list(identity.classes)}
     if (blocks := stored_blocks(config, encoder)) is not None:  # likewise: the last block alone
         # "norm": what each block's output passed through (vjfer.encoders.registry.Built)
-        settings["layers"] = {"blocks": list(blocks), "depth": encoder.depth,
-                              "norm": encoder.layer_norm}  # fmt: skip
+        settings["layers"] = {
+            "blocks": list(blocks),
+            "depth": encoder.depth,
+            "norm": encoder.layer_norm,
+        }
     return settings
 
 

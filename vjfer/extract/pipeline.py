@@ -45,9 +45,20 @@ class _DecodeTasks(Dataset):
     is an error item (a failure entry), as is one that does not decode at all.
     """
 
-    def __init__(self, paths: list[str], resolution: int, views: Views, plan: ClipPlan, hop: int,
-                 threads: int, max_lost: float, timeout: float | None, ids: list[str],
-                 face: FaceCropper | None, augment: tuple[int, int, tuple, tuple]):  # fmt: skip
+    def __init__(
+        self,
+        paths: list[str],
+        resolution: int,
+        views: Views,
+        plan: ClipPlan,
+        hop: int,
+        threads: int,
+        max_lost: float,
+        timeout: float | None,
+        ids: list[str],
+        face: FaceCropper | None,
+        augment: tuple[int, int, tuple, tuple],
+    ):
         self.paths, self.resolution, self.views = paths, resolution, views
         self.augment = augment  # (copies, seed, mean, std)
         self.plan, self.hop, self.threads = plan, hop, threads
@@ -63,8 +74,9 @@ class _DecodeTasks(Dataset):
             if self.face is not None:  # the box first: haar decodes a sample of frames itself
                 face = self.face.locate(self.paths[i], self.ids[i])
             crop = astuple(face.box) if face is not None and face.box is not None else None
-            video = decode_video(self.paths[i], self.resolution, self.views, self.threads, crop,
-                                 timeout=self.timeout)  # fmt: skip
+            video = decode_video(
+                self.paths[i], self.resolution, self.views, self.threads, crop, timeout=self.timeout
+            )
         except VideoError as err:
             try:  # the identity of a file that failed: a repaired file is retried on resume
                 source = dataclasses.asdict(source_identity(self.paths[i]))
@@ -74,11 +86,12 @@ class _DecodeTasks(Dataset):
         lost, container = video.lost_frames, video.container_frames
         if (share := lost_fraction(lost, video.n_frames, container)) > self.max_lost:
             return {
-                "index": i, "source": dataclasses.asdict(video.source),
+                "index": i,
+                "source": dataclasses.asdict(video.source),
                 "error": f"lost {lost} of {max(container, video.n_frames + lost)} frames "
                 f"({100 * share:.0f} %), more than --max-lost-frames {self.max_lost:g}: a "
                 f"truncated or damaged file; re-download it (or raise --max-lost-frames)",
-            }  # fmt: skip
+            }
         clip_frames = plan_clips(video.n_frames, self.plan, self.hop)  # [C, 16]
         roles = clip_roles(video.n_frames, self.plan, self.hop)  # [C]
         used = np.unique(clip_frames)  # with a hop, clips share frames: send each once
@@ -112,8 +125,16 @@ class _DecodeTasks(Dataset):
         train = plan_clips(n_frames, "reference-train")  # [8, 16]: the reference's exact clips
         used = np.unique(train)
         native = decode_native(self.paths[i], used, crop, self.timeout)  # [U, H, W, 3]
-        clips = augment.augment_video_clips(native, np.searchsorted(used, train), self.ids[i],
-                                            copies, seed, self.resolution, mean, std)  # fmt: skip
+        clips = augment.augment_video_clips(
+            native,
+            np.searchsorted(used, train),
+            self.ids[i],
+            copies,
+            seed,
+            self.resolution,
+            mean,
+            std,
+        )
         roles = np.repeat(ROLE_AUGMENTED + np.arange(copies), len(train)).astype(np.uint8)
         return {"augmented": clips, "frames": np.tile(train, (copies, 1)), "roles": roles}
 
@@ -121,8 +142,14 @@ class _DecodeTasks(Dataset):
 class _Pending:
     """A decoded video whose clips are (partly) still to encode."""
 
-    def __init__(self, record, item: dict, device: torch.device, shape: tuple[int, int, int],
-                 source: SourceIdentity):  # fmt: skip
+    def __init__(
+        self,
+        record,
+        item: dict,
+        device: torch.device,
+        shape: tuple[int, int, int],
+        source: SourceIdentity,
+    ):
         self.record, self.source = record, source
         self.lost_frames, self.container_frames = (
             int(item["lost_frames"]),
@@ -148,11 +175,22 @@ class _Pending:
 
     def entry(self) -> VideoEntry:
         r = self.record
-        return VideoEntry(r.video_id, r.label, r.actor, r.fold, self.n_frames, self.fps,
-                          self.clip_frames, self.tokens, face_status=self.face_status,
-                          face_box=self.face_box, lost_frames=self.lost_frames,
-                          container_frames=self.container_frames, source=self.source,
-                          clip_role=self.clip_role)  # fmt: skip
+        return VideoEntry(
+            r.video_id,
+            r.label,
+            r.actor,
+            r.fold,
+            self.n_frames,
+            self.fps,
+            self.clip_frames,
+            self.tokens,
+            face_status=self.face_status,
+            face_box=self.face_box,
+            lost_frames=self.lost_frames,
+            container_frames=self.container_frames,
+            source=self.source,
+            clip_role=self.clip_role,
+        )
 
 
 class _Batcher:
@@ -162,8 +200,7 @@ class _Batcher:
     batch k+1 is queued, so the GPU is not idle while the host sorts results into videos.
     """
 
-    def __init__(self, encoder, batch_size: int, views: int,
-                 blocks: tuple[int, ...] | None = None):  # fmt: skip
+    def __init__(self, encoder, batch_size: int, views: int, blocks: tuple[int, ...] | None = None):
         self.encoder, self.B = encoder, batch_size
         self.micro = batch_size  # clips per encoder call; halved on CUDA out-of-memory
         self.views = views
@@ -176,11 +213,17 @@ class _Batcher:
         self.inflight: deque = deque()
         self.cuda = self.device.type == "cuda"
         # two pinned host buffers, alternating: batch k+1 is copied while batch k is collected
-        self.slots = [
-            (torch.empty((batch_size, *self.shape), dtype=torch.float16, pin_memory=True),
-             torch.empty((), dtype=torch.bool, pin_memory=True))
-            for _ in range(2)
-        ] if self.cuda else []  # fmt: skip
+        self.slots = (
+            [
+                (
+                    torch.empty((batch_size, *self.shape), dtype=torch.float16, pin_memory=True),
+                    torch.empty((), dtype=torch.bool, pin_memory=True),
+                )
+                for _ in range(2)
+            ]
+            if self.cuda
+            else []
+        )
         self.count = 0
 
     def add(self, record, item: dict, source: SourceIdentity) -> None:

@@ -41,9 +41,14 @@ from vjfer.store import StoreFormat
 
 log = logging.getLogger(__name__)
 
-TYPICAL_FRAMES = {"ravdess": 111, "crema-d": 78,  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
-                  "dfew": 71, "ferv39k": 28, "mafw": 85,  # medians of the releases' frame counts
-                  "list": 64}  # a list file's items: no statistics, one clip's span  # fmt: skip
+TYPICAL_FRAMES = {
+    "ravdess": 111,
+    "crema-d": 78,  # ~3.7 s at 29.97 fps; ~2.6 s at 30 fps
+    "dfew": 71,
+    "ferv39k": 28,
+    "mafw": 85,  # medians of the releases' frame counts
+    "list": 64,
+}  # a list file's items: no statistics, one clip's span
 PROBE_SAMPLE = 32  # videos probed (container metadata, no decoding) to estimate the clip count
 DISK_MARGIN = 1.05  # HDF5 metadata and the manifest, on top of the token bytes
 MAX_AUTO_WORKERS = 8  # decoding processes chosen by default, at most (one core left to the main)
@@ -136,13 +141,21 @@ def estimate_clips(records: list, dataset: str, plan: ClipPlan, hop: int) -> tup
     typical = TYPICAL_FRAMES[dataset]
     clips = [len(plan_clips(max(c or typical, 1), plan, hop)) for c in counts]
     estimate = round(np.mean(clips) * len(records))
-    note = (f"estimate from {len(sample)} of {len(records)} videos: {probed} by container metadata, "
-            f"{len(sample) - probed} at a typical {dataset} length of {typical} frames")  # fmt: skip
+    note = (
+        f"estimate from {len(sample)} of {len(records)} videos: {probed} by container metadata, "
+        f"{len(sample) - probed} at a typical {dataset} length of {typical} frames"
+    )
     return estimate, note
 
 
-def _shard_header_if_done(directory: Path, index: int, ids: list[str], fp: str,
-                          num_shards: int, aliases: dict | None = None) -> dict | None:  # fmt: skip
+def _shard_header_if_done(
+    directory: Path,
+    index: int,
+    ids: list[str],
+    fp: str,
+    num_shards: int,
+    aliases: dict | None = None,
+) -> dict | None:
     """The header of a complete shard file of this cache holding exactly the planned videos."""
     path = directory / shard_name(index)
     if not path.exists():
@@ -181,17 +194,30 @@ def _log_source_check(config: ExtractConfig, done: list[int], shards: list[list[
         return
     files = sum(len(shards[i]) for i in done)
     if config.trust_size_mtime:
-        log.warning("--trust-size-mtime: kept %d complete shard(s) (%d videos) whose source files "
-                    "have the recorded size and mtime_ns, without reading them; a file rewritten "
-                    "with the same size and mtime keeps its old tokens", len(done), files)  # fmt: skip
+        log.warning(
+            "--trust-size-mtime: kept %d complete shard(s) (%d videos) whose source files "
+            "have the recorded size and mtime_ns, without reading them; a file rewritten "
+            "with the same size and mtime keeps its old tokens",
+            len(done),
+            files,
+        )
     else:
-        log.info("kept %d complete shard(s): the content (xxh3-128) of their %d source files is "
-                 "the one recorded", len(done), files)  # fmt: skip
+        log.info(
+            "kept %d complete shard(s): the content (xxh3-128) of their %d source files is "
+            "the one recorded",
+            len(done),
+            files,
+        )
 
 
-def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
-                    world_size: int | None = None, local_rank: int | None = None,
-                    encoder: Encoder | None = None) -> ExtractPlan:  # fmt: skip
+def plan_extraction(
+    config: ExtractConfig,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+    local_rank: int | None = None,
+    encoder: Encoder | None = None,
+) -> ExtractPlan:
     """Index the dataset, load the encoder, name the cache directory and estimate the work.
 
     Raises CacheError when the directory is not writable, or when the estimated size of the shards
@@ -201,14 +227,18 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     dataset = check_dataset(config.dataset)
     device = str(resolve_device(config.device, local_rank))
     if encoder is None:
-        encoder = load_encoder(config.encoder, config.checkpoint, device, config.weights,
-                               dtype=config.dtype)  # fmt: skip
+        encoder = load_encoder(
+            config.encoder, config.checkpoint, device, config.weights, dtype=config.dtype
+        )
     elif encoder.name != config.encoder:
         raise ConfigError(f"config names encoder {config.encoder!r}, got a loaded {encoder.name!r}")
     found = scan_dataset(dataset, config.root, list_file=config.list_file)
     records = found.records[: config.limit]
-    excluded = [{"path": str(e.path), "reason": e.reason, "detail": e.detail}
-                for e in found.excluded if e.reason not in EXPECTED_EXCLUSIONS]  # fmt: skip
+    excluded = [
+        {"path": str(e.path), "reason": e.reason, "detail": e.detail}
+        for e in found.excluded
+        if e.reason not in EXPECTED_EXCLUSIONS
+    ]
     settings = cache_settings(config, encoder)
     fp = fingerprint(settings)
     directory = _cache_directory(config, dataset, encoder, fp)
@@ -216,11 +246,13 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     digests: dict[str, str] = {}
     sources: dict[str, SourceIdentity] = {}
     if config.dedup:
-        digests, sources = stream_digests(records, config.root, directory / STREAMS_MEMO,
-                                          config.trust_size_mtime)  # fmt: skip
+        digests, sources = stream_digests(
+            records, config.root, directory / STREAMS_MEMO, config.trust_size_mtime
+        )
     alias_of = duplicate_streams(digests)
-    shards = assign_shards([r.video_id for r in records if r.video_id not in alias_of],
-                                 config.shard_size)  # fmt: skip
+    shards = assign_shards(
+        [r.video_id for r in records if r.video_id not in alias_of], config.shard_size
+    )
     mine = [i for i in range(len(shards)) if i % world_size == rank]
     kept = _ShardsKept(config, directory, fp, shards, alias_of)
     kept.check(mine, {r.video_id: r for r in records}, sources)
@@ -228,13 +260,30 @@ def plan_extraction(config: ExtractConfig, *, rank: int | None = None,
     pending_videos = sum(len(shards[i]) for i in mine if i not in kept.done)  # decoded, not shared
     sizes = _estimate_size(config, encoder, records, dataset, blocks, pending_videos)
     plan = ExtractPlan(
-        config=config, directory=directory, settings=settings, fingerprint=fp, rank=rank,
-        world_size=world_size, device=device, shards=shards, mine=mine, done=kept.done,
-        changed=kept.changed, workers=decode_workers(config.workers, available_cpus()),
-        alias_of=alias_of, sources=sources, headers=kept.headers, videos=len(records),
-        pending_videos=pending_videos, free_bytes=shutil.disk_usage(directory).free,
-        records=records, excluded=excluded, encoder=encoder, layers=blocks, **sizes,
-    )  # fmt: skip
+        config=config,
+        directory=directory,
+        settings=settings,
+        fingerprint=fp,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        shards=shards,
+        mine=mine,
+        done=kept.done,
+        changed=kept.changed,
+        workers=decode_workers(config.workers, available_cpus()),
+        alias_of=alias_of,
+        sources=sources,
+        headers=kept.headers,
+        videos=len(records),
+        pending_videos=pending_videos,
+        free_bytes=shutil.disk_usage(directory).free,
+        records=records,
+        excluded=excluded,
+        encoder=encoder,
+        layers=blocks,
+        **sizes,
+    )
     if plan.pending_bytes > plan.free_bytes and not config.allow_low_disk:
         raise CacheError(
             f"the shards still to write need about {byte_size(plan.pending_bytes)} "
@@ -268,8 +317,10 @@ def _cache_directory(config: ExtractConfig, dataset: str, encoder: Encoder, fp: 
     except CacheError:
         existing = fp
     if existing != fp:
-        raise CacheError(f"{directory} holds a cache with fingerprint {existing}, not {fp}; "
-                         f"move it away (8-hex-digit prefixes collided)")  # fmt: skip
+        raise CacheError(
+            f"{directory} holds a cache with fingerprint {existing}, not {fp}; "
+            f"move it away (8-hex-digit prefixes collided)"
+        )
     return directory
 
 
@@ -306,8 +357,9 @@ class _ShardsKept:
             )
             if header is None:
                 continue
-            if changes := changed_sources(header, by_id, config.root, config.trust_size_mtime,
-                                          sources):  # fmt: skip
+            if changes := changed_sources(
+                header, by_id, config.root, config.trust_size_mtime, sources
+            ):
                 self.changed[i] = changes
             else:
                 self.done.append(i)
@@ -326,8 +378,12 @@ class _ShardsKept:
                 + "\n  ".join(files)
                 + "\nrerun without --no-reencode to re-encode those shards, or give the original --root"
             )
-        log.warning("re-encoding %s: %d source file(s) changed since they were encoded: %s",
-                    names, len(files), "; ".join(files))  # fmt: skip
+        log.warning(
+            "re-encoding %s: %d source file(s) changed since they were encoded: %s",
+            names,
+            len(files),
+            "; ".join(files),
+        )
 
 
 def _estimate_size(
@@ -345,10 +401,11 @@ def _estimate_size(
     plain_clips, clips = clips, clips + extra
     store = StoreFormat.parse(config.store)
     store.grid(encoder.grid)  # refuses pool2 on an odd grid before any work
-    values_bytes, scale_bytes = store.clip_nbytes(num_views(config.views),
-                                                  len(layers or (0,)) * encoder.num_tokens
-                                                  // store.pool**2,
-                                                  store.dim(encoder.embed_dim))  # fmt: skip
+    values_bytes, scale_bytes = store.clip_nbytes(
+        num_views(config.views),
+        len(layers or (0,)) * encoder.num_tokens // store.pool**2,
+        store.dim(encoder.embed_dim),
+    )
     clip_bytes = values_bytes + scale_bytes
     return {
         "estimated_clips": clips,
@@ -385,10 +442,12 @@ def format_encoder_estimate(plan: ExtractPlan) -> str:
     if projected is None:
         return f"no FLOP count for {plan.config.encoder} (its architecture comes with its weights)"
     rate, tflop = projected
-    return (f"~{_duration(plan.estimated_clips / rate)} for ~{plan.estimated_clips} clips at a "
-            f"projected {rate:.3g} clips/s: {tflop:.3g} TFLOP a clip at {ASSUMED_MFU:.0%} of one "
-            f"{ASSUMED_GPU}'s {ASSUMED_PEAK_TFLOPS:g} TFLOPS bf16 peak (not measured; "
-            "benchmarks/RESULTS.md)")  # fmt: skip
+    return (
+        f"~{_duration(plan.estimated_clips / rate)} for ~{plan.estimated_clips} clips at a "
+        f"projected {rate:.3g} clips/s: {tflop:.3g} TFLOP a clip at {ASSUMED_MFU:.0%} of one "
+        f"{ASSUMED_GPU}'s {ASSUMED_PEAK_TFLOPS:g} TFLOPS bf16 peak (not measured; "
+        "benchmarks/RESULTS.md)"
+    )
 
 
 SIZE_FORMATS = ("fp16", "int8", "pool2", "pool2+int8")  # the store formats `format_plan` prices
@@ -402,8 +461,9 @@ def format_sizes(plan: ExtractPlan) -> str:
         store = StoreFormat.parse(name)
         if store.pool > 1 and any(n % 2 for n in enc.grid[1:]):
             continue  # pool2 needs an even token grid
-        values, scales = store.clip_nbytes(views, enc.num_tokens // store.pool**2,
-                                           store.dim(enc.embed_dim))  # fmt: skip
+        values, scales = store.clip_nbytes(
+            views, enc.num_tokens // store.pool**2, store.dim(enc.embed_dim)
+        )
         sizes.append(
             f"{name} ~{plan.estimated_clips * (values + scales) * DISK_MARGIN / 1e9:.3g} GB"
         )
@@ -413,30 +473,53 @@ def format_sizes(plan: ExtractPlan) -> str:
 def format_plan(plan: ExtractPlan) -> str:
     """What `vjfer extract` prints before it starts."""
     rank = f" (rank {plan.rank} of {plan.world_size})" if plan.world_size > 1 else ""
-    return "\n".join([
-        f"cache      {plan.directory}{rank}",
-        f"videos     {plan.videos} in {len(plan.shards)} shards; this run: {plan.pending_videos} "
-        f"videos, {len(plan.mine) - len(plan.done)} shards ({len(plan.done)} already complete)",
-        f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
-        f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, ~{plan.pending_bytes / 1e9:.2f} GB "
-        f"to write; {plan.free_bytes / 1e9:.1f} GB free",
-        f"formats    {format_sizes(plan)}",
-        *([f"layers     {len(plan.layers)} blocks ({', '.join(map(str, plan.layers))} of "
-           f"{plan.encoder.depth}, 0-based, {'through the final norm' if plan.encoder.layer_norm == 'final' else 'no norm'}) a clip: "
-           f"~{plan.estimated_bytes / len(plan.layers) / 1e9:.2f} GB per layer"]
-          if plan.layers else []),
-        f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
-        f"{plan.workers} decoding workers",
-        f"gpu time   {format_encoder_estimate(plan)}",
-        *([f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "
-           f"{plan.config.augment * REFERENCE_TRAIN_CLIPS} extra clips a video, ~{plan.augmented_clips} "
-           f"in all (included above): ~{plan.estimated_bytes * plan.augmented_clips / max(plan.estimated_clips, 1) / 1e9:.2f} GB "
-           f"and ~{100 * plan.augmented_share:.0f} % more encoder (GPU) time than the plain clips, "
-           f"plus a second, native-size decode of each video for RandAugment"]
-          if plan.config.augment else []),
-        *([f"changed    {len(plan.changed)} complete shard(s) re-encoded: their source files "
-           f"changed ({sum(map(len, plan.changed.values()))} videos; see the log)"]
-          if plan.changed else []),
-        *([f"excluded   {len(plan.excluded)} files when indexing (listed in failures.jsonl; "
-           f"`vjfer index --all` shows them)"] if plan.excluded else []),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"cache      {plan.directory}{rank}",
+            f"videos     {plan.videos} in {len(plan.shards)} shards; this run: {plan.pending_videos} "
+            f"videos, {len(plan.mine) - len(plan.done)} shards ({len(plan.done)} already complete)",
+            f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
+            f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, ~{plan.pending_bytes / 1e9:.2f} GB "
+            f"to write; {plan.free_bytes / 1e9:.1f} GB free",
+            f"formats    {format_sizes(plan)}",
+            *(
+                [
+                    f"layers     {len(plan.layers)} blocks ({', '.join(map(str, plan.layers))} of "
+                    f"{plan.encoder.depth}, 0-based, {'through the final norm' if plan.encoder.layer_norm == 'final' else 'no norm'}) a clip: "
+                    f"~{plan.estimated_bytes / len(plan.layers) / 1e9:.2f} GB per layer"
+                ]
+                if plan.layers
+                else []
+            ),
+            f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
+            f"{plan.workers} decoding workers",
+            f"gpu time   {format_encoder_estimate(plan)}",
+            *(
+                [
+                    f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "
+                    f"{plan.config.augment * REFERENCE_TRAIN_CLIPS} extra clips a video, ~{plan.augmented_clips} "
+                    f"in all (included above): ~{plan.estimated_bytes * plan.augmented_clips / max(plan.estimated_clips, 1) / 1e9:.2f} GB "
+                    f"and ~{100 * plan.augmented_share:.0f} % more encoder (GPU) time than the plain clips, "
+                    f"plus a second, native-size decode of each video for RandAugment"
+                ]
+                if plan.config.augment
+                else []
+            ),
+            *(
+                [
+                    f"changed    {len(plan.changed)} complete shard(s) re-encoded: their source files "
+                    f"changed ({sum(map(len, plan.changed.values()))} videos; see the log)"
+                ]
+                if plan.changed
+                else []
+            ),
+            *(
+                [
+                    f"excluded   {len(plan.excluded)} files when indexing (listed in failures.jsonl; "
+                    f"`vjfer index --all` shows them)"
+                ]
+                if plan.excluded
+                else []
+            ),
+        ]
+    )

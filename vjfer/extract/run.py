@@ -59,11 +59,18 @@ class ExtractSummary:
 def _header(plan: ExtractPlan, index: int) -> dict:
     enc = plan.encoder
     return shard_header(
-        dataset=plan.settings["dataset"], fp=plan.fingerprint, settings=plan.settings,
-        grid=enc.grid, embed_dim=enc.embed_dim, num_views=num_views(plan.config.views),
-        index=index, num_shards=len(plan.shards), shard_size=plan.config.shard_size,
-        video_ids=plan.shards[index], aliases=_shard_aliases(plan.alias_of, plan.shards[index]),
-    )  # fmt: skip
+        dataset=plan.settings["dataset"],
+        fp=plan.fingerprint,
+        settings=plan.settings,
+        grid=enc.grid,
+        embed_dim=enc.embed_dim,
+        num_views=num_views(plan.config.views),
+        index=index,
+        num_shards=len(plan.shards),
+        shard_size=plan.config.shard_size,
+        video_ids=plan.shards[index],
+        aliases=_shard_aliases(plan.alias_of, plan.shards[index]),
+    )
 
 
 @dataclass
@@ -115,16 +122,30 @@ def _decode_loader(plan: ExtractPlan, records: list) -> DataLoader:
     # a second (preparing) thread per decoding process only where the cores allow it
     threads = 2 if available_cpus() >= 2 * max(plan.workers, 1) else 1
     face = cfg.face()
-    tasks = _DecodeTasks([str(r.path) for r in records], enc.resolution, cfg.views, cfg.plan,
-                         cfg.hop, threads, cfg.max_lost_frames, cfg.decode_timeout,
-                         [r.video_id for r in records],
-                         FaceCropper(face) if face.method != "none" else None,
-                         (cfg.augment, cfg.augment_seed, enc.mean, enc.std))  # fmt: skip
+    tasks = _DecodeTasks(
+        [str(r.path) for r in records],
+        enc.resolution,
+        cfg.views,
+        cfg.plan,
+        cfg.hop,
+        threads,
+        cfg.max_lost_frames,
+        cfg.decode_timeout,
+        [r.video_id for r in records],
+        FaceCropper(face) if face.method != "none" else None,
+        (cfg.augment, cfg.augment_seed, enc.mean, enc.std),
+    )
     cuda = torch.device(plan.device).type == "cuda"
     if cuda:  # pinned memory, events and streams follow the current device
         torch.cuda.set_device(torch.device(plan.device))
-    return DataLoader(tasks, batch_size=None, shuffle=False, num_workers=plan.workers,
-                      pin_memory=cuda, prefetch_factor=2 if plan.workers else None)  # fmt: skip
+    return DataLoader(
+        tasks,
+        batch_size=None,
+        shuffle=False,
+        num_workers=plan.workers,
+        pin_memory=cuda,
+        prefetch_factor=2 if plan.workers else None,
+    )
 
 
 class _ShardFeed:
@@ -184,10 +205,19 @@ class _ShardFeed:
             done.videos, done.clips = done.videos + 1, done.clips + len(entry.frames)
             for alias in self.followers.get(entry.video_id, []):  # a row, no tokens
                 r = self.by_id[alias]
-                self.writer.put("alias", dataclasses.replace(
-                    entry, video_id=alias, label=r.label, actor=r.actor, fold=r.fold,
-                    tokens=np.empty(0, np.float16), source=self.plan.sources[alias],
-                    alias_of=entry.video_id))  # fmt: skip
+                self.writer.put(
+                    "alias",
+                    dataclasses.replace(
+                        entry,
+                        video_id=alias,
+                        label=r.label,
+                        actor=r.actor,
+                        fold=r.fold,
+                        tokens=np.empty(0, np.float16),
+                        source=self.plan.sources[alias],
+                        alias_of=entry.video_id,
+                    ),
+                )
                 done.videos, done.shared = done.videos + 1, done.shared + 1
         self.bar.set_postfix_str(
             f"{done.clips / (time.perf_counter() - self.start):.1f} clips/s, "
@@ -247,9 +277,15 @@ def _wait_for_shards(plan: ExtractPlan, stall_timeout: float) -> dict[int, dict]
         time.sleep(min(0.5, stall_timeout / 5))
 
 
-def extract(config: ExtractConfig, progress: bool = True, *, plan: ExtractPlan | None = None,
-            rank: int | None = None, world_size: int | None = None,
-            stall_timeout: float = 600.0) -> ExtractSummary:  # fmt: skip
+def extract(
+    config: ExtractConfig,
+    progress: bool = True,
+    *,
+    plan: ExtractPlan | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    stall_timeout: float = 600.0,
+) -> ExtractSummary:
     """Extract (or resume) the cache `config` describes; see the module docstring.
 
     Args:
@@ -275,14 +311,18 @@ def extract(config: ExtractConfig, progress: bool = True, *, plan: ExtractPlan |
         lock.release()
 
 
-def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
-             stall_timeout: float) -> ExtractSummary:  # fmt: skip
+def _extract(
+    config: ExtractConfig, plan: ExtractPlan, progress: bool, stall_timeout: float
+) -> ExtractSummary:
     directory = plan.directory
     start = time.perf_counter()
     record_path = directory / EXTRACT_RECORD
     if plan.rank == 0 and (len(plan.done) < len(plan.mine) or not record_path.exists()):
-        record = {"config": config_record(config), "command": command_words(config),
-                  "environment": environment()}  # fmt: skip
+        record = {
+            "config": config_record(config),
+            "command": command_words(config),
+            "environment": environment(),
+        }
         atomic_write_text(record_path, json.dumps(record, indent=1))
     if len(plan.done) < len(plan.mine):
         (directory / MANIFEST).unlink(missing_ok=True)  # no manifest claims a shard in work
@@ -316,13 +356,21 @@ def _extract(config: ExtractConfig, plan: ExtractPlan, progress: bool,
     kept = [plan.headers[i] for i in plan.done]  # read while planning
     failures = [f for h in kept for f in h["failures"]] + done.failures
     summary = ExtractSummary(
-        cache_dir=directory, videos_done=done.videos,
-        videos_cached=sum(len(h["videos"]["video_id"]) for h in kept), videos_shared=done.shared,
-        failed=len(failures), clips=done.clips, bytes=done.bytes, seconds=seconds,
+        cache_dir=directory,
+        videos_done=done.videos,
+        videos_cached=sum(len(h["videos"]["video_id"]) for h in kept),
+        videos_shared=done.shared,
+        failed=len(failures),
+        clips=done.clips,
+        bytes=done.bytes,
+        seconds=seconds,
         clips_per_s=done.clips / seconds if seconds > 0 else 0.0,
-        shards_written=len(plan.mine) - len(plan.done), shards_skipped=len(plan.done),
-        complete=complete, failures=failures, rank=plan.rank,
-    )  # fmt: skip
+        shards_written=len(plan.mine) - len(plan.done),
+        shards_skipped=len(plan.done),
+        complete=complete,
+        failures=failures,
+        rank=plan.rank,
+    )
     log.info(
         "rank %d: %d videos (%d clips) encoded into %s in %.1f s, %d failed",
         plan.rank,

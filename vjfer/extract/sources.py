@@ -49,9 +49,9 @@ def _memo_hit(known: dict | None, path: Path, st, trust_size_mtime: bool) -> str
     return now if now == known.get("xxh3") else None
 
 
-def stream_digests(records: list, root: Path, memo_path: Path | None = None,
-                   trust_size_mtime: bool = False
-                   ) -> tuple[dict[str, str], dict[str, SourceIdentity]]:  # fmt: skip
+def stream_digests(
+    records: list, root: Path, memo_path: Path | None = None, trust_size_mtime: bool = False
+) -> tuple[dict[str, str], dict[str, SourceIdentity]]:
     """Video-stream digest and source identity of every record (each file read once). A memo file
     spares the demuxing on reruns for files whose content hash (xxh3-128) is the one it recorded,
     or, with `trust_size_mtime`, whose size and mtime are. Unreadable files get ""."""
@@ -77,15 +77,25 @@ def stream_digests(records: list, root: Path, memo_path: Path | None = None,
         except (VideoError, OSError):
             continue
         digests[r.video_id], sources[r.video_id] = digest, identity
-        fresh[name] = {"size": identity.size, "mtime_ns": identity.mtime_ns,
-                       "sha256": identity.sha256, "xxh3": identity.xxh3, "stream": digest}  # fmt: skip
+        fresh[name] = {
+            "size": identity.size,
+            "mtime_ns": identity.mtime_ns,
+            "sha256": identity.sha256,
+            "xxh3": identity.xxh3,
+            "stream": digest,
+        }
     if memo_path is not None and fresh != memo:
         atomic_write_text(memo_path, json.dumps(fresh, indent=0, sort_keys=True))
     return digests, sources
 
 
-def source_changed(stored: dict, path: Path, name: str, trust_size_mtime: bool = False,
-                   current: SourceIdentity | None = None) -> str | None:  # fmt: skip
+def source_changed(
+    stored: dict,
+    path: Path,
+    name: str,
+    trust_size_mtime: bool = False,
+    current: SourceIdentity | None = None,
+) -> str | None:
     """Why the file at `path` is not the source recorded in `stored` ({path, size, mtime_ns,
     sha256, xxh3}), or None when it is.
 
@@ -109,12 +119,19 @@ def source_changed(stored: dict, path: Path, name: str, trust_size_mtime: bool =
         return f"{path}: cannot read it now ({err.strerror})"
     if getattr(current, key) == stored[key]:
         return None  # touched, copied or moved: the same bytes
-    return (f"{path}: {label} {getattr(current, key)[:12]}, size {current.size}; encoded from "
-            f"{stored['path']} {label} {stored[key][:12]}, size {stored['size']}")  # fmt: skip
+    return (
+        f"{path}: {label} {getattr(current, key)[:12]}, size {current.size}; encoded from "
+        f"{stored['path']} {label} {stored[key][:12]}, size {stored['size']}"
+    )
 
 
-def changed_sources(header: dict, records: dict, root: Path, trust_size_mtime: bool = False,
-                    current: dict[str, SourceIdentity] | None = None) -> list[str]:  # fmt: skip
+def changed_sources(
+    header: dict,
+    records: dict,
+    root: Path,
+    trust_size_mtime: bool = False,
+    current: dict[str, SourceIdentity] | None = None,
+) -> list[str]:
     """The videos of a complete shard whose source files differ from the ones encoded, each with
     both identities; failed videos count too (their file may have been repaired). `current`: the
     identities this run already computed (video id -> SourceIdentity), so no file is read twice."""
@@ -123,15 +140,21 @@ def changed_sources(header: dict, records: dict, root: Path, trust_size_mtime: b
     for i, vid in enumerate(table["video_id"]):
         stored = {k.removeprefix("source_"): _plain(table[k][i]) for k in SOURCE_COLUMNS}
         path = records[vid].path
-        why = source_changed(stored, path, relative_source(path, root), trust_size_mtime,
-                             current.get(vid))  # fmt: skip
+        why = source_changed(
+            stored, path, relative_source(path, root), trust_size_mtime, current.get(vid)
+        )
         if why:
             changes.append(why)
     for fail in header["failures"]:
         if fail["source"] is not None:
             path = records[fail["video_id"]].path
-            why = source_changed(fail["source"], path, relative_source(path, root),
-                                 trust_size_mtime, current.get(fail["video_id"]))  # fmt: skip
+            why = source_changed(
+                fail["source"],
+                path,
+                relative_source(path, root),
+                trust_size_mtime,
+                current.get(fail["video_id"]),
+            )
             if why:
                 changes.append(why)
     return changes

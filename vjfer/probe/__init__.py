@@ -14,6 +14,13 @@ from vjfer.probe.model import load_probe
 from vjfer.probe.run import ProbeRequest, run_probe, run_request, train_folds
 
 __all__ = [
-    "GridPoint", "ProbeRequest", "TrainConfig", "load_probe", "make_grid", "predict_cached_videos",
-    "run_probe", "run_request", "train_folds",
-]  # fmt: skip
+    "GridPoint",
+    "ProbeRequest",
+    "TrainConfig",
+    "load_probe",
+    "make_grid",
+    "predict_cached_videos",
+    "run_probe",
+    "run_request",
+    "train_folds",
+]

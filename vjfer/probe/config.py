@@ -99,19 +99,29 @@ class TrainConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "clips_per_video", "num_heads", "eval_batch_clips",
-                     "prefetch"):  # fmt: skip
+        for name in (
+            "epochs",
+            "batch_size",
+            "clips_per_video",
+            "num_heads",
+            "eval_batch_clips",
+            "prefetch",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_workers", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.train_view == "augmented" and self.clip_choice != "reference":
-            raise ConfigError("train_view='augmented' trains on copies of the reference's 8 "
-                              f"clips: it needs clip_choice='reference', got {self.clip_choice!r}")  # fmt: skip
+            raise ConfigError(
+                "train_view='augmented' trains on copies of the reference's 8 "
+                f"clips: it needs clip_choice='reference', got {self.clip_choice!r}"
+            )
         if self.clip_choice == "reference" and self.clips_per_video != REFERENCE_CLIPS:
-            raise ConfigError(f"clip_choice='reference' takes {REFERENCE_CLIPS} clips; "
-                              f"clips_per_video is {self.clips_per_video}")  # fmt: skip
+            raise ConfigError(
+                f"clip_choice='reference' takes {REFERENCE_CLIPS} clips; "
+                f"clips_per_video is {self.clips_per_video}"
+            )
 
 
 # ------------------------------------------------------------------ option values (one parser each)
@@ -129,13 +139,17 @@ def list_entries(value: str, option: str) -> list[str]:
     """The comma-separated entries of an option value; an empty entry ("1e-3,,2") is an error."""
     entries = [v.strip() for v in str(value).split(",")]
     if "" in entries:
-        raise OptionError(option, f"{value!r} has an empty entry (position {entries.index('') + 1}); "
-                          "separate the values by single commas")  # fmt: skip
+        raise OptionError(
+            option,
+            f"{value!r} has an empty entry (position {entries.index('') + 1}); "
+            "separate the values by single commas",
+        )
     return entries
 
 
-def check_numbers(values: Sequence[float], option: str, low: float, strict: bool = False,
-                  text: str | None = None) -> None:  # fmt: skip
+def check_numbers(
+    values: Sequence[float], option: str, low: float, strict: bool = False, text: str | None = None
+) -> None:
     """OptionError unless every value is finite and >= low (> low with `strict`); `text`: the
     option value the numbers were read from, named in the message."""
     for v in values:
@@ -145,8 +159,9 @@ def check_numbers(values: Sequence[float], option: str, low: float, strict: bool
             raise OptionError(option, f"{v!r}{where}: each value must be finite and {bound}")
 
 
-def parse_numbers(value: str, kind: Callable, option: str, low: float | None = None,
-                  strict: bool = False) -> tuple:  # fmt: skip
+def parse_numbers(
+    value: str, kind: Callable, option: str, low: float | None = None, strict: bool = False
+) -> tuple:
     """ "1e-3,3e-3" -> (0.001, 0.003), each parsed with `kind` and, with `low`, finite and >= low
     (> low with `strict`)."""
     try:
@@ -165,8 +180,11 @@ def parse_folds(value: str, option: str = "--fold") -> str | tuple[int, ...]:
     try:
         return tuple(int(v) for v in list_entries(value, option))
     except ValueError:
-        raise OptionError(option, f"{value!r}: give all, or fold numbers separated by commas "
-                          "(the cache's folds, e.g. 1 or 1,3)") from None  # fmt: skip
+        raise OptionError(
+            option,
+            f"{value!r}: give all, or fold numbers separated by commas "
+            "(the cache's folds, e.g. 1 or 1,3)",
+        ) from None
 
 
 def parse_layers(value: str, option: str = "--layer") -> tuple[LayerChoice, ...]:
@@ -176,9 +194,12 @@ def parse_layers(value: str, option: str = "--layer") -> tuple[LayerChoice, ...]
     try:
         return tuple(v if v in (CONCAT, ALL) else int(v) for v in entries)
     except ValueError:
-        raise OptionError(option, f"{value!r}: give a block number as `vjfer cache info` shows it "
-                          "(negative: from the end of the stored list), concat or all, "
-                          "or several separated by commas") from None  # fmt: skip
+        raise OptionError(
+            option,
+            f"{value!r}: give a block number as `vjfer cache info` shows it "
+            "(negative: from the end of the stored list), concat or all, "
+            "or several separated by commas",
+        ) from None
 
 
 # ---------------------------------------------------------------------------- schedules (pure)

@@ -64,15 +64,19 @@ def vote_mv(probs: np.ndarray) -> int:
 def _autocast(device: torch.device, dtype: str = "bf16"):
     """Autocast to `dtype` on CUDA (bf16 unless the run says otherwise), nothing (fp32) elsewhere."""
     amp = AUTOCAST_DTYPES[dtype]
-    return torch.autocast("cuda", dtype=amp or torch.float32,
-                          enabled=device.type == "cuda" and amp is not None)  # fmt: skip
+    return torch.autocast(
+        "cuda", dtype=amp or torch.float32, enabled=device.type == "cuda" and amp is not None
+    )
 
 
 @torch.no_grad()
 def clip_probabilities(
-    probe: nn.Module, tokens: np.ndarray | torch.Tensor, device: torch.device | str = "cpu",
-    batch_clips: int = EVAL_BATCH_CLIPS, autocast: str = "bf16",
-) -> np.ndarray:  # fmt: skip
+    probe: nn.Module,
+    tokens: np.ndarray | torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_clips: int = EVAL_BATCH_CLIPS,
+    autocast: str = "bf16",
+) -> np.ndarray:
     """Class probabilities of each clip, its views averaged: tokens [C, V, N, D] -> float32 [C, K].
     `autocast`: the dtype on CUDA (TrainConfig.autocast)."""
     device = torch.device(device)
@@ -88,8 +92,14 @@ def clip_probabilities(
     return torch.cat(out).view(C, V, -1).mean(dim=1).numpy()
 
 
-def clip_table(video_id: str, actor: int, label: int, starts: np.ndarray, probs: np.ndarray,
-               class_names: Sequence[str]) -> pd.DataFrame:  # fmt: skip
+def clip_table(
+    video_id: str,
+    actor: int,
+    label: int,
+    starts: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+) -> pd.DataFrame:
     """One video's rows of a clip-prediction table: video_id, actor, label, clip, start_frame,
     prob_<class>... (`probs` float [C, K], views averaged) and pred (each clip's argmax)."""
     frame = pd.DataFrame(probs, columns=[f"prob_{c}" for c in class_names])
@@ -102,15 +112,23 @@ def clip_table(video_id: str, actor: int, label: int, starts: np.ndarray, probs:
     return frame
 
 
-def eval_tokens(cache: Cache, rows: Sequence[int] | np.ndarray, *, device: torch.device, threads: int = 0,
-                prefetch: int = 4) -> Iterator[tuple[str, np.ndarray, torch.Tensor]]:  # fmt: skip
+def eval_tokens(
+    cache: Cache,
+    rows: Sequence[int] | np.ndarray,
+    *,
+    device: torch.device,
+    threads: int = 0,
+    prefetch: int = 4,
+) -> Iterator[tuple[str, np.ndarray, torch.Tensor]]:
     """(video_id, evaluation windows int64 [C'], tokens float16 [C', V, N, D] on `device`) of each
     row of `cache.videos`, in order: the one way evaluation reads tokens. Only the windows
     (`Cache.eval_clips`), through the stage-2 reader (`threads` reads in flight, `prefetch`
     videos ahead); valid until the next item is requested."""
     videos = cache.videos
-    requests = [(videos.at[int(i), "video_id"], cache.eval_clips(videos.at[int(i), "video_id"]))
-                for i in rows]  # fmt: skip
+    requests = [
+        (videos.at[int(i), "video_id"], cache.eval_clips(videos.at[int(i), "video_id"]))
+        for i in rows
+    ]
     reader = ClipReader(cache, threads=threads, prefetch=prefetch, pin=device.type == "cuda")
     try:
         for (vid, clips), raw in zip(requests, reader.stream(requests), strict=True):
@@ -121,10 +139,18 @@ def eval_tokens(cache: Cache, rows: Sequence[int] | np.ndarray, *, device: torch
         reader.close()
 
 
-def score_videos(cache: Cache, assignments: Mapping[str, tuple[nn.Module, np.ndarray]], *,
-                 device: torch.device | str = "cpu", class_names: Sequence[str] | None = None,
-                 batch_clips: int = EVAL_BATCH_CLIPS, autocast: str = "bf16", threads: int = 0,
-                 prefetch: int = 4, progress: bool = False) -> dict[str, pd.DataFrame]:  # fmt: skip
+def score_videos(
+    cache: Cache,
+    assignments: Mapping[str, tuple[nn.Module, np.ndarray]],
+    *,
+    device: torch.device | str = "cpu",
+    class_names: Sequence[str] | None = None,
+    batch_clips: int = EVAL_BATCH_CLIPS,
+    autocast: str = "bf16",
+    threads: int = 0,
+    prefetch: int = 4,
+    progress: bool = False,
+) -> dict[str, pd.DataFrame]:
     """Score every evaluation window of each probe's videos, reading each video once for all the
     probes that score it: the one scoring path (folds, cross, predict on cached videos).
 
@@ -137,15 +163,19 @@ def score_videos(cache: Cache, assignments: Mapping[str, tuple[nn.Module, np.nda
     device = torch.device(device)
     names = cache.class_names if class_names is None else class_names
     videos = cache.videos
-    rows = np.unique(np.concatenate([np.asarray(r, dtype=np.int64) for _, r in assignments.values()]))  # fmt: skip
+    rows = np.unique(
+        np.concatenate([np.asarray(r, dtype=np.int64) for _, r in assignments.values()])
+    )
     scorers: dict[int, list[str]] = {int(i): [] for i in rows}
     modes = {name: probe.training for name, (probe, _) in assignments.items()}
     for name, (probe, who) in assignments.items():
         if len(set(map(int, who))) < len(who):  # a video twice would count its clips twice
             twice = pd.Series(np.asarray(who, dtype=np.int64)).duplicated()
             vid = videos.at[int(np.asarray(who)[twice.to_numpy()][0]), "video_id"]
-            raise SplitError(f"{name}: video {vid!r} is listed twice in the videos it scores; "
-                             "list each video once")  # fmt: skip
+            raise SplitError(
+                f"{name}: video {vid!r} is listed twice in the videos it scores; "
+                "list each video once"
+            )
         probe.to(device).eval()
         for i in who:
             scorers[int(i)].append(name)
@@ -166,17 +196,23 @@ def score_videos(cache: Cache, assignments: Mapping[str, tuple[nn.Module, np.nda
 
 
 def predict_clips(
-    probe: nn.Module, cache: Cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
-    batch_clips: int = EVAL_BATCH_CLIPS, num_workers: int = 0,
-) -> pd.DataFrame:  # fmt: skip
+    probe: nn.Module,
+    cache: Cache,
+    video_ids: Sequence[str],
+    *,
+    device: torch.device | str = "cpu",
+    batch_clips: int = EVAL_BATCH_CLIPS,
+    num_workers: int = 0,
+) -> pd.DataFrame:
     """One row per cached evaluation window of each video, in the order of `video_ids`: the
     `clip_table` columns (`score_videos` of one probe; `num_workers`: reads in flight)."""
     cached = set(cache.videos["video_id"])
     if missing := [v for v in video_ids if v not in cached]:
         raise KeyError(f"{len(missing)} videos are not in the cache, first: {missing[0]!r}")
     rows = rows_of(cache, video_ids)
-    clips = score_videos(cache, {"probe": (probe, rows)}, device=device, batch_clips=batch_clips,
-                         threads=num_workers)["probe"]  # fmt: skip
+    clips = score_videos(
+        cache, {"probe": (probe, rows)}, device=device, batch_clips=batch_clips, threads=num_workers
+    )["probe"]
     order = {v: n for n, v in enumerate(video_ids)}  # score_videos goes in row order
     keys = clips["video_id"].map(order).to_numpy()
     return clips.iloc[np.argsort(keys, kind="stable")].reset_index(drop=True)
@@ -204,9 +240,14 @@ def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame
 
 
 def predict_cached_videos(
-    probe: nn.Module, cache: Cache, video_ids: Sequence[str], *, device: torch.device | str = "cpu",
-    batch_clips: int = EVAL_BATCH_CLIPS, num_workers: int = 0,
-) -> pd.DataFrame:  # fmt: skip
+    probe: nn.Module,
+    cache: Cache,
+    video_ids: Sequence[str],
+    *,
+    device: torch.device | str = "cpu",
+    batch_clips: int = EVAL_BATCH_CLIPS,
+    num_workers: int = 0,
+) -> pd.DataFrame:
     """Whole-video predictions (PBV and MV) of `video_ids`; columns as `vote_videos`."""
     clips = predict_clips(
         probe, cache, video_ids, device=device, batch_clips=batch_clips, num_workers=num_workers
@@ -216,9 +257,13 @@ def predict_cached_videos(
 
 @torch.no_grad()
 def video_embeddings(
-    probe: Probe, cache: Cache, video_ids: Sequence[str], *, device: str = "cpu",
+    probe: Probe,
+    cache: Cache,
+    video_ids: Sequence[str],
+    *,
+    device: str = "cpu",
     batch_clips: int = 64,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per video: mean-pooled encoder tokens [n, D], the probe's pooled output [n, D] and the
     label [n]. Each evaluation window and view is pooled alone (as evaluation scores clips, and
     read as it reads them: `eval_tokens`), then averaged over the video; the reference pooled a
@@ -230,8 +275,10 @@ def video_embeddings(
         flat = tokens.reshape(C * V, N, D)
         mine, _ = select_layer(probe.layer_view, flat)  # the stored layer the probe reads
         mean_pooled.append(mine.float().mean(dim=(0, 1)).cpu())
-        pooled = [probe.pooled(flat[i : i + batch_clips].to(device, torch.float32)).float().cpu()
-                  for i in range(0, C * V, batch_clips)]  # fmt: skip
+        pooled = [
+            probe.pooled(flat[i : i + batch_clips].to(device, torch.float32)).float().cpu()
+            for i in range(0, C * V, batch_clips)
+        ]
         probe_pooled.append(torch.cat(pooled).mean(dim=0))
     labels = cache.videos["label"].to_numpy()[rows]
     return torch.stack(mean_pooled).numpy(), torch.stack(probe_pooled).numpy(), labels

@@ -32,7 +32,7 @@ from vjfer.datasets import (
     fold_numbers,
     fold_rows,
     mae_dfer_folds,
-)  # fmt: skip
+)
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError, TrainingError
 from vjfer.probe.config import TrainConfig
@@ -71,8 +71,9 @@ class GridPoint:
         return cls(config.lr, config.weight_decay, config.seed, config.layer)
 
     def apply(self, config: TrainConfig) -> TrainConfig:
-        return replace(config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed,
-                       layer=self.layer)  # fmt: skip
+        return replace(
+            config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, layer=self.layer
+        )
 
 
 def check_folds(cache) -> str:
@@ -113,8 +114,10 @@ def apply_splits(cache, splits: str | None) -> str:
     if "list" in cache.settings:
         recorded = str(cache.settings["list"]["splits"])
         if check_splits(cache.dataset, splits or recorded) != recorded:
-            raise SplitError(f"cache {cache.path} holds the folds of --splits {recorded} (from its "
-                             f"list file); drop --splits {splits} or extract again")  # fmt: skip
+            raise SplitError(
+                f"cache {cache.path} holds the folds of --splits {recorded} (from its "
+                f"list file); drop --splits {splits} or extract again"
+            )
         return recorded
     splits = check_splits(cache.dataset, splits)
     if splits == "mae-dfer":
@@ -133,8 +136,12 @@ def carve_held_out(fold_of: np.ndarray, actors: np.ndarray, seed: int) -> np.nda
     order = np.random.default_rng(seed).permutation(len(groups))
     held = {groups[i] for i in order[: max(1, round(HELD_OUT_SHARE * len(groups)))]}
     fold_of[(fold_of == TRAIN_ONLY) & np.isin(actors, list(held))] = HELD_OUT
-    log.info("inner validation: %d of %d training groups held out (seed %d)", len(held),
-             len(groups), seed)  # fmt: skip
+    log.info(
+        "inner validation: %d of %d training groups held out (seed %d)",
+        len(held),
+        len(groups),
+        seed,
+    )
     return fold_of
 
 
@@ -144,14 +151,25 @@ def split_fold(videos: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame
     return videos.iloc[train].reset_index(drop=True), videos.iloc[test].reset_index(drop=True)
 
 
-def make_grid(lrs: Sequence[float], wds: Sequence[float], seeds: Sequence[int],
-              layers: Sequence[LayerChoice] = (CONCAT,)) -> list[GridPoint]:  # fmt: skip
+def make_grid(
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    seeds: Sequence[int],
+    layers: Sequence[LayerChoice] = (CONCAT,),
+) -> list[GridPoint]:
     """Every combination, duplicates removed, in the order given. With more than one point the
     reference default (lr 1e-3, wd 0.01, first seed, the last layer given: for `--layer all` the
     deepest stored) is the first, added when not asked for, so a grid's summary can always show
     it beside the selected head. `layers`: resolved `--layer` values (`probe.layer.layer_axis`)."""
-    points = list(dict.fromkeys(GridPoint(float(lr), float(wd), int(s), layer)
-                                for s in seeds for lr in lrs for wd in wds for layer in layers))  # fmt: skip
+    points = list(
+        dict.fromkeys(
+            GridPoint(float(lr), float(wd), int(s), layer)
+            for s in seeds
+            for lr in lrs
+            for wd in wds
+            for layer in layers
+        )
+    )
     if not points:
         raise ConfigError("the grid is empty: give at least one lr, weight decay, seed and layer")
     if len(points) > 1:
@@ -184,20 +202,26 @@ def split_rows(
     return np.flatnonzero((fold_of != k) & (fold_of != inner)), np.flatnonzero(fold_of == inner)
 
 
-def fold_metrics(k: int, result_clips, class_names: Sequence[str], n_train: int,
-                 history: list[dict]) -> tuple:  # fmt: skip
+def fold_metrics(
+    k: int, result_clips, class_names: Sequence[str], n_train: int, history: list[dict]
+) -> tuple:
     """(videos table, metrics dict) of one head's clip predictions, in `metrics.json`'s layout."""
     videos = vote_videos(result_clips, class_names)
     scores = score_predictions(videos, result_clips, len(class_names))
     metrics = {
-        "fold": k, "n_train_videos": n_train, "n_test_videos": len(videos),
+        "fold": k,
+        "n_train_videos": n_train,
+        "n_test_videos": len(videos),
         "n_test_clips": len(result_clips),
         "test_actors": sorted(int(a) for a in videos["actor"].unique()),
         **scores,
         # the head's share of the pass's time: the pass itself is timed once (summary.json)
-        "train": {"epochs": len(history), "final_loss": history[-1]["loss"],
-                  "pass_seconds_share": sum(h["pass_seconds_share"] for h in history)},
-    }  # fmt: skip
+        "train": {
+            "epochs": len(history),
+            "final_loss": history[-1]["loss"],
+            "pass_seconds_share": sum(h["pass_seconds_share"] for h in history),
+        },
+    }
     return videos, metrics
 
 
@@ -234,13 +258,24 @@ class GridResult:
         points = max(groups.values(), key=len)  # ties: the first, the reported head's
         if len(points) < 2:
             return []
-        return sorted(points, key=lambda p: (p.layer == CONCAT, 0 if p.layer == CONCAT else int(p.layer)))  # fmt: skip
+        return sorted(
+            points, key=lambda p: (p.layer == CONCAT, 0 if p.layer == CONCAT else int(p.layer))
+        )
 
 
 def failed_heads(heads: Sequence[Head]) -> list[dict]:
     """{"head", "lr", "weight_decay", "seed", "epoch", "loss"} of each head whose loss diverged."""
-    return [{"head": h.name, "lr": h.config.lr, "weight_decay": h.config.weight_decay,
-             "seed": h.config.seed, **h.failed} for h in heads if h.failed is not None]  # fmt: skip
+    return [
+        {
+            "head": h.name,
+            "lr": h.config.lr,
+            "weight_decay": h.config.weight_decay,
+            "seed": h.config.seed,
+            **h.failed,
+        }
+        for h in heads
+        if h.failed is not None
+    ]
 
 
 def failed_text(failure: dict) -> str:
@@ -249,18 +284,34 @@ def failed_text(failure: dict) -> str:
 
 def _inner_row(k: int, j: int, point: GridPoint, head: Head, metrics: dict | None) -> dict:
     """One row of selection.csv: a grid point's inner scores (empty when its head failed)."""
-    scores = {f"{v}_{s}": metrics[v][s] if metrics else None
-              for v in ("pbv", "mv") for s in METRIC_COLUMNS}  # fmt: skip
+    scores = {
+        f"{v}_{s}": metrics[v][s] if metrics else None
+        for v in ("pbv", "mv")
+        for s in METRIC_COLUMNS
+    }
     return {
-        "fold": k, "inner_fold": j, "head": point.name, "lr": point.lr,
-        "weight_decay": point.weight_decay, "seed": point.seed, "layer": point.layer,
+        "fold": k,
+        "inner_fold": j,
+        "head": point.name,
+        "lr": point.lr,
+        "weight_decay": point.weight_decay,
+        "seed": point.seed,
+        "layer": point.layer,
         "n_inner_train_videos": len(head.rows),
-        "n_inner_val_videos": metrics["n_test_videos"] if metrics else None, **scores,
-    }  # fmt: skip
+        "n_inner_val_videos": metrics["n_test_videos"] if metrics else None,
+        **scores,
+    }
 
 
-def _select(k: int, j: int, grid: Sequence[GridPoint], by_name: dict[str, Head],
-            tables: dict[str, pd.DataFrame], cache: Cache, inner: list[dict]) -> str:  # fmt: skip
+def _select(
+    k: int,
+    j: int,
+    grid: Sequence[GridPoint],
+    by_name: dict[str, Head],
+    tables: dict[str, pd.DataFrame],
+    cache: Cache,
+    inner: list[dict],
+) -> str:
     """The grid point test fold k selects on its inner validation fold j (PBV UAR; ties keep the
     earlier point, the default first); appends each point's inner scores to `inner`. A point
     whose inner or full head failed (`failed_heads`) is never selected."""
@@ -270,10 +321,15 @@ def _select(k: int, j: int, grid: Sequence[GridPoint], by_name: dict[str, Head],
         failed = failed_heads([head, by_name[f"fold{k}/{point.name}"]])
         metrics = None
         if not failed:
-            _, metrics = fold_metrics(j, tables[head.name], cache.class_names, len(head.rows),
-                                      head.history)  # fmt: skip
-        inner.append({**_inner_row(k, j, point, head, metrics),
-                      "failed": "; ".join(failed_text(f) for f in failed)})  # fmt: skip
+            _, metrics = fold_metrics(
+                j, tables[head.name], cache.class_names, len(head.rows), head.history
+            )
+        inner.append(
+            {
+                **_inner_row(k, j, point, head, metrics),
+                "failed": "; ".join(failed_text(f) for f in failed),
+            }
+        )
         score = metrics[SELECT_BY[0]][SELECT_BY[1]] if metrics else -1.0
         if not failed and score > best_score:  # ties keep the earlier point (the default first)
             best, best_score = point.name, score
@@ -281,8 +337,9 @@ def _select(k: int, j: int, grid: Sequence[GridPoint], by_name: dict[str, Head],
     return best
 
 
-def _grid_heads(cache: Cache, folds: Sequence[int], config: TrainConfig, grid: list[GridPoint],
-                device) -> tuple[list[Head], dict[str, np.ndarray], dict[int, int]]:  # fmt: skip
+def _grid_heads(
+    cache: Cache, folds: Sequence[int], config: TrainConfig, grid: list[GridPoint], device
+) -> tuple[list[Head], dict[str, np.ndarray], dict[int, int]]:
     """Every head of the pass, the rows each is scored on, and each fold's inner fold."""
     videos = cache.videos
     fold_of = videos["fold"].to_numpy()
@@ -313,9 +370,14 @@ def _grid_heads(cache: Cache, folds: Sequence[int], config: TrainConfig, grid: l
     return heads, evaluates, inner_of
 
 
-def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
-               grid: Sequence[GridPoint] | None = None, progress: bool = True,
-               checkpoint: PassCheckpoint | None = None) -> GridResult:  # fmt: skip
+def train_grid(
+    cache: Cache,
+    folds: Sequence[int],
+    config: TrainConfig,
+    grid: Sequence[GridPoint] | None = None,
+    progress: bool = True,
+    checkpoint: PassCheckpoint | None = None,
+) -> GridResult:
     """Train and evaluate every fold × grid point (and the inner-split heads) in one pass.
 
     A head whose loss diverged is not evaluated; the reported (default) head of a fold must
@@ -328,16 +390,29 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
     by_name = {head.name: head for head in heads}
     for k in folds:
         if (head := by_name[f"fold{k}/{grid[0].name}"]).failed is not None:
-            raise TrainingError(f"{head.describe()} is the fold's reported head and its loss "
-                                f"{head.failed['loss']} at epoch {head.failed['epoch']} is not "
-                                "finite: lower --lr")  # fmt: skip
-    tables = score_videos(cache, {n: (by_name[n].probe, rows) for n, rows in evaluates.items()
-                                  if by_name[n].failed is None},
-                          device=device, batch_clips=config.eval_batch_clips,
-                          autocast=config.autocast, threads=config.num_workers,
-                          prefetch=config.prefetch, progress=progress)  # fmt: skip
-    out = GridResult(list(folds), grid, {}, plan=trained.plan.describe(),
-                     pass_epochs=trained.epochs, failed=failed_heads(heads))  # fmt: skip
+            raise TrainingError(
+                f"{head.describe()} is the fold's reported head and its loss "
+                f"{head.failed['loss']} at epoch {head.failed['epoch']} is not "
+                "finite: lower --lr"
+            )
+    tables = score_videos(
+        cache,
+        {n: (by_name[n].probe, rows) for n, rows in evaluates.items() if by_name[n].failed is None},
+        device=device,
+        batch_clips=config.eval_batch_clips,
+        autocast=config.autocast,
+        threads=config.num_workers,
+        prefetch=config.prefetch,
+        progress=progress,
+    )
+    out = GridResult(
+        list(folds),
+        grid,
+        {},
+        plan=trained.plan.describe(),
+        pass_epochs=trained.epochs,
+        failed=failed_heads(heads),
+    )
     for k in folds:
         for point in grid:
             head = by_name[f"fold{k}/{point.name}"]
@@ -345,10 +420,16 @@ def train_grid(cache: Cache, folds: Sequence[int], config: TrainConfig,
                 continue
             clips = tables[head.name]
             table, metrics = fold_metrics(k, clips, cache.class_names, len(head.rows), head.history)
-            metrics["head"] = {"name": point.name, "lr": point.lr, "weight_decay": point.weight_decay,
-                               "seed": point.seed, "layer": point.layer}  # fmt: skip
-            out.results[(k, point.name)] = FoldResult(k, head.probe.cpu().eval(), clips, table,
-                                                      metrics, head.history)  # fmt: skip
+            metrics["head"] = {
+                "name": point.name,
+                "lr": point.lr,
+                "weight_decay": point.weight_decay,
+                "seed": point.seed,
+                "layer": point.layer,
+            }
+            out.results[(k, point.name)] = FoldResult(
+                k, head.probe.cpu().eval(), clips, table, metrics, head.history
+            )
         if len(grid) == 1:
             out.selected[k] = grid[0].name
             continue

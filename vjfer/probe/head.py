@@ -29,8 +29,13 @@ def param_groups(probe: nn.Module) -> list[dict]:
     return [{"params": decay, "decay": True}, {"params": rest, "decay": False, "weight_decay": 0.0}]
 
 
-def _loss(probe: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, pool: str,
-          mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def _loss(
+    probe: nn.Module,
+    tokens: torch.Tensor,
+    labels: torch.Tensor,
+    pool: str,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Cross-entropy of tokens [B, K, N, D] (mask: bool [B, K, N], True = kept, or None)."""
     B, K, N, D = tokens.shape
     if pool == "joint":
@@ -49,21 +54,27 @@ class Head:
     optimizer whenever `batch_size` samples are waiting; `end_epoch` steps on the rest.
     """
 
-    def __init__(self, name: str, config: TrainConfig, rows: np.ndarray, cache: Cache,
-                 device: torch.device):  # fmt: skip
+    def __init__(
+        self, name: str, config: TrainConfig, rows: np.ndarray, cache: Cache, device: torch.device
+    ):
         self.name, self.config, self.device = name, config, device
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
         if len(self.rows) == 0:
             raise SplitError(f"head {name}: no training videos")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            probe = build_probe(config.probe, cache.embed_dim, len(cache.class_names),
-                                config.num_heads)  # fmt: skip
+            probe = build_probe(
+                config.probe, cache.embed_dim, len(cache.class_names), config.num_heads
+            )
         # the probe takes its layer of each clip itself: every head shares the pass's one read
         probe.layer_view = layer_view(cache.layers, cache.layer_tokens, config.layer)
         self.probe = probe.to(device).train()
-        self.optimizer = torch.optim.AdamW(param_groups(self.probe), lr=config.lr,
-                                           betas=config.betas, weight_decay=config.weight_decay)  # fmt: skip
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.probe),
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+        )
         self.total = config.epochs * math.ceil(len(self.rows) / config.batch_size)
         self.step = 0
         self.history: list[dict] = []
@@ -129,10 +140,15 @@ class Head:
         loss = self.running_loss()
         if not math.isfinite(loss):
             self.failed = {"epoch": epoch + 1, "loss": str(loss)}  # str: JSON has no nan
-        self.history.append({
-            "epoch": epoch + 1, "loss": loss, "pass_seconds_share": share,
-            "pass_bytes_read": reads.bytes, "pass_read_gb_s": reads.gb_per_s,
-        })  # fmt: skip
+        self.history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": loss,
+                "pass_seconds_share": share,
+                "pass_bytes_read": reads.bytes,
+                "pass_read_gb_s": reads.gb_per_s,
+            }
+        )
         self._loss_sum, self._batches = torch.zeros((), device=self.device), 0
 
     def describe(self) -> str:
@@ -144,9 +160,14 @@ class Head:
         """What a resumed pass needs of this head at an epoch's end (nothing is pending then):
         probe, AdamW moments and step counts, GradScaler, optimizer steps, history, failure."""
         assert not self._pending and self._batches == 0, "a head is saved between epochs only"
-        return {"probe": self.probe.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self._scaler.state_dict(), "step": self.step,
-                "history": self.history, "failed": self.failed}  # fmt: skip
+        return {
+            "probe": self.probe.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self._scaler.state_dict(),
+            "step": self.step,
+            "history": self.history,
+            "failed": self.failed,
+        }
 
     def load_state(self, state: dict) -> None:
         """Continue from `state()` (as saved, on any device)."""

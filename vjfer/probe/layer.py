@@ -44,9 +44,11 @@ class LayerView:
         B, M, D = tokens.shape
         per_clip = self.layers * self.tokens
         if M % per_clip:
-            raise ConfigError(f"a probe of block {self.block} reads clips of {self.layers} layers "
-                              f"× {self.tokens} tokens; it got {M} tokens, not a multiple of "
-                              f"{per_clip}: score it on the cache it was trained from")  # fmt: skip
+            raise ConfigError(
+                f"a probe of block {self.block} reads clips of {self.layers} layers "
+                f"× {self.tokens} tokens; it got {M} tokens, not a multiple of "
+                f"{per_clip}: score it on the cache it was trained from"
+            )
         shape = (B, M // per_clip, self.layers, self.tokens)
         picked = tokens.view(*shape, D)[:, :, self.index].reshape(B, -1, D)
         if mask is not None:
@@ -54,8 +56,9 @@ class LayerView:
         return picked, mask
 
 
-def select_layer(view: LayerView | None, tokens: Tensor,
-                 mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+def select_layer(
+    view: LayerView | None, tokens: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
     """What a probe with `view` reads of tokens [B, M, D] (every token when `view` is None)."""
     return (tokens, mask) if view is None else view.select(tokens, mask)
 
@@ -77,9 +80,11 @@ def resolve_layer(blocks: tuple[int, ...] | None, choice: LayerChoice) -> LayerC
     if k < 0 and -len(stored) <= k:
         k = stored[k]
     if k not in stored:
-        raise ConfigError(f"--layer {choice}: the cache holds {_stored(blocks)}; give one of "
-                          f"{[*stored, *range(-len(stored), 0)] or [-1]}, concat or all, or extract "
-                          f"the block with `vjfer extract --layers {choice}`")  # fmt: skip
+        raise ConfigError(
+            f"--layer {choice}: the cache holds {_stored(blocks)}; give one of "
+            f"{[*stored, *range(-len(stored), 0)] or [-1]}, concat or all, or extract "
+            f"the block with `vjfer extract --layers {choice}`"
+        )
     return CONCAT if len(stored) == 1 else k
 
 
@@ -99,8 +104,9 @@ def layer_view(blocks: tuple[int, ...] | None, tokens: int, layer: LayerChoice) 
     layer = resolve_layer(blocks, layer)
     if layer == CONCAT or blocks is None:
         return None
-    return LayerView(block=int(layer), index=blocks.index(int(layer)), layers=len(blocks),
-                     tokens=tokens)  # fmt: skip
+    return LayerView(
+        block=int(layer), index=blocks.index(int(layer)), layers=len(blocks), tokens=tokens
+    )
 
 
 def layer_label(layer: LayerChoice, blocks: Sequence[int] | None) -> str:

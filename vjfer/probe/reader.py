@@ -81,8 +81,14 @@ class ClipReader:
     is requested: copy what you keep (to the device, or by indexing).
     """
 
-    def __init__(self, cache: Cache, threads: int = 4, prefetch: int = 8, pin: bool = False,
-                 verify: bool | None = None):  # fmt: skip
+    def __init__(
+        self,
+        cache: Cache,
+        threads: int = 4,
+        prefetch: int = 8,
+        pin: bool = False,
+        verify: bool | None = None,
+    ):
         # More reading threads than cores only thrash: measured warm on 2 cores, 4 threads read at
         # 0.8x the rate of 2 (benchmarks/RESULTS.md, stage 2); a cold disk gains nothing from more.
         self.cache, self.threads, self.pin = cache, min(threads, available_cpus()), pin
@@ -94,8 +100,13 @@ class ClipReader:
         self.shape = (cache.num_views, cache.num_tokens, cache.embed_dim)  # (V, N, D)
         self.raw = cache.store.scaled  # deliver stored bytes rather than float16 tokens
         videos = cache.videos
-        self._where = dict(zip(videos["video_id"], zip(videos["shard"], videos["first_clip"],
-                                                       videos["n_clips"], strict=True), strict=True))  # fmt: skip
+        self._where = dict(
+            zip(
+                videos["video_id"],
+                zip(videos["shard"], videos["first_clip"], videos["n_clips"], strict=True),
+                strict=True,
+            )
+        )
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self.stats = ReadStats()
@@ -184,8 +195,9 @@ class HeldTokens:
     `clips[video_id]` lists the held clip indices; a request must ask for a subset of them.
     """
 
-    def __init__(self, reader: ClipReader, wanted: dict[str, np.ndarray], device: torch.device,
-                 progress=None):  # fmt: skip
+    def __init__(
+        self, reader: ClipReader, wanted: dict[str, np.ndarray], device: torch.device, progress=None
+    ):
         self.clip_bytes = reader.clip_bytes
         self.clips = {vid: np.asarray(c) for vid, c in wanted.items()}
         self.tokens: dict[str, torch.Tensor] = {}
@@ -225,9 +237,16 @@ def available_memory() -> int:
     return 0
 
 
-def open_source(cache: Cache, wanted: dict[str, np.ndarray], *, in_memory: str, threads: int,
-                prefetch: int, device: torch.device,
-                progress: bool = True) -> tuple[ClipReader, HeldTokens | None, str]:  # fmt: skip
+def open_source(
+    cache: Cache,
+    wanted: dict[str, np.ndarray],
+    *,
+    in_memory: str,
+    threads: int,
+    prefetch: int,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[ClipReader, HeldTokens | None, str]:
     """The reader, and the `wanted` clips held in memory when `in_memory` ("auto", "yes", "no",
     "gpu") and the memory there allow; returns (reader, held or None, "disk" | "ram" | device)."""
     reader = ClipReader(cache, threads=threads, prefetch=prefetch, pin=device.type == "cuda")
@@ -236,16 +255,22 @@ def open_source(cache: Cache, wanted: dict[str, np.ndarray], *, in_memory: str, 
     if where is None:  # auto
         available = available_memory()
         where = "ram" if need <= MEMORY_SHARE * available else "disk"
-        log.info("training tokens need %.2f GB, %.2f GB of RAM available: %s",
-                 need / 1e9, available / 1e9, "held in RAM" if where == "ram" else "read from disk each epoch")  # fmt: skip
+        log.info(
+            "training tokens need %.2f GB, %.2f GB of RAM available: %s",
+            need / 1e9,
+            available / 1e9,
+            "held in RAM" if where == "ram" else "read from disk each epoch",
+        )
     if where == "disk":
         return reader, None, where
     if where != "ram" and device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if need > MEMORY_SHARE * free:
-            raise ConfigError(f"--in-memory gpu: the training tokens need {need / 1e9:.1f} GB, "
-                              f"{device} has {free / 1e9:.1f} GB free (at most half is used for "
-                              "tokens); use --in-memory auto or a compact cache")  # fmt: skip
+            raise ConfigError(
+                f"--in-memory gpu: the training tokens need {need / 1e9:.1f} GB, "
+                f"{device} has {free / 1e9:.1f} GB free (at most half is used for "
+                "tokens); use --in-memory auto or a compact cache"
+            )
     bar = tqdm(total=need, desc="loading tokens", unit="B", unit_scale=True, disable=not progress)
     held = HeldTokens(reader, wanted, device if where != "ram" else torch.device("cpu"), bar.update)
     bar.close()

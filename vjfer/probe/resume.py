@@ -61,8 +61,9 @@ def stage_run(out: str | Path, mode: RunMode) -> Path:
         fix = "nothing to resume; " if mode == "resume" else ""
         raise ConfigError(f"run {out} exists: {fix}--force replaces it, or choose another --out")
     if partial.exists() and mode == "new":
-        raise ConfigError(f"an interrupted run is at {partial}: --resume continues it, "
-                          "--force starts it over")  # fmt: skip
+        raise ConfigError(
+            f"an interrupted run is at {partial}: --resume continues it, --force starts it over"
+        )
     if partial.exists() and mode == "force":
         shutil.rmtree(partial)
     try:
@@ -125,8 +126,15 @@ class PassCheckpoint:
         return self.every > 0 and ((epoch + 1) % self.every == 0 or epoch + 1 == epochs)
 
     def save(self, epoch: int, heads: Sequence, records: list[dict]) -> None:
-        save_atomic({"identity": self.identity, "epoch": epoch + 1, "records": records,
-                     "heads": {h.name: h.state() for h in heads}}, self.path)  # fmt: skip
+        save_atomic(
+            {
+                "identity": self.identity,
+                "epoch": epoch + 1,
+                "records": records,
+                "heads": {h.name: h.state() for h in heads},
+            },
+            self.path,
+        )
         log.info("checkpoint after epoch %d: %s", epoch + 1, self.path)
 
     def restore(self, heads: Sequence) -> tuple[int, list[dict]]:
@@ -137,15 +145,20 @@ class PassCheckpoint:
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a damaged file
-            raise CheckpointError(f"{self.path} is not a readable checkpoint ({err}); "
-                                  "--force starts the run over") from err  # fmt: skip
+            raise CheckpointError(
+                f"{self.path} is not a readable checkpoint ({err}); --force starts the run over"
+            ) from err
         if diff := _first_difference(saved["identity"], self.identity):
-            raise CheckpointError(f"{self.path} was saved by another pass ({diff}): rerun with "
-                                  "its settings, or --force to start over")  # fmt: skip
+            raise CheckpointError(
+                f"{self.path} was saved by another pass ({diff}): rerun with "
+                "its settings, or --force to start over"
+            )
         names = sorted(h.name for h in heads)
         if sorted(saved["heads"]) != names:
-            raise CheckpointError(f"{self.path} holds heads {sorted(saved['heads'])}, this pass "
-                                  f"trains {names}: --force starts over")  # fmt: skip
+            raise CheckpointError(
+                f"{self.path} holds heads {sorted(saved['heads'])}, this pass "
+                f"trains {names}: --force starts over"
+            )
         for head in heads:
             head.load_state(saved["heads"][head.name])
         log.info("resuming after epoch %d from %s", saved["epoch"], self.path)

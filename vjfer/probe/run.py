@@ -69,9 +69,15 @@ def config_dict(config: TrainConfig) -> dict:
 
 def cache_description(cache: Cache) -> dict:
     """What a run records about the cache it read (enough to refuse a different one later)."""
-    return {"path": str(cache.path), "dataset": cache.dataset, "fingerprint": cache.fingerprint,
-            "settings": cache.settings, "grid": list(cache.grid), "embed_dim": cache.embed_dim,
-            "num_views": cache.num_views}  # fmt: skip
+    return {
+        "path": str(cache.path),
+        "dataset": cache.dataset,
+        "fingerprint": cache.fingerprint,
+        "settings": cache.settings,
+        "grid": list(cache.grid),
+        "embed_dim": cache.embed_dim,
+        "num_views": cache.num_views,
+    }
 
 
 def _confusion_frame(matrix: list[list[int]], names) -> pd.DataFrame:
@@ -86,15 +92,24 @@ def write_fold(result: FoldResult, directory: Path, cache: Cache, config: TrainC
     directory.mkdir(parents=True, exist_ok=True)
     names = list(cache.class_names)
     meta = {
-        "probe": config.probe, "embed_dim": cache.embed_dim, "num_classes": len(names),
-        "num_heads": config.num_heads, "class_names": names, "dataset": cache.dataset,
-        "fold": result.fold, "config": config_dict(config), "cache": cache_description(cache),
-        "encoder": cache.settings.get("encoder"), "vjfer_version": vjfer.__version__,
-    }  # fmt: skip
+        "probe": config.probe,
+        "embed_dim": cache.embed_dim,
+        "num_classes": len(names),
+        "num_heads": config.num_heads,
+        "class_names": names,
+        "dataset": cache.dataset,
+        "fold": result.fold,
+        "config": config_dict(config),
+        "cache": cache_description(cache),
+        "encoder": cache.settings.get("encoder"),
+        "vjfer_version": vjfer.__version__,
+    }
     ckpt_meta = dict(meta)
     if (basis := cache.pca_basis()) is not None:  # predict projects new tokens on it
-        ckpt_meta["store_pca_basis"] = {"basis": torch.from_numpy(basis[0]),
-                                        "mean": torch.from_numpy(basis[1])}  # fmt: skip
+        ckpt_meta["store_pca_basis"] = {
+            "basis": torch.from_numpy(basis[0]),
+            "mean": torch.from_numpy(basis[1]),
+        }
     torch.save(probe_checkpoint(result.probe, ckpt_meta), directory / "probe.pt")
     write_json(directory / "config.json", {k: v for k, v in meta.items() if k != "class_names"})
     result.clips.to_csv(directory / "clip_predictions.csv", index=False, float_format="%.6g")
@@ -120,15 +135,26 @@ def _write_grid(result: GridResult, out_dir: Path, cache: Cache, config: TrainCo
     selection.to_csv(out_dir / "selection.csv", index=False, float_format="%.6g")
     rows = []
     for (k, name), fold in sorted(result.results.items()):
-        rows.append({"fold": k, "head": name, **{f"{v}_{s}": fold.metrics[v][s] for v in ("pbv", "mv")
-                                                 for s in METRIC_COLUMNS}})  # fmt: skip
+        rows.append(
+            {
+                "fold": k,
+                "head": name,
+                **{f"{v}_{s}": fold.metrics[v][s] for v in ("pbv", "mv") for s in METRIC_COLUMNS},
+            }
+        )
         heads = out_dir / f"fold-{k}" / "heads" / name
         heads.mkdir(parents=True, exist_ok=True)
         fold.videos.to_csv(heads / "video_predictions.csv", index=False, float_format="%.6g")
         write_json(heads / "metrics.json", {**fold.metrics, "history": fold.history})
-    rows += [{"fold": int(f["head"].split("/")[0].removeprefix("fold")),
-              "head": f["head"].split("/")[-1], "failed": failed_text(f)}
-             for f in result.failed if "/inner" not in f["head"]]  # fmt: skip
+    rows += [
+        {
+            "fold": int(f["head"].split("/")[0].removeprefix("fold")),
+            "head": f["head"].split("/")[-1],
+            "failed": failed_text(f),
+        }
+        for f in result.failed
+        if "/inner" not in f["head"]
+    ]
     with open(out_dir / "grid_test_results.csv", "w", encoding="utf-8") as f:
         f.write(GRID_WARNING)
         pd.DataFrame(rows).to_csv(f, index=False, float_format="%.6g")
@@ -145,13 +171,19 @@ def videos_digest(cache: Cache) -> str:
     return hashlib.sha256(table.encode("utf-8")).hexdigest()
 
 
-def _checkpoint(work: Path, cache: Cache, folds: Sequence[int], config: TrainConfig,
-                grid: Sequence[GridPoint]) -> PassCheckpoint:  # fmt: skip
+def _checkpoint(
+    work: Path, cache: Cache, folds: Sequence[int], config: TrainConfig, grid: Sequence[GridPoint]
+) -> PassCheckpoint:
     """The pass's checkpoint in the run's staging folder, with what a resume must match."""
     settings = {k: v for k, v in config_dict(config).items() if k not in RUN_ONLY}
-    identity = {"train": settings, "folds": list(folds), "grid": [asdict(p) for p in grid],
-                "cache_fingerprint": cache.fingerprint, "dataset": cache.dataset,
-                "cache_videos": videos_digest(cache)}  # fmt: skip
+    identity = {
+        "train": settings,
+        "folds": list(folds),
+        "grid": [asdict(p) for p in grid],
+        "cache_fingerprint": cache.fingerprint,
+        "dataset": cache.dataset,
+        "cache_videos": videos_digest(cache),
+    }
     return PassCheckpoint(work / CHECKPOINT, identity, config.checkpoint_every)
 
 
@@ -162,29 +194,52 @@ def _refuse_other_cache(work: Path, cache: Cache) -> None:
         return
     was = read_json_object(work / "config.json")["cache"]
     if was["fingerprint"] != cache.fingerprint:
-        raise CheckpointError(f"{work} was trained on another cache: {was['path']} (fingerprint "
-                              f"{was['fingerprint'][:12]}), not {cache.path} (fingerprint "
-                              f"{cache.fingerprint[:12]}); resume with that cache, or --force to "
-                              "start over")  # fmt: skip
+        raise CheckpointError(
+            f"{work} was trained on another cache: {was['path']} (fingerprint "
+            f"{was['fingerprint'][:12]}), not {cache.path} (fingerprint "
+            f"{cache.fingerprint[:12]}); resume with that cache, or --force to "
+            "start over"
+        )
 
 
-def _summary(result: GridResult, cache: Cache, folds: Sequence[int], config: TrainConfig,
-             splits: str, coverage: Coverage) -> RunSummary:  # fmt: skip
+def _summary(
+    result: GridResult,
+    cache: Cache,
+    folds: Sequence[int],
+    config: TrainConfig,
+    splits: str,
+    coverage: Coverage,
+) -> RunSummary:
     """summary.json's content: the reported head's scores, the selected head's and, with heads
     on several layers, one entry per layer."""
-    summary = RunSummary(dataset=cache.dataset, splits=splits, probe=config.probe,
-                         cache_fingerprint=cache.fingerprint, head=result.default, plan=result.plan,
-                         pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
-                         coverage=str(coverage), failed_heads=result.failed,
-                         class_names=list(cache.class_names),
-                         **summarise_folds([result.reported(k).metrics for k in folds]))  # fmt: skip
+    summary = RunSummary(
+        dataset=cache.dataset,
+        splits=splits,
+        probe=config.probe,
+        cache_fingerprint=cache.fingerprint,
+        head=result.default,
+        plan=result.plan,
+        pass_seconds=sum(e["seconds"] for e in result.pass_epochs),
+        coverage=str(coverage),
+        failed_heads=result.failed,
+        class_names=list(cache.class_names),
+        **summarise_folds([result.reported(k).metrics for k in folds]),
+    )
     if len(result.grid) > 1:
-        summary["selected"] = Selected(selection={str(k): result.selected[k] for k in folds},
-                                       **summarise_folds([result.chosen(k).metrics for k in folds]))  # fmt: skip
+        summary["selected"] = Selected(
+            selection={str(k): result.selected[k] for k in folds},
+            **summarise_folds([result.chosen(k).metrics for k in folds]),
+        )
     if points := result.layer_points():  # a per-layer table: which depth carries expression
-        summary["layers"] = [LayerSummary(layer=p.layer, head=p.name, **summarise_folds(
-            [result.results[(k, p.name)].metrics for k in folds])) for p in points
-            if all((k, p.name) in result.results for k in folds)]  # a diverged head has none  # fmt: skip
+        summary["layers"] = [
+            LayerSummary(
+                layer=p.layer,
+                head=p.name,
+                **summarise_folds([result.results[(k, p.name)].metrics for k in folds]),
+            )
+            for p in points
+            if all((k, p.name) in result.results for k in folds)
+        ]  # a diverged head has none
     return summary
 
 
@@ -196,9 +251,16 @@ def _write_summary(work: Path, summary: RunSummary, failed: list[dict]) -> None:
     (work / "summary.md").write_text(format_run_summary(summary) + lines, encoding="utf-8")
 
 
-def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir: str | Path,
-                progress: bool = True, grid: Sequence[GridPoint] | None = None,
-                mode: RunMode = "new", splits: str | None = None) -> RunSummary:  # fmt: skip
+def train_folds(
+    cache: Cache,
+    folds: Sequence[int],
+    config: TrainConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    grid: Sequence[GridPoint] | None = None,
+    mode: RunMode = "new",
+    splits: str | None = None,
+) -> RunSummary:
     """Train and evaluate every fold (and grid point) in one pass, writing `out_dir/fold-K/` per
     fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary.
 
@@ -216,18 +278,28 @@ def train_folds(cache: Cache, folds: Sequence[int], config: TrainConfig, out_dir
         _refuse_other_cache(work, cache)
     coverage = cache.coverage()
     log.info("%s: %s", cache.path, coverage)
-    run = {"train": config_dict(config), "folds": list(folds), "splits": splits,
-           "cache": cache_description(cache),
-           "grid": [asdict(p) for p in grid], "coverage": asdict(coverage),
-           "environment": environment(), "vjfer_version": vjfer.__version__}  # fmt: skip
+    run = {
+        "train": config_dict(config),
+        "folds": list(folds),
+        "splits": splits,
+        "cache": cache_description(cache),
+        "grid": [asdict(p) for p in grid],
+        "coverage": asdict(coverage),
+        "environment": environment(),
+        "vjfer_version": vjfer.__version__,
+    }
     write_json(work / "config.json", run)
     checkpoint = _checkpoint(work, cache, folds, config, grid)
     result = train_grid(cache, folds, config, grid, progress=progress, checkpoint=checkpoint)
     for k in folds:
         fold = result.reported(k)
         write_fold(fold, work / f"fold-{k}", cache, grid[0].apply(config))
-        log.info("fold %d: PBV UAR %.4f WAR %.4f", k, fold.metrics["pbv"]["uar"],
-                 fold.metrics["pbv"]["war"])  # fmt: skip
+        log.info(
+            "fold %d: PBV UAR %.4f WAR %.4f",
+            k,
+            fold.metrics["pbv"]["uar"],
+            fold.metrics["pbv"]["war"],
+        )
     if len(grid) > 1:
         _write_grid(result, work, cache, config)
     summary = _summary(result, cache, folds, config, splits, coverage)
@@ -248,9 +320,16 @@ def resolve_folds(cache: Cache, folds: str | int | Sequence[int]) -> list[int]:
     return wanted
 
 
-def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int | Sequence[int],
-             grid_size: int = 1, seed: int = 0, splits: str | None = None,
-             layers: Sequence[LayerChoice] = ()) -> str:  # fmt: skip
+def run_name(
+    dataset: str,
+    cache_dir: str | Path,
+    probe: str,
+    folds: str | int | Sequence[int],
+    grid_size: int = 1,
+    seed: int = 0,
+    splits: str | None = None,
+    layers: Sequence[LayerChoice] = (),
+) -> str:
     """The directory name of a run under `vjfer probe --out`: one name per run setting, so a
     single-fold, grid, other-seed or other-layer run never overwrites another:
     `<dataset>-<cache directory>-<probe>[-splits][-foldK[-L...]][-layerK[-K...]][-gridN][-seedS]`
@@ -264,8 +343,13 @@ def run_name(dataset: str, cache_dir: str | Path, probe: str, folds: str | int |
     return name + (f"-seed{seed}" if seed else "")
 
 
-def open_run_cache(cache: str | Path | Cache, *, splits: str | None = None,
-                   dataset: str | None = None, fingerprint: str | None = None) -> tuple[Cache, str]:  # fmt: skip
+def open_run_cache(
+    cache: str | Path | Cache,
+    *,
+    splits: str | None = None,
+    dataset: str | None = None,
+    fingerprint: str | None = None,
+) -> tuple[Cache, str]:
     """The cache a run trains from, opened once (a `Cache` is taken as it is), its folds those of
     protocol `splits` (`folds.apply_splits`) and checked (`folds.check_folds`); refused if its
     dataset or fingerprint (a prefix suffices) is not the one asked for. Returns (cache, the
@@ -280,23 +364,44 @@ def open_run_cache(cache: str | Path | Cache, *, splits: str | None = None,
         raise CacheError(
             f"cache {cache.path} has fingerprint {cache.fingerprint[:12]}…, asked for {fingerprint}"
         )
-    log.info("cache %s: every shard's structure and per-video table match the manifest; each clip "
-             "this run reads is checked against its checksum as it is read; `vjfer cache verify "
-             "%s` checks every clip", cache.path, cache.path)  # fmt: skip
+    log.info(
+        "cache %s: every shard's structure and per-video table match the manifest; each clip "
+        "this run reads is checked against its checksum as it is read; `vjfer cache verify "
+        "%s` checks every clip",
+        cache.path,
+        cache.path,
+    )
     return cache, check_folds(cache)
 
 
-def run_probe(cache: str | Path | Cache, folds: str | int | Sequence[int], config: TrainConfig,
-              out_dir: str | Path, *, dataset: str | None = None, fingerprint: str | None = None,
-              progress: bool = True, grid: Sequence[GridPoint] | None = None,
-              splits: str | None = None, mode: RunMode = "new") -> Path:  # fmt: skip
+def run_probe(
+    cache: str | Path | Cache,
+    folds: str | int | Sequence[int],
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    dataset: str | None = None,
+    fingerprint: str | None = None,
+    progress: bool = True,
+    grid: Sequence[GridPoint] | None = None,
+    splits: str | None = None,
+    mode: RunMode = "new",
+) -> Path:
     """Train and evaluate `folds` ("all", K or [K, ...]) of a cache (a path, opened once, or an
     opened `Cache`) under the fold protocol `splits` (default: the dataset's first,
     `datasets.SPLITS`) into `out_dir` (`mode`: see `train_folds`), refusing a cache of another
     dataset or fingerprint (`open_run_cache`); returns out_dir."""
     cache, used = open_run_cache(cache, splits=splits, dataset=dataset, fingerprint=fingerprint)
-    train_folds(cache, resolve_folds(cache, folds), config, out_dir, progress=progress, grid=grid,
-                mode=mode, splits=used)  # fmt: skip
+    train_folds(
+        cache,
+        resolve_folds(cache, folds),
+        config,
+        out_dir,
+        progress=progress,
+        grid=grid,
+        mode=mode,
+        splits=used,
+    )
     return Path(out_dir)
 
 
@@ -328,8 +433,12 @@ class ProbeRequest:
         c = self.config
         object.__setattr__(self, "cache", Path(self.cache))
         object.__setattr__(self, "runs", Path(self.runs))
-        for name, default in (("lrs", c.lr), ("wds", c.weight_decay), ("seeds", c.seed),
-                              ("layers", c.layer)):  # fmt: skip
+        for name, default in (
+            ("lrs", c.lr),
+            ("wds", c.weight_decay),
+            ("seeds", c.seed),
+            ("layers", c.layer),
+        ):
             object.__setattr__(self, name, tuple(getattr(self, name)) or (default,))
         if isinstance(self.folds, int):
             object.__setattr__(self, "folds", (self.folds,))
@@ -348,9 +457,12 @@ def _check_request(request: ProbeRequest) -> None:
     GPU, a runs folder that cannot be written."""
     config = request.config
     if config.in_memory == "gpu" and resolve_device(config.device).type != "cuda":
-        raise OptionError("--in-memory", f"--in-memory gpu holds the training tokens on a GPU, and "
-                          f"the device here is the CPU (--device {config.device}); use "
-                          "--in-memory yes (RAM) or auto")  # fmt: skip
+        raise OptionError(
+            "--in-memory",
+            f"--in-memory gpu holds the training tokens on a GPU, and "
+            f"the device here is the CPU (--device {config.device}); use "
+            "--in-memory yes (RAM) or auto",
+        )
     try:
         check_writable(request.runs)
     except ConfigError as err:
@@ -364,8 +476,9 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
     from the command line). Returns the run directory."""
     _check_request(request)
     path = one_cache(request.cache, request.dataset, request.fingerprint)
-    cache, used = open_run_cache(path, splits=request.splits, dataset=request.dataset,
-                                 fingerprint=request.fingerprint)  # fmt: skip
+    cache, used = open_run_cache(
+        path, splits=request.splits, dataset=request.dataset, fingerprint=request.fingerprint
+    )
     try:
         layers = layer_axis(cache.layers, request.layers)
     except ConfigError as err:
@@ -374,10 +487,19 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
     config = grid[0].apply(request.config)
     folds = resolve_folds(cache, request.folds)  # refuses folds the cache lacks
     named = "all" if request.folds == "all" else folds
-    run_dir = request.runs / run_name(cache.dataset, path, config.probe, named, len(grid),
-                                      config.seed, request.splits, layers)  # fmt: skip
-    train_folds(cache, folds, config, run_dir, progress=request.progress, grid=grid,
-                mode=request.mode, splits=used)  # fmt: skip
+    run_dir = request.runs / run_name(
+        cache.dataset, path, config.probe, named, len(grid), config.seed, request.splits, layers
+    )
+    train_folds(
+        cache,
+        folds,
+        config,
+        run_dir,
+        progress=request.progress,
+        grid=grid,
+        mode=request.mode,
+        splits=used,
+    )
     if len(layers) > 1 and draw is not None:  # UAR against depth beside summary.md
         draw(run_dir)
     return run_dir

@@ -84,8 +84,15 @@ def epoch_order(num_videos: int, order_seed: int, epoch: int, how: str = "reshuf
     return np.random.default_rng(seed).permutation(num_videos)
 
 
-def draw_samples(n_clips: np.ndarray, fixed: np.ndarray | None, num_views: int, clips_per_video: int,
-                 random_view: bool, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def draw_samples(
+    n_clips: np.ndarray,
+    fixed: np.ndarray | None,
+    num_views: int,
+    clips_per_video: int,
+    random_view: bool,
+    seed: int,
+    epoch: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Clip and view choice of one epoch for every cached video, seeded by (seed, epoch).
 
     Args:
@@ -219,12 +226,21 @@ class EpochDraws:
         return token_masks(self.seed, self.epoch, row, self.clips.shape[1], self.grid)
 
 
-def epoch_draws(pool: TrainClips, *, num_views: int, clips_per_video: int, train_view: str,
-                grid: tuple[int, int, int] | None, seed: int, epoch: int) -> EpochDraws:  # fmt: skip
+def epoch_draws(
+    pool: TrainClips,
+    *,
+    num_views: int,
+    clips_per_video: int,
+    train_view: str,
+    grid: tuple[int, int, int] | None,
+    seed: int,
+    epoch: int,
+) -> EpochDraws:
     """The `EpochDraws` of (seed, epoch): `draw_samples`' clips and views, then (augmented) one
     stored copy per training clip or (random) the draws mapped onto the plain clips."""
-    clips, views = draw_samples(pool.n_draw, pool.fixed, num_views, clips_per_video,
-                                train_view == "random", seed, epoch)  # fmt: skip
+    clips, views = draw_samples(
+        pool.n_draw, pool.fixed, num_views, clips_per_video, train_view == "random", seed, epoch
+    )
     copies = None
     if pool.copies is not None:  # one stored copy per training clip, drawn per (seed, epoch)
         copies = draw_copies(len(pool.ids), copies_per_clip(pool.copies), seed, epoch)

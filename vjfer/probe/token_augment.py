@@ -43,8 +43,9 @@ def token_mask(rng: np.random.Generator, grid: tuple[int, int, int]) -> np.ndarr
     return np.broadcast_to(keep, (t, h, w)).reshape(-1).copy()
 
 
-def token_masks(seed: int, epoch: int, row: int, clips: int,
-                grid: tuple[int, int, int]) -> np.ndarray:  # fmt: skip
+def token_masks(
+    seed: int, epoch: int, row: int, clips: int, grid: tuple[int, int, int]
+) -> np.ndarray:
     """bool [clips, N]: one `token_mask` per clip of a training sample of video `row` this epoch."""
     rng = np.random.default_rng([seed, epoch, _STREAM, row])
     return np.stack([token_mask(rng, grid) for _ in range(clips)])

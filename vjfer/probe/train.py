@@ -94,27 +94,43 @@ class PassPlan:
 
     def describe(self) -> str:
         gb = 1e9
-        return (f"{self.heads} head(s) trained in one pass over {self.videos} videos × "
-                f"{self.epochs} epochs: {self.epoch_bytes / gb:.2f} GB of tokens per epoch "
-                f"(tokens from {self.held}{'' if self.held == 'disk' else f', {self.held_bytes / gb:.2f} GB held'}); "
-                f"memory: probes {self.probe_bytes / gb:.2f} GB, reader {self.reader_bytes / gb:.2f} GB, "
-                f"waiting samples <= {self.pending_bytes / gb:.2f} GB; "
-                f"checkpoint {self.checkpoint_bytes / gb:.2f} GB "
-                f"({self.checkpoint_bytes / self.heads / 1e6:.1f} MB per head)")  # fmt: skip
+        return (
+            f"{self.heads} head(s) trained in one pass over {self.videos} videos × "
+            f"{self.epochs} epochs: {self.epoch_bytes / gb:.2f} GB of tokens per epoch "
+            f"(tokens from {self.held}{'' if self.held == 'disk' else f', {self.held_bytes / gb:.2f} GB held'}); "
+            f"memory: probes {self.probe_bytes / gb:.2f} GB, reader {self.reader_bytes / gb:.2f} GB, "
+            f"waiting samples <= {self.pending_bytes / gb:.2f} GB; "
+            f"checkpoint {self.checkpoint_bytes / gb:.2f} GB "
+            f"({self.checkpoint_bytes / self.heads / 1e6:.1f} MB per head)"
+        )
 
 
-def plan_pass(config: TrainConfig, *, heads: int, probe_params: int, reads: Sequence[int],
-              clip_bytes: int, sample_bytes: int, held: str, held_bytes: int) -> PassPlan:  # fmt: skip
+def plan_pass(
+    config: TrainConfig,
+    *,
+    heads: int,
+    probe_params: int,
+    reads: Sequence[int],
+    clip_bytes: int,
+    sample_bytes: int,
+    held: str,
+    held_bytes: int,
+) -> PassPlan:
     """What a pass of `heads` heads (`probe_params` parameters in all) holds and reads, given the
     clips an epoch reads of each needed video (`reads`) and the bytes of a clip and of a sample."""
     return PassPlan(
-        heads=heads, videos=len(reads), epochs=config.epochs, clip_bytes=clip_bytes,
-        epoch_bytes=sum(reads) * clip_bytes, probe_bytes=ADAMW_STATES * 4 * probe_params,
+        heads=heads,
+        videos=len(reads),
+        epochs=config.epochs,
+        clip_bytes=clip_bytes,
+        epoch_bytes=sum(reads) * clip_bytes,
+        probe_bytes=ADAMW_STATES * 4 * probe_params,
         reader_bytes=config.prefetch * max(reads) * clip_bytes,
         pending_bytes=(heads * (config.batch_size - 1) + 2 * config.batch_size) * sample_bytes,
-        held=held, held_bytes=held_bytes,
+        held=held,
+        held_bytes=held_bytes,
         checkpoint_bytes=SAVED_STATES * 4 * probe_params if config.checkpoint_every else 0,
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -137,27 +153,54 @@ def _check_heads(heads: Sequence[Head], config: TrainConfig) -> None:
             )
 
 
-def _requests(order: np.ndarray, takers: list[list[int]], seeds: list[int],
-              draws: dict[int, EpochDraws], ids: list[str]) -> list[tuple[str, np.ndarray]]:  # fmt: skip
+def _requests(
+    order: np.ndarray,
+    takers: list[list[int]],
+    seeds: list[int],
+    draws: dict[int, EpochDraws],
+    ids: list[str],
+) -> list[tuple[str, np.ndarray]]:
     """(video_id, sorted union of the clips its heads drew) per visited video."""
-    return [(ids[i], np.unique(np.concatenate([draws[seeds[h]].clips[i] for h in who])))
-            for i, who in zip(order, takers, strict=True)]  # fmt: skip
+    return [
+        (ids[i], np.unique(np.concatenate([draws[seeds[h]].clips[i] for h in who])))
+        for i, who in zip(order, takers, strict=True)
+    ]
 
 
-def _run_epoch(cache: Cache, heads: Sequence[Head], source, member: np.ndarray, pool,
-               config: TrainConfig, epoch: int, device: torch.device, bar) -> dict:  # fmt: skip
+def _run_epoch(
+    cache: Cache,
+    heads: Sequence[Head],
+    source,
+    member: np.ndarray,
+    pool,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    bar,
+) -> dict:
     """One epoch of the pass: visit the needed videos in the epoch's order, read each once, feed
     every head that trains on it. Returns the epoch's record (`TrainedPass.epochs`)."""
     start = time.perf_counter()
     seeds = [head.config.seed for head in heads]
     if config.token_augment and cache.layers is not None:
-        raise ConfigError(f"--token-augment draws boxes on one layer's token grid; cache "
-                          f"{cache.path} stacks encoder blocks {list(cache.layers)} per clip: "
-                          "train without --token-augment, or on a cache of one layer")  # fmt: skip
+        raise ConfigError(
+            f"--token-augment draws boxes on one layer's token grid; cache "
+            f"{cache.path} stacks encoder blocks {list(cache.layers)} per clip: "
+            "train without --token-augment, or on a cache of one layer"
+        )
     grid = cache.grid if config.token_augment else None
-    draws = {s: epoch_draws(pool, num_views=cache.num_views, clips_per_video=config.clips_per_video,
-                            train_view=config.train_view, grid=grid, seed=s, epoch=epoch)
-             for s in sorted(set(seeds))}  # fmt: skip
+    draws = {
+        s: epoch_draws(
+            pool,
+            num_views=cache.num_views,
+            clips_per_video=config.clips_per_video,
+            train_view=config.train_view,
+            grid=grid,
+            seed=s,
+            epoch=epoch,
+        )
+        for s in sorted(set(seeds))
+    }
     order = epoch_order(len(cache.videos), config.order_seed, epoch, config.epoch_order)
     order = order[member[:, order].any(axis=0)]
     takers = [np.flatnonzero(member[:, i]).tolist() for i in order]  # head numbers per video
@@ -171,23 +214,38 @@ def _run_epoch(cache: Cache, heads: Sequence[Head], source, member: np.ndarray, 
         tokens = decode_raw(tokens.to(device, non_blocking=True), cache.store, cache.shape)
         masks = {}  # per head seed: bool [K, N] token masks of this video, this epoch
         if config.token_augment:
-            masks = {s: torch.as_tensor(draws[s].mask(int(i)), device=device)
-                     for s in {seeds[h] for h in who}}  # fmt: skip
+            masks = {
+                s: torch.as_tensor(draws[s].mask(int(i)), device=device)
+                for s in {seeds[h] for h in who}
+            }
         for h in who:
             d = draws[seeds[h]]
             positions = torch.as_tensor(np.searchsorted(union, d.clips[i]), device=device)
-            heads[h].feed(tokens[positions, torch.as_tensor(d.views[i], device=device)],
-                          int(labels[i]), masks.get(seeds[h]))  # fmt: skip
+            heads[h].feed(
+                tokens[positions, torch.as_tensor(d.views[i], device=device)],
+                int(labels[i]),
+                masks.get(seeds[h]),
+            )
         bar.update()
         if not bar.disable and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
             loss = np.mean([heads[h].running_loss() for h in who])
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", GB=f"{source.stats.bytes / 1e9:.1f}",
-                            GB_s=f"{source.stats.gb_per_s:.2f}", refresh=False)  # fmt: skip
+            bar.set_postfix(
+                epoch=epoch + 1,
+                loss=f"{loss:.3f}",
+                GB=f"{source.stats.bytes / 1e9:.1f}",
+                GB_s=f"{source.stats.gb_per_s:.2f}",
+                refresh=False,
+            )
     seconds = time.perf_counter() - start
     for head in heads:
         head.end_epoch(epoch, seconds / len(heads), source.stats)
-    return {"epoch": epoch + 1, "seconds": seconds, "videos": len(order),
-            "bytes_read": source.stats.bytes, "read_gb_s": source.stats.gb_per_s}  # fmt: skip
+    return {
+        "epoch": epoch + 1,
+        "seconds": seconds,
+        "videos": len(order),
+        "bytes_read": source.stats.bytes,
+        "read_gb_s": source.stats.gb_per_s,
+    }
 
 
 def _check_finite(heads: Sequence[Head], config: TrainConfig, reported: set[str]) -> None:
@@ -196,26 +254,41 @@ def _check_finite(heads: Sequence[Head], config: TrainConfig, reported: set[str]
     for head in heads:
         if head.failed is None or head.name in reported:
             continue
-        what = (f"{head.describe()}: loss {head.failed['loss']} at epoch {head.failed['epoch']} "
-                "is not finite")  # fmt: skip
+        what = (
+            f"{head.describe()}: loss {head.failed['loss']} at epoch {head.failed['epoch']} "
+            "is not finite"
+        )
         if config.on_nonfinite == "stop":
             raise TrainingError(f"{what}; lower --lr, or --on-nonfinite skip to go on without it")
         log.warning("%s; it trains no further and is marked failed", what)
         reported.add(head.name)
 
 
-def _train_epochs(cache: Cache, heads: Sequence[Head], source, member: np.ndarray, pool,
-                  config: TrainConfig, device: torch.device, progress: bool,
-                  checkpoint: PassCheckpoint | None) -> list[dict]:  # fmt: skip
+def _train_epochs(
+    cache: Cache,
+    heads: Sequence[Head],
+    source,
+    member: np.ndarray,
+    pool,
+    config: TrainConfig,
+    device: torch.device,
+    progress: bool,
+    checkpoint: PassCheckpoint | None,
+) -> list[dict]:
     """The pass's epochs from the last checkpoint on (or from 0); their records."""
     start, records = checkpoint.restore(heads) if checkpoint else (0, [])
     reported = {h.name for h in heads if h.failed is not None}
-    bar = tqdm(total=(config.epochs - start) * member.any(axis=0).sum(), desc="training",
-               unit="video", disable=not progress)  # fmt: skip
+    bar = tqdm(
+        total=(config.epochs - start) * member.any(axis=0).sum(),
+        desc="training",
+        unit="video",
+        disable=not progress,
+    )
     try:
         for epoch in range(start, config.epochs):
-            records.append(_run_epoch(cache, heads, source, member, pool, config, epoch, device,
-                                      bar))  # fmt: skip
+            records.append(
+                _run_epoch(cache, heads, source, member, pool, config, epoch, device, bar)
+            )
             _check_finite(heads, config, reported)
             if checkpoint is not None and checkpoint.due(epoch, config.epochs):
                 checkpoint.save(epoch, heads, records)
@@ -224,8 +297,13 @@ def _train_epochs(cache: Cache, heads: Sequence[Head], source, member: np.ndarra
     return records
 
 
-def train_heads(cache: Cache, heads: Sequence[Head], config: TrainConfig, progress: bool = True,
-                checkpoint: PassCheckpoint | None = None) -> TrainedPass:  # fmt: skip
+def train_heads(
+    cache: Cache,
+    heads: Sequence[Head],
+    config: TrainConfig,
+    progress: bool = True,
+    checkpoint: PassCheckpoint | None = None,
+) -> TrainedPass:
     """Train every head for `config.epochs` epochs, reading each needed video once per epoch.
 
     The heads must agree on everything but lr, weight decay and seed (see PER_HEAD). With a
@@ -239,29 +317,46 @@ def train_heads(cache: Cache, heads: Sequence[Head], config: TrainConfig, progre
         member[h, head.rows] = True
     needed = np.flatnonzero(member.any(axis=0))
     pool = train_clips(cache, needed, config.clip_choice, config.train_view)
-    reader, held, where = open_source(cache, pool.wanted(), in_memory=config.in_memory,
-                                      threads=config.num_workers, prefetch=config.prefetch,
-                                      device=device, progress=progress)  # fmt: skip
+    reader, held, where = open_source(
+        cache,
+        pool.wanted(),
+        in_memory=config.in_memory,
+        threads=config.num_workers,
+        prefetch=config.prefetch,
+        device=device,
+        progress=progress,
+    )
     K = config.clips_per_video  # a sample: float16 [K, N, D]
     plan = plan_pass(
-        config, heads=len(heads), reads=pool.reads_per_video(K, len({h.config.seed for h in heads})),
+        config,
+        heads=len(heads),
+        reads=pool.reads_per_video(K, len({h.config.seed for h in heads})),
         probe_params=sum(p.numel() for h in heads for p in h.probe.parameters()),
-        clip_bytes=reader.clip_bytes, sample_bytes=K * cache.num_tokens * cache.embed_dim * 2,
-        held=where, held_bytes=held.nbytes if held is not None else 0,
-    )  # fmt: skip
+        clip_bytes=reader.clip_bytes,
+        sample_bytes=K * cache.num_tokens * cache.embed_dim * 2,
+        held=where,
+        held_bytes=held.nbytes if held is not None else 0,
+    )
     log.info("%s", plan.describe())
     try:
-        epochs = _train_epochs(cache, heads, held or reader, member, pool, config, device,
-                               progress, checkpoint)  # fmt: skip
+        epochs = _train_epochs(
+            cache, heads, held or reader, member, pool, config, device, progress, checkpoint
+        )
     finally:
         reader.close()
     return TrainedPass(plan, epochs)
 
 
-def train_probe(cache: Cache, train: pd.DataFrame, config: TrainConfig, fold: int = 0,
-                progress: bool = True) -> tuple[nn.Module, list[dict]]:  # fmt: skip
+def train_probe(
+    cache: Cache, train: pd.DataFrame, config: TrainConfig, fold: int = 0, progress: bool = True
+) -> tuple[nn.Module, list[dict]]:
     """Train one probe on the `train` rows of `cache.videos`; returns it (on the CPU) and its history."""
-    head = Head(f"fold {fold}", config, rows_of(cache, train["video_id"]), cache,
-                resolve_device(config.device))  # fmt: skip
+    head = Head(
+        f"fold {fold}",
+        config,
+        rows_of(cache, train["video_id"]),
+        cache,
+        resolve_device(config.device),
+    )
     train_heads(cache, [head], config, progress=progress)
     return head.probe.cpu().eval(), head.history
