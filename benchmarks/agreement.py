@@ -10,7 +10,8 @@ Random weights by default (the architecture decides the arithmetic, but activati
 pretrained weights can differ): pass --checkpoint for a real jepa checkpoint.
 
     .venv/bin/python benchmarks/agreement.py --device cuda [--encoder vjepa-h16-384] [--clips 8]
-    .venv/bin/python benchmarks/agreement.py --device cpu --encoder tiny   # a quick check of the script
+    # a quick check of the script
+    .venv/bin/python benchmarks/agreement.py --device cpu --encoder tiny
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from extract import make_videos  # noqa: E402  (a sibling benchmark script)
 
 
 def compare(reference: torch.Tensor, other: torch.Tensor) -> dict:
-    """Relative L2 error and per-token cosine similarity of `other` against `reference` [B, N, D]."""
+    """Relative L2 error and per-token cosine similarity of `other` against
+    `reference` [B, N, D]."""
     ref, oth = reference.double(), other.double()
     rel = float((oth - ref).norm() / ref.norm())
     cos = torch.nn.functional.cosine_similarity(oth, ref, dim=-1).flatten().cpu().numpy()

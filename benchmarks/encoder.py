@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     mfu = f"{result['mfu']:.1%}" if peak else "n/a (no peak for this device; --peak-tflops)"
     print(
         f"{result['encoder']} ({result['weights']}) on {result['device']}, "
-        f"{result['compute_dtype']} (qkv out {result['qkv_output_dtype']}), "
-        f"batch {args.batch_size}: {result['clips_per_s']:.3f} clips/s, "
-        f"{result['tflop_per_clip']:.4g} TFLOP/clip, {result['achieved_tflops']:.4g} TFLOP/s, MFU {mfu}"
+        f"{result['compute_dtype']} (qkv out {result['qkv_output_dtype']}), batch "
+        f"{args.batch_size}: {result['clips_per_s']:.3f} clips/s, {result['tflop_per_clip']:.4g} "
+        f"TFLOP/clip, {result['achieved_tflops']:.4g} TFLOP/s, MFU {mfu}"
     )
     if args.json:
         with open(args.json, "w") as f:

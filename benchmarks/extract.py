@@ -1,4 +1,5 @@
-"""Extraction throughput: end to end against the encoder alone, and the shard writer against plain writes.
+"""Extraction throughput: end to end against the encoder alone, and the shard writer against plain
+writes.
 
     .venv/bin/python benchmarks/extract.py                      # CPU: tiny encoder, 1280x720 videos
     .venv/bin/python benchmarks/extract.py --encoder vjepa-h16-384 --random-weights --device cuda
@@ -135,7 +136,7 @@ def machine() -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--encoder", default="tiny")
     p.add_argument(
         "--random-weights", action="store_true", help="V-JEPA 1 sizes with random weights"
@@ -215,6 +216,7 @@ def main() -> None:
         }
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
 
+    e2e_setup = f"end to end ({args.workers} decoding workers, batch {args.batch_size}, {device})"
     print(f"""
 machine: {machine()}
 command: .venv/bin/python benchmarks/extract.py {" ".join(sys.argv[1:])}
@@ -222,7 +224,7 @@ command: .venv/bin/python benchmarks/extract.py {" ".join(sys.argv[1:])}
 | measure (median of {args.repeat}) | value |
 |---|---|
 | videos {width}x{height}, {args.frames} frames; clips | {summary.videos_done}; {summary.clips} |
-| end to end ({args.workers} decoding workers, batch {args.batch_size}, {device}) | {e2e:.1f} clips/s |
+| {e2e_setup} | {e2e:.1f} clips/s |
 | encoder only ({args.encoder}, same batch and device) | {alone:.1f} clips/s |
 | end to end / encoder only | {100 * e2e / alone:.0f} % |
 | ShardWriter, tokens {list(shape)} fp16 per clip, {args.write_mb} MB incl. fsync | {h5:.0f} MB/s |

@@ -4,7 +4,8 @@ Generates the demo's RAVDESS-like dataset, extracts it with the tiny encoder twi
 `reference`; without augmented copies and with `--augment 2`), times both and measures their size,
 then trains and evaluates all 5 folds three ways: plain (the reference's exact 8 training clips),
 `--train-view augmented` (one stored copy per clip and epoch) and `--token-augment`. Prints one
-table. The generated faces are a weak test of augmentation: the UARs are a smoke test, not a verdict.
+table. The generated faces are a weak test of augmentation: the UARs are a smoke test, not a
+verdict.
 
     python benchmarks/fidelity.py --out /tmp/fidelity [--epochs 20] [--workers 1]
 """

@@ -2,11 +2,11 @@
 
 Generates the demo's RAVDESS-like dataset (`vjfer.synthetic.demo_datasets`), extracts it once in
 fp16 with the seeded `tiny` encoder (grid (8, 4, 4) at resolution 64, D 64), converts it to each
-format with `vjfer.convert` and trains the demo's probe (`vjfer.demo.DemoConfig`: 20 epochs, lr 3e-3,
-4 heads) on all five folds of each, once per `--seeds` seed (the demo's test folds hold 16 videos
-each, so one seed's UAR moves by 6 points per video). `pca:K` is leak-free per fold: one conversion per test fold
-(`--pca-fold k`, basis fitted on the other four folds), each probed on its own fold only, and the
-five fold results are averaged like any other run's.
+format with `vjfer.convert` and trains the demo's probe (`vjfer.demo.DemoConfig`: 20 epochs, lr
+3e-3, 4 heads) on all five folds of each, once per `--seeds` seed (the demo's test folds hold 16
+videos each, so one seed's UAR moves by 6 points per video). `pca:K` is leak-free per fold: one
+conversion per test fold (`--pca-fold k`, basis fitted on the other four folds), each probed on its
+own fold only, and the five fold results are averaged like any other run's.
 
     .venv/bin/python benchmarks/formats.py --out /tmp/vjfer-formats --json formats.json
 """

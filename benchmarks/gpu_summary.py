@@ -26,7 +26,8 @@ FIGURES = tuple(f"encoder-b{b}" for b in BATCHES) + ("agreement", "extract", "st
 
 
 def environment() -> dict:
-    """Versions of what vjfer needs on the machine; raises ImportError when av or torch is missing."""
+    """Versions of what vjfer needs on the machine; raises ImportError when av or torch is
+    missing."""
     import av
     import torch
 

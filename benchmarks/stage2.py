@@ -109,7 +109,8 @@ def raw_read(directory: Path) -> tuple[int, float]:
 
 def raw_read_parallel(directory: Path, threads: int) -> tuple[int, float]:
     """Bytes and seconds of reading the shard files with `threads` files in flight (each file
-    sequentially, plain reads): the disk's parallel rate, which some disks need to reach full speed."""
+    sequentially, plain reads): the disk's parallel rate, which some disks need to reach full
+    speed."""
     files = sorted(directory.glob("shard-*.h5"))
 
     def one(path: Path) -> int:

@@ -190,7 +190,8 @@ def one_thread():
 
 
 def run_cli(*args, ok: bool = True) -> str:
-    """`vjfer ARGS...` in-process (click's runner); its output, asserting exit 0 unless `ok=False`."""
+    """`vjfer ARGS...` in-process (click's runner); its output, asserting exit 0 unless
+    `ok=False`."""
     from click.testing import CliRunner
 
     from vjfer.cli import cli

@@ -1,4 +1,5 @@
-"""vjfer.cache: shard format, manifest, fingerprint, reader, info and verify (random arrays only)."""
+"""vjfer.cache: shard format, manifest, fingerprint, reader, info and verify (random arrays
+only)."""
 
 from __future__ import annotations
 
@@ -310,7 +311,8 @@ def test_flipped_token_bytes_are_caught_by_verify_and_reads(tmp_path: Path, dama
     shard.write_bytes(bytes(data))
     report = verify_cache(directory)
     assert report.problems == [
-        "shard-00001.h5: clip 1 (vid-002) does not match its checksum: corrupt; re-extract this shard"
+        "shard-00001.h5: clip 1 (vid-002) does not match its checksum: corrupt; re-extract this "
+        "shard"
     ]
     cache = open_cache(directory)  # the structure is intact: opening is fine
     np.testing.assert_array_equal(cache.tokens("vid-003"), entries[3].tokens)

@@ -1,4 +1,5 @@
-"""The one clip reader (`vjfer.cache.chunks`): every read path refuses a corrupt clip, and names it."""
+"""The one clip reader (`vjfer.cache.chunks`): every read path refuses a corrupt clip, and names
+it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""End to end through the command line: index -> extract -> cache -> probe -> cross -> report -> predict.
+"""End to end through the command line: index -> extract -> cache -> probe -> cross -> report ->
+predict.
 
 Generated RAVDESS- and CREMA-D-named videos (real codecs), the seeded tiny encoder, 2 epochs. Checks
 the files each stage writes and that their numbers agree with each other.
@@ -408,7 +409,8 @@ def test_encoders_lists_the_registry():
 def test_make_reproduce_runs_and_resumes(tmp_path):
     """`make reproduce` on generated data with the tiny encoder: every step, then a rerun that
     finds nothing left to do, then, after the report is deleted, a dry run (`make -n`: the same
-    decision on the same files, without paying for a second report) that would redo only the report."""
+    decision on the same files, without paying for a second report) that would redo only the
+    report."""
     roots = {"RAVDESS": tmp_path / "RAVDESS", "CREMA_D": tmp_path / "CREMA-D"}
     make_ravdess(roots["RAVDESS"], actors=RAVDESS_ACTORS, emotions=(1, 3), seed=2)
     make_crema_d(

@@ -175,7 +175,8 @@ CASES = {  # case -> (arguments, the words its one line must hold)
     ),
     "verify an unfinished extraction": (
         ("cache", "verify", "{unfinished}"),
-        r"is incomplete \(5 of 5 shards complete, no finished manifest\): an extraction was interrupted",
+        r"is incomplete \(5 of 5 shards complete, no finished manifest\): an extraction was "
+        r"interrupted",
     ),
     "boxes not UTF-8": (
         (

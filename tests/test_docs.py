@@ -1,6 +1,6 @@
-"""The documents say what the code is: every name docs/design.md cites resolves in the package, every
-link between the README and docs/ lands on a file (and heading), every docs/ page is reachable from
-the README, and every test the docs cite exists."""
+"""The documents say what the code is: every name docs/design.md cites resolves in the package,
+every link between the README and docs/ lands on a file (and heading), every docs/ page is reachable
+from the README, and every test the docs cite exists."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def modules() -> dict[str, object]:
 
 
 def _has(obj: object, name: str) -> bool:
-    """`name` is an attribute of `obj`, or a field of it (a dataclass field or an annotated attribute
-    that only instances carry), or, with a `*`, some attribute matches it."""
+    """`name` is an attribute of `obj`, or a field of it (a dataclass field or an annotated
+    attribute that only instances carry), or, with a `*`, some attribute matches it."""
     if "*" in name:
         return any(fnmatch.fnmatchcase(a, name) for a in dir(obj))
     if hasattr(obj, name):
@@ -83,7 +83,8 @@ def _has(obj: object, name: str) -> bool:
 
 @functools.cache
 def defined_names(module_file: str) -> frozenset[str]:
-    """The names a module's source defines at top level (def, class, assignment), not those it imports."""
+    """The names a module's source defines at top level (def, class, assignment), not those it
+    imports."""
     tree = ast.parse(Path(module_file).read_text(encoding="utf-8"))
     names = set()
     for node in tree.body:
@@ -100,7 +101,8 @@ def defined_names(module_file: str) -> frozenset[str]:
 
 
 def defines(module: object, name: str) -> bool:
-    """`module` defines `name` itself (a `*` matches any defined name): a re-export does not count."""
+    """`module` defines `name` itself (a `*` matches any defined name): a re-export does not
+    count."""
     names = defined_names(module.__file__)
     return any(fnmatch.fnmatchcase(n, name) for n in names) if "*" in name else name in names
 
@@ -115,11 +117,11 @@ def _defined_in(module: object, name: str) -> bool:
 
 
 def resolve_dotted(ref: str, modules: dict[str, object]) -> bool:
-    """`a.b.c`: `a` is a module of the package (by full name after `vjfer.`, or by its last component,
-    e.g. `format` for `vjfer.cache.format`), a class defined in the package (`Cache.tokens`), or an
-    importable module (`os.preadv`); the rest are attributes, each of the one before, and a last
-    part that is a module's attribute must be defined in that module (`train.Head` fails when
-    `Head` is defined in `head.py` and only imported by `train.py`)."""
+    """`a.b.c`: `a` is a module of the package (by full name after `vjfer.`, or by its last
+    component, e.g. `format` for `vjfer.cache.format`), a class defined in the package
+    (`Cache.tokens`), or an importable module (`os.preadv`); the rest are attributes, each of the
+    one before, and a last part that is a module's attribute must be defined in that module
+    (`train.Head` fails when `Head` is defined in `head.py` and only imported by `train.py`)."""
     first, *rest = ref.split(".")
     starts: list[object] = []
     if first == "vjfer":
@@ -166,12 +168,14 @@ def resolve_path(ref: str, base: Path | None = None) -> bool:
 
 
 def module_of_cell(cell: str) -> list[Path]:
-    """The files or folders a module-table row is about: `cache/` -> vjfer/cache, `cli.py` -> vjfer/cli.py."""
+    """The files or folders a module-table row is about: `cache/` -> vjfer/cache, `cli.py` ->
+    vjfer/cli.py."""
     return [REPO / "vjfer" / ref for ref in re.findall(r"`([^`]+)`", cell)]
 
 
 def row_owner(paths: list[Path], modules: dict[str, object]) -> list[object]:
-    """The modules a row's single names may live in: the row's files, or every module of its package."""
+    """The modules a row's single names may live in: the row's files, or every module of its
+    package."""
     owners = []
     for path in paths:
         relative = str(path.relative_to(REPO / "vjfer")).removesuffix(".py").rstrip("/")
@@ -183,8 +187,8 @@ def row_owner(paths: list[Path], modules: dict[str, object]) -> list[object]:
 
 
 def resolve_single(name: str, owners: list[object]) -> bool:
-    """A name cited in a module-table row is a name of one of the row's modules, or a field of a class
-    defined there (`TrainConfig`'s `layer`)."""
+    """A name cited in a module-table row is a name of one of the row's modules, or a field of a
+    class defined there (`TrainConfig`'s `layer`)."""
     name = name.removesuffix("()")
     if any(hasattr(m, name) for m in owners):  # defined there, or a name it uses (`LayerView`)
         return True
@@ -193,7 +197,8 @@ def resolve_single(name: str, owners: list[object]) -> bool:
 
 
 def looks_like_code(ref: str) -> bool:
-    """`ShardWriter`, `build_cache`, `extract()`, `TOKENS_VERSION`: a name; `center`, `layer`: a word."""
+    """`ShardWriter`, `build_cache`, `extract()`, `TOKENS_VERSION`: a name; `center`, `layer`: a
+    word."""
     return bool(SINGLE.match(ref)) and (ref.endswith("()") or "_" in ref or not ref.islower())
 
 
@@ -242,7 +247,8 @@ def test_the_resolver_finds_what_is_there_and_refuses_what_is_not(modules):
 
 
 def heading_anchors(path: Path) -> set[str]:
-    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces -> '-'."""
+    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces ->
+    '-'."""
     text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
     headings = re.findall(r"^#+ (.+)$", text, re.M)
     return {

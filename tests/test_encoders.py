@@ -256,7 +256,8 @@ def _corrupt(kind: str, tmp_path, ckpt_path):
         ("truncated-legacy", r"truncated or damaged checkpoint"),
         (
             "vit-wider",
-            r"another architecture.*mis-shaped: .*blocks\.\{0\.\.1\}\.attn\.qkv\.weight \[144, 48\] in checkpoint vs \[96, 32\] in model",
+            r"another architecture.*mis-shaped: .*blocks\.\{0\.\.1\}\.attn\.qkv\.weight \[144, "
+            r"48\] in checkpoint vs \[96, 32\] in model",
         ),
         (
             "vit-shallower",
@@ -264,7 +265,8 @@ def _corrupt(kind: str, tmp_path, ckpt_path):
         ),
         (
             "plain-state-dict",
-            r"another architecture: not a facebookresearch/jepa checkpoint, no 'target_encoder' entry",
+            r"another architecture: not a facebookresearch/jepa checkpoint, no 'target_encoder' "
+            r"entry",
         ),
         (
             "mixed-prefix",
@@ -273,7 +275,8 @@ def _corrupt(kind: str, tmp_path, ckpt_path):
         ),
         (
             "unsafe",
-            r"refused by torch\.load\(weights_only=True\): it pickles .*_NotAllowed.*no unsafe pickle fallback",
+            r"refused by torch\.load\(weights_only=True\): it pickles .*_NotAllowed.*no unsafe "
+            r"pickle fallback",
         ),
     ],
 )
@@ -483,7 +486,8 @@ def test_random_weights_are_labelled_and_take_no_checkpoint(small_spec, ckpt_pat
 def test_registry_errors():
     with pytest.raises(
         ConfigError,
-        match="unknown encoder 'vit-x'; known: vjepa-l16, vjepa-h16, vjepa-h16-384, vjepa2, videomae, tiny",
+        match="unknown encoder 'vit-x'; known: vjepa-l16, vjepa-h16, vjepa-h16-384, vjepa2, "
+        "videomae, tiny",
     ):
         load_encoder("vit-x")
     with pytest.raises(

@@ -712,7 +712,8 @@ def test_the_streams_memo_is_reused_only_for_the_same_content(root, encoder, tmp
     assert rows[vid]["source"]["xxh3"] == xxhash.xxh3_128_hexdigest(data)
 
 
-PINNED_TOKENS = {  # TOKENS_VERSION -> sha256 of the tiny encoder's fp16 tokens of tests/data/pinned.mp4
+# TOKENS_VERSION -> sha256 of the tiny encoder's fp16 tokens of tests/data/pinned.mp4
+PINNED_TOKENS = {
     1: "65bf1ca7a75bf35268598648b2474791e1ae363e1ed357bae640f4e26a9b00a3",
 }
 

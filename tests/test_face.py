@@ -1,6 +1,7 @@
 """Face crops: box geometry, the boxes CSV, OpenCV's Haar cascade following a real face photograph
-(scikit-image's astronaut) moved and scaled across the frames of a real H.264 file, a faceless video,
-and extraction with --face-crop (boxes stored, counts in `cache info`, `none` byte-identical)."""
+(scikit-image's astronaut) moved and scaled across the frames of a real H.264 file, a faceless
+video, and extraction with --face-crop (boxes stored, counts in `cache info`, `none`
+byte-identical)."""
 
 from __future__ import annotations
 

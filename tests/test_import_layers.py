@@ -116,8 +116,8 @@ def _imports(module: str) -> set[str]:
 def test_every_module_has_a_layer():
     missing = [m for m in MODULES if layer_of(m) is None]
     assert not missing, (
-        f"modules missing from the layer table of tests/test_import_layers.py: {missing}; add each to "
-        "its layer there and in docs/design.md ('Import layers')"
+        f"modules missing from the layer table of tests/test_import_layers.py: {missing}; add each "
+        "to its layer there and in docs/design.md ('Import layers')"
     )
 
 

@@ -76,7 +76,8 @@ def test_a_two_by_two_grid_equals_its_heads_trained_one_at_a_time(cache):
 
 
 def test_an_epoch_reads_each_needed_clip_once_whatever_the_heads(cache):
-    """Bytes read per epoch = one read of the needed clips, for 1 head, 5 folds and 5 × 2 × 2 heads."""
+    """Bytes read per epoch = one read of the needed clips, for 1 head, 5 folds and 5 × 2 × 2
+    heads."""
     size = clip_bytes(cache)
     rows = np.arange(len(cache))
     fixed = fixed_clips(cache, rows)

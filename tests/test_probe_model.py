@@ -1,4 +1,5 @@
-"""Probes: the factorised pooling equals the K/V form, reference state dicts load, sizes and init."""
+"""Probes: the factorised pooling equals the K/V form, reference state dicts load, sizes and
+init."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The stage-2 reader: raw chunk reads equal h5py's, counts bytes, refuses chunks it cannot read raw."""
+"""The stage-2 reader: raw chunk reads equal h5py's, counts bytes, refuses chunks it cannot read
+raw."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def test_chunk_index_refuses_compressed_tokens(cache, tmp_path):
 
 
 def test_reader_refuses_a_flipped_bit_naming_the_clip(tmp_path):
-    """A bit flipped inside a token chunk (finite values, so no NaN check sees it) stops the read."""
+    """A bit flipped inside a token chunk (finite values, so no NaN check sees it) stops the
+    read."""
     directory = build_cache(
         tmp_path / "c", {"e": "x"}, make_entries(actors=[1]), dataset="ravdess", grid=GRID
     )

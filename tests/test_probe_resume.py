@@ -211,7 +211,8 @@ def test_a_probe_killed_mid_epoch_resumes_bit_identical(tmp_path):
 
 def test_checkpoint_every_2_resumes_bit_identical_after_a_kill_in_epoch_3(tmp_path, monkeypatch):
     """`--checkpoint-every 2`: a pass stopped in its third epoch saved after epoch 2 (not 1, not
-    3), and the resumed run equals an uninterrupted one: metrics, clip predictions, probe tensors."""
+    3), and the resumed run equals an uninterrupted one: metrics, clip predictions, probe
+    tensors."""
     import vjfer.probe.train as train
 
     two_per_fold = [2, 5, 3, 6, 10, 11, 8, 17, 1, 4]  # actors: two of each RAVDESS fold

@@ -1,4 +1,5 @@
-"""vjfer.synthetic: real names, layouts and codecs; decodable, deterministic, learnable across actors."""
+"""vjfer.synthetic: real names, layouts and codecs; decodable, deterministic, learnable across
+actors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Token-space augmentation: the masks' shapes and structure, their seeding, and training with them."""
+"""Token-space augmentation: the masks' shapes and structure, their seeding, and training with
+them."""
 
 from __future__ import annotations
 

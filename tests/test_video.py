@@ -1,4 +1,5 @@
-"""vjfer.video and vjfer.decode: decoding generated files (counts, rates, rotation, views of the decoded frames), bad inputs."""
+"""vjfer.video and vjfer.decode: decoding generated files (counts, rates, rotation, views of the
+decoded frames), bad inputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The reference's training augmentation of a clip, made once at extraction (`vjfer extract --augment K`).
+"""The reference's training augmentation of a clip, made once at extraction
+(`vjfer extract --augment K`).
 
 Eing et al.'s code (vjepa-for-fer, a fork of facebookresearch/jepa) trains the probe on clips that
 `evals/video_classification_frozen/utils.py` `VideoTransform` re-augments every epoch:

@@ -23,10 +23,12 @@ REFERENCE_TRAIN_CLIPS = 8  # the reference's num_segments for training
 ClipPlan = Literal["windows", "reference-train", "reference-eval", "reference"]
 CLIP_PLANS: tuple[str, ...] = ("windows", "reference-train", "reference-eval", "reference")
 # What each cached clip is for (the cache's per-clip `clip_role`, uint8): an evaluation window,
-# one of the reference's 8 training clips, or augmented copy c of a training clip (ROLE_AUGMENTED + c).
+# one of the reference's 8 training clips, or augmented copy c of a training clip
+# (ROLE_AUGMENTED + c).
 ROLE_EVAL, ROLE_TRAIN, ROLE_AUGMENTED = 0, 1, 2
 # v2: `windows` takes the reference's evaluation windows (linspace over 64 frames), v1 took frames
-# s, s+4, ..., s+60. Part of the cache settings of the plans it changed, so v1 caches are not reused.
+# s, s+4, ..., s+60. Part of the cache settings of the plans it changed, so v1 caches are not
+# reused.
 WINDOWS_VERSION = 2
 
 
@@ -69,7 +71,8 @@ def _reference_eval(n: int) -> np.ndarray:
 
 def _windows(n: int, hop: int) -> np.ndarray:
     """The reference's evaluation windows (`_reference_eval`) at starts 0, hop, 2·hop, ... plus the
-    last one, so every cached window is one the reference evaluates; one padded clip when n <= 64."""
+    last one, so every cached window is one the reference evaluates; one padded clip when
+    n <= 64."""
     windows = _reference_eval(n)  # [n - 64, 16], or [1, 16] for a short video
     keep = np.arange(0, len(windows), hop)
     if keep[-1] != len(windows) - 1:

@@ -472,8 +472,8 @@ def describe(summary: ConvertSummary) -> str:
         f"shard(s) written, {summary.shards_skipped} already complete)",
         f"size        {c['converted']['bytes'] / 1e9:.3f} GB = {c['size_ratio']:.3f} of the "
         f"source's {c['source']['bytes'] / 1e9:.3f} GB",
-        f"tokens      relative L2 error {c['relative_l2']:.4f}, cosine mean {c['cosine_mean']:.4f}, "
-        f"1st percentile {c['cosine_p1']:.4f} ({c['sample_clips']} clips)",
+        f"tokens      relative L2 error {c['relative_l2']:.4f}, cosine mean "
+        f"{c['cosine_mean']:.4f}, 1st percentile {c['cosine_p1']:.4f} ({c['sample_clips']} clips)",
     ]
     for k, p in c.get("probes", {}).items():
         lines.append(

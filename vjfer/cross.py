@@ -1,7 +1,8 @@
 """Cross-dataset evaluation: each fold's probe, trained on one dataset, predicts the other dataset.
 
-Classes are matched by name (as `labels.cross_dataset_map` does; a list file's are its own). RAVDESS has two classes CREMA-D lacks,
-calm and surprised; docs/design.md ("Evaluation and metrics") handles them on the side where they occur:
+Classes are matched by name (as `labels.cross_dataset_map` does; a list file's are its own). RAVDESS
+has two classes CREMA-D lacks, calm and surprised; docs/design.md ("Evaluation and metrics") handles
+them on the side where they occur:
 
 - RAVDESS -> CREMA-D (prediction side): `drop` drops videos *predicted* calm or surprised;
   `merge` counts calm predictions as neutral and drops videos predicted surprised.
@@ -338,9 +339,10 @@ def cross_evaluate(
 
     Each video's evaluation windows are read once and scored by all probes (`score_videos`).
     `num_workers`: reads in flight. Writes into the probe run, so two runs' cross results never
-    share a folder: `<run_dir>/cross/cross-<source>-to-<target>-<calm>/` (fold-K/video_predictions.csv,
-    fold-K/metrics.json, summary.json, summary.md, coverage.json), staged in a `.partial` folder
-    and replacing an older result of the same run, target and handling only when complete.
+    share a folder: `<run_dir>/cross/cross-<source>-to-<target>-<calm>/`
+    (fold-K/video_predictions.csv, fold-K/metrics.json, summary.json, summary.md, coverage.json),
+    staged in a `.partial` folder and replacing an older result of the same run, target and handling
+    only when complete.
     """
     run_dir = Path(run_dir)
     cache = target_cache if isinstance(target_cache, Cache) else open_cache(target_cache)

@@ -167,8 +167,8 @@ def format_demo(result: DemoResult) -> str:
     for cross in result.cross:
         mean = cross.summary["pbv"]
         lines.append(
-            f"cross {cross.source} -> {cross.target} ({cross.calm}): UAR {_pct(mean['uar']['mean'])}  "
-            f"WAR {_pct(mean['war']['mean'])}"
+            f"cross {cross.source} -> {cross.target} ({cross.calm}): UAR "
+            f"{_pct(mean['uar']['mean'])}  WAR {_pct(mean['war']['mean'])}"
         )
     lines += ["", "prediction for one generated video:", format_prediction(result.prediction), ""]
     lines += [
@@ -176,7 +176,8 @@ def format_demo(result: DemoResult) -> str:
         f"caches   {', '.join(str(p) for p in result.caches.values())}",
         f"runs     {result.out / 'runs'}   (per fold: probe.pt, predictions, metrics, confusion)",
         f"report   {result.out / 'report' / 'report.md'}   (tables and figures)",
-        f"page     {result.out / 'report' / 'report.html'}   (the whole report, one self-contained file)",
+        f"page     {result.out / 'report' / 'report.html'}   (the whole report, one self-contained "
+        "file)",
         "time     "
         + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
         + f"; total {sum(result.seconds.values()):.0f} s",

@@ -1,4 +1,5 @@
-"""The few exception types vjfer raises. `vjfer.cli` prints any `VjferError` as one line and exits 1."""
+"""The few exception types vjfer raises. `vjfer.cli` prints any `VjferError` as one line and exits
+1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Figures (PNG) of vjfer's results: confusion matrices, the paper's Figure 5 PCA, emotion timelines.
+"""Figures (PNG) of vjfer's results: confusion matrices, the paper's Figure 5 PCA, emotion
+timelines.
 
 Drawn with matplotlib's object API on an Agg canvas, never pyplot, so no global figure state is left
 behind and the functions are safe in any process. `vjfer.report` decides what to draw and where.

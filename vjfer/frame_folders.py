@@ -1,7 +1,7 @@
 """Folders of frames (DFEW, FERV39k, MAFW releases; list files) as videos: the frame files in
 natural order (`1.jpg, 2.jpg, 10.jpg`), decoded with PIL into RGB arrays and prepared by the same
-`vjfer.prepare.Preparer` as a decoded video (resize rule, views, face crop), so clip plans, roles and
-augmentation see no difference.
+`vjfer.prepare.Preparer` as a decoded video (resize rule, views, face crop), so clip plans, roles
+and augmentation see no difference.
 
 Failure rules as for video files: an unreadable frame file is lost (counted, named in the log), a
 gap in the numbering (`1, 2, 4`) counts as lost frames, and `--max-lost-frames` applies to both.

@@ -7,7 +7,8 @@ precision; it is reported here under its own name, `macro_precision`, so runs ca
 the paper. Labels and predictions are class indices; confusion matrices have rows = truth.
 
 Which classes a macro average runs over (the classes present; a cross-dataset run can lack some):
-- `uar`, `per_class_recall`: classes that occur in `y_true` (recall of an absent class is undefined).
+- `uar`, `per_class_recall`: classes that occur in `y_true` (recall of an absent class is
+  undefined).
 - `macro_precision`, `macro_f1`: classes that occur in `y_true` or `y_pred` (sklearn's default); a
   class never predicted has precision 0.
 """
@@ -57,7 +58,8 @@ def war(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 
 
 def macro_precision(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Mean precision TP / (TP + FP) over classes seen in truth or predictions (the paper's "UAR")."""
+    """Mean precision TP / (TP + FP) over classes seen in truth or predictions (the paper's
+    "UAR")."""
     t, p = _check(y_true, y_pred)
     from sklearn.metrics import precision_score
 
@@ -91,7 +93,8 @@ def per_class_recall(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> 
 
 
 def classification_metrics(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> dict:
-    """The scalar metrics plus per-class recall (None where undefined) and sample count; JSON-able."""
+    """The scalar metrics plus per-class recall (None where undefined) and sample count;
+    JSON-able."""
     recall = per_class_recall(y_true, y_pred, num_classes)
     return {
         "uar": uar(y_true, y_pred),

@@ -1,10 +1,10 @@
 """Emotion of any video file with a trained probe run: decode, plan clips, encode, probe, vote.
 
-A probe run is self-describing (each `fold-K/probe.pt` stores the settings of the cache it was trained
-on), so prediction rebuilds exactly that pipeline: the same encoder (and checkpoint, verified by its
-sha256), resolution, views, clip plan and hop, and the float16 rounding the cache applied to tokens.
-The probabilities of several fold probes are averaged per clip; the video's emotion is the
-probability-based vote (PBV) over its clips, with the majority vote (MV) beside it.
+A probe run is self-describing (each `fold-K/probe.pt` stores the settings of the cache it was
+trained on), so prediction rebuilds exactly that pipeline: the same encoder (and checkpoint,
+verified by its sha256), resolution, views, clip plan and hop, and the float16 rounding the cache
+applied to tokens. The probabilities of several fold probes are averaged per clip; the video's
+emotion is the probability-based vote (PBV) over its clips, with the majority vote (MV) beside it.
 """
 
 from __future__ import annotations
@@ -129,13 +129,15 @@ def check_encoder(encoder_fp: dict, run_fp: dict, run_dir: Path) -> None:
     for key in IDENTITY_FIELDS:
         if encoder_fp.get(key) != run_fp.get(key):
             raise CheckpointError(
-                f"run {run_dir} was trained on tokens of an encoder with {key}={run_fp.get(key)!r}, "
-                f"but the loaded encoder has {key}={encoder_fp.get(key)!r}"
+                f"run {run_dir} was trained on tokens of an encoder with "
+                f"{key}={run_fp.get(key)!r}, but the loaded encoder has "
+                f"{key}={encoder_fp.get(key)!r}"
                 + (" — pass the same checkpoint file" if key == "checkpoint_sha256" else "")
             )
     if encoder_fp.get("compute_dtype") != run_fp.get("compute_dtype"):
         log.warning(
-            "run %s was extracted with %s compute, predicting with %s: probabilities may differ slightly",
+            "run %s was extracted with %s compute, predicting with %s: probabilities may differ "
+            "slightly",
             run_dir,
             run_fp.get("compute_dtype"),
             encoder_fp.get("compute_dtype"),

@@ -1,6 +1,7 @@
-"""Frame preparation, shared by video files (`vjfer.video`) and frame folders (`vjfer.frame_folders`):
-the source identity and the decoded-video record, crop boxes, view geometry, and the preparer that
-turns each frame into its views once (resize + crop), on a second thread if asked.
+"""Frame preparation, shared by video files (`vjfer.video`) and frame folders
+(`vjfer.frame_folders`): the source identity and the decoded-video record, crop boxes, view
+geometry, and the preparer that turns each frame into its views once (resize + crop), on a second
+thread if asked.
 
 Geometry follows the reference code (facebookresearch/jepa as used by Eing et al.):
 `evals/video_classification_frozen/utils.py` (eval view: short side int(R·256/224), truncated as

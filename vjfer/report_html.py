@@ -55,7 +55,8 @@ td.nw { white-space: nowrap; }
 span.sd { font-size: 11px; color: #6b7480; }
 p.none { color: #4a5563; margin: 2px 0; }
 p.note { font-size: 13px; color: #4a5563; }
-th, td { padding: 4px 7px; border-bottom: 1px solid #e4e7eb; text-align: left; vertical-align: top; }
+th, td { padding: 4px 7px; border-bottom: 1px solid #e4e7eb; text-align: left; \
+vertical-align: top; }
 th { background: #eef1f5; font-weight: 600; border-bottom: 2px solid #c9ced6; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.na { text-align: center; color: #9aa3ae; }

@@ -1,4 +1,5 @@
-"""What a probe run's JSON files hold, defined once: `metrics.json` per fold, `summary.json` per run.
+"""What a probe run's JSON files hold, defined once: `metrics.json` per fold, `summary.json` per
+run.
 
 `vjfer.probe.run` writes these files; `report`, `run_details`, `compare`, `demo` and `cross` read
 them. The TypedDicts below are the schema (mypy checks the writers and readers against it), and

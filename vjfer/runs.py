@@ -114,7 +114,8 @@ def one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = N
         )
     listing = "\n  ".join(str(p) for p in found)
     raise ConfigError(
-        f"{len(found)} {what}s under {cache_root}; choose one with --cache (and --dataset):\n  {listing}"
+        f"{len(found)} {what}s under {cache_root}; choose one with --cache (and --dataset):\n  "
+        f"{listing}"
     )
 
 

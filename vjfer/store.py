@@ -146,7 +146,8 @@ def quantize(x: torch.Tensor, number: str) -> tuple[torch.Tensor, torch.Tensor |
     exactly what was encoded. A scale that float16 rounds down by more than its normal rounding
     (below float16's normal range: tokens whose largest |x| is under 2^-14 · top) is moved up
     one float16 step, so the token's largest value still fits and no value is clipped; tokens of
-    a larger |x| keep the scale they always had. An all-zero token gets scale 0 and decodes to zeros.
+    a larger |x| keep the scale they always had. An all-zero token gets scale 0 and decodes to
+    zeros.
     """
     if number == "fp16":
         return x.to(torch.float16), None
@@ -182,7 +183,8 @@ def encode(
     grid: tuple[int, int, int],
     basis: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Encoder tokens [..., N, D] (float16) -> stored (values [..., N', D'], scales [..., N'] or None).
+    """Encoder tokens [..., N, D] (float16) -> stored (values [..., N', D'], scales [..., N'] or
+    None).
 
     `basis` is (basis [D, K], mean [D]) for pca formats.
     """
@@ -234,7 +236,8 @@ class Codec:
     layers: int = 1
 
     def encode(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """float16 [..., N, D] -> (stored values [..., N', D'], float16 scales [..., N'] or None)."""
+        """float16 [..., N, D] -> (stored values [..., N', D'], float16 scales [..., N'] or
+        None)."""
         pca = None
         if self.fmt.pca:
             pca = (torch.from_numpy(self.basis), torch.from_numpy(self.mean))

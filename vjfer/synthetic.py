@@ -1,4 +1,5 @@
-"""Generated videos with the real RAVDESS / CREMA-D names, layouts and codecs, and a learnable signal.
+"""Generated videos with the real RAVDESS / CREMA-D names, layouts and codecs, and a learnable
+signal.
 
 Each video shows a drawn face. Emotion sets its shape and motion (mouth width, opening, curve and
 movement rate; brow tilt and height; eye size) and the colour of hair band, cheeks and lips: large
@@ -138,7 +139,8 @@ def _face_box(
     phase: float,
     strength: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The face of each frame in its own box: uint8 [T, 2B+1, 2B+1, 3] and the face mask [2B+1, 2B+1].
+    """The face of each frame in its own box: uint8 [T, 2B+1, 2B+1, 3] and the face mask
+    [2B+1, 2B+1].
 
     Skin, hair, cheeks and eyes are drawn once; brows and mouth for all frames at once.
     """
@@ -220,7 +222,8 @@ def render_face(
     phase = rng.uniform(0, 2 * np.pi)
     box, face = _face_box(style, nuisance, size[1], n_frames, fps, phase, strength)
     frames = _paste_moving(box, face, nuisance, size, fps, rng.uniform(0.2, 0.6), phase)
-    # Noise in uint8 without overflow: values kept in 16..239 and noise within +-16 (a 7-frame cycle).
+    # Noise in uint8 without overflow: values kept in 16..239 and noise within +-16 (a 7-frame
+    # cycle).
     H, W = size[1], size[0]
     noise = rng.standard_normal((7, H, W, 3), dtype=np.float32) * nuisance.noise
     noise = np.clip(np.rint(noise), -16, 16).astype(np.int8).view(np.uint8)
@@ -241,7 +244,8 @@ def _tone(n_samples: int, pitch: float) -> np.ndarray:
 def write_video(
     target: Path | BinaryIO, frames: np.ndarray, fps: Fraction, fmt: Literal["mp4", "flv"]
 ) -> None:
-    """Encode uint8 [T, H, W, 3] RGB frames: mp4 = H.264 (libx264, yuv420p), flv = FLV1 (Sorenson)."""
+    """Encode uint8 [T, H, W, 3] RGB frames: mp4 = H.264 (libx264, yuv420p), flv = FLV1
+    (Sorenson)."""
     T, H, W, _ = frames.shape
     codec = _VIDEO_CODECS[fmt]
     # ultrafast, but with B-frames: decode order differs from display order, as in real files
@@ -430,7 +434,8 @@ def make_crema_d(
     flat: bool = False,
     seed: int = 0,
 ) -> list[Path]:
-    """Write CREMA-D-named FLV1 videos under `root/VideoFlash/` (or `root/` if `flat`); return them sorted.
+    """Write CREMA-D-named FLV1 videos under `root/VideoFlash/` (or `root/` if `flat`); return them
+    sorted.
 
     Trials follow `crema_d_trials`; level sets expression strength (LO 0.7, MD/XX 1.0, HI 1.3).
     """

@@ -77,7 +77,8 @@ def _assignments(n_clips: int, n_classes: int) -> list[tuple[int, int]]:
 def make_dfew(
     root: str | Path, *, clips_per_class: int = 5, frames: Sequence[int] = (20, 70), seed: int = 0
 ) -> Path:
-    """A DFEW-like tree; returns root. Clip n's frames: `Clip/clip_224x224/<n:05d>/<n:05d>_<i:05d>.jpg`.
+    """A DFEW-like tree; returns root. Clip n's frames:
+    `Clip/clip_224x224/<n:05d>/<n:05d>_<i:05d>.jpg`.
 
     Beside the listed clips: one row whose folder is missing, one unlisted folder (a multi-label
     clip in the real release), one listed empty folder.

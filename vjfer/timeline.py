@@ -2,9 +2,9 @@
 
 A timeline is what `vjfer predict --plot` draws for any video file and what the report shows for a
 few test videos per dataset. Time is the clip's centre in seconds: halfway between its first and
-last frame index (docs/design.md, "Clips and views": 16 frames over 61), divided by the video's frame rate. The
-video's decision is the PBV (argmax of summed clip probabilities) with the MV (majority of clip
-argmaxes) beside it, as in `vjfer.probe.evaluate`.
+last frame index (docs/design.md, "Clips and views": 16 frames over 61), divided by the video's
+frame rate. The video's decision is the PBV (argmax of summed clip probabilities) with the MV
+(majority of clip argmaxes) beside it, as in `vjfer.probe.evaluate`.
 
 This module only reads predictions (the files a probe run writes, or a `vjfer.predict.Prediction`)
 and chooses videos; `vjfer.figures.timeline_figure` draws the panels.

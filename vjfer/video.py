@@ -116,8 +116,8 @@ def _clean_frames(
 
 
 def read_source(path: str | Path) -> tuple[bytes, SourceIdentity]:
-    """A video file's bytes and their identity (size, mtime, sha256, xxh3), read once; VideoError for a
-    missing, empty or non-regular file and for a git-LFS pointer."""
+    """A video file's bytes and their identity (size, mtime, sha256, xxh3), read once; VideoError
+    for a missing, empty or non-regular file and for a git-LFS pointer."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise VideoError(path, "link target missing: fetch it with `git annex get` / `datalad get`")
@@ -328,6 +328,7 @@ def decode_file_native(
 
 
 def file_frames(path: Path) -> Iterator[av.VideoFrame]:
-    """Every frame of a video file's first video stream, as the decoder gives it (face detection)."""
+    """Every frame of a video file's first video stream, as the decoder gives it (face
+    detection)."""
     with av.open(str(path)) as container:
         yield from container.decode(container.streams.video[0])

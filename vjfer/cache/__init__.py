@@ -9,10 +9,10 @@ attributes), so the manifest can be rebuilt from them. Writes are deterministic 
 fixed order), so an interrupted-then-resumed shard has the same bytes as one written in a single go.
 
 What a shard proves about itself (format v2): per video, the identity of the source file (path
-relative to the dataset root, size, mtime, xxh3-128 and sha256 of the bytes decoded) and the decode record
-(`lost_frames`, `container_frames`); per clip, `clip_checksum`, the xxh3-64 of exactly the bytes of
-that clip's HDF5 chunk. `open_cache` checks every shard's header against the manifest (cheap);
-`verify_cache` and `Cache.tokens` check the checksums.
+relative to the dataset root, size, mtime, xxh3-128 and sha256 of the bytes decoded) and the decode
+record (`lost_frames`, `container_frames`); per clip, `clip_checksum`, the xxh3-64 of exactly the
+bytes of that clip's HDF5 chunk. `open_cache` checks every shard's header against the manifest
+(cheap); `verify_cache` and `Cache.tokens` check the checksums.
 
 One job per module: `format` (constants, records, fingerprint, names, checksums, format checks),
 `chunks` (the one clip reader: chunk offsets, `read_clip`), `writer` (shards, manifest,

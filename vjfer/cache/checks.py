@@ -124,8 +124,9 @@ def format_cache_info(info: dict) -> str:
         f"size        {info['bytes'] / 1e9:.3f} GB",
         *(
             [
-                f"layers      {len(blocks)} encoder blocks per clip ({', '.join(map(str, blocks))}, "
-                f"0-based, layer-major along N): ~{info['bytes'] / len(blocks) / 1e9:.3f} GB per layer"
+                f"layers      {len(blocks)} encoder blocks per clip "
+                f"({', '.join(map(str, blocks))}, 0-based, layer-major along N): "
+                f"~{info['bytes'] / len(blocks) / 1e9:.3f} GB per layer"
             ]
             if (blocks := lay.get("layers"))
             else []

@@ -65,7 +65,8 @@ def _chunk_offsets(path: Path, dataset: h5py.Dataset, size: int) -> np.ndarray:
 
 def shard_chunks(path: Path, store: StoreFormat, shape: tuple[int, int, int]) -> ShardChunks:
     """The chunk offsets and checksums of shard `path` whose clips are [V, N, D] in `store`;
-    CacheError naming the shard when a chunk cannot be read raw (compressed, other dtype or size)."""
+    CacheError naming the shard when a chunk cannot be read raw (compressed, other dtype or
+    size)."""
     V, N, D = shape
     want = (1, V, N, D)
     value_bytes, scale_bytes = store.clip_nbytes(V, N, D)

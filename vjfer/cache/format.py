@@ -105,7 +105,8 @@ def clip_checksum(buf: np.ndarray | bytes | memoryview) -> int:
 
 def stored_checksum(values: np.ndarray, scales: np.ndarray | None) -> int:
     """xxh3-64 of a stored clip: its token chunk's bytes, then (int8, fp8) its scale chunk's bytes;
-    the same as `clip_checksum` of the two chunks read into one buffer, as the stage-2 reader does."""
+    the same as `clip_checksum` of the two chunks read into one buffer, as the stage-2 reader
+    does."""
     if scales is None:
         return clip_checksum(values)
     hasher = xxhash.xxh3_64()
@@ -207,7 +208,8 @@ def _check_format(meta: dict, path: Path) -> None:
 
 
 def read_shard_header(path: Path) -> dict:
-    """A complete shard's attributes (JSON decoded) plus its per-video table; CacheError if unreadable."""
+    """A complete shard's attributes (JSON decoded) plus its per-video table; CacheError if
+    unreadable."""
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)

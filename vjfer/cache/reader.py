@@ -133,7 +133,8 @@ class Cache:
             raise CacheError(f"video {video_id!r} is not in cache {self.path}") from None
 
     def chunks(self, shard: str) -> ShardChunks:
-        """Where the clips of `shard` sit in its file, and their stored checksums (looked up once)."""
+        """Where the clips of `shard` sit in its file, and their stored checksums (looked up
+        once)."""
         if shard not in self._chunks:
             self._chunks[shard] = shard_chunks(self.path / shard, self.store, self.shape)
         return self._chunks[shard]
@@ -186,14 +187,16 @@ class Cache:
         return (self.num_views, self.num_tokens, self.embed_dim)
 
     def pca_basis(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(basis float32 [D, K], mean float32 [D]) of a pca cache (from its first shard), else None."""
+        """(basis float32 [D, K], mean float32 [D]) of a pca cache (from its first shard), else
+        None."""
         if not self.store.pca:
             return None
         f = self._shard(self.manifest["shards"][0]["name"])
         return f[PCA_BASIS][()], f[PCA_MEAN][()]
 
     def clip_checksums(self, video_id: str) -> np.ndarray:
-        """uint64 [C]: the stored xxh3-64 of each clip's bytes; compare `clip_checksum(tokens[c])`."""
+        """uint64 [C]: the stored xxh3-64 of each clip's bytes; compare
+        `clip_checksum(tokens[c])`."""
         shard, first, n = self._locate(video_id)
         return self._shard(shard)["clip_checksum"][first : first + n]
 
@@ -277,7 +280,8 @@ class Cache:
         return f["clip_role"][first : first + n]
 
     def iter_clips(self) -> Iterator[tuple[str, int, np.ndarray]]:
-        """(video_id, clip index within the video, tokens [V, N, D]) for every clip, video by video."""
+        """(video_id, clip index within the video, tokens [V, N, D]) for every clip, video by
+        video."""
         for video_id in self.videos["video_id"]:
             for c, tok in enumerate(self.tokens(video_id)):
                 yield video_id, c, tok

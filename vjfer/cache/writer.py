@@ -149,12 +149,13 @@ class ShardWriter:
         C = tokens.shape[0]
         if tokens.dtype != TOKEN_DTYPE or tokens.shape[1:] != self.shape or C < 1:
             raise CacheError(
-                f"{entry.video_id}: tokens must be float16 [C>=1, {', '.join(map(str, self.shape))}]"
-                f", got {tokens.dtype} {list(tokens.shape)}"
+                f"{entry.video_id}: tokens must be float16 [C>=1, "
+                f"{', '.join(map(str, self.shape))}], got {tokens.dtype} {list(tokens.shape)}"
             )
         if entry.frames.shape != (C, FRAMES_PER_CLIP):
             raise CacheError(
-                f"{entry.video_id}: frames must be [{C}, {FRAMES_PER_CLIP}], got {list(entry.frames.shape)}"
+                f"{entry.video_id}: frames must be [{C}, {FRAMES_PER_CLIP}], got "
+                f"{list(entry.frames.shape)}"
             )
         if self.rows and entry.video_id <= self.rows[-1].video_id:
             raise CacheError(f"{entry.video_id}: entries must arrive in sorted video-id order")
@@ -331,7 +332,8 @@ class ShardWriter:
         self._write(PCA_MEAN, mean.astype(np.float32))
 
     def abort(self) -> None:
-        """Close and delete the temporary file (after an error): nothing that looks complete stays."""
+        """Close and delete the temporary file (after an error): nothing that looks complete
+        stays."""
         try:
             self._file.close()
         except Exception as err:  # the file may be unusable after the error being handled

@@ -120,7 +120,8 @@ def cache_convert_cmd(source: Path, **options) -> None:
     help="A probe run on A: also measure its probes' agreement on B.",
 )
 def cache_compare_cmd(a: Path, b: Path, clips: int, run: Path | None) -> None:
-    """What storing fp16 cache A as cache B costs: size ratio, token error, probe agreement (JSON)."""
+    """What storing fp16 cache A as cache B costs: size ratio, token error, probe agreement
+    (JSON)."""
     from vjfer.cache import open_cache
     from vjfer.convert import compare_caches
 

@@ -89,7 +89,8 @@ def index(
     echo_lines(format_index_summary(summary, show_all=show_all))
     if csv_path is not None:
         click.echo(
-            f"{len(found.excluded)} excluded files written to {write_excluded_csv(summary, csv_path)}"
+            f"{len(found.excluded)} excluded files written to "
+            f"{write_excluded_csv(summary, csv_path)}"
         )
     if json_path is not None:
         click.echo(f"index written to {write_index_json(summary, json_path)}")

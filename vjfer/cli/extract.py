@@ -47,7 +47,8 @@ def _input_options() -> list:
             "--list",
             "list_file",
             type=click.Path(dir_okay=False, path_type=Path),
-            help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.",
+            help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to "
+            "--root.",
         ),
         click.option(
             "--encoder",
@@ -108,7 +109,8 @@ def _input_options() -> list:
             "--workers",
             type=int,
             default=d["workers"].default,
-            help="Decoding processes (per rank under torchrun); default: one per core but one, at most 8, never more than the cores.",
+            help="Decoding processes (per rank under torchrun); default: one per core but one, at "
+            "most 8, never more than the cores.",
         ),
         click.option(
             "--device",
@@ -137,7 +139,8 @@ def _input_options() -> list:
 
 
 def _frame_and_store_options(d: dict) -> list:
-    """extract's options of what a frame is and how tokens are stored (defaults: ExtractConfig's)."""
+    """extract's options of what a frame is and how tokens are stored (defaults:
+    ExtractConfig's)."""
     return [
         click.option(
             "--face-crop",
@@ -145,7 +148,8 @@ def _frame_and_store_options(d: dict) -> list:
             show_default=True,
             metavar="none|haar|boxes:FILE",
             help="Crop each video to one square face box: none (whole frames, the paper), haar "
-            "(OpenCV's Haar cascade; pip install 'vjfer[face]') or boxes:FILE (CSV video_id,x,y,w,h).",
+            "(OpenCV's Haar cascade; pip install 'vjfer[face]') or boxes:FILE (CSV "
+            "video_id,x,y,w,h).",
         ),
         click.option(
             "--face-fallback",
@@ -166,7 +170,8 @@ def _frame_and_store_options(d: dict) -> list:
             type=click.FloatRange(0, 1),
             default=d["max_lost_frames"].default,
             show_default=True,
-            help="A video that lost more than this fraction of its frames is a failure (fewer: kept, listed by `cache info`).",
+            help="A video that lost more than this fraction of its frames is a failure (fewer: "
+            "kept, listed by `cache info`).",
         ),
         click.option(
             "--no-reencode",
@@ -176,38 +181,43 @@ def _frame_and_store_options(d: dict) -> list:
         click.option(
             "--trust-size-mtime",
             is_flag=True,
-            help="On resume, keep a complete shard whose source files have the recorded size and mtime_ns without "
-            "reading them (default: compare each file's content hash, xxh3-128, with the recorded one).",
+            help="On resume, keep a complete shard whose source files have the recorded size and "
+            "mtime_ns without reading them (default: compare each file's content hash, xxh3-128, "
+            "with the recorded one).",
         ),
         click.option(
             "--store",
             default=d["store"].default,
             show_default=True,
             metavar="FORMAT",
-            help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see `vjfer cache convert`.",
+            help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see "
+            "`vjfer cache convert`.",
         ),
         click.option(
             "--dtype",
             type=click.Choice(["bf16", "fp16", "fp32"]),
             default=d["dtype"].default,
             show_default=True,
-            help="Encoder compute dtype on CUDA (fp16: the reference's autocast; the CPU computes fp32). Part of the cache fingerprint.",
+            help="Encoder compute dtype on CUDA (fp16: the reference's autocast; the CPU computes "
+            "fp32). Part of the cache fingerprint.",
         ),
         click.option(
             "--augment",
             type=click.IntRange(min=0),
             default=d["augment"].default,
             show_default=True,
-            help="Also store K augmented copies of each video's 8 training clips, made with the reference's "
-            "recipe (RandAugment, random-resized crop, cube erasing; vjfer/augment.py); train on them with "
-            "`vjfer probe --train-view augmented`. Costs K × 8 clips a video.",
+            help="Also store K augmented copies of each video's 8 training clips, made with the "
+            "reference's recipe (RandAugment, random-resized crop, cube erasing; "
+            "vjfer/augment.py); train on them with `vjfer probe --train-view augmented`. Costs K × "
+            "8 clips a video.",
         ),
         click.option(
             "--augment-seed",
             type=int,
             default=d["augment_seed"].default,
             show_default=True,
-            help="Seed of the augmented copies' draws (one generator per seed, video, copy and clip).",
+            help="Seed of the augmented copies' draws (one generator per seed, video, copy and "
+            "clip).",
         ),
         click.option(
             "--dedup/--no-dedup",
@@ -222,9 +232,10 @@ def _frame_and_store_options(d: dict) -> list:
             callback=lambda ctx, param, value: (
                 None if value is None else number_list(int)(ctx, param, value)
             ),
-            help="Cache the outputs of these encoder blocks (0-based; negative from the end: -1 the last), "
-            "each through the encoder's final norm, all in one chunk per clip; default: the last "
-            "(the encoder's output; `--layers -1` is the same cache). Probe with `vjfer probe --layer`.",
+            help="Cache the outputs of these encoder blocks (0-based; negative from the end: -1 "
+            "the last), each through the encoder's final norm, all in one chunk per clip; default: "
+            "the last (the encoder's output; `--layers -1` is the same cache). Probe with `vjfer "
+            "probe --layer`.",
         ),
         click.option(
             "--decode-timeout",

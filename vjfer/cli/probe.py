@@ -51,7 +51,8 @@ def train_options(f):
             default=str(d["lr"].default),
             show_default=True,
             callback=number_list(float, 0.0, strict=True),
-            help="Peak learning rate (cosine to 0); a comma-separated list trains a grid in the same pass.",
+            help="Peak learning rate (cosine to 0); a comma-separated list trains a grid in the "
+            "same pass.",
         ),
         click.option(
             "--wd",
@@ -81,7 +82,8 @@ def train_options(f):
             default=str(d["seed"].default),
             show_default=True,
             callback=number_list(int),
-            help="Probe seed (initialisation, clip/view draws); a comma-separated list trains one head each.",
+            help="Probe seed (initialisation, clip/view draws); a comma-separated list trains one "
+            "head each.",
         ),
         click.option(
             "--layer",
@@ -89,10 +91,11 @@ def train_options(f):
             default=d["layer"].default,
             show_default=True,
             callback=layer_list,
-            help="Stored encoder layer(s) to probe on a cache made with `extract --layers`: K (a block as `cache info` "
-            "shows it; negative: from the end of the stored list), concat (every stored layer as one token "
-            "sequence, V-JEPA 2's multilevel form) or all (one head per stored layer, one pass, selected by "
-            "inner validation like --lr); a comma-separated list trains a grid.",
+            help="Stored encoder layer(s) to probe on a cache made with `extract --layers`: K (a "
+            "block as `cache info` shows it; negative: from the end of the stored list), concat "
+            "(every stored layer as one token sequence, V-JEPA 2's multilevel form) or all (one "
+            "head per stored layer, one pass, selected by inner validation like --lr); a "
+            "comma-separated list trains a grid.",
         ),
         click.option(
             "--order-seed",
@@ -106,8 +109,8 @@ def train_options(f):
             type=click.Choice(CHOICES["epoch_order"]),
             default=d["epoch_order"].default,
             show_default=True,
-            help="reshuffle: a new video order every epoch (vjfer's default); fixed: the epoch-0 order every epoch, "
-            "as the reference (its DistributedSampler never gets set_epoch).",
+            help="reshuffle: a new video order every epoch (vjfer's default); fixed: the epoch-0 "
+            "order every epoch, as the reference (its DistributedSampler never gets set_epoch).",
         ),
         click.option(
             "--device",
@@ -142,28 +145,32 @@ def train_options(f):
             type=click.Choice(CHOICES["train_view"]),
             default=d["train_view"].default,
             show_default=True,
-            help="random/middle: a cached view per clip; augmented: one stored augmented copy per clip and epoch (`vjfer extract --augment K`).",
+            help="random/middle: a cached view per clip; augmented: one stored augmented copy per "
+            "clip and epoch (`vjfer extract --augment K`).",
         ),
         click.option(
             "--token-augment",
             is_flag=True,
             default=d["token_augment"].default,
-            help="vjfer's own approximation of the reference's crop and erasing for caches without augmented "
-            "copies: per clip, keep a random box of the token grid and drop a random box inside it (off by default).",
+            help="vjfer's own approximation of the reference's crop and erasing for caches without "
+            "augmented copies: per clip, keep a random box of the token grid and drop a random box "
+            "inside it (off by default).",
         ),
         click.option(
             "--autocast",
             type=click.Choice(CHOICES["autocast"]),
             default=d["autocast"].default,
             show_default=True,
-            help="The probe's autocast dtype on CUDA (fp16 with a grad scaler: the reference's); the CPU trains in fp32.",
+            help="The probe's autocast dtype on CUDA (fp16 with a grad scaler: the reference's); "
+            "the CPU trains in fp32.",
         ),
         click.option(
             "--on-nonfinite",
             type=click.Choice(CHOICES["on_nonfinite"]),
             default=d["on_nonfinite"].default,
             show_default=True,
-            help="A head whose loss is not finite: stop the run, or skip it (marked failed, never selected; not the reported head).",
+            help="A head whose loss is not finite: stop the run, or skip it (marked failed, never "
+            "selected; not the reported head).",
         ),
         click.option(
             "--checkpoint-every",
@@ -193,7 +200,8 @@ def layer_figure(run_dir: Path) -> None:
     default="all",
     show_default=True,
     callback=fold_list,
-    help="all, or comma-separated folds of the cache under --splits (1..5 for RAVDESS and CREMA-D).",
+    help="all, or comma-separated folds of the cache under --splits (1..5 for RAVDESS and "
+    "CREMA-D).",
 )
 @click.option("--splits", help=SPLITS_HELP)
 @click.option(

@@ -1,4 +1,5 @@
-"""`vjfer report` (tables, figures and report.html of runs) and `vjfer compare` (runs side by side)."""
+"""`vjfer report` (tables, figures and report.html of runs) and `vjfer compare` (runs side by
+side)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from vjfer.cli.group import (
     type=click.Path(path_type=Path),
     default=Path("cache"),
     show_default=True,
-    help="Caches for the PCA figure, failures list and timelines (skipped, with a note, when absent).",
+    help="Caches for the PCA figure, failures list and timelines (skipped, with a note, when "
+    "absent).",
 )
 @click.option(
     "--device",

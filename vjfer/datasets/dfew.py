@@ -1,10 +1,12 @@
-"""DFEW (Jiang et al., ACM MM 2020): folders of face frames and the official 5-fold single-label split.
+"""DFEW (Jiang et al., ACM MM 2020): folders of face frames and the official 5-fold single-label
+split.
 
 Frames `Clip/clip_224x224/<05d>/<05d>_<05d>.jpg` (MAE-DFER's `Clip/jpg_256/`, the first release's
-`data_affine/single_label/data/`); splits `EmoLabel_DataSplit/{train,test}(single-labeled)/set_k.csv`,
-header `video_name,label`, video_name an integer (its folder is the 5-digit form), label 1..7 =
-Happy, Sad, Neutral, Angry, Surprise, Disgust, Fear. A clip's fold is the set whose test file lists
-it; its group is the clip itself (DFEW names no actors).
+`data_affine/single_label/data/`); splits
+`EmoLabel_DataSplit/{train,test}(single-labeled)/set_k.csv`, header `video_name,label`, video_name
+an integer (its folder is the 5-digit form), label 1..7 = Happy, Sad, Neutral, Angry, Surprise,
+Disgust, Fear. A clip's fold is the set whose test file lists it; its group is the clip itself (DFEW
+names no actors).
 """
 
 from __future__ import annotations

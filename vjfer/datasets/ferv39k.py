@@ -1,9 +1,9 @@
 """FERV39k (Wang et al., CVPR 2022): face-frame folders and the one official train/test split.
 
-Frames `2_ClipsforFaceCrop/<Scene>/<Emotion>/<NNNN>/`; splits `4_setups/All_scenes/train_All.csv` and
-`test_All.csv`, no header, space-separated `<Scene>/<Emotion>/<NNNN> <Emotion>`. The split is one
-fold: fold 1 tests the official test set, its train set is TRAIN_ONLY. FERV39k names no actors, so
-each clip is its own group (inner validation is clip-disjoint).
+Frames `2_ClipsforFaceCrop/<Scene>/<Emotion>/<NNNN>/`; splits `4_setups/All_scenes/train_All.csv`
+and `test_All.csv`, no header, space-separated `<Scene>/<Emotion>/<NNNN> <Emotion>`. The split is
+one fold: fold 1 tests the official test set, its train set is TRAIN_ONLY. FERV39k names no actors,
+so each clip is its own group (inner validation is clip-disjoint).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Folds of any count: the paper's actor splits (`splits/*.csv`), the peers' 6-fold RAVDESS protocol,
-seeded group folds for a list file, and the (train, test) rows of a fold.
+"""Folds of any count: the paper's actor splits (`splits/*.csv`), the peers' 6-fold RAVDESS
+protocol, seeded group folds for a list file, and the (train, test) rows of a fold.
 
 A video's `fold` is the fold whose test set holds it; `TRAIN_ONLY` (0) marks a video that is only
 ever trained on (FERV39k's official train set: one train/test split is one fold, fold 1).

@@ -2,8 +2,8 @@
 
 Splits `split/single/no_caption/set_k/{train,test}.txt`, no header, space-separated
 `<clip>.<ext> <label>`; frames `data/faces/<05d>/` (the official face crops, DFER-CLIP) or
-`data/frames/<05d>/` (MAE-DFER). Results depend on using the official face frames (MAE-DFER issue 22).
-The two public loaders order the labels differently; the cache keeps names.
+`data/frames/<05d>/` (MAE-DFER). Results depend on using the official face frames (MAE-DFER issue
+22). The two public loaders order the labels differently; the cache keeps names.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ _ACTOR_FOLDER = re.compile(r"Actor_(\d+)")
 
 
 def parse_ravdess_name(stem: str) -> dict[str, int]:
-    """`MM-VV-EE-II-SS-RR-AA` -> modality, vocal_channel, emotion, intensity, statement, repetition, actor.
+    """`MM-VV-EE-II-SS-RR-AA` -> modality, vocal_channel, emotion, intensity, statement, repetition,
+    actor.
 
     Raises DatasetError naming the field that is out of range; the emotion code is checked last so
     an otherwise valid name with emotion 09 reports "unknown emotion code".

@@ -1,5 +1,6 @@
-"""What every dataset adapter produces: `VideoRecord`s (one usable video or frame folder each), named
-`Exclusion`s, the `DatasetIndex` holding both, and the exclusion reasons with the fix for each.
+"""What every dataset adapter produces: `VideoRecord`s (one usable video or frame folder each),
+named `Exclusion`s, the `DatasetIndex` holding both, and the exclusion reasons with the fix for
+each.
 
 A record's `path` is a video file or a folder of frames (DFEW, FERV39k, MAFW); `label` indexes the
 dataset's class order (`vjfer.labels.CLASSES`), `label_name` is its vocabulary name; `actor` is the
@@ -27,7 +28,8 @@ TRAIN_ONLY = 0  # fold of a video no test set holds (a single official train/tes
 LFS_HEADER = b"version https://git-lfs"  # how a git-LFS pointer file starts
 _DIGITS = re.compile(r"(\d+)")
 
-# Exclusion reasons (the categories `summarize` counts), each with the fix `format_index_summary` prints.
+# Exclusion reasons (the categories `summarize` counts), each with the fix `format_index_summary`
+# prints.
 UNPARSABLE = "name does not parse"
 UNKNOWN_EMOTION = "unknown emotion code"
 AUDIO_ONLY = "audio-only, no video"
@@ -68,7 +70,8 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One usable video. Fields a dataset lacks are None (RAVDESS: sentence, level; CREMA-D: the rest)."""
+    """One usable video. Fields a dataset lacks are None (RAVDESS: sentence, level; CREMA-D: the
+    rest)."""
 
     path: Path  # a video file, or a folder of frames
     video_id: str  # file stem or clip id, unique within a dataset

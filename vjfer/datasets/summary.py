@@ -118,7 +118,8 @@ def write_index_json(summary: dict, path: str | Path) -> Path:
 def _fold_lines(s: dict) -> list[str]:
     if "actors" not in s["per_fold"]:
         return ["", f"per fold ({s['splits']} splits; test videos, the rest train):"] + [
-            f"  fold {int(f['fold'])}: {int(f['videos']):>5} test, {int(f['train_videos']):>6} train"
+            f"  fold {int(f['fold'])}: {int(f['videos']):>5} test, {int(f['train_videos']):>6} "
+            "train"
             for _, f in s["per_fold"].iterrows()
         ]
     lines = ["", f"per fold ({s['splits']} splits; actor:videos; actors without videos left out):"]

@@ -118,8 +118,8 @@ def strip_wrapper_prefix(state: dict, what: str = "state dict") -> dict:
                 return stripped
     stray = [k for k in state if not str(k).startswith(JEPA_PREFIX)]
     raise CheckpointError(
-        f"another architecture: the keys of {what!r} mix wrapper prefixes (expected all or none "
-        f"of {JEPA_PREFIX!r}, 'backbone.', 'module.'); not under {JEPA_PREFIX!r}: {name_keys(stray)}"
+        f"another architecture: the keys of {what!r} mix wrapper prefixes (expected all or none of "
+        f"{JEPA_PREFIX!r}, 'backbone.', 'module.'); not under {JEPA_PREFIX!r}: {name_keys(stray)}"
     )
 
 

@@ -1,4 +1,5 @@
-"""V-JEPA 2 through `transformers.VJEPA2Model`, from a local Hugging Face directory (optional extra).
+"""V-JEPA 2 through `transformers.VJEPA2Model`, from a local Hugging Face directory (optional
+extra).
 
 Only the encoder runs (`skip_predictor=True`); its `last_hidden_state` is the token output. The
 model places its 3-D RoPE positions by token index assuming a `crop_size // patch_size` square

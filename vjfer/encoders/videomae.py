@@ -1,10 +1,11 @@
-"""VideoMAE (Tong et al. 2022) through `transformers.VideoMAEModel`, from a local directory (hf extra).
+"""VideoMAE (Tong et al. 2022) through `transformers.VideoMAEModel`, from a local directory (hf
+extra).
 
 VideoMAE is the pixel-reconstruction baseline the paper argues against; MAE-DFER and HiCMAE build on
-it. Any local VideoMAE directory loads: pre-trained (`MCG-NJU/videomae-base`, `-large`, `-base-ssv2`)
-or fine-tuned (`videomae-base-finetuned-kinetics`, `videomae-huge-finetuned-kinetics`, ...); a
-fine-tuned directory's classifier and `fc_norm` weights are not part of `VideoMAEModel` and are
-ignored (logged).
+it. Any local VideoMAE directory loads: pre-trained (`MCG-NJU/videomae-base`, `-large`,
+`-base-ssv2`) or fine-tuned (`videomae-base-finetuned-kinetics`, `videomae-huge-finetuned-kinetics`,
+...); a fine-tuned directory's classifier and `fc_norm` weights are not part of `VideoMAEModel` and
+are ignored (logged).
 
 What vjfer caches is `VideoMAEModel(...).last_hidden_state`: every patch token, [B, N, D], N in
 (t, h, w) order. VideoMAE has no CLS token. The model never pools: `use_mean_pooling` only decides
@@ -15,10 +16,10 @@ in none (True: the fine-tuned ones, whose `fc_norm` sits after the mean pool in
 
 The position table is a fixed sin-cos code for exactly `num_frames` × `image_size`², with no
 interpolation, so the input must be exactly that size. vjfer's clip plans are 16 frames at step 4
-(docs/design.md, "Clips and views"); every public VideoMAE checkpoint takes 16 frames, and a directory whose
-`num_frames` differs is refused (supporting it would change the clip plan, the cache's frame
-columns and every consumer of them). Normalisation (`image_mean`, `image_std`) comes from the
-directory's `preprocessor_config.json`; the spatial view is vjfer's (`--views`), not the
+(docs/design.md, "Clips and views"); every public VideoMAE checkpoint takes 16 frames, and a
+directory whose `num_frames` differs is refused (supporting it would change the clip plan, the
+cache's frame columns and every consumer of them). Normalisation (`image_mean`, `image_std`) comes
+from the directory's `preprocessor_config.json`; the spatial view is vjfer's (`--views`), not the
 processor's resize, so every encoder sees the same pixels.
 """
 
@@ -70,7 +71,8 @@ class VideoMAESpec:
         return (self.num_frames // self.tubelet, side, side)
 
     def vit(self) -> ViTConfig:
-        """The same-shaped plain ViT (for FLOP counts: VideoMAE's blocks are pre-norm ViT blocks)."""
+        """The same-shaped plain ViT (for FLOP counts: VideoMAE's blocks are pre-norm ViT
+        blocks)."""
         return ViTConfig(
             embed_dim=self.hidden_size,
             depth=self.depth,
@@ -111,7 +113,8 @@ def _square(value, path: Path, key: str) -> int:
 
 
 def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
-    """config.json + preprocessor_config.json -> VideoMAESpec; CheckpointError naming file and key."""
+    """config.json + preprocessor_config.json -> VideoMAESpec; CheckpointError naming file and
+    key."""
     directory = Path(directory)
     config_path, pre_path = directory / CONFIG, directory / PREPROCESSOR
     config = _read_json(
@@ -183,7 +186,8 @@ def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
 
 
 class VideoMAEBackbone(nn.Module):
-    """vjfer layout [B, 3, T, H, W] -> `VideoMAEModel(pixel_values [B, T, 3, H, W]).last_hidden_state`."""
+    """vjfer layout [B, 3, T, H, W] ->
+    `VideoMAEModel(pixel_values [B, T, 3, H, W]).last_hidden_state`."""
 
     def __init__(self, model: nn.Module, spec: VideoMAESpec):
         super().__init__()

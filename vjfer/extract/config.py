@@ -194,9 +194,9 @@ RENAMED = {"cache_root": "--cache", "list_file": "--list"}  # fields whose optio
 
 
 def option_name(field: str) -> str:
-    """The `vjfer extract` option of an `ExtractConfig` field (tests/test_extract_resume_command.py checks that the
-    CLI declares exactly these): `--cache` for `cache_root`, `--list` for `list_file` (as `vjfer
-    index` calls it), else the field with dashes."""
+    """The `vjfer extract` option of an `ExtractConfig` field (tests/test_extract_resume_command.py
+    checks that the CLI declares exactly these): `--cache` for `cache_root`, `--list` for
+    `list_file` (as `vjfer index` calls it), else the field with dashes."""
     return RENAMED.get(field, "--" + field.replace("_", "-"))
 
 

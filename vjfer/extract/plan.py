@@ -376,7 +376,8 @@ class _ShardsKept:
                 f"{len(files)} cached video(s) in {names} of {self.directory} came from other "
                 f"files than those now under {self.config.root} (same names, other content):\n  "
                 + "\n  ".join(files)
-                + "\nrerun without --no-reencode to re-encode those shards, or give the original --root"
+                + "\nrerun without --no-reencode to re-encode those shards, or give the original "
+                "--root"
             )
         log.warning(
             "re-encoding %s: %d source file(s) changed since they were encoded: %s",
@@ -437,7 +438,8 @@ def _duration(seconds: float) -> str:
 
 
 def format_encoder_estimate(plan: ExtractPlan) -> str:
-    """The encoder (GPU) time of the whole cache at the projected clip rate, with its assumptions."""
+    """The encoder (GPU) time of the whole cache at the projected clip rate, with its
+    assumptions."""
     projected = projected_clip_rate(plan.config.encoder)
     if projected is None:
         return f"no FLOP count for {plan.config.encoder} (its architecture comes with its weights)"
@@ -473,50 +475,53 @@ def format_sizes(plan: ExtractPlan) -> str:
 def format_plan(plan: ExtractPlan) -> str:
     """What `vjfer extract` prints before it starts."""
     rank = f" (rank {plan.rank} of {plan.world_size})" if plan.world_size > 1 else ""
+    norm = "through the final norm" if plan.encoder.layer_norm == "final" else "no norm"
+    augmented_gb = plan.estimated_bytes * plan.augmented_clips / max(plan.estimated_clips, 1) / 1e9
     return "\n".join(
         [
             f"cache      {plan.directory}{rank}",
-            f"videos     {plan.videos} in {len(plan.shards)} shards; this run: {plan.pending_videos} "
-            f"videos, {len(plan.mine) - len(plan.done)} shards ({len(plan.done)} already complete)",
+            f"videos     {plan.videos} in {len(plan.shards)} shards; this run: "
+            f"{plan.pending_videos} videos, {len(plan.mine) - len(plan.done)} shards "
+            f"({len(plan.done)} already complete)",
             f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
-            f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, ~{plan.pending_bytes / 1e9:.2f} GB "
-            f"to write; {plan.free_bytes / 1e9:.1f} GB free",
+            f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, "
+            f"~{plan.pending_bytes / 1e9:.2f} GB to write; {plan.free_bytes / 1e9:.1f} GB free",
             f"formats    {format_sizes(plan)}",
             *(
                 [
                     f"layers     {len(plan.layers)} blocks ({', '.join(map(str, plan.layers))} of "
-                    f"{plan.encoder.depth}, 0-based, {'through the final norm' if plan.encoder.layer_norm == 'final' else 'no norm'}) a clip: "
+                    f"{plan.encoder.depth}, 0-based, {norm}) a clip: "
                     f"~{plan.estimated_bytes / len(plan.layers) / 1e9:.2f} GB per layer"
                 ]
                 if plan.layers
                 else []
             ),
-            f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} clips, "
-            f"{plan.workers} decoding workers",
+            f"encoder    {plan.config.encoder} on {plan.device}, batch {plan.config.batch_size} "
+            f"clips, {plan.workers} decoding workers",
             f"gpu time   {format_encoder_estimate(plan)}",
             *(
                 [
                     f"augmented  {plan.config.augment} × {REFERENCE_TRAIN_CLIPS} = "
-                    f"{plan.config.augment * REFERENCE_TRAIN_CLIPS} extra clips a video, ~{plan.augmented_clips} "
-                    f"in all (included above): ~{plan.estimated_bytes * plan.augmented_clips / max(plan.estimated_clips, 1) / 1e9:.2f} GB "
-                    f"and ~{100 * plan.augmented_share:.0f} % more encoder (GPU) time than the plain clips, "
-                    f"plus a second, native-size decode of each video for RandAugment"
+                    f"{plan.config.augment * REFERENCE_TRAIN_CLIPS} extra clips a video, "
+                    f"~{plan.augmented_clips} in all (included above): ~{augmented_gb:.2f} GB and "
+                    f"~{100 * plan.augmented_share:.0f} % more encoder (GPU) time than the plain "
+                    "clips, plus a second, native-size decode of each video for RandAugment"
                 ]
                 if plan.config.augment
                 else []
             ),
             *(
                 [
-                    f"changed    {len(plan.changed)} complete shard(s) re-encoded: their source files "
-                    f"changed ({sum(map(len, plan.changed.values()))} videos; see the log)"
+                    f"changed    {len(plan.changed)} complete shard(s) re-encoded: their source "
+                    f"files changed ({sum(map(len, plan.changed.values()))} videos; see the log)"
                 ]
                 if plan.changed
                 else []
             ),
             *(
                 [
-                    f"excluded   {len(plan.excluded)} files when indexing (listed in failures.jsonl; "
-                    f"`vjfer index --all` shows them)"
+                    f"excluded   {len(plan.excluded)} files when indexing (listed in "
+                    "failures.jsonl; `vjfer index --all` shows them)"
                 ]
                 if plan.excluded
                 else []

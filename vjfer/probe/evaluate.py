@@ -4,9 +4,9 @@
 (`Cache.eval_clips`, through the stage-2 reader: `eval_tokens`) for all the probes that score it;
 fold evaluation, `cross` and predictions on cached videos go through it, and the PCA figure's
 embeddings read through `eval_tokens`. Each evaluation window of a test video is scored on its own
-([1, N, D] per clip and view) and turned into class probabilities by a softmax. A cache with several spatial views per clip (`3crop`) gives each
-clip the mean of its views' probabilities, so a clip is one vote whatever the view count. A video's
-label is then decided two ways (the paper's Table II):
+([1, N, D] per clip and view) and turned into class probabilities by a softmax. A cache with several
+spatial views per clip (`3crop`) gives each clip the mean of its views' probabilities, so a clip is
+one vote whatever the view count. A video's label is then decided two ways (the paper's Table II):
 
 - PBV, probability-based voting: argmax of the clip probabilities summed over the video's clips;
 - MV, majority voting: argmax of the clips' votes (each clip's argmax), ties to the lowest index.
@@ -41,7 +41,8 @@ EVAL_BATCH_CLIPS = 64  # clips (times views) per probe call
 
 
 def vote_pbv(probs: np.ndarray) -> int:
-    """Probability-based vote: argmax of `probs` [clips, classes] summed over clips (ties: lowest)."""
+    """Probability-based vote: argmax of `probs` [clips, classes] summed over clips (ties:
+    lowest)."""
     probs = np.asarray(probs)
     if probs.ndim != 2 or probs.shape[0] == 0:
         raise ValueError(f"probs must be [clips >= 1, classes]; got shape {probs.shape}")
@@ -57,12 +58,14 @@ def clip_votes(probs: np.ndarray) -> np.ndarray:
 
 
 def vote_mv(probs: np.ndarray) -> int:
-    """Majority vote over clips of `probs` [clips, classes]; a tie goes to the lowest class index."""
+    """Majority vote over clips of `probs` [clips, classes]; a tie goes to the lowest class
+    index."""
     return int(np.argmax(clip_votes(probs)))
 
 
 def _autocast(device: torch.device, dtype: str = "bf16"):
-    """Autocast to `dtype` on CUDA (bf16 unless the run says otherwise), nothing (fp32) elsewhere."""
+    """Autocast to `dtype` on CUDA (bf16 unless the run says otherwise), nothing (fp32)
+    elsewhere."""
     amp = AUTOCAST_DTYPES[dtype]
     return torch.autocast(
         "cuda", dtype=amp or torch.float32, enabled=device.type == "cuda" and amp is not None

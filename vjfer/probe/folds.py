@@ -1,4 +1,5 @@
-"""Cross-validation in one pass: every fold's probe, a grid of heads, and inner-validation selection.
+"""Cross-validation in one pass: every fold's probe, a grid of heads, and inner-validation
+selection.
 
 For each test fold k the pass trains one head per grid point (lr, weight decay, seed) on all of
 the other folds' videos. The reported result of a fold is the **reference-default head** (lr 1e-3,

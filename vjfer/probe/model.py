@@ -7,7 +7,8 @@ head, with the reference's parameter names and initialisation, so reference stat
 are. Its default forward pools in a factorised form (derived below) that computes the same function
 with about D/heads fewer FLOPs per token; `forward_reference` keeps the straightforward K/V form.
 
-`LinearProbe` (mean-pooled tokens -> LayerNorm -> linear) is the ablation baseline the paper skipped.
+`LinearProbe` (mean-pooled tokens -> LayerNorm -> linear) is the ablation baseline the paper
+skipped.
 
 Factorised attention pooling, with one query q (a D-vector) and tokens x (N x D):
 
@@ -204,7 +205,8 @@ class AttentiveProbe(nn.Module):
         return self.linear(self.pooled(tokens, mask))
 
     def forward_reference(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Logits by the straightforward K/V form (the reference implementation tests compare to)."""
+        """Logits by the straightforward K/V form (the reference implementation tests compare
+        to)."""
         return self.linear(self._pool(tokens, mask, factorised=False))
 
 

@@ -118,7 +118,8 @@ class ClipReader:
             return self._fds[shard]
 
     def read_into(self, video_id: str, clips: np.ndarray, out: torch.Tensor) -> None:
-        """Read clips `clips` (indices within the video) of `video_id` into `out` [len(clips), V, N, D]."""
+        """Read clips `clips` (indices within the video) of `video_id` into
+        `out` [len(clips), V, N, D]."""
         shard, first, n_clips = self._where[video_id]
         if len(clips) and (clips.min() < 0 or clips.max() >= n_clips):
             raise CacheError(f"{video_id}: clips {clips.tolist()} outside 0..{n_clips - 1}")

@@ -40,7 +40,8 @@ def reference_clips(cached_starts: np.ndarray, n_frames: int) -> np.ndarray:
 
 
 def plain_clips(roles: np.ndarray) -> np.ndarray:
-    """int64 [C']: the clips made from the frames as they are (evaluation windows, training clips)."""
+    """int64 [C']: the clips made from the frames as they are (evaluation windows, training
+    clips)."""
     return np.flatnonzero(np.asarray(roles) < ROLE_AUGMENTED)
 
 

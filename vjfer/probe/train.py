@@ -94,13 +94,13 @@ class PassPlan:
 
     def describe(self) -> str:
         gb = 1e9
+        held = "" if self.held == "disk" else f", {self.held_bytes / gb:.2f} GB held"
         return (
-            f"{self.heads} head(s) trained in one pass over {self.videos} videos × "
-            f"{self.epochs} epochs: {self.epoch_bytes / gb:.2f} GB of tokens per epoch "
-            f"(tokens from {self.held}{'' if self.held == 'disk' else f', {self.held_bytes / gb:.2f} GB held'}); "
-            f"memory: probes {self.probe_bytes / gb:.2f} GB, reader {self.reader_bytes / gb:.2f} GB, "
-            f"waiting samples <= {self.pending_bytes / gb:.2f} GB; "
-            f"checkpoint {self.checkpoint_bytes / gb:.2f} GB "
+            f"{self.heads} head(s) trained in one pass over {self.videos} videos × {self.epochs} "
+            f"epochs: {self.epoch_bytes / gb:.2f} GB of tokens per epoch (tokens from "
+            f"{self.held}{held}); memory: probes {self.probe_bytes / gb:.2f} GB, reader "
+            f"{self.reader_bytes / gb:.2f} GB, waiting samples <= {self.pending_bytes / gb:.2f} "
+            f"GB; checkpoint {self.checkpoint_bytes / gb:.2f} GB "
             f"({self.checkpoint_bytes / self.heads / 1e6:.1f} MB per head)"
         )
 
@@ -350,7 +350,8 @@ def train_heads(
 def train_probe(
     cache: Cache, train: pd.DataFrame, config: TrainConfig, fold: int = 0, progress: bool = True
 ) -> tuple[nn.Module, list[dict]]:
-    """Train one probe on the `train` rows of `cache.videos`; returns it (on the CPU) and its history."""
+    """Train one probe on the `train` rows of `cache.videos`; returns it (on the CPU) and its
+    history."""
     head = Head(
         f"fold {fold}",
         config,
