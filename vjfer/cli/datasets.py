@@ -6,13 +6,7 @@ from pathlib import Path
 
 import click
 
-from vjfer.cli.group import (
-    INDEXABLE,
-    SPLITS_HELP,
-    cli,
-    dataset_root,
-    echo_lines,
-)
+from vjfer.cli.group import INDEXABLE, SPLITS_HELP, cli, dataset_root, echo_lines
 
 
 @cli.command()

@@ -4,6 +4,7 @@ with the library's parsers (`vjfer.probe.config`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -146,3 +147,35 @@ def device_option(ctx, param, value: str) -> str:
         return check_device(value)
     except VjferError as err:
         raise click.BadParameter(str(err)) from None
+
+
+def device(default: str = "auto", help: str = "auto, cpu, cuda or cuda:N."):
+    """The --device option of the commands that run a probe."""
+    return click.option(
+        "--device", default=default, show_default=True, callback=device_option, help=help
+    )
+
+
+def config_option(config: type, choices: dict | None = None):
+    """A maker of click options defaulting to a field of the dataclass `config` (the option's
+    name, `--batch-size` -> batch_size, or `field=`), shown in --help; a field in `choices` is a
+    Choice."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+
+    def option(*names: str, field: str | None = None, text: bool = False, **kw):
+        field = field or names[0].removeprefix("--").split("/")[0].replace("-", "_")
+        default = fields[field].default
+        kw.setdefault("default", str(default) if text else default)
+        kw.setdefault("show_default", True)
+        if choices and field in choices:
+            kw.setdefault("type", click.Choice(choices[field]))
+        return click.option(*names, **kw)
+
+    return option
+
+
+def apply(options: list, f):
+    """`f` decorated with `options`, the first listed first in --help."""
+    for option in reversed(options):
+        f = option(f)
+    return f
