@@ -11,11 +11,11 @@ from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.probe.evaluate import (
     clip_probabilities,
     clip_votes,
-    predict_cached_videos,
     predict_clips,
     score_predictions,
     vote_mv,
     vote_pbv,
+    vote_videos,
 )
 from vjfer.probe.summary import format_run_summary, summarise_folds
 
@@ -84,6 +84,11 @@ def _cache(tmp_path, views=2):
     )
 
 
+def _videos(probe, cache, video_ids):
+    """Whole-video predictions (PBV and MV) of `video_ids` from the cache."""
+    return vote_videos(predict_clips(probe, cache, video_ids), cache.class_names)
+
+
 def test_predictions_from_a_cache(tmp_path):
     cache = _cache(tmp_path)
     probe = _MeanProbe(8)
@@ -92,7 +97,7 @@ def test_predictions_from_a_cache(tmp_path):
     assert clips["start_frame"].tolist()[:3] == [0, 8, 16]
     assert {f"prob_{c}" for c in cache.class_names} <= set(clips)
     np.testing.assert_allclose(clips.filter(like="prob_").sum(axis=1), 1.0, rtol=1e-5)
-    videos = predict_cached_videos(probe, cache, ["v0", "v1", "v2"])
+    videos = _videos(probe, cache, ["v0", "v1", "v2"])
     assert videos["video_id"].tolist() == ["v0", "v1", "v2"]
     assert videos["n_clips"].tolist() == [3, 1, 4]
     assert videos["pbv"].tolist() == [0, 4, 7] == videos["mv"].tolist()

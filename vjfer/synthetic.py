@@ -27,7 +27,6 @@ from typing import BinaryIO, Literal
 import av
 import numpy as np
 
-from vjfer.datasets import CREMA_D_SENTENCES
 from vjfer.errors import ConfigError
 from vjfer.labels import CLASSES, CREMA_D_CODES
 
@@ -485,27 +484,6 @@ def make_ravdess_names(root: str | Path) -> list[Path]:
         for mm, suffix, data in ((1, ".mp4", video), (2, ".mp4", video), (3, ".wav", audio)):
             written.append(folder / (ravdess_name(mm, vv, ee, ii, ss, rr, aa) + suffix))
             written[-1].write_bytes(data)
-    return sorted(written)
-
-
-def make_crema_d_names(
-    root: str | Path,
-    actors: Iterable[int] = range(1001, 1092),
-    empty: Sequence[str] = CREMA_D_EMPTY,
-) -> list[Path]:
-    """Write CREMA-D names for `actors` (82 per actor) under `root/VideoFlash/` as tiny FLV files.
-
-    The full design gives 91 x 82 = 7462 names; the real release lacks 20 of them (7442 files).
-    Names in `empty` are written as 0-byte files, as 1064_TIE_SAD_XX is in the release.
-    """
-    folder = Path(root) / "VideoFlash"
-    folder.mkdir(parents=True, exist_ok=True)
-    video = one_frame_video("flv")
-    written = []
-    for trial in crema_d_trials(actors, CREMA_D_EMOTIONS, CREMA_D_SENTENCES):
-        name = crema_d_name(*trial)
-        written.append(folder / (name + ".flv"))
-        written[-1].write_bytes(b"" if name in empty else video)
     return sorted(written)
 
 

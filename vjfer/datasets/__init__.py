@@ -17,14 +17,12 @@ from vjfer.datasets import crema_d, dfew, ferv39k, listfile, mafw, ravdess
 from vjfer.datasets.crema_d import CREMA_D_LEVELS, CREMA_D_SENTENCES, CremaDName, parse_crema_d_name
 from vjfer.datasets.folds import (
     ACTORS,
-    NUM_FOLDS,
     PAPER_FOLDS,
     SPLIT_FILES,
     SPLITS,
     TRAIN_ONLY,
     actor_folds,
     check_splits,
-    describe_folds,
     fold_numbers,
     fold_rows,
     fold_split,
@@ -58,7 +56,6 @@ from vjfer.datasets.records import (
     Exclusion,
     VideoRecord,
     natural_key,
-    records_frame,
 )
 from vjfer.datasets.summary import (
     SUMMARY_EXAMPLES,
@@ -87,8 +84,6 @@ ENV_VARS: dict[str, str] = {
     "mafw": "VJFER_MAFW",
     "list": "VJFER_LIST_ROOT",
 }
-RAVDESS_MODALITIES = ravdess.MODALITIES
-RAVDESS_VOCAL_CHANNELS = ravdess.VOCAL_CHANNELS
 
 
 def adapter_name(name: str) -> str:
@@ -171,10 +166,7 @@ __all__ = [
     "NO_FRAMES",
     "NOT_LISTED",
     "NOT_SELECTED",
-    "NUM_FOLDS",
     "PAPER_FOLDS",
-    "RAVDESS_MODALITIES",
-    "RAVDESS_VOCAL_CHANNELS",
     "SPLITS",
     "SPLIT_FILES",
     "SUMMARY_EXAMPLES",
@@ -191,7 +183,6 @@ __all__ = [
     "actor_folds",
     "adapter_name",
     "check_splits",
-    "describe_folds",
     "fold_numbers",
     "fold_rows",
     "fold_split",
@@ -206,7 +197,6 @@ __all__ = [
     "parse_crema_d_name",
     "parse_ravdess_name",
     "read_folds",
-    "records_frame",
     "scan_dataset",
     "summarize",
     "write_excluded_csv",

@@ -239,22 +239,6 @@ def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def predict_cached_videos(
-    probe: nn.Module,
-    cache: Cache,
-    video_ids: Sequence[str],
-    *,
-    device: torch.device | str = "cpu",
-    batch_clips: int = EVAL_BATCH_CLIPS,
-    num_workers: int = 0,
-) -> pd.DataFrame:
-    """Whole-video predictions (PBV and MV) of `video_ids`; columns as `vote_videos`."""
-    clips = predict_clips(
-        probe, cache, video_ids, device=device, batch_clips=batch_clips, num_workers=num_workers
-    )
-    return vote_videos(clips, cache.class_names)
-
-
 @torch.no_grad()
 def video_embeddings(
     probe: Probe,

@@ -435,11 +435,3 @@ def train_grid(
             continue
         out.selected[k] = _select(k, inner_of[k], grid, by_name, tables, cache, out.inner)
     return out
-
-
-def train_fold(
-    cache, k: int, config: TrainConfig | None = None, progress: bool = True
-) -> FoldResult:
-    """Train on every fold but k, evaluate every cached clip of fold k's videos (PBV, MV, clips)."""
-    check_folds(cache)
-    return train_grid(cache, [k], config or TrainConfig(), progress=progress).reported(k)
