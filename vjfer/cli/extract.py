@@ -24,14 +24,12 @@ def extract_options(f):
     from vjfer.extract import ExtractConfig
 
     opt = config_option(ExtractConfig)
-    return apply(_input_options(opt) + _frame_options(opt) + _store_options(opt), f)
+    options = _input_options(opt) + _work_options(opt) + _frame_options(opt)
+    return apply(options + _store_options(opt), f)
 
 
 def _input_options(opt) -> list:
-    """extract's options of what is read and encoded, and where it goes."""
-    from vjfer.clips import CLIP_PLANS
-    from vjfer.prepare import VIEWS
-
+    """extract's options of what is read and what encodes it."""
     return [
         click.option(
             "--dataset",
@@ -63,6 +61,15 @@ def _input_options(opt) -> list:
             type=click.Choice(["target_encoder", "encoder"]),
             help="jepa checkpoints: EMA target_encoder or online encoder.",
         ),
+    ]
+
+
+def _work_options(opt) -> list:
+    """extract's options of where the cache goes, the clips and views, and how the work runs."""
+    from vjfer.clips import CLIP_PLANS
+    from vjfer.prepare import VIEWS
+
+    return [
         opt(
             "--cache",
             "cache_root",

@@ -110,6 +110,34 @@ def _square(value, path: Path, key: str) -> int:
     return value
 
 
+def _num_frames(get: dict, config_path: Path) -> int:
+    """config.json's num_frames: vjfer's clip length, whole tubelets."""
+    num_frames = get["num_frames"]
+    if num_frames != CLIP_FRAMES:
+        raise CheckpointError(
+            f"{config_path}: num_frames is {num_frames}; vjfer's clip plans give {CLIP_FRAMES} "
+            f"frames per clip (every public VideoMAE checkpoint takes {CLIP_FRAMES}): use a "
+            f"{CLIP_FRAMES}-frame checkpoint"
+        )
+    if num_frames % get["tubelet_size"]:
+        raise CheckpointError(
+            f"{config_path}: num_frames {num_frames} does not divide by tubelet_size "
+            f"{get['tubelet_size']}"
+        )
+    return num_frames
+
+
+def _normalisation(pre: dict, pre_path: Path) -> dict[str, tuple[float, float, float]]:
+    """preprocessor_config.json's image_mean and image_std, 3 numbers each."""
+    stats: dict[str, tuple[float, float, float]] = {}
+    for key in ("image_mean", "image_std"):
+        value = pre.get(key)
+        if not (isinstance(value, list) and len(value) == 3):
+            raise CheckpointError(f"{pre_path}: {key} must be a list of 3 numbers, got {value!r}")
+        stats[key] = (float(value[0]), float(value[1]), float(value[2]))
+    return stats
+
+
 def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
     """config.json + preprocessor_config.json -> VideoMAESpec; CheckpointError naming file and key."""
     directory = Path(directory)
@@ -140,18 +168,7 @@ def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         if key not in config:
             raise CheckpointError(f"{config_path}: no {key!r}")
-    num_frames = get["num_frames"]
-    if num_frames != CLIP_FRAMES:
-        raise CheckpointError(
-            f"{config_path}: num_frames is {num_frames}; vjfer's clip plans give {CLIP_FRAMES} "
-            f"frames per clip (every public VideoMAE checkpoint takes {CLIP_FRAMES}): use a "
-            f"{CLIP_FRAMES}-frame checkpoint"
-        )
-    if num_frames % get["tubelet_size"]:
-        raise CheckpointError(
-            f"{config_path}: num_frames {num_frames} does not divide by tubelet_size "
-            f"{get['tubelet_size']}"
-        )
+    num_frames = _num_frames(get, config_path)
     image_size = _square(get["image_size"], config_path, "image_size")
     patch_size = _square(get["patch_size"], config_path, "patch_size")
     if image_size % patch_size:
@@ -161,12 +178,7 @@ def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
             f"{pre_path}: crop_size {pre['crop_size']} differs from image_size {image_size} of "
             f"{config_path}; the position table fits image_size only"
         )
-    stats: dict[str, tuple[float, float, float]] = {}
-    for key in ("image_mean", "image_std"):
-        value = pre.get(key)
-        if not (isinstance(value, list) and len(value) == 3):
-            raise CheckpointError(f"{pre_path}: {key} must be a list of 3 numbers, got {value!r}")
-        stats[key] = (float(value[0]), float(value[1]), float(value[2]))
+    stats = _normalisation(pre, pre_path)
     return VideoMAESpec(
         image_size=image_size,
         patch_size=patch_size,

@@ -167,21 +167,10 @@ def _requests(
     ]
 
 
-def _run_epoch(
-    cache: Cache,
-    heads: Sequence[Head],
-    source,
-    member: np.ndarray,
-    pool,
-    config: TrainConfig,
-    epoch: int,
-    device: torch.device,
-    bar,
-) -> dict:
-    """One epoch of the pass: visit the needed videos in the epoch's order, read each once, feed
-    every head that trains on it. Returns the epoch's record (`TrainedPass.epochs`)."""
-    start = time.perf_counter()
-    seeds = [head.config.seed for head in heads]
+def _epoch_draws(
+    cache: Cache, pool, config: TrainConfig, seeds: list[int], epoch: int
+) -> dict[int, EpochDraws]:
+    """Each head seed's draws of clips, views (and token boxes) for this epoch."""
     if config.token_augment and cache.layers is not None:
         raise ConfigError(
             f"--token-augment draws boxes on one layer's token grid; cache "
@@ -201,6 +190,37 @@ def _run_epoch(
         )
         for s in sorted(set(seeds))
     }
+    return draws
+
+
+def _postfix(bar, heads: list[Head], epoch: int, stats: ReadStats) -> None:
+    """The progress bar's epoch, the running loss of `heads` and the read rate."""
+    loss = np.mean([head.running_loss() for head in heads])
+    bar.set_postfix(
+        epoch=epoch + 1,
+        loss=f"{loss:.3f}",
+        GB=f"{stats.bytes / 1e9:.1f}",
+        GB_s=f"{stats.gb_per_s:.2f}",
+        refresh=False,
+    )
+
+
+def _run_epoch(
+    cache: Cache,
+    heads: Sequence[Head],
+    source,
+    member: np.ndarray,
+    pool,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    bar,
+) -> dict:
+    """One epoch of the pass: visit the needed videos in the epoch's order, read each once, feed
+    every head that trains on it. Returns the epoch's record (`TrainedPass.epochs`)."""
+    start = time.perf_counter()
+    seeds = [head.config.seed for head in heads]
+    draws = _epoch_draws(cache, pool, config, seeds, epoch)
     order = epoch_order(len(cache.videos), config.order_seed, epoch, config.epoch_order)
     order = order[member[:, order].any(axis=0)]
     takers = [np.flatnonzero(member[:, i]).tolist() for i in order]  # head numbers per video
@@ -228,14 +248,7 @@ def _run_epoch(
             )
         bar.update()
         if not bar.disable and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
-            loss = np.mean([heads[h].running_loss() for h in who])
-            bar.set_postfix(
-                epoch=epoch + 1,
-                loss=f"{loss:.3f}",
-                GB=f"{source.stats.bytes / 1e9:.1f}",
-                GB_s=f"{source.stats.gb_per_s:.2f}",
-                refresh=False,
-            )
+            _postfix(bar, [heads[h] for h in who], epoch, source.stats)
     seconds = time.perf_counter() - start
     for head in heads:
         head.end_epoch(epoch, seconds / len(heads), source.stats)
