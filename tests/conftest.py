@@ -17,7 +17,7 @@ import torch
 
 from vjfer.cache import VideoEntry, build_cache
 from vjfer.clips import plan_clips
-from vjfer.datasets import load_folds
+from vjfer.datasets.folds import load_folds
 from vjfer.store import Codec, StoreFormat
 
 

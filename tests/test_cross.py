@@ -22,7 +22,7 @@ from vjfer.cross import (
     handle_confusion,
     score_handled,
 )
-from vjfer.datasets import load_folds
+from vjfer.datasets.folds import load_folds
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import VOCABULARY, class_names
 from vjfer.probe.config import TrainConfig

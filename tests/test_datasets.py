@@ -14,20 +14,12 @@ from click.testing import CliRunner
 import vjfer
 from vjfer import datasets
 from vjfer.cli import cli
-from vjfer.datasets import (
-    CREMA_D_SENTENCES,
-    DatasetIndex,
-    VideoRecord,
-    fold_split,
-    format_index_summary,
-    index_dataset,
-    load_folds,
-    parse_crema_d_name,
-    parse_ravdess_name,
-    read_folds,
-    scan_dataset,
-    summarize,
-)
+from vjfer.datasets import fold_split, index_dataset, scan_dataset
+from vjfer.datasets.crema_d import CREMA_D_SENTENCES, parse_crema_d_name
+from vjfer.datasets.folds import load_folds, read_folds
+from vjfer.datasets.ravdess import parse_ravdess_name
+from vjfer.datasets.records import DatasetIndex, VideoRecord
+from vjfer.datasets.summary import format_index_summary, summarize
 from vjfer.errors import ConfigError, DatasetError, SplitError
 from vjfer.synthetic import (
     CREMA_D_EMOTIONS,
@@ -230,7 +222,10 @@ def test_full_ravdess_counts(ravdess_index):
     assert set(Counter(r.actor for r in records).values()) == {120}
     assert {(r.modality, r.vocal_channel) for r in records} == {(1, 1), (2, 1)}
     reasons = Counter(e.reason for e in ravdess_index.excluded)
-    assert reasons == {datasets.AUDIO_ONLY: 2452, datasets.NOT_SELECTED: 2024}  # .wav; song
+    assert reasons == {
+        datasets.records.AUDIO_ONLY: 2452,
+        datasets.records.NOT_SELECTED: 2024,
+    }  # .wav; song
 
 
 def test_ravdess_records_carry_the_parsed_fields(ravdess_index):
@@ -318,7 +313,7 @@ def test_crema_d_names_with_the_empty_release_file(tmp_path):
     index = scan_dataset("crema-d", tmp_path)
     assert len(index.records) == 245
     assert [(e.path.name, e.reason) for e in index.excluded] == [
-        ("1064_TIE_SAD_XX.flv", datasets.EMPTY)
+        ("1064_TIE_SAD_XX.flv", datasets.records.EMPTY)
     ]
     counts = Counter(r.label_name for r in index.records)
     assert counts == {
@@ -370,18 +365,21 @@ def test_bad_ravdess_files_are_listed_with_their_reason(tmp_path):
         touch(tmp_path / "02-01-08-02-02-02-24.mp4"),
     ]
     bad = {
-        "Actor_01/clip.mp4": datasets.UNPARSABLE,
-        "Actor_01/01-01-09-01-01-01-01.mp4": datasets.UNKNOWN_EMOTION,
-        "01-01-01-01-01-01-25.mp4": datasets.UNKNOWN_ACTOR,
-        "Actor_01/02-01-03-01-01-01-01.mp4": datasets.EMPTY,
-        "Actor_01/02-01-04-01-01-01-01.mp4": datasets.LFS_POINTER,
-        "Actor_01/01-01-05-01-01-01-02.mp4": datasets.FOLDER_MISMATCH,
-        "Actor_01/03-01-05-01-01-01-01.mp4": datasets.AUDIO_ONLY,
-        "Actor_01/03-01-05-01-01-01-01.wav": datasets.AUDIO_ONLY,
-        "Actor_01/01-02-05-01-01-01-01.mp4": datasets.NOT_SELECTED,
+        "Actor_01/clip.mp4": datasets.records.UNPARSABLE,
+        "Actor_01/01-01-09-01-01-01-01.mp4": datasets.records.UNKNOWN_EMOTION,
+        "01-01-01-01-01-01-25.mp4": datasets.records.UNKNOWN_ACTOR,
+        "Actor_01/02-01-03-01-01-01-01.mp4": datasets.records.EMPTY,
+        "Actor_01/02-01-04-01-01-01-01.mp4": datasets.records.LFS_POINTER,
+        "Actor_01/01-01-05-01-01-01-02.mp4": datasets.records.FOLDER_MISMATCH,
+        "Actor_01/03-01-05-01-01-01-01.mp4": datasets.records.AUDIO_ONLY,
+        "Actor_01/03-01-05-01-01-01-01.wav": datasets.records.AUDIO_ONLY,
+        "Actor_01/01-02-05-01-01-01-01.mp4": datasets.records.NOT_SELECTED,
     }
     for name, reason in bad.items():
-        touch(tmp_path / name, {datasets.EMPTY: b"", datasets.LFS_POINTER: LFS}.get(reason, VIDEO))
+        touch(
+            tmp_path / name,
+            {datasets.records.EMPTY: b"", datasets.records.LFS_POINTER: LFS}.get(reason, VIDEO),
+        )
     touch(tmp_path / "Actor_01" / "README.txt")  # not a media file: not looked at
     index = scan_dataset("ravdess", tmp_path)
     assert [r.path for r in index.records] == sorted(good, key=lambda p: p.stem)
@@ -396,18 +394,18 @@ def test_bad_ravdess_files_are_listed_with_their_reason(tmp_path):
 def test_bad_crema_d_files_are_listed_with_their_reason(tmp_path):
     touch(tmp_path / "VideoFlash" / "1001_DFA_ANG_XX.flv")
     bad = {
-        "1001_DFA_XYZ_XX.flv": datasets.UNKNOWN_EMOTION,
-        "1001_ABC_ANG_XX.flv": datasets.UNPARSABLE,
-        "1001_DFA_ANG_ZZ.flv": datasets.UNPARSABLE,
-        "1092_DFA_ANG_XX.flv": datasets.UNKNOWN_ACTOR,
-        "1000_DFA_ANG_XX.flv": datasets.UNKNOWN_ACTOR,
-        "1002_DFA_ANG_XX.flv": datasets.LFS_POINTER,
-        "1064_TIE_SAD_XX.flv": datasets.EMPTY,
+        "1001_DFA_XYZ_XX.flv": datasets.records.UNKNOWN_EMOTION,
+        "1001_ABC_ANG_XX.flv": datasets.records.UNPARSABLE,
+        "1001_DFA_ANG_ZZ.flv": datasets.records.UNPARSABLE,
+        "1092_DFA_ANG_XX.flv": datasets.records.UNKNOWN_ACTOR,
+        "1000_DFA_ANG_XX.flv": datasets.records.UNKNOWN_ACTOR,
+        "1002_DFA_ANG_XX.flv": datasets.records.LFS_POINTER,
+        "1064_TIE_SAD_XX.flv": datasets.records.EMPTY,
     }
     for name, reason in bad.items():
         touch(
             tmp_path / "VideoFlash" / name,
-            {datasets.EMPTY: b"", datasets.LFS_POINTER: LFS}.get(reason, VIDEO),
+            {datasets.records.EMPTY: b"", datasets.records.LFS_POINTER: LFS}.get(reason, VIDEO),
         )
     index = scan_dataset("crema-d", tmp_path)
     assert [r.video_id for r in index.records] == ["1001_DFA_ANG_XX"]
@@ -493,12 +491,12 @@ def test_broken_links_and_every_excluded_file_are_named(tmp_path):
     odd = [touch(tmp_path / "Actor_01" / f"take-{i}.mp4") for i in range(5)]
     index = scan_dataset("ravdess", tmp_path)
     reasons = {e.path.name: (e.reason, e.detail) for e in index.excluded}
-    assert reasons[link.name] == (datasets.BROKEN_LINK, f"-> {os.readlink(link)}")
+    assert reasons[link.name] == (datasets.records.BROKEN_LINK, f"-> {os.readlink(link)}")
     summary = summarize(index)
     text = format_index_summary(summary)
     assert "    1  link target missing: fetch it with `git annex get` / `datalad get`" in text
     shown = [p for p in odd if str(p) in text]
-    assert len(shown) == datasets.SUMMARY_EXAMPLES and "... 2 more" in text
+    assert len(shown) == datasets.summary.SUMMARY_EXAMPLES and "... 2 more" in text
     assert "2 excluded files not shown: `--all` lists every one" in text
     everything = format_index_summary(summary, show_all=True)
     assert all(str(p) in everything for p in [*odd, link]) and "more" not in everything
@@ -517,7 +515,10 @@ def test_broken_links_and_every_excluded_file_are_named(tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "x.csv").open()))
     assert sorted(Path(r["path"]).name for r in rows) == sorted([link.name, *(p.name for p in odd)])
-    assert {r["reason"] for r in rows} == {datasets.BROKEN_LINK, datasets.UNPARSABLE}
+    assert {r["reason"] for r in rows} == {
+        datasets.records.BROKEN_LINK,
+        datasets.records.UNPARSABLE,
+    }
     assert "6 excluded files written to" in result.output
     result = CliRunner().invoke(
         cli, ["index", "--dataset", "ravdess", "--root", str(tmp_path), "--all"]

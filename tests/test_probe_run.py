@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import GRID, make_entries, run_cli
 
 from vjfer.cache import Cache, build_cache, open_cache
-from vjfer.datasets import TRAIN_ONLY
+from vjfer.datasets.folds import TRAIN_ONLY
 from vjfer.errors import CheckpointError, ConfigError, SplitError
 from vjfer.probe import resume
 from vjfer.probe.config import OptionError, TrainConfig

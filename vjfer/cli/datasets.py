@@ -65,9 +65,9 @@ def index(
     duplicates: bool,
 ) -> None:
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
-    from vjfer.datasets import (
+    from vjfer.datasets import scan_dataset
+    from vjfer.datasets.summary import (
         format_index_summary,
-        scan_dataset,
         summarize,
         write_excluded_csv,
         write_index_json,

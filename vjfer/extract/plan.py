@@ -24,8 +24,9 @@ from vjfer.cache.format import (
     shard_name,
 )
 from vjfer.clips import REFERENCE_TRAIN_CLIPS, ClipPlan, plan_clips
-from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
+from vjfer.datasets import scan_dataset
 from vjfer.datasets.frames import count_frame_files as count_folder_frames
+from vjfer.datasets.records import AUDIO_ONLY, NOT_SELECTED
 from vjfer.encoders import Encoder, load_encoder
 from vjfer.encoders.registry import get_spec
 from vjfer.encoders.vjepa import forward_flops

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vjfer.cache import Cache
-from vjfer.datasets import (
+from vjfer.datasets.folds import (
     ACTORS,
     SPLITS,
     TRAIN_ONLY,

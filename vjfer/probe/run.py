@@ -32,7 +32,7 @@ import torch
 import vjfer
 from vjfer.cache import Cache, open_cache
 from vjfer.cache.format import Coverage
-from vjfer.datasets import fold_numbers
+from vjfer.datasets.folds import fold_numbers
 from vjfer.env import environment, resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.files import check_writable, read_json_object
