@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -23,11 +25,12 @@ from vjfer.datasets.summary import format_index_summary, summarize
 from vjfer.errors import ConfigError, DatasetError, SplitError
 from vjfer.synthetic import (
     CREMA_D_EMOTIONS,
-    CREMA_D_EMPTY,
     crema_d_name,
     crema_d_trials,
-    make_ravdess_names,
     one_frame_video,
+    ravdess_name,
+    ravdess_trials,
+    write_wav,
 )
 
 # DESIGN.md, "The datasets": test actors per fold.
@@ -284,6 +287,32 @@ def test_summary_of_the_full_set(ravdess_index):
 
 
 # ---- CREMA-D ---------------------------------------------------------------------------------
+
+
+def make_ravdess_names(root: str | Path) -> list[Path]:
+    """Write the complete real RAVDESS file set under `root/Actor_XX/` as tiny files; return them.
+
+    7356 files: speech (60 trials per actor) and song (44 per actor, none for actor 18), each as
+    01 and 02 one-frame .mp4 and 03 .wav. The default index keeps the 2880 speech videos:
+    24 actors, 192 neutral and 384 per other class.
+    """
+    root = Path(root)
+    video = one_frame_video("mp4")
+    buffer = io.BytesIO()
+    write_wav(buffer, np.zeros(16, np.float32))
+    audio = buffer.getvalue()
+    everything = ravdess_trials(range(1, 25), range(1, 9), (1, 2), (1, 2), (1, 2), (1, 2))
+    written = []
+    for vv, ee, ii, ss, rr, aa in everything:
+        folder = root / f"Actor_{aa:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for mm, suffix, data in ((1, ".mp4", video), (2, ".mp4", video), (3, ".wav", audio)):
+            written.append(folder / (ravdess_name(mm, vv, ee, ii, ss, rr, aa) + suffix))
+            written[-1].write_bytes(data)
+    return sorted(written)
+
+
+CREMA_D_EMPTY = ("1064_TIE_SAD_XX",)  # 0 bytes in the original release
 
 
 def make_crema_d_names(

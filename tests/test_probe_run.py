@@ -22,10 +22,11 @@ from vjfer.datasets.folds import TRAIN_ONLY
 from vjfer.errors import CheckpointError, ConfigError, SplitError
 from vjfer.probe import resume
 from vjfer.probe.config import OptionError, TrainConfig
-from vjfer.probe.evaluate import predict_clips, vote_videos
+from vjfer.probe.evaluate import score_videos, vote_videos
 from vjfer.probe.folds import HELD_OUT, GridPoint, _grid_heads, carve_held_out, make_grid
 from vjfer.probe.model import build_probe
 from vjfer.probe.run import ProbeRequest, run_probe, run_request, train_folds
+from vjfer.probe.samples import rows_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
@@ -221,9 +222,14 @@ def test_force_keeps_the_old_run_whole_when_the_new_one_cannot_be_renamed(tmp_pa
 # ------------------------------------------------------------------------------ a test set's clips
 
 
+def _clips(probe, cache, video_ids):
+    """One row per cached evaluation window of `video_ids` (in cache order), scored by `probe`."""
+    return score_videos(cache, {"probe": (probe, rows_of(cache, video_ids))})["probe"]
+
+
 def _videos(probe, cache, video_ids):
     """Whole-video predictions (PBV and MV) of `video_ids` from the cache."""
-    return vote_videos(predict_clips(probe, cache, video_ids), cache.class_names)
+    return vote_videos(_clips(probe, cache, video_ids), cache.class_names)
 
 
 def test_a_clip_listed_twice_in_one_test_set_is_named(cache_dir):

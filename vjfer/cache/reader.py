@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -275,12 +274,6 @@ class Cache:
         if "clip_role" not in f:
             return np.zeros(n, dtype=np.uint8)
         return f["clip_role"][first : first + n]
-
-    def iter_clips(self) -> Iterator[tuple[str, int, np.ndarray]]:
-        """(video_id, clip index within the video, tokens [V, N, D]) for every clip, video by video."""
-        for video_id in self.videos["video_id"]:
-            for c, tok in enumerate(self.tokens(video_id)):
-                yield video_id, c, tok
 
     def check(self, **expected) -> None:
         """Raise CacheError naming the first field whose cached value differs from `expected`.

@@ -195,31 +195,8 @@ def score_videos(
     return {name: pd.concat(t, ignore_index=True) for name, t in tables.items()}
 
 
-def predict_clips(
-    probe: nn.Module,
-    cache: Cache,
-    video_ids: Sequence[str],
-    *,
-    device: torch.device | str = "cpu",
-    batch_clips: int = EVAL_BATCH_CLIPS,
-    num_workers: int = 0,
-) -> pd.DataFrame:
-    """One row per cached evaluation window of each video, in the order of `video_ids`: the
-    `clip_table` columns (`score_videos` of one probe; `num_workers`: reads in flight)."""
-    cached = set(cache.videos["video_id"])
-    if missing := [v for v in video_ids if v not in cached]:
-        raise KeyError(f"{len(missing)} videos are not in the cache, first: {missing[0]!r}")
-    rows = rows_of(cache, video_ids)
-    clips = score_videos(
-        cache, {"probe": (probe, rows)}, device=device, batch_clips=batch_clips, threads=num_workers
-    )["probe"]
-    order = {v: n for n, v in enumerate(video_ids)}  # score_videos goes in row order
-    keys = clips["video_id"].map(order).to_numpy()
-    return clips.iloc[np.argsort(keys, kind="stable")].reset_index(drop=True)
-
-
 def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
-    """Per-video table from `predict_clips` rows: video_id, actor, label, label_name, n_clips,
+    """Per-video table from `score_videos` rows: video_id, actor, label, label_name, n_clips,
     prob_<class> (summed over clips), votes_<class>, pbv, mv, pbv_name, mv_name, and mv_tie (the
     most votes went to more than one class, so MV took the lowest index among them)."""
     prob_cols = [f"prob_{c}" for c in class_names]

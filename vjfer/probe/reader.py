@@ -211,9 +211,6 @@ class HeldTokens:
     def nbytes(self) -> int:
         return sum(len(c) for c in self.clips.values()) * self.clip_bytes
 
-    def holds(self, requests: Sequence[Request]) -> bool:
-        return all(np.isin(c, self.clips.get(v, [])).all() for v, c in requests)
-
     def stream(self, requests: Sequence[Request]) -> Iterator[torch.Tensor]:
         start = time.perf_counter()
         for vid, clips in requests:
