@@ -1,25 +1,12 @@
 """VideoMAE (Tong et al. 2022) through `transformers.VideoMAEModel`, from a local directory (hf extra).
 
-VideoMAE is the pixel-reconstruction baseline the paper argues against; MAE-DFER and HiCMAE build on
-it. Any local VideoMAE directory loads: pre-trained (`MCG-NJU/videomae-base`, `-large`, `-base-ssv2`)
-or fine-tuned (`videomae-base-finetuned-kinetics`, `videomae-huge-finetuned-kinetics`, ...); a
-fine-tuned directory's classifier and `fc_norm` weights are not part of `VideoMAEModel` and are
-ignored (logged).
-
-What vjfer caches is `VideoMAEModel(...).last_hidden_state`: every patch token, [B, N, D], N in
-(t, h, w) order. VideoMAE has no CLS token. The model never pools: `use_mean_pooling` only decides
-whether the encoder ends in a LayerNorm over every token (False, the pre-training checkpoints) or
-in none (True: the fine-tuned ones, whose `fc_norm` sits after the mean pool in
-`VideoMAEForVideoClassification`, outside this model). Which of the two applied is recorded as
-`final_norm` in the fingerprint.
-
-The position table is a fixed sin-cos code for exactly `num_frames` × `image_size`², with no
-interpolation, so the input must be exactly that size. vjfer's clip plans are 16 frames at step 4
-(docs/design.md, "Clips and views"); every public VideoMAE checkpoint takes 16 frames, and a directory whose
-`num_frames` differs is refused (supporting it would change the clip plan, the cache's frame
-columns and every consumer of them). Normalisation (`image_mean`, `image_std`) comes from the
-directory's `preprocessor_config.json`; the spatial view is vjfer's (`--views`), not the
-processor's resize, so every encoder sees the same pixels.
+Any local VideoMAE directory loads, pre-trained or fine-tuned (a fine-tuned classifier and `fc_norm`
+are ignored, logged). vjfer caches `last_hidden_state`: every patch token [B, N, D], (t, h, w)
+order, no CLS; whether the encoder ends in a LayerNorm (`use_mean_pooling` False) is `final_norm`
+in the fingerprint. The sin-cos position table fits exactly `num_frames` × `image_size`², so a
+directory whose `num_frames` is not vjfer's 16 is refused. Normalisation comes from
+`preprocessor_config.json`; the spatial view is vjfer's (`--views`), so every encoder sees the same
+pixels (docs/encoders.md).
 """
 
 from __future__ import annotations

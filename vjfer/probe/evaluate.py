@@ -1,17 +1,11 @@
 """Evaluate probes on cached videos: every evaluation window scored alone, then whole-video voting.
 
-`score_videos` is the one scoring path: it reads each video's evaluation windows once
-(`Cache.eval_clips`, through the stage-2 reader: `eval_tokens`) for all the probes that score it;
-fold evaluation, `cross` and predictions on cached videos go through it, and the PCA figure's
-embeddings read through `eval_tokens`. Each evaluation window of a test video is scored on its own
-([1, N, D] per clip and view) and turned into class probabilities by a softmax. A cache with several spatial views per clip (`3crop`) gives each
-clip the mean of its views' probabilities, so a clip is one vote whatever the view count. A video's
-label is then decided two ways (the paper's Table II):
-
-- PBV, probability-based voting: argmax of the clip probabilities summed over the video's clips;
-- MV, majority voting: argmax of the clips' votes (each clip's argmax), ties to the lowest index.
-
-Clip-level metrics (every clip labelled with its video's class) are reported too.
+`score_videos` is the one scoring path: it reads each video's evaluation windows once for all the
+probes that score it (fold evaluation, `cross`, predictions on cached videos). A window is scored on
+its own ([1, N, D] per clip and view), softmaxed, and a clip's views averaged (one vote per clip).
+A video's label is then decided two ways (the paper's Table II): PBV, the argmax of the clip
+probabilities summed, and MV, the argmax of the clips' votes, ties to the lowest index. Clip-level
+metrics (every clip labelled with its video's class) are reported too.
 """
 
 from __future__ import annotations

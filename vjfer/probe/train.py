@@ -5,32 +5,17 @@ schedules, `vjfer.probe.head` one probe in training), with the final-epoch probe
 (nothing is selected on the test fold). This module is the pass: `plan_pass` (what it will hold and
 read, a pure function), `train_heads` (the epochs) and `train_probe` (one head alone).
 
-**One pass, many heads.** A `Head` is one probe in training: its own training videos, batches,
-optimizer, schedules and step count. `train_heads` runs the epochs: each epoch visits the needed
-videos in one seeded order, reads each video's tokens once (`vjfer.probe.reader`), and hands the
-sample to every head that trains on that video. Five folds, inner-validation heads and a grid of
-learning rates all share the read, which at ViT-H/384 sizes is what stage 2's time is made of.
-A head's result does not depend on which other heads share the pass:
+Each epoch visits the needed videos in one seeded order, reads each video's tokens once
+(`vjfer.probe.reader`) and hands the sample to every head that trains on it. The order (a
+permutation of all cached videos, seeded by (`order_seed`, epoch)), the clip and view draws (seeded
+by (head seed, epoch), for every cached video) and the initialisation (the head's seed) never depend
+on which heads share the pass, so fold k trained alone equals fold k trained beside the other four,
+bit for bit on the CPU (docs/design.md, "Stage 2: one pass, many heads").
 
-- the epoch order is one permutation of *all* cached videos, seeded by (`order_seed`, epoch) (or the
-  epoch-0 one every epoch: `epoch_order="fixed"`, the reference's), and a head sees it restricted
-  to its own videos (a uniformly random order of them);
-- clip and view choices (`samples.epoch_draws`, one record per seed and epoch) are drawn for every
-  cached video from a generator seeded by (head seed, epoch), so they do not depend on which
-  videos the pass needs;
-- the probe's initialisation comes from the head's seed alone.
-
-So fold k trained alone equals fold k trained beside the other four, bit for bit on the CPU.
-
-A training sample is one video's 8 clips: `reference` takes the cached clips nearest to the
-reference's 8 training clips (`vjfer.clips.plan_clips(n, "reference-train")`), `random` draws 8
-cached clips with replacement each epoch. `pool="joint"` concatenates their tokens into one
-[8·N, D] sequence (the reference's "attend across segments"); `pool="clip"` scores each clip alone
-and, as the reference does without attending across segments, averages the per-clip losses.
-Spatial views: `train_view="random"` draws one cached view per clip and epoch, `"middle"` takes
-view V // 2 (the centre crop of `3crop`, the only view of `center`).
-
-Stage 2 never opens a video or loads the encoder: everything comes from `vjfer.cache`.
+A training sample is one video's 8 clips (`clip_choice`: `reference`, the cached clips nearest the
+reference's 8, or `random`, 8 drawn with replacement each epoch), their tokens concatenated into one
+[8·N, D] sequence (`pool="joint"`) or each clip scored alone with the losses averaged (`"clip"`);
+one view per clip (`train_view`: a random view, or `"middle"`, view V // 2).
 """
 
 from __future__ import annotations
