@@ -1,18 +1,11 @@
 """Cross-dataset evaluation: each fold's probe, trained on one dataset, predicts the other dataset.
 
-Classes are matched by name (a list file's are its own). RAVDESS has two classes CREMA-D lacks, calm
-and surprised; docs/design.md ("Evaluation and metrics") handles them on the side where they occur:
-
-- RAVDESS -> CREMA-D (prediction side): `drop` drops videos *predicted* calm or surprised;
-  `merge` counts calm predictions as neutral and drops videos predicted surprised.
-- CREMA-D -> RAVDESS (label side): `drop` drops videos *labelled* calm or surprised;
-  `merge` counts calm labels as neutral and drops videos labelled surprised.
-
-The reference does the same on confusion matrices (lennarteingunia/vjepa-for-fer, scripts/
-`ravdess_to_crema_calm_class_handling.py` and `crema_to_ravdess_calm_class_handling.py`). Metrics
-then run over the classes both datasets share, in the target's order (`ClassHandling.names`), for
-PBV and MV separately: prediction-side drops depend on the voting rule. Every video is counted:
-kept + dropped = total, per probe and voting rule; the reasons for dropping are counted too.
+Classes are matched by name (a list file's are its own). RAVDESS's calm and surprised, which CREMA-D
+lacks, are handled on the side where they occur (docs/design.md, "Evaluation and metrics"): `drop`
+drops the videos predicted (RAVDESS -> CREMA-D) or labelled (CREMA-D -> RAVDESS) calm or surprised;
+`merge` counts calm as neutral and drops surprised, as the reference's calm-class scripts do on
+confusion matrices. Metrics run over the shared classes in the target's order, for PBV and MV
+separately; every video is counted (kept + dropped = total, with the reasons for dropping).
 
 The pure part (`class_handling`, `apply_handling`, `score_handled`) takes label and prediction
 arrays; `cross_evaluate` does the I/O around it.
