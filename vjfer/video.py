@@ -299,10 +299,7 @@ def decode_file(
 
 
 def decode_file_native(
-    path: str | Path,
-    indices: np.ndarray,
-    crop: CropBox | None = None,
-    timeout: float | None = None,
+    path: str | Path, indices: np.ndarray, crop: CropBox | None = None, timeout: float | None = None
 ) -> np.ndarray:
     """The frames at `indices` (sorted, unique) of a video file: `vjfer.decode.decode_native`."""
     path = Path(path)

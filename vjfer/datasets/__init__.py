@@ -95,11 +95,4 @@ def index_dataset(
     ).records
 
 
-__all__ = [
-    "ADAPTERS",
-    "ENV_VARS",
-    "adapter_name",
-    "fold_split",
-    "index_dataset",
-    "scan_dataset",
-]
+__all__ = ["ADAPTERS", "ENV_VARS", "adapter_name", "fold_split", "index_dataset", "scan_dataset"]

@@ -19,11 +19,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vjfer.encoders.hf import (
-    block_outputs,
-    load_local_model,
-    sha256_hf_directory,
-)
+from vjfer.encoders.hf import block_outputs, load_local_model, sha256_hf_directory
 from vjfer.encoders.vjepa import ViTConfig, forward_flops
 from vjfer.errors import CheckpointError
 
