@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import one_frame_video
 
 import vjfer
 from vjfer import datasets
@@ -27,7 +28,6 @@ from vjfer.synthetic import (
     CREMA_D_EMOTIONS,
     crema_d_name,
     crema_d_trials,
-    one_frame_video,
     ravdess_name,
     ravdess_trials,
     write_wav,

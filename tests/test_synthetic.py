@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import one_frame_video
 
 from vjfer import synthetic
 from vjfer.datasets import fold_split, index_dataset, scan_dataset
@@ -221,7 +222,7 @@ def test_trial_sets_match_the_real_datasets():
 
 @pytest.mark.parametrize("fmt, codec", [("mp4", "h264"), ("flv", "flv1")])
 def test_one_frame_name_set_files_decode(fmt, codec):
-    info = probe(synthetic.one_frame_video(fmt))
+    info = probe(one_frame_video(fmt))
     assert (info["codec"], info["frames"], info["size"]) == (codec, 1, (16, 16))
 
 

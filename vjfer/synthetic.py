@@ -455,14 +455,6 @@ def make_crema_d(
 # ---- complete name sets and the demo ----------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def one_frame_video(fmt: Literal["mp4", "flv"]) -> bytes:
-    """A valid one-frame 16x16 video, copied into every file of a name set."""
-    buffer = io.BytesIO()
-    write_video(buffer, np.full((1, 16, 16, 3), 128, np.uint8), Fraction(30), fmt)
-    return buffer.getvalue()
-
-
 def demo_datasets(root: str | Path, seed: int = 0) -> dict[str, Path]:
     """A small RAVDESS-like and CREMA-D-like set for the demo: {"ravdess": dir, "crema-d": dir}.
 

@@ -9,6 +9,7 @@ import click
 
 from vjfer.cli.group import (
     DATASET,
+    LIST_OPTION,
     apply,
     cli,
     config_option,
@@ -42,13 +43,7 @@ def _input_options(opt) -> list:
             type=click.Path(path_type=Path),
             help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / ...).",
         ),
-        click.option(
-            "--list",
-            "list_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to "
-            "--root.",
-        ),
+        LIST_OPTION,
         opt("--encoder", help="Encoder name (`vjfer encoders`)."),
         click.option(
             "--checkpoint",

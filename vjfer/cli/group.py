@@ -18,7 +18,12 @@ from vjfer.errors import CacheError, VjferError
 DATASET = click.Choice(
     ["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"], case_sensitive=False
 )
-INDEXABLE = DATASET
+LIST_OPTION = click.option(
+    "--list",
+    "list_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.",
+)
 SPLITS_HELP = (
     "Fold protocol: RAVDESS paper (5 folds, default) or mae-dfer (6 folds, fold k = actors "
     "4k-3..4k); a list file: file (its fold/split columns) or groups (seeded group folds)."

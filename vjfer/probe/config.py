@@ -46,6 +46,7 @@ AUTOCAST_DTYPES = {
 # Options that change how a pass runs but not one number it produces (the in-memory and streamed
 # passes are equal bit for bit): a resumed pass may differ from its checkpoint in these.
 RUN_ONLY = ("in_memory", "num_workers", "prefetch", "eval_batch_clips", "checkpoint_every")
+POSITIVE = ("epochs", "batch_size", "clips_per_video", "num_heads", "eval_batch_clips", "prefetch")
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,7 @@ class TrainConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in (
-            "epochs",
-            "batch_size",
-            "clips_per_video",
-            "num_heads",
-            "eval_batch_clips",
-            "prefetch",
-        ):
+        for name in POSITIVE:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_workers", "checkpoint_every"):
