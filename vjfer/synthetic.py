@@ -1,15 +1,11 @@
 """Generated videos with the real RAVDESS / CREMA-D names, layouts and codecs, and a learnable signal.
 
-Each video shows a drawn face. Emotion sets its shape and motion (mouth width, opening, curve and
-movement rate; brow tilt and height; eye size) and the colour of hair band, cheeks and lips: large
-enough to survive a 64-px frozen random ViT and an attentive probe. The actor sets the nuisance a
-probe must generalise across: skin tone, background, face position and size, head bob, pixel noise.
-
-Files match the real releases: RAVDESS `Actor_XX/MM-VV-EE-II-SS-RR-AA.mp4`, H.264 (libx264,
-yuv420p, B-frames) at 29.97 fps; modality 01 is the 02 video plus an AAC track, as in the real
-recordings; song (VV 02) and audio-only (`03-...wav`) files are the distractors. CREMA-D
-`VideoFlash/AAAA_SSS_EEE_LL.flv`, Sorenson FLV1 at 30 fps. Same seed, same bytes (for one
-PyAV/FFmpeg build).
+Each video shows a drawn face whose shape, motion and colours follow the emotion, strongly enough to
+survive a 64-px frozen random ViT; the actor sets the nuisance a probe must generalise across (skin,
+background, face position and size, head bob, noise). Files match the releases: RAVDESS
+`Actor_XX/MM-VV-EE-II-SS-RR-AA.mp4` (H.264 at 29.97 fps, modality 01 with an AAC track, song and
+audio-only distractors) and CREMA-D `VideoFlash/AAAA_SSS_EEE_LL.flv` (Sorenson FLV1 at 30 fps).
+Same seed, same bytes (for one PyAV/FFmpeg build).
 """
 
 from __future__ import annotations
