@@ -107,16 +107,16 @@ def cli(verbose: bool) -> None:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
-def parsed(parse, *args):
-    """A click callback: the option value read by the library's parser (`vjfer.probe.config`),
-    its OptionError a bad-parameter error."""
+def parsed(name: str, *args):
+    """A click callback: the option value read by the parser `name` of `vjfer.probe.config`
+    (imported when an option is parsed), its OptionError a bad-parameter error."""
 
     def callback(ctx, param, value):
-        from vjfer.probe.config import OptionError
+        from vjfer.probe import config
 
         try:
-            return parse(value, *args)
-        except OptionError as err:
+            return getattr(config, name)(value, *args)
+        except config.OptionError as err:
             raise click.BadParameter(err.message) from None
 
     return callback
@@ -124,24 +124,11 @@ def parsed(parse, *args):
 
 def number_list(kind, low: float | None = None, strict: bool = False):
     """A click callback: "1e-3,3e-3" -> (0.001, 0.003) (`vjfer.probe.config.parse_numbers`)."""
-    from vjfer.probe.config import parse_numbers
-
-    def parse(value: str) -> tuple:
-        return parse_numbers(value, kind, "", low, strict)
-
-    return parsed(parse)
+    return parsed("parse_numbers", kind, "", low, strict)
 
 
-def fold_list(ctx, param, value: str):
-    from vjfer.probe.config import parse_folds
-
-    return parsed(parse_folds)(ctx, param, value)
-
-
-def layer_list(ctx, param, value: str):
-    from vjfer.probe.config import parse_layers
-
-    return parsed(parse_layers)(ctx, param, value)
+fold_list = parsed("parse_folds")
+layer_list = parsed("parse_layers")
 
 
 def device_option(ctx, param, value: str) -> str:
