@@ -191,11 +191,6 @@ class Cache:
         f = self._shard(self.manifest["shards"][0]["name"])
         return f[PCA_BASIS][()], f[PCA_MEAN][()]
 
-    def clip_checksums(self, video_id: str) -> np.ndarray:
-        """uint64 [C]: the stored xxh3-64 of each clip's bytes; compare `clip_checksum(tokens[c])`."""
-        shard, first, n = self._locate(video_id)
-        return self._shard(shard)["clip_checksum"][first : first + n]
-
     def verify_sample(self, clips: int = 64, seed: int = 0) -> int:
         """Check the checksums of `clips` clips drawn at random (all when fewer): the cheap check
         for a reader that opened the cache with verify=False. Returns the number checked."""

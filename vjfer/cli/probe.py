@@ -59,7 +59,7 @@ def train_options(f):
         ),
         opt(
             "--layer",
-            "layer_choices",
+            "layers",
             callback=layer_list,
             help="Stored encoder layer(s) to probe on a cache made with `extract --layers`: K (a "
             "block as `cache info` shows it; negative: from the end of the stored list), concat "
@@ -187,12 +187,7 @@ def probe(
     from vjfer.probe.resume import run_mode
     from vjfer.probe.run import ProbeRequest, run_request
 
-    grid = {
-        "lrs": options.pop("lrs"),
-        "wds": options.pop("wds"),
-        "seeds": options.pop("seeds"),
-        "layers": options.pop("layer_choices"),
-    }
+    grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers")}
     try:
         request = ProbeRequest(
             cache=cache_path,

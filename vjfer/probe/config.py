@@ -1,9 +1,7 @@
 """Stage 2's training options and schedules: `TrainConfig` (every option and its default, the
-reference's where it has one) and the per-step learning-rate and weight-decay cosines.
-
-The recipe is the reference's frozen evaluation (facebookresearch/jepa
-`evals/video_classification_frozen/eval.py`, as used by Eing et al.): AdamW, lr 1e-3 cosine to 0 and
-weight decay 0.01 cosine to 1e-6 per optimizer step without warm-up, gradient-norm clip 1.0.
+reference's where it has one) and the per-step learning-rate and weight-decay cosines of the
+reference's frozen evaluation (facebookresearch/jepa `evals/video_classification_frozen/eval.py`):
+AdamW, lr 1e-3 cosine to 0 and weight decay 0.01 cosine to 1e-6 per step, no warm-up, clip 1.0.
 """
 
 from __future__ import annotations
