@@ -41,7 +41,7 @@ import torch
 
 from vjfer.cache import VideoEntry, build_cache, find_caches, open_cache
 from vjfer.clips import plan_clips
-from vjfer.datasets import load_folds
+from vjfer.datasets.folds import load_folds
 from vjfer.probe.config import TrainConfig
 from vjfer.probe.folds import split_rows
 from vjfer.probe.head import Head

@@ -4,11 +4,15 @@ cache built once per test process and shared (`write_tiny_cache`: a cache of a t
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -17,8 +21,9 @@ import torch
 
 from vjfer.cache import VideoEntry, build_cache
 from vjfer.clips import plan_clips
-from vjfer.datasets import load_folds
+from vjfer.datasets.folds import load_folds
 from vjfer.store import Codec, StoreFormat
+from vjfer.synthetic import write_video
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -222,3 +227,11 @@ def tiny_vjepa2(directory: Path, layers: int) -> Path:
     torch.manual_seed(0)
     transformers.VJEPA2Model(config).save_pretrained(directory)
     return directory
+
+
+@functools.lru_cache(maxsize=4)
+def one_frame_video(fmt: Literal["mp4", "flv"]) -> bytes:
+    """A valid one-frame 16x16 video, copied into every file of a name set."""
+    buffer = io.BytesIO()
+    write_video(buffer, np.full((1, 16, 16, 3), 128, np.uint8), Fraction(30), fmt)
+    return buffer.getvalue()

@@ -124,15 +124,10 @@ def test_round_trip(cache_dir: Path):
         assert cache.tokens(e.video_id).dtype == np.float16
         np.testing.assert_array_equal(cache.tokens(e.video_id), e.tokens)
         np.testing.assert_array_equal(cache.clip_frames(e.video_id), e.frames)
-        sums = cache.clip_checksums(e.video_id)
-        assert sums.dtype == np.uint64 and list(sums) == [clip_checksum(t) for t in e.tokens]
     row = cache.videos.set_index("video_id").loc["vid-004"]
     assert (row.label, row.actor, row.fold, row.n_frames, row.n_clips) == (4, 2, 5, 64, 2)
     # shard 1 holds vid-003, vid-003b (failed) and vid-004: vid-004 is its second cached video
     assert (row.shard, row.first_clip) == ("shard-00001.h5", 1)
-    clips = list(cache.iter_clips())
-    assert len(clips) == cache.num_clips and clips[1][:2] == ("vid-001", 0)
-    np.testing.assert_array_equal(clips[1][2], ENTRIES[1].tokens[0])
     with pytest.raises(CacheError, match="'nope' is not in cache"):
         cache.tokens("nope")
     assert (cache_dir / FAILURES).read_text().count("\n") == 1

@@ -18,7 +18,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import assert_png, run_cli
+from conftest import assert_png, one_frame_video, run_cli
 from page_tools import (
     LAPTOP,
     assert_tables_equal_csvs,
@@ -30,7 +30,7 @@ from page_tools import (
 )
 
 from vjfer.cli import cli
-from vjfer.synthetic import make_crema_d, make_ravdess, one_frame_video
+from vjfer.synthetic import make_crema_d, make_ravdess
 from vjfer.timeline import CHOICE_RULE
 
 RAVDESS_ACTORS = (2, 3, 10, 8, 1)  # one test actor in each of the five folds

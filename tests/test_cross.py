@@ -19,10 +19,9 @@ from vjfer.cross import (
     apply_handling,
     class_handling,
     cross_evaluate,
-    handle_confusion,
     score_handled,
 )
-from vjfer.datasets import load_folds
+from vjfer.datasets.folds import load_folds
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import VOCABULARY, class_names
 from vjfer.probe.config import TrainConfig
@@ -34,6 +33,22 @@ from vjfer.runs import find_probe_run, find_target_cache
 # CREMA-D: neutral happy sad angry fearful disgust. Evaluation classes = CREMA-D's, in order.
 R_NEU, R_CALM, R_HAP, R_SAD, R_ANG, R_FEA, R_DIS, R_SUR = range(8)
 C_NEU, C_HAP, C_SAD, C_ANG, C_FEA, C_DIS = range(6)
+
+
+def handle_confusion(matrix: np.ndarray, handling) -> tuple[np.ndarray, int]:
+    """A cross confusion matrix [C_target, C_source] (rows = target labels, columns = source
+    predictions) -> (evaluation confusion [E, E], videos dropped)."""
+    m = np.asarray(matrix, dtype=np.int64)
+    expect = (len(handling.label_map), len(handling.pred_map))
+    if m.shape != expect:
+        raise ValueError(f"confusion must be [C_target, C_source] = {expect}; got {m.shape}")
+    E = len(handling.names)
+    out = np.zeros((E, E), dtype=np.int64)
+    for i, ei in enumerate(handling.label_map):
+        for j, ej in enumerate(handling.pred_map):
+            if ei >= 0 and ej >= 0:
+                out[ei, ej] += m[i, j]
+    return out, int(m.sum() - out.sum())
 
 
 def test_class_maps_follow_design():

@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import run_cli
 from vjfer import datasets
-from vjfer.datasets import TRAIN_ONLY, group_folds, mae_dfer_folds, scan_dataset
+from vjfer.datasets import scan_dataset
+from vjfer.datasets.folds import TRAIN_ONLY, group_folds, mae_dfer_folds
 from vjfer.errors import ConfigError, DatasetError, SplitError
 from vjfer.synthetic import make_ravdess
 from vjfer.synthetic_frames import make_dfew, make_ferv39k, make_mafw
@@ -51,9 +52,9 @@ def test_dfew_records_equal_the_split_files(trees):
     assert {r.label_name for r in index.records} == set(datasets.summary.class_names("dfew"))
     reasons = {(e.path.name, e.reason) for e in index.excluded}
     assert reasons == {
-        (missing, datasets.NO_FRAMES),
-        (unlisted, datasets.NOT_LISTED),
-        (empty, datasets.EMPTY_FOLDER),
+        (missing, datasets.records.NO_FRAMES),
+        (unlisted, datasets.records.NOT_LISTED),
+        (empty, datasets.records.EMPTY_FOLDER),
     }
     assert all(r.path.is_dir() for r in index.records)
 
@@ -65,11 +66,11 @@ def test_ferv39k_is_one_fold_and_names_its_problems(trees):
     assert {r.video_id for r in index.records if r.fold == 1} == tested
     assert Counter(r.fold for r in index.records) == {TRAIN_ONLY: 6, 1: 1}  # every 4th clip tests
     assert {e.reason for e in index.excluded} == {
-        datasets.NO_FRAMES,
-        datasets.NOT_LISTED,
-        datasets.UNKNOWN_LABEL,
+        datasets.records.NO_FRAMES,
+        datasets.records.NOT_LISTED,
+        datasets.records.UNKNOWN_LABEL,
     }
-    bored = next(e for e in index.excluded if e.reason == datasets.UNKNOWN_LABEL)
+    bored = next(e for e in index.excluded if e.reason == datasets.records.UNKNOWN_LABEL)
     assert bored.detail == "label 'Bored'" and bored.path.parts[-3:] == ("Daily", "Sad", "9002")
 
 
@@ -92,8 +93,8 @@ def test_a_clip_with_two_labels_or_in_two_test_sets_is_named(tmp_path):
     second = test2.read_text().splitlines()[1].split(",")[0]
     train3.write_text(train3.read_text() + f"{second},7\n")  # another label for fold 2's clip
     reasons = {e.path.name: e.reason for e in scan_dataset("dfew", root).excluded}
-    assert reasons[f"{int(first):05d}"] == datasets.DUPLICATE
-    assert reasons[f"{int(second):05d}"] == datasets.MULTI_LABEL
+    assert reasons[f"{int(first):05d}"] == datasets.records.DUPLICATE
+    assert reasons[f"{int(second):05d}"] == datasets.records.MULTI_LABEL
 
 
 def test_index_json_lists_counts_and_every_excluded_item(trees, tmp_path):
@@ -104,7 +105,7 @@ def test_index_json_lists_counts_and_every_excluded_item(trees, tmp_path):
     assert data["per_fold"] == {"1": {"test": 1, "train": 6}}
     assert sum(data["per_class"].values()) == 7 and len(data["per_class"]) == 7
     assert sorted(e["reason"] for e in data["excluded"]) == sorted(
-        [datasets.NO_FRAMES, datasets.NOT_LISTED, datasets.UNKNOWN_LABEL]
+        [datasets.records.NO_FRAMES, datasets.records.NOT_LISTED, datasets.records.UNKNOWN_LABEL]
     )
     assert re.search(r"^\s+fold 1:\s+1 test,\s+6 train$", text, re.M), text
 
@@ -178,7 +179,7 @@ def test_a_list_file_of_videos_and_of_frame_folders(tmp_path, trees):
     actor_1 = {r.fold for r in index.records if r.video_id.startswith("v-Actor_01")}
     assert len(actor_1) == 1  # one group, one fold
     assert sorted(e.reason for e in index.excluded) == sorted(
-        [datasets.NO_FRAMES, datasets.DUPLICATE]
+        [datasets.records.NO_FRAMES, datasets.records.DUPLICATE]
     )
     # a word the vocabulary lacks is a class of its own; the order is the sorted names
     assert index.classes == ("Bored", "happy", "neutral", "sad")
@@ -187,19 +188,19 @@ def test_a_list_file_of_videos_and_of_frame_folders(tmp_path, trees):
     index = scan_dataset("list", tmp_path, list_file=declared)
     assert index.classes == ("sad", "happy") and by_id["frames-00001"].label_name == "sad"
     assert {r.video_id: r.label for r in index.records}["frames-00001"] == 0
-    unknown = {e.detail for e in index.excluded if e.reason == datasets.UNKNOWN_LABEL}
+    unknown = {e.detail for e in index.excluded if e.reason == datasets.records.UNKNOWN_LABEL}
     # neutral twice and Bored; the line numbers count the comment and the header
     assert (
         len(unknown) == 3
         and "line 8: label 'Bored' is not one of the declared classes sad, happy" in unknown
     )
-    identity = datasets.list_identity(declared)
+    identity = datasets.listfile.list_identity(declared)
     assert (identity.splits, identity.classes, identity.num_folds) == (
         "groups",
         ("sad", "happy"),
         5,
     )
-    assert identity.sha256 != datasets.list_identity(listing).sha256
+    assert identity.sha256 != datasets.listfile.list_identity(listing).sha256
     split = _list_file(
         tmp_path / "split.csv",
         [

@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
+import io
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import one_frame_video
 
 import vjfer
 from vjfer import datasets
 from vjfer.cli import cli
-from vjfer.datasets import (
-    DatasetIndex,
-    VideoRecord,
-    fold_split,
-    format_index_summary,
-    index_dataset,
-    load_folds,
-    parse_crema_d_name,
-    parse_ravdess_name,
-    read_folds,
-    records_frame,
-    scan_dataset,
-    summarize,
-)
+from vjfer.datasets import fold_split, index_dataset, scan_dataset
+from vjfer.datasets.crema_d import CREMA_D_SENTENCES, parse_crema_d_name
+from vjfer.datasets.folds import load_folds, read_folds
+from vjfer.datasets.ravdess import parse_ravdess_name
+from vjfer.datasets.records import DatasetIndex, VideoRecord
+from vjfer.datasets.summary import format_index_summary, summarize
 from vjfer.errors import ConfigError, DatasetError, SplitError
-from vjfer.synthetic import make_crema_d_names, make_ravdess_names
+from vjfer.synthetic import (
+    CREMA_D_EMOTIONS,
+    crema_d_name,
+    crema_d_trials,
+    ravdess_name,
+    ravdess_trials,
+    write_wav,
+)
 
 # DESIGN.md, "The datasets": test actors per fold.
 RAVDESS_FOLDS = {
@@ -223,7 +225,10 @@ def test_full_ravdess_counts(ravdess_index):
     assert set(Counter(r.actor for r in records).values()) == {120}
     assert {(r.modality, r.vocal_channel) for r in records} == {(1, 1), (2, 1)}
     reasons = Counter(e.reason for e in ravdess_index.excluded)
-    assert reasons == {datasets.AUDIO_ONLY: 2452, datasets.NOT_SELECTED: 2024}  # .wav; song
+    assert reasons == {
+        datasets.records.AUDIO_ONLY: 2452,
+        datasets.records.NOT_SELECTED: 2024,
+    }  # .wav; song
 
 
 def test_ravdess_records_carry_the_parsed_fields(ravdess_index):
@@ -284,13 +289,60 @@ def test_summary_of_the_full_set(ravdess_index):
 # ---- CREMA-D ---------------------------------------------------------------------------------
 
 
+def make_ravdess_names(root: str | Path) -> list[Path]:
+    """Write the complete real RAVDESS file set under `root/Actor_XX/` as tiny files; return them.
+
+    7356 files: speech (60 trials per actor) and song (44 per actor, none for actor 18), each as
+    01 and 02 one-frame .mp4 and 03 .wav. The default index keeps the 2880 speech videos:
+    24 actors, 192 neutral and 384 per other class.
+    """
+    root = Path(root)
+    video = one_frame_video("mp4")
+    buffer = io.BytesIO()
+    write_wav(buffer, np.zeros(16, np.float32))
+    audio = buffer.getvalue()
+    everything = ravdess_trials(range(1, 25), range(1, 9), (1, 2), (1, 2), (1, 2), (1, 2))
+    written = []
+    for vv, ee, ii, ss, rr, aa in everything:
+        folder = root / f"Actor_{aa:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for mm, suffix, data in ((1, ".mp4", video), (2, ".mp4", video), (3, ".wav", audio)):
+            written.append(folder / (ravdess_name(mm, vv, ee, ii, ss, rr, aa) + suffix))
+            written[-1].write_bytes(data)
+    return sorted(written)
+
+
+CREMA_D_EMPTY = ("1064_TIE_SAD_XX",)  # 0 bytes in the original release
+
+
+def make_crema_d_names(
+    root: str | Path,
+    actors: Sequence[int] = range(1001, 1092),
+    empty: Sequence[str] = CREMA_D_EMPTY,
+) -> list[Path]:
+    """Write CREMA-D names for `actors` (82 per actor) under `root/VideoFlash/` as tiny FLV files.
+
+    The full design gives 91 x 82 = 7462 names; the real release lacks 20 of them (7442 files).
+    Names in `empty` are written as 0-byte files, as 1064_TIE_SAD_XX is in the release.
+    """
+    folder = Path(root) / "VideoFlash"
+    folder.mkdir(parents=True, exist_ok=True)
+    video = one_frame_video("flv")
+    written = []
+    for trial in crema_d_trials(actors, CREMA_D_EMOTIONS, CREMA_D_SENTENCES):
+        name = crema_d_name(*trial)
+        written.append(folder / (name + ".flv"))
+        written[-1].write_bytes(b"" if name in empty else video)
+    return sorted(written)
+
+
 def test_crema_d_names_with_the_empty_release_file(tmp_path):
     files = make_crema_d_names(tmp_path, actors=(1001, 1064, 1091))
     assert len(files) == 3 * 82
     index = scan_dataset("crema-d", tmp_path)
     assert len(index.records) == 245
     assert [(e.path.name, e.reason) for e in index.excluded] == [
-        ("1064_TIE_SAD_XX.flv", datasets.EMPTY)
+        ("1064_TIE_SAD_XX.flv", datasets.records.EMPTY)
     ]
     counts = Counter(r.label_name for r in index.records)
     assert counts == {
@@ -342,18 +394,21 @@ def test_bad_ravdess_files_are_listed_with_their_reason(tmp_path):
         touch(tmp_path / "02-01-08-02-02-02-24.mp4"),
     ]
     bad = {
-        "Actor_01/clip.mp4": datasets.UNPARSABLE,
-        "Actor_01/01-01-09-01-01-01-01.mp4": datasets.UNKNOWN_EMOTION,
-        "01-01-01-01-01-01-25.mp4": datasets.UNKNOWN_ACTOR,
-        "Actor_01/02-01-03-01-01-01-01.mp4": datasets.EMPTY,
-        "Actor_01/02-01-04-01-01-01-01.mp4": datasets.LFS_POINTER,
-        "Actor_01/01-01-05-01-01-01-02.mp4": datasets.FOLDER_MISMATCH,
-        "Actor_01/03-01-05-01-01-01-01.mp4": datasets.AUDIO_ONLY,
-        "Actor_01/03-01-05-01-01-01-01.wav": datasets.AUDIO_ONLY,
-        "Actor_01/01-02-05-01-01-01-01.mp4": datasets.NOT_SELECTED,
+        "Actor_01/clip.mp4": datasets.records.UNPARSABLE,
+        "Actor_01/01-01-09-01-01-01-01.mp4": datasets.records.UNKNOWN_EMOTION,
+        "01-01-01-01-01-01-25.mp4": datasets.records.UNKNOWN_ACTOR,
+        "Actor_01/02-01-03-01-01-01-01.mp4": datasets.records.EMPTY,
+        "Actor_01/02-01-04-01-01-01-01.mp4": datasets.records.LFS_POINTER,
+        "Actor_01/01-01-05-01-01-01-02.mp4": datasets.records.FOLDER_MISMATCH,
+        "Actor_01/03-01-05-01-01-01-01.mp4": datasets.records.AUDIO_ONLY,
+        "Actor_01/03-01-05-01-01-01-01.wav": datasets.records.AUDIO_ONLY,
+        "Actor_01/01-02-05-01-01-01-01.mp4": datasets.records.NOT_SELECTED,
     }
     for name, reason in bad.items():
-        touch(tmp_path / name, {datasets.EMPTY: b"", datasets.LFS_POINTER: LFS}.get(reason, VIDEO))
+        touch(
+            tmp_path / name,
+            {datasets.records.EMPTY: b"", datasets.records.LFS_POINTER: LFS}.get(reason, VIDEO),
+        )
     touch(tmp_path / "Actor_01" / "README.txt")  # not a media file: not looked at
     index = scan_dataset("ravdess", tmp_path)
     assert [r.path for r in index.records] == sorted(good, key=lambda p: p.stem)
@@ -368,18 +423,18 @@ def test_bad_ravdess_files_are_listed_with_their_reason(tmp_path):
 def test_bad_crema_d_files_are_listed_with_their_reason(tmp_path):
     touch(tmp_path / "VideoFlash" / "1001_DFA_ANG_XX.flv")
     bad = {
-        "1001_DFA_XYZ_XX.flv": datasets.UNKNOWN_EMOTION,
-        "1001_ABC_ANG_XX.flv": datasets.UNPARSABLE,
-        "1001_DFA_ANG_ZZ.flv": datasets.UNPARSABLE,
-        "1092_DFA_ANG_XX.flv": datasets.UNKNOWN_ACTOR,
-        "1000_DFA_ANG_XX.flv": datasets.UNKNOWN_ACTOR,
-        "1002_DFA_ANG_XX.flv": datasets.LFS_POINTER,
-        "1064_TIE_SAD_XX.flv": datasets.EMPTY,
+        "1001_DFA_XYZ_XX.flv": datasets.records.UNKNOWN_EMOTION,
+        "1001_ABC_ANG_XX.flv": datasets.records.UNPARSABLE,
+        "1001_DFA_ANG_ZZ.flv": datasets.records.UNPARSABLE,
+        "1092_DFA_ANG_XX.flv": datasets.records.UNKNOWN_ACTOR,
+        "1000_DFA_ANG_XX.flv": datasets.records.UNKNOWN_ACTOR,
+        "1002_DFA_ANG_XX.flv": datasets.records.LFS_POINTER,
+        "1064_TIE_SAD_XX.flv": datasets.records.EMPTY,
     }
     for name, reason in bad.items():
         touch(
             tmp_path / "VideoFlash" / name,
-            {datasets.EMPTY: b"", datasets.LFS_POINTER: LFS}.get(reason, VIDEO),
+            {datasets.records.EMPTY: b"", datasets.records.LFS_POINTER: LFS}.get(reason, VIDEO),
         )
     index = scan_dataset("crema-d", tmp_path)
     assert [r.video_id for r in index.records] == ["1001_DFA_ANG_XX"]
@@ -455,9 +510,7 @@ def test_index_dataset_is_scan_records(tmp_path):
     records = index_dataset("RAVDESS", str(tmp_path))
     assert records == scan_dataset("ravdess", tmp_path).records
     assert records[0].path.is_absolute()
-    frame = records_frame(records)
-    assert list(frame.columns) == [f.name for f in dataclasses.fields(VideoRecord)]
-    assert frame.loc[0, "video_id"] == "01-01-01-01-01-01-01" and frame.loc[0, "fold"] == 5
+    assert records[0].video_id == "01-01-01-01-01-01-01" and records[0].fold == 5
 
 
 def test_broken_links_and_every_excluded_file_are_named(tmp_path):
@@ -467,12 +520,12 @@ def test_broken_links_and_every_excluded_file_are_named(tmp_path):
     odd = [touch(tmp_path / "Actor_01" / f"take-{i}.mp4") for i in range(5)]
     index = scan_dataset("ravdess", tmp_path)
     reasons = {e.path.name: (e.reason, e.detail) for e in index.excluded}
-    assert reasons[link.name] == (datasets.BROKEN_LINK, f"-> {os.readlink(link)}")
+    assert reasons[link.name] == (datasets.records.BROKEN_LINK, f"-> {os.readlink(link)}")
     summary = summarize(index)
     text = format_index_summary(summary)
     assert "    1  link target missing: fetch it with `git annex get` / `datalad get`" in text
     shown = [p for p in odd if str(p) in text]
-    assert len(shown) == datasets.SUMMARY_EXAMPLES and "... 2 more" in text
+    assert len(shown) == datasets.summary.SUMMARY_EXAMPLES and "... 2 more" in text
     assert "2 excluded files not shown: `--all` lists every one" in text
     everything = format_index_summary(summary, show_all=True)
     assert all(str(p) in everything for p in [*odd, link]) and "more" not in everything
@@ -491,7 +544,10 @@ def test_broken_links_and_every_excluded_file_are_named(tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "x.csv").open()))
     assert sorted(Path(r["path"]).name for r in rows) == sorted([link.name, *(p.name for p in odd)])
-    assert {r["reason"] for r in rows} == {datasets.BROKEN_LINK, datasets.UNPARSABLE}
+    assert {r["reason"] for r in rows} == {
+        datasets.records.BROKEN_LINK,
+        datasets.records.UNPARSABLE,
+    }
     assert "6 excluded files written to" in result.output
     result = CliRunner().invoke(
         cli, ["index", "--dataset", "ravdess", "--root", str(tmp_path), "--all"]

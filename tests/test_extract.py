@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 import xxhash
+from conftest import one_frame_video
 
 import vjfer
 from vjfer import video as video_module
@@ -48,7 +49,7 @@ from vjfer.extract import (
 from vjfer.extract.lock import CacheLock
 from vjfer.extract.plan import TYPICAL_FRAMES, decode_workers
 from vjfer.prepare import normalize_clips
-from vjfer.synthetic import make_crema_d, make_ravdess, one_frame_video
+from vjfer.synthetic import make_crema_d, make_ravdess
 
 REPO = Path(__file__).resolve().parents[1]
 BAD = {  # RAVDESS stem -> words of the failure reason; among the synthetic good videos

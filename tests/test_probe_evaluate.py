@@ -8,15 +8,17 @@ import torch
 from torch import nn
 
 from vjfer.cache import VideoEntry, build_cache, open_cache
+from vjfer.errors import SplitError
 from vjfer.probe.evaluate import (
     clip_probabilities,
     clip_votes,
-    predict_cached_videos,
-    predict_clips,
     score_predictions,
+    score_videos,
     vote_mv,
     vote_pbv,
+    vote_videos,
 )
+from vjfer.probe.samples import rows_of
 from vjfer.probe.summary import format_run_summary, summarise_folds
 
 
@@ -84,22 +86,32 @@ def _cache(tmp_path, views=2):
     )
 
 
+def _clips(probe, cache, video_ids):
+    """One row per cached evaluation window of `video_ids` (in cache order), scored by `probe`."""
+    return score_videos(cache, {"probe": (probe, rows_of(cache, video_ids))})["probe"]
+
+
+def _videos(probe, cache, video_ids):
+    """Whole-video predictions (PBV and MV) of `video_ids` from the cache."""
+    return vote_videos(_clips(probe, cache, video_ids), cache.class_names)
+
+
 def test_predictions_from_a_cache(tmp_path):
     cache = _cache(tmp_path)
     probe = _MeanProbe(8)
-    clips = predict_clips(probe, cache, ["v0", "v1", "v2"])
+    clips = _clips(probe, cache, ["v0", "v1", "v2"])
     assert len(clips) == 3 + 1 + 4
     assert clips["start_frame"].tolist()[:3] == [0, 8, 16]
     assert {f"prob_{c}" for c in cache.class_names} <= set(clips)
     np.testing.assert_allclose(clips.filter(like="prob_").sum(axis=1), 1.0, rtol=1e-5)
-    videos = predict_cached_videos(probe, cache, ["v0", "v1", "v2"])
+    videos = _videos(probe, cache, ["v0", "v1", "v2"])
     assert videos["video_id"].tolist() == ["v0", "v1", "v2"]
     assert videos["n_clips"].tolist() == [3, 1, 4]
     assert videos["pbv"].tolist() == [0, 4, 7] == videos["mv"].tolist()
     assert videos["pbv_name"].tolist() == ["neutral", "angry", "surprised"]
     assert videos.filter(like="votes_").sum(axis=1).tolist() == [3, 1, 4]
-    with pytest.raises(KeyError, match="not in the cache"):
-        predict_clips(probe, cache, ["nope"])
+    with pytest.raises(SplitError, match="not in cache"):
+        _clips(probe, cache, ["nope"])
 
     scores = score_predictions(videos, clips, 8)
     assert scores["pbv"]["war"] == 1.0 and scores["clip"]["n"] == 8

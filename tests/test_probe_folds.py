@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vjfer.cache import open_cache
-from vjfer.datasets import load_folds
+from vjfer.datasets.folds import load_folds
 from vjfer.errors import SplitError
 from vjfer.probe.config import TrainConfig
 from vjfer.probe.folds import GridPoint, inner_fold, make_grid, split_rows, train_grid

@@ -20,7 +20,7 @@ from conftest import GRID, assert_png, make_entries, run_cli, write_tiny_cache
 
 from vjfer.cache import open_cache
 from vjfer.cross import cross_evaluate
-from vjfer.datasets import load_folds
+from vjfer.datasets.folds import load_folds
 from vjfer.errors import ConfigError
 from vjfer.probe.config import TrainConfig
 from vjfer.probe.layer import CONCAT, layer_axis

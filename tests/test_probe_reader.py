@@ -50,7 +50,6 @@ def test_held_tokens_serve_the_same_tokens(cache):
         for vid, n in zip(cache.videos["video_id"], cache.videos["n_clips"], strict=True)
     }
     held = HeldTokens(ClipReader(cache, threads=2), wanted, torch.device("cpu"))
-    assert held.holds(requests) and not held.holds([(requests[0][0], np.array([99]))])
     assert held.nbytes == cache.num_clips * clip_bytes(cache)
     for (vid, clips), tokens in zip(requests, held.stream(requests), strict=True):
         np.testing.assert_array_equal(tokens.numpy(), cache.tokens(vid)[clips])

@@ -18,14 +18,15 @@ from click.testing import CliRunner
 from conftest import GRID, make_entries, run_cli
 
 from vjfer.cache import Cache, build_cache, open_cache
-from vjfer.datasets import TRAIN_ONLY
+from vjfer.datasets.folds import TRAIN_ONLY
 from vjfer.errors import CheckpointError, ConfigError, SplitError
 from vjfer.probe import resume
 from vjfer.probe.config import OptionError, TrainConfig
-from vjfer.probe.evaluate import predict_cached_videos
+from vjfer.probe.evaluate import score_videos, vote_videos
 from vjfer.probe.folds import HELD_OUT, GridPoint, _grid_heads, carve_held_out, make_grid
 from vjfer.probe.model import build_probe
 from vjfer.probe.run import ProbeRequest, run_probe, run_request, train_folds
+from vjfer.probe.samples import rows_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
@@ -221,13 +222,23 @@ def test_force_keeps_the_old_run_whole_when_the_new_one_cannot_be_renamed(tmp_pa
 # ------------------------------------------------------------------------------ a test set's clips
 
 
+def _clips(probe, cache, video_ids):
+    """One row per cached evaluation window of `video_ids` (in cache order), scored by `probe`."""
+    return score_videos(cache, {"probe": (probe, rows_of(cache, video_ids))})["probe"]
+
+
+def _videos(probe, cache, video_ids):
+    """Whole-video predictions (PBV and MV) of `video_ids` from the cache."""
+    return vote_videos(_clips(probe, cache, video_ids), cache.class_names)
+
+
 def test_a_clip_listed_twice_in_one_test_set_is_named(cache_dir):
     cache = open_cache(cache_dir)
     probe = build_probe("linear", cache.embed_dim, len(cache.class_names))
     ids = cache.videos["video_id"].tolist()
-    assert len(predict_cached_videos(probe, cache, ids[:3])) == 3
+    assert len(_videos(probe, cache, ids[:3])) == 3
     with pytest.raises(SplitError, match=f"video {re.escape(repr(ids[1]))} is listed twice"):
-        predict_cached_videos(probe, cache, [ids[0], ids[1], ids[2], ids[1]])
+        _videos(probe, cache, [ids[0], ids[1], ids[2], ids[1]])
 
 
 # --------------------------------------------------------------------------------- the CLI group

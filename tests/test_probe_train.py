@@ -15,7 +15,7 @@ from conftest import CLASSES, GRID, D, make_entries  # noqa: E402
 
 from vjfer.cache import build_cache, open_cache
 from vjfer.clips import plan_clips
-from vjfer.datasets import load_folds
+from vjfer.datasets.folds import load_folds
 from vjfer.errors import CacheError, ConfigError, SplitError
 from vjfer.probe.config import TrainConfig, cosine, lr_at, wd_at
 from vjfer.probe.folds import check_folds, split_fold

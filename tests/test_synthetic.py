@@ -12,9 +12,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import one_frame_video
 
 from vjfer import synthetic
 from vjfer.datasets import fold_split, index_dataset, scan_dataset
+from vjfer.datasets.crema_d import CREMA_D_SENTENCES
 from vjfer.errors import ConfigError
 from vjfer.labels import CLASSES
 
@@ -212,7 +214,7 @@ def test_trial_sets_match_the_real_datasets():
     ravdess = synthetic.ravdess_trials(range(1, 25), range(1, 9), (1, 2), (1, 2), (1, 2), (1, 2))
     assert Counter(t[0] for t in ravdess) == {1: 24 * 60, 2: 23 * 44}  # speech, song
     crema = synthetic.crema_d_trials(
-        range(1001, 1092), synthetic.CREMA_D_EMOTIONS, synthetic.CREMA_D_SENTENCES
+        range(1001, 1092), synthetic.CREMA_D_EMOTIONS, CREMA_D_SENTENCES
     )
     assert len(crema) == 91 * 82  # 7462; the release lacks 20 of these (7442 files)
     assert synthetic.trial_lengths(7, 76, 3, 45) == [76, 76, 45, 76, 76, 45, 76]
@@ -221,7 +223,7 @@ def test_trial_sets_match_the_real_datasets():
 
 @pytest.mark.parametrize("fmt, codec", [("mp4", "h264"), ("flv", "flv1")])
 def test_one_frame_name_set_files_decode(fmt, codec):
-    info = probe(synthetic.one_frame_video(fmt))
+    info = probe(one_frame_video(fmt))
     assert (info["codec"], info["frames"], info["size"]) == (codec, 1, (16, 16))
 
 

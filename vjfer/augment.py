@@ -1,30 +1,26 @@
 """The reference's training augmentation of a clip, made once at extraction
 (`vjfer extract --augment K`).
 
-Eing et al.'s code (vjepa-for-fer, a fork of facebookresearch/jepa) trains the probe on clips that
-`evals/video_classification_frozen/utils.py` `VideoTransform` re-augments every epoch:
+Eing et al.'s code (vjepa-for-fer, a fork of facebookresearch/jepa) re-augments every training clip
+every epoch (`evals/video_classification_frozen/utils.py` `VideoTransform`):
 
 1. RandAugment `rand-m7-n4-mstd0.5-inc1` on the native frames (`src/datasets/utils/video/
-   randaugment.py`, after timm's `auto_augment.py`): 4 ops drawn uniformly with replacement from
-   the 15 "increasing" ops, each applied with probability 0.5 at magnitude N(7, 0.5) clipped to
-   0..10, with a random sign where the op has one. `AugmentOp` draws once per call and the call
-   gets the clip's frame list, so all 16 frames share the op sequence and its arguments; ops that
-   read image statistics (auto-contrast, equalize, contrast) take them per frame, as PIL does.
-   Geometric ops resample bicubically and fill with grey 128 (the reference passes
-   interpolation='bicubic' and no fill colour).
+   randaugment.py`, after timm's): 4 of the 15 "increasing" ops drawn with replacement, each at
+   p 0.5 and magnitude N(7, 0.5) clipped to 0..10, with a random sign where the op has one. One
+   draw serves all 16 frames (`AugmentOp` gets the clip's frame list); ops that read image
+   statistics (auto-contrast, equalize, contrast) take them per frame, as PIL does. Geometric ops
+   resample bicubically and fill with grey 128.
 2. ToTensor and ImageNet normalisation.
-3. `random_resized_crop` (`src/datasets/utils/video/transforms.py`): one box for the clip, area
-   0.08-1.0 of the full native frame, aspect 3/4-4/3 drawn log-uniformly, 10 tries then a centre
-   fallback; bilinear (align_corners=False, no antialiasing) to R x R. No flip.
-4. `RandomErasing(0.25, mode='pixel', max_count=1)` with cube=True (`randerase.py`): with
-   probability 0.25 one box (area 0.02-1/3 of R x R, log-aspect 0.3-3.33, up to 100 tries) erased
-   in every frame with per-pixel N(0, 1) values (after normalisation).
+3. `random_resized_crop`: one box per clip, area 0.08-1.0 of the native frame, aspect 3/4-4/3
+   (log-uniform), 10 tries then a centre fallback; bilinear (align_corners=False, no antialiasing)
+   to R x R. No flip.
+4. `RandomErasing(0.25, mode='pixel', max_count=1)`, cube=True: at p 0.25 one box (area 0.02-1/3,
+   log-aspect 0.3-3.33, up to 100 tries) erased in every frame with N(0, 1) values.
 
-Each of a sample's 8 clips is augmented independently. Here every draw comes from a generator
-seeded by (seed, video, copy, clip), so a cache is reproducible; the ops are re-implemented on
-torch tensors after PIL's definitions (PIL is not a vjfer dependency). The op set, the arguments
-and the shared draw are the reference's; the geometric ops' pixel values differ from PIL's by the
-bicubic kernel: torch's `grid_sample` uses a = -0.75, PIL's BICUBIC a = -0.5.
+Each of a sample's 8 clips is augmented independently, here from a generator seeded by (seed,
+video, copy, clip), so a cache is reproducible. The ops are torch re-implementations of PIL's: the
+same ops, arguments and draws, but the geometric ops' bicubic kernel is torch's (a = -0.75; PIL's
+a = -0.5).
 """
 
 from __future__ import annotations

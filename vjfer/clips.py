@@ -1,9 +1,8 @@
 """Which frames make a clip: clip plans, clip roles and gathering clips from prepared frames.
 
-Pure index maths (numpy only), so every stage can import it without PyAV: extraction plans clips
-with it, the cache and stage 2 read its constants and roles. The formulas are the reference code's
-(`src/datasets/video_dataset.py` `loadvideo_decord` for the 8 training clips, the full-video
-evaluation's stride-1 windows: numpy linspace / clip / astype(int64)).
+Pure index maths (numpy only), so every stage can import it without PyAV. The formulas are the
+reference code's (`src/datasets/video_dataset.py` `loadvideo_decord` for the 8 training clips, the
+full-video evaluation's stride-1 windows: numpy linspace / clip / astype(int64)).
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """`vjfer compare RUN...`: probe runs side by side, with paired per-fold differences to the first.
 
-Every run of one dataset is evaluated on the same subject-independent folds (`splits/`), so two runs
-are a paired comparison: for each fold, run B's metric minus run A's, then the mean ± sample std of
-those differences (ddof 1, as `metrics.fold_summary`). That spread is what says whether an encoder,
-a face crop or a head changed anything, rather than the two runs' own spreads over folds, which
-are dominated by how hard each fold's test actors are.
-
-A run directory is what `vjfer.probe.run.train_folds` writes: `config.json` (training config and
-the cache's settings), `summary.json` (per-fold and mean metrics). Runs of different datasets or
-folds are refused, with the reason; nothing is re-evaluated.
+Runs of one dataset share their folds, so for each fold run B's metric minus run A's, then the
+mean ± sample std of those differences (ddof 1, as `metrics.fold_summary`): that spread, not each
+run's own spread over folds (dominated by how hard each fold's test actors are), says whether an
+encoder, a face crop or a head changed anything. Runs of different datasets or folds are refused.
 """
 
 from __future__ import annotations

@@ -1,27 +1,17 @@
 """`vjfer cache convert`: an existing fp16 cache in a compact store format, and what that cost.
 
-Conversion streams shard by shard: source shard i becomes target shard i (same videos, rows,
-failures and aliases; tokens re-stored by `vjfer.store`), written as `.partial`, fsynced and
-renamed like extraction's, so an interrupted run resumes at the first missing shard and ends with
-the bytes of an uninterrupted one. The source is only read. The target's settings are the
-source's plus `store_format` (and `store_pca` for pca), so its fingerprint differs from the source's
-and from every other format's; its shards and manifest record the source's fingerprint (`lineage`).
+Source shard i becomes target shard i (same videos, rows, failures and aliases; tokens re-stored by
+`vjfer.store`), written as `.partial`, fsynced and renamed like extraction's, so an interrupted run
+resumes to the bytes of an uninterrupted one; the source is only read. The target's settings add
+`store_format` (and `store_pca`), so its fingerprint is its own; it records the source's
+(`lineage`).
 
-**PCA without a test-fold leak.** `pca:K` projects on the top-K principal directions of training
-tokens. With 5-fold cross-validation every video is some fold's test video, so no one basis is
-fitted on training tokens only for all folds. A pca cache therefore belongs to one test fold
-(`--pca-fold K`): its basis is fitted on clips of the videos of the *other* folds only, it records
-that fold (`settings.store_pca.test_fold`), and `vjfer probe` refuses to test any other fold on it.
-Five folds take five conversions (each a few % of the source's size at K = 32). The inner
-validation fold used for head selection is among the fitting folds; it sees no label through PCA.
-
-**Cost.** `store_cost.json` beside the shards (and `vjfer cache compare A B`): the size ratio, and,
-on a seeded sample of clips, the relative L2 error and per-token cosine similarity (mean, 1st
-percentile) of the converted tokens mapped back to the source's token space (pooled tokens repeated
-over their 2×2 block, projections times the basis plus the mean). With `--run DIR` (a probe run on
-the source), each fold's probe scores the sample both ways: clip-level argmax agreement and the
-largest |Δ softmax|. (The probe's attention over a repeated 2×2 block equals its attention over the
-pooled token, so this is the pooled cache's own prediction.)
+A `pca:K` cache belongs to one test fold (`--pca-fold K`): its basis is fitted on the other folds'
+clips only, so no test video leaks into it, and `vjfer probe` refuses any other fold on it.
+`store_cost.json` (and `vjfer cache compare A B`) holds the size ratio and, on a seeded sample of
+clips mapped back to the source's token space, the relative L2 error and per-token cosine; with
+`--run DIR`, each fold's probe's clip-level agreement and largest |Δ softmax| (docs/stage2.md,
+"Compact caches").
 """
 
 from __future__ import annotations

@@ -1,22 +1,14 @@
 """Cross-dataset evaluation: each fold's probe, trained on one dataset, predicts the other dataset.
 
-Classes are matched by name (as `labels.cross_dataset_map` does; a list file's are its own). RAVDESS
-has two classes CREMA-D lacks, calm and surprised; docs/design.md ("Evaluation and metrics") handles
-them on the side where they occur:
+Classes are matched by name (a list file's are its own). RAVDESS's calm and surprised, which CREMA-D
+lacks, are handled on the side where they occur (docs/design.md, "Evaluation and metrics"): `drop`
+drops the videos predicted (RAVDESS -> CREMA-D) or labelled (CREMA-D -> RAVDESS) calm or surprised;
+`merge` counts calm as neutral and drops surprised, as the reference's calm-class scripts do on
+confusion matrices. Metrics run over the shared classes in the target's order, for PBV and MV
+separately; every video is counted (kept + dropped = total, with the reasons for dropping).
 
-- RAVDESS -> CREMA-D (prediction side): `drop` drops videos *predicted* calm or surprised;
-  `merge` counts calm predictions as neutral and drops videos predicted surprised.
-- CREMA-D -> RAVDESS (label side): `drop` drops videos *labelled* calm or surprised;
-  `merge` counts calm labels as neutral and drops videos labelled surprised.
-
-The reference does the same on confusion matrices (lennarteingunia/vjepa-for-fer, scripts/
-`ravdess_to_crema_calm_class_handling.py` and `crema_to_ravdess_calm_class_handling.py`). Metrics
-then run over the classes both datasets share, in the target's order (`ClassHandling.names`), for
-PBV and MV separately: prediction-side drops depend on the voting rule. Every video is counted:
-kept + dropped = total, per probe and voting rule; the reasons for dropping are counted too.
-
-The pure part (`class_handling`, `apply_handling`, `handle_confusion`, `score_handled`) takes label
-and prediction arrays or confusion matrices; `cross_evaluate` does the I/O around it.
+The pure part (`class_handling`, `apply_handling`, `score_handled`) takes label and prediction
+arrays; `cross_evaluate` does the I/O around it.
 """
 
 from __future__ import annotations
@@ -159,22 +151,6 @@ def apply_handling(truth: np.ndarray, pred: np.ndarray, handling: ClassHandling)
     reasons = Counter(f"labelled {dst[i]}" for i in truth[t < 0])
     reasons.update(f"predicted {src[i]}" for i in pred[(t >= 0) & (p < 0)])
     return Handled(t[kept], p[kept], kept, dict(sorted(reasons.items())))
-
-
-def handle_confusion(matrix: np.ndarray, handling: ClassHandling) -> tuple[np.ndarray, int]:
-    """A cross confusion matrix [C_target, C_source] (rows = target labels, columns = source
-    predictions) -> (evaluation confusion [E, E], videos dropped)."""
-    m = np.asarray(matrix, dtype=np.int64)
-    expect = (len(handling.label_map), len(handling.pred_map))
-    if m.shape != expect:
-        raise ValueError(f"confusion must be [C_target, C_source] = {expect}; got {m.shape}")
-    E = len(handling.names)
-    out = np.zeros((E, E), dtype=np.int64)
-    for i, ei in enumerate(handling.label_map):
-        for j, ej in enumerate(handling.pred_map):
-            if ei >= 0 and ej >= 0:
-                out[ei, ej] += m[i, j]
-    return out, int(m.sum() - out.sum())
 
 
 def score_handled(handled: Handled, handling: ClassHandling) -> dict:

@@ -87,10 +87,7 @@ def decode_video(
 
 
 def decode_native(
-    path: str | Path,
-    indices: np.ndarray,
-    crop: CropBox | None = None,
-    timeout: float | None = None,
+    path: str | Path, indices: np.ndarray, crop: CropBox | None = None, timeout: float | None = None
 ) -> np.ndarray:
     """The frames at `indices` (sorted, unique) as displayed, at their native size (cut to `crop`
     when given): uint8 [len(indices), H, W, 3].

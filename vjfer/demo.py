@@ -1,11 +1,9 @@
 """The embedded default: the whole pipeline on generated data with the tiny encoder, on the CPU.
 
-`vjfer demo` (and `make demo`) generates a small RAVDESS-like and CREMA-D-like dataset with the real
-file names and codecs (`vjfer.synthetic`), extracts both with the seeded random `tiny` encoder,
-trains and evaluates attentive probes on all five subject-independent folds, runs both
-cross-dataset directions with both calm handlings, writes the report, and predicts one video file.
-Every step is the library call the real pipeline uses; only the data and the encoder are small.
-The encoder is random, so what the probes learn comes from the generated faces' class signal.
+`vjfer demo` generates small RAVDESS- and CREMA-D-like datasets (`vjfer.synthetic`), extracts them
+with the seeded random `tiny` encoder, probes all five folds, runs both cross-dataset directions,
+writes the report and predicts one video: every step the library call the real pipeline uses. The
+encoder is random, so what the probes learn comes from the generated faces' class signal.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """Face crops for `vjfer extract --face-crop haar|boxes:FILE|none`: one square box per video.
 
-The paper feeds whole frames (`none`, the default). Its Table III peers (MAE-DFER, HiCMAE, SVFAP)
-feed face crops, so a same-protocol comparison needs both. A box is found once per video, not per
-frame, so the crop does not jitter: `haar` runs OpenCV's bundled frontal-face Haar cascade on every
-`sample_every`-th frame (on a copy scaled to `detect_height` rows, for speed), keeps the largest
-face of each sampled frame, and takes the median box; `boxes:FILE` reads a CSV `video_id,x,y,w,h`
-from any detector. Either box is made square (its longer side), enlarged by `margin` on every side
-and clamped to the frame; the frames are then cropped to it before the usual resize and crop to R
-(`vjfer.prepare.view_geometry`). Coordinates are pixels of the frame as displayed (after rotation).
-
-A video without a face (too few sampled frames with one, or no row in the CSV) is a failure with
-that reason, or with `fallback="full"` uses the whole frame (status "fallback" in the cache).
+The paper feeds whole frames (`none`, the default); its Table III peers feed face crops. One box per
+video, not per frame, so the crop does not jitter: `haar` runs OpenCV's frontal-face cascade on
+every `sample_every`-th frame (scaled to `detect_height` rows) and takes the median of each frame's
+largest face; `boxes:FILE` reads a CSV `video_id,x,y,w,h`. The box is made square, enlarged by
+`margin`, clamped to the frame (displayed pixels, after rotation) and cut before the usual views. A
+video without a face fails with that reason, or with `fallback="full"` keeps the whole frame.
 """
 
 from __future__ import annotations

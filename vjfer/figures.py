@@ -132,6 +132,66 @@ def pca_figure(
     return _save(fig, path)
 
 
+def _timeline_panel(ax, panel: TimelinePanel, names: list[str], colours: list[str], t_max: float):
+    """One video's panel of `timeline_axes`."""
+    t, probs = np.asarray(panel.seconds, float), np.asarray(panel.probs, float)
+    if probs.shape != (len(t), len(names)):
+        raise ValueError(f"{panel.title!r}: probs {probs.shape}, expected ({len(t)}, {len(names)})")
+    for k, name in enumerate(names):
+        bold = k == panel.pbv
+        ax.plot(
+            t,
+            probs[:, k],
+            color=colours[k],
+            lw=2.6 if bold else 1.1,
+            marker="o",
+            ms=3.5 if bold else 2.2,
+            alpha=1.0 if bold else 0.75,
+            label=name,
+            zorder=3 if bold else 2,
+        )
+    ax.scatter(
+        t,
+        np.full(len(t), 1.07),
+        c=[colours[k] for k in probs.argmax(axis=1)],
+        marker="s",
+        s=14,
+        clip_on=False,
+        zorder=4,
+    )
+    ax.text(
+        0.0,
+        1.07,
+        "clip votes ",
+        transform=ax.get_yaxis_transform(),
+        ha="right",
+        va="center",
+        fontsize=7,
+        color="0.35",
+    )
+    marks = ["PBV", "MV"] if panel.pbv != panel.mv else ["PBV = MV"]
+    for mark, k in zip(marks, [panel.pbv, panel.mv], strict=False):
+        ax.annotate(
+            f" {mark}: {names[k]}",
+            (t[-1], probs[-1, k]),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            color=colours[k],
+            fontweight="bold",
+            annotation_clip=False,
+        )
+    # One time scale for every panel, from the video's start, with room for the labels.
+    ax.set_xlim(0.0, 1.35 * t_max + 0.1)
+    ax.set_ylim(0.0, 1.12)
+    ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_xlabel("time in the video (s, clip centre)")
+    ax.set_ylabel("probability")
+    ax.set_title(panel.title, fontsize=9, loc="left")
+    ax.grid(alpha=0.3)
+
+
 def timeline_axes(
     panels: Sequence[TimelinePanel], class_names: Sequence[str], title: str | None = None
 ) -> Figure:
@@ -151,64 +211,7 @@ def timeline_axes(
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     t_max = max(float(np.max(p.seconds)) for p in panels)
     for ax, panel in zip(axes, panels, strict=False):
-        t, probs = np.asarray(panel.seconds, float), np.asarray(panel.probs, float)
-        if probs.shape != (len(t), len(names)):
-            raise ValueError(
-                f"{panel.title!r}: probs {probs.shape}, expected ({len(t)}, {len(names)})"
-            )
-        for k, name in enumerate(names):
-            bold = k == panel.pbv
-            ax.plot(
-                t,
-                probs[:, k],
-                color=colours[k],
-                lw=2.6 if bold else 1.1,
-                marker="o",
-                ms=3.5 if bold else 2.2,
-                alpha=1.0 if bold else 0.75,
-                label=name,
-                zorder=3 if bold else 2,
-            )
-        ax.scatter(
-            t,
-            np.full(len(t), 1.07),
-            c=[colours[k] for k in probs.argmax(axis=1)],
-            marker="s",
-            s=14,
-            clip_on=False,
-            zorder=4,
-        )
-        ax.text(
-            0.0,
-            1.07,
-            "clip votes ",
-            transform=ax.get_yaxis_transform(),
-            ha="right",
-            va="center",
-            fontsize=7,
-            color="0.35",
-        )
-        marks = ["PBV", "MV"] if panel.pbv != panel.mv else ["PBV = MV"]
-        for mark, k in zip(marks, [panel.pbv, panel.mv], strict=False):
-            ax.annotate(
-                f" {mark}: {names[k]}",
-                (t[-1], probs[-1, k]),
-                xytext=(6, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=8,
-                color=colours[k],
-                fontweight="bold",
-                annotation_clip=False,
-            )
-        # One time scale for every panel, from the video's start, with room for the labels.
-        ax.set_xlim(0.0, 1.35 * t_max + 0.1)
-        ax.set_ylim(0.0, 1.12)
-        ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
-        ax.set_xlabel("time in the video (s, clip centre)")
-        ax.set_ylabel("probability")
-        ax.set_title(panel.title, fontsize=9, loc="left")
-        ax.grid(alpha=0.3)
+        _timeline_panel(ax, panel, names, colours, t_max)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     # Legend from plain proxies: the panels' own lines are bold for their PBV class.

@@ -1,13 +1,12 @@
 """Folders of frames (DFEW, FERV39k, MAFW releases; list files) as videos: the frame files in
-natural order (`1.jpg, 2.jpg, 10.jpg`), decoded with PIL into RGB arrays and prepared by the same
-`vjfer.prepare.Preparer` as a decoded video (resize rule, views, face crop), so clip plans, roles
-and augmentation see no difference.
+natural order (`1.jpg, 2.jpg, 10.jpg`), decoded with PIL and prepared by the same
+`vjfer.prepare.Preparer` as a decoded video, so clip plans, roles and augmentation see no
+difference.
 
-Failure rules as for video files: an unreadable frame file is lost (counted, named in the log), a
-gap in the numbering (`1, 2, 4`) counts as lost frames, and `--max-lost-frames` applies to both.
-The releases record no frame rate: a folder is declared `FOLDER_FPS` (only timelines use it).
-A folder's identity (for resume) hashes its files' names, sizes and bytes in frame order (sha256
-and xxh3-128), so a frame rewritten at the same size is seen.
+An unreadable frame file or a gap in the numbering counts as lost frames (`--max-lost-frames`
+applies). A folder is declared `FOLDER_FPS` (the releases record none; only timelines use it). Its
+identity hashes its files' names, sizes and bytes in frame order, so a frame rewritten at the same
+size is seen.
 """
 
 from __future__ import annotations

@@ -129,13 +129,3 @@ def class_index(dataset: str, name: str) -> int:
 
 def class_name(dataset: str, index: int) -> str:
     return class_names(dataset)[index]
-
-
-def cross_dataset_map(source: str, target: str) -> dict[int, int]:
-    """Source class index -> target class index, for the classes the two datasets share by name.
-
-    Classes of `source` absent from `target` (RAVDESS calm and surprised, for target CREMA-D) are
-    absent from the map; the cross-dataset evaluation decides whether to drop or merge them.
-    """
-    src, dst = class_names(source), class_names(target)
-    return {i: dst.index(name) for i, name in enumerate(src) if name in dst}

@@ -1,16 +1,10 @@
 """Classification metrics for expression recognition, and their aggregation over folds.
 
-UAR (unweighted average recall: the mean of per-class recalls, i.e. balanced accuracy) and WAR
-(weighted average recall: accuracy) are the field's standard figures. The reference's metrics script
-divides true positives by true plus false positives, so the "UAR" in the paper's tables is macro
-precision; it is reported here under its own name, `macro_precision`, so runs can be compared with
-the paper. Labels and predictions are class indices; confusion matrices have rows = truth.
-
-Which classes a macro average runs over (the classes present; a cross-dataset run can lack some):
-- `uar`, `per_class_recall`: classes that occur in `y_true` (recall of an absent class is
-  undefined).
-- `macro_precision`, `macro_f1`: classes that occur in `y_true` or `y_pred` (sklearn's default); a
-  class never predicted has precision 0.
+UAR (mean per-class recall) and WAR (accuracy) are the field's standard figures. The reference's
+script divides TP by TP + FP, so the paper's "UAR" is macro precision, reported here under its own
+name (`macro_precision`). Labels and predictions are class indices; confusion rows = truth. `uar`
+averages over the classes in `y_true`; `macro_precision` and `macro_f1` over those in `y_true` or
+`y_pred` (sklearn's default; a class never predicted has precision 0).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Emotion of any video file with a trained probe run: decode, plan clips, encode, probe, vote.
 
-A probe run is self-describing (each `fold-K/probe.pt` stores the settings of the cache it was
-trained on), so prediction rebuilds exactly that pipeline: the same encoder (and checkpoint,
-verified by its sha256), resolution, views, clip plan and hop, and the float16 rounding the cache
-applied to tokens. The probabilities of several fold probes are averaged per clip; the video's
-emotion is the probability-based vote (PBV) over its clips, with the majority vote (MV) beside it.
+Each `fold-K/probe.pt` stores the settings of the cache it was trained on, so prediction rebuilds
+that pipeline exactly (encoder and checkpoint, verified by sha256; resolution, views, clip plan,
+hop; the cache's token rounding). Fold probes' probabilities are averaged per clip; the emotion is
+the PBV over the video's clips, with the MV beside it.
 """
 
 from __future__ import annotations

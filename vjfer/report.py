@@ -2,14 +2,9 @@
 
 Eing et al. (2026, arXiv:2601.09524) report Table II (within-dataset UAR / WAR per voting rule),
 Table III (beside published peers), Table IV (cross-dataset) and Figure 5 (2-D PCA of test-fold
-video embeddings: mean-pooled encoder tokens vs the attentive probe's pooled output). This module
-computes each table as a `Table` (a DataFrame plus caption and notes) from run directories, and
-renders it by format name (`vjfer.tables`), so computing a table is separate from writing it.
-
-The paper's "UAR" is macro precision (its metrics script divides TP by TP + FP; docs/design.md,
-"Evaluation and metrics"), so the paper's numbers sit beside ours in columns that say so.
-
-The PNGs themselves are drawn by `vjfer.figures`.
+video embeddings). Each table is computed as a `Table` (a DataFrame plus caption and notes) from run
+directories and rendered by `vjfer.tables`; `vjfer.figures` draws the PNGs. The paper's "UAR" is
+macro precision, so its numbers sit beside ours in columns that say so (docs/report.md).
 """
 
 from __future__ import annotations

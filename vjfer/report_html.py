@@ -1,10 +1,9 @@
 """report.html: the whole report as one self-contained page, to open, mail or attach.
 
-Everything is inside the file: figures are embedded as base64 PNG data URIs, styles are inline, and
-there is no script, font or stylesheet to fetch, so the page reads the same offline. Tables are
-real `<table>` elements (they paste into a spreadsheet), rendered by `vjfer.tables.render_html`
-from the same `Table`s as the CSV files, with each number's exact CSV value in a `data-value`
-attribute. `vjfer.report.build_report` decides the content; this module only lays it out.
+Figures are base64 PNG data URIs and styles inline, with no script, font or stylesheet to fetch, so
+the page reads the same offline. Tables are real `<table>`s (`vjfer.tables.render_html`), each
+number's exact CSV value in a `data-value` attribute. `vjfer.report.build_report` decides the
+content; this module only lays it out.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """What a probe run's JSON files hold, defined once: `metrics.json` per fold, `summary.json` per
 run.
 
-`vjfer.probe.run` writes these files; `report`, `run_details`, `compare`, `demo` and `cross` read
-them. The TypedDicts below are the schema (mypy checks the writers and readers against it), and
-the small accessors are how a reader gets a number, so no module digs through nested dicts by
-hand. Fractions throughout (0.764, not 76.4); the tables turn them into percent.
+`vjfer.probe.run` writes them; `report`, `run_details`, `compare`, `demo` and `cross` read them. The
+TypedDicts are the schema (mypy checks writers and readers against it) and the accessors how a
+reader gets a number. Fractions throughout (0.764, not 76.4); the tables turn them into percent.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """The report's detail tables about probe runs: settings, per-fold results, per-class recall, and
-the videos a cache could not use.
-
-Each function reads what a probe run wrote (`config.json`, `summary.json`, `fold-K/metrics.json`;
-see `vjfer.probe.run`) or a cache's manifest, and returns a DataFrame (metrics in percent, as in
-the paper's tables). `vjfer.report` gives them titles and notes and writes them as CSV, Markdown
-and HTML, like Tables II-IV.
+the videos a cache could not use: DataFrames (metrics in percent) read from what a probe run or a
+cache wrote, which `vjfer.report` titles and writes like Tables II-IV.
 """
 
 from __future__ import annotations

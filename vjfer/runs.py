@@ -1,10 +1,8 @@
 """Finding what the stages wrote: the one cache that fits, a probe run and its fold probes.
 
-Every command that reads earlier outputs selects them here, with one rule each and an error that
-lists what was found: `one_cache` (the cache `vjfer probe` trains from), `training_cache` (the
-cache a probe was trained from, by fingerprint), `find_target_cache` (the other dataset's cache
-made by the same encoder, for `vjfer cross`), `find_probe_run` and `find_probes` (a run's
-`fold-K/probe.pt`). The runs themselves are written by `vjfer.probe.run`.
+One rule each, and an error that lists what was found: `one_cache` (what `vjfer probe` trains from),
+`training_cache` (a probe's, by fingerprint), `find_target_cache` (the other dataset's cache by the
+same encoder, for `vjfer cross`), `find_probe_run` and `find_probes` (a run's `fold-K/probe.pt`).
 """
 
 from __future__ import annotations

@@ -1,29 +1,16 @@
 """Store formats of the token array: how a cache keeps each clip's tokens on disk, and back.
 
-A format is a chain of up to three steps, applied in this order to float16 tokens [C, V, N, D]
-whose N runs over a (t, h, w) grid:
+A format chains up to three steps, in this order, on float16 tokens [C, V, N, D] (N over a (t, h, w)
+grid): `pool2` (2×2 mean over (h, w); odd h or w refused), `pca:K` (tokens minus a mean, times a
+basis [D, K] of the training tokens' top-K directions) and a number format: `fp16`, `int8` or `fp8`
+(e4m3), both with one float16 scale per token. Stated error of a value x with stored scale s:
+int8 |x̂ − x| ≤ s/2; fp8 |x̂ − x| ≤ 2^-4·|x| + 2^-10·s (tests/test_store.py). `str()` is the
+canonical spelling (`pool2+int8`). The table, sizes and chains: docs/stage2.md, "Compact caches".
 
-- `pool2`: 2×2 average over (h, w); N shrinks 4×, the grid becomes (t, h/2, w/2). A grid with odd
-  h or w is refused (no padding or dropped row that a reader would have to know about).
-- `pca:K`: the tokens minus a mean, times a basis [D, K] (the top-K principal directions of the
-  *training* tokens; `vjfer.convert.fit_pca` says which). D becomes K. The probe's first operation
-  on a token is a LayerNorm and then linear maps (vjfer.probe.model), so a probe on projected tokens
-  is the same model family on a K-dimensional input.
-- a number format: `fp16` (2 bytes a value, today's caches), `int8` (symmetric, one scale per
-  token: q = round(x / s), s = max|x| / 127, 1 byte a value plus a float16 scale per token) or `fp8`
-  (e4m3 with the same per-token scaling to its range ±448, stored as the raw uint8 bytes). Stated
-  error of a value x of a token with stored scale s, before the float16 rounding of the decoded
-  value: int8 |x̂ − x| ≤ s/2; fp8 |x̂ − x| ≤ 2^-4·|x| + 2^-10·s (3 mantissa bits; e4m3's
-  subnormal step 2^-9 in units of s), for any |x| a float16 holds (tests/test_store.py).
-
-Formats compose: `pool2+int8`, `pool2+pca:32+fp8`; `str()` is the canonical spelling (steps in the
-order above). A clip is stored as its token chunk and, for int8/fp8, a scale chunk [V, N] float16
-(the `token_scales` dataset); its checksum covers the token bytes then the scale bytes, so the
-stage-2 reader reads both into one buffer, hashes it, and `decode_raw` turns it into float16 tokens
-on whichever device the buffer was copied to.
-
-Every function here is pure and works on CPU or GPU tensors alike, so extraction, conversion,
-prediction (which applies a run's format to a new video's tokens) and the readers share one code.
+A clip's checksum covers its token bytes then its scale bytes, so the stage-2 reader reads both into
+one buffer and `decode_raw` dequantizes on whichever device the buffer was copied to. Every function
+is pure and works on CPU or GPU tensors, so extraction, conversion, prediction and the readers share
+one code.
 """
 
 from __future__ import annotations

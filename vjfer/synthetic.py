@@ -1,16 +1,12 @@
 """Generated videos with the real RAVDESS / CREMA-D names, layouts and codecs, and a learnable
 signal.
 
-Each video shows a drawn face. Emotion sets its shape and motion (mouth width, opening, curve and
-movement rate; brow tilt and height; eye size) and the colour of hair band, cheeks and lips: large
-enough to survive a 64-px frozen random ViT and an attentive probe. The actor sets the nuisance a
-probe must generalise across: skin tone, background, face position and size, head bob, pixel noise.
-
-Files match the real releases: RAVDESS `Actor_XX/MM-VV-EE-II-SS-RR-AA.mp4`, H.264 (libx264,
-yuv420p, B-frames) at 29.97 fps; modality 01 is the 02 video plus an AAC track, as in the real
-recordings; song (VV 02) and audio-only (`03-...wav`) files are the distractors. CREMA-D
-`VideoFlash/AAAA_SSS_EEE_LL.flv`, Sorenson FLV1 at 30 fps. Same seed, same bytes (for one
-PyAV/FFmpeg build). `make_ravdess_names` writes the complete real RAVDESS name set as tiny files.
+Each video shows a drawn face whose shape, motion and colours follow the emotion, strongly enough to
+survive a 64-px frozen random ViT; the actor sets the nuisance a probe must generalise across (skin,
+background, face position and size, head bob, noise). Files match the releases: RAVDESS
+`Actor_XX/MM-VV-EE-II-SS-RR-AA.mp4` (H.264 at 29.97 fps, modality 01 with an AAC track, song and
+audio-only distractors) and CREMA-D `VideoFlash/AAAA_SSS_EEE_LL.flv` (Sorenson FLV1 at 30 fps).
+Same seed, same bytes (for one PyAV/FFmpeg build).
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ from typing import BinaryIO, Literal
 import av
 import numpy as np
 
-from vjfer.datasets import CREMA_D_SENTENCES
 from vjfer.errors import ConfigError
 from vjfer.labels import CLASSES, CREMA_D_CODES
 
@@ -46,7 +41,6 @@ _BITEXACT = {"fflags": "+bitexact"}  # no version strings in the file: same inpu
 RAVDESS_SONG_EMOTIONS = tuple(range(1, 7))  # song: neutral, calm, happy, sad, angry, fearful
 RAVDESS_NO_SONG_ACTORS = (18,)  # actor 18 recorded no song
 CREMA_D_EMOTIONS = tuple(CREMA_D_CODES)
-CREMA_D_EMPTY = ("1064_TIE_SAD_XX",)  # 0 bytes in the original release
 # Demo: two actors per fold (splits/*.csv), so every fold has test actors.
 DEMO_RAVDESS_ACTORS = (2, 5, 3, 6, 10, 11, 8, 17, 1, 4)
 DEMO_CREMA_D_ACTORS = (1002, 1003, 1004, 1011, 1005, 1006, 1007, 1009, 1001, 1018)
@@ -460,58 +454,6 @@ def make_crema_d(
 
 
 # ---- complete name sets and the demo ----------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def one_frame_video(fmt: Literal["mp4", "flv"]) -> bytes:
-    """A valid one-frame 16x16 video, copied into every file of a name set."""
-    buffer = io.BytesIO()
-    write_video(buffer, np.full((1, 16, 16, 3), 128, np.uint8), Fraction(30), fmt)
-    return buffer.getvalue()
-
-
-def make_ravdess_names(root: str | Path) -> list[Path]:
-    """Write the complete real RAVDESS file set under `root/Actor_XX/` as tiny files; return them.
-
-    7356 files: speech (60 trials per actor) and song (44 per actor, none for actor 18), each as
-    01 and 02 one-frame .mp4 and 03 .wav. The default index keeps the 2880 speech videos:
-    24 actors, 192 neutral and 384 per other class.
-    """
-    root = Path(root)
-    video = one_frame_video("mp4")
-    buffer = io.BytesIO()
-    write_wav(buffer, np.zeros(16, np.float32))
-    audio = buffer.getvalue()
-    everything = ravdess_trials(range(1, 25), range(1, 9), (1, 2), (1, 2), (1, 2), (1, 2))
-    written = []
-    for vv, ee, ii, ss, rr, aa in everything:
-        folder = root / f"Actor_{aa:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for mm, suffix, data in ((1, ".mp4", video), (2, ".mp4", video), (3, ".wav", audio)):
-            written.append(folder / (ravdess_name(mm, vv, ee, ii, ss, rr, aa) + suffix))
-            written[-1].write_bytes(data)
-    return sorted(written)
-
-
-def make_crema_d_names(
-    root: str | Path,
-    actors: Iterable[int] = range(1001, 1092),
-    empty: Sequence[str] = CREMA_D_EMPTY,
-) -> list[Path]:
-    """Write CREMA-D names for `actors` (82 per actor) under `root/VideoFlash/` as tiny FLV files.
-
-    The full design gives 91 x 82 = 7462 names; the real release lacks 20 of them (7442 files).
-    Names in `empty` are written as 0-byte files, as 1064_TIE_SAD_XX is in the release.
-    """
-    folder = Path(root) / "VideoFlash"
-    folder.mkdir(parents=True, exist_ok=True)
-    video = one_frame_video("flv")
-    written = []
-    for trial in crema_d_trials(actors, CREMA_D_EMOTIONS, CREMA_D_SENTENCES):
-        name = crema_d_name(*trial)
-        written.append(folder / (name + ".flv"))
-        written[-1].write_bytes(b"" if name in empty else video)
-    return sorted(written)
 
 
 def demo_datasets(root: str | Path, seed: int = 0) -> dict[str, Path]:

@@ -1,12 +1,8 @@
 """Generated DFEW-, FERV39k- and MAFW-like trees in the releases' layouts: folders of real JPG/PNG
 face frames (the drawn faces of `vjfer.synthetic`) and split files in the releases' formats, so
-tests and the demo run the real adapters. Each tree also holds the items an adapter must name:
-a split row without frames, a frame folder no split lists, an empty folder, an unknown label.
-
-Layouts (docs/design.md, README "More datasets"): DFEW `Clip/clip_224x224/<05d>/<05d>_<05d>.jpg`
-with `EmoLabel_DataSplit/{train,test}(single-labeled)/set_k.csv`; FERV39k
-`2_ClipsforFaceCrop/<Scene>/<Emotion>/<NNNN>/` with `4_setups/All_scenes/{train,test}_All.csv`;
-MAFW `data/faces/<05d>/*.png` with `split/single/no_caption/set_k/{train,test}.txt`.
+tests and the demo run the real adapters. Each tree also holds the items an adapter must name: a
+split row without frames, a frame folder no split lists, an empty folder, an unknown label. The
+layouts are each adapter's (`vjfer.datasets.dfew`, `ferv39k`, `mafw`; docs/datasets.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Tables as values and their renderings: Markdown, CSV and HTML, one function per format.
 
-A `Table` holds a DataFrame of values (metrics in percent, a column `X std` beside the column `X`
-it belongs to) and its caption. Computing a table (`vjfer.report`, `vjfer.cross`, `vjfer.compare`,
-`vjfer.run_details`) is kept apart from rendering it here, so every module that produces a table
-can render it without importing the report.
+A `Table` holds a DataFrame of values (metrics in percent, a column `X std` beside its `X`) and its
+caption. Computing a table (`report`, `cross`, `compare`, `run_details`) is kept apart from
+rendering it here, so every module that produces a table can render it without the report.
 """
 
 from __future__ import annotations

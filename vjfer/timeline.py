@@ -1,13 +1,9 @@
 """Emotion timelines: each clip's class probabilities against time, with the video's decision.
 
-A timeline is what `vjfer predict --plot` draws for any video file and what the report shows for a
-few test videos per dataset. Time is the clip's centre in seconds: halfway between its first and
-last frame index (docs/design.md, "Clips and views": 16 frames over 61), divided by the video's
-frame rate. The video's decision is the PBV (argmax of summed clip probabilities) with the MV
-(majority of clip argmaxes) beside it, as in `vjfer.probe.evaluate`.
-
-This module only reads predictions (the files a probe run writes, or a `vjfer.predict.Prediction`)
-and chooses videos; `vjfer.figures.timeline_figure` draws the panels.
+What `vjfer predict --plot` draws for any video file and the report for a few test videos per
+dataset. Time is the clip's centre (halfway between its first and last frame) over the frame rate;
+the decision is the PBV with the MV beside it. This module reads predictions and chooses videos;
+`vjfer.figures.timeline_figure` draws the panels.
 """
 
 from __future__ import annotations

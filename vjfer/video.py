@@ -217,19 +217,6 @@ def _lost_frames(path: Path, stats: _DecodeStats, indexed: int, n_frames: int) -
     return lost
 
 
-def count_decoded_frames(path: str | Path) -> int:
-    """Frames of a video file that decode cleanly, counted by decoding, without converting them.
-
-    Raises VideoError as `decode_file` does, and logs lost frames the same way.
-    """
-    path, stats = Path(path), _DecodeStats()
-    data, _ = read_source(path)
-    with _video_stream(path, data) as (container, stream):
-        count = sum(1 for _ in _clean_frames(path, container, stream, stats))
-        _lost_frames(path, stats, stream.frames, count)
-    return count
-
-
 def _turns(frame: av.VideoFrame) -> int:
     """Quarter turns counter-clockwise of the frame's display matrix (warns when not a multiple)."""
     rotation = frame.rotation  # degrees counter-clockwise, from the display matrix
@@ -299,10 +286,7 @@ def decode_file(
 
 
 def decode_file_native(
-    path: str | Path,
-    indices: np.ndarray,
-    crop: CropBox | None = None,
-    timeout: float | None = None,
+    path: str | Path, indices: np.ndarray, crop: CropBox | None = None, timeout: float | None = None
 ) -> np.ndarray:
     """The frames at `indices` (sorted, unique) of a video file: `vjfer.decode.decode_native`."""
     path = Path(path)

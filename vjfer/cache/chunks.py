@@ -1,15 +1,11 @@
 """The one clip reader: where each clip's stored bytes sit in a shard file, and reading them.
 
-A shard stores every clip as one uncompressed HDF5 chunk of `tokens` (and, for int8 / fp8, one
-chunk of float16 per-token `token_scales`). `shard_chunks` looks up each chunk's byte offset once
-(checking it is unfiltered and of the store format's size) together with the stored checksums;
-`read_clip` then reads one clip's token bytes and, right behind them, its scale bytes with one or
-two `os.preadv` into the caller's buffer, and checks them against the stored checksum. The hashed
-bytes are defined once, here: a clip's token chunk followed by its scale chunk, exactly as
-`format.stored_checksum` hashes them when the shard is written.
-
-Every reader of clip bytes goes through `read_clip`: `Cache.tokens` / `Cache.raw_tokens`, the
-stage-2 reader (`vjfer.probe.reader.ClipReader`) and `verify_cache`.
+`shard_chunks` looks up each clip's `tokens` chunk (and, for int8 / fp8, its `token_scales` chunk)
+byte offset once, checking it is unfiltered and of the store format's size, with the stored
+checksums; `read_clip` reads a clip's token bytes and then its scale bytes with one or two
+`os.preadv` into the caller's buffer and checks them against the checksum, hashed exactly as
+`format.stored_checksum` hashes them when the shard is written. Every reader of clip bytes
+(`Cache.tokens` / `Cache.raw_tokens`, `vjfer.probe.reader.ClipReader`, `verify_cache`) goes here.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """The cache format: constants, per-video records, fingerprint, names, shard assignment,
-checksums, and the check that a shard or manifest is of this format (docs/design.md, "The cache").
-
-Pure helpers, and `read_shard_header`, the one reader of a shard's attributes and per-video table,
-used by the writer (to rebuild the manifest), the reader and the checks.
+checksums, and the check that a shard or manifest is of this format (docs/design.md, "The cache");
+`read_shard_header` is the one reader of a shard's attributes and per-video table.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -194,12 +193,6 @@ class Cache:
         f = self._shard(self.manifest["shards"][0]["name"])
         return f[PCA_BASIS][()], f[PCA_MEAN][()]
 
-    def clip_checksums(self, video_id: str) -> np.ndarray:
-        """uint64 [C]: the stored xxh3-64 of each clip's bytes; compare
-        `clip_checksum(tokens[c])`."""
-        shard, first, n = self._locate(video_id)
-        return self._shard(shard)["clip_checksum"][first : first + n]
-
     def verify_sample(self, clips: int = 64, seed: int = 0) -> int:
         """Check the checksums of `clips` clips drawn at random (all when fewer): the cheap check
         for a reader that opened the cache with verify=False. Returns the number checked."""
@@ -278,13 +271,6 @@ class Cache:
         if "clip_role" not in f:
             return np.zeros(n, dtype=np.uint8)
         return f["clip_role"][first : first + n]
-
-    def iter_clips(self) -> Iterator[tuple[str, int, np.ndarray]]:
-        """(video_id, clip index within the video, tokens [V, N, D]) for every clip, video by
-        video."""
-        for video_id in self.videos["video_id"]:
-            for c, tok in enumerate(self.tokens(video_id)):
-                yield video_id, c, tok
 
     def check(self, **expected) -> None:
         """Raise CacheError naming the first field whose cached value differs from `expected`.

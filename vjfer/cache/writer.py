@@ -1,9 +1,6 @@
 """Writing a cache: one shard at a time (`ShardWriter`), its header, atomic writes, the manifest
-built from the shards, and `build_cache` (a whole cache from in-memory entries).
-
-A shard is written as `shard-NNNNN.h5.partial`, fsynced and renamed: a file named `shard-NNNNN.h5`
-is complete. Writes are deterministic (no timestamps, fixed order), so an interrupted-then-resumed
-shard has the same bytes as one written in a single go.
+built from the shards, and `build_cache` (a whole cache from in-memory entries). Shards are written
+as `.partial`, fsynced and renamed, and deterministically (no timestamps, fixed order).
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """The `vjfer` command line. Thin: each command parses its options into a config or request and
-calls one library function.
-
-`group` holds the command group and the helpers commands share; each other module holds one
-command (or one family: `cache`, `report`+`compare`, `index`+`encoders`). Commands import their
-library modules when they run; the option lists of `extract` and `probe` read their defaults from
-`ExtractConfig` and `TrainConfig`, so each default lives in one place.
+calls one library function. `group` holds the command group and the helpers commands share; each
+other module holds one command (or one family: `cache`, `report`+`compare`, `index`+`encoders`),
+importing its library modules when it runs.
 """
 
 from vjfer.cli import cache, cross, datasets, demo, extract, predict, probe, report  # noqa: F401  (registers the commands)

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import click
 
-from vjfer.cli.group import (
-    Group,
-    caches_at,
-    cli,
-    echo_lines,
-)
+from vjfer.cli.group import Group, caches_at, cli, config_option, echo_lines
+from vjfer.convert import ConvertConfig
+
+convert_option = config_option(ConvertConfig)
 
 
 @cli.group(cls=Group)
@@ -56,13 +54,6 @@ def cache_verify_cmd(path: Path, root: Path | None) -> None:
     sys.exit(1 if bad else 0)
 
 
-def convert_default(name: str):
-    """A `ConvertConfig` default, read when the options are declared (one place per default)."""
-    from vjfer.convert import ConvertConfig
-
-    return ConvertConfig.__dataclass_fields__[name].default
-
-
 @cache.command("convert")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -77,19 +68,9 @@ def convert_default(name: str):
     help="Target cache directory; default: beside SOURCE, named by its fingerprint.",
 )
 @click.option("--pca-fold", type=int, help="pca: the test fold; the basis is fitted on the others.")
-@click.option(
-    "--pca-clips",
-    type=int,
-    default=convert_default("pca_clips"),
-    show_default=True,
-    help="pca: training clips the basis is fitted on.",
-)
-@click.option(
-    "--cost-clips",
-    type=int,
-    default=convert_default("cost_clips"),
-    show_default=True,
-    help="Clips the token error (and probe agreement) is measured on.",
+@convert_option("--pca-clips", type=int, help="pca: training clips the basis is fitted on.")
+@convert_option(
+    "--cost-clips", type=int, help="Clips the token error (and probe agreement) is measured on."
 )
 @click.option(
     "--run",
@@ -107,13 +88,7 @@ def cache_convert_cmd(source: Path, **options) -> None:
 @cache.command("compare")
 @click.argument("a", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("b", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--clips",
-    type=int,
-    default=convert_default("cost_clips"),
-    show_default=True,
-    help="Clips compared.",
-)
+@convert_option("--clips", field="cost_clips", type=int, help="Clips compared.")
 @click.option(
     "--run",
     type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -6,12 +6,7 @@ from pathlib import Path
 
 import click
 
-from vjfer.cli.group import (
-    DATASET,
-    cli,
-    device_option,
-    echo_lines,
-)
+from vjfer.cli.group import DATASET, cli, device, echo_lines
 
 
 @cli.command()
@@ -47,13 +42,7 @@ from vjfer.cli.group import (
     show_default=True,
     help="Cache of the test dataset, or a folder holding it.",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    callback=device_option,
-    help="auto, cpu, cuda or cuda:N.",
-)
+@device()
 def cross(
     source: str,
     target: str,

@@ -6,29 +6,18 @@ from pathlib import Path
 
 import click
 
-from vjfer.cli.group import (
-    INDEXABLE,
-    SPLITS_HELP,
-    cli,
-    dataset_root,
-    echo_lines,
-)
+from vjfer.cli.group import DATASET, LIST_OPTION, SPLITS_HELP, cli, dataset_root, echo_lines
 
 
 @cli.command()
-@click.option("--dataset", type=INDEXABLE, required=True, help="Which dataset's layout to read.")
+@click.option("--dataset", type=DATASET, required=True, help="Which dataset's layout to read.")
 @click.option(
     "--root",
     type=click.Path(path_type=Path),
     help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / VJFER_DFEW / ...).",
 )
 @click.option("--splits", help=SPLITS_HELP)
-@click.option(
-    "--list",
-    "list_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.",
-)
+@LIST_OPTION
 @click.option(
     "--json",
     "json_path",
@@ -71,9 +60,9 @@ def index(
     duplicates: bool,
 ) -> None:
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
-    from vjfer.datasets import (
+    from vjfer.datasets import scan_dataset
+    from vjfer.datasets.summary import (
         format_index_summary,
-        scan_dataset,
         summarize,
         write_excluded_csv,
         write_index_json,

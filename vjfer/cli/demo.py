@@ -6,10 +6,7 @@ from pathlib import Path
 
 import click
 
-from vjfer.cli.group import (
-    cli,
-    echo_lines,
-)
+from vjfer.cli.group import cli, echo_lines
 
 
 @cli.command()

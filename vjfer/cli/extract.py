@@ -9,7 +9,10 @@ import click
 
 from vjfer.cli.group import (
     DATASET,
+    LIST_OPTION,
+    apply,
     cli,
+    config_option,
     dataset_root,
     echo_lines,
     number_list,
@@ -19,19 +22,16 @@ from vjfer.cli.group import (
 
 def extract_options(f):
     """The options of `vjfer extract`, their defaults ExtractConfig's."""
-    for option in reversed(_input_options()):
-        f = option(f)
-    return f
-
-
-def _input_options() -> list:
-    """extract's options of what is read and encoded, and where it goes."""
-    from vjfer.clips import CLIP_PLANS
     from vjfer.extract import ExtractConfig
-    from vjfer.prepare import VIEWS
 
-    d = ExtractConfig.__dataclass_fields__
-    options = [
+    opt = config_option(ExtractConfig)
+    options = _input_options(opt) + _work_options(opt) + _frame_options(opt)
+    return apply(options + _store_options(opt), f)
+
+
+def _input_options(opt) -> list:
+    """extract's options of what is read and what encodes it."""
+    return [
         click.option(
             "--dataset",
             type=DATASET,
@@ -43,91 +43,51 @@ def _input_options() -> list:
             type=click.Path(path_type=Path),
             help="Dataset folder (or VJFER_RAVDESS / VJFER_CREMA_D / ...).",
         ),
-        click.option(
-            "--list",
-            "list_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to "
-            "--root.",
-        ),
-        click.option(
-            "--encoder",
-            default=d["encoder"].default,
-            show_default=True,
-            help="Encoder name (`vjfer encoders`).",
-        ),
+        LIST_OPTION,
+        opt("--encoder", help="Encoder name (`vjfer encoders`)."),
         click.option(
             "--checkpoint",
             type=click.Path(path_type=Path),
             envvar="VJFER_CHECKPOINT",
             help="jepa .pth.tar file or HF directory (or VJFER_CHECKPOINT).",
         ),
-        click.option(
+        opt(
             "--weights",
             type=click.Choice(["target_encoder", "encoder"]),
-            default=d["weights"].default,
-            show_default=True,
             help="jepa checkpoints: EMA target_encoder or online encoder.",
         ),
-        click.option(
+    ]
+
+
+def _work_options(opt) -> list:
+    """extract's options of where the cache goes, the clips and views, and how the work runs."""
+    from vjfer.clips import CLIP_PLANS
+    from vjfer.prepare import VIEWS
+
+    return [
+        opt(
             "--cache",
             "cache_root",
+            field="cache_root",
             type=click.Path(path_type=Path),
-            default=d["cache_root"].default,
-            show_default=True,
             help="Root folder of caches.",
         ),
-        click.option(
-            "--hop",
-            type=int,
-            default=d["hop"].default,
-            show_default=True,
-            help="Frames between window starts.",
-        ),
-        click.option(
-            "--plan",
-            type=click.Choice(CLIP_PLANS),
-            default=d["plan"].default,
-            show_default=True,
-            help="Clip plan.",
-        ),
-        click.option(
-            "--views",
-            type=click.Choice(VIEWS),
-            default=d["views"].default,
-            show_default=True,
-            help="Spatial views.",
-        ),
-        click.option(
-            "--batch-size",
-            type=int,
-            default=d["batch_size"].default,
-            show_default=True,
-            help="Clips per encoder call.",
-        ),
-        click.option(
+        opt("--hop", type=int, help="Frames between window starts."),
+        opt("--plan", type=click.Choice(CLIP_PLANS), help="Clip plan."),
+        opt("--views", type=click.Choice(VIEWS), help="Spatial views."),
+        opt("--batch-size", type=int, help="Clips per encoder call."),
+        opt(
             "--workers",
             type=int,
-            default=d["workers"].default,
+            show_default=False,
             help="Decoding processes (per rank under torchrun); default: one per core but one, at "
             "most 8, never more than the cores.",
         ),
-        click.option(
-            "--device",
-            default=d["device"].default,
-            show_default=True,
-            help="auto, cpu, cuda or cuda:N.",
-        ),
+        opt("--device", help="auto, cpu, cuda or cuda:N."),
         click.option(
             "--limit", type=int, default=None, help="Only the first N videos (sorted by id)."
         ),
-        click.option(
-            "--shard-size",
-            type=int,
-            default=d["shard_size"].default,
-            show_default=True,
-            help="Videos per shard.",
-        ),
+        opt("--shard-size", type=int, help="Videos per shard."),
         click.option("--force", is_flag=True, help="Rebuild this cache from scratch."),
         click.option(
             "--allow-low-disk",
@@ -135,41 +95,31 @@ def _input_options() -> list:
             help="Start even when the size estimate exceeds free disk.",
         ),
     ]
-    return options + _frame_and_store_options(d)
 
 
-def _frame_and_store_options(d: dict) -> list:
-    """extract's options of what a frame is and how tokens are stored (defaults:
-    ExtractConfig's)."""
+def _frame_options(opt) -> list:
+    """extract's options of what a frame is: the face crop, lost frames, changed sources."""
     return [
-        click.option(
+        opt(
             "--face-crop",
-            default=d["face_crop"].default,
-            show_default=True,
             metavar="none|haar|boxes:FILE",
             help="Crop each video to one square face box: none (whole frames, the paper), haar "
             "(OpenCV's Haar cascade; pip install 'vjfer[face]') or boxes:FILE (CSV "
             "video_id,x,y,w,h).",
         ),
-        click.option(
+        opt(
             "--face-fallback",
             type=click.Choice(["fail", "full"]),
-            default=d["face_fallback"].default,
-            show_default=True,
             help="A video without a face: fail (listed) or full (whole frame, flagged).",
         ),
-        click.option(
+        opt(
             "--face-margin",
             type=float,
-            default=d["face_margin"].default,
-            show_default=True,
             help="Added on every side of the face box, as a fraction of its longer side.",
         ),
-        click.option(
+        opt(
             "--max-lost-frames",
             type=click.FloatRange(0, 1),
-            default=d["max_lost_frames"].default,
-            show_default=True,
             help="A video that lost more than this fraction of its frames is a failure (fewer: "
             "kept, listed by `cache info`).",
         ),
@@ -185,44 +135,40 @@ def _frame_and_store_options(d: dict) -> list:
             "mtime_ns without reading them (default: compare each file's content hash, xxh3-128, "
             "with the recorded one).",
         ),
-        click.option(
+    ]
+
+
+def _store_options(opt) -> list:
+    """extract's options of how tokens are stored: format, dtype, augmented copies, layers."""
+    return [
+        opt(
             "--store",
-            default=d["store"].default,
-            show_default=True,
             metavar="FORMAT",
             help="Token store format: fp16, int8, fp8, pool2 or a '+' chain (pool2+int8); see "
             "`vjfer cache convert`.",
         ),
-        click.option(
+        opt(
             "--dtype",
             type=click.Choice(["bf16", "fp16", "fp32"]),
-            default=d["dtype"].default,
-            show_default=True,
             help="Encoder compute dtype on CUDA (fp16: the reference's autocast; the CPU computes "
             "fp32). Part of the cache fingerprint.",
         ),
-        click.option(
+        opt(
             "--augment",
             type=click.IntRange(min=0),
-            default=d["augment"].default,
-            show_default=True,
             help="Also store K augmented copies of each video's 8 training clips, made with the "
             "reference's recipe (RandAugment, random-resized crop, cube erasing; "
-            "vjfer/augment.py); train on them with `vjfer probe --train-view augmented`. Costs K × "
-            "8 clips a video.",
+            "vjfer/augment.py); train on them with `vjfer probe --train-view augmented`. Costs "
+            "K × 8 clips a video.",
         ),
-        click.option(
+        opt(
             "--augment-seed",
             type=int,
-            default=d["augment_seed"].default,
-            show_default=True,
             help="Seed of the augmented copies' draws (one generator per seed, video, copy and "
             "clip).",
         ),
-        click.option(
+        opt(
             "--dedup/--no-dedup",
-            default=d["dedup"].default,
-            show_default=True,
             help="Encode and store videos with identical video streams once (a fingerprint input).",
         ),
         click.option(
@@ -233,15 +179,13 @@ def _frame_and_store_options(d: dict) -> list:
                 None if value is None else number_list(int)(ctx, param, value)
             ),
             help="Cache the outputs of these encoder blocks (0-based; negative from the end: -1 "
-            "the last), each through the encoder's final norm, all in one chunk per clip; default: "
-            "the last (the encoder's output; `--layers -1` is the same cache). Probe with `vjfer "
-            "probe --layer`.",
+            "the last), each through the encoder's final norm, all in one chunk per clip; "
+            "default: the last (the encoder's output; `--layers -1` is the same cache). Probe "
+            "with `vjfer probe --layer`.",
         ),
-        click.option(
+        opt(
             "--decode-timeout",
             type=click.FloatRange(min=0, min_open=True),
-            default=d["decode_timeout"].default,
-            show_default=True,
             help="Seconds per video before its decoding is given up (a failure entry).",
         ),
     ]

@@ -4,6 +4,7 @@ with the library's parsers (`vjfer.probe.config`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -17,7 +18,12 @@ from vjfer.errors import CacheError, VjferError
 DATASET = click.Choice(
     ["ravdess", "crema-d", "dfew", "ferv39k", "mafw", "list"], case_sensitive=False
 )
-INDEXABLE = DATASET
+LIST_OPTION = click.option(
+    "--list",
+    "list_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="--dataset list: CSV with path,label[,group][,fold][,split]; paths relative to --root.",
+)
 SPLITS_HELP = (
     "Fold protocol: RAVDESS paper (5 folds, default) or mae-dfer (6 folds, fold k = actors "
     "4k-3..4k); a list file: file (its fold/split columns) or groups (seeded group folds)."
@@ -101,16 +107,16 @@ def cli(verbose: bool) -> None:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
-def parsed(parse, *args):
-    """A click callback: the option value read by the library's parser (`vjfer.probe.config`),
-    its OptionError a bad-parameter error."""
+def parsed(name: str, *args):
+    """A click callback: the option value read by the parser `name` of `vjfer.probe.config`
+    (imported when an option is parsed), its OptionError a bad-parameter error."""
 
     def callback(ctx, param, value):
-        from vjfer.probe.config import OptionError
+        from vjfer.probe import config
 
         try:
-            return parse(value, *args)
-        except OptionError as err:
+            return getattr(config, name)(value, *args)
+        except config.OptionError as err:
             raise click.BadParameter(err.message) from None
 
     return callback
@@ -118,24 +124,11 @@ def parsed(parse, *args):
 
 def number_list(kind, low: float | None = None, strict: bool = False):
     """A click callback: "1e-3,3e-3" -> (0.001, 0.003) (`vjfer.probe.config.parse_numbers`)."""
-    from vjfer.probe.config import parse_numbers
-
-    def parse(value: str) -> tuple:
-        return parse_numbers(value, kind, "", low, strict)
-
-    return parsed(parse)
+    return parsed("parse_numbers", kind, "", low, strict)
 
 
-def fold_list(ctx, param, value: str):
-    from vjfer.probe.config import parse_folds
-
-    return parsed(parse_folds)(ctx, param, value)
-
-
-def layer_list(ctx, param, value: str):
-    from vjfer.probe.config import parse_layers
-
-    return parsed(parse_layers)(ctx, param, value)
+fold_list = parsed("parse_folds")
+layer_list = parsed("parse_layers")
 
 
 def device_option(ctx, param, value: str) -> str:
@@ -146,3 +139,35 @@ def device_option(ctx, param, value: str) -> str:
         return check_device(value)
     except VjferError as err:
         raise click.BadParameter(str(err)) from None
+
+
+def device(default: str = "auto", help: str = "auto, cpu, cuda or cuda:N."):
+    """The --device option of the commands that run a probe."""
+    return click.option(
+        "--device", default=default, show_default=True, callback=device_option, help=help
+    )
+
+
+def config_option(config: type, choices: dict | None = None):
+    """A maker of click options defaulting to a field of the dataclass `config` (the option's
+    name, `--batch-size` -> batch_size, or `field=`), shown in --help; a field in `choices` is a
+    Choice."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+
+    def option(*names: str, field: str | None = None, text: bool = False, **kw):
+        field = field or names[0].removeprefix("--").split("/")[0].replace("-", "_")
+        default = fields[field].default
+        kw.setdefault("default", str(default) if text else default)
+        kw.setdefault("show_default", True)
+        if choices and field in choices:
+            kw.setdefault("type", click.Choice(choices[field]))
+        return click.option(*names, **kw)
+
+    return option
+
+
+def apply(options: list, f):
+    """`f` decorated with `options`, the first listed first in --help."""
+    for option in reversed(options):
+        f = option(f)
+    return f

@@ -9,12 +9,7 @@ from typing import Literal
 
 import click
 
-from vjfer.cli.group import (
-    cli,
-    device_option,
-    echo_lines,
-    fold_list,
-)
+from vjfer.cli.group import cli, device, echo_lines, fold_list
 
 
 @cli.command()
@@ -39,13 +34,7 @@ from vjfer.cli.group import (
     help="Comma-separated folds whose probes to average, e.g. 1,2,4,5 (needed "
     "when a fold's probe.pt is missing).",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    callback=device_option,
-    help="auto, cpu, cuda or cuda:N.",
-)
+@device()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--clips", is_flag=True, help="Also print the per-clip timeline.")
 @click.option(

@@ -10,7 +10,9 @@ import click
 from vjfer.cli.group import (
     DATASET,
     SPLITS_HELP,
+    apply,
     cli,
+    config_option,
     device_option,
     echo_lines,
     fold_list,
@@ -20,169 +22,105 @@ from vjfer.cli.group import (
 
 
 def train_options(f):
+    """The training options of `vjfer probe`, their defaults TrainConfig's."""
     from vjfer.probe.config import CHOICES, TrainConfig
 
-    d = TrainConfig.__dataclass_fields__
+    opt = config_option(TrainConfig, CHOICES)
+    grid = "a comma-separated list trains"
     options = [
-        click.option(
-            "--probe",
-            type=click.Choice(CHOICES["probe"]),
-            default=d["probe"].default,
-            show_default=True,
-            help="Probe kind.",
-        ),
-        click.option(
-            "--epochs",
-            type=int,
-            default=d["epochs"].default,
-            show_default=True,
-            help="Training epochs.",
-        ),
-        click.option(
-            "--batch-size",
-            type=int,
-            default=d["batch_size"].default,
-            show_default=True,
-            help="Videos per step.",
-        ),
-        click.option(
+        opt("--probe", help="Probe kind."),
+        opt("--epochs", type=int, help="Training epochs."),
+        opt("--batch-size", type=int, help="Videos per step."),
+        opt(
             "--lr",
             "lrs",
-            default=str(d["lr"].default),
-            show_default=True,
+            text=True,
             callback=number_list(float, 0.0, strict=True),
-            help="Peak learning rate (cosine to 0); a comma-separated list trains a grid in the "
-            "same pass.",
+            help=f"Peak learning rate (cosine to 0); {grid} a grid in the same pass.",
         ),
-        click.option(
+        opt(
             "--wd",
             "wds",
-            default=str(d["weight_decay"].default),
-            show_default=True,
+            field="weight_decay",
+            text=True,
             callback=number_list(float, 0.0),
-            help="Weight decay (cosine to 1e-6); a comma-separated list trains a grid.",
+            help=f"Weight decay (cosine to 1e-6); {grid} a grid.",
         ),
-        click.option(
-            "--clip-choice",
-            type=click.Choice(CHOICES["clip_choice"]),
-            default=d["clip_choice"].default,
-            show_default=True,
-            help="Which 8 cached clips make a training sample.",
+        opt("--clip-choice", help="Which 8 cached clips make a training sample."),
+        opt(
+            "--pool", help="joint: attend across the 8 clips' tokens; clip: score each clip alone."
         ),
-        click.option(
-            "--pool",
-            type=click.Choice(CHOICES["pool"]),
-            default=d["pool"].default,
-            show_default=True,
-            help="joint: attend across the 8 clips' tokens; clip: score each clip alone.",
-        ),
-        click.option(
+        opt(
             "--seed",
             "seeds",
-            default=str(d["seed"].default),
-            show_default=True,
+            text=True,
             callback=number_list(int),
-            help="Probe seed (initialisation, clip/view draws); a comma-separated list trains one "
-            "head each.",
+            help=f"Probe seed (initialisation, clip/view draws); {grid} one head each.",
         ),
-        click.option(
+        opt(
             "--layer",
-            "layer_choices",
-            default=d["layer"].default,
-            show_default=True,
+            "layers",
             callback=layer_list,
             help="Stored encoder layer(s) to probe on a cache made with `extract --layers`: K (a "
             "block as `cache info` shows it; negative: from the end of the stored list), concat "
             "(every stored layer as one token sequence, V-JEPA 2's multilevel form) or all (one "
-            "head per stored layer, one pass, selected by inner validation like --lr); a "
-            "comma-separated list trains a grid.",
+            "head per stored layer, one pass, selected by inner validation like --lr); "
+            f"{grid} a grid.",
         ),
-        click.option(
+        *_run_options(opt),
+    ]
+    return apply(options, f)
+
+
+def _run_options(opt) -> list:
+    """`vjfer probe`'s options of how a pass runs: order, device, memory, views, precision."""
+    return [
+        opt(
             "--order-seed",
             type=int,
-            default=d["order_seed"].default,
-            show_default=True,
             help="Seed of the order each epoch visits videos in (shared by all heads of a pass).",
         ),
-        click.option(
+        opt(
             "--epoch-order",
-            type=click.Choice(CHOICES["epoch_order"]),
-            default=d["epoch_order"].default,
-            show_default=True,
             help="reshuffle: a new video order every epoch (vjfer's default); fixed: the epoch-0 "
             "order every epoch, as the reference (its DistributedSampler never gets set_epoch).",
         ),
-        click.option(
-            "--device",
-            default=d["device"].default,
-            show_default=True,
-            callback=device_option,
-            help="auto, cpu, cuda or cuda:N.",
-        ),
-        click.option(
+        opt("--device", callback=device_option, help="auto, cpu, cuda or cuda:N."),
+        opt(
             "--in-memory",
-            type=click.Choice(CHOICES["in_memory"]),
-            default=d["in_memory"].default,
-            show_default=True,
             help="Hold the training tokens in RAM (yes; auto: when they fit) or on the GPU (gpu).",
         ),
-        click.option(
-            "--num-workers",
-            type=int,
-            default=d["num_workers"].default,
-            show_default=True,
-            help="Reader threads (reads in flight).",
-        ),
-        click.option(
-            "--prefetch",
-            type=int,
-            default=d["prefetch"].default,
-            show_default=True,
-            help="Videos read ahead (bounds the reader's memory).",
-        ),
-        click.option(
+        opt("--num-workers", type=int, help="Reader threads (reads in flight)."),
+        opt("--prefetch", type=int, help="Videos read ahead (bounds the reader's memory)."),
+        opt(
             "--train-view",
-            type=click.Choice(CHOICES["train_view"]),
-            default=d["train_view"].default,
-            show_default=True,
             help="random/middle: a cached view per clip; augmented: one stored augmented copy per "
             "clip and epoch (`vjfer extract --augment K`).",
         ),
-        click.option(
+        opt(
             "--token-augment",
             is_flag=True,
-            default=d["token_augment"].default,
+            show_default=False,
             help="vjfer's own approximation of the reference's crop and erasing for caches without "
             "augmented copies: per clip, keep a random box of the token grid and drop a random box "
             "inside it (off by default).",
         ),
-        click.option(
+        opt(
             "--autocast",
-            type=click.Choice(CHOICES["autocast"]),
-            default=d["autocast"].default,
-            show_default=True,
             help="The probe's autocast dtype on CUDA (fp16 with a grad scaler: the reference's); "
             "the CPU trains in fp32.",
         ),
-        click.option(
+        opt(
             "--on-nonfinite",
-            type=click.Choice(CHOICES["on_nonfinite"]),
-            default=d["on_nonfinite"].default,
-            show_default=True,
             help="A head whose loss is not finite: stop the run, or skip it (marked failed, never "
             "selected; not the reported head).",
         ),
-        click.option(
+        opt(
             "--checkpoint-every",
             type=click.IntRange(min=0),
-            default=d["checkpoint_every"].default,
-            show_default=True,
             help="Epochs between checkpoints of the pass, for --resume (0: none).",
         ),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 def layer_figure(run_dir: Path) -> None:
@@ -249,12 +187,7 @@ def probe(
     from vjfer.probe.resume import run_mode
     from vjfer.probe.run import ProbeRequest, run_request
 
-    grid = {
-        "lrs": options.pop("lrs"),
-        "wds": options.pop("wds"),
-        "seeds": options.pop("seeds"),
-        "layers": options.pop("layer_choices"),
-    }
+    grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers")}
     try:
         request = ProbeRequest(
             cache=cache_path,

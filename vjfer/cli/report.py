@@ -7,11 +7,7 @@ from pathlib import Path
 
 import click
 
-from vjfer.cli.group import (
-    cli,
-    device_option,
-    echo_lines,
-)
+from vjfer.cli.group import cli, device, echo_lines
 
 
 @cli.command()
@@ -32,13 +28,7 @@ from vjfer.cli.group import (
     help="Caches for the PCA figure, failures list and timelines (skipped, with a note, when "
     "absent).",
 )
-@click.option(
-    "--device",
-    default="cpu",
-    show_default=True,
-    callback=device_option,
-    help="Device for the PCA figure's probe pass.",
-)
+@device("cpu", "Device for the PCA figure's probe pass.")
 def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str) -> None:
     """Tables II-IV and detail tables (Markdown, CSV), confusion matrices, PCA figure and emotion
     timelines (PNG), all of it also as one self-contained report.html (printed last)."""

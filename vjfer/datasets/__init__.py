@@ -14,60 +14,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from vjfer.datasets import crema_d, dfew, ferv39k, listfile, mafw, ravdess
-from vjfer.datasets.crema_d import CREMA_D_LEVELS, CREMA_D_SENTENCES, CremaDName, parse_crema_d_name
-from vjfer.datasets.folds import (
-    ACTORS,
-    NUM_FOLDS,
-    PAPER_FOLDS,
-    SPLIT_FILES,
-    SPLITS,
-    TRAIN_ONLY,
-    actor_folds,
-    check_splits,
-    describe_folds,
-    fold_numbers,
-    fold_rows,
-    fold_split,
-    group_folds,
-    load_folds,
-    mae_dfer_folds,
-    read_folds,
-)
-from vjfer.datasets.listfile import ListIdentity, list_identity
-from vjfer.datasets.ravdess import DEFAULT_MODALITIES, DEFAULT_VOCAL_CHANNELS, parse_ravdess_name
-from vjfer.datasets.records import (
-    AUDIO_ONLY,
-    BAD_ROW,
-    BROKEN_LINK,
-    DUPLICATE,
-    EMPTY,
-    EMPTY_FOLDER,
-    EXPECTED,
-    FOLDER_MISMATCH,
-    HINTS,
-    LFS_POINTER,
-    MULTI_LABEL,
-    NO_FRAMES,
-    NOT_LISTED,
-    NOT_SELECTED,
-    UNKNOWN_ACTOR,
-    UNKNOWN_EMOTION,
-    UNKNOWN_LABEL,
-    UNPARSABLE,
-    DatasetIndex,
-    Exclusion,
-    VideoRecord,
-    natural_key,
-    records_frame,
-)
-from vjfer.datasets.summary import (
-    SUMMARY_EXAMPLES,
-    format_index_summary,
-    index_json,
-    summarize,
-    write_excluded_csv,
-    write_index_json,
-)
+from vjfer.datasets.folds import fold_split
+from vjfer.datasets.records import DatasetIndex, VideoRecord
 from vjfer.errors import ConfigError
 from vjfer.labels import check_dataset
 
@@ -87,8 +35,6 @@ ENV_VARS: dict[str, str] = {
     "mafw": "VJFER_MAFW",
     "list": "VJFER_LIST_ROOT",
 }
-RAVDESS_MODALITIES = ravdess.MODALITIES
-RAVDESS_VOCAL_CHANNELS = ravdess.VOCAL_CHANNELS
 
 
 def adapter_name(name: str) -> str:
@@ -149,66 +95,4 @@ def index_dataset(
     ).records
 
 
-__all__ = [
-    "ACTORS",
-    "ADAPTERS",
-    "AUDIO_ONLY",
-    "BAD_ROW",
-    "BROKEN_LINK",
-    "CREMA_D_LEVELS",
-    "CREMA_D_SENTENCES",
-    "DEFAULT_MODALITIES",
-    "DEFAULT_VOCAL_CHANNELS",
-    "DUPLICATE",
-    "EMPTY",
-    "EMPTY_FOLDER",
-    "ENV_VARS",
-    "EXPECTED",
-    "FOLDER_MISMATCH",
-    "HINTS",
-    "LFS_POINTER",
-    "MULTI_LABEL",
-    "NO_FRAMES",
-    "NOT_LISTED",
-    "NOT_SELECTED",
-    "NUM_FOLDS",
-    "PAPER_FOLDS",
-    "RAVDESS_MODALITIES",
-    "RAVDESS_VOCAL_CHANNELS",
-    "SPLITS",
-    "SPLIT_FILES",
-    "SUMMARY_EXAMPLES",
-    "TRAIN_ONLY",
-    "UNKNOWN_ACTOR",
-    "UNKNOWN_EMOTION",
-    "UNKNOWN_LABEL",
-    "UNPARSABLE",
-    "CremaDName",
-    "DatasetIndex",
-    "Exclusion",
-    "ListIdentity",
-    "VideoRecord",
-    "actor_folds",
-    "adapter_name",
-    "check_splits",
-    "describe_folds",
-    "fold_numbers",
-    "fold_rows",
-    "fold_split",
-    "format_index_summary",
-    "group_folds",
-    "index_dataset",
-    "index_json",
-    "list_identity",
-    "load_folds",
-    "mae_dfer_folds",
-    "natural_key",
-    "parse_crema_d_name",
-    "parse_ravdess_name",
-    "read_folds",
-    "records_frame",
-    "scan_dataset",
-    "summarize",
-    "write_excluded_csv",
-    "write_index_json",
-]
+__all__ = ["ADAPTERS", "ENV_VARS", "adapter_name", "fold_split", "index_dataset", "scan_dataset"]

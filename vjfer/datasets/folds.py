@@ -19,7 +19,6 @@ from vjfer.errors import SplitError
 from vjfer.labels import check_dataset
 
 PAPER_FOLDS = 5  # the paper's subject-independent folds (splits/*.csv)
-NUM_FOLDS = PAPER_FOLDS  # kept for callers of the two lab datasets' split files
 ACTORS: dict[str, range] = {"ravdess": range(1, 25), "crema-d": range(1001, 1092)}
 SPLIT_FILES: dict[str, str] = {"ravdess": "ravdess.csv", "crema-d": "crema_d.csv"}
 # Fold protocols per dataset; the first is the default. "paper": splits/*.csv; "mae-dfer": the
@@ -119,14 +118,6 @@ def group_folds(groups: Sequence[str], k: int, seed: int) -> dict[str, int]:
 def fold_numbers(folds: Sequence[int]) -> list[int]:
     """The test folds present: every fold number but TRAIN_ONLY, sorted."""
     return sorted({int(f) for f in folds} - {TRAIN_ONLY})
-
-
-def describe_folds(folds: Sequence[int]) -> str:
-    """`1..5`, or the list when the numbers are not contiguous."""
-    present = fold_numbers(folds)
-    if present and present == list(range(present[0], present[-1] + 1)):
-        return f"{present[0]}..{present[-1]}"
-    return ", ".join(map(str, present)) or "none"
 
 
 def fold_rows(folds: Sequence[int], actors: Sequence[int], k: int) -> tuple[list[int], list[int]]:

@@ -1,9 +1,7 @@
 """Frame-folder datasets (DFEW, FERV39k, MAFW, a list file of folders): finding the clip folders
-without decoding, and joining them with split rows into records and named exclusions.
-
-A split row is (clip id, label word, fold). The join names every mismatch: a row whose folder is
-missing or empty, a folder no row lists, an unknown label, a clip listed with two labels, a clip in
-two test sets.
+without decoding, and joining them with split rows (clip id, label word, fold) into records and
+named exclusions: a row whose folder is missing or empty, a folder no row lists, an unknown label,
+a clip listed with two labels, a clip in two test sets.
 """
 
 from __future__ import annotations

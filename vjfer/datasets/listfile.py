@@ -1,17 +1,12 @@
 """A dataset from a list file: CSV with `path,label` and optional `group`, `fold`, `split` columns;
 paths relative to the root, each a video file or a folder of frames.
 
-Folds: a `fold` column (test fold per row; 0 = train only) or a `split` column (train/test: one
-fold) gives them as written (`--splits file`); otherwise `--splits groups` deals the `group`s (the
-rows themselves without one) into `num_folds` seeded folds (`folds.group_folds`).
-
-Labels: a word the vocabulary knows (`Happy`, `anger`, `Surprise`) becomes its vocabulary name, so
-`vjfer cross` matches it with the other datasets' classes; any other word is a class of its own, as
-written. The class order is the sorted names of every labelled row (rows whose item is missing
-count too, so a missing file never shifts the label indices), unless the file declares it in a
-comment line before the header, `# classes: neutral, happy, sad`; then a label outside it is an
-unknown label. The list file's sha256, its fold protocol and its classes enter the cache's
-fingerprint (`ListIdentity`): they decide every video's label and fold.
+Folds: a `fold` column (0 = train only) or a `split` column (train/test: one fold) as written
+(`--splits file`), or the `group`s dealt into `num_folds` seeded folds (`--splits groups`). A label
+the vocabulary knows (`Happy`, `anger`) becomes its vocabulary name, so `vjfer cross` matches it;
+any other is a class of its own. The class order is the sorted labels of every row (a missing file
+never shifts the indices), unless a `# classes: neutral, happy, sad` line before the header declares
+it. The file's sha256, fold protocol and classes enter the cache's fingerprint (`ListIdentity`).
 """
 
 from __future__ import annotations

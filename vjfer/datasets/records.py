@@ -14,11 +14,8 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
 
 from vjfer.errors import DatasetError
 
@@ -172,9 +169,3 @@ def finish_index(index: DatasetIndex) -> DatasetIndex:
         if reason not in EXPECTED:  # the expected exclusions stay quiet
             log.warning("%s: %d items excluded: %s (%s)", index.dataset, n, reason, HINTS[reason])
     return index
-
-
-def records_frame(records: Sequence[VideoRecord]) -> pd.DataFrame:
-    """One row per record, columns = VideoRecord fields (the cache's column names)."""
-    columns = [f.name for f in fields(VideoRecord)]
-    return pd.DataFrame([[getattr(r, c) for c in columns] for r in records], columns=columns)

@@ -1,14 +1,11 @@
 """Reading facebookresearch/jepa checkpoints into a V-JEPA 1 ViT, strictly.
 
-A jepa training checkpoint (`vitl16.pth.tar`, `vith16.pth.tar`, `vith16-384.pth.tar`, written by
-`app/vjepa/train.py`) is a dict with `encoder`, `predictor`, `opt`, `scaler`, `target_encoder`,
-`epoch`, `loss`, `batch_size`, `world_size` and `lr`. The two encoder state dicts come from
-DistributedDataParallel(MultiMaskWrapper(ViT)), hence their `module.backbone.` key prefix.
-
-Unlike jepa's own loaders, nothing here falls back silently: no `encoder` when `target_encoder`
-was asked for, no random init of mis-shaped tensors, no `strict=False`, and no unsafe unpickling.
-Every failure is a CheckpointError saying which kind it is: not a checkpoint, truncated or
-damaged, another architecture, or refused by `weights_only`.
+A jepa training checkpoint (`vith16-384.pth.tar`, ...) is a dict with `encoder`, `target_encoder`,
+`predictor`, `opt` and more; the encoder state dicts carry
+DistributedDataParallel(MultiMaskWrapper)'s `module.backbone.` prefix. Unlike jepa's loaders nothing
+falls back silently (no `encoder` for a missing `target_encoder`, no random init of mis-shaped
+tensors, no `strict=False`, no unsafe unpickling): every failure is a CheckpointError saying which
+kind it is.
 """
 
 from __future__ import annotations

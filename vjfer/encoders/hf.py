@@ -1,14 +1,10 @@
 """V-JEPA 2 through `transformers.VJEPA2Model`, from a local Hugging Face directory (optional
 extra).
 
-Only the encoder runs (`skip_predictor=True`); its `last_hidden_state` is the token output. The
-model places its 3-D RoPE positions by token index assuming a `crop_size // patch_size` square
-grid, so any other spatial size is silently mis-positioned: the input must be exactly
-crop_size × crop_size. Frame positions are the temporal token index, so any frame count that is a
-multiple of `tubelet_size` is valid (`frames_per_clip` does not affect inference).
-
-The transformers helpers here (import with an install hint, quiet loading, the directory's sha256)
-serve `videomae.py` too.
+Only the encoder runs (`skip_predictor=True`); its `last_hidden_state` is the token output. Its 3-D
+RoPE assumes a `crop_size // patch_size` square grid, so the input must be exactly crop_size²; any
+frame count that is a multiple of `tubelet_size` is valid. The transformers helpers here (import
+with an install hint, quiet loading, the directory's sha256) serve `videomae.py` too.
 """
 
 from __future__ import annotations

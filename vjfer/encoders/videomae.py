@@ -1,26 +1,13 @@
 """VideoMAE (Tong et al. 2022) through `transformers.VideoMAEModel`, from a local directory (hf
 extra).
 
-VideoMAE is the pixel-reconstruction baseline the paper argues against; MAE-DFER and HiCMAE build on
-it. Any local VideoMAE directory loads: pre-trained (`MCG-NJU/videomae-base`, `-large`,
-`-base-ssv2`) or fine-tuned (`videomae-base-finetuned-kinetics`, `videomae-huge-finetuned-kinetics`,
-...); a fine-tuned directory's classifier and `fc_norm` weights are not part of `VideoMAEModel` and
-are ignored (logged).
-
-What vjfer caches is `VideoMAEModel(...).last_hidden_state`: every patch token, [B, N, D], N in
-(t, h, w) order. VideoMAE has no CLS token. The model never pools: `use_mean_pooling` only decides
-whether the encoder ends in a LayerNorm over every token (False, the pre-training checkpoints) or
-in none (True: the fine-tuned ones, whose `fc_norm` sits after the mean pool in
-`VideoMAEForVideoClassification`, outside this model). Which of the two applied is recorded as
-`final_norm` in the fingerprint.
-
-The position table is a fixed sin-cos code for exactly `num_frames` × `image_size`², with no
-interpolation, so the input must be exactly that size. vjfer's clip plans are 16 frames at step 4
-(docs/design.md, "Clips and views"); every public VideoMAE checkpoint takes 16 frames, and a
-directory whose `num_frames` differs is refused (supporting it would change the clip plan, the
-cache's frame columns and every consumer of them). Normalisation (`image_mean`, `image_std`) comes
-from the directory's `preprocessor_config.json`; the spatial view is vjfer's (`--views`), not the
-processor's resize, so every encoder sees the same pixels.
+Any local VideoMAE directory loads, pre-trained or fine-tuned (a fine-tuned classifier and `fc_norm`
+are ignored, logged). vjfer caches `last_hidden_state`: every patch token [B, N, D], (t, h, w)
+order, no CLS; whether the encoder ends in a LayerNorm (`use_mean_pooling` False) is `final_norm`
+in the fingerprint. The sin-cos position table fits exactly `num_frames` × `image_size`², so a
+directory whose `num_frames` is not vjfer's 16 is refused. Normalisation comes from
+`preprocessor_config.json`; the spatial view is vjfer's (`--views`), so every encoder sees the same
+pixels (docs/encoders.md).
 """
 
 from __future__ import annotations
@@ -33,11 +20,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vjfer.encoders.hf import (
-    block_outputs,
-    load_local_model,
-    sha256_hf_directory,
-)
+from vjfer.encoders.hf import block_outputs, load_local_model, sha256_hf_directory
 from vjfer.encoders.vjepa import ViTConfig, forward_flops
 from vjfer.errors import CheckpointError
 
@@ -112,6 +95,34 @@ def _square(value, path: Path, key: str) -> int:
     return value
 
 
+def _num_frames(get: dict, config_path: Path) -> int:
+    """config.json's num_frames: vjfer's clip length, whole tubelets."""
+    num_frames = get["num_frames"]
+    if num_frames != CLIP_FRAMES:
+        raise CheckpointError(
+            f"{config_path}: num_frames is {num_frames}; vjfer's clip plans give {CLIP_FRAMES} "
+            f"frames per clip (every public VideoMAE checkpoint takes {CLIP_FRAMES}): use a "
+            f"{CLIP_FRAMES}-frame checkpoint"
+        )
+    if num_frames % get["tubelet_size"]:
+        raise CheckpointError(
+            f"{config_path}: num_frames {num_frames} does not divide by tubelet_size "
+            f"{get['tubelet_size']}"
+        )
+    return num_frames
+
+
+def _normalisation(pre: dict, pre_path: Path) -> dict[str, tuple[float, float, float]]:
+    """preprocessor_config.json's image_mean and image_std, 3 numbers each."""
+    stats: dict[str, tuple[float, float, float]] = {}
+    for key in ("image_mean", "image_std"):
+        value = pre.get(key)
+        if not (isinstance(value, list) and len(value) == 3):
+            raise CheckpointError(f"{pre_path}: {key} must be a list of 3 numbers, got {value!r}")
+        stats[key] = (float(value[0]), float(value[1]), float(value[2]))
+    return stats
+
+
 def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
     """config.json + preprocessor_config.json -> VideoMAESpec; CheckpointError naming file and
     key."""
@@ -143,18 +154,7 @@ def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         if key not in config:
             raise CheckpointError(f"{config_path}: no {key!r}")
-    num_frames = get["num_frames"]
-    if num_frames != CLIP_FRAMES:
-        raise CheckpointError(
-            f"{config_path}: num_frames is {num_frames}; vjfer's clip plans give {CLIP_FRAMES} "
-            f"frames per clip (every public VideoMAE checkpoint takes {CLIP_FRAMES}): use a "
-            f"{CLIP_FRAMES}-frame checkpoint"
-        )
-    if num_frames % get["tubelet_size"]:
-        raise CheckpointError(
-            f"{config_path}: num_frames {num_frames} does not divide by tubelet_size "
-            f"{get['tubelet_size']}"
-        )
+    num_frames = _num_frames(get, config_path)
     image_size = _square(get["image_size"], config_path, "image_size")
     patch_size = _square(get["patch_size"], config_path, "patch_size")
     if image_size % patch_size:
@@ -164,12 +164,7 @@ def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
             f"{pre_path}: crop_size {pre['crop_size']} differs from image_size {image_size} of "
             f"{config_path}; the position table fits image_size only"
         )
-    stats: dict[str, tuple[float, float, float]] = {}
-    for key in ("image_mean", "image_std"):
-        value = pre.get(key)
-        if not (isinstance(value, list) and len(value) == 3):
-            raise CheckpointError(f"{pre_path}: {key} must be a list of 3 numbers, got {value!r}")
-        stats[key] = (float(value[0]), float(value[1]), float(value[2]))
+    stats = _normalisation(pre, pre_path)
     return VideoMAESpec(
         image_size=image_size,
         patch_size=patch_size,

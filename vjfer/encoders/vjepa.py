@@ -1,11 +1,10 @@
 """The V-JEPA 1 video ViT of facebookresearch/jepa, for inference.
 
-Follows jepa's `src/models/vision_transformer.py` (VisionTransformer), `utils/modules.py` (Block,
-Attention with `scaled_dot_product_attention`, MLP), `utils/patch_embed.py` (PatchEmbed3D) and
-`utils/pos_embs.py` (`get_3d_sincos_pos_embed(..., uniform_power=True)`, as the released
-checkpoints' configs set). Submodules carry jepa's names, so a checkpoint's `target_encoder` keys
-match this model once their `module.backbone.` prefix is stripped: `pos_embed`,
-`patch_embed.proj`, `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`, `norm`.
+Follows jepa's `src/models/vision_transformer.py`, `utils/modules.py` (Block, Attention with
+`scaled_dot_product_attention`, MLP), `utils/patch_embed.py` (PatchEmbed3D) and `utils/pos_embs.py`
+(`get_3d_sincos_pos_embed(..., uniform_power=True)`, as the released configs set). Submodules carry
+jepa's names, so a checkpoint's `target_encoder` keys match once their `module.backbone.` prefix is
+stripped.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 from vjfer import augment
 from vjfer.cache.format import TOKEN_DTYPE
 from vjfer.clips import CLIP_PLANS, FRAME_STEP, FRAMES_PER_CLIP, WINDOWS_VERSION, ClipPlan
-from vjfer.datasets import list_identity
+from vjfer.datasets.listfile import list_identity
 from vjfer.encoders.checkpoint import Weights
 from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import ConfigError

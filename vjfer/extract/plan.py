@@ -24,8 +24,9 @@ from vjfer.cache.format import (
     shard_name,
 )
 from vjfer.clips import REFERENCE_TRAIN_CLIPS, ClipPlan, plan_clips
-from vjfer.datasets import AUDIO_ONLY, NOT_SELECTED, scan_dataset
+from vjfer.datasets import scan_dataset
 from vjfer.datasets.frames import count_frame_files as count_folder_frames
+from vjfer.datasets.records import AUDIO_ONLY, NOT_SELECTED
 from vjfer.encoders import Encoder, load_encoder
 from vjfer.encoders.registry import get_spec
 from vjfer.encoders.vjepa import forward_flops
@@ -226,19 +227,8 @@ def plan_extraction(
     rank, world_size, local_rank = _ranks(rank, world_size, local_rank)
     dataset = check_dataset(config.dataset)
     device = str(resolve_device(config.device, local_rank))
-    if encoder is None:
-        encoder = load_encoder(
-            config.encoder, config.checkpoint, device, config.weights, dtype=config.dtype
-        )
-    elif encoder.name != config.encoder:
-        raise ConfigError(f"config names encoder {config.encoder!r}, got a loaded {encoder.name!r}")
-    found = scan_dataset(dataset, config.root, list_file=config.list_file)
-    records = found.records[: config.limit]
-    excluded = [
-        {"path": str(e.path), "reason": e.reason, "detail": e.detail}
-        for e in found.excluded
-        if e.reason not in EXPECTED_EXCLUSIONS
-    ]
+    encoder = _encoder(config, device, encoder)
+    records, excluded = _records(config, dataset)
     settings = cache_settings(config, encoder)
     fp = fingerprint(settings)
     directory = _cache_directory(config, dataset, encoder, fp)
@@ -291,6 +281,28 @@ def plan_extraction(
             f"space, choose another --cache, or allow it (--allow-low-disk)"
         )
     return plan
+
+
+def _encoder(config: ExtractConfig, device: str, encoder: Encoder | None) -> Encoder:
+    """The encoder given (checked against the config's name), else the config's, loaded."""
+    if encoder is None:
+        return load_encoder(
+            config.encoder, config.checkpoint, device, config.weights, dtype=config.dtype
+        )
+    if encoder.name != config.encoder:
+        raise ConfigError(f"config names encoder {config.encoder!r}, got a loaded {encoder.name!r}")
+    return encoder
+
+
+def _records(config: ExtractConfig, dataset: str) -> tuple[list, list[dict]]:
+    """The dataset's records (the first `config.limit`) and its unexpected exclusions."""
+    found = scan_dataset(dataset, config.root, list_file=config.list_file)
+    excluded = [
+        {"path": str(e.path), "reason": e.reason, "detail": e.detail}
+        for e in found.excluded
+        if e.reason not in EXPECTED_EXCLUSIONS
+    ]
+    return found.records[: config.limit], excluded
 
 
 def _ranks(

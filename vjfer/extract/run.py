@@ -316,43 +316,10 @@ def _extract(
 ) -> ExtractSummary:
     directory = plan.directory
     start = time.perf_counter()
-    record_path = directory / EXTRACT_RECORD
-    if plan.rank == 0 and (len(plan.done) < len(plan.mine) or not record_path.exists()):
-        record = {
-            "config": config_record(config),
-            "command": command_words(config),
-            "environment": environment(),
-        }
-        atomic_write_text(record_path, json.dumps(record, indent=1))
-    if len(plan.done) < len(plan.mine):
-        (directory / MANIFEST).unlink(missing_ok=True)  # no manifest claims a shard in work
-    if config.force:
-        for i in plan.mine:
-            (directory / shard_name(i)).unlink(missing_ok=True)
-    if plan.rank == 0:  # shards past the last one are left from a dataset that had more videos
-        for path in directory.glob("shard-*.h5*"):
-            index = re.match(r"shard-(\d+)\.h5", path.name)
-            if index and int(index[1]) >= len(plan.shards):
-                log.warning("removing %s: the dataset now fills %d shards", path, len(plan.shards))
-                path.unlink()
+    _prepare_directory(config, plan)
     done = _encode_shards(plan, progress and plan.rank == 0)
     seconds = time.perf_counter() - start
-    complete = False
-    if plan.rank == 0:
-        headers = {**plan.headers, **_wait_for_shards(plan, stall_timeout)}
-        extra = {"config": config_record(config), "excluded": plan.excluded}
-        manifest = manifest_from_shards(
-            directory, extra, {shard_name(i): h for i, h in headers.items()}
-        )
-        try:
-            old = read_manifest(directory)
-        except CacheError:
-            old = None
-        if old is not None and old["complete"] and not done.videos and not done.failures:
-            manifest = old  # nothing re-encoded: the manifest (and its root) stays with its shards
-        elif old != manifest:
-            write_manifest(directory, manifest)
-        complete = manifest["complete"]
+    complete = plan.rank == 0 and _write_manifest(config, plan, done, stall_timeout)
     kept = [plan.headers[i] for i in plan.done]  # read while planning
     failures = [f for h in kept for f in h["failures"]] + done.failures
     summary = ExtractSummary(
@@ -381,6 +348,53 @@ def _extract(
         len(failures),
     )
     return summary
+
+
+def _prepare_directory(config: ExtractConfig, plan: ExtractPlan) -> None:
+    """Before encoding: the extraction record, no manifest over shards in work, the shards
+    --force rebuilds and those past the dataset's last one removed."""
+    directory = plan.directory
+    record_path = directory / EXTRACT_RECORD
+    if plan.rank == 0 and (len(plan.done) < len(plan.mine) or not record_path.exists()):
+        record = {
+            "config": config_record(config),
+            "command": command_words(config),
+            "environment": environment(),
+        }
+        atomic_write_text(record_path, json.dumps(record, indent=1))
+    if len(plan.done) < len(plan.mine):
+        (directory / MANIFEST).unlink(missing_ok=True)  # no manifest claims a shard in work
+    if config.force:
+        for i in plan.mine:
+            (directory / shard_name(i)).unlink(missing_ok=True)
+    if plan.rank == 0:  # shards past the last one are left from a dataset that had more videos
+        for path in directory.glob("shard-*.h5*"):
+            index = re.match(r"shard-(\d+)\.h5", path.name)
+            if index and int(index[1]) >= len(plan.shards):
+                log.warning("removing %s: the dataset now fills %d shards", path, len(plan.shards))
+                path.unlink()
+
+
+def _write_manifest(
+    config: ExtractConfig, plan: ExtractPlan, done: _Encoded, stall_timeout: float
+) -> bool:
+    """Rank 0, once every rank's shards are written: the manifest (kept as it is when nothing was
+    re-encoded); whether the cache is complete."""
+    directory = plan.directory
+    headers = {**plan.headers, **_wait_for_shards(plan, stall_timeout)}
+    extra = {"config": config_record(config), "excluded": plan.excluded}
+    manifest = manifest_from_shards(
+        directory, extra, {shard_name(i): h for i, h in headers.items()}
+    )
+    try:
+        old = read_manifest(directory)
+    except CacheError:
+        old = None
+    if old is not None and old["complete"] and not done.videos and not done.failures:
+        manifest = old  # nothing re-encoded: the manifest (and its root) stays with its shards
+    elif old != manifest:
+        write_manifest(directory, manifest)
+    return manifest["complete"]
 
 
 def format_extract_summary(s: ExtractSummary) -> str:

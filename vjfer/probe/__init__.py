@@ -8,7 +8,6 @@ writes a run to disk (`run_request`: `vjfer probe` as one function).
 """
 
 from vjfer.probe.config import TrainConfig
-from vjfer.probe.evaluate import predict_cached_videos
 from vjfer.probe.folds import GridPoint, make_grid
 from vjfer.probe.model import load_probe
 from vjfer.probe.run import ProbeRequest, run_probe, run_request, train_folds
@@ -19,7 +18,6 @@ __all__ = [
     "TrainConfig",
     "load_probe",
     "make_grid",
-    "predict_cached_videos",
     "run_probe",
     "run_request",
     "train_folds",

@@ -1,9 +1,7 @@
 """Stage 2's training options and schedules: `TrainConfig` (every option and its default, the
-reference's where it has one) and the per-step learning-rate and weight-decay cosines.
-
-The recipe is the reference's frozen evaluation (facebookresearch/jepa
-`evals/video_classification_frozen/eval.py`, as used by Eing et al.): AdamW, lr 1e-3 cosine to 0 and
-weight decay 0.01 cosine to 1e-6 per optimizer step without warm-up, gradient-norm clip 1.0.
+reference's where it has one) and the per-step learning-rate and weight-decay cosines of the
+reference's frozen evaluation (facebookresearch/jepa `evals/video_classification_frozen/eval.py`):
+AdamW, lr 1e-3 cosine to 0 and weight decay 0.01 cosine to 1e-6 per step, no warm-up, clip 1.0.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ AUTOCAST_DTYPES = {
 # Options that change how a pass runs but not one number it produces (the in-memory and streamed
 # passes are equal bit for bit): a resumed pass may differ from its checkpoint in these.
 RUN_ONLY = ("in_memory", "num_workers", "prefetch", "eval_batch_clips", "checkpoint_every")
+POSITIVE = ("epochs", "batch_size", "clips_per_video", "num_heads", "eval_batch_clips", "prefetch")
 
 
 @dataclass(frozen=True)
@@ -99,14 +98,7 @@ class TrainConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in (
-            "epochs",
-            "batch_size",
-            "clips_per_video",
-            "num_heads",
-            "eval_batch_clips",
-            "prefetch",
-        ):
+        for name in POSITIVE:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_workers", "checkpoint_every"):

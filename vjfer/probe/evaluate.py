@@ -1,17 +1,11 @@
 """Evaluate probes on cached videos: every evaluation window scored alone, then whole-video voting.
 
-`score_videos` is the one scoring path: it reads each video's evaluation windows once
-(`Cache.eval_clips`, through the stage-2 reader: `eval_tokens`) for all the probes that score it;
-fold evaluation, `cross` and predictions on cached videos go through it, and the PCA figure's
-embeddings read through `eval_tokens`. Each evaluation window of a test video is scored on its own
-([1, N, D] per clip and view) and turned into class probabilities by a softmax. A cache with several
-spatial views per clip (`3crop`) gives each clip the mean of its views' probabilities, so a clip is
-one vote whatever the view count. A video's label is then decided two ways (the paper's Table II):
-
-- PBV, probability-based voting: argmax of the clip probabilities summed over the video's clips;
-- MV, majority voting: argmax of the clips' votes (each clip's argmax), ties to the lowest index.
-
-Clip-level metrics (every clip labelled with its video's class) are reported too.
+`score_videos` is the one scoring path: it reads each video's evaluation windows once for all the
+probes that score it (fold evaluation, `cross`, predictions on cached videos). A window is scored on
+its own ([1, N, D] per clip and view), softmaxed, and a clip's views averaged (one vote per clip).
+A video's label is then decided two ways (the paper's Table II): PBV, the argmax of the clip
+probabilities summed, and MV, the argmax of the clips' votes, ties to the lowest index. Clip-level
+metrics (every clip labelled with its video's class) are reported too.
 """
 
 from __future__ import annotations
@@ -198,31 +192,8 @@ def score_videos(
     return {name: pd.concat(t, ignore_index=True) for name, t in tables.items()}
 
 
-def predict_clips(
-    probe: nn.Module,
-    cache: Cache,
-    video_ids: Sequence[str],
-    *,
-    device: torch.device | str = "cpu",
-    batch_clips: int = EVAL_BATCH_CLIPS,
-    num_workers: int = 0,
-) -> pd.DataFrame:
-    """One row per cached evaluation window of each video, in the order of `video_ids`: the
-    `clip_table` columns (`score_videos` of one probe; `num_workers`: reads in flight)."""
-    cached = set(cache.videos["video_id"])
-    if missing := [v for v in video_ids if v not in cached]:
-        raise KeyError(f"{len(missing)} videos are not in the cache, first: {missing[0]!r}")
-    rows = rows_of(cache, video_ids)
-    clips = score_videos(
-        cache, {"probe": (probe, rows)}, device=device, batch_clips=batch_clips, threads=num_workers
-    )["probe"]
-    order = {v: n for n, v in enumerate(video_ids)}  # score_videos goes in row order
-    keys = clips["video_id"].map(order).to_numpy()
-    return clips.iloc[np.argsort(keys, kind="stable")].reset_index(drop=True)
-
-
 def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
-    """Per-video table from `predict_clips` rows: video_id, actor, label, label_name, n_clips,
+    """Per-video table from `score_videos` rows: video_id, actor, label, label_name, n_clips,
     prob_<class> (summed over clips), votes_<class>, pbv, mv, pbv_name, mv_name, and mv_tie (the
     most votes went to more than one class, so MV took the lowest index among them)."""
     prob_cols = [f"prob_{c}" for c in class_names]
@@ -240,22 +211,6 @@ def vote_videos(clips: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame
         row["mv_tie"] = bool((votes == votes.max()).sum() > 1)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def predict_cached_videos(
-    probe: nn.Module,
-    cache: Cache,
-    video_ids: Sequence[str],
-    *,
-    device: torch.device | str = "cpu",
-    batch_clips: int = EVAL_BATCH_CLIPS,
-    num_workers: int = 0,
-) -> pd.DataFrame:
-    """Whole-video predictions (PBV and MV) of `video_ids`; columns as `vote_videos`."""
-    clips = predict_clips(
-        probe, cache, video_ids, device=device, batch_clips=batch_clips, num_workers=num_workers
-    )
-    return vote_videos(clips, cache.class_names)
 
 
 @torch.no_grad()

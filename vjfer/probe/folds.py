@@ -1,17 +1,11 @@
 """Cross-validation in one pass: every fold's probe, a grid of heads, and inner-validation
 selection.
 
-For each test fold k the pass trains one head per grid point (lr, weight decay, seed) on all of
-the other folds' videos. The reported result of a fold is the **reference-default head** (lr 1e-3,
-weight decay 0.01), as the paper does; with a grid of more than one point the pass also trains,
-per fold, one head per grid point on an **inner split**: the training folds minus one of them
-(the inner validation fold, the next fold after k). Those heads are scored on the inner
-validation fold only, the best grid point there is the fold's **selected head**, and the head of
-that point trained on the full training folds gives the selected result. The test fold never takes
-part in the choice.
-
-All heads of all folds read their tokens from one pass over the cache (`train.train_heads`), and
-every evaluated video is read once for all heads that score it (`evaluate.score_videos`).
+For each test fold k the pass trains one head per grid point (lr, weight decay, seed) on the other
+folds. The reported result is the **reference-default head** (lr 1e-3, weight decay 0.01), as the
+paper's; with more than one grid point, heads trained on the training folds minus an inner
+validation fold (the next after k) choose the fold's **selected head** there. The test fold never
+takes part in the choice (docs/design.md, "Stage 2: one pass, many heads").
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from vjfer.cache import Cache
-from vjfer.datasets import (
+from vjfer.datasets.folds import (
     ACTORS,
     SPLITS,
     TRAIN_ONLY,
@@ -436,11 +430,3 @@ def train_grid(
             continue
         out.selected[k] = _select(k, inner_of[k], grid, by_name, tables, cache, out.inner)
     return out
-
-
-def train_fold(
-    cache, k: int, config: TrainConfig | None = None, progress: bool = True
-) -> FoldResult:
-    """Train on every fold but k, evaluate every cached clip of fold k's videos (PBV, MV, clips)."""
-    check_folds(cache)
-    return train_grid(cache, [k], config or TrainConfig(), progress=progress).reported(k)

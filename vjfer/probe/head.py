@@ -1,8 +1,7 @@
-"""One probe in training (`Head`): its videos, batches, optimizer and schedules.
-
-AdamW with weight decay on weights only (2-D and up, which includes the query), the cosine schedules
-of `vjfer.probe.config` per optimizer step, gradient-norm clip 1.0 and plain cross-entropy, as the
-reference's frozen evaluation. `vjfer.probe.train` feeds heads from one pass over the cache.
+"""One probe in training (`Head`): its videos, batches, optimizer and schedules: AdamW with weight
+decay on weights only (2-D and up, the query included), `vjfer.probe.config`'s cosine schedules per
+optimizer step, gradient-norm clip 1.0 and plain cross-entropy, as the reference's frozen
+evaluation. `vjfer.probe.train` feeds heads from one pass over the cache.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """Which stored encoder layer a probe reads (`vjfer probe --layer K|concat|all`).
 
-A cache made with `vjfer extract --layers` stacks L encoder blocks layer-major along each clip's
-token axis: a clip is [V, L·N, D], one chunk, so a read brings every layer at once. A probe that
-reads one layer carries a `LayerView` and takes that layer's N tokens from each clip of its input
-itself (`select`), so every head of a pass, whatever its layer, shares the one read of each clip,
-and the probe's parameters (and state-dict keys) stay the reference's at width D.
-
-`concat` is V-JEPA 2's multi-level form: facebookresearch/vjepa2
-`evals/video_classification_frozen/modelcustom/vit_encoder_multiclip_multilevel.py` concatenates
-the levels along the token axis (`torch.cat(outputs, dim=1)`) and keeps the probe at width D, which
-is what a multi-layer cache already is, so a `concat` probe reads every stored token unchanged.
-
-`--layer K` names a block as `vjfer cache info` prints it (0-based); a negative K counts from the
-end of the stored list (-1: the deepest stored block). `all` is one head per stored block.
+A cache made with `vjfer extract --layers` stacks L blocks layer-major along each clip's token axis
+([V, L·N, D], one chunk). A one-layer probe carries a `LayerView` and takes its N tokens from each
+clip itself (`select`), so heads of every layer share one read and keep the reference's parameters
+at width D. `concat` is V-JEPA 2's multilevel form (facebookresearch/vjepa2 concatenates levels
+along the token axis), which a multi-layer cache already is. K is a block as `vjfer cache info`
+prints it (negative: from the end of the stored list); `all` is one head per stored block.
 """
 
 from __future__ import annotations

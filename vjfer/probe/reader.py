@@ -1,20 +1,11 @@
 """Stage 2's token reader: cached clips from disk (or memory) into batch memory at disk speed.
 
-A cache stores every clip as one uncompressed HDF5 chunk of float16 tokens [V, N, D] (see
-`vjfer.cache`), so a clip's bytes sit contiguously in its shard file. The cache looks up each
-chunk's byte offset once (`Cache.chunks`); `ClipReader` then reads a clip with the one clip reader,
-`vjfer.cache.read_clip` (one `os.preadv`, two with scales), straight into
-preallocated memory: no HDF5 chunk cache, no intermediate copy, no decoding on the CPU, and the GIL
-is released while the kernel copies, so several threads keep several reads in flight.
-
-Tokens stay as stored until they reach the device; the trainer converts them there
-(`vjfer.store.decode_raw`). A compact cache (int8, fp8) keeps a float16 scale per token in a second
-one-chunk-per-clip dataset: the reader reads the token chunk and the scale chunk into one buffer
-(uint8 [clips, token bytes + scale bytes]), so the CPU moves stored bytes only, half of fp16's for
-int8, and the checksum covers exactly those bytes. The reader fills
-a fixed pool of `prefetch` buffers (bounded memory; pinned on CUDA so the copy to the GPU is
-asynchronous), reused from video to video: fresh 100 MB buffers would cost a page fault per 4 KiB on
-every read, which made warm reads ten times slower than a memcpy.
+A clip is one uncompressed HDF5 chunk, so its bytes sit contiguously in its shard. `ClipReader`
+reads each with `vjfer.cache.read_clip` (one `os.preadv`, two with scales) straight into a fixed
+pool of `prefetch` reused buffers (pinned on CUDA): no HDF5 chunk cache, no copy, no decoding on the
+CPU, and the GIL released so several threads keep reads in flight. Fresh buffers would cost a page
+fault per 4 KiB, which made warm reads ten times slower than a memcpy. Tokens and their scales stay
+as stored until the device (`vjfer.store.decode_raw`), and the checksum covers exactly those bytes.
 
 `HeldTokens` holds chosen clips in RAM or on the GPU when they fit, and serves the same requests.
 """
@@ -211,9 +202,6 @@ class HeldTokens:
     @property
     def nbytes(self) -> int:
         return sum(len(c) for c in self.clips.values()) * self.clip_bytes
-
-    def holds(self, requests: Sequence[Request]) -> bool:
-        return all(np.isin(c, self.clips.get(v, [])).all() for v, c in requests)
 
     def stream(self, requests: Sequence[Request]) -> Iterator[torch.Tensor]:
         start = time.perf_counter()

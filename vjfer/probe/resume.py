@@ -1,20 +1,15 @@
 """Stage 2 survives a kill and never overwrites: the pass's checkpoint and a run folder's staging.
 
 **Staging.** A run (or a cross-dataset result) is written into `<out>.partial/` and renamed to
-`<out>` when it is complete, so a folder named like a run always holds one whole run. An existing
-run is refused unless it is replaced (`force`, at the rename: the old run stays whole until the new
-one is) or continued (`resume`, which continues `<out>.partial/`).
+`<out>` when complete. An existing run is refused unless replaced (`force`, at the rename: the old
+run stays whole until the new one is) or continued (`resume`, from `<out>.partial/`).
 
-**Checkpoint.** Every `checkpoint_every` epochs (and after the last) the pass saves, per head, the
-probe, AdamW's moments and step counts, the GradScaler, the head's optimizer-step count, its history
-and failure, plus the pass's per-epoch records, into `<out>.partial/checkpoint.pt` (written to a
-temporary file, fsynced, renamed). Nothing else carries state from one epoch to the next: the visit
-order, the clip, view and copy draws and the token masks are pure functions of (seed, epoch), and
-a head's initialisation of its seed, so a resumed pass is bit-identical to an uninterrupted one on
-the CPU. The checkpoint records the settings, the cache fingerprint and a digest of the cache's
-per-video table (`vjfer.probe.run.videos_digest`), and refuses any other.
-Evaluation after training is not checkpointed (it is cheap beside training); the checkpoint is
-deleted once the run is complete.
+**Checkpoint.** Every `checkpoint_every` epochs (and after the last) the pass saves each head's
+probe, optimizer, scaler, step count, history and failure, and the pass's epoch records, into
+`<out>.partial/checkpoint.pt` (atomically). Every draw is a pure function of (seed, epoch), so a
+resumed pass is bit-identical to an uninterrupted one on the CPU. The checkpoint records the
+settings, the cache fingerprint and `vjfer.probe.run.videos_digest`, and refuses any other. It is
+deleted once the run is complete; evaluation is not checkpointed.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """A probe run on disk: train every fold of a cache in one pass and write what each fold produced.
 
-`run_probe` opens a cache, checks it is the one asked for, and calls `train_folds`, which trains and
-evaluates every fold (and every head of a grid) in one pass (`vjfer.probe.folds.train_grid`) and
-writes the run directory:
-
-    config.json  summary.json  summary.md (Table II layout)  cross/ (`vjfer cross` results)
-    fold-K/  probe.pt (self-describing)  config.json  clip_predictions.csv  video_predictions.csv
-             metrics.json  confusion.csv (PBV)  confusion_mv.csv  confusion_clip.csv
-             (the reference-default head: lr 1e-3, weight decay 0.01)
-
-With a grid of more than one (lr, weight decay, seed) point, also:
-
-    selection.csv            per fold and point: inner-validation scores, and which point won
-    grid_test_results.csv    per fold and point: test-fold scores (NOT a valid way to choose)
-    fold-K/selected/         the inner-selected head, with the same files as fold-K/
-    fold-K/heads/<point>/    metrics.json and video_predictions.csv of every point
+`run_request` is `vjfer probe` as one function; `run_probe` opens a cache, checks it is the one
+asked for, and calls `train_folds`, which trains and evaluates every fold (and every head of a grid)
+in one pass (`vjfer.probe.folds.train_grid`) and writes the run directory: config.json,
+summary.json, summary.md and fold-K/ (probe.pt, predictions, metrics.json, confusions), and with a
+grid selection.csv, grid_test_results.csv, fold-K/selected/ and fold-K/heads/ (docs/stage2.md).
 """
 
 from __future__ import annotations
@@ -32,7 +22,7 @@ import torch
 import vjfer
 from vjfer.cache import Cache, open_cache
 from vjfer.cache.format import Coverage
-from vjfer.datasets import fold_numbers
+from vjfer.datasets.folds import fold_numbers
 from vjfer.env import environment, resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.files import check_writable, read_json_object

@@ -1,18 +1,11 @@
 """What a training epoch reads: the order it visits videos in and each video's clips and views.
 
 Small pure functions of seeds and counts, so that a probe's samples never depend on which other
-probes share a pass (see `vjfer.probe.train`):
-
-- `epoch_order` permutes *all* cached videos with a generator seeded by (order seed, epoch); a
-  probe sees that order restricted to its own videos, a uniformly random order of them;
-- `draw_samples` draws every cached video's clips and views from a generator seeded by
-  (probe seed, epoch), whichever videos a pass needs;
-- `reference_clips` maps the reference's 8 training clips to the nearest cached clips;
-- `plain_clips`, `train_role_clips` and `augmented_clips` read a video's per-clip roles (the
-  `reference` plan stores the reference's exact training clips, `--augment K` augmented copies);
-- `draw_copies` picks one augmented copy per training clip, seeded by (probe seed, epoch);
-- `train_clips` gathers what a pass draws from (`TrainClips`), and `epoch_draws` makes one seed's
-  samples of one epoch from it: one record (`EpochDraws`) of clips, views, copies and masks.
+probes share a pass (see `vjfer.probe.train`): `epoch_order` permutes *all* cached videos (seeded by
+(order seed, epoch)); `draw_samples` draws every cached video's clips and views (seeded by (probe
+seed, epoch)); `reference_clips` maps the reference's 8 training clips to the nearest cached ones;
+`plain_clips`, `train_role_clips` and `augmented_clips` read per-clip roles; `draw_copies` picks one
+augmented copy per clip; `epoch_draws` makes one seed's `EpochDraws` of one epoch.
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """Token-space augmentation (`vjfer probe --token-augment`): vjfer's own cheap approximation of the
 reference's spatial augmentation, for caches without augmented copies (`vjfer extract --augment`).
 
-The reference crops 8-100 % of each training clip's frame and erases a random cube of pixels
-(`vjfer.augment`); a cached clip's tokens are fixed, but each token already carries its position
-(the encoder's 3-D sin-cos embedding), so a crop can be approximated by dropping the tokens outside
-a box of the h x w token grid, and erasing by dropping a box of tokens in every time step:
-
-- crop: a box of the grid with area and aspect drawn as the reference's random-resized crop
-  (`augment.draw_crop` on the grid: area 0.08-1, aspect 3/4-4/3), kept in every time step;
-- dropout: with probability 0.25 a box drawn as the reference's random erasing
-  (`augment.draw_erase` on the grid: area 0.02-1/3, aspect 0.3-3.33), dropped in every time step.
-
-Unlike the reference, nothing is resized (the kept tokens keep their scale) and dropped tokens are
-absent rather than noise: it is an approximation, off by default. The result is a boolean mask
-[K, N] (True = kept) that the probe's attention and mean pooling honour (`probe.model`). Draws come
-from a generator seeded by (head seed, epoch, video row), so a head's masks do not depend on which
-other heads share the pass.
+Each token carries its position (the encoder's sin-cos embedding), so a crop is approximated by
+keeping a box of the h x w token grid (`augment.draw_crop` on the grid) and erasing by dropping,
+at p 0.25, a box inside it (`augment.draw_erase`), in every time step. Nothing is resized and
+dropped tokens are absent rather than noise: an approximation, off by default. The result is a
+boolean mask [K, N] (True = kept) that the probe honours, drawn from a generator seeded by (head
+seed, epoch, video row), so a head's masks do not depend on the other heads of the pass.
 """
 
 from __future__ import annotations

@@ -5,32 +5,17 @@ schedules, `vjfer.probe.head` one probe in training), with the final-epoch probe
 (nothing is selected on the test fold). This module is the pass: `plan_pass` (what it will hold and
 read, a pure function), `train_heads` (the epochs) and `train_probe` (one head alone).
 
-**One pass, many heads.** A `Head` is one probe in training: its own training videos, batches,
-optimizer, schedules and step count. `train_heads` runs the epochs: each epoch visits the needed
-videos in one seeded order, reads each video's tokens once (`vjfer.probe.reader`), and hands the
-sample to every head that trains on that video. Five folds, inner-validation heads and a grid of
-learning rates all share the read, which at ViT-H/384 sizes is what stage 2's time is made of.
-A head's result does not depend on which other heads share the pass:
+Each epoch visits the needed videos in one seeded order, reads each video's tokens once
+(`vjfer.probe.reader`) and hands the sample to every head that trains on it. The order (a
+permutation of all cached videos, seeded by (`order_seed`, epoch)), the clip and view draws (seeded
+by (head seed, epoch), for every cached video) and the initialisation (the head's seed) never depend
+on which heads share the pass, so fold k trained alone equals fold k trained beside the other four,
+bit for bit on the CPU (docs/design.md, "Stage 2: one pass, many heads").
 
-- the epoch order is one permutation of *all* cached videos, seeded by (`order_seed`, epoch) (or the
-  epoch-0 one every epoch: `epoch_order="fixed"`, the reference's), and a head sees it restricted
-  to its own videos (a uniformly random order of them);
-- clip and view choices (`samples.epoch_draws`, one record per seed and epoch) are drawn for every
-  cached video from a generator seeded by (head seed, epoch), so they do not depend on which
-  videos the pass needs;
-- the probe's initialisation comes from the head's seed alone.
-
-So fold k trained alone equals fold k trained beside the other four, bit for bit on the CPU.
-
-A training sample is one video's 8 clips: `reference` takes the cached clips nearest to the
-reference's 8 training clips (`vjfer.clips.plan_clips(n, "reference-train")`), `random` draws 8
-cached clips with replacement each epoch. `pool="joint"` concatenates their tokens into one
-[8·N, D] sequence (the reference's "attend across segments"); `pool="clip"` scores each clip alone
-and, as the reference does without attending across segments, averages the per-clip losses.
-Spatial views: `train_view="random"` draws one cached view per clip and epoch, `"middle"` takes
-view V // 2 (the centre crop of `3crop`, the only view of `center`).
-
-Stage 2 never opens a video or loads the encoder: everything comes from `vjfer.cache`.
+A training sample is one video's 8 clips (`clip_choice`: `reference`, the cached clips nearest the
+reference's 8, or `random`, 8 drawn with replacement each epoch), their tokens concatenated into one
+[8·N, D] sequence (`pool="joint"`) or each clip scored alone with the losses averaged (`"clip"`);
+one view per clip (`train_view`: a random view, or `"middle"`, view V // 2).
 """
 
 from __future__ import annotations
@@ -167,21 +152,10 @@ def _requests(
     ]
 
 
-def _run_epoch(
-    cache: Cache,
-    heads: Sequence[Head],
-    source,
-    member: np.ndarray,
-    pool,
-    config: TrainConfig,
-    epoch: int,
-    device: torch.device,
-    bar,
-) -> dict:
-    """One epoch of the pass: visit the needed videos in the epoch's order, read each once, feed
-    every head that trains on it. Returns the epoch's record (`TrainedPass.epochs`)."""
-    start = time.perf_counter()
-    seeds = [head.config.seed for head in heads]
+def _epoch_draws(
+    cache: Cache, pool, config: TrainConfig, seeds: list[int], epoch: int
+) -> dict[int, EpochDraws]:
+    """Each head seed's draws of clips, views (and token boxes) for this epoch."""
     if config.token_augment and cache.layers is not None:
         raise ConfigError(
             f"--token-augment draws boxes on one layer's token grid; cache "
@@ -201,6 +175,37 @@ def _run_epoch(
         )
         for s in sorted(set(seeds))
     }
+    return draws
+
+
+def _postfix(bar, heads: list[Head], epoch: int, stats: ReadStats) -> None:
+    """The progress bar's epoch, the running loss of `heads` and the read rate."""
+    loss = np.mean([head.running_loss() for head in heads])
+    bar.set_postfix(
+        epoch=epoch + 1,
+        loss=f"{loss:.3f}",
+        GB=f"{stats.bytes / 1e9:.1f}",
+        GB_s=f"{stats.gb_per_s:.2f}",
+        refresh=False,
+    )
+
+
+def _run_epoch(
+    cache: Cache,
+    heads: Sequence[Head],
+    source,
+    member: np.ndarray,
+    pool,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    bar,
+) -> dict:
+    """One epoch of the pass: visit the needed videos in the epoch's order, read each once, feed
+    every head that trains on it. Returns the epoch's record (`TrainedPass.epochs`)."""
+    start = time.perf_counter()
+    seeds = [head.config.seed for head in heads]
+    draws = _epoch_draws(cache, pool, config, seeds, epoch)
     order = epoch_order(len(cache.videos), config.order_seed, epoch, config.epoch_order)
     order = order[member[:, order].any(axis=0)]
     takers = [np.flatnonzero(member[:, i]).tolist() for i in order]  # head numbers per video
@@ -228,14 +233,7 @@ def _run_epoch(
             )
         bar.update()
         if not bar.disable and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
-            loss = np.mean([heads[h].running_loss() for h in who])
-            bar.set_postfix(
-                epoch=epoch + 1,
-                loss=f"{loss:.3f}",
-                GB=f"{source.stats.bytes / 1e9:.1f}",
-                GB_s=f"{source.stats.gb_per_s:.2f}",
-                refresh=False,
-            )
+            _postfix(bar, [heads[h] for h in who], epoch, source.stats)
     seconds = time.perf_counter() - start
     for head in heads:
         head.end_epoch(epoch, seconds / len(heads), source.stats)
