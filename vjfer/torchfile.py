@@ -37,7 +37,9 @@ def _load_error(path: Path, err: Exception, unsafe: str) -> CheckpointError:
     refused global is `path: unsafe` (formatted with `pickled`, the global's name)."""
     full = str(err)
     text = _torch_reason(err)
-    if refused := re.search(r"Unsupported global: GLOBAL (\S+)", full):
+    # "Unsupported global: GLOBAL x.y was not an allowed global" or "Trying to load unsupported
+    # GLOBAL x.y whose module x is blocked", as torch's versions say it
+    if refused := re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", full):
         return CheckpointError(f"{path}: {unsafe.format(pickled=refused[1])}")
     try:
         with open(path, "rb") as f:
