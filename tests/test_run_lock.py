@@ -20,6 +20,7 @@ import torch
 from conftest import run_cli
 
 from vjfer.cache import open_cache
+from vjfer.convert import ConvertConfig, convert
 from vjfer.errors import CacheError, CheckpointError, ConfigError, TrainingError
 from vjfer.probe.config import TrainConfig
 from vjfer.probe.model import load_probe
@@ -170,3 +171,14 @@ def test_a_code_running_pickle_is_refused_in_one_line(name, tmp_path):
     assert text.startswith(f"{path}: not a tensor file vjfer wrote, or unsafe: refused")
     assert "\n" not in text and "weights_only" not in text  # never torch's advice
     assert not marker.exists()  # and nothing ran
+
+
+def test_a_second_convert_to_the_same_out_is_refused_naming_the_first(cache_dir, tmp_path):
+    out = tmp_path / "int8"
+    with held(out), pytest.raises(CacheError) as info:
+        convert(ConvertConfig(cache_dir, "int8", out=out))
+    assert str(info.value) == (
+        f"{out} is being written by another vjfer cache convert ({HOLDER}); wait for it to "
+        "finish or stop it, then rerun (it resumes from the finished shards)"
+    )
+    assert not out.exists()  # nothing written
