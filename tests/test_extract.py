@@ -46,8 +46,7 @@ from vjfer.extract import (
     format_plan,
     plan_extraction,
 )
-from vjfer.extract.lock import CacheLock
-from vjfer.extract.plan import TYPICAL_FRAMES, decode_workers
+from vjfer.extract.plan import TYPICAL_FRAMES, cache_lock, decode_workers
 from vjfer.prepare import normalize_clips
 from vjfer.synthetic import make_crema_d, make_ravdess
 
@@ -577,7 +576,7 @@ def test_decoding_does_not_depend_on_the_workers(partial_root, encoder, tmp_path
 def test_a_second_extraction_refuses_at_once_naming_the_first(root, encoder, tmp_path):
     config = config_for(root, tmp_path)
     directory = plan_extraction(config, encoder=encoder).directory
-    holder = CacheLock(directory).acquire()  # another open file description: as another process
+    holder = cache_lock(directory).acquire()  # another open file description: as another process
     try:
         who = rf"pid {os.getpid()} on host {re.escape(socket.gethostname())}"
         with pytest.raises(

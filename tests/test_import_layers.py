@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "vjfer",
             "errors",
             "files",
+            "lock",
+            "torchfile",
             "digests",
             "clips",
             "labels",

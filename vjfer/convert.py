@@ -43,6 +43,7 @@ from vjfer.cache.writer import (
     write_manifest,
 )
 from vjfer.errors import CacheError, ConfigError
+from vjfer.lock import FileLock
 from vjfer.store import Codec, StoreFormat, pool2
 
 log = logging.getLogger(__name__)
@@ -271,19 +272,34 @@ def convert(config: ConvertConfig) -> ConvertSummary:
         directory = src.path.parent / name
     if directory.resolve() == src.path.resolve():
         raise ConfigError(f"--out {directory} is the source cache; name another directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_record(config, fmt, directory)
-    codec = Codec(fmt, src.grid, basis, mean, layers=len(src.layers or (0,)))
-    written, skipped = _convert_shards(src, directory, settings, fp, codec)
-    extra = {"excluded": src.manifest["excluded"]}
-    if "config" in src.manifest:
-        extra["config"] = src.manifest["config"]
-    write_manifest(directory, manifest_from_shards(directory, extra))
-    cost = compare_caches(
-        src, open_cache(directory), clips=config.cost_clips, seed=config.seed, run=config.run
-    )
-    atomic_write_text(directory / COST_FILE, json.dumps(cost, indent=1) + "\n")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with convert_lock(directory):  # one writer of the target until its cost is written
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_record(config, fmt, directory)
+        codec = Codec(fmt, src.grid, basis, mean, layers=len(src.layers or (0,)))
+        written, skipped = _convert_shards(src, directory, settings, fp, codec)
+        extra = {"excluded": src.manifest["excluded"]}
+        if "config" in src.manifest:
+            extra["config"] = src.manifest["config"]
+        write_manifest(directory, manifest_from_shards(directory, extra))
+        cost = compare_caches(
+            src, open_cache(directory), clips=config.cost_clips, seed=config.seed, run=config.run
+        )
+        atomic_write_text(directory / COST_FILE, json.dumps(cost, indent=1) + "\n")
     return ConvertSummary(directory, written, skipped, cost)
+
+
+def convert_lock(directory: Path) -> FileLock:
+    """The lock of a convert's target `directory`: `<directory>.lock` beside it (so the target
+    holds only the cache), naming pid, host and since when; removed when released."""
+
+    def refusal(holder: str) -> CacheError:
+        return CacheError(
+            f"{directory} is being written by another vjfer cache convert ({holder}); wait for "
+            "it to finish or stop it, then rerun (it resumes from the finished shards)"
+        )
+
+    return FileLock(directory.with_name(directory.name + ".lock"), refusal, since=True, remove=True)
 
 
 def _target_format(

@@ -34,7 +34,7 @@ from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset, class_names
 from vjfer.probe.evaluate import EVAL_BATCH_CLIPS, VIDEO_VOTINGS, score_videos, vote_videos
 from vjfer.probe.model import load_probe
-from vjfer.probe.resume import publish_run, stage_run
+from vjfer.probe.resume import publish_run, staged_run
 from vjfer.results import write_json
 from vjfer.runs import CROSS_DIR, check_same_encoder, find_probes
 from vjfer.tables import DATASET_TITLES, METRIC_COLUMNS, Table, metric_cells, render_markdown
@@ -343,36 +343,40 @@ def cross_evaluate(
     )
 
     out_dir = run_dir / CROSS_DIR / cross_dir_name(source, cache.dataset, calm)
-    work = stage_run(out_dir, "force")
-    folds: list[dict[str, Any]] = []  # JSON records: {"fold": k, voting: scores, ...}
-    for k in probes:
-        videos = _video_frame(clips[str(k)], cache, src_names)
-        folds.append(_score_fold(k, videos, handling, work / f"fold-{k}"))
+    with staged_run(out_dir, "force") as work:  # its lock: one writer of this result
+        folds: list[dict[str, Any]] = []  # JSON records: {"fold": k, voting: scores, ...}
+        for k in probes:
+            videos = _video_frame(clips[str(k)], cache, src_names)
+            folds.append(_score_fold(k, videos, handling, work / f"fold-{k}"))
 
-    # metrics.fold_summary averages the numbers every probe has (a probe with nothing kept has
-    # None for its metrics: they are left out of the mean).
-    numeric = [
-        {v: {m: x for m, x in f[v].items() if isinstance(x, (int, float))} for v in VIDEO_VOTINGS}
-        for f in folds
-    ]
-    coverage = cache.coverage()
-    result = CrossResult(
-        source,
-        cache.dataset,
-        calm,
-        run_dir,
-        cache.path,
-        out_dir,
-        handling.names,
-        len(video_ids),
-        folds,
-        metrics.fold_summary(numeric),
-        coverage,
-    )
-    write_json(work / "summary.json", result.to_json())
-    write_json(
-        work / "coverage.json", {**asdict(coverage), "total": coverage.total, "text": str(coverage)}
-    )
-    (work / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
-    publish_run(work, out_dir)
+        # metrics.fold_summary averages the numbers every probe has (a probe with nothing kept has
+        # None for its metrics: they are left out of the mean).
+        numeric = [
+            {
+                v: {m: x for m, x in f[v].items() if isinstance(x, (int, float))}
+                for v in VIDEO_VOTINGS
+            }
+            for f in folds
+        ]
+        coverage = cache.coverage()
+        result = CrossResult(
+            source,
+            cache.dataset,
+            calm,
+            run_dir,
+            cache.path,
+            out_dir,
+            handling.names,
+            len(video_ids),
+            folds,
+            metrics.fold_summary(numeric),
+            coverage,
+        )
+        write_json(work / "summary.json", result.to_json())
+        write_json(
+            work / "coverage.json",
+            {**asdict(coverage), "total": coverage.total, "text": str(coverage)},
+        )
+        (work / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
+        publish_run(work, out_dir)
     return result

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import logging
 import re
-import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from vjfer.digests import sha256_file
 from vjfer.encoders.vjepa import VisionTransformer, ViTConfig, build_vit, sincos_pos_embed_3d
 from vjfer.errors import CheckpointError, ConfigError
+from vjfer.torchfile import ZIP_MAGIC, torch_load
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,6 @@ JEPA_PREFIX = "module.backbone."
 # Wrapper prefixes jepa's own loaders strip: DistributedDataParallel (`module.`) around
 # MultiMaskWrapper (`backbone.`); a non-DDP save has one, a bare ViT neither. Longest first.
 WRAPPER_PREFIXES: tuple[str, ...] = ("module.backbone.", "backbone.", "module.", "")
-ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
-PICKLE_MAGIC = b"\x80"  # a pickle stream (torch.save's legacy format) starts with PROTO
 POS_EMBED_TOLERANCE = 1e-4  # a checkpoint's pos_embed should equal the sin-cos code (float32)
 
 
@@ -180,52 +177,12 @@ def load_strict(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
     model.load_state_dict(state_dict, strict=True, assign=on_meta)
 
 
-_UNSAFE_ADVICE = re.compile(
-    r"weights_only\s*=\s*False|unsafe|arbitrary code|trust the source", re.IGNORECASE
+# A jepa checkpoint that pickles a global torch refuses (`vjfer.torchfile.torch_load`).
+UNSAFE_CHECKPOINT = (
+    "refused by torch.load(weights_only=True): it pickles {pickled}, which could run arbitrary "
+    "code; vjfer has no unsafe pickle fallback: use a checkpoint that holds tensors only (the "
+    "facebookresearch/jepa release files do)"
 )
-
-
-def _torch_reason(err: Exception) -> str:
-    """torch.load's message without its advice to load unsafely: the first line that gives none."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    safe = [ln for ln in lines if not _UNSAFE_ADVICE.search(ln)]
-    return (safe[0] if safe else type(err).__name__)[:200]
-
-
-def _load_error(path: Path, err: Exception) -> CheckpointError:
-    """Turn a torch.load failure into a CheckpointError saying which kind of failure it is.
-
-    torch's own text is passed on only in part: it advises `weights_only=False`, which would run
-    whatever the file pickles; vjfer never suggests that.
-    """
-    full = str(err)
-    text = _torch_reason(err)
-    if unsafe := re.search(r"Unsupported global: GLOBAL (\S+)", full):
-        return CheckpointError(
-            f"{path}: refused by torch.load(weights_only=True): it pickles {unsafe[1]}, which "
-            "could run arbitrary code; vjfer has no unsafe pickle fallback: use a checkpoint "
-            "that holds tensors only (the facebookresearch/jepa release files do)"
-        )
-    with open(path, "rb") as f:
-        head = f.read(len(ZIP_MAGIC))
-    if head == ZIP_MAGIC:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError) as zip_err:
-            return CheckpointError(
-                f"{path}: truncated or damaged checkpoint ({zip_err}; {text[:200]})"
-            )
-        if not any(n.endswith("data.pkl") for n in names):
-            return CheckpointError(f"{path}: is not a PyTorch checkpoint (a zip without data.pkl)")
-        return CheckpointError(f"{path}: truncated or damaged checkpoint ({text[:200]})")
-    ends_early = isinstance(err, EOFError) or re.search(r"truncated|EOF|corrupted", full)
-    if head.startswith(PICKLE_MAGIC) and ends_early:
-        return CheckpointError(
-            f"{path}: truncated or damaged checkpoint (pickle stream ends early)"
-        )
-    kind = "an empty file" if not head else f"starts with {head!r}"
-    return CheckpointError(f"{path}: is not a PyTorch checkpoint ({kind}; {text[:200]})")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -235,10 +192,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         mmap = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC  # read only the tensors used, lazily
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # torch.load raises many types; each becomes one CheckpointError
-        raise _load_error(path, err) from err
+    ckpt = torch_load(path, mmap=mmap, unsafe=UNSAFE_CHECKPOINT)
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path}: is not a PyTorch checkpoint dict (holds {type(ckpt).__name__})"

@@ -33,10 +33,10 @@ from vjfer.encoders.vjepa import forward_flops
 from vjfer.env import available_cpus, resolve_device
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract.config import ExtractConfig, cache_settings
-from vjfer.extract.lock import check_lock
 from vjfer.extract.sources import STREAMS_MEMO, changed_sources, duplicate_streams, stream_digests
 from vjfer.files import check_writable
 from vjfer.labels import check_dataset
+from vjfer.lock import FileLock
 from vjfer.prepare import SourceIdentity, num_views
 from vjfer.store import StoreFormat
 
@@ -58,6 +58,24 @@ EXPECTED_EXCLUSIONS = (AUDIO_ONLY, NOT_SELECTED)  # by design, not failures: not
 # clip's matmul FLOPs (`encoders.vjepa.forward_flops`: 9.3 TFLOP for ViT-H/16-384) at ASSUMED_MFU
 # of one H100 SXM's dense bf16 peak (benchmarks/encoder.py's table): ~53 clips/s at 384.
 ASSUMED_GPU, ASSUMED_PEAK_TFLOPS, ASSUMED_MFU = "H100", 989.4, 0.5
+
+
+def cache_lock(directory: Path, rank: int = 0) -> FileLock:
+    """The lock of rank `rank`'s extraction into cache `directory` (`.extract-rank<R>.lock`):
+    a second extraction of the same cache and rank is refused naming the holder."""
+
+    def refusal(holder: str) -> CacheError:
+        return CacheError(
+            f"{directory} is being written by another vjfer extract ({holder}); wait for it to "
+            "finish or stop it, then rerun (it resumes from the finished shards)"
+        )
+
+    return FileLock(directory / f".extract-rank{rank}.lock", refusal)
+
+
+def check_lock(directory: Path, rank: int = 0) -> None:
+    """CacheError naming the holder when another process holds this rank's lock on `directory`."""
+    cache_lock(directory, rank).acquire().release()
 
 
 @dataclass

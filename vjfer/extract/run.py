@@ -25,9 +25,14 @@ from vjfer.cache.writer import atomic_write_text, manifest_from_shards, shard_he
 from vjfer.env import available_cpus, environment
 from vjfer.errors import CacheError, ConfigError
 from vjfer.extract.config import ExtractConfig, command_words, config_record
-from vjfer.extract.lock import CacheLock
 from vjfer.extract.pipeline import _Batcher, _DecodeTasks, _WriterThread
-from vjfer.extract.plan import ExtractPlan, _shard_aliases, _shard_header_if_done, plan_extraction
+from vjfer.extract.plan import (
+    ExtractPlan,
+    _shard_aliases,
+    _shard_header_if_done,
+    cache_lock,
+    plan_extraction,
+)
 from vjfer.extract.sources import relative_source
 from vjfer.face import FaceCropper
 from vjfer.prepare import SourceIdentity, num_views
@@ -301,7 +306,7 @@ def extract(
     elif plan.config != config:
         raise ConfigError("extract() was given a plan made for another config")
     directory = plan.directory
-    lock = CacheLock(directory, plan.rank).acquire()
+    lock = cache_lock(directory, plan.rank).acquire()
     threads = torch.get_num_threads()  # the encoder shares the cores with the decoding processes
     torch.set_num_threads(max(1, available_cpus() - plan.workers))
     try:

@@ -35,7 +35,6 @@ bias b_k and the part of the LayerNorm bias seen by the scores get zero gradient
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -47,6 +46,7 @@ from torch import Tensor, nn
 from vjfer.errors import CheckpointError, ConfigError
 from vjfer.mlp import MLP  # fc1 -> exact GELU -> fc2, as the reference's MLP
 from vjfer.probe.layer import LayerView, select_layer
+from vjfer.torchfile import torch_load
 
 INIT_STD = 0.02  # the reference's trunc_normal std for the query and the pooler's linears
 MLP_RATIO = 4  # D -> 4D -> D
@@ -262,10 +262,7 @@ def probe_checkpoint(probe: nn.Module, meta: dict) -> dict:
 def load_probe(path: str | Path, device: str | torch.device = "cpu") -> tuple[Probe, dict]:
     """Rebuild a probe from a `probe.pt` written by training; returns (probe in eval mode, meta)."""
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-        raise CheckpointError(f"cannot read probe checkpoint {path}: {err}") from err
+    ckpt = torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}

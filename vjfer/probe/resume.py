@@ -10,26 +10,38 @@ probe, optimizer, scaler, step count, history and failure, and the pass's epoch 
 resumed pass is bit-identical to an uninterrupted one on the CPU. The checkpoint records the
 settings, the cache fingerprint and `vjfer.probe.run.videos_digest`, and refuses any other. It is
 deleted once the run is complete; evaluation is not checkpointed.
+
+**One writer.** `staged_run` holds an exclusive lock on `<out>.lock` (beside `<out>.partial/`, so
+`force` deleting the staging folder cannot drop it; `vjfer.lock.FileLock`) from before the staging
+folder is touched until after the rename: a second writer of the same run, `force` and `resume`
+included, is refused naming the holder. A run that stops on an error (not a kill, not a refused
+resume) is marked failed in `<out>.partial/failed.json` with its reason, so a rerun says so.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from vjfer.errors import CheckpointError, ConfigError
-from vjfer.files import atomic_write
+from vjfer.errors import CheckpointError, ConfigError, VjferError
+from vjfer.files import atomic_write, read_json_object
+from vjfer.lock import FileLock
+from vjfer.torchfile import torch_load
 
 log = logging.getLogger(__name__)
 
 RunMode = Literal["new", "force", "resume"]
 CHECKPOINT = "checkpoint.pt"
+FAILED = "failed.json"  # in `<out>.partial/`: the run stopped on this error
 
 
 def run_mode(force: bool, resume: bool) -> RunMode:
@@ -56,6 +68,11 @@ def stage_run(out: str | Path, mode: RunMode) -> Path:
         fix = "nothing to resume; " if mode == "resume" else ""
         raise ConfigError(f"run {out} exists: {fix}--force replaces it, or choose another --out")
     if partial.exists() and mode == "new":
+        if (reason := failed_reason(partial)) is not None:
+            raise ConfigError(
+                f"a failed run is at {partial}: {reason}; --force replaces it, --resume "
+                "continues it from its last checkpoint"
+            )
         raise ConfigError(
             f"an interrupted run is at {partial}: --resume continues it, --force starts it over"
         )
@@ -70,9 +87,79 @@ def stage_run(out: str | Path, mode: RunMode) -> Path:
     return partial
 
 
+def failed_reason(partial: Path) -> str | None:
+    """The reason `partial` (a staging folder) was marked failed with, or None when it was not."""
+    path = partial / FAILED
+    if not path.is_file():
+        return None
+    try:
+        reason = read_json_object(path).get("reason")
+    except VjferError:
+        reason = None
+    return reason if isinstance(reason, str) else f"its reason is unreadable ({path})"
+
+
+def mark_failed(partial: Path, err: BaseException) -> None:
+    """Record in `partial/failed.json` that the run stopped on `err` (its text on one line)."""
+    reason = " ".join(str(err).split()) or type(err).__name__
+    record = {
+        "reason": reason,
+        "error": type(err).__name__,
+        "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    text = (json.dumps(record, indent=1) + "\n").encode("utf-8")
+    try:
+        atomic_write(partial / FAILED, lambda f: f.write(text))
+    except OSError as write_err:  # the error itself goes on; only the mark is lost
+        log.warning("could not mark %s failed: %s", partial, write_err)
+
+
+def run_lock(out: Path) -> FileLock:
+    """The lock of run folder `out`: `<out>.lock` beside it, naming pid, host and since when;
+    removed when released."""
+
+    def refusal(holder: str) -> ConfigError:
+        return ConfigError(
+            f"run {out} is being written by another vjfer process ({holder}); wait for it to "
+            "finish, or stop that process first"
+        )
+
+    return FileLock(out.with_name(out.name + ".lock"), refusal, since=True, remove=True)
+
+
+@contextmanager
+def staged_run(out: str | Path, mode: RunMode) -> Iterator[Path]:
+    """`stage_run` under the run's lock (`run_lock`), held until the block ends (the block
+    publishes): a second writer of `out` is refused naming the holder before anything is touched.
+    An error in the block (a CheckpointError aside: a refused resume leaves the run as it was)
+    marks the staging folder failed (`mark_failed`); a kill or Ctrl-C leaves it interrupted."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock = run_lock(out).acquire()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write run folder {partial_dir(out)} ({err}); choose another --out"
+        ) from err
+    try:
+        work = stage_run(out, mode)
+        try:
+            yield work
+        except CheckpointError:
+            raise
+        except Exception as err:
+            if work.is_dir():
+                mark_failed(work, err)
+            raise
+    finally:
+        lock.release()
+
+
 def publish_run(partial: Path, out: Path) -> None:
     """Rename the complete `partial` to `out`, replacing an old run there only now: should the
-    second rename fail, the old run goes back in place, whole, and `partial` stays."""
+    second rename fail, the old run goes back in place, whole, and `partial` stays. A failed mark
+    left by an earlier attempt (`mark_failed`) is dropped first."""
+    (partial / FAILED).unlink(missing_ok=True)
     old = out.with_name(out.name + ".old")
     if _is_empty_dir(out):
         out.rmdir()
@@ -138,11 +225,16 @@ class PassCheckpoint:
         if not self.path.is_file():
             return 0, []
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many types for a damaged file
+            saved = torch_load(self.path)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}; --force starts the run over") from err
+        if not isinstance(saved, dict) or not {"identity", "epoch", "records", "heads"} <= set(
+            saved
+        ):
             raise CheckpointError(
-                f"{self.path} is not a readable checkpoint ({err}); --force starts the run over"
-            ) from err
+                f"{self.path}: not a checkpoint vjfer wrote (no identity, epoch, records and "
+                "heads); --force starts the run over"
+            )
         if diff := _first_difference(saved["identity"], self.identity):
             raise CheckpointError(
                 f"{self.path} was saved by another pass ({diff}): rerun with "

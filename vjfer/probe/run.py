@@ -39,7 +39,7 @@ from vjfer.probe.folds import (
 )
 from vjfer.probe.layer import ALL, CONCAT, LayerChoice, layer_axis
 from vjfer.probe.model import probe_checkpoint
-from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, stage_run
+from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, staged_run
 from vjfer.probe.summary import format_run_summary, summarise_folds
 from vjfer.probe.train import FoldResult
 from vjfer.results import LayerSummary, RunSummary, Selected, write_json
@@ -263,39 +263,39 @@ def train_folds(
     splits = splits or check_folds(cache)
     check_store_folds(cache, list(folds))
     grid = list(grid) if grid else [GridPoint.of(config)]
-    work = stage_run(out_dir, mode)
-    if mode == "resume":
-        _refuse_other_cache(work, cache)
-    coverage = cache.coverage()
-    log.info("%s: %s", cache.path, coverage)
-    run = {
-        "train": config_dict(config),
-        "folds": list(folds),
-        "splits": splits,
-        "cache": cache_description(cache),
-        "grid": [asdict(p) for p in grid],
-        "coverage": asdict(coverage),
-        "environment": environment(),
-        "vjfer_version": vjfer.__version__,
-    }
-    write_json(work / "config.json", run)
-    checkpoint = _checkpoint(work, cache, folds, config, grid)
-    result = train_grid(cache, folds, config, grid, progress=progress, checkpoint=checkpoint)
-    for k in folds:
-        fold = result.reported(k)
-        write_fold(fold, work / f"fold-{k}", cache, grid[0].apply(config))
-        log.info(
-            "fold %d: PBV UAR %.4f WAR %.4f",
-            k,
-            fold.metrics["pbv"]["uar"],
-            fold.metrics["pbv"]["war"],
-        )
-    if len(grid) > 1:
-        _write_grid(result, work, cache, config)
-    summary = _summary(result, cache, folds, config, splits, coverage)
-    _write_summary(work, summary, result.failed)
-    publish_run(work, out_dir)  # then drop the checkpoint: a kill in between loses nothing
-    (out_dir / CHECKPOINT).unlink(missing_ok=True)
+    with staged_run(out_dir, mode) as work:  # the run's lock, held until it is published
+        if mode == "resume":
+            _refuse_other_cache(work, cache)
+        coverage = cache.coverage()
+        log.info("%s: %s", cache.path, coverage)
+        run = {
+            "train": config_dict(config),
+            "folds": list(folds),
+            "splits": splits,
+            "cache": cache_description(cache),
+            "grid": [asdict(p) for p in grid],
+            "coverage": asdict(coverage),
+            "environment": environment(),
+            "vjfer_version": vjfer.__version__,
+        }
+        write_json(work / "config.json", run)
+        checkpoint = _checkpoint(work, cache, folds, config, grid)
+        result = train_grid(cache, folds, config, grid, progress=progress, checkpoint=checkpoint)
+        for k in folds:
+            fold = result.reported(k)
+            write_fold(fold, work / f"fold-{k}", cache, grid[0].apply(config))
+            log.info(
+                "fold %d: PBV UAR %.4f WAR %.4f",
+                k,
+                fold.metrics["pbv"]["uar"],
+                fold.metrics["pbv"]["war"],
+            )
+        if len(grid) > 1:
+            _write_grid(result, work, cache, config)
+        summary = _summary(result, cache, folds, config, splits, coverage)
+        _write_summary(work, summary, result.failed)
+        publish_run(work, out_dir)  # then drop the checkpoint: a kill in between loses nothing
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return summary
 
 
