@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -117,11 +119,14 @@ def _reference_full_video(n, fpc=16, fstp=4):
         indices = np.linspace(0, n, num=n // fstp)
         indices = np.concatenate((indices, np.ones(fpc - n // fstp) * n))
         return [np.clip(indices, 0, n - 1).astype(np.int64)]
-    windows = []
-    for start in range(n - clip_len):
-        indices = np.linspace(start, start + clip_len, num=fpc)
-        windows.append(np.clip(indices, start, start + clip_len - 1).astype(np.int64))
-    return windows
+    return [_reference_window(start, clip_len, fpc) for start in range(n - clip_len)]
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_window(start, clip_len, fpc):
+    """The reference's window at `start` (the same for every video length: computed once)."""
+    indices = np.linspace(start, start + clip_len, num=fpc)
+    return np.clip(indices, start, start + clip_len - 1).astype(np.int64)
 
 
 def test_every_plan_matches_the_reference_formulas_for_every_length_up_to_600():

@@ -245,7 +245,7 @@ def pipeline(tmp_path_factory) -> dict:
     (dst,) = [p for p in (cache / "ravdess").iterdir() if p != src]
     probe = [
         "--epochs",
-        "2",
+        "1",
         "--device",
         "cpu",
         "--num-workers",

@@ -64,7 +64,7 @@ def test_augment_zero_stores_what_a_run_without_the_option_stores(root, encoder,
 
 
 def test_reference_plan_with_augmented_copies(root, encoder, tmp_path):
-    config = _config(root, tmp_path / "a", plan="reference", augment=2, augment_seed=3)
+    config = _config(root, tmp_path / "a", plan="reference", augment=2, augment_seed=3, limit=2)
     plan, summary = _run(config, encoder)
     text = format_plan(plan)
     line = next(x for x in text.splitlines() if x.startswith("augmented"))

@@ -47,7 +47,7 @@ def cache_dir(tmp_path_factory):
 
 
 def test_probe_fold_all_opens_the_cache_once(cache_dir, tmp_path, monkeypatch):
-    """`vjfer probe --fold all` with a 2x2 grid opens the cache (reads its shard headers and
+    """`vjfer probe --fold all` with a 2x1 grid opens the cache (reads its shard headers and
     checks them against the manifest) exactly once."""
     opened = []
     init = Cache.__init__
@@ -68,11 +68,11 @@ def test_probe_fold_all_opens_the_cache_once(cache_dir, tmp_path, monkeypatch):
         "--lr",
         "1e-3,5e-4",
         "--wd",
-        "0.01,0.05",
+        "0.01",
         "--epochs",
         "1",
         "--batch-size",
-        "4",
+        "16",
         "--out",
         tmp_path,
         "--device",
