@@ -122,7 +122,7 @@ def _reference_full_video(n, fpc=16, fstp=4):
     return [_reference_window(start, clip_len, fpc) for start in range(n - clip_len)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_window(start, clip_len, fpc):
     """The reference's window at `start` (the same for every video length: computed once)."""
     indices = np.linspace(start, start + clip_len, num=fpc)
