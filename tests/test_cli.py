@@ -1,7 +1,7 @@
 """End to end through the command line: index -> extract -> cache -> probe -> cross -> report ->
 predict.
 
-Generated RAVDESS- and CREMA-D-named videos (real codecs), the seeded tiny encoder, 2 epochs. Checks
+Generated RAVDESS- and CREMA-D-named videos (real codecs), the seeded tiny encoder, 1 epoch. Checks
 the files each stage writes and that their numbers agree with each other.
 """
 
@@ -76,7 +76,7 @@ def pipeline(tmp_path_factory) -> dict:
             "--out",
             runs,
             "--epochs",
-            "2",
+            "1",
             "--device",
             "cpu",
             "--num-workers",
