@@ -52,8 +52,8 @@ def _digests(directory: Path) -> dict[str, str]:
 
 
 def test_augment_zero_stores_what_a_run_without_the_option_stores(root, encoder, tmp_path):
-    _, plain = _run(_config(root, tmp_path / "a"), encoder)
-    _, zero = _run(_config(root, tmp_path / "b", augment=0), encoder)
+    _, plain = _run(_config(root, tmp_path / "a", limit=2), encoder)
+    _, zero = _run(_config(root, tmp_path / "b", augment=0, limit=2), encoder)
     assert plain.cache_dir.name == zero.cache_dir.name
     assert _digests(plain.cache_dir) == _digests(zero.cache_dir)
     settings = json.loads((plain.cache_dir / MANIFEST).read_text())["settings"]
