@@ -56,6 +56,29 @@ def test_absent_true_class_recall_is_nan_and_left_out_of_uar():
     assert out["per_class_recall"][3] is None and out["n"] == 8
 
 
+@pytest.mark.filterwarnings("ignore:A single label was found")
+def test_numpy_metrics_equal_sklearn_to_the_bit():
+    """vjfer computes from the confusion matrix; summaries stay byte-identical only if every value
+    is sklearn's to the last bit (including classes absent from truth or predictions)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score
+
+    rng = np.random.default_rng(0)
+    for case in range(60):
+        classes, n = int(rng.integers(1, 9)), int(rng.integers(1, 60))
+        t = rng.integers(0, classes, n)
+        p = np.where(rng.random(n) < 0.5, t, rng.integers(0, classes, n))
+        if case % 4 == 0:  # labels that skip values: the seen classes are not 0..C-1
+            t, p = t * 3, p * 3
+        assert metrics.war(t, p) == float(accuracy_score(t, p))
+        assert metrics.macro_precision(t, p) == float(
+            precision_score(t, p, average="macro", zero_division=0)
+        )
+        assert metrics.macro_f1(t, p) == float(f1_score(t, p, average="macro", zero_division=0))
+        c = int(max(t.max(), p.max())) + 1
+        expected = confusion_matrix(t, p, labels=np.arange(c))
+        np.testing.assert_array_equal(metrics.confusion(t, p, c), expected)
+
+
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="one length"):
         metrics.uar([0, 1], [0])
