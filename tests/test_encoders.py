@@ -11,6 +11,8 @@ import hashlib
 import json
 import logging
 import math
+import pathlib
+import pickle
 import sys
 
 import pytest
@@ -561,3 +563,32 @@ def test_vjepa2_directory_errors(vjepa2_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"pip install 'vjfer\[hf\]'"):
         load_encoder("vjepa2", checkpoint=vjepa2_dir)
+
+
+def test_a_hugging_face_folder_of_the_wrong_shape_or_an_unsafe_pickle_is_one_line(
+    vjepa2_dir, tmp_path
+):
+    """Issue 32: a config.json that is a list; a pytorch_model.bin that pickles a call. Each is
+    one CheckpointError naming the file, no code runs, and torch's advice to load unsafely
+    (`weights_only=False`) is never passed on."""
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"config.json: expected a JSON object, got list"):
+        load_encoder("vjepa2", checkpoint=tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": 7}))
+    with pytest.raises(CheckpointError, match=r"config.json: Expected `str \| null`.*model_type"):
+        load_encoder("vjepa2", checkpoint=tmp_path)
+    hostile = tmp_path / "model"
+    hostile.mkdir()
+    (hostile / "config.json").write_bytes((vjepa2_dir / "config.json").read_bytes())
+    ran = tmp_path / "code-ran"
+
+    class Call:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (ran,))
+
+    (hostile / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Call()}))
+    with pytest.raises(CheckpointError) as refused:
+        load_encoder("vjepa2", checkpoint=hostile)
+    message = str(refused.value)
+    assert message.startswith(f"{hostile}: a weights file that pickles more than tensors: refused")
+    assert "weights_only" not in message and "\n" not in message and not ran.exists()

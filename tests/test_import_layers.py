@@ -28,11 +28,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "vjfer",
             "errors",
+            "schemas",
             "files",
             "lock",
             "torchfile",
             "digests",
             "clips",
+            "protocols",
             "labels",
             "metrics",
             "store",

@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vjfer.errors import ConfigError, VjferError
+from vjfer.schemas import validation_error
+
+# A JSON file vjfer reads back is at most this large (a FERV39k manifest is ~15 MB); a larger one is
+# refused before it is read, so a stray or hostile file cannot fill the memory.
+MAX_JSON_BYTES = 256 * 2**20
 
 
 def read_json_object(
@@ -21,18 +26,28 @@ def read_json_object(
     *,
     missing: str | None = None,
     hint: str = "",
+    schema: type | None = None,
 ) -> dict:
     """The JSON object in `path`; `error` naming the file when it is missing (`missing`, if
-    given, is the whole message), unreadable, not JSON or not an object (`hint` appended)."""
+    given, is the whole message), too large, unreadable, not JSON, nested deeper than the parser
+    allows, not an object, or not of `schema` (a `vjfer.schemas` record; the message names the
+    field) — `hint` appended."""
     path = Path(path)
     try:
+        if (size := path.stat().st_size) > MAX_JSON_BYTES:
+            raise error(f"{path}: {size} bytes, more than any JSON file vjfer writes{hint}")
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise error(missing or f"{path} is missing") from err
     except (OSError, ValueError) as err:
         raise error(f"{path}: not readable as JSON ({err}){hint}") from err
+    except RecursionError as err:  # `[[[[...` deeper than the interpreter's recursion limit
+        raise error(f"{path}: not readable as JSON (nested too deep){hint}") from err
     if not isinstance(data, dict):
         raise error(f"{path}: expected a JSON object, got {type(data).__name__}{hint}")
+    if schema is not None:
+        if (problem := validation_error(data, schema)) is not None:
+            raise error(f"{path}: {problem}{hint}")
     return data
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypedDict, cast
 from vjfer.errors import ConfigError
 from vjfer.files import read_json_object
 from vjfer.labels import class_names
+from vjfer.schemas import validation_error
 
 Voting = Literal["pbv", "mv", "clip"]
 Metric = Literal["uar", "war", "macro_precision", "macro_f1"]
@@ -166,12 +167,15 @@ def read_summary(run_dir: str | Path) -> RunSummary:
         raise ConfigError(
             f"{run_dir}/summary.json is not a `vjfer probe` summary (missing {missing})"
         )
-    return cast(RunSummary, summary)  # the keys every reader needs are checked above
+    if (problem := validation_error(summary, RunSummary)) is not None:
+        raise ConfigError(f"{run_dir}/summary.json: {problem}")
+    return cast(RunSummary, summary)
 
 
 def read_fold_metrics(run_dir: str | Path, fold: int) -> FoldMetrics:
     """`fold-K/metrics.json` of a probe run directory."""
-    return cast(FoldMetrics, read_json_object(Path(run_dir) / f"fold-{fold}" / "metrics.json"))
+    path = Path(run_dir) / f"fold-{fold}" / "metrics.json"
+    return cast(FoldMetrics, read_json_object(path, schema=FoldMetrics))
 
 
 def read_probe_run(run_dir: str | Path) -> tuple[RunSummary, dict[int, FoldMetrics]]:

@@ -32,6 +32,16 @@ def _torch_reason(err: Exception) -> str:
     return (safe[0] if safe else type(err).__name__)[:200]
 
 
+def refused_pickle(path: Path, err: Exception) -> CheckpointError:
+    """The one line for a file that torch's weights-only unpickler refused (no code ran), for the
+    loaders that call torch.load through a library (transformers' pytorch_model.bin)."""
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+    reason = detail[1].strip() if detail else _torch_reason(err)
+    return CheckpointError(
+        f"{path}: a weights file that pickles more than tensors: refused, no code ran ({reason})"
+    )
+
+
 def _load_error(path: Path, err: Exception, unsafe: str) -> CheckpointError:
     """Turn a torch.load failure into a CheckpointError saying which kind of failure it is; a
     refused global is `path: unsafe` (formatted with `pickled`, the global's name)."""

@@ -36,6 +36,7 @@ from vjfer.cache.format import (
 from vjfer.clips import ROLE_EVAL
 from vjfer.errors import CacheError
 from vjfer.files import read_json_object
+from vjfer.schemas import Manifest, validation_error
 from vjfer.store import PCA_BASIS, PCA_MEAN, StoreFormat, decode_raw
 
 
@@ -47,14 +48,15 @@ def read_manifest(directory: Path) -> dict:
     """manifest.json of a cache directory (or the file itself); CacheError naming the file."""
     path = Path(directory)
     path = path if path.name == MANIFEST else path / MANIFEST
-    manifest = read_json_object(
-        path,
-        CacheError,
-        missing=f"no cache at {path.parent}: {MANIFEST} is missing",
-        hint=f"; damaged or not vjfer's: delete it and run `vjfer cache info {path.parent}` to "
-        "rebuild it from the shards",
+    hint = (
+        f"; damaged or not vjfer's: delete it and run `vjfer cache info {path.parent}` to "
+        "rebuild it from the shards"
     )
-    _check_format(manifest, path)
+    missing = f"no cache at {path.parent}: {MANIFEST} is missing"
+    manifest = read_json_object(path, CacheError, missing=missing, hint=hint)
+    _check_format(manifest, path)  # an older format is named as such, before its fields are
+    if (problem := validation_error(manifest, Manifest)) is not None:
+        raise CacheError(f"{path}: {problem}{hint}")
     return manifest
 
 

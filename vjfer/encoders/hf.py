@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
+import pickle
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from torch import Tensor, nn
 
 from vjfer.digests import sha256_file
 from vjfer.errors import CheckpointError, ConfigError
+from vjfer.files import read_json_object
+from vjfer.schemas import HfConfig
+from vjfer.torchfile import refused_pickle
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +145,14 @@ def load_local_model(class_name: str, directory: Path, what: str) -> tuple[Any, 
     (model, loading info with missing/unexpected keys); CheckpointError naming the directory."""
     transformers = import_transformers()
     try:
-        with no_progress_bars(transformers):
+        with no_progress_bars(transformers), warnings.catch_warnings():
+            # torch's note on a pickle's protocol, before it refuses what the pickle holds
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             return getattr(transformers, class_name).from_pretrained(
                 directory, local_files_only=True, dtype=torch.float32, output_loading_info=True
             )
+    except pickle.UnpicklingError as err:  # a pytorch_model.bin that pickles more than tensors
+        raise refused_pickle(directory, err) from None
     except (OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{directory}: cannot load {what}: {err}") from err
 
@@ -158,7 +166,7 @@ def load_vjepa2(directory: str | Path) -> tuple[VJEPA2Backbone, str]:
             f"{directory}: is not a Hugging Face model directory (no config.json); V-JEPA 2 "
             "needs a local directory such as a download of facebook/vjepa2-vitl-fpc64-256"
         )
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    model_type = read_json_object(config_path, CheckpointError, schema=HfConfig).get("model_type")
     if model_type != "vjepa2":
         raise CheckpointError(
             f"{directory}: holds another architecture: model_type {model_type!r}, expected 'vjepa2'"

@@ -12,7 +12,6 @@ pixels (docs/encoders.md).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from torch import Tensor, nn
 from vjfer.encoders.hf import block_outputs, load_local_model, sha256_hf_directory
 from vjfer.encoders.vjepa import ViTConfig, forward_flops
 from vjfer.errors import CheckpointError
+from vjfer.files import read_json_object
+from vjfer.schemas import HfConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,8 @@ class VideoMAESpec:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent}: no {path.name}; {what}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    missing = f"{path.parent}: no {path.name}; {what}"
+    return read_json_object(path, CheckpointError, missing=missing, schema=HfConfig)
 
 
 def _square(value, path: Path, key: str) -> int:

@@ -44,6 +44,7 @@ from vjfer.probe.summary import format_run_summary, summarise_folds
 from vjfer.probe.train import FoldResult
 from vjfer.results import LayerSummary, RunSummary, Selected, write_json
 from vjfer.runs import one_cache
+from vjfer.schemas import RunConfig
 from vjfer.store import check_store_folds
 from vjfer.tables import METRIC_COLUMNS
 
@@ -182,7 +183,7 @@ def _refuse_other_cache(work: Path, cache: Cache) -> None:
     which): CheckpointError naming both, before anything of the staged run is rewritten."""
     if not (work / "config.json").is_file():
         return
-    was = read_json_object(work / "config.json")["cache"]
+    was = read_json_object(work / "config.json", CheckpointError, schema=RunConfig)["cache"]
     if was["fingerprint"] != cache.fingerprint:
         raise CheckpointError(
             f"{work} was trained on another cache: {was['path']} (fingerprint "
