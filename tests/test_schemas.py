@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 
+import h5py
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -133,3 +134,21 @@ def test_any_change_of_a_manifest_opens_or_is_one_cache_error(tiny_cache, tmp_pa
         open_cache(copy)
     except CacheError as err:
         assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize(
+    "attr, value, words",
+    [
+        ("video_ids", "5", r"attributes: Expected `array`, got `int` - at `\$\.video_ids`"),
+        ("settings", "[1]", r"attributes: Expected `object`, got `array` - at `\$\.settings`"),
+        ("failures", "[{", r"cannot read shard .*shard-00000\.h5"),
+    ],
+)
+def test_a_shard_attribute_of_the_wrong_shape_is_one_line(copy, attr, value, words):
+    with h5py.File(copy / "shard-00000.h5", "r+") as f:
+        f.attrs[attr] = value
+    with pytest.raises(CacheError, match=words):
+        open_cache(copy)
+    result = CliRunner().invoke(cli, ["cache", "verify", str(copy)])  # a report: the shard named
+    assert result.exit_code not in (0, None) and "Traceback" not in result.output
+    assert re.search(words, result.output) and "1 problem(s)" in result.output, result.output

@@ -67,13 +67,18 @@ class OkVideo(_Record, tag_field="status", tag="ok"):
     source: Source | None = None
 
 
-class FailedVideo(_Record, tag_field="status", tag="failed"):
+class Failure(_Record):
+    """A video that could not be used, with the reason (a shard's `failures`)."""
+
     video_id: str
     path: str
     reason: str
-    shard: str | None = None
     stage: str = "decode"
     source: Source | None = None
+
+
+class FailedVideo(Failure, tag_field="status", tag="failed"):
+    shard: str | None = None
 
 
 class Excluded(_Record):
@@ -124,6 +129,27 @@ class Manifest(_Record):
     shards: list[ManifestShard]
     videos: list[OkVideo | FailedVideo]
     excluded: list[Excluded] = []
+    lineage: dict[str, Any] | None = None
+
+
+# ------------------------------------------------------------------------------- shard attributes
+
+
+class ShardAttrs(_Record):
+    """The attributes of a shard (`vjfer.cache.format.read_shard_header`, JSON ones decoded)."""
+
+    dataset: str
+    fingerprint: str
+    settings: Settings
+    grid: tuple[int, int, int]
+    embed_dim: int
+    num_views: int
+    shard_size: int
+    index: int
+    video_ids: list[str]
+    failures: list[Failure] = []
+    aliases: dict[str, str] = {}
+    store: dict[str, Any] | None = None
     lineage: dict[str, Any] | None = None
 
 

@@ -18,6 +18,7 @@ import xxhash
 
 from vjfer.clips import REFERENCE_CLIP_LEN
 from vjfer.errors import CacheError
+from vjfer.schemas import ShardAttrs, validation_error
 from vjfer.store import StoreFormat
 
 FORMAT = "vjfer-cache"
@@ -215,6 +216,10 @@ def read_shard_header(path: Path) -> dict:
                 k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in attrs.items()
             }
             _check_format(header, path)
+            if (problem := validation_error(header, ShardAttrs)) is not None:
+                raise CacheError(
+                    f"{path}: attributes: {problem}; the shard is not vjfer's or damaged"
+                )
             names = (*VIDEO_COLUMNS, *DECODE_COLUMNS, *SOURCE_COLUMNS, "alias_of")
             table = {k: f[k][()] for k in names if k in f or k not in OPTIONAL_SOURCE_COLUMNS}
             rows = len(table["video_id"])
@@ -223,7 +228,7 @@ def read_shard_header(path: Path) -> dict:
             header["tokens_shape"] = list(f["tokens"].shape)
             header["clips_in_table"] = int(len(f["clip_video"]))
             header["checksums"] = int(len(f["clip_checksum"]))
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, ValueError, RecursionError) as err:  # ValueError: an attr not JSON
         raise CacheError(f"cannot read shard {path}: {err}") from err
     text = ("video_id", "source_path", "source_sha256", "source_xxh3", "alias_of", "face_status")
     for key in text:
