@@ -43,7 +43,8 @@ def test_files_are_in_natural_order(folder):
 
 
 def test_a_folder_is_prepared_exactly_as_the_same_frames_in_a_video_file(folder, tmp_path):
-    """PNG frames vs the same frames in a lossless rgb24 video: identical views, 224 and 3crop."""
+    """PNG frames vs the same frames in a lossless rgb24 video: identical views, center at 224,
+    3crop and whole (48x32 squashed to 24x24)."""
     path, frames = folder
     video = tmp_path / "same.mov"
     with av.open(str(video), "w") as out:
@@ -52,7 +53,7 @@ def test_a_folder_is_prepared_exactly_as_the_same_frames_in_a_video_file(folder,
         for frame in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode())
-    for resolution, views in ((224, "center"), (40, "3crop")):
+    for resolution, views in ((224, "center"), (40, "3crop"), (24, "whole")):
         a, b = decode_video(path, resolution, views), decode_video(video, resolution, views)
         assert a.frames.shape == b.frames.shape == (len(b.frames), 12, resolution, resolution, 3)
         np.testing.assert_array_equal(a.frames, b.frames)
@@ -77,13 +78,29 @@ def test_identity_follows_the_files_content(folder):
     assert source_identity(path, "clip").sha256 != first.sha256
 
 
-def test_an_empty_or_mixed_folder_is_a_video_error(tmp_path):
+def test_an_empty_folder_is_a_video_error(tmp_path):
     with pytest.raises(VideoError, match="empty frame folder: no .jpg/.png frames"):
         decode_video(tmp_path, 32)
-    Image.fromarray(_frames(1)[0]).save(tmp_path / "1.jpg")
-    Image.fromarray(_frames(1, (32, 32))[0]).save(tmp_path / "2.jpg")
-    with pytest.raises(VideoError, match="frames differ in size"):
-        decode_video(tmp_path, 32)
+
+
+@pytest.mark.parametrize("views", ["center", "whole"])
+def test_frames_of_another_size_are_resized_each_on_its_own(tmp_path, views):
+    """48x32, 32x40, 48x32: the middle frame gets its own geometry (as if it were alone in a
+    folder), is counted, and the folder keeps the first frame's size."""
+    mixed, alone = tmp_path / "mixed", tmp_path / "alone"
+    mixed.mkdir()
+    alone.mkdir()
+    odd = _frames(1, (32, 40))[0]
+    for i, frame in enumerate([_frames(1)[0], odd, _frames(2)[1]], start=1):
+        Image.fromarray(frame).save(mixed / f"{i}.png")
+    Image.fromarray(odd).save(alone / "1.png")
+    video = decode_video(mixed, 24, views)
+    assert (video.n_frames, video.odd_size_frames, video.width, video.height) == (3, 1, 48, 32)
+    np.testing.assert_array_equal(video.frames[:, 1], decode_video(alone, 24, views).frames[:, 0])
+    assert decode_video(alone, 24, views).odd_size_frames == 0
+    # a face-crop box is checked against every frame: 40 px wide does not fit the 32 px one
+    with pytest.raises(VideoError, match=r"crop box \(0, 0, 40, 30\) is not inside the 32x40"):
+        decode_video(mixed, 24, views, crop=(0, 0, 40, 30))
 
 
 def _same_size_other_jpeg(path: Path) -> bytes:
