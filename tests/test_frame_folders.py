@@ -20,7 +20,7 @@ from vjfer.decode import decode_native, decode_video, source_identity
 from vjfer.errors import VideoError
 from vjfer.extract import ExtractConfig, extract, plan_extraction
 from vjfer.frame_folders import FOLDER_FPS, frame_files, missing_frames
-from vjfer.synthetic_frames import make_dfew
+from vjfer.synthetic_frames import make_dfew, write_frames
 
 
 def _frames(n: int = 12, size=(48, 32)) -> np.ndarray:
@@ -59,6 +59,22 @@ def test_a_folder_is_prepared_exactly_as_the_same_frames_in_a_video_file(folder,
         np.testing.assert_array_equal(a.frames, b.frames)
     assert (a.n_frames, a.lost_frames, a.fps, a.width, a.height) == (12, 0, FOLDER_FPS, 48, 32)
     np.testing.assert_array_equal(decode_native(path, np.array([0, 11])), frames[[0, 11]])
+
+
+def test_whole_at_the_frames_own_size_is_the_frames(tmp_path):
+    """`whole` on 32x32 frames at R = 32: nothing is resized, from a folder and from a lossless
+    video of the same frames alike: the views are the frames, pixel for pixel."""
+    frames = _frames(6, (32, 32))
+    write_frames(tmp_path / "f", frames, "{i}.png")
+    video = tmp_path / "same.mov"
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("png", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "rgb24"
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    for source in (tmp_path / "f", video):
+        np.testing.assert_array_equal(decode_video(source, 32, "whole").frames[0], frames)
 
 
 def test_unreadable_and_missing_frames_are_lost_frames(folder):

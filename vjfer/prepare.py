@@ -289,6 +289,13 @@ class Preparer:
         geo = self.geometry(frame.width, frame.height, turns)
         # The resize target in the frame's stored orientation.
         w, h = (geo.height, geo.width) if turns % 2 else (geo.width, geo.height)
+        if self.views == "whole" and (frame.width, frame.height) == (w, h):
+            # Already R×R (DFEW's 224 px frames at 224): nothing to resize, and swscale's unscaled
+            # conversion straight to packed RGB is ~3x faster than through gbrp (an RGB frame is
+            # copied as it is).
+            rgb = self.scaler.reformat(frame, format="rgb24", threads=1).to_ndarray()
+            crop_views(np.rot90(rgb, turns) if turns else rgb, geo, out=out)
+            return
         scaled = self.scaler.reformat(
             frame, w, h, format="gbrp", interpolation=RESIZE_INTERPOLATION, threads=1
         )
