@@ -77,6 +77,16 @@ def test_whole_at_the_frames_own_size_is_the_frames(tmp_path):
         np.testing.assert_array_equal(decode_video(source, 32, "whole").frames[0], frames)
 
 
+def test_whole_with_a_face_crop_is_the_crop_resized(folder, tmp_path):
+    """`whole` with a crop box resizes the box alone to R×R: the views of frames cut beforehand."""
+    path, frames = folder
+    write_frames(tmp_path / "cut", frames[:, 4:28, 10:40], "{i}.png")  # box (10, 4, 30, 24)
+    np.testing.assert_array_equal(
+        decode_video(path, 16, "whole", crop=(10, 4, 30, 24)).frames,
+        decode_video(tmp_path / "cut", 16, "whole").frames,
+    )
+
+
 def test_unreadable_and_missing_frames_are_lost_frames(folder):
     path, _ = folder
     (path / "5.png").write_bytes(b"not an image")
