@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import run_cli
 from vjfer.cache import open_cache
 from vjfer.cache.format import MANIFEST
 from vjfer.decode import decode_native, decode_video, source_identity
@@ -175,3 +176,26 @@ def test_a_frame_rewritten_at_the_same_size_is_re_encoded(tmp_path):
         assert not np.array_equal(c.tokens(clip), before)  # the new frame's tokens
     rows = json.loads((again.cache_dir / MANIFEST).read_text())["videos"]
     assert next(r for r in rows if r["video_id"] == clip)["source"]["xxh3"] == now.xxh3
+
+
+def test_extract_views_whole_on_a_jpg_224_release(tmp_path):
+    """`vjfer extract --views whole` on a DFEW copy that ships Clip/jpg_224: one view a clip, the
+    view recorded (a fingerprint input), the tokens of whole frames; `center` is another cache."""
+    root = make_dfew(tmp_path / "DFEW", clips_per_class=1, frame_dir="Clip/jpg_224")
+    for views in ("whole", "center"):
+        run_cli(
+            "extract",
+            *("--dataset", "dfew", "--root", root, "--cache", tmp_path / "cache", "--encoder"),
+            *("tiny", "--workers", "0", "--device", "cpu", "--no-progress", "--views", views),
+        )
+    made = {
+        json.loads((p / MANIFEST).read_text())["settings"]["views"]: p
+        for p in (tmp_path / "cache" / "dfew").iterdir()
+    }
+    whole, center = made["whole"], made["center"]
+    assert whole.name != center.name
+    with open_cache(whole) as c, open_cache(center) as d:
+        assert c.num_views == d.num_views == 1 and len(c) == len(d) == 7
+        assert json.loads((whole / MANIFEST).read_text())["config"]["views"] == "whole"
+        clip = str(c.videos.video_id[0])
+        assert not np.array_equal(c.tokens(clip), d.tokens(clip))  # other pixels, other tokens
