@@ -125,6 +125,8 @@ def test_frames_of_another_size_are_resized_each_on_its_own(tmp_path, views):
     assert (video.n_frames, video.odd_size_frames, video.width, video.height) == (3, 1, 48, 32)
     np.testing.assert_array_equal(video.frames[:, 1], decode_video(alone, 24, views).frames[:, 0])
     assert decode_video(alone, 24, views).odd_size_frames == 0
+    # native frames (for --augment) stack: the odd one resized to the first frame's 48x32
+    assert decode_native(mixed, np.array([0, 1, 2])).shape == (3, 32, 48, 3)
     # a face-crop box is checked against every frame: 40 px wide does not fit the 32 px one
     with pytest.raises(VideoError, match=r"crop box \(0, 0, 40, 30\) is not inside the 32x40"):
         decode_video(mixed, 24, views, crop=(0, 0, 40, 30))

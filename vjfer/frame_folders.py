@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import xxhash
 from PIL import Image, UnidentifiedImageError
@@ -27,6 +28,7 @@ from vjfer.datasets.frames import frame_names
 from vjfer.datasets.records import natural_key
 from vjfer.errors import VideoError
 from vjfer.prepare import (
+    RESIZE_INTERPOLATION,
     CropBox,
     DecodedVideo,
     FrameBuffer,
@@ -143,15 +145,24 @@ def decode_folder_native(
     timeout: float | None = None,
 ) -> np.ndarray:
     """Frames at `indices` (of the frames that decode) at native size, cut to `crop`:
-    uint8 [len(indices), H, W, 3], as `video.decode_file_native` for a file."""
+    uint8 [len(indices), H, W, 3], as `video.decode_file_native` for a file. A frame of another
+    size than the first one read is resized to that size (libswscale, as `vjfer.prepare`), so
+    the frames stack."""
     folder = Path(folder)
     wanted = [int(i) for i in np.asarray(indices)]
-    frames = []
+    frames: list[np.ndarray] = []
     for k, rgb in enumerate(folder_frames(frame_files(folder), [], timeout)):
         if k in wanted:
             if crop is not None:
                 x, y, w, h = crop
                 rgb = rgb[y : y + h, x : x + w]
+            if frames and rgb.shape != frames[0].shape:
+                height, width = frames[0].shape[:2]
+                rgb = (
+                    av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                    .reformat(width, height, interpolation=RESIZE_INTERPOLATION)
+                    .to_ndarray()
+                )
             frames.append(np.ascontiguousarray(rgb))
     if len(frames) < len(wanted):
         raise VideoError(folder, f"frames up to {wanted[-1]} requested, fewer decoded")
