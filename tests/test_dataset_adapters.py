@@ -19,6 +19,7 @@ from vjfer import datasets
 from vjfer.datasets import scan_dataset
 from vjfer.datasets.folds import TRAIN_ONLY, group_folds, mae_dfer_folds
 from vjfer.errors import ConfigError, DatasetError, SplitError
+from vjfer.labels import class_names
 from vjfer.synthetic import make_ravdess
 from vjfer.synthetic_frames import make_dfew, make_ferv39k, make_mafw
 
@@ -49,7 +50,7 @@ def test_dfew_records_equal_the_split_files(trees):
     got = {r.video_id: (str(r.label + 1), r.fold) for r in index.records}
     missing, unlisted, empty = "00008", "00009", "00010"  # after the tree's 7 clips
     assert got == {c: v for c, v in split.items() if c not in (missing, empty)}
-    assert {r.label_name for r in index.records} == set(datasets.summary.class_names("dfew"))
+    assert {r.label_name for r in index.records} == set(class_names("dfew"))
     reasons = {(e.path.name, e.reason) for e in index.excluded}
     assert reasons == {
         (missing, datasets.records.NO_FRAMES),
@@ -57,6 +58,17 @@ def test_dfew_records_equal_the_split_files(trees):
         (empty, datasets.records.EMPTY_FOLDER),
     }
     assert all(r.path.is_dir() for r in index.records)
+
+
+@pytest.mark.parametrize("frame_dir", ["Clip/jpg_224", "Clip/jpg_256"])
+def test_dfew_release_variants_are_found(tmp_path, frame_dir):
+    """Copies that ship `Clip/jpg_224` (MAE-DFER issue 17) or `Clip/jpg_256` read as the release."""
+    root = make_dfew(tmp_path / "dfew", clips_per_class=1, frame_dir=frame_dir)
+    index = scan_dataset("dfew", root)
+    assert {r.video_id: (str(r.label + 1), r.fold) for r in index.records} == {
+        c: v for c, v in _dfew_split(root).items() if c not in ("00008", "00010")
+    }
+    assert all(r.path.parent == root / frame_dir for r in index.records)
 
 
 def test_ferv39k_is_one_fold_and_names_its_problems(trees):

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import run_cli
 from vjfer.cache import open_cache
 from vjfer.cache.format import MANIFEST
 from vjfer.decode import decode_native, decode_video, source_identity
 from vjfer.errors import VideoError
 from vjfer.extract import ExtractConfig, extract, plan_extraction
 from vjfer.frame_folders import FOLDER_FPS, frame_files, missing_frames
-from vjfer.synthetic_frames import make_dfew
+from vjfer.synthetic_frames import make_dfew, write_frames
 
 
 def _frames(n: int = 12, size=(48, 32)) -> np.ndarray:
@@ -43,7 +44,8 @@ def test_files_are_in_natural_order(folder):
 
 
 def test_a_folder_is_prepared_exactly_as_the_same_frames_in_a_video_file(folder, tmp_path):
-    """PNG frames vs the same frames in a lossless rgb24 video: identical views, 224 and 3crop."""
+    """PNG frames vs the same frames in a lossless rgb24 video: identical views, center at 224,
+    3crop and whole (48x32 squashed to 24x24)."""
     path, frames = folder
     video = tmp_path / "same.mov"
     with av.open(str(video), "w") as out:
@@ -52,12 +54,38 @@ def test_a_folder_is_prepared_exactly_as_the_same_frames_in_a_video_file(folder,
         for frame in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode())
-    for resolution, views in ((224, "center"), (40, "3crop")):
+    for resolution, views in ((224, "center"), (40, "3crop"), (24, "whole")):
         a, b = decode_video(path, resolution, views), decode_video(video, resolution, views)
         assert a.frames.shape == b.frames.shape == (len(b.frames), 12, resolution, resolution, 3)
         np.testing.assert_array_equal(a.frames, b.frames)
     assert (a.n_frames, a.lost_frames, a.fps, a.width, a.height) == (12, 0, FOLDER_FPS, 48, 32)
     np.testing.assert_array_equal(decode_native(path, np.array([0, 11])), frames[[0, 11]])
+
+
+def test_whole_at_the_frames_own_size_is_the_frames(tmp_path):
+    """`whole` on 32x32 frames at R = 32: nothing is resized, from a folder and from a lossless
+    video of the same frames alike: the views are the frames, pixel for pixel."""
+    frames = _frames(6, (32, 32))
+    write_frames(tmp_path / "f", frames, "{i}.png")
+    video = tmp_path / "same.mov"
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("png", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "rgb24"
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    for source in (tmp_path / "f", video):
+        np.testing.assert_array_equal(decode_video(source, 32, "whole").frames[0], frames)
+
+
+def test_whole_with_a_face_crop_is_the_crop_resized(folder, tmp_path):
+    """`whole` with a crop box resizes the box alone to R×R: the views of frames cut beforehand."""
+    path, frames = folder
+    write_frames(tmp_path / "cut", frames[:, 4:28, 10:40], "{i}.png")  # box (10, 4, 30, 24)
+    np.testing.assert_array_equal(
+        decode_video(path, 16, "whole", crop=(10, 4, 30, 24)).frames,
+        decode_video(tmp_path / "cut", 16, "whole").frames,
+    )
 
 
 def test_unreadable_and_missing_frames_are_lost_frames(folder):
@@ -77,13 +105,31 @@ def test_identity_follows_the_files_content(folder):
     assert source_identity(path, "clip").sha256 != first.sha256
 
 
-def test_an_empty_or_mixed_folder_is_a_video_error(tmp_path):
+def test_an_empty_folder_is_a_video_error(tmp_path):
     with pytest.raises(VideoError, match="empty frame folder: no .jpg/.png frames"):
         decode_video(tmp_path, 32)
-    Image.fromarray(_frames(1)[0]).save(tmp_path / "1.jpg")
-    Image.fromarray(_frames(1, (32, 32))[0]).save(tmp_path / "2.jpg")
-    with pytest.raises(VideoError, match="frames differ in size"):
-        decode_video(tmp_path, 32)
+
+
+@pytest.mark.parametrize("views", ["center", "whole"])
+def test_frames_of_another_size_are_resized_each_on_its_own(tmp_path, views):
+    """48x32, 32x40, 48x32: the middle frame gets its own geometry (as if it were alone in a
+    folder), is counted, and the folder keeps the first frame's size."""
+    mixed, alone = tmp_path / "mixed", tmp_path / "alone"
+    mixed.mkdir()
+    alone.mkdir()
+    odd = _frames(1, (32, 40))[0]
+    for i, frame in enumerate([_frames(1)[0], odd, _frames(2)[1]], start=1):
+        Image.fromarray(frame).save(mixed / f"{i}.png")
+    Image.fromarray(odd).save(alone / "1.png")
+    video = decode_video(mixed, 24, views)
+    assert (video.n_frames, video.odd_size_frames, video.width, video.height) == (3, 1, 48, 32)
+    np.testing.assert_array_equal(video.frames[:, 1], decode_video(alone, 24, views).frames[:, 0])
+    assert decode_video(alone, 24, views).odd_size_frames == 0
+    # native frames (for --augment) stack: the odd one resized to the first frame's 48x32
+    assert decode_native(mixed, np.array([0, 1, 2])).shape == (3, 32, 48, 3)
+    # a face-crop box is checked against every frame: 40 px wide does not fit the 32 px one
+    with pytest.raises(VideoError, match=r"crop box \(0, 0, 40, 30\) is not inside the 32x40"):
+        decode_video(mixed, 24, views, crop=(0, 0, 40, 30))
 
 
 def _same_size_other_jpeg(path: Path) -> bytes:
@@ -132,3 +178,26 @@ def test_a_frame_rewritten_at_the_same_size_is_re_encoded(tmp_path):
         assert not np.array_equal(c.tokens(clip), before)  # the new frame's tokens
     rows = json.loads((again.cache_dir / MANIFEST).read_text())["videos"]
     assert next(r for r in rows if r["video_id"] == clip)["source"]["xxh3"] == now.xxh3
+
+
+def test_extract_views_whole_on_a_jpg_224_release(tmp_path):
+    """`vjfer extract --views whole` on a DFEW copy that ships Clip/jpg_224: one view a clip, the
+    view recorded (a fingerprint input), the tokens of whole frames; `center` is another cache."""
+    root = make_dfew(tmp_path / "DFEW", clips_per_class=1, frame_dir="Clip/jpg_224")
+    for views in ("whole", "center"):
+        run_cli(
+            "extract",
+            *("--dataset", "dfew", "--root", root, "--cache", tmp_path / "cache", "--encoder"),
+            *("tiny", "--workers", "0", "--device", "cpu", "--no-progress", "--views", views),
+        )
+    made = {
+        json.loads((p / MANIFEST).read_text())["settings"]["views"]: p
+        for p in (tmp_path / "cache" / "dfew").iterdir()
+    }
+    whole, center = made["whole"], made["center"]
+    assert whole.name != center.name
+    with open_cache(whole) as c, open_cache(center) as d:
+        assert c.num_views == d.num_views == 1 and len(c) == len(d) == 7
+        assert json.loads((whole / MANIFEST).read_text())["config"]["views"] == "whole"
+        clip = str(c.videos.video_id[0])
+        assert not np.array_equal(c.tokens(clip), d.tokens(clip))  # other pixels, other tokens

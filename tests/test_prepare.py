@@ -31,6 +31,9 @@ from vjfer.prepare import (
         ((480, 360), 224, "3crop", (298, 224), [(0, 0), (0, 37), (0, 74)]),
         ((360, 480), 224, "3crop", (224, 298), [(0, 0), (37, 0), (74, 0)]),
         ((224, 224), 224, "3crop", (224, 224), [(0, 0)] * 3),
+        ((256, 256), 224, "whole", (224, 224), [(0, 0)]),  # the whole frame, nothing cropped
+        ((1280, 720), 160, "whole", (160, 160), [(0, 0)]),  # not square: squashed, as the peers
+        ((100, 140), 224, "whole", (224, 224), [(0, 0)]),  # smaller: enlarged
     ],
 )
 def test_view_geometry(size, R, views, resized, offsets):
@@ -41,7 +44,7 @@ def test_view_geometry(size, R, views, resized, offsets):
 
 
 def test_views_validated():
-    assert (num_views("center"), num_views("3crop")) == (1, 3)
+    assert (num_views("center"), num_views("3crop"), num_views("whole")) == (1, 3, 1)
     with pytest.raises(ConfigError, match="unknown views 'five'"):
         num_views("five")
     geo = view_geometry(64, 48, 32, "center")

@@ -4,9 +4,9 @@ natural order (`1.jpg, 2.jpg, 10.jpg`), decoded with PIL and prepared by the sam
 difference.
 
 An unreadable frame file or a gap in the numbering counts as lost frames (`--max-lost-frames`
-applies). A folder is declared `FOLDER_FPS` (the releases record none; only timelines use it). Its
-identity hashes its files' names, sizes and bytes in frame order, so a frame rewritten at the same
-size is seen.
+applies); a frame of another size than the first is resized on its own and counted. A folder is
+declared `FOLDER_FPS` (the releases record none; only timelines use it). Its identity hashes its
+files' names, sizes and bytes in frame order, so a frame rewritten at the same size is seen.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import xxhash
 from PIL import Image, UnidentifiedImageError
@@ -27,6 +28,7 @@ from vjfer.datasets.frames import frame_names
 from vjfer.datasets.records import natural_key
 from vjfer.errors import VideoError
 from vjfer.prepare import (
+    RESIZE_INTERPOLATION,
     CropBox,
     DecodedVideo,
     FrameBuffer,
@@ -143,15 +145,24 @@ def decode_folder_native(
     timeout: float | None = None,
 ) -> np.ndarray:
     """Frames at `indices` (of the frames that decode) at native size, cut to `crop`:
-    uint8 [len(indices), H, W, 3], as `video.decode_file_native` for a file."""
+    uint8 [len(indices), H, W, 3], as `video.decode_file_native` for a file. A frame of another
+    size than the first one read is resized to that size (libswscale, as `vjfer.prepare`), so
+    the frames stack."""
     folder = Path(folder)
     wanted = [int(i) for i in np.asarray(indices)]
-    frames = []
+    frames: list[np.ndarray] = []
     for k, rgb in enumerate(folder_frames(frame_files(folder), [], timeout)):
         if k in wanted:
             if crop is not None:
                 x, y, w, h = crop
                 rgb = rgb[y : y + h, x : x + w]
+            if frames and rgb.shape != frames[0].shape:
+                height, width = frames[0].shape[:2]
+                rgb = (
+                    av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                    .reformat(width, height, interpolation=RESIZE_INTERPOLATION)
+                    .to_ndarray()
+                )
             frames.append(np.ascontiguousarray(rgb))
     if len(frames) < len(wanted):
         raise VideoError(folder, f"frames up to {wanted[-1]} requested, fewer decoded")
@@ -170,9 +181,10 @@ def decode_frame_folder(
     """Decode a frame folder once and prepare its views: `vjfer.decode.decode_video` for a folder.
 
     `lost_frames` = frame files that do not decode + gaps in the numbering; `container_frames` =
-    the frames the folder should hold (files + gaps). VideoError for a missing or empty folder, no
-    decodable frame, frames of different sizes (a face crop box is checked as for videos), or the
-    timeout.
+    the frames the folder should hold (files + gaps). Frames of another size than the first are
+    resized each on its own to the same views, as the peers' loaders resize every frame, counted
+    in `odd_size_frames` and logged (width/height are the first frame's). VideoError for a
+    missing or empty folder, no decodable frame, a face crop box outside a frame, or the timeout.
     """
     folder = Path(folder)
     files = frame_files(folder)
@@ -185,8 +197,16 @@ def decode_frame_folder(
         raise VideoError(folder, str(err)) from err
     if buffer.count == 0 or prepare.display_size is None:
         raise VideoError(folder, f"no decodable frame ({len(lost)} of {len(files)} files failed)")
-    if prepare.frame_sizes > 1:
-        raise VideoError(folder, "frames differ in size; a clip's frames must share one size")
+    width, height = prepare.display_size
+    if prepare.odd_size_frames:
+        log.warning(
+            "%s: %d of %d frames are not %dx%d like the first; each resized on its own",
+            folder,
+            prepare.odd_size_frames,
+            buffer.count,
+            width,
+            height,
+        )
     if lost or gaps:
         log.warning(
             "%s: %d frames lost (%d unreadable files, %d gaps in the numbering)",
@@ -195,7 +215,6 @@ def decode_frame_folder(
             len(lost),
             gaps,
         )
-    width, height = prepare.display_size
     return DecodedVideo(
         path=folder,
         frames=buffer.frames(),
@@ -206,6 +225,7 @@ def decode_frame_folder(
         lost_frames=len(lost) + gaps,
         source=digest.identity(str(folder)),
         container_frames=len(files) + gaps,
+        odd_size_frames=prepare.odd_size_frames,
     )
 
 

@@ -6,7 +6,9 @@ thread if asked.
 Geometry follows the reference code (facebookresearch/jepa as used by Eing et al.):
 `evals/video_classification_frozen/utils.py` (eval view: short side int(R·256/224), truncated as
 there, not rounded: 438 at R = 384; centre crop; multi-view: short side R, crops along the long
-side). Resizing is libswscale's (through PyAV), for decoded video frames and RGB arrays alike.
+side). The `whole` view is the field's loaders' instead (MAE-DFER `Resize((160, 160))`,
+DFER-CLIP's resize to 224): the whole frame squashed to R×R. Resizing is libswscale's (through
+PyAV), for decoded video frames and RGB arrays alike.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 CropBox = tuple[int, int, int, int]  # (x, y, w, h) of the displayed frame, pixels
-Views = Literal["center", "3crop"]
-VIEWS: tuple[str, ...] = ("center", "3crop")
-_NUM_VIEWS = {"center": 1, "3crop": 3}
+Views = Literal["center", "3crop", "whole"]
+VIEWS: tuple[str, ...] = ("center", "3crop", "whole")
+_NUM_VIEWS = {"center": 1, "3crop": 3, "whole": 1}
 
 # libswscale's bilinear filter (antialiased when shrinking). The reference resizes with
 # cv2.INTER_LINEAR, which is not antialiased: geometry matches exactly, pixel values do not.
@@ -70,6 +72,8 @@ class DecodedVideo:
     size as displayed (after any rotation). `n_frames` = T, counted by decoding; `lost_frames`
     counts frames that failed to decode (0 for a clean file); `container_frames` is the count the
     container's index lists (-1 where it lists none, as FLV). `source` identifies the bytes decoded.
+    `odd_size_frames` counts the frames (of a frame folder) whose size is not the first frame's:
+    each got its own geometry, as the peers' loaders resize every frame on its own.
     """
 
     path: Path
@@ -81,6 +85,8 @@ class DecodedVideo:
     lost_frames: int
     source: SourceIdentity
     container_frames: int = -1
+    # frames whose size differs from the first frame's, each resized on its own (frame folders)
+    odd_size_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ class ViewGeometry:
 
 
 def num_views(views: Views) -> int:
-    """Spatial views per frame: center -> 1, 3crop -> 3."""
+    """Spatial views per frame: center -> 1, 3crop -> 3, whole -> 1."""
     if views not in _NUM_VIEWS:
         raise ConfigError(f"unknown views {views!r}; expected one of {VIEWS}")
     return _NUM_VIEWS[views]
@@ -122,6 +128,8 @@ def view_geometry(
     438 at 384), then one R×R crop at the reference CenterCrop's offset int(round((size - R) / 2)).
     3crop: short side R, then three R×R crops along the long side at i·((long - R) // 2), as the
     reference's EvalVideoTransform (start, centre, end).
+    whole: the whole frame resized to R×R, one view, nothing cropped. A non-square frame is
+    squashed (its aspect ratio is not kept), as the peers' `Resize((R, R))` on their face crops.
     """
     count = num_views(views)
     if resolution < 1 or width < 1 or height < 1:
@@ -131,6 +139,8 @@ def view_geometry(
     if views == "center":
         w, h = resize_short_side(width, height, int(R * 256 / 224))
         offsets = ((int(round((h - R) / 2.0)), int(round((w - R) / 2.0))),)
+    elif views == "whole":
+        w, h, offsets = R, R, ((0, 0),)
     else:
         w, h = resize_short_side(width, height, R)
         step = (max(w, h) - R) // (count - 1)
@@ -224,8 +234,8 @@ class Preparer:
     calls `scale_views` and `crop_face` with decoded frames in their stored orientation.
     swscale's scaled output to planar RGB (gbrp) is about twice as fast as to packed rgb24. Where
     the crops cover fewer pixels than the resized frame (`center`), numpy interleaves just them;
-    where they cover more (`3crop`: overlapping views), swscale packs the frame once (unscaled
-    gbrp -> rgb24, cheap) and numpy copies whole pixel rows.
+    where they cover more (`3crop`: overlapping views) or all of it (`whole`), swscale packs the
+    frame once (unscaled gbrp -> rgb24, cheap) and numpy copies whole pixel rows.
     """
 
     def __init__(self, resolution: int, views: Views, crop: CropBox | None = None):
@@ -234,11 +244,7 @@ class Preparer:
         self.packer = VideoReformatter()
         self._geometry: dict[tuple[int, int, int], ViewGeometry] = {}
         self.display_size: tuple[int, int] | None = None  # (width, height) of the first frame
-
-    @property
-    def frame_sizes(self) -> int:
-        """How many different frame sizes (and orientations) were prepared."""
-        return len(self._geometry)
+        self.odd_size_frames = 0  # RGB frames whose size is not the first frame's (`__call__`)
 
     def geometry(self, width: int, height: int, quarter_turns: int) -> ViewGeometry:
         key = (width, height, quarter_turns)
@@ -256,10 +262,11 @@ class Preparer:
         x, y, w, h = self.crop
         if self.display_size is None:
             self.display_size = (rgb.shape[1], rgb.shape[0])
-            if x < 0 or y < 0 or x + w > rgb.shape[1] or y + h > rgb.shape[0] or min(w, h) < 1:
-                raise ValueError(
-                    f"crop box {self.crop} is not inside the {rgb.shape[1]}x{rgb.shape[0]} frame"
-                )
+        # every frame: a frame folder's frames may differ in size, and the box is in pixels
+        if x < 0 or y < 0 or x + w > rgb.shape[1] or y + h > rgb.shape[0] or min(w, h) < 1:
+            raise ValueError(
+                f"crop box {self.crop} is not inside the {rgb.shape[1]}x{rgb.shape[0]} frame"
+            )
         face = av.VideoFrame.from_ndarray(
             np.ascontiguousarray(rgb[y : y + h, x : x + w], dtype=np.uint8), "rgb24"
         )
@@ -282,6 +289,13 @@ class Preparer:
         geo = self.geometry(frame.width, frame.height, turns)
         # The resize target in the frame's stored orientation.
         w, h = (geo.height, geo.width) if turns % 2 else (geo.width, geo.height)
+        if self.views == "whole" and (frame.width, frame.height) == (w, h):
+            # Already R×R (DFEW's 224 px frames at 224): nothing to resize, and swscale's unscaled
+            # conversion straight to packed RGB is ~3x faster than through gbrp (an RGB frame is
+            # copied as it is).
+            rgb = self.scaler.reformat(frame, format="rgb24", threads=1).to_ndarray()
+            crop_views(np.rot90(rgb, turns) if turns else rgb, geo, out=out)
+            return
         scaled = self.scaler.reformat(
             frame, w, h, format="gbrp", interpolation=RESIZE_INTERPOLATION, threads=1
         )
@@ -299,7 +313,10 @@ class Preparer:
             crop_views(np.rot90(rgb, turns) if turns else rgb, geo, out=out)
 
     def __call__(self, rgb: np.ndarray, out: np.ndarray) -> None:
-        """Prepare an RGB frame [H, W, 3] (as displayed) into `out` [V, R, R, 3]."""
+        """Prepare an RGB frame [H, W, 3] (as displayed) into `out` [V, R, R, 3]; a frame of
+        another size than the first gets its own geometry (and is counted)."""
+        if self.display_size not in (None, (rgb.shape[1], rgb.shape[0])):
+            self.odd_size_frames += 1
         if self.crop is not None:
             self.crop_face(rgb, out)
         else:  # swscale reads the array as an rgb24 frame

@@ -71,16 +71,22 @@ def _assignments(n_clips: int, n_classes: int) -> list[tuple[int, int]]:
 
 
 def make_dfew(
-    root: str | Path, *, clips_per_class: int = 5, frames: Sequence[int] = (20, 70), seed: int = 0
+    root: str | Path,
+    *,
+    clips_per_class: int = 5,
+    frames: Sequence[int] = (20, 70),
+    seed: int = 0,
+    frame_dir: str = "Clip/clip_224x224",
 ) -> Path:
     """A DFEW-like tree; returns root. Clip n's frames:
-    `Clip/clip_224x224/<n:05d>/<n:05d>_<i:05d>.jpg`.
+    `<frame_dir>/<n:05d>/<n:05d>_<i:05d>.jpg` (`frame_dir`: one of `dfew.FRAME_DIRS`, the folder
+    each release variant ships).
 
     Beside the listed clips: one row whose folder is missing, one unlisted folder (a multi-label
     clip in the real release), one listed empty folder.
     """
     root, names = Path(root), class_names("dfew")
-    base = root / "Clip" / "clip_224x224"
+    base = root / frame_dir
     rows = _assignments(clips_per_class * len(names), len(names))
     for n, (label, _) in enumerate(rows, start=1):
         folder = base / f"{n:05d}"

@@ -56,6 +56,13 @@ def _input_options(opt) -> list:
             type=click.Choice(["target_encoder", "encoder"]),
             help="jepa checkpoints: EMA target_encoder or online encoder.",
         ),
+        opt(
+            "--modality",
+            type=click.IntRange(1, 2),
+            show_default=False,
+            help="RAVDESS only: keep one modality, 1 audio-video or 2 video-only (the peers' "
+            "6-fold split files list 02 only); default both.",
+        ),
     ]
 
 
@@ -74,7 +81,12 @@ def _work_options(opt) -> list:
         ),
         opt("--hop", type=int, help="Frames between window starts."),
         opt("--plan", type=click.Choice(CLIP_PLANS), help="Clip plan."),
-        opt("--views", type=click.Choice(VIEWS), help="Spatial views."),
+        opt(
+            "--views",
+            type=click.Choice(VIEWS),
+            help="Spatial views: center (the paper's), 3crop, or whole (the whole frame or face "
+            "crop resized to R×R, squashed if not square: the field's loaders' view).",
+        ),
         opt("--batch-size", type=int, help="Clips per encoder call."),
         opt(
             "--workers",

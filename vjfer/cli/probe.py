@@ -143,6 +143,12 @@ def layer_figure(run_dir: Path) -> None:
 )
 @click.option("--splits", help=SPLITS_HELP)
 @click.option(
+    "--modality",
+    type=click.IntRange(1, 2),
+    help="RAVDESS only: train and test on one modality's videos, 1 audio-video or 2 video-only "
+    "(the peers' 6-fold split files, --splits mae-dfer, list 02 only); default every video.",
+)
+@click.option(
     "--cache",
     "cache_path",
     type=click.Path(exists=True, path_type=Path),
@@ -174,6 +180,7 @@ def probe(
     dataset: str | None,
     fold: str | tuple[int, ...],
     splits: str | None,
+    modality: int | None,
     cache_path: Path,
     out: Path,
     fingerprint: str | None,
@@ -195,6 +202,7 @@ def probe(
             config=TrainConfig(**options),
             folds=fold,
             splits=splits,
+            modality=modality,
             dataset=dataset,
             fingerprint=fingerprint,
             mode=run_mode(force, resume),

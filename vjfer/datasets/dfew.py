@@ -1,8 +1,8 @@
 """DFEW (Jiang et al., ACM MM 2020): folders of face frames and the official 5-fold single-label
 split.
 
-Frames `Clip/clip_224x224/<05d>/<05d>_<05d>.jpg` (MAE-DFER's `Clip/jpg_256/`, the first release's
-`data_affine/single_label/data/`); splits
+Frames `Clip/clip_224x224/<05d>/<05d>_<05d>.jpg` (MAE-DFER's `Clip/jpg_256/`, the `Clip/jpg_224/`
+of other copies (MAE-DFER issue 17), the first release's `data_affine/single_label/data/`); splits
 `EmoLabel_DataSplit/{train,test}(single-labeled)/set_k.csv`, header `video_name,label`, video_name
 an integer (its folder is the 5-digit form), label 1..7 = Happy, Sad, Neutral, Angry, Surprise,
 Disgust, Fear. A clip's fold is the set whose test file lists it; its group is the clip itself (DFEW
@@ -27,7 +27,12 @@ from vjfer.datasets.records import BAD_ROW, DatasetIndex, Exclusion, check_root
 from vjfer.errors import DatasetError
 from vjfer.labels import class_names
 
-FRAME_DIRS = ("Clip/clip_224x224", "Clip/jpg_256", "data_affine/single_label/data")
+FRAME_DIRS = (
+    "Clip/clip_224x224",
+    "Clip/jpg_256",
+    "Clip/jpg_224",
+    "data_affine/single_label/data",
+)  # the first that exists is read
 SPLIT_DIR = "EmoLabel_DataSplit"
 
 

@@ -66,6 +66,9 @@ class ExtractConfig:
     # encoder blocks to cache (negative: from the end); None: the encoder's output (the last
     # block through the final norm), as before layers existed
     layers: tuple[int, ...] | None = None
+    # RAVDESS only: the one modality (MM) to keep, 1 audio-video or 2 video-only (the peers' 6
+    # folds list 02 files only); None: both, as `vjfer index` without --modality
+    modality: int | None = None
 
     def __post_init__(self):
         if (check_dataset(self.dataset) == LIST) != (self.list_file is not None):
@@ -77,6 +80,16 @@ class ExtractConfig:
             raise ConfigError(f"plan must be one of {CLIP_PLANS}, got {self.plan!r}")
         if self.dtype not in COMPUTE_DTYPES:
             raise ConfigError(f"dtype must be one of {tuple(COMPUTE_DTYPES)}, got {self.dtype!r}")
+        if self.modality is not None:
+            if check_dataset(self.dataset) != "ravdess":
+                raise ConfigError(
+                    f"--modality selects RAVDESS files (MM 01/02); --dataset {self.dataset} has "
+                    "no modalities: drop --modality"
+                )
+            if self.modality not in (1, 2):
+                raise ConfigError(
+                    f"--modality must be 1 (audio-video) or 2 (video-only), got {self.modality!r}"
+                )
         if self.views not in VIEWS:
             raise ConfigError(f"views must be one of {VIEWS}, got {self.views!r}")
         if self.augment < 0:
@@ -153,6 +166,8 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         settings["face_crop"] = face
     if not (store := StoreFormat.parse(config.store)).plain:  # likewise: fp16 adds nothing
         settings["store_format"] = str(store)
+    if config.modality is not None:  # the videos held; as the others, only when set
+        settings["modality"] = config.modality
     if config.list_file is not None:  # a list file decides labels and folds: its content counts
         identity = list_identity(config.list_file)
         settings["list"] = {**asdict(identity), "classes": list(identity.classes)}
@@ -184,6 +199,8 @@ def config_record(config: ExtractConfig) -> dict:
         del record["layers"]
     if config.list_file is None:  # only a list dataset has one
         del record["list_file"]
+    if config.modality is None:  # likewise: RAVDESS's both modalities, as before the option
+        del record["modality"]
     return record
 
 

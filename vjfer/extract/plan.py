@@ -314,7 +314,12 @@ def _encoder(config: ExtractConfig, device: str, encoder: Encoder | None) -> Enc
 
 def _records(config: ExtractConfig, dataset: str) -> tuple[list, list[dict]]:
     """The dataset's records (the first `config.limit`) and its unexpected exclusions."""
-    found = scan_dataset(dataset, config.root, list_file=config.list_file)
+    found = scan_dataset(
+        dataset,
+        config.root,
+        list_file=config.list_file,
+        modalities=None if config.modality is None else (config.modality,),
+    )
     excluded = [
         {"path": str(e.path), "reason": e.reason, "detail": e.detail}
         for e in found.excluded

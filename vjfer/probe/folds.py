@@ -28,6 +28,8 @@ from vjfer.datasets.folds import (
     fold_rows,
     mae_dfer_folds,
 )
+from vjfer.datasets.ravdess import parse_ravdess_name
+from vjfer.datasets.records import Skip
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError, TrainingError
 from vjfer.probe.config import TrainConfig
@@ -119,6 +121,49 @@ def apply_splits(cache, splits: str | None) -> str:
         folds = mae_dfer_folds()
         cache.videos["fold"] = [folds[int(a)] for a in cache.videos["actor"]]
     return splits
+
+
+def _modality(video_id: str) -> int:
+    """The MM field of a RAVDESS id (`MM-VV-EE-II-SS-RR-AA`); 0 for an id that is not one."""
+    try:
+        return parse_ravdess_name(video_id)["modality"]
+    except Skip:
+        return 0
+
+
+def select_modality(cache, modality: int | None, splits: str) -> None:
+    """Keep in `cache.videos` the RAVDESS videos of `modality` (1 audio-video, 2 video-only; the
+    MM field of their ids); None keeps every video. ConfigError on another dataset, or when the
+    cache holds none of that modality. Under `--splits mae-dfer` with both modalities held and
+    none chosen, a warning: the peers' split files list 02 files only, so every recording here
+    is trained and tested twice (warned rather than refused: the run is valid, only not theirs).
+    """
+    if modality is not None and cache.dataset != "ravdess":
+        raise ConfigError(
+            f"--modality selects RAVDESS videos (MM 01/02); cache {cache.path} holds "
+            f"{cache.dataset}: drop --modality"
+        )
+    if cache.dataset != "ravdess":
+        return
+    mm = np.array([_modality(str(v)) for v in cache.videos["video_id"]])
+    if modality is None:
+        if splits == "mae-dfer" and {1, 2} <= set(mm.tolist()):
+            log.warning(
+                "--splits mae-dfer on cache %s: it holds modalities 01 and 02 (%d and %d "
+                "videos), the peers' split files list the 02 (video-only) files only, so each "
+                "recording is trained and tested twice here; add --modality 2 to compare with "
+                "their numbers",
+                cache.path,
+                int((mm == 1).sum()),
+                int((mm == 2).sum()),
+            )
+        return
+    if not (keep := mm == modality).any():
+        raise ConfigError(
+            f"--modality {modality}: cache {cache.path} holds no modality {modality:02d} video "
+            f"(it holds {sorted(set(mm.tolist()))}); extract them, or drop --modality"
+        )
+    cache.videos = cache.videos[keep].reset_index(drop=True)
 
 
 def carve_held_out(fold_of: np.ndarray, actors: np.ndarray, seed: int) -> np.ndarray:

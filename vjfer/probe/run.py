@@ -35,6 +35,7 @@ from vjfer.probe.folds import (
     check_folds,
     failed_text,
     make_grid,
+    select_modality,
     train_grid,
 )
 from vjfer.probe.layer import ALL, CONCAT, LayerChoice, layer_axis
@@ -251,6 +252,7 @@ def train_folds(
     grid: Sequence[GridPoint] | None = None,
     mode: RunMode = "new",
     splits: str | None = None,
+    modality: int | None = None,
 ) -> RunSummary:
     """Train and evaluate every fold (and grid point) in one pass, writing `out_dir/fold-K/` per
     fold and `config.json`, `summary.json`, `summary.md` in `out_dir`. Returns the summary.
@@ -259,7 +261,8 @@ def train_folds(
     `mode` "new" refuses an existing run, "force" replaces it, "resume" continues an interrupted
     one from its last checkpoint, on the cache it was trained on only. `splits`: the fold
     protocol in use, as `open_run_cache` checked it (default: `folds.check_folds` of the cache),
-    recorded in config.json and the summary."""
+    recorded in config.json and the summary; `modality`: the RAVDESS modality `open_run_cache`
+    kept, recorded in config.json when set."""
     out_dir = Path(out_dir)
     splits = splits or check_folds(cache)
     check_store_folds(cache, list(folds))
@@ -273,6 +276,7 @@ def train_folds(
             "train": config_dict(config),
             "folds": list(folds),
             "splits": splits,
+            **({"modality": modality} if modality is not None else {}),  # only when set
             "cache": cache_description(cache),
             "grid": [asdict(p) for p in grid],
             "coverage": asdict(coverage),
@@ -340,17 +344,20 @@ def open_run_cache(
     splits: str | None = None,
     dataset: str | None = None,
     fingerprint: str | None = None,
+    modality: int | None = None,
 ) -> tuple[Cache, str]:
     """The cache a run trains from, opened once (a `Cache` is taken as it is), its folds those of
-    protocol `splits` (`folds.apply_splits`) and checked (`folds.check_folds`); refused if its
-    dataset or fingerprint (a prefix suffices) is not the one asked for. Returns (cache, the
-    fold protocol in use)."""
+    protocol `splits` (`folds.apply_splits`) and checked (`folds.check_folds`), its RAVDESS videos
+    those of `modality` if given (`folds.select_modality`); refused if its dataset or
+    fingerprint (a prefix suffices) is not the one asked for. Returns (cache, the fold protocol
+    in use)."""
     cache = cache if isinstance(cache, Cache) else open_cache(cache)
-    apply_splits(cache, splits)
+    used = apply_splits(cache, splits)
     if dataset is not None and check_dataset(dataset) != cache.dataset:
         raise CacheError(
             f"cache {cache.path} holds {cache.dataset}, asked for {check_dataset(dataset)}"
         )
+    select_modality(cache, modality, used)
     if fingerprint is not None and not cache.fingerprint.startswith(fingerprint):
         raise CacheError(
             f"cache {cache.path} has fingerprint {cache.fingerprint[:12]}…, asked for {fingerprint}"
@@ -377,12 +384,16 @@ def run_probe(
     grid: Sequence[GridPoint] | None = None,
     splits: str | None = None,
     mode: RunMode = "new",
+    modality: int | None = None,
 ) -> Path:
     """Train and evaluate `folds` ("all", K or [K, ...]) of a cache (a path, opened once, or an
     opened `Cache`) under the fold protocol `splits` (default: the dataset's first,
     `datasets.SPLITS`) into `out_dir` (`mode`: see `train_folds`), refusing a cache of another
-    dataset or fingerprint (`open_run_cache`); returns out_dir."""
-    cache, used = open_run_cache(cache, splits=splits, dataset=dataset, fingerprint=fingerprint)
+    dataset or fingerprint (`open_run_cache`); `modality`: RAVDESS's 1 or 2 only. Returns
+    out_dir."""
+    cache, used = open_run_cache(
+        cache, splits=splits, dataset=dataset, fingerprint=fingerprint, modality=modality
+    )
     train_folds(
         cache,
         resolve_folds(cache, folds),
@@ -392,6 +403,7 @@ def run_probe(
         grid=grid,
         mode=mode,
         splits=used,
+        modality=modality,
     )
     return Path(out_dir)
 
@@ -415,6 +427,7 @@ class ProbeRequest:
     # --layer values: block numbers (negative: from the end of the stored list), concat, all
     layers: tuple[LayerChoice, ...] = ()
     splits: str | None = None
+    modality: int | None = None  # RAVDESS: 1 or 2 only (the peers' 6 folds use 2); None: both
     dataset: str | None = None
     fingerprint: str | None = None
     mode: RunMode = "new"
@@ -439,6 +452,8 @@ class ProbeRequest:
         check_numbers(self.wds, "--wd", 0.0)
         if bad := [v for v in self.layers if not isinstance(v, int) and v not in (CONCAT, ALL)]:
             raise OptionError("--layer", f"{bad[0]!r}: give a block number, concat or all")
+        if self.modality not in (None, 1, 2):
+            raise OptionError("--modality", f"{self.modality!r}: 1 (audio-video) or 2 (video-only)")
         if self.mode not in get_args(RunMode):
             raise OptionError("mode", f"{self.mode!r}: one of {get_args(RunMode)}")
 
@@ -468,7 +483,11 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
     _check_request(request)
     path = one_cache(request.cache, request.dataset, request.fingerprint)
     cache, used = open_run_cache(
-        path, splits=request.splits, dataset=request.dataset, fingerprint=request.fingerprint
+        path,
+        splits=request.splits,
+        dataset=request.dataset,
+        fingerprint=request.fingerprint,
+        modality=request.modality,
     )
     try:
         layers = layer_axis(cache.layers, request.layers)
@@ -481,6 +500,8 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
     run_dir = request.runs / run_name(
         cache.dataset, path, config.probe, named, len(grid), config.seed, request.splits, layers
     )
+    if request.modality is not None:  # its own run: never mixed with a run on both modalities
+        run_dir = run_dir.with_name(f"{run_dir.name}-modality{request.modality}")
     train_folds(
         cache,
         folds,
@@ -490,6 +511,7 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
         grid=grid,
         mode=request.mode,
         splits=used,
+        modality=request.modality,
     )
     if len(layers) > 1 and draw is not None:  # UAR against depth beside summary.md
         draw(run_dir)
