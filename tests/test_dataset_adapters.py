@@ -235,3 +235,49 @@ def test_wrong_trees_and_options_name_the_fix(tmp_path):
         scan_dataset("mafw", tmp_path, list_file=tmp_path / "x.csv")
     with pytest.raises(ConfigError, match="unknown dataset 'afew'; known: ravdess, crema-d"):
         scan_dataset("afew", tmp_path)
+
+
+def test_text_as_people_write_it(tmp_path, trees):
+    """Issue 32: a BOM, CRLF, blank and whitespace-only lines, an empty path, a path leaving the
+    root, a Unicode digit, two paths with one id, a Latin-1 file, blank DFEW split lines."""
+    frames = sorted((trees["dfew"] / "Clip" / "clip_224x224").iterdir())[:3]
+    for source in frames:
+        shutil.copytree(source, tmp_path / "a" / source.name)
+    shutil.copytree(frames[0], tmp_path / "a-00001")  # `a/00001` and `a-00001`: one id
+    rows = [
+        "path,label,fold",
+        f"a/{frames[0].name},sad,1",
+        "   ",
+        ",happy,1",
+        f"../{frames[1].name},happy,1",
+        f"/{frames[1].name},happy,1",
+        f"a/{frames[1].name},happy,²",
+        "",
+        f"a/{frames[2].name},happy,2",
+        "a-00001,sad,2",
+    ]
+    listing = tmp_path / "list.csv"
+    listing.write_bytes(("\ufeff" + "\r\n".join(rows) + "\r\n").encode("utf-8"))
+    index = scan_dataset("list", tmp_path, list_file=listing)
+    assert [(r.video_id, r.fold) for r in index.records] == [("a-00001", 1), ("a-00003", 2)]
+    details = sorted(e.detail for e in index.excluded)
+    assert details == [
+        "line 10: a-00001 has the id a-00001 of line 2 (a/00001): rename one",
+        "line 4: path '' is not a path inside --root",
+        "line 5: path '../00002' is not a path inside --root",
+        "line 6: path '/00002' is not a path inside --root",
+        "line 7: fold '²' is not a number",
+    ]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,label\na/00001,tristesse é\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin.csv: not UTF-8 text \(byte 29: .*save the list"):
+        scan_dataset("list", tmp_path, list_file=latin)
+    # DFEW: blank trailing lines are no rows, a Unicode digit is a bad row, not a traceback
+    split = trees["dfew"] / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv"
+    copy = tmp_path / "dfew"
+    shutil.copytree(trees["dfew"], copy)
+    split = copy / split.relative_to(trees["dfew"])
+    split.write_text(split.read_text() + "²,3\n\n \n")
+    index = scan_dataset("dfew", copy)
+    bad = [e.detail for e in index.excluded if e.reason == datasets.records.BAD_ROW]
+    assert len(bad) == 1 and "'²'" in bad[0], bad

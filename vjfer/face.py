@@ -24,6 +24,7 @@ import numpy as np
 from vjfer.decode import source_frames
 from vjfer.digests import sha256_file
 from vjfer.errors import FACE_FAILURE_PREFIX, ConfigError, VideoError
+from vjfer.files import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +136,7 @@ def median_box(boxes: np.ndarray) -> Box:
 def read_boxes(path: str | Path) -> dict[str, Box]:
     """A CSV with header video_id,x,y,w,h -> {video_id: Box}; ConfigError naming file and row."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the boxes CSV as UTF-8"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the boxes CSV ({err.strerror})") from err
+    text = read_utf8(path, "boxes CSV")  # a BOM (Excel's "CSV UTF-8") is dropped
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or set(BOX_COLUMNS) - set(reader.fieldnames):

@@ -51,6 +51,20 @@ def read_json_object(
     return data
 
 
+def read_utf8(path: str | Path, what: str, error: type[VjferError] = ConfigError) -> str:
+    """The text of a file a person's tools wrote: UTF-8 with or without a BOM (line ends are the
+    caller's `splitlines`'); `error` naming the byte a non-UTF-8 file (Latin-1, UTF-16) fails at."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the {what} as UTF-8"
+        ) from None
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what} ({err.strerror or err})") from err
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename inside `directory` durable."""
     fd = os.open(directory, os.O_RDONLY)

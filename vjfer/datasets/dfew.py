@@ -12,6 +12,7 @@ names no actors).
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from vjfer.datasets.folds import check_splits
@@ -23,8 +24,9 @@ from vjfer.datasets.frames import (
     join_rows,
     official_sets,
 )
-from vjfer.datasets.records import BAD_ROW, DatasetIndex, Exclusion, check_root
+from vjfer.datasets.records import BAD_ROW, DatasetIndex, Exclusion, ascii_number, check_root
 from vjfer.errors import DatasetError
+from vjfer.files import read_utf8
 from vjfer.labels import class_names
 
 FRAME_DIRS = (
@@ -46,23 +48,27 @@ def read_rows(root: Path) -> tuple[list[SplitRow], list[Exclusion]]:
     rows, bad = [], []
     hint = f"the release ships {SPLIT_DIR}/ beside Clip/: pass --root to their parent"
     for _, _, fold, path in official_sets("dfew", lambda k, part: split_file(root, part, k), hint):
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            table = list(csv.reader(fh))
+        table = list(
+            csv.reader(io.StringIO(read_utf8(path, "split file", DatasetError), newline=""))
+        )
         if not table or [c.strip() for c in table[0]] != ["video_name", "label"]:
             raise DatasetError(f"{path}: header must be 'video_name,label'")
         for line, row in enumerate(table[1:], start=2):
-            try:
-                clip = f"{int(row[0]):05d}"
-                rows.append(SplitRow(clip, row[1].strip(), fold, f"{path.name} line {line}"))
-            except (ValueError, IndexError):
+            if not any(cell.strip() for cell in row):  # a blank line (trailing ones are common)
+                continue
+            number = ascii_number(row[0].strip())
+            if number is None or len(row) < 2:
                 bad.append(Exclusion(path, BAD_ROW, f"line {line}: {row}"))
+                continue
+            rows.append(SplitRow(f"{number:05d}", row[1].strip(), fold, f"{path.name} line {line}"))
     return rows, bad
 
 
 def _name(code: str) -> str | None:
     """DFEW's label 1..7 -> its vocabulary name."""
     names = class_names("dfew")
-    return names[int(code) - 1] if code.isdigit() and 1 <= int(code) <= len(names) else None
+    number = ascii_number(code)
+    return names[number - 1] if number is not None and 1 <= number <= len(names) else None
 
 
 def scan(root: Path, *, splits: str | None = None) -> DatasetIndex:

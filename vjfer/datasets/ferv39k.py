@@ -14,6 +14,7 @@ from vjfer.datasets.folds import check_splits
 from vjfer.datasets.frames import SplitRow, clip_folders, clip_groups, first_folder, join_rows
 from vjfer.datasets.records import BAD_ROW, TRAIN_ONLY, DatasetIndex, Exclusion, check_root
 from vjfer.errors import DatasetError
+from vjfer.files import read_utf8
 from vjfer.labels import vocabulary_name
 
 FRAME_DIR = "2_ClipsforFaceCrop"
@@ -31,7 +32,9 @@ def read_rows(root: Path) -> tuple[list[SplitRow], list[Exclusion]]:
                 f"ferv39k: split file {path} is missing; pass --root to the "
                 f"folder holding {SPLIT_DIR.split('/')[0]}/ and {FRAME_DIR}/"
             )
-        for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        for line, text in enumerate(
+            read_utf8(path, "split file", DatasetError).splitlines(), start=1
+        ):
             parts = text.split()
             if not parts:
                 continue

@@ -23,6 +23,7 @@ from vjfer.datasets.records import (
     DatasetIndex,
     Exclusion,
     VideoRecord,
+    ascii_number,
     finish_index,
 )
 from vjfer.errors import DatasetError
@@ -66,9 +67,11 @@ def clip_groups(clips: Iterable[str]) -> Callable[[str], int]:
     clip-disjoint): a clip id that is a number is its group (DFEW, MAFW: `00025` -> 25); other ids
     (FERV39k's `Action/Happy/0004`) are numbered in sorted order after the largest such number."""
     clips = list(clips)  # a clip listed twice takes two numbers, as FERV39k's always did
-    numbers = [int(c) for c in clips if c.isdigit()]
-    others = numbered([c for c in clips if not c.isdigit()], start=max(numbers, default=0) + 1)
-    return lambda clip: int(clip) if clip.isdigit() else others[clip]
+    numbers = {c: n for c in clips if (n := ascii_number(c)) is not None}
+    others = numbered(
+        [c for c in clips if c not in numbers], start=max(numbers.values(), default=0) + 1
+    )
+    return lambda clip: numbers[clip] if clip in numbers else others[clip]
 
 
 def clip_folders(base: Path, depth: int, key: Callable[[Path], str]) -> dict[str, Path]:

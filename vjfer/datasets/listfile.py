@@ -29,12 +29,14 @@ from vjfer.datasets.records import (
     Exclusion,
     Skip,
     VideoRecord,
+    ascii_number,
     check_content,
     check_root,
     finish_index,
 )
 from vjfer.digests import sha256_file
 from vjfer.errors import DatasetError
+from vjfer.files import read_utf8
 from vjfer.labels import vocabulary_name
 
 DEFAULT_FOLDS = 5
@@ -47,9 +49,9 @@ CLASSES_LINE = "# classes:"  # a comment line before the header declaring the cl
 class ListFile:
     """A list file's rows (columns stripped) and its declared class order (None: not declared)."""
 
-    rows: list[dict[str, str]]
+    rows: list[dict[str, str]]  # blank and whitespace-only lines left out
     declared: tuple[str, ...] | None
-    first_line: int  # the first row's line in the file (after the comments and the header)
+    lines: list[int]  # each row's line in the file
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,19 @@ def read_list(path: Path) -> ListFile:
     """The rows of a list file, checked for its required columns, and its declared classes."""
     if not path.is_file():
         raise DatasetError(f"list file {path} does not exist; pass --list FILE (CSV path,label)")
-    lines = path.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    lines = read_utf8(path, "list file", DatasetError).splitlines(keepends=True)
     declared, skip = _declared(lines, path)
     reader = csv.DictReader(io.StringIO("".join(lines[skip:]), newline=""))
     columns = [c.strip() for c in reader.fieldnames or []]
     if not {"path", "label"} <= set(columns):
         raise DatasetError(f"{path}: header must hold 'path' and 'label', got {columns}")
-    rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-    return ListFile(rows, declared, first_line=skip + 2)
+    rows, numbers = [], []
+    for row in reader:
+        cells = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+        if any(cells.values()):  # a whitespace-only line is no row
+            rows.append(cells)
+            numbers.append(skip + reader.line_num)
+    return ListFile(rows, declared, numbers)
 
 
 def list_splits(listing: ListFile, splits: str | None) -> str:
@@ -130,12 +137,21 @@ def list_identity(
 
 def _fold(row: dict[str, str], line: int) -> int:
     if row.get("fold"):
-        if not row["fold"].isdigit():
+        if (fold := ascii_number(row["fold"])) is None:
             raise Skip(BAD_ROW, f"line {line}: fold {row['fold']!r} is not a number")
-        return int(row["fold"])
+        return fold
     if row.get("split", "").lower() not in SPLIT_WORDS:
         raise Skip(BAD_ROW, f"line {line}: split {row.get('split')!r} is not train or test")
     return SPLIT_WORDS[row["split"].lower()]
+
+
+def _video_id(listed: str, line: int) -> str:
+    """A row's video id: its path without the suffix, `/` as `-`; a path that is empty or leaves
+    --root (absolute, or through `..`) is a bad row, never an id holding a machine's path."""
+    relative = Path(listed)
+    if not listed or relative.is_absolute() or ".." in relative.parts:
+        raise Skip(BAD_ROW, f"line {line}: path {listed!r} is not a path inside --root")
+    return relative.with_suffix("").as_posix().replace("/", "-")
 
 
 def _check_item(path: Path) -> None:
@@ -165,12 +181,21 @@ def scan(
     groups = [r.get("group") or r["path"] for r in rows]
     dealt = group_folds(groups, num_folds, seed) if splits == "groups" else {}
     numbers = numbered(set(groups))  # a row without a group is its own group
-    kept, excluded, seen = [], [], set()
-    for line, (row, group) in enumerate(zip(rows, groups, strict=True), start=listing.first_line):
-        path, video_id = root / row["path"], Path(row["path"]).with_suffix("").as_posix()
+    kept, excluded = [], []
+    seen: dict[str, tuple[int, str]] = {}  # video id -> (line, path) of its first row
+    for line, row, group in zip(listing.lines, rows, groups, strict=True):
+        path = root / row["path"]
         try:
+            video_id = _video_id(row["path"], line)
             if video_id in seen:
-                raise Skip(DUPLICATE, f"line {line}: {video_id} listed before")
+                first, listed = seen[video_id]
+                raise Skip(
+                    DUPLICATE,
+                    f"line {line}: {row['path']} is listed before, on line {first}"
+                    if listed == row["path"]
+                    else f"line {line}: {row['path']} has the id {video_id} of line {first} "
+                    f"({listed}): rename one",
+                )
             if not row["label"] or (name := label_name(row["label"])) not in names:
                 raise Skip(
                     UNKNOWN_LABEL,
@@ -186,11 +211,11 @@ def scan(
         except Skip as skip:
             excluded.append(Exclusion(path, skip.reason, skip.detail))
             continue
-        seen.add(video_id)
+        seen[video_id] = (line, row["path"])
         kept.append(
             VideoRecord(
                 path,
-                video_id.replace("/", "-"),
+                video_id,
                 "list",
                 names.index(name),
                 name,

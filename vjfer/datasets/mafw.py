@@ -20,6 +20,8 @@ from vjfer.datasets.frames import (
     official_sets,
 )
 from vjfer.datasets.records import BAD_ROW, DatasetIndex, Exclusion, check_root
+from vjfer.errors import DatasetError
+from vjfer.files import read_utf8
 from vjfer.labels import vocabulary_name
 
 FRAME_DIRS = ("data/faces", "data/frames")
@@ -33,7 +35,7 @@ def read_rows(root: Path) -> tuple[list[SplitRow], list[Exclusion]]:
     for k, part, fold, path in official_sets(
         "mafw", lambda k, part: root / SPLIT_DIR / f"set_{k}" / f"{part}.txt", hint
     ):
-        for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        for line, text in enumerate(read_utf8(path, "split file", DatasetError).splitlines(), 1):
             parts = text.split()
             if not parts:
                 continue

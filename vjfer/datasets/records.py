@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_ONLY = 0  # fold of a video no test set holds (a single official train/test split's train)
 LFS_HEADER = b"version https://git-lfs"  # how a git-LFS pointer file starts
-_DIGITS = re.compile(r"(\d+)")
+_DIGITS = re.compile(r"([0-9]+)")  # ASCII: other digits sort as text (`ascii_number`)
 
 # Exclusion reasons (the categories `summarize` counts), each with the fix `format_index_summary`
 # prints.
@@ -114,9 +114,15 @@ class Skip(DatasetError):
         super().__init__(f"{reason}: {detail}")
 
 
+def ascii_number(text: str) -> int | None:
+    """The number ASCII digits spell, else None: `str.isdigit` also says yes to `²` and `٣`,
+    which `int` refuses or reads as another digit."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def natural_key(name: str) -> tuple:
     """Sort key putting `2.jpg` before `10.jpg` (digit runs compare as numbers)."""
-    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
+    return tuple(n if (n := ascii_number(p)) is not None else p for p in _DIGITS.split(name))
 
 
 def is_lfs_pointer(head: bytes, size: int) -> bool:
