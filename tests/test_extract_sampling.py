@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from tests.conftest import run_cli
 from tests.test_clips import _dfer_clip_test_indices, _mae_dfer_test_views
@@ -16,12 +18,15 @@ from vjfer.clips import ROLE_DRAW, ROLE_EVAL, train_draws
 from vjfer.errors import ConfigError
 from vjfer.extract import ExtractConfig
 from vjfer.extract.config import cache_settings, config_record
+from vjfer.probe.config import TrainConfig
+from vjfer.probe.folds import train_grid
 from vjfer.probe.samples import train_clips
 from vjfer.synthetic_frames import make_dfew
 
 EXTRACT = ("--encoder", "tiny", "--workers", "0", "--device", "cpu", "--no-progress")
 PROBE = ("--epochs", "1", "--device", "cpu", "--num-workers", "0", "--no-progress")
 FRAMES = (9, 37, 70)  # fewer than 16, between 16 and 16·4, more than 16·4 (DFEW's step 4)
+# --limit 5: clips 1..5, one in each DFEW fold, of 37, 70, 9, 37 and 70 frames
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +46,7 @@ def _extract(tree, *options) -> tuple[str, object]:
         "--cache",
         tmp / "cache",
         "--limit",
-        "3",
+        "5",
         *EXTRACT,
         *options,
     )
@@ -57,7 +62,7 @@ def test_the_cache_holds_the_loaders_clips_and_probe_runs(tree, plan):
     assert cache.settings["frame_step"] == (4 if plan == "stride" else None)
     assert cache.settings["train_draws"] == {"draws": 3, "seed": 0, "version": 1}
     counts = sorted(cache.videos["n_frames"])
-    assert counts == sorted(FRAMES), counts  # each kind of length is covered
+    assert counts == sorted([*FRAMES, 37, 70]), counts  # each kind of length is covered
     for vid, n in zip(cache.videos["video_id"], cache.videos["n_frames"], strict=True):
         frames, roles = cache.clip_frames(vid), cache.clip_roles(vid)
         assert set(roles.tolist()) == {ROLE_EVAL, ROLE_DRAW}
@@ -85,10 +90,17 @@ def test_the_cache_holds_the_loaders_clips_and_probe_runs(tree, plan):
         "--out",
         tmp / f"runs-{plan}",
         "--fold",
-        "1",
+        "all",
         *PROBE,
     )
-    assert list((tmp / f"runs-{plan}").glob("*/fold-1/metrics.json"))
+    assert len(list((tmp / f"runs-{plan}").glob("*/fold-*/metrics.json"))) == 5
+    # a fold alone trains the same probe as in the five-fold pass (the draws depend on seeds only)
+    config = TrainConfig(epochs=2, device="cpu", num_workers=0, in_memory="no")
+    together = train_grid(cache, [1, 2, 3, 4, 5], config, progress=False).reported(3)
+    alone = train_grid(cache, [3], config, progress=False).reported(3)
+    for name, value in alone.probe.state_dict().items():
+        assert torch.equal(value, together.probe.state_dict()[name]), name
+    pd.testing.assert_frame_equal(alone.clips, together.clips)
 
 
 def test_a_frame_step_beyond_every_video_is_refused(tree):
