@@ -57,7 +57,10 @@ def _extract(tree, *options) -> tuple[str, object]:
 @pytest.mark.parametrize("plan", ["stride", "segments"])
 def test_the_cache_holds_the_loaders_clips_and_probe_runs(tree, plan):
     options = ("--plan", plan, *(("--frame-step", "4") if plan == "stride" else ()))
-    _, cache = _extract(tree, *options, "--train-draws", "3")
+    out, cache = _extract(tree, *options, "--train-draws", "3")
+    line = re.search(r"^sampling +(.*)$", out, re.M).group(1)
+    assert line.startswith("stride 4: MAE-DFER's" if plan == "stride" else "segments: DFER-CLIP")
+    assert "3 training draws a video" in line
     assert cache.settings["plan"] == plan
     assert cache.settings["frame_step"] == (4 if plan == "stride" else None)
     assert cache.settings["train_draws"] == {"draws": 3, "seed": 0, "version": 1}

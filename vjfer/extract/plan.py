@@ -546,6 +546,24 @@ def format_sizes(plan: ExtractPlan) -> str:
     return ", ".join(sizes)
 
 
+def format_sampling(config: ExtractConfig) -> str:
+    """What a `stride`/`segments` plan caches, and the loader it follows."""
+    draws = (
+        f"{config.train_draws} training draws a video (identical ones stored once, seed "
+        f"{config.augment_seed})"
+    )
+    if config.plan == "stride":
+        K = config.step() or 1
+        return (
+            f"stride {K}: MAE-DFER's test views (the first and last 16 of frames 0, {K}, {2 * K}, "
+            f"…) and {draws} of its training rule (kinetics.py)"
+        )
+    return (
+        f"segments: DFER-CLIP's 16 segment middles and {draws} of a random frame per segment "
+        "(dataloader/video_dataloader.py)"
+    )
+
+
 def format_plan(plan: ExtractPlan) -> str:
     """What `vjfer extract` prints before it starts."""
     rank = f" (rank {plan.rank} of {plan.world_size})" if plan.world_size > 1 else ""
@@ -558,6 +576,11 @@ def format_plan(plan: ExtractPlan) -> str:
             f"{plan.pending_videos} videos, {len(plan.mine) - len(plan.done)} shards "
             f"({len(plan.done)} already complete)",
             f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
+            *(
+                [f"sampling   {format_sampling(plan.config)}"]
+                if plan.config.plan in DRAW_PLANS
+                else []
+            ),
             f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, "
             f"~{plan.pending_bytes / 1e9:.2f} GB to write; {plan.free_bytes / 1e9:.1f} GB free",
             f"formats    {format_sizes(plan)}",
