@@ -4,6 +4,7 @@ draws and evaluates the evaluation clips (the tiny encoder, 1 epoch)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -97,6 +98,14 @@ def test_the_cache_holds_the_loaders_clips_and_probe_runs(tree, plan):
         *PROBE,
     )
     assert len(list((tmp / f"runs-{plan}").glob("*/fold-*/metrics.json"))) == 5
+    # predict plans a new video's evaluation clips as the cache did (stride: its step)
+    video = tree[1] / "Clip" / "clip_224x224" / "00002"  # 70 frames
+    run_dir = next((tmp / f"runs-{plan}").glob("dfew-*"))
+    told = json.loads(
+        run_cli("predict", video, "--run", run_dir, "--json", "--clips", "--device", "cpu")
+    )
+    spans = [[c["start_frame"], c["end_frame"]] for c in told["clips"]]
+    assert spans == ([[0, 60], [8, 68]] if plan == "stride" else [[2, 67]])
     # a fold alone trains the same probe as in the five-fold pass (the draws depend on seeds only)
     config = TrainConfig(epochs=2, device="cpu", num_workers=0, in_memory="no")
     together = train_grid(cache, [1, 2, 3, 4, 5], config, progress=False).reported(3)
