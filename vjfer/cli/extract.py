@@ -183,7 +183,7 @@ def _store_options(opt) -> list:
             "--augment-seed",
             type=int,
             help="Seed of the augmented copies' draws (one generator per seed, video, copy and "
-            "clip).",
+            "clip) and of --plan stride|segments' training draws (per seed, video and draw).",
         ),
         opt(
             "--dedup/--no-dedup",
