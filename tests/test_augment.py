@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vjfer import augment as A
-from vjfer.clips import plan_clips
+from vjfer.clips import plan_clips, video_key
 from vjfer.decode import decode_native, decode_video
 from vjfer.prepare import IMAGENET_MEAN, IMAGENET_STD
 from vjfer.synthetic import make_ravdess
@@ -149,4 +149,4 @@ def test_draws_follow_the_reference_ranges():
     assert abs(erased / 2000 - A.ERASE_PROB) < 0.03
     assert A.draw_crop(np.random.default_rng(0), 1, 1000) == (0, 499, 1, 1)  # centre fallback
     assert math.isclose(A._op_arg("PosterizeIncreasing", 7.0, rng), 2.0)  # 4 - int(2.8)
-    assert A.video_key("a") == A.video_key("a") != A.video_key("b")
+    assert video_key("a") == video_key("a") != video_key("b")

@@ -7,7 +7,18 @@ import functools
 import numpy as np
 import pytest
 
-from vjfer.clips import CLIP_PLANS, clip_roles, gather_clips, plan_clips
+from vjfer.clips import (
+    CLIP_PLANS,
+    ROLE_EVAL,
+    clip_roles,
+    draw_rng,
+    eval_windows,
+    gather_clips,
+    plan_clips,
+    segment_draw,
+    stride_draw,
+    train_draws,
+)
 from vjfer.errors import ConfigError
 
 # ---------------------------------------------------------------------------- clip plans
@@ -160,6 +171,125 @@ def test_windows_cover_what_the_reference_evaluates(hop):
         # the reference's last window starts at n - 65: its last frame n - 1 is never evaluated
         assert clips.min() == 0 and clips.max() == (n - 2 if n > 64 else n - 1)
         assert (np.diff(clips[:, 0]) > 0).all() and (np.diff(clips[:, 0])[:-1] == hop).all()
+
+
+# ---------------------------------------------------------------------------- the loaders' plans
+
+
+def _mae_dfer_test_views(num_frames, frame_sample_rate, clip_len=16, test_num_segment=2):
+    """MAE-DFER kinetics.py VideoClsDatasetFrame, test mode, as it is written: `load_video`'s
+    all_index, then __getitem__'s temporal_step / temporal_start per chunk_nb."""
+    all_index = [x for x in range(0, num_frames, frame_sample_rate)]
+    while len(all_index) < clip_len:
+        all_index.append(all_index[-1])
+    buffer = all_index  # the frames it loads, in order
+    views = []
+    for chunk_nb in range(test_num_segment):
+        temporal_step = max(1.0 * (len(buffer) - clip_len) / (test_num_segment - 1), 0)
+        temporal_start = int(chunk_nb * temporal_step)
+        views.append(buffer[temporal_start : temporal_start + clip_len])
+    return views
+
+
+def _dfer_clip_test_indices(num_frames, num_segments=16, duration=1):
+    """DFER-CLIP dataloader/video_dataloader.py `_get_test_indices`, as it is written."""
+    if num_frames > num_segments + duration - 1:
+        tick = (num_frames - duration + 1) / float(num_segments)
+        offsets = np.array([int(tick / 2.0 + tick * x) for x in range(num_segments)])
+    else:
+        offsets = np.pad(np.array(list(range(num_frames))), (0, num_segments - num_frames), "edge")
+    return offsets
+
+
+def _mae_dfer_train_index(num_frames, frame_sample_rate, end_idx, clip_len=16):
+    """MAE-DFER's train-mode `load_video` (num_segment 1) with its np.random.randint(converted_len,
+    seg_len) given as `end_idx` (ignored when seg_len <= converted_len: no draw)."""
+    converted_len = int(clip_len * frame_sample_rate)
+    seg_len = num_frames
+    if seg_len <= converted_len:
+        index = np.linspace(0, seg_len, num=seg_len // frame_sample_rate)
+        index = np.concatenate((index, np.ones(clip_len - seg_len // frame_sample_rate) * seg_len))
+        index = np.clip(index, 0, seg_len - 1).astype(np.int64)
+    else:
+        str_idx = end_idx - converted_len
+        index = np.linspace(str_idx, end_idx, num=clip_len)
+        index = np.clip(index, str_idx, end_idx - 1).astype(np.int64)
+    return list(index)
+
+
+@pytest.mark.parametrize("step", [1, 4])
+def test_stride_evaluation_clips_are_mae_dfers_test_views(step):
+    for n in range(1, 901):
+        views = _mae_dfer_test_views(n, step)
+        expected = views[:1] if views[0] == views[1] else views  # one view when L = 16
+        assert plan_clips(n, "stride", step=step).tolist() == expected, f"n={n}"
+        assert eval_windows(n, "stride", step=step).tolist() == expected, f"n={n}"
+        assert (clip_roles(n, "stride", step=step) == ROLE_EVAL).all()
+
+
+def test_segments_evaluation_clip_is_dfer_clips_test_indices():
+    for n in range(1, 901):
+        expected = [_dfer_clip_test_indices(n).tolist()]
+        assert plan_clips(n, "segments").tolist() == expected, f"n={n}"
+        assert eval_windows(n, "segments").tolist() == expected, f"n={n}"
+
+
+def test_a_frame_step_only_where_a_plan_takes_one():
+    assert plan_clips(100, "stride").tolist() == plan_clips(100, "stride", step=4).tolist()
+    with pytest.raises(ConfigError, match="frame step applies to the plans"):
+        plan_clips(100, "windows", step=4)
+    with pytest.raises(ConfigError, match="frame step must be >= 1, got 0"):
+        plan_clips(100, "stride", step=0)
+
+
+@pytest.mark.parametrize("step", [1, 4])
+def test_stride_draws_follow_mae_dfers_training_rule(step):
+    span = 16 * step
+    for n in [*range(1, 90), 200, 847]:
+        ends = set()
+        for d in range(40):
+            clip = stride_draw(n, step, draw_rng(0, "v", d))
+            end = int(clip[0]) + span  # the loader's end_idx: the clip starts at end - 16·K
+            assert clip.tolist() == _mae_dfer_train_index(n, step, end), f"n={n}"
+            ends.add(end)
+        if n > span:  # a random start: every end in [16·K, n) is drawn (few ends: all seen)
+            assert ends <= set(range(span, n)) and (len(ends) > 1 or n == span + 1)
+            if n - span <= 4:
+                assert ends == set(range(span, n)), f"n={n}"
+        else:
+            assert len(ends) == 1  # no draw: one fixed spread
+
+
+def test_segment_draws_follow_dfer_clips_training_rule():
+    for n in [*range(1, 70), 200, 847]:
+        seen = set()
+        for d in range(40):
+            clip = segment_draw(n, draw_rng(3, "v", d))
+            assert clip.dtype == np.int64 and len(clip) == 16
+            average = n // 16
+            if average > 0:  # one random frame in each segment [x·avg, (x+1)·avg)
+                offsets = clip - np.arange(16) * average
+                assert ((0 <= offsets) & (offsets < average)).all(), f"n={n}"
+                seen.update(offsets.tolist())
+            else:  # np.pad(range(n), edge)
+                assert clip.tolist() == [*range(n), *[n - 1] * (16 - n)]
+        if average in (2, 3):  # every offset of the segment drawn
+            assert seen == set(range(average)), f"n={n}"
+
+
+@pytest.mark.parametrize("plan", ["stride", "segments"])
+def test_train_draws_are_seeded_per_video_and_draw(plan):
+    a = train_draws(200, plan, None, 8, 0, "a")
+    assert a.dtype == np.int64 and a.shape[1] == 16 and 1 <= len(a) <= 8
+    assert len({tuple(c) for c in a.tolist()}) == len(a)  # identical draws stored once
+    np.testing.assert_array_equal(a, train_draws(200, plan, None, 8, 0, "a"))  # reproducible
+    assert a.tolist() != train_draws(200, plan, None, 8, 0, "b").tolist()  # per video
+    assert a.tolist() != train_draws(200, plan, None, 8, 1, "a").tolist()  # per seed
+    # fewer draws are the first ones: a draw depends on (seed, video, draw) alone
+    first = train_draws(200, plan, None, 3, 0, "a")
+    assert first.tolist() == a[: len(first)].tolist()
+    # a video too short for a random draw (stride: <= 16·K frames; segments: < 32) has one
+    assert len(train_draws(30, plan, None, 8, 0, "a")) == 1
 
 
 # ---------------------------------------------------------------------------- clips to tensors

@@ -26,6 +26,8 @@ NON_DEFAULT = {
     "weights": "encoder",
     "hop": 4,
     "plan": "reference",
+    "frame_step": 1,  # with --plan stride, the only plan that takes one
+    "train_draws": 3,  # likewise
     "views": "3crop",
     "batch_size": 3,
     "workers": 0,
@@ -104,6 +106,8 @@ def test_the_resume_command_recreates_the_cache(field, encoder, tmp_path):
     dataset = "list" if field == "list_file" else "ravdess"
     if field == "list_file":
         cases[field] = Path(cases[field])
+    if field in ("frame_step", "train_draws"):
+        cases["plan"] = "stride"
     if field.startswith("face_") and field != "face_crop":  # they matter with a crop only
         cases["face_crop"] = f"boxes:{tmp_path}/faces.csv"
     if field == "checkpoint":

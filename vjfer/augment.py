@@ -25,13 +25,14 @@ a = -0.5).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vjfer.clips import video_key
 
 MAX_LEVEL = 10.0
 MAGNITUDE, MAGNITUDE_STD, NUM_OPS, OP_PROB = 7.0, 0.5, 4, 0.5  # rand-m7-n4-mstd0.5, p = 0.5 per op
@@ -88,11 +89,6 @@ class ClipDraw:
 
 
 # ---------------------------------------------------------------------------- draws (pure)
-
-
-def video_key(video_id: str) -> int:
-    """A stable 64-bit number for a video id (seeds must not depend on Python's str hash)."""
-    return int.from_bytes(hashlib.sha256(video_id.encode("utf-8")).digest()[:8], "little")
 
 
 def clip_rng(seed: int, video_id: str, copy: int, clip: int) -> np.random.Generator:

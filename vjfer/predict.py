@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from vjfer.cache.format import SHORTEST_UNPADDED, TOKEN_DTYPE, layer_blocks
-from vjfer.clips import eval_windows, gather_clips
+from vjfer.clips import STEP_PLANS, eval_windows, gather_clips
 from vjfer.decode import decode_video
 from vjfer.encoders import load_encoder
 from vjfer.encoders.registry import COMPUTE_DTYPES
@@ -187,8 +187,9 @@ def encode_video_tokens(
         crop = None if face.box is None else (face.box.x, face.box.y, face.box.w, face.box.h)
     video = decode_video(path, encoder.resolution, settings["views"], crop=crop)
     plan, hop = settings["plan"], settings.get("hop") or 8
-    # evaluation windows only (the `reference` plan also lists its 8 training clips)
-    clip_frames = eval_windows(video.n_frames, plan, hop)
+    step = settings.get("frame_step") if plan in STEP_PLANS else None  # stride's K
+    # evaluation clips only (`reference` also lists its 8 training clips, stride/segments draws)
+    clip_frames = eval_windows(video.n_frames, plan, hop, step)
     clips = gather_clips(video.frames, clip_frames)  # [C, V, 16, R, R, 3]
     C, V = clips.shape[:2]
     flat = torch.from_numpy(clips.reshape(C * V, *clips.shape[2:]))

@@ -51,6 +51,8 @@ def _settings_column(config: dict | None) -> dict[str, str]:
     plan = settings.get("plan", NOT_RECORDED)
     if settings.get("hop") is not None:
         plan = f"{plan}, hop {settings['hop']}"
+    elif plan == "stride":  # its frame step decides its frames (the V-JEPA plans' is always 4)
+        plan = f"{plan}, frame step {settings.get('frame_step')}"
     grid = "×".join(str(g) for g in cache.get("grid") or []) or "?"
     sha = encoder.get("checkpoint_sha256") or f"none ({encoder.get('weights', 'unknown')} weights)"
     head = (

@@ -80,7 +80,25 @@ def _work_options(opt) -> list:
             help="Root folder of caches.",
         ),
         opt("--hop", type=int, help="Frames between window starts."),
-        opt("--plan", type=click.Choice(CLIP_PLANS), help="Clip plan."),
+        opt(
+            "--plan",
+            type=click.Choice(CLIP_PLANS),
+            help="Clip plan: the V-JEPA plans (windows, reference, ...), stride (MAE-DFER: every "
+            "K-th frame, its 2 test views) or segments (DFER-CLIP: 16 segment middles).",
+        ),
+        opt(
+            "--frame-step",
+            type=int,
+            show_default=False,
+            help="--plan stride: every K-th frame (MAE-DFER: 4 for DFEW and MAFW, 1 for FERV39k); "
+            "default 4.",
+        ),
+        opt(
+            "--train-draws",
+            type=int,
+            help="--plan stride|segments: training clips drawn with the loader's training rule "
+            "and cached per video (identical draws stored once; seeded by --augment-seed).",
+        ),
         opt(
             "--views",
             type=click.Choice(VIEWS),
@@ -177,7 +195,7 @@ def _store_options(opt) -> list:
             "--augment-seed",
             type=int,
             help="Seed of the augmented copies' draws (one generator per seed, video, copy and "
-            "clip).",
+            "clip) and of --plan stride|segments' training draws (per seed, video and draw).",
         ),
         opt(
             "--dedup/--no-dedup",

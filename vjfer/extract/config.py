@@ -10,7 +10,17 @@ from pathlib import Path
 
 from vjfer import augment
 from vjfer.cache.format import TOKEN_DTYPE
-from vjfer.clips import CLIP_PLANS, FRAME_STEP, FRAMES_PER_CLIP, WINDOWS_VERSION, ClipPlan
+from vjfer.clips import (
+    CLIP_PLANS,
+    DRAW_PLANS,
+    DRAWS_VERSION,
+    FRAME_STEP,
+    FRAMES_PER_CLIP,
+    MAX_AUGMENT_COPIES,
+    STEP_PLANS,
+    WINDOWS_VERSION,
+    ClipPlan,
+)
 from vjfer.datasets.listfile import list_identity
 from vjfer.encoders.checkpoint import Weights
 from vjfer.encoders.registry import COMPUTE_DTYPES
@@ -42,6 +52,10 @@ class ExtractConfig:
     cache_root: Path = Path("cache")
     hop: int = 8  # starts between evaluation windows (plans "windows" and "reference")
     plan: ClipPlan = "windows"
+    # every K-th frame (plan stride: MAE-DFER's sampling rate); None: FRAME_STEP (4). The V-JEPA
+    # plans have the reference's fixed step 4 and segments none: they refuse one
+    frame_step: int | None = None
+    train_draws: int = 8  # stride/segments: draws of the loader's training rule cached per video
     views: Views = "center"
     batch_size: int = 8  # clips per encoder call; each brings its V views
     workers: int | None = None  # decoding processes; 0: in the main process; None: from the cores
@@ -62,7 +76,9 @@ class ExtractConfig:
     store: str = "fp16"  # store format of the tokens (vjfer.store): fp16, int8, fp8, pool2, ...
     dtype: str = "bf16"  # encoder compute dtype on CUDA: bf16 | fp16 (the reference's) | fp32
     augment: int = 0  # augmented copies of each video's 8 training clips (`vjfer.augment`)
-    augment_seed: int = 0  # their draws: one generator per (seed, video, copy, clip)
+    # their draws: one generator per (seed, video, copy, clip); with plan stride/segments, the
+    # seed of the training draws (one generator per (seed, video, draw))
+    augment_seed: int = 0
     # encoder blocks to cache (negative: from the end); None: the encoder's output (the last
     # block through the final norm), as before layers existed
     layers: tuple[int, ...] | None = None
@@ -78,6 +94,7 @@ class ExtractConfig:
             )
         if self.plan not in CLIP_PLANS:
             raise ConfigError(f"plan must be one of {CLIP_PLANS}, got {self.plan!r}")
+        self._check_sampling()
         if self.dtype not in COMPUTE_DTYPES:
             raise ConfigError(f"dtype must be one of {tuple(COMPUTE_DTYPES)}, got {self.dtype!r}")
         if self.modality is not None:
@@ -115,6 +132,43 @@ class ExtractConfig:
                 "`vjfer cache convert CACHE --store pca:K`"
             )
 
+    def _check_sampling(self) -> None:
+        """--frame-step, --train-draws and --augment against --plan (ConfigError naming the fix)."""
+        if self.frame_step is not None and self.plan not in STEP_PLANS:
+            raise ConfigError(
+                f"--frame-step applies to --plan stride; --plan {self.plan} has "
+                + ("no frame step" if self.plan in DRAW_PLANS else "the reference's fixed step 4")
+                + ": drop --frame-step or use --plan stride"
+            )
+        if self.frame_step is not None and self.frame_step < 1:
+            raise ConfigError(
+                f"--frame-step must be >= 1 (every K-th frame; 1: consecutive frames), "
+                f"got {self.frame_step}"
+            )
+        if self.plan in DRAW_PLANS and self.train_draws < 1:
+            raise ConfigError(f"--train-draws must be >= 1, got {self.train_draws}")
+        if self.plan not in DRAW_PLANS and self.train_draws != ExtractConfig.train_draws:
+            raise ConfigError(
+                f"--train-draws applies to --plan {' or '.join(DRAW_PLANS)}; --plan {self.plan} "
+                "has no training draws: drop --train-draws"
+            )
+        if self.augment and self.plan in DRAW_PLANS:
+            raise ConfigError(
+                f"--augment copies the V-JEPA reference's 8 training clips; --plan {self.plan} "
+                "caches its loader's training draws instead (--train-draws): drop --augment"
+            )
+        if self.augment > MAX_AUGMENT_COPIES:
+            raise ConfigError(
+                f"--augment takes at most {MAX_AUGMENT_COPIES} copies, got {self.augment}"
+            )
+
+    def step(self) -> int | None:
+        """The frame step of the plan: --frame-step (or FRAME_STEP) for stride, FRAME_STEP for
+        the V-JEPA plans, None for segments (it has none)."""
+        if self.plan == "segments":
+            return None
+        return FRAME_STEP if self.frame_step is None else self.frame_step
+
     def face(self) -> FaceCropConfig:
         """The face-crop settings (`vjfer.face`)."""
         return parse_face_crop(self.face_crop, self.face_fallback, self.face_margin)
@@ -138,7 +192,7 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         "encoder_fingerprint": encoder.fingerprint,  # checkpoint sha256, weights, compute dtype
         "resolution": encoder.resolution,
         "frames": FRAMES_PER_CLIP,
-        "frame_step": FRAME_STEP,
+        "frame_step": config.step(),  # FRAME_STEP for the V-JEPA plans, as before
         "plan": config.plan,
         "hop": config.hop if config.plan in HOP_PLANS else None,  # other plans ignore it
         "views": config.views,
@@ -158,6 +212,12 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
             "seed": config.augment_seed,
             "recipe": augment.RECIPE,
             "version": augment.VERSION,
+        }
+    if config.plan in DRAW_PLANS:  # the training draws (V-JEPA plans have none: no key)
+        settings["train_draws"] = {
+            "draws": config.train_draws,
+            "seed": config.augment_seed,
+            "version": DRAWS_VERSION,
         }
     if config.plan in HOP_PLANS:  # a v1 `windows` cache held other frames: never reuse it
         settings["windows_version"] = WINDOWS_VERSION
@@ -201,6 +261,10 @@ def config_record(config: ExtractConfig) -> dict:
         del record["list_file"]
     if config.modality is None:  # likewise: RAVDESS's both modalities, as before the option
         del record["modality"]
+    if config.frame_step is None:  # likewise: default manifests stay as they were
+        del record["frame_step"]
+    if config.plan not in DRAW_PLANS:  # only the loaders' plans draw training clips
+        del record["train_draws"]
     return record
 
 

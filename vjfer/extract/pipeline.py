@@ -22,7 +22,15 @@ from torch.utils.data import Dataset
 from vjfer import augment
 from vjfer.cache import VideoEntry
 from vjfer.cache.writer import ShardWriter
-from vjfer.clips import ROLE_AUGMENTED, ClipPlan, clip_roles, plan_clips
+from vjfer.clips import (
+    DRAW_PLANS,
+    ROLE_AUGMENTED,
+    ROLE_DRAW,
+    ClipPlan,
+    clip_roles,
+    plan_clips,
+    train_draws,
+)
 from vjfer.decode import decode_native, decode_video, source_identity
 from vjfer.errors import CacheError, VideoError
 from vjfer.face import FaceCropper
@@ -58,10 +66,13 @@ class _DecodeTasks(Dataset):
         ids: list[str],
         face: FaceCropper | None,
         augment: tuple[int, int, tuple, tuple],
+        step: int | None = None,
+        draws: int = 0,
     ):
         self.paths, self.resolution, self.views = paths, resolution, views
-        self.augment = augment  # (copies, seed, mean, std)
+        self.augment = augment  # (copies, seed, mean, std); the seed also seeds the draws
         self.plan, self.hop, self.threads = plan, hop, threads
+        self.step, self.draws = step, draws  # stride's frame step; stride/segments' draws
         self.max_lost, self.timeout = max_lost, timeout
         self.ids, self.face = ids, face
 
@@ -92,8 +103,7 @@ class _DecodeTasks(Dataset):
                 f"({100 * share:.0f} %), more than --max-lost-frames {self.max_lost:g}: a "
                 f"truncated or damaged file; re-download it (or raise --max-lost-frames)",
             }
-        clip_frames = plan_clips(video.n_frames, self.plan, self.hop)  # [C, 16]
-        roles = clip_roles(video.n_frames, self.plan, self.hop)  # [C]
+        clip_frames, roles = self._plan(i, video.n_frames)  # [C, 16], [C]
         used = np.unique(clip_frames)  # with a hop, clips share frames: send each once
         extra = {}
         if self.augment[0]:
@@ -117,6 +127,18 @@ class _DecodeTasks(Dataset):
             "container_frames": container,
             "source": dataclasses.asdict(video.source),
         }
+
+    def _plan(self, i: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Video i's clips and their roles: the plan's, then (stride, segments) its training draws
+        (ROLE_DRAW), seeded per (seed, video, draw)."""
+        step = self.step if self.plan == "stride" else None
+        clip_frames = plan_clips(n_frames, self.plan, self.hop, step)  # [C, 16]
+        roles = clip_roles(n_frames, self.plan, self.hop, step)  # [C]
+        if self.plan in DRAW_PLANS:
+            drawn = train_draws(n_frames, self.plan, step, self.draws, self.augment[1], self.ids[i])
+            clip_frames = np.concatenate([clip_frames, drawn])
+            roles = np.concatenate([roles, np.full(len(drawn), ROLE_DRAW, dtype=np.uint8)])
+        return clip_frames, roles
 
     def _augmented(self, i: int, n_frames: int, crop) -> dict:
         """The augmented copies of video i's 8 training clips (`vjfer.augment`), normalised float

@@ -23,7 +23,14 @@ from vjfer.cache.format import (
     read_shard_header,
     shard_name,
 )
-from vjfer.clips import REFERENCE_TRAIN_CLIPS, ClipPlan, plan_clips
+from vjfer.clips import (
+    DRAW_PLANS,
+    FRAME_STEP,
+    REFERENCE_TRAIN_CLIPS,
+    ClipPlan,
+    plan_clips,
+    train_draws,
+)
 from vjfer.datasets import scan_dataset
 from vjfer.datasets.frames import count_frame_files as count_folder_frames
 from vjfer.datasets.records import AUDIO_ONLY, NOT_SELECTED
@@ -149,22 +156,51 @@ def probe_frame_count(path: Path) -> int | None:
     return None
 
 
-def estimate_clips(records: list, dataset: str, plan: ClipPlan, hop: int) -> tuple[int, str]:
-    """Clips of the whole dataset, from a sample of videos probed without decoding."""
+def estimate_clips(
+    records: list,
+    dataset: str,
+    plan: ClipPlan,
+    hop: int,
+    step: int | None = None,
+    draws: int = 0,
+    seed: int = 0,
+) -> tuple[int, str]:
+    """Clips of the whole dataset (training draws included), from a sample of videos probed
+    without decoding; refuses a `stride` step that leaves every probed video one frame."""
     if not records:
         return 0, "no videos"
-    step = max(1, len(records) // PROBE_SAMPLE)
-    sample = records[::step][:PROBE_SAMPLE]
+    every = max(1, len(records) // PROBE_SAMPLE)
+    sample = records[::every][:PROBE_SAMPLE]
     counts = [probe_frame_count(r.path) for r in sample]
     probed = sum(c is not None for c in counts)
+    if plan == "stride":
+        refuse_one_frame_step(counts, step, len(records))
     typical = TYPICAL_FRAMES[dataset]
-    clips = [len(plan_clips(max(c or typical, 1), plan, hop)) for c in counts]
+    clips = [len(plan_clips(max(c or typical, 1), plan, hop, step)) for c in counts]
+    if plan in DRAW_PLANS:  # the actual draws of the sampled videos (identical ones stored once)
+        clips = [
+            n + len(train_draws(max(c or typical, 1), plan, step, draws, seed, r.video_id))
+            for n, c, r in zip(clips, counts, sample, strict=True)
+        ]
     estimate = round(np.mean(clips) * len(records))
     note = (
         f"estimate from {len(sample)} of {len(records)} videos: {probed} by container metadata, "
         f"{len(sample) - probed} at a typical {dataset} length of {typical} frames"
     )
     return estimate, note
+
+
+def refuse_one_frame_step(counts: list[int | None], step: int | None, videos: int) -> None:
+    """ConfigError when `--frame-step` is at least every known frame count (probed without
+    decoding): every clip would be its first frame repeated 16 times."""
+    known = [c for c in counts if c]
+    K = FRAME_STEP if step is None else step
+    if known and K >= max(known):
+        raise ConfigError(
+            f"--frame-step {K}: the {len(known)} videos probed (of {videos}) have at most "
+            f"{max(known)} frames, so every clip would be one frame repeated; give a "
+            f"--frame-step below {max(known)} (1: consecutive frames)"
+        )
 
 
 def _shard_header_if_done(
@@ -432,7 +468,15 @@ def _estimate_size(
 ) -> dict:
     """The plan's clip and byte estimates (augmented copies included), as ExtractPlan fields;
     refuses a pool2 store on an odd token grid before any work."""
-    clips, note = estimate_clips(records, dataset, config.plan, config.hop)
+    clips, note = estimate_clips(
+        records,
+        dataset,
+        config.plan,
+        config.hop,
+        config.frame_step,
+        config.train_draws,
+        config.augment_seed,
+    )
     extra = config.augment * REFERENCE_TRAIN_CLIPS * len(records)  # augmented copies
     plain_clips, clips = clips, clips + extra
     store = StoreFormat.parse(config.store)
@@ -507,6 +551,24 @@ def format_sizes(plan: ExtractPlan) -> str:
     return ", ".join(sizes)
 
 
+def format_sampling(config: ExtractConfig) -> str:
+    """What a `stride`/`segments` plan caches, and the loader it follows."""
+    draws = (
+        f"{config.train_draws} training draws a video (identical ones stored once, seed "
+        f"{config.augment_seed})"
+    )
+    if config.plan == "stride":
+        K = config.step() or 1
+        return (
+            f"stride {K}: MAE-DFER's test views (the first and last 16 of frames 0, {K}, {2 * K}, "
+            f"…) and {draws} of its training rule (kinetics.py)"
+        )
+    return (
+        f"segments: DFER-CLIP's 16 segment middles and {draws} of a random frame per segment "
+        "(dataloader/video_dataloader.py)"
+    )
+
+
 def format_plan(plan: ExtractPlan) -> str:
     """What `vjfer extract` prints before it starts."""
     rank = f" (rank {plan.rank} of {plan.world_size})" if plan.world_size > 1 else ""
@@ -519,6 +581,11 @@ def format_plan(plan: ExtractPlan) -> str:
             f"{plan.pending_videos} videos, {len(plan.mine) - len(plan.done)} shards "
             f"({len(plan.done)} already complete)",
             f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
+            *(
+                [f"sampling   {format_sampling(plan.config)}"]
+                if plan.config.plan in DRAW_PLANS
+                else []
+            ),
             f"size       ~{plan.estimated_bytes / 1e9:.2f} GB in all, "
             f"~{plan.pending_bytes / 1e9:.2f} GB to write; {plan.free_bytes / 1e9:.1f} GB free",
             f"formats    {format_sizes(plan)}",

@@ -139,6 +139,8 @@ def _decode_loader(plan: ExtractPlan, records: list) -> DataLoader:
         [r.video_id for r in records],
         FaceCropper(face) if face.method != "none" else None,
         (cfg.augment, cfg.augment_seed, enc.mean, enc.std),
+        cfg.frame_step,
+        cfg.train_draws,
     )
     cuda = torch.device(plan.device).type == "cuda"
     if cuda:  # pinned memory, events and streams follow the current device

@@ -4,8 +4,9 @@ Small pure functions of seeds and counts, so that a probe's samples never depend
 probes share a pass (see `vjfer.probe.train`): `epoch_order` permutes *all* cached videos (seeded by
 (order seed, epoch)); `draw_samples` draws every cached video's clips and views (seeded by (probe
 seed, epoch)); `reference_clips` maps the reference's 8 training clips to the nearest cached ones;
-`plain_clips`, `train_role_clips` and `augmented_clips` read per-clip roles; `draw_copies` picks one
-augmented copy per clip; `epoch_draws` makes one seed's `EpochDraws` of one epoch.
+`plain_clips`, `train_role_clips`, `draw_clips` and `augmented_clips` read per-clip roles;
+`draw_copies` picks one augmented copy per clip; `epoch_draws` makes one seed's `EpochDraws` of one
+epoch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from vjfer.cache import Cache
-from vjfer.clips import ROLE_AUGMENTED, ROLE_TRAIN, plan_clips
+from vjfer.clips import DRAW_PLANS, ROLE_AUGMENTED, ROLE_DRAW, ROLE_TRAIN, plan_clips
 from vjfer.errors import ConfigError, SplitError
 from vjfer.probe.token_augment import token_masks
 
@@ -44,11 +45,17 @@ def train_role_clips(roles: np.ndarray) -> np.ndarray | None:
     return train if len(train) else None
 
 
+def draw_clips(roles: np.ndarray) -> np.ndarray:
+    """int64 [D]: the training draws of a `stride`/`segments` cache's video (ROLE_DRAW)."""
+    return np.flatnonzero(np.asarray(roles) == ROLE_DRAW)
+
+
 def augmented_clips(roles: np.ndarray) -> np.ndarray:
     """int64 [8, K]: clip index of augmented copy c of training clip k (copies are stored copy by
     copy, each in the order of the 8 training clips); [8, 0] when the video has none."""
     roles = np.asarray(roles)
-    copies = int(roles.max(initial=ROLE_AUGMENTED - 1)) - ROLE_AUGMENTED + 1
+    copy_roles = roles[(roles >= ROLE_AUGMENTED) & (roles < ROLE_DRAW)]
+    copies = int(copy_roles.max(initial=ROLE_AUGMENTED - 1)) - ROLE_AUGMENTED + 1
     out = np.empty((REFERENCE_CLIPS, copies), dtype=np.int64)
     for c in range(copies):
         out[:, c] = np.flatnonzero(roles == ROLE_AUGMENTED + c)
@@ -167,8 +174,10 @@ class TrainClips:
     placeholders: every draw is made for all cached videos, whichever a pass needs)."""
 
     ids: list[str]  # video_id per row of `cache.videos`
-    n_draw: np.ndarray  # int [n]: clips `random` draws among (a needed row's plain clips)
-    plain: dict[int, np.ndarray]  # needed row -> int [C']: its plain clips (`plain_clips`)
+    n_draw: np.ndarray  # int [n]: clips `random` draws among (a needed row's `plain`)
+    # needed row -> int [C']: the clips drawn among: its plain clips (`plain_clips`), or on a
+    # `stride`/`segments` cache its training draws (`draw_clips`)
+    plain: dict[int, np.ndarray]
     fixed: np.ndarray | None  # int [n, 8]: the reference's 8 clips (`reference`), else None
     copies: dict[int, np.ndarray] | None  # needed row -> int [8, K] stored copies (`augmented`)
 
@@ -191,8 +200,20 @@ class TrainClips:
 def train_clips(cache: Cache, needed: np.ndarray, clip_choice: str, train_view: str) -> TrainClips:
     """The `TrainClips` of the needed rows. Roles: `random` draws among the plain clips (never an
     augmented copy), `reference` takes the exact training clips where the cache has them,
-    `augmented` one stored copy of each."""
+    `augmented` one stored copy of each. On a `stride`/`segments` cache both choices draw among the
+    video's training draws (its loader's rule; never an evaluation clip): the cache has no
+    reference clips, and its draws are what that loader trains on."""
     ids = cache.videos["video_id"].tolist()
+    if cache.settings.get("plan") in DRAW_PLANS:
+        if train_view == "augmented":
+            raise ConfigError(
+                f"--train-view augmented: cache {cache.path} (plan {cache.settings['plan']}) holds "
+                "training draws, no augmented copies; train with --train-view random|middle"
+            )
+        draws = {i: draw_clips(cache.clip_roles(ids[i])) for i in needed.tolist()}
+        n_draw = cache.videos["n_clips"].to_numpy().copy()
+        n_draw[needed] = [len(draws[i]) for i in needed]
+        return TrainClips(ids, n_draw, draws, None, None)
     plain = {i: plain_clips(cache.clip_roles(ids[i])) for i in needed.tolist()}
     n_draw = cache.videos["n_clips"].to_numpy().copy()  # rows not needed keep any count
     n_draw[needed] = [len(plain[i]) for i in needed]
