@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "store",
             "results",
             "tables",
+            "run_protocol",
             "mlp",
             "env",
         ),
