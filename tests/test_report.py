@@ -288,5 +288,6 @@ def test_run_protocol_of_today_s_caches_and_the_new_plans():
         "dfew", "official", "attentive", "pbv", {"plan": "segments"}
     )
     assert segments["test views"] == "1 view: the 16 segment middles"
-    gone = run_protocol.run_aspects("ravdess", "mae-dfer", "linear", "pbv", None)
+    gone = run_protocol.run_aspects("ravdess", "mae-dfer", "linear", "pbv", None, modality=2)
     assert gone["sampling"] == run_protocol.NO_CACHE and gone["folds"].startswith("6-fold")
+    assert gone["folds"].endswith("02 (video-only) files only")  # the run's --modality

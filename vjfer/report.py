@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -99,7 +100,8 @@ class ProbeRun:
 
     def aspects(self, voting: str) -> dict[str, str]:
         """Its protocol under `voting` (`run_protocol.run_aspects`)."""
-        return run_aspects(self.dataset, self.splits, self.probe, voting, self.settings)
+        modality = cast(dict, self.summary).get("modality")  # `probe --modality`, where recorded
+        return run_aspects(self.dataset, self.splits, self.probe, voting, self.settings, modality)
 
 
 @dataclass

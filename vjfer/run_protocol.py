@@ -58,11 +58,15 @@ VOTING = {
 FIGURE = "mean over folds (pooled columns: all folds' test predictions pooled)"
 
 
-def fold_protocol(dataset: str, splits: str, settings: Mapping | None) -> str:
-    """The folds in words; on RAVDESS also which modality files the cache holds."""
+def fold_protocol(
+    dataset: str, splits: str, settings: Mapping | None, modality: int | None = None
+) -> str:
+    """The folds in words; on RAVDESS also which modality files were used: `modality` (the
+    run's `--modality`), else the cache's."""
     text = OFFICIAL.get(dataset, splits) if splits == "official" else FOLDS.get(splits, splits)
-    if dataset == "ravdess" and settings is not None:
-        modality = settings.get("modality")  # `--modality` (MM 01 / 02); none: both
+    if dataset == "ravdess" and (settings is not None or modality is not None):
+        if modality is None:  # `extract --modality` (MM 01 / 02); none: both
+            modality = (settings or {}).get("modality")
         held = RAVDESS_FILES.get(int(modality), f"modality {modality}") if modality else None
         text += ", " + (held or "01 and 02 files")
     return text
@@ -113,17 +117,23 @@ def spatial(settings: Mapping) -> str:
 
 
 def run_aspects(
-    dataset: str, splits: str, probe: str, voting: str, settings: Mapping | None
+    dataset: str,
+    splits: str,
+    probe: str,
+    voting: str,
+    settings: Mapping | None,
+    modality: int | None = None,
 ) -> dict[str, str]:
     """A vjfer row's protocol: aspect -> text, from its run (dataset, fold protocol, probe,
-    voting rule) and its cache's settings (None: not found, and not recorded by the run)."""
+    voting rule, RAVDESS modality if it chose one) and its cache's settings (None: not found,
+    and not recorded by the run)."""
     if settings is None:
         sampled, views, space, encoder = NO_CACHE, NO_CACHE, NO_CACHE, "encoder"
     else:
         (sampled, views), space = sampling(settings), spatial(settings)
         encoder = str(settings.get("encoder", "encoder"))
     return {
-        "folds": fold_protocol(dataset, splits, settings),
+        "folds": fold_protocol(dataset, splits, settings, modality),
         "sampling": sampled,
         "test views": views,
         "spatial": space,
