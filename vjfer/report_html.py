@@ -57,6 +57,7 @@ nav a { color: #1f5fa8; text-decoration: none; }
 .wide { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
 td.nw { white-space: nowrap; }
+td.long { overflow-wrap: anywhere; }  /* a source's "(arXiv:...)": wide tables still fit */
 span.sd { font-size: 11px; color: #6b7480; }
 p.none { color: #4a5563; margin: 2px 0; }
 p.note { font-size: 13px; color: #4a5563; }
