@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "store",
             "results",
             "tables",
+            "run_protocol",
             "mlp",
             "env",
         ),

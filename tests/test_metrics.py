@@ -101,3 +101,18 @@ def test_fold_summary_mean_and_sample_std():
     assert single["pbv"]["uar"] == {"mean": 0.5, "std": None, "n": 1, "values": [0.5]}
     with pytest.raises(ValueError, match="no folds"):
         metrics.fold_summary([])
+
+
+def test_pooled_metrics_weigh_every_video_alike():
+    # fold A: 4 videos, class 0 all right, class 1 half right; fold B: 2 videos, both wrong
+    folds = [([0, 0, 1, 1], [0, 0, 1, 0]), ([1, 0], [0, 1])]
+    pooled = metrics.pooled_metrics(folds)
+    # pooled: class 0 recall 2/3, class 1 recall 1/3; 3 of 6 right
+    assert pooled["uar"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert pooled["war"] == pytest.approx(3 / 6)
+    # the fold mean differs: WAR (3/4 + 0) / 2
+    assert np.mean([metrics.war(t, p) for t, p in folds]) == pytest.approx(0.375)
+    # precision: 4 predictions of class 0, 2 right; 2 of class 1, 1 right
+    assert pooled["macro_precision"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no folds"):
+        metrics.pooled_metrics([])

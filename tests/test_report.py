@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import assert_png
 
-from vjfer import report
+from vjfer import report, run_protocol
 from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.errors import ConfigError
 from vjfer.labels import DATASETS, class_names
@@ -178,7 +178,8 @@ def test_table_iv_counts_and_paper(tmp_path):
 
 def test_report_lists_what_is_missing(tmp_path):
     written = build_report([tmp_path / "runs-none", tmp_path], tmp_path / "out")
-    assert {p.name for p in written} == {"table3.md", "table3.csv", "report.md", "report.html"}
+    tables = {f"{t}.{x}" for t in ("table3", "protocols") for x in ("md", "csv")}
+    assert {p.name for p in written} == {*tables, "report.md", "report.html"}
     text = (tmp_path / "out" / "report.md").read_text()
     assert "does not exist" in text
     assert "Table II: no probe runs" in text and "Table IV: no cross-dataset runs" in text
@@ -225,3 +226,68 @@ def test_video_embeddings_of_a_linear_probe_are_mean_pooled(tmp_path):
     expect = cache.tokens("v2").astype(np.float32).mean(axis=(0, 1, 2))
     np.testing.assert_allclose(mean_pooled[0], expect, rtol=1e-5)
     np.testing.assert_allclose(pooled, mean_pooled, rtol=1e-5, atol=1e-6)
+
+
+def _fold_predictions(run, fold: int, truth, pbv, mv) -> None:
+    """fold-K/video_predictions.csv with the columns the pooled figures read."""
+    (run / f"fold-{fold}").mkdir(parents=True, exist_ok=True)
+    ids = [f"v{fold}-{i}" for i in range(len(truth))]
+    frame = pd.DataFrame({"video_id": ids, "label": truth, "pbv": pbv, "mv": mv})
+    frame.to_csv(run / f"fold-{fold}" / "video_predictions.csv", index=False)
+
+
+def test_pooled_figures_are_over_every_fold_s_predictions(tmp_path):
+    """Fold k: k neutral videos (PBV and MV right) and 2 calm ones (PBV: one right; MV: both
+    called neutral). Pooled over the 25 videos: PBV UAR (1 + 5/10) / 2, WAR 20/25; MV UAR
+    (1 + 0) / 2, WAR 15/25; the fold mean would weigh fold 1's 3 videos as fold 5's 7."""
+    run = tmp_path / "runs" / "ravdess-attentive"
+    fake = probe_run("ravdess", tmp_path)
+    for k, metrics in fake.folds.items():
+        _fold_predictions(run, k, [0] * k + [1, 1], [0] * k + [1, 0], [0] * (k + 2))
+        (run / f"fold-{k}" / "metrics.json").write_text(json.dumps(metrics))
+    (run / "summary.json").write_text(json.dumps(fake.summary))
+    build_report([tmp_path / "runs"], tmp_path / "out")
+    table2 = pd.read_csv(tmp_path / "out" / "table2.csv").set_index("Voting")
+    assert table2.loc["PBV", "Pooled UAR"] == pytest.approx(75.0)
+    assert table2.loc["PBV", "Pooled WAR"] == pytest.approx(80.0)
+    assert table2.loc["MV", "Pooled UAR"] == pytest.approx(50.0)
+    assert table2.loc["MV", "Pooled WAR"] == pytest.approx(60.0)
+    assert table2.loc["PBV", "UAR"] == 50.0  # the fold mean from the summary, beside it
+    table3 = pd.read_csv(tmp_path / "out" / "table3.csv").set_index("Method")
+    assert table3.loc["vjfer, attentive probe, MV", "RAVDESS pooled WAR"] == pytest.approx(60.0)
+    notes = (tmp_path / "out" / "table3.md").read_text()
+    assert "the SVFAP paper pools" in notes and "README Total is the mean" in notes
+
+
+def test_peer_protocol_cells():
+    aspects = run_protocol.peer_aspects("folds: official train/test; figure: one split")
+    assert aspects["folds"] == "official train/test" and aspects["figure"] == "one split"
+    assert aspects["sampling"] == run_protocol.NOT_STATED
+    old = run_protocol.peer_aspects("5-fold by actor (a, b)")  # an older peers file: its folds
+    assert old["folds"] == "5-fold by actor (a, b)" and old["voting"] == run_protocol.NOT_STATED
+    assert set(run_protocol.peer_aspects(float("nan")).values()) == {run_protocol.NOT_STATED}
+    with pytest.raises(ConfigError, match="names no aspect"):
+        run_protocol.peer_aspects("folds: x; split: y", "p.csv")
+
+
+def test_run_protocol_of_today_s_caches_and_the_new_plans():
+    today = {"plan": "windows", "hop": 8, "views": "center", "resolution": 384, "encoder": "e"}
+    aspects = run_protocol.run_aspects("ravdess", "paper", "attentive", "pbv", today)
+    assert aspects["sampling"] == "16 frames over 64 (V-JEPA linspace)"  # no frame_step: 4
+    assert aspects["test views"].startswith("every hop-8 window")
+    assert aspects["spatial"] == "short side to 438, centre 384×384"
+    assert aspects["folds"] == "5-fold by actor (the paper's splits), 01 and 02 files"
+    assert aspects["training"] == "frozen e + attentive probe" and aspects["voting"][:3] == "PBV"
+    stride = {**today, "plan": "stride", "frame_step": 1, "hop": None, "views": "whole"}
+    aspects = run_protocol.run_aspects("ferv39k", "official", "attentive", "mv", stride)
+    assert aspects["sampling"].startswith("stride 1: frames 0, 1, 2, ...,")
+    assert aspects["test views"].startswith("2 views")
+    assert aspects["spatial"] == "whole frame resized to 384×384"
+    assert aspects["folds"] == "official train/test" and aspects["voting"][:2] == "MV"
+    segments = run_protocol.run_aspects(
+        "dfew", "official", "attentive", "pbv", {"plan": "segments"}
+    )
+    assert segments["test views"] == "1 view: the 16 segment middles"
+    gone = run_protocol.run_aspects("ravdess", "mae-dfer", "linear", "pbv", None, modality=2)
+    assert gone["sampling"] == run_protocol.NO_CACHE and gone["folds"].startswith("6-fold")
+    assert gone["folds"].endswith("02 (video-only) files only")  # the run's --modality

@@ -21,6 +21,7 @@ from vjfer import report
 from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.report import build_report
 from vjfer.report_html import PageFigure, Section, page_html, png_data_uri
+from vjfer.run_protocol import ASPECTS, peer_aspects
 from vjfer.tables import Table, get_renderer, render_csv, render_html
 
 TABLE = Table(
@@ -125,7 +126,7 @@ def test_report_page_from_runs_without_caches(tmp_path):
     page = tmp_path / "out" / "report.html"
     assert written[-1] == page
     names = assert_tables_equal_csvs(page)
-    assert names == ["folds", "recall", "settings", "table2", "table3"]
+    assert names == ["folds", "protocols", "recall", "settings", "table2", "table3"]
     text = page.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["'](?!#|data:image/png;base64,)""", text)
     assert "http://" not in text and "https://" not in text
@@ -219,3 +220,51 @@ def test_report_page_lists_the_cache_failures(tmp_path):
     assert "timelines for" in text  # the fake run wrote no predictions to draw
     settings = pd.read_csv(tmp_path / "out" / "settings.csv").set_index("Setting")
     assert settings.loc["Seeds", "ravdess-attentive"] == "probe 3, encoder —"
+
+
+STRIDE_4 = {"encoder": "synthetic", "resolution": 64, "plan": "stride", "frame_step": 4}
+
+
+def test_every_row_has_a_protocol_on_the_page_and_in_the_csvs(tiny_cache, tmp_path):
+    """A run whose cache is found reads its protocol from the manifest (a stride-4 cache, the
+    run recording no settings); a run whose cache is gone from what its config.json recorded (a
+    cache made before the sampling settings: today's plan). Every Table III cell group with a
+    number has a protocol, a peer's is its peers.csv cell, and report.html shows them."""
+    settings = {**STRIDE_4, "hop": None, "views": "center"}
+    cache = open_cache(tiny_cache(settings=settings, actors=range(1, 3)))
+    runs = tmp_path / "runs"
+    found = _write_probe_run(runs, "ravdess", tmp_path)
+    record = {"path": str(cache.path), "fingerprint": cache.fingerprint}
+    folds = [1, 2, 3, 4, 5]
+    (found / "config.json").write_text(json.dumps({"cache": record, "folds": folds}))
+    gone = _write_probe_run(runs, "crema-d", tmp_path)
+    today = {"plan": "windows", "hop": 8, "views": "center", "resolution": 384}
+    record = {"path": str(tmp_path / "gone"), "fingerprint": "0" * 64, "settings": today}
+    (gone / "config.json").write_text(json.dumps({"cache": record, "folds": folds}))
+    build_report([runs], tmp_path / "out", caches=[cache.path])
+
+    out = tmp_path / "out"
+    protocols = pd.read_csv(out / "protocols.csv").set_index("Code")
+    table3 = pd.read_csv(out / "table3.csv")
+    for _, row in table3.iterrows():
+        for title in ("RAVDESS", "CREMA-D"):
+            numbers = row[[f"{title} UAR", f"{title} WAR"]].notna().any()
+            assert not numbers or row[f"{title} protocol"] in protocols.index, row["Method"]
+    ours = table3.set_index("Method").loc["vjfer, attentive probe, PBV"]
+    stride = protocols.loc[ours["RAVDESS protocol"]]
+    assert stride["Sampling"].startswith("stride 4: frames 0, 4, 8, ...")
+    assert stride["Test views"].startswith("2 views") and stride["Voting"].startswith("PBV")
+    windows = protocols.loc[ours["CREMA-D protocol"]]
+    assert windows["Sampling"] == "16 frames over 64 (V-JEPA linspace)"
+    assert windows["Spatial"] == "short side to 438, centre 384×384"
+    peers = report.load_peers().set_index(["method", "dataset", "modality"])
+    cell = peers.loc[("MAE-DFER", "ravdess", "video"), "protocol"]
+    mae = table3.set_index(["Method", "Modality"]).loc[("MAE-DFER", "video"), "RAVDESS protocol"]
+    expect = peer_aspects(cell)
+    assert protocols.loc[mae].tolist() == [expect[a] for a in ASPECTS]
+    assert expect["folds"].startswith("6-fold by actor")
+
+    page = out / "report.html"
+    assert {"table2", "table3", "protocols"} <= set(assert_tables_equal_csvs(page))
+    text = page.read_text(encoding="utf-8")
+    assert "stride 4: frames 0, 4, 8, ..." in text and "RAVDESS protocol" in text

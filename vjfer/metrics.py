@@ -135,3 +135,18 @@ def fold_summary(per_fold: list[dict]) -> dict:
                 "values": values,
             }
     return out
+
+
+def pooled_metrics(parts: Sequence[tuple[ArrayLike, ArrayLike]]) -> dict[str, float]:
+    """UAR, WAR and macro precision of several folds' predictions pooled into one set.
+
+    Each part is one fold's (y_true, y_pred) over its test videos. The fold mean weights every fold
+    alike; pooling weights every video alike (what the SVFAP paper reports), so with folds of
+    unequal size or class mix the two differ.
+    """
+    if not parts:
+        raise ValueError("no folds to pool")
+    checked = [_check(t, p) for t, p in parts]
+    t = np.concatenate([c[0] for c in checked])
+    p = np.concatenate([c[1] for c in checked])
+    return {"uar": uar(t, p), "war": war(t, p), "macro_precision": macro_precision(t, p)}

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from vjfer.errors import CacheError, ConfigError, VjferError
 from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
 from vjfer.files import read_json_object
 from vjfer.labels import DATASETS
+from vjfer.metrics import pooled_metrics
 from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import load_probe
 from vjfer.probe.summary import LAYER_FIGURE, LAYER_NOTE
@@ -38,6 +40,7 @@ from vjfer.results import (
     run_class_names,
     voting_means,
 )
+from vjfer.run_protocol import ProtocolCodes, peer_aspects, run_aspects
 from vjfer.runs import CROSS_DIR, training_cache
 from vjfer.tables import (
     DATASET_TITLES,
@@ -68,7 +71,8 @@ PAPER_TABLE_IV: dict[tuple[str, str, str], tuple[float, float]] = {
     ("ravdess", "crema-d", "drop"): (61.69, 59.82),
     ("ravdess", "crema-d", "merge"): (58.72, 54.90),
 }
-PEERS_COLUMNS = ("method", "dataset", "uar", "war", "modality", "source")  # + optional "note"
+# + optional "note" and "protocol" ("aspect: text; ...", `run_protocol.peer_aspects`)
+PEERS_COLUMNS = ("method", "dataset", "uar", "war", "modality", "source")
 VOTING = {"pbv": "PBV", "mv": "MV"}
 PAPER_UAR = 'Paper "UAR" (= macro precision)'
 
@@ -84,6 +88,20 @@ class ProbeRun:
     probe: str
     summary: RunSummary  # summary.json
     folds: dict[int, FoldMetrics]  # fold -> fold-K/metrics.json
+    # its cache's settings (the manifest's, else the copy the run recorded; None: neither found)
+    settings: dict | None = None
+    # voting -> metric -> value over every fold's test predictions pooled (`pooled_scores`)
+    pooled: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def splits(self) -> str:
+        """The fold protocol; runs made before it was recorded used the paper's folds."""
+        return self.summary["splits"] if "splits" in self.summary else "paper"
+
+    def aspects(self, voting: str) -> dict[str, str]:
+        """Its protocol under `voting` (`run_protocol.run_aspects`)."""
+        modality = cast(dict, self.summary).get("modality")  # `probe --modality`, where recorded
+        return run_aspects(self.dataset, self.splits, self.probe, voting, self.settings, modality)
 
 
 @dataclass
@@ -117,14 +135,38 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                     run_dir = summary_path.parent
                     run_summary, folds = read_probe_run(run_dir)
                     probe = run_summary.get("probe", "?")
-                    probe_runs.append(
-                        ProbeRun(run_dir, run_summary["dataset"], probe, run_summary, folds)
-                    )
+                    run = ProbeRun(run_dir, run_summary["dataset"], probe, run_summary, folds)
+                    run.pooled = pooled_scores(run_dir, run_summary["folds"])
+                    probe_runs.append(run)
                 else:
                     problems.append(f"{summary_path} is neither a probe nor a cross run{SKIPPED}")
             except (OSError, ValueError, KeyError, ConfigError) as err:
                 problems.append(f"{summary_path} could not be read ({err}){SKIPPED}")
     return probe_runs, cross_runs, problems
+
+
+POOLED_VOTINGS = tuple(VOTING)  # the video-level votes, columns of video_predictions.csv
+
+
+def pooled_scores(run_dir: str | Path, folds: Sequence[int]) -> dict[str, dict[str, float]]:
+    """voting -> UAR, WAR and macro precision of every fold's test videos pooled (each fold's
+    `fold-K/video_predictions.csv`: label and the PBV and MV decisions of the reported head);
+    empty when a fold's predictions are missing or unreadable (a pooled figure of some folds
+    would not be one)."""
+    parts = []
+    for k in folds:
+        path = Path(run_dir) / f"fold-{k}" / "video_predictions.csv"
+        try:
+            parts.append(pd.read_csv(path, usecols=["label", *POOLED_VOTINGS]))
+        except (OSError, ValueError) as err:
+            log.debug("%s: no pooled figures (%s)", run_dir, err)
+            return {}
+    if not parts or any(p.empty for p in parts):
+        return {}
+    return {
+        v: pooled_metrics([(p["label"].to_numpy(), p[v].to_numpy()) for p in parts])
+        for v in POOLED_VOTINGS
+    }
 
 
 def _refuse_all_unreadable(
@@ -177,8 +219,37 @@ def beside_paper(cells: dict, paper: tuple[float | None, float | None]) -> dict:
     return out
 
 
-def table_ii(runs: Sequence[ProbeRun]) -> Table:
-    """Table II: within-dataset video-level results per voting rule, mean ± std over folds."""
+POOLED_NOTE = (
+    "Pooled UAR / WAR: over the test predictions of all folds pooled (each fold's "
+    "fold-K/video_predictions.csv concatenated, every video once), beside the fold mean; a dash "
+    "where a fold's predictions are missing."
+)
+PEER_FIGURES_NOTE = (
+    "Fold mean or pooled: a published figure is what its source reports (each protocol's "
+    "figure): MAE-DFER's README Total is the mean over the folds; the SVFAP paper pools the "
+    "predictions of the 5 folds."
+)
+
+
+def pooled_cells(run: ProbeRun, voting: str) -> dict[str, float]:
+    """{"Pooled UAR", "Pooled WAR"} in percent, NaN without the run's predictions."""
+    scores = run.pooled.get(voting, {})
+    return {f"Pooled {m}": percent(scores.get(k)) for k, m in (("uar", "UAR"), ("war", "WAR"))}
+
+
+def protocol_notes(codes: ProtocolCodes, cells) -> list[str]:
+    """The legend of the codes among `cells` (a table's Protocol cells)."""
+    return [
+        "Protocol: a code per row (the protocols table lists each by aspect); "
+        "what each code means:",
+        *codes.legend(cells),
+    ]
+
+
+def table_ii(runs: Sequence[ProbeRun], codes: ProtocolCodes | None = None) -> Table:
+    """Table II: within-dataset video-level results per voting rule, mean ± std over folds,
+    the figures pooled over folds, and each row's protocol (a code of `codes`)."""
+    codes = ProtocolCodes() if codes is None else codes
     rows = []
     for run in runs:
         for voting, vname in VOTING.items():
@@ -190,10 +261,11 @@ def table_ii(runs: Sequence[ProbeRun]) -> Table:
                     "Probe": run.probe,
                     "Voting": vname,
                     "Folds": len(run.summary["folds"]),
-                    # runs made before the split was recorded used the paper's folds
-                    "Splits": run.summary["splits"] if "splits" in run.summary else "paper",
+                    "Splits": run.splits,
                     "Classes": len(run_class_names(run.summary)),
                     **beside_paper(metric_cells(voting_means(run.summary, voting)), paper),
+                    **pooled_cells(run, voting),
+                    "Protocol": codes.code(run.aspects(voting)),
                 }
             )
     notes = [
@@ -202,6 +274,8 @@ def table_ii(runs: Sequence[ProbeRun]) -> Table:
         "script divides TP by TP + FP), so it sits beside our Macro precision column; the paper "
         "prints no true UAR to set beside ours.",
         DELTA_NOTE,
+        POOLED_NOTE,
+        *protocol_notes(codes, [r["Protocol"] for r in rows]),
     ]
     return Table(
         "table2", "Table II: within-dataset results (video level)", pd.DataFrame(rows), notes
@@ -218,8 +292,16 @@ def load_peers(path: str | Path | None = None) -> pd.DataFrame:
     return peers
 
 
-def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
-    """Table III: our mean results beside published ones, RAVDESS and CREMA-D side by side."""
+PER_DATASET = ("UAR", "WAR", "macro precision", "pooled UAR", "pooled WAR", "protocol")
+
+
+def table_iii(
+    runs: Sequence[ProbeRun], peers: pd.DataFrame, codes: ProtocolCodes | None = None
+) -> Table:
+    """Table III: our mean results beside published ones, RAVDESS and CREMA-D side by side (and
+    the field's datasets that a run has), each cell group with its protocol (a code of `codes`;
+    a peer's from peers.csv's `protocol` column)."""
+    codes = ProtocolCodes() if codes is None else codes
     rows: dict[tuple, dict] = {}
     peer_notes: dict[tuple[str, str, str], list[str]] = {}  # (method, modality, note) -> datasets
     for _, p in peers.iterrows():
@@ -230,6 +312,8 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
             row["Source"] += f"; {title}: {p['source']}"
         # an empty cell (a number the paper does not print) stays NaN and renders as a dash
         row[f"{title} UAR"], row[f"{title} WAR"] = p["uar"], p["war"]
+        where = f"peers.csv ({p['method']}, {p['dataset']})"
+        row[f"{title} protocol"] = codes.code(peer_aspects(p.get("protocol"), where))
         note = p.get("note")  # optional column: why a cell is empty or what a number means
         if isinstance(note, str) and note.strip():
             peer_notes.setdefault((p["method"], p["modality"], note.strip()), []).append(title)
@@ -248,12 +332,16 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
             row[f"{title} macro precision"] = percent(
                 mean_of(run.summary, voting, "macro_precision")["mean"]
             )
+            pooled = pooled_cells(run, voting)
+            row[f"{title} pooled UAR"], row[f"{title} pooled WAR"] = pooled.values()
+            row[f"{title} protocol"] = codes.code(run.aspects(voting))
     cols = ["Method", "Modality"]
     # the paper's two datasets always; the field's (DFEW, FERV39k, MAFW) where a run has them
     shown = [d for d in DATASETS if d in PAPER_DATASETS or any(r.dataset == d for r in runs)]
     for d in shown:
-        cols += [f"{DATASET_TITLES[d]} {m}" for m in ("UAR", "WAR", "macro precision")]
+        cols += [f"{DATASET_TITLES[d]} {m}" for m in PER_DATASET]
     frame = pd.DataFrame(list(rows.values()), columns=[*cols, "Source"])
+    used = [c for col in frame.columns if col.endswith(" protocol") for c in frame[col]]
     notes = [
         "Percent; vjfer rows are means over folds. Peer rows are published figures "
         "(vjfer/data/peers.csv, each with its source).",
@@ -263,8 +351,28 @@ def table_iii(runs: Sequence[ProbeRun], peers: pd.DataFrame) -> Table:
             f"{method} ({modality}), {', '.join(titles)}: {note}."
             for (method, modality, note), titles in peer_notes.items()
         ),
+        POOLED_NOTE,
+        PEER_FIGURES_NOTE,
+        *protocol_notes(codes, used),
     ]
     return Table("table3", "Table III: comparison with published results", frame, notes)
+
+
+def protocol_table(codes: ProtocolCodes) -> Table:
+    """The protocols of Tables II and III, one row per code, one column per aspect: what a
+    paper needs beside table2.csv / table3.csv to read their Protocol cells."""
+    return Table(
+        "protocols",
+        "Protocols of Tables II and III",
+        codes.frame(),
+        [
+            "vjfer rows: from each run's cache settings and summary. Published rows: from the "
+            "protocol column of vjfer/data/peers.csv (from the peers' code and papers; \"not "
+            'stated" where the source does not say).',
+            "Metric: the field's UAR is mean per-class recall; the paper (Eing et al.) prints "
+            'macro precision under the name "UAR".',
+        ],
+    )
 
 
 def table_iv(runs: Sequence[CrossRun]) -> Table:
@@ -401,15 +509,16 @@ def _tables(
     probe_runs: list[ProbeRun], cross_runs: list[CrossRun], peers: pd.DataFrame, where: str
 ) -> tuple[list[Table], list[str]]:
     """Tables II-IV from what was found, and a line for each input that was not."""
-    tables, missing = [], []
+    tables, missing, codes = [], [], ProtocolCodes()  # one legend for Tables II and III
     if probe_runs:
-        tables.append(table_ii(probe_runs))
+        tables.append(table_ii(probe_runs, codes))
     else:
         missing.append(f"Table II: no probe runs (summary.json of `vjfer probe`) under {where}")
     for d in PAPER_DATASETS:
         if not any(r.dataset == d for r in probe_runs):
             missing.append(f"no {DATASET_TITLES[d]} probe run: no Table II rows or Table III cells")
-    tables.append(table_iii(probe_runs, peers))
+    tables.append(table_iii(probe_runs, peers, codes))
+    tables.append(protocol_table(codes))
     if any("layers" in r.summary for r in probe_runs):
         tables.append(layer_table(probe_runs))
     if cross_runs:
@@ -519,6 +628,20 @@ def _run_caches(probe_runs: list[ProbeRun], candidates: Sequence) -> tuple[dict,
         except (VjferError, OSError, KeyError) as err:
             missing.append(f"cache of {run.path} (failures list, timelines): {err}")
     return found, missing
+
+
+def _run_settings(run: ProbeRun, cache) -> dict | None:
+    """A run's cache settings: the manifest's when its cache was found (opened once, by
+    `_run_caches`), else the copy its config.json recorded (the same: the fingerprint is their
+    hash), so a run whose cache is gone still shows its protocol; None when neither exists."""
+    if cache is not None:
+        return dict(cache.settings)
+    try:
+        config = run_details.read_run_config(run.path)
+    except ConfigError:  # listed with the settings table's "not recorded"
+        return None
+    recorded = ((config or {}).get("cache") or {}).get("settings")
+    return dict(recorded) if isinstance(recorded, dict) else None
 
 
 def _timeline_figures(
@@ -696,12 +819,15 @@ def build_report(
     check_pairs(probe_runs, cross_runs)
     where = ", ".join(str(p) for p in run_dirs)
     _refuse_all_unreadable(probe_runs, cross_runs, missing, where)
+    candidates = list(caches.values()) if isinstance(caches, Mapping) else list(caches)
+    run_caches, caches_not_found = _run_caches(probe_runs, candidates)
+    for run in probe_runs:  # the protocol columns read them
+        run.settings = _run_settings(run, run_caches.get(run.path))
     tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)
     missing += not_found
     written = [path for table in tables for path in write_table(table, out_dir)]
     names = _labels_for([r.path for r in probe_runs] + [r.path for r in cross_runs])
     figures = {"confusion": _confusion_figures(probe_runs, cross_runs, names, out_dir)}
-    candidates = list(caches.values()) if isinstance(caches, Mapping) else list(caches)
     figures["pca"], not_drawn = _pca_figures(
         probe_runs, names, out_dir, candidates, pca_fold, device
     )
@@ -711,8 +837,7 @@ def build_report(
         for run in probe_runs
         if (drawn := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))
     ]
-    run_caches, not_found = _run_caches(probe_runs, candidates)
-    missing += not_found
+    missing += caches_not_found
     figures["timeline"], not_drawn = _timeline_figures(probe_runs, run_caches, names, out_dir)
     missing += not_drawn
     details = detail_tables(probe_runs, list(run_caches.values()))

@@ -30,9 +30,15 @@ HOW_TO_READ = [
     'metric it really is: the paper\'s "UAR" beside our macro precision, its WAR beside our WAR. '
     "Δ is ours minus the paper's, in percentage points.",
     "All figures are in percent, mean ± sample standard deviation over the five subject-"
-    "independent folds (no actor of a fold's test set is in its training set). Published peer "
+    "independent folds (no actor of a fold's test set is in its training set); the pooled "
+    "columns score all folds' test predictions together, as some peers report. Published peer "
     "rows in Table III come from their own papers' protocols (other splits, face crops, "
     "fine-tuning): context, not a same-protocol comparison.",
+    "Each row's Protocol code (P1, P2, ...) says what was compared: the folds, which frames make "
+    "a clip, which clips are scored, the spatial view and resolution, a frozen or fine-tuned "
+    "encoder, the metric's definition, the voting rule and whether the figure is a fold mean or "
+    "pooled. The codes are explained under each table and in the protocols table; two numbers "
+    "compare only where their protocols agree.",
 ]
 
 STYLE = """
@@ -51,6 +57,7 @@ nav a { color: #1f5fa8; text-decoration: none; }
 .wide { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
 td.nw { white-space: nowrap; }
+td.long { overflow-wrap: anywhere; }  /* a source's "(arXiv:...)": wide tables still fit */
 span.sd { font-size: 11px; color: #6b7480; }
 p.none { color: #4a5563; margin: 2px 0; }
 p.note { font-size: 13px; color: #4a5563; }

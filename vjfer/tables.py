@@ -88,6 +88,7 @@ def render_csv(table: Table) -> str:
 
 DELTA = "Δ"  # a column of differences (ours − paper): its numbers are shown with their sign
 SHORT_TEXT = 16  # text cells up to this many characters do not wrap on the page
+LONG_TEXT = 40  # longer text cells (sources, protocols) may break inside a word to fit
 
 
 def _html_cell(value, std=None, signed: bool = False) -> str:
@@ -96,8 +97,8 @@ def _html_cell(value, std=None, signed: bool = False) -> str:
     if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
         return '<td class="na">—</td>'
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        short = len(str(value)) <= SHORT_TEXT  # "CREMA-D", "40 40 40 40 40": keep on one line
-        cls = ' class="nw"' if short else ""
+        size = len(str(value))  # "CREMA-D", "40 40 40 40 40": keep on one line
+        cls = ' class="nw"' if size <= SHORT_TEXT else ' class="long"' if size > LONG_TEXT else ""
         return f"<td{cls}>{html.escape(str(value))}</td>"
     if isinstance(value, (int, np.integer)):
         return f'<td class="num" data-value="{int(value)}">{int(value)}</td>'
