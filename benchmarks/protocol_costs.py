@@ -57,8 +57,10 @@ def main() -> None:
     args = parser.parse_args()
     values, scales = StoreFormat.parse("fp16").clip_nbytes(1, TOKENS, DIM)
     per_clip = values + scales
-    print("| dataset | videos | protocol | evaluation clips | per video | training draws "
-          "| total clips | fp16 TB |")
+    print(
+        "| dataset | videos | protocol | evaluation clips | per video | training draws "
+        "| total clips | fp16 TB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for dataset in FILES:
         counts = frame_counts(args.annotations, dataset)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pandas as pd
 import pytest
@@ -120,3 +121,36 @@ def test_modality_on_a_dataset_without_modalities_is_one_line(tmp_path):
         "extract", "--dataset", "dfew", "--root", tmp_path, "--modality", "2", *EXTRACT, ok=False
     )
     assert "has no modalities: drop --modality" in out
+
+
+def test_protocol_mae_dfer_on_ravdess_is_the_02_files_in_the_6_folds(both):
+    """`extract --protocol mae-dfer` keeps the 02 files (whole frames, stride 4); the probe's
+    default folds are then MAE-DFER's 6: each fold tests exactly the 02 files of its actors."""
+    out = run_cli("index", "--dataset", "ravdess", "--root", both["root"], "--protocol", "mae-dfer")
+    assert out.splitlines()[0].startswith(
+        "protocol mae-dfer (sunlicai/MAE-DFER kinetics.py VideoClsDatasetFrame"
+    )
+    assert (
+        "--plan stride, --views whole, --frame-step 4, --modality 2; probe --splits mae-dfer" in out
+    )
+    assert re.search(r"^6 videos, 3 actors", out, re.M)  # the 02 files only
+    cache = both["tmp"] / "cache-protocol"
+    args = ("--dataset", "ravdess", "--root", both["root"], "--cache", cache)
+    out = run_cli("extract", *args, "--protocol", "mae-dfer", *EXTRACT)
+    assert "protocol   protocol mae-dfer" in out
+    (path,) = (cache / "ravdess").iterdir()
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["settings"]["protocol"] == "mae-dfer"
+    assert (manifest["settings"]["plan"], manifest["settings"]["views"]) == ("stride", "whole")
+    assert {v["video_id"][:2] for v in manifest["videos"]} == {"02"}
+    runs = both["tmp"] / "runs-protocol"
+    run_cli("probe", "--dataset", "ravdess", "--cache", cache, "--out", runs, *PROBE)
+    (run,) = runs.iterdir()
+    folds = mae_dfer_folds()
+    assert json.loads((run / "config.json").read_text())["splits"] == "mae-dfer"
+    for k in (1, 2, 3):
+        tested = pd.read_csv(run / f"fold-{k}" / "video_predictions.csv")["video_id"]
+        expected = sorted(
+            p.stem for p in both["root"].rglob("02-*.mp4") if folds[int(p.stem[-2:])] == k
+        )
+        assert sorted(tested) == expected

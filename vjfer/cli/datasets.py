@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from vjfer.cli.group import DATASET, LIST_OPTION, SPLITS_HELP, cli, dataset_root, echo_lines
+from vjfer.protocols import PROTOCOLS, get_protocol
 
 
 @cli.command()
@@ -42,6 +43,12 @@ from vjfer.cli.group import DATASET, LIST_OPTION, SPLITS_HELP, cli, dataset_root
     help="Write every excluded file with its reason to this CSV file.",
 )
 @click.option(
+    "--protocol",
+    type=click.Choice(tuple(PROTOCOLS)),
+    help="Print what this preset of `vjfer extract --protocol` sets on the dataset, and index the "
+    "files and folds it uses (RAVDESS mae-dfer: the 02 files, 6 folds).",
+)
+@click.option(
     "--duplicates",
     is_flag=True,
     help="Read every video and count those whose video stream is identical to another's "
@@ -57,6 +64,7 @@ def index(
     song: bool,
     show_all: bool,
     csv_path: Path | None,
+    protocol: str | None,
     duplicates: bool,
 ) -> None:
     """Show what a dataset folder holds: counts per class, actor and fold, and every problem."""
@@ -68,6 +76,11 @@ def index(
         write_index_json,
     )
 
+    if protocol is not None:  # before any work, as extract prints it
+        preset = get_protocol(protocol)
+        click.echo(preset.plan_line(dataset))
+        modalities = modalities or tuple(v for d, v in preset.modality.items() if d == dataset)
+        splits = splits or preset.splits.get(dataset)
     options: dict = {"splits": splits, "list_file": list_file}
     if dataset == "ravdess":
         options |= {"modalities": modalities or None, "vocal_channels": (2,) if song else None}

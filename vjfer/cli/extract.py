@@ -18,6 +18,7 @@ from vjfer.cli.group import (
     number_list,
     reject_checkpoint_for_tiny,
 )
+from vjfer.protocols import PROTOCOLS
 
 
 def extract_options(f):
@@ -62,6 +63,13 @@ def _input_options(opt) -> list:
             show_default=False,
             help="RAVDESS only: keep one modality, 1 audio-video or 2 video-only (the peers' "
             "6-fold split files list 02 only); default both.",
+        ),
+        opt(
+            "--protocol",
+            type=click.Choice(tuple(PROTOCOLS)),
+            show_default=False,
+            help="A peer's test protocol in one word (docs/comparing.md): sets --plan, "
+            "--frame-step, --views and RAVDESS's --modality as its loader does.",
         ),
     ]
 

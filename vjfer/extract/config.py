@@ -28,6 +28,7 @@ from vjfer.errors import ConfigError
 from vjfer.face import FaceCropConfig, face_settings, parse_face_crop
 from vjfer.labels import LIST, check_dataset
 from vjfer.prepare import VIEWS, Views
+from vjfer.protocols import PAPER, get_protocol
 from vjfer.store import StoreFormat
 
 HOP_PLANS = ("windows", "reference")  # the plans whose evaluation windows are `hop` starts apart
@@ -85,8 +86,13 @@ class ExtractConfig:
     # RAVDESS only: the one modality (MM) to keep, 1 audio-video or 2 video-only (the peers' 6
     # folds list 02 files only); None: both, as `vjfer index` without --modality
     modality: int | None = None
+    # a preset of the field (vjfer.protocols: paper, mae-dfer, dfer-clip): sets plan, frame step,
+    # views and modality as its source does; an option that contradicts it is refused
+    protocol: str | None = None
 
     def __post_init__(self):
+        if self.protocol is not None:
+            self._apply_protocol()
         if (check_dataset(self.dataset) == LIST) != (self.list_file is not None):
             raise ConfigError(
                 "--list FILE goes with --dataset list, and only with it; got "
@@ -131,6 +137,20 @@ class ExtractConfig:
                 "exist before extraction; extract with --store fp16 (or int8), then run "
                 "`vjfer cache convert CACHE --store pca:K`"
             )
+
+    def _apply_protocol(self) -> None:
+        """Set the fields `--protocol` decides (ConfigError when an option given contradicts it:
+        an option at its default is the preset's to set)."""
+        preset = get_protocol(self.protocol or "")
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, value in preset.settings(check_dataset(self.dataset)).items():
+            given = getattr(self, name)
+            if given != defaults[name] and given != value:
+                raise ConfigError(
+                    f"--protocol {preset.name} sets {option_name(name)} {value}; you gave "
+                    f"{option_name(name)} {given}: drop one of them"
+                )
+            object.__setattr__(self, name, value)  # frozen: set before the checks below
 
     def _check_sampling(self) -> None:
         """--frame-step, --train-draws and --augment against --plan (ConfigError naming the fix)."""
@@ -228,6 +248,8 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         settings["store_format"] = str(store)
     if config.modality is not None:  # the videos held; as the others, only when set
         settings["modality"] = config.modality
+    if config.protocol not in (None, PAPER.name):  # the paper's preset is today's cache
+        settings["protocol"] = config.protocol
     if config.list_file is not None:  # a list file decides labels and folds: its content counts
         identity = list_identity(config.list_file)
         settings["list"] = {**asdict(identity), "classes": list(identity.classes)}
@@ -259,6 +281,8 @@ def config_record(config: ExtractConfig) -> dict:
         del record["layers"]
     if config.list_file is None:  # only a list dataset has one
         del record["list_file"]
+    if config.protocol is None:  # likewise: a preset is recorded when one was named
+        del record["protocol"]
     if config.modality is None:  # likewise: RAVDESS's both modalities, as before the option
         del record["modality"]
     if config.frame_step is None:  # likewise: default manifests stay as they were

@@ -45,6 +45,7 @@ from vjfer.files import check_writable
 from vjfer.labels import check_dataset
 from vjfer.lock import FileLock
 from vjfer.prepare import SourceIdentity, num_views
+from vjfer.protocols import get_protocol
 from vjfer.store import StoreFormat
 
 log = logging.getLogger(__name__)
@@ -581,6 +582,11 @@ def format_plan(plan: ExtractPlan) -> str:
             f"{plan.pending_videos} videos, {len(plan.mine) - len(plan.done)} shards "
             f"({len(plan.done)} already complete)",
             f"clips      ~{plan.estimated_clips} ({plan.estimate_note})",
+            *(
+                [f"protocol   {get_protocol(plan.config.protocol).plan_line(plan.config.dataset)}"]
+                if plan.config.protocol
+                else []
+            ),
             *(
                 [f"sampling   {format_sampling(plan.config)}"]
                 if plan.config.plan in DRAW_PLANS

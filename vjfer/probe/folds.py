@@ -38,6 +38,7 @@ from vjfer.probe.head import Head
 from vjfer.probe.layer import CONCAT, LayerChoice
 from vjfer.probe.resume import PassCheckpoint
 from vjfer.probe.train import FoldResult, train_heads
+from vjfer.protocols import get_protocol
 from vjfer.tables import METRIC_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ def apply_splits(cache, splits: str | None) -> str:
                 f"list file); drop --splits {splits} or extract again"
             )
         return recorded
+    if splits is None and "protocol" in cache.settings:  # `extract --protocol`: the preset's folds
+        splits = get_protocol(cache.settings["protocol"]).splits.get(cache.dataset)
     splits = check_splits(cache.dataset, splits)
     if splits == "mae-dfer":
         folds = mae_dfer_folds()
