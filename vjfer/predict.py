@@ -239,7 +239,7 @@ def predict_videos(
     enc_fp = settings["encoder_fingerprint"]
     encoder = run_encoder(settings, checkpoint, device, checkpoint_given)
     check_encoder(encoder.fingerprint, enc_fp, run.run_dir)
-    names = run.class_names
+    names, probes = run.class_names, list(run.probes.values())
     video_rows, clip_rows, failures, notes = [], [], [], []
     for path in map(Path, paths):
         try:
@@ -251,9 +251,7 @@ def predict_videos(
             log.error("%s", err)
             failures.append({"path": str(path), "reason": err.reason})
             continue
-        probs = np.mean(
-            [clip_probabilities(p, tokens, device) for p in run.probes.values()], axis=0
-        )
+        probs = np.mean([clip_probabilities(p, tokens, device) for p in probes], axis=0)
         pbv, mv = vote_pbv(probs), vote_mv(probs)
         row = {
             "path": str(path),
