@@ -45,6 +45,8 @@ from vjfer.store import PCA_BASIS, PCA_MEAN, SCALES, Codec, StoreFormat
 
 log = logging.getLogger(__name__)
 
+_TEXT = h5py.string_dtype("utf-8")  # the string columns' HDF5 type
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file, fsync and rename: never a half-written file."""
@@ -252,11 +254,7 @@ class ShardWriter:
         span = {r.video_id: (a, n) for r, a, n in zip(self.rows, starts, n_stored, strict=True)}
         first = np.array([span[r.alias_of or r.video_id][0] for r in rows], dtype=np.int64)
         n_clips = np.array([span[r.alias_of or r.video_id][1] for r in rows], dtype=np.int64)
-        self._write(
-            "video_id",
-            np.array([r.video_id for r in rows], dtype=object),
-            h5py.string_dtype("utf-8"),
-        )
+        self._write("video_id", np.array([r.video_id for r in rows], dtype=object), _TEXT)
         for name in ("label", "actor", "fold", "n_frames"):
             self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
         self._write("fps", np.array([r.fps for r in rows], dtype=np.float64))
@@ -272,32 +270,18 @@ class ShardWriter:
         self._write("clip_frames", np.concatenate(frames).astype(np.int32))
         roles = [r.clip_role for r in self.rows]
         if any(r is not None and r.any() for r in roles):  # all-eval caches stay as they were
-            self._write(
-                "clip_role",
-                np.concatenate(
-                    [
-                        r if r is not None else np.zeros(len(f), np.uint8)
-                        for r, f in zip(roles, frames, strict=True)
-                    ]
-                ),
-            )
+            pairs = zip(roles, frames, strict=True)
+            filled = [np.zeros(len(f), np.uint8) if r is None else r for r, f in pairs]
+            self._write("clip_role", np.concatenate(filled))
 
     def _write_row_columns(self, rows: list[VideoEntry]) -> None:
         """Face boxes (face-crop caches only), aliases, the clip checksums, the decode record and
         the source identity of every row."""
         if any(r.face_status is not None for r in rows):  # only face-crop caches have these
-            self._write(
-                "face_status",
-                np.array([r.face_status for r in rows], dtype=object),
-                h5py.string_dtype("utf-8"),
-            )
+            self._write("face_status", np.array([r.face_status for r in rows], dtype=object), _TEXT)
             boxes = [r.face_box if r.face_box is not None else (-1, -1, -1, -1) for r in rows]
             self._write("face_box", np.array(boxes, dtype=np.int32))
-        self._write(
-            "alias_of",
-            np.array([r.alias_of for r in rows], dtype=object),
-            h5py.string_dtype("utf-8"),
-        )
+        self._write("alias_of", np.array([r.alias_of for r in rows], dtype=object), _TEXT)
         self._write("clip_checksum", np.array(self.checksums, dtype=np.uint64))
         for name in DECODE_COLUMNS:
             self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
@@ -306,7 +290,7 @@ class ShardWriter:
             cast, none = (str, "") if text else (int, -1)
             field = name.removeprefix("source_")
             values = [none if r.source is None else cast(getattr(r.source, field)) for r in rows]
-            dtype = h5py.string_dtype("utf-8") if text else None
+            dtype = _TEXT if text else None
             self._write(name, np.array(values, dtype=object if text else np.int64), dtype)
 
     def _write_pca(self) -> None:
@@ -320,8 +304,7 @@ class ShardWriter:
         self._write(PCA_MEAN, mean.astype(np.float32))
 
     def abort(self) -> None:
-        """Close and delete the temporary file (after an error): nothing that looks complete
-        stays."""
+        """Close and delete the temporary file after an error: nothing that looks complete stays."""
         try:
             self._file.close()
         except Exception as err:  # the file may be unusable after the error being handled
