@@ -172,8 +172,8 @@ def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoE
         alias_of = table["alias_of"][i]
         face_status = face_box = None
         if "face_status" in table:
-            box = tuple(int(b) for b in table["face_box"][i])
-            face_status, face_box = table["face_status"][i], box if box[2] > 0 else None
+            x, y, w, h = (int(b) for b in table["face_box"][i])
+            face_status, face_box = table["face_status"][i], (x, y, w, h) if w > 0 else None
         source = {k.removeprefix("source_"): _plain(table[k][i]) for k in SOURCE_COLUMNS}
         entry = VideoEntry(
             video_id=vid,
