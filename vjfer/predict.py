@@ -308,8 +308,7 @@ def prediction_json(prediction: Prediction, clips: bool = False) -> dict:
 
 
 def draw_timelines(prediction: Prediction, path: str | Path) -> Path | None:
-    """Each predicted video's emotion timeline, one panel per video, into the PNG `path`; None
-    when no video decoded."""
+    """Each predicted video's emotion timeline (a panel each) into the PNG `path`; None: none."""
     if prediction.videos.empty:
         return None
     from vjfer.figures import timeline_figure  # matplotlib only when a figure is drawn

@@ -75,8 +75,7 @@ COMPUTE_DTYPES: dict[str, tuple[torch.dtype | None, str]] = {
 
 
 class Encoder:
-    """A frozen video encoder: `encode(clips [B, 3, 16, R, R]) -> tokens [B, N, D]` (t, h, w
-    order)."""
+    """A frozen video encoder: `encode(clips [B, 3, 16, R, R]) -> tokens [B, N, D]`, (t, h, w)."""
 
     def __init__(self, spec: EncoderSpec, built: Built, device: torch.device, dtype: str = "bf16"):
         self.name = spec.name
@@ -266,8 +265,7 @@ def get_spec(name: str) -> EncoderSpec:
 
 
 def list_encoders() -> list[dict]:
-    """One row per encoder: name, params, embed_dim, resolution, tokens, weights (None: from
-    weights)."""
+    """Per encoder: name, params, embed_dim, resolution, tokens, weights (None: the weights')."""
     rows = []
     for spec in ENCODERS.values():
         vit = spec.vit

@@ -237,8 +237,7 @@ class GridResult:
 
     def layer_points(self) -> list[GridPoint]:
         """With heads on several layers: one grid point per layer at one (lr, weight decay, seed),
-        the reported head's unless another has more layers, deepest last (concat after the
-        blocks); else []."""
+        the reported head's unless another has more layers, deepest last, concat after; else []."""
         groups: dict[GridPoint, list[GridPoint]] = {}
         for p in self.grid:  # the reported head's group first
             groups.setdefault(replace(p, layer=CONCAT), []).append(p)

@@ -52,8 +52,7 @@ class ReadStats:
 
 
 def clip_bytes(cache: Cache) -> int:
-    """Bytes of one stored clip: V · N · D values in the store format, plus V · N float16 scales
-    for int8 / fp8."""
+    """Bytes of one stored clip: V·N·D values in the store format (+ V·N fp16 scales: int8, fp8)."""
     return sum(cache.store.clip_nbytes(*cache.shape))
 
 

@@ -322,8 +322,7 @@ def train_heads(
 def train_probe(
     cache: Cache, train: pd.DataFrame, config: TrainConfig, fold: int = 0, progress: bool = True
 ) -> tuple[nn.Module, list[dict]]:
-    """Train one probe on the `train` rows of `cache.videos`; returns it (on the CPU) and its
-    history."""
+    """Train one probe on the `train` rows of `cache.videos`: (it, on the CPU; its history)."""
     rows, device = rows_of(cache, train["video_id"]), resolve_device(config.device)
     head = Head(f"fold {fold}", config, rows, cache, device)
     train_heads(cache, [head], config, progress=progress)
