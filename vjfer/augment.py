@@ -39,22 +39,10 @@ MAGNITUDE, MAGNITUDE_STD, NUM_OPS, OP_PROB = 7.0, 0.5, 4, 0.5  # rand-m7-n4-mstd
 FILL = 128  # the reference's grey fill of geometric ops
 TRANSLATE_PCT = 0.45  # TranslateXRel / TranslateYRel at magnitude 10
 # `_RAND_INCREASING_TRANSFORMS` (inc1), in the reference's order: the uniform draw indexes it
-OPS = (
-    "AutoContrast",
-    "Equalize",
-    "Invert",
-    "Rotate",
-    "PosterizeIncreasing",
-    "SolarizeIncreasing",
-    "SolarizeAdd",
-    "ColorIncreasing",
-    "ContrastIncreasing",
-    "BrightnessIncreasing",
-    "SharpnessIncreasing",
-    "ShearX",
-    "ShearY",
-    "TranslateXRel",
-    "TranslateYRel",
+OPS = tuple(
+    "AutoContrast Equalize Invert Rotate PosterizeIncreasing SolarizeIncreasing SolarizeAdd "
+    "ColorIncreasing ContrastIncreasing BrightnessIncreasing SharpnessIncreasing ShearX ShearY "
+    "TranslateXRel TranslateYRel".split()
 )
 CROP_SCALE, CROP_RATIO, CROP_TRIES = (0.08, 1.0), (3 / 4, 4 / 3), 10
 ERASE_PROB, ERASE_AREA, ERASE_ASPECT, ERASE_TRIES = 0.25, (0.02, 1 / 3), (0.3, 1 / 0.3), 100
@@ -185,10 +173,8 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def _luma(frames: torch.Tensor) -> torch.Tensor:
     """[T, H, W, 3] uint8 -> [T, H, W] uint8: PIL's convert("L")."""
-    r, g, b = frames.unbind(-1)
-    return ((r.int() * _LUMA[0] + g.int() * _LUMA[1] + b.int() * _LUMA[2] + 32768) >> 16).to(
-        torch.uint8
-    )
+    r, g, b = frames.int().unbind(-1)
+    return ((r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2] + 32768) >> 16).to(torch.uint8)
 
 
 def _blend(degenerate: torch.Tensor, frames: torch.Tensor, factor: float) -> torch.Tensor:
@@ -208,8 +194,7 @@ def _autocontrast(frames: torch.Tensor) -> torch.Tensor:
 def _equalize(frames: torch.Tensor) -> torch.Tensor:
     """Per frame and channel, histogram equalisation with PIL's lookup table (ImageOps.equalize)."""
     out = frames.clone()
-    T = frames.shape[0]
-    for t in range(T):
+    for t in range(frames.shape[0]):
         for c in range(3):
             channel = frames[t, :, :, c]
             hist = torch.bincount(channel.flatten().long(), minlength=256)
@@ -244,20 +229,9 @@ def _affine(frames: torch.Tensor, matrix: tuple[float, ...]) -> torch.Tensor:
     src_x, src_y = a * xs + b * ys + c, d * xs + e * ys + f
     grid = torch.stack([2 * src_x / W - 1, 2 * src_y / H - 1], dim=-1)  # align_corners=False
     x = frames.permute(0, 3, 1, 2).float() - FILL  # outside the frame samples 0, i.e. FILL
-    out = F.grid_sample(
-        x,
-        grid[None].expand(T, -1, -1, -1),
-        mode="bicubic",
-        padding_mode="zeros",
-        align_corners=False,
-    )
-    inside = F.grid_sample(
-        torch.ones(1, 1, H, W),
-        grid[None],
-        mode="nearest",
-        padding_mode="zeros",
-        align_corners=False,
-    )
+    # padding "zeros" (the default): outside the frame samples 0
+    out = F.grid_sample(x, grid[None].expand(T, -1, -1, -1), mode="bicubic", align_corners=False)
+    inside = F.grid_sample(torch.ones(1, 1, H, W), grid[None], mode="nearest", align_corners=False)
     out = torch.where(inside > 0, out, torch.zeros_like(out)) + FILL
     return out.round().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
@@ -341,9 +315,8 @@ def augment_clip(
         top, left, h, w = draw.erase
         noise = torch.Generator().manual_seed(draw.noise_seed)
         T = out.shape[1]  # every frame erased in the same box, each with its own noise
-        out[:, :, top : top + h, left : left + w] = torch.randn(
-            (T, 3, h, w), generator=noise
-        ).transpose(0, 1)
+        values = torch.randn((T, 3, h, w), generator=noise)
+        out[:, :, top : top + h, left : left + w] = values.transpose(0, 1)
     return out.contiguous()
 
 

@@ -65,12 +65,8 @@ def read_run(path: str | Path) -> ComparedRun:
         raise ConfigError(f"{path} is a cross-dataset run; compare takes `vjfer probe` runs")
     summary, _ = read_probe_run(path)  # what `vjfer report` reads of a run, checked alike
     config = read_json_object(path / "config.json")
-    for key, where in (
-        ("per_fold", summary),
-        ("dataset", summary),
-        ("cache", config),
-        ("train", config),
-    ):
+    needs = {"per_fold": summary, "dataset": summary, "cache": config, "train": config}
+    for key, where in needs.items():
         if key not in where:
             raise ConfigError(f"{path}: no {key!r} in its summary.json / config.json")
     per_fold = {int(f["fold"]): f for f in summary["per_fold"]}

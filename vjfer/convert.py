@@ -170,11 +170,10 @@ def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoE
     aliases: list[VideoEntry] = []
     for i, vid in enumerate(table["video_id"]):
         alias_of = table["alias_of"][i]
-        face = None
+        face_status = face_box = None
         if "face_status" in table:
             x, y, w, h = (int(b) for b in table["face_box"][i])
-            box = (x, y, w, h)
-            face = (table["face_status"][i], box if box[2] > 0 else None)
+            face_status, face_box = table["face_status"][i], (x, y, w, h) if w > 0 else None
         source = {k.removeprefix("source_"): _plain(table[k][i]) for k in SOURCE_COLUMNS}
         entry = VideoEntry(
             video_id=vid,
@@ -185,15 +184,13 @@ def shard_entries(src: Cache, shard: str) -> tuple[list[VideoEntry], list[VideoE
             fps=float(table["fps"][i]),
             frames=src.clip_frames(vid),
             tokens=np.empty(0, np.float16),
-            face_status=face[0] if face else None,
-            face_box=face[1] if face else None,
+            face_status=face_status,
+            face_box=face_box,
             lost_frames=int(table["lost_frames"][i]),
             container_frames=int(table["container_frames"][i]),
             source=_Source(**source) if source["size"] >= 0 else None,
             alias_of=alias_of,
-            clip_role=None
-            if alias_of
-            else src.clip_roles(vid),  # training clips stay training clips
+            clip_role=None if alias_of else src.clip_roles(vid),  # training clips stay training
         )
         (aliases if alias_of else stored).append(entry)
     return stored, aliases, header["failures"]
@@ -388,8 +385,10 @@ def _convert_shards(
 # Cost.
 
 
-def _cache_bytes(cache: Cache) -> int:
-    return sum((cache.path / s["name"]).stat().st_size for s in cache.manifest["shards"])
+def _cache_record(c: Cache) -> dict:
+    """A cache's path, fingerprint, store format and size in bytes (its shards')."""
+    size = sum((c.path / s["name"]).stat().st_size for s in c.manifest["shards"])
+    return dict(path=str(c.path), fingerprint=c.fingerprint, store=str(c.store), bytes=size)
 
 
 def compare_caches(
@@ -409,8 +408,7 @@ def compare_caches(
     basis = b.pca_basis()
     picked = sample_clips(a, np.arange(len(a.videos)), clips, seed)
     num = den = 0.0
-    cosines = []
-    pairs = []
+    cosines, pairs = [], []
     for vid in sorted({v for v, _ in picked}):
         cs = [c for v, c in picked if v == vid]
         x = torch.from_numpy(a.tokens(vid)[cs]).float()  # [c, V, N, D]
@@ -420,20 +418,11 @@ def compare_caches(
         cosines.append(torch.nn.functional.cosine_similarity(x, y, dim=-1).reshape(-1))
         pairs.append((x, y))
     cos = torch.cat(cosines).numpy()
+    source, converted = _cache_record(a), _cache_record(b)
     cost = {
-        "source": {
-            "path": str(a.path),
-            "fingerprint": a.fingerprint,
-            "store": str(a.store),
-            "bytes": _cache_bytes(a),
-        },
-        "converted": {
-            "path": str(b.path),
-            "fingerprint": b.fingerprint,
-            "store": str(b.store),
-            "bytes": _cache_bytes(b),
-        },
-        "size_ratio": _cache_bytes(b) / _cache_bytes(a),
+        "source": source,
+        "converted": converted,
+        "size_ratio": converted["bytes"] / source["bytes"],
         "clip_size_ratio": size_ratio(b.manifest["layout"]),
         "sample_clips": len(picked),
         "seed": seed,

@@ -101,16 +101,8 @@ def class_handling(
             f"{source} ({', '.join(src)}) and {target} ({', '.join(dst)}) share "
             "no class name: nothing to score"
         )
-    return ClassHandling(
-        source,
-        target,
-        calm,
-        names,
-        _side_map(dst, names, calm),
-        _side_map(src, names, calm),
-        src,
-        dst,
-    )
+    maps = _side_map(dst, names, calm), _side_map(src, names, calm)  # label_map, pred_map
+    return ClassHandling(source, target, calm, names, *maps, src, dst)
 
 
 @dataclass(frozen=True)
@@ -212,30 +204,17 @@ def cross_table(result: CrossResult) -> Table:
     """Per probe and mean: UAR, WAR, macro precision (%) and video counts, per voting rule."""
     rows = []
     for voting in VIDEO_VOTINGS:
+        label = voting.upper()
         for fold in result.folds:
             s = fold[voting]
             one = {m: {"mean": s[m], "std": None} for m in METRIC_COLUMNS}
-            rows.append(
-                {
-                    "Voting": voting.upper(),
-                    "Probe": f"fold {fold['fold']}",
-                    **metric_cells(one),
-                    "Kept": s["n_kept"],
-                    "Dropped": s["n_dropped"],
-                    "Total": s["n_total"],
-                }
-            )
+            counts = {"Kept": s["n_kept"], "Dropped": s["n_dropped"], "Total": s["n_total"]}
+            probe = f"fold {fold['fold']}"
+            rows.append({"Voting": label, "Probe": probe, **metric_cells(one), **counts})
         mean = result.summary.get(voting, {})
         counts = {c: mean[k]["mean"] for c, k in (("Kept", "n_kept"), ("Dropped", "n_dropped"))}
-        rows.append(
-            {
-                "Voting": voting.upper(),
-                "Probe": "mean",
-                **metric_cells(mean),
-                **counts,
-                "Total": result.n_videos,
-            }
-        )
+        counts["Total"] = result.n_videos
+        rows.append({"Voting": label, "Probe": "mean", **metric_cells(mean), **counts})
     src, dst = DATASET_TITLES[result.source], DATASET_TITLES[result.target]
     title = f"{src} probes tested on {dst} (calm/surprised: {result.calm}), video level"
     notes = [
@@ -373,10 +352,8 @@ def cross_evaluate(
             coverage,
         )
         write_json(work / "summary.json", result.to_json())
-        write_json(
-            work / "coverage.json",
-            {**asdict(coverage), "total": coverage.total, "text": str(coverage)},
-        )
+        record = {**asdict(coverage), "total": coverage.total, "text": str(coverage)}
+        write_json(work / "coverage.json", record)
         (work / "summary.md").write_text(render_markdown(cross_table(result)), encoding="utf-8")
         publish_run(work, out_dir)
     return result

@@ -51,6 +51,31 @@ class DemoConfig:
     # machine; they differ from a two-thread run's in float rounding (1e-7 in the weights).
     threads: int | None = 1
 
+    def extract_config(self, dataset: str, root: Path, out: Path) -> ExtractConfig:
+        """How the demo extracts `dataset` from `root` into `out/cache`."""
+        return ExtractConfig(
+            dataset=dataset,
+            root=root,
+            encoder=self.encoder,
+            cache_root=out / "cache",
+            hop=self.hop,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            device="cpu",
+        )
+
+    def train_config(self) -> TrainConfig:
+        """How the demo trains its probes."""
+        return TrainConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            num_heads=self.num_heads,
+            batch_size=self.probe_batch_size,
+            seed=self.seed,
+            device="cpu",
+            num_workers=0,
+        )
+
 
 @dataclass
 class DemoResult:
@@ -83,17 +108,7 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | None = None) -
     lap("generate")
     caches = {}
     for dataset in DATASETS:
-        extract_config = ExtractConfig(
-            dataset=dataset,
-            root=data[dataset],
-            encoder=config.encoder,
-            cache_root=out / "cache",
-            hop=config.hop,
-            batch_size=config.batch_size,
-            workers=config.workers,
-            device="cpu",
-        )
-        caches[dataset] = extract(extract_config).cache_dir
+        caches[dataset] = extract(config.extract_config(dataset, data[dataset], out)).cache_dir
     lap("extract")
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads or threads)
@@ -112,25 +127,11 @@ def _after_extraction(
     lap,
 ) -> DemoResult:
     """Probe, cross, report and predict: the demo's stages that read the caches."""
-    train_config = TrainConfig(
-        epochs=config.epochs,
-        lr=config.lr,
-        num_heads=config.num_heads,
-        batch_size=config.probe_batch_size,
-        seed=config.seed,
-        device="cpu",
-        num_workers=0,
-    )
     runs, summaries = {}, {}
     for dataset in DATASETS:
         # a rerun trains the (cheap) probes again: "force" replaces the old run once done
-        runs[dataset] = run_probe(
-            caches[dataset],
-            "all",
-            train_config,
-            out / "runs" / f"{dataset}-{caches[dataset].name}-attentive",
-            mode="force",
-        )
+        run = out / "runs" / f"{dataset}-{caches[dataset].name}-attentive"
+        runs[dataset] = run_probe(caches[dataset], "all", config.train_config(), run, mode="force")
         summaries[dataset] = read_summary(runs[dataset])
     lap("probe")
     cross = []
@@ -200,27 +201,8 @@ def run_frames_demo(
             f"demo --dataset {dataset}: known frame-folder demos {sorted(FRAME_TREES)}"
         )
     root = FRAME_TREES[dataset](out / "data" / dataset, seed=config.seed)
-    cache = extract(
-        ExtractConfig(
-            dataset=dataset,
-            root=root,
-            encoder=config.encoder,
-            cache_root=out / "cache",
-            hop=config.hop,
-            device="cpu",
-            batch_size=config.batch_size,
-            workers=config.workers,
-        )
-    ).cache_dir
-    train = TrainConfig(
-        epochs=config.epochs,
-        lr=config.lr,
-        num_heads=config.num_heads,
-        batch_size=config.probe_batch_size,
-        seed=config.seed,
-        device="cpu",
-        num_workers=0,
-    )
-    run_probe(cache, "all", train, out / "runs" / f"{dataset}-{cache.name}-attentive", mode="force")
+    cache = extract(config.extract_config(dataset, root, out)).cache_dir
+    run = out / "runs" / f"{dataset}-{cache.name}-attentive"
+    run_probe(cache, "all", config.train_config(), run, mode="force")
     build_report([out / "runs"], out / "report", caches={dataset: cache}, device="cpu")
     return out / "report"

@@ -28,13 +28,8 @@ def available_cpus() -> int:
 def _nvidia_driver() -> str | None:
     """The NVIDIA driver version from nvidia-smi, or None (no GPU, no tool)."""
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        out = subprocess.run(query, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
@@ -47,6 +42,7 @@ def environment() -> dict:
     import numpy
 
     cuda = torch.cuda.is_available()
+    gpus = range(torch.cuda.device_count()) if cuda else range(0)
     return {
         "vjfer": __version__,
         "python": sys.version.split()[0],
@@ -56,9 +52,7 @@ def environment() -> dict:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        if cuda
-        else [],
+        "gpus": [torch.cuda.get_device_name(i) for i in gpus],
         "driver": _nvidia_driver() if cuda else None,
         "av": av.__version__,
         "ffmpeg": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()},

@@ -285,11 +285,9 @@ class FaceCropper:
         track = detect_faces(path, cfg)
         hits, sampled = len(track.found), len(track.frames)
         if hits < max(1, cfg.min_hit_fraction * sampled):
-            return self._no_face(
-                path,
-                f"the Haar cascade found a face in {hits} of {sampled} sampled frames "
-                f"(need {cfg.min_hit_fraction:.0%})",
-            )
+            need = f"(need {cfg.min_hit_fraction:.0%})"
+            found = f"the Haar cascade found a face in {hits} of {sampled} sampled frames"
+            return self._no_face(path, f"{found} {need}")
         box = square_box(median_box(track.found), track.width, track.height, cfg.margin)
         return FaceResult(box, "cropped")
 
@@ -323,15 +321,9 @@ def face_settings(config: FaceCropConfig) -> dict | None:
         assert config.boxes_file is not None  # FaceCropConfig: method "boxes" goes with a file
         out["boxes_sha256"] = sha256_file(config.boxes_file)  # the boxes, not the file's name
         out["boxes_file"] = Path(config.boxes_file).name
-        for key in (
-            "sample_every",
-            "detect_height",
-            "scale_factor",
-            "min_neighbors",
-            "min_face",
-            "min_hit_fraction",
-        ):
-            out.pop(key)  # detector settings: not used
+        detector = "sample_every detect_height scale_factor min_neighbors min_face min_hit_fraction"
+        for key in detector.split():  # detector settings: not used
+            out.pop(key)
     else:
         out["opencv"] = import_cv2().__version__  # another cascade build may find other boxes
         out["cascade"] = HAAR_CASCADE

@@ -90,13 +90,8 @@ def pca_figure(
     *,
     probe_name: str = "attentive probe",
 ) -> Path:
-    """The paper's Figure 5: 2-D PCA of video embeddings [n, D], two panels, coloured by class.
-
-    Args:
-        mean_pooled: mean-pooled encoder tokens per video [n, D].
-        probe_pooled: the probe's pooled output per video [n, D'].
-        labels: class index per video [n].
-    """
+    """The paper's Figure 5: 2-D PCA, coloured by class (`labels` [n]), of the mean-pooled encoder
+    tokens [n, D] and of the probe's pooled output [n, D'] per video, side by side."""
     labels = np.asarray(labels)
     palette = [f"C{i}" for i in range(10)]
     fig = Figure(figsize=(11.0, 4.8), layout="constrained")
@@ -150,24 +145,11 @@ def _timeline_panel(ax, panel: TimelinePanel, names: list[str], colours: list[st
             label=name,
             zorder=3 if bold else 2,
         )
-    ax.scatter(
-        t,
-        np.full(len(t), 1.07),
-        c=[colours[k] for k in probs.argmax(axis=1)],
-        marker="s",
-        s=14,
-        clip_on=False,
-        zorder=4,
-    )
+    votes = [colours[k] for k in probs.argmax(axis=1)]
+    ax.scatter(t, np.full(len(t), 1.07), c=votes, marker="s", s=14, clip_on=False, zorder=4)
+    yx = ax.get_yaxis_transform()  # x in axes fractions, y in data
     ax.text(
-        0.0,
-        1.07,
-        "clip votes ",
-        transform=ax.get_yaxis_transform(),
-        ha="right",
-        va="center",
-        fontsize=7,
-        color="0.35",
+        0.0, 1.07, "clip votes ", transform=yx, ha="right", va="center", fontsize=7, color="0.35"
     )
     marks = ["PBV", "MV"] if panel.pbv != panel.mv else ["PBV = MV"]
     for mark, k in zip(marks, [panel.pbv, panel.mv], strict=False):
@@ -205,9 +187,8 @@ def timeline_axes(
     colours = [f"C{k % 10}" for k in range(len(names))]
     cols = 1 if len(panels) == 1 else 2
     rows = -(-len(panels) // cols)
-    fig = Figure(
-        figsize=(5.0 * cols + 1.6, 3.0 * rows + (0.4 if title else 0)), layout="constrained"
-    )
+    height = 3.0 * rows + (0.4 if title else 0)
+    fig = Figure(figsize=(5.0 * cols + 1.6, height), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     t_max = max(float(np.max(p.seconds)) for p in panels)
     for ax, panel in zip(axes, panels, strict=False):
@@ -215,9 +196,7 @@ def timeline_axes(
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     # Legend from plain proxies: the panels' own lines are bold for their PBV class.
-    handles = [
-        Line2D([], [], color=colours[k], lw=1.6, marker="o", ms=3) for k in range(len(names))
-    ]
+    handles = [Line2D([], [], color=c, lw=1.6, marker="o", ms=3) for c in colours]
     fig.legend(handles, names, loc="outside right center", title="class")
     if title:
         fig.suptitle(title, fontsize=11)
@@ -247,15 +226,8 @@ def layer_figure(layers: Sequence[Mapping], title: str, path: Path) -> Path:
         colour, shift = f"C{n}", 0.06 * (2 * n - 1)  # the two rules side by side, not on top
         means = [100 * e["mean"][voting]["uar"]["mean"] for e in blocks]
         stds = [100 * (e["mean"][voting]["uar"]["std"] or 0.0) for e in blocks]
-        ax.errorbar(
-            x + shift,
-            means,
-            yerr=stds,
-            color=colour,
-            marker="o",
-            capsize=4,
-            label=f"{name} UAR, mean ± std over folds",
-        )
+        label = f"{name} UAR, mean ± std over folds"
+        ax.errorbar(x + shift, means, yerr=stds, color=colour, marker="o", capsize=4, label=label)
         for xi, e in zip(x, blocks, strict=True):
             folds = 100 * np.asarray(e["mean"][voting]["uar"]["values"], dtype=float)
             ax.scatter(np.full(len(folds), xi + shift), folds, color=colour, s=10, alpha=0.45)

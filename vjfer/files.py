@@ -84,8 +84,7 @@ def commit_file(tmp: Path, path: Path) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], suffix: str = ".partial") -> None:
-    """`write(f)` into `<path><suffix>`, then `commit_file`; the temporary file is removed when
-    anything fails."""
+    """`write(f)` into `<path><suffix>`, then `commit_file`; on any failure the file is removed."""
     tmp = path.with_name(path.name + suffix)
     try:
         with open(tmp, "wb") as f:

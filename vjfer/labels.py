@@ -16,18 +16,8 @@ DATASETS: tuple[str, ...] = ("ravdess", "crema-d", "dfew", "ferv39k", "mafw")  #
 LIST = "list"  # a dataset from a list file: its classes are the file's, recorded in its cache
 
 VOCABULARY: tuple[str, ...] = (
-    "neutral",
-    "calm",
-    "happy",
-    "sad",
-    "angry",
-    "fearful",
-    "disgust",
-    "surprised",
-    "contempt",
-    "anxiety",
-    "helplessness",
-    "disappointment",  # MAFW's four besides the basic ones
+    *("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
+    *("contempt", "anxiety", "helplessness", "disappointment"),  # MAFW's four besides those
 )
 
 # Each dataset's class order is its own release's (so label index = the release's code where it
@@ -40,39 +30,18 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "ferv39k": ("happy", "sad", "neutral", "angry", "surprised", "disgust", "fearful"),
     # MAFW in MAE-DFER's order (DFER-CLIP orders them otherwise: the cache keeps names, not codes)
     "mafw": (
-        "angry",
-        "disgust",
-        "fearful",
-        "happy",
-        "neutral",
-        "sad",
-        "surprised",
-        "contempt",
-        "anxiety",
-        "helplessness",
-        "disappointment",
+        *("angry", "disgust", "fearful", "happy", "neutral", "sad", "surprised"),
+        *VOCABULARY[8:],  # contempt, anxiety, helplessness, disappointment
     ),
 }
 
 # The releases' own label words, by vocabulary name (DFEW's 1..7 are mapped in its adapter).
-RELEASE_NAMES: dict[str, str] = {
-    "happy": "happy",
+RELEASE_NAMES: dict[str, str] = {name: name for name in VOCABULARY} | {
     "happiness": "happy",
-    "sad": "sad",
     "sadness": "sad",
-    "neutral": "neutral",
-    "angry": "angry",
     "anger": "angry",
     "surprise": "surprised",
-    "surprised": "surprised",
-    "disgust": "disgust",
     "fear": "fearful",
-    "fearful": "fearful",
-    "contempt": "contempt",
-    "anxiety": "anxiety",
-    "helplessness": "helplessness",
-    "disappointment": "disappointment",
-    "calm": "calm",
 }
 
 # CREMA-D's three-letter emotion codes, by vocabulary name.

@@ -43,10 +43,7 @@ class FileLock:
         since: bool = False,
         remove: bool = False,
     ):
-        self.path = Path(path)
-        self.refusal = refusal
-        self.since = since
-        self.remove = remove
+        self.path, self.refusal, self.since, self.remove = Path(path), refusal, since, remove
         self.fd: int | None = None
 
     def _holder(self) -> str:

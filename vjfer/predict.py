@@ -240,7 +240,7 @@ def predict_videos(
     enc_fp = settings["encoder_fingerprint"]
     encoder = run_encoder(settings, checkpoint, device, checkpoint_given)
     check_encoder(encoder.fingerprint, enc_fp, run.run_dir)
-    names = run.class_names
+    names, probes = run.class_names, list(run.probes.values())
     video_rows, clip_rows, failures, notes = [], [], [], []
     for path in map(Path, paths):
         try:
@@ -252,9 +252,7 @@ def predict_videos(
             log.error("%s", err)
             failures.append({"path": str(path), "reason": err.reason})
             continue
-        probs = np.mean(
-            [clip_probabilities(p, tokens, device) for p in run.probes.values()], axis=0
-        )
+        probs = np.mean([clip_probabilities(p, tokens, device) for p in probes], axis=0)
         pbv, mv = vote_pbv(probs), vote_mv(probs)
         row = {
             "path": str(path),
@@ -311,8 +309,7 @@ def prediction_json(prediction: Prediction, clips: bool = False) -> dict:
 
 
 def draw_timelines(prediction: Prediction, path: str | Path) -> Path | None:
-    """Each predicted video's emotion timeline, one panel per video, into the PNG `path`; None
-    when no video decoded."""
+    """Each predicted video's emotion timeline (a panel each) into the PNG `path`; None: none."""
     if prediction.videos.empty:
         return None
     from vjfer.figures import timeline_figure  # matplotlib only when a figure is drawn

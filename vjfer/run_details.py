@@ -132,11 +132,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def recall_frame(runs: Sequence, class_names_of, dataset_titles: dict[str, str]) -> pd.DataFrame:
     """One row per run and class: its test videos over all folds and its recall (%) per voting
     rule, mean ± sample std over the folds in which the class occurs. Recall is read off each
-    fold's confusion matrix (diagonal / row sum), the matrix the figures draw.
-
-    Args:
-        class_names_of: run -> its class names in label order (`results.run_class_names`).
-    """
+    fold's confusion matrix (diagonal / row sum), the matrix the figures draw. `class_names_of`:
+    run -> its class names in label order (`results.run_class_names`)."""
     rows = []
     for run in runs:
         folds = [run.folds[k] for k in sorted(run.folds)]

@@ -154,11 +154,7 @@ def dequantize(values: torch.Tensor, scales: torch.Tensor | None, number: str) -
     """Stored values [..., D] (and scales [...]) -> float16 [..., D]."""
     if number == "fp16":
         return values.view(torch.float16)
-    x = (
-        values.view(torch.int8).float()
-        if number == "int8"
-        else values.view(torch.float8_e4m3fn).float()
-    )
+    x = values.view(torch.int8 if number == "int8" else torch.float8_e4m3fn).float()
     if scales is None:
         raise ValueError(f"{number} values need their per-token scales")
     return (x * scales.view(torch.float16).float().unsqueeze(-1)).to(torch.float16)
@@ -171,10 +167,7 @@ def encode(
     basis: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Encoder tokens [..., N, D] (float16) -> stored (values [..., N', D'], scales [..., N'] or
-    None).
-
-    `basis` is (basis [D, K], mean [D]) for pca formats.
-    """
+    None); `basis` is (basis [D, K], mean [D]) for pca formats."""
     x = pool2(tokens, grid) if fmt.pool == 2 else tokens
     if fmt.pca:
         if basis is None:
@@ -223,16 +216,12 @@ class Codec:
     layers: int = 1
 
     def encode(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """float16 [..., N, D] -> (stored values [..., N', D'], float16 scales [..., N'] or
-        None)."""
-        pca = None
-        if self.fmt.pca:
-            pca = (torch.from_numpy(self.basis), torch.from_numpy(self.mean))
+        """float16 [..., N, D] -> (stored values [..., N', D'], fp16 scales [..., N'] or None)."""
+        pca = (torch.from_numpy(self.basis), torch.from_numpy(self.mean)) if self.fmt.pca else None
         # L stacked layers pool as a grid of L·t frames: pool2 averages within (h, w) only
         t, h, w = self.grid
-        values, scales = encode(
-            torch.from_numpy(np.ascontiguousarray(tokens)), self.fmt, (self.layers * t, h, w), pca
-        )
+        x = torch.from_numpy(np.ascontiguousarray(tokens))
+        values, scales = encode(x, self.fmt, (self.layers * t, h, w), pca)
         return values.numpy(), None if scales is None else scales.numpy()
 
     def header(self, embed_dim: int) -> dict:

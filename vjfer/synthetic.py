@@ -216,8 +216,7 @@ def render_face(
     phase = rng.uniform(0, 2 * np.pi)
     box, face = _face_box(style, nuisance, size[1], n_frames, fps, phase, strength)
     frames = _paste_moving(box, face, nuisance, size, fps, rng.uniform(0.2, 0.6), phase)
-    # Noise in uint8 without overflow: values kept in 16..239 and noise within +-16 (a 7-frame
-    # cycle).
+    # Noise in uint8 without overflow: values kept in 16..239, noise within +-16 (a 7-frame cycle).
     H, W = size[1], size[0]
     noise = rng.standard_normal((7, H, W, 3), dtype=np.float32) * nuisance.noise
     noise = np.clip(np.rint(noise), -16, 16).astype(np.int8).view(np.uint8)
@@ -238,8 +237,7 @@ def _tone(n_samples: int, pitch: float) -> np.ndarray:
 def write_video(
     target: Path | BinaryIO, frames: np.ndarray, fps: Fraction, fmt: Literal["mp4", "flv"]
 ) -> None:
-    """Encode uint8 [T, H, W, 3] RGB frames: mp4 = H.264 (libx264, yuv420p), flv = FLV1
-    (Sorenson)."""
+    """Encode uint8 [T, H, W, 3] RGB frames: mp4 H.264 (libx264, yuv420p), flv FLV1 (Sorenson)."""
     T, H, W, _ = frames.shape
     codec = _VIDEO_CODECS[fmt]
     # ultrafast, but with B-frames: decode order differs from display order, as in real files
@@ -272,9 +270,8 @@ def _aac_track(n_samples: int) -> bytes:
         sound = container.add_stream(
             "aac", rate=AUDIO_RATE, layout="mono", options={"aac_coder": "fast"}
         )
-        chunk = av.AudioFrame.from_ndarray(
-            _tone(n_samples, 220.0)[None], format="fltp", layout="mono"
-        )
+        tone = _tone(n_samples, 220.0)[None]
+        chunk = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
         chunk.sample_rate, chunk.pts = AUDIO_RATE, 0
         container.mux(sound.encode(chunk))
         container.mux(sound.encode())
@@ -370,9 +367,8 @@ def make_ravdess(
         raise ConfigError(f"size must be even for yuv420p, got {size}")
     trials = ravdess_trials(actors, emotions, intensities, statements, repetitions, vocal_channels)
     written = []
-    for (vv, ee, ii, ss, rr, aa), n in zip(
-        trials, trial_lengths(len(trials), frames, short_every, short_frames), strict=True
-    ):
+    lengths = trial_lengths(len(trials), frames, short_every, short_frames)
+    for (vv, ee, ii, ss, rr, aa), n in zip(trials, lengths, strict=True):
         folder = root if flat else root / f"Actor_{aa:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         rng = seeded_rng(seed, "ravdess", vv, ee, ii, ss, rr, aa)
@@ -441,9 +437,8 @@ def make_crema_d(
     trials = crema_d_trials(actors, emotions, sentences)
     strength = {"LO": 0.7, "MD": 1.0, "HI": 1.3, "XX": 1.0}
     written = []
-    for (actor, sentence, emotion, level), n in zip(
-        trials, trial_lengths(len(trials), frames, short_every, short_frames), strict=True
-    ):
+    lengths = trial_lengths(len(trials), frames, short_every, short_frames)
+    for (actor, sentence, emotion, level), n in zip(trials, lengths, strict=True):
         rng = seeded_rng(seed, "crema-d", actor, sentence, emotion, level)
         style = STYLES[CREMA_D_CODES[emotion]]
         nuisance = actor_nuisance(seed, "crema-d", actor)

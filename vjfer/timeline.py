@@ -83,15 +83,8 @@ def prediction_panels(videos: pd.DataFrame, clips: pd.DataFrame) -> list[Timelin
             )
         pbv, mv = names.index(video["emotion"]), names.index(video["mv"])
         title = f"{video['video_id']}: PBV {names[pbv]}, MV {names[mv]}"
-        panels.append(
-            TimelinePanel(
-                title,
-                mine["centre_s"].to_numpy(float),
-                mine[[PROB + c for c in names]].to_numpy(float),
-                pbv,
-                mv,
-            )
-        )
+        probs = mine[[PROB + c for c in names]].to_numpy(float)
+        panels.append(TimelinePanel(title, mine["centre_s"].to_numpy(float), probs, pbv, mv))
     return panels
 
 
@@ -120,18 +113,13 @@ def choose_videos(videos: pd.DataFrame) -> list[tuple[str, str]]:
     names = prob_class_names(videos)
     pbv = videos["pbv"].to_numpy(int)
     sums = videos[[PROB + c for c in names]].to_numpy(float)
-    table = pd.DataFrame(
-        {
-            "video_id": videos["video_id"].astype(str),
-            "confidence": sums[np.arange(len(videos)), pbv] / videos["n_clips"].to_numpy(float),
-            "correct": pbv == videos["label"].to_numpy(int),
-        }
-    )
+    confidence = sums[np.arange(len(videos)), pbv] / videos["n_clips"].to_numpy(float)
+    ids, correct = videos["video_id"].astype(str), pbv == videos["label"].to_numpy(int)
+    table = pd.DataFrame({"video_id": ids, "confidence": confidence, "correct": correct})
     chosen: list[tuple[str, str]] = []
     for correct, most, caption in CHOICES:
-        pool = table[
-            (table["correct"] == correct) & ~table["video_id"].isin([v for v, _ in chosen])
-        ]
+        taken = [v for v, _ in chosen]
+        pool = table[(table["correct"] == correct) & ~table["video_id"].isin(taken)]
         if pool.empty:
             continue
         # Sort by confidence, then id, so ties resolve the same way on every machine.
@@ -159,14 +147,7 @@ def run_panels(run_dir: str | Path, cache) -> list[TimelinePanel]:
             f"{caption}: {video_id} (fold {int(video['fold'])})\n"
             f"truth {names[label]} · PBV {names[pbv]} ({verdict}) · MV {names[mv]}"
         )
-        panels.append(
-            TimelinePanel(
-                title,
-                clip_centre_seconds(frames, float(fps.loc[video_id])),
-                mine[[PROB + c for c in names]].to_numpy(float),
-                pbv,
-                mv,
-                label,
-            )
-        )
+        seconds = clip_centre_seconds(frames, float(fps.loc[video_id]))
+        probs = mine[[PROB + c for c in names]].to_numpy(float)
+        panels.append(TimelinePanel(title, seconds, probs, pbv, mv, label))
     return panels

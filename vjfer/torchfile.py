@@ -45,8 +45,7 @@ def refused_pickle(path: Path, err: Exception) -> CheckpointError:
 def _load_error(path: Path, err: Exception, unsafe: str) -> CheckpointError:
     """Turn a torch.load failure into a CheckpointError saying which kind of failure it is; a
     refused global is `path: unsafe` (formatted with `pickled`, the global's name)."""
-    full = str(err)
-    text = _torch_reason(err)
+    full, text = str(err), _torch_reason(err)  # text: at most 200 characters
     # "Unsupported global: GLOBAL x.y was not an allowed global" or "Trying to load unsupported
     # GLOBAL x.y whose module x is blocked", as torch's versions say it
     if refused := re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", full):
@@ -61,19 +60,17 @@ def _load_error(path: Path, err: Exception, unsafe: str) -> CheckpointError:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
         except (zipfile.BadZipFile, OSError) as zip_err:
-            return CheckpointError(
-                f"{path}: truncated or damaged checkpoint ({zip_err}; {text[:200]})"
-            )
+            return CheckpointError(f"{path}: truncated or damaged checkpoint ({zip_err}; {text})")
         if not any(n.endswith("data.pkl") for n in names):
             return CheckpointError(f"{path}: is not a PyTorch checkpoint (a zip without data.pkl)")
-        return CheckpointError(f"{path}: truncated or damaged checkpoint ({text[:200]})")
+        return CheckpointError(f"{path}: truncated or damaged checkpoint ({text})")
     ends_early = isinstance(err, EOFError) or re.search(r"truncated|EOF|corrupted", full)
     if head.startswith(PICKLE_MAGIC) and ends_early:
         return CheckpointError(
             f"{path}: truncated or damaged checkpoint (pickle stream ends early)"
         )
     kind = "an empty file" if not head else f"starts with {head!r}"
-    return CheckpointError(f"{path}: is not a PyTorch checkpoint ({kind}; {text[:200]})")
+    return CheckpointError(f"{path}: is not a PyTorch checkpoint ({kind}; {text})")
 
 
 def torch_load(path: str | Path, *, mmap: bool = False, unsafe: str = UNSAFE) -> object:

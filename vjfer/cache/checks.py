@@ -122,35 +122,24 @@ def format_cache_info(info: dict) -> str:
         f"clips       {info['clips']}  tokens per clip [V={lay['num_views']}, N={lay['num_tokens']}"
         f", D={lay['embed_dim']}] {lay['dtype']}, grid {tuple(lay['grid'])}",
         f"size        {info['bytes'] / 1e9:.3f} GB",
-        *(
-            [
-                f"layers      {len(blocks)} encoder blocks per clip "
-                f"({', '.join(map(str, blocks))}, 0-based, layer-major along N): "
-                f"~{info['bytes'] / len(blocks) / 1e9:.3f} GB per layer"
-            ]
-            if (blocks := lay.get("layers"))
-            else []
-        ),
-        f"store       {info['store']}: a clip takes {info['size_ratio']:.3f} of its fp16 bytes",
-        *(
-            [
-                f"lineage     converted from cache {lin['source_fingerprint']} "
-                f"({lin['source_store']})"
-            ]
-            if (lin := info.get("lineage"))
-            else []
-        ),
-        *(
-            [
-                f"face crop   {face['method']}: {face['cropped']} cropped, {face['fallback']} fell "
-                f"back to the whole frame, {face['failed']} failed (no face)"
-            ]
-            if (face := info.get("face"))
-            else []
-        ),
-        "settings:",
-        *(f"  {k}: {canonical_json(v)}" for k, v in sorted(info["settings"].items())),
     ]
+    if blocks := lay.get("layers"):
+        lines.append(
+            f"layers      {len(blocks)} encoder blocks per clip ({', '.join(map(str, blocks))}, "
+            f"0-based, layer-major along N): ~{info['bytes'] / len(blocks) / 1e9:.3f} GB per layer"
+        )
+    ratio = f"{info['size_ratio']:.3f}"
+    lines.append(f"store       {info['store']}: a clip takes {ratio} of its fp16 bytes")
+    if lin := info.get("lineage"):
+        source = f"{lin['source_fingerprint']} ({lin['source_store']})"
+        lines.append(f"lineage     converted from cache {source}")
+    if face := info.get("face"):
+        lines.append(
+            f"face crop   {face['method']}: {face['cropped']} cropped, {face['fallback']} fell "
+            f"back to the whole frame, {face['failed']} failed (no face)"
+        )
+    lines.append("settings:")
+    lines += [f"  {k}: {canonical_json(v)}" for k, v in sorted(info["settings"].items())]
     if info["partial"]:
         lines.append("partial decodes kept:")
         lines += [
@@ -211,10 +200,8 @@ def _verify_clips(
     try:
         for c in range(len(chunks.checksums)):  # through the one clip reader, as every reader
             if not read_clip(fd, chunks, c, buffer.data, verify=True):
-                problems.append(
-                    f"{path.name}: clip {c} ({video_of(c)}) does not match its "
-                    f"checksum: corrupt; re-extract this shard"
-                )
+                bad = f"clip {c} ({video_of(c)}) does not match its checksum"
+                problems.append(f"{path.name}: {bad}: corrupt; re-extract this shard")
                 continue
             if nonfinite is None and not np.isfinite(buffer[floats].view(TOKEN_DTYPE)).all():
                 nonfinite = c
@@ -237,12 +224,8 @@ def _verify_shard(
         problems.append(str(err))
         return
     lay = expect["layout"]
-    want = [
-        sum(v["n_clips"] for v in videos if not v["alias_of"]),
-        lay["num_views"],
-        lay["num_tokens"],
-        lay["embed_dim"],
-    ]
+    clips = sum(v["n_clips"] for v in videos if not v["alias_of"])
+    want = [clips, lay["num_views"], lay["num_tokens"], lay["embed_dim"]]
     if h["fingerprint"] != expect["fingerprint"]:
         problems.append(
             f"{path.name}: fingerprint {h['fingerprint'][:8]}, manifest {expect['fingerprint'][:8]}"
@@ -292,9 +275,8 @@ def verify_cache(path: str | Path, records: Sequence | None = None) -> VerifyRep
     for s in manifest["shards"]:
         file = directory / s["name"]
         if not s["complete"] or not file.exists():
-            report.problems.append(
-                f"{s['name']}: " + ("missing" if s["complete"] else "incomplete")
-            )
+            state = "missing" if s["complete"] else "incomplete"
+            report.problems.append(f"{s['name']}: {state}")
             continue
         videos = by_shard.get(s["name"], [])
         _verify_shard(file, manifest, videos, failed.get(s["name"], []), report)

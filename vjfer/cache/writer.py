@@ -45,6 +45,8 @@ from vjfer.store import PCA_BASIS, PCA_MEAN, SCALES, Codec, StoreFormat
 
 log = logging.getLogger(__name__)
 
+_TEXT = h5py.string_dtype("utf-8")  # the string columns' HDF5 type
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file, fsync and rename: never a half-written file."""
@@ -200,14 +202,8 @@ class ShardWriter:
     def add_failure(self, failure: dict) -> None:
         """Record a video of this shard that could not be used ({video_id, path, reason}, and
         `source`: the identity of the file that failed, as a dict, when it could be read)."""
-        source = failure.get("source")  # optional: a missing file has none
-        self.failures.append(
-            {
-                **{k: failure[k] for k in ("video_id", "path", "reason")},
-                "stage": "decode",
-                "source": source,
-            }
-        )
+        row = {k: failure[k] for k in ("video_id", "path", "reason")}
+        self.failures.append({**row, "stage": "decode", "source": failure.get("source")})
 
     def add_alias(self, entry: VideoEntry) -> None:
         """A video whose video stream is identical to `entry.alias_of`'s (appended to this shard):
@@ -255,17 +251,10 @@ class ShardWriter:
         self, rows: list[VideoEntry], starts: np.ndarray, n_stored: np.ndarray
     ) -> None:
         """One row per video: its labels and where its clips are (an alias: its video's)."""
-        span = {
-            r.video_id: (int(a), int(n))
-            for r, a, n in zip(self.rows, starts, n_stored, strict=True)
-        }
+        span = {r.video_id: (a, n) for r, a, n in zip(self.rows, starts, n_stored, strict=True)}
         first = np.array([span[r.alias_of or r.video_id][0] for r in rows], dtype=np.int64)
         n_clips = np.array([span[r.alias_of or r.video_id][1] for r in rows], dtype=np.int64)
-        self._write(
-            "video_id",
-            np.array([r.video_id for r in rows], dtype=object),
-            h5py.string_dtype("utf-8"),
-        )
+        self._write("video_id", np.array([r.video_id for r in rows], dtype=object), _TEXT)
         for name in ("label", "actor", "fold", "n_frames"):
             self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
         self._write("fps", np.array([r.fps for r in rows], dtype=np.float64))
@@ -281,42 +270,28 @@ class ShardWriter:
         self._write("clip_frames", np.concatenate(frames).astype(np.int32))
         roles = [r.clip_role for r in self.rows]
         if any(r is not None and r.any() for r in roles):  # all-eval caches stay as they were
-            self._write(
-                "clip_role",
-                np.concatenate(
-                    [
-                        r if r is not None else np.zeros(len(f), np.uint8)
-                        for r, f in zip(roles, frames, strict=True)
-                    ]
-                ),
-            )
+            pairs = zip(roles, frames, strict=True)
+            filled = [np.zeros(len(f), np.uint8) if r is None else r for r, f in pairs]
+            self._write("clip_role", np.concatenate(filled))
 
     def _write_row_columns(self, rows: list[VideoEntry]) -> None:
         """Face boxes (face-crop caches only), aliases, the clip checksums, the decode record and
         the source identity of every row."""
         if any(r.face_status is not None for r in rows):  # only face-crop caches have these
-            self._write(
-                "face_status",
-                np.array([r.face_status for r in rows], dtype=object),
-                h5py.string_dtype("utf-8"),
-            )
+            self._write("face_status", np.array([r.face_status for r in rows], dtype=object), _TEXT)
             boxes = [r.face_box if r.face_box is not None else (-1, -1, -1, -1) for r in rows]
             self._write("face_box", np.array(boxes, dtype=np.int32))
-        self._write(
-            "alias_of",
-            np.array([r.alias_of for r in rows], dtype=object),
-            h5py.string_dtype("utf-8"),
-        )
+        self._write("alias_of", np.array([r.alias_of for r in rows], dtype=object), _TEXT)
         self._write("clip_checksum", np.array(self.checksums, dtype=np.uint64))
         for name in DECODE_COLUMNS:
             self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
-        sources = [_source_row(r.source) for r in rows]
-        for name in SOURCE_COLUMNS:
-            values = [src[name] for src in sources]
-            if name in ("source_path", "source_sha256", "source_xxh3"):
-                self._write(name, np.array(values, dtype=object), h5py.string_dtype("utf-8"))
-            else:
-                self._write(name, np.array(values, dtype=np.int64))
+        for name in SOURCE_COLUMNS:  # a row built in memory has no source: "" or -1
+            text = name in ("source_path", "source_sha256", "source_xxh3")
+            cast, none = (str, "") if text else (int, -1)
+            field = name.removeprefix("source_")
+            values = [none if r.source is None else cast(getattr(r.source, field)) for r in rows]
+            dtype = _TEXT if text else None
+            self._write(name, np.array(values, dtype=object if text else np.int64), dtype)
 
     def _write_pca(self) -> None:
         """A PCA format's basis and mean: they travel with the tokens."""
@@ -329,32 +304,12 @@ class ShardWriter:
         self._write(PCA_MEAN, mean.astype(np.float32))
 
     def abort(self) -> None:
-        """Close and delete the temporary file (after an error): nothing that looks complete
-        stays."""
+        """Close and delete the temporary file after an error: nothing that looks complete stays."""
         try:
             self._file.close()
         except Exception as err:  # the file may be unusable after the error being handled
             log.debug("closing %s after an error failed: %s", self.tmp, err)
         self.tmp.unlink(missing_ok=True)
-
-
-def _source_row(source) -> dict:
-    """A SourceIdentity (or None: built in memory) as the shard's source_* columns."""
-    if source is None:
-        return {
-            "source_path": "",
-            "source_size": -1,
-            "source_mtime_ns": -1,
-            "source_sha256": "",
-            "source_xxh3": "",
-        }
-    return {
-        "source_path": str(source.path),
-        "source_size": int(source.size),
-        "source_mtime_ns": int(source.mtime_ns),
-        "source_sha256": str(source.sha256),
-        "source_xxh3": str(source.xxh3),
-    }
 
 
 def shard_header(
@@ -424,21 +379,13 @@ def manifest_from_shards(
                 )
     shards, videos = [], []
     for index in range(first["num_shards"]):
-        h = headers.get(shard_name(index))
-        if h is None:
-            shards.append(
-                {"name": shard_name(index), "video_ids": None, "clips": 0, "complete": False}
-            )
+        h = headers.get(name := shard_name(index))
+        if h is None:  # missing from disk
+            shards.append({"name": name, "video_ids": None, "clips": 0, "complete": False})
             continue
-        shards.append(
-            {
-                "name": shard_name(index),
-                "video_ids": h["video_ids"],
-                "clips": h["tokens_shape"][0],
-                "complete": True,
-            }
-        )
-        videos += _manifest_videos(h, shard_name(index))
+        ids, clips = h["video_ids"], h["tokens_shape"][0]
+        shards.append({"name": name, "video_ids": ids, "clips": clips, "complete": True})
+        videos += _manifest_videos(h, name)
     videos.sort(key=lambda v: v["video_id"])
     manifest = {
         "format": FORMAT,

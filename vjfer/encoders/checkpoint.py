@@ -88,9 +88,8 @@ def remap_jepa_state_dict(ckpt: dict, weights: Weights = "target_encoder") -> di
         held = type(ckpt).__name__
         if isinstance(ckpt, dict):
             names = sorted(map(str, ckpt))
-            held = (
-                f"{len(names)} entries: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
-            )
+            more = ", ..." if len(names) > 8 else ""
+            held = f"{len(names)} entries: {', '.join(names[:8])}{more}"
         raise CheckpointError(
             f"another architecture: not a facebookresearch/jepa checkpoint, no {weights!r} entry "
             f"(jepa's hold encoder, target_encoder, predictor, opt, ...); this one holds {held}"

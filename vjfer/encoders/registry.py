@@ -75,8 +75,7 @@ COMPUTE_DTYPES: dict[str, tuple[torch.dtype | None, str]] = {
 
 
 class Encoder:
-    """A frozen video encoder: `encode(clips [B, 3, 16, R, R]) -> tokens [B, N, D]` (t, h, w
-    order)."""
+    """A frozen video encoder: `encode(clips [B, 3, 16, R, R]) -> tokens [B, N, D]`, (t, h, w)."""
 
     def __init__(self, spec: EncoderSpec, built: Built, device: torch.device, dtype: str = "bf16"):
         self.name = spec.name
@@ -197,19 +196,11 @@ def _make_vjepa2(
         raise ConfigError("random weights exist for V-JEPA 1 encoders and tiny, not vjepa2")
     if checkpoint is None:
         raise ConfigError(f"vjepa2 needs a local Hugging Face directory: {CHECKPOINT_HINT}")
-    backbone, sha256 = load_vjepa2(checkpoint)
-    side = backbone.crop_size // backbone.patch_size
-    grid = (FRAMES // backbone.tubelet, side, side)
+    vit, sha256 = load_vjepa2(checkpoint)
+    side = vit.crop_size // vit.patch_size
+    grid = (FRAMES // vit.tubelet, side, side)
     provenance = {"checkpoint_sha256": sha256, "weights": "hf-directory"}
-    return Built(
-        backbone,
-        backbone.crop_size,
-        backbone.hidden_size,
-        grid,
-        provenance,
-        backbone.depth,
-        "final",
-    )
+    return Built(vit, vit.crop_size, vit.hidden_size, grid, provenance, vit.depth, "final")
 
 
 def _make_videomae(
@@ -229,17 +220,9 @@ def _make_videomae(
         "patch_size": mae.patch_size,
         "final_norm": mae.final_norm,
     }
-    return Built(
-        backbone,
-        mae.image_size,
-        mae.hidden_size,
-        mae.grid,
-        provenance,
-        mae.depth,
-        "final" if mae.final_norm else "none",
-        mean=mae.mean,
-        std=mae.std,
-    )
+    norm = "final" if mae.final_norm else "none"
+    facts = (mae.image_size, mae.hidden_size, mae.grid, provenance, mae.depth, norm)
+    return Built(backbone, *facts, mean=mae.mean, std=mae.std)
 
 
 _JEPA = "facebookresearch/jepa {} (dl.fbaipublicfiles.com/jepa/); --checkpoint / VJFER_CHECKPOINT"
@@ -282,8 +265,7 @@ def get_spec(name: str) -> EncoderSpec:
 
 
 def list_encoders() -> list[dict]:
-    """One row per encoder: name, params, embed_dim, resolution, tokens, weights (None: from
-    weights)."""
+    """Per encoder: name, params, embed_dim, resolution, tokens, weights (None: the weights')."""
     rows = []
     for spec in ENCODERS.values():
         vit = spec.vit

@@ -55,8 +55,7 @@ class VideoMAESpec:
         return (self.num_frames // self.tubelet, side, side)
 
     def vit(self) -> ViTConfig:
-        """The same-shaped plain ViT (for FLOP counts: VideoMAE's blocks are pre-norm ViT
-        blocks)."""
+        """The same-shaped plain ViT (for FLOP counts: VideoMAE's blocks are pre-norm ViT's)."""
         return ViTConfig(
             embed_dim=self.hidden_size,
             depth=self.depth,
@@ -121,8 +120,7 @@ def _normalisation(pre: dict, pre_path: Path) -> dict[str, tuple[float, float, f
 
 
 def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
-    """config.json + preprocessor_config.json -> VideoMAESpec; CheckpointError naming file and
-    key."""
+    """config.json + preprocessor_config.json -> VideoMAESpec; CheckpointError naming file, key."""
     directory = Path(directory)
     config_path, pre_path = directory / CONFIG, directory / PREPROCESSOR
     config = _read_json(
@@ -140,14 +138,8 @@ def read_videomae_spec(directory: str | Path) -> VideoMAESpec:
         "Hugging Face repository",
     )
     # VideoMAEConfig's defaults, where a saved config.json omits a key that equals its default.
-    get = {
-        "image_size": 224,
-        "patch_size": 16,
-        "num_frames": 16,
-        "tubelet_size": 2,
-        "use_mean_pooling": True,
-        **config,
-    }
+    defaults = {"image_size": 224, "patch_size": 16, "num_frames": 16, "tubelet_size": 2}
+    get = {**defaults, "use_mean_pooling": True, **config}
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         if key not in config:
             raise CheckpointError(f"{config_path}: no {key!r}")

@@ -35,8 +35,7 @@ EVAL_BATCH_CLIPS = 64  # clips (times views) per probe call
 
 
 def vote_pbv(probs: np.ndarray) -> int:
-    """Probability-based vote: argmax of `probs` [clips, classes] summed over clips (ties:
-    lowest)."""
+    """Probability-based vote: argmax of `probs` [clips, classes] summed over clips, ties lowest."""
     probs = np.asarray(probs)
     if probs.ndim != 2 or probs.shape[0] == 0:
         raise ValueError(f"probs must be [clips >= 1, classes]; got shape {probs.shape}")
@@ -52,14 +51,12 @@ def clip_votes(probs: np.ndarray) -> np.ndarray:
 
 
 def vote_mv(probs: np.ndarray) -> int:
-    """Majority vote over clips of `probs` [clips, classes]; a tie goes to the lowest class
-    index."""
+    """Majority vote over clips of `probs` [clips, classes]; a tie goes to the lowest class."""
     return int(np.argmax(clip_votes(probs)))
 
 
 def _autocast(device: torch.device, dtype: str = "bf16"):
-    """Autocast to `dtype` on CUDA (bf16 unless the run says otherwise), nothing (fp32)
-    elsewhere."""
+    """Autocast to `dtype` on CUDA (bf16 unless the run says otherwise); elsewhere fp32."""
     amp = AUTOCAST_DTYPES[dtype]
     return torch.autocast(
         "cuda", dtype=amp or torch.float32, enabled=device.type == "cuda" and amp is not None
@@ -121,11 +118,8 @@ def eval_tokens(
     row of `cache.videos`, in order: the one way evaluation reads tokens. Only the windows
     (`Cache.eval_clips`), through the stage-2 reader (`threads` reads in flight, `prefetch`
     videos ahead); valid until the next item is requested."""
-    videos = cache.videos
-    requests = [
-        (videos.at[int(i), "video_id"], cache.eval_clips(videos.at[int(i), "video_id"]))
-        for i in rows
-    ]
+    ids = [cache.videos.at[int(i), "video_id"] for i in rows]
+    requests = [(vid, cache.eval_clips(vid)) for vid in ids]
     reader = ClipReader(cache, threads=threads, prefetch=prefetch, pin=device.type == "cuda")
     try:
         for (vid, clips), raw in zip(requests, reader.stream(requests), strict=True):
@@ -151,11 +145,9 @@ def score_videos(
     """Score every evaluation window of each probe's videos, reading each video once for all the
     probes that score it: the one scoring path (folds, cross, predict on cached videos).
 
-    Args:
-        assignments: name -> (probe, rows of `cache.videos` it scores).
-        class_names: the probes' classes (default: the cache's; cross: the source dataset's).
-    Returns:
-        name -> `clip_table` rows (views averaged), videos in row order.
+    `assignments`: name -> (probe, rows of `cache.videos` it scores); `class_names`: the probes'
+    classes (default: the cache's; cross: the source dataset's). Returns name -> `clip_table` rows
+    (views averaged), videos in row order.
     """
     device = torch.device(device)
     names = cache.class_names if class_names is None else class_names

@@ -10,9 +10,10 @@ takes part in the choice (docs/design.md, "Stage 2: one pass, many heads").
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -178,13 +179,9 @@ def carve_held_out(fold_of: np.ndarray, actors: np.ndarray, seed: int) -> np.nda
         raise SplitError("a grid over a single train/test split needs at least 2 training groups")
     order = np.random.default_rng(seed).permutation(len(groups))
     held = {groups[i] for i in order[: max(1, round(HELD_OUT_SHARE * len(groups)))]}
+    n = len(groups)
     fold_of[(fold_of == TRAIN_ONLY) & np.isin(actors, list(held))] = HELD_OUT
-    log.info(
-        "inner validation: %d of %d training groups held out (seed %d)",
-        len(held),
-        len(groups),
-        seed,
-    )
+    log.info("inner validation: %d of %d training groups held out (seed %d)", len(held), n, seed)
     return fold_of
 
 
@@ -204,14 +201,9 @@ def make_grid(
     reference default (lr 1e-3, wd 0.01, first seed, the last layer given: for `--layer all` the
     deepest stored) is the first, added when not asked for, so a grid's summary can always show
     it beside the selected head. `layers`: resolved `--layer` values (`probe.layer.layer_axis`)."""
+    combos = itertools.product(seeds, lrs, wds, layers)
     points = list(
-        dict.fromkeys(
-            GridPoint(float(lr), float(wd), int(s), layer)
-            for s in seeds
-            for lr in lrs
-            for wd in wds
-            for layer in layers
-        )
+        dict.fromkeys(GridPoint(float(lr), float(wd), int(s), ly) for s, lr, wd, ly in combos)
     )
     if not points:
         raise ConfigError("the grid is empty: give at least one lr, weight decay, seed and layer")
@@ -293,8 +285,7 @@ class GridResult:
 
     def layer_points(self) -> list[GridPoint]:
         """With heads on several layers: one grid point per layer at one (lr, weight decay, seed),
-        the reported head's unless another has more layers, deepest last (concat after the
-        blocks); else []."""
+        the reported head's unless another has more layers, deepest last, concat after; else []."""
         groups: dict[GridPoint, list[GridPoint]] = {}
         for p in self.grid:  # the reported head's group first
             groups.setdefault(replace(p, layer=CONCAT), []).append(p)
@@ -327,19 +318,13 @@ def failed_text(failure: dict) -> str:
 
 def _inner_row(k: int, j: int, point: GridPoint, head: Head, metrics: dict | None) -> dict:
     """One row of selection.csv: a grid point's inner scores (empty when its head failed)."""
-    scores = {
-        f"{v}_{s}": metrics[v][s] if metrics else None
-        for v in ("pbv", "mv")
-        for s in METRIC_COLUMNS
-    }
+    cells = itertools.product(("pbv", "mv"), METRIC_COLUMNS)
+    scores = {f"{v}_{s}": metrics[v][s] if metrics else None for v, s in cells}
     return {
         "fold": k,
         "inner_fold": j,
         "head": point.name,
-        "lr": point.lr,
-        "weight_decay": point.weight_decay,
-        "seed": point.seed,
-        "layer": point.layer,
+        **asdict(point),  # lr, weight_decay, seed, layer
         "n_inner_train_videos": len(head.rows),
         "n_inner_val_videos": metrics["n_test_videos"] if metrics else None,
         **scores,
@@ -367,12 +352,8 @@ def _select(
             _, metrics = fold_metrics(
                 j, tables[head.name], cache.class_names, len(head.rows), head.history
             )
-        inner.append(
-            {
-                **_inner_row(k, j, point, head, metrics),
-                "failed": "; ".join(failed_text(f) for f in failed),
-            }
-        )
+        failures = "; ".join(failed_text(f) for f in failed)
+        inner.append({**_inner_row(k, j, point, head, metrics), "failed": failures})
         score = metrics[SELECT_BY[0]][SELECT_BY[1]] if metrics else -1.0
         if not failed and score > best_score:  # ties keep the earlier point (the default first)
             best, best_score = point.name, score
@@ -463,13 +444,7 @@ def train_grid(
                 continue
             clips = tables[head.name]
             table, metrics = fold_metrics(k, clips, cache.class_names, len(head.rows), head.history)
-            metrics["head"] = {
-                "name": point.name,
-                "lr": point.lr,
-                "weight_decay": point.weight_decay,
-                "seed": point.seed,
-                "layer": point.layer,
-            }
+            metrics["head"] = {"name": point.name, **asdict(point)}  # lr, weight_decay, seed, layer
             out.results[(k, point.name)] = FoldResult(
                 k, head.probe.cpu().eval(), clips, table, metrics, head.history
             )

@@ -97,9 +97,8 @@ def layer_view(blocks: tuple[int, ...] | None, tokens: int, layer: LayerChoice) 
     layer = resolve_layer(blocks, layer)
     if layer == CONCAT or blocks is None:
         return None
-    return LayerView(
-        block=int(layer), index=blocks.index(int(layer)), layers=len(blocks), tokens=tokens
-    )
+    block = int(layer)
+    return LayerView(block=block, index=blocks.index(block), layers=len(blocks), tokens=tokens)
 
 
 def layer_label(layer: LayerChoice, blocks: Sequence[int] | None) -> str:

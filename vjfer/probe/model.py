@@ -51,9 +51,7 @@ from vjfer.torchfile import torch_load
 INIT_STD = 0.02  # the reference's trunc_normal std for the query and the pooler's linears
 MLP_RATIO = 4  # D -> 4D -> D
 LN_EPS = 1e-5  # nn.LayerNorm's default, as in the reference
-REFERENCE_PREFIX = (
-    "module."  # DistributedDataParallel's prefix in the reference's saved state dicts
-)
+REFERENCE_PREFIX = "module."  # DistributedDataParallel's, in the reference's saved state dicts
 
 
 def strip_reference_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -105,14 +103,8 @@ class AttentivePooler(nn.Module):
 
 
 class AttentiveProbe(nn.Module):
-    """The reference's attentive classifier: tokens [B, N, D] -> logits [B, C].
-
-    Args:
-        embed_dim: token width D.
-        num_classes: C.
-        num_heads: attention heads (16 in the reference).
-        factorised: `forward` uses the factorised pooling (default) or the straightforward K/V form.
-    """
+    """The reference's attentive classifier: tokens [B, N, D] -> logits [B, C] (16 heads in the
+    reference). `factorised`: `forward` pools in the factorised form (default) or the K/V form."""
 
     def __init__(
         self, embed_dim: int, num_classes: int, num_heads: int = 16, factorised: bool = True
@@ -146,9 +138,7 @@ class AttentiveProbe(nn.Module):
         self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False
     ):
         """Load a vjfer or reference state dict; a leading `module.` on its keys is dropped."""
-        return super().load_state_dict(
-            strip_reference_prefix(state_dict), strict=strict, assign=assign
-        )
+        return super().load_state_dict(strip_reference_prefix(state_dict), strict, assign)
 
     def _query(self) -> Tensor:
         """The projected query q' [H, d] (shared by every sample)."""
@@ -192,12 +182,8 @@ class AttentiveProbe(nn.Module):
         return q + block.mlp(block.norm2(q))
 
     def pooled(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """The pooled D-vector per sample (the pooler's output): [B, N, D] -> [B, D].
-
-        Args:
-            tokens: [B, N, D].
-            mask: optional bool [B, N], True for real tokens (padding gets attention weight 0).
-        """
+        """The pooled D-vector per sample (the pooler's output): [B, N, D] -> [B, D]. `mask`:
+        optional bool [B, N], True for real tokens (padding gets attention weight 0)."""
         return self._pool(tokens, mask, self.factorised)
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -205,8 +191,7 @@ class AttentiveProbe(nn.Module):
         return self.linear(self.pooled(tokens, mask))
 
     def forward_reference(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Logits by the straightforward K/V form (the reference implementation tests compare
-        to)."""
+        """Logits by the straightforward K/V form (what tests compare `forward` to)."""
         return self.linear(self._pool(tokens, mask, factorised=False))
 
 

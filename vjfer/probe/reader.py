@@ -52,8 +52,7 @@ class ReadStats:
 
 
 def clip_bytes(cache: Cache) -> int:
-    """Bytes of one stored clip: V · N · D values in the store format, plus V · N float16 scales
-    for int8 / fp8."""
+    """Bytes of one stored clip: V·N·D values in the store format (+ V·N fp16 scales: int8, fp8)."""
     return sum(cache.store.clip_nbytes(*cache.shape))
 
 
@@ -91,13 +90,8 @@ class ClipReader:
         self.shape = (cache.num_views, cache.num_tokens, cache.embed_dim)  # (V, N, D)
         self.raw = cache.store.scaled  # deliver stored bytes rather than float16 tokens
         videos = cache.videos
-        self._where = dict(
-            zip(
-                videos["video_id"],
-                zip(videos["shard"], videos["first_clip"], videos["n_clips"], strict=True),
-                strict=True,
-            )
-        )
+        where = zip(videos["shard"], videos["first_clip"], videos["n_clips"], strict=True)
+        self._where = dict(zip(videos["video_id"], where, strict=True))  # id -> shard, first, count
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self.stats = ReadStats()
@@ -109,8 +103,7 @@ class ClipReader:
             return self._fds[shard]
 
     def read_into(self, video_id: str, clips: np.ndarray, out: torch.Tensor) -> None:
-        """Read clips `clips` (indices within the video) of `video_id` into
-        `out` [len(clips), V, N, D]."""
+        """Read `clips` (indices within the video) of `video_id` into `out` [clips, V, N, D]."""
         shard, first, n_clips = self._where[video_id]
         if len(clips) and (clips.min() < 0 or clips.max() >= n_clips):
             raise CacheError(f"{video_id}: clips {clips.tolist()} outside 0..{n_clips - 1}")

@@ -138,20 +138,6 @@ def _check_heads(heads: Sequence[Head], config: TrainConfig) -> None:
             )
 
 
-def _requests(
-    order: np.ndarray,
-    takers: list[list[int]],
-    seeds: list[int],
-    draws: dict[int, EpochDraws],
-    ids: list[str],
-) -> list[tuple[str, np.ndarray]]:
-    """(video_id, sorted union of the clips its heads drew) per visited video."""
-    return [
-        (ids[i], np.unique(np.concatenate([draws[seeds[h]].clips[i] for h in who])))
-        for i, who in zip(order, takers, strict=True)
-    ]
-
-
 def _epoch_draws(
     cache: Cache, pool, config: TrainConfig, seeds: list[int], epoch: int
 ) -> dict[int, EpochDraws]:
@@ -163,7 +149,7 @@ def _epoch_draws(
             "train without --token-augment, or on a cache of one layer"
         )
     grid = cache.grid if config.token_augment else None
-    draws = {
+    return {
         s: epoch_draws(
             pool,
             num_views=cache.num_views,
@@ -175,19 +161,13 @@ def _epoch_draws(
         )
         for s in sorted(set(seeds))
     }
-    return draws
 
 
 def _postfix(bar, heads: list[Head], epoch: int, stats: ReadStats) -> None:
     """The progress bar's epoch, the running loss of `heads` and the read rate."""
     loss = np.mean([head.running_loss() for head in heads])
-    bar.set_postfix(
-        epoch=epoch + 1,
-        loss=f"{loss:.3f}",
-        GB=f"{stats.bytes / 1e9:.1f}",
-        GB_s=f"{stats.gb_per_s:.2f}",
-        refresh=False,
-    )
+    gb, gb_s = f"{stats.bytes / 1e9:.1f}", f"{stats.gb_per_s:.2f}"
+    bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", GB=gb, GB_s=gb_s, refresh=False)
 
 
 def _run_epoch(
@@ -209,7 +189,11 @@ def _run_epoch(
     order = epoch_order(len(cache.videos), config.order_seed, epoch, config.epoch_order)
     order = order[member[:, order].any(axis=0)]
     takers = [np.flatnonzero(member[:, i]).tolist() for i in order]  # head numbers per video
-    requests = _requests(order, takers, seeds, draws, pool.ids)
+    # (video_id, sorted union of the clips its heads drew) per visited video
+    requests = [
+        (pool.ids[i], np.unique(np.concatenate([draws[seeds[h]].clips[i] for h in who])))
+        for i, who in zip(order, takers, strict=True)
+    ]
     labels = cache.videos["label"].to_numpy()
     source.stats = ReadStats()
     for n, (i, who, (_, union), tokens) in enumerate(
@@ -226,11 +210,8 @@ def _run_epoch(
         for h in who:
             d = draws[seeds[h]]
             positions = torch.as_tensor(np.searchsorted(union, d.clips[i]), device=device)
-            heads[h].feed(
-                tokens[positions, torch.as_tensor(d.views[i], device=device)],
-                int(labels[i]),
-                masks.get(seeds[h]),
-            )
+            views = torch.as_tensor(d.views[i], device=device)
+            heads[h].feed(tokens[positions, views], int(labels[i]), masks.get(seeds[h]))
         bar.update()
         if not bar.disable and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
             _postfix(bar, [heads[h] for h in who], epoch, source.stats)
@@ -252,10 +233,8 @@ def _check_finite(heads: Sequence[Head], config: TrainConfig, reported: set[str]
     for head in heads:
         if head.failed is None or head.name in reported:
             continue
-        what = (
-            f"{head.describe()}: loss {head.failed['loss']} at epoch {head.failed['epoch']} "
-            "is not finite"
-        )
+        loss, epoch = head.failed["loss"], head.failed["epoch"]
+        what = f"{head.describe()}: loss {loss} at epoch {epoch} is not finite"
         if config.on_nonfinite == "stop":
             raise TrainingError(f"{what}; lower --lr, or --on-nonfinite skip to go on without it")
         log.warning("%s; it trains no further and is marked failed", what)
@@ -276,17 +255,12 @@ def _train_epochs(
     """The pass's epochs from the last checkpoint on (or from 0); their records."""
     start, records = checkpoint.restore(heads) if checkpoint else (0, [])
     reported = {h.name for h in heads if h.failed is not None}
-    bar = tqdm(
-        total=(config.epochs - start) * member.any(axis=0).sum(),
-        desc="training",
-        unit="video",
-        disable=not progress,
-    )
+    total = (config.epochs - start) * member.any(axis=0).sum()
+    bar = tqdm(total=total, desc="training", unit="video", disable=not progress)
     try:
         for epoch in range(start, config.epochs):
-            records.append(
-                _run_epoch(cache, heads, source, member, pool, config, epoch, device, bar)
-            )
+            record = _run_epoch(cache, heads, source, member, pool, config, epoch, device, bar)
+            records.append(record)
             _check_finite(heads, config, reported)
             if checkpoint is not None and checkpoint.due(epoch, config.epochs):
                 checkpoint.save(epoch, heads, records)
@@ -348,14 +322,8 @@ def train_heads(
 def train_probe(
     cache: Cache, train: pd.DataFrame, config: TrainConfig, fold: int = 0, progress: bool = True
 ) -> tuple[nn.Module, list[dict]]:
-    """Train one probe on the `train` rows of `cache.videos`; returns it (on the CPU) and its
-    history."""
-    head = Head(
-        f"fold {fold}",
-        config,
-        rows_of(cache, train["video_id"]),
-        cache,
-        resolve_device(config.device),
-    )
+    """Train one probe on the `train` rows of `cache.videos`: (it, on the CPU; its history)."""
+    rows, device = rows_of(cache, train["video_id"]), resolve_device(config.device)
+    head = Head(f"fold {fold}", config, rows, cache, device)
     train_heads(cache, [head], config, progress=progress)
     return head.probe.cpu().eval(), head.history
