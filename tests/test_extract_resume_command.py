@@ -49,6 +49,7 @@ NON_DEFAULT = {
     "trust_size_mtime": True,
     "layers": (0, -1),
     "modality": 2,  # RAVDESS, the dataset of every case but list_file
+    "protocol": "dfer-clip",  # its plan, views and the rest re-created with it
     "list_file": "{tmp}/list.csv",  # with --dataset list, the only dataset that takes one
 }
 FIXED = ("dataset", "root", "cache_root", "force")  # given to every case / never resumed

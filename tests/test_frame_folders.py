@@ -182,8 +182,12 @@ def test_a_frame_rewritten_at_the_same_size_is_re_encoded(tmp_path):
 
 def test_extract_views_whole_on_a_jpg_224_release(tmp_path):
     """`vjfer extract --views whole` on a DFEW copy that ships Clip/jpg_224: one view a clip, the
-    view recorded (a fingerprint input), the tokens of whole frames; `center` is another cache."""
+    view recorded (a fingerprint input), the tokens of whole frames; `center` is another cache.
+    A frame of another size in one folder is resized on its own and counted in the cache."""
     root = make_dfew(tmp_path / "DFEW", clips_per_class=1, frame_dir="Clip/jpg_224")
+    odd = sorted((root / "Clip" / "jpg_224").iterdir())[0]
+    last = sorted(odd.iterdir())[-1]
+    Image.open(last).resize((160, 120)).save(last)
     for views in ("whole", "center"):
         run_cli(
             "extract",
@@ -201,3 +205,11 @@ def test_extract_views_whole_on_a_jpg_224_release(tmp_path):
         assert json.loads((whole / MANIFEST).read_text())["config"]["views"] == "whole"
         clip = str(c.videos.video_id[0])
         assert not np.array_equal(c.tokens(clip), d.tokens(clip))  # other pixels, other tokens
+    videos = json.loads((whole / MANIFEST).read_text())["videos"]
+    assert [(v["video_id"], v["odd_size_frames"]) for v in videos if v.get("odd_size_frames")] == [
+        (odd.name, 1)
+    ]
+    info = run_cli("cache", "info", whole)
+    assert (
+        "odd sizes   1 frame folders hold frames of another size than their first (1 frames" in info
+    )

@@ -61,6 +61,7 @@ class OkVideo(_Record, tag_field="status", tag="ok"):
     n_clips: int
     lost_frames: int = 0
     container_frames: int = -1
+    odd_size_frames: int = 0
     alias_of: str = ""
     face_status: str | None = None
     face_box: list[int] | None = None
@@ -101,7 +102,7 @@ class Settings(_Record):
     resolution: int | None = None
     encoder_fingerprint: dict[str, Any] | None = None
     frames: int = 16
-    frame_step: int = 4
+    frame_step: int | None = 4  # None: segments (no step)
     plan: str = "windows"
     hop: int | None = None
     views: str = "center"
@@ -109,7 +110,6 @@ class Settings(_Record):
     layers: StoredLayers | None = None
     list_file: dict[str, Any] | None = msgspec.field(default=None, name="list")
     face_crop: dict[str, Any] | None = None
-    augment: dict[str, Any] | None = None
     store_format: str | None = None
     store_pca: dict[str, Any] | None = None
 

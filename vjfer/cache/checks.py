@@ -87,6 +87,8 @@ def cache_info(path: str | Path, rebuild: bool = True) -> dict:
         "lineage": manifest.get("lineage"),
         "one_frame": sum(v["n_frames"] == 1 for v in ok),
         "shorter_than_clip": sum(v["n_frames"] < SHORTEST_UNPADDED for v in ok),
+        # frame folders whose frames differ in size: each such frame resized on its own
+        "odd_size": [(v["video_id"], v["odd_size_frames"]) for v in ok if v.get("odd_size_frames")],
     }
 
 
@@ -133,6 +135,11 @@ def format_cache_info(info: dict) -> str:
     if lin := info.get("lineage"):
         source = f"{lin['source_fingerprint']} ({lin['source_store']})"
         lines.append(f"lineage     converted from cache {source}")
+    if odd := info.get("odd_size"):
+        lines.append(
+            f"odd sizes   {len(odd)} frame folders hold frames of another size than their first "
+            f"({sum(n for _, n in odd)} frames, each resized on its own)"
+        )
     if face := info.get("face"):
         lines.append(
             f"face crop   {face['method']}: {face['cropped']} cropped, {face['fallback']} fell "

@@ -34,6 +34,7 @@ SHORTEST_UNPADDED = REFERENCE_CLIP_LEN + 1  # 65 frames
 VIDEO_COLUMNS = ("video_id", "label", "actor", "fold", "n_frames", "fps", "first_clip", "n_clips")
 # Per-video columns of caches made with a face crop (`vjfer.face`) only; other shards lack them.
 FACE_COLUMNS = ("face_status", "face_box")  # "cropped" | "fallback"; (x, y, w, h), -1s: none
+ODD_SIZE = "odd_size_frames"  # int64, only in shards where some video has frames of another size
 DECODE_COLUMNS = ("lost_frames", "container_frames")  # int64; container_frames -1: not listed
 SOURCE_COLUMNS = ("source_path", "source_size", "source_mtime_ns", "source_sha256", "source_xxh3")
 # Written since issue 20; a shard from before lacks it and reads as "" (compared by sha256).
@@ -57,6 +58,9 @@ class VideoEntry:
     face_box: tuple[int, int, int, int] | None = None  # the crop (x, y, w, h); None: whole frame
     lost_frames: int = 0  # frames that failed to decode (kept below --max-lost-frames)
     container_frames: int = -1  # frames the container's index lists; -1 when it lists none
+    # frames of a frame folder whose size differs from its first frame's, resized each on its own
+    # (a shard column only when some video has one: other shards keep their bytes)
+    odd_size_frames: int = 0
     source: object | None = None  # a video.SourceIdentity (path, size, mtime_ns, sha256)
     alias_of: str = ""  # the video whose tokens this one shares (an identical video stream)
     clip_role: np.ndarray | None = None  # uint8 [C] (clips.ROLE_*); None: every clip is evaluated
@@ -224,7 +228,7 @@ def read_shard_header(path: Path) -> dict:
             table = {k: f[k][()] for k in names if k in f or k not in OPTIONAL_SOURCE_COLUMNS}
             rows = len(table["video_id"])
             table.update({k: [""] * rows for k in OPTIONAL_SOURCE_COLUMNS if k not in table})
-            table.update({k: f[k][()] for k in FACE_COLUMNS if k in f})
+            table.update({k: f[k][()] for k in (*FACE_COLUMNS, ODD_SIZE) if k in f})
             header["tokens_shape"] = list(f["tokens"].shape)
             header["clips_in_table"] = int(len(f["clip_video"]))
             header["checksums"] = int(len(f["clip_checksum"]))

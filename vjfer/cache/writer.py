@@ -21,6 +21,7 @@ from vjfer.cache.format import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    ODD_SIZE,
     PARTIAL_SUFFIX,
     SHARD_PATTERN,
     SOURCE_COLUMNS,
@@ -192,6 +193,7 @@ class ShardWriter:
             face_box=entry.face_box,
             lost_frames=int(entry.lost_frames),
             container_frames=int(entry.container_frames),
+            odd_size_frames=int(entry.odd_size_frames),
             source=entry.source,
             alias_of=entry.alias_of,
             clip_role=_roles(entry.clip_role, C),
@@ -285,6 +287,8 @@ class ShardWriter:
         self._write("clip_checksum", np.array(self.checksums, dtype=np.uint64))
         for name in DECODE_COLUMNS:
             self._write(name, np.array([getattr(r, name) for r in rows], dtype=np.int64))
+        if any(r.odd_size_frames for r in rows):  # as the face columns: only where there are some
+            self._write(ODD_SIZE, np.array([r.odd_size_frames for r in rows], dtype=np.int64))
         for name in SOURCE_COLUMNS:  # a row built in memory has no source: "" or -1
             text = name in ("source_path", "source_sha256", "source_xxh3")
             cast, none = (str, "") if text else (int, -1)
@@ -418,6 +422,8 @@ def _manifest_videos(header: dict, shard: str) -> list[dict]:
             row["face_status"] = t["face_status"][i]
             box = [int(v) for v in t["face_box"][i]]
             row["face_box"] = box if box[2] > 0 else None
+        if ODD_SIZE in t:
+            row[ODD_SIZE] = int(t[ODD_SIZE][i])
         videos.append({"video_id": vid, "status": "ok", "shard": shard, **row})
     return videos + [{**fail, "status": "failed", "shard": shard} for fail in header["failures"]]
 

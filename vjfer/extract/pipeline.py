@@ -124,6 +124,7 @@ class _DecodeTasks(Dataset):
             "fps": video.fps,
             **({"face_status": face.status, "face_box": crop or (-1, -1, -1, -1)} if face else {}),
             "lost_frames": lost,
+            "odd_size_frames": video.odd_size_frames,
             "container_frames": container,
             "source": dataclasses.asdict(video.source),
         }
@@ -177,6 +178,7 @@ class _Pending:
             int(item["lost_frames"]),
             int(item["container_frames"]),
         )
+        self.odd_size_frames = int(item["odd_size_frames"])
         self.frames = item["frames"].to(device, non_blocking=True)  # uint8 [V, U, R, R, 3]
         self.local = item["local"].to(device)  # [C, 16]
         self.clip_frames = item["clip_frames"].numpy()
@@ -210,6 +212,7 @@ class _Pending:
             face_box=self.face_box,
             lost_frames=self.lost_frames,
             container_frames=self.container_frames,
+            odd_size_frames=self.odd_size_frames,
             source=self.source,
             clip_role=self.clip_role,
         )
