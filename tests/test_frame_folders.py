@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -213,3 +214,61 @@ def test_extract_views_whole_on_a_jpg_224_release(tmp_path):
     assert (
         "odd sizes   1 frame folders hold frames of another size than their first (1 frames" in info
     )
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A PNG of a few bytes whose header declares width x height grey pixels (a decompression
+    bomb: PIL learns the size from the header, before any pixel)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_every_bad_frame_kind_costs_a_frame_never_the_run(tmp_path):
+    """Issue 32: a folder, a broken and a self-looping link, a FIFO and a decompression bomb, each
+    named like a frame, in five clips of a DFEW tree: the extraction finishes, every clip encoded,
+    each bad entry a lost frame; a FIFO is never opened (it would block)."""
+    root = make_dfew(tmp_path / "DFEW", clips_per_class=1, frames=(20,))
+    clips = sorted((root / "Clip" / "clip_224x224").iterdir())[:5]
+    (clips[0] / f"{clips[0].name}_00021.jpg").mkdir()
+    (clips[1] / f"{clips[1].name}_00021.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    loop = clips[2] / f"{clips[2].name}_00021.jpg"
+    loop.symlink_to(loop)
+    os.mkfifo(clips[3] / f"{clips[3].name}_00021.jpg")
+    (clips[4] / f"{clips[4].name}_00021.png").write_bytes(_png_declaring(15000, 15000))
+    run_cli(
+        "extract",
+        *("--dataset", "dfew", "--root", root, "--cache", tmp_path / "cache", "--encoder"),
+        *("tiny", "--workers", "0", "--device", "cpu", "--no-progress", "--decode-timeout", "60"),
+    )
+    (cache,) = (tmp_path / "cache" / "dfew").iterdir()
+    videos = {v["video_id"]: v for v in json.loads((cache / MANIFEST).read_text())["videos"]}
+    assert all(v["status"] == "ok" for v in videos.values()) and len(videos) == 7
+    for clip in clips:
+        assert (videos[clip.name]["n_frames"], videos[clip.name]["lost_frames"]) == (20, 1)
+
+
+def test_a_16_bit_frame_folder_equals_its_8_bit_twin(tmp_path):
+    """16-bit grey PNG frames (`I;16`) are scaled to their top 8 bits, as their 8-bit twin holds
+    them, not clipped to white: the same prepared frames, so the same tokens."""
+    rng = np.random.default_rng(0)
+    deep = rng.integers(0, 65536, size=(4, 40, 48), dtype=np.uint16)
+    for name, frames in (("deep", deep), ("twin", (deep >> 8).astype(np.uint8))):
+        (tmp_path / name).mkdir()
+        for i, frame in enumerate(frames):  # uint16 -> mode I;16, uint8 -> L
+            Image.fromarray(frame).save(tmp_path / name / f"{i + 1}.png")
+    with Image.open(tmp_path / "deep" / "1.png") as probe:
+        assert probe.mode.startswith("I")  # PIL reads them as 16-bit, the case under test
+    a, b = (decode_video(tmp_path / n, 32, "whole") for n in ("deep", "twin"))
+    assert a.lost_frames == b.lost_frames == 0
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert 20 < a.frames.mean() < 235  # grey noise, not a white frame

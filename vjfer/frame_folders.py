@@ -4,7 +4,11 @@ natural order (`1.jpg, 2.jpg, 10.jpg`), decoded with PIL and prepared by the sam
 difference.
 
 An unreadable frame file or a gap in the numbering counts as lost frames (`--max-lost-frames`
-applies); a frame of another size than the first is resized on its own and counted. A folder is
+applies); a frame of another size than the first is resized on its own and counted. Every read is
+bounded: only regular files are read (a folder, FIFO, device or broken or looping link named like a
+frame is a lost frame, never a hang or a traceback), a frame over `MAX_FRAME_PIXELS` is lost before
+its pixels are decoded (a few kB of PNG can declare 15000×15000), and 16-bit frames are scaled to
+8 bits, not clipped. A folder is
 declared `FOLDER_FPS` (the releases record none; only timelines use it). Its identity hashes its
 files' names, sizes and bytes in frame order, so a frame rewritten at the same size is seen.
 """
@@ -42,6 +46,10 @@ from vjfer.prepare import (
 log = logging.getLogger(__name__)
 
 FOLDER_FPS = 25.0  # declared, not measured: none of the three releases records a rate
+# The largest frame read: 50 megapixels (an 8K frame is 33). A face-crop release's frames are
+# ~0.05 MP; anything larger than this is a mistake or a decompression bomb, and costs that frame.
+MAX_FRAME_PIXELS = 50_000_000
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 16-bit grey PNGs
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 
 
@@ -98,20 +106,43 @@ def folder_identity(
     frame changes both digests)."""
     folder, digest = Path(folder), _FolderDigest(sha256)
     for path in frame_files(folder):
-        digest.add(path, path.read_bytes())
+        if (data := read_regular(path)) is not None:
+            digest.add(path, data)
     return digest.identity(name or str(folder))
 
 
 def read_frame(path: Path, data: bytes | None = None) -> np.ndarray | None:
     """One frame file (or its bytes, already read) as RGB uint8 [H, W, 3]; None (and a warning)
-    when it does not decode."""
+    when it does not decode or declares more than MAX_FRAME_PIXELS."""
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as image:
+            if (pixels := image.width * image.height) > MAX_FRAME_PIXELS:  # header only, no pixels
+                raise ValueError(
+                    f"{image.width}x{image.height} = {pixels} pixels, more than "
+                    f"{MAX_FRAME_PIXELS} (a decompression bomb or not a frame)"
+                )
             image.load()
+            if image.mode in _SIXTEEN_BIT:  # 0..65535 grey: the top 8 bits, not a clip to 255
+                grey = (np.asarray(image).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+                return np.repeat(grey[:, :, None], 3, axis=2)
             return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         log.warning("%s: frame does not decode, counted as lost: %s", path, err)
         return None
+
+
+def read_regular(path: Path) -> bytes | None:
+    """The bytes of a frame file; None (and a warning) for anything but a readable regular file:
+    a folder, FIFO or device named like a frame, a broken or looping link (`is_file` follows links
+    and is False for those), a file that cannot be read."""
+    try:
+        if path.is_file():
+            return path.read_bytes()
+        reason = "not a regular file (a folder, FIFO, device or broken link)"
+    except OSError as err:
+        reason = f"cannot be read: {err.strerror or err}"
+    log.warning("%s: %s, counted as a lost frame", path, reason)
+    return None
 
 
 def folder_frames(
@@ -128,10 +159,10 @@ def folder_frames(
             raise VideoError(
                 path.parent, f"decoding timed out after {timeout:g} s (--decode-timeout)"
             )
-        data = path.read_bytes()
-        if digest is not None:
+        data = read_regular(path)
+        if data is not None and digest is not None:
             digest.add(path, data)
-        rgb = read_frame(path, data)
+        rgb = None if data is None else read_frame(path, data)
         if rgb is None:
             lost.append(path)
             continue
