@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import matplotlib
 import numpy as np
 import pytest
 from conftest import assert_png
@@ -31,6 +32,14 @@ def test_confusion_figure_is_a_png(tmp_path):
     assert_png(path)
     with pytest.raises(ValueError, match="6 true and 6 predicted class names for a 6x8"):
         confusion_figure(raw, class_names("crema-d"), "raw", tmp_path / "bad.png")
+
+
+def test_labels_are_plain_text_not_mathtext(tmp_path):
+    """Issue 32: a list file's class label may hold `$`; matplotlib's mathtext would refuse `a$b`
+    when the figure is saved. Labels are drawn as written."""
+    matrix = np.array([[3, 1], [0, 4]])
+    assert_png(confusion_figure(matrix, ["a$b", "$x"], "labels with $", tmp_path / "cm.png"), 100)
+    assert matplotlib.rcParams["text.parse_math"]  # only the figure's own drawing is plain
 
 
 def test_pca_figure_is_a_png(tmp_path):

@@ -7,9 +7,12 @@ behind and the functions are safe in any process. `vjfer.report` decides what to
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -20,6 +23,21 @@ from vjfer.timeline import TimelinePanel
 
 FIG_DPI = 200  # sharp at paper column width
 TIMELINE_DPI = 130  # several panels per figure: large enough without doubling the file
+
+
+Draw = TypeVar("Draw", bound=Callable)
+
+
+def _plain_text(draw: Draw) -> Draw:
+    """Draw with every label as plain text: a class label holding `$` (a list file's, say) is not
+    matplotlib mathtext, which would refuse `a$b` when the figure is saved."""
+
+    @functools.wraps(draw)
+    def plain(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return plain  # type: ignore[return-value]
 
 
 def _save(fig: Figure, path: Path, dpi: int = FIG_DPI) -> Path:
@@ -37,6 +55,7 @@ def row_normalise(matrix: np.ndarray) -> np.ndarray:
     return np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
 
 
+@_plain_text
 def confusion_figure(
     matrix: np.ndarray,
     class_names: Sequence[str],
@@ -80,6 +99,7 @@ def confusion_figure(
     return _save(fig, path)
 
 
+@_plain_text
 def pca_figure(
     mean_pooled: np.ndarray,
     probe_pooled: np.ndarray,
@@ -203,6 +223,7 @@ def timeline_axes(
     return fig
 
 
+@_plain_text
 def timeline_figure(
     panels: Sequence[TimelinePanel],
     class_names: Sequence[str],
@@ -214,6 +235,7 @@ def timeline_figure(
     return _save(timeline_axes(panels, class_names, title), path, dpi=TIMELINE_DPI)
 
 
+@_plain_text
 def layer_figure(layers: Sequence[Mapping], title: str, path: Path) -> Path:
     """PNG of UAR against encoder depth (`summary.json`'s `layers`, one entry per layer): per
     voting rule the mean over folds with the sample std as error bars and each fold as a dot;
