@@ -111,6 +111,18 @@ def world(tmp_path_factory):
 
 PROBE = ("probe", "--cache", "{good}", "--out", "{tmp}/out", "--device", "cpu", "--epochs", "1")
 CASES = {  # case -> (arguments, the words its one line must hold)
+    "seed negative": (
+        (*PROBE, "--seed", "-1"),
+        r"seed must be in 0\.\.9223372036854775807, got -1",
+    ),
+    "seed huge": (
+        (*PROBE, "--seed", "99999999999999999999"),
+        r"seed must be in 0\.\.\d+, got 9{20}",
+    ),
+    "order seed negative": (
+        (*PROBE, "--order-seed", "-5"),
+        r"order_seed must be in 0\.\.\d+, got -5",
+    ),
     "lr negative": (
         (*PROBE, "--lr", "-1"),
         r"'--lr': -1.0 in '-1': each value must be finite and > 0",

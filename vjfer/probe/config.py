@@ -44,6 +44,7 @@ AUTOCAST_DTYPES = {
 # Options that change how a pass runs but not one number it produces (the in-memory and streamed
 # passes are equal bit for bit): a resumed pass may differ from its checkpoint in these.
 RUN_ONLY = ("in_memory", "num_workers", "prefetch", "eval_batch_clips", "checkpoint_every")
+MAX_SEED = 2**63 - 1  # seeds reach numpy's generators and torch.manual_seed
 POSITIVE = ("epochs", "batch_size", "clips_per_video", "num_heads", "eval_batch_clips", "prefetch")
 
 
@@ -104,6 +105,9 @@ class TrainConfig:
         for name in ("num_workers", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("seed", "order_seed"):  # numpy takes no negative seed, torch none >= 2**64
+            if not 0 <= getattr(self, name) <= MAX_SEED:
+                raise ConfigError(f"{name} must be in 0..{MAX_SEED}, got {getattr(self, name)}")
         if self.train_view == "augmented" and self.clip_choice != "reference":
             raise ConfigError(
                 "train_view='augmented' trains on copies of the reference's 8 "
