@@ -9,6 +9,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import subprocess
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -183,6 +185,22 @@ def demo_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("demo")
     return out, run_demo(out, config=DemoConfig(epochs=1))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 200 KB tmpfs (needs root and mount permission; skipped elsewhere)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("mounting a tmpfs needs root and mount permission")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import GRID, make_entries, run_cli
+from conftest import GRID, make_entries, run_cli, write_tiny_cache
 
 from vjfer.cache import build_cache, cache_info, open_cache, verify_cache
 from vjfer.cache.format import MANIFEST
@@ -403,3 +404,34 @@ def test_a_converted_cache_names_vjfer_cache_convert_as_the_fix(source, tmp_path
             rf"interrupted or is running; resume it with {re.escape(command)}",
         ):
             opener(out)
+
+
+def test_out_never_overwrites_what_another_cache_or_folder_holds(source, int8, tmp_path):
+    """Issue 32: `--out` naming another cache, the folder holding the source, or a folder inside
+    a cache is refused before anything is written; the other cache stays byte-identical; a
+    finished convert rerun into its own folder is accepted (it resumes)."""
+    before = digests(int8)
+    with pytest.raises(ConfigError, match=r"holds a cache of another fingerprint"):
+        convert(ConvertConfig(source, "pool2+int8", out=int8))
+    assert digests(int8) == before
+    with pytest.raises(ConfigError, match=r"holds files that are not this convert's"):
+        convert(ConvertConfig(source, "fp8", out=source.parent))
+    with pytest.raises(ConfigError, match=r"lies inside cache"):
+        convert(ConvertConfig(source, "fp8", out=int8 / "sub"))
+    assert not (int8 / "sub").exists()
+    assert convert(ConvertConfig(source, "int8", out=int8)).shards_written == 0  # its own: resumes
+
+
+def test_pool2_of_a_multi_layer_cache_is_refused_before_writing(tmp_path):
+    """Issue 32: it wrote shards and a manifest, then died comparing; now nothing is written."""
+    entries = [
+        replace(e, tokens=np.concatenate([e.tokens, e.tokens], axis=2))
+        for e in make_entries(actors=(1, 2))
+    ]
+    layers = {"blocks": [0, 1], "depth": 2, "norm": "final"}
+    layered = write_tiny_cache(
+        tmp_path / "l", entries=entries, settings={**SETTINGS, "layers": layers}
+    )
+    with pytest.raises(ConfigError, match=r"stacks 2 encoder layers per clip, which pooled grids"):
+        convert(ConvertConfig(layered, "pool2", out=tmp_path / "p"))
+    assert not (tmp_path / "p").exists()

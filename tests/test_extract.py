@@ -370,22 +370,6 @@ def test_disk_full_leaves_nothing_that_looks_complete(root, encoder, clean, tmp_
     assert summary.shards_skipped == 2 and digests(directory) == digests(clean.cache_dir)
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A 200 KB tmpfs (needs root and mount permission; skipped elsewhere)."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True
-        ).returncode
-    ):
-        pytest.skip("mounting a tmpfs needs root and mount permission")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 def _bytes(text: str) -> float:
     number, unit = text.split()
     return float(number) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}[unit]

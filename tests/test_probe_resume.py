@@ -22,6 +22,7 @@ from vjfer.cache import build_cache, open_cache
 from vjfer.errors import CheckpointError, ConfigError, TrainingError
 from vjfer.probe.config import TrainConfig
 from vjfer.probe.folds import make_grid
+from vjfer.probe.resume import save_atomic
 from vjfer.probe.run import train_folds
 from vjfer.probe.train import plan_pass
 
@@ -245,3 +246,15 @@ def test_checkpoint_every_2_resumes_bit_identical_after_a_kill_in_epoch_3(tmp_pa
     assert saved["epoch"] == 2 and len(saved["records"]) == 2
     train_folds(cache, folds, config, tmp_path / "cut", progress=False, mode="resume")
     _assert_same_run(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_tmp(tmpfs):
+    """Issue 32: torch's `enforce fail at inline_container.cc` became one CheckpointError naming
+    the file and the bytes it needs; the temporary file is removed."""
+    state = {"heads": [{"w": torch.zeros(200_000)}]}  # 0.8 MB on a 200 KB disk
+    with pytest.raises(CheckpointError) as refused:
+        save_atomic(state, tmpfs / "checkpoint.pt")
+    message = str(refused.value)
+    assert message.startswith(f"{tmpfs / 'checkpoint.pt'}: cannot be written")
+    assert "needs about 0.8 MB" in message and "--resume" in message and "\n" not in message
+    assert list(tmpfs.iterdir()) == []

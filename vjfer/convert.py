@@ -22,12 +22,14 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
 from vjfer.cache import Cache, VideoEntry, open_cache
 from vjfer.cache.format import (
     CONVERT_RECORD,
+    MANIFEST,
     SOURCE_COLUMNS,
     _plain,
     cache_dir_name,
@@ -43,6 +45,7 @@ from vjfer.cache.writer import (
     write_manifest,
 )
 from vjfer.errors import CacheError, ConfigError
+from vjfer.files import read_json_object
 from vjfer.lock import FileLock
 from vjfer.store import Codec, StoreFormat, pool2
 
@@ -271,6 +274,7 @@ def convert(config: ConvertConfig) -> ConvertSummary:
         raise ConfigError(f"--out {directory} is the source cache; name another directory")
     directory.parent.mkdir(parents=True, exist_ok=True)
     with convert_lock(directory):  # one writer of the target until its cost is written
+        check_target(directory, fp)
         directory.mkdir(parents=True, exist_ok=True)
         _write_record(config, fmt, directory)
         codec = Codec(fmt, src.grid, basis, mean, layers=len(src.layers or (0,)))
@@ -284,6 +288,48 @@ def convert(config: ConvertConfig) -> ConvertSummary:
         )
         atomic_write_text(directory / COST_FILE, json.dumps(cost, indent=1) + "\n")
     return ConvertSummary(directory, written, skipped, cost)
+
+
+def _fingerprints(directory: Path) -> set[str]:
+    """The fingerprints the caches files in `directory` carry (its manifest's, its shards')."""
+    found = set()
+    if (directory / MANIFEST).is_file():
+        manifest = read_json_object(directory / MANIFEST, CacheError)
+        found.add(str(manifest.get("fingerprint")))
+    for shard in directory.glob("shard-*.h5"):
+        try:
+            with h5py.File(shard, "r") as f:
+                found.add(str(f.attrs.get("fingerprint")))
+        except OSError:
+            found.add(f"unreadable {shard.name}")
+    return found
+
+
+def check_target(directory: Path, fp: str) -> None:
+    """`--out` is new, empty, or an interrupted convert to this very target (its convert.json
+    written, every cache file of fingerprint `fp`); never a folder inside a cache, another cache,
+    or a folder holding anything else (other caches below it)."""
+    for parent in directory.resolve().parents:
+        if (parent / MANIFEST).is_file() or any(parent.glob("shard-*.h5")):
+            raise ConfigError(f"--out {directory} lies inside cache {parent}; name another folder")
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise ConfigError(f"--out {directory} is a file; name a new or empty folder")
+    if not any(directory.iterdir()):
+        return
+    found = _fingerprints(directory)
+    if (directory / CONVERT_RECORD).is_file() and found <= {fp}:
+        return  # an interrupted (or finished) convert of the same source to the same format
+    what = (
+        f"a cache of another fingerprint ({', '.join(sorted(f[:12] for f in found - {fp}))})"
+        if found - {fp}
+        else "files that are not this convert's"
+    )
+    raise ConfigError(
+        f"--out {directory} holds {what}; name a new or empty folder (a convert interrupted "
+        "there resumes when rerun with the same source and --store)"
+    )
 
 
 def convert_lock(directory: Path) -> FileLock:
@@ -314,6 +360,12 @@ def _target_format(
         raise ConfigError(f"--store fp16: cache {src.path} already is fp16")
     fmt.grid(src.grid)  # refuses pool2 on an odd grid
     fmt.dim(src.embed_dim)
+    if fmt.pool > 1 and len(src.layers or (0,)) > 1:
+        raise ConfigError(
+            f"--store {fmt}: cache {src.path} stacks {len(src.layers or ())} encoder layers per "
+            "clip, which pooled grids do not support yet; convert a single-layer cache "
+            "(extract --layers K), or use int8 / fp8"
+        )
     if fmt.pca and len(src.layers or (0,)) > 1:
         raise ConfigError(
             f"--store {fmt}: cache {src.path} stacks {len(src.layers or ())} encoder "

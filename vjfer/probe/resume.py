@@ -175,9 +175,32 @@ def publish_run(partial: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def tensor_bytes(obj: object) -> int:
+    """Bytes of the tensors in a (nested) checkpoint: about what torch.save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def save_atomic(obj: object, path: Path) -> None:
-    """torch.save through `files.atomic_write`: never half a file."""
-    atomic_write(path, lambda f: torch.save(obj, f), suffix=".tmp")
+    """torch.save through `files.atomic_write`: never half a file. A full disk (torch says
+    `enforce fail at inline_container.cc`, or an OSError) is one CheckpointError naming the file,
+    the bytes it needs and the fix; the temporary file is gone."""
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f), suffix=".tmp")
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "inline_container" not in str(err):
+            raise  # not a write failure
+        free = shutil.disk_usage(path.parent).free
+        raise CheckpointError(
+            f"{path}: cannot be written ({getattr(err, 'strerror', None) or 'the write failed'}):"
+            f" it needs about {tensor_bytes(obj) / 1e6:.1f} MB, {free / 1e6:.1f} MB are free; free"
+            " space and rerun with --resume (the pass continues from its last checkpoint)"
+        ) from None
 
 
 def _first_difference(saved: dict, wanted: dict, prefix: str = "") -> str | None:
