@@ -36,8 +36,12 @@ def test_a_run_is_refused_replaced_only_by_force_and_never_mixed(cache_dir, tmp_
     cache, run = open_cache(cache_dir), tmp_path / "run"
     train_folds(cache, [1], replace(SMALL, epochs=1), run, progress=False)
     first = (run / "fold-1" / "metrics.json").read_bytes()
+    # what a kill between a publish's renames and its clean-up leaves: removed by the next command
+    (run / "checkpoint.pt").write_bytes(b"left by a kill")
+    (tmp_path / "run.old").mkdir()
     with pytest.raises(ConfigError, match=f"run {re.escape(str(run))} exists: --force"):
         train_folds(cache, [1], SMALL, run, progress=False)
+    assert not (run / "checkpoint.pt").exists() and not (tmp_path / "run.old").exists()
     with pytest.raises(ConfigError, match="nothing to resume"):
         train_folds(cache, [1], SMALL, run, progress=False, mode="resume")
     assert (run / "fold-1" / "metrics.json").read_bytes() == first  # untouched by the refusals

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,16 @@ from vjfer.errors import ConfigError
 from vjfer.labels import DATASETS, class_names
 from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import LinearProbe
-from vjfer.report import CrossRun, ProbeRun, build_report, load_peers, table_ii, table_iii, table_iv
+from vjfer.report import (
+    CrossRun,
+    ProbeRun,
+    build_report,
+    find_runs,
+    load_peers,
+    table_ii,
+    table_iii,
+    table_iv,
+)
 from vjfer.tables import Table, get_renderer, render_csv, render_markdown, write_table
 
 
@@ -201,6 +211,11 @@ def test_report_from_summaries_without_caches(tmp_path):
     text = (tmp_path / "out" / "report.md").read_text()
     assert "PCA figure for" in text and "no CREMA-D probe run" in text
     assert len(pd.read_csv(tmp_path / "out" / "table2.csv")) == 2
+    # a run being written (RUN.partial) and the one a publish replaced (RUN.old) are not runs
+    for staged in ("ravdess-attentive.partial", "ravdess-attentive.old"):
+        shutil.copytree(run, tmp_path / "runs" / staged)
+    probe_runs, _, _ = find_runs([tmp_path / "runs"])
+    assert [r.path.name for r in probe_runs] == ["ravdess-attentive"]
 
 
 def test_video_embeddings_of_a_linear_probe_are_mean_pooled(tmp_path):

@@ -123,6 +123,9 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
         found = [root / "summary.json"] if (root / "summary.json").is_file() else []
         found += sorted(root.glob(f"{CROSS_DIR}/*/summary.json")) if found else []  # its crosses
         for summary_path in found or sorted(root.rglob("summary.json")):
+            staged = summary_path.relative_to(root).parts[:-1]
+            if any(p.endswith((".partial", ".old")) for p in staged):  # a run being written or
+                continue  # the one it replaced (vjfer.probe.resume), not a run of its own
             run_dir = summary_path.parent.resolve()
             if run_dir in seen:
                 continue

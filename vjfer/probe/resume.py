@@ -142,6 +142,7 @@ def staged_run(out: str | Path, mode: RunMode) -> Iterator[Path]:
             f"cannot write run folder {partial_dir(out)} ({err}); choose another --out"
         ) from err
     try:
+        tidy_published(out)
         work = stage_run(out, mode)
         try:
             yield work
@@ -153,6 +154,14 @@ def staged_run(out: str | Path, mode: RunMode) -> Iterator[Path]:
             raise
     finally:
         lock.release()
+
+
+def tidy_published(out: Path) -> None:
+    """What a kill between a publish's renames and its clean-up leaves of a published run (its
+    summary written): the pass checkpoint inside it and the replaced run beside it (`RUN.old`)."""
+    if (out / "summary.json").is_file():
+        (out / CHECKPOINT).unlink(missing_ok=True)
+        shutil.rmtree(out.with_name(out.name + ".old"), ignore_errors=True)
 
 
 def publish_run(partial: Path, out: Path) -> None:
