@@ -86,13 +86,20 @@ def test_ferv39k_is_one_fold_and_names_its_problems(trees):
     assert bored.detail == "label 'Bored'" and bored.path.parts[-3:] == ("Daily", "Sad", "9002")
 
 
-def test_mafw_keeps_label_names_in_its_own_order(trees):
+def test_mafw_keeps_label_names_in_its_own_order(trees, tmp_path):
     index = scan_dataset("mafw", trees["mafw"])
     assert len(index.records) == 11 and {r.fold for r in index.records} == {1, 2, 3, 4, 5}
     by_id = {r.video_id: r for r in index.records}
     # clip 1 is written "anger" in the split file: class 0 of MAE-DFER's order, named "angry"
     assert (by_id["00001"].label, by_id["00001"].label_name) == (0, "angry")
     assert (by_id["00008"].label_name, by_id["00011"].label_name) == ("contempt", "disappointment")
+    # one clip written `anger` in one split file and `Anger` in another is one label, not two
+    copy = tmp_path / "mafw"
+    shutil.copytree(trees["mafw"], copy)
+    split = copy / "split" / "single" / "no_caption" / "set_2" / "train.txt"
+    split.write_text(split.read_text() + "00001.mp4 Anger\n")
+    again = {r.video_id: r for r in scan_dataset("mafw", copy).records}
+    assert again["00001"].label_name == "angry"
 
 
 def test_a_clip_with_two_labels_or_in_two_test_sets_is_named(tmp_path):
@@ -268,6 +275,12 @@ def test_text_as_people_write_it(tmp_path, trees):
         "line 6: path '/00002' is not a path inside --root",
         "line 7: fold '²' is not a number",
     ]
+    empty = _list_file(tmp_path / "empty.csv", ["path,label", "  "])
+    with pytest.raises(DatasetError, match=r"empty.csv: no rows after the header"):
+        scan_dataset("list", tmp_path, list_file=empty)
+    one = _list_file(tmp_path / "one.csv", ["path,label", f"a/{frames[0].name},sad"])
+    with pytest.raises(DatasetError, match=r"one.csv: one class \(sad\); a classifier needs two"):
+        scan_dataset("list", tmp_path, list_file=one)
     latin = tmp_path / "latin.csv"
     latin.write_bytes("path,label\na/00001,tristesse é\n".encode("latin-1"))
     with pytest.raises(DatasetError, match=r"latin.csv: not UTF-8 text \(byte 29: .*save the list"):

@@ -110,7 +110,10 @@ def group_folds(groups: Sequence[str], k: int, seed: int) -> dict[str, int]:
     in groups differ by at most one). Same groups and seed, same folds."""
     unique = sorted(set(groups))
     if len(unique) < k:
-        raise SplitError(f"{len(unique)} groups cannot make {k} group folds; lower --num-folds")
+        raise SplitError(
+            f"{len(unique)} groups cannot make {k} group folds; list at least {k} groups (the "
+            "group column, one subject each), or give the folds in a fold or split column"
+        )
     order = np.random.default_rng(seed).permutation(len(unique))
     return {unique[j]: i % k + 1 for i, j in enumerate(order)}
 

@@ -124,7 +124,7 @@ def _resolve_rows(rows: list[SplitRow]) -> tuple[dict[str, tuple[str, int]], lis
     resolved, excluded = {}, []
     for clip, words in labels.items():
         held = tests.get(clip, [])
-        if len(words) > 1:
+        if len({w.strip().casefold() for w in words}) > 1:  # `Neutral` and `neutral` agree
             excluded.append(
                 Exclusion(Path(clip), MULTI_LABEL, f"labels {', '.join(sorted(words))}")
             )
@@ -132,7 +132,7 @@ def _resolve_rows(rows: list[SplitRow]) -> tuple[dict[str, tuple[str, int]], lis
             where = "; ".join(r.source for r in held)
             excluded.append(Exclusion(Path(clip), DUPLICATE, f"in test sets {where}"))
         else:
-            resolved[clip] = (next(iter(words)), held[0].fold if held else TRAIN_ONLY)
+            resolved[clip] = (min(words), held[0].fold if held else TRAIN_ONLY)
     return resolved, excluded
 
 

@@ -178,6 +178,12 @@ def scan(
     root = check_root("list", root, "pass --root DIR (the folder the list's paths start from)")
     listing = read_list(Path(list_file))
     rows, splits, names = listing.rows, list_splits(listing, splits), list_classes(listing)
+    if not rows:
+        raise DatasetError(f"{list_file}: no rows after the header; add one line per video")
+    if len(names) < 2:
+        raise DatasetError(
+            f"{list_file}: one class ({', '.join(names) or 'none'}); a classifier needs two or more"
+        )
     groups = [r.get("group") or r["path"] for r in rows]
     dealt = group_folds(groups, num_folds, seed) if splits == "groups" else {}
     numbers = numbered(set(groups))  # a row without a group is its own group
