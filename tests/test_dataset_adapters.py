@@ -13,12 +13,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import run_cli
 from vjfer import datasets
 from vjfer.datasets import scan_dataset
 from vjfer.datasets.folds import TRAIN_ONLY, group_folds, mae_dfer_folds
-from vjfer.errors import ConfigError, DatasetError, SplitError
+from vjfer.errors import ConfigError, DatasetError, SplitError, VjferError
 from vjfer.labels import class_names
 from vjfer.synthetic import make_ravdess
 from vjfer.synthetic_frames import make_dfew, make_ferv39k, make_mafw
@@ -294,3 +296,33 @@ def test_text_as_people_write_it(tmp_path, trees):
     index = scan_dataset("dfew", copy)
     bad = [e.detail for e in index.excluded if e.reason == datasets.records.BAD_ROW]
     assert len(bad) == 1 and "'²'" in bad[0], bad
+
+
+HOSTILE_TEXT = st.text(
+    alphabet=st.sampled_from(list("ab,.\"'/ \t\r\n#0129²٣$é-_") + ["\ufeff", "\x00"]),
+    max_size=60,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=HOSTILE_TEXT, raw=st.binary(max_size=40))
+def test_any_list_or_split_file_parses_or_is_one_line(trees, tmp_path, body, raw):
+    """Hypothesis writes hostile text (and bytes) as a list file and as a DFEW split file: the
+    index is built, or one VjferError line names the problem; never another exception."""
+    listing = tmp_path / "list.csv"
+    for content in (("path,label,fold\n" + body).encode("utf-8"), raw):
+        listing.write_bytes(content)
+        try:
+            scan_dataset("list", tmp_path, list_file=listing)
+        except VjferError as err:
+            assert "\n" not in str(err)
+    split = trees["dfew"] / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv"
+    original = split.read_bytes()
+    try:
+        split.write_bytes(original + body.encode("utf-8"))
+        try:
+            scan_dataset("dfew", trees["dfew"])
+        except VjferError as err:
+            assert "\n" not in str(err)
+    finally:
+        split.write_bytes(original)

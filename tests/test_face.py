@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from vjfer.cache import cache_info, open_cache
@@ -382,3 +384,19 @@ def test_face_and_whole_frame_runs_compare_and_predict(tmp_path):
         assert out["videos"][0][f"prob_{name}"] == pytest.approx(
             want[f"prob_{name}"] / want["n_clips"], abs=1e-4
         )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    body=st.text(alphabet=st.sampled_from(list('v1,-.9 \r\n\t"x²') + ["\ufeff"]), max_size=60),
+    raw=st.binary(max_size=30),
+)
+def test_any_boxes_csv_parses_or_is_one_line(tmp_path, body, raw):
+    """Hypothesis: hostile text after a boxes header, and hostile bytes: boxes, or one line."""
+    path = tmp_path / "boxes.csv"
+    for content in (("video_id,x,y,w,h\n" + body).encode("utf-8"), raw):
+        path.write_bytes(content)
+        try:
+            read_boxes(path)
+        except ConfigError as err:
+            assert "\n" not in str(err)

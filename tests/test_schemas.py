@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from vjfer.cache import open_cache
 from vjfer.cache.format import MANIFEST
 from vjfer.cli import cli
-from vjfer.errors import CacheError
+from vjfer.errors import CacheError, ConfigError
 from vjfer.files import MAX_JSON_BYTES, read_json_object
+from vjfer.results import read_probe_run
 from vjfer.schemas import Manifest, validation_error
 
 
@@ -152,3 +153,23 @@ def test_a_shard_attribute_of_the_wrong_shape_is_one_line(copy, attr, value, wor
     result = CliRunner().invoke(cli, ["cache", "verify", str(copy)])  # a report: the shard named
     assert result.exit_code not in (0, None) and "Traceback" not in result.output
     assert re.search(words, result.output) and "1 problem(s)" in result.output, result.output
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    fields=st.fixed_dictionaries(
+        {"dataset": JSON, "folds": st.just([1]) | JSON, "per_fold": JSON, "mean": JSON}
+    ),
+    metrics=JSON,
+)
+def test_any_run_summary_or_fold_metrics_reads_or_is_one_line(tmp_path, fields, metrics):
+    """Hypothesis: a summary.json with every key a reader needs, each holding hostile JSON, and a
+    hostile fold-1/metrics.json: `read_probe_run` returns, or one ConfigError names the file."""
+    run = tmp_path / "run"
+    (run / "fold-1").mkdir(parents=True, exist_ok=True)
+    (run / "summary.json").write_text(json.dumps(fields))
+    (run / "fold-1" / "metrics.json").write_text(json.dumps(metrics))
+    try:
+        read_probe_run(run)
+    except ConfigError as err:
+        assert "\n" not in str(err)
