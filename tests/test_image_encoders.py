@@ -268,7 +268,7 @@ def test_dinov2_extract_probe_end_to_end(dirs, tmp_path):
     settings = data["settings"]
     assert settings["encoder_fingerprint"]["tokens"] == "both"
     assert (settings["mean"], settings["std"]) == (MEAN, STD)
-    assert data["layout"]["num_tokens"] == 16 * 5
+    assert data["layout"]["num_tokens"] == 2 * 16 * 5  # two blocks of 16 frames × (CLS + 4)
     run_cli(
         "probe",
         "--dataset",
@@ -289,3 +289,7 @@ def test_dinov2_extract_probe_end_to_end(dirs, tmp_path):
     )
     (run_dir,) = runs.iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2, 3, 4, 5]
+    video = sorted(root.rglob("*.mp4"))[0]
+    args = ("--run", run_dir, "--checkpoint", dirs["dinov2"], "--json", "--device", "cpu")
+    (row,) = json.loads(run_cli("predict", video, *args))["videos"]
+    assert sum(row[k] for k in row if k.startswith("prob_")) == pytest.approx(1.0, abs=1e-4)

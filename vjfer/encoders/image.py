@@ -267,8 +267,8 @@ def image_spec(family: str, tokens: str, directory: Path, config: Any, pre: dict
         mlp_matrices=matrices,
         registers=getattr(config, "num_register_tokens", 0) if family == "dinov3" else 0,
         map_head=family == "siglip" and getattr(config, "vision_use_head", True),
-        mean=mean,  # type: ignore[arg-type]  # 3 floats, checked above
-        std=std,  # type: ignore[arg-type]
+        mean=mean,
+        std=std,
     )
 
 
@@ -281,7 +281,7 @@ class FrameEncoder(nn.Module):
         self.model = model
         self.spec = spec
         family = FAMILIES[spec.family]
-        self._blocks: nn.ModuleList = reduce(getattr, family.blocks.split("."), model)
+        self._blocks: Any = reduce(getattr, family.blocks.split("."), model)
         norm = family.norm
         self._norm: nn.Module | None = reduce(getattr, norm.split("."), model) if norm else None
 
@@ -384,7 +384,7 @@ def load_image_encoder(name: str, directory: str | Path) -> tuple[FrameEncoder, 
     try:
         with no_progress_bars(transformers), _quiet(transformers), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
-            # mismatched sizes reported by vjfer (one line naming the key), not raised by the library
+            # a mis-shaped weight: vjfer reports it (one line naming it); transformers would raise
             model, info = model_class.from_pretrained(
                 directory,
                 local_files_only=True,
