@@ -118,9 +118,12 @@ def image_encoder_names() -> dict[str, tuple[str, str]]:
     return names
 
 
-def weights_source(family: str) -> str:
-    """The registry's `weights` line of a family."""
+def weights_source(family: str, tokens: str) -> str:
+    """The registry's `weights` line of a family's variant."""
     f = FAMILIES[family]
+    if tokens != "patch":
+        kept = "the CLS token" if tokens == "cls" else "the CLS token, then the patch tokens,"
+        return f"as {family}, keeping {kept} of each frame"
     return (
         f"local Hugging Face directory (e.g. {f.example}), needs pip install 'vjfer[hf]'; "
         f"{f.model_class} per frame, sizes from config.json, R and mean/std from "

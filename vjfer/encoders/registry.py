@@ -283,8 +283,8 @@ ENCODERS: dict[str, EncoderSpec] = {
 # Image foundation models frame by frame: <family> (patch tokens), <family>-cls, <family>-both
 ENCODERS.update(
     {
-        name: EncoderSpec(name, _make_image, weights_source(family))
-        for name, (family, _) in image_encoder_names().items()
+        name: EncoderSpec(name, _make_image, weights_source(family, tokens))
+        for name, (family, tokens) in image_encoder_names().items()
     }
 )
 
