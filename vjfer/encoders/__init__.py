@@ -1,4 +1,5 @@
-"""Frozen video encoders: V-JEPA 1 (own ViT), V-JEPA 2 and VideoMAE (transformers), tiny.
+"""Frozen video encoders: V-JEPA 1 (own ViT), V-JEPA 2, VideoMAE and image models per frame
+(transformers), tiny.
 
 from vjfer.encoders import load_encoder
 encoder = load_encoder("vjepa-h16-384", checkpoint="vith16-384.pth.tar", device="cuda")

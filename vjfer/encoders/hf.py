@@ -39,7 +39,7 @@ def import_transformers():
         import transformers
     except ImportError as err:
         raise ConfigError(
-            f"V-JEPA 2 and VideoMAE need the transformers package: {INSTALL_HINT}"
+            f"V-JEPA 2, VideoMAE and the image encoders need transformers: {INSTALL_HINT}"
         ) from err
     return transformers
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from vjfer.clips import FRAMES_PER_CLIP as FRAMES  # 16 frames, tubelet 2 -> 8 token steps
 from vjfer.encoders.checkpoint import WEIGHT_CHOICES, Weights, load_vjepa_checkpoint
 from vjfer.encoders.hf import load_vjepa2
+from vjfer.encoders.image import image_encoder_names, load_image_encoder, weights_source
 from vjfer.encoders.videomae import load_videomae
 from vjfer.encoders.vjepa import PRESETS, ViTConfig, build_vit, count_params, random_vit
 from vjfer.errors import ConfigError
@@ -225,6 +226,29 @@ def _make_videomae(
     return Built(backbone, *facts, mean=mae.mean, std=mae.std)
 
 
+def _make_image(
+    spec: EncoderSpec, checkpoint: Path | None, weights: Weights, random_weights: bool, seed: int
+) -> Built:
+    """An image model run frame by frame (encoders/image.py)."""
+    if random_weights:
+        raise ConfigError(f"random weights exist for V-JEPA 1 encoders and tiny, not {spec.name}")
+    if checkpoint is None:
+        raise ConfigError(f"{spec.name} needs a local Hugging Face directory: {CHECKPOINT_HINT}")
+    frames, sha256 = load_image_encoder(spec.name, checkpoint)
+    s = frames.spec
+    provenance = {
+        "checkpoint_sha256": sha256,
+        "weights": "hf-directory",
+        "frame_model": s.family,
+        "tokens": s.tokens,
+        "patch_size": s.patch_size,
+        "image_size": s.image_size,
+        "registers": s.registers,
+    }
+    facts = (s.resolution, s.hidden_size, s.grid, provenance, s.depth, s.layer_norm)
+    return Built(frames, *facts, mean=s.mean, std=s.std)
+
+
 _JEPA = "facebookresearch/jepa {} (dl.fbaipublicfiles.com/jepa/); --checkpoint / VJFER_CHECKPOINT"
 ENCODERS: dict[str, EncoderSpec] = {
     "vjepa-l16": EncoderSpec(
@@ -255,6 +279,14 @@ ENCODERS: dict[str, EncoderSpec] = {
         ViTConfig(embed_dim=64, depth=2, num_heads=4, img_size=64),
     ),
 }
+
+# Image foundation models frame by frame: <family> (patch tokens), <family>-cls, <family>-both
+ENCODERS.update(
+    {
+        name: EncoderSpec(name, _make_image, weights_source(family, tokens))
+        for name, (family, tokens) in image_encoder_names().items()
+    }
+)
 
 
 def get_spec(name: str) -> EncoderSpec:
@@ -296,8 +328,8 @@ def load_encoder(
 
     Args:
         name: a key of ENCODERS.
-        checkpoint: jepa `.pth.tar` file (V-JEPA 1), Hugging Face directory (vjepa2, videomae);
-            none for tiny.
+        checkpoint: jepa `.pth.tar` file (V-JEPA 1), Hugging Face directory (vjepa2, videomae,
+            the image models dinov2, dinov3, clip, siglip and their -cls/-both); none for tiny.
         device: where the model runs; clips are moved there by `encode`.
         weights: "target_encoder" (EMA, the default) or "encoder" of a jepa checkpoint.
         random_weights: build a V-JEPA 1 architecture with random, NOT pretrained, weights
