@@ -18,6 +18,7 @@ reached only through submitit (`AutoExecutor`, `map_array`); `local` is submitit
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -347,9 +348,7 @@ def submit_extraction(
     folder = jobs_folder(directory)
     echo(format_plan(plan))
     if cluster.tasks > num_shards:
-        log.warning(
-            "%d tasks for %d shards: tasks %d.. have none", cluster.tasks, num_shards, num_shards
-        )
+        log.warning("%d tasks for %d shards: the last ones have none", cluster.tasks, num_shards)
     if not pending:
         complete = finish_manifest(config, plan)
         state = "written" if complete else "MISSING"
@@ -359,9 +358,7 @@ def submit_extraction(
     record = _Record(folder, cluster, num_shards, plan.fingerprint, command, "extract")
     work = task(config, cluster.tasks, cluster.retries, directory)
     executor = make_executor(folder, cluster, f"vjfer-extract-{directory.name}")
-    echo(
-        f"jobs       {len(pending)} of {cluster.tasks} tasks ({cluster.executor}); logs in {folder}"
-    )
+    echo(f"jobs       {len(pending)} of {cluster.tasks} tasks ({cluster.executor}), logs: {folder}")
     if cluster.executor == "slurm":
         executor.update_parameters(slurm_array_parallelism=cluster.parallel or len(pending))
         jobs = dict(zip(pending, executor.map_array(work, pending), strict=True))
@@ -616,9 +613,9 @@ class ProbeTask(_Requeued):
     def checkpoint(self, *args: Any, **kwargs: Any):
         from submitit.helpers import DelayedSubmission
 
-        if self.request.mode != "resume":  # what it wrote so far is continued, not replaced
-            return DelayedSubmission(ProbeTask(replace(self.request, mode="resume"), self.retries))
-        return DelayedSubmission(self)
+        resumed = copy.copy(self)  # what it wrote so far is continued, not replaced
+        resumed.request = replace(self.request, mode="resume")
+        return DelayedSubmission(resumed)  # type: ignore[arg-type]
 
 
 def _layer_figure(run_dir: Path) -> None:
@@ -628,17 +625,22 @@ def _layer_figure(run_dir: Path) -> None:
 
 
 def submit_probe(
-    request, cluster: ClusterConfig, *, echo: Callable[[str], object] = print
+    request,
+    cluster: ClusterConfig,
+    *,
+    echo: Callable[[str], object] = print,
+    task: type[ProbeTask] = ProbeTask,
 ) -> Path | None:
     """Submit `vjfer probe` as one job (its submitit folder beside the runs folder); `local`
-    waits and returns the run directory, `slurm` returns None once submitted."""
+    waits and returns the run directory, `slurm` returns None once submitted. `task`: the job's
+    class (tests subclass it to interrupt the job)."""
     require_submitit()
     if request.config.checkpoint_every == 0:  # a requeued job continues from the last epoch
         request = replace(request, config=replace(request.config, checkpoint_every=1))
     folder = jobs_folder(request.runs)
     folder.mkdir(parents=True, exist_ok=True)
     executor = make_executor(folder, replace(cluster, tasks=1), "vjfer-probe")
-    job = executor.submit(ProbeTask(replace(request, progress=False), cluster.retries))
+    job = executor.submit(task(replace(request, progress=False), cluster.retries))
     echo(f"job     {job.job_id} ({cluster.executor}); log {job.paths.stderr}")
     if cluster.executor == "slurm":
         echo(f"watch   tail -f {job.paths.stderr}; the run goes to {request.runs}")
