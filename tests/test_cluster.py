@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import stat
+import subprocess
 import sys
 import textwrap
 from dataclasses import replace
@@ -281,7 +283,9 @@ def test_slurm_parameters_reach_the_sbatch_script(tmp_path, monkeypatch):
 def test_executor_options_need_executor_and_submitit(tmp_path, monkeypatch):
     args = ["extract", "--dataset", "ravdess", "--root", tmp_path, "--encoder", "tiny"]
     out = run_cli(*args, "--tasks", 4, ok=False)
-    assert "error: --tasks go(es) with --executor local|slurm" in out
+    assert "error: --tasks: only with --executor local|slurm" in out
+    out = run_cli("status", tmp_path, ok=False)
+    assert f"error: no {tmp_path}.submitit/cluster.json: {tmp_path} was not extracted" in out
     monkeypatch.setitem(sys.modules, "submitit", None)  # as if not installed
     out = run_cli(*args, "--executor", "local", ok=False)
     assert out.strip().splitlines()[-1] == (
@@ -315,3 +319,28 @@ def test_a_probe_job_preempted_after_an_epoch_equals_a_direct_run(cache_dir, hoo
     a, b = (torch.load(r / "fold-1" / "probe.pt", weights_only=True) for r in (whole, cut))
     a, b = a["state_dict"], b["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_two_torchrun_launchers_as_two_nodes_equal_one_process(root, clean, tmp_path):
+    """`torchrun --nnodes 2 --rdzv-backend c10d` started twice on this machine, as on two nodes
+    sharing the cache's file system (docs/cluster.md): the single-process cache."""
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
+    launcher += ["--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-id", "two-nodes"]
+    launcher += ["--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "vjfer", "extract"]
+    args = ["--dataset", "ravdess", "--root", str(root), "--encoder", "tiny", "--cache"]
+    args += [str(tmp_path), "--shard-size", "1", "--batch-size", "4", "--workers", "0"]
+    args += ["--device", "cpu", "--no-dedup", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    nodes = [
+        subprocess.Popen(
+            [*launcher, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for _ in range(2)
+    ]
+    outputs = [node.communicate(timeout=300)[0].decode() for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert_same_cache(tmp_path / "ravdess" / clean.name, clean)

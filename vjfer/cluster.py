@@ -615,7 +615,7 @@ class ProbeTask(_Requeued):
 
         resumed = copy.copy(self)  # what it wrote so far is continued, not replaced
         resumed.request = replace(self.request, mode="resume")
-        return DelayedSubmission(resumed)  # type: ignore[arg-type]
+        return DelayedSubmission(resumed)
 
 
 def _layer_figure(run_dir: Path) -> None:

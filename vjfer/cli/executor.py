@@ -87,6 +87,6 @@ def pop_cluster(options: dict):
     if given["executor"] is None and file is None:
         if extra := [k for k, v in given.items() if v is not None]:
             flags = ", ".join("--" + k.replace("_", "-") for k in extra)
-            raise click.UsageError(f"{flags} go(es) with --executor local|slurm")
+            raise click.UsageError(f"{flags}: only with --executor local|slurm")
         return None
     return cluster_config(given, file)
