@@ -55,18 +55,20 @@ def live_tasks(directory: Path) -> list[int]:
 
 
 def one_run(base: list[str], cache_root: Path, directory: Path, rng: random.Random) -> dict:
-    """Submit, kill or preempt a random live task once or twice per round, resubmit until
-    complete (at most 6 rounds)."""
+    """Submit, SIGKILL or preempt random live tasks at random moments, resubmit until complete
+    (at most 6 submissions)."""
     counts = {"rounds": 0, "sigkill": 0, "sigusr2": 0}
     cmd = [*base, "--cache", str(cache_root)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for _ in range(6):
         counts["rounds"] += 1
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        strikes = rng.choice([0, 1, 2]) if counts["rounds"] < 4 else 0  # then let it finish
+        # one or two strikes in the first submission, at most one in the next two, then none
+        strikes = {1: rng.choice([1, 2]), 2: rng.choice([0, 1]), 3: rng.choice([0, 1])}
+        strikes = strikes.get(counts["rounds"], 0)
         while proc.poll() is None:
             pids = live_tasks(directory)
-            if strikes and pids and rng.random() < 0.3:
+            if strikes and pids and rng.random() < 0.5:
                 sig = rng.choice([signal.SIGKILL, signal.SIGUSR2])
                 try:
                     os.kill(rng.choice(pids), sig)
@@ -74,7 +76,7 @@ def one_run(base: list[str], cache_root: Path, directory: Path, rng: random.Rand
                     strikes -= 1
                 except OSError:
                     pass
-            time.sleep(rng.uniform(0.2, 1.5))
+            time.sleep(rng.uniform(0.1, 1.0))
         if manifest(directory) is not None:
             break
     return counts

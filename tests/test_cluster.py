@@ -156,6 +156,28 @@ def test_task_t_of_n_is_rank_t_of_world_n():
     assert sorted(i for t in range(3) for i in task_shards(10, t, 3)) == list(range(10))
 
 
+def test_the_last_task_writes_the_manifest_once(root, clean, tmp_path):
+    """Tasks wait for none: the first to finish finds shards missing and writes nothing; the last
+    writes the manifest; finishing again (a late task, a resubmission) leaves it as it is."""
+    from vjfer.encoders import load_encoder
+    from vjfer.extract.run import finish_manifest
+
+    config, encoder = config_for(root, tmp_path), load_encoder("tiny")
+    plans = [plan_extraction(config, rank=t, world_size=2, encoder=encoder) for t in (1, 0)]
+    first = extract(config, progress=False, plan=plans[0], finish="last")
+    directory = first.cache_dir
+    assert not first.complete and not (directory / MANIFEST).exists()
+    assert sorted(p.name for p in directory.glob("shard-*")) == [
+        f"shard-0000{i}.h5" for i in (1, 3, 5, 7)
+    ]
+    last = extract(config, progress=False, plan=plans[1], finish="last")
+    assert last.complete and last.rank == 0
+    written = (directory / MANIFEST).stat().st_mtime_ns
+    assert finish_manifest(config, plan_extraction(config, encoder=encoder))
+    assert (directory / MANIFEST).stat().st_mtime_ns == written
+    assert_same_cache(directory, clean)
+
+
 @pytest.mark.slow
 def test_four_local_array_tasks_equal_one_process(root, clean, tmp_path, monkeypatch):
     """`vjfer extract --executor local --tasks 4 --parallel 2`: the same cache, byte for byte."""
