@@ -491,7 +491,20 @@ def _alive(lock: Path) -> str | None:
     return " ".join(words[:5])
 
 
-def _task_state(directory: Path, task: int, job: dict | None, shards: dict) -> tuple[str, str]:
+def _slurm_state(directory: Path, job_id: str) -> str | None:
+    """SLURM's state of a job (submitit asks `sacct`): RUNNING, PENDING, TIMEOUT, ...; None when
+    it cannot be asked (not on the cluster)."""
+    try:
+        from submitit.slurm.slurm import SlurmJob
+
+        return str(SlurmJob(jobs_folder(directory), job_id).state)
+    except Exception:  # noqa: BLE001 (no sacct here, or it failed: the files still say a lot)
+        return None
+
+
+def _task_state(
+    directory: Path, task: int, job: dict | None, shards: dict, executor: str
+) -> tuple[str, str]:
     """(state, detail) of one task: done, running, failed (why; its log), stopped, pending."""
     if shards["pending"] == shards["partial"] == 0:
         return "done", ""
@@ -499,6 +512,11 @@ def _task_state(directory: Path, task: int, job: dict | None, shards: dict) -> t
         return "running", holder
     if job is None:
         return "pending", "never submitted"
+    slurm = _slurm_state(directory, job["job_id"]) if executor == "slurm" else None
+    if slurm in ("RUNNING", "COMPLETING"):
+        return "running", f"on SLURM; log {job['stderr']}"
+    if slurm in ("PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED"):
+        return "pending", f"SLURM: {slurm}"
     result = Path(job["result"])
     if result.exists():
         from submitit.core.utils import pickle_load
@@ -508,6 +526,8 @@ def _task_state(directory: Path, task: int, job: dict | None, shards: dict) -> t
             lines = [line for line in str(value).splitlines() if line.strip()]
             return "failed", f"{lines[-1] if lines else 'error'}; log {job['stderr']}"
         return "ended", f"with shards missing; log {job['stderr']}"
+    if slurm not in (None, "UNKNOWN"):  # TIMEOUT, PREEMPTED, NODE_FAIL, OUT_OF_MEMORY, ...
+        return "stopped", f"SLURM: {slurm}; log {job['stderr']}"
     if shards["partial"] or Path(job["stderr"]).exists():
         return "stopped", f"no result (killed, or queued for a requeue); log {job['stderr']}"
     return "pending", f"job {job['job_id']} queued"
@@ -552,7 +572,7 @@ def cluster_status(directory: Path) -> dict:
             "pending": len(mine) - len(done) - len(partial),
         }
         job = latest.get(t)
-        state, detail = _task_state(directory, t, job, counts)
+        state, detail = _task_state(directory, t, job, counts, record["cluster"]["executor"])
         rows.append(
             {"task": t, **counts, "state": state, "detail": detail, "job_id": job and job["job_id"]}
         )
@@ -577,11 +597,12 @@ def format_status(status: dict) -> str:
     lines = [
         f"cache   {status['cache']}  {state}",
         f"jobs    {status['folder']} ({status['executor']}, {len(rows)} tasks)",
-        f"{'task':>6} {'shards':>6} {'done':>5} {'running':>7} {'pending':>7}  {'state':<8} job",
+        f"{'task':>6} {'shards':>6} {'done':>5} {'in progress':>11} {'pending':>7}  "
+        f"{'state':<8} job",
     ]
     for r in rows:
         lines.append(
-            f"{r['task']:>6} {r['shards']:>6} {r['done']:>5} {r['partial']:>7} {r['pending']:>7}  "
+            f"{r['task']:>6} {r['shards']:>6} {r['done']:>5} {r['partial']:>11} {r['pending']:>7}  "
             f"{r['state']:<8} {r['job_id'] or '-'}" + (f"  {r['detail']}" if r["detail"] else "")
         )
     if not status["complete"]:
