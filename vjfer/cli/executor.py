@@ -5,6 +5,7 @@ made."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -28,27 +29,34 @@ def _options(array: bool) -> list:
             help="TOML file of the options below (the command line wins).",
         ),
     ]
-    if array:
-        options += [
-            click.option("--tasks", type=int, help="--executor: array tasks (default 1)."),
-            click.option(
-                "--parallel", type=int, help="--executor: at most this many at once (default all)."
-            ),
-        ]
     per_job = [
-        ("--retries", int, "node failures (CUDA error, out of memory) retried in a job (2)"),
-        ("--requeues", int, "preemptions and time limits requeued at most (20)"),
-        ("--partition", str, "SLURM partition"),
-        ("--gpus-per-task", int, "GPUs of each job (1)"),
-        ("--cpus-per-task", int, "CPUs of each job (8)"),
-        ("--mem-gb", int, "SLURM memory of each job, GB"),
-        ("--time-min", int, "time limit of each job, minutes (240); then requeued"),
-        ("--account", str, "SLURM account"),
-        ("--qos", str, "SLURM QOS"),
+        ("--retries", "node failures (CUDA error, out of memory) retried in a job"),
+        ("--requeues", "preemptions and time limits requeued at most"),
+        ("--partition", "SLURM partition"),
+        ("--gpus-per-task", "GPUs of each job"),
+        ("--cpus-per-task", "CPUs of each job"),
+        ("--mem-gb", "SLURM memory of each job, GB"),
+        ("--time-min", "time limit of each job, minutes; then requeued"),
+        ("--account", "SLURM account"),
+        ("--qos", "SLURM QOS"),
     ]
-    return options + [
-        click.option(name, type=t, help=f"--executor: {h}.") for name, t, h in per_job
-    ]
+    if array:
+        per_job[:0] = [
+            ("--tasks", "array tasks"),
+            ("--parallel", "at most this many at once (0: all)"),
+        ]
+    return options + [_option(name, text) for name, text in per_job]
+
+
+def _option(name: str, text: str):
+    """An --executor option: None when not given (a --cluster-config file's value or
+    ClusterConfig's default then), its default from ClusterConfig shown in --help."""
+    from vjfer.cluster import ClusterConfig
+
+    field = next(f for f in fields(ClusterConfig) if f.name == name[2:].replace("-", "_"))
+    kind = int if field.type in ("int", "int | None") else str
+    default = f"  [default: {field.default}]" if field.default is not None else ""
+    return click.option(name, type=kind, help=f"--executor: {text}.{default}")
 
 
 CLUSTER_PARAMS = (
