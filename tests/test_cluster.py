@@ -309,10 +309,12 @@ def test_executor_options_need_executor_and_submitit(tmp_path, monkeypatch):
     out = run_cli("status", tmp_path, ok=False)
     assert f"error: no {tmp_path}.submitit/cluster.json: {tmp_path} was not extracted" in out
     monkeypatch.setitem(sys.modules, "submitit", None)  # as if not installed
-    out = run_cli(*args, "--executor", "local", ok=False)
-    assert out.strip().splitlines()[-1] == (
+    needs = (
         "error: --executor needs submitit: pip install 'vjfer[cluster]' (or pip install submitit)"
     )
+    assert run_cli(*args, "--executor", "local", ok=False).strip().splitlines()[-1] == needs
+    out = run_cli("probe", "--cache", tmp_path, "--executor", "slurm", ok=False)
+    assert out.strip().splitlines()[-1] == needs
 
 
 @pytest.mark.slow
