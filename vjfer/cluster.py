@@ -58,7 +58,7 @@ class ClusterConfig:
     tasks: int = 1  # array tasks the extraction's shards are split into
     parallel: int = 0  # at most this many tasks at once; 0: all
     retries: int = 2  # node failures (CUDA error, out of memory) retried in a task
-    requeues: int = 20  # preemptions and time limits requeued at most (V-JEPA's evals: 20)
+    requeues: int = 20  # time limits requeued at most; preemptions always (V-JEPA: 20)
     partition: str | None = None
     gpus_per_task: int = 1
     cpus_per_task: int = 8

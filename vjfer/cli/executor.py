@@ -31,7 +31,7 @@ def _options(array: bool) -> list:
     ]
     per_job = [
         ("--retries", "node failures (CUDA error, out of memory) retried in a job"),
-        ("--requeues", "preemptions and time limits requeued at most"),
+        ("--requeues", "times a job reaching its time limit is requeued (preempted: always)"),
         ("--partition", "SLURM partition"),
         ("--gpus-per-task", "GPUs of each job"),
         ("--cpus-per-task", "CPUs of each job"),
