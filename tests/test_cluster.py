@@ -368,3 +368,23 @@ def test_two_torchrun_launchers_as_two_nodes_equal_one_process(root, clean, tmp_
     outputs = [node.communicate(timeout=300)[0].decode() for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs
     assert_same_cache(tmp_path / "ravdess" / clean.name, clean)
+
+
+def test_the_submitter_names_the_cache_the_gpu_tasks_write(root, tmp_path):
+    """The login node plans on its CPU with the fingerprint a GPU task's encoder has (its compute
+    dtype), so both name one cache directory."""
+    from vjfer.cluster import _submitter_encoder
+
+    config = replace(config_for(root, tmp_path), device="auto")
+    on_gpu = _submitter_encoder(config, cuda=True).fingerprint
+    assert on_gpu["compute_dtype"] == "bfloat16-autocast"
+    assert _submitter_encoder(config, cuda=False).fingerprint["compute_dtype"] == "float32"
+
+
+@pytest.mark.cuda
+def test_the_submitter_and_a_gpu_task_plan_one_directory(root, tmp_path):
+    from vjfer.cluster import _submitter_encoder
+
+    config = replace(config_for(root, tmp_path), device="cuda")
+    here = plan_extraction(config, world_size=1, rank=0, encoder=_submitter_encoder(config, True))
+    assert here.directory == plan_extraction(config, rank=1, world_size=4, local_rank=0).directory
