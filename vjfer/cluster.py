@@ -383,10 +383,23 @@ def _run_local(executor, work, pending: list[int], cluster: ClusterConfig, recor
 
     parallel = cluster.parallel or len(pending)
     gpus = torch.cuda.device_count() if cluster.gpus_per_task else 0
-    queue, jobs = list(pending), {}
-    running: dict[int, Any] = {}
+    queue = list(pending)
+    jobs: dict[int, Any] = {}  # task -> its job
+    running: dict[int, Any] = {}  # slot -> the job in it
+    try:
+        _fill_slots(executor, work, queue, jobs, running, parallel, gpus, cluster, record)
+    except KeyboardInterrupt:  # Ctrl-C: stop the tasks too (they resume when rerun)
+        for job in running.values():
+            job.cancel(check=False)
+        raise
+    return jobs
+
+
+def _fill_slots(executor, work, queue, jobs, running, parallel, gpus, cluster, record) -> None:
+    """Submit from `queue` whenever one of the `parallel` slots is free, until all ended."""
     while queue or running:
-        running = {slot: job for slot, job in running.items() if not job.done()}
+        for slot in [s for s, job in running.items() if job.done()]:  # (in place: Ctrl-C sees it)
+            del running[slot]
         for slot in range(parallel):
             if queue and slot not in running:
                 if gpus:  # slot s gets GPUs s*g.. (mod the GPUs here)
@@ -398,7 +411,6 @@ def _run_local(executor, work, pending: list[int], cluster: ClusterConfig, recor
                 jobs[t] = running[slot] = executor.submit(work, t)
                 record.add({t: jobs[t]})
         time.sleep(0.2)
-    return jobs
 
 
 def _outcome(job) -> tuple[str, str]:
