@@ -496,11 +496,16 @@ def _alive(lock: Path) -> str | None:
     words = lock_holder(lock).split()
     if len(words) < 5 or words[0] != "pid" or words[4] != socket.gethostname():
         return None
+    return " ".join(words[:5]) if _pid_alive(words[1]) else None
+
+
+def _pid_alive(pid: str) -> bool:
+    """Whether process `pid` of this host runs (a local job's id is its controller's pid)."""
     try:
-        os.kill(int(words[1]), 0)
+        os.kill(int(pid), 0)
     except (OSError, ValueError):
-        return None
-    return " ".join(words[:5])
+        return False
+    return True
 
 
 def _slurm_state(directory: Path, job_id: str) -> str | None:
@@ -524,6 +529,8 @@ def _task_state(
         return "running", holder
     if job is None:
         return "pending", "never submitted"
+    if executor == "local" and _pid_alive(job["job_id"]):  # its job process: starting up
+        return "running", f"starting (job process {job['job_id']})"
     slurm = _slurm_state(directory, job["job_id"]) if executor == "slurm" else None
     if slurm in ("RUNNING", "COMPLETING"):
         return "running", f"on SLURM; log {job['stderr']}"
