@@ -388,3 +388,14 @@ def test_the_submitter_and_a_gpu_task_plan_one_directory(root, tmp_path):
     config = replace(config_for(root, tmp_path), device="cuda")
     here = plan_extraction(config, world_size=1, rank=0, encoder=_submitter_encoder(config, True))
     assert here.directory == plan_extraction(config, rank=1, world_size=4, local_rank=0).directory
+
+
+def test_a_task_whose_node_names_another_cache_refuses(root, tmp_path):
+    """A task planning another cache than its submission (another device or compute dtype on its
+    node) refuses before writing anything."""
+    from vjfer.cluster import ExtractTask
+
+    task = ExtractTask(config_for(root, tmp_path), 4, 0, tmp_path / "ravdess" / "tiny-64-other")
+    with pytest.raises(ConfigError, match=r"task 2 on .* plans cache .*, the submission .*other"):
+        task(2)
+    assert not list(tmp_path.glob("ravdess/*/shard-*"))
