@@ -68,7 +68,7 @@ def one_run(base: list[str], cache_root: Path, directory: Path, rng: random.Rand
         strikes = strikes.get(counts["rounds"], 0)
         while proc.poll() is None:
             pids = live_tasks(directory)
-            if strikes and pids and rng.random() < 0.5:
+            if strikes and pids and rng.random() < 0.6:
                 sig = rng.choice([signal.SIGKILL, signal.SIGUSR2])
                 try:
                     os.kill(rng.choice(pids), sig)
@@ -76,7 +76,7 @@ def one_run(base: list[str], cache_root: Path, directory: Path, rng: random.Rand
                     strikes -= 1
                 except OSError:
                     pass
-            time.sleep(rng.uniform(0.1, 1.0))
+            time.sleep(rng.uniform(0.05, 0.6))
         if manifest(directory) is not None:
             break
     return counts
@@ -106,7 +106,8 @@ def main() -> None:
     executor = ["--executor", "local", "--tasks", str(args.tasks), "--parallel", str(args.parallel)]
     executor += ["--gpus-per-task", "0", "--cpus-per-task", "1"]
     rng = random.Random(args.seed)
-    tally = {"runs": 0, "identical": 0, "sigkill": 0, "sigusr2": 0, "resubmissions": 0}
+    tally = {"runs": 0, "identical": 0, "interrupted": 0, "sigkill": 0, "sigusr2": 0}
+    tally["resubmissions"] = 0
     for run in range(args.runs):
         cache_root = args.work / f"run-{run}"
         directory = cache_root / "ravdess" / clean.name
@@ -117,6 +118,7 @@ def main() -> None:
         once = len(ids) == len(set(ids)) == len(manifest(clean)["videos"])
         tally["runs"] += 1
         tally["identical"] += same and once
+        tally["interrupted"] += counts["sigkill"] + counts["sigusr2"] > 0
         tally["sigkill"] += counts["sigkill"]
         tally["sigusr2"] += counts["sigusr2"]
         tally["resubmissions"] += counts["rounds"] - 1
