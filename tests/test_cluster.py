@@ -399,3 +399,11 @@ def test_a_task_whose_node_names_another_cache_refuses(root, tmp_path):
     with pytest.raises(ConfigError, match=r"task 2 on .* plans cache .*, the submission .*other"):
         task(2)
     assert not list(tmp_path.glob("ravdess/*/shard-*"))
+
+
+def test_a_complete_array_counts_the_videos_it_could_not_decode(tmp_path):
+    from vjfer.cluster import Submission
+
+    lines = [{"video_id": "a", "stage": "index"}, {"video_id": "b", "stage": "decode"}]
+    (tmp_path / "failures.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert Submission(tmp_path, tmp_path, {}, True, True).failed_videos == 1

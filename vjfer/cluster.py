@@ -272,6 +272,13 @@ class Submission:
     failed: dict[int, str] = dataclasses.field(default_factory=dict)  # task -> why, log
     command: str = ""
 
+    @property
+    def failed_videos(self) -> int:
+        """The videos the complete cache's `failures.jsonl` lists as not decoded."""
+        path = self.directory / "failures.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        return sum(json.loads(line)["stage"] == "decode" for line in lines if line.strip())
+
 
 def tasks_use_cuda(config, cluster: ClusterConfig) -> bool:
     """Whether the tasks will encode on a GPU (then their encoder's compute dtype is the GPU's)."""

@@ -249,15 +249,7 @@ def submit(config, cluster) -> None:
     if done.waited and not done.complete:
         click.echo(f"resume with `{done.command}`", err=True)
         sys.exit(1)
-    failures = done.directory / "failures.jsonl"
-    if done.complete and (failed := decode_failures(failures)):  # as a run here says
-        click.echo(f"{failed} video(s) failed: see {failures}", err=True)
+    if done.complete and done.failed_videos:  # as a run here says
+        failures = done.directory / "failures.jsonl"
+        click.echo(f"{done.failed_videos} video(s) failed: see {failures}", err=True)
         sys.exit(2)
-
-
-def decode_failures(path: Path) -> int:
-    """The videos `failures.jsonl` lists as not decoded (index exclusions aside)."""
-    import json
-
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    return sum(json.loads(line)["stage"] == "decode" for line in lines if line.strip())
