@@ -13,7 +13,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,hf,face
+EXTRAS ?= dev,hf,face,cluster
 
 BIN := $(VENV)/bin
 VJFER := $(BIN)/vjfer

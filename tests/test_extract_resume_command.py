@@ -14,6 +14,7 @@ import pytest
 from vjfer.cache.format import fingerprint
 from vjfer.cache.reader import EXTRACT_RECORD, resume_command
 from vjfer.cli import cli
+from vjfer.cli.executor import CLUSTER_PARAMS
 from vjfer.cli.extract import extract_config
 from vjfer.extract import ExtractConfig
 from vjfer.extract.config import cache_settings, command_words, config_record, option_name
@@ -73,6 +74,8 @@ def _parse(command: str) -> ExtractConfig:
     with extract.make_context("extract", words[2:]) as ctx:
         options = dict(ctx.params)
         options.pop("no_progress")
+        for name in CLUSTER_PARAMS:  # how it is submitted, not what it makes
+            options.pop(name)
         return extract_config(options.pop("dataset"), options.pop("root"), options)
 
 
@@ -89,7 +92,8 @@ def test_every_option_has_a_case():
 
 def test_the_cli_declares_each_fields_option():
     """command_words names options by `option_name`: the CLI must declare exactly those."""
-    declared = {p.name: p for p in cli.commands["extract"].params if p.name != "no_progress"}
+    skip = ("no_progress", *CLUSTER_PARAMS)
+    declared = {p.name: p for p in cli.commands["extract"].params if p.name not in skip}
     assert sorted(declared) == sorted(f.name for f in dataclasses.fields(ExtractConfig))
     for name, param in declared.items():
         flags = [*param.opts, *param.secondary_opts]

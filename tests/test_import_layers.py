@@ -67,6 +67,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "consumers",
         (
             "cross",
+            "cluster",
             "report",
             "report_html",
             "run_details",

@@ -4,7 +4,17 @@ other module holds one command (or one family: `cache`, `report`+`compare`, `ind
 importing its library modules when it runs.
 """
 
-from vjfer.cli import cache, cross, datasets, demo, extract, predict, probe, report  # noqa: F401  (registers the commands)
+from vjfer.cli import (  # noqa: F401  (registers the commands)
+    cache,
+    cross,
+    datasets,
+    demo,
+    extract,
+    predict,
+    probe,
+    report,
+    status,
+)
 from vjfer.cli.group import cli
 
 __all__ = ["cli", "main"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from vjfer.cli.executor import executor_options, pop_cluster
 from vjfer.cli.group import (
     DATASET,
     LIST_OPTION,
@@ -243,15 +244,21 @@ def extract_config(dataset: str, root: Path | None, options: dict):
 @cli.command()
 @extract_options
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+@executor_options
 def extract(no_progress: bool, root: Path | None, dataset: str, **options) -> None:
     """Stage 1: decode every video once and encode every clip once into HDF5 shards.
 
     Resumable: a rerun with the same settings skips finished shards. Under
-    `torchrun --nproc-per-node N -m vjfer extract ...` each rank writes its own shards.
+    `torchrun --nproc-per-node N -m vjfer extract ...` each rank writes its own shards; with
+    `--executor slurm --tasks N` each of N array tasks does (docs/cluster.md).
     """
     from vjfer.extract import extract, format_extract_summary, format_plan, plan_extraction
 
+    cluster = pop_cluster(options)
     config = extract_config(dataset, root, options)
+    if cluster is not None:
+        submit(config, cluster)
+        return
     plan = plan_extraction(config)
     if plan.rank == 0:
         echo_lines(format_plan(plan))
@@ -263,4 +270,24 @@ def extract(no_progress: bool, root: Path | None, dataset: str, **options) -> No
             f"{summary.failed} video(s) failed: see {summary.cache_dir / 'failures.jsonl'}",
             err=True,
         )
+        sys.exit(2)
+
+
+def submit(config, cluster) -> None:
+    """`vjfer extract --executor ...`: submit the array, say where it went, and (local, waited
+    for) how it ended: exit 1 with the resume command when a task did not finish."""
+    from vjfer.cluster import submit_extraction
+
+    done = submit_extraction(config, cluster, echo=echo_lines)
+    for task, why in sorted(done.failed.items()):
+        click.echo(f"task {task} failed: {why}", err=True)
+    if done.waited:
+        state = "complete" if done.complete else "INCOMPLETE"
+        echo_lines(f"cache      {done.directory} {state}; `vjfer status {done.directory}`")
+    if done.waited and not done.complete:
+        click.echo(f"resume with `{done.command}`", err=True)
+        sys.exit(1)
+    if done.complete and done.failed_videos:  # as a run here says
+        failures = done.directory / "failures.jsonl"
+        click.echo(f"{done.failed_videos} video(s) failed: see {failures}", err=True)
         sys.exit(2)

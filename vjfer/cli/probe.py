@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from vjfer.cli.executor import job_options, pop_cluster
 from vjfer.cli.group import (
     DATASET,
     SPLITS_HELP,
@@ -176,6 +177,7 @@ def layer_figure(run_dir: Path) -> None:
     help="Continue an interrupted run from its last checkpoint (same command otherwise).",
 )
 @train_options
+@job_options
 def probe(
     dataset: str | None,
     fold: str | tuple[int, ...],
@@ -194,6 +196,7 @@ def probe(
     from vjfer.probe.resume import run_mode
     from vjfer.probe.run import ProbeRequest, run_request
 
+    cluster = pop_cluster(options)
     grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers")}
     try:
         request = ProbeRequest(
@@ -209,7 +212,14 @@ def probe(
             progress=not no_progress,
             **grid,
         )
-        run_dir = run_request(request, draw=layer_figure)
+        if cluster is not None:  # one submitit job (docs/cluster.md)
+            from vjfer.cluster import submit_probe
+
+            run_dir = submit_probe(request, cluster, echo=echo_lines)
+            if run_dir is None:  # submitted to SLURM
+                return
+        else:
+            run_dir = run_request(request, draw=layer_figure)
     except OptionError as err:  # a bad option value: click's one line, naming the option
         raise click.BadParameter(err.message, param_hint=err.option) from None
     echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))

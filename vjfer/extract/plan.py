@@ -126,6 +126,12 @@ def distributed_env() -> tuple[int, int, int]:
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
+def task_shards(num_shards: int, task: int, tasks: int) -> list[int]:
+    """The shards rank (or array task) `task` of `tasks` writes: every `tasks`-th from `task` on,
+    whatever node runs it, so its output does not depend on where it ran."""
+    return [i for i in range(num_shards) if i % tasks == task]
+
+
 def decode_workers(requested: int | None, cpus: int) -> int:
     """Decoding processes: `requested` capped at the cores (with a warning), or, when None, one per
     core but one (the main process encodes and writes), at most MAX_AUTO_WORKERS."""
@@ -298,7 +304,7 @@ def plan_extraction(
     shards = assign_shards(
         [r.video_id for r in records if r.video_id not in alias_of], config.shard_size
     )
-    mine = [i for i in range(len(shards)) if i % world_size == rank]
+    mine = task_shards(len(shards), rank, world_size)
     kept = _ShardsKept(config, directory, fp, shards, alias_of)
     kept.check(mine, {r.video_id: r for r in records}, sources)
     blocks = layer_blocks(settings)

@@ -1,17 +1,23 @@
 """The run: `extract()` takes the lock, writes `extract.json`, decodes, encodes and writes this
-rank's pending shards, and (rank 0) waits for the other ranks' shards and writes the manifest;
+rank's pending shards, and (rank 0) waits for the other ranks' shards and writes the manifest (or,
+as an array task, `finish_manifest`: whichever task finds every shard complete writes it);
 `format_extract_summary` is what `vjfer extract` prints at the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
+import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -292,6 +298,7 @@ def extract(
     rank: int | None = None,
     world_size: int | None = None,
     stall_timeout: float = 600.0,
+    finish: Literal["rank0", "last"] = "rank0",
 ) -> ExtractSummary:
     """Extract (or resume) the cache `config` describes; see the module docstring.
 
@@ -302,6 +309,9 @@ def extract(
         rank, world_size: override torchrun's RANK / WORLD_SIZE (tests).
         stall_timeout: rank 0 gives up waiting for other ranks' shards after this many seconds
             without progress.
+        finish: "rank0": rank 0 waits for every shard, then writes the manifest (torchrun);
+            "last": every rank (an array task, `vjfer.cluster`) waits for none and
+            `finish_manifest` writes it once, in the rank that finds every shard complete.
     """
     if plan is None:
         plan = plan_extraction(config, rank=rank, world_size=world_size)
@@ -312,21 +322,24 @@ def extract(
     threads = torch.get_num_threads()  # the encoder shares the cores with the decoding processes
     torch.set_num_threads(max(1, available_cpus() - plan.workers))
     try:
-        return _extract(config, plan, progress, stall_timeout)
+        return _extract(config, plan, progress, stall_timeout, finish)
     finally:
         torch.set_num_threads(threads)
         lock.release()
 
 
 def _extract(
-    config: ExtractConfig, plan: ExtractPlan, progress: bool, stall_timeout: float
+    config: ExtractConfig, plan: ExtractPlan, progress: bool, stall_timeout: float, finish: str
 ) -> ExtractSummary:
     directory = plan.directory
     start = time.perf_counter()
     _prepare_directory(config, plan)
     done = _encode_shards(plan, progress and plan.rank == 0)
     seconds = time.perf_counter() - start
-    complete = plan.rank == 0 and _write_manifest(config, plan, done, stall_timeout)
+    if finish == "last":
+        complete = finish_manifest(config, plan, done)
+    else:
+        complete = plan.rank == 0 and _write_manifest(config, plan, done, stall_timeout)
     kept = [plan.headers[i] for i in plan.done]  # read while planning
     failures = [f for h in kept for f in h["failures"]] + done.failures
     summary = ExtractSummary(
@@ -387,8 +400,46 @@ def _write_manifest(
 ) -> bool:
     """Rank 0, once every rank's shards are written: the manifest (kept as it is when nothing was
     re-encoded); whether the cache is complete."""
-    directory = plan.directory
     headers = {**plan.headers, **_wait_for_shards(plan, stall_timeout)}
+    return _manifest_of(config, plan, done, headers)
+
+
+@contextmanager
+def _manifest_lock(directory: Path) -> Iterator[None]:
+    """An exclusive flock on `.extract-manifest.lock`, waited for: array tasks finishing together
+    decide one at a time which of them writes the manifest."""
+    fd = os.open(directory / ".extract-manifest.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def finish_manifest(config: ExtractConfig, plan: ExtractPlan, done: _Encoded | None = None) -> bool:
+    """Array tasks (`finish="last"`) and their submitter: under the manifest lock, when every shard
+    of the cache is complete, write the manifest, unless the one there already says the same (a
+    task that finished first wrote it), so it is written once and never over missing shards;
+    whether the cache is complete."""
+    with _manifest_lock(plan.directory):
+        headers = dict(plan.headers)
+        for i in range(len(plan.shards)):
+            if i not in headers:
+                header = _shard_header_if_done(
+                    plan.directory, i, plan.shards[i], plan.fingerprint, len(plan.shards)
+                )
+                if header is None:
+                    return False  # a later task writes it
+                headers[i] = header
+        return _manifest_of(config, plan, done or _Encoded(), headers)
+
+
+def _manifest_of(
+    config: ExtractConfig, plan: ExtractPlan, done: _Encoded, headers: dict[int, dict]
+) -> bool:
+    """Write the manifest of the shards' `headers` unless the one there says the same (kept as it
+    is when nothing was re-encoded); whether the cache is complete."""
+    directory = plan.directory
     extra = {"config": config_record(config), "excluded": plan.excluded}
     manifest = manifest_from_shards(
         directory, extra, {shard_name(i): h for i, h in headers.items()}
