@@ -4,7 +4,7 @@ submitit answers by requeuing the task) at random moments, and the job resubmitt
 is complete; each run's shards, manifest and failures.jsonl must equal a single-process extraction
 byte for byte, every video in exactly one shard.
 
-    python benchmarks/kill_trial.py --work /tmp/kill-trial [--runs 10] [--tasks 4] [--parallel 2]
+    python benchmarks/cluster_kills.py --work /tmp/kill-trial [--runs 10] [--tasks 4] [--parallel 2]
 
 Prints one line per run and the tally (JSON) at the end. CPU only: generated RAVDESS-named videos
 and the tiny encoder; no SLURM needed (submitit's local executor).

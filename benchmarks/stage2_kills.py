@@ -2,7 +2,7 @@
 checkpoint and of the publish, then the command a user would run next; each run must end equal to
 the uninterrupted one and leave nothing behind (no RUN.partial, RUN.old, *.tmp, checkpoint.pt).
 
-python benchmarks/kill_trials.py --random 10   # one line per trial, then the tally as JSON
+python benchmarks/stage2_kills.py --random 10   # one line per trial, then the tally as JSON
 
 A generated RAVDESS (5 actors, one per fold) is extracted once with the tiny encoder; every trial
 runs `vjfer probe --fold all` with a 2-point grid, 4 epochs and a checkpoint every epoch in a
