@@ -182,7 +182,8 @@ def main() -> None:
         tally["identical"] += not diffs
         tally["clean"] += not left
         print(
-            f"{kind} {at}: then {then}: {'identical' if not diffs else diffs[:3]}, "
+            f"{kind} {at}: {'killed' if killed else 'finished first'}, then {then}: "
+            f"{'identical' if not diffs else diffs[:3]}, "
             f"{'nothing left' if not left else left}",
             flush=True,
         )
