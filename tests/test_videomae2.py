@@ -242,6 +242,7 @@ def test_distilled_layout_tokens_and_pooled_features_equal_the_reference(tiny_sp
         "q,v",
     )
     assert fp["unused"] == ["fc_norm", "head"] and fp["weights"] == "state-dict"
+    assert encoder.module.blocks[0].norm1.eps == 1e-6  # partial(nn.LayerNorm, eps=1e-6)
     assert fp["mean"] == [0.485, 0.456, 0.406]  # the release's data pipeline: ImageNet
 
 
