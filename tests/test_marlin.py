@@ -250,7 +250,7 @@ def test_wrong_and_partial_files_name_the_key(tiny_spec, tmp_path):
     with pytest.raises(CheckpointError, match=r"p.pt: .*2 missing: blocks.1.mlp.fc2.(weight|bias)"):
         load_encoder("marlin-tiny", checkpoint=tmp_path / "p.pt")
     torch.save({**state, "head.weight": torch.zeros(2, 32)}, tmp_path / "h.pt")
-    with pytest.raises(CheckpointError, match=r"MARLIN keys live under encoder.; not so: head"):
+    with pytest.raises(CheckpointError, match=r"MARLIN keys live under encoder\..*; not so: head"):
         load_encoder("marlin-tiny", checkpoint=tmp_path / "h.pt")
     torch.save(state, tmp_path / "s.pt")
     with pytest.raises(CheckpointError, match=r"another size: .*depth 2 \(preset 24\)"):

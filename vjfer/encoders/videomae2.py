@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -274,7 +274,8 @@ def remap_marlin(ckpt: dict) -> tuple[dict[str, Tensor], list[str], str]:
     state, dropped = _split({str(k): v for k, v in state.items()}, _MARLIN_EXTRA)
     if stray := [k for k in state if not k.startswith("encoder.")]:
         raise CheckpointError(
-            f"another architecture: MARLIN keys live under encoder.; not so: {name_keys(stray)}"
+            f"another architecture: MARLIN keys live under encoder. (a VideoMAE V2 file? use a "
+            f"videomae2-* encoder); not so: {name_keys(stray)}"
         )
     renamed = {}
     for key, value in state.items():
@@ -397,8 +398,6 @@ def mae_provenance(model: MAEViT, load: MAELoad | None, seed: int | None = None)
 
 
 def random_config(vit: ViTConfig, family: str) -> MAEConfig:
-    """The released form of a family for random weights: a pre-training encoder (final norm,
-    q/v biases); MARLIN stores its table."""
-    return replace(
-        MAEConfig(vit=vit), eps=LAYER_NORM_EPS[family], stored_pos_embed=family == "marlin"
-    )
+    """Random weights take a pre-training encoder's form: q/v biases, a final norm, the fixed
+    sin-cos table, the family's LayerNorm eps."""
+    return MAEConfig(vit=vit, eps=LAYER_NORM_EPS[family])
