@@ -14,8 +14,9 @@ from torch import nn
 
 from tests.conftest import run_cli
 from vjfer.encoders import load_encoder
+from vjfer.encoders.checkpoint import load_strict
 from vjfer.encoders.registry import ENCODERS, EncoderSpec
-from vjfer.encoders.videomae2 import remap_marlin, sinusoid_table
+from vjfer.encoders.videomae2 import build_mae, config_from_state, remap_marlin, sinusoid_table
 from vjfer.encoders.vjepa import ViTConfig
 from vjfer.errors import CheckpointError
 from vjfer.synthetic import make_ravdess
@@ -310,3 +311,22 @@ def test_marlin_extract_probe_predict(tiny_spec, tmp_path):
     )
     (row,) = out["videos"]
     assert sum(row[k] for k in row if k.startswith("prob_")) == pytest.approx(1.0, abs=1e-4)
+
+
+SIZES = {"marlin-s": (384, 12, 6), "marlin-b": (768, 12, 12), "marlin-l": (1024, 24, 16)}
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_presets_fit_the_released_architectures(name, monkeypatch):
+    """marlin_pytorch's configs (224 px, patch 16, 16 frames, qkv_bias): each preset takes the
+    reference encoder's state dict, shapes only (built on `meta`, the table not computed)."""
+    zeros = lambda self: torch.zeros(*self.input_shape)  # noqa: E731
+    monkeypatch.setattr(SinCosPositionalEmbedding, "make_embedding", zeros)
+    with torch.device("meta"):
+        encoder = MarlinEncoder(224, 16, 16, *SIZES[name], qkv_bias=True)
+    state, _, _ = remap_marlin({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
+    vit = ENCODERS[name].vit
+    assert vit is not None
+    model = build_mae(config_from_state(state, vit, "marlin"), "meta")
+    load_strict(model, state)
+    assert model.config.stored_pos_embed and model.config.eps == 1e-5

@@ -16,8 +16,9 @@ from torch import nn
 
 from tests.conftest import run_cli
 from vjfer.encoders import load_encoder
+from vjfer.encoders.checkpoint import load_strict
 from vjfer.encoders.registry import ENCODERS, EncoderSpec
-from vjfer.encoders.videomae2 import sinusoid_table
+from vjfer.encoders.videomae2 import build_mae, config_from_state, remap_videomae2, sinusoid_table
 from vjfer.encoders.vjepa import ViTConfig, forward_flops
 from vjfer.errors import CheckpointError, ConfigError
 from vjfer.synthetic import make_ravdess
@@ -367,3 +368,35 @@ def test_videomae2_extract_probe(tiny_spec, tmp_path):
     )
     (run_dir,) = runs.iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2, 3, 4, 5]
+
+
+# modeling_finetune's @register_model sizes (qkv_bias=True, eps 1e-6 in all five)
+RELEASED = {
+    "videomae2-s": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4),
+    "videomae2-b": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4),
+    "videomae2-l": dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4),
+    "videomae2-h": dict(patch_size=16, embed_dim=1280, depth=32, num_heads=16, mlp_ratio=4),
+    "videomae2-g": dict(patch_size=14, embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11),
+}
+
+
+@pytest.mark.parametrize("name", list(RELEASED))
+def test_presets_fit_the_released_architectures(name, monkeypatch):
+    """Each preset takes the state dict of the reference's model of that name (shapes only: built
+    on `meta`, nothing computed), and every preset's table has the reference's token count."""
+    monkeypatch.setitem(globals(), "get_sinusoid_encoding_table", lambda n, d: torch.zeros(1, n, d))
+    with torch.device("meta"):
+        ref = VisionTransformer(img_size=224, num_classes=710, **RELEASED[name])
+    state, dropped, layout = remap_videomae2({"module": ref.state_dict()})
+    vit = ENCODERS[name].vit
+    assert vit is not None and vit.num_tokens == ref.patch_embed.num_patches
+    model = build_mae(config_from_state(state, vit, "videomae2"), "meta")
+    load_strict(model, state)  # every key, every shape
+    assert (dropped, layout, model.config.final_norm) == (["fc_norm", "head"], "finetune", False)
+
+
+def test_encoders_command_lists_the_presets():
+    out = run_cli("encoders")
+    for name in (*RELEASED, "marlin-s", "marlin-b", "marlin-l"):
+        assert name in out
+    assert "vit_b_k710_dl_from_giant.pth" in out and "marlin_vit_base_ytf.encoder.pt" in out
