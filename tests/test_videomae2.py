@@ -5,6 +5,7 @@ forward; wrong files are one line naming the key; extract -> probe end to end.""
 
 from __future__ import annotations
 
+import argparse
 import json
 from functools import partial
 
@@ -252,7 +253,11 @@ def test_pretrain_layout_keeps_the_encoder_and_its_norm(tiny_spec, tmp_path):
     `encoder.` part, with its final norm; decoder, encoder_to_decoder, mask_token dropped."""
     ref = randomise(PretrainVisionTransformer(init_values=0.1), seed=2)
     path = tmp_path / "vit_t_hybrid_pt.pth"
-    torch.save({"model": ref.state_dict(), "epoch": 799}, path)
+    optimizer = torch.optim.AdamW(ref.parameters())
+    args = argparse.Namespace(model="pretrain_videomae_tiny", mask_ratio=0.9, lr=1e-3)
+    # utils.save_model's dict (without deepspeed)
+    saved = {"model": ref.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 799}
+    torch.save({**saved, "scaler": {"scale": 65536.0}, "args": args}, path)
     encoder = load_encoder("videomae2-tiny", checkpoint=path)
     x = clips(seed=3)
     with torch.inference_mode():
@@ -304,6 +309,9 @@ def test_wrong_and_partial_files_name_the_key(tiny_spec, tmp_path):
         load_encoder("videomae2-b", checkpoint=tmp_path / "partial.pth")
     with pytest.raises(ConfigError, match="videomae2-b needs a checkpoint"):
         load_encoder("videomae2-b")
+    torch.save({"module": state, "log": open}, tmp_path / "code.pth")  # a pickled function
+    with pytest.raises(CheckpointError, match=r"code.pth: refused .* pickles io.open"):
+        load_encoder("videomae2-tiny", checkpoint=tmp_path / "code.pth")
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_encoder("videomae2-tiny", checkpoint=tmp_path / "absent.pth")
 

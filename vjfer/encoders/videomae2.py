@@ -20,6 +20,7 @@ cannot say (heads, input size) come from the registry's preset, checked against 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 from dataclasses import dataclass
@@ -38,12 +39,11 @@ from vjfer.torchfile import ZIP_MAGIC, torch_load
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("videomae2", "marlin")
 LAYER_NORM_EPS = {"videomae2": 1e-6, "marlin": 1e-5}  # partial(LayerNorm, eps=1e-6) vs LayerNorm
 UNSAFE = (
     "refused by torch.load(weights_only=True): it pickles {pickled}, which could run arbitrary "
-    "code; vjfer has no unsafe pickle fallback: save the state dict alone "
-    "(torch.save(ckpt['model'], 'encoder.pth')) and pass that file"
+    "code; vjfer has no unsafe pickle fallback: pass a file that holds tensors, numbers, strings "
+    "and the training args only"
 )
 
 
@@ -359,7 +359,10 @@ def load_mae_checkpoint(path: str | Path, vit: ViTConfig, family: str) -> tuple[
         raise CheckpointError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         mmap = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
-    ckpt = torch_load(path, mmap=mmap, unsafe=UNSAFE)
+    # utils.save_model stores the training `args` (an argparse.Namespace: attributes only, no
+    # code runs to rebuild it) beside the state dict; every other global stays refused
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        ckpt = torch_load(path, mmap=mmap, unsafe=UNSAFE)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: is not a checkpoint dict (holds {type(ckpt).__name__})")
     try:
