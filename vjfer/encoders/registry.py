@@ -287,28 +287,30 @@ def _make_mae(
 _V2 = "OpenGVLab/VideoMAEv2 .pth ({}; docs/encoders.md); --checkpoint / VJFER_CHECKPOINT"
 _MARLIN = "ControlNet/MARLIN releases model_v1 marlin_vit_{}_ytf.encoder.pt (or .full.pt, .ckpt)"
 _RAW_PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # MARLIN: frames / 255, no normalisation
-for _name, _family, _vit, _source in (
-    ("videomae2-s", "videomae2", ViTConfig(384, 12, 6), "distill/vit_s_k710_dl_from_giant.pth"),
-    ("videomae2-b", "videomae2", ViTConfig(768, 12, 12), "distill/vit_b_k710_dl_from_giant.pth"),
-    ("videomae2-l", "videomae2", ViTConfig(1024, 24, 16), "ViT-L, download form"),
-    ("videomae2-h", "videomae2", ViTConfig(1280, 32, 16), "ViT-H, download form"),
-    (
-        "videomae2-g",
-        "videomae2",
-        ViTConfig(1408, 40, 16, patch_size=14, mlp_ratio=48 / 11),
-        "vit_g_hybrid_pt_1200e.pth, download form",
+
+
+def _mae_spec(name: str, family: str, vit: ViTConfig, source: str) -> EncoderSpec:
+    mean, std = _RAW_PIXELS if family == "marlin" else (IMAGENET_MEAN, IMAGENET_STD)
+    where = (_V2 if family == "videomae2" else _MARLIN).format(source)
+    return EncoderSpec(name, partial(_make_mae, family), where, vit, mean, std)
+
+
+_G = ViTConfig(1408, 40, 16, patch_size=14, mlp_ratio=48 / 11)  # ViT-g/14: 2048 tokens
+for _spec in (
+    _mae_spec(
+        "videomae2-s", "videomae2", ViTConfig(384, 12, 6), "distill/vit_s_k710_dl_from_giant.pth"
     ),
-    ("marlin-s", "marlin", ViTConfig(384, 12, 6), "small"),
-    ("marlin-b", "marlin", ViTConfig(768, 12, 12), "base"),
-    ("marlin-l", "marlin", ViTConfig(1024, 24, 16), "large"),
+    _mae_spec(
+        "videomae2-b", "videomae2", ViTConfig(768, 12, 12), "distill/vit_b_k710_dl_from_giant.pth"
+    ),
+    _mae_spec("videomae2-l", "videomae2", ViTConfig(1024, 24, 16), "ViT-L, download form"),
+    _mae_spec("videomae2-h", "videomae2", ViTConfig(1280, 32, 16), "ViT-H, download form"),
+    _mae_spec("videomae2-g", "videomae2", _G, "vit_g_hybrid_pt_1200e.pth, download form"),
+    _mae_spec("marlin-s", "marlin", ViTConfig(384, 12, 6), "small"),
+    _mae_spec("marlin-b", "marlin", ViTConfig(768, 12, 12), "base"),
+    _mae_spec("marlin-l", "marlin", ViTConfig(1024, 24, 16), "large"),
 ):
-    ENCODERS[_name] = EncoderSpec(
-        _name,
-        partial(_make_mae, _family),
-        (_V2 if _family == "videomae2" else _MARLIN).format(_source),
-        _vit,
-        *(_RAW_PIXELS if _family == "marlin" else (IMAGENET_MEAN, IMAGENET_STD)),
-    )
+    ENCODERS[_spec.name] = _spec
 
 
 def get_spec(name: str) -> EncoderSpec:
