@@ -170,7 +170,7 @@ def run_encoder(
             f"the run was made with {name} weights of sha256 {fp['checkpoint_sha256'][:12]}…: "
             "give that checkpoint with --checkpoint or VJFER_CHECKPOINT"
         )
-    if fp["weights"] == "hf-directory":
+    if fp["weights"] in ("hf-directory", "state-dict"):  # no jepa weights choice to repeat
         return load_encoder(name, checkpoint, device, dtype=dtype)
     return load_encoder(name, checkpoint, device, weights=fp["weights"], dtype=dtype)
 

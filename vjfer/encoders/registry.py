@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from vjfer.encoders.checkpoint import WEIGHT_CHOICES, Weights, load_vjepa_checkp
 from vjfer.encoders.hf import load_vjepa2
 from vjfer.encoders.image import image_encoder_names, load_image_encoder, weights_source
 from vjfer.encoders.videomae import load_videomae
+from vjfer.encoders.videomae2 import load_mae_checkpoint, mae_provenance, random_config, random_mae
 from vjfer.encoders.vjepa import PRESETS, ViTConfig, build_vit, count_params, random_vit
 from vjfer.errors import ConfigError
 from vjfer.prepare import IMAGENET_MEAN, IMAGENET_STD
@@ -287,6 +289,60 @@ ENCODERS.update(
         for name, (family, tokens) in image_encoder_names().items()
     }
 )
+
+
+# --- VideoMAE V2 and MARLIN: one MAE ViT (encoders/videomae2.py), sizes per preset (timm-style:
+# heads and input size are not in the file), qkv bias / final norm / position table from the file.
+def _make_mae(
+    family: str,
+    spec: EncoderSpec,
+    checkpoint: Path | None,
+    weights: Weights,
+    random_weights: bool,
+    seed: int,
+) -> Built:
+    vit = _spec_vit(spec)
+    if random_weights:
+        model = random_mae(random_config(vit, family), seed)
+        provenance = mae_provenance(model, None, seed)
+    elif checkpoint is None:
+        raise ConfigError(
+            f"{spec.name} needs a checkpoint ({spec.weights_source}): {CHECKPOINT_HINT}"
+        )
+    else:
+        model, load = load_mae_checkpoint(checkpoint, vit, family)
+        provenance = mae_provenance(model, load)
+    norm = "final" if model.config.final_norm else "none"  # --layers: as the last block's tokens
+    return Built(model, vit.img_size, vit.embed_dim, vit.grid, provenance, vit.depth, norm)
+
+
+_V2 = "OpenGVLab/VideoMAEv2 .pth ({}; docs/encoders.md); --checkpoint / VJFER_CHECKPOINT"
+_MARLIN = "ControlNet/MARLIN releases model_v1 marlin_vit_{}_ytf.encoder.pt (or .full.pt, .ckpt)"
+_RAW_PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # MARLIN: frames / 255, no normalisation
+
+
+def _mae_spec(name: str, family: str, vit: ViTConfig, source: str) -> EncoderSpec:
+    mean, std = _RAW_PIXELS if family == "marlin" else (IMAGENET_MEAN, IMAGENET_STD)
+    where = (_V2 if family == "videomae2" else _MARLIN).format(source)
+    return EncoderSpec(name, partial(_make_mae, family), where, vit, mean, std)
+
+
+_G = ViTConfig(1408, 40, 16, patch_size=14, mlp_ratio=48 / 11)  # ViT-g/14: 2048 tokens
+for _spec in (
+    _mae_spec(
+        "videomae2-s", "videomae2", ViTConfig(384, 12, 6), "distill/vit_s_k710_dl_from_giant.pth"
+    ),
+    _mae_spec(
+        "videomae2-b", "videomae2", ViTConfig(768, 12, 12), "distill/vit_b_k710_dl_from_giant.pth"
+    ),
+    _mae_spec("videomae2-l", "videomae2", ViTConfig(1024, 24, 16), "ViT-L, download form"),
+    _mae_spec("videomae2-h", "videomae2", ViTConfig(1280, 32, 16), "ViT-H, download form"),
+    _mae_spec("videomae2-g", "videomae2", _G, "vit_g_hybrid_pt_1200e.pth, download form"),
+    _mae_spec("marlin-s", "marlin", ViTConfig(384, 12, 6), "small"),
+    _mae_spec("marlin-b", "marlin", ViTConfig(768, 12, 12), "base"),
+    _mae_spec("marlin-l", "marlin", ViTConfig(1024, 24, 16), "large"),
+):
+    ENCODERS[_spec.name] = _spec
 
 
 def get_spec(name: str) -> EncoderSpec:
