@@ -513,6 +513,15 @@ def test_list_encoders_rows():
         "tokens": 4608,
     }
     assert "vith16-384.pth.tar" in rows["vjepa-h16-384"]["weights"]
+    h = rows["vjepa-h16-384"]  # the figures docs/datasets.md and RESULTS.md quote
+    assert (round(h["gflops"]), round(h["mb_fp16"], 2), round(h["mb_int8"], 2)) == (
+        9295,
+        11.8,
+        5.91,
+    )
+    assert h["family"] == "latent prediction (V-JEPA)" and h["frames"] == 16
+    assert rows["marlin-b"]["family"].startswith("pixel reconstruction")
+    assert rows["clip"]["family"] == "image-text contrastive, per frame"
     assert rows["tiny"]["tokens"] == 128 and rows["vjepa2"]["params"] is None
     assert (
         rows["videomae"]["params"] is None and "preprocessor_config" in rows["videomae"]["weights"]

@@ -117,9 +117,13 @@ def encoders() -> None:
     for r in list_encoders():
         if r["params"]:
             size = (
-                f"{r['params'] / 1e6:7.1f}M params, D={r['embed_dim']}, {r['resolution']} px, "
-                f"{r['tokens']} tokens"
+                f"{r['params'] / 1e6:7.1f}M params, D={r['embed_dim']}, {r['frames']} x "
+                f"{r['resolution']} px, {r['tokens']} tokens, {r['gflops']:,.0f} GFLOP a clip, "
+                f"{r['mb_fp16']:.2f} / {r['mb_int8']:.2f} MB a clip (fp16 / int8)"
             )
         else:
             size = "sizes from its config.json"
-        click.echo(f"{r['name']:<14} {size}\n{'':<14} weights: {r['weights']}")
+        click.echo(
+            f"{r['name']:<14} {size}\n{'':<14} family: {r['family']}\n"
+            f"{'':<14} weights: {r['weights']}"
+        )

@@ -25,9 +25,17 @@ from vjfer.encoders.hf import load_vjepa2
 from vjfer.encoders.image import image_encoder_names, load_image_encoder, weights_source
 from vjfer.encoders.videomae import load_videomae
 from vjfer.encoders.videomae2 import load_mae_checkpoint, mae_provenance, random_config, random_mae
-from vjfer.encoders.vjepa import PRESETS, ViTConfig, build_vit, count_params, random_vit
+from vjfer.encoders.vjepa import (
+    PRESETS,
+    ViTConfig,
+    build_vit,
+    count_params,
+    forward_flops,
+    random_vit,
+)
 from vjfer.errors import ConfigError
 from vjfer.prepare import IMAGENET_MEAN, IMAGENET_STD
+from vjfer.store import StoreFormat
 
 log = logging.getLogger(__name__)
 
@@ -352,18 +360,45 @@ def get_spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
+# What each family learnt from: the comparison the field asks for (a name's prefix -> family).
+FAMILIES = {
+    "vjepa": "latent prediction (V-JEPA)",
+    "videomae": "pixel reconstruction (MAE)",
+    "marlin": "pixel reconstruction (MAE, faces)",
+    "dinov": "image self-distillation (DINO), per frame",
+    "clip": "image-text contrastive, per frame",
+    "siglip": "image-text contrastive, per frame",
+    "tiny": "random (tests, demo)",
+}
+
+
+def family_of(name: str) -> str:
+    """The training family of a registered encoder, from its name."""
+    return next((f for prefix, f in FAMILIES.items() if name.startswith(prefix)), "other")
+
+
 def list_encoders() -> list[dict]:
-    """Per encoder: name, params, embed_dim, resolution, tokens, weights (None: the weights')."""
+    """Per encoder: name, family, params, embed_dim, resolution, frames, tokens, GFLOP and MB
+    (fp16, int8) a clip, weights; None where the sizes come with the weights (config.json)."""
     rows = []
     for spec in ENCODERS.values():
         vit = spec.vit
+        sizes = [
+            StoreFormat.parse(s).clip_nbytes(1, vit.num_tokens, vit.embed_dim) if vit else None
+            for s in ("fp16", "int8")
+        ]
         rows.append(
             {
                 "name": spec.name,
+                "family": family_of(spec.name),
                 "params": count_params(build_vit(vit, "meta")) if vit else None,
                 "embed_dim": vit.embed_dim if vit else None,
                 "resolution": vit.img_size if vit else None,
+                "frames": vit.frames if vit else None,
                 "tokens": vit.num_tokens if vit else None,
+                "gflops": forward_flops(vit) / 1e9 if vit else None,
+                "mb_fp16": sum(sizes[0]) / 1e6 if sizes[0] else None,
+                "mb_int8": sum(sizes[1]) / 1e6 if sizes[1] else None,
                 "weights": spec.weights_source,
             }
         )
