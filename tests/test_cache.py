@@ -307,7 +307,7 @@ def test_flipped_token_bytes_are_caught_by_verify_and_reads(tmp_path: Path, dama
     report = verify_cache(directory)
     assert report.problems == [
         "shard-00001.h5: clip 1 (vid-002) does not match its checksum: corrupt; re-extract this "
-        "shard"
+        "shard (delete it, rerun vjfer extract)"
     ]
     cache = open_cache(directory)  # the structure is intact: opening is fine
     np.testing.assert_array_equal(cache.tokens("vid-003"), entries[3].tokens)
@@ -485,3 +485,14 @@ def test_a_shard_failing_other_videos_of_the_same_count_is_refused(cache_dir: Pa
         open_cache(cache_dir)
     problems = verify_cache(cache_dir).problems
     assert len(problems) == 1 and re.match(rf"shard-00001.h5: {words}", problems[0]), problems
+
+
+def test_a_cache_reached_through_a_folder_link_is_found(tiny_cache, tmp_path):
+    """Issue 32: a cache kept on another disk and linked under --cache is found; a link loop
+    ends the walk instead of hanging it."""
+    root = tmp_path / "cache" / "ravdess"
+    root.mkdir(parents=True)
+    (root / "linked").symlink_to(tiny_cache(), target_is_directory=True)
+    (root / "loop").symlink_to(tmp_path / "cache", target_is_directory=True)
+    assert find_caches(tmp_path / "cache") == [root / "linked"]
+    assert find_caches(tmp_path / "cache", complete=True) == [root / "linked"]

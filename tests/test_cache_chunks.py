@@ -74,5 +74,5 @@ def test_verify_names_exactly_the_corrupt_clip(scaled):
     report = verify_cache(directory)
     assert report.problems == [
         f"shard-00000.h5: clip {row} ({vid}) does not match its checksum: corrupt; "
-        "re-extract this shard"
+        "re-extract this shard (delete it, rerun vjfer extract)"
     ]

@@ -26,6 +26,7 @@ from vjfer.errors import CacheError, ConfigError
 from vjfer.probe.config import TrainConfig
 from vjfer.probe.reader import ClipReader, HeldTokens, clip_bytes
 from vjfer.probe.run import train_folds
+from vjfer.runs import one_cache
 from vjfer.store import check_store_folds, decode_raw
 from vjfer.synthetic import make_crema_d, make_ravdess
 
@@ -396,6 +397,8 @@ def test_a_converted_cache_names_vjfer_cache_convert_as_the_fix(source, tmp_path
         rf"the source cache \(delete it, rerun {re.escape(command)}",
     ):
         open_cache(out).tokens(vid)
+    report = verify_cache(out)  # `cache verify` names the same fix, not a re-extraction
+    assert any("rewrite this shard from the source cache" in p for p in report.problems)
     (out / MANIFEST).unlink()  # killed before its manifest
     for opener in (open_cache, verify_cache):
         with pytest.raises(
@@ -404,6 +407,9 @@ def test_a_converted_cache_names_vjfer_cache_convert_as_the_fix(source, tmp_path
             rf"interrupted or is running; resume it with {re.escape(command)}",
         ):
             opener(out)
+    # `probe` on the folder of such a convert (anywhere, not under <cache>/<dataset>/) names it
+    with pytest.raises(CacheError, match=r"a `vjfer cache convert` was interrupted"):
+        one_cache(out.parent, "ravdess")
 
 
 def test_out_never_overwrites_what_another_cache_or_folder_holds(source, int8, tmp_path):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vjfer.cache import Cache, find_caches, open_cache, read_manifest
-from vjfer.cache.format import canonical_json
+from vjfer.cache.format import canonical_json, read_shard_header
 from vjfer.cache.reader import incomplete_message
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.labels import check_dataset
@@ -105,7 +105,8 @@ def one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = N
     )
     if not found:
         partial = [p for p in find_caches(cache_root) if p not in find_caches(cache_root, True)]
-        if partial and (dataset is None or partial[0].parent.name == dataset):
+        partial = [p for p in partial if dataset is None or _dataset_of(p) == dataset]
+        if partial:  # an interrupted extraction or convert: name the command that resumes it
             raise CacheError(incomplete_message(partial[0]))
         raise ConfigError(
             f"no {what} under {cache_root}: run `vjfer extract` first, or give --cache"
@@ -115,6 +116,17 @@ def one_cache(cache_root: Path, dataset: str | None, fingerprint: str | None = N
         f"{len(found)} {what}s under {cache_root}; choose one with --cache (and --dataset):\n  "
         f"{listing}"
     )
+
+
+def _dataset_of(directory: Path) -> str:
+    """The dataset of an unfinished cache: its first shard's, else the folder it sits in (a
+    convert's target may sit anywhere; an extraction's sits in <cache>/<dataset>/)."""
+    for shard in sorted(directory.glob("shard-*.h5")):
+        try:
+            return str(read_shard_header(shard)["dataset"])
+        except CacheError:
+            continue
+    return directory.parent.name
 
 
 def training_cache(meta: dict, candidates: Sequence[str | Path]):

@@ -208,7 +208,9 @@ def _verify_clips(
         for c in range(len(chunks.checksums)):  # through the one clip reader, as every reader
             if not read_clip(fd, chunks, c, buffer.data, verify=True):
                 bad = f"clip {c} ({video_of(c)}) does not match its checksum"
-                problems.append(f"{path.name}: {bad}: corrupt; re-extract this shard")
+                problems.append(
+                    f"{path.name}: {bad}: corrupt; {refill_hint(path.parent, 'this shard')}"
+                )
                 continue
             if nonfinite is None and not np.isfinite(buffer[floats].view(TOKEN_DTYPE)).all():
                 nonfinite = c

@@ -5,6 +5,7 @@ names an incomplete cache and the command that resumes it.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shlex
@@ -320,10 +321,26 @@ def find_caches(path: str | Path, complete: bool = False) -> list[Path]:
     """
     path = Path(path)
     path = path.parent if path.name == MANIFEST else path
-    markers = [*path.rglob(MANIFEST), *path.rglob("shard-*.h5"), *path.rglob("shard-*.h5.partial")]
-    found = sorted({m.parent for m in markers})
+    found = sorted(_cache_dirs(path))
     if complete:
         found = [d for d in found if (d / MANIFEST).exists() and _is_complete(d)]
+    return found
+
+
+def _cache_dirs(path: Path) -> set[Path]:
+    """Folders at or under `path` holding a manifest or shards, through links to folders too (a
+    cache kept on another disk and linked in); each real folder visited once, so a link loop
+    ends."""
+    found, seen = set(), set()
+    for folder, subfolders, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        shards = fnmatch.filter(files, "shard-*.h5") + fnmatch.filter(files, "shard-*.h5.partial")
+        if MANIFEST in files or shards:
+            found.add(Path(folder))
     return found
 
 
