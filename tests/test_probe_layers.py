@@ -23,7 +23,7 @@ from vjfer.cross import cross_evaluate
 from vjfer.datasets.folds import load_folds
 from vjfer.errors import ConfigError
 from vjfer.probe.config import TrainConfig
-from vjfer.probe.layer import CONCAT, layer_axis
+from vjfer.probe.layer import CONCAT, layer_axis, resolve_layer
 from vjfer.probe.model import load_probe
 from vjfer.probe.reader import clip_bytes
 from vjfer.probe.run import run_probe
@@ -250,3 +250,11 @@ def test_predict_on_a_layer_run_encodes_and_reads_that_layer(tmp_path):
     clips = [pd.DataFrame(out[name]["clips"]).filter(like="prob_") for name in runs]
     pd.testing.assert_frame_equal(*clips)  # every clip's probabilities, exactly
     assert clips[0].shape[0] > 1
+
+
+def test_a_block_of_a_one_layer_cache_names_a_cache_that_holds_it():
+    """Issue 32: on a cache of the encoder's output alone, `--layer 1` advised `extract --layers
+    1`, the same cache when block 1 is the last; the advice now names a cache of both."""
+    with pytest.raises(ConfigError, match=r"output alone .*`vjfer extract --layers 1,-1`"):
+        resolve_layer(None, 1)
+    assert resolve_layer(None, -1) == CONCAT

@@ -72,10 +72,16 @@ def resolve_layer(blocks: tuple[int, ...] | None, choice: LayerChoice) -> LayerC
         return CONCAT
     if k < 0 and -len(stored) <= k:
         k = stored[k]
+    if k not in stored and blocks is None:  # block k may be the last: the output it holds
+        raise ConfigError(
+            f"--layer {choice}: the cache holds the encoder's output alone (its last block, "
+            "through the final norm: --layer -1, concat or all); for another block extract "
+            f"`vjfer extract --layers {choice},-1` (a cache of both)"
+        )
     if k not in stored:
         raise ConfigError(
             f"--layer {choice}: the cache holds {_stored(blocks)}; give one of "
-            f"{[*stored, *range(-len(stored), 0)] or [-1]}, concat or all, or extract "
+            f"{[*stored, *range(-len(stored), 0)]}, concat or all, or extract "
             f"the block with `vjfer extract --layers {choice}`"
         )
     return CONCAT if len(stored) == 1 else k
