@@ -4,8 +4,10 @@ is not finite stops the pass (or, asked to, is skipped and never selected)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +34,7 @@ SMALL = TrainConfig(epochs=2, batch_size=4, num_heads=4, num_workers=0, device="
 TIMING = ("seconds", "pass_seconds_share", "pass_read_gb_s", "read_gb_s")  # differ run to run
 
 
-def test_a_run_is_refused_replaced_only_by_force_and_never_mixed(cache_dir, tmp_path):
+def test_a_run_is_refused_replaced_only_by_force_and_never_mixed(cache_dir, tmp_path, caplog):
     cache, run = open_cache(cache_dir), tmp_path / "run"
     train_folds(cache, [1], replace(SMALL, epochs=1), run, progress=False)
     first = (run / "fold-1" / "metrics.json").read_bytes()
@@ -45,6 +47,10 @@ def test_a_run_is_refused_replaced_only_by_force_and_never_mixed(cache_dir, tmp_
     with pytest.raises(ConfigError, match="nothing to resume"):
         train_folds(cache, [1], SMALL, run, progress=False, mode="resume")
     assert (run / "fold-1" / "metrics.json").read_bytes() == first  # untouched by the refusals
+    with caplog.at_level(logging.WARNING, logger="vjfer.probe.resume"):  # nothing to resume
+        train_folds(cache, [1], replace(SMALL, epochs=1), tmp_path / "fresh", mode="resume")
+    assert "--resume: no interrupted run at" in caplog.text and "from the start" in caplog.text
+    shutil.rmtree(tmp_path / "fresh")
     (tmp_path / "other.partial").mkdir()  # an interrupted run
     with pytest.raises(ConfigError, match=r"interrupted run is at .*other\.partial: --resume"):
         train_folds(cache, [2], SMALL, tmp_path / "other", progress=False)

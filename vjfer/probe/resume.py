@@ -78,6 +78,8 @@ def stage_run(out: str | Path, mode: RunMode) -> Path:
         )
     if partial.exists() and mode == "force":
         shutil.rmtree(partial)
+    if mode == "resume" and not partial.exists():  # said, not silently a run of its own
+        log.warning("--resume: no interrupted run at %s; training %s from the start", partial, out)
     try:
         partial.mkdir(parents=True, exist_ok=True)
     except OSError as err:
