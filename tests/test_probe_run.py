@@ -264,3 +264,21 @@ def test_grid_point_names_are_unchanged():
     """Run and head names are on disk: a grid point's name stays what runs were written with."""
     assert GridPoint(1e-3, 0.01, 0).name == "lr0.001-wd0.01-seed0"
     assert GridPoint(5e-4, 0.05, 2, 1).name == "lr0.0005-wd0.05-seed2-layer1"
+
+
+def test_a_full_disk_that_names_no_file_names_the_output_folder(monkeypatch, tmp_path):
+    """Issue 32: "error: a file: No space left" named nothing; the folder the command writes to
+    (its --out) is named, with the fix for a full disk."""
+    import errno
+
+    from vjfer.cli import cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("vjfer.report.build_report", full)
+    result = CliRunner().invoke(cli, ["report", str(tmp_path), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 1 and result.output == (
+        f"error: a file under {tmp_path / 'rep'}: No space left on device: free space there and "
+        "rerun: the command resumes from what it finished\n"
+    )

@@ -5,6 +5,7 @@ with the library's parsers (`vjfer.probe.config`)."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import sys
@@ -35,6 +36,7 @@ class Group(click.Group):
     non-zero (1; 2 for a usage error, as click does) instead of a traceback or a usage block."""
 
     def invoke(self, ctx: click.Context):
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]  # before click consumes them
         try:
             return super().invoke(ctx)
         except VjferError as err:
@@ -45,13 +47,23 @@ class Group(click.Group):
             click.echo(f"error: {err.format_message()} (see `{where} --help`)", err=True)
             sys.exit(2)
         except OSError as err:  # not vjfer's own: name the file and what to check
-            name = err.filename or "a file"
-            click.echo(
-                f"error: {name}: {err.strerror or err}: check that it exists and that this "
-                "user may read (or write) it, or give another path",
-                err=True,
-            )
+            name = err.filename or _where_written(words)
+            if err.errno == errno.ENOSPC:
+                fix = "free space there and rerun: the command resumes from what it finished"
+            else:
+                fix = "check that it exists and that this user may read (or write) it, or give "
+                fix += "another path"
+            click.echo(f"error: {name}: {err.strerror or err}: {fix}", err=True)
             sys.exit(1)
+
+
+def _where_written(words: list[str]) -> str:
+    """For an OSError that names no file (a full disk while a library writes): the folder the
+    command writes to, from its --out or --cache words."""
+    for option in ("--out", "--cache"):
+        if option in words[:-1]:
+            return f"a file under {words[words.index(option) + 1]}"
+    return "a file the command writes"
 
 
 def dataset_root(dataset: str, root: Path | None) -> Path:
