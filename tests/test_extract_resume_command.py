@@ -42,6 +42,7 @@ NON_DEFAULT = {
     "max_lost_frames": 0.25,
     "no_reencode": True,
     "decode_timeout": 30.0,
+    "max_frame_pixels": 1_000_000,
     "dedup": False,
     "store": "int8",
     "dtype": "fp16",

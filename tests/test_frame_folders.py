@@ -22,6 +22,7 @@ from vjfer.decode import decode_native, decode_video, source_identity
 from vjfer.errors import VideoError
 from vjfer.extract import ExtractConfig, extract, plan_extraction
 from vjfer.frame_folders import FOLDER_FPS, frame_files, missing_frames
+from vjfer.synthetic import write_video
 from vjfer.synthetic_frames import make_dfew, write_frames
 
 
@@ -272,3 +273,17 @@ def test_a_16_bit_frame_folder_equals_its_8_bit_twin(tmp_path):
     assert a.lost_frames == b.lost_frames == 0
     np.testing.assert_array_equal(a.frames, b.frames)
     assert 20 < a.frames.mean() < 235  # grey noise, not a white frame
+
+
+def test_max_frame_pixels_bounds_folders_and_files(tmp_path):
+    """`--max-frame-pixels`: a larger frame of a folder is a lost frame (all of them: no frame to
+    decode), a video file of larger frames a VideoError naming the option, before decoding."""
+    frames = np.random.default_rng(0).integers(0, 255, (3, 40, 48, 3), dtype=np.uint8)
+    write_frames(tmp_path / "f", frames, "{i}.png")
+    assert decode_video(tmp_path / "f", 32, "whole", max_pixels=40 * 48).n_frames == 3
+    with pytest.raises(VideoError, match=r"no decodable frame \(3 of 3 files failed\)"):
+        decode_video(tmp_path / "f", 32, "whole", max_pixels=40 * 48 - 1)
+    write_video(tmp_path / "v.mp4", frames, Fraction(25), "mp4")
+    assert decode_video(tmp_path / "v.mp4", 32, "whole", max_pixels=40 * 48).n_frames == 3
+    with pytest.raises(VideoError, match=r"48x40 frames, more than --max-frame-pixels 100"):
+        decode_video(tmp_path / "v.mp4", 32, "whole", max_pixels=100)

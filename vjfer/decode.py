@@ -51,6 +51,7 @@ def decode_video(
     threads: int = 0,
     crop: CropBox | None = None,
     timeout: float | None = None,
+    max_pixels: int | None = None,
 ) -> DecodedVideo:
     """Decode a whole video once and prepare its views (see `prepare.view_geometry`).
 
@@ -67,6 +68,8 @@ def decode_video(
         crop: (x, y, w, h) in displayed pixels: each frame is cut to it before the views are
             made (`vjfer.face`); None (the default, the paper's input) uses whole frames.
         timeout: seconds after which decoding stops with a VideoError (None: no limit).
+        max_pixels: the largest frame read (width × height; None: the readers' own bound): a
+            larger video is a VideoError, a larger frame of a folder a lost frame.
 
     Returns:
         DecodedVideo with frames uint8 [V, T, R, R, 3].
@@ -83,11 +86,16 @@ def decode_video(
     num_views(views)  # ConfigError for unknown views
     if resolution < 1 or threads < 0:
         raise ValueError(f"need resolution >= 1 and threads >= 0, got {resolution}, {threads}")
-    return reader_for(path).decode(path, resolution, views, threads, crop, timeout)
+    reader = reader_for(path)
+    return reader.decode(path, resolution, views, threads, crop, timeout, max_pixels=max_pixels)
 
 
 def decode_native(
-    path: str | Path, indices: np.ndarray, crop: CropBox | None = None, timeout: float | None = None
+    path: str | Path,
+    indices: np.ndarray,
+    crop: CropBox | None = None,
+    timeout: float | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """The frames at `indices` (sorted, unique) as displayed, at their native size (cut to `crop`
     when given): uint8 [len(indices), H, W, 3].
@@ -98,7 +106,7 @@ def decode_native(
     `vjfer extract --augment`.
     """
     path = Path(path)
-    return reader_for(path).decode_native(path, indices, crop, timeout)
+    return reader_for(path).decode_native(path, indices, crop, timeout, max_pixels=max_pixels)
 
 
 def source_identity(

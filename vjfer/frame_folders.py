@@ -32,6 +32,7 @@ from vjfer.datasets.frames import frame_names
 from vjfer.datasets.records import natural_key
 from vjfer.errors import VideoError
 from vjfer.prepare import (
+    MAX_FRAME_PIXELS,
     RESIZE_INTERPOLATION,
     CropBox,
     DecodedVideo,
@@ -46,9 +47,6 @@ from vjfer.prepare import (
 log = logging.getLogger(__name__)
 
 FOLDER_FPS = 25.0  # declared, not measured: none of the three releases records a rate
-# The largest frame read: 50 megapixels (an 8K frame is 33). A face-crop release's frames are
-# ~0.05 MP; anything larger than this is a mistake or a decompression bomb, and costs that frame.
-MAX_FRAME_PIXELS = 50_000_000
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 16-bit grey PNGs
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 
@@ -111,15 +109,18 @@ def folder_identity(
     return digest.identity(name or str(folder))
 
 
-def read_frame(path: Path, data: bytes | None = None) -> np.ndarray | None:
+def read_frame(
+    path: Path, data: bytes | None = None, max_pixels: int | None = None
+) -> np.ndarray | None:
     """One frame file (or its bytes, already read) as RGB uint8 [H, W, 3]; None (and a warning)
-    when it does not decode or declares more than MAX_FRAME_PIXELS."""
+    when it does not decode or declares more than `max_pixels` (None: MAX_FRAME_PIXELS)."""
+    limit = MAX_FRAME_PIXELS if max_pixels is None else max_pixels
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as image:
-            if (pixels := image.width * image.height) > MAX_FRAME_PIXELS:  # header only, no pixels
+            if (pixels := image.width * image.height) > limit:  # from the header: no pixels yet
                 raise ValueError(
-                    f"{image.width}x{image.height} = {pixels} pixels, more than "
-                    f"{MAX_FRAME_PIXELS} (a decompression bomb or not a frame)"
+                    f"{image.width}x{image.height} = {pixels} pixels, more than --max-frame-pixels "
+                    f"{limit} (a decompression bomb or not a frame)"
                 )
             image.load()
             if image.mode in _SIXTEEN_BIT:  # 0..65535 grey: the top 8 bits, not a clip to 255
@@ -150,6 +151,7 @@ def folder_frames(
     lost: list[Path],
     timeout: float | None = None,
     digest: _FolderDigest | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Every frame file that decodes, as RGB uint8 [H, W, 3]; the others appended to `lost`.
     Each file is read once: its bytes feed `digest` (the folder's identity) and the decoder."""
@@ -162,7 +164,7 @@ def folder_frames(
         data = read_regular(path)
         if data is not None and digest is not None:
             digest.add(path, data)
-        rgb = None if data is None else read_frame(path, data)
+        rgb = None if data is None else read_frame(path, data, max_pixels)
         if rgb is None:
             lost.append(path)
             continue
@@ -174,6 +176,7 @@ def decode_folder_native(
     indices: np.ndarray,
     crop: CropBox | None = None,
     timeout: float | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Frames at `indices` (of the frames that decode) at native size, cut to `crop`:
     uint8 [len(indices), H, W, 3], as `video.decode_file_native` for a file. A frame of another
@@ -182,7 +185,7 @@ def decode_folder_native(
     folder = Path(folder)
     wanted = [int(i) for i in np.asarray(indices)]
     frames: list[np.ndarray] = []
-    for k, rgb in enumerate(folder_frames(frame_files(folder), [], timeout)):
+    for k, rgb in enumerate(folder_frames(frame_files(folder), [], timeout, None, max_pixels)):
         if k in wanted:
             if crop is not None:
                 x, y, w, h = crop
@@ -208,6 +211,7 @@ def decode_frame_folder(
     crop: CropBox | None = None,
     timeout: float | None = None,
     fps: float = FOLDER_FPS,
+    max_pixels: int | None = None,
 ) -> DecodedVideo:
     """Decode a frame folder once and prepare its views: `vjfer.decode.decode_video` for a folder.
 
@@ -223,7 +227,8 @@ def decode_frame_folder(
     prepare = Preparer(resolution, views, crop)
     buffer = FrameBuffer(num_views(views), resolution, len(files))
     try:
-        prepare_all(folder_frames(files, lost, timeout, digest), prepare, buffer, threads)
+        frames = folder_frames(files, lost, timeout, digest, max_pixels)
+        prepare_all(frames, prepare, buffer, threads)
     except ValueError as err:
         raise VideoError(folder, str(err)) from err
     if buffer.count == 0 or prepare.display_size is None:

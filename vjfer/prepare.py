@@ -34,6 +34,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 CropBox = tuple[int, int, int, int]  # (x, y, w, h) of the displayed frame, pixels
+# The largest frame read by default (`--max-frame-pixels`): 50 megapixels (an 8K frame is 33). A
+# face-crop release's frames are ~0.05 MP: a larger one is a mistake or a decompression bomb (a
+# few kB of PNG can declare 15000×15000), and costs its frame (a folder) or its video (a file).
+MAX_FRAME_PIXELS = 50_000_000
 Views = Literal["center", "3crop", "whole"]
 VIEWS: tuple[str, ...] = ("center", "3crop", "whole")
 _NUM_VIEWS = {"center": 1, "3crop": 3, "whole": 1}

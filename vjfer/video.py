@@ -243,6 +243,16 @@ def _prepare_frame(prepare: Preparer, frame: av.VideoFrame, out: np.ndarray) -> 
         prepare.scale_views(frame, turns, out)
 
 
+def _check_pixels(path: Path, stream: VideoStream, max_pixels: int | None) -> None:
+    """VideoError for a stream whose frames exceed `max_pixels` (`--max-frame-pixels`), before
+    any frame is decoded."""
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoError(
+            path, f"{width}x{height} frames, more than --max-frame-pixels {max_pixels}"
+        )
+
+
 def decode_file(
     path: str | Path,
     resolution: int,
@@ -250,12 +260,14 @@ def decode_file(
     threads: int = 0,
     crop: CropBox | None = None,
     timeout: float | None = None,
+    max_pixels: int | None = None,
 ) -> DecodedVideo:
     """Decode a video file once and prepare its views: `vjfer.decode.decode_video` for a file."""
     path, stats = Path(path), _DecodeStats()
     data, source = read_source(path)
     prepare = Preparer(resolution, views, crop)
     with _video_stream(path, data) as (container, stream):
+        _check_pixels(path, stream, max_pixels)
         buffer = FrameBuffer(num_views(views), resolution, _capacity_guess(container, stream))
         frames = _clean_frames(path, container, stream, stats, timeout)
         try:
@@ -286,7 +298,11 @@ def decode_file(
 
 
 def decode_file_native(
-    path: str | Path, indices: np.ndarray, crop: CropBox | None = None, timeout: float | None = None
+    path: str | Path,
+    indices: np.ndarray,
+    crop: CropBox | None = None,
+    timeout: float | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """The frames at `indices` (sorted, unique) of a video file: `vjfer.decode.decode_native`."""
     path = Path(path)
@@ -296,6 +312,7 @@ def decode_file_native(
     data, _ = read_source(path)
     packer = VideoReformatter()
     with _video_stream(path, data) as (container, stream):
+        _check_pixels(path, stream, max_pixels)
         for i, frame in enumerate(_clean_frames(path, container, stream, _DecodeStats(), timeout)):
             if i in wanted:
                 rgb = _as_displayed(packer, frame, round(frame.rotation / 90) % 4)

@@ -227,6 +227,12 @@ def _store_options(opt) -> list:
             type=click.FloatRange(min=0, min_open=True),
             help="Seconds per video before its decoding is given up (a failure entry).",
         ),
+        opt(
+            "--max-frame-pixels",
+            type=click.IntRange(min=1),
+            help="The largest frame read (width × height): a larger frame of a folder is lost, a "
+            "video file of larger frames a failure (a decompression bomb never reaches memory).",
+        ),
     ]
 
 

@@ -27,7 +27,7 @@ from vjfer.encoders.registry import COMPUTE_DTYPES
 from vjfer.errors import ConfigError
 from vjfer.face import FaceCropConfig, face_settings, parse_face_crop
 from vjfer.labels import LIST, check_dataset
-from vjfer.prepare import VIEWS, Views
+from vjfer.prepare import MAX_FRAME_PIXELS, VIEWS, Views
 from vjfer.protocols import PAPER, get_protocol
 from vjfer.store import StoreFormat
 
@@ -73,6 +73,7 @@ class ExtractConfig:
     # resume: trust a source whose size and mtime_ns are unchanged instead of hashing its content
     trust_size_mtime: bool = False
     decode_timeout: float | None = 600.0  # seconds per video before it becomes a failure
+    max_frame_pixels: int = MAX_FRAME_PIXELS  # a larger frame is lost (folder), its video failed
     dedup: bool = True  # videos with identical video streams: encoded and stored once
     store: str = "fp16"  # store format of the tokens (vjfer.store): fp16, int8, fp8, pool2, ...
     dtype: str = "bf16"  # encoder compute dtype on CUDA: bf16 | fp16 (the reference's) | fp32
@@ -126,6 +127,8 @@ class ExtractConfig:
             raise ConfigError(f"need workers >= 0 and limit >= 1, got {self.workers}, {self.limit}")
         if not 0 <= self.max_lost_frames <= 1:
             raise ConfigError(f"max_lost_frames is a fraction in 0..1, got {self.max_lost_frames}")
+        if self.max_frame_pixels < 1:
+            raise ConfigError(f"max_frame_pixels must be >= 1, got {self.max_frame_pixels}")
         if self.decode_timeout is not None and self.decode_timeout <= 0:
             raise ConfigError(f"decode_timeout must be > 0 seconds, got {self.decode_timeout}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -248,6 +251,8 @@ def cache_settings(config: ExtractConfig, encoder) -> dict:
         settings["store_format"] = str(store)
     if config.modality is not None:  # the videos held; as the others, only when set
         settings["modality"] = config.modality
+    if config.max_frame_pixels != MAX_FRAME_PIXELS:  # which frames are lost: only when changed
+        settings["max_frame_pixels"] = config.max_frame_pixels
     if config.protocol not in (None, PAPER.name):  # the paper's preset is today's cache
         settings["protocol"] = config.protocol
     if config.list_file is not None:  # a list file decides labels and folds: its content counts
@@ -283,6 +288,8 @@ def config_record(config: ExtractConfig) -> dict:
         del record["list_file"]
     if config.protocol is None:  # likewise: a preset is recorded when one was named
         del record["protocol"]
+    if config.max_frame_pixels == MAX_FRAME_PIXELS:  # likewise
+        del record["max_frame_pixels"]
     if config.modality is None:  # likewise: RAVDESS's both modalities, as before the option
         del record["modality"]
     if config.frame_step is None:  # likewise: default manifests stay as they were

@@ -68,12 +68,13 @@ class _DecodeTasks(Dataset):
         augment: tuple[int, int, tuple, tuple],
         step: int | None = None,
         draws: int = 0,
+        max_pixels: int | None = None,
     ):
         self.paths, self.resolution, self.views = paths, resolution, views
         self.augment = augment  # (copies, seed, mean, std); the seed also seeds the draws
         self.plan, self.hop, self.threads = plan, hop, threads
         self.step, self.draws = step, draws  # stride's frame step; stride/segments' draws
-        self.max_lost, self.timeout = max_lost, timeout
+        self.max_lost, self.timeout, self.max_pixels = max_lost, timeout, max_pixels
         self.ids, self.face = ids, face
 
     def __len__(self) -> int:
@@ -86,7 +87,13 @@ class _DecodeTasks(Dataset):
                 face = self.face.locate(self.paths[i], self.ids[i])
             crop = astuple(face.box) if face is not None and face.box is not None else None
             video = decode_video(
-                self.paths[i], self.resolution, self.views, self.threads, crop, timeout=self.timeout
+                self.paths[i],
+                self.resolution,
+                self.views,
+                self.threads,
+                crop,
+                timeout=self.timeout,
+                max_pixels=self.max_pixels,
             )
         except VideoError as err:
             try:  # the identity of a file that failed: a repaired file is retried on resume
@@ -147,7 +154,7 @@ class _DecodeTasks(Dataset):
         copies, seed, mean, std = self.augment
         train = plan_clips(n_frames, "reference-train")  # [8, 16]: the reference's exact clips
         used = np.unique(train)
-        native = decode_native(self.paths[i], used, crop, self.timeout)  # [U, H, W, 3]
+        native = decode_native(self.paths[i], used, crop, self.timeout, self.max_pixels)
         clips = augment.augment_video_clips(
             native,
             np.searchsorted(used, train),

@@ -147,6 +147,7 @@ def _decode_loader(plan: ExtractPlan, records: list) -> DataLoader:
         (cfg.augment, cfg.augment_seed, enc.mean, enc.std),
         cfg.frame_step,
         cfg.train_draws,
+        cfg.max_frame_pixels,
     )
     cuda = torch.device(plan.device).type == "cuda"
     if cuda:  # pinned memory, events and streams follow the current device
