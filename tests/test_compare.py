@@ -81,6 +81,7 @@ def test_paired_differences_against_the_first_run(tmp_path):
     assert (first["Face crop"], first["Store"], first["Head"]) == ("none", "fp16", "default")
     assert (second["Face crop"], second["Store"], second["Head"]) == ("haar", "int8", "lr=0.0003")
     assert first["Encoder"] == "tiny (seed 0)" and first["Resolution"] == 64
+    assert first["Family"] == "random (tests, demo)"  # latent prediction, MAE, image, ...
 
 
 def test_refuses_other_datasets_and_folds(tmp_path):

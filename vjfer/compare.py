@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vjfer.encoders.registry import family_of
 from vjfer.errors import ConfigError
 from vjfer.files import read_json_object
 from vjfer.probe.config import TrainConfig
@@ -159,6 +160,7 @@ def compare_table(runs: Sequence[ComparedRun], train_defaults: dict) -> Table:
             row = {
                 "Run": run.path.name,
                 "Encoder": encoder_label(run.settings),
+                "Family": family_of(str(run.settings.get("encoder", ""))),
                 "Resolution": run.settings["resolution"],
                 "Face crop": face_crop(run.settings),
                 "Store": store_format(run.settings),
