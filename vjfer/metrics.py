@@ -228,6 +228,28 @@ def bootstrap_scores(
     return _scores_from_counts(*(np.concatenate(total) for total in sums))
 
 
+def bootstrap_intervals(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    groups: ArrayLike | None = None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """metric -> the percentile bootstrap interval (low, high) at `level`, every metric of
+    `INTERVAL_METRICS` from the one set of resamples (`bootstrap_scores`)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1); got {level}")
+    scores = bootstrap_scores(y_true, y_pred, groups, resamples=resamples, seed=seed)
+    bounds = [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
+    out = {}
+    for metric, values in scores.items():
+        low, high = np.quantile(values, bounds)
+        out[metric] = (float(low), float(high))
+    return out
+
+
 def bootstrap_interval(
     y_true: ArrayLike,
     y_pred: ArrayLike,
@@ -247,8 +269,6 @@ def bootstrap_interval(
     """
     if metric not in INTERVAL_METRICS:
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(INTERVAL_METRICS)}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1); got {level}")
-    values = bootstrap_scores(y_true, y_pred, groups, resamples=resamples, seed=seed)[metric]
-    low, high = np.quantile(values, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return float(low), float(high)
+    return bootstrap_intervals(y_true, y_pred, groups, resamples=resamples, seed=seed, level=level)[
+        metric
+    ]
