@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,6 +49,7 @@ from vjfer.tables import (
     DATASET_TITLES,
     HIGH,
     LOW,
+    METRIC_COLUMNS,
     STD,
     Table,
     interval_cells,
@@ -100,6 +102,8 @@ class ProbeRun:
     pooled: dict[str, dict[str, float]] = field(default_factory=dict)
     # voting -> metric -> (low, high), the bootstrap interval of the pooled figure
     intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    # voting -> metric -> mean ± std over the seeds of the reported point (`seed_spread`)
+    seeds: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     @property
     def splits(self) -> str:
@@ -150,6 +154,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                     run.pooled, run.intervals = pooled_figures(
                         run_dir, run_summary["folds"], run.dataset
                     )
+                    run.seeds = seed_spread(run_dir, run_summary.get("head"), run_summary["folds"])
                     probe_runs.append(run)
                 else:
                     problems.append(f"{summary_path} is neither a probe nor a cross run{SKIPPED}")
@@ -236,6 +241,68 @@ def pooled_figures(
         for v in POOLED_VOTINGS
     }
     return scores, intervals
+
+
+GRID_RESULTS = "grid_test_results.csv"  # `vjfer.probe.run`: every grid point's test-fold scores
+SEED_PART = re.compile(r"-seed-?\d+")  # in a grid point's name (`GridPoint.name`)
+
+
+def seed_spread(
+    run_dir: str | Path, head: str | None, folds: Sequence[int]
+) -> dict[str, dict[str, dict]]:
+    """voting -> metric -> {"mean", "std", "n"} over the seeds of the reported head's grid point
+    (the heads of `grid_test_results.csv` that differ from it only in `--seed`): each seed's fold
+    mean, then their mean and sample std; empty for a run of one seed, without a grid, or with a
+    seed that failed or lacks a fold."""
+    path = Path(run_dir) / GRID_RESULTS
+    if head is None or not path.is_file():
+        return {}
+    try:
+        grid = pd.read_csv(path, comment="#")
+    except (OSError, ValueError) as err:
+        log.debug("%s: no seed spread (%s)", path, err)
+        return {}
+    if "head" not in grid.columns:
+        return {}
+    point = SEED_PART.sub("", head)
+    mine = grid[[SEED_PART.sub("", str(h)) == point for h in grid["head"]]]
+    heads = mine.groupby("head")
+    if heads.ngroups < 2 or any(sorted(g["fold"]) != sorted(folds) for _, g in heads):
+        return {}
+    out: dict[str, dict[str, dict]] = {}
+    for voting in POOLED_VOTINGS:
+        for metric in METRIC_COLUMNS:
+            column = f"{voting}_{metric}"
+            if column not in mine.columns or mine[column].isna().any():
+                return {}
+            means = heads[column].mean().to_numpy()
+            out.setdefault(voting, {})[metric] = {
+                "mean": float(np.mean(means)),
+                "std": float(np.std(means, ddof=1)),
+                "n": len(means),
+            }
+    return out
+
+
+SEEDS_NOTE = (
+    "Seeds UAR / WAR (runs of several --seed values): mean ± sample std over the seeds of the "
+    "reported head's grid point (its lr and weight decay) of each seed's fold mean, from "
+    f"{GRID_RESULTS} (test-fold scores: the spread the seed alone makes, not a selection)."
+)
+
+
+def seed_cells(run: ProbeRun, voting: str, shown: bool) -> dict:
+    """{"Seeds", "Seeds UAR", "Seeds UAR std", ...} in percent (NaN without a seed spread);
+    nothing when no run of the table has one (`shown`)."""
+    if not shown:
+        return {}
+    spread = run.seeds.get(voting, {})
+    row: dict = {"Seeds": spread["uar"]["n"] if spread else float("nan")}
+    for key in ("uar", "war"):
+        agg = spread.get(key, {})
+        col = f"Seeds {METRIC_COLUMNS[key]}"
+        row[col], row[col + STD] = percent(agg.get("mean")), percent(agg.get("std"))
+    return row
 
 
 def cross_intervals(cross: CrossRun) -> dict[str, dict[str, tuple[float, float]]]:
@@ -377,7 +444,7 @@ def table_ii(runs: Sequence[ProbeRun], codes: ProtocolCodes | None = None) -> Ta
     """Table II: within-dataset video-level results per voting rule, mean ± std over folds,
     the figures pooled over folds, and each row's protocol (a code of `codes`)."""
     codes = ProtocolCodes() if codes is None else codes
-    rows = []
+    rows, seeds = [], any(run.seeds for run in runs)
     for run in runs:
         for voting, vname in VOTING.items():
             paper = PAPER_TABLE_II.get((run.dataset, voting), (None, None))
@@ -396,6 +463,7 @@ def table_ii(runs: Sequence[ProbeRun], codes: ProtocolCodes | None = None) -> Ta
                         paper,
                     ),
                     **pooled_cells(run, voting),
+                    **seed_cells(run, voting, seeds),
                     "Protocol": codes.code(run.aspects(voting)),
                 }
             )
@@ -407,6 +475,7 @@ def table_ii(runs: Sequence[ProbeRun], codes: ProtocolCodes | None = None) -> Ta
         DELTA_NOTE,
         POOLED_NOTE,
         interval_note([r.dataset for r in runs]),
+        *([SEEDS_NOTE] if seeds else []),
         *protocol_notes(codes, [r["Protocol"] for r in rows]),
     ]
     return Table(
@@ -425,7 +494,7 @@ def load_peers(path: str | Path | None = None) -> pd.DataFrame:
 
 
 PER_DATASET = ("UAR", "WAR", "macro precision", "pooled UAR", "pooled WAR", "protocol")
-# Table III's metric cells of a dataset, each with its std and interval columns for vjfer rows
+# Table III's metric cells of a dataset, each with its interval columns for vjfer rows
 TABLE_III_METRICS = {"uar": "UAR", "war": "WAR", "macro_precision": "macro precision"}
 
 
@@ -465,7 +534,6 @@ def table_iii(
             for metric, name in TABLE_III_METRICS.items():
                 agg = mean_of(run.summary, voting, metric)
                 row[f"{title} {name}"] = percent(agg["mean"])
-                row[f"{title} {name}{STD}"] = percent(agg.get("std"))
                 low, high = intervals.get(metric, (None, None))
                 row[f"{title} {name}{LOW}"], row[f"{title} {name}{HIGH}"] = (
                     percent(low),
@@ -479,13 +547,13 @@ def table_iii(
     shown = [d for d in DATASETS if d in PAPER_DATASETS or any(r.dataset == d for r in runs)]
     for d in shown:
         for m in PER_DATASET:
-            spread = (STD, LOW, HIGH) if m in TABLE_III_METRICS.values() else ()
+            spread = (LOW, HIGH) if m in TABLE_III_METRICS.values() else ()
             cols += [f"{DATASET_TITLES[d]} {m}{s}" for s in ("", *spread)]
     frame = pd.DataFrame(list(rows.values()), columns=[*cols, "Source"])
     used = [c for col in frame.columns if col.endswith(" protocol") for c in frame[col]]
     notes = [
-        "Percent; vjfer rows are means ± sample std over folds. Peer rows are published figures "
-        "(vjfer/data/peers.csv, each with its source).",
+        "Percent; vjfer rows are means over folds (Table II gives their std). Peer rows are "
+        "published figures (vjfer/data/peers.csv, each with its source).",
         "The paper's own V-JEPA rows report macro precision under the name UAR; compare them "
         "with the macro precision columns.",
         *(

@@ -34,7 +34,7 @@ HOW_TO_READ = [
     "columns score all folds' test predictions together, as some peers report. Published peer "
     "rows in Table III come from their own papers' protocols (other splits, face crops, "
     "fine-tuning): context, not a same-protocol comparison.",
-    "Under a figure of ours, [low, high] is its 95 % bootstrap interval: the test videos of all "
+    "Under a figure of ours, low–high is its 95 % bootstrap interval: the test videos of all "
     "folds pooled and resampled, by actor where the dataset has actors (all of an actor's videos "
     "drawn together), else by video. The tables' notes give the resamples and the seed.",
     "Each row's Protocol code (P1, P2, ...) says what was compared: the folds, which frames make "

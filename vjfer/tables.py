@@ -71,13 +71,15 @@ def _interval_columns(frame: pd.DataFrame, col: str) -> tuple[str, str] | None:
     return (low, high) if low in frame.columns and high in frame.columns else None
 
 
-def _interval_text(low, high) -> str | None:
-    """`[low, high]` to one decimal (compact beside a mean ± std); None when either is missing."""
+def _interval_text(low, high, html_form: bool = False) -> str | None:
+    """`[low, high]` to one decimal (compact beside a mean ± std); on the page, where it has a
+    line of its own under the value, `low–high` (narrower: wide tables must fit a laptop's
+    width); None when either bound is missing."""
     if any(
         v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)) for v in (low, high)
     ):
         return None
-    return f"[{low:.1f}, {high:.1f}]"
+    return f"{low:.1f}–{high:.1f}" if html_form else f"[{low:.1f}, {high:.1f}]"
 
 
 def render_markdown(table: Table) -> str:
@@ -131,7 +133,7 @@ def _html_cell(value, std=None, signed: bool = False, interval=None) -> str:
             attrs + f' data-std="{float(std)!r}"',
             text + f' <span class="sd">± {std:.2f}</span>',
         )
-    if interval is not None and (ci := _interval_text(*interval)):
+    if interval is not None and (ci := _interval_text(*interval, html_form=True)):
         attrs += f' data-low="{float(interval[0])!r}" data-high="{float(interval[1])!r}"'
         text += f' <span class="ci">{ci}</span>'
 
