@@ -133,7 +133,7 @@ def _html_cell(value, std=None, signed: bool = False, interval=None) -> str:
             attrs + f' data-std="{float(std)!r}"',
             text + f' <span class="sd">± {std:.2f}</span>',
         )
-    if interval is not None and (ci := _interval_text(*interval, html_form=True)):
+    if interval is not None and (ci := _interval_text(interval[0], interval[1], True)):
         attrs += f' data-low="{float(interval[0])!r}" data-high="{float(interval[1])!r}"'
         text += f' <span class="ci">{ci}</span>'
 
