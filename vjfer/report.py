@@ -98,7 +98,7 @@ class ProbeRun:
     folds: dict[int, FoldMetrics]  # fold -> fold-K/metrics.json
     # its cache's settings (the manifest's, else the copy the run recorded; None: neither found)
     settings: dict | None = None
-    # voting -> metric -> value over every fold's test predictions pooled (`pooled_scores`)
+    # voting -> metric -> value over every fold's test predictions pooled (`pooled_figures`)
     pooled: dict[str, dict[str, float]] = field(default_factory=dict)
     # voting -> metric -> (low, high), the bootstrap interval of the pooled figure
     intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
@@ -348,7 +348,8 @@ def interval_note(datasets: Sequence[str], pooled: str = "every fold's test vide
         units.setdefault(resample_unit(d), []).append(DATASET_TITLES.get(d, d))
     rule = "; ".join(f"by {u}: {', '.join(titles)}" for u, titles in units.items())
     return (
-        f"[low, high]: {BOOTSTRAP.level:.0%} {BOOTSTRAP.method} bootstrap interval of the "
+        f"[low, high] (on the page: low–high under the value): {BOOTSTRAP.level:.0%} "
+        f"{BOOTSTRAP.method} bootstrap interval of the "
         f"pooled figure ({pooled}, {BOOTSTRAP.resamples} resamples, "
         f"seed {BOOTSTRAP.seed}; bootstrap.json), resampled by actor where the dataset has "
         "actors (an actor drawn brings all their test videos), else by video"
