@@ -93,12 +93,18 @@ def read_html_tables(text: str) -> dict[str, dict]:
 
 def assert_tables_equal_csvs(page: Path) -> list[str]:
     """Every <table data-table=NAME> of `page` against NAME.csv beside it: the same columns
-    (`X std` shown inside `X`), rows and values (each number's `data-value` equals the CSV's
-    exactly, and its text is that value to 2 decimals). Returns the table names."""
+    (`X std`, `X low` and `X high` shown inside `X`), rows and values (each number's `data-value`
+    equals the CSV's exactly, and its text is that value to 2 decimals; an interval's bounds in
+    `data-low`/`data-high` and its text `low–high` to 1 decimal). Returns the table names."""
     tables = read_html_tables(page.read_text(encoding="utf-8"))
     for name, table in tables.items():
         frame = pd.read_csv(page.parent / f"{name}.csv")
-        cols = [c for c in frame.columns if not (c.endswith(" std") and c[:-4] in frame.columns)]
+        names = set(frame.columns)
+        folded = {
+            f"{c} {s}" for c in names for s in ("low", "high") if {f"{c} low", f"{c} high"} <= names
+        }
+        cols = [c for c in frame.columns if not (c.endswith(" std") and c[:-4] in names)]
+        cols = [c for c in cols if c not in folded]
         assert table["head"] == cols, name
         assert len(table["rows"]) == len(frame), name
         for cells, (_, row) in zip(table["rows"], frame.iterrows(), strict=True):
@@ -110,7 +116,14 @@ def assert_tables_equal_csvs(page: Path) -> list[str]:
                     shown = f"{float(exact):.2f}" if "." in exact or "e" in exact else exact
                     if col.startswith("Δ"):  # differences carry their sign: +1.20, -3.40
                         shown = f"{float(exact):+.2f}"
-                    assert text.split(" ±")[0] == shown, where
+                    assert text.split(" ")[0] == shown, where
+                    if f"{col} low" in folded and not pd.isna(row[f"{col} low"]):
+                        low, high = row[f"{col} low"], row[f"{col} high"]
+                        assert (float(attrs["data-low"]), float(attrs["data-high"])) == (low, high)
+                        assert text.endswith(f" {low:.1f}–{high:.1f}"), where
+                        text = text.rsplit(" ", 1)[0]
+                    else:
+                        assert "data-low" not in attrs, where
                     if f"{col} std" in frame.columns and not pd.isna(row[f"{col} std"]):
                         assert float(attrs["data-std"]) == row[f"{col} std"], where
                         assert text.endswith(f"± {row[f'{col} std']:.2f}"), where

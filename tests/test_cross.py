@@ -408,7 +408,10 @@ def test_report_from_real_runs(runs, crosses, tmp_path):
     table4 = pd.read_csv(tmp_path / "report" / "table4.csv")
     assert len(table4) == 8  # 2 directions x 2 handlings x 2 voting rules
     assert set(table4["Calm"]) == {"drop", "merge"}
+    # every probe's kept predictions pooled: an interval in every row, by the target's actors
+    assert table4["UAR low"].notna().all() and (table4["UAR low"] <= table4["UAR high"]).all()
     table2 = pd.read_csv(tmp_path / "report" / "table2.csv")
+    assert table2["WAR low"].notna().all() and (table2["WAR low"] <= table2["WAR high"]).all()
     assert sorted(table2["Dataset"].unique()) == ["CREMA-D", "RAVDESS"]
     pngs = [p for p in written if p.suffix == ".png"]
     # confusions of probe and cross runs (PBV, MV each), then a PCA and a timeline per probe run

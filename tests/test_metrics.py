@@ -116,3 +116,70 @@ def test_pooled_metrics_weigh_every_video_alike():
     assert pooled["macro_precision"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no folds"):
         metrics.pooled_metrics([])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap intervals.
+
+
+def _scored(n: int = 400, actors: int = 20, seed: int = 0):
+    """Labels, predictions (about 70 % right) and actors of `n` videos."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 5, n)
+    p = np.where(rng.random(n) < 0.7, t, rng.integers(0, 5, n))
+    return t, p, rng.integers(0, actors, n)
+
+
+def test_bootstrap_scores_equal_the_metrics_of_each_resample():
+    t, p, g = _scored(n=120, actors=8)
+    got = metrics.bootstrap_scores(t, p, g, resamples=3, seed=5)
+    # the same draws, taken one resample at a time with the scalar metrics
+    draws = np.random.default_rng(5).integers(0, 8, size=(3, 8))
+    for r in range(3):
+        idx = np.concatenate([np.flatnonzero(g == a) for a in np.unique(g)[draws[r]]])
+        for name, fn in (
+            ("uar", metrics.uar),
+            ("war", metrics.war),
+            ("macro_precision", metrics.macro_precision),
+        ):
+            assert got[name][r] == pytest.approx(fn(t[idx], p[idx]), abs=1e-12)
+        assert got["macro_f1"][r] == pytest.approx(metrics.macro_f1(t[idx], p[idx]), abs=1e-12)
+
+
+def test_bootstrap_interval_covers_the_point_and_is_fixed_by_its_seed():
+    t, p, g = _scored()
+    for metric, fn in (
+        ("uar", metrics.uar),
+        ("war", metrics.war),
+        ("macro_precision", metrics.macro_precision),
+    ):
+        low, high = metrics.bootstrap_interval(t, p, g, metric, resamples=500, seed=0)
+        assert low < fn(t, p) < high
+    first = np.array(metrics.bootstrap_interval(t, p, g, resamples=500, seed=7)).tobytes()
+    assert np.array(metrics.bootstrap_interval(t, p, g, resamples=500, seed=7)).tobytes() == first
+    assert np.array(metrics.bootstrap_interval(t, p, g, resamples=500, seed=8)).tobytes() != first
+
+
+def test_bootstrap_by_subject_widens_when_subjects_are_homogeneous():
+    # 20 actors of 20 videos each, one class; an actor's videos are all right or all wrong
+    t = np.zeros(400, dtype=int)
+    g = np.repeat(np.arange(20), 20)
+    p = np.where(g % 10 < 7, 0, 1)  # 14 actors right, 6 wrong: WAR 0.7
+    by_actor = metrics.bootstrap_interval(t, p, g, "war", resamples=1000, seed=0)
+    by_video = metrics.bootstrap_interval(t, p, None, "war", resamples=1000, seed=0)
+    assert by_actor[1] - by_actor[0] > 2 * (by_video[1] - by_video[0])
+    assert by_actor[0] < 0.7 < by_actor[1]
+
+
+def test_bootstrap_interval_degenerate_cases():
+    # one subject: every resample is the data itself, so the interval is the point twice
+    assert metrics.bootstrap_interval([0, 1, 1], [0, 0, 1], [3, 3, 3], "uar") == (0.75, 0.75)
+    # one class: UAR is its recall, within [0, 1]
+    low, high = metrics.bootstrap_interval([2, 2, 2, 2], [2, 0, 2, 2], None, "uar", resamples=200)
+    assert 0.0 <= low <= 0.75 <= high <= 1.0
+    with pytest.raises(ValueError, match="no samples"):
+        metrics.bootstrap_interval([], [], None)
+    with pytest.raises(ValueError, match="groups"):
+        metrics.bootstrap_interval([0, 1], [0, 1], [1])
+    with pytest.raises(ValueError, match="unknown metric"):
+        metrics.bootstrap_interval([0, 1], [0, 1], None, "auc")

@@ -117,6 +117,11 @@ def test_cross_maps_classes_by_name_and_the_report_names_the_datasets(done):
         ("MAFW", "official", 11),
     ):
         assert re.search(rf"^{title},[^\n]*,{splits},{classes},", table, re.M), table
+    # the releases name no actors: their intervals resample videos (and Table IV's, by target)
+    bootstrap = json.loads((done["tmp"] / "report" / "bootstrap.json").read_text())
+    assert {bootstrap["unit"][d] for d in ("dfew", "ferv39k", "mafw")} == {"video"}
+    assert "by video: DFEW, FERV39k, MAFW" in (done["tmp"] / "report" / "table2.md").read_text()
+    assert ",UAR low,UAR high," in table.splitlines()[0]
 
 
 @pytest.mark.slow

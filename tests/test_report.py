@@ -15,6 +15,7 @@ from vjfer import report, run_protocol
 from vjfer.cache import VideoEntry, build_cache, open_cache
 from vjfer.errors import ConfigError
 from vjfer.labels import DATASETS, class_names
+from vjfer.metrics import bootstrap_interval
 from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import LinearProbe
 from vjfer.report import (
@@ -165,9 +166,10 @@ def test_table_iii_peers_beside_ours(tmp_path):
     assert np.isnan(ours.iloc[0]["CREMA-D UAR"])  # no CREMA-D run given
 
 
-def test_table_iv_counts_and_paper(tmp_path):
+def cross_summary() -> dict:
+    """A cross run's summary.json (RAVDESS → CREMA-D, merge, 5 probes of 60 videos)."""
     fold = {"n_kept": 50, "n_dropped": 10, "n_total": 60}
-    summary = {
+    return {
         "kind": "cross",
         "source": "ravdess",
         "target": "crema-d",
@@ -177,7 +179,10 @@ def test_table_iv_counts_and_paper(tmp_path):
         "folds": [{"fold": k, "pbv": fold, "mv": fold} for k in range(1, 6)],
         "mean": {"pbv": {"uar": _agg(0.4, 0.1)}, "mv": {"uar": _agg(0.3, 0.1)}},
     }
-    frame = table_iv([CrossRun(tmp_path, summary)]).frame
+
+
+def test_table_iv_counts_and_paper(tmp_path):
+    frame = table_iv([CrossRun(tmp_path, cross_summary())]).frame
     assert frame["Voting"].tolist() == ["PBV", "MV"]
     row = frame.iloc[0]
     assert (row["Train"], row["Test"], row["UAR"]) == ("RAVDESS", "CREMA-D", 40.0)
@@ -306,3 +311,141 @@ def test_run_protocol_of_today_s_caches_and_the_new_plans():
     gone = run_protocol.run_aspects("ravdess", "mae-dfer", "linear", "pbv", None, modality=2)
     assert gone["sampling"] == run_protocol.NO_CACHE and gone["folds"].startswith("6-fold")
     assert gone["folds"].endswith("02 (video-only) files only")  # the run's --modality
+
+
+def test_intervals_in_every_metric_cell_resampled_by_actor(tmp_path):
+    """Two folds of RAVDESS predictions with actors: Table II and III cells carry the pooled
+    figure's bootstrap interval (CSV low/high columns, `[low, high]` in Markdown), drawn by
+    actor, the same bytes at every report; bootstrap.json records the resamples and the seed; a
+    run without predictions and a peer row show no interval."""
+    runs = tmp_path / "runs"
+    run = runs / "ravdess-attentive"
+    fake = probe_run("ravdess", tmp_path)
+    fake.summary["folds"] = [1, 2]
+    rng = np.random.default_rng(0)
+    for k in (1, 2):
+        truth = rng.integers(0, 8, 60)
+        right = rng.random(60) < 0.6
+        pbv = np.where(right, truth, (truth + 1) % 8)
+        frame = pd.DataFrame(
+            {
+                "video_id": [f"v{k}-{i}" for i in range(60)],
+                "actor": np.repeat(np.arange(6) + 6 * k, 10),  # 6 test actors a fold
+                "label": truth,
+                "pbv": pbv,
+                "mv": truth,  # MV always right: a one-point interval
+            }
+        )
+        (run / f"fold-{k}").mkdir(parents=True)
+        frame.to_csv(run / f"fold-{k}" / "video_predictions.csv", index=False)
+        (run / f"fold-{k}" / "metrics.json").write_text(json.dumps(fake.folds[k]))
+    (run / "summary.json").write_text(json.dumps(fake.summary))
+    (tmp_path / "other").mkdir()
+    shutil.copytree(run, tmp_path / "other" / "ravdess-attentive")
+    (tmp_path / "other" / "ravdess-attentive" / "fold-2" / "video_predictions.csv").unlink()
+
+    build_report([runs], tmp_path / "out")
+    table2 = pd.read_csv(tmp_path / "out" / "table2.csv").set_index("Voting")
+    pbv = table2.loc["PBV"]
+    assert pbv["UAR low"] < pbv["Pooled UAR"] < pbv["UAR high"]
+    assert pbv["WAR low"] < pbv["Pooled WAR"] < pbv["WAR high"]
+    assert pbv["Macro precision low"] < pbv["Macro precision high"]
+    assert table2.loc["MV", "UAR low"] == table2.loc["MV", "UAR high"] == 100.0
+    # the same draws as the metric itself, by actor
+    both = pd.concat(pd.read_csv(run / f"fold-{k}" / "video_predictions.csv") for k in (1, 2))
+    low, high = bootstrap_interval(
+        both["label"], both["pbv"], both["actor"], "war", resamples=1000, seed=0
+    )
+    assert (pbv["WAR low"], pbv["WAR high"]) == pytest.approx((100 * low, 100 * high))
+    md = (tmp_path / "out" / "table2.md").read_text()
+    assert f"[{pbv['UAR low']:.1f}, {pbv['UAR high']:.1f}]" in md
+    assert "1000 resamples, seed 0" in md and "by actor: RAVDESS" in md
+    record = json.loads((tmp_path / "out" / "bootstrap.json").read_text())
+    assert record["resamples"] == 1000 and record["seed"] == 0
+    assert record["unit"] == {"ravdess": "actor"}
+    table3 = pd.read_csv(tmp_path / "out" / "table3.csv").set_index("Method")
+    ours = table3.loc["vjfer, attentive probe, PBV"]
+    assert ours["RAVDESS UAR low"] == pbv["UAR low"]
+    assert (
+        table3.drop(index=[m for m in table3.index if m.startswith("vjfer")])["RAVDESS UAR low"]
+        .isna()
+        .all()
+    )
+    first = (tmp_path / "out" / "table2.csv").read_bytes()
+    build_report([runs], tmp_path / "again")
+    assert (tmp_path / "again" / "table2.csv").read_bytes() == first
+
+    build_report([tmp_path / "other"], tmp_path / "none")
+    table2 = pd.read_csv(tmp_path / "none" / "table2.csv")
+    assert table2["UAR low"].isna().all() and "[" not in table2.to_string()
+
+
+def test_resample_unit_per_dataset():
+    assert report.resample_unit("ravdess") == report.resample_unit("crema-d") == "actor"
+    assert {report.resample_unit(d) for d in ("dfew", "ferv39k", "mafw")} == {"video"}
+    assert report.resample_unit("ravdess", has_groups=False) == "video"
+
+
+def test_table_iv_intervals_from_each_probe_s_kept_videos(tmp_path):
+    """A cross run's probes score the same target videos: the interval pools every probe's kept
+    rows, drawn by the target's actors; dropped rows are not scored."""
+    s = cross_summary()
+    cross = tmp_path / "cross"
+    rng = np.random.default_rng(1)
+    names = np.array(["angry", "happy", "sad"])
+    for f in s["folds"]:
+        truth = rng.integers(0, 3, 40)
+        pred = np.where(rng.random(40) < 0.7, truth, (truth + 1) % 3)
+        kept = rng.random(40) < 0.9
+        frame = pd.DataFrame(
+            {
+                "video_id": [f"v{i}" for i in range(40)],
+                "actor": np.repeat(np.arange(8), 5),
+                "label_as": np.where(kept, names[truth], ""),
+                **{f"{v}_as": names[pred] for v in ("pbv", "mv")},
+                **{f"{v}_kept": kept for v in ("pbv", "mv")},
+            }
+        )
+        (cross / f"fold-{f['fold']}").mkdir(parents=True, exist_ok=True)
+        frame.to_csv(cross / f"fold-{f['fold']}" / "video_predictions.csv", index=False)
+    table = table_iv([CrossRun(cross, s)])
+    row = table.frame.iloc[0]
+    assert 0.0 < row["UAR low"] < row["UAR high"] < 100.0
+    assert any("the videos each fold probe scored, pooled" in n for n in table.notes)
+    missing = table_iv([CrossRun(tmp_path / "nowhere", s)]).frame
+    assert missing["UAR low"].isna().all()
+
+
+def test_seed_spread_over_the_reported_point_s_seeds(tmp_path):
+    """A grid of 2 lr x 3 seeds: Table II gains Seeds UAR / WAR, the mean ± std over the seeds
+    of the reported lr of each seed's fold mean; the other lr is not counted."""
+    run = tmp_path / "runs" / "crema-d-attentive"
+    fake = probe_run("crema-d", tmp_path)
+    fake.summary["head"] = "lr0.001-wd0.05-seed0"
+    rows = []
+    for lr in ("0.001", "0.01"):
+        for seed in (0, 1, 2):
+            for k in fake.summary["folds"]:
+                uar = 0.5 + 0.1 * seed + 0.01 * k + (0.3 if lr == "0.01" else 0.0)
+                rows.append(
+                    {
+                        "fold": k,
+                        "head": f"lr{lr}-wd0.05-seed{seed}",
+                        **{f"{v}_{m}": uar for v in ("pbv", "mv") for m in report.METRIC_COLUMNS},
+                    }
+                )
+    run.mkdir(parents=True)
+    with open(run / report.GRID_RESULTS, "w") as f:
+        f.write("# test-fold scores\n")
+        pd.DataFrame(rows).to_csv(f, index=False)
+    for k, fold in fake.folds.items():
+        (run / f"fold-{k}").mkdir()
+        (run / f"fold-{k}" / "metrics.json").write_text(json.dumps(fold))
+    (run / "summary.json").write_text(json.dumps(fake.summary))
+    table = table_ii(find_runs([tmp_path / "runs"])[0])
+    row = table.frame.iloc[0]
+    assert row["Seeds"] == 3
+    assert row["Seeds UAR"] == pytest.approx(100 * (0.5 + 0.1 + 0.03))
+    assert row["Seeds UAR std"] == pytest.approx(10.0)
+    assert any("Seeds UAR / WAR" in n for n in table.notes)
+    assert "Seeds" not in table_ii([probe_run("crema-d", tmp_path)]).frame.columns

@@ -143,7 +143,7 @@ def test_report_page_from_runs_without_caches(tmp_path):
     assert row["Δ macro precision"] == pytest.approx(55.0 - 76.40)
     assert row["Δ WAR"] == pytest.approx(60.0 - 72.93)
     cols = list(table2.columns)
-    assert cols.index(report.PAPER_UAR) == cols.index("Macro precision std") + 1
+    assert cols.index(report.PAPER_UAR) == cols.index("Macro precision high") + 1
     recall = pd.read_csv(tmp_path / "out" / "recall.csv")
     calm = recall[recall["Class"] == "calm"].iloc[0]
     assert calm["PBV recall"] == pytest.approx(30.0)  # k of 10 right in fold k: 10, ..., 50 %

@@ -150,3 +150,125 @@ def pooled_metrics(parts: Sequence[tuple[ArrayLike, ArrayLike]]) -> dict[str, fl
     t = np.concatenate([c[0] for c in checked])
     p = np.concatenate([c[1] for c in checked])
     return {"uar": uar(t, p), "war": war(t, p), "macro_precision": macro_precision(t, p)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap intervals: the test videos resampled by the groups folds keep apart.
+
+INTERVAL_METRICS = SCALAR_METRICS  # what `bootstrap_scores` computes per resample
+BOOTSTRAP_BLOCK = 100  # resamples drawn at once
+
+
+def _group_counts(t: np.ndarray, p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per group and class: true, predicted and correct counts, float64 [G, K] each (classes are
+    those seen in `t` or `p`, in sorted order)."""
+    classes = np.union1d(t, p)
+    ti, pi = np.searchsorted(classes, t), np.searchsorted(classes, p)
+    _, gi = np.unique(g, return_inverse=True)
+    G, K = int(gi.max()) + 1, len(classes)
+
+    def counts(cls: np.ndarray, where: np.ndarray) -> np.ndarray:
+        flat = np.bincount(gi[where] * K + cls[where], minlength=G * K)
+        return flat.reshape(G, K).astype(np.float64)
+
+    everything = np.ones(len(t), dtype=bool)
+    return counts(ti, everything), counts(pi, everything), counts(ti, ti == pi)
+
+
+def _scores_from_counts(true: np.ndarray, pred: np.ndarray, tp: np.ndarray) -> dict:
+    """Every metric of `INTERVAL_METRICS` per row of class counts [R, K], as the scalar functions
+    above define them: UAR over the classes in the truth; macro precision and F1 over the classes
+    in the truth or the predictions (0 where a class has no prediction)."""
+    in_truth, seen = true > 0, (true + pred) > 0
+    recall = np.where(in_truth, tp / np.where(in_truth, true, 1.0), 0.0)
+    precision = tp / np.where(pred == 0, 1.0, pred)
+    f1 = 2.0 * tp / np.where(seen, true + pred, 1.0)
+    return {
+        "uar": recall.sum(axis=1) / in_truth.sum(axis=1),
+        "war": tp.sum(axis=1) / true.sum(axis=1),
+        "macro_precision": np.where(seen, precision, 0.0).sum(axis=1) / seen.sum(axis=1),
+        "macro_f1": np.where(seen, f1, 0.0).sum(axis=1) / seen.sum(axis=1),
+    }
+
+
+def bootstrap_scores(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    groups: ArrayLike | None = None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """metric -> its value on each of `resamples` bootstrap resamples, float64 [R].
+
+    A resample draws as many groups as there are, with replacement, and takes every sample of each
+    group drawn (as often as it was drawn): a cluster bootstrap, so that videos of one actor, which
+    share the actor's face, count as one draw. `groups=None` makes every sample its own group.
+    Vectorised: the draws are counted per group ([R, G]) and multiplied into per-group class
+    counts ([G, K]), so 1000 resamples cost two small matrix products, not 1000 metric calls.
+    """
+    t, p = _check(y_true, y_pred)
+    g = np.arange(len(t)) if groups is None else np.asarray(groups)
+    if g.shape != t.shape:
+        raise ValueError(f"groups must have one entry per sample; got {g.shape} for {t.shape}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1; got {resamples}")
+    true, pred, tp = _group_counts(t, p, g)
+    G, rng = len(true), np.random.default_rng(seed)
+    sums: list[list[np.ndarray]] = [[], [], []]
+    # resamples drawn in blocks of a fixed size (memory ~ BLOCK x G whatever the data; the draws,
+    # hence the bytes, depend only on the seed and the count)
+    for start in range(0, resamples, BOOTSTRAP_BLOCK):
+        R = min(BOOTSTRAP_BLOCK, resamples - start)
+        draws = rng.integers(0, G, size=(R, G))
+        rows = np.repeat(np.arange(R), G) * G + draws.ravel()
+        weight = np.bincount(rows, minlength=R * G).reshape(R, G).astype(np.float64)
+        for total, counts in zip(sums, (true, pred, tp), strict=True):
+            total.append(weight @ counts)
+    return _scores_from_counts(*(np.concatenate(total) for total in sums))
+
+
+def bootstrap_intervals(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    groups: ArrayLike | None = None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """metric -> the percentile bootstrap interval (low, high) at `level`, every metric of
+    `INTERVAL_METRICS` from the one set of resamples (`bootstrap_scores`)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1); got {level}")
+    scores = bootstrap_scores(y_true, y_pred, groups, resamples=resamples, seed=seed)
+    bounds = [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
+    out = {}
+    for metric, values in scores.items():
+        low, high = np.quantile(values, bounds)
+        out[metric] = (float(low), float(high))
+    return out
+
+
+def bootstrap_interval(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    groups: ArrayLike | None = None,
+    metric: str = "uar",
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """The percentile bootstrap interval (low, high) of `metric` at `level` (`bootstrap_scores`:
+    resampled by `groups`, else by sample).
+
+    Degenerate inputs give a defined answer, not an error: with one group every resample is the
+    data itself, so the interval is the point estimate twice; with one class UAR is that class's
+    recall in every resample. Empty inputs raise ValueError (as every metric here does).
+    """
+    if metric not in INTERVAL_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(INTERVAL_METRICS)}")
+    return bootstrap_intervals(y_true, y_pred, groups, resamples=resamples, seed=seed, level=level)[
+        metric
+    ]

@@ -9,7 +9,9 @@ macro precision, so its numbers sit beside ours in columns that say so (docs/rep
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,7 +29,7 @@ from vjfer.errors import CacheError, ConfigError, VjferError
 from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
 from vjfer.files import read_json_object
 from vjfer.labels import DATASETS
-from vjfer.metrics import pooled_metrics
+from vjfer.metrics import bootstrap_intervals, pooled_metrics
 from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import load_probe
 from vjfer.probe.summary import LAYER_FIGURE, LAYER_NOTE
@@ -39,12 +41,18 @@ from vjfer.results import (
     read_summary,
     run_class_names,
     voting_means,
+    write_json,
 )
 from vjfer.run_protocol import ProtocolCodes, peer_aspects, run_aspects
 from vjfer.runs import CROSS_DIR, training_cache
 from vjfer.tables import (
     DATASET_TITLES,
+    HIGH,
+    LOW,
+    METRIC_COLUMNS,
+    STD,
     Table,
+    interval_cells,
     metric_cells,
     percent,
     render_html,
@@ -90,8 +98,12 @@ class ProbeRun:
     folds: dict[int, FoldMetrics]  # fold -> fold-K/metrics.json
     # its cache's settings (the manifest's, else the copy the run recorded; None: neither found)
     settings: dict | None = None
-    # voting -> metric -> value over every fold's test predictions pooled (`pooled_scores`)
+    # voting -> metric -> value over every fold's test predictions pooled (`pooled_figures`)
     pooled: dict[str, dict[str, float]] = field(default_factory=dict)
+    # voting -> metric -> (low, high), the bootstrap interval of the pooled figure
+    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    # voting -> metric -> mean ± std over the seeds of the reported point (`seed_spread`)
+    seeds: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     @property
     def splits(self) -> str:
@@ -139,7 +151,10 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
                     run_summary, folds = read_probe_run(run_dir)
                     probe = run_summary.get("probe", "?")
                     run = ProbeRun(run_dir, run_summary["dataset"], probe, run_summary, folds)
-                    run.pooled = pooled_scores(run_dir, run_summary["folds"])
+                    run.pooled, run.intervals = pooled_figures(
+                        run_dir, run_summary["folds"], run.dataset
+                    )
+                    run.seeds = seed_spread(run_dir, run_summary.get("head"), run_summary["folds"])
                     probe_runs.append(run)
                 else:
                     problems.append(f"{summary_path} is neither a probe nor a cross run{SKIPPED}")
@@ -151,25 +166,197 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[ProbeRun], list[CrossRu
 POOLED_VOTINGS = tuple(VOTING)  # the video-level votes, columns of video_predictions.csv
 
 
-def pooled_scores(run_dir: str | Path, folds: Sequence[int]) -> dict[str, dict[str, float]]:
-    """voting -> UAR, WAR and macro precision of every fold's test videos pooled (each fold's
-    `fold-K/video_predictions.csv`: label and the PBV and MV decisions of the reported head);
-    empty when a fold's predictions are missing or unreadable (a pooled figure of some folds
-    would not be one)."""
+# The bootstrap behind every interval of the tables: fixed, so a report's intervals are the same
+# bytes each time it is written; stated in the tables' notes and written to bootstrap.json.
+@dataclass(frozen=True)
+class Bootstrap:
+    resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    method: str = "percentile"  # the interval's bounds: quantiles of the resampled figures
+
+
+BOOTSTRAP = Bootstrap()
+SUBJECT_DATASETS = ("ravdess", "crema-d")  # their groups are actors; DFEW's etc. are the clips
+
+
+def resample_unit(dataset: str, has_groups: bool = True) -> str:
+    """What one bootstrap draw takes: an actor (with all their test videos) where the dataset
+    has subjects, a list file's group, else a video (DFEW, FERV39k and MAFW name no actors: the
+    group folds keep apart is the clip itself); a video where the predictions name no group."""
+    if not has_groups:
+        return "video"
+    return "actor" if dataset in SUBJECT_DATASETS else "group" if dataset == "list" else "video"
+
+
+def pooled_intervals(labels, preds, groups, unit: str) -> dict[str, tuple[float, float]]:
+    """metric -> (low, high), `BOOTSTRAP`'s interval of the pooled predictions, resampled by
+    `groups` unless `unit` is "video"."""
+    return bootstrap_intervals(
+        labels,
+        preds,
+        None if unit == "video" else groups,
+        resamples=BOOTSTRAP.resamples,
+        seed=BOOTSTRAP.seed,
+        level=BOOTSTRAP.level,
+    )
+
+
+def _read_parts(paths: Sequence[Path], columns: Sequence[str]) -> list[pd.DataFrame] | None:
+    """`columns` (and `actor` where present) of each CSV; None when one is missing, unreadable
+    or empty (a pooled figure of some folds would not be one)."""
     parts = []
-    for k in folds:
-        path = Path(run_dir) / f"fold-{k}" / "video_predictions.csv"
+    for path in paths:
         try:
-            parts.append(pd.read_csv(path, usecols=["label", *POOLED_VOTINGS]))
+            part = pd.read_csv(path, usecols=lambda c: c in {*columns, "actor"})
         except (OSError, ValueError) as err:
-            log.debug("%s: no pooled figures (%s)", run_dir, err)
-            return {}
-    if not parts or any(p.empty for p in parts):
-        return {}
-    return {
+            log.debug("%s: no pooled figures (%s)", path, err)
+            return None
+        if part.empty or any(c not in part.columns for c in columns):
+            return None
+        parts.append(part)
+    return parts or None
+
+
+def pooled_figures(
+    run_dir: str | Path, folds: Sequence[int], dataset: str
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, tuple[float, float]]]]:
+    """(voting -> UAR, WAR and macro precision of every fold's test videos pooled, voting ->
+    their `pooled_intervals`) from each fold's `fold-K/video_predictions.csv` (label, actor, and
+    the PBV and MV decisions of the reported head); both empty when a fold's predictions are
+    missing or unreadable."""
+    paths = [Path(run_dir) / f"fold-{k}" / "video_predictions.csv" for k in folds]
+    parts = _read_parts(paths, ["label", *POOLED_VOTINGS])
+    if parts is None:
+        return {}, {}
+    pooled = pd.concat(parts, ignore_index=True)
+    unit = resample_unit(dataset, "actor" in pooled.columns)
+    groups = pooled["actor"].to_numpy() if unit != "video" else None
+    scores = {
         v: pooled_metrics([(p["label"].to_numpy(), p[v].to_numpy()) for p in parts])
         for v in POOLED_VOTINGS
     }
+    intervals = {
+        v: pooled_intervals(pooled["label"].to_numpy(), pooled[v].to_numpy(), groups, unit)
+        for v in POOLED_VOTINGS
+    }
+    return scores, intervals
+
+
+GRID_RESULTS = "grid_test_results.csv"  # `vjfer.probe.run`: every grid point's test-fold scores
+SEED_PART = re.compile(r"-seed-?\d+")  # in a grid point's name (`GridPoint.name`)
+
+
+def seed_spread(
+    run_dir: str | Path, head: str | None, folds: Sequence[int]
+) -> dict[str, dict[str, dict]]:
+    """voting -> metric -> {"mean", "std", "n"} over the seeds of the reported head's grid point
+    (the heads of `grid_test_results.csv` that differ from it only in `--seed`): each seed's fold
+    mean, then their mean and sample std; empty for a run of one seed, without a grid, or with a
+    seed that failed or lacks a fold."""
+    path = Path(run_dir) / GRID_RESULTS
+    if head is None or not path.is_file():
+        return {}
+    try:
+        grid = pd.read_csv(path, comment="#")
+    except (OSError, ValueError) as err:
+        log.debug("%s: no seed spread (%s)", path, err)
+        return {}
+    if "head" not in grid.columns:
+        return {}
+    point = SEED_PART.sub("", head)
+    mine = grid[[SEED_PART.sub("", str(h)) == point for h in grid["head"]]]
+    heads = mine.groupby("head")
+    if heads.ngroups < 2 or any(sorted(g["fold"]) != sorted(folds) for _, g in heads):
+        return {}
+    out: dict[str, dict[str, dict]] = {}
+    for voting in POOLED_VOTINGS:
+        for metric in METRIC_COLUMNS:
+            column = f"{voting}_{metric}"
+            if column not in mine.columns or mine[column].isna().any():
+                return {}
+            means = heads[column].mean().to_numpy()
+            out.setdefault(voting, {})[metric] = {
+                "mean": float(np.mean(means)),
+                "std": float(np.std(means, ddof=1)),
+                "n": len(means),
+            }
+    return out
+
+
+SEEDS_NOTE = (
+    "Seeds UAR / WAR (runs of several --seed values): mean ± sample std over the seeds of the "
+    "reported head's grid point (its lr and weight decay) of each seed's fold mean, from "
+    f"{GRID_RESULTS} (test-fold scores: the spread the seed alone makes, not a selection)."
+)
+
+
+def seed_cells(run: ProbeRun, voting: str, shown: bool) -> dict:
+    """{"Seeds", "Seeds UAR", "Seeds UAR std", ...} in percent (NaN without a seed spread);
+    nothing when no run of the table has one (`shown`)."""
+    if not shown:
+        return {}
+    spread = run.seeds.get(voting, {})
+    row: dict = {"Seeds": spread["uar"]["n"] if spread else float("nan")}
+    for key in ("uar", "war"):
+        agg = spread.get(key, {})
+        col = f"Seeds {METRIC_COLUMNS[key]}"
+        row[col], row[col + STD] = percent(agg.get("mean")), percent(agg.get("std"))
+    return row
+
+
+def cross_intervals(cross: CrossRun) -> dict[str, dict[str, tuple[float, float]]]:
+    """voting -> metric -> (low, high) of a cross run: every probe's scored videos (each
+    `fold-K/video_predictions.csv`, the videos its class handling kept) pooled and resampled by
+    the target's actors (all of an actor's rows in every probe drawn together), else by video;
+    empty when a probe's predictions are missing."""
+    s = cross.summary
+    paths = [cross.path / f"fold-{f['fold']}" / "video_predictions.csv" for f in s["folds"]]
+    columns = ["label_as", *(f"{v}_{x}" for v in POOLED_VOTINGS for x in ("as", "kept"))]
+    parts = _read_parts(paths, columns)
+    if parts is None:
+        return {}
+    pooled = pd.concat(parts, ignore_index=True)
+    unit = resample_unit(s["target"], "actor" in pooled.columns)
+    out = {}
+    for v in POOLED_VOTINGS:
+        kept = pooled[pooled[f"{v}_kept"].astype(bool)]
+        if kept.empty:
+            continue
+        # class names as codes: the metrics need only which names are equal
+        codes, _ = pd.factorize(pd.concat([kept["label_as"], kept[f"{v}_as"]]).astype(str))
+        truth, pred = codes[: len(kept)], codes[len(kept) :]
+        groups = kept["actor"].to_numpy() if unit != "video" else None
+        out[v] = pooled_intervals(truth, pred, groups, unit)
+    return out
+
+
+def bootstrap_record(probe_runs: Sequence[ProbeRun], cross_runs: Sequence[CrossRun]) -> dict:
+    """bootstrap.json: `BOOTSTRAP` and what each dataset's draws took (`resample_unit`)."""
+    datasets = {r.dataset for r in probe_runs} | {c.summary["target"] for c in cross_runs}
+    return {
+        **dataclasses.asdict(BOOTSTRAP),
+        "unit": {d: resample_unit(d) for d in sorted(datasets)},
+    }
+
+
+def interval_note(datasets: Sequence[str], pooled: str = "every fold's test videos pooled") -> str:
+    """The tables' note on their [low, high] intervals, naming the rule of each dataset shown
+    (`datasets`: the tested ones) and what was pooled."""
+    units: dict[str, list[str]] = {}
+    for d in dict.fromkeys(datasets):
+        units.setdefault(resample_unit(d), []).append(DATASET_TITLES.get(d, d))
+    rule = "; ".join(f"by {u}: {', '.join(titles)}" for u, titles in units.items())
+    return (
+        f"[low, high] (on the page: low–high under the value): {BOOTSTRAP.level:.0%} "
+        f"{BOOTSTRAP.method} bootstrap interval of the "
+        f"pooled figure ({pooled}, {BOOTSTRAP.resamples} resamples, "
+        f"seed {BOOTSTRAP.seed}; bootstrap.json), resampled by actor where the dataset has "
+        "actors (an actor drawn brings all their test videos), else by video"
+        + (f" ({rule})" if rule else "")
+        + ". No interval where a run's per-video predictions are missing, nor on published rows "
+        "(no per-video predictions)."
+    )
 
 
 def _refuse_all_unreadable(
@@ -212,12 +399,17 @@ DELTA_NOTE = "Δ = ours − the paper's figure, in percentage points."
 
 
 def beside_paper(cells: dict, paper: tuple[float | None, float | None]) -> dict:
-    """`metric_cells` with the paper's WAR and "UAR" (= macro precision) each after the column
-    it compares with, followed by the difference (ours − paper; NaN without a paper figure)."""
+    """`metric_cells` (and `interval_cells`) with the paper's WAR and "UAR" (= macro precision)
+    each after the column it compares with, followed by the difference (ours − paper; NaN without
+    a paper figure)."""
     paper_uar, paper_war = (float("nan") if p is None else p for p in paper)
-    out = {k: cells[k] for k in ("UAR", "UAR std", "WAR", "WAR std")}
+
+    def cells_of(col: str) -> dict:  # the value, its std and its interval where given
+        return {k: cells[k] for k in (col, col + STD, col + LOW, col + HIGH) if k in cells}
+
+    out = cells_of("UAR") | cells_of("WAR")
     out |= {"Paper WAR": paper_war, "Δ WAR": cells["WAR"] - paper_war}
-    out |= {k: cells[k] for k in ("Macro precision", "Macro precision std")}
+    out |= cells_of("Macro precision")
     out |= {PAPER_UAR: paper_uar, "Δ macro precision": cells["Macro precision"] - paper_uar}
     return out
 
@@ -253,7 +445,7 @@ def table_ii(runs: Sequence[ProbeRun], codes: ProtocolCodes | None = None) -> Ta
     """Table II: within-dataset video-level results per voting rule, mean ± std over folds,
     the figures pooled over folds, and each row's protocol (a code of `codes`)."""
     codes = ProtocolCodes() if codes is None else codes
-    rows = []
+    rows, seeds = [], any(run.seeds for run in runs)
     for run in runs:
         for voting, vname in VOTING.items():
             paper = PAPER_TABLE_II.get((run.dataset, voting), (None, None))
@@ -266,8 +458,13 @@ def table_ii(runs: Sequence[ProbeRun], codes: ProtocolCodes | None = None) -> Ta
                     "Folds": len(run.summary["folds"]),
                     "Splits": run.splits,
                     "Classes": len(run_class_names(run.summary)),
-                    **beside_paper(metric_cells(voting_means(run.summary, voting)), paper),
+                    **beside_paper(
+                        metric_cells(voting_means(run.summary, voting))
+                        | interval_cells(run.intervals.get(voting, {})),
+                        paper,
+                    ),
                     **pooled_cells(run, voting),
+                    **seed_cells(run, voting, seeds),
                     "Protocol": codes.code(run.aspects(voting)),
                 }
             )
@@ -278,6 +475,8 @@ def table_ii(runs: Sequence[ProbeRun], codes: ProtocolCodes | None = None) -> Ta
         "prints no true UAR to set beside ours.",
         DELTA_NOTE,
         POOLED_NOTE,
+        interval_note([r.dataset for r in runs]),
+        *([SEEDS_NOTE] if seeds else []),
         *protocol_notes(codes, [r["Protocol"] for r in rows]),
     ]
     return Table(
@@ -296,6 +495,8 @@ def load_peers(path: str | Path | None = None) -> pd.DataFrame:
 
 
 PER_DATASET = ("UAR", "WAR", "macro precision", "pooled UAR", "pooled WAR", "protocol")
+# Table III's metric cells of a dataset, each with its interval columns for vjfer rows
+TABLE_III_METRICS = {"uar": "UAR", "war": "WAR", "macro_precision": "macro precision"}
 
 
 def table_iii(
@@ -330,11 +531,15 @@ def table_iii(
             row = rows.setdefault(
                 key, {"Method": method, "Modality": "video", "Source": "this run"}
             )
-            row[f"{title} UAR"] = percent(mean_of(run.summary, voting, "uar")["mean"])
-            row[f"{title} WAR"] = percent(mean_of(run.summary, voting, "war")["mean"])
-            row[f"{title} macro precision"] = percent(
-                mean_of(run.summary, voting, "macro_precision")["mean"]
-            )
+            intervals = run.intervals.get(voting, {})
+            for metric, name in TABLE_III_METRICS.items():
+                agg = mean_of(run.summary, voting, metric)
+                row[f"{title} {name}"] = percent(agg["mean"])
+                low, high = intervals.get(metric, (None, None))
+                row[f"{title} {name}{LOW}"], row[f"{title} {name}{HIGH}"] = (
+                    percent(low),
+                    percent(high),
+                )
             pooled = pooled_cells(run, voting)
             row[f"{title} pooled UAR"], row[f"{title} pooled WAR"] = pooled.values()
             row[f"{title} protocol"] = codes.code(run.aspects(voting))
@@ -342,12 +547,14 @@ def table_iii(
     # the paper's two datasets always; the field's (DFEW, FERV39k, MAFW) where a run has them
     shown = [d for d in DATASETS if d in PAPER_DATASETS or any(r.dataset == d for r in runs)]
     for d in shown:
-        cols += [f"{DATASET_TITLES[d]} {m}" for m in PER_DATASET]
+        for m in PER_DATASET:
+            spread = (LOW, HIGH) if m in TABLE_III_METRICS.values() else ()
+            cols += [f"{DATASET_TITLES[d]} {m}{s}" for s in ("", *spread)]
     frame = pd.DataFrame(list(rows.values()), columns=[*cols, "Source"])
     used = [c for col in frame.columns if col.endswith(" protocol") for c in frame[col]]
     notes = [
-        "Percent; vjfer rows are means over folds. Peer rows are published figures "
-        "(vjfer/data/peers.csv, each with its source).",
+        "Percent; vjfer rows are means over folds (Table II gives their std). Peer rows are "
+        "published figures (vjfer/data/peers.csv, each with its source).",
         "The paper's own V-JEPA rows report macro precision under the name UAR; compare them "
         "with the macro precision columns.",
         *(
@@ -355,6 +562,7 @@ def table_iii(
             for (method, modality, note), titles in peer_notes.items()
         ),
         POOLED_NOTE,
+        interval_note([r.dataset for r in runs]),
         PEER_FIGURES_NOTE,
         *protocol_notes(codes, used),
     ]
@@ -384,6 +592,7 @@ def table_iv(runs: Sequence[CrossRun]) -> Table:
     for run in runs:
         s = run.summary
         paper = PAPER_TABLE_IV.get((s["source"], s["target"], s["calm"]), (None, None))
+        intervals = cross_intervals(run)
         for voting, vname in VOTING.items():
             per = [f[voting] for f in s["folds"]]
             rows.append(
@@ -395,7 +604,10 @@ def table_iv(runs: Sequence[CrossRun]) -> Table:
                     "Probes": len(per),
                     "Videos": s["n_videos"],
                     "Dropped per probe": " ".join(str(f["n_dropped"]) for f in per),
-                    **beside_paper(metric_cells(s["mean"][voting]), paper),
+                    **beside_paper(
+                        metric_cells(s["mean"][voting]) | interval_cells(intervals.get(voting, {})),
+                        paper,
+                    ),
                 }
             )
     notes = [
@@ -407,6 +619,9 @@ def table_iv(runs: Sequence[CrossRun]) -> Table:
         "are scored.",
         f"Paper columns: {PAPER}, Table IV (its UAR is macro precision).",
         DELTA_NOTE,
+        interval_note(
+            [r.summary["target"] for r in runs], "the videos each fold probe scored, pooled"
+        ),
     ]
     return Table(
         "table4", "Table IV: cross-dataset results (video level)", pd.DataFrame(rows), notes
@@ -829,6 +1044,9 @@ def build_report(
     tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)
     missing += not_found
     written = [path for table in tables for path in write_table(table, out_dir)]
+    if probe_runs or cross_runs:  # the intervals' settings, beside the tables they made
+        written.append(out_dir / "bootstrap.json")
+        write_json(written[-1], bootstrap_record(probe_runs, cross_runs))
     names = _labels_for([r.path for r in probe_runs] + [r.path for r in cross_runs])
     figures = {"confusion": _confusion_figures(probe_runs, cross_runs, names, out_dir)}
     figures["pca"], not_drawn = _pca_figures(

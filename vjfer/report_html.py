@@ -34,6 +34,9 @@ HOW_TO_READ = [
     "columns score all folds' test predictions together, as some peers report. Published peer "
     "rows in Table III come from their own papers' protocols (other splits, face crops, "
     "fine-tuning): context, not a same-protocol comparison.",
+    "Under a figure of ours, low–high is its 95 % bootstrap interval: the test videos of all "
+    "folds pooled and resampled, by actor where the dataset has actors (all of an actor's videos "
+    "drawn together), else by video. The tables' notes give the resamples and the seed.",
     "Each row's Protocol code (P1, P2, ...) says what was compared: the folds, which frames make "
     "a clip, which clips are scored, the spatial view and resolution, a frozen or fine-tuned "
     "encoder, the metric's definition, the voting rule and whether the figure is a fold mean or "
@@ -59,6 +62,7 @@ table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
 td.nw { white-space: nowrap; }
 td.long { overflow-wrap: anywhere; }  /* a source's "(arXiv:...)": wide tables still fit */
 span.sd { font-size: 11px; color: #6b7480; }
+span.ci { display: block; font-size: 11px; color: #6b7480; }  /* under the value */
 p.none { color: #4a5563; margin: 2px 0; }
 p.note { font-size: 13px; color: #4a5563; }
 th, td { padding: 4px 7px; border-bottom: 1px solid #e4e7eb; text-align: left; \

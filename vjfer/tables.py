@@ -27,6 +27,8 @@ DATASET_TITLES = {
     "list": "List file",
 }
 STD = " std"  # suffix of a column holding the std of the column before it
+# suffixes of the columns holding an interval (`X low`, `X high`) of the column `X`
+LOW, HIGH = " low", " high"
 
 
 @dataclass
@@ -52,13 +54,32 @@ def _cell(value) -> str:
 
 
 def _display_columns(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
-    """(column, its std column or None), folding each `X std` into the `X` before it."""
+    """(column, its std column or None), folding each `X std` into the `X` before it (and each
+    `X low` / `X high` pair too: `_interval_columns`)."""
     cols, out = list(frame.columns), []
+    folded = {c for x in cols for c in (x + LOW, x + HIGH) if x + LOW in cols and x + HIGH in cols}
     for c in cols:
-        if c.endswith(STD) and c.removesuffix(STD) in cols:
+        if (c.endswith(STD) and c.removesuffix(STD) in cols) or c in folded:
             continue
         out.append((c, c + STD if c + STD in cols else None))
     return out
+
+
+def _interval_columns(frame: pd.DataFrame, col: str) -> tuple[str, str] | None:
+    """(`col low`, `col high`) when the frame has both, else None."""
+    low, high = col + LOW, col + HIGH
+    return (low, high) if low in frame.columns and high in frame.columns else None
+
+
+def _interval_text(low, high, html_form: bool = False) -> str | None:
+    """`[low, high]` to one decimal (compact beside a mean ± std); on the page, where it has a
+    line of its own under the value, `low–high` (narrower: wide tables must fit a laptop's
+    width); None when either bound is missing."""
+    if any(
+        v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)) for v in (low, high)
+    ):
+        return None
+    return f"{low:.1f}–{high:.1f}" if html_form else f"[{low:.1f}, {high:.1f}]"
 
 
 def render_markdown(table: Table) -> str:
@@ -73,6 +94,9 @@ def render_markdown(table: Table) -> str:
             text = _cell(row[col])
             if std is not None and text != "—" and _cell(row[std]) != "—":
                 text += f" ± {_cell(row[std])}"
+            bounds = _interval_columns(table.frame, col)
+            if bounds and text != "—" and (ci := _interval_text(*(row[b] for b in bounds))):
+                text += f" {ci}"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     if table.notes:
@@ -91,9 +115,10 @@ SHORT_TEXT = 16  # text cells up to this many characters do not wrap on the page
 LONG_TEXT = 40  # longer text cells (sources, protocols) may break inside a word to fit
 
 
-def _html_cell(value, std=None, signed: bool = False) -> str:
+def _html_cell(value, std=None, signed: bool = False, interval=None) -> str:
     """A <td>: numbers to 2 decimals as in Markdown, with the CSV's exact value in `data-value`
-    (and `data-std`) so the page and the CSV can be compared number by number."""
+    (and `data-std`, `data-low`, `data-high`) so the page and the CSV can be compared number by
+    number; an interval (low, high) goes on a line of its own under the value."""
     if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
         return '<td class="na">—</td>'
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
@@ -108,6 +133,9 @@ def _html_cell(value, std=None, signed: bool = False) -> str:
             attrs + f' data-std="{float(std)!r}"',
             text + f' <span class="sd">± {std:.2f}</span>',
         )
+    if interval is not None and (ci := _interval_text(interval[0], interval[1], True)):
+        attrs += f' data-low="{float(interval[0])!r}" data-high="{float(interval[1])!r}"'
+        text += f' <span class="ci">{ci}</span>'
 
     return f'<td class="num"{attrs}>{text}</td>'
 
@@ -126,9 +154,16 @@ def render_html(table: Table) -> str:
     shown = _display_columns(table.frame)
     head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in shown)
     body = []
+    bounds = {c: _interval_columns(table.frame, c) for c, _ in shown}
     for row in table.frame.astype(object).to_dict("records"):  # object: ints stay ints
         cells = "".join(
-            _html_cell(row[c], None if s is None else row[s], c.startswith(DELTA)) for c, s in shown
+            _html_cell(
+                row[c],
+                None if s is None else row[s],
+                c.startswith(DELTA),
+                None if (b := bounds[c]) is None else (row[b[0]], row[b[1]]),
+            )
+            for c, s in shown
         )
         body.append(f"<tr>{cells}</tr>")
     lines = [
@@ -181,6 +216,16 @@ def percent(value: float | None) -> float:
 
 # A summary's metrics that the tables show, with their column names, in column order.
 METRIC_COLUMNS: dict[str, str] = {"uar": "UAR", "war": "WAR", "macro_precision": "Macro precision"}
+
+
+def interval_cells(intervals: dict, columns: dict[str, str] = METRIC_COLUMNS) -> dict:
+    """{"UAR low", "UAR high", ...} in percent from {metric: (low, high)} (fractions); NaN (no
+    interval shown) for a metric without one."""
+    row = {}
+    for key, col in columns.items():
+        low, high = intervals.get(key, (None, None))
+        row[col + LOW], row[col + HIGH] = percent(low), percent(high)
+    return row
 
 
 def metric_cells(mean: dict) -> dict:
