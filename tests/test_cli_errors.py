@@ -111,6 +111,10 @@ def world(tmp_path_factory):
 
 PROBE = ("probe", "--cache", "{good}", "--out", "{tmp}/out", "--device", "cpu", "--epochs", "1")
 CASES = {  # case -> (arguments, the words its one line must hold)
+    "report of no runs": (
+        ("report", "{root}", "--out", "{tmp}/report-none", "--cache", "{tmp}/none"),
+        r"no probe or cross run at or under .*: a report would hold the published rows only",
+    ),
     "seed negative": (
         (*PROBE, "--seed", "-1"),
         r"seed must be in 0\.\.9223372036854775807, got -1",

@@ -449,3 +449,11 @@ def test_seed_spread_over_the_reported_point_s_seeds(tmp_path):
     assert row["Seeds UAR std"] == pytest.approx(10.0)
     assert any("Seeds UAR / WAR" in n for n in table.notes)
     assert "Seeds" not in table_ii([probe_run("crema-d", tmp_path)]).frame.columns
+
+
+def test_markdown_cells_and_headers_are_text_not_markup():
+    """Issue 32: a list file's class label `<script>…` reached report.md and recall.md raw."""
+    frame = pd.DataFrame({"<script>x</script>": ["a|b<i>"], "UAR": [50.0]})
+    text = render_markdown(Table("t", "T", frame))
+    assert "<script>" not in text and "<i>" not in text
+    assert "&lt;script&gt;x&lt;/script&gt;" in text and "a\\|b&lt;i&gt;" in text

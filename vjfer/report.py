@@ -368,6 +368,14 @@ def _refuse_all_unreadable(
         raise ConfigError(f"no readable run at or under {where}: " + "; ".join(skipped))
 
 
+def _source_name(cross: CrossRun) -> str:
+    """The name of the probe run a cross run tests (its own folder's name when it records none)."""
+    try:
+        return source_run(cross).name
+    except KeyError:
+        return cross.path.name
+
+
 def source_run(cross: CrossRun) -> Path:
     """The probe run a cross run's probes come from: the run it lives in (`RUN/cross/NAME/`), or
     for one written elsewhere (before issue 20) the run it recorded."""
@@ -597,6 +605,7 @@ def table_iv(runs: Sequence[CrossRun]) -> Table:
             per = [f[voting] for f in s["folds"]]
             rows.append(
                 {
+                    "Run": _source_name(run),  # two runs' crosses side by side stay apart
                     "Train": DATASET_TITLES[s["source"]],
                     "Test": DATASET_TITLES[s["target"]],
                     "Calm": s["calm"],
@@ -1018,6 +1027,7 @@ def build_report(
     pca_fold: int | None = None,
     device: str = "cpu",
     peers: str | Path | None = None,
+    require_runs: bool = False,
 ) -> list[Path]:
     """Gather the probe and cross runs at or under `run_dirs` and write into `out_dir`: Tables
     II-IV and the detail tables (md, csv), confusion matrices (PNG, folds summed, row-normalised),
@@ -1030,13 +1040,20 @@ def build_report(
             tried last.
         pca_fold: the fold whose test videos the PCA figure shows (default: the run's first).
         peers: a peers CSV instead of the packaged vjfer/data/peers.csv.
+        require_runs: ConfigError, before anything is written, when no run is found (`vjfer
+            report`); else a report of the published rows alone.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     probe_runs, cross_runs, missing = find_runs(run_dirs)
     check_pairs(probe_runs, cross_runs)
     where = ", ".join(str(p) for p in run_dirs)
     _refuse_all_unreadable(probe_runs, cross_runs, missing, where)
+    if require_runs and not probe_runs and not cross_runs:
+        raise ConfigError(
+            f"no probe or cross run at or under {where}: a report would hold the published rows "
+            "only; run `vjfer probe` (and `vjfer cross`) first"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
     candidates = list(caches.values()) if isinstance(caches, Mapping) else list(caches)
     run_caches, caches_not_found = _run_caches(probe_runs, candidates)
     for run in probe_runs:  # the protocol columns read them

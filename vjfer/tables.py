@@ -50,7 +50,8 @@ def _cell(value) -> str:
         return "—"
     if isinstance(value, (float, np.floating)):
         return "—" if math.isnan(value) else f"{value:.2f}"
-    return str(value).replace("|", "\\|")
+    # a label is text, never markup: `|` would split the row, `<script>` would run in a viewer
+    return str(value).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _display_columns(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
@@ -86,7 +87,7 @@ def render_markdown(table: Table) -> str:
     """A GitHub pipe table under a heading, `X` and `X std` shown as one `mean ± std` cell."""
     shown = _display_columns(table.frame)
     lines = [f"## {table.title}", ""]
-    lines.append("| " + " | ".join(c for c, _ in shown) + " |")
+    lines.append("| " + " | ".join(_cell(c) for c, _ in shown) + " |")  # class names head some
     lines.append("|" + "|".join("---" for _ in shown) + "|")
     for _, row in table.frame.iterrows():
         cells = []

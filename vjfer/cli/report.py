@@ -36,7 +36,8 @@ def report(run_dirs: tuple[Path, ...], out: Path, cache_root: Path, device: str)
     from vjfer.report import build_report
 
     caches = find_caches(cache_root, complete=True) if cache_root.exists() else []
-    written = build_report(list(run_dirs) or [Path("runs")], out, caches=caches, device=device)
+    where = list(run_dirs) or [Path("runs")]
+    written = build_report(where, out, caches=caches, device=device, require_runs=True)
     for path in written:
         click.echo(str(path))
 
