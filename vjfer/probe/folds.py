@@ -57,11 +57,14 @@ class GridPoint:
     weight_decay: float
     seed: int
     layer: LayerChoice = CONCAT  # the stored layer it reads (`vjfer.probe.layer`)
+    # its probe family when a grid holds several (`--probe attentive,linear`); None: the pass's
+    probe: str | None = None
 
     @property
     def name(self) -> str:
         # a head on every stored token adds nothing: names of runs before layers stay as they were
         tail = "" if self.layer == CONCAT else f"-layer{self.layer}"
+        tail += "" if self.probe is None else f"-{self.probe}"  # only in a grid of families
         return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}{tail}"
 
     @classmethod
@@ -69,9 +72,22 @@ class GridPoint:
         """The point of `config`'s own per-head settings (a run without a grid)."""
         return cls(config.lr, config.weight_decay, config.seed, config.layer)
 
+    def record(self) -> dict:
+        """asdict(self) for config.json, metrics.json and selection.csv; `probe` only when set,
+        so runs of one family record what they always did."""
+        out = asdict(self)
+        if self.probe is None:
+            del out["probe"]
+        return out
+
     def apply(self, config: TrainConfig) -> TrainConfig:
         return replace(
-            config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, layer=self.layer
+            config,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+            layer=self.layer,
+            probe=self.probe or config.probe,
         )
 
 
@@ -196,22 +212,30 @@ def make_grid(
     wds: Sequence[float],
     seeds: Sequence[int],
     layers: Sequence[LayerChoice] = (CONCAT,),
+    probes: Sequence[str] = (),
 ) -> list[GridPoint]:
     """Every combination, duplicates removed, in the order given. With more than one point the
     reference default (lr 1e-3, wd 0.01, first seed, the last layer given: for `--layer all` the
-    deepest stored) is the first, added when not asked for, so a grid's summary can always show
-    it beside the selected head. `layers`: resolved `--layer` values (`probe.layer.layer_axis`)."""
-    combos = itertools.product(seeds, lrs, wds, layers)
+    deepest stored, the first probe family) is the first, added when not asked for, so a grid's
+    summary can always show it beside the selected head. `layers`: resolved `--layer` values
+    (`probe.layer.layer_axis`); `probes`: the families, named in the points only when several
+    (one family is the pass's `TrainConfig.probe`)."""
+    families: list[str | None] = list(dict.fromkeys(probes)) if len(set(probes)) > 1 else [None]
+    combos = itertools.product(seeds, lrs, wds, layers, families)
     points = list(
-        dict.fromkeys(GridPoint(float(lr), float(wd), int(s), ly) for s, lr, wd, ly in combos)
+        dict.fromkeys(GridPoint(float(lr), float(wd), int(s), ly, f) for s, lr, wd, ly, f in combos)
     )
     if not points:
         raise ConfigError("the grid is empty: give at least one lr, weight decay, seed and layer")
-    if len(points) > 1:
-        default = GridPoint(TrainConfig.lr, TrainConfig.weight_decay, int(seeds[0]), layers[-1])
-        if default not in points:
-            log.info("adding the reference-default head %s to the grid", default.name)
-        points = [default] + [p for p in points if p != default]
+    if len(points) > 1:  # each family's reference default, the first family's first of all
+        defaults = [
+            GridPoint(TrainConfig.lr, TrainConfig.weight_decay, int(seeds[0]), layers[-1], f)
+            for f in families
+        ]
+        for default in defaults:
+            if default not in points:
+                log.info("adding the reference-default head %s to the grid", default.name)
+        points = defaults + [p for p in points if p not in defaults]
     return points
 
 
@@ -277,6 +301,31 @@ class GridResult:
     def default(self) -> str:
         return self.grid[0].name
 
+    def families(self) -> list[str]:
+        """The probe families of a grid of several (`--probe attentive,linear`), else []."""
+        return list(dict.fromkeys(p.probe for p in self.grid if p.probe is not None))
+
+    def family_default(self, family: str) -> GridPoint:
+        """A family's reported head: its first point, the reference default (`make_grid`)."""
+        return next(p for p in self.grid if p.probe == family)
+
+    def family_selected(self, family: str) -> dict[int, str]:
+        """Per fold, the point of `family` its inner validation selects (as `_select`, among
+        that family's points only: best inner PBV UAR, ties the earlier, failed never)."""
+        names = [p.name for p in self.grid if p.probe == family]
+        chosen = {}
+        for k in self.folds:
+            rows = {r["head"]: r for r in self.inner if r["fold"] == k}
+            best, best_score = names[0], -1.0
+            for name in names:
+                row = rows.get(name)
+                if row is None or row["failed"] or row[f"{SELECT_BY[0]}_{SELECT_BY[1]}"] is None:
+                    continue
+                if (score := row[f"{SELECT_BY[0]}_{SELECT_BY[1]}"]) > best_score:
+                    best, best_score = name, score
+            chosen[k] = best
+        return chosen
+
     def reported(self, k: int) -> FoldResult:
         return self.results[(k, self.default)]
 
@@ -324,7 +373,7 @@ def _inner_row(k: int, j: int, point: GridPoint, head: Head, metrics: dict | Non
         "fold": k,
         "inner_fold": j,
         "head": point.name,
-        **asdict(point),  # lr, weight_decay, seed, layer
+        **point.record(),  # lr, weight_decay, seed, layer (and probe, in a grid of families)
         "n_inner_train_videos": len(head.rows),
         "n_inner_val_videos": metrics["n_test_videos"] if metrics else None,
         **scores,
@@ -412,8 +461,11 @@ def train_grid(
     heads, evaluates, inner_of = _grid_heads(cache, folds, config, grid, device)
     trained = train_heads(cache, heads, config, progress=progress, checkpoint=checkpoint)
     by_name = {head.name: head for head in heads}
-    for k in folds:
-        if (head := by_name[f"fold{k}/{grid[0].name}"]).failed is not None:
+    families = list(dict.fromkeys(p.probe for p in grid if p.probe is not None))
+    # the reported head and, in a grid of families, each family's (grid[0] is the first's)
+    reported = [grid[0]] + [next(q for q in grid if q.probe == f) for f in families[1:]]
+    for k, point in itertools.product(folds, reported):
+        if (head := by_name[f"fold{k}/{point.name}"]).failed is not None:
             raise TrainingError(
                 f"{head.describe()} is the fold's reported head and its loss "
                 f"{head.failed['loss']} at epoch {head.failed['epoch']} is not "
@@ -444,7 +496,7 @@ def train_grid(
                 continue
             clips = tables[head.name]
             table, metrics = fold_metrics(k, clips, cache.class_names, len(head.rows), head.history)
-            metrics["head"] = {"name": point.name, **asdict(point)}  # lr, weight_decay, seed, layer
+            metrics["head"] = {"name": point.name, **point.record()}
             out.results[(k, point.name)] = FoldResult(
                 k, head.probe.cpu().eval(), clips, table, metrics, head.history
             )

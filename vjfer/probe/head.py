@@ -63,7 +63,11 @@ class Head:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             probe = build_probe(
-                config.probe, cache.embed_dim, len(cache.class_names), config.num_heads
+                config.probe,
+                cache.embed_dim,
+                len(cache.class_names),
+                config.num_heads,
+                config.probe_depth,
             )
         # the probe takes its layer of each clip itself: every head shares the pass's one read
         probe.layer_view = layer_view(cache.layers, cache.layer_tokens, config.layer)

@@ -7,6 +7,16 @@ head, with the reference's parameter names and initialisation, so reference stat
 are. Its default forward pools in a factorised form (derived below) that computes the same function
 with about D/heads fewer FLOPs per token; `forward_reference` keeps the straightforward K/V form.
 
+With `depth` > 1 it is V-JEPA 2's deeper probe (facebookresearch/vjepa2,
+`src/models/attentive_pooler.py` `AttentivePooler(depth=...)`, its frozen evaluations'
+`num_probe_blocks: 4`): depth - 1 pre-norm self-attention blocks over the tokens (`pooler.blocks.i`:
+norm1, attn.qkv with bias, attn.proj, norm2, MLP; no drop path) before the cross-attention block,
+whose attention has **no** output projection in that code (its `CrossAttention.proj` is commented
+out), with V-JEPA 2's init: trunc_normal(0.02) linears, zero biases, unit LayerNorms, block i's
+attn.proj and mlp.fc2 divided by sqrt(2 (i + 1)) and the cross block's mlp.fc2 by
+sqrt(2 (depth - 1)) (its `_rescale_blocks`, whose layer_id is the last block's index). Depth 1
+stays the jepa module above (with `xattn.proj`), keys and init unchanged.
+
 `LinearProbe` (mean-pooled tokens -> LayerNorm -> linear) is the ablation baseline the paper
 skipped.
 
@@ -69,9 +79,10 @@ def _masked_softmax(scores: Tensor, mask: Tensor | None, dim: int) -> Tensor:
 
 
 class CrossAttention(nn.Module):
-    """Query/key-value/output projections of the reference's CrossAttention (qkv_bias=True)."""
+    """Query/key-value/output projections of the reference's CrossAttention (qkv_bias=True);
+    `proj` False: none, as V-JEPA 2's (`proj` is then None)."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, proj: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ConfigError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
@@ -79,27 +90,65 @@ class CrossAttention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)  # rows [0, D) are keys, [D, 2D) values, as the reference
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim) if proj else None
 
 
 class CrossAttentionBlock(nn.Module):
     """q + xattn(q, norm1(x)), then q + mlp(norm2(q)); the pooling itself lives in the probe."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, proj: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.xattn = CrossAttention(dim, num_heads)
+        self.xattn = CrossAttention(dim, num_heads, proj)
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
         self.mlp = MLP(dim, MLP_RATIO * dim)
 
 
-class AttentivePooler(nn.Module):
-    """Holds the query and the block under the reference's names (`pooler.*`)."""
+class SelfAttention(nn.Module):
+    """V-JEPA 2's `Attention` (qkv_bias=True, scale head_dim^-0.5, no dropout)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, N, d]
+        keep = None if mask is None else mask[:, None, None, :]  # masked tokens are no keys
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        return self.proj(out.transpose(1, 2).reshape(B, N, D))
+
+
+class SelfAttentionBlock(nn.Module):
+    """V-JEPA 2's `Block`: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.attn = SelfAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = MLP(dim, MLP_RATIO * dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class AttentivePooler(nn.Module):
+    """Holds the query and the block under the reference's names (`pooler.*`); with `depth` > 1,
+    V-JEPA 2's self-attention blocks (`pooler.blocks.i`) and a cross block without `proj`."""
+
+    def __init__(self, dim: int, num_heads: int, depth: int = 1):
+        super().__init__()
         self.query_tokens = nn.Parameter(torch.zeros(1, 1, dim))
-        self.cross_attention_block = CrossAttentionBlock(dim, num_heads)
+        self.cross_attention_block = CrossAttentionBlock(dim, num_heads, proj=depth == 1)
+        if depth > 1:  # registered after the cross block: depth 1's state dict keeps its keys
+            self.blocks = nn.ModuleList(
+                SelfAttentionBlock(dim, num_heads) for _ in range(depth - 1)
+            )
 
 
 class AttentiveProbe(nn.Module):
@@ -107,12 +156,19 @@ class AttentiveProbe(nn.Module):
     reference). `factorised`: `forward` pools in the factorised form (default) or the K/V form."""
 
     def __init__(
-        self, embed_dim: int, num_classes: int, num_heads: int = 16, factorised: bool = True
+        self,
+        embed_dim: int,
+        num_classes: int,
+        num_heads: int = 16,
+        factorised: bool = True,
+        depth: int = 1,
     ):
         super().__init__()
+        if depth < 1:
+            raise ConfigError(f"probe depth must be >= 1, got {depth}")
         self.embed_dim, self.num_classes, self.num_heads = embed_dim, num_classes, num_heads
-        self.factorised = factorised
-        self.pooler = AttentivePooler(embed_dim, num_heads)
+        self.factorised, self.depth = factorised, depth
+        self.pooler = AttentivePooler(embed_dim, num_heads, depth)
         self.linear = nn.Linear(embed_dim, num_classes)  # PyTorch's default init, as the reference
         # the stored layer it reads of a multi-layer cache's clips (`--layer K`); not a parameter
         self.layer_view: LayerView | None = None
@@ -121,7 +177,8 @@ class AttentiveProbe(nn.Module):
     @torch.no_grad()
     def _init_reference(self) -> None:
         """trunc_normal(std 0.02) query and pooler linears, zero biases, unit LayerNorms, and the
-        reference's `_rescale_blocks`: xattn.proj and mlp.fc2 weights divided by sqrt(2 * 1)."""
+        reference's `_rescale_blocks`: xattn.proj and mlp.fc2 weights divided by sqrt(2 * 1); with
+        depth > 1, V-JEPA 2's (module docstring)."""
         nn.init.trunc_normal_(self.pooler.query_tokens, std=INIT_STD)
         for m in self.pooler.modules():
             if isinstance(m, nn.Linear):
@@ -131,8 +188,14 @@ class AttentiveProbe(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         block = self.pooler.cross_attention_block
-        block.xattn.proj.weight.div_(math.sqrt(2.0))
-        block.mlp.fc2.weight.div_(math.sqrt(2.0))
+        if self.depth == 1:
+            block.xattn.proj.weight.div_(math.sqrt(2.0))
+            block.mlp.fc2.weight.div_(math.sqrt(2.0))
+            return
+        for i, layer in enumerate(self.pooler.blocks):
+            layer.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
+            layer.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
+        block.mlp.fc2.weight.div_(math.sqrt(2.0 * (self.depth - 1)))
 
     def load_state_dict(
         self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False
@@ -176,9 +239,14 @@ class AttentiveProbe(nn.Module):
 
     def _pool(self, tokens: Tensor, mask: Tensor | None, factorised: bool) -> Tensor:
         tokens, mask = select_layer(self.layer_view, tokens, mask)
+        for layer in getattr(self.pooler, "blocks", ()):  # depth > 1: V-JEPA 2's blocks first
+            tokens = layer(tokens, mask)
         block = self.pooler.cross_attention_block
         attend = self._attend_factorised if factorised else self._attend_reference
-        q = self.pooler.query_tokens[0] + block.xattn.proj(attend(tokens, mask))  # [B, D]
+        attended = attend(tokens, mask)
+        if block.xattn.proj is not None:
+            attended = block.xattn.proj(attended)
+        q = self.pooler.query_tokens[0] + attended  # [B, D]
         return q + block.mlp(block.norm2(q))
 
     def pooled(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -221,10 +289,13 @@ Probe = AttentiveProbe | LinearProbe  # what build_probe and load_probe return
 PROBES = ("attentive", "linear")
 
 
-def build_probe(kind: str, embed_dim: int, num_classes: int, num_heads: int = 16) -> Probe:
-    """`AttentiveProbe` or `LinearProbe` by name; raises ConfigError naming the known kinds."""
+def build_probe(
+    kind: str, embed_dim: int, num_classes: int, num_heads: int = 16, depth: int = 1
+) -> Probe:
+    """`AttentiveProbe` (of `depth` blocks) or `LinearProbe` by name; raises ConfigError naming
+    the known kinds."""
     if kind == "attentive":
-        return AttentiveProbe(embed_dim, num_classes, num_heads)
+        return AttentiveProbe(embed_dim, num_classes, num_heads, depth=depth)
     if kind == "linear":
         return LinearProbe(embed_dim, num_classes)
     raise ConfigError(f"unknown probe {kind!r}; known: {', '.join(PROBES)}")
@@ -251,7 +322,13 @@ def load_probe(path: str | Path, device: str | torch.device = "cpu") -> tuple[Pr
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
-    probe = build_probe(meta["probe"], meta["embed_dim"], meta["num_classes"], meta["num_heads"])
+    probe = build_probe(
+        meta["probe"],
+        meta["embed_dim"],
+        meta["num_classes"],
+        meta["num_heads"],
+        meta.get("probe_depth", 1),  # recorded only when > 1
+    )
     try:
         probe.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:

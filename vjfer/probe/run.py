@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import get_args
 
@@ -39,11 +39,11 @@ from vjfer.probe.folds import (
     train_grid,
 )
 from vjfer.probe.layer import ALL, CONCAT, LayerChoice, layer_axis
-from vjfer.probe.model import probe_checkpoint
+from vjfer.probe.model import PROBES, probe_checkpoint
 from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, staged_run
 from vjfer.probe.summary import format_run_summary, summarise_folds
 from vjfer.probe.train import FoldResult
-from vjfer.results import LayerSummary, RunSummary, Selected, write_json
+from vjfer.results import FamilySummary, LayerSummary, RunSummary, Selected, write_json
 from vjfer.runs import one_cache
 from vjfer.schemas import RunConfig
 from vjfer.store import check_store_folds
@@ -53,9 +53,12 @@ log = logging.getLogger(__name__)
 
 
 def config_dict(config: TrainConfig) -> dict:
-    """asdict(config) with JSON types (betas as a list)."""
+    """asdict(config) with JSON types (betas as a list); `probe_depth` only when not 1, so runs
+    of the depth-1 probe record what they always did."""
     out = asdict(config)
     out["betas"] = list(config.betas)
+    if out["probe_depth"] == 1:
+        del out["probe_depth"]
     return out
 
 
@@ -88,6 +91,7 @@ def write_fold(result: FoldResult, directory: Path, cache: Cache, config: TrainC
         "embed_dim": cache.embed_dim,
         "num_classes": len(names),
         "num_heads": config.num_heads,
+        **({"probe_depth": config.probe_depth} if config.probe_depth != 1 else {}),
         "class_names": names,
         "dataset": cache.dataset,
         "fold": result.fold,
@@ -171,7 +175,7 @@ def _checkpoint(
     identity = {
         "train": settings,
         "folds": list(folds),
-        "grid": [asdict(p) for p in grid],
+        "grid": [p.record() for p in grid],
         "cache_fingerprint": cache.fingerprint,
         "dataset": cache.dataset,
         "cache_videos": videos_digest(cache),
@@ -232,7 +236,23 @@ def _summary(
             for p in points
             if all((k, p.name) in result.results for k in folds)
         ]  # a diverged head has none
+    if families := result.families():  # a Table II row per family: its reported, its selected
+        summary["families"] = [_family(result, family, folds) for family in families]
     return summary
+
+
+def _family(result: GridResult, family: str, folds: Sequence[int]) -> FamilySummary:
+    """One family's entry of summary.json: its reported head's scores and its selected heads'."""
+    head, selected = result.family_default(family).name, result.family_selected(family)
+    return FamilySummary(
+        probe=family,
+        head=head,
+        selected=Selected(
+            selection={str(k): selected[k] for k in folds},
+            **summarise_folds([result.results[(k, selected[k])].metrics for k in folds]),
+        ),
+        **summarise_folds([result.results[(k, head)].metrics for k in folds]),
+    )
 
 
 def _write_summary(work: Path, summary: RunSummary, failed: list[dict]) -> None:
@@ -278,7 +298,7 @@ def train_folds(
             "splits": splits,
             **({"modality": modality} if modality is not None else {}),  # only when set
             "cache": cache_description(cache),
-            "grid": [asdict(p) for p in grid],
+            "grid": [p.record() for p in grid],
             "coverage": asdict(coverage),
             "environment": environment(),
             "vjfer_version": vjfer.__version__,
@@ -426,6 +446,7 @@ class ProbeRequest:
     seeds: tuple[int, ...] = ()
     # --layer values: block numbers (negative: from the end of the stored list), concat, all
     layers: tuple[LayerChoice, ...] = ()
+    probes: tuple[str, ...] = ()  # --probe families: several train in the same pass
     splits: str | None = None
     modality: int | None = None  # RAVDESS: 1 or 2 only (the peers' 6 folds use 2); None: both
     dataset: str | None = None
@@ -442,6 +463,7 @@ class ProbeRequest:
             ("wds", c.weight_decay),
             ("seeds", c.seed),
             ("layers", c.layer),
+            ("probes", c.probe),
         ):
             object.__setattr__(self, name, tuple(getattr(self, name)) or (default,))
         if isinstance(self.folds, int):
@@ -450,6 +472,11 @@ class ProbeRequest:
             object.__setattr__(self, "folds", tuple(int(k) for k in self.folds))
         check_numbers(self.lrs, "--lr", 0.0, strict=True)
         check_numbers(self.wds, "--wd", 0.0)
+        if bad := [v for v in self.probes if v not in PROBES]:
+            raise OptionError("--probe", f"{bad[0]!r}: give {' or '.join(PROBES)}")
+        object.__setattr__(self, "probes", tuple(dict.fromkeys(self.probes)))
+        if len(self.probes) == 1:  # one family: the pass's own, as `--probe linear` always was
+            object.__setattr__(self, "config", replace(c, probe=self.probes[0]))
         if bad := [v for v in self.layers if not isinstance(v, int) and v not in (CONCAT, ALL)]:
             raise OptionError("--layer", f"{bad[0]!r}: give a block number, concat or all")
         if self.modality not in (None, 1, 2):
@@ -493,12 +520,14 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
         layers = layer_axis(cache.layers, request.layers)
     except ConfigError as err:
         raise OptionError("--layer", str(err)) from None
-    grid = make_grid(request.lrs, request.wds, request.seeds, layers)
+    grid = make_grid(request.lrs, request.wds, request.seeds, layers, request.probes)
     config = grid[0].apply(request.config)
     folds = resolve_folds(cache, request.folds)  # refuses folds the cache lacks
     named = "all" if request.folds == "all" else folds
+    probe = "-".join(request.probes)  # several families: all named
+    probe += f"-depth{config.probe_depth}" if config.probe_depth != 1 else ""
     run_dir = request.runs / run_name(
-        cache.dataset, path, config.probe, named, len(grid), config.seed, request.splits, layers
+        cache.dataset, path, probe, named, len(grid), config.seed, request.splits, layers
     )
     if request.modality is not None:  # its own run: never mixed with a run on both modalities
         run_dir = run_dir.with_name(f"{run_dir.name}-modality{request.modality}")

@@ -46,7 +46,13 @@ log = logging.getLogger(__name__)
 POSTFIX_EVERY = 10  # videos between progress-bar updates (each reads the losses from the device)
 ADAMW_STATES = 4  # float32 copies per parameter while training: weight, gradient, two moments
 SAVED_STATES = 3  # float32 copies per parameter in a checkpoint: weight and the two moments
-PER_HEAD = ("lr", "weight_decay", "seed", "layer")  # what may differ between heads of one pass
+PER_HEAD = (
+    "lr",
+    "weight_decay",
+    "seed",
+    "layer",
+    "probe",
+)  # what may differ between heads of one pass
 
 
 @dataclass
