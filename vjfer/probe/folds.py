@@ -14,6 +14,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from vjfer.datasets.ravdess import parse_ravdess_name
 from vjfer.datasets.records import Skip
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError, TrainingError
-from vjfer.probe.config import TrainConfig
+from vjfer.probe.config import ProbeKind, TrainConfig
 from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
 from vjfer.probe.head import Head
 from vjfer.probe.layer import CONCAT, LayerChoice
@@ -87,7 +88,7 @@ class GridPoint:
             weight_decay=self.weight_decay,
             seed=self.seed,
             layer=self.layer,
-            probe=self.probe or config.probe,
+            probe=cast(ProbeKind, self.probe or config.probe),
         )
 
 

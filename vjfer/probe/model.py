@@ -48,6 +48,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -145,10 +146,8 @@ class AttentivePooler(nn.Module):
         super().__init__()
         self.query_tokens = nn.Parameter(torch.zeros(1, 1, dim))
         self.cross_attention_block = CrossAttentionBlock(dim, num_heads, proj=depth == 1)
-        if depth > 1:  # registered after the cross block: depth 1's state dict keeps its keys
-            self.blocks = nn.ModuleList(
-                SelfAttentionBlock(dim, num_heads) for _ in range(depth - 1)
-            )
+        # empty at depth 1 (no state-dict keys); after the cross block, as V-JEPA 2 registers it
+        self.blocks = nn.ModuleList(SelfAttentionBlock(dim, num_heads) for _ in range(depth - 1))
 
 
 class AttentiveProbe(nn.Module):
@@ -188,11 +187,11 @@ class AttentiveProbe(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         block = self.pooler.cross_attention_block
-        if self.depth == 1:
+        if block.xattn.proj is not None:  # depth 1: the jepa reference's
             block.xattn.proj.weight.div_(math.sqrt(2.0))
             block.mlp.fc2.weight.div_(math.sqrt(2.0))
             return
-        for i, layer in enumerate(self.pooler.blocks):
+        for i, layer in enumerate(cast(list[SelfAttentionBlock], self.pooler.blocks)):
             layer.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
             layer.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
         block.mlp.fc2.weight.div_(math.sqrt(2.0 * (self.depth - 1)))
@@ -239,7 +238,7 @@ class AttentiveProbe(nn.Module):
 
     def _pool(self, tokens: Tensor, mask: Tensor | None, factorised: bool) -> Tensor:
         tokens, mask = select_layer(self.layer_view, tokens, mask)
-        for layer in getattr(self.pooler, "blocks", ()):  # depth > 1: V-JEPA 2's blocks first
+        for layer in self.pooler.blocks:  # depth > 1: V-JEPA 2's self-attention blocks first
             tokens = layer(tokens, mask)
         block = self.pooler.cross_attention_block
         attend = self._attend_factorised if factorised else self._attend_reference

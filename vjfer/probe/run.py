@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import get_args
+from typing import cast, get_args
 
 import pandas as pd
 import torch
@@ -27,7 +27,7 @@ from vjfer.env import environment, resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.files import check_writable, read_json_object
 from vjfer.labels import check_dataset
-from vjfer.probe.config import RUN_ONLY, OptionError, TrainConfig, check_numbers
+from vjfer.probe.config import RUN_ONLY, OptionError, ProbeKind, TrainConfig, check_numbers
 from vjfer.probe.folds import (
     GridPoint,
     GridResult,
@@ -476,7 +476,7 @@ class ProbeRequest:
             raise OptionError("--probe", f"{bad[0]!r}: give {' or '.join(PROBES)}")
         object.__setattr__(self, "probes", tuple(dict.fromkeys(self.probes)))
         if len(self.probes) == 1:  # one family: the pass's own, as `--probe linear` always was
-            object.__setattr__(self, "config", replace(c, probe=self.probes[0]))
+            object.__setattr__(self, "config", replace(c, probe=cast(ProbeKind, self.probes[0])))
         if bad := [v for v in self.layers if not isinstance(v, int) and v not in (CONCAT, ALL)]:
             raise OptionError("--layer", f"{bad[0]!r}: give a block number, concat or all")
         if self.modality not in (None, 1, 2):
