@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,8 @@ from vjfer.cache import open_cache
 from vjfer.datasets.folds import load_folds
 from vjfer.errors import ConfigError
 from vjfer.probe.config import OptionError, TrainConfig, parse_probes
-from vjfer.probe.folds import GridPoint, make_grid, split_rows, train_grid
+from vjfer.probe.evaluate import score_videos
+from vjfer.probe.folds import GridPoint, fold_metrics, make_grid, split_rows, train_grid
 from vjfer.probe.head import Head
 from vjfer.probe.model import AttentiveProbe, build_probe
 from vjfer.probe.reader import clip_bytes
@@ -39,6 +41,7 @@ CFG = TrainConfig(
     lr=3e-3,
 )
 FAMILIES = ("attentive", "linear")
+ALL3 = ("attentive", "linear", "knn")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,11 @@ def test_families_are_a_grid_axis_named_only_when_several():
 def test_a_mixed_family_grid_equals_its_heads_trained_one_at_a_time(cache):
     """Each head of an attentive + linear grid over two folds equals that point trained alone on
     one fold, bit for bit; and the families do differ."""
-    grid = make_grid([1e-3, 3e-3], [0.01], [0], probes=FAMILIES)
+    grid = make_grid([1e-3, 3e-3], [0.01], [0], probes=ALL3, ks=(1, 3))
+    assert [p.name for p in grid if p.probe == "knn"] == [
+        "lr0.001-wd0.01-seed0-knn-k1",
+        "lr0.001-wd0.01-seed0-knn-k3",
+    ]
     together = train_grid(cache, [2, 3], CFG, grid, progress=False)
     for point in grid:
         alone = train_grid(cache, [2], point.apply(CFG), progress=False).reported(2)
@@ -92,13 +99,14 @@ def test_a_mixed_family_grid_equals_its_heads_trained_one_at_a_time(cache):
     for point in grid:
         _same(alone3.results[(3, point.name)], together.results[(3, point.name)])
     assert alone3.selected[3] == together.selected[3]
-    for family in FAMILIES:
+    for family in ALL3:
         assert alone3.family_selected(family)[3] == together.family_selected(family)[3]
-        assert together.family_selected(family)[3].endswith(family)
+        assert f"-{family}" in together.family_selected(family)[3]
 
 
 def test_the_families_share_one_read_per_epoch(cache):
-    """Attentive and linear heads of every fold read each needed clip once per epoch."""
+    """Attentive, linear and k-NN heads of every fold read each needed clip once per epoch; k-NN
+    heads alone read once, in the first epoch."""
     size = clip_bytes(cache)
     every = sum(len(np.unique(f)) for f in fixed_clips(cache, np.arange(len(cache)))) * size
     fold_of = cache.videos["fold"].to_numpy()
@@ -106,11 +114,42 @@ def test_the_families_share_one_read_per_epoch(cache):
     heads = [
         Head(f"f{k}/{p.name}", p.apply(CFG), split_rows(fold_of, k)[0], cache, device)
         for k in range(1, 6)
-        for p in make_grid([1e-3], [0.01], [0], probes=FAMILIES)
+        for p in make_grid([1e-3], [0.01], [0], probes=ALL3)
     ]
     train_heads(cache, heads, CFG, progress=False)
     assert {h["pass_bytes_read"] for head in heads for h in head.history} == {every}
-    assert {type(h.probe).__name__ for h in heads} == {"AttentiveProbe", "LinearProbe"}
+    assert {type(h.probe).__name__ for h in heads} == {"AttentiveProbe", "LinearProbe", "KnnProbe"}
+    knn = [
+        Head(f"f{k}", replace(CFG, probe="knn"), split_rows(fold_of, k)[0], cache, device)
+        for k in range(1, 6)
+    ]
+    train_heads(cache, knn, CFG, progress=False)
+    assert [h["pass_bytes_read"] for h in knn[0].history] == [every, 0]
+
+
+def test_knn_with_k_1_scores_every_training_video_right(cache):
+    """k = 1 on test videos that are also in the bank: 100 %; a banked clip finds itself (cosine
+    1), and the probe's file reloads with its bank."""
+    config = replace(CFG, probe="knn", train_view="middle")
+    rows = np.arange(len(cache))
+    head = Head("all", config, rows, cache, torch.device("cpu"))
+    train_heads(cache, [head], config, progress=False)
+    probe = head.probe
+    assert len(probe.bank) == len(rows) * config.clips_per_video
+    clips = score_videos(cache, {"all": (probe, rows)}, device="cpu", progress=False)["all"]
+    _, metrics = fold_metrics(0, clips, cache.class_names, len(rows), head.history)
+    assert metrics["pbv"]["uar"] == 1.0 and metrics["mv"]["uar"] == 1.0
+    assert metrics["clip"]["uar"] == 1.0
+    assert torch.allclose((probe.bank[:5] @ probe.bank[:5].t()).diagonal(), torch.ones(5))
+    reloaded = build_probe("knn", cache.embed_dim, len(cache.class_names), k=1)
+    reloaded.load_state_dict(probe.state_dict())
+    assert torch.equal(reloaded.bank, probe.bank)
+    tokens = torch.randn(4, 6, cache.embed_dim)
+    three = build_probe("knn", cache.embed_dim, len(cache.class_names), k=3)
+    three.load_state_dict(probe.state_dict())
+    shares = three(tokens).softmax(dim=-1)
+    torch.testing.assert_close(shares.sum(dim=-1), torch.ones(4))
+    assert ((shares > 0).sum(dim=-1) <= 3).all()
 
 
 def test_a_run_of_two_families_reports_each_and_a_default_run_is_unchanged(cache_dir, tmp_path):

@@ -36,8 +36,18 @@ def train_options(f):
             type=str,  # a list, not the Choice of one family
             text=True,
             callback=probe_list,
-            help="Probe family: attentive (`--probe-depth` blocks) or linear (mean-pooled tokens, "
-            f"LayerNorm, linear); {grid} each family's heads in the same pass.",
+            help="Probe family: attentive (`--probe-depth` blocks), linear (mean-pooled tokens, "
+            "LayerNorm, linear) or knn (training-free, `--k`); "
+            f"{grid} each family's heads in the same pass.",
+        ),
+        opt(
+            "--k",
+            "ks",
+            field="knn_k",
+            text=True,
+            callback=number_list(int, 1),
+            help="Neighbours of the k-NN probe (cosine, exp(sim/0.07)-weighted votes, DINO's "
+            f"rule); {grid} one k-NN head each.",
         ),
         opt(
             "--probe-depth",
@@ -213,7 +223,7 @@ def probe(
     from vjfer.probe.run import ProbeRequest, run_request
 
     cluster = pop_cluster(options)
-    grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers", "probes")}
+    grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers", "probes", "ks")}
     try:
         request = ProbeRequest(
             cache=cache_path,

@@ -18,7 +18,7 @@ from vjfer.probe.layer import ALL, CONCAT, LayerChoice
 from vjfer.probe.model import PROBES
 from vjfer.probe.samples import REFERENCE_CLIPS
 
-ProbeKind = Literal["attentive", "linear"]
+ProbeKind = Literal["attentive", "linear", "knn"]
 ClipChoice = Literal["reference", "random"]
 Pool = Literal["joint", "clip"]
 TrainView = Literal["random", "middle", "augmented"]
@@ -63,6 +63,8 @@ class TrainConfig:
     probe: ProbeKind = "attentive"
     # the attentive probe's blocks: 1, the jepa reference's; 4, V-JEPA 2's (`probe.model`)
     probe_depth: int = 1
+    # the k-NN probe's neighbours (`probe.model.KnnProbe`; `--k`, a grid axis of its heads)
+    knn_k: int = 1
     epochs: int = 20
     batch_size: int = 4  # videos per optimizer step
     lr: float = 1e-3

@@ -60,12 +60,14 @@ class GridPoint:
     layer: LayerChoice = CONCAT  # the stored layer it reads (`vjfer.probe.layer`)
     # its probe family when a grid holds several (`--probe attentive,linear`); None: the pass's
     probe: str | None = None
+    k: int | None = None  # a k-NN head's neighbours (`--k`); None for the other families
 
     @property
     def name(self) -> str:
         # a head on every stored token adds nothing: names of runs before layers stay as they were
         tail = "" if self.layer == CONCAT else f"-layer{self.layer}"
         tail += "" if self.probe is None else f"-{self.probe}"  # only in a grid of families
+        tail += "" if self.k is None else f"-k{self.k}"
         return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}{tail}"
 
     @classmethod
@@ -74,12 +76,9 @@ class GridPoint:
         return cls(config.lr, config.weight_decay, config.seed, config.layer)
 
     def record(self) -> dict:
-        """asdict(self) for config.json, metrics.json and selection.csv; `probe` only when set,
-        so runs of one family record what they always did."""
-        out = asdict(self)
-        if self.probe is None:
-            del out["probe"]
-        return out
+        """asdict(self) for config.json, metrics.json and selection.csv; `probe` and `k` only
+        when set, so runs of one family record what they always did."""
+        return {k: v for k, v in asdict(self).items() if k not in ("probe", "k") or v is not None}
 
     def apply(self, config: TrainConfig) -> TrainConfig:
         return replace(
@@ -89,6 +88,7 @@ class GridPoint:
             seed=self.seed,
             layer=self.layer,
             probe=cast(ProbeKind, self.probe or config.probe),
+            knn_k=self.k or config.knn_k,
         )
 
 
@@ -214,25 +214,40 @@ def make_grid(
     seeds: Sequence[int],
     layers: Sequence[LayerChoice] = (CONCAT,),
     probes: Sequence[str] = (),
+    ks: Sequence[int] = (1,),
 ) -> list[GridPoint]:
     """Every combination, duplicates removed, in the order given. With more than one point the
     reference default (lr 1e-3, wd 0.01, first seed, the last layer given: for `--layer all` the
     deepest stored, the first probe family) is the first, added when not asked for, so a grid's
-    summary can always show it beside the selected head. `layers`: resolved `--layer` values
+    summary can always show it beside the selected head; in a grid of several families, each
+    family's default leads its points. `layers`: resolved `--layer` values
     (`probe.layer.layer_axis`); `probes`: the families, named in the points only when several
-    (one family is the pass's `TrainConfig.probe`)."""
+    (one family is the pass's `TrainConfig.probe`). k-NN points (`ks`: their neighbours, the
+    first k their default) take no lr or weight decay: they sit at the defaults'."""
     families: list[str | None] = list(dict.fromkeys(probes)) if len(set(probes)) > 1 else [None]
-    combos = itertools.product(seeds, lrs, wds, layers, families)
-    points = list(
-        dict.fromkeys(GridPoint(float(lr), float(wd), int(s), ly, f) for s, lr, wd, ly, f in combos)
-    )
+    knn = "knn" if len(families) > 1 else (probes[0] if probes else None)
+
+    def family_points(family: str | None, first: bool) -> list[GridPoint]:
+        if (family or knn) != "knn":
+            axes = itertools.product(seeds, lrs, wds, layers)
+            return [GridPoint(float(lr), float(wd), int(s), ly, family) for s, lr, wd, ly in axes]
+        ks_ = ks[:1] if first else ks
+        lr, wd = TrainConfig.lr, TrainConfig.weight_decay
+        knn_axes = itertools.product(seeds, layers, ks_)
+        return [GridPoint(lr, wd, int(s), ly, family, int(k)) for s, ly, k in knn_axes]
+
+    points = list(dict.fromkeys(p for f in families for p in family_points(f, first=False)))
     if not points:
         raise ConfigError("the grid is empty: give at least one lr, weight decay, seed and layer")
     if len(points) > 1:  # each family's reference default, the first family's first of all
-        defaults = [
-            GridPoint(TrainConfig.lr, TrainConfig.weight_decay, int(seeds[0]), layers[-1], f)
-            for f in families
-        ]
+        defaults = []
+        for f in families:
+            first = family_points(f, first=True)[0]
+            defaults.append(replace(first, seed=int(seeds[0]), layer=layers[-1]))
+            if (f or knn) != "knn":
+                defaults[-1] = replace(
+                    defaults[-1], lr=TrainConfig.lr, weight_decay=TrainConfig.weight_decay
+                )
         for default in defaults:
             if default not in points:
                 log.info("adding the reference-default head %s to the grid", default.name)

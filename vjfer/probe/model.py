@@ -284,19 +284,90 @@ class LinearProbe(nn.Module):
         return self.linear(self.norm(self.pooled(tokens, mask)))
 
 
-Probe = AttentiveProbe | LinearProbe  # what build_probe and load_probe return
-PROBES = ("attentive", "linear")
+KNN_TEMPERATURE = 0.07  # DINO's k-NN evaluation (eval_knn.py `--temperature`), after Wu et al.
+
+
+class KnnProbe(nn.Module):
+    """Training-free k-NN: a bank of L2-normalised clip embeddings (each clip's tokens averaged,
+    as `LinearProbe.pooled`) of the training videos, each with its video's label, gathered in
+    the pass's first epoch (`add`). A clip [1, N, D] is scored against the bank by cosine
+    similarity; its k nearest vote with weight exp(sim / 0.07), summed per class: the rule of
+    DINO's k-NN evaluation (facebookresearch/dino `eval_knn.py` `knn_classifier`, from Wu et al.
+    2018). `forward` returns the log of the normalised votes, so the softmax of evaluation gives
+    the vote shares, and PBV/MV vote over a video's clips as for every probe."""
+
+    bank: Tensor  # [M, D] float32, L2-normalised
+    bank_labels: Tensor  # [M] int64
+
+    def __init__(self, embed_dim: int, num_classes: int, k: int = 1):
+        super().__init__()
+        if k < 1:
+            raise ConfigError(f"k-NN needs k >= 1, got {k}")
+        self.embed_dim, self.num_classes, self.k = embed_dim, num_classes, k
+        self.register_buffer("bank", torch.zeros(0, embed_dim))
+        self.register_buffer("bank_labels", torch.zeros(0, dtype=torch.long))
+        self.layer_view: LayerView | None = None  # as AttentiveProbe's
+
+    def pooled(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        """L2-normalised mean of the (unmasked) tokens, float32: [B, N, D] -> [B, D]."""
+        tokens, mask = select_layer(self.layer_view, tokens.float(), mask)
+        if mask is None:
+            pooled = tokens.mean(dim=1)
+        else:
+            weights = mask.to(tokens.dtype).unsqueeze(-1)
+            pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+        return F.normalize(pooled, dim=-1)
+
+    @torch.no_grad()
+    def add(self, tokens: Tensor, label: int, mask: Tensor | None = None) -> None:
+        """Bank the clips [K, N, D] of one training video (mask: bool [K, N] or None)."""
+        embedded = self.pooled(tokens, mask).to(self.bank.device)
+        labels = torch.full((len(embedded),), label, dtype=torch.long, device=self.bank.device)
+        self.bank = torch.cat([self.bank, embedded])
+        self.bank_labels = torch.cat([self.bank_labels, labels])
+
+    @torch.no_grad()
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Log vote shares [B, C] of clips [B, N, D] (-inf for a class no neighbour has)."""
+        if len(self.bank) == 0:
+            raise ConfigError("k-NN probe has an empty bank: it saw no training video")
+        with torch.autocast(tokens.device.type, enabled=False):  # similarities in float32
+            sims = self.pooled(tokens, mask) @ self.bank.t()  # cosine: [B, M]
+        top, index = sims.topk(min(self.k, len(self.bank)), dim=1)
+        votes = torch.zeros(len(sims), self.num_classes, device=sims.device)
+        votes.scatter_add_(1, self.bank_labels[index], (top / KNN_TEMPERATURE).exp())
+        return (votes / votes.sum(dim=1, keepdim=True)).log()
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False
+    ):
+        """A bank of any size: the module's buffers take its size first, then load as usual."""
+        if "bank" in state_dict and "bank_labels" in state_dict:
+            self.bank = self.bank.new_zeros(state_dict["bank"].shape)
+            self.bank_labels = self.bank_labels.new_zeros(state_dict["bank_labels"].shape)
+        return super().load_state_dict(state_dict, strict, assign)
+
+
+Probe = AttentiveProbe | LinearProbe | KnnProbe  # what build_probe and load_probe return
+PROBES = ("attentive", "linear", "knn")
 
 
 def build_probe(
-    kind: str, embed_dim: int, num_classes: int, num_heads: int = 16, depth: int = 1
+    kind: str,
+    embed_dim: int,
+    num_classes: int,
+    num_heads: int = 16,
+    depth: int = 1,
+    k: int = 1,
 ) -> Probe:
-    """`AttentiveProbe` (of `depth` blocks) or `LinearProbe` by name; raises ConfigError naming
-    the known kinds."""
+    """`AttentiveProbe` (of `depth` blocks), `LinearProbe` or `KnnProbe` (`k` neighbours) by
+    name; raises ConfigError naming the known kinds."""
     if kind == "attentive":
         return AttentiveProbe(embed_dim, num_classes, num_heads, depth=depth)
     if kind == "linear":
         return LinearProbe(embed_dim, num_classes)
+    if kind == "knn":
+        return KnnProbe(embed_dim, num_classes, k)
     raise ConfigError(f"unknown probe {kind!r}; known: {', '.join(PROBES)}")
 
 
@@ -327,6 +398,7 @@ def load_probe(path: str | Path, device: str | torch.device = "cpu") -> tuple[Pr
         meta["num_classes"],
         meta["num_heads"],
         meta.get("probe_depth", 1),  # recorded only when > 1
+        meta.get("knn_k", 1),  # k-NN probes only
     )
     try:
         probe.load_state_dict(ckpt["state_dict"])

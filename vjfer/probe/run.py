@@ -53,12 +53,13 @@ log = logging.getLogger(__name__)
 
 
 def config_dict(config: TrainConfig) -> dict:
-    """asdict(config) with JSON types (betas as a list); `probe_depth` only when not 1, so runs
-    of the depth-1 probe record what they always did."""
+    """asdict(config) with JSON types (betas as a list); `probe_depth` and `knn_k` only when not
+    1, so runs of the depth-1 probe record what they always did."""
     out = asdict(config)
     out["betas"] = list(config.betas)
-    if out["probe_depth"] == 1:
-        del out["probe_depth"]
+    for name in ("probe_depth", "knn_k"):  # new settings: recorded only when not at default
+        if out[name] == 1:
+            del out[name]
     return out
 
 
@@ -92,6 +93,7 @@ def write_fold(result: FoldResult, directory: Path, cache: Cache, config: TrainC
         "num_classes": len(names),
         "num_heads": config.num_heads,
         **({"probe_depth": config.probe_depth} if config.probe_depth != 1 else {}),
+        **({"knn_k": config.knn_k} if config.probe == "knn" else {}),
         "class_names": names,
         "dataset": cache.dataset,
         "fold": result.fold,
@@ -447,6 +449,7 @@ class ProbeRequest:
     # --layer values: block numbers (negative: from the end of the stored list), concat, all
     layers: tuple[LayerChoice, ...] = ()
     probes: tuple[str, ...] = ()  # --probe families: several train in the same pass
+    ks: tuple[int, ...] = ()  # --k: the k-NN heads' neighbours
     splits: str | None = None
     modality: int | None = None  # RAVDESS: 1 or 2 only (the peers' 6 folds use 2); None: both
     dataset: str | None = None
@@ -464,6 +467,7 @@ class ProbeRequest:
             ("seeds", c.seed),
             ("layers", c.layer),
             ("probes", c.probe),
+            ("ks", c.knn_k),
         ):
             object.__setattr__(self, name, tuple(getattr(self, name)) or (default,))
         if isinstance(self.folds, int):
@@ -475,6 +479,8 @@ class ProbeRequest:
         if bad := [v for v in self.probes if v not in PROBES]:
             raise OptionError("--probe", f"{bad[0]!r}: give {' or '.join(PROBES)}")
         object.__setattr__(self, "probes", tuple(dict.fromkeys(self.probes)))
+        check_numbers(self.ks, "--k", 1)
+        object.__setattr__(self, "ks", tuple(dict.fromkeys(int(k) for k in self.ks)))
         if len(self.probes) == 1:  # one family: the pass's own, as `--probe linear` always was
             object.__setattr__(self, "config", replace(c, probe=cast(ProbeKind, self.probes[0])))
         if bad := [v for v in self.layers if not isinstance(v, int) and v not in (CONCAT, ALL)]:
@@ -520,7 +526,7 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
         layers = layer_axis(cache.layers, request.layers)
     except ConfigError as err:
         raise OptionError("--layer", str(err)) from None
-    grid = make_grid(request.lrs, request.wds, request.seeds, layers, request.probes)
+    grid = make_grid(request.lrs, request.wds, request.seeds, layers, request.probes, request.ks)
     config = grid[0].apply(request.config)
     folds = resolve_folds(cache, request.folds)  # refuses folds the cache lacks
     named = "all" if request.folds == "all" else folds

@@ -52,6 +52,7 @@ PER_HEAD = (
     "seed",
     "layer",
     "probe",
+    "knn_k",
 )  # what may differ between heads of one pass
 
 
@@ -193,6 +194,8 @@ def _run_epoch(
     seeds = [head.config.seed for head in heads]
     draws = _epoch_draws(cache, pool, config, seeds, epoch)
     order = epoch_order(len(cache.videos), config.order_seed, epoch, config.epoch_order)
+    # a k-NN head past its first epoch takes no more samples: the pass reads for the others only
+    member = member & np.array([not head.idle for head in heads])[:, None]
     order = order[member[:, order].any(axis=0)]
     takers = [np.flatnonzero(member[:, i]).tolist() for i in order]  # head numbers per video
     # (video_id, sorted union of the clips its heads drew) per visited video
