@@ -22,7 +22,7 @@ from vjfer.probe.config import OptionError, TrainConfig, parse_probes
 from vjfer.probe.evaluate import score_videos
 from vjfer.probe.folds import GridPoint, fold_metrics, make_grid, split_rows, train_grid
 from vjfer.probe.head import Head
-from vjfer.probe.model import AttentiveProbe, build_probe
+from vjfer.probe.model import AttentiveProbe, KnnProbe, build_probe, load_probe
 from vjfer.probe.reader import clip_bytes
 from vjfer.probe.run import ProbeRequest, run_request
 from vjfer.probe.samples import fixed_clips
@@ -199,6 +199,25 @@ def test_a_run_of_two_families_reports_each_and_a_default_run_is_unchanged(cache
     )
     assert linear.name.endswith("-linear-fold1")
     assert json.loads((linear / "summary.json").read_text())["probe"] == "linear"
+    knn = run_request(
+        ProbeRequest(
+            cache=cache_dir,
+            runs=tmp_path,
+            config=config,
+            folds=(1,),
+            probes=("knn",),
+            ks=(3, 1),
+            progress=False,
+        )
+    )
+    assert knn.name.endswith("-knn-fold1-grid2")
+    probe, meta = load_probe(knn / "fold-1" / "probe.pt")
+    assert isinstance(probe, KnnProbe) and probe.k == 3 and meta["knn_k"] == 3
+    assert (
+        len(probe.bank)
+        == json.loads((knn / "fold-1" / "metrics.json").read_text())["n_train_videos"]
+        * config.clips_per_video
+    )
 
 
 # ------------------------------------------------------------------ V-JEPA 2's deeper probe
@@ -349,3 +368,55 @@ def test_depth_1_keeps_todays_module_and_a_mask_drops_tokens():
         torch.testing.assert_close(deep(tokens, mask), deep(tokens[:, :6]))
     with pytest.raises(ConfigError, match="probe_depth must be >= 1"):
         TrainConfig(probe_depth=0)
+
+
+def _numbers(metrics: dict, timing=("seconds", "pass_seconds_share", "pass_read_gb_s")) -> dict:
+    """A metrics.json without the figures that differ run to run (wall times, read rates)."""
+    if isinstance(metrics, dict):
+        return {k: _numbers(v) for k, v in metrics.items() if k not in timing}
+    if isinstance(metrics, list):
+        return [_numbers(v) for v in metrics]  # type: ignore[return-value]
+    return metrics
+
+
+@pytest.mark.slow
+def test_a_resumed_mixed_family_grid_equals_an_uninterrupted_one(tiny_cache, tmp_path, monkeypatch):
+    """Killed in its second epoch (after the first's checkpoint: k-NN banks saved), the pass of
+    attentive, linear and k-NN heads resumes to the run an uninterrupted pass writes."""
+    import vjfer.probe.train as train
+    from vjfer.probe.run import train_folds
+
+    folds = load_folds("ravdess")
+    actors = [min(a for a, f in folds.items() if f == k) for k in range(1, 6)]
+    cache = open_cache(tiny_cache(actors=actors, shard_size=20))
+    config = replace(CFG, num_workers=0, batch_size=2)
+    grid = make_grid([1e-3], [0.01], [0], probes=ALL3, ks=(1, 3))
+    train_folds(cache, [1, 2, 3, 4, 5], config, tmp_path / "whole", grid=grid, progress=False)
+    run_epoch = train._run_epoch
+
+    def killed_in_epoch_2(*args):
+        if args[6] == 1:  # epoch, 0-based
+            raise KeyboardInterrupt
+        return run_epoch(*args)
+
+    monkeypatch.setattr(train, "_run_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_folds(cache, [1, 2, 3, 4, 5], config, tmp_path / "cut", grid=grid, progress=False)
+    monkeypatch.undo()
+    train_folds(
+        cache, [1, 2, 3, 4, 5], config, tmp_path / "cut", grid=grid, progress=False, mode="resume"
+    )
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    heads = sorted(p.relative_to(whole) for p in whole.glob("fold-*/heads/*"))
+    assert len(heads) == 5 * len(grid)
+    for head in heads:
+        ours, theirs = (json.loads((r / head / "metrics.json").read_text()) for r in (whole, cut))
+        assert _numbers(ours) == _numbers(theirs)
+        assert (whole / head / "video_predictions.csv").read_bytes() == (
+            cut / head / "video_predictions.csv"
+        ).read_bytes()
+    summary = [json.loads((r / "summary.json").read_text()) for r in (whole, cut)]
+    assert [f["mean"] for f in summary[0]["families"]] == [
+        f["mean"] for f in summary[1]["families"]
+    ]
+    assert (whole / "selection.csv").read_bytes() == (cut / "selection.csv").read_bytes()
