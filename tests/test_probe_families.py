@@ -420,3 +420,33 @@ def test_a_resumed_mixed_family_grid_equals_an_uninterrupted_one(tiny_cache, tmp
         f["mean"] for f in summary[1]["families"]
     ]
     assert (whole / "selection.csv").read_bytes() == (cut / "selection.csv").read_bytes()
+
+
+def test_the_command_line_takes_families_and_k_as_lists(cache_dir, tmp_path):
+    from conftest import run_cli
+
+    out = run_cli("probe", "--cache", cache_dir, "--probe", "attentive,mlp", ok=False)
+    assert "--probe" in out and "'mlp'" in out
+    out = run_cli("probe", "--cache", cache_dir, "--probe", "knn", "--k", "0", ok=False)
+    assert "--k" in out
+    run_cli(
+        "probe",
+        "--cache",
+        cache_dir,
+        "--out",
+        tmp_path,
+        "--fold",
+        "1",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--probe",
+        "linear,knn",
+        "--k",
+        "1,3",
+    )
+    (run,) = tmp_path.glob("*-linear-knn-fold1-grid3")
+    summary = json.loads((run / "summary.json").read_text())
+    assert [f["probe"] for f in summary["families"]] == ["linear", "knn"]
