@@ -450,3 +450,16 @@ def test_the_command_line_takes_families_and_k_as_lists(cache_dir, tmp_path):
     (run,) = tmp_path.glob("*-linear-knn-fold1-grid3")
     summary = json.loads((run / "summary.json").read_text())
     assert [f["probe"] for f in summary["families"]] == ["linear", "knn"]
+
+
+def test_a_depth_2_run_records_its_depth_and_reloads_it(cache_dir, tmp_path):
+    config = TrainConfig(
+        epochs=1, batch_size=4, num_heads=4, num_workers=0, device="cpu", probe_depth=2
+    )
+    run = run_request(
+        ProbeRequest(cache=cache_dir, runs=tmp_path, config=config, folds=(1,), progress=False)
+    )
+    assert run.name.endswith("-attentive-depth2-fold1")
+    assert json.loads((run / "config.json").read_text())["train"]["probe_depth"] == 2
+    probe, meta = load_probe(run / "fold-1" / "probe.pt")
+    assert probe.depth == 2 and meta["probe_depth"] == 2 and len(probe.pooler.blocks) == 1
