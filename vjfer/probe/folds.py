@@ -225,10 +225,10 @@ def make_grid(
     (one family is the pass's `TrainConfig.probe`). k-NN points (`ks`: their neighbours, the
     first k their default) take no lr or weight decay: they sit at the defaults'."""
     families: list[str | None] = list(dict.fromkeys(probes)) if len(set(probes)) > 1 else [None]
-    knn = "knn" if len(families) > 1 else (probes[0] if probes else None)
+    single = probes[0] if probes and families == [None] else None  # the pass's one family
 
     def family_points(family: str | None, first: bool) -> list[GridPoint]:
-        if (family or knn) != "knn":
+        if (family or single) != "knn":
             axes = itertools.product(seeds, lrs, wds, layers)
             return [GridPoint(float(lr), float(wd), int(s), ly, family) for s, lr, wd, ly in axes]
         ks_ = ks[:1] if first else ks
@@ -244,7 +244,7 @@ def make_grid(
         for f in families:
             first = family_points(f, first=True)[0]
             defaults.append(replace(first, seed=int(seeds[0]), layer=layers[-1]))
-            if (f or knn) != "knn":
+            if (f or single) != "knn":
                 defaults[-1] = replace(
                     defaults[-1], lr=TrainConfig.lr, weight_decay=TrainConfig.weight_decay
                 )
