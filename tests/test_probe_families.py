@@ -187,6 +187,9 @@ def test_a_run_of_two_families_reports_each_and_a_default_run_is_unchanged(cache
         assert metrics["head"]["probe"] == entry["probe"]
     assert summary["probe"] == "attentive" and summary["head"].endswith("-attentive")
     assert set(pd.read_csv(mixed / "selection.csv")["probe"]) == set(FAMILIES)
+    text = (mixed / "summary.md").read_text()
+    assert "| attentive | lr0.001-wd0.01-seed0-attentive |" in text and "| linear |" in text
+    assert "Probe families" not in (default / "summary.md").read_text()
     linear = run_request(
         ProbeRequest(
             cache=cache_dir,

@@ -47,7 +47,7 @@ from vjfer.results import FamilySummary, LayerSummary, RunSummary, Selected, wri
 from vjfer.runs import one_cache
 from vjfer.schemas import RunConfig
 from vjfer.store import check_store_folds
-from vjfer.tables import METRIC_COLUMNS
+from vjfer.tables import METRIC_COLUMNS, format_percent
 
 log = logging.getLogger(__name__)
 
@@ -257,12 +257,40 @@ def _family(result: GridResult, family: str, folds: Sequence[int]) -> FamilySumm
     )
 
 
+def _family_lines(summary: RunSummary) -> str:
+    """summary.md's table of a several-family run: per family, its reported head's and its
+    selected heads' video-level UAR and WAR (mean ± std over folds, %); "" otherwise."""
+    if "families" not in summary:
+        return ""
+
+    def cell(entry, voting: str, metric: str) -> str:
+        agg = entry["mean"][voting][metric]
+        std = "" if agg["std"] is None else f" ± {format_percent(agg['std'])}"
+        return format_percent(agg["mean"]) + std
+
+    lines = [
+        "",
+        "Probe families (each family's reference-default head, and the heads its inner "
+        "validation selects among that family's points; video level, mean ± std over folds, %):",
+        "",
+        "| family | head | PBV UAR | PBV WAR | MV UAR | MV WAR | selected PBV UAR "
+        "| selected PBV WAR |",
+        "|---" * 8 + "|",
+    ]
+    for f in summary["families"]:
+        ours = [cell(f, v, m) for v in ("pbv", "mv") for m in ("uar", "war")]
+        chosen = [cell(f["selected"], "pbv", m) for m in ("uar", "war")]
+        lines.append(f"| {f['probe']} | {f['head']} | " + " | ".join(ours + chosen) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _write_summary(work: Path, summary: RunSummary, failed: list[dict]) -> None:
-    """summary.json and summary.md (with the failed heads, if any)."""
+    """summary.json and summary.md (with the probe families and the failed heads, if any)."""
     write_json(work / "summary.json", summary)
     lines = "".join(f"\n- {failed_text(f)}" for f in failed)
     lines = f"\nFailed heads (loss not finite; never selected):{lines}\n" if lines else ""
-    (work / "summary.md").write_text(format_run_summary(summary) + lines, encoding="utf-8")
+    text = format_run_summary(summary) + _family_lines(summary) + lines
+    (work / "summary.md").write_text(text, encoding="utf-8")
 
 
 def train_folds(
