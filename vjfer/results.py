@@ -108,6 +108,16 @@ class LayerSummary(FoldsSummary):
     head: str  # the grid point's name
 
 
+class FamilySummary(FoldsSummary, total=False):
+    """One probe family's heads of a several-family run (`vjfer probe --probe attentive,linear`):
+    its reported head (the family's reference-default grid point), test-fold scores over the
+    folds, and the head its inner validation selects among that family's points."""
+
+    probe: str  # attentive or linear
+    head: str  # the family's reported grid point
+    selected: Selected
+
+
 class RunSummary(FoldsSummary, total=False):
     """`summary.json` of a `vjfer probe` run: per-fold scores and their mean ± std."""
 
@@ -123,6 +133,7 @@ class RunSummary(FoldsSummary, total=False):
     selected: Selected
     failed_heads: list[dict]  # heads whose loss diverged (`--on-nonfinite skip`): never selected
     layers: list[LayerSummary]  # runs with heads on several layers: one entry per layer
+    families: list[FamilySummary]  # runs with several probe families: one entry per family
 
 
 def mean_of(summary: FoldsSummary, voting: Voting | str, metric: Metric | str) -> MeanStd:

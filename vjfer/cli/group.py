@@ -141,6 +141,7 @@ def number_list(kind, low: float | None = None, strict: bool = False):
 
 fold_list = parsed("parse_folds")
 layer_list = parsed("parse_layers")
+probe_list = parsed("parse_probes")
 
 
 def device_option(ctx, param, value: str) -> str:

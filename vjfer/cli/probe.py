@@ -19,6 +19,7 @@ from vjfer.cli.group import (
     fold_list,
     layer_list,
     number_list,
+    probe_list,
 )
 
 
@@ -29,7 +30,32 @@ def train_options(f):
     opt = config_option(TrainConfig, CHOICES)
     grid = "a comma-separated list trains"
     options = [
-        opt("--probe", help="Probe kind."),
+        opt(
+            "--probe",
+            "probes",
+            type=str,  # a list, not the Choice of one family
+            text=True,
+            callback=probe_list,
+            help="Probe family: attentive (`--probe-depth` blocks), linear (mean-pooled tokens, "
+            "LayerNorm, linear) or knn (training-free, `--k`); "
+            f"{grid} each family's heads in the same pass.",
+        ),
+        opt(
+            "--k",
+            "ks",
+            field="knn_k",
+            text=True,
+            callback=number_list(int, 1),
+            help="Neighbours of the k-NN probe (cosine, exp(sim/0.07)-weighted votes, DINO's "
+            f"rule); {grid} one k-NN head each.",
+        ),
+        opt(
+            "--probe-depth",
+            type=int,
+            help="Blocks of the attentive probe: 1 (the jepa reference's) or more (V-JEPA 2's "
+            "form: depth - 1 self-attention blocks, then the cross-attention pooling; 4 in its "
+            "frozen evaluations).",
+        ),
         opt("--epochs", type=int, help="Training epochs."),
         opt("--batch-size", type=int, help="Videos per step."),
         opt(
@@ -197,7 +223,7 @@ def probe(
     from vjfer.probe.run import ProbeRequest, run_request
 
     cluster = pop_cluster(options)
-    grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers")}
+    grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers", "probes", "ks")}
     try:
         request = ProbeRequest(
             cache=cache_path,

@@ -18,7 +18,7 @@ from vjfer.probe.layer import ALL, CONCAT, LayerChoice
 from vjfer.probe.model import PROBES
 from vjfer.probe.samples import REFERENCE_CLIPS
 
-ProbeKind = Literal["attentive", "linear"]
+ProbeKind = Literal["attentive", "linear", "knn"]
 ClipChoice = Literal["reference", "random"]
 Pool = Literal["joint", "clip"]
 TrainView = Literal["random", "middle", "augmented"]
@@ -45,7 +45,15 @@ AUTOCAST_DTYPES = {
 # passes are equal bit for bit): a resumed pass may differ from its checkpoint in these.
 RUN_ONLY = ("in_memory", "num_workers", "prefetch", "eval_batch_clips", "checkpoint_every")
 MAX_SEED = 2**63 - 1  # seeds reach numpy's generators and torch.manual_seed
-POSITIVE = ("epochs", "batch_size", "clips_per_video", "num_heads", "eval_batch_clips", "prefetch")
+POSITIVE = (
+    "probe_depth",
+    "epochs",
+    "batch_size",
+    "clips_per_video",
+    "num_heads",
+    "eval_batch_clips",
+    "prefetch",
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,10 @@ class TrainConfig:
     """Every training option and its default (the reference's, where it has one)."""
 
     probe: ProbeKind = "attentive"
+    # the attentive probe's blocks: 1, the jepa reference's; 4, V-JEPA 2's (`probe.model`)
+    probe_depth: int = 1
+    # the k-NN probe's neighbours (`probe.model.KnnProbe`; `--k`, a grid axis of its heads)
+    knn_k: int = 1
     epochs: int = 20
     batch_size: int = 4  # videos per optimizer step
     lr: float = 1e-3
@@ -181,6 +193,14 @@ def parse_folds(value: str, option: str = "--fold") -> str | tuple[int, ...]:
             f"{value!r}: give all, or fold numbers separated by commas "
             "(the cache's folds, e.g. 1 or 1,3)",
         ) from None
+
+
+def parse_probes(value: str, option: str = "--probe") -> tuple[str, ...]:
+    """Comma-separated probe families (`PROBES`), duplicates dropped, in the order given."""
+    entries = [v.lower() for v in list_entries(value, option)]
+    if bad := [v for v in entries if v not in PROBES]:
+        raise OptionError(option, f"{bad[0]!r}: give {' or '.join(PROBES)}, or several by commas")
+    return tuple(dict.fromkeys(entries))
 
 
 def parse_layers(value: str, option: str = "--layer") -> tuple[LayerChoice, ...]:

@@ -14,6 +14,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from vjfer.datasets.ravdess import parse_ravdess_name
 from vjfer.datasets.records import Skip
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError, TrainingError
-from vjfer.probe.config import TrainConfig
+from vjfer.probe.config import ProbeKind, TrainConfig
 from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
 from vjfer.probe.head import Head
 from vjfer.probe.layer import CONCAT, LayerChoice
@@ -57,11 +58,16 @@ class GridPoint:
     weight_decay: float
     seed: int
     layer: LayerChoice = CONCAT  # the stored layer it reads (`vjfer.probe.layer`)
+    # its probe family when a grid holds several (`--probe attentive,linear`); None: the pass's
+    probe: str | None = None
+    k: int | None = None  # a k-NN head's neighbours (`--k`); None for the other families
 
     @property
     def name(self) -> str:
         # a head on every stored token adds nothing: names of runs before layers stay as they were
         tail = "" if self.layer == CONCAT else f"-layer{self.layer}"
+        tail += "" if self.probe is None else f"-{self.probe}"  # only in a grid of families
+        tail += "" if self.k is None else f"-k{self.k}"
         return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}{tail}"
 
     @classmethod
@@ -69,9 +75,20 @@ class GridPoint:
         """The point of `config`'s own per-head settings (a run without a grid)."""
         return cls(config.lr, config.weight_decay, config.seed, config.layer)
 
+    def record(self) -> dict:
+        """asdict(self) for config.json, metrics.json and selection.csv; `probe` and `k` only
+        when set, so runs of one family record what they always did."""
+        return {k: v for k, v in asdict(self).items() if k not in ("probe", "k") or v is not None}
+
     def apply(self, config: TrainConfig) -> TrainConfig:
         return replace(
-            config, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, layer=self.layer
+            config,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+            layer=self.layer,
+            probe=cast(ProbeKind, self.probe or config.probe),
+            knn_k=self.k or config.knn_k,
         )
 
 
@@ -196,22 +213,45 @@ def make_grid(
     wds: Sequence[float],
     seeds: Sequence[int],
     layers: Sequence[LayerChoice] = (CONCAT,),
+    probes: Sequence[str] = (),
+    ks: Sequence[int] = (1,),
 ) -> list[GridPoint]:
     """Every combination, duplicates removed, in the order given. With more than one point the
     reference default (lr 1e-3, wd 0.01, first seed, the last layer given: for `--layer all` the
-    deepest stored) is the first, added when not asked for, so a grid's summary can always show
-    it beside the selected head. `layers`: resolved `--layer` values (`probe.layer.layer_axis`)."""
-    combos = itertools.product(seeds, lrs, wds, layers)
-    points = list(
-        dict.fromkeys(GridPoint(float(lr), float(wd), int(s), ly) for s, lr, wd, ly in combos)
-    )
+    deepest stored, the first probe family) is the first, added when not asked for, so a grid's
+    summary can always show it beside the selected head; in a grid of several families, each
+    family's default leads its points. `layers`: resolved `--layer` values
+    (`probe.layer.layer_axis`); `probes`: the families, named in the points only when several
+    (one family is the pass's `TrainConfig.probe`). k-NN points (`ks`: their neighbours, the
+    first k their default) take no lr or weight decay: they sit at the defaults'."""
+    families: list[str | None] = list(dict.fromkeys(probes)) if len(set(probes)) > 1 else [None]
+    single = probes[0] if probes and families == [None] else None  # the pass's one family
+
+    def family_points(family: str | None, first: bool) -> list[GridPoint]:
+        if (family or single) != "knn":
+            axes = itertools.product(seeds, lrs, wds, layers)
+            return [GridPoint(float(lr), float(wd), int(s), ly, family) for s, lr, wd, ly in axes]
+        ks_ = ks[:1] if first else ks
+        lr, wd = TrainConfig.lr, TrainConfig.weight_decay
+        knn_axes = itertools.product(seeds, layers, ks_)
+        return [GridPoint(lr, wd, int(s), ly, family, int(k)) for s, ly, k in knn_axes]
+
+    points = list(dict.fromkeys(p for f in families for p in family_points(f, first=False)))
     if not points:
         raise ConfigError("the grid is empty: give at least one lr, weight decay, seed and layer")
-    if len(points) > 1:
-        default = GridPoint(TrainConfig.lr, TrainConfig.weight_decay, int(seeds[0]), layers[-1])
-        if default not in points:
-            log.info("adding the reference-default head %s to the grid", default.name)
-        points = [default] + [p for p in points if p != default]
+    if len(points) > 1:  # each family's reference default, the first family's first of all
+        defaults = []
+        for f in families:
+            first = family_points(f, first=True)[0]
+            defaults.append(replace(first, seed=int(seeds[0]), layer=layers[-1]))
+            if (f or single) != "knn":
+                defaults[-1] = replace(
+                    defaults[-1], lr=TrainConfig.lr, weight_decay=TrainConfig.weight_decay
+                )
+        for default in defaults:
+            if default not in points:
+                log.info("adding the reference-default head %s to the grid", default.name)
+        points = defaults + [p for p in points if p not in defaults]
     return points
 
 
@@ -277,6 +317,31 @@ class GridResult:
     def default(self) -> str:
         return self.grid[0].name
 
+    def families(self) -> list[str]:
+        """The probe families of a grid of several (`--probe attentive,linear`), else []."""
+        return list(dict.fromkeys(p.probe for p in self.grid if p.probe is not None))
+
+    def family_default(self, family: str) -> GridPoint:
+        """A family's reported head: its first point, the reference default (`make_grid`)."""
+        return next(p for p in self.grid if p.probe == family)
+
+    def family_selected(self, family: str) -> dict[int, str]:
+        """Per fold, the point of `family` its inner validation selects (as `_select`, among
+        that family's points only: best inner PBV UAR, ties the earlier, failed never)."""
+        names = [p.name for p in self.grid if p.probe == family]
+        chosen = {}
+        for k in self.folds:
+            rows = {r["head"]: r for r in self.inner if r["fold"] == k}
+            best, best_score = names[0], -1.0
+            for name in names:
+                row = rows.get(name)
+                if row is None or row["failed"] or row[f"{SELECT_BY[0]}_{SELECT_BY[1]}"] is None:
+                    continue
+                if (score := row[f"{SELECT_BY[0]}_{SELECT_BY[1]}"]) > best_score:
+                    best, best_score = name, score
+            chosen[k] = best
+        return chosen
+
     def reported(self, k: int) -> FoldResult:
         return self.results[(k, self.default)]
 
@@ -324,7 +389,7 @@ def _inner_row(k: int, j: int, point: GridPoint, head: Head, metrics: dict | Non
         "fold": k,
         "inner_fold": j,
         "head": point.name,
-        **asdict(point),  # lr, weight_decay, seed, layer
+        **point.record(),  # lr, weight_decay, seed, layer (and probe, in a grid of families)
         "n_inner_train_videos": len(head.rows),
         "n_inner_val_videos": metrics["n_test_videos"] if metrics else None,
         **scores,
@@ -412,8 +477,11 @@ def train_grid(
     heads, evaluates, inner_of = _grid_heads(cache, folds, config, grid, device)
     trained = train_heads(cache, heads, config, progress=progress, checkpoint=checkpoint)
     by_name = {head.name: head for head in heads}
-    for k in folds:
-        if (head := by_name[f"fold{k}/{grid[0].name}"]).failed is not None:
+    families = list(dict.fromkeys(p.probe for p in grid if p.probe is not None))
+    # the reported head and, in a grid of families, each family's (grid[0] is the first's)
+    reported = [grid[0]] + [next(q for q in grid if q.probe == f) for f in families[1:]]
+    for k, point in itertools.product(folds, reported):
+        if (head := by_name[f"fold{k}/{point.name}"]).failed is not None:
             raise TrainingError(
                 f"{head.describe()} is the fold's reported head and its loss "
                 f"{head.failed['loss']} at epoch {head.failed['epoch']} is not "
@@ -444,7 +512,7 @@ def train_grid(
                 continue
             clips = tables[head.name]
             table, metrics = fold_metrics(k, clips, cache.class_names, len(head.rows), head.history)
-            metrics["head"] = {"name": point.name, **asdict(point)}  # lr, weight_decay, seed, layer
+            metrics["head"] = {"name": point.name, **point.record()}
             out.results[(k, point.name)] = FoldResult(
                 k, head.probe.cpu().eval(), clips, table, metrics, head.history
             )

@@ -7,6 +7,7 @@ evaluation. `vjfer.probe.train` feeds heads from one pass over the cache.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from vjfer.cache import Cache
 from vjfer.errors import SplitError
 from vjfer.probe.config import AUTOCAST_DTYPES, TrainConfig, lr_at, wd_at
 from vjfer.probe.layer import layer_view
-from vjfer.probe.model import build_probe
+from vjfer.probe.model import KnnProbe, build_probe
 from vjfer.probe.reader import ReadStats
 
 
@@ -63,13 +64,20 @@ class Head:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             probe = build_probe(
-                config.probe, cache.embed_dim, len(cache.class_names), config.num_heads
+                config.probe,
+                cache.embed_dim,
+                len(cache.class_names),
+                config.num_heads,
+                config.probe_depth,
+                config.knn_k,
             )
         # the probe takes its layer of each clip itself: every head shares the pass's one read
         probe.layer_view = layer_view(cache.layers, cache.layer_tokens, config.layer)
         self.probe = probe.to(device).train()
+        # a k-NN probe trains nothing: it banks its videos' clips in the first epoch (`feed`)
+        self.knn = isinstance(probe, KnnProbe)
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.probe),
+            param_groups(self.probe) if not self.knn else [nn.Parameter(torch.zeros(0))],
             lr=config.lr,
             betas=config.betas,
             weight_decay=config.weight_decay,
@@ -88,6 +96,9 @@ class Head:
     def feed(self, sample: torch.Tensor, label: int, mask: torch.Tensor | None = None) -> None:
         """One sample [K, N, D]; `mask` bool [K, N] (True = kept) with token augmentation."""
         if self.failed is not None:  # a diverged head trains no further (--on-nonfinite skip)
+            return
+        if self.knn:
+            cast(KnnProbe, self.probe).add(sample, label, mask)
             return
         self._pending.append((sample, label, mask))
         if len(self._pending) == self.config.batch_size:
@@ -119,6 +130,12 @@ class Head:
         self.optimizer.zero_grad(set_to_none=True)
         self._loss_sum += loss.detach()  # no per-step host sync on CUDA
         self.step, self._batches = self.step + 1, self._batches + 1
+
+    @property
+    def idle(self) -> bool:
+        """Nothing more to learn: a k-NN head after its first epoch (the pass reads for it no
+        more)."""
+        return self.knn and bool(self.history)
 
     def running_loss(self) -> float:
         return self._loss_sum.item() / max(self._batches, 1)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import get_args
+from typing import cast, get_args
 
 import pandas as pd
 import torch
@@ -27,7 +27,7 @@ from vjfer.env import environment, resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.files import check_writable, read_json_object
 from vjfer.labels import check_dataset
-from vjfer.probe.config import RUN_ONLY, OptionError, TrainConfig, check_numbers
+from vjfer.probe.config import RUN_ONLY, OptionError, ProbeKind, TrainConfig, check_numbers
 from vjfer.probe.folds import (
     GridPoint,
     GridResult,
@@ -39,23 +39,27 @@ from vjfer.probe.folds import (
     train_grid,
 )
 from vjfer.probe.layer import ALL, CONCAT, LayerChoice, layer_axis
-from vjfer.probe.model import probe_checkpoint
+from vjfer.probe.model import PROBES, probe_checkpoint
 from vjfer.probe.resume import CHECKPOINT, PassCheckpoint, RunMode, publish_run, staged_run
 from vjfer.probe.summary import format_run_summary, summarise_folds
 from vjfer.probe.train import FoldResult
-from vjfer.results import LayerSummary, RunSummary, Selected, write_json
+from vjfer.results import FamilySummary, LayerSummary, RunSummary, Selected, write_json
 from vjfer.runs import one_cache
 from vjfer.schemas import RunConfig
 from vjfer.store import check_store_folds
-from vjfer.tables import METRIC_COLUMNS
+from vjfer.tables import METRIC_COLUMNS, format_percent
 
 log = logging.getLogger(__name__)
 
 
 def config_dict(config: TrainConfig) -> dict:
-    """asdict(config) with JSON types (betas as a list)."""
+    """asdict(config) with JSON types (betas as a list); `probe_depth` and `knn_k` only when not
+    1, so runs of the depth-1 probe record what they always did."""
     out = asdict(config)
     out["betas"] = list(config.betas)
+    for name in ("probe_depth", "knn_k"):  # new settings: recorded only when not at default
+        if out[name] == 1:
+            del out[name]
     return out
 
 
@@ -88,6 +92,8 @@ def write_fold(result: FoldResult, directory: Path, cache: Cache, config: TrainC
         "embed_dim": cache.embed_dim,
         "num_classes": len(names),
         "num_heads": config.num_heads,
+        **({"probe_depth": config.probe_depth} if config.probe_depth != 1 else {}),
+        **({"knn_k": config.knn_k} if config.probe == "knn" else {}),
         "class_names": names,
         "dataset": cache.dataset,
         "fold": result.fold,
@@ -171,7 +177,7 @@ def _checkpoint(
     identity = {
         "train": settings,
         "folds": list(folds),
-        "grid": [asdict(p) for p in grid],
+        "grid": [p.record() for p in grid],
         "cache_fingerprint": cache.fingerprint,
         "dataset": cache.dataset,
         "cache_videos": videos_digest(cache),
@@ -232,15 +238,59 @@ def _summary(
             for p in points
             if all((k, p.name) in result.results for k in folds)
         ]  # a diverged head has none
+    if families := result.families():  # a Table II row per family: its reported, its selected
+        summary["families"] = [_family(result, family, folds) for family in families]
     return summary
 
 
+def _family(result: GridResult, family: str, folds: Sequence[int]) -> FamilySummary:
+    """One family's entry of summary.json: its reported head's scores and its selected heads'."""
+    head, selected = result.family_default(family).name, result.family_selected(family)
+    return FamilySummary(
+        probe=family,
+        head=head,
+        selected=Selected(
+            selection={str(k): selected[k] for k in folds},
+            **summarise_folds([result.results[(k, selected[k])].metrics for k in folds]),
+        ),
+        **summarise_folds([result.results[(k, head)].metrics for k in folds]),
+    )
+
+
+def _family_lines(summary: RunSummary) -> str:
+    """summary.md's table of a several-family run: per family, its reported head's and its
+    selected heads' video-level UAR and WAR (mean ± std over folds, %); "" otherwise."""
+    if "families" not in summary:
+        return ""
+
+    def cell(entry, voting: str, metric: str) -> str:
+        agg = entry["mean"][voting][metric]
+        std = "" if agg["std"] is None else f" ± {format_percent(agg['std'])}"
+        return format_percent(agg["mean"]) + std
+
+    lines = [
+        "",
+        "Probe families (each family's reference-default head, and the heads its inner "
+        "validation selects among that family's points; video level, mean ± std over folds, %):",
+        "",
+        "| family | head | PBV UAR | PBV WAR | MV UAR | MV WAR | selected PBV UAR "
+        "| selected PBV WAR |",
+        "|---" * 8 + "|",
+    ]
+    for f in summary["families"]:
+        ours = [cell(f, v, m) for v in ("pbv", "mv") for m in ("uar", "war")]
+        chosen = [cell(f["selected"], "pbv", m) for m in ("uar", "war")]
+        lines.append(f"| {f['probe']} | {f['head']} | " + " | ".join(ours + chosen) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _write_summary(work: Path, summary: RunSummary, failed: list[dict]) -> None:
-    """summary.json and summary.md (with the failed heads, if any)."""
+    """summary.json and summary.md (with the probe families and the failed heads, if any)."""
     write_json(work / "summary.json", summary)
     lines = "".join(f"\n- {failed_text(f)}" for f in failed)
     lines = f"\nFailed heads (loss not finite; never selected):{lines}\n" if lines else ""
-    (work / "summary.md").write_text(format_run_summary(summary) + lines, encoding="utf-8")
+    text = format_run_summary(summary) + _family_lines(summary) + lines
+    (work / "summary.md").write_text(text, encoding="utf-8")
 
 
 def train_folds(
@@ -278,7 +328,7 @@ def train_folds(
             "splits": splits,
             **({"modality": modality} if modality is not None else {}),  # only when set
             "cache": cache_description(cache),
-            "grid": [asdict(p) for p in grid],
+            "grid": [p.record() for p in grid],
             "coverage": asdict(coverage),
             "environment": environment(),
             "vjfer_version": vjfer.__version__,
@@ -426,6 +476,8 @@ class ProbeRequest:
     seeds: tuple[int, ...] = ()
     # --layer values: block numbers (negative: from the end of the stored list), concat, all
     layers: tuple[LayerChoice, ...] = ()
+    probes: tuple[str, ...] = ()  # --probe families: several train in the same pass
+    ks: tuple[int, ...] = ()  # --k: the k-NN heads' neighbours
     splits: str | None = None
     modality: int | None = None  # RAVDESS: 1 or 2 only (the peers' 6 folds use 2); None: both
     dataset: str | None = None
@@ -442,6 +494,8 @@ class ProbeRequest:
             ("wds", c.weight_decay),
             ("seeds", c.seed),
             ("layers", c.layer),
+            ("probes", c.probe),
+            ("ks", c.knn_k),
         ):
             object.__setattr__(self, name, tuple(getattr(self, name)) or (default,))
         if isinstance(self.folds, int):
@@ -450,6 +504,13 @@ class ProbeRequest:
             object.__setattr__(self, "folds", tuple(int(k) for k in self.folds))
         check_numbers(self.lrs, "--lr", 0.0, strict=True)
         check_numbers(self.wds, "--wd", 0.0)
+        if bad := [v for v in self.probes if v not in PROBES]:
+            raise OptionError("--probe", f"{bad[0]!r}: give {' or '.join(PROBES)}")
+        object.__setattr__(self, "probes", tuple(dict.fromkeys(self.probes)))
+        check_numbers(self.ks, "--k", 1)
+        object.__setattr__(self, "ks", tuple(dict.fromkeys(int(k) for k in self.ks)))
+        if len(self.probes) == 1:  # one family: the pass's own, as `--probe linear` always was
+            object.__setattr__(self, "config", replace(c, probe=cast(ProbeKind, self.probes[0])))
         if bad := [v for v in self.layers if not isinstance(v, int) and v not in (CONCAT, ALL)]:
             raise OptionError("--layer", f"{bad[0]!r}: give a block number, concat or all")
         if self.modality not in (None, 1, 2):
@@ -493,12 +554,14 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
         layers = layer_axis(cache.layers, request.layers)
     except ConfigError as err:
         raise OptionError("--layer", str(err)) from None
-    grid = make_grid(request.lrs, request.wds, request.seeds, layers)
+    grid = make_grid(request.lrs, request.wds, request.seeds, layers, request.probes, request.ks)
     config = grid[0].apply(request.config)
     folds = resolve_folds(cache, request.folds)  # refuses folds the cache lacks
     named = "all" if request.folds == "all" else folds
+    probe = "-".join(request.probes)  # several families: all named
+    probe += f"-depth{config.probe_depth}" if config.probe_depth != 1 else ""
     run_dir = request.runs / run_name(
-        cache.dataset, path, config.probe, named, len(grid), config.seed, request.splits, layers
+        cache.dataset, path, probe, named, len(grid), config.seed, request.splits, layers
     )
     if request.modality is not None:  # its own run: never mixed with a run on both modalities
         run_dir = run_dir.with_name(f"{run_dir.name}-modality{request.modality}")

@@ -46,7 +46,14 @@ log = logging.getLogger(__name__)
 POSTFIX_EVERY = 10  # videos between progress-bar updates (each reads the losses from the device)
 ADAMW_STATES = 4  # float32 copies per parameter while training: weight, gradient, two moments
 SAVED_STATES = 3  # float32 copies per parameter in a checkpoint: weight and the two moments
-PER_HEAD = ("lr", "weight_decay", "seed", "layer")  # what may differ between heads of one pass
+PER_HEAD = (
+    "lr",
+    "weight_decay",
+    "seed",
+    "layer",
+    "probe",
+    "knn_k",
+)  # what may differ between heads of one pass
 
 
 @dataclass
@@ -187,6 +194,8 @@ def _run_epoch(
     seeds = [head.config.seed for head in heads]
     draws = _epoch_draws(cache, pool, config, seeds, epoch)
     order = epoch_order(len(cache.videos), config.order_seed, epoch, config.epoch_order)
+    # a k-NN head past its first epoch takes no more samples: the pass reads for the others only
+    member = member & np.array([not head.idle for head in heads])[:, None]
     order = order[member[:, order].any(axis=0)]
     takers = [np.flatnonzero(member[:, i]).tolist() for i in order]  # head numbers per video
     # (video_id, sorted union of the clips its heads drew) per visited video
