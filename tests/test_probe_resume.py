@@ -15,6 +15,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -25,7 +27,7 @@ from vjfer.errors import CheckpointError, ConfigError, TrainingError
 from vjfer.probe.config import TrainConfig
 from vjfer.probe.folds import make_grid
 from vjfer.probe.resume import save_atomic
-from vjfer.probe.run import train_folds
+from vjfer.probe.run import tokens_digest, train_folds, videos_digest
 from vjfer.probe.train import plan_pass
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
@@ -268,3 +270,19 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_tmp(tmpfs):
     assert message.startswith(f"{tmpfs / 'checkpoint.pt'}: cannot be written")
     assert "needs about 0.8 MB" in message and "--resume" in message and "\n" not in message
     assert list(tmpfs.iterdir()) == []
+
+
+def test_a_resume_sees_tokens_re_extracted_under_the_same_fingerprint(tiny_cache, tmp_path):
+    """Issue 32: a re-extraction that changed a clip's tokens (a source replaced) keeps the
+    fingerprint and the per-video table; the pass identity's tokens digest tells them apart, so
+    `--resume` refuses instead of continuing silently on other tokens."""
+    copy = tmp_path / "c"
+    shutil.copytree(tiny_cache(), copy)
+    before = open_cache(copy)
+    identity = (before.fingerprint, videos_digest(before), tokens_digest(before))
+    before.close()
+    with h5py.File(copy / "shard-00000.h5", "r+") as f:
+        f["clip_checksum"][0] = f["clip_checksum"][0] ^ np.uint64(1)  # as a re-encoded clip
+    after = open_cache(copy, verify=False)
+    assert (after.fingerprint, videos_digest(after)) == identity[:2]
+    assert tokens_digest(after) != identity[2]

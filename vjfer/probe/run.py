@@ -169,6 +169,15 @@ def videos_digest(cache: Cache) -> str:
     return hashlib.sha256(table.encode("utf-8")).hexdigest()
 
 
+def tokens_digest(cache: Cache) -> str:
+    """sha256 over every shard's stored per-clip checksums: a cache re-extracted under the same
+    fingerprint whose tokens changed (a source file replaced and re-encoded) differs in it."""
+    digest = hashlib.sha256()
+    for shard in sorted(s["name"] for s in cache.manifest["shards"]):
+        digest.update(shard.encode() + cache.chunks(shard).checksums.tobytes())
+    return digest.hexdigest()
+
+
 def _checkpoint(
     work: Path, cache: Cache, folds: Sequence[int], config: TrainConfig, grid: Sequence[GridPoint]
 ) -> PassCheckpoint:
@@ -181,6 +190,7 @@ def _checkpoint(
         "cache_fingerprint": cache.fingerprint,
         "dataset": cache.dataset,
         "cache_videos": videos_digest(cache),
+        "cache_tokens": tokens_digest(cache),
     }
     return PassCheckpoint(work / CHECKPOINT, identity, config.checkpoint_every)
 
