@@ -281,7 +281,7 @@ def test_text_as_people_write_it(tmp_path, trees):
     with pytest.raises(DatasetError, match=r"empty.csv: no rows after the header"):
         scan_dataset("list", tmp_path, list_file=empty)
     one = _list_file(tmp_path / "one.csv", ["path,label", f"a/{frames[0].name},sad"])
-    with pytest.raises(DatasetError, match=r"one.csv: one class \(sad\); a classifier needs two"):
+    with pytest.raises(DatasetError, match=r"one.csv: one class \('sad'\); a classifier needs two"):
         scan_dataset("list", tmp_path, list_file=one)
     latin = tmp_path / "latin.csv"
     latin.write_bytes("path,label\na/00001,tristesse é\n".encode("latin-1"))
@@ -307,8 +307,9 @@ HOSTILE_TEXT = st.text(
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=HOSTILE_TEXT, raw=st.binary(max_size=40))
 def test_any_list_or_split_file_parses_or_is_one_line(trees, tmp_path, body, raw):
-    """Hypothesis writes hostile text (and bytes) as a list file and as a DFEW split file: the
-    index is built, or one VjferError line names the problem; never another exception."""
+    """Hypothesis writes hostile text (and bytes) as a list file and after the rows of a DFEW,
+    FERV39k and MAFW split file: the index is built, or one VjferError line names the problem;
+    never another exception."""
     listing = tmp_path / "list.csv"
     for content in (("path,label,fold\n" + body).encode("utf-8"), raw):
         listing.write_bytes(content)
@@ -316,13 +317,19 @@ def test_any_list_or_split_file_parses_or_is_one_line(trees, tmp_path, body, raw
             scan_dataset("list", tmp_path, list_file=listing)
         except VjferError as err:
             assert "\n" not in str(err)
-    split = trees["dfew"] / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv"
-    original = split.read_bytes()
-    try:
-        split.write_bytes(original + body.encode("utf-8"))
+    splits = {
+        "dfew": "EmoLabel_DataSplit/test(single-labeled)/set_1.csv",
+        "ferv39k": "4_setups/All_scenes/test_All.csv",
+        "mafw": "split/single/no_caption/set_1/test.txt",
+    }
+    for dataset, name in splits.items():  # the split file with hostile text appended
+        split = trees[dataset] / name
+        original = split.read_bytes()
         try:
-            scan_dataset("dfew", trees["dfew"])
-        except VjferError as err:
-            assert "\n" not in str(err)
-    finally:
-        split.write_bytes(original)
+            split.write_bytes(original + body.encode("utf-8"))
+            try:
+                scan_dataset(dataset, trees[dataset])
+            except VjferError as err:
+                assert "\n" not in str(err)
+        finally:
+            split.write_bytes(original)

@@ -182,7 +182,8 @@ def scan(
         raise DatasetError(f"{list_file}: no rows after the header; add one line per video")
     if len(names) < 2:
         raise DatasetError(
-            f"{list_file}: one class ({', '.join(names) or 'none'}); a classifier needs two or more"
+            f"{list_file}: one class ({', '.join(map(repr, names)) or 'none'}); a classifier needs "
+            "two or more"
         )
     groups = [r.get("group") or r["path"] for r in rows]
     dealt = group_folds(groups, num_folds, seed) if splits == "groups" else {}
