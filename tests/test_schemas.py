@@ -9,6 +9,7 @@ import shutil
 
 import h5py
 import pytest
+import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from vjfer.cache import open_cache
 from vjfer.cache.format import MANIFEST
 from vjfer.cli import cli
-from vjfer.errors import CacheError, ConfigError
+from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.files import MAX_JSON_BYTES, read_json_object
 from vjfer.results import read_probe_run
 from vjfer.schemas import Manifest, validation_error
@@ -173,3 +174,18 @@ def test_any_run_summary_or_fold_metrics_reads_or_is_one_line(tmp_path, fields, 
         read_probe_run(run)
     except ConfigError as err:
         assert "\n" not in str(err)
+
+
+def test_a_probe_file_of_the_wrong_shape_is_one_line(tmp_path):
+    """A probe.pt whose metadata has the wrong type is named before any field is used."""
+    from vjfer.probe.model import build_probe, load_probe, probe_checkpoint
+
+    meta = {"probe": "linear", "embed_dim": 8, "num_classes": 3, "num_heads": 2}
+    good = probe_checkpoint(build_probe("linear", 8, 3, 2), meta)
+    torch.save(good, tmp_path / "probe.pt")
+    assert load_probe(tmp_path / "probe.pt")[1]["num_classes"] == 3
+    torch.save({**good, "num_classes": "3"}, tmp_path / "bad.pt")
+    with pytest.raises(
+        CheckpointError, match=r"bad.pt: Expected `int`, got `str` - at `\$\.num_classes`"
+    ):
+        load_probe(tmp_path / "bad.pt")

@@ -153,6 +153,24 @@ class ShardAttrs(_Record):
     lineage: dict[str, Any] | None = None
 
 
+# ------------------------------------------------------------------------------------ probe.pt
+
+
+class ProbeFile(_Record):
+    """The metadata of a `probe.pt` (vjfer.probe.model.probe_checkpoint) beside its state dict."""
+
+    format: str
+    probe: str
+    embed_dim: int
+    num_classes: int
+    num_heads: int
+    state_dict: dict[str, Any]
+    probe_depth: int = 1
+    knn_k: int = 1
+    class_names: list[str] | None = None
+    layer_view: dict[str, Any] | None = None
+
+
 # -------------------------------------------------------------------------------------- run files
 # summary.json and fold-K/metrics.json are checked against the TypedDicts of vjfer.results, which
 # describe them for the code that reads them; a probe run's config.json against RunConfig.

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from vjfer.errors import CheckpointError, ConfigError
 from vjfer.mlp import MLP  # fc1 -> exact GELU -> fc2, as the reference's MLP
 from vjfer.probe.layer import LayerView, select_layer
+from vjfer.schemas import ProbeFile, validation_error
 from vjfer.torchfile import torch_load
 
 INIT_STD = 0.02  # the reference's trunc_normal std for the query and the pooler's linears
@@ -391,6 +392,8 @@ def load_probe(path: str | Path, device: str | torch.device = "cpu") -> tuple[Pr
     ckpt = torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    if (problem := validation_error(ckpt, ProbeFile)) is not None:  # before a field is used
+        raise CheckpointError(f"{path}: {problem}; not a probe.pt vjfer wrote, or damaged")
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     probe = build_probe(
         meta["probe"],
