@@ -89,6 +89,12 @@ def world(tmp_path_factory):
     boxes = tmp / "boxes.csv"
     boxes.write_bytes("video_id,x,y,w,h\nvidéo,1,2,3,4\n".encode("latin-1"))
     read_only = _read_only_folder(tmp / "ro")
+    (tmp / "latin.csv").write_bytes("path,label\na.mp4,tristesse é\n".encode("latin-1"))
+    (tmp / "empty.csv").write_text("path,label\n \n")
+    (tmp / "one.csv").write_text("path,label\na.mp4,sad\n")
+    hostile = Path(shutil.copytree(good, tmp / "hostile" / "c"))
+    manifest = json.loads((hostile / MANIFEST).read_text())
+    (hostile / MANIFEST).write_text(json.dumps({**manifest, "class_names": "angry"}))
     yield {
         "good": good,
         "foreign": foreign.parent.parent,
@@ -102,6 +108,7 @@ def world(tmp_path_factory):
         "converted": converted.parent.parent,
         "root": root,
         "boxes": boxes,
+        "hostile": hostile,
         "ro": read_only,
         "tmp": tmp,
     }
@@ -110,7 +117,20 @@ def world(tmp_path_factory):
 
 
 PROBE = ("probe", "--cache", "{good}", "--out", "{tmp}/out", "--device", "cpu", "--epochs", "1")
+LIST = ("index", "--dataset", "list", "--root", "{tmp}", "--list")
 CASES = {  # case -> (arguments, the words its one line must hold)
+    # issue 32: text as people write it, a manifest of the wrong shape, a writer's target
+    "list not UTF-8": ((*LIST, "{tmp}/latin.csv"), r"latin.csv: not UTF-8 text \(byte 27"),
+    "list of no rows": ((*LIST, "{tmp}/empty.csv"), r"empty.csv: no rows after the header"),
+    "list of one class": ((*LIST, "{tmp}/one.csv"), r"one.csv: one class \('sad'\)"),
+    "manifest class_names a string": (
+        ("cache", "info", "{hostile}"),
+        r"manifest.json: Expected `array`, got `str` - at `\$\.class_names`",
+    ),
+    "convert over another cache": (
+        ("cache", "convert", "{good}", "--store", "fp8", "--out", "{run}"),
+        r"--out .* holds files that are not this convert's",
+    ),
     "report of no runs": (
         ("report", "{root}", "--out", "{tmp}/report-none", "--cache", "{tmp}/none"),
         r"no probe or cross run at or under .*: a report would hold the published rows only",
