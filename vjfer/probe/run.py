@@ -190,7 +190,7 @@ def _checkpoint(
         "cache_fingerprint": cache.fingerprint,
         "dataset": cache.dataset,
         "cache_videos": videos_digest(cache),
-        "cache_tokens": tokens_digest(cache),
+        "clip_checksums": tokens_digest(cache),  # sorts after cache_videos, named first on a diff
     }
     return PassCheckpoint(work / CHECKPOINT, identity, config.checkpoint_every)
 
