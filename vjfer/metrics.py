@@ -51,11 +51,10 @@ def war(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 
 
 def _seen_counts(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True positives, predicted and true counts (float64) of each class seen in `t` or `p`."""
-    classes = np.union1d(t, p)
-    cm = confusion(np.searchsorted(classes, t), np.searchsorted(classes, p), len(classes))
-    tp = np.diag(cm).astype(np.float64)
-    return tp, cm.sum(axis=0).astype(np.float64), cm.sum(axis=1).astype(np.float64)
+    """True positives, predicted and true counts (float64) of each class seen in `t` or `p`: the
+    one group of `_group_counts` (exact integers, so the bootstrap's counts are the same)."""
+    true, pred, tp = _group_counts(t, p, np.zeros(len(t), dtype=np.int64))
+    return tp[0], pred[0], true[0]
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

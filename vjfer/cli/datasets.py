@@ -79,7 +79,8 @@ def index(
     if protocol is not None:  # before any work, as extract prints it
         preset = get_protocol(protocol)
         click.echo(preset.plan_line(dataset))
-        modalities = modalities or tuple(v for d, v in preset.modality.items() if d == dataset)
+        if not modalities and dataset in preset.modality:
+            modalities = (preset.modality[dataset],)
         splits = splits or preset.splits.get(dataset)
     options: dict = {"splits": splits, "list_file": list_file}
     if dataset == "ravdess":
