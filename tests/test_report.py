@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -457,3 +458,43 @@ def test_markdown_cells_and_headers_are_text_not_markup():
     text = render_markdown(Table("t", "T", frame))
     assert "<script>" not in text and "<i>" not in text
     assert "&lt;script&gt;x&lt;/script&gt;" in text and "a\\|b&lt;i&gt;" in text
+
+
+@pytest.mark.slow
+def test_a_run_of_three_probe_families_has_a_row_per_family(cache_dir, tmp_path):
+    """`probe --probe attentive,linear,knn`: Tables II and III show each family's reported head
+    (its own scores and pooled figures, from fold-K/heads/<head>/), the encoder's family beside;
+    a one-family run's rows are as before but for the Family column."""
+    from vjfer.probe.config import TrainConfig
+    from vjfer.probe.run import ProbeRequest, run_request
+
+    config = TrainConfig(epochs=1, batch_size=4, num_heads=4, num_workers=0, device="cpu")
+    request = ProbeRequest(
+        cache=cache_dir,
+        runs=tmp_path / "runs",
+        config=config,
+        folds=(1,),
+        probes=("attentive", "linear", "knn"),
+        progress=False,
+    )
+    run = run_request(request)
+    build_report([run], tmp_path / "out", caches=[cache_dir])
+    table2 = pd.read_csv(tmp_path / "out" / "table2.csv")
+    assert list(table2["Probe"]) == ["attentive"] * 2 + ["linear"] * 2 + ["knn"] * 2
+    assert set(table2["Family"]) == {"other"}  # PROBE_SETTINGS' synthetic encoder
+    summary = json.loads((run / "summary.json").read_text())
+    for entry, (_, row) in zip(summary["families"], table2[::2].iterrows(), strict=True):
+        assert row["UAR"] == pytest.approx(100 * entry["mean"]["pbv"]["uar"]["mean"])
+        # one fold: pooled = the fold's figure, when read from this family's own predictions
+        assert row["Pooled UAR"] == pytest.approx(row["UAR"])
+    assert table2["UAR"].nunique() > 1  # the families do differ
+    table3 = pd.read_csv(tmp_path / "out" / "table3.csv").set_index("Method")
+    assert table3.loc["vjfer, knn probe, MV", "Family"] == "other"
+    assert "rows per family" in (tmp_path / "out" / "table2.md").read_text()
+
+    single = run_request(replace(request, probes=("attentive",), runs=tmp_path / "one"))
+    build_report([single], tmp_path / "one-out", caches=[cache_dir])
+    one = pd.read_csv(tmp_path / "one-out" / "table2.csv")
+    assert list(one.columns[:4]) == ["Dataset", "Run", "Family", "Probe"]
+    assert list(one["Probe"]) == ["attentive"] * 2
+    assert "rows per family" not in (tmp_path / "one-out" / "table2.md").read_text()

@@ -238,7 +238,13 @@ def test_every_row_has_a_protocol_on_the_page_and_in_the_csvs(tiny_cache, tmp_pa
     folds = [1, 2, 3, 4, 5]
     (found / "config.json").write_text(json.dumps({"cache": record, "folds": folds}))
     gone = _write_probe_run(runs, "crema-d", tmp_path)
-    today = {"plan": "windows", "hop": 8, "views": "center", "resolution": 384}
+    today = {
+        "encoder": "synthetic",
+        "plan": "windows",
+        "hop": 8,
+        "views": "center",
+        "resolution": 384,
+    }  # one encoder: one row
     record = {"path": str(tmp_path / "gone"), "fingerprint": "0" * 64, "settings": today}
     (gone / "config.json").write_text(json.dumps({"cache": record, "folds": folds}))
     build_report([runs], tmp_path / "out", caches=[cache.path])

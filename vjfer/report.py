@@ -25,6 +25,7 @@ import pandas as pd
 import vjfer
 from vjfer import report_html, run_details, timeline
 from vjfer.cache import open_cache
+from vjfer.encoders.registry import family_of
 from vjfer.errors import CacheError, ConfigError, VjferError
 from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
 from vjfer.files import read_json_object
@@ -219,13 +220,14 @@ def _read_parts(paths: Sequence[Path], columns: Sequence[str]) -> list[pd.DataFr
 
 
 def pooled_figures(
-    run_dir: str | Path, folds: Sequence[int], dataset: str
+    run_dir: str | Path, folds: Sequence[int], dataset: str, head: str | None = None
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, tuple[float, float]]]]:
     """(voting -> UAR, WAR and macro precision of every fold's test videos pooled, voting ->
     their `pooled_intervals`) from each fold's `fold-K/video_predictions.csv` (label, actor, and
-    the PBV and MV decisions of the reported head); both empty when a fold's predictions are
-    missing or unreadable."""
-    paths = [Path(run_dir) / f"fold-{k}" / "video_predictions.csv" for k in folds]
+    the PBV and MV decisions of the reported head; with `head`, that grid point's
+    `fold-K/heads/<head>/`); both empty when a fold's predictions are missing or unreadable."""
+    where = ("heads", head, "video_predictions.csv") if head else ("video_predictions.csv",)
+    paths = [Path(run_dir, f"fold-{k}", *where) for k in folds]
     parts = _read_parts(paths, ["label", *POOLED_VOTINGS])
     if parts is None:
         return {}, {}
@@ -449,18 +451,64 @@ def protocol_notes(codes: ProtocolCodes, cells) -> list[str]:
     ]
 
 
+def encoder_family(settings: Mapping | None) -> str:
+    """The training family of the encoder that made a run's cache (`family_of`)."""
+    return family_of(str(settings["encoder"])) if settings and "encoder" in settings else "?"
+
+
+def probe_families(run: ProbeRun) -> list[ProbeRun]:
+    """A run of several probe families (summary.json `families`) as one ProbeRun per family:
+    its reported head's scores, pooled figures and seeds (the family's `head`, whose test
+    predictions are `fold-K/heads/<head>/`); a run of one family is itself."""
+    if "families" not in run.summary:
+        return [run]
+    runs = []
+    for entry in run.summary["families"]:
+        summary = cast(RunSummary, {**run.summary, **entry})
+        del summary["families"]
+        pooled, intervals = pooled_figures(run.path, entry["folds"], run.dataset, entry["head"])
+        seeds = seed_spread(run.path, entry["head"], entry["folds"])
+        runs.append(
+            dataclasses.replace(
+                run,
+                probe=entry["probe"],
+                summary=summary,
+                pooled=pooled,
+                intervals=intervals,
+                seeds=seeds,
+            )
+        )
+    return runs
+
+
+FAMILY_NOTE = (
+    "A run of several probe families (`--probe attentive,linear,knn`) has rows per family (the "
+    "Probe column), each its family's reported head (its reference-default grid point) with the "
+    "pooled figures of that head's test predictions; the heads each family's inner validation "
+    "selects are in the run's summary.md."
+)
+
+
+def family_notes(runs: Sequence[ProbeRun]) -> list[str]:
+    """`FAMILY_NOTE` where a run has several probe families (else a table's notes are as before
+    the families)."""
+    return [FAMILY_NOTE] if any("families" in r.summary for r in runs) else []
+
+
 def table_ii(runs: Sequence[ProbeRun], codes: ProtocolCodes | None = None) -> Table:
     """Table II: within-dataset video-level results per voting rule, mean ± std over folds,
     the figures pooled over folds, and each row's protocol (a code of `codes`)."""
     codes = ProtocolCodes() if codes is None else codes
-    rows, seeds = [], any(run.seeds for run in runs)
-    for run in runs:
+    shown = [family for run in runs for family in probe_families(run)]
+    rows, seeds = [], any(run.seeds for run in shown)
+    for run in shown:
         for voting, vname in VOTING.items():
             paper = PAPER_TABLE_II.get((run.dataset, voting), (None, None))
             rows.append(
                 {
                     "Dataset": DATASET_TITLES.get(run.dataset, run.dataset),
                     "Run": run.path.name,
+                    "Family": encoder_family(run.settings),
                     "Probe": run.probe,
                     "Voting": vname,
                     "Folds": len(run.summary["folds"]),
@@ -485,6 +533,7 @@ def table_ii(runs: Sequence[ProbeRun], codes: ProtocolCodes | None = None) -> Ta
         POOLED_NOTE,
         interval_note([r.dataset for r in runs]),
         *([SEEDS_NOTE] if seeds else []),
+        *family_notes(runs),
         *protocol_notes(codes, [r["Protocol"] for r in rows]),
     ]
     return Table(
@@ -529,16 +578,15 @@ def table_iii(
         note = p.get("note")  # optional column: why a cell is empty or what a number means
         if isinstance(note, str) and note.strip():
             peer_notes.setdefault((p["method"], p["modality"], note.strip()), []).append(title)
-    for run in runs:
-        title = DATASET_TITLES.get(run.dataset, run.dataset)
+    for run in [family for one in runs for family in probe_families(one)]:
+        title, family = DATASET_TITLES.get(run.dataset, run.dataset), encoder_family(run.settings)
         for voting, vname in VOTING.items():
-            key: tuple[str, ...] = ("vjfer", run.probe, voting)
+            key: tuple[str, ...] = ("vjfer", family, run.probe, voting)
             if key in rows and f"{title} UAR" in rows[key]:  # a second run of this kind: own row
                 key = (*key, run.path.name)
-            method = f"vjfer, {run.probe} probe, {vname}" + (f" ({key[3]})" if len(key) > 3 else "")
-            row = rows.setdefault(
-                key, {"Method": method, "Modality": "video", "Source": "this run"}
-            )
+            method = f"vjfer, {run.probe} probe, {vname}" + (f" ({key[4]})" if len(key) > 4 else "")
+            new = {"Method": method, "Modality": "video", "Family": family, "Source": "this run"}
+            row = rows.setdefault(key, new)
             intervals = run.intervals.get(voting, {})
             for metric, name in TABLE_III_METRICS.items():
                 agg = mean_of(run.summary, voting, metric)
@@ -551,7 +599,7 @@ def table_iii(
             pooled = pooled_cells(run, voting)
             row[f"{title} pooled UAR"], row[f"{title} pooled WAR"] = pooled.values()
             row[f"{title} protocol"] = codes.code(run.aspects(voting))
-    cols = ["Method", "Modality"]
+    cols = ["Method", "Modality", "Family"]
     # the paper's two datasets always; the field's (DFEW, FERV39k, MAFW) where a run has them
     shown = [d for d in DATASETS if d in PAPER_DATASETS or any(r.dataset == d for r in runs)]
     for d in shown:
@@ -572,6 +620,7 @@ def table_iii(
         POOLED_NOTE,
         interval_note([r.dataset for r in runs]),
         PEER_FIGURES_NOTE,
+        *family_notes(runs),
         *protocol_notes(codes, used),
     ]
     return Table("table3", "Table III: comparison with published results", frame, notes)
@@ -594,8 +643,9 @@ def protocol_table(codes: ProtocolCodes) -> Table:
     )
 
 
-def table_iv(runs: Sequence[CrossRun]) -> Table:
-    """Table IV: cross-dataset results per direction, calm handling and voting, with counts."""
+def table_iv(runs: Sequence[CrossRun], families: Mapping[Path, str] | None = None) -> Table:
+    """Table IV: cross-dataset results per direction, calm handling and voting, with counts;
+    `families`: cross run path -> the encoder family of the probe run it tests."""
     rows = []
     for run in runs:
         s = run.summary
@@ -606,6 +656,7 @@ def table_iv(runs: Sequence[CrossRun]) -> Table:
             rows.append(
                 {
                     "Run": _source_name(run),  # two runs' crosses side by side stay apart
+                    "Family": (families or {}).get(run.path, "?"),
                     "Train": DATASET_TITLES[s["source"]],
                     "Test": DATASET_TITLES[s["target"]],
                     "Calm": s["calm"],
@@ -749,7 +800,7 @@ def _tables(
     if any("layers" in r.summary for r in probe_runs):
         tables.append(layer_table(probe_runs))
     if cross_runs:
-        tables.append(table_iv(cross_runs))
+        tables.append(table_iv(cross_runs, _cross_families(cross_runs, probe_runs)))
     else:
         missing.append(f"Table IV: no cross-dataset runs (`vjfer cross`) under {where}")
     have = {(r.summary["source"], r.summary["target"], r.summary["calm"]) for r in cross_runs}
@@ -759,6 +810,22 @@ def _tables(
                 f"Table IV: no {DATASET_TITLES[src]} → {DATASET_TITLES[dst]} ({calm}) run"
             )
     return tables, missing
+
+
+def _cross_families(cross_runs: list[CrossRun], probe_runs: list[ProbeRun]) -> dict[Path, str]:
+    """cross run path -> the encoder family of the probe run it tests (that run's settings as
+    the report read them, else the copy its config.json recorded)."""
+    known = {r.path.resolve(): r.settings for r in probe_runs}
+    families = {}
+    for cross in cross_runs:
+        try:
+            home = source_run(cross).resolve()
+        except KeyError:  # a cross run that names no probe run
+            families[cross.path] = encoder_family(None)
+            continue
+        settings = known[home] if home in known else _run_settings(home, None)
+        families[cross.path] = encoder_family(settings)
+    return families
 
 
 def _confusion_figures(
@@ -857,14 +924,14 @@ def _run_caches(probe_runs: list[ProbeRun], candidates: Sequence) -> tuple[dict,
     return found, missing
 
 
-def _run_settings(run: ProbeRun, cache) -> dict | None:
+def _run_settings(run_dir: Path, cache) -> dict | None:
     """A run's cache settings: the manifest's when its cache was found (opened once, by
     `_run_caches`), else the copy its config.json recorded (the same: the fingerprint is their
     hash), so a run whose cache is gone still shows its protocol; None when neither exists."""
     if cache is not None:
         return dict(cache.settings)
     try:
-        config = run_details.read_run_config(run.path)
+        config = run_details.read_run_config(run_dir)
     except ConfigError:  # listed with the settings table's "not recorded"
         return None
     recorded = ((config or {}).get("cache") or {}).get("settings")
@@ -1057,7 +1124,7 @@ def build_report(
     candidates = list(caches.values()) if isinstance(caches, Mapping) else list(caches)
     run_caches, caches_not_found = _run_caches(probe_runs, candidates)
     for run in probe_runs:  # the protocol columns read them
-        run.settings = _run_settings(run, run_caches.get(run.path))
+        run.settings = _run_settings(run.path, run_caches.get(run.path))
     tables, not_found = _tables(probe_runs, cross_runs, load_peers(peers), where)
     missing += not_found
     written = [path for table in tables for path in write_table(table, out_dir)]
