@@ -225,6 +225,78 @@ def run_cli(*args, ok: bool = True) -> str:
     return result.output
 
 
+def encoder_pipeline(tmp_path: Path, name: str, checkpoint: Path, *extract: object) -> dict:
+    """A new encoder through every command, as a user runs it on the demo's kind of data:
+    `extract --encoder NAME --checkpoint FILE [extract...]` of RAVDESS- and CREMA-D-like videos,
+    `probe --fold all`, `cross` RAVDESS -> CREMA-D, `report`, `predict` of one video. Checks
+    what every encoder must give (each command's outputs, a prediction for every test video,
+    the report naming the run and the encoder's family); returns the paths and outputs."""
+    import pandas as pd
+
+    from vjfer.encoders.registry import family_of
+    from vjfer.synthetic import make_crema_d, make_ravdess
+
+    roots = {"ravdess": tmp_path / "RAVDESS", "crema-d": tmp_path / "CREMA-D"}
+    make_ravdess(roots["ravdess"], actors=(2, 3, 10, 8, 1), emotions=(1, 3), modalities=(2,))
+    make_crema_d(roots["crema-d"], actors=(1001, 1002), emotions=("NEU", "HAP"), sentences=("TIE",))
+    cache, runs, out = tmp_path / "cache", tmp_path / "runs", tmp_path / "report"
+    cpu = ("--device", "cpu", "--no-progress")
+    for dataset, root in roots.items():
+        run_cli(
+            "extract",
+            "--dataset",
+            dataset,
+            "--root",
+            root,
+            "--encoder",
+            name,
+            "--checkpoint",
+            checkpoint,
+            "--cache",
+            cache,
+            "--workers",
+            "0",
+            *extract,
+            *cpu,
+        )
+    (manifest,) = cache.glob(f"ravdess/{name}-*/manifest.json")
+    fold = ("--fold", "all", "--epochs", "1", "--num-workers", "0")
+    run_cli("probe", "--dataset", "ravdess", "--cache", manifest.parent, "--out", runs, *fold, *cpu)
+    (run_dir,) = runs.iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2, 3, 4, 5]
+    predicted = [pd.read_csv(run_dir / f"fold-{k}" / "video_predictions.csv") for k in range(1, 6)]
+    assert sum(len(p) for p in predicted) == 10  # each of the 10 videos in its test fold
+    run_cli(
+        "cross",
+        "--train",
+        "ravdess",
+        "--test",
+        "crema-d",
+        "--run",
+        run_dir,
+        "--cache",
+        cache,
+        "--calm",
+        "drop",
+        "--device",
+        "cpu",
+    )
+    cross = json.loads(next(run_dir.glob("cross/*/summary.json")).read_text())
+    assert cross["n_videos"] == 4 and len(cross["folds"]) == 5
+    run_cli("report", runs, "--out", out, "--cache", cache)
+    family = family_of(name)
+    table2, table4 = pd.read_csv(out / "table2.csv"), pd.read_csv(out / "table4.csv")
+    assert set(table2["Run"]) == {run_dir.name} and name in run_dir.name
+    assert set(table2["Family"]) == {family} and set(table4["Family"]) == {family}
+    assert family in (out / "report.html").read_text()
+    video = sorted(roots["ravdess"].rglob("*.mp4"))[0]
+    args = ("--run", run_dir, "--checkpoint", checkpoint, "--json", "--device", "cpu")
+    (row,) = json.loads(run_cli("predict", video, *args))["videos"]
+    assert sum(row[k] for k in row if k.startswith("prob_")) == pytest.approx(1.0, abs=1e-4)
+    manifest_data = json.loads(manifest.read_text())
+    return {"manifest": manifest_data, "run": run_dir, "report": out, "prediction": row}
+
+
 def tiny_vjepa2(directory: Path, layers: int) -> Path:
     """A seeded, random V-JEPA 2 checkpoint in the Hugging Face layout (crop 32, 16-pixel patches,
     4 frames, width 32) with `layers` encoder blocks, saved to `directory`."""

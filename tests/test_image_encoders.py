@@ -11,11 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import run_cli
+from tests.conftest import encoder_pipeline, run_cli
 from vjfer.encoders import ENCODERS, load_encoder
 from vjfer.encoders.image import FAMILIES, frame_flops
 from vjfer.errors import CheckpointError, ConfigError
-from vjfer.synthetic import make_ravdess
 
 transformers = pytest.importorskip("transformers")
 
@@ -243,53 +242,9 @@ def test_encoders_lists_image_families():
 
 
 @pytest.mark.slow
-def test_dinov2_extract_probe_end_to_end(dirs, tmp_path):
-    root, cache, runs = tmp_path / "RAVDESS", tmp_path / "cache", tmp_path / "runs"
-    make_ravdess(root, actors=(2, 3, 10, 8, 1), emotions=(1, 3), modalities=(2,), seed=3)
-    common = ("--workers", "0", "--device", "cpu", "--no-progress")
-    run_cli(
-        "extract",
-        "--dataset",
-        "ravdess",
-        "--root",
-        root,
-        "--encoder",
-        "dinov2-both",
-        "--checkpoint",
-        dirs["dinov2"],
-        "--cache",
-        cache,
-        "--layers",
-        "-2,-1",
-        *common,
-    )
-    (manifest,) = cache.glob("ravdess/dinov2-both-32-*/manifest.json")
-    data = json.loads(manifest.read_text())
-    settings = data["settings"]
+def test_dinov2_extract_probe_cross_report_predict(dirs, tmp_path):
+    data = encoder_pipeline(tmp_path, "dinov2-both", dirs["dinov2"], "--layers", "-2,-1")
+    settings = data["manifest"]["settings"]
     assert settings["encoder_fingerprint"]["tokens"] == "both"
     assert (settings["mean"], settings["std"]) == (MEAN, STD)
-    assert data["layout"]["num_tokens"] == 2 * 16 * 5  # two blocks of 16 frames × (CLS + 4)
-    run_cli(
-        "probe",
-        "--dataset",
-        "ravdess",
-        "--cache",
-        cache,
-        "--out",
-        runs,
-        "--fold",
-        "all",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--num-workers",
-        "0",
-        "--no-progress",
-    )
-    (run_dir,) = runs.iterdir()
-    assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2, 3, 4, 5]
-    video = sorted(root.rglob("*.mp4"))[0]
-    args = ("--run", run_dir, "--checkpoint", dirs["dinov2"], "--json", "--device", "cpu")
-    (row,) = json.loads(run_cli("predict", video, *args))["videos"]
-    assert sum(row[k] for k in row if k.startswith("prob_")) == pytest.approx(1.0, abs=1e-4)
+    assert data["manifest"]["layout"]["num_tokens"] == 2 * 16 * 5  # 2 blocks, 16 × (CLS + 4)

@@ -5,21 +5,18 @@ published code), loaded through the registry into vjfer's VideoMAE-style ViT; it
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.conftest import run_cli
+from tests.conftest import encoder_pipeline
 from vjfer.encoders import load_encoder
 from vjfer.encoders.checkpoint import load_strict
 from vjfer.encoders.registry import ENCODERS, EncoderSpec
 from vjfer.encoders.videomae2 import build_mae, config_from_state, remap_marlin, sinusoid_table
 from vjfer.encoders.vjepa import ViTConfig
 from vjfer.errors import CheckpointError
-from vjfer.synthetic import make_ravdess
 
 # --- the reference, after marlin_pytorch.model (modules.py, positional_embedding.py, encoder.py,
 # marlin.py); dropout (rate 0 in every released config) left out
@@ -287,30 +284,12 @@ def test_tokens_equal_the_marlin_pytorch_package(tiny_spec, tmp_path):
 
 
 @pytest.mark.slow
-def test_marlin_extract_probe_predict(tiny_spec, tmp_path):
+def test_marlin_extract_probe_cross_report_predict(tiny_spec, tmp_path):
     ckpt = tmp_path / "marlin_t.encoder.pt"
     torch.save(randomise(Marlin(), seed=9).state_dict(), ckpt)
-    root, cache, runs = tmp_path / "RAVDESS", tmp_path / "cache", tmp_path / "runs"
-    make_ravdess(root, actors=(2, 3, 10, 8, 1), emotions=(1, 3), modalities=(2,), seed=3)
-    ds = ("--dataset", "ravdess", "--device", "cpu", "--no-progress")
-    enc = ("--encoder", "marlin-tiny", "--checkpoint", ckpt)
-    run_cli("extract", *ds, "--root", root, *enc, "--cache", cache, "--workers", "0")
-    (manifest,) = cache.glob("ravdess/marlin-tiny-32-*/manifest.json")
-    settings = json.loads(manifest.read_text())["settings"]
+    settings = encoder_pipeline(tmp_path, "marlin-tiny", ckpt)["manifest"]["settings"]
     assert settings["encoder_fingerprint"]["weights"] == "state-dict"
     assert (settings["mean"], settings["std"]) == ([0.0] * 3, [1.0] * 3)
-    probe = ("--cache", cache, "--out", runs, "--fold", "all", "--epochs", "1")
-    run_cli("probe", *ds, *probe, "--num-workers", "0")
-    (run_dir,) = runs.iterdir()
-    assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2, 3, 4, 5]
-    video = sorted(root.rglob("*.mp4"))[0]
-    out = json.loads(
-        run_cli(
-            "predict", video, "--run", run_dir, "--checkpoint", ckpt, "--json", "--device", "cpu"
-        )
-    )
-    (row,) = out["videos"]
-    assert sum(row[k] for k in row if k.startswith("prob_")) == pytest.approx(1.0, abs=1e-4)
 
 
 SIZES = {"marlin-s": (384, 12, 6), "marlin-b": (768, 12, 12), "marlin-l": (1024, 24, 16)}

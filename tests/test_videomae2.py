@@ -6,7 +6,6 @@ forward; wrong files are one line naming the key; extract -> probe end to end.""
 from __future__ import annotations
 
 import argparse
-import json
 from functools import partial
 
 import numpy as np
@@ -15,14 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.conftest import run_cli
+from tests.conftest import encoder_pipeline, run_cli
 from vjfer.encoders import load_encoder
 from vjfer.encoders.checkpoint import load_strict
 from vjfer.encoders.registry import ENCODERS, EncoderSpec
 from vjfer.encoders.videomae2 import build_mae, config_from_state, remap_videomae2, sinusoid_table
 from vjfer.encoders.vjepa import ViTConfig, forward_flops
 from vjfer.errors import CheckpointError, ConfigError
-from vjfer.synthetic import make_ravdess
 
 # --- the reference, after modeling_finetune.py (dropout and drop path left out: eval mode) -------
 
@@ -334,48 +332,14 @@ def test_presets_flops_and_random_weights(tiny_spec):
 
 
 @pytest.mark.slow
-def test_videomae2_extract_probe(tiny_spec, tmp_path):
+def test_videomae2_extract_probe_cross_report_predict(tiny_spec, tmp_path):
     ref = randomise(PretrainVisionTransformer(), seed=7)
     ckpt = tmp_path / "pt.pth"
     torch.save({"model": ref.state_dict()}, ckpt)
-    root, cache, runs = tmp_path / "RAVDESS", tmp_path / "cache", tmp_path / "runs"
-    make_ravdess(root, actors=(2, 3, 10, 8, 1), emotions=(1, 3), modalities=(2,), seed=3)
-    ds = ("--dataset", "ravdess", "--device", "cpu", "--no-progress")
-    run_cli(
-        "extract",
-        *ds,
-        "--root",
-        root,
-        "--encoder",
-        "videomae2-tiny",
-        "--checkpoint",
-        ckpt,
-        "--cache",
-        cache,
-        "--workers",
-        "0",
-    )
-    (manifest,) = cache.glob("ravdess/videomae2-tiny-32-*/manifest.json")
-    settings = json.loads(manifest.read_text())["settings"]
+    settings = encoder_pipeline(tmp_path, "videomae2-tiny", ckpt)["manifest"]["settings"]
     fp = settings["encoder_fingerprint"]
     assert (fp["name"], fp["layout"], fp["final_norm"]) == ("videomae2-tiny", "pretrain", True)
     assert settings["mean"] == [0.485, 0.456, 0.406]
-    run_cli(
-        "probe",
-        *ds,
-        "--cache",
-        cache,
-        "--out",
-        runs,
-        "--fold",
-        "all",
-        "--epochs",
-        "1",
-        "--num-workers",
-        "0",
-    )
-    (run_dir,) = runs.iterdir()
-    assert json.loads((run_dir / "summary.json").read_text())["folds"] == [1, 2, 3, 4, 5]
 
 
 # modeling_finetune's @register_model sizes (qkv_bias=True, eps 1e-6 in all five)
