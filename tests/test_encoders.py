@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_vjepa2
+from conftest import run_cli, tiny_vjepa2
 from torch import nn
 
 from vjfer.digests import sha256_file
@@ -601,3 +601,24 @@ def test_a_hugging_face_folder_of_the_wrong_shape_or_an_unsafe_pickle_is_one_lin
     message = str(refused.value)
     assert message.startswith(f"{hostile}: a weights file that pickles more than tensors: refused")
     assert "weights_only" not in message and "\n" not in message and not ran.exists()
+
+
+def test_the_hugging_face_families_list_their_public_checkpoints():
+    """Sizes of the hub's checkpoints from their configs (no download): the figures
+    docs/encoders.md quotes; parameters as the model classes build them (transformers' for the
+    image models: CLIP ViT-B/16's vision tower 85.8M, SigLIP so400m 428.2M)."""
+    rows = {row["name"]: row for row in list_encoders()}
+    vjepa2 = {p["name"]: p for p in rows["vjepa2"]["presets"]}
+    vitl = vjepa2["facebook/vjepa2-vitl-fpc64-256"]
+    assert (vitl["params"], vitl["tokens"], round(vitl["gflops"])) == (303_885_312, 2048, 1656)
+    assert vjepa2["facebook/vjepa2-vitg-fpc64-384"]["tokens"] == 4608
+    siglip = rows["siglip"]["presets"][1]  # patch 14 at 384: 27 × 27 patches a frame
+    assert siglip["name"] == "google/siglip-so400m-patch14-384" and siglip["tokens"] == 16 * 729
+    assert round(siglip["params"] / 1e5) == 4282 and round(siglip["gflops"] / 1e3, 2) == 10.73
+    clip = rows["clip"]["presets"][0]
+    assert round(clip["params"] / 1e5) == 858 and round(clip["mb_fp16"], 1) == 4.8
+    assert rows["clip-cls"]["presets"][0]["tokens"] == 16  # the CLS token of each frame
+    assert "gated" in rows["dinov3"]["presets"][0]["weights"]
+    assert all(not row["presets"] for row in rows.values() if row["params"])
+    out = run_cli("encoders")
+    assert "huggingface.co/facebook/dinov2-giant: 1136.5M params, D=1536" in out

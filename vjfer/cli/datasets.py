@@ -117,14 +117,23 @@ def encoders() -> None:
 
     for r in list_encoders():
         if r["params"]:
-            size = (
-                f"{r['params'] / 1e6:7.1f}M params, D={r['embed_dim']}, {r['frames']} x "
-                f"{r['resolution']} px, {r['tokens']} tokens, {r['gflops']:,.0f} GFLOP a clip, "
-                f"{r['mb_fp16']:.2f} / {r['mb_int8']:.2f} MB a clip (fp16 / int8)"
-            )
-        else:
-            size = "sizes from its config.json"
+            size = _size_text(r)
+        else:  # sizes from the directory's config.json; the public checkpoints' from hf_presets
+            presets = "".join(f"\n{'':<14} {p['weights']}: {_size_text(p)}" for p in r["presets"])
+            size = "sizes from its checkpoint's config.json; the public checkpoints:" + presets
         click.echo(
             f"{r['name']:<14} {size}\n{'':<14} family: {r['family']}\n"
             f"{'':<14} weights: {r['weights']}"
         )
+
+
+def _size_text(r: dict) -> str:
+    """One `list_encoders` row's (or preset's) sizes: params, input, tokens, GFLOP and MB a clip."""
+    params = (
+        "params: needs transformers" if r["params"] is None else f"{r['params'] / 1e6:.1f}M params"
+    )
+    return (
+        f"{params}, D={r['embed_dim']}, {r['frames']} x {r['resolution']} px, {r['tokens']} "
+        f"tokens, {r['gflops']:,.0f} GFLOP a clip, {r['mb_fp16']:.2f} / {r['mb_int8']:.2f} MB a "
+        "clip (fp16 / int8)"
+    )

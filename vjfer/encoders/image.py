@@ -248,7 +248,9 @@ def image_spec(family: str, tokens: str, directory: Path, config: Any, pre: dict
     image_size = _square(config.image_size, config_path, "image_size")
     patch_size = _square(config.patch_size, config_path, "patch_size")
     side, mean, std = _preprocessing(pre, pre_path, image_size)
-    if side % patch_size:
+    # at the model's own size a remainder is the model's (SigLIP so400m/14 at 384: 27 × 27
+    # patches, its convolution leaves 6 pixels out); elsewhere it would be vjfer's
+    if side % patch_size and side != image_size:
         raise CheckpointError(
             f"{pre_path}: input side {side} does not divide by patch {patch_size}"
         )

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from vjfer.clips import FRAMES_PER_CLIP as FRAMES  # 16 frames, tubelet 2 -> 8 token steps
 from vjfer.encoders.checkpoint import WEIGHT_CHOICES, Weights, load_vjepa_checkpoint
 from vjfer.encoders.hf import load_vjepa2
+from vjfer.encoders.hf_presets import preset_rows
 from vjfer.encoders.image import image_encoder_names, load_image_encoder, weights_source
 from vjfer.encoders.videomae import load_videomae
 from vjfer.encoders.videomae2 import load_mae_checkpoint, mae_provenance, random_config, random_mae
@@ -379,7 +380,8 @@ def family_of(name: str) -> str:
 
 def list_encoders() -> list[dict]:
     """Per encoder: name, family, params, embed_dim, resolution, frames, tokens, GFLOP and MB
-    (fp16, int8) a clip, weights; None where the sizes come with the weights (config.json)."""
+    (fp16, int8) a clip, weights; None where the sizes come with the weights (config.json), whose
+    `presets` are the same figures for each public Hugging Face checkpoint (`hf_presets`)."""
     rows = []
     for spec in ENCODERS.values():
         vit = spec.vit
@@ -400,6 +402,7 @@ def list_encoders() -> list[dict]:
                 "mb_fp16": sum(sizes[0]) / 1e6 if sizes[0] else None,
                 "mb_int8": sum(sizes[1]) / 1e6 if sizes[1] else None,
                 "weights": spec.weights_source,
+                "presets": [] if vit else preset_rows(spec.name),
             }
         )
     return rows
