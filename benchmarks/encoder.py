@@ -10,6 +10,15 @@ dense bf16 peak, looked up by GPU name in PEAK_BF16_TFLOPS or given with --peak-
     .venv/bin/python benchmarks/encoder.py [--encoder vjepa-h16-384] [--batch-size 8]
         [--iters 10] [--warmup 3] [--device cuda] [--peak-tflops 989.4] [--json out.json]
     .venv/bin/python benchmarks/encoder.py --device cpu --encoder tiny   # a quick CPU check
+
+`--cpu-table` times one clip, fp32, on the CPU for every registered preset and every public
+Hugging Face checkpoint of the families sized by their config (`vjfer.encoders.hf_presets`), in
+each family's own module with random weights, built with its first `--blocks` transformer blocks
+only and scaled by FLOPs (the blocks are alike; a whole ViT-g would take minutes a clip here),
+plus one whole encoder as a check of that scaling; and projects each dataset's extraction time
+from FLOPs at `--sustained-tflops` (`projection.dataset_clips`):
+
+    PYTHONPATH=. .venv/bin/python benchmarks/encoder.py --cpu-table --threads 2
 """
 
 from __future__ import annotations
@@ -19,11 +28,22 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from vjfer.encoders import ENCODERS, load_encoder
-from vjfer.encoders.vjepa import forward_flops
+from vjfer.encoders.hf import VJEPA2Backbone
+from vjfer.encoders.hf_presets import IMAGE, VIDEO, HfPreset, preset_image_spec, video_vit
+from vjfer.encoders.image import FAMILIES, FrameEncoder
+from vjfer.encoders.registry import family_of
+from vjfer.encoders.videomae2 import random_config, random_mae
+from vjfer.encoders.vjepa import ViTConfig, forward_flops, random_vit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from projection import dataset_clips  # noqa: E402  (a sibling benchmark script)
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, matched in order as
 # substrings of torch.cuda.get_device_name() (so "H100 PCIe" before "H100", "L40S" before "L4").
@@ -114,6 +134,163 @@ def spec_block_hook(module: torch.nn.Module, sink: list):
     return blocks[0].attn.qkv.register_forward_hook(lambda m, i, out: sink.append(out.dtype))
 
 
+# --- --cpu-table: every preset's CPU time a clip and projected GPU time a dataset
+
+Truncated = tuple[nn.Module, int, int, int]  # module, side R, FLOPs a clip whole, truncated
+
+
+def _registered(name: str, blocks: int) -> Truncated:
+    """A registered fixed-size encoder (V-JEPA 1, VideoMAE V2, MARLIN) with `blocks` blocks."""
+    vit = ENCODERS[name].vit
+    assert vit is not None
+    cut = replace(vit, depth=min(blocks, vit.depth))
+    if name.startswith(("videomae2", "marlin")):
+        module = random_mae(random_config(cut, name.split("-")[0]), 0)
+    else:
+        module = random_vit(cut, 0)
+    return module, vit.img_size, forward_flops(vit), forward_flops(cut)
+
+
+def _vjepa2(preset: HfPreset, blocks: int) -> Truncated:
+    """transformers' VJEPA2Model of a hub checkpoint's config, `blocks` blocks (its predictor,
+    which extraction skips, cut to one block: it is built, not run)."""
+    import transformers
+
+    c, vit = preset.config, video_vit(preset)
+    config = transformers.VJEPA2Config(
+        hidden_size=c["hidden_size"],
+        num_hidden_layers=blocks,
+        num_attention_heads=c["num_attention_heads"],
+        mlp_ratio=vit.mlp_ratio,
+        crop_size=preset.side,
+        patch_size=c["patch_size"],
+        frames_per_clip=16,
+        pred_num_hidden_layers=1,
+    )
+    module = VJEPA2Backbone(transformers.VJEPA2Model(config))
+    return module, preset.side, forward_flops(vit), forward_flops(replace(vit, depth=blocks))
+
+
+def _image(family: str, preset: HfPreset, blocks: int) -> Truncated:
+    """transformers' image model of a hub checkpoint's config, `blocks` blocks, per frame."""
+    import transformers
+
+    from vjfer.encoders.hf_presets import _CONFIG_CLASS
+
+    config = getattr(transformers, _CONFIG_CLASS[family])(
+        **{**preset.config, "num_hidden_layers": blocks}
+    )
+    model = getattr(transformers, FAMILIES[family].model_class)(config)
+    spec = preset_image_spec(family, "patch", preset)
+    cut = replace(spec, depth=blocks)
+    return FrameEncoder(model, cut), spec.resolution, spec.flops, cut.flops
+
+
+def table_entries() -> list[tuple[str, str, object]]:
+    """(encoder, checkpoint, builder(blocks)) for every preset: the fixed-size registered ones
+    (not tiny), then each Hugging Face family's public checkpoints (VideoMAE's are the same
+    networks as videomae2-b/l/h, so not timed twice; -cls/-both compute what their base does)."""
+    entries: list[tuple[str, str, object]] = [
+        (n, "random init", lambda b, n=n: _registered(n, b))
+        for n, spec in ENCODERS.items()
+        if spec.vit is not None and n != "tiny"
+    ]
+    entries += [("vjepa2", p.repo, lambda b, p=p: _vjepa2(p, b)) for p in VIDEO["vjepa2"]]
+    entries += [
+        (family, p.repo, lambda b, f=family, p=p: _image(f, p, b))
+        for family, presets in IMAGE.items()
+        for p in presets
+    ]
+    return entries
+
+
+def time_clip(module: nn.Module, side: int) -> float:
+    """Seconds of one forward of one random clip [1, 3, 16, side, side], fp32."""
+    clip = torch.randn(1, 3, 16, side, side, generator=torch.Generator().manual_seed(0))
+    module.eval()
+    with torch.inference_mode():
+        start = time.perf_counter()
+        module(clip)
+        return time.perf_counter() - start
+
+
+def cpu_table(blocks: int, sustained_tflops: float, check: str) -> list[dict]:
+    """One row per preset (printed as it is timed): CPU seconds a clip scaled from `blocks`
+    blocks by FLOPs, and minutes per dataset at `sustained_tflops`; then `check` timed whole."""
+    clips = dataset_clips()
+    time_clip(random_vit(ViTConfig(64, 2, 4, img_size=64), 0), 64)  # thread pool, allocator
+    rows = []
+    for encoder, checkpoint, build in table_entries():
+        module, side, whole, cut = build(blocks)  # type: ignore[operator]
+        seconds = time_clip(module, side) * whole / cut
+        del module
+        minutes = {d: n * whole / (sustained_tflops * 1e12) / 60 for d, n in clips.items()}
+        rows.append(
+            {
+                "encoder": encoder,
+                "checkpoint": checkpoint,
+                "family": family_of(encoder),
+                "side": side,
+                "tflop": whole / 1e12,
+                "cpu_s": seconds,
+                "gflop_s": whole / seconds / 1e9,
+                **{f"{d}_min": m for d, m in minutes.items()},
+            }
+        )
+        _print_row(rows[-1], clips)
+    rows.append(check_scaling(check, blocks))
+    return rows
+
+
+def check_scaling(name: str, blocks: int, rounds: int = 3) -> dict:
+    """`name` whole against its `blocks`-block build scaled by FLOPs, interleaved `rounds`
+    times (the load changes between rows of the table; here both see the same)."""
+    (whole_module, side, whole, _), (cut_module, _, _, cut) = (
+        _registered(name, 10**6),
+        _registered(name, blocks),
+    )
+    times = [
+        (time_clip(cut_module, side) * whole / cut, time_clip(whole_module, side))
+        for _ in range(rounds)
+    ]
+    scaled, measured = (sorted(t)[rounds // 2] for t in zip(*times, strict=True))
+    print(
+        f"check: {name} whole {measured:.1f} s a clip, {blocks} blocks scaled {scaled:.1f} s "
+        f"(medians of {rounds} interleaved rounds)",
+        flush=True,
+    )
+    return {"encoder": name, "checkpoint": "check", "cpu_s": measured, "scaled_s": scaled}
+
+
+def _print_row(r: dict, clips: dict[str, int]) -> None:
+    minutes = " | ".join(f"{r[f'{d}_min']:.1f}" for d in clips)
+    print(
+        f"| {r['encoder']} | {r['checkpoint']} | {r['side']} | {r['tflop']:.2f} | "
+        f"{r['cpu_s']:.1f} | {r['gflop_s']:.0f} | {minutes} |",
+        flush=True,
+    )
+
+
+def main_table(args) -> int:
+    torch.set_num_threads(args.threads)
+    clips = dataset_clips()
+    print(
+        f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, fp32, one clip; {args.blocks} blocks scaled by FLOPs; "
+        f"GPU at {args.sustained_tflops} TFLOP/s sustained; clips {clips}; loadavg "
+        f"{Path('/proc/loadavg').read_text().split()[:3]}",
+        flush=True,
+    )
+    heads = " | ".join(f"{d} (min)" for d in clips)
+    print(f"| encoder | checkpoint | R | TFLOP / clip | CPU s / clip | GFLOP/s | {heads} |")
+    print("|---" * (6 + len(clips)) + "|")
+    rows = cpu_table(args.blocks, args.sustained_tflops, args.check)
+    print(f"loadavg after: {Path('/proc/loadavg').read_text().split()[:3]}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encoder", default="vjepa-h16-384", choices=BENCHMARKABLE)
@@ -124,7 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: table)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--cpu-table", action="store_true", help="every preset on the CPU")
+    parser.add_argument("--blocks", type=int, default=2, help="--cpu-table: blocks built")
+    parser.add_argument("--threads", type=int, default=2, help="--cpu-table: torch threads")
+    parser.add_argument("--check", default="videomae2-s", help="--cpu-table: timed whole")
+    # H100/H200 SXM dense bf16 peak 989.4 TFLOP/s at 50 % MFU (projection.py's --mfu default)
+    parser.add_argument("--sustained-tflops", type=float, default=495.0)
     args = parser.parse_args(argv)
+    if args.cpu_table:
+        return main_table(args)
 
     device = torch.device(args.device)
     result = benchmark(args.encoder, device, args.batch_size, args.iters, args.warmup, args.compile)

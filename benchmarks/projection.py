@@ -26,6 +26,18 @@ from vjfer.encoders.vjepa import PRESETS, forward_flops
 from vjfer.probe.samples import reference_clips
 
 DATASETS = {"RAVDESS": (2880, 111), "CREMA-D": (7441, 78)}  # videos, typical frames
+# Clips each dataset's default cache holds (the `windows` plan, hop 8, one `center` view): RAVDESS
+# and CREMA-D from their typical frame counts (`dataset_clips`), DFEW, FERV39k and MAFW from the
+# real per-clip frame counts of their annotation files (`benchmarks/protocol_costs.py`, RESULTS.md)
+FIELD_CLIPS = {"DFEW": 43_853, "FERV39k": 38_935, "MAFW": 62_501}
+
+
+def dataset_clips(hop: int = 8) -> dict[str, int]:
+    """Dataset -> clips its default cache encodes (see FIELD_CLIPS)."""
+    ours = {n: v * len(plan_clips(f, "windows", hop=hop)) for n, (v, f) in DATASETS.items()}
+    return {**ours, **FIELD_CLIPS}
+
+
 FOLDS, EPOCHS, CLIPS_PER_SAMPLE = 5, 20, 8
 CLIP_BYTES = 4608 * 1280 * 2  # one 384 clip, fp16
 PROBE_PASSES = 12  # reads of the float32 batch per step (LayerNorm, scores, pooling; fwd + bwd)
