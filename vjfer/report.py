@@ -452,8 +452,11 @@ def protocol_notes(codes: ProtocolCodes, cells) -> list[str]:
 
 
 def encoder_family(settings: Mapping | None) -> str:
-    """The training family of the encoder that made a run's cache (`family_of`)."""
-    return family_of(str(settings["encoder"])) if settings and "encoder" in settings else "?"
+    """The training family of the encoder that made a run's cache (`family_of`), or "not
+    recorded" (the settings table's word) when neither its cache nor its config.json says."""
+    if not settings or "encoder" not in settings:
+        return run_details.NOT_RECORDED
+    return family_of(str(settings["encoder"]))
 
 
 def probe_families(run: ProbeRun) -> list[ProbeRun]:
@@ -656,7 +659,7 @@ def table_iv(runs: Sequence[CrossRun], families: Mapping[Path, str] | None = Non
             rows.append(
                 {
                     "Run": _source_name(run),  # two runs' crosses side by side stay apart
-                    "Family": (families or {}).get(run.path, "?"),
+                    "Family": (families or {}).get(run.path, run_details.NOT_RECORDED),
                     "Train": DATASET_TITLES[s["source"]],
                     "Test": DATASET_TITLES[s["target"]],
                     "Calm": s["calm"],

@@ -65,7 +65,7 @@ span.sd { font-size: 11px; color: #6b7480; }
 span.ci { display: block; font-size: 11px; color: #6b7480; }  /* under the value */
 p.none { color: #4a5563; margin: 2px 0; }
 p.note { font-size: 13px; color: #4a5563; }
-th, td { padding: 4px 7px; border-bottom: 1px solid #e4e7eb; text-align: left; \
+th, td { padding: 4px 5px; border-bottom: 1px solid #e4e7eb; text-align: left; \
 vertical-align: top; }
 th { background: #eef1f5; font-weight: 600; border-bottom: 2px solid #c9ced6; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
