@@ -248,3 +248,21 @@ def test_dinov2_extract_probe_cross_report_predict(dirs, tmp_path):
     assert settings["encoder_fingerprint"]["tokens"] == "both"
     assert (settings["mean"], settings["std"]) == (MEAN, STD)
     assert data["manifest"]["layout"]["num_tokens"] == 2 * 16 * 5  # 2 blocks, 16 × (CLS + 4)
+
+
+def test_a_side_the_patch_does_not_divide_runs_at_the_models_own_size(tmp_path):
+    """SigLIP so400m/14 at 384 px: 27 × 27 patches, its convolution leaving 6 pixels out. At the
+    model's own image_size vjfer takes it as the library does (here 36 px, patch 16: 2 × 2)."""
+    T = transformers
+    torch.manual_seed(3)
+    vision = dict(SIZES, image_size=36, intermediate_size=64)
+    T.SiglipVisionModel(T.SiglipVisionConfig(**vision)).save_pretrained(tmp_path)
+    pre = {"image_processor_type": "SiglipImageProcessor", "image_mean": MEAN, "image_std": STD}
+    pre["size"] = {"height": 36, "width": 36}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(pre))
+    encoder = load_encoder("siglip", checkpoint=tmp_path)
+    assert (encoder.resolution, encoder.grid) == (36, (16, 2, 2))
+    x = torch.randn(1, 3, 16, 36, 36)
+    _, out = reference(tmp_path, "siglip", x)
+    want = out.last_hidden_state.reshape(1, 16 * 4, 32)
+    torch.testing.assert_close(encoder.encode(x), want, atol=1e-5, rtol=1e-5)
