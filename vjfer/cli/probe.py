@@ -19,8 +19,12 @@ from vjfer.cli.group import (
     fold_list,
     layer_list,
     number_list,
+    parsed,
     probe_list,
 )
+
+shots_list = parsed("parse_shots")
+fraction_list = parsed("parse_fractions")
 
 
 def train_options(f):
@@ -93,6 +97,25 @@ def train_options(f):
             "(every stored layer as one token sequence, V-JEPA 2's multilevel form) or all (one "
             "head per stored layer, one pass, selected by inner validation like --lr); "
             f"{grid} a grid.",
+        ),
+        opt(
+            "--shots",
+            "shots",
+            default="",
+            show_default=False,
+            callback=shots_list,
+            help="Few-shot: train each head on N videos per class drawn (by its --seed) from its "
+            "fold's training videos, the test fold untouched; a class with fewer gives all it "
+            f"has (recorded); {grid} one head each and a curve (summary.json few_shot).",
+        ),
+        opt(
+            "--train-fraction",
+            "fractions",
+            default="",
+            show_default=False,
+            callback=fraction_list,
+            help="Few-shot by share: each head trains on a fraction in (0, 1] of each class's "
+            f"training videos, drawn by its --seed; {grid} a curve. Not with --shots.",
         ),
         *_run_options(opt),
     ]
@@ -223,7 +246,10 @@ def probe(
     from vjfer.probe.run import ProbeRequest, run_request
 
     cluster = pop_cluster(options)
-    grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers", "probes", "ks")}
+    grid = {
+        axis: options.pop(axis)
+        for axis in ("lrs", "wds", "seeds", "layers", "probes", "ks", "shots", "fractions")
+    }
     try:
         request = ProbeRequest(
             cache=cache_path,
