@@ -299,6 +299,7 @@ def few_shot_figure(curve: Sequence[Mapping], title: str, path: Path) -> Path:
         ax.set_xscale("log")
         ticks = sorted({int(e["shots"]) for e in curve})
         ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()  # the log axis's minor labels are mathtext, shown raw as plain text
     ax.set_xlabel("training videos per class (shots)" if shots else "training videos (% per class)")
     ax.set_ylabel("UAR (%)")
     ax.set_title(title, fontsize=11)
