@@ -16,7 +16,7 @@ from vjfer.datasets.folds import load_folds
 from vjfer.probe.config import OptionError, TrainConfig, parse_fractions, parse_shots
 from vjfer.probe.curve import curve_points
 from vjfer.probe.fewshot import draw_rows, kept
-from vjfer.probe.folds import GridPoint, make_grid, split_rows, train_grid
+from vjfer.probe.folds import GridPoint, _grid_heads, make_grid, split_rows, train_grid
 from vjfer.probe.head import Head
 from vjfer.probe.reader import clip_bytes
 from vjfer.probe.run import ProbeRequest, run_request
@@ -135,6 +135,21 @@ def test_few_shot_heads_share_the_one_read_per_epoch(cache):
     union = needed(np.concatenate([h.rows for h in few]))
     assert union < every
     assert [h["pass_bytes_read"] for h in few[0].history] == [union] * CFG.epochs
+
+
+def test_every_few_shot_head_draws_from_its_own_training_actors_only(cache):
+    """Outer and inner-validation heads of a few-shot grid: the drawn videos' actors are never
+    among the actors the head is scored on (test fold, or inner validation fold)."""
+    grid = make_grid([1e-3], [0.01], [0, 1], fractions=(0.25, 0.5))
+    heads, evaluates, _ = _grid_heads(cache, [1, 4], CFG, grid, torch.device("cpu"))
+    actors = cache.videos["actor"].to_numpy()
+    assert len(heads) == 2 * 2 * len(grid)  # each fold's heads and its inner heads
+    for head in heads:
+        assert head.draw is not None and len(head.rows) == sum(head.draw.taken)
+        assert not set(actors[head.rows]) & set(actors[evaluates[head.name]]), head.name
+        f, inner = head.config.train_fraction, "/inner" in head.name
+        assert set(head.draw.available) == {6 if inner else 8}  # actors: 8 train, 2 inner val
+        assert head.draw.taken == tuple(kept(n, None, f) for n in head.draw.available)
 
 
 def _same(a, b) -> None:
