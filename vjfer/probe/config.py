@@ -7,6 +7,7 @@ AdamW, lr 1e-3 cosine to 0 and weight decay 0.01 cosine to 1e-6 per step, no war
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -195,10 +196,10 @@ def check_subset(shots: Sequence[int], fractions: Sequence[float]) -> None:
     if shots and fractions:
         raise OptionError("--shots", "give --shots or --train-fraction, not both")
     for n in shots:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise OptionError("--shots", f"{n!r}: give whole videos per class, >= 1 (e.g. 4,16)")
     for f in fractions:
-        if not (isinstance(f, (int, float)) and 0.0 < f <= 1.0):
+        if isinstance(f, bool) or not (isinstance(f, numbers.Real) and 0.0 < f <= 1.0):
             raise OptionError(
                 "--train-fraction", f"{f!r}: give a fraction in (0, 1] (e.g. 0.1,0.5)"
             )

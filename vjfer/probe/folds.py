@@ -453,8 +453,8 @@ def _select(
 ) -> str:
     """The grid point test fold k selects on its inner validation fold j (PBV UAR; ties keep the
     earlier point, the default first), among the points of the default's few-shot setting;
-    appends each point's inner scores to `inner`. A point
-    whose inner or full head failed (`failed_heads`) is never selected."""
+    appends each point's inner scores to `inner`. A point whose inner or full head failed
+    (`failed_heads`) is never selected."""
     best, best_score = grid[0].name, -1.0
     for point in grid:
         head = by_name[f"fold{k}/inner{j}/{point.name}"]
