@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import assert_png
 
 from vjfer.cache import open_cache
 from vjfer.datasets.folds import load_folds
@@ -22,6 +23,7 @@ from vjfer.probe.reader import clip_bytes
 from vjfer.probe.run import ProbeRequest, run_request
 from vjfer.probe.samples import fixed_clips
 from vjfer.probe.train import train_heads
+from vjfer.report import figures_for_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes: one thread is fastest
 
@@ -191,8 +193,10 @@ def test_a_few_shot_run_writes_its_curve_and_a_default_run_none(cache_dir, tmp_p
             seeds=(0, 1),
             shots=(1, 100),
             progress=False,
-        )
+        ),
+        draw=figures_for_run,  # as `vjfer probe` draws: the curve beside summary.md
     )
+    assert_png(run / "few_shot.png")
     assert run.name.endswith("-attentive-fold1-2-shots1-100-grid4")
     summary = json.loads((run / "summary.json").read_text())
     curve = summary["few_shot"]

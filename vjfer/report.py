@@ -36,7 +36,7 @@ from vjfer.figures import (
 from vjfer.files import read_json_object
 from vjfer.labels import DATASETS
 from vjfer.metrics import bootstrap_intervals, pooled_metrics
-from vjfer.probe.curve import setting_label
+from vjfer.probe.curve import CURVE_FIGURE, setting_label
 from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import load_probe
 from vjfer.probe.summary import LAYER_FIGURE, LAYER_NOTE
@@ -703,17 +703,27 @@ def few_shot_table(runs: Sequence[ProbeRun]) -> Table:
 # Figures from runs.
 
 
-def few_shot_figure_for_run(run_dir: str | Path, path: str | Path) -> Path | None:
+def few_shot_figure_for_run(run_dir: str | Path, path: str | Path | None = None) -> Path | None:
     """PBV UAR against shots (or fraction) of a few-shot run (its summary.json `few_shot`), to
-    `path`; None for a run without the curve."""
-    summary = read_summary(Path(run_dir))
+    `path` (default: `few_shot.png` beside its summary.md); None for a run without the curve."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
     if "few_shot" not in summary:
         return None
     title = (
         f"{DATASET_TITLES.get(summary['dataset'], summary['dataset'])}: few-shot UAR "
         f"({len(summary['folds'])} folds)"
     )
-    return few_shot_figure(summary["few_shot"], title, Path(path))
+    return few_shot_figure(
+        summary["few_shot"], title, Path(path) if path else run_dir / CURVE_FIGURE
+    )
+
+
+def figures_for_run(run_dir: str | Path) -> list[Path]:
+    """The figures `vjfer probe` draws beside a run's summary.md: UAR against depth (several
+    layers) and against shots (a few-shot curve); [] for a run with neither."""
+    drawn = (layer_figure_for_run(run_dir), few_shot_figure_for_run(run_dir))
+    return [path for path in drawn if path is not None]
 
 
 def layer_figure_for_run(run_dir: str | Path, path: str | Path | None = None) -> Path | None:

@@ -173,10 +173,10 @@ def _run_options(opt) -> list:
     ]
 
 
-def layer_figure(run_dir: Path) -> None:
-    from vjfer.report import layer_figure_for_run  # matplotlib only when a figure is drawn
+def run_figures(run_dir: Path) -> None:
+    from vjfer.report import figures_for_run  # matplotlib only when a figure is drawn
 
-    layer_figure_for_run(run_dir)
+    figures_for_run(run_dir)
 
 
 @cli.command()
@@ -271,7 +271,7 @@ def probe(
             if run_dir is None:  # submitted to SLURM
                 return
         else:
-            run_dir = run_request(request, draw=layer_figure)
+            run_dir = run_request(request, draw=run_figures)
     except OptionError as err:  # a bad option value: click's one line, naming the option
         raise click.BadParameter(err.message, param_hint=err.option) from None
     echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))

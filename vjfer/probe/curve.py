@@ -95,7 +95,7 @@ def few_shot_lines(summary: RunSummary) -> str:
         "",
         "Few-shot curve (each fold's training videos drawn per class by each seed, the test fold "
         "untouched; per fold and draw the head inner validation selects among the setting's "
-        "points; video level, mean ± std over folds × draws, %):",
+        f"points; video level, mean ± std over folds × draws, %). Figure: {CURVE_FIGURE}.",
         "",
         "| family | setting | draws | mean training videos | PBV UAR | PBV WAR | MV UAR | MV WAR |",
         "|---" * 8 + "|",

@@ -577,8 +577,9 @@ def _check_request(request: ProbeRequest) -> None:
 def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = None) -> Path:
     """`vjfer probe` as one function: find and open the cache (once), set and check its folds,
     build the grid, name the run, train, evaluate and write it under `request.runs`; with heads on
-    several layers, `draw(run_dir)` draws the per-layer figure (`vjfer.report.layer_figure_for_run`
-    from the command line). Returns the run directory."""
+    several layers or few-shot settings, `draw(run_dir)` draws the per-layer figure and the
+    few-shot curve (`vjfer.report.figures_for_run` from the command line). Returns the run
+    directory."""
     _check_request(request)
     path = one_cache(request.cache, request.dataset, request.fingerprint)
     cache, used = open_run_cache(
@@ -632,6 +633,7 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
         splits=used,
         modality=request.modality,
     )
-    if len(layers) > 1 and draw is not None:  # UAR against depth beside summary.md
+    curve = bool(request.shots or request.fractions)
+    if (len(layers) > 1 or curve) and draw is not None:  # UAR against depth / shots, beside it
         draw(run_dir)
     return run_dir
