@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import assert_png
+from conftest import assert_png, run_cli
 
 from vjfer.cache import open_cache
 from vjfer.datasets.folds import load_folds
@@ -225,3 +225,14 @@ def test_a_few_shot_run_writes_its_curve_and_a_default_run_none(cache_dir, tmp_p
     assert "| attentive | 1 shots | 2 |" in text and "(all taken)" in text
     assert json.loads((run / "config.json").read_text())["train"]["shots"] == 1
     assert curve_points(curve)["attentive"][1][0] == 100.0
+
+
+def test_the_command_line_trains_a_few_shot_run(cache_dir, tmp_path):
+    args = "--device cpu --epochs 1 --fold 1 --train-fraction 0.25 --num-workers 0 --no-progress"
+    out = run_cli("probe", "--cache", cache_dir, "--out", tmp_path, *args.split())
+    run = next(tmp_path.glob("*-fold1-fraction0.25"))
+    assert "| attentive | 25.00 % | 1 |" in out and f"run written to {run}" in out
+    entry = json.loads((run / "summary.json").read_text())["few_shot"][0]
+    # 19 training actors per class, one video each: round(0.25 · 19) = 5 per class
+    assert entry["train_fraction"] == 0.25 and entry["per_fold"][0]["n_train_videos"] == 8 * 5
+    assert_png(run / "few_shot.png")
