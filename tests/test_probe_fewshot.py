@@ -15,7 +15,7 @@ from conftest import assert_png, run_cli
 from vjfer.cache import open_cache
 from vjfer.datasets.folds import load_folds
 from vjfer.probe.config import OptionError, TrainConfig, parse_fractions, parse_shots
-from vjfer.probe.curve import curve_points
+from vjfer.probe.curve import curve_points, few_shot_curve
 from vjfer.probe.fewshot import draw_rows, kept
 from vjfer.probe.folds import GridPoint, _grid_heads, make_grid, split_rows, train_grid
 from vjfer.probe.head import Head
@@ -175,6 +175,14 @@ def test_a_few_shot_head_equals_the_same_head_trained_alone(cache):
     per_class = {n: m["few_shot"]["per_class"] for n, m in metrics.items()}
     assert set(per_class["lr0.001-wd0.01-seed0-attentive-shots2"].values()) == {2}
     assert all(m["n_train_videos"] == 8 * m["few_shot"]["shots"] for m in metrics.values())
+    curve = few_shot_curve(together, "attentive")  # per family and setting, 2 folds × 2 draws
+    assert [(e["probe"], e["shots"], e["mean"]["pbv"]["uar"]["n"]) for e in curve] == [
+        ("attentive", 2, 4),
+        ("attentive", 4, 4),
+        ("knn", 2, 4),
+        ("knn", 4, 4),
+    ]
+    assert curve[3]["selection"]["fold 3 seed 1"] == "lr0.001-wd0.01-seed1-knn-k1-shots4"
 
 
 def test_a_few_shot_run_writes_its_curve_and_a_default_run_none(cache_dir, tmp_path):
