@@ -154,6 +154,17 @@ CASES = {  # case -> (arguments, the words its one line must hold)
     "lr nan": ((*PROBE, "--lr", "nan"), r"'--lr': nan in 'nan'.*finite"),
     "lr inf": ((*PROBE, "--lr", "inf"), r"'--lr': inf in 'inf'.*finite"),
     "lr zero": ((*PROBE, "--lr", "0"), r"'--lr': 0.0 in '0'.*> 0"),
+    "shots zero": ((*PROBE, "--shots", "4,0"), r"'--shots': 0: give whole videos per class, >= 1"),
+    "shots not whole": ((*PROBE, "--shots", "2.5"), r"'--shots': '2.5': give whole videos"),
+    "fraction over 1": (
+        (*PROBE, "--train-fraction", "0.5,1.5"),
+        r"'--train-fraction': 1.5: give a fraction in \(0, 1\]",
+    ),
+    "fraction zero": ((*PROBE, "--train-fraction", "0"), r"'--train-fraction': 0.0: .*\(0, 1\]"),
+    "shots and fraction": (
+        (*PROBE, "--shots", "4", "--train-fraction", "0.5"),
+        r"--shots: give --shots or --train-fraction, not both",
+    ),
     "wd negative": ((*PROBE, "--wd", "-0.5"), r"'--wd': -0.5 in '-0.5'.*finite and >= 0"),
     "lr empty entry": (
         (*PROBE, "--lr", "1e-3,,2"),

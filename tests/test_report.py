@@ -498,3 +498,45 @@ def test_a_run_of_three_probe_families_has_a_row_per_family(cache_dir, tmp_path)
     assert list(one.columns[:4]) == ["Dataset", "Run", "Family", "Probe"]
     assert list(one["Probe"]) == ["attentive"] * 2
     assert "rows per family" not in (tmp_path / "one-out" / "table2.md").read_text()
+
+
+def test_a_few_shot_run_gets_its_curve_and_a_run_without_none(tmp_path):
+    """A run whose summary.json holds `few_shot` gets a table and a figure (UAR against shots) in
+    their own section; the same run without it writes exactly what it wrote before."""
+    fake = probe_run("ravdess", tmp_path)
+    run = tmp_path / "runs" / "ravdess-attentive"
+    for k, metrics in fake.folds.items():
+        (run / f"fold-{k}").mkdir(parents=True)
+        (run / f"fold-{k}" / "metrics.json").write_text(json.dumps(metrics))
+    (run / "summary.json").write_text(json.dumps(fake.summary))
+    before = {p.name for p in build_report([tmp_path / "runs"], tmp_path / "plain")}
+    curve = [
+        {
+            "probe": probe,
+            "shots": shots,
+            "seeds": [0, 1],
+            "folds": [1, 2, 3, 4, 5],
+            "per_fold": [],
+            "mean": {v: {"uar": _agg(uar, 0.02), "war": _agg(uar + 0.05, 0.02)} for v in VOTES},
+        }
+        for probe, shots, uar in (
+            ("attentive", 4, 0.3),
+            ("attentive", 16, 0.45),
+            ("knn", 4, 0.25),
+            ("knn", 16, 0.35),
+        )
+    ]
+    (run / "summary.json").write_text(json.dumps({**fake.summary, "few_shot": curve}))
+    written = {p.name for p in build_report([tmp_path / "runs"], tmp_path / "out")}
+    assert written - before == {"few_shot.md", "few_shot.csv", "few-shot-ravdess-attentive.png"}
+    assert_png(tmp_path / "out" / "few-shot-ravdess-attentive.png")
+    table = pd.read_csv(tmp_path / "out" / "few_shot.csv")
+    assert len(table) == 4 * 2  # each family and setting, per voting rule
+    row = table[(table["Probe"] == "knn") & (table["Setting"] == "16 shots")].iloc[0]
+    assert (row["UAR"], row["Draws"], row["Folds"]) == (35.0, 2, 5)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Few-shot: UAR against training videos" in page
+    assert "Few-shot" not in (tmp_path / "plain" / "report.html").read_text()
+
+
+VOTES = ("pbv", "mv")

@@ -655,7 +655,7 @@ class ProbeTask(_Requeued):
         from vjfer.probe.run import run_request
 
         request = self.request if attempt == 0 else replace(self.request, mode="resume")
-        return run_request(request, draw=_layer_figure)
+        return run_request(request, draw=_run_figures)
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         from submitit.helpers import DelayedSubmission
@@ -665,10 +665,10 @@ class ProbeTask(_Requeued):
         return DelayedSubmission(resumed)
 
 
-def _layer_figure(run_dir: Path) -> None:
-    from vjfer.report import layer_figure_for_run  # matplotlib only when a figure is drawn
+def _run_figures(run_dir: Path) -> None:
+    from vjfer.report import figures_for_run  # matplotlib only when a figure is drawn
 
-    layer_figure_for_run(run_dir)
+    figures_for_run(run_dir)
 
 
 def submit_probe(

@@ -265,3 +265,44 @@ def layer_figure(layers: Sequence[Mapping], title: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+@_plain_text
+def few_shot_figure(curve: Sequence[Mapping], title: str, path: Path) -> Path:
+    """PNG of PBV UAR against the few-shot setting (`summary.json`'s `few_shot`): per probe family
+    the mean over folds × draws with the sample std as error bars and each fold and draw as a dot;
+    shots on a log axis, fractions in %."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    shots = all("shots" in e for e in curve)
+    families = list(dict.fromkeys(e["probe"] for e in curve))
+    for n, family in enumerate(families):
+        entries = [e for e in curve if e["probe"] == family]
+        x = np.array([e["shots"] if shots else 100 * e["train_fraction"] for e in entries], float)
+        order = np.argsort(x)
+        aggs = [e["mean"]["pbv"]["uar"] for e in entries]
+        means = np.array([100 * a["mean"] for a in aggs])
+        stds = np.array([100 * (a["std"] or 0.0) for a in aggs])
+        ax.errorbar(
+            x[order],
+            means[order],
+            yerr=stds[order],
+            color=f"C{n}",
+            marker="o",
+            capsize=4,
+            label=f"{family}: PBV UAR, mean ± std over folds × draws",
+        )
+        for xi, a in zip(x, aggs, strict=True):
+            dots = 100 * np.asarray(a["values"], dtype=float)
+            ax.scatter(np.full(len(dots), xi), dots, color=f"C{n}", s=10, alpha=0.45)
+    if shots:
+        ax.set_xscale("log")
+        ticks = sorted({int(e["shots"]) for e in curve})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()  # the log axis's minor labels are mathtext, shown raw as plain text
+    ax.set_xlabel("training videos per class (shots)" if shots else "training videos (% per class)")
+    ax.set_ylabel("UAR (%)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

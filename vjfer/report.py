@@ -27,10 +27,17 @@ from vjfer import report_html, run_details, timeline
 from vjfer.cache import open_cache
 from vjfer.encoders.registry import family_of
 from vjfer.errors import CacheError, ConfigError, VjferError
-from vjfer.figures import confusion_figure, layer_figure, pca_figure, timeline_figure
+from vjfer.figures import (
+    confusion_figure,
+    few_shot_figure,
+    layer_figure,
+    pca_figure,
+    timeline_figure,
+)
 from vjfer.files import read_json_object
 from vjfer.labels import DATASETS
 from vjfer.metrics import bootstrap_intervals, pooled_metrics
+from vjfer.probe.curve import CURVE_FIGURE, setting_label
 from vjfer.probe.evaluate import video_embeddings
 from vjfer.probe.model import load_probe
 from vjfer.probe.summary import LAYER_FIGURE, LAYER_NOTE
@@ -714,8 +721,63 @@ def layer_table(runs: Sequence[ProbeRun]) -> Table:
     return Table("layers", "Per-layer results (video level)", pd.DataFrame(rows), notes)
 
 
+FEW_SHOT = "few_shot"  # the few-shot table's name, and its figures' kind
+
+
+def few_shot_table(runs: Sequence[ProbeRun]) -> Table:
+    """The few-shot curves of the runs that have one (`vjfer probe --shots` or
+    `--train-fraction`): per family and setting, UAR, WAR and macro precision per voting rule,
+    mean ± std over folds × draws."""
+    rows = []
+    for run in runs:
+        for entry in run.summary.get("few_shot", []):
+            for voting, vname in VOTING.items():
+                rows.append(
+                    {
+                        "Dataset": DATASET_TITLES.get(run.dataset, run.dataset),
+                        "Run": run.path.name,
+                        "Probe": entry["probe"],
+                        "Setting": setting_label(entry),
+                        "Draws": len(entry["seeds"]),
+                        "Folds": len(entry["folds"]),
+                        "Voting": vname,
+                        **metric_cells(voting_means(entry, voting)),
+                    }
+                )
+    notes = [
+        "Mean ± sample std over folds × draws (each draw a --seed: its own training videos "
+        "per class, from the fold's training videos only), in %; per fold and draw, the head "
+        "inner validation selects among the setting's points. Classes with fewer videos than the "
+        "shots give all they have (summary.json `short_classes`)."
+    ]
+    return Table(FEW_SHOT, "Few-shot curve (video level)", pd.DataFrame(rows), notes)
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures from runs.
+
+
+def few_shot_figure_for_run(run_dir: str | Path, path: str | Path | None = None) -> Path | None:
+    """PBV UAR against shots (or fraction) of a few-shot run (its summary.json `few_shot`), to
+    `path` (default: `few_shot.png` beside its summary.md); None for a run without the curve."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if "few_shot" not in summary:
+        return None
+    title = (
+        f"{DATASET_TITLES.get(summary['dataset'], summary['dataset'])}: few-shot UAR "
+        f"({len(summary['folds'])} folds)"
+    )
+    return few_shot_figure(
+        summary["few_shot"], title, Path(path) if path else run_dir / CURVE_FIGURE
+    )
+
+
+def figures_for_run(run_dir: str | Path) -> list[Path]:
+    """The figures `vjfer probe` draws beside a run's summary.md: UAR against depth (several
+    layers) and against shots (a few-shot curve); [] for a run with neither."""
+    drawn = (layer_figure_for_run(run_dir), few_shot_figure_for_run(run_dir))
+    return [path for path in drawn if path is not None]
 
 
 def layer_figure_for_run(run_dir: str | Path, path: str | Path | None = None) -> Path | None:
@@ -802,6 +864,8 @@ def _tables(
     tables.append(protocol_table(codes))
     if any("layers" in r.summary for r in probe_runs):
         tables.append(layer_table(probe_runs))
+    if any("few_shot" in r.summary for r in probe_runs):
+        tables.append(few_shot_table(probe_runs))
     if cross_runs:
         tables.append(table_iv(cross_runs, _cross_families(cross_runs, probe_runs)))
     else:
@@ -987,7 +1051,7 @@ def _page_sections(
         Section(
             "results",
             "Results: Tables II, III and IV",
-            tables=[render_html(t) for t in tables if t.name != "layers"],
+            tables=[render_html(t) for t in tables if t.name not in ("layers", FEW_SHOT)],
         ),
         Section("details", "Per fold and per class", tables=rendered("folds", "recall")),
         Section(
@@ -1012,6 +1076,7 @@ def _page_sections(
             if figures["layers"]
             else []
         ),
+        *_few_shot_section(tables, figs(FEW_SHOT)),
         Section(
             "pca",
             "PCA of test-video embeddings (the paper's Figure 5)",
@@ -1032,6 +1097,21 @@ def _page_sections(
             wide_figures=True,
         ),
         Section("missing", "Missing inputs", items=missing or ["Nothing: every input was found."]),
+    ]
+
+
+def _few_shot_section(tables: list[Table], figures: list) -> list[report_html.Section]:
+    """The few-shot curve's section (its table and figures), or none for runs without one."""
+    if not figures:
+        return []
+    return [
+        report_html.Section(
+            "few-shot",
+            "Few-shot: UAR against training videos",
+            ["Error bars: sample std over folds × draws; dots: each fold and draw."],
+            tables=[render_html(t) for t in tables if t.name == FEW_SHOT],
+            figures=figures,
+        )
     ]
 
 
@@ -1145,12 +1225,18 @@ def build_report(
         for run in probe_runs
         if (drawn := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))
     ]
+    figures[FEW_SHOT] = [
+        (f"{run.path.name}: few-shot UAR", drawn)
+        for run in probe_runs
+        if (drawn := few_shot_figure_for_run(run.path, out_dir / f"few-shot-{names[run.path]}.png"))
+    ]
     missing += caches_not_found
     figures["timeline"], not_drawn = _timeline_figures(probe_runs, run_caches, names, out_dir)
     missing += not_drawn
     details = detail_tables(probe_runs, list(run_caches.values()))
     written += [path for table in details for path in write_table(table, out_dir)]
-    all_figures = [f for kind in ("confusion", "layers", "pca", "timeline") for f in figures[kind]]
+    kinds = ("confusion", "layers", FEW_SHOT, "pca", "timeline")
+    all_figures = [f for kind in kinds for f in figures[kind]]
     written += [path for _, path in all_figures]
     lines = [f"Runs read from {where}: {len(probe_runs)} probe, {len(cross_runs)} cross-dataset."]
     lines += _report_lines(

@@ -63,6 +63,7 @@ class FoldMetrics(TypedDict, total=False):
     mv_tie_fraction: float
     train: TrainFigures
     head: HeadSettings
+    few_shot: dict  # a few-shot head (`--shots`/`--train-fraction`): its draw, short classes
     history: list[dict]
 
 
@@ -79,6 +80,8 @@ class FoldScores(TypedDict, total=False):
     """One fold's row of a summary: its scalar metrics per voting rule."""
 
     fold: int
+    seed: int  # a few-shot curve's rows: the draw
+    n_train_videos: int  # ... and its training videos
     n_test_videos: int
     mv_tie_fraction: float | None
     pbv: dict[str, float]
@@ -118,6 +121,20 @@ class FamilySummary(FoldsSummary, total=False):
     selected: Selected
 
 
+class FewShotSummary(FoldsSummary, total=False):
+    """One point of a few-shot run's curve (`vjfer probe --shots 4,16` / `--train-fraction`): a
+    probe family at one setting, scored over folds × draws (`per_fold`: one row per fold and
+    seed, each draw's head the one inner validation selects among that family's points of this
+    setting and seed)."""
+
+    probe: str
+    shots: int  # videos per class (`--shots`) ...
+    train_fraction: float  # ... or the share of each class (`--train-fraction`)
+    seeds: list[int]  # the draws (`--seed`): each seed draws its own videos and initialises
+    selection: dict[str, str]  # "fold K seed S" -> grid point name
+    short_classes: list[dict]  # {fold, seed, class, available}: fewer videos than shots
+
+
 class RunSummary(FoldsSummary, total=False):
     """`summary.json` of a `vjfer probe` run: per-fold scores and their mean ± std."""
 
@@ -134,6 +151,7 @@ class RunSummary(FoldsSummary, total=False):
     failed_heads: list[dict]  # heads whose loss diverged (`--on-nonfinite skip`): never selected
     layers: list[LayerSummary]  # runs with heads on several layers: one entry per layer
     families: list[FamilySummary]  # runs with several probe families: one entry per family
+    few_shot: list[FewShotSummary]  # few-shot runs: the curve, one entry per family × setting
 
 
 def mean_of(summary: FoldsSummary, voting: Voting | str, metric: Metric | str) -> MeanStd:

@@ -19,8 +19,12 @@ from vjfer.cli.group import (
     fold_list,
     layer_list,
     number_list,
+    parsed,
     probe_list,
 )
+
+shots_list = parsed("parse_shots")
+fraction_list = parsed("parse_fractions")
 
 
 def train_options(f):
@@ -94,6 +98,25 @@ def train_options(f):
             "head per stored layer, one pass, selected by inner validation like --lr); "
             f"{grid} a grid.",
         ),
+        opt(
+            "--shots",
+            "shots",
+            default="",
+            show_default=False,
+            callback=shots_list,
+            help="Few-shot: train each head on N videos per class drawn (by its --seed) from its "
+            "fold's training videos, the test fold untouched; a class with fewer gives all it "
+            f"has (recorded); {grid} one head each and a curve (summary.json few_shot).",
+        ),
+        opt(
+            "--train-fraction",
+            "fractions",
+            default="",
+            show_default=False,
+            callback=fraction_list,
+            help="Few-shot by share: each head trains on a fraction in (0, 1] of each class's "
+            f"training videos, drawn by its --seed; {grid} a curve. Not with --shots.",
+        ),
         *_run_options(opt),
     ]
     return apply(options, f)
@@ -150,10 +173,10 @@ def _run_options(opt) -> list:
     ]
 
 
-def layer_figure(run_dir: Path) -> None:
-    from vjfer.report import layer_figure_for_run  # matplotlib only when a figure is drawn
+def run_figures(run_dir: Path) -> None:
+    from vjfer.report import figures_for_run  # matplotlib only when a figure is drawn
 
-    layer_figure_for_run(run_dir)
+    figures_for_run(run_dir)
 
 
 @cli.command()
@@ -223,7 +246,10 @@ def probe(
     from vjfer.probe.run import ProbeRequest, run_request
 
     cluster = pop_cluster(options)
-    grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers", "probes", "ks")}
+    grid = {
+        axis: options.pop(axis)
+        for axis in ("lrs", "wds", "seeds", "layers", "probes", "ks", "shots", "fractions")
+    }
     try:
         request = ProbeRequest(
             cache=cache_path,
@@ -245,7 +271,7 @@ def probe(
             if run_dir is None:  # submitted to SLURM
                 return
         else:
-            run_dir = run_request(request, draw=layer_figure)
+            run_dir = run_request(request, draw=run_figures)
     except OptionError as err:  # a bad option value: click's one line, naming the option
         raise click.BadParameter(err.message, param_hint=err.option) from None
     echo_lines((run_dir / "summary.md").read_text(encoding="utf-8"))

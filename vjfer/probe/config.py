@@ -7,6 +7,7 @@ AdamW, lr 1e-3 cosine to 0 and weight decay 0.01 cosine to 1e-6 per step, no war
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -102,6 +103,10 @@ class TrainConfig:
     # The stored encoder layer a head reads (`vjfer.probe.layer`): a block number of a cache made
     # with `extract --layers`, or concat: every stored token (on a one-layer cache: that layer)
     layer: LayerChoice = CONCAT
+    # A few-shot head (`vjfer.probe.fewshot`): N training videos per class, or a fraction F of
+    # each class's, drawn from its training rows by its seed; None (both): every training video
+    shots: int | None = None
+    train_fraction: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list
@@ -120,6 +125,10 @@ class TrainConfig:
         for name in ("seed", "order_seed"):  # numpy takes no negative seed, torch none >= 2**64
             if not 0 <= getattr(self, name) <= MAX_SEED:
                 raise ConfigError(f"{name} must be in 0..{MAX_SEED}, got {getattr(self, name)}")
+        check_subset(
+            () if self.shots is None else (self.shots,),
+            () if self.train_fraction is None else (self.train_fraction,),
+        )
         if self.train_view == "augmented" and self.clip_choice != "reference":
             raise ConfigError(
                 "train_view='augmented' trains on copies of the reference's 8 "
@@ -179,6 +188,44 @@ def parse_numbers(
     if low is not None:
         check_numbers(values, option, low, strict, text=value)
     return values
+
+
+def check_subset(shots: Sequence[int], fractions: Sequence[float]) -> None:
+    """OptionError unless every shots value is an integer >= 1, every fraction in (0, 1], and
+    not both are given (a few-shot head keeps N per class or a fraction, never both)."""
+    if shots and fractions:
+        raise OptionError("--shots", "give --shots or --train-fraction, not both")
+    for n in shots:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise OptionError("--shots", f"{n!r}: give whole videos per class, >= 1 (e.g. 4,16)")
+    for f in fractions:
+        if isinstance(f, bool) or not (isinstance(f, numbers.Real) and 0.0 < f <= 1.0):
+            raise OptionError(
+                "--train-fraction", f"{f!r}: give a fraction in (0, 1] (e.g. 0.1,0.5)"
+            )
+
+
+def parse_shots(value: str, option: str = "--shots") -> tuple[int, ...]:
+    """ "4,16" -> (4, 16), each a whole number of videos per class, >= 1; "" -> () (not given)."""
+    if not str(value).strip():
+        return ()
+    try:
+        shots = tuple(int(v) for v in list_entries(value, option))
+    except ValueError:
+        raise OptionError(
+            option, f"{value!r}: give whole videos per class, >= 1 (e.g. 4,16)"
+        ) from None
+    check_subset(shots, ())
+    return shots
+
+
+def parse_fractions(value: str, option: str = "--train-fraction") -> tuple[float, ...]:
+    """ "0.1,0.5" -> (0.1, 0.5), each in (0, 1]; "" -> () (not given)."""
+    if not str(value).strip():
+        return ()
+    fractions = parse_numbers(value, float, option)
+    check_subset((), fractions)
+    return fractions
 
 
 def parse_folds(value: str, option: str = "--fold") -> str | tuple[int, ...]:

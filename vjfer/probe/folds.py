@@ -34,7 +34,7 @@ from vjfer.datasets.ravdess import parse_ravdess_name
 from vjfer.datasets.records import Skip
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, SplitError, TrainingError
-from vjfer.probe.config import ProbeKind, TrainConfig
+from vjfer.probe.config import ProbeKind, TrainConfig, check_subset
 from vjfer.probe.evaluate import score_predictions, score_videos, vote_videos
 from vjfer.probe.head import Head
 from vjfer.probe.layer import CONCAT, LayerChoice
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 SELECT_BY = ("pbv", "uar")  # inner-validation criterion: whole-video PBV, balanced accuracy
 HELD_OUT = -1  # the inner validation "fold" carved out of the training set of a single split
 HELD_OUT_SHARE = 0.2  # ... a seeded fifth of its groups (actors, or clips where none are named)
+OPTIONAL = ("probe", "k", "shots", "train_fraction")  # GridPoint fields recorded only when set
+Subset = tuple[int | None, float | None]  # a few-shot setting: (shots, train_fraction)
+EVERY_VIDEO: Subset = (None, None)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class GridPoint:
     # its probe family when a grid holds several (`--probe attentive,linear`); None: the pass's
     probe: str | None = None
     k: int | None = None  # a k-NN head's neighbours (`--k`); None for the other families
+    # a few-shot head's videos per class (`--shots`) or share of each class (`--train-fraction`)
+    shots: int | None = None
+    train_fraction: float | None = None
 
     @property
     def name(self) -> str:
@@ -68,17 +74,31 @@ class GridPoint:
         tail = "" if self.layer == CONCAT else f"-layer{self.layer}"
         tail += "" if self.probe is None else f"-{self.probe}"  # only in a grid of families
         tail += "" if self.k is None else f"-k{self.k}"
+        tail += "" if self.shots is None else f"-shots{self.shots}"
+        tail += "" if self.train_fraction is None else f"-fraction{self.train_fraction:g}"
         return f"lr{self.lr:g}-wd{self.weight_decay:g}-seed{self.seed}{tail}"
+
+    @property
+    def subset(self) -> Subset:
+        """(shots, train_fraction): the few-shot setting, (None, None) on every video."""
+        return self.shots, self.train_fraction
 
     @classmethod
     def of(cls, config: TrainConfig) -> GridPoint:
         """The point of `config`'s own per-head settings (a run without a grid)."""
-        return cls(config.lr, config.weight_decay, config.seed, config.layer)
+        return cls(
+            config.lr,
+            config.weight_decay,
+            config.seed,
+            config.layer,
+            shots=config.shots,
+            train_fraction=config.train_fraction,
+        )
 
     def record(self) -> dict:
-        """asdict(self) for config.json, metrics.json and selection.csv; `probe` and `k` only
-        when set, so runs of one family record what they always did."""
-        return {k: v for k, v in asdict(self).items() if k not in ("probe", "k") or v is not None}
+        """asdict(self) for config.json, metrics.json and selection.csv; `probe`, `k`, `shots`
+        and `train_fraction` only when set, so runs of one family record what they always did."""
+        return {k: v for k, v in asdict(self).items() if k not in OPTIONAL or v is not None}
 
     def apply(self, config: TrainConfig) -> TrainConfig:
         return replace(
@@ -89,6 +109,8 @@ class GridPoint:
             layer=self.layer,
             probe=cast(ProbeKind, self.probe or config.probe),
             knn_k=self.k or config.knn_k,
+            shots=self.shots,
+            train_fraction=self.train_fraction,
         )
 
 
@@ -215,6 +237,8 @@ def make_grid(
     layers: Sequence[LayerChoice] = (CONCAT,),
     probes: Sequence[str] = (),
     ks: Sequence[int] = (1,),
+    shots: Sequence[int] = (),
+    fractions: Sequence[float] = (),
 ) -> list[GridPoint]:
     """Every combination, duplicates removed, in the order given. With more than one point the
     reference default (lr 1e-3, wd 0.01, first seed, the last layer given: for `--layer all` the
@@ -223,18 +247,24 @@ def make_grid(
     family's default leads its points. `layers`: resolved `--layer` values
     (`probe.layer.layer_axis`); `probes`: the families, named in the points only when several
     (one family is the pass's `TrainConfig.probe`). k-NN points (`ks`: their neighbours, the
-    first k their default) take no lr or weight decay: they sit at the defaults'."""
+    first k their default) take no lr or weight decay: they sit at the defaults'. `shots` or
+    `fractions` (not both): few-shot settings, the outermost axis (each family's default takes
+    the first)."""
     families: list[str | None] = list(dict.fromkeys(probes)) if len(set(probes)) > 1 else [None]
     single = probes[0] if probes and families == [None] else None  # the pass's one family
+    subsets = subset_axis(shots, fractions)
 
     def family_points(family: str | None, first: bool) -> list[GridPoint]:
         if (family or single) != "knn":
-            axes = itertools.product(seeds, lrs, wds, layers)
-            return [GridPoint(float(lr), float(wd), int(s), ly, family) for s, lr, wd, ly in axes]
+            axes = itertools.product(subsets, seeds, lrs, wds, layers)
+            return [
+                GridPoint(float(lr), float(wd), int(s), ly, family, None, *sub)
+                for sub, s, lr, wd, ly in axes
+            ]
         ks_ = ks[:1] if first else ks
         lr, wd = TrainConfig.lr, TrainConfig.weight_decay
-        knn_axes = itertools.product(seeds, layers, ks_)
-        return [GridPoint(lr, wd, int(s), ly, family, int(k)) for s, ly, k in knn_axes]
+        knn_axes = itertools.product(subsets, seeds, layers, ks_)
+        return [GridPoint(lr, wd, int(s), ly, family, int(k), *sub) for sub, s, ly, k in knn_axes]
 
     points = list(dict.fromkeys(p for f in families for p in family_points(f, first=False)))
     if not points:
@@ -253,6 +283,15 @@ def make_grid(
                 log.info("adding the reference-default head %s to the grid", default.name)
         points = defaults + [p for p in points if p not in defaults]
     return points
+
+
+def subset_axis(shots: Sequence[int] = (), fractions: Sequence[float] = ()) -> list[Subset]:
+    """The few-shot settings of a grid, duplicates dropped: [(N, None), ...] for `--shots`,
+    [(None, F), ...] for `--train-fraction`, [EVERY_VIDEO] for neither."""
+    check_subset(shots, fractions)
+    if shots:
+        return [(int(n), None) for n in dict.fromkeys(shots)]
+    return [(None, float(f)) for f in dict.fromkeys(fractions)] or [EVERY_VIDEO]
 
 
 def inner_fold(k: int, folds: Sequence[int]) -> int:
@@ -327,8 +366,15 @@ class GridResult:
 
     def family_selected(self, family: str) -> dict[int, str]:
         """Per fold, the point of `family` its inner validation selects (as `_select`, among
-        that family's points only: best inner PBV UAR, ties the earlier, failed never)."""
-        names = [p.name for p in self.grid if p.probe == family]
+        that family's points of its default's few-shot setting only)."""
+        subset = self.family_default(family).subset
+        return self.select_among(
+            [p.name for p in self.grid if (p.probe, p.subset) == (family, subset)]
+        )
+
+    def select_among(self, names: Sequence[str]) -> dict[int, str]:
+        """Per fold, the point among `names` inner validation selects (best inner PBV UAR, ties
+        the earlier, failed never; the first when none has inner scores)."""
         chosen = {}
         for k in self.folds:
             rows = {r["head"]: r for r in self.inner if r["fold"] == k}
@@ -406,8 +452,9 @@ def _select(
     inner: list[dict],
 ) -> str:
     """The grid point test fold k selects on its inner validation fold j (PBV UAR; ties keep the
-    earlier point, the default first); appends each point's inner scores to `inner`. A point
-    whose inner or full head failed (`failed_heads`) is never selected."""
+    earlier point, the default first), among the points of the default's few-shot setting;
+    appends each point's inner scores to `inner`. A point whose inner or full head failed
+    (`failed_heads`) is never selected."""
     best, best_score = grid[0].name, -1.0
     for point in grid:
         head = by_name[f"fold{k}/inner{j}/{point.name}"]
@@ -420,7 +467,9 @@ def _select(
         failures = "; ".join(failed_text(f) for f in failed)
         inner.append({**_inner_row(k, j, point, head, metrics), "failed": failures})
         score = metrics[SELECT_BY[0]][SELECT_BY[1]] if metrics else -1.0
-        if not failed and score > best_score:  # ties keep the earlier point (the default first)
+        # ties keep the earlier point (the default first); a few-shot grid chooses among the
+        # default's setting (more shots would always win)
+        if not failed and point.subset == grid[0].subset and score > best_score:
             best, best_score = point.name, score
     log.info("fold %d: inner fold %d selects %s (inner PBV UAR %.4f)", k, j, best, best_score)
     return best
@@ -513,6 +562,8 @@ def train_grid(
             clips = tables[head.name]
             table, metrics = fold_metrics(k, clips, cache.class_names, len(head.rows), head.history)
             metrics["head"] = {"name": point.name, **point.record()}
+            if head.draw is not None:  # a few-shot head: its draw, short classes named
+                metrics["few_shot"] = head.draw.record(cache.class_names)
             out.results[(k, point.name)] = FoldResult(
                 k, head.probe.cpu().eval(), clips, table, metrics, head.history
             )

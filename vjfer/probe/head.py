@@ -6,6 +6,7 @@ evaluation. `vjfer.probe.train` feeds heads from one pass over the cache.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import cast
 
@@ -17,9 +18,12 @@ from torch import nn
 from vjfer.cache import Cache
 from vjfer.errors import SplitError
 from vjfer.probe.config import AUTOCAST_DTYPES, TrainConfig, lr_at, wd_at
+from vjfer.probe.fewshot import Draw, draw_rows
 from vjfer.probe.layer import layer_view
 from vjfer.probe.model import KnnProbe, build_probe
 from vjfer.probe.reader import ReadStats
+
+log = logging.getLogger(__name__)
 
 
 def param_groups(probe: nn.Module) -> list[dict]:
@@ -47,6 +51,27 @@ def _loss(
     return F.cross_entropy(logits.float(), labels.repeat_interleave(K))
 
 
+def _few_shot(name: str, config: TrainConfig, rows: np.ndarray, cache: Cache) -> Draw | None:
+    """The few-shot draw of a head's rows (`vjfer.probe.fewshot`), or None on every video; a
+    class with fewer videos than `shots` gives all it has, with a warning (and in metrics.json)."""
+    if config.shots is None and config.train_fraction is None:
+        return None
+    labels = cache.videos["label"].to_numpy()
+    classes = len(cache.class_names)
+    draw = draw_rows(
+        rows, labels, classes, config.seed, shots=config.shots, fraction=config.train_fraction
+    )
+    if draw.short:
+        short = ", ".join(f"{cache.class_names[c]} {n}" for c, n in draw.short.items())
+        log.warning(
+            "head %s: fewer than %d training videos of class(es) %s: all taken",
+            name,
+            config.shots,
+            short,
+        )
+    return draw
+
+
 class Head:
     """One probe in training: its videos (rows of `cache.videos`), batches, optimizer and schedules.
 
@@ -59,6 +84,10 @@ class Head:
     ):
         self.name, self.config, self.device = name, config, device
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
+        # a few-shot head keeps a seeded subset of its rows (`--shots`, `--train-fraction`)
+        self.draw = _few_shot(name, config, self.rows, cache)
+        if self.draw is not None:
+            self.rows = self.draw.rows
         if len(self.rows) == 0:
             raise SplitError(f"head {name}: no training videos")
         with torch.random.fork_rng(devices=[]):

@@ -27,7 +27,15 @@ from vjfer.env import environment, resolve_device
 from vjfer.errors import CacheError, CheckpointError, ConfigError
 from vjfer.files import check_writable, read_json_object
 from vjfer.labels import check_dataset
-from vjfer.probe.config import RUN_ONLY, OptionError, ProbeKind, TrainConfig, check_numbers
+from vjfer.probe.config import (
+    RUN_ONLY,
+    OptionError,
+    ProbeKind,
+    TrainConfig,
+    check_numbers,
+    check_subset,
+)
+from vjfer.probe.curve import few_shot_curve, few_shot_lines
 from vjfer.probe.folds import (
     GridPoint,
     GridResult,
@@ -54,11 +62,17 @@ log = logging.getLogger(__name__)
 
 def config_dict(config: TrainConfig) -> dict:
     """asdict(config) with JSON types (betas as a list); `probe_depth` and `knn_k` only when not
-    1, so runs of the depth-1 probe record what they always did."""
+    1, `shots` and `train_fraction` only when set, so runs of the depth-1 probe on every training
+    video record what they always did."""
     out = asdict(config)
     out["betas"] = list(config.betas)
-    for name in ("probe_depth", "knn_k"):  # new settings: recorded only when not at default
-        if out[name] == 1:
+    for name, default in (
+        ("probe_depth", 1),
+        ("knn_k", 1),
+        ("shots", None),
+        ("train_fraction", None),
+    ):
+        if out[name] == default:  # new settings: recorded only when not at default
             del out[name]
     return out
 
@@ -250,6 +264,8 @@ def _summary(
         ]  # a diverged head has none
     if families := result.families():  # a Table II row per family: its reported, its selected
         summary["families"] = [_family(result, family, folds) for family in families]
+    if curve := few_shot_curve(result, config.probe):  # only with --shots / --train-fraction
+        summary["few_shot"] = curve
     return summary
 
 
@@ -299,7 +315,7 @@ def _write_summary(work: Path, summary: RunSummary, failed: list[dict]) -> None:
     write_json(work / "summary.json", summary)
     lines = "".join(f"\n- {failed_text(f)}" for f in failed)
     lines = f"\nFailed heads (loss not finite; never selected):{lines}\n" if lines else ""
-    text = format_run_summary(summary) + _family_lines(summary) + lines
+    text = format_run_summary(summary) + _family_lines(summary) + few_shot_lines(summary) + lines
     (work / "summary.md").write_text(text, encoding="utf-8")
 
 
@@ -384,16 +400,21 @@ def run_name(
     seed: int = 0,
     splits: str | None = None,
     layers: Sequence[LayerChoice] = (),
+    shots: Sequence[int] = (),
+    fractions: Sequence[float] = (),
 ) -> str:
     """The directory name of a run under `vjfer probe --out`: one name per run setting, so a
-    single-fold, grid, other-seed or other-layer run never overwrites another:
-    `<dataset>-<cache directory>-<probe>[-splits][-foldK[-L...]][-layerK[-K...]][-gridN][-seedS]`
-    (the default splits, seed 0, all folds and concat (every stored token) add nothing)."""
+    single-fold, grid, other-seed, other-layer or few-shot run never overwrites another:
+    `<dataset>-<cache directory>-<probe>[-splits][-foldK[-L...]][-layerK[-K...]]`
+    `[-shotsN[-N...]|-fractionF[-F...]][-gridN][-seedS]` (the default splits, seed 0, all folds,
+    concat (every stored token) and every training video add nothing)."""
     name = f"{dataset}-{Path(cache_dir).name}-{probe}" + (f"-{splits}" if splits else "")
     if folds != "all":
         name += "-fold" + "-".join(map(str, [folds] if isinstance(folds, (int, str)) else folds))
     if list(layers) not in ([], [CONCAT]):
         name += "-layer" + "-".join(map(str, layers))
+    name += "-shots" + "-".join(map(str, shots)) if shots else ""
+    name += "-fraction" + "-".join(f"{f:g}" for f in fractions) if fractions else ""
     name += f"-grid{grid_size}" if grid_size > 1 else ""
     return name + (f"-seed{seed}" if seed else "")
 
@@ -488,6 +509,8 @@ class ProbeRequest:
     layers: tuple[LayerChoice, ...] = ()
     probes: tuple[str, ...] = ()  # --probe families: several train in the same pass
     ks: tuple[int, ...] = ()  # --k: the k-NN heads' neighbours
+    shots: tuple[int, ...] = ()  # --shots: few-shot heads, videos per class ...
+    fractions: tuple[float, ...] = ()  # ... or --train-fraction: a share of each class
     splits: str | None = None
     modality: int | None = None  # RAVDESS: 1 or 2 only (the peers' 6 folds use 2); None: both
     dataset: str | None = None
@@ -518,6 +541,11 @@ class ProbeRequest:
             raise OptionError("--probe", f"{bad[0]!r}: give {' or '.join(PROBES)}")
         object.__setattr__(self, "probes", tuple(dict.fromkeys(self.probes)))
         check_numbers(self.ks, "--k", 1)
+        shots = self.shots or (() if c.shots is None else (c.shots,))
+        fractions = self.fractions or (() if c.train_fraction is None else (c.train_fraction,))
+        object.__setattr__(self, "shots", tuple(dict.fromkeys(shots)))
+        object.__setattr__(self, "fractions", tuple(dict.fromkeys(fractions)))
+        check_subset(self.shots, self.fractions)
         object.__setattr__(self, "ks", tuple(dict.fromkeys(int(k) for k in self.ks)))
         if len(self.probes) == 1:  # one family: the pass's own, as `--probe linear` always was
             object.__setattr__(self, "config", replace(c, probe=cast(ProbeKind, self.probes[0])))
@@ -549,8 +577,9 @@ def _check_request(request: ProbeRequest) -> None:
 def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = None) -> Path:
     """`vjfer probe` as one function: find and open the cache (once), set and check its folds,
     build the grid, name the run, train, evaluate and write it under `request.runs`; with heads on
-    several layers, `draw(run_dir)` draws the per-layer figure (`vjfer.report.layer_figure_for_run`
-    from the command line). Returns the run directory."""
+    several layers or few-shot settings, `draw(run_dir)` draws the per-layer figure and the
+    few-shot curve (`vjfer.report.figures_for_run` from the command line). Returns the run
+    directory."""
     _check_request(request)
     path = one_cache(request.cache, request.dataset, request.fingerprint)
     cache, used = open_run_cache(
@@ -564,14 +593,32 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
         layers = layer_axis(cache.layers, request.layers)
     except ConfigError as err:
         raise OptionError("--layer", str(err)) from None
-    grid = make_grid(request.lrs, request.wds, request.seeds, layers, request.probes, request.ks)
+    grid = make_grid(
+        request.lrs,
+        request.wds,
+        request.seeds,
+        layers,
+        request.probes,
+        request.ks,
+        request.shots,
+        request.fractions,
+    )
     config = grid[0].apply(request.config)
     folds = resolve_folds(cache, request.folds)  # refuses folds the cache lacks
     named = "all" if request.folds == "all" else folds
     probe = "-".join(request.probes)  # several families: all named
     probe += f"-depth{config.probe_depth}" if config.probe_depth != 1 else ""
     run_dir = request.runs / run_name(
-        cache.dataset, path, probe, named, len(grid), config.seed, request.splits, layers
+        cache.dataset,
+        path,
+        probe,
+        named,
+        len(grid),
+        config.seed,
+        request.splits,
+        layers,
+        request.shots,
+        request.fractions,
     )
     if request.modality is not None:  # its own run: never mixed with a run on both modalities
         run_dir = run_dir.with_name(f"{run_dir.name}-modality{request.modality}")
@@ -586,6 +633,7 @@ def run_request(request: ProbeRequest, draw: Callable[[Path], object] | None = N
         splits=used,
         modality=request.modality,
     )
-    if len(layers) > 1 and draw is not None:  # UAR against depth beside summary.md
+    curve = bool(request.shots or request.fractions)
+    if (len(layers) > 1 or curve) and draw is not None:  # UAR against depth / shots, beside it
         draw(run_dir)
     return run_dir

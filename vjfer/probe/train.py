@@ -53,6 +53,8 @@ PER_HEAD = (
     "layer",
     "probe",
     "knn_k",
+    "shots",
+    "train_fraction",
 )  # what may differ between heads of one pass
 
 
