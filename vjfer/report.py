@@ -219,13 +219,16 @@ def _read_parts(paths: Sequence[Path], columns: Sequence[str]) -> list[pd.DataFr
 
 
 def pooled_figures(
-    run_dir: str | Path, folds: Sequence[int], dataset: str
+    run_dir: str | Path, folds: Sequence[int], dataset: str, head_dir: str | None = None
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, tuple[float, float]]]]:
     """(voting -> UAR, WAR and macro precision of every fold's test videos pooled, voting ->
     their `pooled_intervals`) from each fold's `fold-K/video_predictions.csv` (label, actor, and
-    the PBV and MV decisions of the reported head); both empty when a fold's predictions are
-    missing or unreadable."""
-    paths = [Path(run_dir) / f"fold-{k}" / "video_predictions.csv" for k in folds]
+    the PBV and MV decisions of the reported head; `head_dir`: of another head, e.g.
+    `heads/<point>`, `vjfer.bench`); both empty when a fold's predictions are missing or
+    unreadable."""
+    paths = [
+        Path(run_dir) / f"fold-{k}" / (head_dir or "") / "video_predictions.csv" for k in folds
+    ]
     parts = _read_parts(paths, ["label", *POOLED_VOTINGS])
     if parts is None:
         return {}, {}
