@@ -71,6 +71,7 @@ class BenchEntry:
     head: str
     head_dir: str | None  # fold-K/<head_dir>/video_predictions.csv; None: fold-K/ itself
     folds: list[int]
+    splits: str  # the fold protocol (`datasets.SPLITS`): part of the column, with the dataset
     mean: dict  # metric -> {"mean", "std"} (fractions) of VOTING, over folds
     intervals: dict  # metric -> (low, high) (fractions), pooled over folds
     protocol: str
@@ -258,6 +259,7 @@ def run_entries(run: Path) -> list[BenchEntry]:
     costs = cache_costs(run)
     settings = costs.pop("settings")
     blocks = settings["layers"]["blocks"] if "layers" in settings else None
+    splits = summary["splits"] if "splits" in summary else "paper"  # runs before it: the paper's
     entries = []
     for probe, layer, head, head_dir, mean in run_heads(run, summary):
         _, intervals = pooled_figures(run, summary["folds"], summary["dataset"], head_dir)
@@ -272,9 +274,10 @@ def run_entries(run: Path) -> list[BenchEntry]:
                 head=head,
                 head_dir=head_dir,
                 folds=list(summary["folds"]),
+                splits=splits,
                 mean=mean[VOTING],
                 intervals=intervals.get(VOTING, {}),
-                protocol=_protocol(summary, probe, settings),
+                protocol=_protocol(summary, splits, settings),
                 class_names=list(summary.get("class_names", [])),
                 costs=costs,
             )
@@ -327,21 +330,29 @@ def _identity(entry: BenchEntry) -> dict:
     )
 
 
-def dataset_titles(entries: Sequence[BenchEntry]) -> dict[str, str]:
-    """dataset -> its column title, in order of first appearance."""
-    return {e.dataset: DATASET_TITLES.get(e.dataset, e.dataset) for e in entries}
+def column_title(entry: BenchEntry) -> str:
+    """A dataset column's title: the dataset and its fold protocol ('RAVDESS (paper folds)'),
+    so runs under other folds never share a column."""
+    return f"{DATASET_TITLES.get(entry.dataset, entry.dataset)} ({entry.splits} folds)"
+
+
+def column_protocols(entries: Sequence[BenchEntry]) -> dict[str, str]:
+    """Column title -> its protocol in words, in order of first appearance."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        out.setdefault(column_title(entry), entry.protocol)
+    return out
 
 
 def leaderboard_table(entries: Sequence[BenchEntry]) -> Table:
-    """Rows encoder × layer × probe family (sorted), columns per dataset: UAR and WAR (PBV, %),
-    mean ± std over folds and [low, high] the pooled bootstrap interval; NaN where a row has no
-    run of that dataset. Two runs of one row and dataset: the first given is shown."""
+    """Rows encoder × layer × probe family (sorted), columns per dataset and fold protocol: UAR
+    and WAR (PBV, %), mean ± std over folds and [low, high] the pooled bootstrap interval; NaN
+    where a row has no run of that column. Two runs of one row and column: the first is shown."""
     rows: dict[tuple, dict] = {}
-    titles = dataset_titles(entries)
     for entry in entries:
         key = (entry.encoder, entry.layer, entry.probe)
         row = rows.setdefault(key, _identity(entry))
-        title = titles[entry.dataset]
+        title = column_title(entry)
         if f"{title} UAR" in row:
             log.warning("bench: %s has two %s runs; showing the first", key, title)
             continue
@@ -349,7 +360,7 @@ def leaderboard_table(entries: Sequence[BenchEntry]) -> Table:
     frame = pd.DataFrame([rows[k] for k in sorted(rows)])
     columns = list(IDENTITY) + [
         f"{t} {m}{s}"
-        for t in titles.values()
+        for t in column_protocols(entries)
         for m in METRICS.values()
         for s in ("", STD, LOW, HIGH)
     ]
@@ -358,22 +369,20 @@ def leaderboard_table(entries: Sequence[BenchEntry]) -> Table:
 
 
 def leaderboard_notes(entries: Sequence[BenchEntry]) -> list[str]:
-    """What the cells are, how the intervals were drawn, and each dataset's protocol."""
+    """What the cells are and how the intervals were drawn (the protocols: `column_protocols`)."""
     from vjfer.report import interval_note
 
-    notes = [
+    return [
         "Cells: video-level UAR and WAR (PBV: the class with the highest summed clip "
         "probability), percent, mean ± sample std over folds; each probe family's reported head "
-        "(its reference-default grid point).",
+        "(its reference-default grid point) on each stored layer.",
         interval_note([e.dataset for e in entries]),
         "Params and GFLOPs/clip (matmul FLOPs of one 16-frame clip's forward pass) where the "
         "encoder's sizes are known; Cache KB/clip: the stored bytes of one clip (every view and "
         "stored layer), from the cache's manifest.",
+        "Each column's protocol (folds, metric, voting, figure) is stated on leaderboard.html; "
+        "a row's sampling, views and resolution are its cache's.",
     ]
-    for dataset, title in dataset_titles(entries).items():
-        protocol = next(e.protocol for e in entries if e.dataset == dataset)
-        notes.append(f"{title} protocol: {protocol}.")
-    return notes
 
 
 def predictions_frame(entries: Sequence[BenchEntry]) -> pd.DataFrame:

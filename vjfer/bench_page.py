@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import vjfer
+from vjfer.bench import column_protocols
 from vjfer.figures import cost_figure
 from vjfer.report_html import PageFigure, Section, write_page
 from vjfer.tables import Table, render_html
@@ -21,7 +22,7 @@ HOW_TO_READ = [
     "emotion counts equally) and WAR (plain accuracy) in percent, mean ± sample std over the "
     "dataset's folds; the line under a figure is its 95 % bootstrap interval over every fold's "
     "test videos pooled (by actor where the dataset has actors).",
-    "Two numbers compare only under the same protocol: each dataset's is stated under the table. "
+    "Two numbers compare only under the same protocol: each column's is stated under the table. "
     "A dash: that encoder has no run on that dataset, or its sizes are not known.",
 ]
 
@@ -71,7 +72,7 @@ def write_leaderboard_page(table: Table, entries: Sequence, out: Path) -> Path:
     """out/leaderboard.html; the figures it embeds go to out/figures/."""
     figures, missing = _figures(entries, out)
     datasets = dict.fromkeys(e.dataset for e in entries)
-    protocols = [n for n in table.notes if n.endswith(".") and " protocol: " in n]
+    protocols = [f"{title}: {text}." for title, text in column_protocols(entries).items()]
     sections = [
         Section("leaderboard", "Leaderboard", tables=[render_html(table)]),
         Section("protocols", "Protocols", items=protocols),
