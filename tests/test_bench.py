@@ -142,6 +142,7 @@ def test_demo_bench_page_in_a_browser(tmp_path, one_thread):
     out = tmp_path / "bench"
     frame = pd.read_csv(out / "leaderboard.csv")
     assert frame["Encoder"].nunique() >= 2 and frame["Family"].nunique() >= 2
+    assert frame["GFLOPs/clip"].notna().all()  # the tiny DINOv2's from its config.json
     assert set(frame["Probe"]) == set(FAMILIES) and len(frame) == 2 * len(FAMILIES)
     for dataset in (RAVDESS, "DFEW (official folds)"):
         for metric in ("UAR", "WAR"):

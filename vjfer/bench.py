@@ -444,7 +444,7 @@ def write_bench(entries: Sequence[BenchEntry], out: Path) -> tuple[Table, dict[s
     written = {"csv": out / "leaderboard.csv", "parquet": out / "predictions.parquet"}
     written["csv"].write_text(render_csv(table), encoding="utf-8")
     predictions_frame(entries).to_parquet(written["parquet"], index=False)
-    written["html"] = write_leaderboard_page(table, entries, out)
+    written["html"] = write_leaderboard_page(table, entries, column_protocols(entries), out)
     return table, written
 
 

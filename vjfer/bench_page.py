@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import vjfer
-from vjfer.bench import column_protocols
 from vjfer.figures import cost_figure
 from vjfer.report_html import PageFigure, Section, write_page
 from vjfer.tables import Table, render_html
@@ -68,14 +67,16 @@ def _figures(entries: Sequence, out: Path) -> tuple[list[PageFigure], list[str]]
     return drawn, missing
 
 
-def write_leaderboard_page(table: Table, entries: Sequence, out: Path) -> Path:
-    """out/leaderboard.html; the figures it embeds go to out/figures/."""
+def write_leaderboard_page(
+    table: Table, entries: Sequence, protocols: dict[str, str], out: Path
+) -> Path:
+    """out/leaderboard.html (`protocols`: each column's, `bench.column_protocols`); the figures
+    it embeds go to out/figures/."""
     figures, missing = _figures(entries, out)
     datasets = dict.fromkeys(e.dataset for e in entries)
-    protocols = [f"{title}: {text}." for title, text in column_protocols(entries).items()]
     sections = [
         Section("leaderboard", "Leaderboard", tables=[render_html(table)]),
-        Section("protocols", "Protocols", items=protocols),
+        Section("protocols", "Protocols", items=[f"{t}: {p}." for t, p in protocols.items()]),
         Section("cost", "UAR against cost", figures=figures, items=missing),
     ]
     lead = (
