@@ -111,6 +111,20 @@ def test_given_runs_are_reused_and_nothing_trained(bench, tmp_path):
     assert list(only_knn.table.frame["Probe"]) == ["knn"]
 
 
+@pytest.mark.slow  # a second probe run (~8 s)
+def test_a_grid_run_shows_each_familys_reported_head(bench, tmp_path):
+    """With an lr grid, a family's cell is its first point (the reported head), as summary.json's
+    `families` reports it, not the inner-selected one."""
+    config = BenchConfig(train=QUICK, lrs=(1e-3, 3e-3), progress=False)
+    result = run_bench([bench["cache"]], tmp_path, config)
+    (run,) = result.runs
+    families = {f["probe"]: f for f in json.loads((run / "summary.json").read_text())["families"]}
+    assert {e.probe: e.head for e in result.entries} == {p: f["head"] for p, f in families.items()}
+    assert all(e.head.startswith("lr0.001-") for e in result.entries)
+    for e in result.entries:
+        assert e.mean == families[e.probe]["mean"]["pbv"]
+
+
 def test_table_of_entries_from_two_runs_sets_datasets_side_by_side(bench):
     entries = run_entries(bench["result"].runs[0])
     other = [e.__class__(**{**e.__dict__, "dataset": "dfew"}) for e in entries]
@@ -126,8 +140,13 @@ def test_inputs_errors_name_the_path(tmp_path):
         find_inputs([tmp_path / "empty"])
     with pytest.raises(ConfigError, match=r"--probe 'svm'"):
         run_bench([tmp_path], tmp_path / "out", BenchConfig(families=("svm",)))
-    out = run_cli("bench", tmp_path / "empty", "--out", tmp_path / "o", ok=False)
-    assert "no complete cache" in out
+    for args, words in (
+        ((), "empty: no complete cache"),
+        (("--probe", "svm"), "svm"),
+    ):
+        out = run_cli("bench", tmp_path / "empty", "--out", tmp_path / "o", *args, ok=False)
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], out
 
 
 @pytest.mark.slow

@@ -47,6 +47,11 @@ def demo(out: Path, seed: int, dataset: str | None, bench_demo: bool, threads: i
     if bench_demo:
         from vjfer.demo import BenchDemoConfig, run_bench_demo
 
+        if dataset is not None:
+            raise click.UsageError(
+                "--bench makes its own RAVDESS- and DFEW-like data: drop --dataset"
+            )
+
         bench_config = BenchDemoConfig(seed=seed, threads=1 if threads is None else threads or None)
         result = run_bench_demo(out, bench_config)
         click.echo(f"leaderboard: {len(result.table.frame)} rows; page {result.written['html']}")
