@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 import pytest
-from conftest import PROBE_SETTINGS, run_cli
+from conftest import PROBE_SETTINGS, assert_png, run_cli
 from page_tools import assert_tables_equal_csvs, chromium_or_skip, probe_page, read_html_tables
 
 from vjfer.bench import (
@@ -85,6 +85,16 @@ def test_leaderboard_csv_rows_cells_and_intervals(bench):
     assert "by actor: RAVDESS" in " ".join(bench["result"].table.notes)
     (protocol,) = column_protocols(bench["result"].entries).values()
     assert protocol.startswith("folds: 5-fold by actor") and "voting: PBV" in protocol
+
+
+def test_page_holds_the_csv_the_protocols_and_both_figures(bench):
+    page = bench["result"].written["html"]
+    assert assert_tables_equal_csvs(page) == ["leaderboard"]
+    text = page.read_text(encoding="utf-8")
+    assert "RAVDESS (paper folds): folds: 5-fold by actor" in text
+    assert text.count('src="data:image/png;base64,') == 2
+    for name in ("uar_vs_cache_bytes", "uar_vs_gflops"):
+        assert_png(bench["out"] / "figures" / f"{name}.png")
 
 
 def test_predictions_one_row_per_test_video_per_fold_per_head(bench):
