@@ -15,13 +15,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
 
 from vjfer.compare import encoder_label, store_format
 from vjfer.encoders.registry import ENCODERS, family_of
-from vjfer.errors import ConfigError
+from vjfer.errors import ConfigError, VjferError
 from vjfer.files import read_json_object
 from vjfer.probe.config import TrainConfig
 from vjfer.probe.folds import GridPoint
@@ -29,7 +30,7 @@ from vjfer.probe.layer import CONCAT, layer_label
 from vjfer.probe.run import ProbeRequest, run_request
 from vjfer.probe.summary import summarise_folds
 from vjfer.report import pooled_figures
-from vjfer.results import read_summary
+from vjfer.results import RunSummary, read_summary, run_class_names
 from vjfer.run_protocol import SEPARATOR, run_aspects
 from vjfer.store import StoreFormat
 from vjfer.tables import DATASET_TITLES, HIGH, LOW, STD, Table
@@ -139,7 +140,9 @@ def covering_run(cache: Path, runs: Sequence[Path], families: Sequence[str]) -> 
     return None
 
 
-def ensure_runs(caches: Sequence[Path], runs: Sequence[Path], out: Path, config: BenchConfig):
+def ensure_runs(
+    caches: Sequence[Path], runs: Sequence[Path], out: Path, config: BenchConfig
+) -> list[Path]:
     """`runs` plus, per cache none of them (nor a run under `out/runs`) covers, a new run of the
     asked families trained in one pass; returns every run to tabulate."""
     done = list(runs)
@@ -190,7 +193,7 @@ def encoder_costs(settings: dict, checkpoint: str | None) -> dict:
             from vjfer.encoders.image import config_costs
 
             return config_costs(name, Path(checkpoint))
-        except (ImportError, KeyError, OSError, ValueError, ConfigError) as err:
+        except (ImportError, KeyError, OSError, ValueError, VjferError) as err:
             log.debug("%s: no encoder costs (%s)", checkpoint, err)
     return {"params": None, "gflops": None}
 
@@ -278,7 +281,7 @@ def run_entries(run: Path) -> list[BenchEntry]:
                 mean=mean[VOTING],
                 intervals=intervals.get(VOTING, {}),
                 protocol=_protocol(summary, splits, settings),
-                class_names=list(summary.get("class_names", [])),
+                class_names=list(run_class_names(cast(RunSummary, summary))),
                 costs=costs,
             )
         )
