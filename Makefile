@@ -1,6 +1,7 @@
 # vjfer — set-up, tests, the embedded demo and the paper's full reproduction.
 #
 #   make demo        generated mini dataset + tiny encoder, end to end (CPU, ~2 minutes)
+#   make bench       the leaderboard (bench/) of every cache under cache/ (docs/bench.md)
 #   make test        the test suite
 #   make reproduce   RAVDESS=... CREMA_D=... CHECKPOINT=.../vith16-384.pth.tar   (GPU; see README)
 #                    [DFEW=... FERV39K=... MAFW=...]   (optional: the field's frame-folder datasets)
@@ -18,7 +19,7 @@ EXTRAS ?= dev,hf,face,cluster
 BIN := $(VENV)/bin
 VJFER := $(BIN)/vjfer
 
-.PHONY: install install-dev test test-fast lint demo reproduce clean-venv
+.PHONY: install install-dev test test-fast lint demo bench reproduce clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(if $(strip $(TORCH)),,--system-site-packages) $(VENV)
@@ -60,6 +61,15 @@ lint: install-dev
 
 demo: install
 	$(VJFER) demo --out demo
+
+# Every complete cache under CACHE: probed where no run covers it (attentive, linear and k-NN in one
+# pass), then leaderboard.csv, leaderboard.html and predictions.parquet in BENCH.
+CACHE ?= cache
+BENCH ?= bench
+bench: install
+	@if [ -n "$$(find $(CACHE) -name manifest.json 2>/dev/null | head -1)" ]; then \
+		$(VJFER) bench $(CACHE) --out $(BENCH); \
+	else echo "make bench: no cache under $(CACHE)/ (make one with vjfer extract, or set CACHE=DIR)"; fi
 
 clean-venv:
 	rm -rf $(VENV)

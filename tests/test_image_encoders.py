@@ -176,6 +176,20 @@ def test_flops_vit_b16_per_clip():
     assert round(spec("clip", 224, 16).flops / 1e12, 2) == 0.56  # 16 × 35.1 GFLOP
 
 
+def test_config_costs_equal_the_loaded_models(dirs):
+    """`config_costs` (vjfer bench's GFLOPs and params, from config.json alone) equals what the
+    loaded model has: its spec's FLOPs and its parameter count."""
+    from vjfer.encoders.image import config_costs, load_image_encoder
+
+    for name, family in (("dinov2", "dinov2"), ("dinov3-both", "dinov3"), ("siglip", "siglip")):
+        frames, _ = load_image_encoder(name, dirs[family])
+        params = sum(p.numel() for p in frames.model.parameters())
+        assert config_costs(name, dirs[family]) == {
+            "params": params,
+            "gflops": frames.spec.flops / 1e9,
+        }
+
+
 def test_strict_loading_errors(dirs, tmp_path):
     d = dirs["dinov2"]
     with pytest.raises(ConfigError, match="dinov2 needs a local Hugging Face directory"):

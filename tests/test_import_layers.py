@@ -75,6 +75,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "predict",
             "timeline",
             "figures",
+            "bench",
+            "bench_page",
         ),
     ),
     ("cli", ("cli", "__main__", "demo")),

@@ -206,3 +206,113 @@ def run_frames_demo(
     run_probe(cache, "all", config.train_config(), run, mode="force")
     build_report([out / "runs"], out / "report", caches={dataset: cache}, device="cpu")
     return out / "report"
+
+
+# ------------------------------------------------------------------------- `vjfer demo --bench`
+
+BENCH_ENCODERS = ("tiny", "dinov2")  # two families: V-JEPA's architecture, an image model per frame
+BENCH_RAVDESS_ACTORS = (2, 3, 10, 8, 1)  # one actor in each of the paper's five test folds
+
+
+@dataclass(frozen=True)
+class BenchDemoConfig:
+    """The mini leaderboard's sizes: two tiny encoders × three probe families × generated
+    RAVDESS- and DFEW-like data, in under a minute on one CPU core."""
+
+    emotions: tuple[int, ...] = (1, 3, 5, 6)  # RAVDESS classes generated (all 8 are scored)
+    dfew_clips_per_class: int = 3
+    epochs: int = 5
+    seed: int = 0
+    threads: int | None = 1  # as DemoConfig.threads
+    progress: bool = True
+
+    def bench_config(self):
+        from vjfer.bench import BenchConfig
+
+        train = TrainConfig(
+            epochs=self.epochs,
+            lr=3e-3,
+            num_heads=4,
+            batch_size=4,
+            seed=self.seed,
+            device="cpu",
+            num_workers=0,
+        )
+        return BenchConfig(train=train, progress=self.progress)
+
+
+def tiny_dinov2(directory: Path, seed: int = 0) -> Path:
+    """A tiny random DINOv2 (2 blocks of width 32, 32 px frames) saved as a Hugging Face directory
+    with its image processor's config, as tests/test_image_encoders.py builds one; needs
+    transformers (`pip install 'vjfer[hf]'`)."""
+    import json
+
+    from vjfer.encoders.hf import import_transformers
+
+    transformers = import_transformers()
+    torch.manual_seed(seed)
+    sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32)
+    model = transformers.Dinov2Model(transformers.Dinov2Config(**sizes, patch_size=16, mlp_ratio=2))
+    model.save_pretrained(directory)
+    pre = {
+        "image_processor_type": "BitImageProcessor",
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+        "size": {"shortest_edge": 36},
+        "crop_size": {"height": 32, "width": 32},
+    }
+    (directory / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    return directory
+
+
+def bench_demo_data(out: Path, config: BenchDemoConfig) -> dict[str, Path]:
+    """Generated RAVDESS-like (video files) and DFEW-like (frame folders) data under out/data."""
+    from vjfer.synthetic import make_ravdess
+    from vjfer.synthetic_frames import make_dfew
+
+    ravdess = out / "data" / "ravdess"
+    if not ravdess.exists():
+        make_ravdess(
+            ravdess,
+            actors=BENCH_RAVDESS_ACTORS,
+            emotions=config.emotions,
+            modalities=(2,),
+            vocal_channels=(1,),
+            seed=config.seed,
+        )
+    dfew = out / "data" / "dfew"
+    if not dfew.exists():
+        make_dfew(dfew, clips_per_class=config.dfew_clips_per_class, frames=(20,), seed=config.seed)
+    return {"ravdess": ravdess, "dfew": dfew}
+
+
+def run_bench_demo(out: str | Path, config: BenchDemoConfig | None = None):
+    """`vjfer demo --bench`: generate the data, extract it with both tiny encoders, and write the
+    leaderboard (`vjfer.bench.run_bench`) into out/bench; returns the `BenchResult`."""
+    from vjfer.bench import run_bench
+
+    config, out = config or BenchDemoConfig(), Path(out)
+    data = bench_demo_data(out, config)
+    weights = out / "encoders" / "dinov2-tiny"
+    if not (weights / "config.json").is_file():
+        tiny_dinov2(weights, config.seed)
+    caches = []
+    for encoder in BENCH_ENCODERS:
+        for dataset, root in data.items():
+            extract_config = ExtractConfig(
+                dataset=dataset,
+                root=root,
+                encoder=encoder,
+                checkpoint=weights if encoder == "dinov2" else None,
+                cache_root=out / "cache",
+                batch_size=16,
+                workers=0,
+                device="cpu",
+            )
+            caches.append(extract(extract_config).cache_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or threads)
+    try:
+        return run_bench(caches, out / "bench", config.bench_config())
+    finally:
+        torch.set_num_threads(threads)

@@ -306,3 +306,46 @@ def few_shot_figure(curve: Sequence[Mapping], title: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per probe family of a cost figure
+
+
+def cost_figure(points: Sequence[Mapping], xlabel: str, title: str, path: Path) -> Path:
+    """PNG of UAR against a cost (`vjfer.bench_page`): each point {"x", "uar", "low", "high",
+    "encoder", "dataset", "probe"} with its interval as error bars; colour = dataset, marker =
+    probe family, each encoder named once beside its highest point; a log x axis when the costs
+    span 10× (its tick labels need mathtext, so `$` in a name is escaped instead)."""
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    datasets = list(dict.fromkeys(p["dataset"] for p in points))
+    probes = list(dict.fromkeys(p["probe"] for p in points))
+    for p in points:
+        colour = f"C{datasets.index(p['dataset']) % 10}"
+        marker = MARKERS[probes.index(p["probe"]) % len(MARKERS)]
+        low, high = p["low"], p["high"]
+        yerr = None if np.isnan(low) else [[p["uar"] - low], [high - p["uar"]]]
+        ax.errorbar(p["x"], p["uar"], yerr=yerr, color=colour, marker=marker, capsize=3)
+    for (name, x), uar in _highest(points).items():
+        text = name.replace("$", r"\$")
+        ax.annotate(text, (x, uar), fontsize=7, xytext=(5, 3), textcoords="offset points")
+    xs = [p["x"] for p in points]
+    if xs and min(xs) > 0 and max(xs) / min(xs) >= 10:
+        ax.set_xscale("log")
+    handles = [Line2D([], [], color=f"C{i % 10}", lw=0, marker="o") for i in range(len(datasets))]
+    handles += [Line2D([], [], color="0.3", lw=0, marker=MARKERS[i]) for i in range(len(probes))]
+    ax.legend(handles, datasets + probes, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("UAR (%), PBV; bars: 95 % bootstrap interval")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _highest(points: Sequence[Mapping]) -> dict[tuple[str, float], float]:
+    """(encoder, x) -> the highest UAR among its points: where its name is written."""
+    top: dict[tuple[str, float], float] = {}
+    for p in points:
+        key = (p["encoder"], p["x"])
+        top[key] = max(top.get(key, -np.inf), p["uar"])
+    return top

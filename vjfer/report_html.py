@@ -132,10 +132,17 @@ def section_html(section: Section) -> str:
     return "\n".join(parts)
 
 
-def page_html(title: str, lead: str, sections: Sequence[Section], footer: str) -> str:
-    """The whole page: title, lead line, contents, "how to read this", the sections, footer."""
+def page_html(
+    title: str,
+    lead: str,
+    sections: Sequence[Section],
+    footer: str,
+    how_to_read: Sequence[str] = HOW_TO_READ,
+) -> str:
+    """The whole page: title, lead line, contents, "how to read this" (the report's, or the
+    paragraphs of another page: `vjfer.bench_page`), the sections, footer."""
     contents = "".join(f'<li><a href="#{s.id}">{html.escape(s.title)}</a></li>' for s in sections)
-    howto = "".join(f"<p>{html.escape(p)}</p>" for p in HOW_TO_READ)
+    howto = "".join(f"<p>{html.escape(p)}</p>" for p in how_to_read)
     return (
         "\n".join(
             [
@@ -163,11 +170,16 @@ def page_html(title: str, lead: str, sections: Sequence[Section], footer: str) -
 
 
 def write_page(
-    path: str | Path, title: str, lead: str, sections: Sequence[Section], footer: str
+    path: str | Path,
+    title: str,
+    lead: str,
+    sections: Sequence[Section],
+    footer: str,
+    how_to_read: Sequence[str] = HOW_TO_READ,
 ) -> Path:
     """Write `page_html(...)` to `path` (UTF-8); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page_html(title, lead, sections, footer), encoding="utf-8")
+    path.write_text(page_html(title, lead, sections, footer, how_to_read), encoding="utf-8")
     log.info("report page: %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path

@@ -5,6 +5,7 @@ importing its library modules when it runs.
 """
 
 from vjfer.cli import (  # noqa: F401  (registers the commands)
+    bench,
     cache,
     cross,
     datasets,

@@ -405,3 +405,18 @@ def load_image_encoder(name: str, directory: str | Path) -> tuple[FrameEncoder, 
     _check_loading(directory, family, info)
     spec = image_spec(family_name, tokens, directory, model.config, pre)
     return FrameEncoder(model, spec), sha256_hf_directory(directory)
+
+
+def config_costs(name: str, directory: Path) -> dict:
+    """{"params", "gflops"} of a registered image encoder from its directory's config.json and
+    preprocessor_config.json alone (the model built on the meta device: no weights read), for
+    tables that set encoders against their cost (`vjfer.bench`)."""
+    family_name, tokens = image_encoder_names()[name]
+    family = FAMILIES[family_name]
+    _model_type(directory, family)
+    model_class = getattr(import_transformers(), family.model_class)
+    config = model_class.config_class.from_pretrained(directory, local_files_only=True)
+    spec = image_spec(family_name, tokens, directory, config, read_preprocessor(directory))
+    with torch.device("meta"):
+        model = model_class(config)
+    return {"params": sum(p.numel() for p in model.parameters()), "gflops": spec.flops / 1e9}
