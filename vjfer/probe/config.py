@@ -102,6 +102,9 @@ class TrainConfig:
     # The stored encoder layer a head reads (`vjfer.probe.layer`): a block number of a cache made
     # with `extract --layers`, or concat: every stored token (on a one-layer cache: that layer)
     layer: LayerChoice = CONCAT
+    # heads of one family and shape (probe, layer, seed, videos) step as one batched module
+    # (`vjfer.probe.batched`): equal to separate heads within float rounding, not bit for bit
+    batch_heads: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list

@@ -29,22 +29,24 @@ def param_groups(probe: nn.Module) -> list[dict]:
     return [{"params": decay, "decay": True}, {"params": rest, "decay": False, "weight_decay": 0.0}]
 
 
-def _loss(
-    probe: nn.Module,
-    tokens: torch.Tensor,
-    labels: torch.Tensor,
-    pool: str,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Cross-entropy of tokens [B, K, N, D] (mask: bool [B, K, N], True = kept, or None)."""
+def batch_inputs(
+    pending: list[tuple[torch.Tensor, int, torch.Tensor | None]], device: torch.device, pool: str
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Waiting samples (tokens [K, N, D], label, mask bool [K, N] (True = kept) or None) as one
+    probe input: (tokens float32, mask or None, labels). `joint`: the K clips' tokens of a sample
+    as one sequence [B, K·N, D]; `clip`: each clip alone [B·K, N, D], its video's label repeated
+    (the loss is then the mean of per-clip losses)."""
+    tokens = torch.stack([s for s, _, _ in pending]).float()  # [B, K, N, D], on the device
+    labels = torch.tensor([y for _, y, _ in pending], device=device)
+    masks = [m for _, _, m in pending if m is not None]
+    assert len(masks) in (0, len(pending)), "a head masks every sample or none"
+    mask = torch.stack(masks) if masks else None  # [B, K, N]
     B, K, N, D = tokens.shape
     if pool == "joint":
         joint = None if mask is None else mask.reshape(B, K * N)
-        logits = probe(tokens.reshape(B, K * N, D), joint)  # the K clips' tokens as one sequence
-        return F.cross_entropy(logits.float(), labels)
+        return tokens.reshape(B, K * N, D), joint, labels
     alone = None if mask is None else mask.reshape(B * K, N)
-    logits = probe(tokens.reshape(B * K, N, D), alone)  # each clip alone; mean of per-clip losses
-    return F.cross_entropy(logits.float(), labels.repeat_interleave(K))
+    return tokens.reshape(B * K, N, D), alone, labels.repeat_interleave(K)
 
 
 class Head:
@@ -110,18 +112,12 @@ class Head:
             group["lr"] = lr_at(self.step, self.total, config)
             if group["decay"]:
                 group["weight_decay"] = wd_at(self.step, self.total, config)
-        tokens = torch.stack(
-            [s for s, _, _ in self._pending]
-        ).float()  # [B, K, N, D], on the device
-        labels = torch.tensor([y for _, y, _ in self._pending], device=self.device)
-        masks = [m for _, _, m in self._pending if m is not None]
-        assert len(masks) in (0, len(self._pending)), "a head masks every sample or none"
-        mask = torch.stack(masks) if masks else None  # [B, K, N]
+        tokens, mask, labels = batch_inputs(self._pending, self.device, config.pool)
         self._pending = []
         with torch.autocast(
             "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None
         ):
-            loss = _loss(self.probe, tokens, labels, config.pool, mask)
+            loss = F.cross_entropy(self.probe(tokens, mask).float(), labels)
         self._scaler.scale(loss).backward()  # a no-op scale unless fp16
         self._scaler.unscale_(self.optimizer)  # clip the true gradients, as the reference does
         nn.utils.clip_grad_norm_(self.probe.parameters(), config.clip_grad)

@@ -54,12 +54,14 @@ log = logging.getLogger(__name__)
 
 def config_dict(config: TrainConfig) -> dict:
     """asdict(config) with JSON types (betas as a list); `probe_depth` and `knn_k` only when not
-    1, so runs of the depth-1 probe record what they always did."""
+    1 and `batch_heads` only when on, so runs without them record what they always did."""
     out = asdict(config)
     out["betas"] = list(config.betas)
     for name in ("probe_depth", "knn_k"):  # new settings: recorded only when not at default
         if out[name] == 1:
             del out[name]
+    if not out["batch_heads"]:
+        del out["batch_heads"]
     return out
 
 

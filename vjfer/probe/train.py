@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from vjfer.cache import Cache
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, TrainingError
+from vjfer.probe.batched import HeadGroup, group_heads
 from vjfer.probe.config import TrainConfig
 from vjfer.probe.head import Head
 from vjfer.probe.reader import ReadStats, open_source
@@ -170,7 +171,7 @@ def _epoch_draws(
     }
 
 
-def _postfix(bar, heads: list[Head], epoch: int, stats: ReadStats) -> None:
+def _postfix(bar, heads: list[Head | HeadGroup], epoch: int, stats: ReadStats) -> None:
     """The progress bar's epoch, the running loss of `heads` and the read rate."""
     loss = np.mean([head.running_loss() for head in heads])
     gb, gb_s = f"{stats.bytes / 1e9:.1f}", f"{stats.gb_per_s:.2f}"
@@ -179,7 +180,7 @@ def _postfix(bar, heads: list[Head], epoch: int, stats: ReadStats) -> None:
 
 def _run_epoch(
     cache: Cache,
-    heads: Sequence[Head],
+    heads: Sequence[Head | HeadGroup],
     source,
     member: np.ndarray,
     pool,
@@ -187,9 +188,11 @@ def _run_epoch(
     epoch: int,
     device: torch.device,
     bar,
+    share_of: int | None = None,
 ) -> dict:
     """One epoch of the pass: visit the needed videos in the epoch's order, read each once, feed
-    every head that trains on it. Returns the epoch's record (`TrainedPass.epochs`)."""
+    every head (or batched group of heads) that trains on it. `share_of`: the heads the epoch's
+    time is shared among (default: `heads`). Returns the epoch's record (`TrainedPass.epochs`)."""
     start = time.perf_counter()
     seeds = [head.config.seed for head in heads]
     draws = _epoch_draws(cache, pool, config, seeds, epoch)
@@ -226,7 +229,7 @@ def _run_epoch(
             _postfix(bar, [heads[h] for h in who], epoch, source.stats)
     seconds = time.perf_counter() - start
     for head in heads:
-        head.end_epoch(epoch, seconds / len(heads), source.stats)
+        head.end_epoch(epoch, seconds / (share_of or len(heads)), source.stats)
     return {
         "epoch": epoch + 1,
         "seconds": seconds,
@@ -265,10 +268,18 @@ def _train_epochs(
     start, records = checkpoint.restore(heads) if checkpoint else (0, [])
     reported = {h.name for h in heads if h.failed is not None}
     total = (config.epochs - start) * member.any(axis=0).sum()
+    # --batch-heads: the restored heads of one family and shape stacked into one module each
+    units = group_heads(heads) if config.batch_heads else list(heads)
+    if len(units) < len(heads):
+        member = np.zeros((len(units), member.shape[1]), dtype=bool)
+        for u, unit in enumerate(units):
+            member[u, unit.rows] = True
     bar = tqdm(total=total, desc="training", unit="video", disable=not progress)
     try:
         for epoch in range(start, config.epochs):
-            record = _run_epoch(cache, heads, source, member, pool, config, epoch, device, bar)
+            record = _run_epoch(
+                cache, units, source, member, pool, config, epoch, device, bar, len(heads)
+            )
             records.append(record)
             _check_finite(heads, config, reported)
             if checkpoint is not None and checkpoint.due(epoch, config.epochs):

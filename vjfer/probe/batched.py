@@ -1,0 +1,220 @@
+"""Heads of one shape trained as one batched module (`--batch-heads`): `group_heads` and
+`HeadGroup`.
+
+A pass's heads of one family and shape (the same probe kind, layer, seed and training videos, so
+the same samples in the same order: `train._epoch_draws` draws per seed) step together: their
+parameters are stacked [H, ...], the forward is the reference module's run under `torch.func.vmap`
+(one kernel per operation for all heads; what does not depend on a head, such as the LayerNorm of
+the tokens, runs once), and each head keeps its own loss (cross-entropy), its own gradient-norm
+clip (1.0) and its own AdamW update with its lr and weight decay from the schedules of
+`vjfer.probe.config`, applied to the stacked tensors at once (torch's single-tensor AdamW formula,
+per-head step sizes as broadcast tensors). A head whose loss is not finite leaves the group at the
+epoch's end (its slices are dropped) and trains no further, as alone.
+
+Everything that leaves the pass is per head: at every epoch's end the group writes each head's
+parameters and AdamW moments back into its `Head` (the reference module's keys, torch's AdamW
+state format), so histories, failures, the pass's checkpoint and each probe.pt are what separate
+heads write. The numbers equal separate heads' within float rounding, not bit for bit (batched
+matmuls and reductions sum in another order), which is why batching is an option and a group of
+one head is never made. Not grouped (trained as today): k-NN heads, the deeper attentive probe
+(its self-attention has no batching rule: vmap would loop), fp16 autocast (loss scaling per head),
+heads already failed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call, vmap
+
+from vjfer.probe.config import lr_at, wd_at
+from vjfer.probe.head import Head, batch_inputs
+from vjfer.probe.reader import ReadStats
+
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: max_norm / (norm + 1e-6)
+
+
+def group_key(head: Head) -> tuple | None:
+    """What heads must share to step as one batched module; None: the head trains alone."""
+    c = head.config
+    deep = c.probe == "attentive" and c.probe_depth > 1
+    if head.knn or deep or head.failed is not None or head._scaler.is_enabled():
+        return None
+    return (c.probe, c.layer, c.seed, head.rows.tobytes())
+
+
+def group_heads(heads: Sequence[Head]) -> list[Head | HeadGroup]:
+    """The pass's heads as training units, in the order of each unit's first head: a
+    `HeadGroup` per `group_key` shared by two heads or more, every other head alone."""
+    groups: dict[tuple, list[Head]] = {}
+    units: list[Head | list[Head]] = []
+    for head in heads:
+        key = group_key(head)
+        if key is None:
+            units.append(head)
+        elif key in groups:
+            groups[key].append(head)
+        else:
+            units.append(groups.setdefault(key, [head]))
+    out: list[Head | HeadGroup] = []
+    for unit in units:
+        if isinstance(unit, list):
+            out.append(HeadGroup(unit) if len(unit) > 1 else unit[0])
+        else:
+            out.append(unit)
+    return out
+
+
+def _per_head(values: Sequence[float], like: Tensor) -> Tensor:
+    """Per-head scalars (computed in double, as torch's optimizer computes them) as a float32
+    [H, 1, ...] tensor broadcasting over a stacked parameter `like`."""
+    shape = (len(values),) + (1,) * (like.dim() - 1)
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
+
+
+class HeadGroup:
+    """Heads of one `group_key` trained as one batched module; fed like a `Head`."""
+
+    def __init__(self, heads: Sequence[Head]):
+        self.heads = list(heads)
+        first = self.heads[0]
+        self.config, self.rows, self.device = first.config, first.rows, first.device
+        self.total, self.step = first.total, first.step
+        self._amp = first._amp
+        # the module whose forward runs per head; its parameters never used (meta: no memory)
+        self._module = copy.deepcopy(first.probe).to("meta")
+        self._stack()
+        self._pending: list[tuple[Tensor, int, Tensor | None]] = []
+        self._loss_sum, self._batches = torch.zeros(len(self.heads), device=self.device), 0
+        self._forward = vmap(
+            lambda params, x, mask: functional_call(self._module, params, (x, mask)),
+            in_dims=(0, None, None),
+        )
+
+    def _stack(self) -> None:
+        """Stack the heads' parameters and AdamW moments (zeros before the first step)."""
+        named = [dict(h.probe.named_parameters()) for h in self.heads]
+        self.names = list(named[0])
+        self.decay = {n: named[0][n].ndim >= 2 for n in self.names}  # as `head.param_groups`
+        self.params = {
+            n: torch.stack([p[n].detach() for p in named]).requires_grad_() for n in self.names
+        }
+        self.moments: dict[str, list[Tensor]] = {}
+        for n in self.names:
+            pairs = [
+                (h.optimizer.state.get(p[n], {}), p[n])
+                for h, p in zip(self.heads, named, strict=True)
+            ]
+            self.moments[n] = [
+                torch.stack([state.get(k, torch.zeros_like(p)) for state, p in pairs])
+                for k in ("exp_avg", "exp_avg_sq")
+            ]
+
+    @property
+    def idle(self) -> bool:
+        return False
+
+    def feed(self, sample: Tensor, label: int, mask: Tensor | None = None) -> None:
+        if not self.heads:  # every head failed (--on-nonfinite skip)
+            return
+        self._pending.append((sample, label, mask))
+        if len(self._pending) == self.config.batch_size:
+            self._step()
+
+    def _step(self) -> None:
+        x, mask, labels = batch_inputs(self._pending, self.device, self.config.pool)
+        self._pending = []
+        H = len(self.heads)
+        with torch.autocast(
+            "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None
+        ):
+            logits = self._forward(self.params, x, mask)  # [H, B, C]
+        targets = labels[:, None].expand(-1, H)  # [B, H]: each head's loss is its own mean
+        losses = F.cross_entropy(logits.float().permute(1, 2, 0), targets, reduction="none")
+        losses = losses.mean(dim=0)  # [H]
+        losses.sum().backward()  # heads share no parameter: each gets its own loss's gradient
+        self._clip()
+        self._adamw()
+        self._loss_sum += losses.detach()
+        self.step, self._batches = self.step + 1, self._batches + 1
+
+    @torch.no_grad()
+    def _clip(self) -> None:
+        """Each head's gradients scaled to norm <= clip_grad, as clip_grad_norm_ does alone."""
+        grads = [cast(Tensor, self.params[n].grad) for n in self.names]
+        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads])
+        total = torch.linalg.vector_norm(norms, 2, dim=0)  # [H]
+        coef = (self.config.clip_grad / (total + CLIP_EPS)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view((-1,) + (1,) * (g.dim() - 1)))
+
+    @torch.no_grad()
+    def _adamw(self) -> None:
+        """torch's single-tensor AdamW step on the stacked tensors, per-head lr and decay."""
+        beta1, beta2 = self.config.betas
+        t = self.step + 1  # AdamW's step count after this step
+        bias1, bias2_sqrt = 1 - beta1**t, (1 - beta2**t) ** 0.5
+        lrs = [lr_at(self.step, self.total, h.config) for h in self.heads]
+        decays = [
+            1 - lr * wd_at(self.step, self.total, h.config)
+            for lr, h in zip(lrs, self.heads, strict=True)
+        ]
+        for n in self.names:
+            param, grad = self.params[n], cast(Tensor, self.params[n].grad)
+            exp_avg, exp_avg_sq = self.moments[n]
+            if self.decay[n]:
+                param.mul_(_per_head(decays, param))
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(1e-8)  # AdamW's default eps
+            param.add_(_per_head([-lr / bias1 for lr in lrs], param) * exp_avg / denom)
+            param.grad = None
+
+    def running_loss(self) -> float:
+        return (self._loss_sum.sum() / max(len(self.heads), 1)).item() / max(self._batches, 1)
+
+    def _unstack(self) -> None:
+        """Write each head's parameters, AdamW state and step count back into its `Head`."""
+        last = max(self.step - 1, 0)
+        for h, head in enumerate(self.heads):
+            named = dict(head.probe.named_parameters())
+            for n in self.names:
+                with torch.no_grad():
+                    named[n].copy_(self.params[n][h])
+                exp_avg, exp_avg_sq = (m[h].clone() for m in self.moments[n])
+                step = torch.tensor(float(self.step))
+                head.optimizer.state[named[n]] = {
+                    "step": step,
+                    "exp_avg": exp_avg,
+                    "exp_avg_sq": exp_avg_sq,
+                }
+            for group in head.optimizer.param_groups:  # as the head's last step left them
+                group["lr"] = lr_at(last, self.total, head.config)
+                if group["decay"]:
+                    group["weight_decay"] = wd_at(last, self.total, head.config)
+            head.step = self.step
+
+    def end_epoch(self, epoch: int, share: float, reads: ReadStats) -> None:
+        """Step on the rest, hand each head its state and its epoch's loss (`Head.end_epoch`
+        records it), and drop the heads whose loss was not finite."""
+        if not self.heads:
+            return
+        if self._pending:
+            self._step()
+        self._unstack()
+        for h, head in enumerate(self.heads):
+            head._loss_sum, head._batches = self._loss_sum[h], self._batches
+            head.end_epoch(epoch, share, reads)
+        keep = [h for h, head in enumerate(self.heads) if head.failed is None]
+        if len(keep) < len(self.heads):
+            index = torch.tensor(keep, dtype=torch.long, device=self.device)
+            self.heads = [self.heads[h] for h in keep]
+            for n in self.names:
+                self.params[n] = self.params[n].detach()[index].requires_grad_()
+                self.moments[n] = [m[index] for m in self.moments[n]]
+        self._loss_sum, self._batches = torch.zeros(len(self.heads), device=self.device), 0
