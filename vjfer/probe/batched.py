@@ -97,12 +97,15 @@ class HeadGroup:
         )
 
     def _stack(self) -> None:
-        """Stack the heads' parameters and AdamW moments (zeros before the first step)."""
+        """Stack the heads' parameters and AdamW moments (zeros before the first step). A
+        matrix is stacked transposed, [H, in, out]: its batched gradient comes out in that
+        layout, where [H, out, in] would cost a transposing copy per step (vmap's linear)."""
         named = [dict(h.probe.named_parameters()) for h in self.heads]
         self.names = list(named[0])
         self.decay = {n: named[0][n].ndim >= 2 for n in self.names}  # as `head.param_groups`
+        self.flipped = {n for n in self.names if named[0][n].ndim == 2}
         self.params = {
-            n: torch.stack([p[n].detach() for p in named]).requires_grad_() for n in self.names
+            n: self._stacked(n, [p[n].detach() for p in named]).requires_grad_() for n in self.names
         }
         self.moments: dict[str, list[Tensor]] = {}
         for n in self.names:
@@ -111,9 +114,17 @@ class HeadGroup:
                 for h, p in zip(self.heads, named, strict=True)
             ]
             self.moments[n] = [
-                torch.stack([state.get(k, torch.zeros_like(p)) for state, p in pairs])
+                self._stacked(n, [state.get(k, torch.zeros_like(p)) for state, p in pairs])
                 for k in ("exp_avg", "exp_avg_sq")
             ]
+
+    def _stacked(self, name: str, tensors: list[Tensor]) -> Tensor:
+        stacked = torch.stack(tensors)
+        return stacked.transpose(1, 2).contiguous() if name in self.flipped else stacked
+
+    def _head_view(self, name: str, stacked: Tensor) -> Tensor:
+        """A stacked tensor in the module's layout, [H, ...] (a view)."""
+        return stacked.transpose(1, 2) if name in self.flipped else stacked
 
     @property
     def idle(self) -> bool:
@@ -127,13 +138,16 @@ class HeadGroup:
             self._step()
 
     def _step(self) -> None:
-        x, mask, labels = batch_inputs(self._pending, self.device, self.config.pool)
+        shared = self.heads[0].shared
+        make = shared.get if shared is not None else batch_inputs
+        x, mask, labels = make(self._pending, self.device, self.config.pool)
         self._pending = []
         H = len(self.heads)
         with torch.autocast(
             "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None
         ):
-            logits = self._forward(self.params, x, mask)  # [H, B, C]
+            params = {n: self._head_view(n, p) for n, p in self.params.items()}
+            logits = self._forward(params, x, mask)  # [H, B, C]
         targets = labels[:, None].expand(-1, H)  # [B, H]: each head's loss is its own mean
         losses = F.cross_entropy(logits.float().permute(1, 2, 0), targets, reduction="none")
         losses = losses.mean(dim=0)  # [H]
@@ -171,8 +185,9 @@ class HeadGroup:
                 param.mul_(_per_head(decays, param))
             exp_avg.lerp_(grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(1e-8)  # AdamW's default eps
-            param.add_(_per_head([-lr / bias1 for lr in lrs], param) * exp_avg / denom)
+            denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(1e-8)  # AdamW's default eps
+            # torch's addcdiv_(exp_avg, denom, value=-step) is param + (-step * exp_avg) / denom
+            param.addcdiv_(exp_avg * _per_head([-lr / bias1 for lr in lrs], param), denom)
             param.grad = None
 
     def running_loss(self) -> float:
@@ -185,8 +200,11 @@ class HeadGroup:
             named = dict(head.probe.named_parameters())
             for n in self.names:
                 with torch.no_grad():
-                    named[n].copy_(self.params[n][h])
-                exp_avg, exp_avg_sq = (m[h].clone() for m in self.moments[n])
+                    named[n].copy_(self._head_view(n, self.params[n])[h])
+                exp_avg, exp_avg_sq = (
+                    self._head_view(n, m)[h].clone(memory_format=torch.contiguous_format)
+                    for m in self.moments[n]
+                )
                 step = torch.tensor(float(self.step))
                 head.optimizer.state[named[n]] = {
                     "step": step,

@@ -29,8 +29,11 @@ def param_groups(probe: nn.Module) -> list[dict]:
     return [{"params": decay, "decay": True}, {"params": rest, "decay": False, "weight_decay": 0.0}]
 
 
+Pending = list[tuple[torch.Tensor, int, torch.Tensor | None]]  # samples waiting for a step
+
+
 def batch_inputs(
-    pending: list[tuple[torch.Tensor, int, torch.Tensor | None]], device: torch.device, pool: str
+    pending: Pending, device: torch.device, pool: str
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Waiting samples (tokens [K, N, D], label, mask bool [K, N] (True = kept) or None) as one
     probe input: (tokens float32, mask or None, labels). `joint`: the K clips' tokens of a sample
@@ -47,6 +50,27 @@ def batch_inputs(
         return tokens.reshape(B, K * N, D), joint, labels
     alone = None if mask is None else mask.reshape(B * K, N)
     return tokens.reshape(B * K, N, D), alone, labels.repeat_interleave(K)
+
+
+class SharedBatches:
+    """The last batch `batch_inputs` made, handed again to the next head that steps on the same
+    sample tensors (the pass gives every head of one seed the same tensor of a video, and heads of
+    one seed and videos step together): the float32 batch is made once, not once per head. Holds
+    its samples, so their ids stay theirs while they are the key."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._held: Pending = []
+        self._batch: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+
+    def get(
+        self, pending: Pending, device: torch.device, pool: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        key = (pool, tuple((id(s), y, id(m)) for s, y, m in pending))
+        if self._batch is None or key != self._key:
+            self._key, self._held = key, list(pending)
+            self._batch = batch_inputs(pending, device, pool)
+        return self._batch
 
 
 class Head:
@@ -88,8 +112,9 @@ class Head:
         self.step = 0
         self.history: list[dict] = []
         self.failed: dict | None = None  # {"epoch", "loss"} once a loss was not finite
-        self._pending: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
+        self._pending: Pending = []
         self._loss_sum, self._batches = torch.zeros((), device=device), 0
+        self.shared: SharedBatches | None = None  # set by the pass: batches made once for all
         cuda = device.type == "cuda"
         self._amp = AUTOCAST_DTYPES[config.autocast] if cuda else None  # the CPU trains in float32
         # fp16 needs loss scaling (as the reference's GradScaler); bf16 and fp32 do not
@@ -112,7 +137,8 @@ class Head:
             group["lr"] = lr_at(self.step, self.total, config)
             if group["decay"]:
                 group["weight_decay"] = wd_at(self.step, self.total, config)
-        tokens, mask, labels = batch_inputs(self._pending, self.device, config.pool)
+        make = self.shared.get if self.shared is not None else batch_inputs
+        tokens, mask, labels = make(self._pending, self.device, config.pool)
         self._pending = []
         with torch.autocast(
             "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None

@@ -36,7 +36,7 @@ from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, TrainingError
 from vjfer.probe.batched import HeadGroup, group_heads
 from vjfer.probe.config import TrainConfig
-from vjfer.probe.head import Head
+from vjfer.probe.head import Head, SharedBatches
 from vjfer.probe.reader import ReadStats, open_source
 from vjfer.probe.resume import PassCheckpoint
 from vjfer.probe.samples import EpochDraws, epoch_draws, epoch_order, rows_of, train_clips
@@ -219,11 +219,16 @@ def _run_epoch(
                 s: torch.as_tensor(draws[s].mask(int(i)), device=device)
                 for s in {seeds[h] for h in who}
             }
+        samples: dict[int, torch.Tensor] = {}  # per head seed: its sample [K, N, D], taken once
         for h in who:
-            d = draws[seeds[h]]
-            positions = torch.as_tensor(np.searchsorted(union, d.clips[i]), device=device)
-            views = torch.as_tensor(d.views[i], device=device)
-            heads[h].feed(tokens[positions, views], int(labels[i]), masks.get(seeds[h]))
+            s = seeds[h]
+            if s not in samples:  # heads of one seed draw the same clips and views
+                positions = np.searchsorted(union, draws[s].clips[i])
+                samples[s] = tokens[
+                    torch.as_tensor(positions, device=device),
+                    torch.as_tensor(draws[s].views[i], device=device),
+                ]
+            heads[h].feed(samples[s], int(labels[i]), masks.get(s))
         bar.update()
         if not bar.disable and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
             _postfix(bar, [heads[h] for h in who], epoch, source.stats)
@@ -330,12 +335,17 @@ def train_heads(
         held_bytes=held.nbytes if held is not None else 0,
     )
     log.info("%s", plan.describe())
+    shared = SharedBatches()  # heads stepping on the same samples make their batch once
+    for head in heads:
+        head.shared = shared
     try:
         epochs = _train_epochs(
             cache, heads, held or reader, member, pool, config, device, progress, checkpoint
         )
     finally:
         reader.close()
+        for head in heads:
+            head.shared = None
     return TrainedPass(plan, epochs)
 
 
