@@ -16,7 +16,8 @@
 3. **Batched** (`batched`, `--batched 1,5,10,40`): one optimizer step of H heads of one grid (lr
    spread, one seed, the same samples) per shape in `--batched-shapes` (TOKENSxDIM[@BATCHxCLIPS],
    default the tiny shape 256x64 and the real one 4608x1280 at batch 1 × 2 clips, so a CPU runs
-   it): `--batch-heads`' one `HeadGroup` step against the H heads stepped one by one as without it
+   it; there at most `--real-heads-max` heads: 40 real-shape heads hold ~13 GB of AdamW state):
+   `--batch-heads`' one `HeadGroup` step against the H heads stepped one by one as without it
    (`separate`, up to `--separate-max` heads); `vs_one_head` is H heads' step over one head's
    (the goal: <= 3 at 40 heads).
 4. **Families** (`families`, per shape of `--batched-shapes`): epochs of one pass of an attentive
@@ -236,9 +237,11 @@ def batching(args, base: TrainConfig, main: Path) -> list[dict]:
         else:
             cache = open_cache(make_cache(where, args.batched_videos, *shape_of(shape), grid))
         config = shape_config(base, shape)
-        steps = args.steps if shape["tokens"] * shape["dim"] < 1e6 else args.real_steps
+        real = shape["tokens"] * shape["dim"] >= 1e6
+        steps = args.real_steps if real else args.steps
         section = {"shape": shape, "steps": steps}
-        section["batched"] = batched(cache, config, heads, steps, args.separate_max)
+        sizes = [h for h in heads if h <= args.real_heads_max] if real else heads
+        section["batched"] = batched(cache, config, sizes, steps, args.separate_max)
         fam = replace(config, epochs=args.family_epochs)
         section["families"] = families(cache, fam, args.repeat) if args.repeat else None
         out.append(section)
@@ -309,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batched-videos", type=int, default=8, help="videos of their caches")
     parser.add_argument("--real-steps", type=int, default=2, help="timed steps at >= 1M tokens·D")
+    parser.add_argument(
+        "--real-heads-max", type=int, default=40, help="most heads a step at >= 1M tokens·D"
+    )
     parser.add_argument("--separate-max", type=int, default=40, help="most heads one by one")
     parser.add_argument("--family-epochs", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the families figure")
