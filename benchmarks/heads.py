@@ -288,6 +288,24 @@ def epochs(caches: dict, base: TrainConfig, heads: list[int], sources: list[str]
     return rows
 
 
+def add_batching_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the batched and families sections."""
+    parser.add_argument("--batched", default="1,5,10,40", help="heads per batched step ('': none)")
+    parser.add_argument(
+        "--batched-shapes",
+        default="256x64,4608x1280@1x2",
+        help="TOKENSxDIM[@BATCHxCLIPS] shapes of the batched and families figures",
+    )
+    parser.add_argument("--batched-videos", type=int, default=8, help="videos of their caches")
+    parser.add_argument("--real-steps", type=int, default=2, help="timed steps at >= 1M tokens·D")
+    parser.add_argument(
+        "--real-heads-max", type=int, default=40, help="most heads a step at >= 1M tokens·D"
+    )
+    parser.add_argument("--separate-max", type=int, default=40, help="most heads one by one")
+    parser.add_argument("--family-epochs", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the families figure")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, required=True, help="where the benchmark caches live")
@@ -304,20 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "--autocast", default=TrainConfig.autocast, choices=("bf16", "fp16", "fp32")
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--batched", default="1,5,10,40", help="heads per batched step ('': none)")
-    parser.add_argument(
-        "--batched-shapes",
-        default="256x64,4608x1280@1x2",
-        help="TOKENSxDIM[@BATCHxCLIPS] shapes of the batched and families figures",
-    )
-    parser.add_argument("--batched-videos", type=int, default=8, help="videos of their caches")
-    parser.add_argument("--real-steps", type=int, default=2, help="timed steps at >= 1M tokens·D")
-    parser.add_argument(
-        "--real-heads-max", type=int, default=40, help="most heads a step at >= 1M tokens·D"
-    )
-    parser.add_argument("--separate-max", type=int, default=40, help="most heads one by one")
-    parser.add_argument("--family-epochs", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the families figure")
+    add_batching_options(parser)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.threads:

@@ -40,7 +40,10 @@ CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: max_norm / (norm + 1e-6)
 
 
 def group_key(head: Head) -> tuple | None:
-    """What heads must share to step as one batched module; None: the head trains alone."""
+    """What heads must share to step as one batched module (the pass's heads already share depth,
+    attention heads, batch size and schedule; PER_HEAD in `vjfer.probe.train`): the family, the
+    layer (the same tokens), the seed (the same initialisation and draws) and the training videos
+    (the same samples and steps). None: the head trains alone."""
     c = head.config
     deep = c.probe == "attentive" and c.probe_depth > 1
     if head.knn or deep or head.failed is not None or head._scaler.is_enabled():

@@ -178,6 +178,15 @@ def _postfix(bar, heads: list[Head | HeadGroup], epoch: int, stats: ReadStats) -
     bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", GB=gb, GB_s=gb_s, refresh=False)
 
 
+def _sample(
+    tokens: torch.Tensor, union: np.ndarray, draws: EpochDraws, i: int, device: torch.device
+) -> torch.Tensor:
+    """Video i's sample [K, N, D] of one seed's draws, from `tokens` [C', V, N, D] of the clips
+    read (`union`, sorted clip numbers)."""
+    positions = torch.as_tensor(np.searchsorted(union, draws.clips[i]), device=device)
+    return tokens[positions, torch.as_tensor(draws.views[i], device=device)]
+
+
 def _run_epoch(
     cache: Cache,
     heads: Sequence[Head | HeadGroup],
@@ -191,8 +200,8 @@ def _run_epoch(
     share_of: int | None = None,
 ) -> dict:
     """One epoch of the pass: visit the needed videos in the epoch's order, read each once, feed
-    every head (or batched group of heads) that trains on it. `share_of`: the heads the epoch's
-    time is shared among (default: `heads`). Returns the epoch's record (`TrainedPass.epochs`)."""
+    every head (or `HeadGroup`) that trains on it; `share_of` heads share the epoch's time
+    (default: `heads`). Returns the epoch's record (`TrainedPass.epochs`)."""
     start = time.perf_counter()
     seeds = [head.config.seed for head in heads]
     draws = _epoch_draws(cache, pool, config, seeds, epoch)
@@ -223,11 +232,7 @@ def _run_epoch(
         for h in who:
             s = seeds[h]
             if s not in samples:  # heads of one seed draw the same clips and views
-                positions = np.searchsorted(union, draws[s].clips[i])
-                samples[s] = tokens[
-                    torch.as_tensor(positions, device=device),
-                    torch.as_tensor(draws[s].views[i], device=device),
-                ]
+                samples[s] = _sample(tokens, union, draws[s], int(i), device)
             heads[h].feed(samples[s], int(labels[i]), masks.get(s))
         bar.update()
         if not bar.disable and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
