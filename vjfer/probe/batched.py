@@ -7,8 +7,8 @@ parameters are stacked [H, ...], the forward is the reference module's run under
 (one kernel per operation for all heads; what does not depend on a head, such as the LayerNorm of
 the tokens, runs once), and each head keeps its own loss (cross-entropy), its own gradient-norm
 clip (1.0) and its own AdamW update with its lr and weight decay from the schedules of
-`vjfer.probe.config`, applied to every head's slice of the stacked tensors by one `_foreach` call
-per operation (torch's foreach AdamW, per-head scalars). A head whose loss is not finite leaves
+`vjfer.probe.config`, applied to the stacked tensors at once (torch's AdamW formula, per-head
+factors broadcast). A head whose loss is not finite leaves
 the group at the epoch's end (its slices are dropped) and trains no further, as alone.
 
 Everything that leaves the pass is per head: at every epoch's end the group writes each head's
@@ -24,7 +24,7 @@ heads already failed.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 import torch
@@ -73,9 +73,11 @@ def group_heads(heads: Sequence[Head]) -> list[Head | HeadGroup]:
     return out
 
 
-def _slices(stacked: Iterable[Tensor]) -> list[Tensor]:
-    """Each head's slice (a view) of each stacked tensor, tensor-major."""
-    return [head for tensor in stacked for head in tensor.unbind(0)]
+def _per_head(values: Sequence[float], like: Tensor) -> Tensor:
+    """Per-head scalars (computed in double, as torch's optimizer computes them) as a float32
+    [H, 1, ...] tensor broadcasting over a stacked tensor `like`."""
+    shape = (len(values),) + (1,) * (like.dim() - 1)
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
 
 
 class HeadGroup:
@@ -170,9 +172,8 @@ class HeadGroup:
 
     @torch.no_grad()
     def _adamw(self) -> None:
-        """torch's AdamW step, as its foreach form computes it, over every head's slice of every
-        stacked tensor at once (one `_foreach` call per operation), each head at its lr and
-        weight decay."""
+        """torch's AdamW step on each stacked tensor at once (a few kernels per tensor, whatever
+        the heads), each head at its lr and weight decay ([H, 1, ...] factors)."""
         beta1, beta2 = self.config.betas
         t = self.step + 1  # AdamW's step count after this step
         bias1, bias2_sqrt = 1 - beta1**t, (1 - beta2**t) ** 0.5
@@ -181,22 +182,17 @@ class HeadGroup:
             1 - lr * wd_at(self.step, self.total, h.config)
             for lr, h in zip(lrs, self.heads, strict=True)
         ]
-        decayed = [n for n in self.names if self.decay[n]]
-        params = _slices(self.params[n] for n in self.names)  # name-major, then head
-        grads = _slices(cast(Tensor, self.params[n].grad) for n in self.names)
-        exp_avgs = _slices(self.moments[n][0] for n in self.names)
-        exp_avg_sqs = _slices(self.moments[n][1] for n in self.names)
-        torch._foreach_mul_(_slices(self.params[n] for n in decayed), decays * len(decayed))
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-        denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, bias2_sqrt)
-        torch._foreach_add_(denom, 1e-8)  # AdamW's default eps
-        steps = [-lr / bias1 for lr in lrs] * len(self.names)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, steps)
         for n in self.names:
-            self.params[n].grad = None
+            param, grad = self.params[n], cast(Tensor, self.params[n].grad)
+            exp_avg, exp_avg_sq = self.moments[n]
+            if self.decay[n]:
+                param.mul_(_per_head(decays, param))
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(1e-8)  # AdamW's default eps
+            # param - step * exp_avg / denom, as torch's addcdiv_(value=-step), one temporary
+            param.addcdiv_(exp_avg, denom.div_(_per_head([-lr / bias1 for lr in lrs], param)))
+            param.grad = None
 
     def running_loss(self) -> float:
         return (self._loss_sum.sum() / max(len(self.heads), 1)).item() / max(self._batches, 1)
