@@ -5,6 +5,7 @@ leaves the pass is per head (probe.pt keys, histories, failures, the resume chec
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -152,3 +153,20 @@ def test_a_killed_batched_pass_resumes_identical(cache, tmp_path, monkeypatch):
         for key, tensor in ours["state_dict"].items():
             assert torch.equal(tensor, theirs["state_dict"][key]), f"{fold} {key}"
     assert (whole / "selection.csv").read_bytes() == (cut / "selection.csv").read_bytes()
+
+
+def test_the_command_line_batches_a_grid_and_records_it_only_then(cache_dir, tmp_path, caplog):
+    from conftest import run_cli
+
+    args = ["probe", "--cache", cache_dir, "--fold", "1", "--epochs", "1", "--device", "cpu"]
+    args += ["--no-progress", "--probe", "linear", "--lr", "1e-3,3e-3", "--num-workers", "0"]
+    with caplog.at_level(logging.INFO, logger="vjfer.probe.train"):
+        run_cli(*args, "--out", tmp_path / "batched", "--batch-heads")
+    assert "--batch-heads: 4 heads in 2 batched groups" in caplog.text  # fold 1's, inner fold's
+    run_cli(*args, "--out", tmp_path / "plain")
+    (batched,) = (tmp_path / "batched").iterdir()
+    (plain,) = (tmp_path / "plain").iterdir()
+    assert json.loads((batched / "config.json").read_text())["train"]["batch_heads"] is True
+    assert "batch_heads" not in json.loads((plain / "config.json").read_text())["train"]
+    for run in (batched, plain):  # both grid points and their inner heads trained
+        assert len(list(run.glob("fold-1/heads/*/metrics.json"))) == 2

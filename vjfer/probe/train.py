@@ -281,6 +281,9 @@ def _train_epochs(
     # --batch-heads: the restored heads of one family and shape stacked into one module each
     units = group_heads(heads) if config.batch_heads else list(heads)
     if len(units) < len(heads):
+        groups = [u for u in units if isinstance(u, HeadGroup)]
+        grouped = sum(len(g.heads) for g in groups)
+        log.info("--batch-heads: %d heads in %d batched groups", grouped, len(groups))
         member = np.zeros((len(units), member.shape[1]), dtype=bool)
         for u, unit in enumerate(units):
             member[u, unit.rows] = True
