@@ -170,3 +170,31 @@ def test_the_command_line_batches_a_grid_and_records_it_only_then(cache_dir, tmp
     assert "batch_heads" not in json.loads((plain / "config.json").read_text())["train"]
     for run in (batched, plain):  # both grid points and their inner heads trained
         assert len(list(run.glob("fold-1/heads/*/metrics.json"))) == 2
+
+
+@pytest.mark.cuda  # skipped by conftest.py without a GPU
+def test_a_batched_grid_on_cuda_equals_its_heads_and_fp16_is_not_batched(cache):
+    """fp32 on the GPU: within 1e-4 of the heads one at a time (10x the CPU's tolerance: cuBLAS
+    picks its summation order per shape); bf16 autocast trains finite; fp16 (a loss scaler per
+    head) is not grouped."""
+    rows, gpu = split_rows(cache.videos["fold"].to_numpy(), 2)[0], torch.device("cuda")
+    config = replace(CFG, epochs=2, device="cuda", autocast="fp32", batch_heads=True)
+    lrs = (1e-3, 3e-3)
+
+    def heads(c):
+        return [Head(f"lr{lr:g}", replace(c, lr=lr), rows, cache, gpu) for lr in lrs]
+
+    batched = heads(config)
+    train_heads(cache, batched, config, progress=False)
+    for lr, head in zip(lrs, batched, strict=True):
+        single = replace(config, lr=lr)
+        alone = Head("alone", single, rows, cache, gpu)
+        train_heads(cache, [alone], single, progress=False)
+        assert _largest_difference(head.probe, alone.probe) < 1e-4
+    bf16 = replace(config, autocast="bf16")
+    pair = heads(bf16)
+    assert any(isinstance(u, HeadGroup) for u in group_heads(pair))
+    train_heads(cache, pair, bf16, progress=False)
+    assert all(np.isfinite(h["loss"]) for head in pair for h in head.history)
+    fp16 = heads(replace(config, autocast="fp16"))
+    assert group_heads(fp16) == fp16
