@@ -3,13 +3,14 @@
 
 A pass's heads of one family and shape (the same probe kind, layer, seed and training videos, so
 the same samples in the same order: `train._epoch_draws` draws per seed) step together: their
-parameters are stacked [H, ...], the forward is the reference module's run under `torch.func.vmap`
-(one kernel per operation for all heads; what does not depend on a head, such as the LayerNorm of
-the tokens, runs once), and each head keeps its own loss (cross-entropy), its own gradient-norm
-clip (1.0) and its own AdamW update with its lr and weight decay from the schedules of
-`vjfer.probe.config`, applied to the stacked tensors at once (torch's AdamW formula, per-head
-factors broadcast). A head whose loss is not finite leaves
-the group at the epoch's end (its slices are dropped) and trains no further, as alone.
+parameters are stacked [H, ...] and one kernel per operation serves all heads (the depth-1
+attentive probe's forward written for stacked heads, `attentive_logits`; the linear probe's under
+`torch.func.vmap`); what does not depend on a head, such as the LayerNorm of the tokens, runs
+once. Each head keeps its own loss (cross-entropy), its own gradient-norm clip (1.0) and its own
+AdamW update with its lr and weight decay from the schedules of `vjfer.probe.config`, applied to
+the stacked tensors at once (torch's AdamW formula, per-head factors broadcast). A head whose loss
+is not finite leaves the group at the epoch's end (its slices are dropped) and trains no further,
+as alone.
 
 Everything that leaves the pass is per head: at every epoch's end the group writes each head's
 parameters and AdamW moments back into its `Head` (the reference module's keys, torch's AdamW
@@ -17,8 +18,8 @@ state format), so histories, failures, the pass's checkpoint and each probe.pt a
 heads write. The numbers equal separate heads' within float rounding, not bit for bit (batched
 matmuls and reductions sum in another order), which is why batching is an option and a group of
 one head is never made. Not grouped (trained as today): k-NN heads, the deeper attentive probe
-(its self-attention has no batching rule: vmap would loop), fp16 autocast (loss scaling per head),
-heads already failed.
+(its self-attention blocks are not written for stacked heads, and under vmap its attention would
+loop per head), fp16 autocast (loss scaling per head), heads already failed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from torch.func import functional_call, vmap
 
 from vjfer.probe.config import lr_at, wd_at
 from vjfer.probe.head import Head, batch_inputs
+from vjfer.probe.layer import select_layer
+from vjfer.probe.model import LN_EPS, AttentiveProbe, masked_softmax
 from vjfer.probe.reader import ReadStats
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: max_norm / (norm + 1e-6)
@@ -80,6 +83,52 @@ def _per_head(values: Sequence[float], like: Tensor) -> Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
 
 
+def _linear(x: Tensor, params: dict[str, Tensor], name: str) -> Tensor:
+    """Each head's nn.Linear `name` on its rows: x [G, B, in] -> [G, B, out]."""
+    weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]  # [G, out, in], [G, out]
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def _layer_norm(x: Tensor, params: dict[str, Tensor], name: str) -> Tensor:
+    """Each head's nn.LayerNorm `name` on its rows [G, B, D]."""
+    normed = F.layer_norm(x, x.shape[-1:], None, None, LN_EPS)
+    return normed * params[f"{name}.weight"][:, None] + params[f"{name}.bias"][:, None]
+
+
+def attentive_logits(
+    probe: AttentiveProbe, params: dict[str, Tensor], tokens: Tensor, mask: Tensor | None
+) -> Tensor:
+    """The depth-1 `AttentiveProbe.forward` (its factorised pooling) of G heads at once, their
+    parameters stacked [G, ...] in the module's layout: tokens [B, N, D] -> logits [G, B, C].
+
+    The tokens' part runs once for every head: one LayerNorm, the scores of all G·H attention
+    heads in one product with the tokens, and the pooling in one product per sample ([G·H, N] by
+    [N, D]); vmap would copy the tokens G times for the pooling. The rest is per head and small.
+    The same function as the module's (`tests/test_probe_batched.py` holds them together)."""
+    tokens, mask = select_layer(probe.layer_view, tokens, mask)
+    B, N, D = tokens.shape
+    block = "pooler.cross_attention_block."
+    query = params["pooler.query_tokens"].reshape(-1, 1, D)  # [G, 1, D]
+    G, H = query.shape[0], probe.num_heads
+    q = _linear(query, params, block + "xattn.q").reshape(G, H, D // H)  # q'_h per head
+    kv, kv_bias = params[block + "xattn.kv.weight"], params[block + "xattn.kv.bias"]
+    w_k, w_v = kv[:, :D].reshape(G, H, D // H, D), kv[:, D:].reshape(G, H, D // H, D)
+    gain, shift = params[block + "norm1.weight"], params[block + "norm1.bias"]  # [G, D]
+    u = torch.einsum("ghdk,ghd->ghk", w_k, q)  # u_h = W_k,h^T q'_h: [G, H, D]
+    w = (u * gain[:, None] * probe.pooler.cross_attention_block.xattn.scale).reshape(G * H, D)
+    xhat = F.layer_norm(tokens, (D,), None, None, LN_EPS)  # [B, N, D], once
+    # scores [B, G·H, N]: the softmax runs along the last, contiguous axis
+    scores = torch.bmm(w.to(xhat.dtype).expand(B, -1, -1), xhat.transpose(1, 2))
+    attn = masked_softmax(scores, mask, dim=2)
+    pooled = (attn @ xhat).view(B, G, H, D).transpose(0, 1)  # [G, B, H, D]
+    pooled = pooled * gain[:, None, None] + shift[:, None, None]  # sum_n a_hn LN(x_n)
+    out = torch.einsum("gbhk,ghdk->gbhd", pooled, w_v.to(pooled.dtype)).reshape(G, B, D)
+    out = _linear(out + kv_bias[:, None, D:], params, block + "xattn.proj")
+    x = query + out  # [G, B, D]
+    hidden = F.gelu(_linear(_layer_norm(x, params, block + "norm2"), params, block + "mlp.fc1"))
+    return _linear(x + _linear(hidden, params, block + "mlp.fc2"), params, "linear")
+
+
 class HeadGroup:
     """Heads of one `group_key` trained as one batched module; fed like a `Head`."""
 
@@ -94,10 +143,14 @@ class HeadGroup:
         self._stack()
         self._pending: list[tuple[Tensor, int, Tensor | None]] = []
         self._loss_sum, self._batches = torch.zeros(len(self.heads), device=self.device), 0
-        self._forward = vmap(
-            lambda params, x, mask: functional_call(self._module, params, (x, mask)),
-            in_dims=(0, None, None),
-        )
+        if isinstance(self._module, AttentiveProbe):  # depth 1 (`group_key`)
+            probe = self._module
+            self._forward = lambda params, x, mask: attentive_logits(probe, params, x, mask)
+        else:  # linear: vmap of its forward (the mean of the tokens runs once, unbatched)
+            self._forward = vmap(
+                lambda params, x, mask: functional_call(self._module, params, (x, mask)),
+                in_dims=(0, None, None),
+            )
 
     def _stack(self) -> None:
         """Stack the heads' parameters and AdamW moments (zeros before the first step). A
