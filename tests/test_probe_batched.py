@@ -28,7 +28,7 @@ CFG = TrainConfig(
 )
 # fp32 rounding: the batched kernels sum in another order than one head's, ~1 ulp (6e-8 at 1.0)
 # per operation; after 3 epochs (48 AdamW steps on fold 2) the largest parameter difference
-# measured was 4.2e-7 (attentive) and 1.2e-7 (linear). 1e-5 is 24x that, yet 100x below what one
+# measured was 6.5e-7 (attentive) and 1.2e-7 (linear). 1e-5 is 15x that, yet 100x below what one
 # step moves a parameter (AdamW moves each by ~lr = 1e-3): a skipped step, another head's lr or
 # weight decay or a gradient clipped with another head's norm fails it.
 TOLERANCE = 1e-5
