@@ -72,9 +72,18 @@ def test_only_heads_of_one_family_shape_and_videos_are_grouped(cache):
     assert heads[2].knn and alone == [heads[2].name, "deep", "deep2", "other-seed"]
 
 
-@pytest.mark.parametrize("probe", ["attentive", "linear"])
-def test_a_batched_grid_equals_its_heads_trained_one_at_a_time_within_rounding(cache, probe):
-    config = replace(CFG, probe=probe)
+@pytest.mark.parametrize(
+    "probe, options",
+    [
+        ("attentive", {}),
+        ("linear", {}),
+        ("attentive", {"pool": "clip", "token_augment": True}),  # per clip, tokens masked
+    ],
+)
+def test_a_batched_grid_equals_its_heads_trained_one_at_a_time_within_rounding(
+    cache, probe, options
+):
+    config = replace(CFG, probe=probe, **options)
     grid = make_grid([1e-3, 3e-3], [0.01, 0.1], [0])
     alone = train_grid(cache, [2], config, grid, progress=False)
     batched = train_grid(cache, [2], replace(config, batch_heads=True), grid, progress=False)
