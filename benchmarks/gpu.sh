@@ -61,11 +61,14 @@ if [ "$mode" = gpu ]; then
     dev=cuda smoke_enc=vjepa-l16 emotions=8 fig_enc=vjepa-h16-384 iters=6 warmup=2 clips=8
     extract_args=(--videos 32 --workers 12 --batch-size 16 --repeat 1 --write-mb 1024)
     shape=(--tokens 4608 --dim 1280 --videos 24) threads=8 heads=1,5,40
+    # --batch-heads: 1-40 heads a step at the tiny and the real shape (the stage-2 cache), families
+    batched=(--batched 1,5,10,40 --batched-shapes 256x64,4608x1280 --real-steps 3 --repeat 2)
 else  # the same steps at tiny shapes on the CPU
     dev=cpu smoke_enc=tiny emotions=2 fig_enc=tiny iters=2 warmup=1 clips=2
     extract_args=(--videos 2 --frames 70 --size 320x180 --workers 1 --batch-size 4 --repeat 1
         --write-mb 8)
     shape=(--tokens 256 --dim 64 --videos 8) threads=2 heads=1,5
+    batched=(--batched 1,5 --batched-shapes 256x64 --steps 2 --repeat 1 --family-epochs 1)
 fi
 smoke=("$PY" benchmarks/smoke.py --work "$work" --device "$dev" --encoder "$smoke_enc" --workers 4)
 
@@ -99,9 +102,10 @@ step extract 90 45 "$PY" benchmarks/extract.py --encoder "$fig_enc" --random-wei
 step stage2 90 45 "$PY" benchmarks/stage2.py --dir "$work/stage2" "${shape[@]}" \
     --threads "$threads" --device "$dev" --probe attentive --epoch-vs-read --store int8 \
     --repeat 1 --json "$R/stage2.json"
-# the same cache and its int8 copy: 4 x (1 + 5 + 40) heads x 6 steps of ~20 ms
-step heads 90 40 "$PY" benchmarks/heads.py --dir "$work/stage2" "${shape[@]}" \
-    --device "$dev" --heads "$heads" --json "$R/heads.json"
+# the same cache and its int8 copy: 4 x (1 + 5 + 40) heads x 6 steps of ~20 ms; then 1-40 heads
+# batched and one by one (~2 x 56 head-steps a step size), 3 family passes x 2 rounds (~20 s)
+step heads 120 60 "$PY" benchmarks/heads.py --dir "$work/stage2" "${shape[@]}" \
+    --device "$dev" --heads "$heads" "${batched[@]}" --json "$R/heads.json"
 
 "$PY" benchmarks/gpu_summary.py write --mode "$mode" --work "$work" --out "$out" \
     --wall "$((SECONDS - started))" --budget "$budget" 2>&1 | tee -a "$log"

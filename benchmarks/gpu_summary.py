@@ -190,6 +190,30 @@ def heads_rows(h: dict) -> list[tuple[str, str]]:
                 f"(x{r['per_head_step_vs_1']:.2f} of one head's)",
             )
         )
+    for section in h.get("batching", []):
+        rows += batching_rows(section)
+    return rows
+
+
+def batching_rows(section: dict) -> list[tuple[str, str]]:
+    """`heads.py`'s batched steps and families' passes at one shape."""
+    shape = section["shape"]
+    at = f"{shape['batch']} x {shape['clips']} x {shape['tokens']} x {shape['dim']}"
+    rows = []
+    for r in section["batched"]:
+        alone = r.get("separate_step_ms")
+        rows.append(
+            (
+                f"step of {r['heads']} heads batched (--batch-heads), {at}",
+                f"{r['batched_step_ms']:.1f} ms = x{r['vs_one_head']:.2f} of one head's (goal "
+                f"<= 3 at 40)" + (f"; one by one {alone:.1f} ms" if alone is not None else ""),
+            )
+        )
+    if f := section.get("families"):
+        added = ", ".join(f"{n} +{100 * v:.1f} %" for n, v in f["added"].items())
+        rows.append(
+            (f"linear and k-NN heads on an attentive pass, {at}", f"{added} (goal <= 10 %)")
+        )
     return rows
 
 

@@ -104,6 +104,11 @@ def test_rehearsal_figures_are_numbers(rehearsal):
         assert r["epoch_s"] > 0 and r["per_head_step_ms"] > 0
         one = rows[(store, source, 1)]["per_head_step_ms"]
         assert r["per_head_step_vs_1"] == pytest.approx(r["per_head_step_ms"] / one)
+    (section,) = heads["batching"]  # --batch-heads at the tiny shape: 1 and 5 heads a step
+    assert section["shape"]["tokens"] == 256 and [r["heads"] for r in section["batched"]] == [1, 5]
+    one, five = section["batched"]
+    assert one["vs_one_head"] == 1 and five["batched_step_ms"] > 0 and five["separate_step_ms"] > 0
+    assert sorted(section["families"]["added"]) == ["attentive+linear", "attentive+linear+knn"]
 
 
 @pytest.mark.slow

@@ -156,6 +156,14 @@ def _run_options(opt) -> list:
             "inside it (off by default).",
         ),
         opt(
+            "--batch-heads",
+            is_flag=True,
+            show_default=False,
+            help="Train a grid's heads of one family and fold as one batched module (stacked "
+            "parameters, one kernel per operation): faster; equal to separate heads within float "
+            "rounding, not bit for bit (off by default).",
+        ),
+        opt(
             "--autocast",
             help="The probe's autocast dtype on CUDA (fp16 with a grad scaler: the reference's); "
             "the CPU trains in fp32.",

@@ -107,6 +107,9 @@ class TrainConfig:
     # each class's, drawn from its training rows by its seed; None (both): every training video
     shots: int | None = None
     train_fraction: float | None = None
+    # heads of one family and shape (probe, layer, seed, videos) step as one batched module
+    # (`vjfer.probe.batched`): equal to separate heads within float rounding, not bit for bit
+    batch_heads: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON, betas arrive as a list

@@ -33,22 +33,48 @@ def param_groups(probe: nn.Module) -> list[dict]:
     return [{"params": decay, "decay": True}, {"params": rest, "decay": False, "weight_decay": 0.0}]
 
 
-def _loss(
-    probe: nn.Module,
-    tokens: torch.Tensor,
-    labels: torch.Tensor,
-    pool: str,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Cross-entropy of tokens [B, K, N, D] (mask: bool [B, K, N], True = kept, or None)."""
+Pending = list[tuple[torch.Tensor, int, torch.Tensor | None]]  # samples waiting for a step
+
+
+def batch_inputs(
+    pending: Pending, device: torch.device, pool: str
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Waiting samples (tokens [K, N, D], label, mask bool [K, N] (True = kept) or None) as one
+    probe input: (tokens float32, mask or None, labels). `joint`: the K clips' tokens of a sample
+    as one sequence [B, K·N, D]; `clip`: each clip alone [B·K, N, D], its video's label repeated
+    (the loss is then the mean of per-clip losses)."""
+    tokens = torch.stack([s for s, _, _ in pending]).float()  # [B, K, N, D], on the device
+    labels = torch.tensor([y for _, y, _ in pending], device=device)
+    masks = [m for _, _, m in pending if m is not None]
+    assert len(masks) in (0, len(pending)), "a head masks every sample or none"
+    mask = torch.stack(masks) if masks else None  # [B, K, N]
     B, K, N, D = tokens.shape
     if pool == "joint":
         joint = None if mask is None else mask.reshape(B, K * N)
-        logits = probe(tokens.reshape(B, K * N, D), joint)  # the K clips' tokens as one sequence
-        return F.cross_entropy(logits.float(), labels)
+        return tokens.reshape(B, K * N, D), joint, labels
     alone = None if mask is None else mask.reshape(B * K, N)
-    logits = probe(tokens.reshape(B * K, N, D), alone)  # each clip alone; mean of per-clip losses
-    return F.cross_entropy(logits.float(), labels.repeat_interleave(K))
+    return tokens.reshape(B * K, N, D), alone, labels.repeat_interleave(K)
+
+
+class SharedBatches:
+    """The last batch `batch_inputs` made, handed again to the next head that steps on the same
+    sample tensors (the pass gives every head of one seed the same tensor of a video, and heads of
+    one seed and videos step together): the float32 batch is made once, not once per head. Holds
+    its samples, so their ids stay theirs while they are the key."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._held: Pending = []
+        self._batch: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+
+    def get(
+        self, pending: Pending, device: torch.device, pool: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        key = (pool, tuple((id(s), y, id(m)) for s, y, m in pending))
+        if self._batch is None or key != self._key:
+            self._key, self._held = key, list(pending)
+            self._batch = batch_inputs(pending, device, pool)
+        return self._batch
 
 
 def _few_shot(name: str, config: TrainConfig, rows: np.ndarray, cache: Cache) -> Draw | None:
@@ -115,8 +141,9 @@ class Head:
         self.step = 0
         self.history: list[dict] = []
         self.failed: dict | None = None  # {"epoch", "loss"} once a loss was not finite
-        self._pending: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
+        self._pending: Pending = []
         self._loss_sum, self._batches = torch.zeros((), device=device), 0
+        self.shared: SharedBatches | None = None  # set by the pass: batches made once for all
         cuda = device.type == "cuda"
         self._amp = AUTOCAST_DTYPES[config.autocast] if cuda else None  # the CPU trains in float32
         # fp16 needs loss scaling (as the reference's GradScaler); bf16 and fp32 do not
@@ -139,18 +166,13 @@ class Head:
             group["lr"] = lr_at(self.step, self.total, config)
             if group["decay"]:
                 group["weight_decay"] = wd_at(self.step, self.total, config)
-        tokens = torch.stack(
-            [s for s, _, _ in self._pending]
-        ).float()  # [B, K, N, D], on the device
-        labels = torch.tensor([y for _, y, _ in self._pending], device=self.device)
-        masks = [m for _, _, m in self._pending if m is not None]
-        assert len(masks) in (0, len(self._pending)), "a head masks every sample or none"
-        mask = torch.stack(masks) if masks else None  # [B, K, N]
+        make = self.shared.get if self.shared is not None else batch_inputs
+        tokens, mask, labels = make(self._pending, self.device, config.pool)
         self._pending = []
         with torch.autocast(
             "cuda", dtype=self._amp or torch.float32, enabled=self._amp is not None
         ):
-            loss = _loss(self.probe, tokens, labels, config.pool, mask)
+            loss = F.cross_entropy(self.probe(tokens, mask).float(), labels)
         self._scaler.scale(loss).backward()  # a no-op scale unless fp16
         self._scaler.unscale_(self.optimizer)  # clip the true gradients, as the reference does
         nn.utils.clip_grad_norm_(self.probe.parameters(), config.clip_grad)

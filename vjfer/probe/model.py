@@ -71,7 +71,7 @@ def strip_reference_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor
     return {k.removeprefix(REFERENCE_PREFIX): v for k, v in state_dict.items()}
 
 
-def _masked_softmax(scores: Tensor, mask: Tensor | None, dim: int) -> Tensor:
+def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int) -> Tensor:
     """Softmax of `scores` along `dim`; tokens where `mask` [B, N] is False get weight 0."""
     if mask is not None:
         shape = [mask.shape[0]] + [1] * (scores.dim() - 1)
@@ -218,7 +218,7 @@ class AttentiveProbe(nn.Module):
         u = torch.einsum("hdk,hd->hk", w_k, self._query())  # u_h = W_k,h^T q'_h: [H, D]
         w = u * norm.weight * xattn.scale  # [H, D]
         xhat = F.layer_norm(tokens, (D,), None, None, norm.eps)  # [B, N, D]
-        attn = _masked_softmax(xhat @ w.to(xhat.dtype).t(), mask, dim=1)  # [B, N, H]
+        attn = masked_softmax(xhat @ w.to(xhat.dtype).t(), mask, dim=1)  # [B, N, H]
         pooled = attn.transpose(1, 2) @ xhat  # sum_n a_hn xhat_n: [B, H, D]
         pooled = pooled * norm.weight + norm.bias  # sum_n a_hn LN(x_n)
         out = torch.einsum("bhk,hdk->bhd", pooled, w_v.to(pooled.dtype))  # [B, H, d]
@@ -234,7 +234,7 @@ class AttentiveProbe(nn.Module):
         kv = xattn.kv(block.norm1(tokens)).view(B, N, 2, H, D // H)
         k, v = kv[:, :, 0], kv[:, :, 1]  # [B, N, H, d]
         scores = torch.einsum("hd,bnhd->bhn", q.to(k.dtype), k) * xattn.scale  # [B, H, N]
-        attn = _masked_softmax(scores, mask, dim=2)
+        attn = masked_softmax(scores, mask, dim=2)
         return torch.einsum("bhn,bnhd->bhd", attn, v).reshape(B, D)
 
     def _pool(self, tokens: Tensor, mask: Tensor | None, factorised: bool) -> Tensor:

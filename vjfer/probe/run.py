@@ -62,8 +62,8 @@ log = logging.getLogger(__name__)
 
 def config_dict(config: TrainConfig) -> dict:
     """asdict(config) with JSON types (betas as a list); `probe_depth` and `knn_k` only when not
-    1, `shots` and `train_fraction` only when set, so runs of the depth-1 probe on every training
-    video record what they always did."""
+    1, `shots` and `train_fraction` only when set and `batch_heads` only when on, so runs without
+    them record what they always did."""
     out = asdict(config)
     out["betas"] = list(config.betas)
     for name, default in (
@@ -71,6 +71,7 @@ def config_dict(config: TrainConfig) -> dict:
         ("knn_k", 1),
         ("shots", None),
         ("train_fraction", None),
+        ("batch_heads", False),
     ):
         if out[name] == default:  # new settings: recorded only when not at default
             del out[name]

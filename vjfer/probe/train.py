@@ -34,8 +34,9 @@ from tqdm.auto import tqdm
 from vjfer.cache import Cache
 from vjfer.env import resolve_device
 from vjfer.errors import ConfigError, TrainingError
+from vjfer.probe.batched import HeadGroup, group_heads
 from vjfer.probe.config import TrainConfig
-from vjfer.probe.head import Head
+from vjfer.probe.head import Head, SharedBatches
 from vjfer.probe.reader import ReadStats, open_source
 from vjfer.probe.resume import PassCheckpoint
 from vjfer.probe.samples import EpochDraws, epoch_draws, epoch_order, rows_of, train_clips
@@ -172,16 +173,25 @@ def _epoch_draws(
     }
 
 
-def _postfix(bar, heads: list[Head], epoch: int, stats: ReadStats) -> None:
+def _postfix(bar, heads: list[Head | HeadGroup], epoch: int, stats: ReadStats) -> None:
     """The progress bar's epoch, the running loss of `heads` and the read rate."""
     loss = np.mean([head.running_loss() for head in heads])
     gb, gb_s = f"{stats.bytes / 1e9:.1f}", f"{stats.gb_per_s:.2f}"
     bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", GB=gb, GB_s=gb_s, refresh=False)
 
 
+def _sample(
+    tokens: torch.Tensor, union: np.ndarray, draws: EpochDraws, i: int, device: torch.device
+) -> torch.Tensor:
+    """Video i's sample [K, N, D] of one seed's draws, from `tokens` [C', V, N, D] of the clips
+    read (`union`, sorted clip numbers)."""
+    positions = torch.as_tensor(np.searchsorted(union, draws.clips[i]), device=device)
+    return tokens[positions, torch.as_tensor(draws.views[i], device=device)]
+
+
 def _run_epoch(
     cache: Cache,
-    heads: Sequence[Head],
+    heads: Sequence[Head | HeadGroup],
     source,
     member: np.ndarray,
     pool,
@@ -189,9 +199,11 @@ def _run_epoch(
     epoch: int,
     device: torch.device,
     bar,
+    share_of: int | None = None,
 ) -> dict:
     """One epoch of the pass: visit the needed videos in the epoch's order, read each once, feed
-    every head that trains on it. Returns the epoch's record (`TrainedPass.epochs`)."""
+    every head (or `HeadGroup`) that trains on it; `share_of` heads share the epoch's time
+    (default: `heads`). Returns the epoch's record (`TrainedPass.epochs`)."""
     start = time.perf_counter()
     seeds = [head.config.seed for head in heads]
     draws = _epoch_draws(cache, pool, config, seeds, epoch)
@@ -218,17 +230,18 @@ def _run_epoch(
                 s: torch.as_tensor(draws[s].mask(int(i)), device=device)
                 for s in {seeds[h] for h in who}
             }
+        samples: dict[int, torch.Tensor] = {}  # per head seed: its sample [K, N, D], taken once
         for h in who:
-            d = draws[seeds[h]]
-            positions = torch.as_tensor(np.searchsorted(union, d.clips[i]), device=device)
-            views = torch.as_tensor(d.views[i], device=device)
-            heads[h].feed(tokens[positions, views], int(labels[i]), masks.get(seeds[h]))
+            s = seeds[h]
+            if s not in samples:  # heads of one seed draw the same clips and views
+                samples[s] = _sample(tokens, union, draws[s], int(i), device)
+            heads[h].feed(samples[s], int(labels[i]), masks.get(s))
         bar.update()
         if not bar.disable and (n % POSTFIX_EVERY == 0 or n == len(order) - 1):
             _postfix(bar, [heads[h] for h in who], epoch, source.stats)
     seconds = time.perf_counter() - start
     for head in heads:
-        head.end_epoch(epoch, seconds / len(heads), source.stats)
+        head.end_epoch(epoch, seconds / (share_of or len(heads)), source.stats)
     return {
         "epoch": epoch + 1,
         "seconds": seconds,
@@ -267,10 +280,21 @@ def _train_epochs(
     start, records = checkpoint.restore(heads) if checkpoint else (0, [])
     reported = {h.name for h in heads if h.failed is not None}
     total = (config.epochs - start) * member.any(axis=0).sum()
+    # --batch-heads: the restored heads of one family and shape stacked into one module each
+    units = group_heads(heads) if config.batch_heads else list(heads)
+    if len(units) < len(heads):
+        groups = [u for u in units if isinstance(u, HeadGroup)]
+        grouped = sum(len(g.heads) for g in groups)
+        log.info("--batch-heads: %d heads in %d batched groups", grouped, len(groups))
+        member = np.zeros((len(units), member.shape[1]), dtype=bool)
+        for u, unit in enumerate(units):
+            member[u, unit.rows] = True
     bar = tqdm(total=total, desc="training", unit="video", disable=not progress)
     try:
         for epoch in range(start, config.epochs):
-            record = _run_epoch(cache, heads, source, member, pool, config, epoch, device, bar)
+            record = _run_epoch(
+                cache, units, source, member, pool, config, epoch, device, bar, len(heads)
+            )
             records.append(record)
             _check_finite(heads, config, reported)
             if checkpoint is not None and checkpoint.due(epoch, config.epochs):
@@ -321,12 +345,17 @@ def train_heads(
         held_bytes=held.nbytes if held is not None else 0,
     )
     log.info("%s", plan.describe())
+    shared = SharedBatches()  # heads stepping on the same samples make their batch once
+    for head in heads:
+        head.shared = shared
     try:
         epochs = _train_epochs(
             cache, heads, held or reader, member, pool, config, device, progress, checkpoint
         )
     finally:
         reader.close()
+        for head in heads:
+            head.shared = None
     return TrainedPass(plan, epochs)
 
 
