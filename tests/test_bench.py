@@ -190,3 +190,10 @@ def test_demo_bench_page_in_a_browser(tmp_path, one_thread):
     assert list(predictions.columns) == PREDICTION_COLUMNS
     assert set(predictions["dataset"]) == {"ravdess", "dfew"}
     assert predictions.groupby(["encoder", "dataset"])["probe"].nunique().eq(3).all()
+
+
+def test_bench_refuses_few_shot_options(tmp_path):
+    """A few-shot setting is a curve (`vjfer probe --shots`), not a leaderboard cell."""
+    for option in (["--shots", "4"], ["--train-fraction", "0.5"]):
+        out = run_cli("bench", str(tmp_path), "--out", str(tmp_path / "b"), *option, ok=False)
+        assert "few-shot curve" in out and "Traceback" not in out

@@ -38,6 +38,11 @@ def bench(paths: tuple[Path, ...], out: Path, fold, no_progress: bool, **options
     from vjfer.probe.config import OptionError, TrainConfig
 
     grid = {axis: options.pop(axis) for axis in ("lrs", "wds", "seeds", "layers", "probes", "ks")}
+    if options.pop("shots") or options.pop("fractions"):  # a curve, not a leaderboard cell
+        raise click.UsageError(
+            "bench trains on every training video; for a few-shot curve run `vjfer probe "
+            "--shots N,...` (or --train-fraction) and read it in `vjfer report`"
+        )
     given = click.get_current_context().get_parameter_source("probes")
     families = FAMILIES if given == click.core.ParameterSource.DEFAULT else grid["probes"]
     try:
