@@ -178,13 +178,34 @@ def assert_png(path, min_height: int = 200) -> None:
     assert image.ndim == 3 and image.shape[0] >= min_height and image.shape[1] >= min_height
 
 
+def once_per_session(tmp_path_factory, name: str, build: Callable[[Path], object]):
+    """`build(folder)` once for the whole test session, however many pytest-xdist workers ask:
+    the first builds under a lock in the folder the workers share, the others wait and read its
+    pickled result (so a fixture two test files use is not paid twice with `--dist loadfile`).
+    What `build` writes must be read-only to the tests."""
+    import pickle
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out, done = shared / name, shared / f"{name}.pickle"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.is_file():
+            out.mkdir(exist_ok=True)
+            done.write_bytes(pickle.dumps(build(out)))
+    return pickle.loads(done.read_bytes())
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """`run_demo` once per session (one epoch: the plumbing, not accuracy): (folder, DemoResult)."""
     from vjfer.demo import DemoConfig, run_demo
 
-    out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(out, config=DemoConfig(epochs=1))
+    def build(out: Path):
+        return out, run_demo(out, config=DemoConfig(epochs=1))
+
+    return once_per_session(tmp_path_factory, "demo", build)
 
 
 @pytest.fixture

@@ -564,12 +564,18 @@ def test_probe_names_an_interrupted_cache_and_how_to_resume_it(pipeline, tmp_pat
 @pytest.mark.slow
 def test_reference_fidelity_options_reach_the_cache_and_the_run(pipeline, tmp_path):
     cache, runs = tmp_path / "cache", tmp_path / "runs"
+    # two of the pipeline's five emotions (links to its videos): the options' path, at 2/5 the cost
+    root = tmp_path / "RAVDESS"
+    for video in pipeline["roots"]["ravdess"].rglob("*.mp4"):
+        if video.name.split("-")[2] in ("01", "03"):
+            (root / video.parent.name).mkdir(parents=True, exist_ok=True)
+            (root / video.parent.name / video.name).symlink_to(video)
     out = run(
         "extract",
         "--dataset",
         "ravdess",
         "--root",
-        pipeline["roots"]["ravdess"],
+        root,
         "--encoder",
         "tiny",
         "--cache",
