@@ -1169,6 +1169,34 @@ def _report_lines(
     return lines
 
 
+def _figures(
+    probe_runs: list[ProbeRun],
+    cross_runs: list[CrossRun],
+    out_dir: Path,
+    candidates: list,
+    pca_fold: int | None,
+    device: str,
+) -> tuple[dict[str, list[tuple[str, Path]]], list[str]]:
+    """The report's figures but the timelines (kind -> [(caption, PNG)]) and what could not be
+    drawn: confusion matrices, PCA, UAR per layer and the few-shot curves."""
+    names = _labels_for([r.path for r in probe_runs] + [r.path for r in cross_runs])
+    figures = {"confusion": _confusion_figures(probe_runs, cross_runs, names, out_dir)}
+    figures["pca"], not_drawn = _pca_figures(
+        probe_runs, names, out_dir, candidates, pca_fold, device
+    )
+    figures["layers"] = [
+        (f"{run.path.name}: UAR per encoder layer", drawn)
+        for run in probe_runs
+        if (drawn := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))
+    ]
+    figures[FEW_SHOT] = [
+        (f"{run.path.name}: few-shot UAR", drawn)
+        for run in probe_runs
+        if (drawn := few_shot_figure_for_run(run.path, out_dir / f"few-shot-{names[run.path]}.png"))
+    ]
+    return figures, not_drawn
+
+
 def build_report(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -1214,23 +1242,10 @@ def build_report(
     if probe_runs or cross_runs:  # the intervals' settings, beside the tables they made
         written.append(out_dir / "bootstrap.json")
         write_json(written[-1], bootstrap_record(probe_runs, cross_runs))
-    names = _labels_for([r.path for r in probe_runs] + [r.path for r in cross_runs])
-    figures = {"confusion": _confusion_figures(probe_runs, cross_runs, names, out_dir)}
-    figures["pca"], not_drawn = _pca_figures(
-        probe_runs, names, out_dir, candidates, pca_fold, device
-    )
+    figures, not_drawn = _figures(probe_runs, cross_runs, out_dir, candidates, pca_fold, device)
     missing += not_drawn
-    figures["layers"] = [
-        (f"{run.path.name}: UAR per encoder layer", drawn)
-        for run in probe_runs
-        if (drawn := layer_figure_for_run(run.path, out_dir / f"layers-{names[run.path]}.png"))
-    ]
-    figures[FEW_SHOT] = [
-        (f"{run.path.name}: few-shot UAR", drawn)
-        for run in probe_runs
-        if (drawn := few_shot_figure_for_run(run.path, out_dir / f"few-shot-{names[run.path]}.png"))
-    ]
     missing += caches_not_found
+    names = _labels_for([r.path for r in probe_runs] + [r.path for r in cross_runs])
     figures["timeline"], not_drawn = _timeline_figures(probe_runs, run_caches, names, out_dir)
     missing += not_drawn
     details = detail_tables(probe_runs, list(run_caches.values()))
